@@ -1,0 +1,36 @@
+/**
+ * Typed errors. Every failure a user can cause (bad file, bad config, bad request) is a
+ * MoiError subclass with a stable `code` and a message that names the file, tensor or field.
+ */
+export class MoiError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A safetensors file or index is malformed (names the file and, where known, the tensor). */
+export class SafetensorsError extends MoiError {
+  readonly file: string;
+  readonly tensor?: string;
+  constructor(code: string, file: string, message: string, tensor?: string) {
+    super(code, `${file}${tensor ? ` [${tensor}]` : ''}: ${message}`);
+    this.file = file;
+    this.tensor = tensor;
+  }
+}
+
+/** A requested backend cannot start, or none can. */
+export class BackendError extends MoiError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('E_BACKEND', message, options);
+  }
+}
+
+/** A model folder, config or checkpoint does not fit what the graph needs. */
+export class ModelError extends MoiError {}
+
+/** A caller passed an invalid option or request (bad flag, bad sampling value, context overflow). */
+export class UsageError extends MoiError {}
