@@ -1,0 +1,123 @@
+/**
+ * Chat templates: renders a conversation with the model's own Jinja template (@huggingface/jinja,
+ * which like transformers uses trim_blocks and lstrip_blocks), passing the variables transformers
+ * passes: messages, add_generation_prompt, the special-token strings, plus caller extras
+ * (e.g. Qwen3's enable_thinking).
+ */
+import { Template } from '@huggingface/jinja';
+import { ModelError, UsageError } from '@moi/core';
+import type { Tokenizer } from './tokenizer.ts';
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | (string & {});
+  content: string;
+  /** Other fields some templates read (reasoning_content, tool_calls, ...). */
+  [key: string]: unknown;
+}
+
+/** What rendering needs: a template and the special-token strings (a Tokenizer fits). */
+export interface ChatTemplateSource {
+  chatTemplate?: string;
+  chatTemplates?: Record<string, string>;
+  bosToken?: string;
+  eosToken?: string;
+  padToken?: string;
+  unkToken?: string;
+  /** Where the template came from, for messages. */
+  chatTemplateOrigin?: string;
+  source?: string;
+}
+
+export interface RenderChatOptions {
+  /** Append the opening of the assistant's turn. Default true. */
+  addGenerationPrompt?: boolean;
+  /** Extra template variables, e.g. {enable_thinking: false}. They override the token strings. */
+  extra?: Record<string, unknown>;
+  /** Pick a named template (where the config lists several); default "default". */
+  templateName?: string;
+}
+
+const compiled = new Map<string, Template>();
+
+function compile(text: string, where: string): Template {
+  let t = compiled.get(text);
+  if (!t) {
+    try {
+      t = new Template(text);
+    } catch (e) {
+      throw new ModelError('E_CHAT_TEMPLATE', `${where}: chat template does not parse (${(e as Error).message})`, {
+        cause: e,
+      });
+    }
+    compiled.set(text, t);
+  }
+  return t;
+}
+
+/** The template text to use, or a UsageError saying the model has none. */
+function templateOf(src: ChatTemplateSource, name: string | undefined): string {
+  const where = src.chatTemplateOrigin ?? src.source ?? 'chat template';
+  if (name !== undefined && name !== 'default') {
+    const t = src.chatTemplates?.[name];
+    if (t === undefined) {
+      const names = Object.keys(src.chatTemplates ?? {});
+      throw new UsageError('E_NO_CHAT_TEMPLATE', `${where}: no chat template named "${name}" (have: ${names.join(', ') || 'none'})`);
+    }
+    return t;
+  }
+  if (src.chatTemplate === undefined) {
+    throw new UsageError(
+      'E_NO_CHAT_TEMPLATE',
+      `${where}: this model has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja); use a raw prompt instead`,
+    );
+  }
+  return src.chatTemplate;
+}
+
+function checkMessages(messages: readonly ChatMessage[]): void {
+  if (!Array.isArray(messages)) throw new UsageError('E_CHAT_MESSAGES', 'chat: messages must be an array');
+  messages.forEach((m, i) => {
+    if (!m || typeof m.role !== 'string' || typeof m.content !== 'string') {
+      throw new UsageError('E_CHAT_MESSAGES', `chat: messages[${i}] needs a string role and a string content`);
+    }
+  });
+}
+
+/** Renders a conversation to the prompt text the model was trained on. */
+export function renderChat(
+  src: Tokenizer | ChatTemplateSource,
+  messages: readonly ChatMessage[],
+  opts: RenderChatOptions = {},
+): string {
+  checkMessages(messages);
+  const where = src.chatTemplateOrigin ?? src.source ?? 'chat template';
+  const template = compile(templateOf(src, opts.templateName), where);
+  const vars: Record<string, unknown> = {};
+  if (src.bosToken !== undefined) vars.bos_token = src.bosToken;
+  if (src.eosToken !== undefined) vars.eos_token = src.eosToken;
+  if (src.padToken !== undefined) vars.pad_token = src.padToken;
+  if (src.unkToken !== undefined) vars.unk_token = src.unkToken;
+  Object.assign(vars, opts.extra);
+  vars.messages = messages.map((m) => ({ ...m }));
+  vars.add_generation_prompt = opts.addGenerationPrompt ?? true;
+  try {
+    return template.render(vars);
+  } catch (e) {
+    // Mostly the template's own raise_exception ("roles must alternate ..."): the conversation
+    // does not fit this model's format.
+    throw new UsageError('E_CHAT_RENDER', `${where}: chat template cannot render this conversation: ${(e as Error).message}`, {
+      cause: e,
+    });
+  }
+}
+
+/**
+ * Renders and encodes a conversation. The template writes BOS itself where the model wants it,
+ * so the text is encoded without special tokens; only where the tokenizer normally adds BOS and
+ * the template did not is one BOS put in front. Never two.
+ */
+export function encodeChat(tok: Tokenizer, messages: readonly ChatMessage[], opts: RenderChatOptions = {}): number[] {
+  const ids = tok.encode(renderChat(tok, messages, opts), { addSpecialTokens: false });
+  if (tok.addsBos && ids[0] !== tok.bosTokenId) ids.unshift(tok.bosTokenId!);
+  return ids;
+}

@@ -1,0 +1,5 @@
+export * from './errors.ts';
+export * from './paths.ts';
+export * from './safetensors.ts';
+export * from './backend.ts';
+export * from './nn.ts';

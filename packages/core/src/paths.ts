@@ -1,0 +1,18 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Root of this repository (packages/core/src/../../..). */
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+
+/**
+ * The read-only shared/ folder with fixtures and tokenizers: $MOI_SHARED, else ../shared beside
+ * the repository. Returns null where it is absent, so tests can skip with a clear message.
+ */
+export function sharedDir(): string | null {
+  const dir = process.env.MOI_SHARED ? path.resolve(process.env.MOI_SHARED) : path.resolve(repoRoot, '../shared');
+  return existsSync(path.join(dir, 'fixtures')) ? dir : null;
+}
+
+/** Message used by tests that skip because shared/ is missing. */
+export const SHARED_MISSING = 'shared/ not found: set MOI_SHARED or place it at ../shared (skipping)';

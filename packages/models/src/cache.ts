@@ -1,0 +1,219 @@
+/**
+ * KV cache, preallocated at a fixed shape (static shapes suit tfjs), one per layer.
+ *
+ * - keys   [B, nKV, S, D]
+ * - values [B, nKV, D, S]  (stored transposed: attention then reads both with transposeB, which
+ *   keeps tfjs-wasm off its XNNPACK path that caches a packed copy of the B operand per tensor
+ *   and would not see in-place writes)
+ *
+ * Each row (sequence) has its own offset, so rows of a batch can sit at different positions.
+ * A sliding-window layer keeps only `window` slots and writes position p into slot p % window
+ * (a rotating buffer); the attention mask, built from the positions each slot holds, keeps it
+ * exact past the window.
+ *
+ * Writes go straight into the tensor's memory where the backend allows it (wasm heap, cpu typed
+ * arrays): no copy of the buffer per token. Other backends (tensorflow, webgpu) fall back to
+ * tf.tensorScatterUpdate, which makes a new buffer.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { UsageError } from '@moi/core';
+
+export interface KVCacheOptions {
+  batch: number;
+  kvHeads: number;
+  headDim: number;
+  /** most tokens a row may hold (prompt + generation) */
+  capacity: number;
+  /** sliding-window size; the cache then keeps min(window, capacity) slots */
+  window?: number | null;
+  /** never write in place (for tests of the fallback path) */
+  noInPlace?: boolean;
+}
+
+export interface CacheView {
+  keys: tf.Tensor4D;
+  /** values transposed: [b, nKV, D, S] */
+  valuesT: tf.Tensor4D;
+  /** position held by each key slot, per returned row; −1 = empty */
+  keyPositions: number[][];
+}
+
+/** A Float32Array over a tensor's own memory, or null where the backend cannot do that. */
+export function writableView(t: tf.Tensor): Float32Array | null {
+  const backend: any = tf.backend();
+  const name = tf.getBackend();
+  if (name === 'wasm') {
+    const info = backend.dataIdMap.get(t.dataId);
+    if (!info || info.memoryOffset == null) return null;
+    return new Float32Array(backend.wasm.HEAPF32.buffer, info.memoryOffset, t.size);
+  }
+  if (name === 'cpu') {
+    const values = backend.data.get(t.dataId)?.values;
+    return values instanceof Float32Array && values.length === t.size ? values : null;
+  }
+  return null;
+}
+
+export class KVCache {
+  readonly batch: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
+  readonly capacity: number;
+  readonly window: number | null;
+  /** slots per row */
+  readonly size: number;
+  /** tokens seen per row (= the next position) */
+  readonly offset: number[];
+  /** the position held by each slot, per row; −1 = empty */
+  readonly slotPos: number[][];
+  keys: tf.Tensor4D;
+  valuesT: tf.Tensor4D;
+  private readonly inPlace: boolean;
+
+  constructor(o: KVCacheOptions) {
+    this.batch = o.batch;
+    this.kvHeads = o.kvHeads;
+    this.headDim = o.headDim;
+    this.capacity = o.capacity;
+    this.window = o.window ?? null;
+    this.size = this.window ? Math.min(this.window, o.capacity) : o.capacity;
+    this.offset = new Array(o.batch).fill(0);
+    this.slotPos = Array.from({ length: o.batch }, () => new Array(this.size).fill(-1));
+    this.keys = tf.keep(tf.zeros([o.batch, o.kvHeads, this.size, o.headDim])) as tf.Tensor4D;
+    this.valuesT = tf.keep(tf.zeros([o.batch, o.kvHeads, o.headDim, this.size])) as tf.Tensor4D;
+    this.inPlace = !o.noInPlace && writableView(this.keys) !== null;
+  }
+
+  get isRotating(): boolean {
+    return this.window !== null;
+  }
+
+  /** the slot where position p lives */
+  slot(p: number): number {
+    return this.window ? p % this.size : p;
+  }
+
+  /**
+   * Append k, v ([rows.length, nKV, T, D]) at each row's offset, advance the offsets, and return
+   * what attention should read for those rows. Call inside tf.tidy: returned tensors other than
+   * the cache's own buffers belong to the caller.
+   */
+  updateAndFetch(k: tf.Tensor4D, v: tf.Tensor4D, rows: number[]): CacheView {
+    const T = k.shape[2];
+    for (const r of rows) {
+      if (r < 0 || r >= this.batch) throw new UsageError('E_CACHE_ROW', `cache row ${r} is outside the batch of ${this.batch}`);
+      if (!this.window && this.offset[r] + T > this.capacity) {
+        throw new UsageError('E_CONTEXT', `context overflow: row ${r} holds ${this.offset[r]} tokens and ${T} more do not fit the cache capacity of ${this.capacity}`);
+      }
+    }
+    const allRows = rows.length === this.batch && rows.every((r, i) => r === i);
+    const positions = rows.map((r) => Array.from({ length: T }, (_, t) => this.offset[r] + t));
+
+    let view: CacheView;
+    if (this.window && T > 1) {
+      // A chunk on a rotating cache: attend over what the slots held before plus the whole
+      // chunk (the mask applies the window), then keep only the chunk's last `size` tokens.
+      const oldK = allRows ? this.keys : tf.gather(this.keys, rows);
+      const oldV = allRows ? this.valuesT : tf.gather(this.valuesT, rows);
+      view = {
+        keys: tf.concat([oldK, k], 2) as tf.Tensor4D,
+        valuesT: tf.concat([oldV, tf.transpose(v, [0, 1, 3, 2])], 3) as tf.Tensor4D,
+        keyPositions: rows.map((r, i) => [...this.slotPos[r], ...positions[i]]),
+      };
+      this.write(k, v, rows, positions);
+    } else {
+      this.write(k, v, rows, positions);
+      view = {
+        keys: allRows ? this.keys : tf.gather(this.keys, rows) as tf.Tensor4D,
+        valuesT: allRows ? this.valuesT : tf.gather(this.valuesT, rows) as tf.Tensor4D,
+        keyPositions: rows.map((r) => this.slotPos[r]),
+      };
+    }
+    for (const r of rows) this.offset[r] += T;
+    return view;
+  }
+
+  /** Write the tokens that stay (on a rotating cache, the last `size` of the chunk). */
+  private write(k: tf.Tensor4D, v: tf.Tensor4D, rows: number[], positions: number[][]): void {
+    const T = k.shape[2];
+    const first = Math.max(0, T - this.size);
+    for (let i = 0; i < rows.length; i++) {
+      for (let t = first; t < T; t++) this.slotPos[rows[i]][this.slot(positions[i][t])] = positions[i][t];
+    }
+    if (this.inPlace) this.writeInPlace(k, v, rows, positions, first);
+    else this.writeByScatter(k, v, rows, positions, first);
+  }
+
+  private writeInPlace(k: tf.Tensor4D, v: tf.Tensor4D, rows: number[], positions: number[][], first: number): void {
+    const [, H, T, D] = k.shape;
+    const S = this.size;
+    // Views are made right here, after the last op: heap growth detaches older views.
+    const kSrc = writableView(k);
+    const vSrc = writableView(v);
+    const kDst = writableView(this.keys);
+    const vDst = writableView(this.valuesT);
+    if (!kSrc || !vSrc || !kDst || !vDst) {
+      this.writeByScatter(k, v, rows, positions, first);
+      return;
+    }
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i];
+      for (let h = 0; h < H; h++) {
+        const src = (i * H + h) * T * D;
+        for (let t = first; t < T; t++) {
+          const s = this.slot(positions[i][t]);
+          const so = src + t * D;
+          kDst.set(kSrc.subarray(so, so + D), ((r * H + h) * S + s) * D);
+          const vo = (r * H + h) * D * S + s;
+          for (let d = 0; d < D; d++) vDst[vo + d * S] = vSrc[so + d];
+        }
+      }
+    }
+  }
+
+  private writeByScatter(k: tf.Tensor4D, v: tf.Tensor4D, rows: number[], positions: number[][], first: number): void {
+    const [, H, T, D] = k.shape;
+    const kIdx: number[][] = [];
+    const kSel: number[] = [];
+    const vIdx: number[][] = [];
+    const vSel: number[] = [];
+    for (let i = 0; i < rows.length; i++) {
+      for (let h = 0; h < H; h++) {
+        for (let t = first; t < T; t++) {
+          const s = this.slot(positions[i][t]);
+          kIdx.push([rows[i], h, s]);
+          kSel.push((i * H + h) * T + t);
+          for (let d = 0; d < D; d++) {
+            vIdx.push([rows[i], h, d, s]);
+            vSel.push(((i * H + h) * D + d) * T + t); // v transposed to [b, H, D, T], flat
+          }
+        }
+      }
+    }
+    const [newK, newV] = tf.tidy(() => {
+      const kRows = tf.gather(tf.reshape(k, [-1, D]), kSel); // [N, D]
+      const vVals = tf.gather(tf.reshape(tf.transpose(v, [0, 1, 3, 2]), [-1]), vSel); // [N·D]
+      return [
+        tf.tensorScatterUpdate(this.keys, tf.tensor2d(kIdx, [kIdx.length, 3], 'int32'), kRows),
+        tf.tensorScatterUpdate(this.valuesT, tf.tensor2d(vIdx, [vIdx.length, 4], 'int32'), vVals),
+      ];
+    });
+    this.keys.dispose();
+    this.valuesT.dispose();
+    this.keys = tf.keep(newK) as tf.Tensor4D;
+    this.valuesT = tf.keep(newV) as tf.Tensor4D;
+  }
+
+  /** Forget rows (all by default): offsets to 0, slots empty. Buffers stay allocated. */
+  reset(rows?: number[]): void {
+    for (const r of rows ?? this.offset.map((_, i) => i)) {
+      this.offset[r] = 0;
+      this.slotPos[r].fill(-1);
+    }
+  }
+
+  dispose(): void {
+    this.keys.dispose();
+    this.valuesT.dispose();
+  }
+}

@@ -1,0 +1,14 @@
+export * from './cache.ts';
+export * from './config.ts';
+export * from './decoder.ts';
+export * from './family.ts';
+export * from './load.ts';
+export * from './registry.ts';
+export * from './spec.ts';
+export * from './weights.ts';
+export { llama } from './llama.ts';
+export { qwen2 } from './qwen2.ts';
+export { qwen3 } from './qwen3.ts';
+export { gemma } from './gemma.ts';
+export { gemma2 } from './gemma2.ts';
+export { gemma3 } from './gemma3.ts';

@@ -1,0 +1,111 @@
+/**
+ * loadModel(dir): config.json → family → spec; safetensors → checked, sanitized, laid out weights.
+ * Reports progress by bytes read, for the CLI's progress bar.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { Checkpoint, ModelError } from '@moi/core';
+import { ConfigReader, type RawConfig } from './config.ts';
+import { Decoder } from './decoder.ts';
+import type { Family } from './family.ts';
+import { familyFor } from './registry.ts';
+import type { DecoderSpec } from './spec.ts';
+import { buildWeights, checkNames, checkShape, expectedTensors } from './weights.ts';
+
+export interface LoadProgress {
+  /** bytes of checkpoint read so far */
+  bytes: number;
+  totalBytes: number;
+  /** the tensor just read */
+  tensor: string;
+}
+
+export interface LoadOptions {
+  onProgress?: (p: LoadProgress) => void;
+}
+
+export interface LoadedModel {
+  dir: string;
+  /** config.json as parsed */
+  config: RawConfig;
+  family: Family<any>;
+  /** the family's typed config (HF field names) */
+  familyConfig: unknown;
+  spec: DecoderSpec;
+  model: Decoder;
+  /** bytes of the checkpoint files' tensors */
+  checkpointBytes: number;
+  /** float32 bytes held by the weights in memory */
+  weightBytes: number;
+  loadSeconds: number;
+  dispose(): void;
+}
+
+export function readConfig(dir: string): RawConfig {
+  const file = path.join(dir, 'config.json');
+  if (!existsSync(file)) throw new ModelError('E_NO_CONFIG', `${file}: not found (a model folder needs config.json and safetensors weights)`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new ModelError('E_CONFIG', `${file}: not valid JSON (${(err as Error).message})`);
+  }
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new ModelError('E_CONFIG', `${file}: expected a JSON object`);
+  return raw as RawConfig;
+}
+
+/** Parse a config object into its family and spec (no weights). */
+export function specFromConfig(config: RawConfig, source = 'config.json'): { family: Family<any>; familyConfig: unknown; spec: DecoderSpec } {
+  const family = familyFor(config.model_type, source);
+  const familyConfig = family.parseConfig(new ConfigReader(config, source));
+  return { family, familyConfig, spec: family.toSpec(familyConfig) };
+}
+
+export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
+  const t0 = performance.now();
+  const config = readConfig(dir);
+  const { family, familyConfig, spec } = specFromConfig(config, path.join(dir, 'config.json'));
+  const ckpt = Checkpoint.open(dir);
+  try {
+    // checkpoint name → graph name
+    const source = new Map<string, string>();
+    for (const name of ckpt.names()) {
+      let g = family.sanitize(name);
+      if (g === 'lm_head.weight' && spec.tieWordEmbeddings) g = null; // a tied head saved anyway
+      if (g === null) continue;
+      if (source.has(g)) throw new ModelError('E_DUPLICATE_TENSOR', `${dir}: tensors ${source.get(g)} and ${name} both map to ${g}`);
+      source.set(g, name);
+    }
+    const expected = expectedTensors(spec);
+    checkNames(expected, new Set(source.keys()), dir);
+    for (const [g, shape] of expected) checkShape(source.get(g)!, shape, ckpt.info(source.get(g)!).shape, dir);
+
+    const totalBytes = [...expected.keys()].reduce((n, g) => n + ckpt.info(source.get(g)!).byteLength, 0);
+    let bytes = 0;
+    const read = (g: string) => {
+      const name = source.get(g)!;
+      const info = ckpt.info(name);
+      const t = tf.tensor(ckpt.readFloat32(name), info.shape, 'float32');
+      bytes += info.byteLength;
+      opts.onProgress?.({ bytes, totalBytes, tensor: name });
+      return t;
+    };
+    const weights = buildWeights(spec, read);
+    const model = new Decoder(spec, weights);
+    let weightBytes = 0;
+    const seen = new Set<tf.Tensor>();
+    const count = (t: tf.Tensor | null) => { if (t && !seen.has(t)) { seen.add(t); weightBytes += t.size * 4; } };
+    count(weights.embed); count(weights.finalNorm); count(weights.lmHead);
+    for (const l of weights.layers) for (const t of Object.values(l)) count(t as tf.Tensor | null);
+    return {
+      dir, config, family, familyConfig, spec, model,
+      checkpointBytes: totalBytes,
+      weightBytes,
+      loadSeconds: (performance.now() - t0) / 1000,
+      dispose: () => model.dispose(),
+    };
+  } finally {
+    ckpt.close();
+  }
+}

@@ -1,0 +1,33 @@
+/** Qwen2 / Qwen2.5: q/k/v projection biases; optional sliding window from max_window_layers. */
+import { readBase, type BaseConfig, type ConfigReader } from './config.ts';
+import { dropBuffers, type Family } from './family.ts';
+import { baseSpec, uniformLayers } from './llama.ts';
+
+export interface Qwen2Config extends BaseConfig {
+  use_sliding_window: boolean;
+  sliding_window: number | null;
+  max_window_layers: number;
+}
+
+export const qwen2: Family<Qwen2Config> = {
+  modelTypes: ['qwen2'],
+  parseConfig: (r: ConfigReader) => {
+    const base = readBase(r, { rope_theta: 10000 });
+    return {
+      ...base,
+      use_sliding_window: r.bool('use_sliding_window', false),
+      sliding_window: r.optNum('sliding_window'),
+      max_window_layers: r.num('max_window_layers', base.num_hidden_layers),
+    };
+  },
+  toSpec: (c) => ({
+    ...baseSpec(c),
+    qkvBias: true,
+    oBias: false,
+    mlpBias: false,
+    qkNorm: false,
+    // HF Qwen2: layers from max_window_layers on use the window, when use_sliding_window is set
+    layers: uniformLayers(c, (i) => (c.use_sliding_window && c.sliding_window && i >= c.max_window_layers ? c.sliding_window : null)),
+  }),
+  sanitize: dropBuffers,
+};

@@ -1,0 +1,3 @@
+export * from './settings.ts';
+export * from './mix.ts';
+export * from './mixer.ts';

@@ -1,0 +1,128 @@
+/**
+ * Mixture-of-Inputs settings: which mixing rule, its β, the candidate count K and which prior.
+ * Reference-compatible: `MIXINPUTS_BETA` (as in the vLLM 0.8.5 patch of arXiv 2505.14827) turns
+ * MoI on with that β, and a value ≤ −99 selects the direct mixture. Explicit options win over
+ * the environment. Bad values are refused with a UsageError (code E_MOI), never clamped.
+ */
+import { UsageError } from '@moi/core';
+
+/** standard: next input is E[y]. moi: Bayesian mix of prior and y. direct: prior only. */
+export type MixMode = 'standard' | 'moi' | 'direct';
+export const MIX_MODES: readonly MixMode[] = ['standard', 'moi', 'direct'];
+
+/** Where the prior comes from: the raw logits, or the sampler's processed logits. */
+export type MixPrior = 'raw' | 'processed';
+export const MIX_PRIORS: readonly MixPrior[] = ['raw', 'processed'];
+
+export interface MixSettings {
+  mode: MixMode;
+  /** concentration β ≥ 0 of the moi rule (unused by the other modes) */
+  beta: number;
+  /** candidates: the top-K of the prior's log-probs, or the whole vocabulary */
+  topK: number | 'all';
+  prior: MixPrior;
+}
+
+export const DEFAULT_BETA = 1.0;
+export const DEFAULT_TOP_K = 20;
+/** Reference sentinel: MIXINPUTS_BETA at or below this selects the direct mixture. */
+export const DIRECT_SENTINEL = -99;
+export const BETA_ENV = 'MIXINPUTS_BETA';
+
+export interface MixOptions {
+  mode?: string;
+  beta?: number | string;
+  /** a count, or 0 / 'all' for the whole vocabulary */
+  topK?: number | string;
+  prior?: string;
+  /** the mode when neither `mode`, `beta` nor MIXINPUTS_BETA picks one (default 'moi') */
+  defaultMode?: MixMode;
+}
+
+function moiError(message: string): UsageError {
+  return new UsageError('E_MOI', `moi: ${message}`);
+}
+
+/** A number from an option or env value; refuses empty, non-numeric, NaN and ±Infinity. */
+function parseBeta(value: number | string, source: string): number {
+  const n = typeof value === 'number' ? value : value.trim() === '' ? NaN : Number(value.trim());
+  if (!Number.isFinite(n)) throw moiError(`${source} must be a finite number, got '${String(value)}'`);
+  return n;
+}
+
+function parseTopK(value: number | string, source: string): number | 'all' {
+  if (typeof value === 'string' && value.trim().toLowerCase() === 'all') return 'all';
+  const n = typeof value === 'number' ? value : value.trim() === '' ? NaN : Number(value.trim());
+  if (!Number.isInteger(n) || n < 0) {
+    throw moiError(`${source} must be a non-negative integer or 'all', got '${String(value)}'`);
+  }
+  return n === 0 ? 'all' : n;
+}
+
+function parseChoice<T extends string>(value: string, allowed: readonly T[], source: string): T {
+  const v = value.trim().toLowerCase();
+  if (!(allowed as readonly string[]).includes(v)) {
+    throw moiError(`unknown ${source} '${value}'; expected one of ${allowed.join(', ')}`);
+  }
+  return v as T;
+}
+
+/**
+ * Check settings built by hand (or resolved earlier) against the rules and, when given, the
+ * vocabulary size. `where` names the row in error messages.
+ */
+export function checkMixSettings(s: MixSettings, vocabSize?: number, where = 'settings'): void {
+  if (!MIX_MODES.includes(s.mode)) throw moiError(`${where}.mode: unknown mode '${String(s.mode)}'; expected one of ${MIX_MODES.join(', ')}`);
+  if (!MIX_PRIORS.includes(s.prior)) throw moiError(`${where}.prior: unknown prior '${String(s.prior)}'; expected one of ${MIX_PRIORS.join(', ')}`);
+  if (typeof s.beta !== 'number' || !Number.isFinite(s.beta)) throw moiError(`${where}.beta must be a finite number, got '${String(s.beta)}'`);
+  if (s.mode === 'moi' && s.beta < 0) throw moiError(`${where}.beta must be >= 0 in moi mode, got ${s.beta}`);
+  if (s.topK !== 'all') {
+    if (!Number.isInteger(s.topK) || s.topK < 1) throw moiError(`${where}.topK must be a positive integer or 'all', got '${String(s.topK)}'`);
+    if (vocabSize !== undefined && s.topK > vocabSize) throw moiError(`${where}.topK ${s.topK} is larger than the vocabulary (${vocabSize})`);
+  }
+}
+
+/**
+ * Resolve MoI settings from options and the environment.
+ * - mode: `opts.mode`; else picked by a β (an explicit `opts.beta`, else MIXINPUTS_BETA):
+ *   'direct' when β ≤ −99, 'moi' otherwise; else `opts.defaultMode` ('moi' if not given).
+ * - beta: `opts.beta`, else MIXINPUTS_BETA (unless it is the direct sentinel), else 1.0.
+ * - topK: 20 by default ('all' for a vocabulary of 20 or fewer); 0 or 'all' = the whole
+ *   vocabulary; larger than `vocabSize` is refused. prior: 'raw' by default.
+ */
+export function resolveMixSettings(opts: MixOptions = {}, env: NodeJS.ProcessEnv = process.env, vocabSize?: number): MixSettings {
+  const rawEnv = env[BETA_ENV];
+  const envBeta = rawEnv === undefined || rawEnv.trim() === '' ? undefined : parseBeta(rawEnv, `${BETA_ENV} (environment)`);
+  const optBeta = opts.beta === undefined ? undefined : parseBeta(opts.beta, 'option beta');
+
+  // The β that speaks for the mode, and where it came from.
+  const pick = optBeta !== undefined ? { beta: optBeta, source: 'option beta', env: false }
+    : envBeta !== undefined ? { beta: envBeta, source: `${BETA_ENV} (environment)`, env: true } : undefined;
+
+  let mode: MixMode;
+  if (opts.mode !== undefined) mode = parseChoice(opts.mode, MIX_MODES, 'mode');
+  else if (pick) mode = pick.beta <= DIRECT_SENTINEL ? 'direct' : 'moi';
+  else mode = opts.defaultMode !== undefined ? parseChoice(opts.defaultMode, MIX_MODES, 'defaultMode') : 'moi';
+
+  // The sentinel only selects the direct mixture; it is not a β.
+  const beta = pick && pick.beta > DIRECT_SENTINEL ? pick.beta : DEFAULT_BETA;
+  // An explicit mode 'moi' overrides the environment's direct sentinel (β stays 1.0), but an
+  // explicit negative β for moi is an error.
+  const envSentinel = pick?.env === true && pick.beta <= DIRECT_SENTINEL;
+  if (mode === 'moi' && pick && pick.beta < 0 && !envSentinel) {
+    throw moiError(`${pick.source} must be >= 0 in moi mode, got ${pick.beta}` +
+      (pick.beta <= DIRECT_SENTINEL ? ` (values <= ${DIRECT_SENTINEL} select mode 'direct')` : ''));
+  }
+
+  // The default K never exceeds a (tiny) vocabulary: there it means the whole of it.
+  const topK = opts.topK !== undefined ? parseTopK(opts.topK, 'option topK')
+    : vocabSize !== undefined && vocabSize <= DEFAULT_TOP_K ? 'all' : DEFAULT_TOP_K;
+  if (topK !== 'all' && vocabSize !== undefined && topK > vocabSize) {
+    throw moiError(`option topK ${topK} is larger than the vocabulary (${vocabSize})`);
+  }
+  const prior = opts.prior === undefined ? 'raw' : parseChoice(opts.prior, MIX_PRIORS, 'prior');
+
+  const settings: MixSettings = { mode, beta, topK, prior };
+  checkMixSettings(settings, vocabSize);
+  return settings;
+}
