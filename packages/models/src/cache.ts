@@ -100,12 +100,7 @@ export class KVCache {
    */
   updateAndFetch(k: tf.Tensor4D, v: tf.Tensor4D, rows: number[]): CacheView {
     const T = k.shape[2];
-    for (const r of rows) {
-      if (r < 0 || r >= this.batch) throw new UsageError('E_CACHE_ROW', `cache row ${r} is outside the batch of ${this.batch}`);
-      if (!this.window && this.offset[r] + T > this.capacity) {
-        throw new UsageError('E_CONTEXT', `context overflow: row ${r} holds ${this.offset[r]} tokens and ${T} more do not fit the cache capacity of ${this.capacity}`);
-      }
-    }
+    this.checkFits(rows, T);
     const allRows = rows.length === this.batch && rows.every((r, i) => r === i);
     const positions = rows.map((r) => Array.from({ length: T }, (_, t) => this.offset[r] + t));
 
@@ -131,6 +126,21 @@ export class KVCache {
     }
     for (const r of rows) this.offset[r] += T;
     return view;
+  }
+
+  /**
+   * Throw (E_CACHE_ROW, E_CONTEXT) unless T more tokens fit each of these rows. The decoder
+   * checks every layer before the first write, so a failed call leaves the cache unchanged.
+   */
+  checkFits(rows: number[], T: number): void {
+    for (const r of rows) {
+      if (!Number.isInteger(r) || r < 0 || r >= this.batch) throw new UsageError('E_CACHE_ROW', `cache row ${r} is outside the batch of ${this.batch}`);
+      // a rotating buffer is exact past capacity only when it holds the whole window
+      const bounded = !this.window || this.size < this.window;
+      if (bounded && this.offset[r] + T > this.capacity) {
+        throw new UsageError('E_CONTEXT', `context overflow: row ${r} holds ${this.offset[r]} tokens and ${T} more do not fit the cache capacity of ${this.capacity}`);
+      }
+    }
   }
 
   /** Write the tokens that stay (on a rotating cache, the last `size` of the chunk). */
@@ -202,6 +212,20 @@ export class KVCache {
     this.valuesT.dispose();
     this.keys = tf.keep(newK) as tf.Tensor4D;
     this.valuesT = tf.keep(newV) as tf.Tensor4D;
+  }
+
+  /**
+   * Roll a row back to its first `n` tokens (e.g. a chat whose re-rendered history differs from
+   * what was cached). Returns false where a rotating buffer has already overwritten what would
+   * be needed; the caller then resets the row and prefills again.
+   */
+  truncate(row: number, n: number): boolean {
+    if (n >= this.offset[row]) return n === this.offset[row];
+    if (this.window && this.offset[row] > this.size && n > 0) return false;
+    const pos = this.slotPos[row];
+    for (let s = 0; s < pos.length; s++) if (pos[s] >= n) pos[s] = -1;
+    this.offset[row] = n;
+    return true;
   }
 
   /** Forget rows (all by default): offsets to 0, slots empty. Buffers stay allocated. */

@@ -77,7 +77,12 @@ export class Decoder {
     const B = input.ids ? input.ids.length : input.embeds!.shape[0];
     const T = input.ids ? input.ids[0].length : input.embeds!.shape[1];
     const rows = opts.rows ?? Array.from({ length: B }, (_, i) => i);
+    if (input.ids && (T === 0 || input.ids.some((r) => r.length !== T))) {
+      throw new ModelError('E_FORWARD', `forward: ids rows must be non-empty and of one length (got ${input.ids.map((r) => r.length).join(', ')})`);
+    }
     if (rows.length !== B) throw new ModelError('E_FORWARD', `forward: ${B} input rows but ${rows.length} cache rows`);
+    // all layers first: a sliding layer must not write before a full layer finds no room
+    if (cache) for (const c of cache) c.checkFits(rows, T);
     const start = cache ? rows.map((r) => cache[0].offset[r]) : rows.map(() => 0);
     const positions = start.map((p0) => Array.from({ length: T }, (_, t) => p0 + t));
     const maxPos = Math.max(...positions.map((p) => p[T - 1]));

@@ -1,0 +1,97 @@
+/** Options shared by the subcommands, and their parsing into engine requests. */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { UsageError } from '@moi/core';
+import type { MixOptions } from '@moi/moi';
+import type { SamplingParams } from '../sampling/index.ts';
+
+/** Paths the user typed are relative to where they typed them (pnpm runs scripts from the root). */
+export function userPath(p: string): string {
+  return path.resolve(process.env.INIT_CWD ?? process.cwd(), p);
+}
+
+/** A hub id (org/name, not an existing folder) stays as it is; anything else is a path. */
+export function modelArg(m: string): string {
+  const looksLikeId = /^[\w.-]+\/[\w.-]+$/.test(m) && !m.startsWith('.');
+  return looksLikeId && !existsSync(userPath(m)) ? m : userPath(m);
+}
+
+export const num = (name: string) => (v: string): number => {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
+  return n;
+};
+export const int = (name: string) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new InvalidArgumentError(`${name} must be an integer`);
+  return n;
+};
+export const idList = (v: string): number[] => {
+  const ids = v.split(/[\s,]+/).filter(Boolean).map(Number);
+  if (ids.length === 0 || ids.some((x) => !Number.isInteger(x) || x < 0)) throw new InvalidArgumentError('--ids takes comma-separated non-negative integers, e.g. 1,2,3');
+  return ids;
+};
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+export function addModelOptions(cmd: Command): Command {
+  return cmd
+    .requiredOption('-m, --model <dir|id>', 'model folder, or a Hugging Face hub id (found in the HF cache, else downloaded)')
+    .addOption(new Option('--backend <name>', 'tfjs backend (default: $MOI_BACKEND, else tensorflow > wasm > cpu)').choices(['tensorflow', 'wasm', 'cpu', 'webgpu']))
+    .option('--revision <rev>', 'hub revision', 'main')
+    .option('-q, --quiet', 'no progress bars');
+}
+
+export function addSamplingOptions(cmd: Command): Command {
+  return cmd
+    .option('--temperature <t>', 'sampling temperature; 0 = greedy (default: generation_config.json, else 1)', num('--temperature'))
+    .option('--top-p <p>', 'nucleus sampling mass', num('--top-p'))
+    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', int('--top-k'))
+    .option('--min-p <p>', 'keep tokens with p ≥ min-p × max p', num('--min-p'))
+    .option('--repetition-penalty <r>', 'HF repetition penalty (1 = off)', num('--repetition-penalty'))
+    .option('--presence-penalty <x>', 'OpenAI presence penalty', num('--presence-penalty'))
+    .option('--frequency-penalty <x>', 'OpenAI frequency penalty', num('--frequency-penalty'))
+    .option('--seed <n>', 'random seed (same seed and inputs, same tokens)', int('--seed'))
+    .option('--max-tokens <n>', 'most new tokens', int('--max-tokens'), 256)
+    .option('--stop <text>', 'stop when this text appears (repeatable)', collect)
+    .option('--ignore-eos', 'keep generating past the end-of-sequence token')
+    .addOption(new Option('--mode <mode>', 'input mixing: standard (off), moi, direct').choices(['standard', 'moi', 'direct']))
+    .option('--beta <b>', 'MoI β: weight of the sampled token (default: $MIXINPUTS_BETA, else 1.0; ≤ -99 = direct)')
+    .option('--mix-topk <k>', "candidates mixed: top-K of the raw distribution (0 or 'all' = whole vocabulary)", '20')
+    .addOption(new Option('--mix-prior <prior>', 'distribution mixed: raw log-probs (as the reference) or processed (after temperature/top-p)').choices(['raw', 'processed']))
+    .option('--logprobs <n>', 'report the chosen token logprob and the top-n (with --json)', int('--logprobs'));
+}
+
+export interface SamplingFlags {
+  temperature?: number; topP?: number; topK?: number; minP?: number;
+  repetitionPenalty?: number; presencePenalty?: number; frequencyPenalty?: number;
+  seed?: number; logprobs?: number;
+  mode?: string; beta?: string; mixTopk?: string; mixPrior?: string;
+  maxTokens: number; stop?: string[]; ignoreEos?: boolean;
+}
+
+export function samplingFrom(o: SamplingFlags): Partial<SamplingParams> {
+  const s: Partial<SamplingParams> = {};
+  if (o.temperature !== undefined) s.temperature = o.temperature;
+  if (o.topP !== undefined) s.topP = o.topP;
+  if (o.topK !== undefined) s.topK = o.topK;
+  if (o.minP !== undefined) s.minP = o.minP;
+  if (o.repetitionPenalty !== undefined) s.repetitionPenalty = o.repetitionPenalty;
+  if (o.presencePenalty !== undefined) s.presencePenalty = o.presencePenalty;
+  if (o.frequencyPenalty !== undefined) s.frequencyPenalty = o.frequencyPenalty;
+  if (o.seed !== undefined) s.seed = o.seed;
+  if (o.logprobs !== undefined) s.logprobs = o.logprobs;
+  return s;
+}
+
+export function mixFrom(o: SamplingFlags): MixOptions {
+  const m: MixOptions = { defaultMode: 'standard', topK: o.mixTopk };
+  if (o.mode !== undefined) m.mode = o.mode;
+  if (o.beta !== undefined) m.beta = o.beta;
+  if (o.mixPrior !== undefined) m.prior = o.mixPrior;
+  return m;
+}
+
+export function checkMaxTokens(n: number): void {
+  if (!Number.isInteger(n) || n < 1) throw new UsageError('E_USAGE', `--max-tokens must be a positive integer, got ${n}`);
+}

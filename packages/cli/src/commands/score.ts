@@ -1,0 +1,40 @@
+/** `moi-gen score`: the raw next-token logits of a prompt, one full forward, no cache. */
+import { Command } from 'commander';
+import * as tf from '@tensorflow/tfjs-core';
+import { loadEngine, type ModelFlags } from './load.ts';
+import { addModelOptions, idList } from './options.ts';
+import { promptIds } from './generate.ts';
+
+interface ScoreFlags extends ModelFlags { ids?: number[]; prompt?: string; json?: boolean }
+
+async function run(args: string[], o: ScoreFlags): Promise<void> {
+  const { engine } = await loadEngine(o, true);
+  const text = o.prompt ?? (args.length ? args.join(' ') : null);
+  const ids = promptIds(engine, o.ids ? null : text, { ids: o.ids });
+  const logits = engine.model.forward({ ids: [ids] });
+  const rows = (await logits.array()) as number[][][];
+  logits.dispose();
+  if (o.json) {
+    process.stdout.write(JSON.stringify({ model: engine.dir, backend: engine.backend.name, input_ids: ids, logits: rows[0] }) + '\n');
+    return;
+  }
+  for (let t = 0; t < ids.length; t++) {
+    const row = rows[0][t];
+    const top = tf.tidy(() => tf.topk(tf.tensor1d(row), Math.min(5, row.length)));
+    const [vals, idx] = [top.values.dataSync(), top.indices.dataSync()];
+    tf.dispose([top.values, top.indices]);
+    const show = Array.from(idx, (id, j) => `${id}:${vals[j].toFixed(3)}`).join(' ');
+    process.stdout.write(`pos ${t} (id ${ids[t]}) → top: ${show}\n`);
+  }
+}
+
+export function scoreCommand(): Command {
+  const cmd = new Command('score')
+    .description('print the next-token logits at every position of a prompt (no cache, one forward)')
+    .argument('[prompt...]', 'the prompt text (needs a tokenizer), or use --ids')
+    .option('-p, --prompt <text>', 'the prompt')
+    .option('--ids <ids>', 'the prompt as raw token ids, e.g. 1,2,3', idList)
+    .option('--json', 'print {input_ids, logits: [positions][vocab]} as JSON');
+  addModelOptions(cmd);
+  return cmd.action((args: string[], o: ScoreFlags) => run(args, o));
+}
