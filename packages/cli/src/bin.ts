@@ -9,7 +9,9 @@ import { Command, CommanderError } from 'commander';
 import { MoiError, UsageError } from '@moi/core';
 import { generateCommand } from './commands/generate.ts';
 import { scoreCommand } from './commands/score.ts';
+import { benchCommand } from './commands/bench.ts';
 import { extraCommands } from './commands/extra.ts';
+import { synthCommand } from './commands/synth.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -22,6 +24,8 @@ export function program(): Command {
   p.addCommand(generateCommand(), { isDefault: true });
   p.addCommand(scoreCommand());
   for (const c of extraCommands()) p.addCommand(c);
+  p.addCommand(benchCommand());
+  p.addCommand(synthCommand());
   for (const c of p.commands) c.exitOverride().showHelpAfterError('(run with --help for usage)');
   return p;
 }

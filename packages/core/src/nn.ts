@@ -241,6 +241,30 @@ export function ropeTables(spec: RopeSpec, positions: number[][]): { cos: tf.Ten
   return { cos: tf.tensor4d(cos, [B, 1, T, dim]), sin: tf.tensor4d(sin, [B, 1, T, dim]) };
 }
 
+/**
+ * The rotation of one position as a matrix: x·M = x·cos + rotate_half(x)·sin, so
+ * M = diag(cos) + R·diag(sin). Dims past the rotary ones (partial rotary) pass unchanged.
+ * Returns [1, D, D].
+ */
+export function ropeMatrix(spec: RopeSpec, position: number, headDim: number): tf.Tensor3D {
+  const { invFreq, attentionScaling } = ropeInvFreq(spec, position + 1);
+  const D = headDim;
+  const half = spec.dim / 2;
+  const m = new Float32Array(D * D);
+  for (let i = spec.dim; i < D; i++) m[i * D + i] = 1;
+  for (let i = 0; i < half; i++) {
+    const ang = Math.fround(Math.fround(invFreq[i]) * position);
+    const c = Math.cos(ang) * attentionScaling;
+    const sn = Math.sin(ang) * attentionScaling;
+    // out[j] = x[j]·cos_j + rot(x)[j]·sin_j, rot(x)[i] = −x[i+half], rot(x)[i+half] = x[i]
+    m[i * D + i] = c;
+    m[(i + half) * D + (i + half)] = c;
+    m[(i + half) * D + i] = -sn;
+    m[i * D + (i + half)] = sn;
+  }
+  return tf.tensor3d(m, [1, D, D]);
+}
+
 const rotations = new Map<string, tf.Tensor2D>();
 
 /** The [dim, dim] matrix R with x·R = rotate_half(x) = concat(−x2, x1). */
@@ -304,7 +328,7 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: 
     const Tk = k.shape[2];
     if (nH % nKV !== 0) throw new ModelError('E_CONFIG', `num_attention_heads ${nH} is not a multiple of num_key_value_heads ${nKV}`);
     const G = nH / nKV;
-    const qg = tf.reshape(tf.mul(q, scalar(opts.scale)), [B, nKV, G * Tq, D]);
+    const qg = tf.reshape(opts.scale === 1 ? q : tf.mul(q, scalar(opts.scale)), [B, nKV, G * Tq, D]);
     let scores: tf.Tensor = tf.matMul(qg, k, false, true); // [B, nKV, G·Tq, Tk]
     scores = softcap(scores, opts.softcap);
     if (mask) scores = tf.reshape(tf.add(tf.reshape(scores, [B, nKV, G, Tq, Tk]), tf.reshape(mask, [mask.shape[0], 1, 1, Tq, Tk])), [B, nKV, G * Tq, Tk]);

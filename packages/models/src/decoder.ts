@@ -4,26 +4,32 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  applyActivation, applyRope, attention, linear, MASKED, ModelError, positionMask, rmsNorm, ropeTables, scalar, softcap,
+  applyActivation, applyRope, attention, MASKED, ModelError, positionMask, rmsNorm, ropeMatrix, ropeTables, rotateHalfMatrix, scalar, softcap,
   type RopeSpec,
 } from '@moi/core';
 import { KVCache } from './cache.ts';
 import type { DecoderSpec } from './spec.ts';
 
-/** One layer's weights, linear weights laid out [in, out]; q/k/v and gate/up fused. */
+/**
+ * One layer's weights, linear weights laid out [in, out], q/k/v and gate/up fused, the input and
+ * pre-MLP norms and the attention scale folded in (see weights.ts). Norm weights held here are
+ * effective values (Gemma's 1 + w already added).
+ */
 export interface LayerWeights {
-  inputNorm: tf.Tensor1D;
+  /** [H, (nH + 2·nKV)·D], input norm folded into its rows; q columns carry the attention scale unless q/k norm does */
   qkv: tf.Tensor2D;
   qkvBias: tf.Tensor1D | null;
-  o: tf.Tensor2D;
-  oBias: tf.Tensor1D | null;
+  /** q/k norm (Qwen3, Gemma 3): [D] each, q's scaled by the attention scale */
   qNorm: tf.Tensor1D | null;
   kNorm: tf.Tensor1D | null;
-  /** Llama: post_attention_layernorm (before the MLP). Gemma 2/3: pre_feedforward_layernorm. */
-  mlpNorm: tf.Tensor1D;
-  /** Gemma 2/3 only: post_attention_layernorm and post_feedforward_layernorm */
+  /** the same as [(nH + nKV), D] rows, for the decode path's fused q/k */
+  qkNormRows: tf.Tensor2D | null;
+  o: tf.Tensor2D;
+  oBias: tf.Tensor1D | null;
+  /** Gemma 2/3: post_attention_layernorm and post_feedforward_layernorm */
   postAttnNorm: tf.Tensor1D | null;
   postMlpNorm: tf.Tensor1D | null;
+  /** [H, 2·I], pre-MLP norm folded into its rows (gate columns first) */
   gateUp: tf.Tensor2D;
   gateUpBias: tf.Tensor1D | null;
   down: tf.Tensor2D;
@@ -31,11 +37,12 @@ export interface LayerWeights {
 }
 
 export interface DecoderWeights {
-  /** raw embedding rows [V, H] (before any scaling) */
-  embed: tf.Tensor2D;
+  /** raw embedding rows [V, H]; null when tied (then the rows are lmHead's columns) */
+  embed: tf.Tensor2D | null;
   layers: LayerWeights[];
+  /** effective final norm weight */
   finalNorm: tf.Tensor1D;
-  /** [H, V]: lm_head transposed, or the tied embedding stored once more in this layout */
+  /** [H, V]: lm_head transposed, or the tied embedding transposed (stored once) */
   lmHead: tf.Tensor2D;
 }
 
@@ -91,13 +98,20 @@ export class Decoder {
     }
 
     return tf.tidy(() => {
+      const N = B * T;
+      const D = s.headDim;
+      const nH = s.numHeads;
+      const nKV = s.numKvHeads;
+      const G = nH / nKV;
+      const eps = s.rmsNormEps;
+      // the hidden state is 2-D [B·T, H] throughout: linear layers need no reshapes
       let h: tf.Tensor = input.ids
-        ? tf.gather(w.embed, tf.tensor2d(input.ids, [B, T], 'int32'))
-        : input.embeds!;
+        ? this.embedRows(tf.tensor1d(input.ids.flat(), 'int32'))
+        : tf.reshape(input.embeds!, [N, s.hiddenSize]);
       if (s.embedScale !== null) h = tf.mul(h, scalar(s.embedScale));
 
       // rope tables and masks are shared by all layers with the same rope / window
-      const ropes = new Map<RopeSpec, { cos: tf.Tensor4D; sin: tf.Tensor4D }>();
+      const ropes = new Map<RopeSpec, { cos: tf.Tensor4D; sin: tf.Tensor4D; rot?: tf.Tensor3D }>();
       const masks = new Map<string, tf.Tensor>();
       const rope = (spec: RopeSpec) => {
         let r = ropes.get(spec);
@@ -109,51 +123,97 @@ export class Decoder {
         if (!m) masks.set(key, (m = positionMask(positions, keyPositions, window)));
         return m;
       };
+      const bias = (y: tf.Tensor, b: tf.Tensor1D | null) => (b ? tf.add(y, b) : y);
 
       for (let li = 0; li < s.numLayers; li++) {
         const lw = w.layers[li];
         const ls = s.layers[li];
-        const x = rmsNorm(h, lw.inputNorm, s.rmsNormEps, { unitOffset: s.normUnitOffset });
-        const qkv = linear(x, lw.qkv, lw.qkvBias);
-        const [qf, kf, vf] = tf.split(qkv, [s.numHeads * s.headDim, s.numKvHeads * s.headDim, s.numKvHeads * s.headDim], -1);
-        let q = tf.transpose(tf.reshape(qf, [B, T, s.numHeads, s.headDim]), [0, 2, 1, 3]) as tf.Tensor4D;
-        let k = tf.transpose(tf.reshape(kf, [B, T, s.numKvHeads, s.headDim]), [0, 2, 1, 3]) as tf.Tensor4D;
-        const v = tf.transpose(tf.reshape(vf, [B, T, s.numKvHeads, s.headDim]), [0, 2, 1, 3]) as tf.Tensor4D;
-        if (s.qkNorm) {
-          q = rmsNorm(q, lw.qNorm, s.rmsNormEps, { unitOffset: s.normUnitOffset }) as tf.Tensor4D;
-          k = rmsNorm(k, lw.kNorm, s.rmsNormEps, { unitOffset: s.normUnitOffset }) as tf.Tensor4D;
+        const qkv = bias(tf.matMul(rmsNorm(h, null, eps), lw.qkv), lw.qkvBias);
+        let q: tf.Tensor4D;
+        let k: tf.Tensor4D;
+        let v: tf.Tensor4D;
+        if (T === 1) {
+          // decode: [B, heads·D] is already [B, heads, 1, D] in memory, no transposes
+          const [qkf, vf] = tf.split(qkv, [(nH + nKV) * D, nKV * D], 1);
+          let qk: tf.Tensor = tf.reshape(qkf, [B, nH + nKV, D]);
+          if (lw.qkNormRows) qk = tf.mul(rmsNorm(qk, null, eps), lw.qkNormRows);
+          qk = this.rotateDecode(qk as tf.Tensor3D, rope(ls.rope), ls.rope, positions);
+          const [qq, kk] = tf.split(qk, [nH, nKV], 1);
+          q = tf.reshape(qq, [B, nH, 1, D]) as tf.Tensor4D;
+          k = tf.reshape(kk, [B, nKV, 1, D]) as tf.Tensor4D;
+          v = tf.reshape(vf, [B, nKV, 1, D]) as tf.Tensor4D;
+        } else {
+          const [qf, kf, vf] = tf.split(qkv, [nH * D, nKV * D, nKV * D], 1);
+          q = tf.transpose(tf.reshape(qf, [B, T, nH, D]), [0, 2, 1, 3]) as tf.Tensor4D;
+          k = tf.transpose(tf.reshape(kf, [B, T, nKV, D]), [0, 2, 1, 3]) as tf.Tensor4D;
+          v = tf.transpose(tf.reshape(vf, [B, T, nKV, D]), [0, 2, 1, 3]) as tf.Tensor4D;
+          if (lw.qNorm && lw.kNorm) {
+            q = rmsNorm(q, lw.qNorm, eps) as tf.Tensor4D;
+            k = rmsNorm(k, lw.kNorm, eps) as tf.Tensor4D;
+          }
+          const { cos, sin } = rope(ls.rope);
+          q = applyRope(q, cos, sin);
+          k = applyRope(k, cos, sin);
         }
-        const { cos, sin } = rope(ls.rope);
-        q = applyRope(q, cos, sin);
-        k = applyRope(k, cos, sin);
 
-        let o: tf.Tensor4D;
-        if (cache) {
+        // attention (the scale is folded into q)
+        let o: tf.Tensor;
+        if (cache && T === 1) {
           const c = cache[li];
           const view = c.updateAndFetch(k, v, rows);
-          const key = `${c.size}:${c.window}:${T}`;
-          o = attention(q, view.keys, view.valuesT, mask(key, view.keyPositions, ls.window),
-            { scale: s.attnScale, softcap: s.attnSoftcap, valuesTransposed: true });
+          let scores = softcap(tf.matMul(tf.reshape(q, [B, nKV, G, D]), view.keys, false, true), s.attnSoftcap);
+          scores = tf.add(scores, mask(`${c.size}:${c.window}:1`, view.keyPositions, ls.window));
+          o = tf.matMul(tf.softmax(scores), view.valuesT, false, true); // [B, nKV, G, D] = [B, nH·D]
+        } else if (cache) {
+          const c = cache[li];
+          const view = c.updateAndFetch(k, v, rows);
+          o = attention(q, view.keys, view.valuesT, mask(`${c.size}:${c.window}:${T}`, view.keyPositions, ls.window),
+            { scale: 1, softcap: s.attnSoftcap, valuesTransposed: true });
         } else {
-          o = attention(q, k, v, mask(`full:${ls.window}`, positions, ls.window), { scale: s.attnScale, softcap: s.attnSoftcap });
+          o = attention(q, k, v, mask(`full:${ls.window}`, positions, ls.window), { scale: 1, softcap: s.attnSoftcap });
         }
-        let a = linear(tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [B, T, s.numHeads * s.headDim]), lw.o, lw.oBias);
-        if (lw.postAttnNorm) a = rmsNorm(a, lw.postAttnNorm, s.rmsNormEps, { unitOffset: s.normUnitOffset });
+        o = T === 1 ? tf.reshape(o, [B, nH * D]) : tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [N, nH * D]);
+        let a = bias(tf.matMul(o as tf.Tensor2D, lw.o), lw.oBias);
+        if (lw.postAttnNorm) a = rmsNorm(a, lw.postAttnNorm, eps);
         h = tf.add(h, a);
 
-        const xm = rmsNorm(h, lw.mlpNorm, s.rmsNormEps, { unitOffset: s.normUnitOffset });
-        const gu = linear(xm, lw.gateUp, lw.gateUpBias);
-        const [gate, up] = tf.split(gu, 2, -1);
-        let m = linear(tf.mul(applyActivation(gate, s.act), up), lw.down, lw.downBias);
-        if (lw.postMlpNorm) m = rmsNorm(m, lw.postMlpNorm, s.rmsNormEps, { unitOffset: s.normUnitOffset });
+        const gu = bias(tf.matMul(rmsNorm(h, null, eps) as tf.Tensor2D, lw.gateUp), lw.gateUpBias);
+        const [gate, up] = tf.split(gu, 2, 1);
+        let m = bias(tf.matMul(tf.mul(applyActivation(gate, s.act), up) as tf.Tensor2D, lw.down), lw.downBias);
+        if (lw.postMlpNorm) m = rmsNorm(m, lw.postMlpNorm, eps);
         h = tf.add(h, m);
       }
 
-      if (opts.lastOnly && T > 1) h = tf.slice(h, [0, T - 1, 0], [B, 1, s.hiddenSize]);
-      h = rmsNorm(h, w.finalNorm, s.rmsNormEps, { unitOffset: s.normUnitOffset });
-      const logits = softcap(linear(h, w.lmHead), s.finalSoftcap);
-      return logits as tf.Tensor3D;
+      const Tout = opts.lastOnly ? 1 : T;
+      if (opts.lastOnly && T > 1) h = tf.gather(h, tf.tensor1d(Array.from({ length: B }, (_, b) => b * T + T - 1), 'int32'));
+      h = rmsNorm(h, w.finalNorm, eps);
+      const logits = softcap(tf.matMul(h as tf.Tensor2D, w.lmHead), s.finalSoftcap);
+      return tf.reshape(logits, [B, Tout, s.vocabSize]) as tf.Tensor3D;
     });
+  }
+
+  /** Raw embedding rows [n, H] for ids [n] (from lmHead's columns when tied). */
+  embedRows(ids: tf.Tensor1D): tf.Tensor2D {
+    const w = this.weights;
+    return tf.tidy(() => (w.embed ? tf.gather(w.embed, ids) : tf.transpose(tf.gather(w.lmHead, ids, 1))) as tf.Tensor2D);
+  }
+
+  /**
+   * RoPE on the fused q/k heads of a decode step, x [B, heads, D]. One row: a single matmul with
+   * M = diag(cos) + R·diag(sin) (rotate-half folded in). Several rows: the elementwise form.
+   */
+  private rotateDecode(x: tf.Tensor3D, tables: { cos: tf.Tensor4D; sin: tf.Tensor4D; rot?: tf.Tensor3D }, spec: RopeSpec, positions: number[][]): tf.Tensor {
+    const B = x.shape[0];
+    if (B === 1) {
+      tables.rot ??= ropeMatrix(spec, positions[0][0], this.spec.headDim);
+      return tf.matMul(x, tables.rot);
+    }
+    const D = this.spec.headDim;
+    const cos = tf.reshape(tables.cos, [B, 1, -1]);
+    const sin = tf.reshape(tables.sin, [B, 1, -1]);
+    const rotDim = cos.shape[2];
+    if (rotDim !== D) return tf.reshape(applyRope(tf.reshape(x, [B, x.shape[1], 1, D]) as tf.Tensor4D, tables.cos, tables.sin), x.shape);
+    return tf.add(tf.mul(x, cos), tf.mul(tf.reshape(tf.matMul(tf.reshape(x, [-1, D]), rotateHalfMatrix(D)), x.shape), sin));
   }
 
   dispose(): void {

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { Checkpoint, ModelError } from '@moi/core';
+import { Checkpoint, ModelError, ropeInvFreq } from '@moi/core';
 import { ConfigReader, type RawConfig } from './config.ts';
 import { Decoder } from './decoder.ts';
 import type { Family } from './family.ts';
@@ -59,7 +59,17 @@ export function readConfig(dir: string): RawConfig {
 export function specFromConfig(config: RawConfig, source = 'config.json'): { family: Family<any>; familyConfig: unknown; spec: DecoderSpec } {
   const family = familyFor(config.model_type, source);
   const familyConfig = family.parseConfig(new ConfigReader(config, source));
-  return { family, familyConfig, spec: family.toSpec(familyConfig) };
+  const spec: DecoderSpec = family.toSpec(familyConfig);
+  // an unsupported or incomplete rope_scaling fails here, naming the file, not at the first forward
+  for (const rope of new Set(spec.layers.map((l) => l.rope))) {
+    try {
+      ropeInvFreq(rope);
+    } catch (err) {
+      if (err instanceof ModelError) throw new ModelError(err.code, `${source}: ${err.message}`);
+      throw err;
+    }
+  }
+  return { family, familyConfig, spec };
 }
 
 export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {

@@ -74,54 +74,89 @@ export function checkShape(name: string, want: number[], got: number[], where: s
 /** Reads one graph tensor as float32 [shape]. */
 export type TensorSource = (name: string) => tf.Tensor;
 
-/** Build the graph's weights: [in, out] layouts and fused q/k/v, gate/up. */
+/**
+ * Build the graph's weights, with the load-time layout work that makes a decode step cheap:
+ * - linear weights transposed to [in, out]; q/k/v and gate/up fused into one matrix each;
+ * - the input and pre-MLP norm weights folded into the rows of the matrix they feed
+ *   (norm(x)·w·W = norm(x)·(diag(w)·W)), Gemma's (1 + w) included;
+ * - the attention scale folded into the q columns (or, with q/k norm, into the q norm weights);
+ * - the other norm weights stored as their effective values (1 + w for Gemma).
+ * A tied head is not stored twice: the embedding rows are read from its [H, V] columns.
+ */
 export function buildWeights(s: DecoderSpec, read: TensorSource): DecoderWeights {
+  const qDim = s.numHeads * s.headDim;
+  const kvDim = s.numKvHeads * s.headDim;
+  /** the norm weight as it multiplies: w, or 1 + w for Gemma */
+  const effNorm = (n: string): tf.Tensor1D => {
+    const w = read(n) as tf.Tensor1D;
+    if (!s.normUnitOffset) return w;
+    const e = tf.add(w, 1) as tf.Tensor1D;
+    w.dispose();
+    return e;
+  };
   const vec = (n: string) => read(n) as tf.Tensor1D;
   const optVec = (on: boolean, n: string) => (on ? vec(n) : null);
-  // [out, in] → [in, out]; several matrices side by side (fused) when given more than one
-  const linearIn = (...names: string[]): tf.Tensor2D => {
+  // [out, in] → [in, out]; several matrices side by side (fused) when given more than one;
+  // rows scaled by a folded norm weight, columns by colScale
+  const linearIn = (names: string[], rowScale?: tf.Tensor1D | null, colScale?: tf.Tensor1D | null): tf.Tensor2D => tf.tidy(() => {
     const parts = names.map((n) => {
       const w = read(n);
       const t = tf.transpose(w) as tf.Tensor2D;
       w.dispose();
       return t;
     });
-    if (parts.length === 1) return parts[0];
-    const fused = tf.concat(parts, 1) as tf.Tensor2D;
-    parts.forEach((p) => p.dispose());
-    return fused;
-  };
-  const catVec = (names: string[]): tf.Tensor1D => {
-    const parts = names.map(vec);
-    const v = tf.concat(parts) as tf.Tensor1D;
-    parts.forEach((p) => p.dispose());
-    return v;
-  };
+    let m = parts.length === 1 ? parts[0] : (tf.concat(parts, 1) as tf.Tensor2D);
+    if (rowScale) m = tf.mul(m, tf.reshape(rowScale, [-1, 1]));
+    if (colScale) m = tf.mul(m, tf.reshape(colScale, [1, -1]));
+    return m;
+  });
+  const catVec = (names: string[], scale?: tf.Tensor1D | null): tf.Tensor1D => tf.tidy(() => {
+    const v = tf.concat(names.map(vec)) as tf.Tensor1D;
+    return scale ? (tf.mul(v, scale) as tf.Tensor1D) : v;
+  });
+  // attention scale on the q columns (when there is no q norm to carry it)
+  const qScale = s.qkNorm ? null : tf.concat([tf.fill([qDim], s.attnScale), tf.ones([2 * kvDim])]) as tf.Tensor1D;
 
-  const embed = read('model.embed_tokens.weight') as tf.Tensor2D;
   const layers: LayerWeights[] = [];
   for (let i = 0; i < s.numLayers; i++) {
     const p = `model.layers.${i}.`;
     const a = `${p}self_attn.`;
+    const inputNorm = effNorm(`${p}input_layernorm.weight`);
+    const mlpNorm = effNorm(s.sandwichNorms ? `${p}pre_feedforward_layernorm.weight` : `${p}post_attention_layernorm.weight`);
+    let qNorm: tf.Tensor1D | null = null;
+    let kNorm: tf.Tensor1D | null = null;
+    let qkNormRows: tf.Tensor2D | null = null;
+    if (s.qkNorm) {
+      const q0 = effNorm(`${a}q_norm.weight`);
+      qNorm = tf.mul(q0, s.attnScale) as tf.Tensor1D;
+      q0.dispose();
+      kNorm = effNorm(`${a}k_norm.weight`);
+      qkNormRows = tf.tidy(() => tf.concat([tf.tile(tf.reshape(qNorm!, [1, -1]), [s.numHeads, 1]), tf.tile(tf.reshape(kNorm!, [1, -1]), [s.numKvHeads, 1])]) as tf.Tensor2D);
+    }
     layers.push({
-      inputNorm: vec(`${p}input_layernorm.weight`),
-      qkv: linearIn(`${a}q_proj.weight`, `${a}k_proj.weight`, `${a}v_proj.weight`),
-      qkvBias: s.qkvBias ? catVec([`${a}q_proj.bias`, `${a}k_proj.bias`, `${a}v_proj.bias`]) : null,
-      o: linearIn(`${a}o_proj.weight`),
+      qkv: linearIn([`${a}q_proj.weight`, `${a}k_proj.weight`, `${a}v_proj.weight`], inputNorm, qScale),
+      qkvBias: s.qkvBias ? catVec([`${a}q_proj.bias`, `${a}k_proj.bias`, `${a}v_proj.bias`], qScale) : null,
+      qNorm, kNorm, qkNormRows,
+      o: linearIn([`${a}o_proj.weight`]),
       oBias: optVec(s.oBias, `${a}o_proj.bias`),
-      qNorm: optVec(s.qkNorm, `${a}q_norm.weight`),
-      kNorm: optVec(s.qkNorm, `${a}k_norm.weight`),
-      mlpNorm: vec(s.sandwichNorms ? `${p}pre_feedforward_layernorm.weight` : `${p}post_attention_layernorm.weight`),
-      postAttnNorm: optVec(s.sandwichNorms, `${p}post_attention_layernorm.weight`),
-      postMlpNorm: optVec(s.sandwichNorms, `${p}post_feedforward_layernorm.weight`),
-      gateUp: linearIn(`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`),
+      postAttnNorm: s.sandwichNorms ? effNorm(`${p}post_attention_layernorm.weight`) : null,
+      gateUp: linearIn([`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`], mlpNorm),
       gateUpBias: s.mlpBias ? catVec([`${p}mlp.gate_proj.bias`, `${p}mlp.up_proj.bias`]) : null,
-      down: linearIn(`${p}mlp.down_proj.weight`),
+      down: linearIn([`${p}mlp.down_proj.weight`]),
       downBias: optVec(s.mlpBias, `${p}mlp.down_proj.bias`),
+      postMlpNorm: s.sandwichNorms ? effNorm(`${p}post_feedforward_layernorm.weight`) : null,
     });
+    inputNorm.dispose();
+    mlpNorm.dispose();
   }
-  const finalNorm = vec('model.norm.weight');
-  // A tied head is stored a second time in the [H, V] layout the matmul needs.
-  const lmHead = s.tieWordEmbeddings ? (tf.transpose(embed) as tf.Tensor2D) : linearIn('lm_head.weight');
-  return { embed, layers, finalNorm, lmHead };
+  qScale?.dispose();
+  const finalNorm = effNorm('model.norm.weight');
+  if (s.tieWordEmbeddings) {
+    const e = read('model.embed_tokens.weight');
+    const lmHead = tf.transpose(e) as tf.Tensor2D;
+    e.dispose();
+    return { embed: null, layers, finalNorm, lmHead };
+  }
+  const embed = read('model.embed_tokens.weight') as tf.Tensor2D;
+  return { embed, layers, finalNorm, lmHead: linearIn(['lm_head.weight']) };
 }

@@ -29,7 +29,9 @@ export interface MixInputsArgs {
   /** int32 [B]: the ids the sampler chose (still on device) */
   sampled: tf.Tensor1D;
   /** [V, H] raw embedding rows (embed_tokens.weight), before any model scaling */
-  embedTable: tf.Tensor2D;
+  embedTable?: tf.Tensor2D;
+  /** or the same table stored as columns [H, V] (a tied lm_head), when no [V, H] copy exists */
+  embedColumns?: tf.Tensor2D;
   /** one per row */
   settings: MixSettings[];
 }
@@ -57,6 +59,8 @@ export interface MixDebugResult extends MixResult {
 
 export interface MixInputsOptions {
   returnWeights?: boolean;
+  /** force the general path (tests compare it with the lean one) */
+  general?: boolean;
 }
 
 function moiError(message: string): UsageError {
@@ -81,12 +85,16 @@ interface Plan {
 }
 
 function checkArgs(args: MixInputsArgs): Plan {
-  const { logits, processedLogits, sampled, embedTable, settings } = args;
+  const { logits, processedLogits, sampled, embedTable, embedColumns, settings } = args;
   if (logits.rank !== 2) throw moiError(`logits must be [B, V], got shape [${logits.shape}]`);
   const [B, V] = logits.shape;
   if (sampled.rank !== 1 || sampled.shape[0] !== B) throw moiError(`sampled must be [${B}], got shape [${sampled.shape}]`);
-  if (embedTable.rank !== 2 || embedTable.shape[0] < V) {
+  if (!embedTable === !embedColumns) throw moiError('give exactly one of embedTable [V, H] and embedColumns [H, V]');
+  if (embedTable && (embedTable.rank !== 2 || embedTable.shape[0] < V)) {
     throw moiError(`embedTable must be [V >= ${V}, H], got shape [${embedTable.shape}]`);
+  }
+  if (embedColumns && (embedColumns.rank !== 2 || embedColumns.shape[1] < V)) {
+    throw moiError(`embedColumns must be [H, V >= ${V}], got shape [${embedColumns.shape}]`);
   }
   if (!Array.isArray(settings) || settings.length !== B) {
     throw moiError(`settings must have one entry per row (${B}), got ${Array.isArray(settings) ? settings.length : typeof settings}`);
@@ -196,6 +204,71 @@ function slotWeights(slots: Slots, coef: { a: (H: tf.Tensor1D) => tf.Tensor1D; b
   };
 }
 
+/** Embedding rows [n, H] for ids [n], from whichever layout the caller holds. */
+function embedRows(args: MixInputsArgs, ids: tf.Tensor1D): tf.Tensor2D {
+  if (args.embedTable) return tf.gather(args.embedTable, ids) as tf.Tensor2D;
+  return tf.transpose(tf.gather(args.embedColumns!, ids, 1)) as tf.Tensor2D;
+}
+
+/** w [B, V] · E: the whole-vocabulary mixture. */
+function mixAll(args: MixInputsArgs, w: tf.Tensor2D, V: number): tf.Tensor2D {
+  if (args.embedTable) {
+    const E = args.embedTable.shape[0] === V ? args.embedTable : tf.slice(args.embedTable, [0, 0], [V, args.embedTable.shape[1]]);
+    return tf.matMul(w, E) as tf.Tensor2D;
+  }
+  const C = args.embedColumns!;
+  return tf.matMul(w, C.shape[1] === V ? C : tf.slice(C, [0, 0], [C.shape[0], V]), false, true) as tf.Tensor2D;
+}
+
+/**
+ * The common case in few ops (it runs every decode step): every row takes the same top-K of the
+ * raw prior. Same rule as the general path: candidates = top-K ∪ {y}, p the softmax over them,
+ * H = entropy / log(#candidates), w = a·p + b·[i = y] with per-row a, b from mode and β.
+ */
+function leanMix(args: MixInputsArgs, plan: Plan, Hd: number): MixResult {
+  const { B, V, kMax: K } = plan;
+  // per-row constants: a = H·ca + da, b = db − H·cb
+  const c = new Float32Array(B * 4);
+  for (let r = 0; r < B; r++) {
+    const inv = 1 / (plan.beta[r] + 1);
+    c[r * 4] = plan.isMoi[r] * inv; // ca
+    c[r * 4 + 1] = plan.isDirect[r]; // da
+    c[r * 4 + 2] = plan.isMoi[r] + plan.isStandard[r]; // db
+    c[r * 4 + 3] = plan.isMoi[r] * inv; // cb
+  }
+  return tf.tidy((): Record<string, tf.Tensor> => {
+    const scores = args.logits.dtype === 'float32' ? args.logits : tf.cast(args.logits, 'float32');
+    const y = tf.reshape(args.sampled.dtype === 'int32' ? args.sampled : tf.cast(args.sampled, 'int32'), [B, 1]);
+    const { values, indices } = tf.topk(scores, K);
+    const topIsY = tf.cast(tf.equal(indices, y), 'float32'); // [B, K]
+    const yInTop = tf.sum(topIsY, 1, true); // [B, 1], 0 or 1
+    const flat = B === 1 ? tf.reshape(y, [1]) : tf.reshape(tf.add(y, tf.tensor2d(Array.from({ length: B }, (_, r) => r * V), [B, 1], 'int32')), [B]);
+    const yScore = tf.reshape(tf.gather(tf.reshape(scores, [-1]), flat), [B, 1]);
+    // y's own slot counts only when y is outside the top-K (then its score is below the top-K's)
+    const extra = tf.where(tf.greater(yInTop, 0), tf.fill([B, 1], -Infinity), yScore);
+    const e = tf.exp(tf.sub(tf.concat([values, extra], 1), tf.slice(values, [0, 0], [B, 1]))); // [B, K+1]
+    const p = tf.div(e, tf.sum(e, 1, true));
+    const n = tf.sub(K + 1, yInTop); // candidates per row
+    const ent = tf.sum(tf.mul(p, tf.log(tf.maximum(p, 1e-38))), 1, true); // −entropy
+    const H = tf.clipByValue(tf.div(ent, tf.neg(tf.log(n))), 0, 1); // [B, 1]
+    const isY = tf.concat([topIsY, tf.sub(1, yInTop)], 1); // [B, K+1]
+    const cc = tf.tensor2d(c, [B, 4]);
+    const [ca, da, db, cb] = tf.split(cc, 4, 1);
+    const a = tf.add(tf.mul(H, ca), da);
+    const b = tf.sub(db, tf.mul(H, cb));
+    const w = tf.add(tf.mul(a, p), tf.mul(b, isY)); // [B, K+1]
+    const ids = tf.reshape(tf.concat([indices, y], 1), [-1]) as tf.Tensor1D;
+    const rows = tf.reshape(embedRows(args, ids), [B, K + 1, Hd]);
+    const embeds = tf.reshape(tf.matMul(tf.reshape(w, [B, 1, K + 1]), rows), [B, Hd]) as tf.Tensor2D;
+    return {
+      embeds,
+      entropy: tf.reshape(H, [B]) as tf.Tensor1D,
+      weightOnSampled: tf.reshape(tf.sum(tf.mul(w, isY), 1), [B]) as tf.Tensor1D,
+      numCandidates: tf.cast(tf.reshape(n, [B]), 'int32') as tf.Tensor1D,
+    };
+  }) as unknown as MixResult;
+}
+
 /** Mix the next input embeddings of a batch. */
 export function mixInputs(args: MixInputsArgs): MixResult;
 export function mixInputs(args: MixInputsArgs, opts: { returnWeights: true }): MixDebugResult;
@@ -203,11 +276,13 @@ export function mixInputs(args: MixInputsArgs, opts?: MixInputsOptions): MixResu
 export function mixInputs(args: MixInputsArgs, opts: MixInputsOptions = {}): MixResult | MixDebugResult {
   const plan = checkArgs(args);
   const { B, V } = plan;
-  const Hd = args.embedTable.shape[1];
+  const Hd = args.embedTable ? args.embedTable.shape[1] : args.embedColumns!.shape[0];
+  const lean = !opts.returnWeights && !opts.general && !plan.anyProcessed && !plan.isAll.some((x) => x) &&
+    plan.kRow.every((k) => k === plan.kMax);
+  if (lean) return leanMix(args, plan, Hd);
   const result = tf.tidy((): Record<string, tf.Tensor> => {
     const scores = priorScores(args, plan);
     const y = tf.reshape(args.sampled.dtype === 'int32' ? args.sampled : tf.cast(args.sampled, 'int32'), [B, 1]) as tf.Tensor2D;
-    const table = args.embedTable.dtype === 'float32' ? args.embedTable : tf.cast(args.embedTable, 'float32');
 
     // Per-row mode coefficients, so one path serves a mixed batch.
     const isMoi = tf.tensor1d(plan.isMoi);
@@ -227,15 +302,14 @@ export function mixInputs(args: MixInputsArgs, opts: MixInputsOptions = {}): Mix
       const slots = topKSlots(scores, y, plan);
       const wts = slotWeights(slots, coef);
       const N = plan.kMax + 1;
-      const rows = tf.reshape(tf.gather(table, tf.reshape(slots.ids, [-1])), [B, N, Hd]);
+      const rows = tf.reshape(embedRows(args, tf.reshape(slots.ids, [-1]) as tf.Tensor1D), [B, N, Hd]);
       const embeds = tf.reshape(tf.matMul(tf.reshape(wts.w, [B, 1, N]), rows), [B, Hd]) as tf.Tensor2D;
       sparse = { ...wts, slots, embeds };
     }
     if (anyAll) {
       const slots = vocabSlots(scores, y, plan);
       const wts = slotWeights(slots, coef);
-      const E = table.shape[0] === V ? table : tf.slice(table, [0, 0], [V, Hd]);
-      dense = { ...wts, slots, embeds: tf.matMul(wts.w, E) as tf.Tensor2D };
+      dense = { ...wts, slots, embeds: mixAll(args, wts.w, V) };
     }
 
     // Pick per row: the dense result for rows that mix the whole vocabulary.

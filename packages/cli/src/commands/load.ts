@@ -1,4 +1,5 @@
 /** Loading an engine for a command, with progress on a TTY. */
+import { ModelError, UsageError } from '@moi/core';
 import { Engine } from '../engine/engine.ts';
 import { makeProgress, showProgress, type Progress } from '../progress.ts';
 import { modelArg } from './options.ts';
@@ -13,6 +14,11 @@ export async function loadEngine(o: ModelFlags, forceQuiet = false): Promise<{ e
     offline: undefined,
     onDownload: (p) => progress.download(p),
     onLoad: (p) => progress.load(p),
+  }).catch((err: unknown) => {
+    // A model folder that is not there is a runtime failure of the command (exit 1), as a bad
+    // model file is; exit 2 stays for bad flags and values.
+    if (err instanceof UsageError && err.code === 'E_MODEL_DIR_NOT_FOUND') throw new ModelError(err.code, err.message, { cause: err });
+    throw err;
   });
   progress.stop();
   return { engine, progress };

@@ -244,7 +244,8 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
         if (mixing) {
           mix = mixer.mix({
             logits: logits!, processedLogits: s.processedLogits, sampled: s.ids,
-            embedTable: model.weights.embed, settings: live.map((r) => r.settings),
+            ...(model.weights.embed ? { embedTable: model.weights.embed } : { embedColumns: model.weights.lmHead }),
+            settings: live.map((r) => r.settings),
           });
         }
         const cols: tf.Tensor[] = [tf.cast(s.ids, 'float32')];

@@ -1,0 +1,39 @@
+/**
+ * Memory read bandwidth, measured in the same run as the benchmark and on the same backend: a
+ * matrix-vector product over a matrix far larger than any cache streams every byte once, which
+ * is exactly the access pattern of a batch-1 decode step. bandwidth = matrix bytes / time.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+
+export interface BandwidthResult {
+  gbPerSec: number;
+  bytes: number;
+  method: string;
+}
+
+export function measureReadBandwidth(opts: { megabytes?: number; repeats?: number } = {}): BandwidthResult {
+  const mb = opts.megabytes ?? 256;
+  const repeats = opts.repeats ?? 7;
+  const inDim = 4096;
+  const outDim = Math.max(1, Math.round((mb * 1024 * 1024) / 4 / inDim));
+  const w = tf.randomUniform([inDim, outDim], -1, 1, 'float32', 1);
+  const x = tf.randomUniform([1, inDim], -1, 1, 'float32', 2);
+  const times: number[] = [];
+  for (let i = 0; i < repeats + 1; i++) {
+    const t0 = performance.now();
+    const y = tf.matMul(x, w);
+    y.dataSync();
+    const dt = performance.now() - t0;
+    y.dispose();
+    if (i > 0) times.push(dt); // the first call packs the weights
+  }
+  tf.dispose([w, x]);
+  const bytes = inDim * outDim * 4;
+  return { gbPerSec: bytes / (median(times) / 1000) / 1e9, bytes, method: `${tf.getBackend()} matMul [1,${inDim}]x[${inDim},${outDim}] f32, median of ${repeats}` };
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}

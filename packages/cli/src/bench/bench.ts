@@ -1,0 +1,158 @@
+/**
+ * The engine benchmark: load time, prefill and decode speed in each mixing mode, batched decode,
+ * memory, tensor counts, and a roofline ratio against a bandwidth measured in the same run.
+ * The prompt follows peer-bench's definition so llama.cpp sees the same ids:
+ *   prompt[i] = 1000 + (i·7919) mod (vocab_size − 2000), no BOS.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { Engine } from '../engine/engine.ts';
+import { generate, type GenerateRequest } from '../engine/generate.ts';
+import { measureReadBandwidth, median } from './bandwidth.ts';
+
+export interface BenchOptions {
+  model: string;
+  backend?: string;
+  promptTokens?: number;
+  genTokens?: number;
+  repeat?: number;
+  batches?: number[];
+  /** report progress lines (to stderr, by the caller) */
+  log?: (line: string) => void;
+}
+
+export interface BenchResult {
+  model: string;
+  backend: string;
+  dtype: string;
+  load_s: number;
+  load_gb_s: number;
+  prefill_tok_s: number;
+  decode_tok_s: { standard: number; moi: number; direct: number };
+  moi_overhead: number;
+  batch_decode_tok_s: Record<string, number>;
+  peak_rss_mb: number;
+  tensors_before: number;
+  tensors_after: number;
+  roofline: { bytes_per_token: number; bandwidth_gb_s: number; ratio: number; method: string };
+  first_ids: number[];
+  prompt_tokens: number;
+  gen_tokens: number;
+  repeat: number;
+  weight_bytes: number;
+}
+
+export function benchPrompt(vocabSize: number, n: number): number[] {
+  return Array.from({ length: n }, (_, i) => 1000 + ((i * 7919) % (vocabSize - 2000)));
+}
+
+/** Run requests to the end; decode tok/s counts the tokens after each row's first, over the decode wall time. */
+async function timeDecode(engine: Engine, requests: GenerateRequest[]): Promise<{ tokS: number; prefillS: number; ids: number[][] }> {
+  const ids: number[][] = requests.map(() => []);
+  let first = 0;
+  let tokensAfterFirst = 0;
+  const t0 = performance.now();
+  let prefillS = 0;
+  for await (const e of generate(engine, requests)) {
+    if (e.type !== 'token') continue;
+    if (!first) { first = performance.now(); prefillS = (first - t0) / 1000; }
+    if (ids[e.row].length > 0) tokensAfterFirst++;
+    ids[e.row].push(e.token);
+  }
+  const decodeS = (performance.now() - first) / 1000;
+  return { tokS: tokensAfterFirst / decodeS, prefillS, ids };
+}
+
+export async function runBench(o: BenchOptions): Promise<BenchResult> {
+  const log = o.log ?? (() => {});
+  const P = o.promptTokens ?? 128;
+  const G = o.genTokens ?? 64;
+  const R = o.repeat ?? 3;
+  const t0 = performance.now();
+  const engine = await Engine.load(o.model, { backend: o.backend });
+  const loadS = (performance.now() - t0) / 1000;
+  const spec = engine.spec;
+  const tensorsBefore = tf.memory().numTensors;
+  const prompt = benchPrompt(spec.vocabSize, P);
+  const request = (mode: string): GenerateRequest => ({
+    promptIds: prompt, maxTokens: G + 1, ignoreEos: true, sampling: { temperature: 0 }, mix: { mode },
+  });
+  log(`loaded ${o.model} on ${engine.backend.name} in ${loadS.toFixed(2)} s`);
+
+  // warm-up (weight packing, kernel setup), not timed
+  await timeDecode(engine, [{ ...request('moi'), maxTokens: 3 }]);
+
+  const prefill: number[] = [];
+  const decode: Record<'standard' | 'moi' | 'direct', number[]> = { standard: [], moi: [], direct: [] };
+  let firstIds: number[] = [];
+  for (let r = 0; r < R; r++) {
+    for (const mode of ['standard', 'moi', 'direct'] as const) {
+      const run = await timeDecode(engine, [request(mode)]);
+      decode[mode].push(run.tokS);
+      if (mode === 'standard') {
+        prefill.push(P / run.prefillS);
+        firstIds = run.ids[0].slice(0, 8);
+      }
+      log(`repeat ${r + 1}/${R} ${mode}: ${run.tokS.toFixed(2)} tok/s (prefill ${(P / run.prefillS).toFixed(1)} tok/s)`);
+    }
+  }
+  const batch: Record<string, number> = {};
+  for (const b of o.batches ?? [4, 16]) {
+    const runs: number[] = [];
+    for (let r = 0; r < Math.min(R, 2); r++) {
+      const reqs = Array.from({ length: b }, (_, i) => ({ ...request('standard'), promptIds: benchPrompt(spec.vocabSize, P - (i % 4)) }));
+      runs.push((await timeDecode(engine, reqs)).tokS);
+    }
+    batch[String(b)] = median(runs);
+    log(`batch ${b}: ${batch[String(b)].toFixed(2)} tok/s`);
+  }
+  const tensorsAfter = tf.memory().numTensors;
+
+  const bw = measureReadBandwidth();
+  // Bytes a batch-1 decode step reads: every weight once, except an untied embedding table, of
+  // which only one row is gathered (a tied table is the head, read whole every step).
+  const w = engine.model.weights;
+  const bytesPerToken = engine.loaded.weightBytes - (w.embed ? w.embed.size * 4 - spec.hiddenSize * 4 : 0);
+  const standard = median(decode.standard);
+  const result: BenchResult = {
+    model: o.model,
+    backend: engine.backend.name,
+    dtype: 'f32',
+    load_s: loadS,
+    load_gb_s: engine.loaded.checkpointBytes / loadS / 1e9,
+    prefill_tok_s: median(prefill),
+    decode_tok_s: { standard, moi: median(decode.moi), direct: median(decode.direct) },
+    moi_overhead: median(decode.moi) / standard,
+    batch_decode_tok_s: batch,
+    peak_rss_mb: process.resourceUsage().maxRSS / 1024,
+    tensors_before: tensorsBefore,
+    tensors_after: tensorsAfter,
+    roofline: { bytes_per_token: bytesPerToken, bandwidth_gb_s: bw.gbPerSec, ratio: (standard * bytesPerToken) / (bw.gbPerSec * 1e9), method: bw.method },
+    first_ids: firstIds,
+    prompt_tokens: P,
+    gen_tokens: G,
+    repeat: R,
+    weight_bytes: engine.loaded.weightBytes,
+  };
+  engine.dispose();
+  return result;
+}
+
+export function formatBench(r: BenchResult): string {
+  const rows: [string, string][] = [
+    ['model', r.model],
+    ['backend / dtype', `${r.backend} / ${r.dtype}`],
+    ['load', `${r.load_s.toFixed(2)} s (${r.load_gb_s.toFixed(2)} GB/s)`],
+    [`prefill (${r.prompt_tokens} tok)`, `${r.prefill_tok_s.toFixed(1)} tok/s`],
+    ['decode standard', `${r.decode_tok_s.standard.toFixed(2)} tok/s`],
+    ['decode moi', `${r.decode_tok_s.moi.toFixed(2)} tok/s (×${r.moi_overhead.toFixed(3)} of standard)`],
+    ['decode direct', `${r.decode_tok_s.direct.toFixed(2)} tok/s`],
+    ...Object.entries(r.batch_decode_tok_s).map(([b, v]): [string, string] => [`decode batch ${b}`, `${v.toFixed(2)} tok/s (all rows)`]),
+    ['peak RSS', `${r.peak_rss_mb.toFixed(0)} MB (weights ${(r.weight_bytes / 1e6).toFixed(0)} MB f32)`],
+    ['tensors before / after', `${r.tensors_before} / ${r.tensors_after}`],
+    ['roofline', `${(r.roofline.bytes_per_token / 1e6).toFixed(1)} MB/token at ${r.roofline.bandwidth_gb_s.toFixed(2)} GB/s → ` +
+      `${(r.roofline.bandwidth_gb_s * 1e9 / r.roofline.bytes_per_token).toFixed(2)} tok/s max; ratio ${r.roofline.ratio.toFixed(3)}`],
+    ['first ids', r.first_ids.join(',')],
+  ];
+  const w = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');
+}

@@ -1,0 +1,133 @@
+/**
+ * `moi-gen chat`: a multi-turn conversation in the model's chat template over one KV cache, so
+ * each turn prefills only its new tokens.
+ *
+ * At a terminal: a `> ` prompt, replies streamed as they come; /reset, /exit, /help; Ctrl-C
+ * stops the reply being generated (the session goes on), Ctrl-C at the prompt or Ctrl-D exits.
+ * Piped (stdin not a terminal): one user message per line, each reply printed followed by a
+ * blank line, so a conversation can be scripted.
+ */
+import { readFileSync } from 'node:fs';
+import readline from 'node:readline';
+import { Command } from 'commander';
+import { MoiError, UsageError } from '@moi/core';
+import { ChatSession, DEFAULT_MAX_CONTEXT, type TurnStats } from '../engine/chat-session.ts';
+import type { DoneEvent } from '../engine/generate.ts';
+import { loadEngine, type ModelFlags } from './load.ts';
+import { addModelOptions, addSamplingOptions, checkMaxTokens, int, mixFrom, samplingFrom, userPath, type SamplingFlags } from './options.ts';
+
+interface ChatFlags extends ModelFlags, SamplingFlags {
+  system?: string;
+  maxContext: number;
+  chatTemplate?: string;
+  stats?: boolean;
+}
+
+const HELP = [
+  'Type a message and press Enter. Commands:',
+  '  /reset   forget the conversation (the system prompt stays) and start over',
+  '  /exit    leave (also Ctrl-D, or Ctrl-C at the prompt)',
+  '  /help    this text',
+  'Ctrl-C while a reply is being written stops that reply; the conversation goes on.',
+].join('\n');
+
+function statsLine(t: TurnStats, d: DoneEvent): string {
+  const s = d.stats;
+  return `[turn ${t.promptTokens} tok: reused ${t.reusedTokens}, prefilled ${t.prefilledTokens} at ${s.prefillTokPerSec.toFixed(1)} tok/s | ` +
+    `generated ${t.generatedTokens} at ${s.decodeTokPerSec.toFixed(1)} tok/s | finish: ${t.finishReason}]\n`;
+}
+
+function readTemplate(file: string): string {
+  try {
+    return readFileSync(userPath(file), 'utf8');
+  } catch (e) {
+    throw new UsageError('E_USAGE', `--chat-template ${file}: cannot read it (${(e as Error).message})`);
+  }
+}
+
+async function run(o: ChatFlags): Promise<void> {
+  checkMaxTokens(o.maxTokens);
+  if (!Number.isInteger(o.maxContext) || o.maxContext < 2) throw new UsageError('E_USAGE', `--max-context must be an integer ≥ 2, got ${o.maxContext}`);
+  const chatTemplate = o.chatTemplate !== undefined ? readTemplate(o.chatTemplate) : undefined;
+  const { engine, progress } = await loadEngine(o);
+  const session = new ChatSession(engine, {
+    system: o.system, maxContext: o.maxContext, chatTemplate,
+    defaults: { maxTokens: o.maxTokens, sampling: samplingFrom(o), mix: mixFrom(o), stop: o.stop, ignoreEos: Boolean(o.ignoreEos) },
+  });
+  const tty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
+  const out = (s: string) => process.stdout.write(s);
+  // notices go beside the replies at a terminal, and out of the way of a script's stdout
+  const notice = (s: string) => (tty ? process.stdout : process.stderr).write(s + '\n');
+
+  const rl = readline.createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty, prompt: '> ' });
+  let generating: AbortController | null = null;
+  const interrupt = () => {
+    if (generating) generating.abort();
+    else rl.close();
+  };
+  rl.on('SIGINT', interrupt); // Ctrl-C at a terminal (raw mode: no signal reaches the process)
+  process.on('SIGINT', interrupt); // kill -INT, or Ctrl-C when piped
+
+  async function turn(text: string): Promise<void> {
+    generating = new AbortController();
+    let done: DoneEvent | null = null;
+    try {
+      for await (const e of session.send(text, { signal: generating.signal, onPrefill: (p) => progress.prefill(p) })) {
+        if (e.type === 'token') {
+          progress.stop();
+          if (e.text) out(e.text);
+        } else done = e;
+      }
+    } catch (e) {
+      progress.stop();
+      if (!(e instanceof MoiError)) throw e;
+      process.stderr.write(`moi-gen: error: ${e.message}\n`);
+      return;
+    } finally {
+      generating = null;
+    }
+    out(tty ? '\n' : '\n\n');
+    if (done?.finishReason === 'abort') notice('(reply stopped)');
+    else if (done?.finishReason === 'length' && session.cachedTokens + 1 >= session.capacity) {
+      notice(`(the context of ${session.capacity} tokens is full: type /reset to start over)`);
+    }
+    if (o.stats && done) process.stderr.write(statsLine(session.turns[session.turns.length - 1], done));
+  }
+
+  try {
+    if (tty) {
+      notice(`chatting with ${engine.dir} (${engine.backend.name}); /help for commands`);
+      rl.prompt();
+    }
+    for await (const raw of rl) {
+      const line = raw.trim();
+      if (line === '/exit' || line === '/quit') break;
+      if (line === '/help') out(HELP + '\n');
+      else if (line === '/reset') {
+        session.reset();
+        notice('(new conversation)');
+      } else if (line.startsWith('/') && !line.includes(' ')) notice(`unknown command ${line} (/help lists them)`);
+      else if (line) await turn(raw);
+      if (tty) rl.prompt();
+    }
+    if (tty) out('\n');
+  } finally {
+    rl.off('SIGINT', interrupt);
+    process.off('SIGINT', interrupt);
+    rl.close();
+    session.dispose();
+    engine.dispose();
+  }
+}
+
+export function chatCommand(): Command {
+  const cmd = new Command('chat')
+    .description('chat with a model in its chat template (multi-turn, one KV cache: each turn prefills only its new tokens)')
+    .option('--system <text>', 'system prompt (kept across /reset)')
+    .option('--max-context <n>', `most tokens the conversation may hold (capped by the model's context)`, int('--max-context'), DEFAULT_MAX_CONTEXT)
+    .option('--chat-template <file>', 'a Jinja chat template to use instead of the model\'s (e.g. for a base model)')
+    .option('--stats', 'print per-turn token counts and speed to stderr');
+  addModelOptions(cmd);
+  addSamplingOptions(cmd);
+  return cmd.action((o: ChatFlags) => run(o));
+}
