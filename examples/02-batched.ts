@@ -61,6 +61,8 @@ console.log(`${forwards} forwards: ${requests.length} prefills + ${forwards - re
 
 // ## 4. Results
 // Mean H: the average normalized entropy the mixer saw (a rough "how unsure was the model").
+// Direct mixing (no extra weight on the sampled token) feeds inputs that drift off the
+// embeddings the model was trained on: on a model this small its text soon falls apart.
 console.log('## 4. Results');
 for (const d of done) {
   const hs = tokens[d.row].flatMap((t) => (t.mix ? [t.mix.entropy] : []));

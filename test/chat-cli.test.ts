@@ -158,8 +158,8 @@ describe('cli: moi-gen chat', function () {
     });
 
     it('Ctrl-C stops a reply and the session goes on; Ctrl-C at the prompt exits', async function () {
-      const [r1] = await expected([U1], 150);
-      const { code, screen } = await runTty(['chat', '-m', model, '-q', '--temperature', '0', '--max-tokens', '150'], [
+      const [r1] = await expected([U1], 400); // long enough that Ctrl-C lands mid-reply
+      const { code, screen } = await runTty(['chat', '-m', model, '-q', '--temperature', '0', '--max-tokens', '400'], [
         { when: (s) => count(s, '> ') >= 1, send: `${U1}\r` },
         // the reply has begun: interrupt it
         { when: (s) => s.includes(`${U1}\n,`), send: '\x03' },

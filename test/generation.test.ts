@@ -59,15 +59,18 @@ describe('generation: Engine + generate end to end (wasm)', function () {
     return e;
   };
 
+  const savedBeta = process.env.MIXINPUTS_BETA;
   before(async function () {
     if (!fixturesRoot) {
       console.log(SHARED_MISSING);
       this.skip();
     }
+    delete process.env.MIXINPUTS_BETA; // it would turn MoI on for requests that name no mode
     await initBackend({ backend: 'wasm' });
   });
   after(() => {
     for (const e of engines.values()) e.dispose();
+    if (savedBeta !== undefined) process.env.MIXINPUTS_BETA = savedBeta;
   });
 
   it('stories260K greedy equals the reference, and its text is the tokenizer decode of the tokens', async function () {

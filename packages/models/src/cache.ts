@@ -54,14 +54,19 @@ export function writableView(t: tf.Tensor): Float32Array | null {
   return null;
 }
 
+/** Buffer growth step, in slots. */
+export const GROW_SLOTS = 64;
+
 export class KVCache {
   readonly batch: number;
   readonly kvHeads: number;
   readonly headDim: number;
   readonly capacity: number;
   readonly window: number | null;
-  /** slots per row */
+  /** slots per row at most (capacity, or the window) */
   readonly size: number;
+  /** slots per row allocated now: buffers grow in steps of GROW_SLOTS up to `size`, so attention reads only about as many slots as there are tokens */
+  alloc: number;
   /** tokens seen per row (= the next position) */
   readonly offset: number[];
   /** the position held by each slot, per row; −1 = empty */
@@ -78,9 +83,10 @@ export class KVCache {
     this.window = o.window ?? null;
     this.size = this.window ? Math.min(this.window, o.capacity) : o.capacity;
     this.offset = new Array(o.batch).fill(0);
-    this.slotPos = Array.from({ length: o.batch }, () => new Array(this.size).fill(-1));
-    this.keys = tf.keep(tf.zeros([o.batch, o.kvHeads, this.size, o.headDim])) as tf.Tensor4D;
-    this.valuesT = tf.keep(tf.zeros([o.batch, o.kvHeads, o.headDim, this.size])) as tf.Tensor4D;
+    this.alloc = Math.min(this.size, GROW_SLOTS);
+    this.slotPos = Array.from({ length: o.batch }, () => new Array(this.alloc).fill(-1));
+    this.keys = tf.keep(tf.zeros([o.batch, o.kvHeads, this.alloc, o.headDim])) as tf.Tensor4D;
+    this.valuesT = tf.keep(tf.zeros([o.batch, o.kvHeads, o.headDim, this.alloc])) as tf.Tensor4D;
     this.inPlace = !o.noInPlace && writableView(this.keys) !== null;
   }
 
@@ -101,6 +107,7 @@ export class KVCache {
   updateAndFetch(k: tf.Tensor4D, v: tf.Tensor4D, rows: number[]): CacheView {
     const T = k.shape[2];
     this.checkFits(rows, T);
+    this.grow(Math.min(this.size, Math.max(...rows.map((r) => this.offset[r] + T))));
     const allRows = rows.length === this.batch && rows.every((r, i) => r === i);
     const positions = rows.map((r) => Array.from({ length: T }, (_, t) => this.offset[r] + t));
 
@@ -143,6 +150,24 @@ export class KVCache {
     }
   }
 
+  /** Make room for `slots` slots per row (rounded up to GROW_SLOTS, at most `size`). */
+  private grow(slots: number): void {
+    if (slots <= this.alloc) return;
+    const next = Math.min(this.size, Math.ceil(slots / GROW_SLOTS) * GROW_SLOTS);
+    const add = next - this.alloc;
+    const [B, H, , D] = this.keys.shape;
+    const [keys, valuesT] = tf.tidy(() => [
+      tf.concat([this.keys, tf.zeros([B, H, add, D])], 2),
+      tf.concat([this.valuesT, tf.zeros([B, H, D, add])], 3),
+    ]);
+    this.keys.dispose();
+    this.valuesT.dispose();
+    this.keys = tf.keep(keys) as tf.Tensor4D;
+    this.valuesT = tf.keep(valuesT) as tf.Tensor4D;
+    for (const pos of this.slotPos) for (let i = 0; i < add; i++) pos.push(-1);
+    this.alloc = next;
+  }
+
   /** Write the tokens that stay (on a rotating cache, the last `size` of the chunk). */
   private write(k: tf.Tensor4D, v: tf.Tensor4D, rows: number[], positions: number[][]): void {
     const T = k.shape[2];
@@ -156,7 +181,7 @@ export class KVCache {
 
   private writeInPlace(k: tf.Tensor4D, v: tf.Tensor4D, rows: number[], positions: number[][], first: number): void {
     const [, H, T, D] = k.shape;
-    const S = this.size;
+    const S = this.alloc;
     // Views are made right here, after the last op: heap growth detaches older views.
     const kSrc = writableView(k);
     const vSrc = writableView(v);

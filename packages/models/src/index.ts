@@ -3,6 +3,7 @@ export * from './config.ts';
 export * from './decoder.ts';
 export * from './family.ts';
 export * from './load.ts';
+export * from './pack.ts';
 export * from './registry.ts';
 export * from './spec.ts';
 export * from './weights.ts';

@@ -9,6 +9,7 @@ import { Checkpoint, ModelError, ropeInvFreq } from '@moi/core';
 import { ConfigReader, type RawConfig } from './config.ts';
 import { Decoder } from './decoder.ts';
 import type { Family } from './family.ts';
+import { canRelease } from './pack.ts';
 import { familyFor } from './registry.ts';
 import type { DecoderSpec } from './spec.ts';
 import { buildWeights, checkNames, checkShape, expectedTensors } from './weights.ts';
@@ -23,6 +24,8 @@ export interface LoadProgress {
 
 export interface LoadOptions {
   onProgress?: (p: LoadProgress) => void;
+  /** keep the original weight blocks after XNNPACK packs them (wasm; see pack.ts) */
+  keepWeights?: boolean;
 }
 
 export interface LoadedModel {
@@ -41,6 +44,8 @@ export interface LoadedModel {
   loadSeconds: number;
   dispose(): void;
 }
+
+const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 
 export function readConfig(dir: string): RawConfig {
   const file = path.join(dir, 'config.json');
@@ -89,19 +94,25 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
     }
     const expected = expectedTensors(spec);
     checkNames(expected, new Set(source.keys()), dir);
-    for (const [g, shape] of expected) checkShape(source.get(g)!, shape, ckpt.info(source.get(g)!).shape, dir);
+    for (const [g, shape] of expected) {
+      const info = ckpt.info(source.get(g)!);
+      checkShape(source.get(g)!, shape, info.shape, dir);
+      if (!FLOAT_DTYPES.has(info.dtype)) {
+        throw new ModelError('E_DTYPE', `${dir}: tensor ${source.get(g)} is ${info.dtype}; weights must be F32, F16, BF16 or F64 (quantized checkpoints are not supported)`);
+      }
+    }
 
     const totalBytes = [...expected.keys()].reduce((n, g) => n + ckpt.info(source.get(g)!).byteLength, 0);
     let bytes = 0;
     const read = (g: string) => {
       const name = source.get(g)!;
       const info = ckpt.info(name);
-      const t = tf.tensor(ckpt.readFloat32(name), info.shape, 'float32');
+      const data = ckpt.readFloat32(name);
       bytes += info.byteLength;
       opts.onProgress?.({ bytes, totalBytes, tensor: name });
-      return t;
+      return { data, shape: info.shape };
     };
-    const weights = buildWeights(spec, read);
+    const weights = buildWeights(spec, read, { release: opts.keepWeights ? false : canRelease() });
     const model = new Decoder(spec, weights);
     let weightBytes = 0;
     const seen = new Set<tf.Tensor>();

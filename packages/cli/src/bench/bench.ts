@@ -5,6 +5,7 @@
  *   prompt[i] = 1000 + (i·7919) mod (vocab_size − 2000), no BOS.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '@moi/core';
 import { Engine } from '../engine/engine.ts';
 import { generate, type GenerateRequest } from '../engine/generate.ts';
 import { measureReadBandwidth, median } from './bandwidth.ts';
@@ -67,19 +68,24 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const P = o.promptTokens ?? 128;
   const G = o.genTokens ?? 64;
   const R = o.repeat ?? 3;
+  // bandwidth first, so its scratch matrix's heap is reused by the model rather than added to it
+  await initBackend({ backend: o.backend });
+  const bw = measureReadBandwidth();
+  log(`read bandwidth ${bw.gbPerSec.toFixed(2)} GB/s (${bw.method})`);
   const t0 = performance.now();
   const engine = await Engine.load(o.model, { backend: o.backend });
   const loadS = (performance.now() - t0) / 1000;
   const spec = engine.spec;
-  const tensorsBefore = tf.memory().numTensors;
   const prompt = benchPrompt(spec.vocabSize, P);
   const request = (mode: string): GenerateRequest => ({
     promptIds: prompt, maxTokens: G + 1, ignoreEos: true, sampling: { temperature: 0 }, mix: { mode },
   });
   log(`loaded ${o.model} on ${engine.backend.name} in ${loadS.toFixed(2)} s`);
 
-  // warm-up (weight packing, kernel setup), not timed
-  await timeDecode(engine, [{ ...request('moi'), maxTokens: 3 }]);
+  // warm-up of every path (kernel setup, kept constants), not timed
+  for (const mode of ['standard', 'moi', 'direct']) await timeDecode(engine, [{ ...request(mode), maxTokens: 3 }]);
+  await timeDecode(engine, [0, 1].map(() => ({ ...request('standard'), maxTokens: 3 })));
+  const tensorsBefore = tf.memory().numTensors;
 
   const prefill: number[] = [];
   const decode: Record<'standard' | 'moi' | 'direct', number[]> = { standard: [], moi: [], direct: [] };
@@ -107,7 +113,6 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   }
   const tensorsAfter = tf.memory().numTensors;
 
-  const bw = measureReadBandwidth();
   // Bytes a batch-1 decode step reads: every weight once, except an untied embedding table, of
   // which only one row is gathered (a tied table is the head, read whole every step).
   const w = engine.model.weights;
