@@ -308,7 +308,7 @@ describe('weight dtypes', () => {
     try {
       fs.copyFileSync(path.join(src, 'config.json'), path.join(dir, 'config.json'));
       const st = core.SafetensorsFile.open(path.join(src, 'model.safetensors'));
-      const entries: [string, { dtype: core.DType; shape: number[]; data: ArrayBufferView }][] = [];
+      const entries: [string, TensorInput][] = [];
       for (const [name, info] of st.tensors) {
         const f = st.readFloat32(name);
         entries.push(name === 'model.norm.weight'
