@@ -12,21 +12,13 @@
  * Run: npx tsx examples/01-standard-vs-moi.ts [model folder or hub id]
  * (default: the stories260K fixture in ../shared)
  */
-import path from 'node:path';
-import { sharedDir } from '@moi/core';
-import { Engine } from '../packages/cli/src/engine/engine.ts';
-import { encodePrompt, generateOne, type TokenEvent } from '../packages/cli/src/engine/generate.ts';
+import { loadExampleEngine } from './load-example-model.ts';
+import { encodePrompt, generateOne, type TokenEvent } from '@moi/cli';
 
 // ## 1. Load the model
 // A model folder (config.json, *.safetensors, tokenizer.json) or a hub id from the command line;
-// else the real pretrained stories260K (a tiny Llama trained on children's stories).
-const shared = sharedDir();
-const model = process.argv[2] ?? (shared && path.join(shared, 'fixtures/stories260K'));
-if (!model) {
-  console.error('no model: pass a model folder, or put shared/ at ../shared (or set MOI_SHARED)');
-  process.exit(1);
-}
-const engine = await Engine.load(model);
+// else the real pretrained stories260K (see load-example-model.ts).
+const engine = await loadExampleEngine();
 const tok = engine.tokenizer!;
 console.log('## 1. Model');
 console.log(`${engine.dir}: ${engine.spec.numLayers} layers, hidden ${engine.spec.hiddenSize}, vocab ${engine.spec.vocabSize}, backend ${engine.backend.name}\n`);

@@ -7,19 +7,11 @@
  *
  * Run: npx tsx examples/02-batched.ts [model folder or hub id]
  */
-import path from 'node:path';
-import { sharedDir } from '@moi/core';
-import { Engine } from '../packages/cli/src/engine/engine.ts';
-import { encodePrompt, generate, type DoneEvent, type GenerateRequest, type TokenEvent } from '../packages/cli/src/engine/generate.ts';
+import { loadExampleEngine } from './load-example-model.ts';
+import { encodePrompt, generate, type DoneEvent, type GenerateRequest, type TokenEvent } from '@moi/cli';
 
 // ## 1. Load the model
-const shared = sharedDir();
-const model = process.argv[2] ?? (shared && path.join(shared, 'fixtures/stories260K'));
-if (!model) {
-  console.error('no model: pass a model folder, or put shared/ at ../shared (or set MOI_SHARED)');
-  process.exit(1);
-}
-const engine = await Engine.load(model);
+const engine = await loadExampleEngine();
 const tok = engine.tokenizer!;
 console.log('## 1. Model');
 console.log(`${engine.dir} on ${engine.backend.name}\n`);

@@ -8,7 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { repoRoot, sharedDir, SHARED_MISSING } from '@moi/core';
+import { repoRoot, requireShared, sharedDir, SHARED_MISSING } from '@moi/core';
 import { Engine } from '../packages/cli/src/engine/engine.ts';
 import { generateOne } from '../packages/cli/src/engine/generate.ts';
 
@@ -67,11 +67,7 @@ describe('cli: moi-gen chat', function () {
   let engine: Engine;
 
   before(async function () {
-    const shared = sharedDir();
-    if (!shared) {
-      console.log(SHARED_MISSING);
-      this.skip();
-    }
+    const shared = requireShared(this);
     const src = path.join(shared!, 'fixtures/stories260K');
     tmp = mkdtempSync(path.join(os.tmpdir(), 'moi-chat-cli-'));
     model = path.join(tmp, 'stories-chat');

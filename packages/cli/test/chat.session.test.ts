@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { sharedDir, SHARED_MISSING, UsageError } from '@moi/core';
+import { requireShared, sharedDir, SHARED_MISSING, UsageError } from '@moi/core';
 import { Engine } from '../src/engine/engine.ts';
 import { ChatSession, commonPrefix } from '../src/engine/chat-session.ts';
 import { generateOne } from '../src/engine/generate.ts';
@@ -24,11 +24,7 @@ describe('engine: chat session (stories260K)', function () {
   let engine: Engine;
 
   before(async function () {
-    const shared = sharedDir();
-    if (!shared) {
-      console.log(SHARED_MISSING);
-      this.skip();
-    }
+    const shared = requireShared(this);
     engine = await Engine.load(path.join(shared!, 'fixtures/stories260K'), { backend: 'wasm' });
   });
   after(() => engine?.dispose());

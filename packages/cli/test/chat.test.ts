@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ModelError, sharedDir, SHARED_MISSING, UsageError } from '@moi/core';
+import { ModelError, requireShared, sharedDir, SHARED_MISSING, UsageError } from '@moi/core';
 import { encodeChat, loadTokenizer, renderChat, Tokenizer, type ChatMessage } from '../src/text/index.ts';
 
 const CONVO: ChatMessage[] = [
@@ -24,12 +24,7 @@ describe('text: chat templates', function () {
   let stories: Tokenizer;
 
   before(function () {
-    const s = sharedDir();
-    if (!s) {
-      console.log(SHARED_MISSING);
-      this.skip();
-    }
-    shared = s!;
+    shared = requireShared(this);
     const t0 = performance.now();
     qwen3 = loadTokenizer(path.join(shared, 'tokenizers/qwen3'));
     gemma3 = loadTokenizer(path.join(shared, 'tokenizers/gemma3'));

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { sharedDir, SHARED_MISSING } from '@moi/core';
+import { requireShared, sharedDir, SHARED_MISSING } from '@moi/core';
 import { loadTokenizer, StreamingDetokenizer, type DecodeSource, type Tokenizer } from '../src/text/index.ts';
 
 const NAMES = ['qwen3', 'gemma3', 'llama3', 'llama2', 'stories260K'] as const;
@@ -79,11 +79,7 @@ describe('text: StreamingDetokenizer', function () {
   const toks = {} as Record<Name, Tokenizer>;
 
   before(function () {
-    const shared = sharedDir();
-    if (!shared) {
-      console.log(SHARED_MISSING);
-      this.skip();
-    }
+    const shared = requireShared(this);
     const t0 = performance.now();
     for (const name of NAMES) {
       const dir = name === 'stories260K' ? path.join(shared!, 'fixtures/stories260K') : path.join(shared!, 'tokenizers', name);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ModelError, sharedDir, SHARED_MISSING } from '@moi/core';
+import { ModelError, requireShared, sharedDir, SHARED_MISSING } from '@moi/core';
 import { eosIds, loadTokenizer, readGenerationConfig } from '../src/text/index.ts';
 
 describe('text: generation_config', function () {
@@ -25,11 +25,7 @@ describe('text: generation_config', function () {
   after(() => rmSync(tmp, { recursive: true, force: true }));
 
   it('stories260K: eos 2, bos 1, pad 0, no sampling defaults', function () {
-    const shared = sharedDir();
-    if (!shared) {
-      console.log(SHARED_MISSING);
-      this.skip();
-    }
+    const shared = requireShared(this);
     const dir = path.join(shared!, 'fixtures/stories260K');
     assert.deepEqual(readGenerationConfig(dir), { eosTokenIds: [2], bosTokenId: 1, padTokenId: 0, defaults: {} });
     assert.deepEqual(eosIds(dir, loadTokenizer(dir)), [2]);
@@ -82,11 +78,7 @@ describe('text: generation_config', function () {
   });
 
   it('eosIds unites generation_config, config.json and the tokenizer eos, without repeats', function () {
-    const shared = sharedDir();
-    if (!shared) {
-      console.log(SHARED_MISSING);
-      this.skip();
-    }
+    const shared = requireShared(this);
     const dir = folder({ 'generation_config.json': { eos_token_id: [151643, 151645] } });
     // Qwen3's tokenizer_config eos is <|im_end|> = 151645: already in the list.
     const fakeTok = { eosTokenIds: [151645] };

@@ -4,7 +4,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { ModelError, MoiError, UsageError, sharedDir, SHARED_MISSING } from '@moi/core';
+import { ModelError, MoiError, UsageError, requireShared, sharedDir, SHARED_MISSING } from '@moi/core';
 import { resolveModel, hubCacheDir, hasModelFiles, type DownloadProgress } from '../src/hub/index.ts';
 import { startHubServer, sha256, gitSha1, type HubServer, type FakeRepo } from './helpers/hub-server.ts';
 
@@ -104,11 +104,7 @@ describe('hub: resolveModel', function () {
   this.timeout(20000);
 
   before(function () {
-    const shared = sharedDir();
-    if (!shared) {
-      console.log(SHARED_MISSING);
-      this.skip();
-    }
+    const shared = requireShared(this);
     const dir = path.join(shared!, 'fixtures', 'stories260K');
     fixture = Object.fromEntries(FILES.map((f) => [f, fs.readFileSync(path.join(dir, f))]));
     tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'moi-hub-'));

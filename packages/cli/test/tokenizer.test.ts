@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ModelError, sharedDir, SHARED_MISSING, UsageError } from '@moi/core';
+import { ModelError, requireShared, sharedDir, SHARED_MISSING, UsageError } from '@moi/core';
 import { loadTokenizer, Tokenizer } from '../src/text/index.ts';
 
 const NAMES = ['qwen3', 'gemma3', 'llama3', 'llama2', 'stories260K'] as const;
@@ -33,12 +33,7 @@ describe('text: Tokenizer', function () {
   let shared: string;
 
   before(function () {
-    const s = sharedDir();
-    if (!s) {
-      console.log(SHARED_MISSING);
-      this.skip();
-    }
-    shared = s!;
+    shared = requireShared(this);
     const times: string[] = [];
     for (const name of NAMES) {
       const t0 = performance.now();

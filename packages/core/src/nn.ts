@@ -241,30 +241,6 @@ export function ropeTables(spec: RopeSpec, positions: number[][]): { cos: tf.Ten
   return { cos: tf.tensor4d(cos, [B, 1, T, dim]), sin: tf.tensor4d(sin, [B, 1, T, dim]) };
 }
 
-/**
- * The rotation of one position as a matrix: x·M = x·cos + rotate_half(x)·sin, so
- * M = diag(cos) + R·diag(sin). Dims past the rotary ones (partial rotary) pass unchanged.
- * Returns [1, D, D].
- */
-export function ropeMatrix(spec: RopeSpec, position: number, headDim: number): tf.Tensor3D {
-  const { invFreq, attentionScaling } = ropeInvFreq(spec, position + 1);
-  const D = headDim;
-  const half = spec.dim / 2;
-  const m = new Float32Array(D * D);
-  for (let i = spec.dim; i < D; i++) m[i * D + i] = 1;
-  for (let i = 0; i < half; i++) {
-    const ang = Math.fround(Math.fround(invFreq[i]) * position);
-    const c = Math.cos(ang) * attentionScaling;
-    const sn = Math.sin(ang) * attentionScaling;
-    // out[j] = x[j]·cos_j + rot(x)[j]·sin_j, rot(x)[i] = −x[i+half], rot(x)[i+half] = x[i]
-    m[i * D + i] = c;
-    m[(i + half) * D + (i + half)] = c;
-    m[(i + half) * D + i] = -sn;
-    m[i * D + (i + half)] = sn;
-  }
-  return tf.tensor3d(m, [1, D, D]);
-}
-
 const rotations = new Map<string, tf.Tensor2D>();
 
 /** The [dim, dim] matrix R with x·R = rotate_half(x) = concat(−x2, x1). */
@@ -328,7 +304,9 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: 
     const Tk = k.shape[2];
     if (nH % nKV !== 0) throw new ModelError('E_CONFIG', `num_attention_heads ${nH} is not a multiple of num_key_value_heads ${nKV}`);
     const G = nH / nKV;
-    const qg = tf.reshape(opts.scale === 1 ? q : tf.mul(q, scalar(opts.scale)), [B, nKV, G * Tq, D]);
+    const qs = opts.scale === 1 ? q : tf.mul(q, scalar(opts.scale));
+    if (Tq > 1) return attentionPerHead(qs, k, v, mask, opts, G);
+    const qg = tf.reshape(qs, [B, nKV, G * Tq, D]);
     let scores: tf.Tensor = tf.matMul(qg, k, false, true); // [B, nKV, G·Tq, Tk]
     scores = softcap(scores, opts.softcap);
     if (mask) scores = tf.reshape(tf.add(tf.reshape(scores, [B, nKV, G, Tq, Tk]), tf.reshape(mask, [mask.shape[0], 1, 1, Tq, Tk])), [B, nKV, G * Tq, Tk]);
@@ -336,6 +314,30 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: 
     const out = opts.valuesTransposed ? tf.matMul(probs, v, false, true) : tf.matMul(probs, v);
     return tf.reshape(out, [B, nH, Tq, D]) as tf.Tensor4D;
   });
+}
+
+/**
+ * Attention for many queries (prefill) as plain 2-D matmuls, one (row, kv head) at a time: on
+ * wasm, batched or transposed matmuls fall to a scalar loop (~1.25 GMAC/s) while 2-D ones run on
+ * XNNPACK. Each B operand is a fresh tensor (a transposed copy), so XNNPACK's packing cache,
+ * keyed by tensor id, never sees a buffer that changed in place.
+ */
+function attentionPerHead(q: tf.Tensor, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Tensor | null, opts: AttentionOptions, G: number): tf.Tensor4D {
+  const [B, nH, Tq, D] = q.shape;
+  const nKV = k.shape[1];
+  const Tk = k.shape[2];
+  const qh = tf.unstack(tf.reshape(q, [B * nKV, G * Tq, D]));
+  const kh = tf.unstack(tf.reshape(k, [B * nKV, Tk, D]));
+  const vh = tf.unstack(opts.valuesTransposed ? tf.reshape(v, [B * nKV, D, Tk]) : tf.reshape(v, [B * nKV, Tk, D]));
+  const masks = mask ? tf.unstack(tf.reshape(mask, [mask.shape[0], 1, Tq, Tk])) : null;
+  const outs: tf.Tensor[] = [];
+  for (let i = 0; i < B * nKV; i++) {
+    let scores: tf.Tensor = softcap(tf.matMul(qh[i], tf.transpose(kh[i])), opts.softcap); // [G·Tq, Tk]
+    if (masks) scores = tf.reshape(tf.add(tf.reshape(scores, [G, Tq, Tk]), masks[masks.length === 1 ? 0 : Math.floor(i / nKV)]), [G * Tq, Tk]);
+    const probs = tf.softmax(scores);
+    outs.push(tf.matMul(probs, opts.valuesTransposed ? tf.transpose(vh[i]) : vh[i]));
+  }
+  return tf.reshape(tf.stack(outs), [B, nH, Tq, D]) as tf.Tensor4D;
 }
 
 /**

@@ -16,3 +16,13 @@ export function sharedDir(): string | null {
 
 /** Message used by tests that skip because shared/ is missing. */
 export const SHARED_MISSING = 'shared/ not found: set MOI_SHARED or place it at ../shared (skipping)';
+
+/** In a mocha hook or test: the shared/ folder, or skip (with SHARED_MISSING) where it is absent. */
+export function requireShared(ctx: { skip(): void }): string {
+  const dir = sharedDir();
+  if (!dir) {
+    console.log(SHARED_MISSING);
+    ctx.skip();
+  }
+  return dir!;
+}

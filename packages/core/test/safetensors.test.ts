@@ -8,7 +8,7 @@ import {
   type DType, type TensorInput,
 } from '../src/safetensors.ts';
 import { SafetensorsError } from '../src/errors.ts';
-import { sharedDir, SHARED_MISSING } from '../src/paths.ts';
+import { sharedDir, SHARED_MISSING , requireShared } from '../src/paths.ts';
 
 let tmpRoot: string;
 let counter = 0;
@@ -267,11 +267,7 @@ describe('safetensors', () => {
 
   describe('Hugging Face file', () => {
     it('reads shared/fixtures/llama/model.safetensors: header, shapes, values; re-writing it is byte-identical', function () {
-      const shared = sharedDir();
-      if (!shared) {
-        console.log(SHARED_MISSING);
-        this.skip();
-      }
+      const shared = requireShared(this);
       const file = path.join(shared!, 'fixtures/llama/model.safetensors');
       const raw = fs.readFileSync(file); // small (858 KB): an independent view of the same bytes
       const n = Number(raw.readBigUInt64LE(0));

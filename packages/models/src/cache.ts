@@ -55,7 +55,7 @@ export function writableView(t: tf.Tensor): Float32Array | null {
 }
 
 /** Buffer growth step, in slots. */
-export const GROW_SLOTS = 64;
+export const GROW_SLOTS = 32;
 
 export class KVCache {
   readonly batch: number;
@@ -65,7 +65,7 @@ export class KVCache {
   readonly window: number | null;
   /** slots per row at most (capacity, or the window) */
   readonly size: number;
-  /** slots per row allocated now: buffers grow in steps of GROW_SLOTS up to `size`, so attention reads only about as many slots as there are tokens */
+  /** slots per row allocated now: buffers grow GROW_SLOTS at a time up to `size`, so attention reads only about as many slots as there are tokens */
   alloc: number;
   /** tokens seen per row (= the next position) */
   readonly offset: number[];

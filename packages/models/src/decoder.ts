@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  applyActivation, applyRope, attention, MASKED, ModelError, positionMask, rmsNorm, ropeMatrix, ropeTables, rotateHalfMatrix, scalar, softcap,
+  applyActivation, applyRope, attention, MASKED, ModelError, positionMask, rmsNorm, ropeTables, rotateHalfMatrix, scalar, softcap,
   type RopeSpec,
 } from '@moi/core';
 import { KVCache } from './cache.ts';
@@ -111,7 +111,7 @@ export class Decoder {
       if (s.embedScale !== null) h = tf.mul(h, scalar(s.embedScale));
 
       // rope tables and masks are shared by all layers with the same rope / window
-      const ropes = new Map<RopeSpec, { cos: tf.Tensor4D; sin: tf.Tensor4D; rot?: tf.Tensor3D }>();
+      const ropes = new Map<RopeSpec, { cos: tf.Tensor4D; sin: tf.Tensor4D; dcos?: tf.Tensor; dsin?: tf.Tensor }>();
       const masks = new Map<string, tf.Tensor>();
       const rope = (spec: RopeSpec) => {
         let r = ropes.get(spec);
@@ -137,7 +137,7 @@ export class Decoder {
           const [qkf, vf] = tf.split(qkv, [(nH + nKV) * D, nKV * D], 1);
           let qk: tf.Tensor = tf.reshape(qkf, [B, nH + nKV, D]);
           if (lw.qkNormRows) qk = tf.mul(rmsNorm(qk, null, eps), lw.qkNormRows);
-          qk = this.rotateDecode(qk as tf.Tensor3D, rope(ls.rope), ls.rope, positions);
+          qk = this.rotateDecode(qk as tf.Tensor3D, rope(ls.rope));
           const [qq, kk] = tf.split(qk, [nH, nKV], 1);
           q = tf.reshape(qq, [B, nH, 1, D]) as tf.Tensor4D;
           k = tf.reshape(kk, [B, nKV, 1, D]) as tf.Tensor4D;
@@ -199,21 +199,18 @@ export class Decoder {
   }
 
   /**
-   * RoPE on the fused q/k heads of a decode step, x [B, heads, D]. One row: a single matmul with
-   * M = diag(cos) + R·diag(sin) (rotate-half folded in). Several rows: the elementwise form.
+   * RoPE on the fused q/k heads of a decode step, x [B, heads, D]: x·cos + (x·R)·sin with R the
+   * constant rotate-half matrix (packed once by XNNPACK; a per-step rotation matrix would be
+   * re-packed every call, which measured slower).
    */
-  private rotateDecode(x: tf.Tensor3D, tables: { cos: tf.Tensor4D; sin: tf.Tensor4D; rot?: tf.Tensor3D }, spec: RopeSpec, positions: number[][]): tf.Tensor {
-    const B = x.shape[0];
-    if (B === 1) {
-      tables.rot ??= ropeMatrix(spec, positions[0][0], this.spec.headDim);
-      return tf.matMul(x, tables.rot);
-    }
-    const D = this.spec.headDim;
-    const cos = tf.reshape(tables.cos, [B, 1, -1]);
-    const sin = tf.reshape(tables.sin, [B, 1, -1]);
-    const rotDim = cos.shape[2];
-    if (rotDim !== D) return tf.reshape(applyRope(tf.reshape(x, [B, x.shape[1], 1, D]) as tf.Tensor4D, tables.cos, tables.sin), x.shape);
-    return tf.add(tf.mul(x, cos), tf.mul(tf.reshape(tf.matMul(tf.reshape(x, [-1, D]), rotateHalfMatrix(D)), x.shape), sin));
+  private rotateDecode(x: tf.Tensor3D, tables: { cos: tf.Tensor4D; sin: tf.Tensor4D; dcos?: tf.Tensor; dsin?: tf.Tensor }): tf.Tensor {
+    const [B, heads, D] = x.shape;
+    const rotDim = tables.cos.shape[3];
+    if (rotDim !== D) return tf.reshape(applyRope(tf.reshape(x, [B, heads, 1, D]) as tf.Tensor4D, tables.cos, tables.sin), x.shape);
+    tables.dcos ??= tf.reshape(tables.cos, [B, 1, D]);
+    tables.dsin ??= tf.reshape(tables.sin, [B, 1, D]);
+    const rotated = tf.reshape(tf.matMul(tf.reshape(x, [B * heads, D]), rotateHalfMatrix(D)), x.shape);
+    return tf.add(tf.mul(x, tables.dcos), tf.mul(rotated, tables.dsin));
   }
 
   dispose(): void {

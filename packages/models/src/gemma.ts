@@ -26,13 +26,18 @@ export function gemmaSpec(c: BaseConfig, act: string): Omit<DecoderSpec, 'layers
   };
 }
 
-export const gemma: Family<GemmaConfig> = {
-  modelTypes: ['gemma'],
-  parseConfig: (r: ConfigReader) => ({
+/** The config fields Gemma 1 and 2 share, with HF's defaults. */
+export function readGemmaBase(r: ConfigReader): GemmaConfig {
+  return {
     ...readBase(r, { head_dim: 256, tie_word_embeddings: true, max_position_embeddings: 8192 }),
     hidden_activation: gemmaActivation(r),
     attention_bias: r.bool('attention_bias', false),
-  }),
+  };
+}
+
+export const gemma: Family<GemmaConfig> = {
+  modelTypes: ['gemma'],
+  parseConfig: readGemmaBase,
   toSpec: (c) => ({
     ...gemmaSpec(c, c.hidden_activation),
     qkvBias: c.attention_bias,

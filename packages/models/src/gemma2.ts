@@ -2,14 +2,12 @@
  * Gemma 2: sandwich norms (pre/post attention and feed-forward), attention and final logit
  * soft-capping, query_pre_attn_scalar, a sliding window on every other layer (even layers).
  */
-import { readBase, type BaseConfig, type ConfigReader } from './config.ts';
+import type { ConfigReader } from './config.ts';
 import { dropBuffers, type Family } from './family.ts';
-import { gemmaActivation, gemmaSpec } from './gemma.ts';
+import { gemmaSpec, readGemmaBase, type GemmaConfig } from './gemma.ts';
 import { uniformLayers } from './llama.ts';
 
-export interface Gemma2Config extends BaseConfig {
-  hidden_activation: string;
-  attention_bias: boolean;
+export interface Gemma2Config extends GemmaConfig {
   query_pre_attn_scalar: number;
   sliding_window: number;
   attn_logit_softcapping: number | null;
@@ -19,9 +17,7 @@ export interface Gemma2Config extends BaseConfig {
 export const gemma2: Family<Gemma2Config> = {
   modelTypes: ['gemma2'],
   parseConfig: (r: ConfigReader) => ({
-    ...readBase(r, { head_dim: 256, tie_word_embeddings: true, max_position_embeddings: 8192 }),
-    hidden_activation: gemmaActivation(r),
-    attention_bias: r.bool('attention_bias', false),
+    ...readGemmaBase(r),
     query_pre_attn_scalar: r.num('query_pre_attn_scalar', 256),
     sliding_window: r.int('sliding_window', 4096),
     // explicit null switches capping off; absent means HF's defaults

@@ -3,22 +3,33 @@ import { readBase, type BaseConfig, type ConfigReader } from './config.ts';
 import { dropBuffers, type Family } from './family.ts';
 import { baseSpec, uniformLayers } from './llama.ts';
 
-export interface Qwen2Config extends BaseConfig {
+/** Qwen's sliding-window fields (Qwen2 and Qwen3 alike). */
+export interface QwenWindow {
   use_sliding_window: boolean;
   sliding_window: number | null;
   max_window_layers: number;
+}
+
+export type Qwen2Config = BaseConfig & QwenWindow;
+
+export function readQwenWindow(r: ConfigReader, base: BaseConfig): QwenWindow {
+  return {
+    use_sliding_window: r.bool('use_sliding_window', false),
+    sliding_window: r.optNum('sliding_window'),
+    max_window_layers: r.num('max_window_layers', base.num_hidden_layers),
+  };
+}
+
+/** HF Qwen2/3: layers from max_window_layers on use the window, when use_sliding_window is set. */
+export function qwenWindowAt(c: QwenWindow): (layer: number) => number | null {
+  return (i) => (c.use_sliding_window && c.sliding_window && i >= c.max_window_layers ? c.sliding_window : null);
 }
 
 export const qwen2: Family<Qwen2Config> = {
   modelTypes: ['qwen2'],
   parseConfig: (r: ConfigReader) => {
     const base = readBase(r, { rope_theta: 10000 });
-    return {
-      ...base,
-      use_sliding_window: r.bool('use_sliding_window', false),
-      sliding_window: r.optNum('sliding_window'),
-      max_window_layers: r.num('max_window_layers', base.num_hidden_layers),
-    };
+    return { ...base, ...readQwenWindow(r, base) };
   },
   toSpec: (c) => ({
     ...baseSpec(c),
@@ -26,8 +37,7 @@ export const qwen2: Family<Qwen2Config> = {
     oBias: false,
     mlpBias: false,
     qkNorm: false,
-    // HF Qwen2: layers from max_window_layers on use the window, when use_sliding_window is set
-    layers: uniformLayers(c, (i) => (c.use_sliding_window && c.sliding_window && i >= c.max_window_layers ? c.sliding_window : null)),
+    layers: uniformLayers(c, qwenWindowAt(c)),
   }),
   sanitize: dropBuffers,
 };

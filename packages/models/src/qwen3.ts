@@ -2,25 +2,15 @@
 import { readBase, type BaseConfig, type ConfigReader } from './config.ts';
 import { dropBuffers, type Family } from './family.ts';
 import { baseSpec, uniformLayers } from './llama.ts';
+import { qwenWindowAt, readQwenWindow, type QwenWindow } from './qwen2.ts';
 
-export interface Qwen3Config extends BaseConfig {
-  attention_bias: boolean;
-  use_sliding_window: boolean;
-  sliding_window: number | null;
-  max_window_layers: number;
-}
+export type Qwen3Config = BaseConfig & QwenWindow & { attention_bias: boolean };
 
 export const qwen3: Family<Qwen3Config> = {
   modelTypes: ['qwen3'],
   parseConfig: (r: ConfigReader) => {
     const base = readBase(r, { head_dim: 128 });
-    return {
-      ...base,
-      attention_bias: r.bool('attention_bias', false),
-      use_sliding_window: r.bool('use_sliding_window', false),
-      sliding_window: r.optNum('sliding_window'),
-      max_window_layers: r.num('max_window_layers', base.num_hidden_layers),
-    };
+    return { ...base, ...readQwenWindow(r, base), attention_bias: r.bool('attention_bias', false) };
   },
   toSpec: (c) => ({
     ...baseSpec(c),
@@ -28,7 +18,7 @@ export const qwen3: Family<Qwen3Config> = {
     oBias: c.attention_bias,
     mlpBias: false,
     qkNorm: true,
-    layers: uniformLayers(c, (i) => (c.use_sliding_window && c.sliding_window && i >= c.max_window_layers ? c.sliding_window : null)),
+    layers: uniformLayers(c, qwenWindowAt(c)),
   }),
   sanitize: dropBuffers,
 };

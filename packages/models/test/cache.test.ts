@@ -26,14 +26,18 @@ function decode(model: Decoder, prompt: number[], steps: number, opts: { noInPla
     const logits = rowsOf(model.forward({ ids: [prompt] }, { cache }));
     const fed: number[] = [];
     let sameBuffer = 0;
+    let grown = 0;
     for (let i = 0; i < steps; i++) {
       const y = opts.feed ? opts.feed[i] : argmax(logits[logits.length - 1]);
       const before = cache.map((c) => c.keys);
+      const allocBefore = cache.map((c) => c.alloc);
       logits.push(...rowsOf(model.forward({ ids: [[y]] }, { cache })));
       fed.push(y);
-      if (cache.every((c, l) => c.keys === before[l])) sameBuffer++;
+      // steps where a buffer grew (GROW_SLOTS at a time) replace it on either path
+      if (cache.some((c, l) => c.alloc !== allocBefore[l])) grown++;
+      else if (cache.every((c, l) => c.keys === before[l])) sameBuffer++;
     }
-    return { logits, fed, sameBuffer };
+    return { logits, fed, sameBuffer, grown };
   } finally {
     disposeCache(cache);
   }
@@ -89,7 +93,9 @@ describe('models: KV cache (wasm)', function () {
         const fast = decode(models[name].model, prompt, 30);
         const slow = decode(models[name].model, prompt, 30, { noInPlace: true, feed: fast.fed });
         // the two paths really differ: one keeps its buffers, the other replaces them every step
-        assert.equal(fast.sameBuffer, 30, 'in-place path keeps its buffers');
+        // (steps where the cache grew replace the buffers on both paths)
+        assert.ok(fast.grown <= 2);
+        assert.equal(fast.sameBuffer, 30 - fast.grown, 'in-place path keeps its buffers');
         assert.equal(slow.sameBuffer, 0, 'fallback path makes new buffers');
         assert.equal(maxDiff(fast.logits, slow.logits), 0, 'logits differ between the write paths');
         // and both are right: equal to a full forward over the same tokens
