@@ -113,19 +113,27 @@ export class Decoder {
       // rope tables and masks are shared by all layers with the same rope / window
       const ropes = new Map<RopeSpec, { cos: tf.Tensor4D; sin: tf.Tensor4D; dcos?: tf.Tensor; dsin?: tf.Tensor }>();
       const masks = new Map<string, tf.Tensor>();
+      // (made inside a layer's scope, so kept explicitly and disposed after the last layer)
+      const kept: tf.Tensor[] = [];
       const rope = (spec: RopeSpec) => {
         let r = ropes.get(spec);
-        if (!r) ropes.set(spec, (r = ropeTables(spec, positions)));
+        if (!r) {
+          const t = ropeTables(spec, positions);
+          kept.push(tf.keep(t.cos), tf.keep(t.sin));
+          ropes.set(spec, (r = t));
+        }
         return r;
       };
       const mask = (key: string, keyPositions: number[][], window: number | null) => {
         let m = masks.get(key);
-        if (!m) masks.set(key, (m = positionMask(positions, keyPositions, window)));
+        if (!m) masks.set(key, (m = tf.keep(positionMask(positions, keyPositions, window))));
+        if (!kept.includes(m)) kept.push(m);
         return m;
       };
       const bias = (y: tf.Tensor, b: tf.Tensor1D | null) => (b ? tf.add(y, b) : y);
 
-      for (let li = 0; li < s.numLayers; li++) {
+      // one scope per layer: only one layer's intermediates are alive at a time
+      const layer = (li: number, h: tf.Tensor): tf.Tensor => {
         const lw = w.layers[li];
         const ls = s.layers[li];
         const qkv = bias(tf.matMul(rmsNorm(h, null, eps), lw.qkv), lw.qkvBias);
@@ -181,7 +189,16 @@ export class Decoder {
         const [gate, up] = tf.split(gu, 2, 1);
         let m = bias(tf.matMul(tf.mul(applyActivation(gate, s.act), up) as tf.Tensor2D, lw.down), lw.downBias);
         if (lw.postMlpNorm) m = rmsNorm(m, lw.postMlpNorm, eps);
-        h = tf.add(h, m);
+        return tf.add(h, m);
+      };
+      try {
+        for (let li = 0; li < s.numLayers; li++) {
+          const prev = h;
+          h = tf.tidy(() => layer(li, prev));
+          prev.dispose();
+        }
+      } finally {
+        for (const t of kept) t.dispose();
       }
 
       const Tout = opts.lastOnly ? 1 : T;

@@ -43,6 +43,8 @@ export interface BenchResult {
 }
 
 export function benchPrompt(vocabSize: number, n: number): number[] {
+  // peer-bench's definition needs vocab_size > 2000; tiny test models use the same stride mod V
+  if (vocabSize <= 2000) return Array.from({ length: n }, (_, i) => (i * 7919) % vocabSize);
   return Array.from({ length: n }, (_, i) => 1000 + ((i * 7919) % (vocabSize - 2000)));
 }
 
