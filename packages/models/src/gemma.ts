@@ -16,10 +16,13 @@ export function gemmaActivation(r: ConfigReader): string {
 }
 
 /** What every Gemma generation shares on top of the Llama base. */
-export function gemmaSpec(c: BaseConfig, act: string): Omit<DecoderSpec, 'layers' | 'qkvBias' | 'oBias' | 'mlpBias' | 'qkNorm'> {
+export function gemmaSpec(c: GemmaConfig): Omit<DecoderSpec, 'layers' | 'qkNorm'> {
   return {
     ...baseSpec(c),
-    act: activation(act),
+    act: activation(c.hidden_activation),
+    qkvBias: c.attention_bias,
+    oBias: c.attention_bias,
+    mlpBias: false,
     normUnitOffset: true,
     // HF casts √hidden to the activation dtype (float32 here)
     embedScale: Math.fround(Math.sqrt(c.hidden_size)),
@@ -39,10 +42,7 @@ export const gemma: Family<GemmaConfig> = {
   modelTypes: ['gemma'],
   parseConfig: readGemmaBase,
   toSpec: (c) => ({
-    ...gemmaSpec(c, c.hidden_activation),
-    qkvBias: c.attention_bias,
-    oBias: c.attention_bias,
-    mlpBias: false,
+    ...gemmaSpec(c),
     qkNorm: false,
     layers: uniformLayers(c, () => null),
   }),

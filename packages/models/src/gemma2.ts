@@ -25,10 +25,7 @@ export const gemma2: Family<Gemma2Config> = {
     final_logit_softcapping: r.raw.final_logit_softcapping === undefined ? 30 : r.optNum('final_logit_softcapping'),
   }),
   toSpec: (c) => ({
-    ...gemmaSpec(c, c.hidden_activation),
-    qkvBias: c.attention_bias,
-    oBias: c.attention_bias,
-    mlpBias: false,
+    ...gemmaSpec(c),
     qkNorm: false,
     sandwichNorms: true,
     attnScale: 1 / Math.sqrt(c.query_pre_attn_scalar),

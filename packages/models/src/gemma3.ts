@@ -68,10 +68,7 @@ export const gemma3: Family<Gemma3TextConfig> = {
     const layers: LayerSpec[] = c.layer_types.map((t) =>
       t === 'sliding_attention' ? { window: c.sliding_window, rope: local } : { window: null, rope: global });
     return {
-      ...gemmaSpec(c, c.hidden_activation),
-      qkvBias: c.attention_bias,
-      oBias: c.attention_bias,
-      mlpBias: false,
+      ...gemmaSpec(c),
       qkNorm: true,
       sandwichNorms: true,
       attnScale: 1 / Math.sqrt(c.query_pre_attn_scalar),
