@@ -100,21 +100,25 @@ export function softcap(x: tf.Tensor, cap: number | null | undefined): tf.Tensor
  */
 export function gatedMlp(
   x: tf.Tensor,
-  w: { gate?: tf.Tensor2D; up?: tf.Tensor2D; gateUp?: tf.Tensor2D; down: tf.Tensor2D },
+  w: {
+    gate?: tf.Tensor2D; up?: tf.Tensor2D; gateUp?: tf.Tensor2D; down: tf.Tensor2D;
+    /** optional biases (Llama's mlp_bias): the fused gate/up bias, and down's */
+    gateUpBias?: tf.Tensor1D | null; downBias?: tf.Tensor1D | null;
+  },
   act: Activation,
 ): tf.Tensor {
   return tf.tidy(() => {
     let gate: tf.Tensor; let up: tf.Tensor;
     if (w.gateUp) {
       const inter = w.gateUp.shape[1] / 2;
-      const h = linear(x, w.gateUp);
+      const h = linear(x, w.gateUp, w.gateUpBias);
       [gate, up] = tf.split(h, [inter, inter], -1);
     } else {
       if (!w.gate || !w.up) throw new ModelError('E_WEIGHTS', 'gatedMlp needs gate and up, or gateUp');
       gate = linear(x, w.gate);
       up = linear(x, w.up);
     }
-    return linear(tf.mul(applyActivation(gate, act), up), w.down);
+    return linear(tf.mul(applyActivation(gate, act), up), w.down, w.downBias);
   });
 }
 

@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  applyActivation, applyRope, attention, MASKED, ModelError, positionMask, rmsNorm, ropeTables, rotateHalfMatrix, scalar, softcap,
+  applyRope, attention, gatedMlp, linear, MASKED, ModelError, positionMask, rmsNorm, ropeTables, rotateHalfMatrix, scalar, softcap,
   type RopeSpec,
 } from '@moi/core';
 import { KVCache } from './cache.ts';
@@ -130,13 +130,12 @@ export class Decoder {
         if (!kept.includes(m)) kept.push(m);
         return m;
       };
-      const bias = (y: tf.Tensor, b: tf.Tensor1D | null) => (b ? tf.add(y, b) : y);
 
       // one scope per layer: only one layer's intermediates are alive at a time
       const layer = (li: number, h: tf.Tensor): tf.Tensor => {
         const lw = w.layers[li];
         const ls = s.layers[li];
-        const qkv = bias(tf.matMul(rmsNorm(h, null, eps), lw.qkv), lw.qkvBias);
+        const qkv = linear(rmsNorm(h, null, eps), lw.qkv, lw.qkvBias);
         let q: tf.Tensor4D;
         let k: tf.Tensor4D;
         let v: tf.Tensor4D;
@@ -181,13 +180,11 @@ export class Decoder {
           o = attention(q, k, v, mask(`full:${ls.window}`, positions, ls.window), { scale: 1, softcap: s.attnSoftcap });
         }
         o = T === 1 ? tf.reshape(o, [B, nH * D]) : tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [N, nH * D]);
-        let a = bias(tf.matMul(o as tf.Tensor2D, lw.o), lw.oBias);
+        let a = linear(o, lw.o, lw.oBias);
         if (lw.postAttnNorm) a = rmsNorm(a, lw.postAttnNorm, eps);
         h = tf.add(h, a);
 
-        const gu = bias(tf.matMul(rmsNorm(h, null, eps) as tf.Tensor2D, lw.gateUp), lw.gateUpBias);
-        const [gate, up] = tf.split(gu, 2, 1);
-        let m = bias(tf.matMul(tf.mul(applyActivation(gate, s.act), up) as tf.Tensor2D, lw.down), lw.downBias);
+        let m = gatedMlp(rmsNorm(h, null, eps), lw, s.act);
         if (lw.postMlpNorm) m = rmsNorm(m, lw.postMlpNorm, eps);
         return tf.add(h, m);
       };
