@@ -180,27 +180,35 @@ function embedRows(args: MixInputsArgs, ids: tf.Tensor1D): tf.Tensor2D {
  * u [B, M, GAMMA_UNIFORMS]: Marsaglia–Tsang on a + 1 (the first accepted of GAMMA_ATTEMPTS), then
  * Gamma(a) = Gamma(a + 1) · U^(1/a), in log space so that tiny shapes cannot underflow to 0/0.
  */
-function logGamma(a: tf.Tensor2D, valid: tf.Tensor2D, u: tf.Tensor3D): tf.Tensor2D {
+export function logGamma(a: tf.Tensor2D, valid: tf.Tensor2D, u: tf.Tensor3D): tf.Tensor2D {
   const R = GAMMA_ATTEMPTS;
   const [B, M] = a.shape;
   const aSafe = tf.where(valid, a, tf.onesLike(a));
   const d = tf.expandDims(tf.add(aSafe, 2 / 3), 2); // (a + 1) − 1/3
   const c = tf.div(1, tf.sqrt(tf.mul(d, 9)));
-  const u1 = tf.slice(u, [0, 0, 0], [B, M, R / 2]);
-  const u2 = tf.slice(u, [0, 0, R / 2], [B, M, R / 2]);
-  const ua = tf.slice(u, [0, 0, R], [B, M, R]);
-  const ub = tf.reshape(tf.slice(u, [0, 0, 2 * R], [B, M, 1]), [B, M]);
-  const radius = tf.sqrt(tf.mul(-2, tf.log(u1)));
-  const angle = tf.mul(2 * Math.PI, u2);
-  const n = tf.concat([tf.mul(radius, tf.cos(angle)), tf.mul(radius, tf.sin(angle))], 2); // [B, M, R] standard normals
-  const v = tf.pow(tf.add(1, tf.mul(c, n)), 3);
-  const lnv = tf.log(tf.maximum(v, 1e-30));
-  const bound = tf.add(tf.mul(0.5, tf.square(n)), tf.add(tf.sub(d, tf.mul(d, v)), tf.mul(d, lnv)));
-  const accept = tf.logicalAnd(tf.greater(v, 0), tf.less(tf.log(ua), bound));
-  const first = tf.argMax(tf.cast(accept, 'int32'), 2); // the first accepted attempt
-  const pick = tf.oneHot(first, R, 1, 0, 'float32');
-  const vSel = tf.sum(tf.mul(pick, v), 2);
-  const logG1 = tf.log(tf.mul(tf.reshape(d, [B, M]), vSel)); // log Gamma(a + 1)
+  const d2 = tf.reshape(d, [B, M]);
+  const c2 = tf.reshape(c, [B, M]);
+  const uAt = (k: number) => tf.reshape(tf.slice(u, [0, 0, k], [B, M, 1]), [B, M]);
+  // R standard normals by Box–Muller pairs (uniforms 0..R−1), accept tests (R..2R−1), boost (2R).
+  const normals: tf.Tensor[] = [];
+  for (let k = 0; k < R / 2; k++) {
+    const radius = tf.sqrt(tf.mul(-2, tf.log(uAt(k))));
+    const angle = tf.mul(2 * Math.PI, uAt(R / 2 + k));
+    normals.push(tf.mul(radius, tf.cos(angle)), tf.mul(radius, tf.sin(angle)));
+  }
+  // the first accepted attempt wins: walk them backwards
+  let vSel: tf.Tensor = tf.onesLike(d2);
+  for (let i = R - 1; i >= 0; i--) {
+    const n = normals[i];
+    const base = tf.add(1, tf.mul(c2, n));
+    const v = tf.mul(tf.mul(base, base), base); // (pow would be NaN for a negative base on some backends)
+    const lnv = tf.log(tf.maximum(v, 1e-30));
+    const bound = tf.add(tf.mul(0.5, tf.square(n)), tf.add(tf.sub(d2, tf.mul(d2, v)), tf.mul(d2, lnv)));
+    const accept = tf.logicalAnd(tf.greater(v, 0), tf.less(tf.log(uAt(R + i)), bound));
+    vSel = tf.where(accept, v, vSel);
+  }
+  const ub = uAt(2 * R);
+  const logG1 = tf.log(tf.mul(d2, vSel)); // log Gamma(a + 1) (d·1 if every attempt failed, p < 4e-11)
   const logG = tf.add(logG1, tf.div(tf.log(ub), aSafe));
   return tf.where(valid, logG, tf.fill([B, M], -Infinity)) as tf.Tensor2D;
 }
