@@ -176,11 +176,14 @@ describe('Soft Thinking mixer (softMix)', function () {
       logitsOf([0.3, 0.25, 0.2, 0.1, 0.08, 0.04, 0.02, 0.01]),
       logitsOf([0.05, 0.05, 0.6, 0.1, 0.1, 0.05, 0.03, 0.02]),
       logitsOf([0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125]),
+      logitsOf([0.4, 0.3, 0.2, 0.1, 0, 0, 0, 0]),
     ];
     const settings = [
       soft({ temperature: 0.6, topK: 0, topP: 0.9, minP: 0.05, maxTopk: 4 }),
       soft({ temperature: 1.2, topK: 3, topP: 1, minP: 0 }),
       soft({ temperature: 1, topK: 0, topP: 1, minP: 0, maxTopk: 'all' }),
+      // top-k 2 renormalizes before top-p 0.5 even when the batch sorts more slots for other rows
+      soft({ temperature: 1, topK: 2, topP: 0.5, minP: 0 }),
     ];
     const batch = step(rows, settings, settings.map((s) => start(s)));
     rows.forEach((l, r) => {
@@ -194,6 +197,7 @@ describe('Soft Thinking mixer (softMix)', function () {
     assert.ok(Math.abs(batch.entropy[2] - Math.log(8)) < 1e-5);
     assert.equal(batch.tokens[2], 0);
     assertClose([...weightsOf(batch, 2).values()], Array(8).fill(1 / 8), 1e-6, 'uniform weights');
+    assert.deepEqual([...weightsOf(batch, 3).entries()], [[0, 1]]);
   });
 
   it('cold stop: counts step 0, fires when the count reaches cold_stop_steps, resets on a high step', () => {
