@@ -278,7 +278,6 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
         const row = live[i];
         const o = i * width;
         const token = values[o];
-        const report = mixing ? mixer.observe?.(row.settings, row.mixState, values.subarray(o + 4, o + 4 + out.nextra), step) : undefined;
         if (!row.request.ignoreEos && eos.has(token)) {
           events.push(...finish(row, 'stop'));
           continue;
@@ -286,8 +285,12 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
         row.state.generatedIds.push(token);
         row.text += row.detok ? row.detok.push(token) : '';
         let c = 1;
-        const mix = mixing ? { entropy: values[o + c++], weight: values[o + c++], candidates: values[o + c++], ...report } : null;
+        const diag = mixing ? { entropy: values[o + c++], weight: values[o + c++], candidates: values[o + c++] } : null;
+        // the mixer's own columns: it updates the row's state (Soft Thinking's phase) and reports
+        const rowStep = row.state.generatedIds.length - 1; // this row's step (0 = right after its prompt)
+        const report = mixing ? mixer.observe?.(row.settings, row.mixState, values.subarray(o + c, o + c + out.nextra), rowStep) : undefined;
         c += out.nextra;
+        const mix = diag ? { ...diag, ...report } : null;
         let logprobs: TokenLogprobs | undefined;
         if (wantLogprobs && row.state.params.logprobs !== undefined) {
           logprobs = { logprob: values[o + c] };
