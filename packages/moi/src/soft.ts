@@ -226,14 +226,16 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
   const anyDirichlet = thinkingRows.some((p) => p.dirichlet);
   const anyGumbel = thinkingRows.some((p) => p.gumbel);
 
-  // Host draws first (they must not depend on the device): one block per noisy thinking row.
+  // Host draws first (they must not depend on the device). A row draws for its own slots only
+  // (its top-k; its candidates), never for the batch's widths, so batched equals alone.
   let dirU: Float32Array | null = null;
   if (anyDirichlet) {
     dirU = new Float32Array(B * M * GAMMA_UNIFORMS);
     plan.forEach((p, r) => {
       if (!p.thinking || !p.dirichlet) return;
       const rng = (args.rowStates![r] as SoftRowState).rng!;
-      for (let i = r * M * GAMMA_UNIFORMS; i < (r + 1) * M * GAMMA_UNIFORMS; i++) dirU![i] = uniformOpen(rng);
+      const n = (p.topK === 0 ? V : p.topK) * GAMMA_UNIFORMS;
+      for (let i = r * M * GAMMA_UNIFORMS; i < r * M * GAMMA_UNIFORMS + n; i++) dirU![i] = uniformOpen(rng);
     });
   }
   let gumbel: Float32Array | null = null;
@@ -241,7 +243,8 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
     gumbel = new Float32Array(B * Kc);
     plan.forEach((p, r) => {
       if (!p.thinking || !p.gumbel) return;
-      gumbel!.set(gumbelDraws((args.rowStates![r] as SoftRowState).rng!, Kc), r * Kc);
+      const n = Math.min(p.maxTopk, p.topK === 0 ? V : p.topK);
+      gumbel!.set(gumbelDraws((args.rowStates![r] as SoftRowState).rng!, n), r * Kc);
     });
   }
 

@@ -352,6 +352,26 @@ describe('Soft Thinking mixer (softMix)', function () {
       assert.ok(o.ids.every((ids, r) => ids.every((c, k) => c < 5 || k === ids.length - 1 || o.w[r][k] === 0)));
     });
 
+    it('a noisy row draws for its own slots: batched beside wider rows it equals itself alone', () => {
+      const l = logitsOf([0.3, 0.25, 0.2, 0.1, 0.08, 0.04, 0.02, 0.01]);
+      const settings = [
+        soft({ temperature: 1, topK: 4, topP: 1, minP: 0, noise: 'dirichlet', maxTopk: 3 }),
+        soft({ temperature: 1, topK: 5, topP: 1, minP: 0, noise: 'gumbel', maxTopk: 2 }),
+        soft({ temperature: 1, topK: 0, topP: 1, minP: 0, maxTopk: 8 }), // widens the batch's slots and candidates
+      ];
+      // three steps on the same states: each step must consume the same draws as alone
+      const batchStates = settings.map((s) => start(s, 40));
+      const aloneStates = settings.map((s) => start(s, 40));
+      for (let t = 0; t < 3; t++) {
+        const batch = step([l, l, l], settings, batchStates);
+        for (const r of [0, 1]) {
+          const alone = step([l], [settings[r]], [aloneStates[r]]);
+          assert.deepEqual(weightsOf(batch, r), weightsOf(alone, 0), `row ${r} step ${t}`);
+          assert.equal(batch.tokens[r], alone.tokens[0]);
+        }
+      }
+    });
+
     it('seeded: the same seed repeats the draws, another seed does not', () => {
       const l = logitsOf([0.3, 0.25, 0.2, 0.1, 0.08, 0.04, 0.02, 0.01]);
       for (const noise of ['gumbel', 'dirichlet']) {
