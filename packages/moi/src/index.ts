@@ -1,3 +1,6 @@
 export * from './settings.ts';
+export * from './soft-settings.ts';
 export * from './mix.ts';
+export * from './soft.ts';
 export * from './mixer.ts';
+export * from './row-plan.ts';

@@ -20,6 +20,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { UsageError } from '@moi/core';
 import { checkMixSettings, type MixSettings } from './settings.ts';
+import type { MixRowState } from './mixer.ts';
 
 export interface MixInputsArgs {
   /** [B, V] raw logits of this step */
@@ -34,6 +35,8 @@ export interface MixInputsArgs {
   embedColumns?: tf.Tensor2D;
   /** one per row */
   settings: MixSettings[];
+  /** one per row: the state the mixer's startRow made (mixers with per-row state need it) */
+  rowStates?: (MixRowState | undefined)[];
 }
 
 export interface MixResult {
@@ -45,6 +48,10 @@ export interface MixResult {
   weightOnSampled: tf.Tensor1D;
   /** int32 [B] how many candidates the row had */
   numCandidates: tf.Tensor1D;
+  /** int32 [B]: the token each row records, when the mixer chooses it (Soft Thinking); else the sampler's */
+  tokens?: tf.Tensor1D;
+  /** float32 [B, E]: per-row values for the step's read, handed back to the mixer's observe */
+  extra?: tf.Tensor2D;
 }
 
 /** With `returnWeights`: the candidate slots too, for tests and traces. */
@@ -106,6 +113,7 @@ function checkArgs(args: MixInputsArgs): Plan {
   };
   settings.forEach((s, r) => {
     checkMixSettings(s, V, `settings[${r}]`);
+    if (s.mode === 'soft') throw moiError(`settings[${r}]: mode 'soft' is Soft Thinking (softMix, or defaultMixer for mixed batches)`);
     const all = s.topK === 'all' || s.topK >= V;
     plan.isAll.push(all);
     if (!all) plan.kMax = Math.max(plan.kMax, s.topK as number);

@@ -5,10 +5,14 @@
  * the environment. Bad values are refused with a UsageError (code E_MOI), never clamped.
  */
 import { UsageError } from '@moi/core';
+import { anySoftOption, checkSoftSettings, givenSoftOptions, resolveSoftSettings, type SoftOptions, type SoftSettings } from './soft-settings.ts';
 
-/** standard: next input is E[y]. moi: Bayesian mix of prior and y. direct: prior only. */
-export type MixMode = 'standard' | 'moi' | 'direct';
-export const MIX_MODES: readonly MixMode[] = ['standard', 'moi', 'direct'];
+/**
+ * standard: next input is E[y]. moi: Bayesian mix of prior and y. direct: prior only.
+ * soft: Soft Thinking (arXiv 2505.15778): pure soft inputs until think-end (see soft-settings.ts).
+ */
+export type MixMode = 'standard' | 'moi' | 'direct' | 'soft';
+export const MIX_MODES: readonly MixMode[] = ['standard', 'moi', 'direct', 'soft'];
 
 /** Where the prior comes from: the raw logits, or the sampler's processed logits. */
 export type MixPrior = 'raw' | 'processed';
@@ -21,10 +25,14 @@ export interface MixSettings {
   /** candidates: the top-K of the prior's log-probs, or the whole vocabulary */
   topK: number | 'all';
   prior: MixPrior;
+  /** Soft Thinking's settings; present exactly when mode is 'soft' (topK is then its max_topk) */
+  soft?: SoftSettings;
 }
 
 export const DEFAULT_BETA = 1.0;
 export const DEFAULT_TOP_K = 20;
+/** Soft Thinking's default max_topk (the paper's runs) */
+export const DEFAULT_SOFT_TOP_K = 10;
 /** Reference sentinel: MIXINPUTS_BETA at or below this selects the direct mixture. */
 export const DIRECT_SENTINEL = -99;
 export const BETA_ENV = 'MIXINPUTS_BETA';
@@ -37,6 +45,8 @@ export interface MixOptions {
   prior?: string;
   /** the mode when neither `mode`, `beta` nor MIXINPUTS_BETA picks one (default 'moi') */
   defaultMode?: MixMode;
+  /** Soft Thinking's options (mode 'soft' only) */
+  soft?: SoftOptions;
 }
 
 function moiError(message: string): UsageError {
@@ -80,6 +90,12 @@ export function checkMixSettings(s: MixSettings, vocabSize?: number, where = 'se
     if (!Number.isInteger(s.topK) || s.topK < 1) throw moiError(`${where}.topK must be a positive integer or 'all', got '${String(s.topK)}'`);
     if (vocabSize !== undefined && s.topK > vocabSize) throw moiError(`${where}.topK ${s.topK} is larger than the vocabulary (${vocabSize})`);
   }
+  if (s.mode === 'soft') {
+    if (!s.soft) throw moiError(`${where}.soft: mode 'soft' needs its soft settings`);
+    checkSoftSettings(s.soft, vocabSize, `${where}.soft`);
+  } else if (s.soft !== undefined) {
+    throw moiError(`${where}.soft is only for mode 'soft', not '${s.mode}'`);
+  }
 }
 
 /**
@@ -115,14 +131,17 @@ export function resolveMixSettings(opts: MixOptions = {}, env: NodeJS.ProcessEnv
   }
 
   // The default K never exceeds a (tiny) vocabulary: there it means the whole of it.
+  const defaultK = mode === 'soft' ? DEFAULT_SOFT_TOP_K : DEFAULT_TOP_K;
   const topK = opts.topK !== undefined ? parseTopK(opts.topK, 'option topK')
-    : vocabSize !== undefined && vocabSize <= DEFAULT_TOP_K ? 'all' : DEFAULT_TOP_K;
+    : vocabSize !== undefined && vocabSize <= defaultK ? 'all' : defaultK;
   if (topK !== 'all' && vocabSize !== undefined && topK > vocabSize) {
     throw moiError(`option topK ${topK} is larger than the vocabulary (${vocabSize})`);
   }
   const prior = opts.prior === undefined ? 'raw' : parseChoice(opts.prior, MIX_PRIORS, 'prior');
 
   const settings: MixSettings = { mode, beta, topK, prior };
+  if (mode === 'soft') settings.soft = resolveSoftSettings(opts.soft ?? {}, vocabSize);
+  else if (anySoftOption(opts.soft)) throw moiError(`the soft-thinking options (${givenSoftOptions(opts.soft).join(', ')}) need mode 'soft'`);
   checkMixSettings(settings, vocabSize);
   return settings;
 }

@@ -77,7 +77,7 @@ describe('resolveMixSettings', () => {
     throwsMoi(() => resolveMixSettings({ topK: 2.5 }, {}), /topK/);
     throwsMoi(() => resolveMixSettings({ topK: -1 }, {}), /topK/);
     throwsMoi(() => resolveMixSettings({ topK: 'ten' }, {}), /topK/);
-    throwsMoi(() => resolveMixSettings({ mode: 'soft' }, {}), /mode 'soft'/);
+    throwsMoi(() => resolveMixSettings({ mode: 'sideways' }, {}), /mode 'sideways'/);
     throwsMoi(() => resolveMixSettings({ prior: 'cooked' }, {}), /prior 'cooked'/);
     throwsMoi(() => resolveMixSettings({ defaultMode: 'bogus' as never }, {}), /defaultMode/);
   });

@@ -83,9 +83,11 @@ async function run(args: string[], o: GenerateFlags): Promise<void> {
       prompt_tokens: ids.length,
       text: engine.tokenizer ? done.text : null,
       tokens: done.tokens,
-      entropy: mode === 'standard' ? null : tokens.map((t) => t.mix?.entropy ?? null),
+      // moi/direct: normalized H; soft: S in nats (null after thinking)
+      entropy: mode === 'standard' ? null : tokens.map((t) => (t.mix && Number.isFinite(t.mix.entropy) ? t.mix.entropy : null)),
       mix_weight: mode === 'standard' ? null : tokens.map((t) => t.mix?.weight ?? null),
       logprobs: request.sampling.logprobs !== undefined ? tokens.map((t) => t.logprobs ?? null) : undefined,
+      ...(mix.mode === 'soft' ? { think_end: thinkEndOf(tokens) } : {}),
       finish_reason: done.finishReason,
       stats: done.stats,
       settings: { mode: mix.mode ?? null, beta: mix.beta ?? null, mix_topk: mix.topK ?? null },
@@ -98,6 +100,12 @@ async function run(args: string[], o: GenerateFlags): Promise<void> {
     process.stderr.write(`[${engine.backend.name}] prompt ${s.promptTokens} tok, ${s.prefillTokPerSec.toFixed(1)} tok/s | ` +
       `generated ${s.generatedTokens} tok, ${s.decodeTokPerSec.toFixed(1)} tok/s | finish: ${s.finishReason}\n`);
   }
+}
+
+/** Soft Thinking: the step whose token ended thinking, and why (null while it never ended). */
+function thinkEndOf(tokens: TokenEvent[]): { step: number; reason: string } | null {
+  const step = tokens.findIndex((t) => t.mix?.soft?.thinkEnd);
+  return step < 0 ? null : { step, reason: tokens[step].mix!.soft!.thinkEnd! };
 }
 
 export function generateCommand(): Command {

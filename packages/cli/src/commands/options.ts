@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UsageError } from '@moi/core';
-import type { MixOptions } from '@moi/moi';
+import { anySoftOption, type MixOptions, type SoftOptions } from '@moi/moi';
 import type { SamplingParams } from '../sampling/index.ts';
 
 /** Paths the user typed are relative to where they typed them (pnpm runs scripts from the root). */
@@ -55,11 +55,23 @@ export function addSamplingOptions(cmd: Command): Command {
     .option('--max-tokens <n>', 'most new tokens', int('--max-tokens'), 256)
     .option('--stop <text>', 'stop when this text appears (repeatable)', collect)
     .option('--ignore-eos', 'keep generating past the end-of-sequence token')
-    .addOption(new Option('--mode <mode>', 'input mixing: standard (off), moi, direct').choices(['standard', 'moi', 'direct']))
+    .addOption(new Option('--mode <mode>', 'input mixing: standard (off), moi, direct, soft (Soft Thinking)').choices(['standard', 'moi', 'direct', 'soft']))
     .option('--beta <b>', 'MoI β: weight of the sampled token (default: $MIXINPUTS_BETA, else 1.0; ≤ -99 = direct)')
-    .option('--mix-topk <k>', "candidates mixed: top-K of the raw distribution (0 or 'all' = whole vocabulary)", '20')
+    .option('--mix-topk <k>', "candidates mixed: top-K (0 or 'all' = whole vocabulary; default 20, soft: 10 = max_topk)")
     .addOption(new Option('--mix-prior <prior>', 'distribution mixed: raw log-probs (as the reference) or processed (after temperature/top-p)').choices(['raw', 'processed']))
-    .option('--logprobs <n>', 'report the chosen token logprob and the top-n (with --json)', int('--logprobs'));
+    .option('--logprobs <n>', 'report the chosen token logprob and the top-n (with --json)', int('--logprobs'))
+    // Soft Thinking (--mode soft): --temperature/--top-k/--top-p/--min-p are the soft phase's filters
+    .option('--think-end <text>', "soft: the text whose token ends thinking (default '</think>')")
+    .option('--think-end-id <n>', 'soft: the think-end token id (for tokenizers without the text)', int('--think-end-id'))
+    .option('--cold-stop-entropy <x>', 'soft: end thinking after --cold-stop-steps steps with entropy below x nats (0 = off; paper: 0.01)', num('--cold-stop-entropy'))
+    .option('--cold-stop-steps <n>', 'soft: consecutive low-entropy steps for the cold stop (default 256)', int('--cold-stop-steps'))
+    .option('--after-thinking-temperature <t>', 'soft: sampling temperature after thinking (default 0.6)', num('--after-thinking-temperature'))
+    .option('--after-thinking-top-p <p>', 'soft: top-p after thinking (default 0.95)', num('--after-thinking-top-p'))
+    .option('--after-thinking-top-k <k>', 'soft: top-k after thinking (default 30; 0 or -1 = off)', int('--after-thinking-top-k'))
+    .option('--after-thinking-min-p <p>', 'soft: min-p after thinking (default 0)', num('--after-thinking-min-p'))
+    .addOption(new Option('--soft-noise <kind>', 'soft: noise on the soft inputs (default none)').choices(['none', 'gumbel', 'dirichlet']))
+    .option('--gumbel-tau <t>', 'soft: Gumbel-softmax temperature (default 1)', num('--gumbel-tau'))
+    .option('--dirichlet-alpha <a>', 'soft: Dirichlet concentration (default 1)', num('--dirichlet-alpha'));
 }
 
 export interface SamplingFlags {
@@ -67,6 +79,9 @@ export interface SamplingFlags {
   repetitionPenalty?: number; presencePenalty?: number; frequencyPenalty?: number;
   seed?: number; logprobs?: number;
   mode?: string; beta?: string; mixTopk?: string; mixPrior?: string;
+  thinkEnd?: string; thinkEndId?: number; coldStopEntropy?: number; coldStopSteps?: number;
+  afterThinkingTemperature?: number; afterThinkingTopP?: number; afterThinkingTopK?: number; afterThinkingMinP?: number;
+  softNoise?: string; gumbelTau?: number; dirichletAlpha?: number;
   maxTokens: number; stop?: string[]; ignoreEos?: boolean;
 }
 
@@ -85,11 +100,23 @@ export function samplingFrom(o: SamplingFlags): Partial<SamplingParams> {
 }
 
 export function mixFrom(o: SamplingFlags): MixOptions {
-  const m: MixOptions = { defaultMode: 'standard', topK: o.mixTopk };
+  const m: MixOptions = { defaultMode: 'standard' };
+  if (o.mixTopk !== undefined) m.topK = o.mixTopk;
   if (o.mode !== undefined) m.mode = o.mode;
   if (o.beta !== undefined) m.beta = o.beta;
   if (o.mixPrior !== undefined) m.prior = o.mixPrior;
+  const soft = softFrom(o);
+  if (anySoftOption(soft)) m.soft = soft;
   return m;
+}
+
+/** The Soft Thinking flags given (undefined where not); a mode other than soft refuses them. */
+export function softFrom(o: SamplingFlags): SoftOptions {
+  return {
+    thinkEnd: o.thinkEnd, thinkEndId: o.thinkEndId, coldStopEntropy: o.coldStopEntropy, coldStopSteps: o.coldStopSteps,
+    afterThinking: { temperature: o.afterThinkingTemperature, topP: o.afterThinkingTopP, topK: o.afterThinkingTopK, minP: o.afterThinkingMinP },
+    noise: o.softNoise, gumbelTau: o.gumbelTau, dirichletAlpha: o.dirichletAlpha,
+  };
 }
 
 export function checkMaxTokens(n: number): void {

@@ -13,7 +13,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { UsageError } from '@moi/core';
 import type { Decoder, KVCache } from '@moi/models';
-import { moiMixer, resolveMixSettings, type InputMixer, type MixOptions, type MixSettings } from '@moi/moi';
+import {
+  defaultMixer, logprobAt, planRowMix, type InputMixer, type MixOptions, type MixRowReport, type MixRowState, type MixSettings,
+} from '@moi/moi';
 import { createRng, resolveSamplingParams, sample, type RowState, type SamplingParams } from '../sampling/index.ts';
 import { StreamingDetokenizer, type Tokenizer } from '../text/index.ts';
 import type { Engine } from './engine.ts';
@@ -40,8 +42,8 @@ export interface TokenLogprobs {
   top?: { id: number; logprob: number }[];
 }
 
-export interface MixDiagnostics {
-  /** normalized entropy H of the prior over the candidates */
+export interface MixDiagnostics extends MixRowReport {
+  /** moi/direct: normalized entropy H of the prior over the candidates; soft: S in nats (NaN after thinking) */
   entropy: number;
   /** total weight of the next input on the sampled token */
   weight: number;
@@ -104,6 +106,8 @@ interface Row {
   request: GenerateRequest;
   maxTokens: number;
   settings: MixSettings;
+  /** the mixer's per-row state (Soft Thinking's phase and cold-stop count) */
+  mixState?: MixRowState;
   state: RowState;
   detok: StreamingDetokenizer | null;
   text: string;
@@ -139,11 +143,13 @@ function planRows(engine: Engine, requests: GenerateRequest[], cache?: KVCache[]
     const maxTokens = request.maxTokens ?? defaults.maxNewTokens ?? DEFAULT_MAX_TOKENS;
     if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new UsageError('E_REQUEST', `${where}max tokens must be a positive integer, got ${maxTokens}`);
     capacity = cache ? maxContext : Math.max(capacity, Math.min(maxContext, p.length + maxTokens));
-    const params = resolveSamplingParams(request.sampling ?? {}, {
+    // (soft mode: the sampler runs with the after-thinking settings)
+    const mix = planRowMix({ defaultMode: 'standard', ...request.mix }, request.sampling, { vocabSize: spec.vocabSize, tokenizer: engine.tokenizer });
+    const params = resolveSamplingParams({ ...request.sampling, ...mix.sampling }, {
       temperature: defaults.temperature, top_k: defaults.topK, top_p: defaults.topP,
       min_p: defaults.minP, repetition_penalty: defaults.repetitionPenalty,
     });
-    const settings = resolveMixSettings({ defaultMode: 'standard', ...request.mix }, process.env, spec.vocabSize);
+    const settings = mix.settings;
     return {
       index, request, maxTokens, settings,
       state: { params, rng: createRng(params.seed), promptIds: p, generatedIds: [] },
@@ -174,7 +180,8 @@ const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resol
 export async function* generate(engine: Engine, requests: GenerateRequest[], opts: GenerateOptions = {}): AsyncGenerator<GenerationEvent> {
   const { rows, capacity } = planRows(engine, requests, opts.cache);
   const model: Decoder = engine.model;
-  const mixer = opts.mixer ?? moiMixer;
+  const mixer = opts.mixer ?? defaultMixer;
+  for (const row of rows) row.mixState = mixer.startRow?.(row.settings, { makeRng: () => createRng(row.state.params.seed) });
   const eos = new Set(engine.eosTokenIds);
   const B = rows.length;
   const chunk = Math.max(1, opts.prefillChunk ?? 512);
@@ -237,7 +244,7 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
       const mixing = live.some((r) => r.settings.mode !== 'standard');
       const states = live.map((r) => r.state);
       // Everything of the step on the device; one packed read at the end.
-      type StepOut = { packed: tf.Tensor2D; embeds: tf.Tensor2D | undefined; ncols: number };
+      type StepOut = { packed: tf.Tensor2D; embeds: tf.Tensor2D | undefined; ncols: number; nextra: number };
       const out = tf.tidy((): StepOut => {
         const s = sample(logits!, states);
         let mix: ReturnType<InputMixer['mix']> | null = null;
@@ -245,15 +252,17 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
           mix = mixer.mix({
             logits: logits!, processedLogits: s.processedLogits, sampled: s.ids,
             ...(model.weights.embed ? { embedTable: model.weights.embed } : { embedColumns: model.weights.lmHead }),
-            settings: live.map((r) => r.settings),
+            settings: live.map((r) => r.settings), rowStates: live.map((r) => r.mixState),
           });
         }
-        const cols: tf.Tensor[] = [tf.cast(s.ids, 'float32')];
+        // A mixer may record its own token (Soft Thinking), in place of the sampler's.
+        const cols: tf.Tensor[] = [tf.cast(mix?.tokens ?? s.ids, 'float32')];
         if (mix) cols.push(mix.entropy, mix.weightOnSampled, tf.cast(mix.numCandidates, 'float32'));
-        if (s.logprobs) cols.push(s.logprobs.chosen);
+        if (mix?.extra) cols.push(...tf.unstack(mix.extra, 1));
+        if (s.logprobs) cols.push(mix?.tokens ? logprobAt(logits!, mix.tokens) : s.logprobs.chosen);
         const packed: tf.Tensor2D[] = [tf.stack(cols, 1) as tf.Tensor2D];
         if (s.logprobs?.topIds) packed.push(tf.cast(s.logprobs.topIds, 'float32'), s.logprobs.topLogprobs!);
-        return { packed: tf.concat(packed, 1) as tf.Tensor2D, embeds: mix ? mix.embeds : undefined, ncols: cols.length };
+        return { packed: tf.concat(packed, 1) as tf.Tensor2D, embeds: mix ? mix.embeds : undefined, ncols: cols.length, nextra: mix?.extra ? mix.extra.shape[1] : 0 };
       });
       const values = out.packed.dataSync(); // the step's single device→host read
       const width = out.packed.shape[1];
@@ -276,7 +285,12 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
         row.state.generatedIds.push(token);
         row.text += row.detok ? row.detok.push(token) : '';
         let c = 1;
-        const mix = mixing ? { entropy: values[o + c++], weight: values[o + c++], candidates: values[o + c++] } : null;
+        const diag = mixing ? { entropy: values[o + c++], weight: values[o + c++], candidates: values[o + c++] } : null;
+        // the mixer's own columns: it updates the row's state (Soft Thinking's phase) and reports
+        const rowStep = row.state.generatedIds.length - 1; // this row's step (0 = right after its prompt)
+        const report = mixing ? mixer.observe?.(row.settings, row.mixState, values.subarray(o + c, o + c + out.nextra), rowStep) : undefined;
+        c += out.nextra;
+        const mix = diag ? { ...diag, ...report } : null;
         let logprobs: TokenLogprobs | undefined;
         if (wantLogprobs && row.state.params.logprobs !== undefined) {
           logprobs = { logprob: values[o + c] };
