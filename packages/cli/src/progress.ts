@@ -42,9 +42,10 @@ export function makeProgress(enabled: boolean): Progress {
       b.update(Math.round(p.overallBytes / MB), { file: p.file });
     },
     load(p) {
+      // reading and building (layout, packing) each count for half of the bar
       const total = Math.max(1, Math.round(p.totalBytes / MB));
-      open('load', total, 'loading     {bar} {value}/{total} MB').update(Math.round(p.bytes / MB));
-      if (p.bytes >= p.totalBytes) this.stop();
+      open('load', total, 'loading     {bar} {value}/{total} MB').update(Math.round((p.bytes + p.builtBytes) / 2 / MB));
+      if (p.phase === 'done') this.stop();
     },
     prefill(p) {
       if (p.total < 64) return;
