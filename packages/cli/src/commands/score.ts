@@ -4,6 +4,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { loadEngine, type ModelFlags } from './load.ts';
 import { addModelOptions, idList } from './options.ts';
 import { promptIds } from './generate.ts';
+import { checkFiniteRows } from '../engine/finite.ts';
 
 interface ScoreFlags extends ModelFlags { ids?: number[]; prompt?: string; json?: boolean }
 
@@ -14,6 +15,7 @@ async function run(args: string[], o: ScoreFlags): Promise<void> {
   const logits = engine.model.forward({ ids: [ids] });
   const rows = (await logits.array()) as number[][][];
   logits.dispose();
+  checkFiniteRows(rows[0]);
   if (o.json) {
     process.stdout.write(JSON.stringify({ model: engine.dir, backend: engine.backend.name, input_ids: ids, logits: rows[0] }) + '\n');
     return;
