@@ -1,6 +1,10 @@
 /**
  * What a person at a terminal sees while a model downloads, loads and prefills: progress bars by
  * bytes and a prefill count, on stderr. Nothing at all when stdout is not a TTY, or with --quiet.
+ *
+ * The load bar covers reading and building (layout, packing) to 100%. The prefill bar appears
+ * once a prefill has run for PREFILL_AFTER_MS (MOI_PROGRESS_AFTER_MS overrides it, for tests);
+ * so that it can, prefill runs in chunks of PREFILL_CHUNK tokens while a bar may be shown.
  */
 import cliProgress from 'cli-progress';
 import type { DownloadProgress } from './hub/index.ts';
@@ -9,7 +13,11 @@ import type { LoadProgress } from '@moi/models';
 export interface Progress {
   download(p: DownloadProgress): void;
   load(p: LoadProgress): void;
+  /** a prefill is about to start (the bar's clock) */
+  begin(): void;
   prefill(p: { row: number; done: number; total: number }): void;
+  /** prompt tokens per prefill forward while progress can be shown (undefined: the engine's default) */
+  prefillChunk?: number;
   /** end whatever bar is open */
   stop(): void;
 }
@@ -20,7 +28,11 @@ export function showProgress(quiet: boolean): boolean {
   return !quiet && Boolean(process.stdout.isTTY) && Boolean(process.stderr.isTTY);
 }
 
-const silent: Progress = { download() {}, load() {}, prefill() {}, stop() {} };
+const silent: Progress = { download() {}, load() {}, begin() {}, prefill() {}, stop() {} };
+
+export const PREFILL_AFTER_MS = 1000;
+/** about a second of prefill on the slowest model that fits the wasm heap (27 tok/s) */
+export const PREFILL_CHUNK = 32;
 
 export function makeProgress(enabled: boolean): Progress {
   if (!enabled) return silent;
@@ -34,7 +46,13 @@ export function makeProgress(enabled: boolean): Progress {
     bar.start(total, 0);
     return bar;
   };
+  const after = Number(process.env.MOI_PROGRESS_AFTER_MS ?? PREFILL_AFTER_MS);
+  let t0 = performance.now();
   return {
+    prefillChunk: PREFILL_CHUNK,
+    begin() {
+      t0 = performance.now();
+    },
     download(p) {
       const total = Math.max(1, Math.round((p.overallTotal ?? p.total ?? p.bytes) / MB));
       const b = open('download', total, 'downloading {bar} {value}/{total} MB  {file}');
@@ -48,9 +66,9 @@ export function makeProgress(enabled: boolean): Progress {
       if (p.phase === 'done') this.stop();
     },
     prefill(p) {
-      if (p.total < 64) return;
+      if (p.done >= p.total) return this.stop();
+      if (performance.now() - t0 < after) return;
       open(`prefill${p.row}`, p.total, 'prefill     {bar} {value}/{total} tokens').update(p.done);
-      if (p.done >= p.total) this.stop();
     },
     stop() {
       bar?.stop();
