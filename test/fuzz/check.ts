@@ -1,8 +1,9 @@
 /**
  * One fuzz case, in-process: load the folder through the public API (Engine.load) and generate
- * two tokens. The outcome is 'typed' (a MoiError), 'ok' (it loaded and generated, so its logits
- * were finite: generation checks every step), 'untyped' (any other error), 'hang' (past the
- * guard's limit) or 'leak' (tensors left behind).
+ * two tokens. The outcome is 'typed' (a MoiError), 'ok' (it loaded and generated, and a full
+ * forward of the prompt, checked here, has finite logits), 'garbage' (it generated although the
+ * logits are not finite), 'untyped' (any other error), 'hang' (past the guard's limit) or 'leak'
+ * (tensors left behind).
  */
 import fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
@@ -10,7 +11,7 @@ import { initBackend, MoiError } from '@moi/core';
 import { Engine, generateOne } from '@moi/cli';
 import { makeCase } from './cases.ts';
 
-export type Outcome = 'typed' | 'ok' | 'untyped' | 'hang' | 'leak';
+export type Outcome = 'typed' | 'ok' | 'untyped' | 'hang' | 'leak' | 'garbage';
 
 export interface CaseResult {
   index: number;
@@ -31,6 +32,11 @@ async function loadAndGenerate(dir: string): Promise<string> {
   const engine = await Engine.load(dir, { backend: 'wasm', offline: true });
   try {
     const { done } = await generateOne(engine, { promptIds: [1, 2], maxTokens: 2, sampling: { temperature: 0 }, ignoreEos: true });
+    // generation went through, so its logits must have been finite: check that independently
+    const logits = engine.model.forward({ ids: [[1, 2]] });
+    const values = await logits.data();
+    logits.dispose();
+    if (!values.every(Number.isFinite)) throw new Error('__garbage__');
     return `${done.tokens.length} tokens`;
   } finally {
     engine.dispose();
@@ -53,6 +59,7 @@ export async function runCase(seed: number, index: number, fixtures: string, dir
   } catch (e) {
     if (e instanceof MoiError) { outcome = 'typed'; detail = e.code; }
     else if (e instanceof Error && e.message === '__hang__') { outcome = 'hang'; detail = `over ${limitMs} ms`; }
+    else if (e instanceof Error && e.message === '__garbage__') { outcome = 'garbage'; detail = 'generated from non-finite logits'; }
     else { outcome = 'untyped'; detail = `${(e as Error)?.name}: ${String((e as Error)?.message ?? e).slice(0, 300)}`; }
   } finally {
     clearTimeout(timer);
