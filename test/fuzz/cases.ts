@@ -316,6 +316,8 @@ async function specialFile(r: Rng, dir: string): Promise<{ what: string; cleanup
   const target = r.pick(['model.safetensors', 'model.safetensors', 'config.json', 'model.safetensors.index.json']);
   const file = path.join(dir, target);
   fs.rmSync(file, { force: true });
+  // a special index stands in for the weights: the single file must not be there to win
+  if (target === 'model.safetensors.index.json') fs.rmSync(path.join(dir, 'model.safetensors'), { force: true });
   const kind = r.pick(['directory', 'fifo', 'socket', 'dangling symlink', 'symlink loop']);
   if (kind === 'directory') fs.mkdirSync(file);
   else if (kind === 'fifo') {
@@ -326,7 +328,6 @@ async function specialFile(r: Rng, dir: string): Promise<{ what: string; cleanup
     return { what: `special: ${target} is a socket`, cleanup: () => new Promise((res) => server.close(() => res())) };
   } else if (kind === 'dangling symlink') fs.symlinkSync(path.join(dir, 'nowhere'), file);
   else fs.symlinkSync(file, file);
-  if (target === 'model.safetensors.index.json') fs.rmSync(path.join(dir, 'model.safetensors'), { force: true });
   return { what: `special: ${target} is a ${kind}` };
 }
 
