@@ -114,6 +114,7 @@ describe('cli: moi-gen hardening (child processes)', function () {
       'no-tokenizer': { args: ['--model', fx('llama'), '--temperature', '0', '--ignore-eos', '-n', '24', '--ids', '1,499,377,390,368'] },
       'chat-no-template': { args: ['chat', '--model', S], input: 'Hello\n' },
       'chat-broken-template': { args: ['chat', '--model', S, '--chat-template', path.join(tmp, 'broken.jinja')], input: 'Hello\n' },
+      'chat-turn-error': { args: ['chat', ...greedy, '-n', '4', '--chat-template', path.join(tmp, 'plain.jinja'), '-c', '32'], input: 'Hi\nOnce upon a time there was a long story\n' },
       'epipe': { args: [...greedy, '--max-tokens', '400', 'Once upon a time'], closeStdout: true },
       'sigint': { args: [...greedy, '--max-tokens', '100000', '-c', '512', 'Once upon a time'], interruptAfter: 1 },
       'nan-generate': { args: ['--model', path.join(tmp, 'nan'), '--ids', '1,2', '-n', '3'] },
@@ -202,6 +203,11 @@ describe('cli: moi-gen hardening (child processes)', function () {
     const broken = await result('chat-broken-template');
     assertError(broken, 1, [/chat template does not parse/], 'broken template');
     assert.equal(broken.stdout, '');
+    // piped: a turn that fails is reported, the session goes on, and the run's exit code says so
+    const turn = await result('chat-turn-error');
+    assert.equal(turn.code, 2, turn.stderr);
+    assert.match(turn.stderr, /^moi-gen: error: chat: the conversation has \d+ tokens but the session holds at most 32/m);
+    assert.ok(turn.stdout.trim().length > 0, 'the first turn was answered');
   });
 
   it('a closed stdout ends the run quietly; SIGINT exits 130', async () => {

@@ -4,7 +4,8 @@
  *
  * The load bar covers reading and building (layout, packing) to 100%. The prefill bar appears
  * once a prefill has run for PREFILL_AFTER_MS (MOI_PROGRESS_AFTER_MS overrides it, for tests);
- * so that it can, prefill runs in chunks of PREFILL_CHUNK tokens while a bar may be shown.
+ * so that it can, prefill runs in chunks of about a second while a bar may be shown
+ * (prefillChunkFor: measured on SmolLM2-135M, 64-token chunks cost ~2% of prefill speed).
  */
 import cliProgress from 'cli-progress';
 import type { DownloadProgress } from './hub/index.ts';
@@ -31,8 +32,13 @@ export function showProgress(quiet: boolean): boolean {
 const silent: Progress = { download() {}, load() {}, begin() {}, prefill() {}, stop() {} };
 
 export const PREFILL_AFTER_MS = 1000;
-/** about a second of prefill on the slowest model that fits the wasm heap (27 tok/s) */
-export const PREFILL_CHUNK = 32;
+/**
+ * Prompt tokens per prefill forward while a bar may be shown: about a second or less on the wasm
+ * backend (Qwen3-0.6B at f32, 2.4 GB, prefills ~27 tok/s; SmolLM2-135M ~110 tok/s).
+ */
+export function prefillChunkFor(checkpointBytes: number): number {
+  return checkpointBytes > 1e9 ? 32 : 64;
+}
 
 export function makeProgress(enabled: boolean): Progress {
   if (!enabled) return silent;
@@ -49,7 +55,7 @@ export function makeProgress(enabled: boolean): Progress {
   const after = Number(process.env.MOI_PROGRESS_AFTER_MS ?? PREFILL_AFTER_MS);
   let t0 = performance.now();
   return {
-    prefillChunk: PREFILL_CHUNK,
+    prefillChunk: 64,
     begin() {
       t0 = performance.now();
     },

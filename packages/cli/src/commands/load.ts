@@ -1,7 +1,7 @@
 /** Loading an engine for a command, with progress on a TTY. */
 import { ModelError, UsageError } from '@moi/core';
 import { Engine } from '../engine/engine.ts';
-import { makeProgress, showProgress, type Progress } from '../progress.ts';
+import { makeProgress, prefillChunkFor, showProgress, type Progress } from '../progress.ts';
 import { modelArg } from './options.ts';
 
 export interface ModelFlags { model: string; backend?: string; revision?: string; quiet?: boolean; verbose?: boolean }
@@ -21,6 +21,7 @@ export async function loadEngine(o: ModelFlags, forceQuiet = false): Promise<{ e
     throw err;
   });
   progress.stop();
+  if (progress.prefillChunk !== undefined) progress.prefillChunk = prefillChunkFor(engine.loaded.checkpointBytes);
   if (o.verbose) {
     const s = engine.spec;
     const l = engine.loaded;
