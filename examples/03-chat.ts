@@ -10,9 +10,7 @@
  */
 import path from 'node:path';
 import { sharedDir } from '@moi/core';
-import { Engine } from '../packages/cli/src/engine/engine.ts';
-import { ChatSession } from '../packages/cli/src/engine/chat-session.ts';
-import { encodeChat, loadTokenizer, renderChat, type ChatMessage } from '../packages/cli/src/text/index.ts';
+import { ChatSession, Engine, encodeChat, loadTokenizer, renderChat, type ChatMessage } from '@moi/cli';
 
 const shared = sharedDir();
 const conversation: ChatMessage[] = [

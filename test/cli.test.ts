@@ -236,7 +236,7 @@ describe('cli: moi-gen as a child process', function () {
         ['unknown-flag', [/unknown option '--bogus'/]],
         ['bad-temperature', [/--temperature/, /abc/]],
         ['bad-beta', [/^moi-gen: error: /, /beta/, /-1/]],
-        ['bad-topk', [/^moi-gen: error: /, /99999/]],
+        ['bad-topk', [/^moi-gen: error: /m, /99999/]],
         ['no-model', [/--model/]],
       ];
       for (const [name, mentions] of cases) assertCleanError(await result(name), 2, mentions, name);

@@ -10,13 +10,13 @@ import { repoRoot, requireShared } from '@moi/core';
 const BIN = path.join(repoRoot, 'packages/cli/bin/moi-gen.js');
 const IDS = Array.from({ length: 100 }, (_, i) => 1 + ((i * 37) % 500)).join(',');
 
-function run(args: string[], tty: boolean): Promise<{ code: number | null; out: string; err: string }> {
+function run(args: string[], tty: boolean, env: Record<string, string> = {}): Promise<{ code: number | null; out: string; err: string }> {
   const argv = [process.execPath, BIN, ...args];
   const [cmd, cmdArgs] = tty
     ? ['script', ['-qfec', argv.map((a) => `'${a}'`).join(' '), '/dev/null']]
     : [argv[0], argv.slice(1)];
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd as string, cmdArgs as string[], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd as string, cmdArgs as string[], { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
@@ -40,10 +40,17 @@ describe('cli: progress display', function () {
       this.skip();
     }
     const args = ['--model', model, '--ids', IDS, '--max-tokens', '2', '--temperature', '0'];
-    const shown = await run(args, true);
+    // the prefill bar waits for about a second of prefill; this one takes less, so wait for none
+    const shown = await run(args, true, { MOI_PROGRESS_AFTER_MS: '0' });
     assert.equal(shown.code, 0, shown.out + shown.err);
     assert.match(shown.out, /loading .*\/\d+ MB/);
-    assert.match(shown.out, /prefill .*\/100 tokens/);
+    // in chunks (64 tokens for a small model): the bar shows the prefill under way, before it ends
+    assert.match(shown.out, /prefill .* 64\/100 tokens/);
+    // with the default wait, a prefill this short shows no bar
+    const fast = await run(args, true);
+    assert.equal(fast.code, 0);
+    assert.match(fast.out, /loading .*\/\d+ MB/);
+    assert.doesNotMatch(fast.out, /prefill/);
     const quiet = await run([...args, '--quiet'], true);
     assert.equal(quiet.code, 0);
     assert.doesNotMatch(quiet.out, /loading|prefill/);

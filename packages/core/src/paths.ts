@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -25,4 +25,23 @@ export function requireShared(ctx: { skip(): void }): string {
     ctx.skip();
   }
   return dir!;
+}
+
+/**
+ * Why `file` cannot be read as a regular file, or null when it can: stat before open, so a
+ * directory, FIFO (whose open would block forever), socket or device named like a model file
+ * gets a clear error instead of EISDIR or a hang. Symlinks are followed.
+ */
+export function notRegularFile(file: string): string | null {
+  let st: Stats;
+  try {
+    st = statSync(file);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' ? 'does not exist' : `cannot be read (${code ?? (e as Error).message})`;
+  }
+  if (st.isFile()) return null;
+  const kind = st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO (named pipe)' : st.isSocket() ? 'a socket'
+    : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : 'not a regular file';
+  return `is ${kind}, not a regular file`;
 }

@@ -13,6 +13,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { SafetensorsError } from './errors.ts';
+import { notRegularFile } from './paths.ts';
 import { DTYPE_SIZE, isDType, numElements, bf16ToF32, f16ToF32, type DType } from './dtype.ts';
 
 export * from './dtype.ts';
@@ -115,6 +116,8 @@ export class SafetensorsFile {
 
   /** Opens `file`, reads and validates its header (no tensor data is read). */
   static open(file: string): SafetensorsFile {
+    const problem = notRegularFile(file);
+    if (problem) throw new SafetensorsError('E_ST_OPEN', file, `cannot open: it ${problem}`);
     let fd: number;
     try {
       fd = fs.openSync(file, 'r');
@@ -374,6 +377,8 @@ function byName(files: SafetensorsFile[], dir: string): Map<string, SafetensorsF
 /** Opens a sharded checkpoint from its index; `opened` collects files so the caller can close them on error. */
 function openIndexed(dir: string, opened: SafetensorsFile[]): { files: SafetensorsFile[]; where: Map<string, SafetensorsFile> } {
   const indexPath = path.join(dir, INDEX_FILE);
+  const problem = notRegularFile(indexPath);
+  if (problem) throw new SafetensorsError('E_ST_INDEX', indexPath, `cannot read the index: it ${problem}`);
   let index: unknown;
   try {
     index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
@@ -387,13 +392,15 @@ function openIndexed(dir: string, opened: SafetensorsFile[]): { files: Safetenso
   const shardByFile = new Map<string, SafetensorsFile>();
   const mapped = new Map<string, SafetensorsFile>();
   for (const [name, shard] of Object.entries(weightMap)) {
-    if (typeof shard !== 'string' || shard === '' || path.basename(shard) !== shard) {
+    if (typeof shard !== 'string' || shard === '' || shard === '.' || shard === '..' || path.basename(shard) !== shard || /[\\/\0]/.test(shard)) {
       throw new SafetensorsError('E_ST_INDEX', indexPath, `weight_map value ${JSON.stringify(shard)} is not a file name in this folder`, name);
     }
     let f = shardByFile.get(shard);
     if (!f) {
       const shardPath = path.join(dir, shard);
-      if (!fs.existsSync(shardPath)) throw new SafetensorsError('E_ST_INDEX', indexPath, `shard file ${shard} is missing`, name);
+      const why = notRegularFile(shardPath);
+      if (why === 'does not exist') throw new SafetensorsError('E_ST_INDEX', indexPath, `shard file ${shard} is missing`, name);
+      if (why) throw new SafetensorsError('E_ST_INDEX', indexPath, `shard ${shard} ${why}`, name);
       f = SafetensorsFile.open(shardPath);
       opened.push(f);
       shardByFile.set(shard, f);

@@ -18,11 +18,11 @@ export const gemma2: Family<Gemma2Config> = {
   modelTypes: ['gemma2'],
   parseConfig: (r: ConfigReader) => ({
     ...readGemmaBase(r),
-    query_pre_attn_scalar: r.num('query_pre_attn_scalar', 256),
+    query_pre_attn_scalar: r.pos('query_pre_attn_scalar', 256),
     sliding_window: r.int('sliding_window', 4096),
     // explicit null switches capping off; absent means HF's defaults
-    attn_logit_softcapping: r.raw.attn_logit_softcapping === undefined ? 50 : r.optNum('attn_logit_softcapping'),
-    final_logit_softcapping: r.raw.final_logit_softcapping === undefined ? 30 : r.optNum('final_logit_softcapping'),
+    attn_logit_softcapping: r.raw.attn_logit_softcapping === undefined ? 50 : r.optPos('attn_logit_softcapping'),
+    final_logit_softcapping: r.raw.final_logit_softcapping === undefined ? 30 : r.optPos('final_logit_softcapping'),
   }),
   toSpec: (c) => ({
     ...gemmaSpec(c),

@@ -31,7 +31,7 @@ const TEXT_DEFAULTS = {
 
 function parseText(r: ConfigReader): Gemma3TextConfig {
   const base = readBase(r, TEXT_DEFAULTS);
-  const pattern = r.int('sliding_window_pattern', 6);
+  const pattern = r.int('sliding_window_pattern', 6, 1024);
   const layerTypes = r.strList('layer_types') ??
     Array.from({ length: base.num_hidden_layers }, (_, i) => ((i + 1) % pattern !== 0 ? 'sliding_attention' : 'full_attention'));
   if (layerTypes.length !== base.num_hidden_layers) {
@@ -45,13 +45,13 @@ function parseText(r: ConfigReader): Gemma3TextConfig {
     model_type: 'gemma3_text',
     hidden_activation: gemmaActivation(r),
     attention_bias: r.bool('attention_bias', false),
-    query_pre_attn_scalar: r.num('query_pre_attn_scalar', 256),
+    query_pre_attn_scalar: r.pos('query_pre_attn_scalar', 256),
     sliding_window: r.int('sliding_window', 4096),
     sliding_window_pattern: pattern,
     layer_types: layerTypes,
-    rope_local_base_freq: r.num('rope_local_base_freq', 10000),
-    attn_logit_softcapping: r.optNum('attn_logit_softcapping'),
-    final_logit_softcapping: r.optNum('final_logit_softcapping'),
+    rope_local_base_freq: r.pos('rope_local_base_freq', 10000),
+    attn_logit_softcapping: r.optPos('attn_logit_softcapping'),
+    final_logit_softcapping: r.optPos('final_logit_softcapping'),
   };
 }
 

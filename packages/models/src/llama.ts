@@ -1,5 +1,5 @@
 /** Llama 2/3/3.1/3.2 (and Mistral-layout checkpoints): rope_scaling, tied or untied lm_head. */
-import { activation } from '@moi/core';
+import { activation, ModelError } from '@moi/core';
 import { readBase, type BaseConfig, type ConfigReader } from './config.ts';
 import { dropBuffers, type Family } from './family.ts';
 import type { DecoderSpec } from './spec.ts';
@@ -13,13 +13,24 @@ export interface LlamaConfig extends BaseConfig {
 }
 
 export function parseLlamaConfig(r: ConfigReader): LlamaConfig {
+  const base = readBase(r);
   return {
-    ...readBase(r),
+    ...base,
     attention_bias: r.bool('attention_bias', false),
     mlp_bias: r.bool('mlp_bias', false),
-    partial_rotary_factor: r.num('partial_rotary_factor', 1),
-    sliding_window: r.optNum('sliding_window'),
+    partial_rotary_factor: readRotaryFactor(r, base.head_dim),
+    sliding_window: r.optInt('sliding_window'),
   };
+}
+
+/** partial_rotary_factor in (0, 1], rotating an even number (≥ 2) of each head's dimensions. */
+export function readRotaryFactor(r: ConfigReader, headDim: number): number {
+  const f = r.pos('partial_rotary_factor', 1, 1);
+  const dim = Math.round(headDim * f);
+  if (dim < 2 || dim % 2 !== 0) {
+    throw new ModelError('E_CONFIG', `${r.source}: field 'partial_rotary_factor' (${f}) × head_dim (${headDim}) = ${dim} rotary dimensions; it must be an even number ≥ 2`);
+  }
+  return f;
 }
 
 /** The spec fields every family shares, from the Llama-style base config. */

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { Checkpoint, ModelError, ropeInvFreq } from '@moi/core';
+import { Checkpoint, DTYPE_SIZE, ModelError, notRegularFile, ropeInvFreq, type TensorInfo } from '@moi/core';
 import { ConfigReader, type RawConfig } from './config.ts';
 import { Decoder } from './decoder.ts';
 import type { Family } from './family.ts';
@@ -18,8 +18,11 @@ export interface LoadProgress {
   /** bytes of checkpoint read so far */
   bytes: number;
   totalBytes: number;
-  /** the tensor just read */
+  /** bytes of checkpoint whose tensors are also laid out and packed (the rest of the load work) */
+  builtBytes: number;
+  /** the tensor just read, or '' in the last report, once the model is built */
   tensor: string;
+  phase: 'read' | 'done';
 }
 
 export interface LoadOptions {
@@ -50,6 +53,8 @@ const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 export function readConfig(dir: string): RawConfig {
   const file = path.join(dir, 'config.json');
   if (!existsSync(file)) throw new ModelError('E_NO_CONFIG', `${file}: not found (a model folder needs config.json and safetensors weights)`);
+  const problem = notRegularFile(file);
+  if (problem) throw new ModelError('E_CONFIG', `${file}: cannot read it: it ${problem}`);
   let raw: unknown;
   try {
     raw = JSON.parse(readFileSync(file, 'utf8'));
@@ -67,14 +72,36 @@ export function specFromConfig(config: RawConfig, source = 'config.json'): { fam
   const spec: DecoderSpec = family.toSpec(familyConfig);
   // an unsupported or incomplete rope_scaling fails here, naming the file, not at the first forward
   for (const rope of new Set(spec.layers.map((l) => l.rope))) {
+    let r: ReturnType<typeof ropeInvFreq>;
     try {
-      ropeInvFreq(rope);
+      r = ropeInvFreq(rope);
     } catch (err) {
       if (err instanceof ModelError) throw new ModelError(err.code, `${source}: ${err.message}`);
       throw err;
     }
+    // the bounds on each field should make this impossible; a combination of them must not either
+    if (!r.invFreq.every((f) => Number.isFinite(f) && f > 0) || !(Number.isFinite(r.attentionScaling) && r.attentionScaling > 0)) {
+      throw new ModelError('E_CONFIG', `${source}: rope_theta (${rope.base}) and rope_scaling (${JSON.stringify(rope.scaling)}) give non-finite rotary frequencies`);
+    }
   }
   return { family, familyConfig, spec };
+}
+
+/**
+ * Before any weight is read: the bytes each tensor's header declares are the bytes its shape
+ * and dtype need (as the config implies the shape), and their sum is what will be read.
+ */
+function checkBytes(expected: Map<string, number[]>, info: (g: string) => TensorInfo, dir: string): number {
+  let total = 0;
+  for (const [g, shape] of expected) {
+    const t = info(g);
+    const want = shape.reduce((n, d) => n * d, 1) * DTYPE_SIZE[t.dtype];
+    if (t.byteLength !== want) {
+      throw new ModelError('E_SHAPE', `${dir}: tensor ${t.name} holds ${t.byteLength} bytes but the config implies [${shape.join(', ')}] of ${t.dtype} = ${want} bytes`);
+    }
+    total += want;
+  }
+  return total;
 }
 
 export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
@@ -102,18 +129,23 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
       }
     }
 
-    const totalBytes = [...expected.keys()].reduce((n, g) => n + ckpt.info(source.get(g)!).byteLength, 0);
+    const totalBytes = checkBytes(expected, (g) => ckpt.info(source.get(g)!), dir);
+    // A tensor counts as built once the work after its read is done: the layout and packing of
+    // what was read before tensor k end when tensor k is read, the rest when the model is built.
     let bytes = 0;
+    let builtBytes = 0;
     const read = (g: string) => {
       const name = source.get(g)!;
       const info = ckpt.info(name);
+      builtBytes = bytes;
       const data = ckpt.readFloat32(name);
       bytes += info.byteLength;
-      opts.onProgress?.({ bytes, totalBytes, tensor: name });
+      opts.onProgress?.({ bytes, totalBytes, builtBytes, tensor: name, phase: 'read' });
       return { data, shape: info.shape };
     };
     const weights = buildWeights(spec, read, { release: opts.keepWeights ? false : canRelease() });
     const model = new Decoder(spec, weights);
+    opts.onProgress?.({ bytes: totalBytes, totalBytes, builtBytes: totalBytes, tensor: '', phase: 'done' });
     let weightBytes = 0;
     const seen = new Set<tf.Tensor>();
     const count = (t: tf.Tensor | null) => { if (t && !seen.has(t)) { seen.add(t); weightBytes += t.size * 4; } };

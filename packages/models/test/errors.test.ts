@@ -246,9 +246,15 @@ describe('models: loading errors and layouts (wasm)', function () {
       const infos = [...f.tensors.values()];
       f.close();
       const fileBytes = infos.reduce((s, t) => s + t.byteLength, 0);
-      const progress: LoadProgress[] = [];
-      const m = await loadModel(llama, { onProgress: (p) => progress.push({ ...p }) });
+      const all: LoadProgress[] = [];
+      const m = await loadModel(llama, { onProgress: (p) => all.push({ ...p }) });
+      // one report per tensor read, then one when the weights are laid out, packed and built
+      const last = all[all.length - 1];
+      assert.deepEqual([last.phase, last.bytes, last.builtBytes, last.tensor], ['done', fileBytes, fileBytes, '']);
+      const progress = all.slice(0, -1);
       try {
+        assert.ok(progress.every((p, i) => p.phase === 'read' && p.builtBytes <= p.bytes && (i === 0 || p.builtBytes >= progress[i - 1].builtBytes)));
+        assert.ok(progress.some((p) => p.builtBytes < p.bytes), 'building lags reading');
         assert.equal(progress.length, infos.length);
         assert.deepEqual(progress.map((p) => p.tensor).sort(), infos.map((t) => t.name).sort());
         let prev = 0;

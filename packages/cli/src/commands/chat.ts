@@ -7,18 +7,21 @@
  * Piped (stdin not a terminal): one user message per line, each reply printed followed by a
  * blank line, so a conversation can be scripted.
  */
-import { readFileSync } from 'node:fs';
 import readline from 'node:readline';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { MoiError, UsageError } from '@moi/core';
 import { ChatSession, DEFAULT_MAX_CONTEXT, type TurnStats } from '../engine/chat-session.ts';
 import type { DoneEvent } from '../engine/generate.ts';
 import { loadEngine, type ModelFlags } from './load.ts';
-import { addModelOptions, addSamplingOptions, checkMaxTokens, int, mixFrom, samplingFrom, userPath, type SamplingFlags } from './options.ts';
+import { readUserFile } from './generate.ts';
+import { addModelOptions, addSamplingOptions, alias, checkSamplingFlags, int, mixFrom, samplingFrom, type SamplingFlags } from './options.ts';
+import { interruption, reportTurnError, warn } from './usage.ts';
 
 interface ChatFlags extends ModelFlags, SamplingFlags {
   system?: string;
+  systemPrompt?: string;
   maxContext: number;
+  ctxSize?: number;
   chatTemplate?: string;
   stats?: boolean;
 }
@@ -37,23 +40,32 @@ function statsLine(t: TurnStats, d: DoneEvent): string {
     `generated ${t.generatedTokens} at ${s.decodeTokPerSec.toFixed(1)} tok/s | finish: ${t.finishReason}]\n`;
 }
 
-function readTemplate(file: string): string {
-  try {
-    return readFileSync(userPath(file), 'utf8');
-  } catch (e) {
-    throw new UsageError('E_USAGE', `--chat-template ${file}: cannot read it (${(e as Error).message})`);
+async function run(o: ChatFlags, cmd: Command): Promise<void> {
+  o.system = alias(o.system, o.systemPrompt, '--system', '--system-prompt');
+  const typedContext = cmd.getOptionValueSource('maxContext') === 'cli';
+  if (o.ctxSize !== undefined && typedContext && o.ctxSize !== o.maxContext) {
+    throw new UsageError('E_USAGE', '--max-context and -c/--ctx-size (an alias) disagree: give one of them');
   }
-}
-
-async function run(o: ChatFlags): Promise<void> {
-  checkMaxTokens(o.maxTokens);
+  if (o.ctxSize !== undefined) o.maxContext = o.ctxSize;
+  checkSamplingFlags(o, cmd, { chat: true });
   if (!Number.isInteger(o.maxContext) || o.maxContext < 2) throw new UsageError('E_USAGE', `--max-context must be an integer ≥ 2, got ${o.maxContext}`);
-  const chatTemplate = o.chatTemplate !== undefined ? readTemplate(o.chatTemplate) : undefined;
+  const chatTemplate = o.chatTemplate !== undefined ? readUserFile('--chat-template', o.chatTemplate) : undefined;
   const { engine, progress } = await loadEngine(o);
   const session = new ChatSession(engine, {
     system: o.system, maxContext: o.maxContext, chatTemplate,
     defaults: { maxTokens: o.maxTokens, sampling: samplingFrom(o), mix: mixFrom(o), stop: o.stop, ignoreEos: Boolean(o.ignoreEos) },
   });
+  if ((o.ctxSize !== undefined || typedContext) && o.maxContext > engine.spec.maxPositionEmbeddings) {
+    warn(`--max-context ${o.maxContext} is capped at ${engine.spec.maxPositionEmbeddings}, the model's context (max_position_embeddings)`);
+  }
+  try {
+    // the template must render a first exchange now, not fail at the first message
+    session.render([...session.messages, { role: 'user', content: 'Hello' }]);
+  } catch (e) {
+    session.dispose();
+    engine.dispose();
+    throw e;
+  }
   const tty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
   const out = (s: string) => process.stdout.write(s);
   // notices go beside the replies at a terminal, and out of the way of a script's stdout
@@ -63,7 +75,10 @@ async function run(o: ChatFlags): Promise<void> {
   let generating: AbortController | null = null;
   const interrupt = () => {
     if (generating) generating.abort();
-    else rl.close();
+    else {
+      interruption.happened = true;
+      rl.close();
+    }
   };
   rl.on('SIGINT', interrupt); // Ctrl-C at a terminal (raw mode: no signal reaches the process)
   process.on('SIGINT', interrupt); // kill -INT, or Ctrl-C when piped
@@ -72,7 +87,8 @@ async function run(o: ChatFlags): Promise<void> {
     generating = new AbortController();
     let done: DoneEvent | null = null;
     try {
-      for await (const e of session.send(text, { signal: generating.signal, onPrefill: (p) => progress.prefill(p) })) {
+      progress.begin();
+      for await (const e of session.send(text, { signal: generating.signal, onPrefill: (p) => progress.prefill(p), prefillChunk: progress.prefillChunk })) {
         if (e.type === 'token') {
           progress.stop();
           if (e.text) out(e.text);
@@ -81,7 +97,8 @@ async function run(o: ChatFlags): Promise<void> {
     } catch (e) {
       progress.stop();
       if (!(e instanceof MoiError)) throw e;
-      process.stderr.write(`moi-gen: error: ${e.message}\n`);
+      // the session goes on; a script's run still ends with the failure's exit code
+      reportTurnError(e);
       return;
     } finally {
       generating = null;
@@ -91,7 +108,7 @@ async function run(o: ChatFlags): Promise<void> {
     else if (done?.finishReason === 'length' && session.cachedTokens + 1 >= session.capacity) {
       notice(`(the context of ${session.capacity} tokens is full: type /reset to start over)`);
     }
-    if (o.stats && done) process.stderr.write(statsLine(session.turns[session.turns.length - 1], done));
+    if ((o.stats || o.verbose) && done) process.stderr.write(statsLine(session.turns[session.turns.length - 1], done));
   }
 
   try {
@@ -123,11 +140,13 @@ async function run(o: ChatFlags): Promise<void> {
 export function chatCommand(): Command {
   const cmd = new Command('chat')
     .description('chat with a model in its chat template (multi-turn, one KV cache: each turn prefills only its new tokens)')
-    .option('--system <text>', 'system prompt (kept across /reset)')
-    .option('--max-context <n>', `most tokens the conversation may hold (capped by the model's context)`, int('--max-context'), DEFAULT_MAX_CONTEXT)
+    .option('--system <text>', 'system prompt (kept across /reset); alias --system-prompt')
+    .addOption(new Option('--system-prompt <text>', 'alias of --system').hideHelp())
+    .option('--max-context <n>', `most tokens the conversation may hold (capped by the model's context); alias -c, --ctx-size`, int('--max-context'), DEFAULT_MAX_CONTEXT)
+    .addOption(new Option('-c, --ctx-size <n>', 'alias of --max-context').argParser(int('--ctx-size')).hideHelp())
     .option('--chat-template <file>', 'a Jinja chat template to use instead of the model\'s (e.g. for a base model)')
     .option('--stats', 'print per-turn token counts and speed to stderr');
   addModelOptions(cmd);
   addSamplingOptions(cmd);
-  return cmd.action((o: ChatFlags) => run(o));
+  return cmd.action((o: ChatFlags, c: Command) => run(o, c));
 }

@@ -3,26 +3,58 @@
  * machine-readable object instead: text, tokens, per-step entropy and mix weight, stats.
  */
 import { readFileSync } from 'node:fs';
-import { Command } from 'commander';
-import { UsageError } from '@moi/core';
+import { Command, Option } from 'commander';
+import { notRegularFile, UsageError } from '@moi/core';
 import { generate, type DoneEvent, type TokenEvent } from '../engine/generate.ts';
 import type { Engine } from '../engine/engine.ts';
-import { encodeChat } from '../text/index.ts';
+import { encodeChat, renderChat, type Tokenizer } from '../text/index.ts';
 import { loadEngine, type ModelFlags } from './load.ts';
-import { addModelOptions, addSamplingOptions, checkMaxTokens, idList, mixFrom, samplingFrom, type SamplingFlags } from './options.ts';
+import {
+  addModelOptions, addSamplingOptions, alias, checkSamplingFlags, idList, int, mixFrom, samplingFrom, userPath, type SamplingFlags,
+} from './options.ts';
+import { interruption, warn } from './usage.ts';
 
 interface GenerateFlags extends ModelFlags, SamplingFlags {
   prompt?: string;
+  file?: string;
   ids?: number[];
   chat?: boolean;
   system?: string;
+  systemPrompt?: string;
+  chatTemplate?: string;
+  ctxSize?: number;
   json?: boolean;
   stats?: boolean;
 }
 
-/** Prompt text from -p, the arguments, or stdin (when it is not a terminal). */
+/** The prompt sources given on the command line; more than one is a usage error. */
+export function promptSources(args: string[], o: { prompt?: string; file?: string; ids?: number[] }): string[] {
+  const given: string[] = [];
+  if (args.length) given.push(`a prompt argument (${JSON.stringify(args.join(' ').slice(0, 40))})`);
+  if (o.prompt !== undefined) given.push('-p/--prompt');
+  if (o.file !== undefined) given.push('-f/--file');
+  if (o.ids !== undefined) given.push('--ids');
+  if (given.length > 1) throw new UsageError('E_USAGE', `conflicting prompts: ${given.join(' and ')}; give only one`);
+  return given;
+}
+
+/** A text file the user named with a flag, read whole; a bad one is a usage error naming the flag. */
+export function readUserFile(flag: string, file: string): string {
+  const full = userPath(file);
+  const problem = notRegularFile(full);
+  if (problem) throw new UsageError('E_USAGE', `${flag} ${file}: cannot read it: it ${problem}`);
+  try {
+    return readFileSync(full, 'utf8');
+  } catch (e) {
+    throw new UsageError('E_USAGE', `${flag} ${file}: cannot read it (${(e as Error).message})`);
+  }
+}
+
+/** Prompt text from -p, -f, the arguments, or stdin (when it is not a terminal). */
 function promptText(args: string[], o: GenerateFlags): string | null {
+  promptSources(args, o);
   if (o.prompt !== undefined) return o.prompt;
+  if (o.file !== undefined) return readUserFile('--file', o.file).replace(/\n$/, '');
   if (args.length) return args.join(' ');
   if (!process.stdin.isTTY) {
     const text = readFileSync(0, 'utf8');
@@ -31,42 +63,84 @@ function promptText(args: string[], o: GenerateFlags): string | null {
   return null;
 }
 
-export function promptIds(engine: Engine, text: string | null, o: { ids?: number[]; chat?: boolean; system?: string }): number[] {
+export function promptIds(engine: Engine, text: string | null, o: { ids?: number[]; chat?: boolean; system?: string; chatTemplate?: string }): number[] {
   if (o.ids) {
     if (text !== null) throw new UsageError('E_USAGE', 'give either --ids or a prompt, not both');
     if (o.chat) throw new UsageError('E_USAGE', '--chat needs a text prompt, not --ids');
     return o.ids;
   }
-  if (text === null) throw new UsageError('E_USAGE', 'no prompt: pass it as an argument, with -p, on stdin, or as --ids');
+  if (text === null) throw new UsageError('E_USAGE', 'no prompt: pass it as an argument, with -p, -f, on stdin, or as --ids');
   const tok = engine.tokenizer;
   if (!tok) throw new UsageError('E_USAGE', `${engine.dir} has no tokenizer.json: pass token ids with --ids`);
   if (o.chat) {
     const messages = [...(o.system ? [{ role: 'system', content: o.system }] : []), { role: 'user', content: text }];
-    return encodeChat(tok, messages, { addGenerationPrompt: true });
+    if (o.chatTemplate === undefined) return encodeChat(tok, messages, { addGenerationPrompt: true });
+    // as encodeChat, with the given template
+    const src = { ...templateTokens(tok), chatTemplate: o.chatTemplate, chatTemplateOrigin: 'the --chat-template file' };
+    const ids = tok.encode(renderChat(src, messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
+    if (tok.addsBos && ids[0] !== tok.bosTokenId) ids.unshift(tok.bosTokenId!);
+    return ids;
   }
   if (o.system) throw new UsageError('E_USAGE', '--system needs --chat');
   return tok.encode(text, { addSpecialTokens: true });
 }
 
-async function run(args: string[], o: GenerateFlags): Promise<void> {
-  checkMaxTokens(o.maxTokens);
-  const text = o.ids ? null : promptText(args, o);
+function templateTokens(tok: Tokenizer) {
+  return { bosToken: tok.bosToken, eosToken: tok.eosToken, padToken: tok.padToken, unkToken: tok.unkToken, source: tok.source };
+}
+
+/**
+ * The most new tokens that fit: the context (--ctx-size, capped by max_position_embeddings)
+ * holds the prompt and every generated token but the last. A prompt that fills it is E_CONTEXT.
+ */
+function fitMaxTokens(engine: Engine, promptLength: number, o: GenerateFlags, cmd: Command): number {
+  const modelMax = engine.spec.maxPositionEmbeddings;
+  let context = modelMax;
+  if (o.ctxSize !== undefined) {
+    if (o.ctxSize > modelMax) warn(`--ctx-size ${o.ctxSize} is capped at ${modelMax}, the model's context (max_position_embeddings)`);
+    context = Math.min(o.ctxSize, modelMax);
+  }
+  const where = o.ctxSize !== undefined && context < modelMax ? '--ctx-size' : 'max_position_embeddings';
+  if (promptLength >= context) {
+    throw new UsageError('E_CONTEXT', `the prompt has ${promptLength} tokens but the context is ${context} tokens (${where}); shorten the prompt`);
+  }
+  const fits = context - promptLength + 1;
+  if (o.maxTokens > fits) {
+    if (cmd.getOptionValueSource('maxTokens') === 'cli') {
+      warn(`--max-tokens ${o.maxTokens} is capped at ${fits}: the context is ${context} tokens (${where}) and the prompt has ${promptLength}`);
+    }
+    return fits;
+  }
+  return o.maxTokens;
+}
+
+async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void> {
+  o.system = alias(o.system, o.systemPrompt, '--system', '--system-prompt');
+  checkSamplingFlags(o, cmd, { json: o.json });
+  if (o.ctxSize !== undefined && o.ctxSize < 2) throw new UsageError('E_USAGE', `--ctx-size must be an integer ≥ 2, got ${o.ctxSize}`);
+  if (o.chatTemplate !== undefined && !o.chat) warn('--chat-template has no effect without --chat');
+  const chatTemplate = o.chatTemplate !== undefined ? readUserFile('--chat-template', o.chatTemplate) : undefined;
+  const text = o.ids ? (promptSources(args, o), null) : promptText(args, o);
   const { engine, progress } = await loadEngine(o, Boolean(o.json));
-  const ids = promptIds(engine, text, o);
+  const ids = promptIds(engine, text, { ...o, chatTemplate });
   const request = {
-    promptIds: ids, maxTokens: o.maxTokens, sampling: samplingFrom(o), mix: mixFrom(o),
+    promptIds: ids, maxTokens: fitMaxTokens(engine, ids.length, o, cmd), sampling: samplingFrom(o), mix: mixFrom(o),
     stop: o.stop, ignoreEos: Boolean(o.ignoreEos),
   };
   const abort = new AbortController();
-  const onSigint = () => abort.abort();
+  const onSigint = () => { interruption.happened = true; abort.abort(); };
   process.once('SIGINT', onSigint);
   const tokens: TokenEvent[] = [];
   let done: DoneEvent | null = null;
+  // without a tokenizer the output is the ids themselves
+  const write = engine.tokenizer ? (e: TokenEvent) => e.text && process.stdout.write(e.text)
+    : (e: TokenEvent) => process.stdout.write(`${tokens.length > 1 ? ' ' : ''}${e.token}`);
+  progress.begin();
   try {
-    for await (const e of generate(engine, [request], { signal: abort.signal, onPrefill: (p) => progress.prefill(p) })) {
+    for await (const e of generate(engine, [request], { signal: abort.signal, onPrefill: (p) => progress.prefill(p), prefillChunk: progress.prefillChunk })) {
       if (e.type === 'token') {
         tokens.push(e);
-        if (!o.json && e.text) process.stdout.write(e.text);
+        if (!o.json) write(e);
       } else done = e;
     }
   } finally {
@@ -95,7 +169,7 @@ async function run(args: string[], o: GenerateFlags): Promise<void> {
     return;
   }
   process.stdout.write('\n');
-  if (o.stats) {
+  if (o.stats || o.verbose) {
     const s = done.stats;
     process.stderr.write(`[${engine.backend.name}] prompt ${s.promptTokens} tok, ${s.prefillTokPerSec.toFixed(1)} tok/s | ` +
       `generated ${s.generatedTokens} tok, ${s.decodeTokPerSec.toFixed(1)} tok/s | finish: ${s.finishReason}\n`);
@@ -113,12 +187,16 @@ export function generateCommand(): Command {
     .description('generate text from a prompt (standard decoding or Mixture of Inputs)')
     .argument('[prompt...]', 'the prompt (else -p, or stdin)')
     .option('-p, --prompt <text>', 'the prompt')
+    .option('-f, --file <file>', 'read the prompt from a file')
     .option('--ids <ids>', 'the prompt as raw token ids, e.g. 1,2,3', idList)
     .option('--chat', 'wrap the prompt in the model\'s chat template')
-    .option('--system <text>', 'system prompt (with --chat)')
+    .option('--system <text>', 'system prompt (with --chat); alias --system-prompt')
+    .addOption(new Option('--system-prompt <text>', 'alias of --system').hideHelp())
+    .option('--chat-template <file>', 'a Jinja chat template to use instead of the model\'s (with --chat)')
+    .option('-c, --ctx-size <n>', 'context size in tokens, prompt included (default and most: the model\'s max_position_embeddings)', int('--ctx-size'))
     .option('--json', 'print one JSON object: text, tokens, per-step entropy and mix weight, stats')
     .option('--stats', 'print speed and finish reason to stderr');
   addModelOptions(cmd);
   addSamplingOptions(cmd);
-  return cmd.action((args: string[], o: GenerateFlags) => run(args, o));
+  return cmd.action((args: string[], o: GenerateFlags, c: Command) => run(args, o, c));
 }

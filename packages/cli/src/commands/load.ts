@@ -1,10 +1,10 @@
 /** Loading an engine for a command, with progress on a TTY. */
 import { ModelError, UsageError } from '@moi/core';
 import { Engine } from '../engine/engine.ts';
-import { makeProgress, showProgress, type Progress } from '../progress.ts';
+import { makeProgress, prefillChunkFor, showProgress, type Progress } from '../progress.ts';
 import { modelArg } from './options.ts';
 
-export interface ModelFlags { model: string; backend?: string; revision?: string; quiet?: boolean }
+export interface ModelFlags { model: string; backend?: string; revision?: string; quiet?: boolean; verbose?: boolean }
 
 export async function loadEngine(o: ModelFlags, forceQuiet = false): Promise<{ engine: Engine; progress: Progress }> {
   const progress = makeProgress(showProgress(Boolean(o.quiet) || forceQuiet));
@@ -21,5 +21,13 @@ export async function loadEngine(o: ModelFlags, forceQuiet = false): Promise<{ e
     throw err;
   });
   progress.stop();
+  if (progress.prefillChunk !== undefined) progress.prefillChunk = prefillChunkFor(engine.loaded.checkpointBytes);
+  if (o.verbose) {
+    const s = engine.spec;
+    const l = engine.loaded;
+    process.stderr.write(`moi-gen: loaded ${engine.dir}: ${s.modelType}, ${s.numLayers} layers, hidden ${s.hiddenSize}, vocab ${s.vocabSize}, ` +
+      `context ${s.maxPositionEmbeddings}; ${(l.checkpointBytes / 1e6).toFixed(1)} MB in ${l.loadSeconds.toFixed(2)} s on ${engine.backend.name}` +
+      `${engine.tokenizer ? '' : '; no tokenizer.json (ids in, ids out)'}\n`);
+  }
   return { engine, progress };
 }

@@ -3,8 +3,9 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UsageError } from '@moi/core';
-import { anySoftOption, type MixOptions, type SoftOptions } from '@moi/moi';
-import type { SamplingParams } from '../sampling/index.ts';
+import { anySoftOption, resolveMixSettings, type MixOptions, type SoftOptions } from '@moi/moi';
+import { resolveSamplingParams, type SamplingParams } from '../sampling/index.ts';
+import { warn } from './usage.ts';
 
 /** Paths the user typed are relative to where they typed them (pnpm runs scripts from the root). */
 export function userPath(p: string): string {
@@ -39,12 +40,14 @@ export function addModelOptions(cmd: Command): Command {
     .requiredOption('-m, --model <dir|id>', 'model folder, or a Hugging Face hub id (found in the HF cache, else downloaded)')
     .addOption(new Option('--backend <name>', 'tfjs backend (default: $MOI_BACKEND, else tensorflow > wasm > cpu)').choices(['tensorflow', 'wasm', 'cpu', 'webgpu']))
     .option('--revision <rev>', 'hub revision', 'main')
-    .option('-q, --quiet', 'no progress bars');
+    .option('-q, --quiet', 'no progress bars')
+    .option('-v, --verbose', 'print what was loaded (model, backend, time) and the speed to stderr');
 }
 
 export function addSamplingOptions(cmd: Command): Command {
   return cmd
-    .option('--temperature <t>', 'sampling temperature; 0 = greedy (default: generation_config.json, else 1)', num('--temperature'))
+    .option('--temperature <t>', 'sampling temperature; 0 = greedy (default: generation_config.json, else 1); alias --temp', num('--temperature'))
+    .addOption(new Option('--temp <t>', 'alias of --temperature').argParser(num('--temp')).hideHelp())
     .option('--top-p <p>', 'nucleus sampling mass', num('--top-p'))
     .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', int('--top-k'))
     .option('--min-p <p>', 'keep tokens with p ≥ min-p × max p', num('--min-p'))
@@ -52,7 +55,7 @@ export function addSamplingOptions(cmd: Command): Command {
     .option('--presence-penalty <x>', 'OpenAI presence penalty', num('--presence-penalty'))
     .option('--frequency-penalty <x>', 'OpenAI frequency penalty', num('--frequency-penalty'))
     .option('--seed <n>', 'random seed (same seed and inputs, same tokens)', int('--seed'))
-    .option('--max-tokens <n>', 'most new tokens', int('--max-tokens'), 256)
+    .option('-n, --max-tokens <n>', 'most new tokens', int('--max-tokens'), 256)
     .option('--stop <text>', 'stop when this text appears (repeatable)', collect)
     .option('--ignore-eos', 'keep generating past the end-of-sequence token')
     .addOption(new Option('--mode <mode>', 'input mixing: standard (off), moi, direct, soft (Soft Thinking)').choices(['standard', 'moi', 'direct', 'soft']))
@@ -75,7 +78,7 @@ export function addSamplingOptions(cmd: Command): Command {
 }
 
 export interface SamplingFlags {
-  temperature?: number; topP?: number; topK?: number; minP?: number;
+  temperature?: number; temp?: number; topP?: number; topK?: number; minP?: number;
   repetitionPenalty?: number; presencePenalty?: number; frequencyPenalty?: number;
   seed?: number; logprobs?: number;
   mode?: string; beta?: string; mixTopk?: string; mixPrior?: string;
@@ -83,6 +86,33 @@ export interface SamplingFlags {
   afterThinkingTemperature?: number; afterThinkingTopP?: number; afterThinkingTopK?: number; afterThinkingMinP?: number;
   softNoise?: string; gumbelTau?: number; dirichletAlpha?: number;
   maxTokens: number; stop?: string[]; ignoreEos?: boolean;
+}
+
+/** One value from a flag and its alias (`--temperature`/`--temp`): both given and different is an error. */
+export function alias<T>(value: T | undefined, aliasValue: T | undefined, flag: string, aliasFlag: string): T | undefined {
+  if (value !== undefined && aliasValue !== undefined && value !== aliasValue) {
+    throw new UsageError('E_USAGE', `${flag} and ${aliasFlag} (an alias) disagree: give one of them`);
+  }
+  return value ?? aliasValue;
+}
+
+/**
+ * Before the model loads: aliases merged, sampling and mixing flags validated (so a bad value
+ * costs no load), and a warning for each flag that will have no effect.
+ */
+export function checkSamplingFlags(o: SamplingFlags, cmd: Command, where: { json?: boolean; chat?: boolean }): void {
+  o.temperature = alias(o.temperature, o.temp, '--temperature', '--temp');
+  checkMaxTokens(o.maxTokens);
+  resolveSamplingParams(samplingFrom(o));
+  const mix = resolveMixSettings(mixFrom(o), process.env);
+  const typed = (name: string) => cmd.getOptionValueSource(name) === 'cli';
+  if (o.logprobs !== undefined && where.chat) warn('--logprobs has no effect in chat');
+  else if (o.logprobs !== undefined && !where.json) warn('--logprobs has no effect without --json');
+  if (o.beta !== undefined && mix.mode !== 'moi') warn(`--beta has no effect with --mode ${mix.mode}`);
+  if (mix.mode === 'standard') {
+    if (typed('mixTopk')) warn('--mix-topk has no effect with --mode standard');
+    if (o.mixPrior !== undefined) warn('--mix-prior has no effect with --mode standard');
+  }
 }
 
 export function samplingFrom(o: SamplingFlags): Partial<SamplingParams> {

@@ -1,19 +1,31 @@
 /** `moi-gen score`: the raw next-token logits of a prompt, one full forward, no cache. */
 import { Command } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
+import { UsageError } from '@moi/core';
 import { loadEngine, type ModelFlags } from './load.ts';
 import { addModelOptions, idList } from './options.ts';
-import { promptIds } from './generate.ts';
+import { promptIds, promptSources } from './generate.ts';
+import { checkFiniteRows } from '../engine/finite.ts';
 
 interface ScoreFlags extends ModelFlags { ids?: number[]; prompt?: string; json?: boolean }
 
 async function run(args: string[], o: ScoreFlags): Promise<void> {
+  promptSources(args, o);
   const { engine } = await loadEngine(o, true);
   const text = o.prompt ?? (args.length ? args.join(' ') : null);
   const ids = promptIds(engine, o.ids ? null : text, { ids: o.ids });
+  const context = engine.spec.maxPositionEmbeddings;
+  if (ids.length > context) {
+    // the same class and code as generate's (exit 2)
+    throw new UsageError('E_CONTEXT', `the prompt has ${ids.length} tokens but the context is ${context} tokens (max_position_embeddings); shorten the prompt`);
+  }
+  for (const id of ids) {
+    if (id >= engine.spec.vocabSize) throw new UsageError('E_REQUEST', `token id ${id} is outside the vocabulary (0..${engine.spec.vocabSize - 1})`);
+  }
   const logits = engine.model.forward({ ids: [ids] });
   const rows = (await logits.array()) as number[][][];
   logits.dispose();
+  checkFiniteRows(rows[0]);
   if (o.json) {
     process.stdout.write(JSON.stringify({ model: engine.dir, backend: engine.backend.name, input_ids: ids, logits: rows[0] }) + '\n');
     return;

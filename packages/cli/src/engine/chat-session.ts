@@ -29,6 +29,8 @@ export interface ChatSessionOptions {
 export interface SendOptions extends Omit<GenerateRequest, 'promptIds'> {
   signal?: AbortSignal;
   onPrefill?: (p: { row: number; done: number; total: number }) => void;
+  /** prompt tokens per prefill forward (see GenerateOptions.prefillChunk) */
+  prefillChunk?: number;
 }
 
 /** What one turn cost. */
@@ -130,10 +132,10 @@ export class ChatSession {
       }
       const merged: SendOptions = { ...this.opts.defaults };
       for (const [k, v] of Object.entries(opts)) if (v !== undefined) (merged as Record<string, unknown>)[k] = v;
-      const { signal, onPrefill, ...request } = merged;
+      const { signal, onPrefill, prefillChunk, ...request } = merged;
       let done: DoneEvent | null = null;
       try {
-        for await (const e of generate(this.engine, [{ ...request, promptIds: suffix }], { cache: this.cache, signal, onPrefill })) {
+        for await (const e of generate(this.engine, [{ ...request, promptIds: suffix }], { cache: this.cache, signal, onPrefill, prefillChunk })) {
           if (e.type === 'done') done = e;
           yield e;
         }

@@ -19,6 +19,7 @@ import {
 import { createRng, resolveSamplingParams, sample, type RowState, type SamplingParams } from '../sampling/index.ts';
 import { StreamingDetokenizer, type Tokenizer } from '../text/index.ts';
 import type { Engine } from './engine.ts';
+import { checkFiniteColumn, finiteProbe } from './finite.ts';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
 
@@ -260,6 +261,7 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
         if (mix) cols.push(mix.entropy, mix.weightOnSampled, tf.cast(mix.numCandidates, 'float32'));
         if (mix?.extra) cols.push(...tf.unstack(mix.extra, 1));
         if (s.logprobs) cols.push(mix?.tokens ? logprobAt(logits!, mix.tokens) : s.logprobs.chosen);
+        cols.push(finiteProbe(logits!)); // issue 9: last column, 0 or NaN (see finite.ts)
         const packed: tf.Tensor2D[] = [tf.stack(cols, 1) as tf.Tensor2D];
         if (s.logprobs?.topIds) packed.push(tf.cast(s.logprobs.topIds, 'float32'), s.logprobs.topLogprobs!);
         return { packed: tf.concat(packed, 1) as tf.Tensor2D, embeds: mix ? mix.embeds : undefined, ncols: cols.length, nextra: mix?.extra ? mix.extra.shape[1] : 0 };
@@ -274,6 +276,7 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
       const stillLive: Row[] = [];
       const events: GenerationEvent[] = [];
       const nTop = (width - out.ncols) / 2;
+      checkFiniteColumn(values, live.length, width, out.ncols - 1, step, () => out.embeds?.dispose()); // issue 9
       for (let i = 0; i < live.length; i++) {
         const row = live[i];
         const o = i * width;

@@ -18,7 +18,20 @@ export interface HubContext {
   metaTimeoutMs: number;
   /** Longest wait for the next bytes of a download, ms (HF_HUB_DOWNLOAD_TIMEOUT). */
   readTimeoutMs: number;
+  /**
+   * Overall deadline of one file: it must arrive within `deadlineMs` plus its size at
+   * `minRate` bytes/s (MOI_HUB_DEADLINE, MOI_HUB_MIN_RATE). Defaults: DEFAULT_DEADLINE_MS, DEFAULT_MIN_RATE.
+   */
+  deadlineMs?: number;
+  minRate?: number;
 }
+
+/** Grace period of every file's deadline (MOI_HUB_DEADLINE, seconds). */
+export const DEFAULT_DEADLINE_MS = 60_000;
+/** Slowest average transfer accepted, bytes/s (MOI_HUB_MIN_RATE). */
+export const DEFAULT_MIN_RATE = 100_000;
+/** A file whose size the server does not announce may not exceed this. */
+export const MAX_UNSIZED_BYTES = 2 ** 31;
 
 /** What a HEAD request tells about one repo file. */
 export interface FileMeta {
@@ -217,6 +230,29 @@ export async function downloadBlob(
   fs.renameSync(part, blob);
 }
 
+/**
+ * The overall deadline of one transfer: grace + bytes/minRate after it starts, where bytes is the
+ * size still to come (or, for a file of unknown size, what has come so far). Aborts `ctrl` when
+ * it passes; re-arms itself while an unsized file keeps the average rate.
+ */
+function transferDeadline(ctx: HubContext, ctrl: AbortController, toCome: () => number) {
+  const grace = ctx.deadlineMs ?? DEFAULT_DEADLINE_MS;
+  const rate = ctx.minRate ?? DEFAULT_MIN_RATE;
+  const t0 = performance.now();
+  let passed = false;
+  const due = () => t0 + grace + (toCome() / rate) * 1000;
+  let timer: NodeJS.Timeout;
+  const arm = () => {
+    timer = setTimeout(() => {
+      if (performance.now() < due()) return arm();
+      passed = true;
+      ctrl.abort(new Error('deadline passed'));
+    }, Math.max(1, due() - performance.now()));
+  };
+  arm();
+  return { passed: () => passed, seconds: () => (due() - t0) / 1000, done: () => clearTimeout(timer) };
+}
+
 /** One GET into `part` from byte `start`; returns the offset the written bytes began at. */
 async function fetchInto(
   ctx: HubContext,
@@ -225,8 +261,11 @@ async function fetchInto(
   start: number,
   onBytes: (bytes: number) => void,
 ): Promise<number> {
-  const idle = idleSignal(ctx.readTimeoutMs, ctx.signal);
+  const deadlineCtrl = new AbortController();
+  const outer = ctx.signal ? AbortSignal.any([ctx.signal, deadlineCtrl.signal]) : deadlineCtrl.signal;
+  const idle = idleSignal(ctx.readTimeoutMs, outer);
   let written = start;
+  const deadline = transferDeadline(ctx, deadlineCtrl, () => (meta.size !== undefined ? meta.size - start : written - start));
   try {
     const range: Record<string, string> = start > 0 ? { range: `bytes=${start}-` } : {};
     let res = await fetchFollow(ctx, meta.file, meta.url, 'GET', range, idle.signal, idle.timedOut);
@@ -263,8 +302,17 @@ async function fetchInto(
       expected = len !== null && /^\d+$/.test(len) ? Number(len) : undefined;
     }
     if (!res.body) throw new MoiError('E_HUB_BAD_RESPONSE', `${ctx.repoId}/${meta.file}: empty response body`);
+    // The most bytes this file may have: what HEAD announced, else what this answer announces.
+    const limit = meta.size ?? expected ?? MAX_UNSIZED_BYTES;
+    if (expected !== undefined && meta.size !== undefined && expected !== meta.size) {
+      await res.body.cancel().catch(() => {});
+      fs.rmSync(part, { force: true });
+      throw new MoiError('E_HUB_BAD_RESPONSE',
+        `${ctx.repoId}/${meta.file}: the download announces ${expected} bytes but the file's metadata announced ${meta.size}`);
+    }
     onBytes(written);
     const fh = await fs.promises.open(part, start > 0 ? 'a' : 'w');
+    let tooLong = false;
     try {
       const reader = res.body.getReader();
       for (;;) {
@@ -272,24 +320,57 @@ async function fetchInto(
         try {
           chunk = await reader.read();
         } catch (err) {
+          if (deadline.passed()) throw pastDeadline(ctx, meta, part, written, deadline.seconds(), err);
           throw interrupted(ctx, meta, part, written, expected, err, idle.timedOut());
         }
         if (chunk.done) break;
         idle.touch();
-        await fh.write(chunk.value);
-        written += chunk.value.byteLength;
+        let bytes = chunk.value;
+        if (written + bytes.byteLength > limit) {
+          // never keep a byte past the announced size
+          bytes = bytes.subarray(0, limit - written);
+          tooLong = true;
+        }
+        await fh.write(bytes);
+        written += bytes.byteLength;
         onBytes(written);
+        if (tooLong) {
+          await reader.cancel().catch(() => {});
+          break;
+        }
       }
     } finally {
       await fh.close();
+    }
+    if (tooLong) {
+      fs.rmSync(part, { force: true }); // the server disagrees with itself: start over next time
+      const what = meta.size !== undefined || expected !== undefined ? `the ${limit} bytes announced` : `${limit} bytes (no size was announced)`;
+      throw new MoiError('E_HUB_BAD_RESPONSE', `${ctx.repoId}/${meta.file} from ${ctx.endpoint}: the server sent more than ${what}; the download was stopped`);
     }
     if (expected !== undefined && written !== expected) {
       throw interrupted(ctx, meta, part, written, expected, undefined, false);
     }
     return start;
+  } catch (err) {
+    if (deadline.passed() && !(err instanceof MoiError && err.code === 'E_HUB_DEADLINE')) {
+      throw pastDeadline(ctx, meta, part, written, deadline.seconds(), err);
+    }
+    throw err;
   } finally {
     idle.done();
+    deadline.done();
   }
+}
+
+/** `E_HUB_DEADLINE`: the file did not arrive in time (the partial file stays, to resume). */
+function pastDeadline(ctx: HubContext, meta: FileMeta, part: string, written: number, seconds: number, err: unknown): MoiError {
+  const of = meta.size !== undefined ? ` of ${meta.size}` : '';
+  return new MoiError(
+    'E_HUB_DEADLINE',
+    `download of ${ctx.repoId}/${meta.file} from ${ctx.endpoint} did not finish within its deadline of ${seconds.toFixed(1)} s ` +
+      `(${written}${of} bytes arrived; MOI_HUB_DEADLINE + size / MOI_HUB_MIN_RATE); run again to resume from the partial file ${part}`,
+    { cause: err },
+  );
 }
 
 /** `E_HUB_INTERRUPTED` (or `E_HUB_ABORTED`) for a download that stopped early; the partial file stays. */

@@ -21,7 +21,7 @@ import {
   snapshotDir,
   writeRef,
 } from './cache.ts';
-import { type FileMeta, type HubContext, downloadBlob, headFile } from './download.ts';
+import { DEFAULT_DEADLINE_MS, DEFAULT_MIN_RATE, type FileMeta, type HubContext, downloadBlob, headFile } from './download.ts';
 
 export interface DownloadProgress {
   /** Repo file being downloaded. */
@@ -74,6 +74,26 @@ function isTruthy(value: string | undefined): boolean {
 function seconds(value: string | undefined, fallback: number): number {
   const n = Number(value);
   return (value !== undefined && Number.isFinite(n) && n > 0 ? n : fallback) * 1000;
+}
+
+function positive(value: string | undefined, fallback: number): number {
+  const n = Number(value);
+  return value !== undefined && Number.isFinite(n) && n > 0 ? n : fallback;
+}
+
+/** The hub base URL, which must be an http(s) URL; a bad one is named with where it came from. */
+function hubEndpoint(value: string, fromEnv: boolean): string {
+  let url: URL | null = null;
+  try {
+    url = new URL(value);
+  } catch {
+    url = null;
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+    throw new UsageError('E_HUB_ENDPOINT',
+      `${fromEnv ? 'HF_ENDPOINT' : 'the hub endpoint'} ${JSON.stringify(value)} is not an http(s) URL (e.g. ${DEFAULT_ENDPOINT}); fix or unset it`);
+  }
+  return value.replace(/\/+$/, '');
 }
 
 /** opts.token, HF_TOKEN, HUGGING_FACE_HUB_TOKEN, else the file `huggingface-cli login` writes. */
@@ -146,12 +166,14 @@ export async function resolveModel(idOrPath: string, opts: ResolveOptions = {}):
   }
 
   const ctx: HubContext = {
-    endpoint: (opts.endpoint ?? env.HF_ENDPOINT ?? DEFAULT_ENDPOINT).replace(/\/+$/, ''),
+    endpoint: hubEndpoint(opts.endpoint ?? env.HF_ENDPOINT ?? DEFAULT_ENDPOINT, opts.endpoint === undefined && env.HF_ENDPOINT !== undefined),
     repoId,
     token: hubToken(env, opts.token),
     signal: opts.signal,
     metaTimeoutMs: seconds(env.HF_HUB_ETAG_TIMEOUT, 10),
     readTimeoutMs: seconds(env.HF_HUB_DOWNLOAD_TIMEOUT, 10),
+    deadlineMs: seconds(env.MOI_HUB_DEADLINE, DEFAULT_DEADLINE_MS / 1000),
+    minRate: positive(env.MOI_HUB_MIN_RATE, DEFAULT_MIN_RATE),
   };
   try {
     return await downloadSnapshot(ctx, repoDir, revision, opts.onProgress);
