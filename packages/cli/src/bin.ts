@@ -12,6 +12,7 @@ import { scoreCommand } from './commands/score.ts';
 import { benchCommand } from './commands/bench.ts';
 import { extraCommands } from './commands/extra.ts';
 import { synthCommand } from './commands/synth.ts';
+import { evalCommand } from './commands/eval.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -26,6 +27,7 @@ export function program(): Command {
   for (const c of extraCommands()) p.addCommand(c);
   p.addCommand(benchCommand());
   p.addCommand(synthCommand());
+  p.addCommand(evalCommand());
   for (const c of p.commands) c.exitOverride().showHelpAfterError('(run with --help for usage)');
   return p;
 }

@@ -17,6 +17,7 @@ import { moiMixer, resolveMixSettings, type InputMixer, type MixOptions, type Mi
 import { createRng, resolveSamplingParams, sample, type RowState, type SamplingParams } from '../sampling/index.ts';
 import { StreamingDetokenizer, type Tokenizer } from '../text/index.ts';
 import type { Engine } from './engine.ts';
+import { readTrace, traceColumns, traceWidth, type TokenTrace } from '../trace/candidates.ts';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
 
@@ -32,6 +33,8 @@ export interface GenerateRequest {
   stop?: string[];
   /** keep going past EOS */
   ignoreEos?: boolean;
+  /** record per-step diagnostics in every mode (token events get `trace`), with this many top candidates (0 = H and w_y only) */
+  trace?: number;
 }
 
 export interface TokenLogprobs {
@@ -68,6 +71,8 @@ export interface TokenEvent {
   logprobs?: TokenLogprobs;
   /** null in standard mode */
   mix: MixDiagnostics | null;
+  /** with request.trace: H, w_y and the top candidates of this step */
+  trace?: TokenTrace;
 }
 
 export interface DoneEvent {
@@ -236,6 +241,8 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
     for (let step = 0; live.length > 0; step++) {
       const mixing = live.some((r) => r.settings.mode !== 'standard');
       const states = live.map((r) => r.state);
+      const traceN = Math.min(engine.spec.vocabSize, Math.max(-1, ...live.map((r) => r.request.trace ?? -1)));
+      const traceW = traceN >= 0 ? traceWidth(traceN) : 0;
       // Everything of the step on the device; one packed read at the end.
       type StepOut = { packed: tf.Tensor2D; embeds: tf.Tensor2D | undefined; ncols: number };
       const out = tf.tidy((): StepOut => {
@@ -253,6 +260,7 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
         if (s.logprobs) cols.push(s.logprobs.chosen);
         const packed: tf.Tensor2D[] = [tf.stack(cols, 1) as tf.Tensor2D];
         if (s.logprobs?.topIds) packed.push(tf.cast(s.logprobs.topIds, 'float32'), s.logprobs.topLogprobs!);
+        if (traceN >= 0) packed.push(traceColumns(logits!, s.processedLogits, s.ids, live.map((r) => r.settings), traceN));
         return { packed: tf.concat(packed, 1) as tf.Tensor2D, embeds: mix ? mix.embeds : undefined, ncols: cols.length };
       });
       const values = out.packed.dataSync(); // the step's single device→host read
@@ -264,7 +272,7 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
 
       const stillLive: Row[] = [];
       const events: GenerationEvent[] = [];
-      const nTop = (width - out.ncols) / 2;
+      const nTop = (width - out.ncols - traceW) / 2;
       for (let i = 0; i < live.length; i++) {
         const row = live[i];
         const o = i * width;
@@ -289,7 +297,8 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
         const end = stopAt ?? safeEnd(row.text, row.request.stop);
         const text = row.text.slice(row.emitted, Math.max(row.emitted, end));
         row.emitted = Math.max(row.emitted, end);
-        events.push({ type: 'token', row: row.index, token, text, logprobs, mix: row.settings.mode === 'standard' ? null : mix });
+        const trace = row.request.trace !== undefined ? readTrace(values, o + width - traceW, traceN, row.request.trace) : undefined;
+        events.push({ type: 'token', row: row.index, token, text, logprobs, mix: row.settings.mode === 'standard' ? null : mix, ...(trace ? { trace } : {}) });
         const n = row.state.generatedIds.length;
         if (stopAt !== null) events.push(...finish(row, 'stop'));
         else if (n >= row.maxTokens || cache[0].offset[row.index] + 1 > capacity) events.push(...finish(row, 'length'));
