@@ -9,7 +9,8 @@ import { generate, type DoneEvent, type TokenEvent } from '../engine/generate.ts
 import type { Engine } from '../engine/engine.ts';
 import { encodeChat } from '../text/index.ts';
 import { loadEngine, type ModelFlags } from './load.ts';
-import { addModelOptions, addSamplingOptions, checkMaxTokens, idList, mixFrom, samplingFrom, type SamplingFlags } from './options.ts';
+import { addModelOptions, addSamplingOptions, checkMaxTokens, idList, mixFrom, samplingFrom, userPath, type SamplingFlags } from './options.ts';
+import { TRACE_TOP, parseModes, traceModes, traceStep, writeTracePage, type TraceRun } from '../trace/trace.ts';
 
 interface GenerateFlags extends ModelFlags, SamplingFlags {
   prompt?: string;
@@ -18,6 +19,8 @@ interface GenerateFlags extends ModelFlags, SamplingFlags {
   system?: string;
   json?: boolean;
   stats?: boolean;
+  trace?: string;
+  compareModes?: string;
 }
 
 /** Prompt text from -p, the arguments, or stdin (when it is not a terminal). */
@@ -55,8 +58,15 @@ async function run(args: string[], o: GenerateFlags): Promise<void> {
   const ids = promptIds(engine, text, o);
   const request = {
     promptIds: ids, maxTokens: o.maxTokens, sampling: samplingFrom(o), mix: mixFrom(o),
-    stop: o.stop, ignoreEos: Boolean(o.ignoreEos),
+    stop: o.stop, ignoreEos: Boolean(o.ignoreEos), ...(o.trace ? { trace: TRACE_TOP } : {}),
   };
+  if (o.compareModes) {
+    if (!o.trace) throw new UsageError('E_USAGE', '--compare-modes writes a trace page: give --trace out.html');
+    const runs = await traceModes(engine, request, parseModes(o.compareModes));
+    for (const r of runs) process.stdout.write(`[${r.label}] ${r.text}\n`);
+    writeTracePage(userPath(o.trace), { model: engine.dir, prompt: engine.tokenizer?.decode(ids) ?? ids.join(','), runs });
+    return;
+  }
   const abort = new AbortController();
   const onSigint = () => abort.abort();
   process.once('SIGINT', onSigint);
@@ -74,6 +84,10 @@ async function run(args: string[], o: GenerateFlags): Promise<void> {
     progress.stop();
   }
   if (!done) return;
+  if (o.trace) {
+    const run: TraceRun = { label: request.mix.mode ?? 'standard', mode: request.mix.mode ?? 'standard', text: done.text, finishReason: done.finishReason, steps: tokens.map((t, i) => traceStep(engine, t, i ? tokens[i - 1].token : ids[ids.length - 1])) };
+    writeTracePage(userPath(o.trace), { model: engine.dir, prompt: engine.tokenizer?.decode(ids) ?? ids.join(','), runs: [run] });
+  }
   const mix = request.mix;
   if (o.json) {
     const mode = tokens.find((t) => t.mix) ? 'mixing' : 'standard';
@@ -109,7 +123,9 @@ export function generateCommand(): Command {
     .option('--chat', 'wrap the prompt in the model\'s chat template')
     .option('--system <text>', 'system prompt (with --chat)')
     .option('--json', 'print one JSON object: text, tokens, per-step entropy and mix weight, stats')
-    .option('--stats', 'print speed and finish reason to stderr');
+    .option('--stats', 'print speed and finish reason to stderr')
+    .option('--trace <file.html>', 'write a page of the tokens coloured by entropy, with each step\'s candidates')
+    .option('--compare-modes <modes>', 'with --trace: decode the prompt in each mode (e.g. standard,moi) and align them');
   addModelOptions(cmd);
   addSamplingOptions(cmd);
   return cmd.action((args: string[], o: GenerateFlags) => run(args, o));

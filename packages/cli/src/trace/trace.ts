@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import { UsageError } from '@moi/core';
 import { MIX_MODES, type MixMode } from '@moi/moi';
-import { generate, type GenerateRequest } from '../engine/generate.ts';
+import { generate, type GenerateRequest, type TokenEvent } from '../engine/generate.ts';
 import type { Engine } from '../engine/engine.ts';
 import { tracePageHtml } from './page.ts';
 
@@ -34,8 +34,27 @@ export interface TraceDoc {
   runs: TraceRun[];
 }
 
-function tokenText(engine: Engine, id: number): string {
-  return engine.tokenizer ? engine.tokenizer.decode([id], { skipSpecialTokens: false }) : `#${id}`;
+/**
+ * A token's text where it stands: decoded after the token before it, less that token's text
+ * (decoded alone, SentencePiece tokens lose their leading space).
+ */
+function tokenText(engine: Engine, id: number, prev: number | undefined): string {
+  const tok = engine.tokenizer;
+  if (!tok) return `#${id}`;
+  if (prev === undefined) return tok.decode([id]);
+  const before = tok.decode([prev]);
+  const both = tok.decode([prev, id]);
+  return both.startsWith(before) ? both.slice(before.length) : tok.decode([id]);
+}
+
+/** A token event (of a request with `trace`) as a trace step, with the tokens' texts. */
+export function traceStep(engine: Engine, e: TokenEvent, prev: number | undefined): TraceStep {
+  const t = e.trace;
+  if (!t) throw new UsageError('E_INTERNAL', 'a token event without trace data (the request needs `trace`)');
+  return {
+    token: e.token, text: tokenText(engine, e.token, prev), entropy: t.entropy, weight: t.weight, pSampled: t.pSampled,
+    candidates: t.candidates.map((c) => ({ ...c, text: tokenText(engine, c.id, prev) })),
+  };
 }
 
 /** Decode one request with per-step candidates recorded. */
@@ -45,13 +64,8 @@ export async function traceRequest(engine: Engine, request: GenerateRequest, lab
   let text = '';
   let finishReason = 'length';
   for await (const e of generate(engine, [{ ...request, trace: top }], { signal: opts.signal })) {
-    if (e.type === 'token') {
-      const t = e.trace!;
-      steps.push({
-        token: e.token, text: tokenText(engine, e.token), entropy: t.entropy, weight: t.weight, pSampled: t.pSampled,
-        candidates: t.candidates.map((c) => ({ ...c, text: tokenText(engine, c.id) })),
-      });
-    } else {
+    if (e.type === 'token') steps.push(traceStep(engine, e, steps.length ? steps[steps.length - 1].token : request.promptIds[request.promptIds.length - 1]));
+    else {
       text = e.text;
       finishReason = e.finishReason;
     }
