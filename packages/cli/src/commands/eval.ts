@@ -184,10 +184,15 @@ export function evalCommand(): Command {
     });
   cmd.addCommand(new Command('score')
     .description('re-score saved completions: JSONL lines {"completion", "answer"} in, {"extracted", "correct"} lines out')
-    .requiredOption('--task <task>', 'countdown | aime | jsonl')
+    .option('--task <task>', 'countdown | aime | jsonl')
     .argument('<file>', 'JSONL file')
     .exitOverride()
     .showHelpAfterError('(run with --help for usage)')
-    .action((file: string, o: { task: string }) => score(file, o)));
+    // `eval score --task T` : the parent `eval` may parse --task first (it has the same option)
+    .action((file: string, o: { task?: string }) => {
+      const task = o.task ?? (cmd.opts() as { task?: string }).task;
+      if (!task) throw new UsageError('E_USAGE', 'eval score needs --task countdown|aime|jsonl');
+      score(file, { task });
+    }));
   return cmd;
 }
