@@ -11,8 +11,10 @@ export interface CompletionRequest {
   key: string;
   messages: ChatMessage[];
   assistantPrefix: string;
-  /** the rendered prompt text (chat template + prefix, or the raw prompt) */
+  /** the prompt text: chat template + prefix, or the raw prompt */
   promptText: string;
+  /** whether promptText was rendered with the model's tokenizer (else it is the raw prompt) */
+  rendered: boolean;
   /** its token ids, where a local tokenizer made them */
   promptIds?: number[];
   mode: MixMode;

@@ -40,7 +40,7 @@ export class EndpointCompleter implements Completer {
     };
     const t0 = performance.now();
     try {
-      if (r.promptIds !== undefined || r.promptText) {
+      if (r.rendered) {
         const res = await this.client.completions.create({ ...common, prompt: r.promptText, ...extra } as OpenAI.CompletionCreateParamsNonStreaming, { signal });
         const moi = (res as unknown as { moi?: MoiInfo }).moi;
         return this.result(r, res.choices[0]?.text ?? '', res.usage, res.choices[0]?.finish_reason ?? 'stop', t0, moi);
