@@ -79,5 +79,13 @@ describe('eval: statistics', () => {
     assert.equal(s.paired[0].mcnemar_p, mcnemarExact(2, 4));
     close(s.paired[0].diff, 0.25, 1e-12, 'diff');
     assert.match(markdownTable(s), /\| moi \| 8 \| 6 \| 75\.0% \|/);
+    assert.equal(s.paired[0].bootstrap95, undefined);
+    // two samples per problem: the bootstrap resamples problems (both samples together)
+    const two = [...Array(8).keys()].flatMap((p) => [0, 1].flatMap((k) => [rec(p, 'standard', p < 4, k), rec(p, 'moi', p >= 2 || k === 1, k)]));
+    const s2 = summarize(two, { task: 't', source: 's', model: 'm', modes: ['standard', 'moi'], problems: 8, samples: 2, seed: 4 });
+    const perProblemMoi = [...Array(8).keys()].map((p) => (p >= 2 ? 1 : 0.5));
+    const perProblemStd = [...Array(8).keys()].map((p) => (p < 4 ? 1 : 0));
+    assert.deepEqual(s2.paired[0].bootstrap95, { ...pairedBootstrap(perProblemMoi, perProblemStd, { seed: 4, resamples: 2000 }), seed: 4 });
+    assert.match(markdownTable(s2), /bootstrap 95% CI of Δ/);
   });
 });
