@@ -52,6 +52,16 @@ function parseModes(list: string): MixMode[] {
   return modes as MixMode[];
 }
 
+/** `kind:PATH` with PATH relative to where the user typed it (pnpm runs scripts from the root). */
+function localTaskPath(spec: string): string {
+  const colon = spec.indexOf(':');
+  if (colon < 0) return spec;
+  const arg = spec.slice(colon + 1);
+  if (arg === 'gen') return spec;
+  const local = userPath(arg);
+  return /\.(jsonl|json|parquet)$/i.test(arg) || fs.existsSync(local) ? `${spec.slice(0, colon)}:${local}` : spec;
+}
+
 function mixTopK(v: string | undefined): number | 'all' | undefined {
   if (v === undefined) return undefined;
   if (v === 'all' || v === '0') return 'all';
@@ -85,7 +95,7 @@ async function run(o: EvalFlags): Promise<void> {
     maxTokens: o.maxTokens,
     ...(o.endpoint ? { endpoint: o.endpoint } : {}),
   };
-  const task = await loadTask(o.task, { limit: o.limit, seed: o.seed, split: o.split });
+  const task = await loadTask(localTaskPath(o.task), { limit: o.limit, seed: o.seed, split: o.split });
   if (task.problems.length === 0) throw new UsageError('E_DATA', `task ${o.task} has no problems (${task.source})`);
 
   let completer: Completer;

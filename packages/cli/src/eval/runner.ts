@@ -41,8 +41,6 @@ export interface RunOptions {
   tokenizer: Tokenizer | null;
   progress: boolean;
   signal?: AbortSignal;
-  /** for tests: stop after this many new results (as if killed) */
-  log?: (line: string) => void;
 }
 
 /** The seed of (problem, sample): splitmix64 of the run seed, problem and sample; a 31-bit integer. */
