@@ -9,14 +9,13 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Browser } from 'puppeteer-core';
 import { repoRoot, sharedDir, SHARED_MISSING } from '@moi/core';
 import { Engine } from '../packages/cli/src/engine/engine.ts';
 import type { Completer, CompletionRequest, CompletionResult } from '../packages/cli/src/eval/completer.ts';
 import { runEval } from '../packages/cli/src/eval/runner.ts';
 import { loadTask } from '../packages/cli/src/eval/tasks.ts';
 import { traceModes, writeTracePage } from '../packages/cli/src/trace/trace.ts';
-import { canvasInk, chromiumPath, distinctColors, launchChromium, openPage } from '../packages/cli/test/helpers/browser.ts';
+import { canvasInk, chromiumPath, distinctColors, launchChromium, openPage, type Browser } from '../packages/cli/test/helpers/browser.ts';
 
 /** A scripted completer: right on even problems in moi mode, on multiples of 3 in standard. */
 class ScriptedCompleter implements Completer {

@@ -5,6 +5,8 @@
 import fs from 'node:fs';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 
+export type { Browser, Page };
+
 export const CHROMIUM_CANDIDATES = [process.env.MOI_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'].filter((x): x is string => Boolean(x));
 
 export function chromiumPath(): string | null {
