@@ -1,6 +1,7 @@
 /**
  * Hub datasets: parquet files written here (hyparquet-writer), served by the loopback fake hub,
  * downloaded into the HF cache layout, read with hyparquet; then offline from the cache alone.
+ * Also: prompts rendered through a real chat template (Qwen3's).
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -10,6 +11,9 @@ import { parquetWriteBuffer } from 'hyparquet-writer';
 import { readParquet } from '../src/eval/data.ts';
 import { datasetFolderName, isSplitParquet, resolveDatasetParquet } from '../src/hub/dataset.ts';
 import { loadTask } from '../src/eval/tasks.ts';
+import { renderPrompt } from '../src/eval/runner.ts';
+import { loadTokenizer } from '../src/text/index.ts';
+import { sharedDir } from '@moi/core';
 import { startHubServer, type HubServer } from './helpers/hub-server.ts';
 
 const COMMIT = 'c0ffee'.padEnd(40, '0');
@@ -122,5 +126,22 @@ describe('eval: hub datasets (fake hub, parquet)', () => {
       for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
       Object.assign(process.env, saved);
     }
+  });
+});
+
+describe('eval: prompts through a chat template', () => {
+  it('renders the user turn with the template, then the assistant prefix (Qwen3)', async function () {
+    const shared = sharedDir();
+    if (!shared) this.skip();
+    const tok = loadTokenizer(path.join(shared!, 'tokenizers', 'qwen3'));
+    const task = await loadTask('countdown:gen', { limit: 1, seed: 1 });
+    const p = task.problems[0];
+    const { text, ids } = renderPrompt(tok, p);
+    assert.equal(text, `<|im_start|>user\n${p.messages[0].content}<|im_end|>\n<|im_start|>assistant\nLet me solve this step by step.\n<think>`);
+    assert.deepEqual(ids, tok.encode(text, { addSpecialTokens: false }));
+    // without a template: the raw TinyZero text, tokenized as a plain prompt
+    const raw = renderPrompt(null, p);
+    assert.equal(raw.text, p.raw);
+    assert.match(p.raw, /\nAssistant: Let me solve this step by step\.\n<think>$/);
   });
 });
