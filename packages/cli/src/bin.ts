@@ -18,6 +18,7 @@ import { synthCommand } from './commands/synth.ts';
 import {
   deferred, exitCodeOf, interruption, mistypedCommand, mistypedCommandError, operands, PREFIX, printError,
 } from './commands/usage.ts';
+import { evalCommand } from './commands/eval.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -34,6 +35,7 @@ export function program(): Command {
   for (const c of extraCommands()) p.addCommand(c);
   p.addCommand(benchCommand());
   p.addCommand(synthCommand());
+  p.addCommand(evalCommand());
   // commander's own messages ("error: unknown option ...") get moi-gen's one prefix
   const output = { outputError: (str: string, write: (s: string) => void) => write(str.replace(/^error:/, `${PREFIX} error:`)) };
   p.configureOutput(output);

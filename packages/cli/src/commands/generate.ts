@@ -13,6 +13,7 @@ import {
   addModelOptions, addSamplingOptions, alias, checkSamplingFlags, idList, int, mixFrom, samplingFrom, userPath, type SamplingFlags,
 } from './options.ts';
 import { interruption, warn } from './usage.ts';
+import { TRACE_TOP, parseModes, traceModes, traceStep, writeTracePage, type TraceRun } from '../trace/trace.ts';
 
 interface GenerateFlags extends ModelFlags, SamplingFlags {
   prompt?: string;
@@ -25,6 +26,8 @@ interface GenerateFlags extends ModelFlags, SamplingFlags {
   ctxSize?: number;
   json?: boolean;
   stats?: boolean;
+  trace?: string;
+  compareModes?: string;
 }
 
 /** The prompt sources given on the command line; more than one is a usage error. */
@@ -125,8 +128,15 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
   const ids = promptIds(engine, text, { ...o, chatTemplate });
   const request = {
     promptIds: ids, maxTokens: fitMaxTokens(engine, ids.length, o, cmd), sampling: samplingFrom(o), mix: mixFrom(o),
-    stop: o.stop, ignoreEos: Boolean(o.ignoreEos),
+    stop: o.stop, ignoreEos: Boolean(o.ignoreEos), ...(o.trace ? { trace: TRACE_TOP } : {}),
   };
+  if (o.compareModes) {
+    if (!o.trace) throw new UsageError('E_USAGE', '--compare-modes writes a trace page: give --trace out.html');
+    const runs = await traceModes(engine, request, parseModes(o.compareModes));
+    for (const r of runs) process.stdout.write(`[${r.label}] ${r.text}\n`);
+    writeTracePage(userPath(o.trace), { model: engine.dir, prompt: engine.tokenizer?.decode(ids) ?? ids.join(','), runs });
+    return;
+  }
   const abort = new AbortController();
   const onSigint = () => { interruption.happened = true; abort.abort(); };
   process.once('SIGINT', onSigint);
@@ -148,6 +158,10 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
     progress.stop();
   }
   if (!done) return;
+  if (o.trace) {
+    const run: TraceRun = { label: request.mix.mode ?? 'standard', mode: request.mix.mode ?? 'standard', text: done.text, finishReason: done.finishReason, steps: tokens.map((t, i) => traceStep(engine, t, i ? tokens[i - 1].token : ids[ids.length - 1])) };
+    writeTracePage(userPath(o.trace), { model: engine.dir, prompt: engine.tokenizer?.decode(ids) ?? ids.join(','), runs: [run] });
+  }
   const mix = request.mix;
   if (o.json) {
     const mode = tokens.find((t) => t.mix) ? 'mixing' : 'standard';
@@ -195,7 +209,9 @@ export function generateCommand(): Command {
     .option('--chat-template <file>', 'a Jinja chat template to use instead of the model\'s (with --chat)')
     .option('-c, --ctx-size <n>', 'context size in tokens, prompt included (default and most: the model\'s max_position_embeddings)', int('--ctx-size'))
     .option('--json', 'print one JSON object: text, tokens, per-step entropy and mix weight, stats')
-    .option('--stats', 'print speed and finish reason to stderr');
+    .option('--stats', 'print speed and finish reason to stderr')
+    .option('--trace <file.html>', 'write a page of the tokens coloured by entropy, with each step\'s candidates')
+    .option('--compare-modes <modes>', 'with --trace: decode the prompt in each mode (e.g. standard,moi) and align them');
   addModelOptions(cmd);
   addSamplingOptions(cmd);
   return cmd.action((args: string[], o: GenerateFlags, c: Command) => run(args, o, c));

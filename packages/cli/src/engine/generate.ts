@@ -20,6 +20,7 @@ import { createRng, resolveSamplingParams, sample, type RowState, type SamplingP
 import { StreamingDetokenizer, type Tokenizer } from '../text/index.ts';
 import type { Engine } from './engine.ts';
 import { checkFiniteColumn, finiteProbe } from './finite.ts';
+import { readTrace, traceColumns, traceWidth, type TokenTrace } from '../trace/candidates.ts';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
 
@@ -35,6 +36,8 @@ export interface GenerateRequest {
   stop?: string[];
   /** keep going past EOS */
   ignoreEos?: boolean;
+  /** record per-step diagnostics in every mode (token events get `trace`), with this many top candidates (0 = H and w_y only) */
+  trace?: number;
 }
 
 export interface TokenLogprobs {
@@ -71,6 +74,8 @@ export interface TokenEvent {
   logprobs?: TokenLogprobs;
   /** null in standard mode */
   mix: MixDiagnostics | null;
+  /** with request.trace: H, w_y and the top candidates of this step */
+  trace?: TokenTrace;
 }
 
 export interface DoneEvent {
@@ -244,6 +249,8 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
     for (let step = 0; live.length > 0; step++) {
       const mixing = live.some((r) => r.settings.mode !== 'standard');
       const states = live.map((r) => r.state);
+      const traceN = Math.min(engine.spec.vocabSize, Math.max(-1, ...live.map((r) => r.request.trace ?? -1)));
+      const traceW = traceN >= 0 ? traceWidth(traceN) : 0;
       // Everything of the step on the device; one packed read at the end.
       type StepOut = { packed: tf.Tensor2D; embeds: tf.Tensor2D | undefined; ncols: number; nextra: number };
       const out = tf.tidy((): StepOut => {
@@ -264,6 +271,7 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
         cols.push(finiteProbe(logits!)); // issue 9: last column, 0 or NaN (see finite.ts)
         const packed: tf.Tensor2D[] = [tf.stack(cols, 1) as tf.Tensor2D];
         if (s.logprobs?.topIds) packed.push(tf.cast(s.logprobs.topIds, 'float32'), s.logprobs.topLogprobs!);
+        if (traceN >= 0) packed.push(traceColumns(logits!, s.processedLogits, mix?.tokens ?? s.ids, live.map((r) => r.settings), traceN));
         return { packed: tf.concat(packed, 1) as tf.Tensor2D, embeds: mix ? mix.embeds : undefined, ncols: cols.length, nextra: mix?.extra ? mix.extra.shape[1] : 0 };
       });
       const values = out.packed.dataSync(); // the step's single device→host read
@@ -275,7 +283,7 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
 
       const stillLive: Row[] = [];
       const events: GenerationEvent[] = [];
-      const nTop = (width - out.ncols) / 2;
+      const nTop = (width - out.ncols - traceW) / 2;
       checkFiniteColumn(values, live.length, width, out.ncols - 1, step, () => out.embeds?.dispose()); // issue 9
       for (let i = 0; i < live.length; i++) {
         const row = live[i];
@@ -306,7 +314,8 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
         const end = stopAt ?? safeEnd(row.text, row.request.stop);
         const text = row.text.slice(row.emitted, Math.max(row.emitted, end));
         row.emitted = Math.max(row.emitted, end);
-        events.push({ type: 'token', row: row.index, token, text, logprobs, mix: row.settings.mode === 'standard' ? null : mix });
+        const trace = row.request.trace !== undefined ? readTrace(values, o + width - traceW, traceN, row.request.trace) : undefined;
+        events.push({ type: 'token', row: row.index, token, text, logprobs, mix: row.settings.mode === 'standard' ? null : mix, ...(trace ? { trace } : {}) });
         const n = row.state.generatedIds.length;
         if (stopAt !== null) events.push(...finish(row, 'stop'));
         else if (n >= row.maxTokens || cache[0].offset[row.index] + 1 > capacity) events.push(...finish(row, 'length'));

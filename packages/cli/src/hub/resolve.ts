@@ -65,13 +65,13 @@ export const OPTIONAL_FILES = [
 export const DEFAULT_ENDPOINT = 'https://huggingface.co';
 
 /** Same rule as huggingface_hub's validate_repo_id. */
-const REPO_ID = /^(?:[\w.-]+\/)?[\w.-]{1,96}$/;
+export const REPO_ID = /^(?:[\w.-]+\/)?[\w.-]{1,96}$/;
 
-function isTruthy(value: string | undefined): boolean {
+export function isTruthy(value: string | undefined): boolean {
   return ['1', 'on', 'yes', 'true'].includes((value ?? '').trim().toLowerCase());
 }
 
-function seconds(value: string | undefined, fallback: number): number {
+export function seconds(value: string | undefined, fallback: number): number {
   const n = Number(value);
   return (value !== undefined && Number.isFinite(n) && n > 0 ? n : fallback) * 1000;
 }

@@ -141,7 +141,15 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
   const hub = http.createServer((req, res) => {
     record('hub', req);
     const url = decodeURIComponent((req.url ?? '').split('?')[0]);
-    const m = /^\/([^/]+(?:\/[^/]+)?)\/resolve\/([^/]+)\/(.+)$/.exec(url);
+    // dataset repos are keyed `datasets/{org}/{name}`; their info is /api/datasets/{id}/revision/{rev}
+    const info = /^\/api\/datasets\/([^/]+\/[^/]+)\/revision\/([^/]+)$/.exec(url);
+    const infoRepo = info && opts.repos[`datasets/${info[1]}`];
+    if (info) {
+      if (!infoRepo) return void res.writeHead(404, { 'x-error-code': 'RepoNotFound' }).end();
+      const body = JSON.stringify({ id: info[1], sha: infoRepo.commit, siblings: Object.keys(infoRepo.files).map((rfilename) => ({ rfilename })) });
+      return void res.writeHead(200, { 'content-type': 'application/json' }).end(body);
+    }
+    const m = /^\/((?:datasets\/)?[^/]+(?:\/[^/]+)?)\/resolve\/([^/]+)\/(.+)$/.exec(url);
     const err = (status: number, code: string, extra: Record<string, string> = {}) =>
       res.writeHead(status, { 'x-error-code': code, 'x-error-message': code, ...extra }).end();
     if (!m) return err(404, 'RepoNotFound');

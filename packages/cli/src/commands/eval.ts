@@ -1,0 +1,208 @@
+/**
+ * `moi-gen eval`: a paired evaluation of decoding modes on Countdown, AIME or a JSONL task, with
+ * resumable results, statistics and an HTML report. `moi-gen eval score` re-scores saved
+ * completions.
+ */
+import fs from 'node:fs';
+import { Command, Option } from 'commander';
+import { UsageError } from '@moi/core';
+import { MIX_MODES, type MixMode } from '@moi/moi';
+import { Engine } from '../engine/engine.ts';
+import type { Completer } from '../eval/completer.ts';
+import { EndpointCompleter } from '../eval/endpoint.ts';
+import { InProcessCompleter } from '../eval/in-process.ts';
+import { runEval, type EvalSettings } from '../eval/runner.ts';
+import { loadTask, scorerFor } from '../eval/tasks.ts';
+import { showProgress } from '../progress.ts';
+import { loadTokenizer, type Tokenizer } from '../text/index.ts';
+import { resolveModel } from '../hub/index.ts';
+import { loadEngine } from './load.ts';
+import { int, modelArg, num, userPath } from './options.ts';
+
+interface EvalFlags {
+  model: string;
+  task: string;
+  modes: string;
+  beta?: number;
+  mixTopk?: string;
+  limit?: number;
+  samples: number;
+  seed: number;
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  minP?: number;
+  maxTokens: number;
+  maxSeqs: number;
+  out: string;
+  endpoint?: string;
+  apiKey?: string;
+  tokenizer?: string;
+  split?: string;
+  backend?: string;
+  revision?: string;
+  quiet?: boolean;
+}
+
+function parseModes(list: string): MixMode[] {
+  const modes = list.split(',').map((m) => m.trim()).filter(Boolean);
+  if (!modes.length) throw new UsageError('E_USAGE', '--modes needs a list such as standard,moi');
+  for (const m of modes) if (!MIX_MODES.includes(m as MixMode)) throw new UsageError('E_USAGE', `--modes: unknown mode "${m}" (use ${MIX_MODES.join(', ')})`);
+  if (new Set(modes).size !== modes.length) throw new UsageError('E_USAGE', '--modes: a mode is listed twice');
+  return modes as MixMode[];
+}
+
+/** `kind:PATH` with PATH relative to where the user typed it (pnpm runs scripts from the root). */
+function localTaskPath(spec: string): string {
+  const colon = spec.indexOf(':');
+  if (colon < 0) return spec;
+  const arg = spec.slice(colon + 1);
+  if (arg === 'gen') return spec;
+  const local = userPath(arg);
+  return /\.(jsonl|json|parquet)$/i.test(arg) || fs.existsSync(local) ? `${spec.slice(0, colon)}:${local}` : spec;
+}
+
+function mixTopK(v: string | undefined): number | 'all' | undefined {
+  if (v === undefined) return undefined;
+  if (v === 'all' || v === '0') return 'all';
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError('E_USAGE', `--mix-topk must be a positive integer, 0 or 'all', got ${v}`);
+  return n;
+}
+
+async function run(o: EvalFlags): Promise<void> {
+  const modes = parseModes(o.modes);
+  if (!Number.isInteger(o.maxTokens) || o.maxTokens < 1) throw new UsageError('E_USAGE', `--max-tokens must be a positive integer, got ${o.maxTokens}`);
+  if (!Number.isInteger(o.maxSeqs) || o.maxSeqs < 1) throw new UsageError('E_USAGE', `--max-seqs must be a positive integer, got ${o.maxSeqs}`);
+  if (!Number.isInteger(o.samples) || o.samples < 1) throw new UsageError('E_USAGE', `--samples must be a positive integer, got ${o.samples}`);
+  if (o.limit !== undefined && (!Number.isInteger(o.limit) || o.limit < 1)) throw new UsageError('E_USAGE', `--limit must be a positive integer, got ${o.limit}`);
+  if (o.beta !== undefined && o.beta < 0) throw new UsageError('E_USAGE', `--beta must be >= 0, got ${o.beta}`);
+  const settings: EvalSettings = {
+    model: o.model,
+    task: o.task,
+    modes,
+    ...(o.beta !== undefined ? { beta: o.beta } : {}),
+    ...(o.mixTopk !== undefined ? { mixTopK: mixTopK(o.mixTopk) } : {}),
+    ...(o.limit !== undefined ? { limit: o.limit } : {}),
+    samples: o.samples,
+    seed: o.seed,
+    sampling: {
+      ...(o.temperature !== undefined ? { temperature: o.temperature } : {}),
+      ...(o.topP !== undefined ? { topP: o.topP } : {}),
+      ...(o.topK !== undefined ? { topK: o.topK } : {}),
+      ...(o.minP !== undefined ? { minP: o.minP } : {}),
+    },
+    maxTokens: o.maxTokens,
+    ...(o.endpoint ? { endpoint: o.endpoint } : {}),
+  };
+  const task = await loadTask(localTaskPath(o.task), { limit: o.limit, seed: o.seed, split: o.split });
+  if (task.problems.length === 0) throw new UsageError('E_DATA', `task ${o.task} has no problems (${task.source})`);
+
+  let completer: Completer;
+  let tokenizer: Tokenizer | null;
+  let engine: Engine | null = null;
+  if (o.endpoint) {
+    // the model name is the server's; a tokenizer (given, or the model's when it resolves) renders prompts here
+    tokenizer = o.tokenizer ? loadTokenizer(await resolveModel(modelArg(o.tokenizer))) : null;
+    completer = new EndpointCompleter(o.endpoint, o.model, o.maxSeqs, o.apiKey);
+  } else {
+    if (o.tokenizer) throw new UsageError('E_USAGE', '--tokenizer is for --endpoint; in-process runs use the model\'s own');
+    engine = (await loadEngine(o)).engine;
+    if (!engine.tokenizer) throw new UsageError('E_USAGE', `${engine.dir} has no tokenizer.json; eval needs text prompts`);
+    tokenizer = engine.tokenizer;
+    completer = new InProcessCompleter(engine, o.maxSeqs);
+  }
+
+  const abort = new AbortController();
+  const onSigint = () => abort.abort();
+  process.once('SIGINT', onSigint);
+  try {
+    const out = userPath(o.out);
+    const { markdown, resumed } = await runEval(task, settings, {
+      out, completer, tokenizer, progress: showProgress(Boolean(o.quiet)), signal: abort.signal,
+    });
+    if (resumed) process.stderr.write(`resumed: ${resumed} results were already in ${out}\n`);
+    process.stdout.write(markdown);
+    process.stderr.write(`results, summary.json and report.html are in ${out}\n`);
+  } finally {
+    process.off('SIGINT', onSigint);
+    await completer.close();
+    engine?.dispose();
+  }
+}
+
+/** `eval score --task countdown|aime FILE.jsonl`: one {extracted, correct} line per input line. */
+function score(file: string, o: { task: string }): void {
+  const scorer = scorerFor(o.task);
+  const path = userPath(file);
+  if (!fs.existsSync(path)) throw new UsageError('E_USAGE', `${path} does not exist`);
+  const lines = fs.readFileSync(path, 'utf8').split('\n');
+  let out = '';
+  lines.forEach((line, i) => {
+    if (!line.trim()) return;
+    let row: { completion?: unknown; answer?: unknown };
+    try {
+      row = JSON.parse(line) as typeof row;
+    } catch (err) {
+      throw new UsageError('E_DATA', `${path}:${i + 1}: not valid JSON (${(err as Error).message})`);
+    }
+    if (typeof row?.completion !== 'string' || row.answer === undefined) {
+      throw new UsageError('E_DATA', `${path}:${i + 1}: a line needs "completion" (a string) and "answer"`);
+    }
+    if (o.task === 'countdown') {
+      const a = row.answer as { target?: unknown; numbers?: unknown };
+      if (!Number.isInteger(a?.target) || !Array.isArray(a?.numbers) || !a.numbers.every((n) => Number.isInteger(n))) {
+        throw new UsageError('E_DATA', `${path}:${i + 1}: a countdown answer is {"target": n, "numbers": [..]}`);
+      }
+    }
+    const v = scorer(row.completion, row.answer);
+    out += JSON.stringify({ extracted: v.extracted, correct: v.correct, format_only: v.formatOnly, ...(v.reason ? { reason: v.reason } : {}) }) + '\n';
+  });
+  process.stdout.write(out);
+}
+
+export function evalCommand(): Command {
+  const cmd = new Command('eval')
+    .description('paired evaluation of decoding modes (Countdown, AIME, JSONL) with statistics, resume and an HTML report')
+    .option('-m, --model <dir|id>', 'model folder or hub id (with --endpoint: the server\'s model name)')
+    .option('--task <task>', 'countdown | countdown:gen | countdown:SRC | aime | aime:SRC | jsonl:PATH (SRC: hub dataset id, .jsonl or .parquet)')
+    .option('--modes <list>', 'modes compared on the same problems and seeds', 'standard,moi')
+    .option('--beta <b>', 'MoI β (default: $MIXINPUTS_BETA, else 1)', num('--beta'))
+    .option('--mix-topk <k>', "MoI candidates (default 20; 0 or 'all' = whole vocabulary)")
+    .option('--limit <n>', 'first n problems (countdown:gen: how many to generate, default 128)', int('--limit'))
+    .option('--samples <k>', 'samples per problem and mode', int('--samples'), 1)
+    .option('--seed <n>', 'run seed: per-problem seeds derive from it', int('--seed'), 0)
+    .option('--temperature <t>', 'sampling temperature (default: generation_config.json)', num('--temperature'))
+    .option('--top-p <p>', 'nucleus mass', num('--top-p'))
+    .option('--top-k <k>', 'top-k filter', int('--top-k'))
+    .option('--min-p <p>', 'min-p filter', num('--min-p'))
+    .option('--max-tokens <n>', 'most new tokens per completion', int('--max-tokens'), 1024)
+    .option('--max-seqs <n>', 'completions decoded together (or in flight with --endpoint)', int('--max-seqs'), 16)
+    .option('--out <dir>', 'results folder (resumed when it holds an earlier run with the same settings)')
+    .option('--endpoint <url>', 'an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1) instead of the local engine')
+    .option('--api-key <key>', 'with --endpoint (default $OPENAI_API_KEY)')
+    .option('--tokenizer <dir|id>', 'with --endpoint: render prompts locally with this tokenizer and chat template')
+    .option('--split <name>', 'dataset split', 'train')
+    .addOption(new Option('--backend <name>', 'tfjs backend').choices(['tensorflow', 'wasm', 'cpu', 'webgpu']))
+    .option('--revision <rev>', 'hub revision of the model', 'main')
+    .option('-q, --quiet', 'no progress bar')
+    .action(async (o: EvalFlags) => {
+      if (!o.model) throw new UsageError('E_USAGE', 'eval needs --model');
+      if (!o.task) throw new UsageError('E_USAGE', 'eval needs --task');
+      if (!o.out) throw new UsageError('E_USAGE', 'eval needs --out DIR');
+      await run(o);
+    });
+  cmd.addCommand(new Command('score')
+    .description('re-score saved completions: JSONL lines {"completion", "answer"} in, {"extracted", "correct"} lines out')
+    .option('--task <task>', 'countdown | aime | jsonl')
+    .argument('<file>', 'JSONL file')
+    .exitOverride()
+    .showHelpAfterError('(run with --help for usage)')
+    // `eval score --task T` : the parent `eval` may parse --task first (it has the same option)
+    .action((file: string, o: { task?: string }) => {
+      const task = o.task ?? (cmd.opts() as { task?: string }).task;
+      if (!task) throw new UsageError('E_USAGE', 'eval score needs --task countdown|aime|jsonl');
+      score(file, { task });
+    }));
+  return cmd;
+}

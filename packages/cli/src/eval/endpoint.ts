@@ -1,0 +1,104 @@
+/**
+ * A Completer over any OpenAI-compatible server (ours, or `vllm serve` with the mixinputs patch),
+ * through the official `openai` client, `maxSeqs` requests in flight.
+ *
+ * - With a local tokenizer the prompt is rendered here (chat template + assistant prefix, as the
+ *   reference does) and sent to /v1/completions; without one, the messages go to
+ *   /v1/chat/completions, the assistant prefix as a final assistant message continued
+ *   (vLLM's `continue_final_message`).
+ * - The mode goes as the extra fields `moi_mode`, `moi_beta`, `moi_topk`. A server that says which
+ *   mixing ran (a `moi` object in the response) is taken at its word; one that does not cannot
+ *   honour a mode per request, and the result records the mode as `server`.
+ */
+import OpenAI from 'openai';
+import { MoiError } from '@moi/core';
+import type { Completer, CompletionRequest, CompletionResult } from './completer.ts';
+
+interface MoiInfo { mode?: string; mean_entropy?: number; mean_weight?: number }
+
+export class EndpointCompleter implements Completer {
+  private readonly client: OpenAI;
+  constructor(readonly name: string, private readonly model: string, private readonly maxSeqs: number, apiKey?: string) {
+    this.client = new OpenAI({ baseURL: name.replace(/\/+$/, ''), apiKey: apiKey ?? process.env.OPENAI_API_KEY ?? 'none', maxRetries: 2 });
+  }
+
+  private async one(r: CompletionRequest, signal?: AbortSignal): Promise<CompletionResult> {
+    const s = r.sampling;
+    const extra: Record<string, unknown> = {
+      moi_mode: r.mode,
+      ...(r.beta !== undefined ? { moi_beta: r.beta } : {}),
+      ...(r.mixTopK !== undefined ? { moi_topk: r.mixTopK } : {}),
+      ...(s.topK !== undefined ? { top_k: s.topK } : {}),
+      ...(s.minP !== undefined ? { min_p: s.minP } : {}),
+    };
+    const common = {
+      model: this.model,
+      max_tokens: r.maxTokens,
+      ...(s.temperature !== undefined ? { temperature: s.temperature } : {}),
+      ...(s.topP !== undefined ? { top_p: s.topP } : {}),
+      ...(s.seed !== undefined ? { seed: s.seed } : {}),
+    };
+    const t0 = performance.now();
+    try {
+      if (r.rendered) {
+        const res = await this.client.completions.create({ ...common, prompt: r.promptText, ...extra } as OpenAI.CompletionCreateParamsNonStreaming, { signal });
+        const moi = (res as unknown as { moi?: MoiInfo }).moi;
+        return this.result(r, res.choices[0]?.text ?? '', res.usage, res.choices[0]?.finish_reason ?? 'stop', t0, moi);
+      }
+      const messages = [...r.messages, ...(r.assistantPrefix ? [{ role: 'assistant', content: r.assistantPrefix }] : [])];
+      const body = { ...common, messages, ...extra, ...(r.assistantPrefix ? { continue_final_message: true, add_generation_prompt: false } : {}) };
+      const res = await this.client.chat.completions.create(body as OpenAI.ChatCompletionCreateParamsNonStreaming, { signal });
+      const moi = (res as unknown as { moi?: MoiInfo }).moi;
+      return this.result(r, res.choices[0]?.message?.content ?? '', res.usage, res.choices[0]?.finish_reason ?? 'stop', t0, moi);
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      throw new MoiError('E_ENDPOINT', `${this.name}: request ${r.key} failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  private result(r: CompletionRequest, text: string, usage: { prompt_tokens: number; completion_tokens: number } | undefined, finish: string, t0: number, moi?: MoiInfo): CompletionResult {
+    return {
+      key: r.key,
+      completion: text,
+      promptTokens: usage?.prompt_tokens ?? 0,
+      completionTokens: usage?.completion_tokens ?? 0,
+      finishReason: finish,
+      seconds: (performance.now() - t0) / 1000,
+      meanEntropy: typeof moi?.mean_entropy === 'number' ? moi.mean_entropy : null,
+      meanWeight: typeof moi?.mean_weight === 'number' ? moi.mean_weight : null,
+      modeUsed: typeof moi?.mode === 'string' ? moi.mode : 'server',
+    };
+  }
+
+  async *complete(requests: CompletionRequest[], signal?: AbortSignal): AsyncIterable<CompletionResult> {
+    const done: CompletionResult[] = [];
+    let failure: unknown = null;
+    let wake: (() => void) | null = null;
+    let next = 0;
+    let inFlight = 0;
+    const launch = () => {
+      while (inFlight < this.maxSeqs && next < requests.length && !failure && !signal?.aborted) {
+        const r = requests[next++];
+        inFlight++;
+        this.one(r, signal).then(
+          (res) => { done.push(res); },
+          (err) => { failure ??= err; },
+        ).finally(() => { inFlight--; wake?.(); });
+      }
+    };
+    launch();
+    while (inFlight > 0 || done.length) {
+      if (!done.length) await new Promise<void>((resolve) => { wake = resolve; });
+      wake = null;
+      while (done.length) yield done.shift()!;
+      if (failure) {
+        if (signal?.aborted) return;
+        throw failure;
+      }
+      launch();
+    }
+    if (failure && !signal?.aborted) throw failure;
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,168 @@
+/**
+ * An evaluation run: every problem × sample × mode through a Completer, results streamed to
+ * DIR/results.jsonl, then summary.json, the markdown table and report.html.
+ *
+ * Pairing: the prompts and the per-request seeds are the same under every mode. The seed of
+ * (problem i, sample k) is derived from --seed, i and k only, never from batch composition, so a
+ * resumed run gives the same results as an uninterrupted one.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import cliProgress from 'cli-progress';
+import { MoiError, UsageError } from '@moi/core';
+import type { MixMode } from '@moi/moi';
+import { splitmix64 } from '../sampling/rng.ts';
+import type { SamplingParams } from '../sampling/index.ts';
+import { renderChat, type Tokenizer } from '../text/index.ts';
+import type { Completer, CompletionRequest } from './completer.ts';
+import { writeReport } from './report.ts';
+import { RESULTS_FILE, appendResult, readResults, writeResultsSorted } from './results.ts';
+import { markdownTable, summarize, type ResultRecord, type Summary } from './summary.ts';
+import type { Problem, Task } from './tasks.ts';
+
+export interface EvalSettings {
+  model: string;
+  task: string;
+  modes: MixMode[];
+  beta?: number;
+  mixTopK?: number | 'all';
+  limit?: number;
+  samples: number;
+  seed: number;
+  sampling: Omit<Partial<SamplingParams>, 'seed'>;
+  maxTokens: number;
+  endpoint?: string;
+}
+
+export interface RunOptions {
+  out: string;
+  completer: Completer;
+  /** renders prompts locally (chat template) and counts their tokens; null with an endpoint and no tokenizer */
+  tokenizer: Tokenizer | null;
+  progress: boolean;
+  signal?: AbortSignal;
+}
+
+/** The seed of (problem, sample): splitmix64 of the run seed, problem and sample; a 31-bit integer. */
+export function deriveSeed(seed: number, problem: number, sample: number): number {
+  const next = splitmix64((BigInt.asUintN(32, BigInt(seed)) << 32n) ^ (BigInt(problem) << 12n) ^ BigInt(sample));
+  return Number(next() & 0x7fffffffn);
+}
+
+/** The prompt as text and ids: chat template + assistant prefix, or the raw text without a template. */
+export function renderPrompt(tok: Tokenizer | null, p: Problem): { text: string; ids?: number[] } {
+  if (!tok) return { text: p.raw };
+  if (tok.chatTemplate === undefined) return { text: p.raw, ids: tok.encode(p.raw, { addSpecialTokens: true }) };
+  const text = renderChat(tok, p.messages, { addGenerationPrompt: true }) + p.assistantPrefix;
+  const ids = tok.encode(text, { addSpecialTokens: false });
+  if (tok.addsBos && ids[0] !== tok.bosTokenId) ids.unshift(tok.bosTokenId!);
+  return { text, ids };
+}
+
+const SETTINGS_FILE = 'run.json';
+
+/** Refuse to mix two different runs in one folder. */
+function checkSettings(dir: string, settings: EvalSettings): void {
+  const file = path.join(dir, SETTINGS_FILE);
+  const now = JSON.parse(JSON.stringify(settings)) as Record<string, unknown>;
+  if (fs.existsSync(file)) {
+    const before = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+    for (const k of new Set([...Object.keys(before), ...Object.keys(now)])) {
+      if (JSON.stringify(before[k]) !== JSON.stringify(now[k])) {
+        throw new UsageError('E_RESUME', `${dir} holds a run with different settings (${k}: ${JSON.stringify(before[k])} there, ${JSON.stringify(now[k])} now); resume with the same flags or use another --out`);
+      }
+    }
+    return;
+  }
+  fs.writeFileSync(file, JSON.stringify(now, null, 2) + '\n');
+}
+
+export interface RunOutcome { summary: Summary; records: ResultRecord[]; markdown: string; resumed: number }
+
+export async function runEval(task: Task, settings: EvalSettings, opts: RunOptions): Promise<RunOutcome> {
+  fs.mkdirSync(opts.out, { recursive: true });
+  checkSettings(opts.out, settings);
+  const resultsFile = path.join(opts.out, RESULTS_FILE);
+  const { modes, samples } = settings;
+  const order = (r: { problem: number; sample: number; mode: string }) => (r.problem * samples + r.sample) * modes.length + modes.indexOf(r.mode as MixMode);
+  const keyOf = (problem: number, sample: number, mode: string) => `${problem}/${sample}/${mode}`;
+
+  const records = readResults(resultsFile);
+  const have = new Set(records.map((r) => r.key));
+  const resumed = records.length;
+
+  // ---- the work not done yet, in canonical order
+  type Item = { problem: Problem; sample: number; mode: MixMode; seed: number; prompt: { text: string; ids?: number[] } };
+  const items = new Map<string, Item>();
+  const prompts = new Map<number, { text: string; ids?: number[] }>();
+  for (const p of task.problems) {
+    for (let k = 0; k < samples; k++) {
+      for (const mode of modes) {
+        const key = keyOf(p.index, k, mode);
+        if (have.has(key)) continue;
+        if (!prompts.has(p.index)) prompts.set(p.index, renderPrompt(opts.tokenizer, p));
+        items.set(key, { problem: p, sample: k, mode, seed: deriveSeed(settings.seed, p.index, k), prompt: prompts.get(p.index)! });
+      }
+    }
+  }
+  const requests: CompletionRequest[] = [...items.entries()].map(([key, it]) => ({
+    key,
+    messages: it.problem.messages,
+    assistantPrefix: it.problem.assistantPrefix,
+    promptText: it.prompt.text,
+    rendered: opts.tokenizer !== null,
+    promptIds: it.prompt.ids,
+    mode: it.mode,
+    ...(settings.beta !== undefined ? { beta: settings.beta } : {}),
+    ...(settings.mixTopK !== undefined ? { mixTopK: settings.mixTopK } : {}),
+    sampling: { ...settings.sampling, seed: it.seed },
+    maxTokens: settings.maxTokens,
+  }));
+
+  // ---- progress: ETA and running accuracy per mode
+  const total = task.problems.length * samples * modes.length;
+  const acc = new Map(modes.map((m) => [m as string, { right: 0, n: 0 }]));
+  for (const r of records) { const a = acc.get(r.mode); if (a) { a.n++; if (r.correct) a.right++; } }
+  const accText = () => [...acc].map(([m, a]) => `${m} ${a.right}/${a.n}`).join('  ');
+  const bar = opts.progress
+    ? new cliProgress.SingleBar({ stream: process.stderr, format: 'eval {bar} {value}/{total} | ETA {eta_formatted} | {acc}', hideCursor: true, etaBuffer: 64 }, cliProgress.Presets.shades_classic)
+    : null;
+  bar?.start(total, records.length, { acc: accText() });
+
+  try {
+    for await (const res of opts.completer.complete(requests, opts.signal)) {
+      const it = items.get(res.key);
+      if (!it) throw new MoiError('E_INTERNAL', `a completion came back for an unknown request ${res.key}`);
+      const v = task.score(res.completion, it.problem.answer);
+      const rec: ResultRecord = {
+        key: res.key, problem: it.problem.index, sample: it.sample, mode: it.mode, mode_used: res.modeUsed, seed: it.seed,
+        prompt: it.prompt.text, completion: res.completion, answer: it.problem.answer,
+        extracted: v.extracted, correct: v.correct, format_only: v.formatOnly, reason: v.reason ?? null,
+        prompt_tokens: res.promptTokens, completion_tokens: res.completionTokens, finish_reason: res.finishReason,
+        seconds: res.seconds, mean_entropy: res.meanEntropy, mean_weight: res.meanWeight,
+      };
+      await appendResult(resultsFile, rec);
+      records.push(rec);
+      const a = acc.get(rec.mode)!;
+      a.n++;
+      if (rec.correct) a.right++;
+      bar?.update(records.length, { acc: accText() });
+    }
+  } finally {
+    bar?.stop();
+  }
+  if (opts.signal?.aborted || records.length < total) {
+    throw new MoiError('E_INTERRUPTED', `stopped with ${records.length} of ${total} results in ${resultsFile}; run the same command again to resume`);
+  }
+
+  writeResultsSorted(resultsFile, records, order);
+  records.sort((a, b) => order(a) - order(b));
+  const summary = summarize(records, {
+    task: settings.task, source: task.source, model: settings.model, modes, problems: task.problems.length, samples, seed: settings.seed,
+  });
+  fs.writeFileSync(path.join(opts.out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+  const markdown = markdownTable(summary);
+  fs.writeFileSync(path.join(opts.out, 'summary.md'), markdown);
+  writeReport(path.join(opts.out, 'report.html'), summary, records);
+  return { summary, records, markdown, resumed };
+}

@@ -1,0 +1,176 @@
+/**
+ * Evaluation tasks: where the problems come from, how each becomes a prompt, how a completion is
+ * scored.
+ *
+ *   countdown            yzhuang/tinyzero-Countdown-Tasks-4 (the reference's default)
+ *   countdown:gen        generated from --seed, each proven solvable by the built-in solver
+ *   countdown:SRC        a hub dataset id, or a local .jsonl / .parquet file
+ *   aime                 AI-MO/aimo-validation-aime;  aime:SRC likewise
+ *   jsonl:PATH           {prompt | messages, answer} lines, answer matched exactly, by regex or as a number
+ */
+import { UsageError } from '@moi/core';
+import type { ChatMessage } from '../text/index.ts';
+import { loadRows, type Row } from './data.ts';
+import { generateCountdown } from './solver.ts';
+import { scoreAime, scoreCountdown, scoreGeneric, type CountdownAnswer, type GenericAnswer, type Verdict } from './scorers.ts';
+
+export type TaskKind = 'countdown' | 'aime' | 'jsonl';
+
+export interface Problem {
+  index: number;
+  /** the chat turns (without the assistant prefix) */
+  messages: ChatMessage[];
+  /** text the assistant's turn starts with (after the generation prompt) */
+  assistantPrefix: string;
+  /** the whole prompt for a model without a chat template */
+  raw: string;
+  answer: unknown;
+}
+
+export interface Task {
+  kind: TaskKind;
+  /** the task as given (countdown:gen, aime, jsonl:file.jsonl, ...) */
+  spec: string;
+  source: string;
+  problems: Problem[];
+  score(completion: string, answer: unknown): Verdict;
+}
+
+export const DEFAULT_COUNTDOWN = 'yzhuang/tinyzero-Countdown-Tasks-4';
+export const DEFAULT_AIME = 'AI-MO/aimo-validation-aime';
+
+// ---- prompts
+
+/** TinyZero's countdown prompt (template_type "base"), as the reference's datasets hold it. */
+export function tinyZeroPrompt(numbers: number[], target: number): string {
+  return 'A conversation between User and Assistant. The user asks a question, and the Assistant solves it. ' +
+    'The assistant first thinks about the reasoning process in the mind and then provides the user with the answer.\n' +
+    `User: Using the numbers [${numbers.join(', ')}], create an equation that equals ${target}. ` +
+    'You can use basic arithmetic operations (+, -, *, /) and each number can only be used once. ' +
+    'Show your work in <think> </think> tags. And return the final answer in <answer> </answer> tags, ' +
+    'for example <answer> (1 + 2) / 3 </answer>.\nAssistant: Let me solve this step by step.\n<think>';
+}
+
+/**
+ * As the reference's tinyzero_moi.py: the user turn is the text up to `Assistant:`, and what
+ * follows it (trimmed) is appended after the chat template's generation prompt.
+ */
+function countdownProblem(index: number, text: string, answer: CountdownAnswer): Problem {
+  const at = text.indexOf('Assistant:');
+  const user = at >= 0 ? text.slice(0, at) : text;
+  const prefix = at >= 0 ? text.slice(at + 'Assistant:'.length).trim() : '';
+  return { index, messages: [{ role: 'user', content: user }], assistantPrefix: prefix, raw: text, answer };
+}
+
+/** The AIME prompt; `\b` is a literal backslash-b here (the reference's Python string made it a backspace). */
+export function aimePrompt(problem: string): string {
+  return `Question: ${problem}\n\nPlease reason step by step, and put your final answer within \\boxed{}.`;
+}
+
+// ---- rows to problems
+
+const intList = (v: unknown): number[] | null =>
+  Array.isArray(v) && v.length > 0 && v.every((x) => Number.isInteger(x)) ? (v as number[]) : null;
+
+function countdownRow(row: Row, index: number, where: string): Problem {
+  const gt = (row.reward_model as { ground_truth?: Row } | undefined)?.ground_truth;
+  const target = row.target ?? gt?.target;
+  const numbers = intList(row.nums) ?? intList(row.numbers) ?? intList(gt?.numbers) ?? intList(gt?.nums);
+  if (!Number.isInteger(target) || !numbers) {
+    throw new UsageError('E_DATA', `${where} row ${index}: a countdown row needs an integer target and a list of integer nums/numbers`);
+  }
+  const answer = { target: target as number, numbers };
+  const prompt = row.prompt;
+  // the TinyZero (verl) layout carries its own prompt text
+  if (Array.isArray(prompt) && typeof (prompt[0] as ChatMessage | undefined)?.content === 'string') {
+    return countdownProblem(index, (prompt[0] as ChatMessage).content, answer);
+  }
+  return countdownProblem(index, tinyZeroPrompt(numbers, answer.target), answer);
+}
+
+function aimeRow(row: Row, index: number, where: string): Problem {
+  if (typeof row.problem !== 'string' || (typeof row.answer !== 'string' && typeof row.answer !== 'number')) {
+    throw new UsageError('E_DATA', `${where} row ${index}: an aime row needs a string problem and an answer`);
+  }
+  const text = aimePrompt(row.problem);
+  return { index, messages: [{ role: 'user', content: text }], assistantPrefix: '', raw: text, answer: row.answer };
+}
+
+function isGenericAnswer(a: unknown): a is GenericAnswer {
+  return typeof a === 'string' || (typeof a === 'number' && Number.isFinite(a)) ||
+    (!!a && typeof a === 'object' && typeof (a as { regex?: unknown }).regex === 'string');
+}
+
+function jsonlRow(row: Row, index: number, where: string): Problem {
+  if (!isGenericAnswer(row.answer)) {
+    throw new UsageError('E_DATA', `${where}:${index + 1}: "answer" must be a string (exact), a number, or {"regex": "..."}`);
+  }
+  if (typeof (row.answer as { regex?: string }).regex === 'string') {
+    try {
+      new RegExp((row.answer as { regex: string }).regex, (row.answer as { flags?: string }).flags ?? '');
+    } catch (err) {
+      throw new UsageError('E_DATA', `${where}:${index + 1}: bad regex (${(err as Error).message})`);
+    }
+  }
+  if (typeof row.prompt === 'string') {
+    return { index, messages: [{ role: 'user', content: row.prompt }], assistantPrefix: '', raw: row.prompt, answer: row.answer };
+  }
+  const msgs = row.messages;
+  if (Array.isArray(msgs) && msgs.length && msgs.every((m) => m && typeof m.role === 'string' && typeof m.content === 'string')) {
+    const messages = msgs as ChatMessage[];
+    const last = messages[messages.length - 1];
+    // a final assistant message is a prefix the completion continues
+    const prefix = last.role === 'assistant' ? last.content : '';
+    const turns = last.role === 'assistant' ? messages.slice(0, -1) : messages;
+    return { index, messages: turns, assistantPrefix: prefix, raw: turns.map((m) => m.content).join('\n\n') + (prefix ? `\n\n${prefix}` : ''), answer: row.answer };
+  }
+  throw new UsageError('E_DATA', `${where}:${index + 1}: a line needs "prompt" (a string) or "messages" ([{role, content}, ...])`);
+}
+
+export interface TaskOptions {
+  limit?: number;
+  seed?: number;
+  split?: string;
+  revision?: string;
+}
+
+/** Parse `--task` and load its problems (the first `limit`). */
+export async function loadTask(spec: string, opts: TaskOptions = {}): Promise<Task> {
+  const colon = spec.indexOf(':');
+  const kind = colon >= 0 ? spec.slice(0, colon) : spec;
+  const arg = colon >= 0 ? spec.slice(colon + 1) : '';
+  const take = <T>(xs: T[]) => (opts.limit !== undefined ? xs.slice(0, opts.limit) : xs);
+  const rowsOf = async (src: string) => {
+    const { rows, where } = await loadRows(src, { split: opts.split, revision: opts.revision });
+    return { rows: take(rows), where };
+  };
+  if (kind === 'countdown') {
+    const score = (c: string, a: unknown) => scoreCountdown(c, a as CountdownAnswer);
+    if (arg === 'gen') {
+      const n = opts.limit ?? 128;
+      const seed = opts.seed ?? 0;
+      const problems = generateCountdown(n, seed).map((p, i) => countdownProblem(i, tinyZeroPrompt(p.numbers, p.target), { target: p.target, numbers: p.numbers }));
+      return { kind, spec, source: `generated (seed ${seed})`, problems, score };
+    }
+    const { rows, where } = await rowsOf(arg || DEFAULT_COUNTDOWN);
+    return { kind, spec, source: where, problems: rows.map((r, i) => countdownRow(r, i, where)), score };
+  }
+  if (kind === 'aime') {
+    const { rows, where } = await rowsOf(arg || DEFAULT_AIME);
+    return { kind, spec, source: where, problems: rows.map((r, i) => aimeRow(r, i, where)), score: (c, a) => scoreAime(c, a as string | number) };
+  }
+  if (kind === 'jsonl') {
+    if (!arg) throw new UsageError('E_USAGE', '--task jsonl:PATH needs a file');
+    const { rows, where } = await rowsOf(arg);
+    return { kind, spec, source: where, problems: rows.map((r, i) => jsonlRow(r, i, where)), score: (c, a) => scoreGeneric(c, a as GenericAnswer) };
+  }
+  throw new UsageError('E_USAGE', `unknown task ${JSON.stringify(spec)}: use countdown, countdown:gen, countdown:SRC, aime, aime:SRC or jsonl:PATH`);
+}
+
+/** The scorer of a task kind, for `eval score`. */
+export function scorerFor(kind: string): (completion: string, answer: unknown) => Verdict {
+  if (kind === 'countdown') return (c, a) => scoreCountdown(c, a as CountdownAnswer);
+  if (kind === 'aime') return (c, a) => scoreAime(c, a as string | number);
+  if (kind === 'jsonl') return (c, a) => scoreGeneric(c, a as GenericAnswer);
+  throw new UsageError('E_USAGE', `--task must be countdown, aime or jsonl, got ${JSON.stringify(kind)}`);
+}

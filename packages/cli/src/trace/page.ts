@@ -1,0 +1,88 @@
+/**
+ * The trace page: each generated token coloured by its normalized entropy H; hovering or focusing
+ * a token shows its candidates with p and w and the weight on the sampled token; a Chart.js line
+ * chart of H and w_y per step. Several runs (--compare-modes) are shown aligned by step, the first
+ * divergence marked.
+ */
+import { escapeHtml, page } from './html.ts';
+import type { TraceDoc } from './trace.ts';
+
+/** Background for H in [0, 1]: pale green (certain) through yellow to red (uncertain). */
+export function entropyColor(h: number): string {
+  const x = Math.min(1, Math.max(0, Number.isFinite(h) ? h : 0));
+  return `hsl(${Math.round(120 * (1 - x))}, 75%, ${Math.round(88 - 10 * x)}%)`;
+}
+
+const CSS = `
+  .run { margin: 1rem 0; }
+  .run h2 { margin: .25rem 0; }
+  .tokens { white-space: pre-wrap; word-break: break-word; font: 14px/1.9 ui-monospace, monospace; background: #fafbfc; border: 1px solid #e3e6ea; padding: .6rem; }
+  .tok { border-radius: 3px; padding: 1px 0; cursor: default; outline: none; }
+  .tok:hover, .tok:focus { box-shadow: 0 0 0 2px #1d2330; }
+  .tok.diverge { box-shadow: 0 0 0 2px #d11; }
+  .prompt { white-space: pre-wrap; color: #556; font: 13px/1.5 ui-monospace, monospace; }
+  #tip { position: fixed; z-index: 10; display: none; background: #fff; border: 1px solid #99a; box-shadow: 0 4px 14px #0003; padding: .5rem .6rem; font-size: 13px; min-width: 15rem; }
+  #tip table { margin: .3rem 0 0; } #tip td, #tip th { padding: .1rem .4rem; }
+  #tip tr.sampled td { font-weight: 600; background: #eef3ff; }
+  .legend { display: inline-block; width: 12rem; height: .8rem; vertical-align: middle; background: linear-gradient(90deg, hsl(120,75%,88%), hsl(60,75%,83%), hsl(0,75%,78%)); }
+  .banner { background: #fff1f0; border: 1px solid #f3b4ae; padding: .4rem .6rem; display: inline-block; }
+`;
+
+const SCRIPT = `
+Chart.defaults.animation = false;
+const tip = document.getElementById('tip');
+const esc = (s) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]);
+const show = (el) => {
+  const run = DATA.runs[+el.dataset.r];
+  const s = run.steps[+el.dataset.i];
+  const rows = s.candidates.map((c) => '<tr' + (c.id === s.token ? ' class="sampled"' : '') + '><td><code>' + esc(JSON.stringify(c.text)) + '</code></td><td>' + c.id + '</td><td>' + c.p.toFixed(4) + '</td><td>' + c.w.toFixed(4) + '</td></tr>').join('');
+  tip.innerHTML = '<div><b>' + esc(run.label) + ' · step ' + el.dataset.i + '</b>: sampled <code>' + esc(JSON.stringify(s.text)) + '</code> (id ' + s.token + ')</div>' +
+    '<div>H = ' + s.entropy.toFixed(4) + ' · weight on the sampled token w_y = <b class="wy">' + s.weight.toFixed(4) + '</b> · p_y = ' + s.pSampled.toFixed(4) + '</div>' +
+    '<table class="cands"><tr><th>candidate</th><th>id</th><th>p</th><th>w</th></tr>' + rows + '</table>';
+  const r = el.getBoundingClientRect();
+  tip.style.display = 'block';
+  tip.style.left = Math.max(4, Math.min(window.innerWidth - tip.offsetWidth - 4, r.left)) + 'px';
+  tip.style.top = (r.bottom + 6 + tip.offsetHeight > window.innerHeight ? Math.max(4, r.top - tip.offsetHeight - 6) : r.bottom + 6) + 'px';
+};
+const hide = () => { tip.style.display = 'none'; };
+for (const el of document.querySelectorAll('.tok')) {
+  el.addEventListener('mouseenter', () => show(el));
+  el.addEventListener('focus', () => show(el));
+  el.addEventListener('mouseleave', hide);
+  el.addEventListener('blur', hide);
+}
+const colors = ['#3b6fd8', '#d8563b', '#2f9e5a', '#9c4fd1'];
+const steps = Math.max(...DATA.runs.map((r) => r.steps.length), 0);
+const datasets = [];
+DATA.runs.forEach((run, i) => {
+  const c = colors[i % colors.length];
+  datasets.push({ label: run.label + ' H', data: run.steps.map((s) => s.entropy), borderColor: c, backgroundColor: c, pointRadius: 1.5 });
+  datasets.push({ label: run.label + ' w_y', data: run.steps.map((s) => s.weight), borderColor: c, backgroundColor: c, borderDash: [5, 4], pointRadius: 1.5 });
+});
+new Chart(document.getElementById('chart'), {
+  type: 'line',
+  data: { labels: Array.from({ length: steps }, (_, i) => i), datasets },
+  options: { maintainAspectRatio: false, interaction: { mode: 'index', intersect: false },
+    scales: { y: { min: 0, max: 1 }, x: { title: { display: true, text: 'step' } } } },
+});
+`;
+
+export function tracePageHtml(doc: TraceDoc, divergence: number | null): string {
+  const runs = doc.runs.map((run, r) => {
+    const toks = run.steps.map((s, i) =>
+      `<span class="tok${divergence === i ? ' diverge' : ''}" tabindex="0" data-r="${r}" data-i="${i}" style="background:${entropyColor(s.entropy)}">${escapeHtml(s.text)}</span>`).join('');
+    return `<section class="run"><h2>${escapeHtml(run.label)} <span class="muted">(${run.steps.length} tokens, ${escapeHtml(run.finishReason)})</span></h2><div class="tokens">${toks}</div></section>`;
+  }).join('\n');
+  const banner = doc.runs.length > 1
+    ? `<p class="banner" id="divergence">${divergence === null ? 'The runs are identical.' : `First divergence at step ${divergence} (outlined in red).`}</p>`
+    : '';
+  const body = `<h1>moi trace</h1>
+<p class="muted">model ${escapeHtml(doc.model)} · H: <span class="legend"></span> 0 → 1 · hover or focus (Tab) a token for its candidates</p>
+<details><summary class="muted">prompt</summary><div class="prompt">${escapeHtml(doc.prompt)}</div></details>
+${banner}
+${runs}
+<h2>H and w_y per step</h2>
+<div class="chart"><canvas id="chart" role="img" aria-label="entropy and weight on the sampled token per step"></canvas></div>
+<div id="tip" role="tooltip"></div>`;
+  return page('moi trace', CSS, body, doc, SCRIPT);
+}

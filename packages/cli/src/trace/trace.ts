@@ -1,0 +1,106 @@
+/**
+ * Token traces: decode a prompt recording every step's H, w_y and top candidates, in one or more
+ * modes (same prompt, same seed), and write them as a self-contained page (page.ts).
+ */
+import fs from 'node:fs';
+import { UsageError } from '@moi/core';
+import { MIX_MODES, type MixMode } from '@moi/moi';
+import { generate, type GenerateRequest, type TokenEvent } from '../engine/generate.ts';
+import type { Engine } from '../engine/engine.ts';
+import { tracePageHtml } from './page.ts';
+
+export const TRACE_TOP = 10;
+
+export interface TraceStep {
+  token: number;
+  text: string;
+  entropy: number;
+  weight: number;
+  pSampled: number;
+  candidates: { id: number; text: string; p: number; w: number }[];
+}
+
+export interface TraceRun {
+  label: string;
+  mode: string;
+  text: string;
+  finishReason: string;
+  steps: TraceStep[];
+}
+
+export interface TraceDoc {
+  model: string;
+  prompt: string;
+  runs: TraceRun[];
+}
+
+/**
+ * A token's text where it stands: decoded after the token before it, less that token's text
+ * (decoded alone, SentencePiece tokens lose their leading space).
+ */
+function tokenText(engine: Engine, id: number, prev: number | undefined): string {
+  const tok = engine.tokenizer;
+  if (!tok) return `#${id}`;
+  if (prev === undefined) return tok.decode([id]);
+  const before = tok.decode([prev]);
+  const both = tok.decode([prev, id]);
+  return both.startsWith(before) ? both.slice(before.length) : tok.decode([id]);
+}
+
+/** A token event (of a request with `trace`) as a trace step, with the tokens' texts. */
+export function traceStep(engine: Engine, e: TokenEvent, prev: number | undefined): TraceStep {
+  const t = e.trace;
+  if (!t) throw new UsageError('E_INTERNAL', 'a token event without trace data (the request needs `trace`)');
+  return {
+    token: e.token, text: tokenText(engine, e.token, prev), entropy: t.entropy, weight: t.weight, pSampled: t.pSampled,
+    candidates: t.candidates.map((c) => ({ ...c, text: tokenText(engine, c.id, prev) })),
+  };
+}
+
+/** Decode one request with per-step candidates recorded. */
+export async function traceRequest(engine: Engine, request: GenerateRequest, label: string, opts: { top?: number; signal?: AbortSignal } = {}): Promise<TraceRun> {
+  const top = opts.top ?? TRACE_TOP;
+  const steps: TraceStep[] = [];
+  let text = '';
+  let finishReason = 'length';
+  for await (const e of generate(engine, [{ ...request, trace: top }], { signal: opts.signal })) {
+    if (e.type === 'token') steps.push(traceStep(engine, e, steps.length ? steps[steps.length - 1].token : request.promptIds[request.promptIds.length - 1]));
+    else {
+      text = e.text;
+      finishReason = e.finishReason;
+    }
+  }
+  return { label, mode: request.mix?.mode ?? 'standard', text, finishReason, steps };
+}
+
+export function parseModes(list: string, flag = '--compare-modes'): MixMode[] {
+  const modes = list.split(',').map((m) => m.trim()).filter(Boolean);
+  if (!modes.length) throw new UsageError('E_USAGE', `${flag} needs a list such as standard,moi`);
+  for (const m of modes) {
+    if (!MIX_MODES.includes(m as MixMode)) throw new UsageError('E_USAGE', `${flag}: unknown mode "${m}" (use ${MIX_MODES.join(', ')})`);
+  }
+  if (new Set(modes).size !== modes.length) throw new UsageError('E_USAGE', `${flag}: a mode is listed twice`);
+  return modes as MixMode[];
+}
+
+/** The same prompt decoded in each mode with the same sampling (and seed). */
+export async function traceModes(engine: Engine, request: GenerateRequest, modes: MixMode[], opts: { top?: number; signal?: AbortSignal } = {}): Promise<TraceRun[]> {
+  const runs: TraceRun[] = [];
+  for (const mode of modes) runs.push(await traceRequest(engine, { ...request, mix: { ...request.mix, mode } }, mode, opts));
+  return runs;
+}
+
+/** First step where the runs' tokens differ (or one ends before another), or null when identical. */
+export function firstDivergence(runs: TraceRun[]): number | null {
+  if (runs.length < 2) return null;
+  const longest = Math.max(...runs.map((r) => r.steps.length));
+  for (let i = 0; i < longest; i++) {
+    const t = runs[0].steps[i]?.token;
+    if (runs.some((r) => r.steps[i]?.token !== t)) return i;
+  }
+  return null;
+}
+
+export function writeTracePage(file: string, doc: TraceDoc): void {
+  fs.writeFileSync(file, tracePageHtml(doc, firstDivergence(doc.runs)));
+}

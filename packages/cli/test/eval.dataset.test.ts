@@ -1,0 +1,147 @@
+/**
+ * Hub datasets: parquet files written here (hyparquet-writer), served by the loopback fake hub,
+ * downloaded into the HF cache layout, read with hyparquet; then offline from the cache alone.
+ * Also: prompts rendered through a real chat template (Qwen3's).
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parquetWriteBuffer } from 'hyparquet-writer';
+import { readParquet } from '../src/eval/data.ts';
+import { datasetFolderName, isSplitParquet, resolveDatasetParquet } from '../src/hub/dataset.ts';
+import { loadTask } from '../src/eval/tasks.ts';
+import { renderPrompt } from '../src/eval/runner.ts';
+import { loadTokenizer } from '../src/text/index.ts';
+import { sharedDir } from '@moi/core';
+import { startHubServer, type HubServer } from './helpers/hub-server.ts';
+
+const COMMIT = 'c0ffee'.padEnd(40, '0');
+
+function countdownParquet(): Buffer {
+  return Buffer.from(parquetWriteBuffer({
+    columnData: [
+      { name: 'target', data: [60, 24, 13], type: 'INT32' },
+      { name: 'nums', data: [[44, 19, 35], [3, 3, 8, 8], [95, 4, 7]] },
+    ],
+  }));
+}
+
+function aimeParquet(rows: { problem: string; answer: string }[]): Buffer {
+  return Buffer.from(parquetWriteBuffer({
+    columnData: [
+      { name: 'id', data: rows.map((_, i) => BigInt(i)), type: 'INT64' },
+      { name: 'problem', data: rows.map((r) => r.problem), type: 'STRING' },
+      { name: 'answer', data: rows.map((r) => r.answer), type: 'STRING' },
+    ],
+  }));
+}
+
+describe('eval: hub datasets (fake hub, parquet)', () => {
+  let hub: HubServer;
+  let cache: string;
+  const aimeRows = [{ problem: 'Find $x$ if \\begin{cases} x = 2 \\end{cases}.', answer: '2' }, { problem: 'What is 7·6?', answer: '042' }];
+
+  before(async () => {
+    cache = fs.mkdtempSync(path.join(os.tmpdir(), 'moi-ds-'));
+    hub = await startHubServer({
+      repos: {
+        'datasets/test-org/countdown': {
+          commit: COMMIT,
+          files: {
+            'README.md': Buffer.from('# countdown\n'),
+            'data/train-00000-of-00001.parquet': countdownParquet(),
+            'data/test-00000-of-00001.parquet': countdownParquet(),
+          },
+          lfs: ['data/train-00000-of-00001.parquet'],
+        },
+        'datasets/test-org/aime': { commit: COMMIT, files: { 'train.parquet': aimeParquet(aimeRows) } },
+        'datasets/test-org/json-only': { commit: COMMIT, files: { 'data.jsonl': Buffer.from('{}\n') } },
+      },
+    });
+  });
+  after(async () => {
+    await hub.close();
+    fs.rmSync(cache, { recursive: true, force: true });
+  });
+
+  it('picks the split\'s parquet files', () => {
+    assert.ok(isSplitParquet('data/train-00000-of-00002.parquet', 'train'));
+    assert.ok(isSplitParquet('default/train/0000.parquet', 'train'));
+    assert.ok(isSplitParquet('train.parquet', 'train'));
+    assert.ok(!isSplitParquet('data/test-00000.parquet', 'train'));
+    assert.ok(!isSplitParquet('data/train.jsonl', 'train'));
+  });
+
+  it('downloads into the HF cache layout and reads the rows', async () => {
+    const env = { HF_ENDPOINT: hub.endpoint, HF_HUB_CACHE: cache, HF_TOKEN: '' };
+    const files = await resolveDatasetParquet('test-org/countdown', { env });
+    const repoDir = path.join(cache, datasetFolderName('test-org/countdown'));
+    assert.equal(datasetFolderName('test-org/countdown'), 'datasets--test-org--countdown');
+    assert.deepEqual(files, [path.join(repoDir, 'snapshots', COMMIT, 'data/train-00000-of-00001.parquet')]);
+    assert.equal(fs.readFileSync(path.join(repoDir, 'refs', 'main'), 'utf8'), COMMIT);
+    assert.ok(fs.lstatSync(files[0]).isSymbolicLink(), 'snapshot files link to blobs');
+    assert.match(fs.readlinkSync(files[0]), /^\.\.\/\.\.\/\.\.\/blobs\/[0-9a-f]{64}$/); // LFS: sha256 etag
+    const rows = await readParquet(files);
+    assert.deepEqual(rows, [{ target: 60, nums: [44, 19, 35] }, { target: 24, nums: [3, 3, 8, 8] }, { target: 13, nums: [95, 4, 7] }]);
+    assert.ok(hub.requests.some((r) => r.url === '/api/datasets/test-org/countdown/revision/main'));
+  });
+
+  it('reads from the cache alone when offline, and says so when the cache lacks it', async () => {
+    const before = hub.requests.length;
+    const files = await resolveDatasetParquet('test-org/countdown', { env: { HF_HUB_CACHE: cache, HF_HUB_OFFLINE: '1' } });
+    assert.equal(files.length, 1);
+    assert.equal(hub.requests.length, before, 'no request offline');
+    await assert.rejects(
+      resolveDatasetParquet('test-org/aime', { env: { HF_HUB_CACHE: cache, HF_HUB_OFFLINE: '1' } }),
+      (e: Error & { code?: string }) => e.code === 'E_HUB_OFFLINE' && /test-org\/aime/.test(e.message),
+    );
+  });
+
+  it('names what is missing: an unknown dataset, a split or parquet files', async () => {
+    const env = { HF_ENDPOINT: hub.endpoint, HF_HUB_CACHE: cache, HF_TOKEN: '' };
+    await assert.rejects(resolveDatasetParquet('test-org/nope', { env }), (e: Error & { code?: string }) => e.code === 'E_HUB_NOT_FOUND');
+    await assert.rejects(resolveDatasetParquet('test-org/countdown', { env, split: 'validation' }), /no parquet files for split "validation"/);
+    await assert.rejects(resolveDatasetParquet('test-org/json-only', { env }), /has no parquet files/);
+    await assert.rejects(resolveDatasetParquet('not an id', { env }), (e: Error & { code?: string }) => e.code === 'E_HUB_BAD_ID');
+  });
+
+  it('loads countdown and aime tasks from hub ids, with their prompts', async () => {
+    const saved = { ...process.env };
+    Object.assign(process.env, { HF_ENDPOINT: hub.endpoint, HF_HUB_CACHE: cache, HF_TOKEN: '' });
+    delete process.env.HF_HUB_OFFLINE;
+    try {
+      const cd = await loadTask('countdown:test-org/countdown', { limit: 2 });
+      assert.equal(cd.problems.length, 2);
+      assert.deepEqual(cd.problems[1].answer, { target: 24, numbers: [3, 3, 8, 8] });
+      assert.match(cd.problems[1].messages[0].content, /^A conversation between User and Assistant[\s\S]*Using the numbers \[3, 3, 8, 8\], create an equation that equals 24\.[\s\S]*<\/answer>\.\n$/);
+      assert.equal(cd.problems[1].assistantPrefix, 'Let me solve this step by step.\n<think>');
+      const aime = await loadTask('aime:test-org/aime');
+      assert.equal(aime.problems.length, 2);
+      assert.equal(aime.problems[0].messages[0].content,
+        'Question: Find $x$ if \\begin{cases} x = 2 \\end{cases}.\n\nPlease reason step by step, and put your final answer within \\boxed{}.');
+      assert.ok(!aime.problems[0].raw.includes('\b'), 'no backspace character');
+      assert.equal(aime.score('so \\boxed{42}', aime.problems[1].answer).correct, true);
+    } finally {
+      for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+      Object.assign(process.env, saved);
+    }
+  });
+});
+
+describe('eval: prompts through a chat template', () => {
+  it('renders the user turn with the template, then the assistant prefix (Qwen3)', async function () {
+    const shared = sharedDir();
+    if (!shared) this.skip();
+    const tok = loadTokenizer(path.join(shared!, 'tokenizers', 'qwen3'));
+    const task = await loadTask('countdown:gen', { limit: 1, seed: 1 });
+    const p = task.problems[0];
+    const { text, ids } = renderPrompt(tok, p);
+    assert.equal(text, `<|im_start|>user\n${p.messages[0].content}<|im_end|>\n<|im_start|>assistant\nLet me solve this step by step.\n<think>`);
+    assert.deepEqual(ids, tok.encode(text, { addSpecialTokens: false }));
+    // without a template: the raw TinyZero text, tokenized as a plain prompt
+    const raw = renderPrompt(null, p);
+    assert.equal(raw.text, p.raw);
+    assert.match(p.raw, /\nAssistant: Let me solve this step by step\.\n<think>$/);
+  });
+});

@@ -1,0 +1,91 @@
+/** Statistics against published and independently computed values (sources cited per case). */
+import assert from 'node:assert/strict';
+import { mcnemarExact, pairedBootstrap, wilson } from '../src/eval/stats.ts';
+import { summarize, markdownTable, type ResultRecord } from '../src/eval/summary.ts';
+
+const close = (a: number, b: number, tol: number, what: string) => assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b}`);
+
+describe('eval: statistics', () => {
+  it('Wilson 95% intervals match Newcombe (1998), Table I, method 3', () => {
+    // R. G. Newcombe, "Two-sided confidence intervals for the single proportion: comparison of
+    // seven methods", Statistics in Medicine 17:857–872 (1998), Table I, score method without
+    // continuity correction, to 4 decimals.
+    const table: [number, number, number, number][] = [
+      [81, 263, 0.2553, 0.3662],
+      [15, 148, 0.0624, 0.1605],
+      [0, 20, 0.0, 0.1611],
+      [1, 29, 0.0061, 0.1718],
+    ];
+    for (const [k, n, lo, hi] of table) {
+      const [l, h] = wilson(k, n);
+      close(l, lo, 5e-5, `${k}/${n} lower`);
+      close(h, hi, 5e-5, `${k}/${n} upper`);
+    }
+    // n/n mirrors 0/n: the interval of 20/20 is [1 − 0.1611, 1]
+    const [l, h] = wilson(20, 20);
+    close(l, 1 - 0.1611, 5e-5, '20/20 lower');
+    assert.equal(h, 1);
+    assert.deepEqual(wilson(0, 0), [0, 1]);
+  });
+
+  it('exact McNemar p-values equal the binomial computation', () => {
+    // Two-sided exact conditional McNemar: p = min(1, 2 · Σ_{k ≤ min(b,c)} C(b+c, k) / 2^(b+c)).
+    // b = 1, c = 7: 2 · (1 + 8) / 256 = 18/256 = 0.0703125; this is the airway hyper-responsiveness
+    // example of Fagerland, Lydersen & Laake, BMC Med Res Methodol 13:91 (2013), exact p = 0.070.
+    assert.equal(mcnemarExact(1, 7), 18 / 256);
+    assert.equal(mcnemarExact(7, 1), 18 / 256);
+    // b = 0, c = 5: 2 · 1/32 = 1/16
+    assert.equal(mcnemarExact(0, 5), 1 / 16);
+    // b = 3, c = 12: 2 · (1 + 15 + 105 + 455) / 32768 = 1152/32768 = 9/256
+    close(mcnemarExact(3, 12), 9 / 256, 1e-15, '3,12');
+    // large counts, exact values from Python's fractions.Fraction over math.comb
+    // (2 * Fraction(sum(comb(n, k) for k in range(m + 1)), 2**n)):
+    close(mcnemarExact(50, 80), 0.010694055123829413, 1e-12, '50,80');
+    close(mcnemarExact(200, 260), 0.005883922473103979, 1e-12, '200,260');
+    assert.equal(mcnemarExact(5, 5), 1); // capped at 1
+    assert.equal(mcnemarExact(0, 0), 1);
+  });
+
+  it('paired bootstrap: seeded, degenerate where it must be, and near the normal interval for large n', () => {
+    const a = Array.from({ length: 400 }, (_, i) => (i % 5 < 3 ? 1 : 0)); // mean 0.6
+    const b = Array.from({ length: 400 }, (_, i) => (i % 2 === 0 ? 1 : 0)); // mean 0.5
+    const ci = pairedBootstrap(a, b, { seed: 1 });
+    assert.deepEqual(ci, pairedBootstrap(a, b, { seed: 1 })); // same seed, same interval
+    const x = [0.3, 1, 0, 0.7, 0.2, 1, 0.9, 0.1, 0.5, 0.45];
+    const y = [0.1, 0.4, 0.05, 0.2, 0, 0.3, 0.8, 0.6, 0.2, 0.15];
+    assert.notDeepEqual(pairedBootstrap(x, y, { seed: 1 }), pairedBootstrap(x, y, { seed: 2 })); // the seed matters
+    close(ci.mean, 0.1, 1e-12, 'mean difference');
+    // normal approximation: mean ± 1.96 · sd(d) / √n
+    const d = a.map((x, i) => x - b[i]);
+    const sd = Math.sqrt(d.reduce((s, x) => s + (x - 0.1) ** 2, 0) / (d.length - 1));
+    const half = 1.96 * sd / Math.sqrt(d.length);
+    close(ci.lo, 0.1 - half, 0.015, 'lower vs normal');
+    close(ci.hi, 0.1 + half, 0.015, 'upper vs normal');
+    const same = pairedBootstrap([1, 0, 1], [0, -1, 0], { seed: 3 }); // every difference is 1
+    assert.deepEqual([same.lo, same.hi, same.mean], [1, 1, 1]);
+  });
+
+  it('summaries count discordant pairs per mode against standard', () => {
+    const rec = (problem: number, mode: string, correct: boolean, sample = 0): ResultRecord => ({
+      key: `${problem}/${sample}/${mode}`, problem, sample, mode, mode_used: mode, seed: 0, prompt: '', completion: '', answer: null,
+      extracted: null, correct, format_only: !correct, reason: null, prompt_tokens: 1, completion_tokens: 10 + problem, finish_reason: 'stop',
+      seconds: 0, mean_entropy: 0.5, mean_weight: mode === 'standard' ? 1 : 0.7,
+    });
+    // 8 problems: standard right on 0–3; moi right on 2–7 → b = 2 (0, 1), c = 4 (4–7)
+    const records = [...Array(8).keys()].flatMap((p) => [rec(p, 'standard', p < 4), rec(p, 'moi', p >= 2)]);
+    const s = summarize(records, { task: 't', source: 's', model: 'm', modes: ['standard', 'moi'], problems: 8, samples: 1, seed: 0 });
+    assert.deepEqual(s.modes.map((m) => [m.mode, m.correct, m.n]), [['standard', 4, 8], ['moi', 6, 8]]);
+    assert.deepEqual([s.paired[0].b, s.paired[0].c, s.paired[0].pairs], [2, 4, 8]);
+    assert.equal(s.paired[0].mcnemar_p, mcnemarExact(2, 4));
+    close(s.paired[0].diff, 0.25, 1e-12, 'diff');
+    assert.match(markdownTable(s), /\| moi \| 8 \| 6 \| 75\.0% \|/);
+    assert.equal(s.paired[0].bootstrap95, undefined);
+    // two samples per problem: the bootstrap resamples problems (both samples together)
+    const two = [...Array(8).keys()].flatMap((p) => [0, 1].flatMap((k) => [rec(p, 'standard', p < 4, k), rec(p, 'moi', p >= 2 || k === 1, k)]));
+    const s2 = summarize(two, { task: 't', source: 's', model: 'm', modes: ['standard', 'moi'], problems: 8, samples: 2, seed: 4 });
+    const perProblemMoi = [...Array(8).keys()].map((p) => (p >= 2 ? 1 : 0.5));
+    const perProblemStd = [...Array(8).keys()].map((p) => (p < 4 ? 1 : 0));
+    assert.deepEqual(s2.paired[0].bootstrap95, { ...pairedBootstrap(perProblemMoi, perProblemStd, { seed: 4, resamples: 2000 }), seed: 4 });
+    assert.match(markdownTable(s2), /bootstrap 95% CI of Δ/);
+  });
+});

@@ -1,0 +1,133 @@
+/**
+ * The HTML pages in a real browser: Debian's chromium, headless, driven by puppeteer-core. The eval
+ * report and the trace page render (non-blank screenshots, charts drawn, no console errors, no
+ * network), and hovering or focusing a token shows its candidates. Skips where chromium is absent
+ * (.ci/run installs it).
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { repoRoot, sharedDir, SHARED_MISSING } from '@moi/core';
+import { Engine } from '../packages/cli/src/engine/engine.ts';
+import type { Completer, CompletionRequest, CompletionResult } from '../packages/cli/src/eval/completer.ts';
+import { runEval } from '../packages/cli/src/eval/runner.ts';
+import { loadTask } from '../packages/cli/src/eval/tasks.ts';
+import { traceModes, writeTracePage } from '../packages/cli/src/trace/trace.ts';
+import { canvasInk, chromiumPath, distinctColors, launchChromium, openPage, type Browser } from '../packages/cli/test/helpers/browser.ts';
+
+/** A scripted completer: right on even problems in moi mode, on multiples of 3 in standard. */
+class ScriptedCompleter implements Completer {
+  readonly name = 'scripted';
+  async *complete(requests: CompletionRequest[]): AsyncIterable<CompletionResult> {
+    for (const r of requests) {
+      const p = Number(r.key.split('/')[0]);
+      const m = /Using the numbers \[([\d, ]+)\], create an equation that equals (\d+)/.exec(r.promptText)!;
+      const { solveCountdown } = await import('../packages/cli/src/eval/solver.ts');
+      const right = r.mode === 'moi' ? p % 2 === 0 : p % 3 === 0;
+      const answer = right ? solveCountdown(m[1].split(', ').map(Number), Number(m[2])) : '1 + 1';
+      const body = `${'thinking <b>not html</b> & more '.repeat(1 + (p % 5))}</think> <answer>${answer}</answer>`;
+      yield { key: r.key, completion: body, promptTokens: 50, completionTokens: 10 + 7 * (p % 5), finishReason: 'stop', seconds: 0.01, meanEntropy: 0.4, meanWeight: r.mode === 'moi' ? 0.7 : 1, modeUsed: r.mode };
+    }
+  }
+  async close() {}
+}
+
+describe('pages in headless chromium', function () {
+  this.timeout(120_000);
+  const chromium = chromiumPath();
+  let browser: Browser;
+  let tmp: string;
+
+  before(async function () {
+    if (!chromium) { console.log('      chromium is not installed (apt-get install -y chromium): page tests skipped'); this.skip(); }
+    if (!sharedDir()) { console.log(`      ${SHARED_MISSING}`); this.skip(); }
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moi-pages-'));
+    browser = await launchChromium(chromium!);
+  });
+  after(async () => {
+    await browser?.close();
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('the eval report renders: charts, paired table, drill-down; no errors, no network', async () => {
+    const task = await loadTask('countdown:gen', { limit: 12, seed: 2 });
+    const out = path.join(tmp, 'report');
+    await runEval(task, { model: 'scripted', task: 'countdown:gen', modes: ['standard', 'moi'], samples: 1, seed: 2, sampling: {}, maxTokens: 8 },
+      { out, completer: new ScriptedCompleter(), tokenizer: null, progress: false });
+    const file = path.join(out, 'report.html');
+    const { page, errors } = await openPage(browser, file);
+    const png = await page.screenshot({ fullPage: true });
+    assert.ok(await distinctColors(page, png) > 50, 'the screenshot is not blank');
+    assert.ok(await canvasInk(page, '#acc') > 1000, 'accuracy chart drawn');
+    assert.ok(await canvasInk(page, '#len') > 1000, 'length chart drawn');
+    const cells = await page.$$eval('#modes tr', (rows) => rows.slice(1).map((r) => [...r.querySelectorAll('td')].slice(0, 4).map((td) => td.textContent)));
+    // moi right on problems 0,2,..,10 (6 of 12); standard on 0,3,6,9 (4 of 12)
+    assert.deepEqual(cells, [['standard', '12', '4', '33.3%'], ['moi', '12', '6', '50.0%']]);
+    const paired = await page.$eval('#paired tr:nth-child(2)', (r) => [...r.querySelectorAll('td')].map((td) => td.textContent));
+    // b: standard right, moi wrong = {3, 9}; c: standard wrong, moi right = {2, 4, 8, 10}
+    assert.deepEqual(paired.slice(0, 4), ['moi vs standard', '12', '2', '4']);
+    await page.click('#p3 > summary');
+    const cols = await page.$$eval('#p3 .col .head', (els) => els.map((e) => e.textContent));
+    assert.equal(cols.length, 2);
+    assert.match(cols[0]!, /^standard: correct/);
+    assert.match(cols[1]!, /^moi: wrong/);
+    assert.equal(await page.$$eval('#p3 pre b', (x) => x.length), 0, 'completions are shown as text, not HTML');
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
+  it('the trace page renders; hovering or focusing a token shows its candidates and w_y', async () => {
+    const engine = await Engine.load(path.join(sharedDir()!, 'fixtures', 'stories260K'), { backend: 'wasm' });
+    const file = path.join(tmp, 'trace.html');
+    try {
+      const promptIds = [1, 403, 407, 261, 378];
+      const runs = await traceModes(engine, { promptIds, maxTokens: 30, ignoreEos: true, sampling: { temperature: 1, seed: 4 } }, ['standard', 'moi'], { top: 6 });
+      writeTracePage(file, { model: 'stories260K', prompt: engine.tokenizer!.decode(promptIds), runs });
+      const { page, errors } = await openPage(browser, file);
+      const png = await page.screenshot({ fullPage: true });
+      assert.ok(await distinctColors(page, png) > 50, 'the screenshot is not blank');
+      assert.ok(await canvasInk(page, '#chart') > 1000, 'H / w_y chart drawn');
+      assert.equal(await page.$$eval('.tok', (x) => x.length), runs[0].steps.length + runs[1].steps.length);
+      // hover the 5th token of the moi run
+      await page.hover('.tok[data-r="1"][data-i="4"]');
+      const tip = await page.$eval('#tip', (e) => ({ shown: getComputedStyle(e).display !== 'none', rows: e.querySelectorAll('.cands tr').length - 1, wy: e.querySelector('.wy')?.textContent }));
+      assert.ok(tip.shown, 'the tooltip shows on hover');
+      assert.equal(tip.rows, 6);
+      assert.equal(tip.wy, runs[1].steps[4].weight.toFixed(4));
+      // keyboard: focus another token
+      await page.mouse.move(0, 0);
+      await page.focus('.tok[data-r="0"][data-i="2"]');
+      const focused = await page.$eval('#tip', (e) => ({ shown: getComputedStyle(e).display !== 'none', text: e.textContent }));
+      assert.ok(focused.shown);
+      assert.match(focused.text!, /standard · step 2/);
+      const marked = await page.$$eval('.tok.diverge', (x) => x.map((e) => (e as HTMLElement).dataset.i));
+      const banner = await page.$eval('.banner', (e) => e.textContent);
+      if (runs[0].steps.some((s, i) => s.token !== runs[1].steps[i]?.token)) {
+        assert.equal(marked.length, 2);
+        assert.match(banner!, new RegExp(`First divergence at step ${marked[0]}`));
+      } else {
+        assert.match(banner!, /identical/);
+      }
+      assert.deepEqual(errors, []);
+      await page.close();
+    } finally {
+      engine.dispose();
+    }
+  });
+
+  it('moi-gen generate --trace --compare-modes writes the page', async () => {
+    const file = path.join(tmp, 'cli-trace.html');
+    const code = await new Promise<number | null>((resolve) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'packages/cli/src/bin.ts', '--model', path.join(sharedDir()!, 'fixtures', 'stories260K'),
+        '--max-tokens', '20', '--temperature', '0', '--trace', file, '--compare-modes', 'standard,moi', 'Once upon a time'], { cwd: repoRoot, stdio: 'ignore' });
+      child.on('close', resolve);
+    });
+    assert.equal(code, 0);
+    const { page, errors } = await openPage(browser, file);
+    assert.deepEqual(await page.$$eval('.run h2', (x) => x.map((e) => e.firstChild!.textContent!.trim())), ['standard', 'moi']);
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+});
