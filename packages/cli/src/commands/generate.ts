@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { notRegularFile, UsageError } from '@moi/core';
+import { UsageError } from '@moi/core';
 import { generate, type DoneEvent, type TokenEvent } from '../engine/generate.ts';
 import type { Engine } from '../engine/engine.ts';
 import { encodeChat, renderChat, type Tokenizer } from '../text/index.ts';
@@ -41,15 +41,18 @@ export function promptSources(args: string[], o: { prompt?: string; file?: strin
   return given;
 }
 
-/** A text file the user named with a flag, read whole; a bad one is a usage error naming the flag. */
+/**
+ * A text file the user named with a flag, read whole; a bad one is a usage error naming the flag.
+ * Pipes are fine here (`-f <(cmd)`, `-f /dev/stdin`): the user is the writer. (No stat first:
+ * measured, a stat of a pipe before the backends load makes tfjs register its kernels twice.)
+ */
 export function readUserFile(flag: string, file: string): string {
-  const full = userPath(file);
-  const problem = notRegularFile(full);
-  if (problem) throw new UsageError('E_USAGE', `${flag} ${file}: cannot read it: it ${problem}`);
   try {
-    return readFileSync(full, 'utf8');
+    return readFileSync(userPath(file), 'utf8');
   } catch (e) {
-    throw new UsageError('E_USAGE', `${flag} ${file}: cannot read it (${(e as Error).message})`);
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'EISDIR' ? 'it is a directory' : code === 'ENOENT' ? 'it does not exist' : (e as Error).message;
+    throw new UsageError('E_USAGE', `${flag} ${file}: cannot read it: ${why}`);
   }
 }
 
