@@ -17,7 +17,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { MoiError, UsageError } from '@moi/core';
-import type { KVCache } from '@moi/models';
+import type { KVCache, DecoderSpec } from '@moi/models';
 import { defaultMixer, type InputMixer } from '@moi/moi';
 import { commonPrefix } from './chat-session.ts';
 import type { Engine } from './engine.ts';
@@ -128,6 +128,11 @@ export class Scheduler {
     this.kvBytes = this.cache.reduce((n, c) => n + 2 * c.batch * c.kvHeads * c.headDim * c.size * 4, 0);
     this.ctx = { model: engine.model, cache: this.cache, mixer: opts.mixer ?? defaultMixer, eos: new Set(engine.eosTokenIds) };
     this.slots = Array.from({ length: this.maxSeqs }, () => ({ held: [], job: null, freedAt: 0 }));
+  }
+
+  /** Bytes of a KV cache of `maxSeqs` rows of `maxModelLen` tokens (keys + values, float32). */
+  static kvBytesFor(spec: DecoderSpec, maxSeqs: number, maxModelLen: number): number {
+    return spec.layers.reduce((n, l) => n + 2 * maxSeqs * spec.numKvHeads * spec.headDim * (l.window ? Math.min(l.window, maxModelLen) : maxModelLen) * 4, 0);
   }
 
   /** Gauges and counters now. */
