@@ -143,6 +143,13 @@ describe('moi-gen serve (OpenAI API, official client)', function () {
     assert.deepEqual((m as unknown as { moi: unknown }).moi, { mode: 'moi', beta: 0.5, top_k: 5, prior: 'raw' });
     const d = await srv.client.completions.create({ model: MODEL, prompt: 'Hello', max_tokens: 4, temperature: 0, moi_beta: -100 } as never) as OpenAI.Completion;
     assert.equal((d as unknown as { moi: { mode: string } }).moi.mode, 'direct');
+    // Soft Thinking per request: the think-end id comes from the tokenizer ('</think>')
+    const soft = await srv.client.completions.create({ model: MODEL, prompt: 'Hello', max_tokens: 4, moi_mode: 'soft', cold_stop_entropy: 0.01, cold_stop_steps: 2 } as never) as OpenAI.Completion;
+    const softMoi = (soft as unknown as { moi: { mode: string; think_end_id: number } }).moi;
+    assert.equal(softMoi.mode, 'soft');
+    assert.equal(softMoi.think_end_id, engine.tokenizer!.encode('</think>', { addSpecialTokens: false })[0]);
+    await assert.rejects(srv.client.completions.create({ model: MODEL, prompt: 'Hello', max_tokens: 4, moi_mode: 'moi', think_end: '</x>' } as never),
+      (e: unknown) => e instanceof OpenAI.APIError && e.status === 400);
     await assert.rejects(srv.client.completions.create({ model: MODEL, prompt: 'Hello', max_tokens: 4, moi_mode: 'moi', moi_beta: -1 } as never),
       (e: unknown) => e instanceof OpenAI.APIError && e.status === 400 && /beta/.test(e.message));
     // an unknown field is accepted and named in a warning

@@ -187,7 +187,7 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
               entry = { content: [c] };
             }
           }
-          if (stream && (e.text || entry)) {
+          if (stream) { // a chunk per token, even while its text is incomplete (''), as vLLM's completions do
             write(chunk([chat
               ? { index: choice.index, delta: { content: e.text }, logprobs: entry, finish_reason: null }
               : { index: choice.index, text: e.text, logprobs: entry, finish_reason: null, stop_reason: null }]));
