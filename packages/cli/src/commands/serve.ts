@@ -6,8 +6,6 @@
 import { Command, Option } from 'commander';
 import { UsageError } from '@moi/core';
 import { resolveMixSettings, type MixOptions } from '@moi/moi';
-import { Scheduler } from '../engine/scheduler.ts';
-import { buildServer } from '../serve/server.ts';
 import { loadEngine, type ModelFlags } from './load.ts';
 import { readUserFile } from './generate.ts';
 import { addModelOptions, int } from './options.ts';
@@ -44,6 +42,9 @@ async function run(o: ServeFlags): Promise<void> {
   if (o.mixPrior !== undefined) mix.prior = o.mixPrior;
   resolveMixSettings(mix, process.env); // bad defaults fail before the load
   const chatTemplate = o.chatTemplate !== undefined ? readUserFile('--chat-template', o.chatTemplate) : undefined;
+  // loaded here, so that the other commands do not pay for fastify, zod and prom-client at start-up
+  const { Scheduler } = await import('../engine/scheduler.ts');
+  const { buildServer } = await import('../serve/server.ts');
   const { engine } = await loadEngine({ ...o, quiet: true }, true);
   const spec = engine.spec;
   const maxModelLen = o.maxModelLen ?? Math.min(spec.maxPositionEmbeddings, 2048);
