@@ -15,6 +15,7 @@ import { scoreCommand } from './commands/score.ts';
 import { benchCommand } from './commands/bench.ts';
 import { extraCommands } from './commands/extra.ts';
 import { synthCommand } from './commands/synth.ts';
+import { serveCommand } from './commands/serve.ts';
 import {
   deferred, exitCodeOf, interruption, mistypedCommand, mistypedCommandError, operands, PREFIX, printError,
 } from './commands/usage.ts';
@@ -36,6 +37,7 @@ export function program(): Command {
   p.addCommand(benchCommand());
   p.addCommand(synthCommand());
   p.addCommand(evalCommand());
+  p.addCommand(serveCommand());
   // commander's own messages ("error: unknown option ...") get moi-gen's one prefix
   const output = { outputError: (str: string, write: (s: string) => void) => write(str.replace(/^error:/, `${PREFIX} error:`)) };
   p.configureOutput(output);

@@ -5,6 +5,7 @@
  */
 export { Engine, type EngineLoadOptions } from './engine/engine.ts';
 export * from './engine/generate.ts';
+export * from './engine/scheduler.ts';
 export * from './engine/chat-session.ts';
 export * from './text/index.ts';
 export * from './sampling/index.ts';

@@ -13,82 +13,17 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { UsageError } from '@moi/core';
 import type { Decoder, KVCache } from '@moi/models';
-import {
-  defaultMixer, logprobAt, planRowMix, type InputMixer, type MixOptions, type MixRowReport, type MixRowState, type MixSettings,
-} from '@moi/moi';
-import { createRng, resolveSamplingParams, sample, type RowState, type SamplingParams } from '../sampling/index.ts';
-import { StreamingDetokenizer, type Tokenizer } from '../text/index.ts';
+import { defaultMixer, type InputMixer } from '@moi/moi';
+import type { Tokenizer } from '../text/index.ts';
 import type { Engine } from './engine.ts';
-import { checkFiniteColumn, finiteProbe } from './finite.ts';
-import { readTrace, traceColumns, traceWidth, type TokenTrace } from '../trace/candidates.ts';
+import {
+  decodeStep, finishRow, forwardNext, planRow, startRow,
+  type DoneEvent, type GenerateRequest, type GenerationEvent, type StepContext, type StepRow, type TokenEvent,
+} from './step.ts';
 
-export type FinishReason = 'stop' | 'length' | 'abort';
-
-export interface GenerateRequest {
-  /** the prompt as token ids (already including BOS / chat formatting) */
-  promptIds: number[];
-  /** most new tokens (default 256) */
-  maxTokens?: number;
-  sampling?: Partial<SamplingParams>;
-  /** MoI settings: mode standard | moi | direct, beta, topK, prior (MIXINPUTS_BETA applies) */
-  mix?: MixOptions;
-  /** strings that end generation; the text stops before them */
-  stop?: string[];
-  /** keep going past EOS */
-  ignoreEos?: boolean;
-  /** record per-step diagnostics in every mode (token events get `trace`), with this many top candidates (0 = H and w_y only) */
-  trace?: number;
-}
-
-export interface TokenLogprobs {
-  /** log-softmax of the raw logits at the chosen token */
-  logprob: number;
-  top?: { id: number; logprob: number }[];
-}
-
-export interface MixDiagnostics extends MixRowReport {
-  /** moi/direct: normalized entropy H of the prior over the candidates; soft: S in nats (NaN after thinking) */
-  entropy: number;
-  /** total weight of the next input on the sampled token */
-  weight: number;
-  candidates: number;
-}
-
-export interface GenerationStats {
-  promptTokens: number;
-  generatedTokens: number;
-  prefillSeconds: number;
-  decodeSeconds: number;
-  prefillTokPerSec: number;
-  decodeTokPerSec: number;
-  finishReason: FinishReason;
-}
-
-export interface TokenEvent {
-  type: 'token';
-  /** index of the request in the batch */
-  row: number;
-  token: number;
-  /** new text this token completes (may be '' while a character is incomplete) */
-  text: string;
-  logprobs?: TokenLogprobs;
-  /** null in standard mode */
-  mix: MixDiagnostics | null;
-  /** with request.trace: H, w_y and the top candidates of this step */
-  trace?: TokenTrace;
-}
-
-export interface DoneEvent {
-  type: 'done';
-  row: number;
-  finishReason: FinishReason;
-  /** the generated tokens (without the EOS that ended them) */
-  tokens: number[];
-  text: string;
-  stats: GenerationStats;
-}
-
-export type GenerationEvent = TokenEvent | DoneEvent;
+export type {
+  DoneEvent, FinishReason, GenerateRequest, GenerationEvent, GenerationStats, MixDiagnostics, TokenEvent, TokenLogprobs,
+} from './step.ts';
 
 export interface GenerateOptions {
   signal?: AbortSignal;
@@ -107,74 +42,24 @@ export interface GenerateOptions {
   cache?: KVCache[];
 }
 
-interface Row {
-  index: number;
-  request: GenerateRequest;
-  maxTokens: number;
-  settings: MixSettings;
-  /** the mixer's per-row state (Soft Thinking's phase and cold-stop count) */
-  mixState?: MixRowState;
-  state: RowState;
-  detok: StreamingDetokenizer | null;
-  text: string;
-  /** text already emitted (held back while it could be the start of a stop string) */
-  emitted: number;
-  finished: FinishReason | null;
-}
-
-const DEFAULT_MAX_TOKENS = 256;
-
 /** Validate a batch up front: every error a request can cause is raised before any work. */
-function planRows(engine: Engine, requests: GenerateRequest[], cache?: KVCache[]): { rows: Row[]; capacity: number } {
+function planRows(engine: Engine, requests: GenerateRequest[], cache?: KVCache[]): { rows: StepRow[]; capacity: number } {
   if (requests.length === 0) throw new UsageError('E_REQUEST', 'generate: no requests');
   const spec = engine.spec;
   if (cache && cache[0].batch < requests.length) throw new UsageError('E_REQUEST', `generate: ${requests.length} requests for a cache of ${cache[0].batch} rows`);
   const maxContext = cache ? cache[0].capacity : spec.maxPositionEmbeddings;
-  const defaults = engine.generationConfig.defaults;
   let capacity = 0;
-  const rows = requests.map((request, index): Row => {
+  const rows = requests.map((request, index): StepRow => {
     const where = requests.length > 1 ? `request ${index}: ` : '';
-    const p = request.promptIds;
-    if (!Array.isArray(p) || p.length === 0) throw new UsageError('E_REQUEST', `${where}the prompt is empty (it needs at least one token)`);
-    for (const id of p) {
-      if (!Number.isInteger(id) || id < 0 || id >= spec.vocabSize) {
-        throw new UsageError('E_REQUEST', `${where}token id ${id} is outside the vocabulary (0..${spec.vocabSize - 1})`);
-      }
-    }
     const held = cache ? cache[0].offset[index] : 0;
-    if (held + p.length >= maxContext) {
-      throw new UsageError('E_CONTEXT', `${where}the prompt has ${held + p.length} tokens but the context is ${maxContext} tokens` +
-        `${cache ? ' (the session cache)' : ' (max_position_embeddings)'}; shorten the prompt`);
-    }
-    const maxTokens = request.maxTokens ?? defaults.maxNewTokens ?? DEFAULT_MAX_TOKENS;
-    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new UsageError('E_REQUEST', `${where}max tokens must be a positive integer, got ${maxTokens}`);
-    capacity = cache ? maxContext : Math.max(capacity, Math.min(maxContext, p.length + maxTokens));
-    // (soft mode: the sampler runs with the after-thinking settings)
-    const mix = planRowMix({ defaultMode: 'standard', ...request.mix }, request.sampling, { vocabSize: spec.vocabSize, tokenizer: engine.tokenizer });
-    const params = resolveSamplingParams({ ...request.sampling, ...mix.sampling }, {
-      temperature: defaults.temperature, top_k: defaults.topK, top_p: defaults.topP,
-      min_p: defaults.minP, repetition_penalty: defaults.repetitionPenalty,
+    const row = planRow(engine, request, {
+      index, slot: index, where, maxContext, held, cacheName: cache ? 'the session cache' : 'max_position_embeddings',
     });
-    const settings = mix.settings;
-    return {
-      index, request, maxTokens, settings,
-      state: { params, rng: createRng(params.seed), promptIds: p, generatedIds: [] },
-      detok: engine.tokenizer ? new StreamingDetokenizer(engine.tokenizer, { skipSpecialTokens: true }) : null,
-      text: '', emitted: 0, finished: null,
-    };
+    capacity = cache ? maxContext : Math.max(capacity, Math.min(maxContext, request.promptIds.length + row.maxTokens));
+    return row;
   });
+  for (const row of rows) row.capacity = capacity;
   return { rows, capacity };
-}
-
-/** Text safe to emit now: all of it, less any tail that could begin a stop string. */
-function safeEnd(text: string, stops: string[] | undefined): number {
-  let hold = 0;
-  for (const s of stops ?? []) {
-    for (let k = Math.min(s.length - 1, text.length); k > 0; k--) {
-      if (text.endsWith(s.slice(0, k))) { hold = Math.max(hold, k); break; }
-    }
-  }
-  return text.length - hold;
 }
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -182,42 +67,19 @@ const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resol
 /**
  * Decode a batch of requests together. Yields token events as they come and a done event per
  * row; rows finish independently (EOS, stop string, max tokens, context full, or abort).
+ * (The Scheduler runs the same decode step with rows that join and leave between steps.)
  */
 export async function* generate(engine: Engine, requests: GenerateRequest[], opts: GenerateOptions = {}): AsyncGenerator<GenerationEvent> {
   const { rows, capacity } = planRows(engine, requests, opts.cache);
   const model: Decoder = engine.model;
   const mixer = opts.mixer ?? defaultMixer;
-  for (const row of rows) row.mixState = mixer.startRow?.(row.settings, { makeRng: () => createRng(row.state.params.seed) });
-  const eos = new Set(engine.eosTokenIds);
+  for (const row of rows) startRow(mixer, row);
   const B = rows.length;
   const chunk = Math.max(1, opts.prefillChunk ?? 512);
   const cache: KVCache[] = opts.cache ?? model.makeCache(B, capacity, { noInPlace: opts.noInPlaceCache });
-  const wantLogprobs = rows.some((r) => r.state.params.logprobs !== undefined);
-  const t0 = performance.now();
-  let prefillEnd = 0;
+  const ctx: StepContext = { model, cache, mixer, eos: new Set(engine.eosTokenIds) };
   let logits: tf.Tensor2D | null = null;
-  let nextInput: { ids: number[][] } | { embeds: tf.Tensor2D } | null = null;
-
-  const finish = function* (row: Row, reason: FinishReason): Generator<GenerationEvent> {
-    row.finished = reason;
-    const tail = row.detok ? row.detok.flush() : '';
-    row.text += tail;
-    const end = row.request.stop?.length ? Math.min(row.text.length, stopIndex(row.text, row.request.stop) ?? row.text.length) : row.text.length;
-    row.text = row.text.slice(0, end);
-    const promptTokens = row.request.promptIds.length;
-    const n = row.state.generatedIds.length;
-    const prefillSeconds = (prefillEnd - t0) / 1000;
-    const decodeSeconds = (performance.now() - prefillEnd) / 1000;
-    yield {
-      type: 'done', row: row.index, finishReason: reason, tokens: row.state.generatedIds.slice(), text: row.text,
-      stats: {
-        promptTokens, generatedTokens: n, prefillSeconds, decodeSeconds,
-        prefillTokPerSec: prefillSeconds > 0 ? promptTokens / prefillSeconds : 0,
-        decodeTokPerSec: decodeSeconds > 0 && n > 1 ? (n - 1) / decodeSeconds : 0,
-        finishReason: reason,
-      },
-    };
-  };
+  let next: { ids: number[][] } | { embeds: tf.Tensor2D } | null = null;
 
   try {
     // ---- prefill, row by row (prompts differ in length), in chunks
@@ -228,7 +90,7 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
       for (let s = 0; s < p.length; s += chunk) {
         if (opts.signal?.aborted) break;
         rowLogits?.dispose();
-        rowLogits = model.forward({ ids: [p.slice(s, s + chunk)] }, { cache, rows: [row.index], lastOnly: true });
+        rowLogits = model.forward({ ids: [p.slice(s, s + chunk)] }, { cache, rows: [row.slot], lastOnly: true });
         opts.onPrefill?.({ row: row.index, done: Math.min(p.length, s + chunk), total: p.length });
         if (p.length > chunk) await yieldToEventLoop();
       }
@@ -237,8 +99,7 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
     }
     if (opts.signal?.aborted) {
       tf.dispose(last);
-      prefillEnd = performance.now();
-      for (const row of rows) yield* finish(row, 'abort');
+      for (const row of rows) yield finishRow(row, 'abort');
       return;
     }
     logits = tf.concat(last, 0) as tf.Tensor2D;
@@ -246,134 +107,31 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
 
     // ---- decode
     let live = rows.slice();
-    for (let step = 0; live.length > 0; step++) {
-      const mixing = live.some((r) => r.settings.mode !== 'standard');
-      const states = live.map((r) => r.state);
-      const traceN = Math.min(engine.spec.vocabSize, Math.max(-1, ...live.map((r) => r.request.trace ?? -1)));
-      const traceW = traceN >= 0 ? traceWidth(traceN) : 0;
-      // Everything of the step on the device; one packed read at the end.
-      type StepOut = { packed: tf.Tensor2D; embeds: tf.Tensor2D | undefined; ncols: number; nextra: number };
-      const out = tf.tidy((): StepOut => {
-        const s = sample(logits!, states);
-        let mix: ReturnType<InputMixer['mix']> | null = null;
-        if (mixing) {
-          mix = mixer.mix({
-            logits: logits!, processedLogits: s.processedLogits, sampled: s.ids,
-            ...(model.weights.embed ? { embedTable: model.weights.embed } : { embedColumns: model.weights.lmHead }),
-            settings: live.map((r) => r.settings), rowStates: live.map((r) => r.mixState),
-          });
-        }
-        // A mixer may record its own token (Soft Thinking), in place of the sampler's.
-        const cols: tf.Tensor[] = [tf.cast(mix?.tokens ?? s.ids, 'float32')];
-        if (mix) cols.push(mix.entropy, mix.weightOnSampled, tf.cast(mix.numCandidates, 'float32'));
-        if (mix?.extra) cols.push(...tf.unstack(mix.extra, 1));
-        if (s.logprobs) cols.push(mix?.tokens ? logprobAt(logits!, mix.tokens) : s.logprobs.chosen);
-        cols.push(finiteProbe(logits!)); // issue 9: last column, 0 or NaN (see finite.ts)
-        const packed: tf.Tensor2D[] = [tf.stack(cols, 1) as tf.Tensor2D];
-        if (s.logprobs?.topIds) packed.push(tf.cast(s.logprobs.topIds, 'float32'), s.logprobs.topLogprobs!);
-        if (traceN >= 0) packed.push(traceColumns(logits!, s.processedLogits, mix?.tokens ?? s.ids, live.map((r) => r.settings), traceN));
-        return { packed: tf.concat(packed, 1) as tf.Tensor2D, embeds: mix ? mix.embeds : undefined, ncols: cols.length, nextra: mix?.extra ? mix.extra.shape[1] : 0 };
-      });
-      const values = out.packed.dataSync(); // the step's single device→host read
-      const width = out.packed.shape[1];
-      out.packed.dispose();
+    while (live.length > 0) {
+      const out = await decodeStep(ctx, live, logits, true);
       logits.dispose();
       logits = null;
-      if (step === 0) prefillEnd = performance.now();
+      const now = performance.now();
+      for (const row of live) if (!row.prefillEnd) row.prefillEnd = now;
+      live = out.live;
+      next = out.next;
 
-      const stillLive: Row[] = [];
-      const events: GenerationEvent[] = [];
-      const nTop = (width - out.ncols - traceW) / 2;
-      checkFiniteColumn(values, live.length, width, out.ncols - 1, step, () => out.embeds?.dispose()); // issue 9
-      for (let i = 0; i < live.length; i++) {
-        const row = live[i];
-        const o = i * width;
-        const token = values[o];
-        if (!row.request.ignoreEos && eos.has(token)) {
-          events.push(...finish(row, 'stop'));
-          continue;
-        }
-        row.state.generatedIds.push(token);
-        row.text += row.detok ? row.detok.push(token) : '';
-        let c = 1;
-        const diag = mixing ? { entropy: values[o + c++], weight: values[o + c++], candidates: values[o + c++] } : null;
-        // the mixer's own columns: it updates the row's state (Soft Thinking's phase) and reports
-        const rowStep = row.state.generatedIds.length - 1; // this row's step (0 = right after its prompt)
-        const report = mixing ? mixer.observe?.(row.settings, row.mixState, values.subarray(o + c, o + c + out.nextra), rowStep) : undefined;
-        c += out.nextra;
-        const mix = diag ? { ...diag, ...report } : null;
-        let logprobs: TokenLogprobs | undefined;
-        if (wantLogprobs && row.state.params.logprobs !== undefined) {
-          logprobs = { logprob: values[o + c] };
-          const n = Math.min(row.state.params.logprobs, nTop);
-          if (n > 0) {
-            logprobs.top = Array.from({ length: n }, (_, j) => ({ id: values[o + out.ncols + j], logprob: values[o + out.ncols + nTop + j] }));
-          }
-        }
-        const stopAt = row.request.stop?.length ? stopIndex(row.text, row.request.stop) : null;
-        const end = stopAt ?? safeEnd(row.text, row.request.stop);
-        const text = row.text.slice(row.emitted, Math.max(row.emitted, end));
-        row.emitted = Math.max(row.emitted, end);
-        const trace = row.request.trace !== undefined ? readTrace(values, o + width - traceW, traceN, row.request.trace) : undefined;
-        events.push({ type: 'token', row: row.index, token, text, logprobs, mix: row.settings.mode === 'standard' ? null : mix, ...(trace ? { trace } : {}) });
-        const n = row.state.generatedIds.length;
-        if (stopAt !== null) events.push(...finish(row, 'stop'));
-        else if (n >= row.maxTokens || cache[0].offset[row.index] + 1 > capacity) events.push(...finish(row, 'length'));
-        else stillLive.push(row);
-      }
-
-      // next inputs, for the rows still going
-      if (stillLive.length > 0) {
-        const keep = stillLive.map((r) => live.indexOf(r));
-        if (out.embeds) {
-          const e = keep.length === live.length ? out.embeds : tf.gather(out.embeds, keep);
-          nextInput = { embeds: e as tf.Tensor2D };
-          if (e !== out.embeds) out.embeds.dispose();
-        } else {
-          nextInput = { ids: stillLive.map((r) => [r.state.generatedIds[r.state.generatedIds.length - 1]]) };
-        }
-      } else {
-        out.embeds?.dispose();
-        nextInput = null;
-      }
-      live = stillLive;
-
-      for (const e of events) yield e;
+      for (const e of out.events) yield e;
       await yieldToEventLoop();
       if (opts.signal?.aborted) {
-        if (nextInput && 'embeds' in nextInput) nextInput.embeds.dispose();
-        nextInput = null;
-        for (const row of live) yield* finish(row, 'abort');
+        for (const row of live) yield finishRow(row, 'abort');
         return;
       }
-      if (!nextInput) break;
-
-      const rowIds = live.map((r) => r.index);
-      const input = 'ids' in nextInput
-        ? { ids: nextInput.ids }
-        : { embeds: tf.reshape(nextInput.embeds, [live.length, 1, -1]) as tf.Tensor3D };
-      const l3 = model.forward(input, { cache, rows: rowIds, lastOnly: true });
-      if ('embeds' in nextInput) { nextInput.embeds.dispose(); (input as { embeds: tf.Tensor3D }).embeds.dispose(); }
-      nextInput = null;
-      logits = tf.reshape(l3, [live.length, -1]) as tf.Tensor2D;
-      l3.dispose();
+      if (!next) break;
+      const n = next;
+      next = null;
+      logits = forwardNext(model, cache, live, n);
     }
   } finally {
     logits?.dispose();
-    if (nextInput && 'embeds' in nextInput) nextInput.embeds.dispose();
+    if (next && 'embeds' in next) next.embeds.dispose();
     if (!opts.cache) for (const c of cache) c.dispose();
   }
-}
-
-/** Index where the first stop string begins, or null. */
-function stopIndex(text: string, stops: string[]): number | null {
-  let best: number | null = null;
-  for (const s of stops) {
-    if (!s) continue;
-    const i = text.indexOf(s);
-    if (i >= 0 && (best === null || i < best)) best = i;
-  }
-  return best;
 }
 
 /** Run one request to the end and collect it (a convenience over the stream). */

@@ -1,0 +1,105 @@
+/**
+ * `moi-gen serve`: an OpenAI-compatible server (as vLLM serves one) over the continuous-batching
+ * scheduler, with MoI chosen per request. Binds 127.0.0.1 by default. SIGINT/SIGTERM stop
+ * accepting, end running streams with finish reason 'abort', and exit 0.
+ */
+import { Command, Option } from 'commander';
+import { UsageError } from '@moi/core';
+import { resolveMixSettings, type MixOptions } from '@moi/moi';
+import { loadEngine, type ModelFlags } from './load.ts';
+import { readUserFile } from './generate.ts';
+import { addModelOptions, int } from './options.ts';
+
+interface ServeFlags extends ModelFlags {
+  host: string;
+  port: number;
+  maxSeqs: number;
+  maxModelLen?: number;
+  maxWaiting: number;
+  apiKey?: string;
+  servedModelName?: string;
+  chatTemplate?: string;
+  mode?: string;
+  beta?: string;
+  mixTopk?: string;
+  mixPrior?: string;
+  prefillChunk: number;
+}
+
+/** The wasm heap is 32-bit: model + KV cache must fit in 4 GiB, with room for activations. */
+const WASM_HEAP = 4 * 1024 ** 3;
+
+const MB = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+
+async function run(o: ServeFlags): Promise<void> {
+  if (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535) throw new UsageError('E_USAGE', `--port must be 0..65535, got ${o.port}`);
+  if (!Number.isInteger(o.maxSeqs) || o.maxSeqs < 1 || o.maxSeqs > 256) throw new UsageError('E_USAGE', `--max-seqs must be 1..256, got ${o.maxSeqs}`);
+  if (!Number.isInteger(o.maxWaiting) || o.maxWaiting < 0) throw new UsageError('E_USAGE', `--max-waiting must be a non-negative integer, got ${o.maxWaiting}`);
+  const mix: MixOptions = { defaultMode: 'standard' };
+  if (o.mode !== undefined) mix.mode = o.mode;
+  if (o.beta !== undefined) mix.beta = o.beta;
+  if (o.mixTopk !== undefined) mix.topK = o.mixTopk;
+  if (o.mixPrior !== undefined) mix.prior = o.mixPrior;
+  resolveMixSettings(mix, process.env); // bad defaults fail before the load
+  const chatTemplate = o.chatTemplate !== undefined ? readUserFile('--chat-template', o.chatTemplate) : undefined;
+  // loaded here, so that the other commands do not pay for fastify, zod and prom-client at start-up
+  const { Scheduler } = await import('../engine/scheduler.ts');
+  const { buildServer } = await import('../serve/server.ts');
+  const { engine } = await loadEngine({ ...o, quiet: true }, true);
+  const spec = engine.spec;
+  const maxModelLen = o.maxModelLen ?? Math.min(spec.maxPositionEmbeddings, 2048);
+  if (!Number.isInteger(maxModelLen) || maxModelLen < 2 || maxModelLen > spec.maxPositionEmbeddings) {
+    engine.dispose();
+    throw new UsageError('E_USAGE', `--max-model-len must be 2..${spec.maxPositionEmbeddings} (max_position_embeddings), got ${maxModelLen}`);
+  }
+  const kvBytes = Scheduler.kvBytesFor(spec, o.maxSeqs, maxModelLen);
+  const weights = engine.loaded.checkpointBytes;
+  if (engine.backend.name === 'wasm' && weights + kvBytes > WASM_HEAP * 0.9) {
+    engine.dispose();
+    throw new UsageError('E_USAGE', `the KV cache for --max-seqs ${o.maxSeqs} × --max-model-len ${maxModelLen} takes ${MB(kvBytes)}; with the ` +
+      `${MB(weights)} of weights it does not fit the wasm heap (4 GiB); lower --max-seqs or --max-model-len`);
+  }
+  const scheduler = new Scheduler(engine, { maxSeqs: o.maxSeqs, maxModelLen, maxWaiting: o.maxWaiting, prefillChunk: o.prefillChunk });
+  const modelName = o.servedModelName ?? o.model;
+  const { app } = buildServer(engine, scheduler, { modelName, apiKey: o.apiKey, chatTemplate, mix });
+  const address = await app.listen({ host: o.host, port: o.port });
+  const defaults = resolveMixSettings(mix, process.env);
+  process.stderr.write(`moi-gen serve: ${modelName} (${spec.modelType}, ${engine.backend.name}) on ${address} · max-seqs ${o.maxSeqs} · ` +
+    `max-model-len ${maxModelLen} · KV cache ≤ ${MB(kvBytes)} + weights ${MB(weights)} · default mixing ${defaults.mode}` +
+    `${defaults.mode === 'moi' ? ` β ${defaults.beta}` : ''}${o.apiKey ? ' · API key required' : ''}\n`);
+
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      process.stderr.write(`moi-gen serve: ${signal}: stopping (running requests end with finish reason 'abort')\n`);
+      const closing = app.close(); // stops accepting; resolves when open requests are done
+      void scheduler.close().then(() => closing).finally(() => {
+        engine.dispose();
+        resolve();
+      });
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+}
+
+export function serveCommand(): Command {
+  return addModelOptions(new Command('serve'))
+    .description('serve the model over an OpenAI-compatible HTTP API (as vLLM does), with MoI per request (moi_mode, moi_beta, ...)')
+    .option('--host <addr>', 'address to bind', '127.0.0.1')
+    .option('--port <n>', 'port (0 = any free port)', int('--port'), 8000)
+    .option('--max-seqs <n>', 'requests decoded together (KV-cache rows)', int('--max-seqs'), 8)
+    .option('--max-model-len <n>', 'most tokens per request, prompt + completion (default min(max_position_embeddings, 2048))', int('--max-model-len'))
+    .option('--max-waiting <n>', 'requests waiting for a row at most; past it 429', int('--max-waiting'), 256)
+    .option('--api-key <key>', 'require "Authorization: Bearer <key>" on /v1 routes')
+    .option('--served-model-name <name>', 'the model name clients use (default: --model as given)')
+    .option('--chat-template <file>', 'a Jinja chat template to use instead of the tokenizer\'s')
+    .option('--prefill-chunk <n>', 'prompt tokens per prefill forward (decode steps run between chunks)', int('--prefill-chunk'), 64)
+    .addOption(new Option('--mode <mode>', 'default input mixing: standard, moi, direct, soft (default: standard, or moi when $MIXINPUTS_BETA is set)').choices(['standard', 'moi', 'direct', 'soft']))
+    .option('--beta <b>', 'default MoI β (default: $MIXINPUTS_BETA, else 1.0)')
+    .option('--mix-topk <k>', "default MoI candidates (0 or 'all' = whole vocabulary; default 20)")
+    .addOption(new Option('--mix-prior <prior>', 'default MoI prior').choices(['raw', 'processed']))
+    .action((o: ServeFlags) => run(o));
+}

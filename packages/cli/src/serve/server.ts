@@ -1,0 +1,309 @@
+/**
+ * The OpenAI-compatible HTTP server (fastify) over a Scheduler: GET /v1/models,
+ * POST /v1/completions, POST /v1/chat/completions, GET /health, GET /metrics.
+ *
+ * Shapes follow vLLM 0.8.5's OpenAI server; MoI is chosen per request with top-level `moi_*`
+ * fields, and every response carries a `moi` object naming the mixing that ran. Streaming is SSE
+ * (`data: {json}\n\n` ... `data: [DONE]`). A client that disconnects aborts its requests (their
+ * rows are free before the next decode step).
+ */
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { z } from 'zod';
+import type { MixOptions } from '@moi/moi';
+import type { Engine } from '../engine/engine.ts';
+import type { Scheduler } from '../engine/scheduler.ts';
+import type { DoneEvent, GenerateRequest, TokenEvent } from '../engine/step.ts';
+import { renderChat, type ChatMessage, type ChatTemplateSource } from '../text/index.ts';
+import { ApiError, fromEngine, fromZod } from './errors.ts';
+import { makeMetrics, type ServerMetrics } from './metrics.ts';
+import {
+  buildRequests, chatLogprob, CompletionLogprobs, contentText, usage, type MoiReport,
+} from './openai.ts';
+import { chatSchema, completionSchema, unknownFields, type ChatBody, type CompletionBody } from './schema.ts';
+
+export interface ServerOptions {
+  /** the name clients pass as `model` (and /v1/models lists) */
+  modelName: string;
+  /** a bearer token clients must send */
+  apiKey?: string;
+  /** a chat template to use instead of the tokenizer's */
+  chatTemplate?: string;
+  /** default MoI options (serve flags; MIXINPUTS_BETA applies as in the CLI) */
+  mix?: MixOptions;
+  /** largest request body in bytes (default 4 MiB) */
+  bodyLimit?: number;
+  /** one line per request and warnings (default: stderr) */
+  log?: (line: string) => void;
+}
+
+export interface MoiServer {
+  app: FastifyInstance;
+  metrics: ServerMetrics;
+}
+
+/** Constant-time comparison of a bearer token (hashes first, so lengths leak nothing). */
+function sameSecret(given: string, want: string): boolean {
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(want).digest();
+  return timingSafeEqual(a, b);
+}
+
+const now = () => Math.floor(Date.now() / 1000);
+
+/** One choice being generated: its submission's events, folded. */
+interface Choice {
+  index: number;
+  promptTokens: number;
+  text: string;
+  tokens: number;
+  done: DoneEvent | null;
+  firstTokenAt: number;
+}
+
+export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOptions): MoiServer {
+  const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  const app = Fastify({ logger: false, bodyLimit: opts.bodyLimit ?? 4 * 1024 * 1024, return503OnClosing: true });
+  const metrics = makeMetrics(scheduler, opts.modelName);
+  const tok = engine.tokenizer;
+  const mixDefaults: MixOptions = { defaultMode: 'standard', ...opts.mix };
+  const created = now();
+
+  // ---- one log line per request, and auth for /v1
+  app.addHook('onRequest', async (req, reply) => {
+    const t0 = performance.now();
+    reply.raw.once('close', () => {
+      const info = (req as unknown as { moiInfo?: string }).moiInfo;
+      const status = reply.raw.writableFinished ? reply.raw.statusCode : 499;
+      log(`${req.ip} "${req.method} ${req.url}" ${status} ${(performance.now() - t0).toFixed(0)}ms${info ? ` ${info}` : ''}`);
+    });
+    if (opts.apiKey !== undefined && req.url.startsWith('/v1/')) {
+      const h = req.headers.authorization ?? '';
+      const token = h.startsWith('Bearer ') ? h.slice(7) : '';
+      if (!sameSecret(token, opts.apiKey)) throw new ApiError(401, 'invalid or missing API key (Authorization: Bearer ...)', null);
+    }
+  });
+
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
+    let e: ApiError;
+    if (err instanceof ApiError) e = err;
+    else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || err.statusCode === 413) e = new ApiError(413, `request body too large (limit ${app.initialConfig.bodyLimit} bytes)`);
+    else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) e = new ApiError(err.statusCode, err.message);
+    else {
+      log(`error: ${err.stack ?? err.message}`);
+      e = fromEngine(err);
+    }
+    void reply.status(e.status).send(e.body());
+  });
+  app.setNotFoundHandler((req, reply) => {
+    const e = new ApiError(404, `no route ${req.method} ${req.url}`);
+    void reply.status(404).send(e.body());
+  });
+
+  // ---- simple endpoints
+  app.get('/health', async () => ({}));
+  app.get('/metrics', async (_req, reply) => {
+    reply.header('content-type', metrics.registry.contentType);
+    return metrics.registry.metrics();
+  });
+  app.get('/v1/models', async () => ({
+    object: 'list',
+    data: [{
+      id: opts.modelName, object: 'model', created, owned_by: 'moi', root: engine.dir, parent: null,
+      max_model_len: scheduler.maxModelLen, permission: [],
+    }],
+  }));
+
+  function parse<S extends z.AnyZodObject>(schema: S, req: FastifyRequest, route: string): z.infer<S> {
+    const r = schema.safeParse(req.body);
+    if (!r.success) throw fromZod(r.error);
+    const unknown = unknownFields(schema, req.body);
+    if (unknown.length) log(`warning: ${route}: unknown fields ignored: ${unknown.join(', ')}`);
+    const model = (r.data as { model?: string | null }).model;
+    if (model != null && model !== opts.modelName) throw new ApiError(404, `The model \`${model}\` does not exist.`, 'model');
+    return r.data;
+  }
+
+  // ---- generation: submit every choice, then stream or collect
+  async function run(
+    req: FastifyRequest, reply: FastifyReply, kind: 'text_completion' | 'chat.completion',
+    prompts: { ids: number[]; requests: GenerateRequest[] }[], moi: MoiReport, body: CompletionBody | ChatBody,
+    opt: { logprobs?: number; chatLogprobs?: boolean },
+  ) {
+    const id = `${kind === 'chat.completion' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '')}`;
+    const ac = new AbortController();
+    const res: ServerResponse = reply.raw;
+    res.once('close', () => { if (!res.writableFinished) ac.abort(); });
+    const t0 = performance.now();
+    const subs: { choice: Choice; events: AsyncIterable<TokenEvent | DoneEvent> }[] = [];
+    try {
+      for (const [pi, p] of prompts.entries()) {
+        for (const [ci, r] of p.requests.entries()) {
+          const choice: Choice = { index: pi * p.requests.length + ci, promptTokens: p.ids.length, text: '', tokens: 0, done: null, firstTokenAt: 0 };
+          subs.push({ choice, events: scheduler.submit(r, { signal: ac.signal }) });
+        }
+      }
+    } catch (e) {
+      ac.abort();
+      throw fromEngine(e, 'messages' in body ? 'messages' : 'prompt');
+    }
+    const stream = Boolean(body.stream);
+    const includeUsage = Boolean(body.stream_options?.include_usage);
+    const chat = kind === 'chat.completion';
+    const objectName = chat ? (stream ? 'chat.completion.chunk' : 'chat.completion') : 'text_completion';
+    const write = (obj: unknown) => { if (!res.writableEnded && !res.destroyed) res.write(`data: ${JSON.stringify(obj)}\n\n`); };
+    const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ id, object: objectName, created: now(), model: opts.modelName, choices, ...extra });
+    if (stream) {
+      reply.hijack();
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    }
+    const collected: { choice: Choice; logprobs: CompletionLogprobs | { content: ReturnType<typeof chatLogprob>[] } | null }[] = [];
+    const top = opt.logprobs ?? 0;
+
+    const consume = async (s: (typeof subs)[number]) => {
+      const { choice } = s;
+      const lp = opt.logprobs !== undefined || opt.chatLogprobs ? (chat ? { content: [] as ReturnType<typeof chatLogprob>[] } : new CompletionLogprobs(tok)) : null;
+      collected.push({ choice, logprobs: lp });
+      if (stream && chat) write(chunk([{ index: choice.index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }], { moi }));
+      for await (const e of s.events) {
+        if (e.type === 'token') {
+          if (!choice.firstTokenAt) {
+            choice.firstTokenAt = performance.now();
+            metrics.ttft.observe((choice.firstTokenAt - t0) / 1000);
+          }
+          choice.tokens++;
+          choice.text += e.text;
+          let entry: unknown = null;
+          if (lp && e.logprobs) {
+            if (lp instanceof CompletionLogprobs) {
+              const one = new CompletionLogprobs(tok, choice.text.length - e.text.length);
+              one.add(e.token, e.text, e.logprobs, top);
+              lp.add(e.token, e.text, e.logprobs, top);
+              entry = one.json();
+            } else {
+              const c = chatLogprob(tok, e.token, e.logprobs, top);
+              lp.content.push(c);
+              entry = { content: [c] };
+            }
+          }
+          if (stream) { // a chunk per token, even while its text is incomplete (''), as vLLM's completions do
+            write(chunk([chat
+              ? { index: choice.index, delta: { content: e.text }, logprobs: entry, finish_reason: null }
+              : { index: choice.index, text: e.text, logprobs: entry, finish_reason: null, stop_reason: null }]));
+          }
+        } else {
+          choice.done = e;
+          choice.text = e.text;
+          if (stream) {
+            const u = includeUsage && body.stream_options?.continuous_usage_stats ? { usage: usage(choice.promptTokens, choice.tokens, e.stats.cachedTokens ?? 0) } : {};
+            write(chunk([chat
+              ? { index: choice.index, delta: {}, logprobs: null, finish_reason: e.finishReason, stop_reason: null }
+              : { index: choice.index, text: '', logprobs: null, finish_reason: e.finishReason, stop_reason: null }], { moi, ...u }));
+          }
+        }
+      }
+    };
+
+    let failure: ApiError | null = null;
+    const results = await Promise.allSettled(subs.map(consume));
+    for (const r of results) {
+      if (r.status === 'rejected' && !failure) failure = fromEngine(r.reason);
+    }
+    if (failure) ac.abort(); // the other choices of this request stop too
+    // metrics, and the log line
+    let promptTokens = 0;
+    let completionTokens = 0;
+    let cached = 0;
+    const seenPrompt = new Set<number>();
+    for (const { choice } of collected) {
+      completionTokens += choice.tokens;
+      const pi = Math.floor(choice.index / (body.n ?? 1));
+      if (!seenPrompt.has(pi)) {
+        seenPrompt.add(pi);
+        promptTokens += choice.promptTokens;
+        cached += choice.done?.stats.cachedTokens ?? 0;
+      }
+      if (choice.done) {
+        const end = performance.now();
+        metrics.e2e.observe((end - t0) / 1000);
+        if (choice.tokens > 1) metrics.tpot.observe((end - choice.firstTokenAt) / 1000 / (choice.tokens - 1));
+        metrics.requestSuccess.inc({ finished_reason: choice.done.finishReason });
+      }
+    }
+    const u = usage(promptTokens, completionTokens, cached);
+    (req as unknown as { moiInfo?: string }).moiInfo =
+      `prompt=${promptTokens} cached=${cached} completion=${completionTokens} moi=${moi.mode}${moi.beta !== null ? `/β${moi.beta}` : ''}` +
+      `${failure ? ` error=${JSON.stringify(failure.message)}` : ''}${ac.signal.aborted && !failure ? ' aborted' : ''}`;
+
+    if (stream) {
+      if (failure) write(failure.body());
+      else if (includeUsage) write(chunk([], { usage: u }));
+      if (!res.writableEnded && !res.destroyed) res.end('data: [DONE]\n\n');
+      return reply;
+    }
+    if (failure) throw failure;
+    if (ac.signal.aborted && res.destroyed) return reply; // the client is gone
+    collected.sort((a, b) => a.choice.index - b.choice.index);
+    const choices = collected.map(({ choice, logprobs }) => chat
+      ? {
+        index: choice.index, message: { role: 'assistant', content: choice.text, tool_calls: [] },
+        logprobs: logprobs && !(logprobs instanceof CompletionLogprobs) ? logprobs : null,
+        finish_reason: choice.done?.finishReason ?? 'abort', stop_reason: null,
+      }
+      : {
+        index: choice.index, text: choice.text,
+        logprobs: logprobs instanceof CompletionLogprobs ? logprobs.json() : null,
+        finish_reason: choice.done?.finishReason ?? 'abort', stop_reason: null,
+      });
+    return { id, object: objectName, created: now(), model: opts.modelName, choices, usage: u, moi };
+  }
+
+  app.post('/v1/completions', async (req, reply) => {
+    const body = parse(completionSchema, req, '/v1/completions');
+    if (body.suffix) throw new ApiError(400, 'suffix is not supported', 'suffix');
+    if (body.echo) throw new ApiError(400, 'echo is not supported', 'echo');
+    const p = body.prompt;
+    const list: (string | number[])[] = typeof p === 'string' ? [p]
+      : p.length > 0 && typeof p[0] === 'number' ? [p as number[]] : (p as (string | number[])[]);
+    const prompts = list.map((item) => {
+      let ids: number[];
+      if (typeof item === 'string') {
+        if (!tok) throw new ApiError(400, 'this model has no tokenizer: send the prompt as token ids', 'prompt');
+        ids = tok.encode(item, { addSpecialTokens: true });
+        if (ids.length === 0) throw new ApiError(400, 'the prompt is empty', 'prompt');
+      } else ids = item;
+      const logprobs = body.logprobs ?? undefined;
+      const { requests, moi } = buildRequests(engine, body, { promptIds: ids, maxTokens: body.max_tokens ?? 16, logprobs, maxModelLen: scheduler.maxModelLen, mixDefaults });
+      return { ids, requests, moi };
+    });
+    return run(req, reply, 'text_completion', prompts, prompts[0].moi, body, { logprobs: body.logprobs ?? undefined });
+  });
+
+  const template: ChatTemplateSource | null = tok ? {
+    chatTemplate: opts.chatTemplate ?? tok.chatTemplate, chatTemplates: opts.chatTemplate ? undefined : tok.chatTemplates,
+    bosToken: tok.bosToken, eosToken: tok.eosToken, padToken: tok.padToken, unkToken: tok.unkToken,
+    chatTemplateOrigin: opts.chatTemplate !== undefined ? 'the given chat template' : tok.chatTemplateOrigin, source: tok.source,
+  } : null;
+
+  app.post('/v1/chat/completions', async (req, reply) => {
+    const body = parse(chatSchema, req, '/v1/chat/completions');
+    if (!tok || !template || template.chatTemplate === undefined) throw new ApiError(400, 'this model has no chat template; use /v1/completions', 'messages');
+    const messages: ChatMessage[] = body.messages.map((m) => ({ role: m.role, content: contentText(m.content) }));
+    let ids: number[];
+    try {
+      const text = renderChat(template, messages, { addGenerationPrompt: body.add_generation_prompt ?? true, extra: body.chat_template_kwargs ?? undefined });
+      ids = tok.encode(text, { addSpecialTokens: false });
+      if (tok.addsBos && ids[0] !== tok.bosTokenId) ids.unshift(tok.bosTokenId!);
+    } catch (e) {
+      throw fromEngine(e, 'messages');
+    }
+    const logprobs = body.logprobs ? (body.top_logprobs ?? 0) : undefined;
+    const { requests, moi } = buildRequests(engine, body, {
+      promptIds: ids, maxTokens: body.max_completion_tokens ?? body.max_tokens, logprobs, maxModelLen: scheduler.maxModelLen, mixDefaults,
+    });
+    return run(req, reply, 'chat.completion', [{ ids, requests }], moi, body, { logprobs, chatLogprobs: Boolean(body.logprobs) });
+  });
+
+  return { app, metrics };
+}
