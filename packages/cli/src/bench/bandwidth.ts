@@ -13,7 +13,7 @@ export interface BandwidthResult {
   method: string;
 }
 
-export function measureReadBandwidth(opts: { megabytes?: number; repeats?: number } = {}): BandwidthResult {
+export async function measureReadBandwidth(opts: { megabytes?: number; repeats?: number } = {}): Promise<BandwidthResult> {
   const mb = opts.megabytes ?? 256;
   const repeats = opts.repeats ?? 5;
   const floats = (mb * 1024 * 1024) / 4;
@@ -27,7 +27,7 @@ export function measureReadBandwidth(opts: { megabytes?: number; repeats?: numbe
     for (let i = 0; i < repeats + 1; i++) {
       const t0 = performance.now();
       const y = tf.matMul(x, w);
-      y.dataSync();
+      await y.data();
       const dt = performance.now() - t0;
       y.dispose();
       if (i > 0) times.push(dt); // the first call packs the weights

@@ -255,7 +255,7 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
         if (s.logprobs?.topIds) packed.push(tf.cast(s.logprobs.topIds, 'float32'), s.logprobs.topLogprobs!);
         return { packed: tf.concat(packed, 1) as tf.Tensor2D, embeds: mix ? mix.embeds : undefined, ncols: cols.length };
       });
-      const values = out.packed.dataSync(); // the step's single device→host read
+      const values = await out.packed.data(); // the step's single device→host read (async: webgpu has no sync read)
       const width = out.packed.shape[1];
       out.packed.dispose();
       logits.dispose();
