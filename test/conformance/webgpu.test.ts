@@ -9,8 +9,11 @@ import { initBackend, SHARED_MISSING } from '@moi/core';
 import { conformance, fixtureNames, wasmBaseline, type FixtureRun } from './helpers.ts';
 
 describe('conformance: webgpu', function () {
-  this.timeout(300_000);
-  const { root, names } = fixtureNames();
+  this.timeout(600_000);
+  const { root, names: all } = fixtureNames();
+  // lavapipe is slow: by default one fixture per family kind (untied llama, q/k norm, Gemma 2's
+  // softcaps and sliding window); MOI_SLOW=1 runs them all
+  const names = process.env.MOI_SLOW === '1' ? all : all.filter((n) => ['llama', 'qwen3', 'gemma2'].includes(n));
   let baseline: Map<string, FixtureRun>;
 
   before(async function () {
@@ -25,7 +28,7 @@ describe('conformance: webgpu', function () {
       this.skip();
     }
     // the baseline trajectories, from wasm in this process
-    baseline = (await wasmBaseline(names, root!)).runs;
+    baseline = (await wasmBaseline(all, root!)).runs;
   });
 
   after(async () => {
