@@ -5,6 +5,7 @@
  * BackendError naming the missing package.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { existsSync, readdirSync } from 'node:fs';
 import { BackendError } from './errors.ts';
 
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu' | 'webgpu';
@@ -18,41 +19,85 @@ export interface BackendReport {
   /** the npm package that provides it */
   package: string;
   /** backends tried before it, with why they did not start */
-  skipped: { name: BackendName; package: string; error: string }[];
+  skipped: { name: BackendName; package: string; error: string; fix?: string }[];
 }
 
 interface Candidate { name: BackendName; packages: string[]; start: (pkg: string) => Promise<void> }
 
-async function startTensorflow(pkg: string): Promise<void> {
+/** A start-up failure that knows what is missing and how to fix it. */
+class StartFailure extends Error {
+  constructor(message: string, readonly fix: string) {
+    super(message);
+  }
+}
+
+/** True when `err` says `pkg` itself is not installed (not a dependency or binding inside it). */
+function notInstalled(err: unknown, pkg: string): boolean {
+  const e = err as { code?: string; message?: string };
+  return (e?.code === 'ERR_MODULE_NOT_FOUND' || e?.code === 'MODULE_NOT_FOUND') &&
+    new RegExp(`['"]${pkg.replace(/[/.]/g, '\\$&')}['"/]`).test(e.message ?? '');
+}
+
+async function importPackage(pkg: string, fix: string): Promise<any> {
   try {
-    await import(pkg);
+    return await import(pkg);
   } catch (err) {
-    // A failed tfjs-node(-gpu) import has already registered its kernels; drop them so the next
-    // package does not print a 'kernel already registered' warning for each of ~150 kernels.
-    for (const k of tf.getKernelsForBackend('tensorflow')) tf.unregisterKernel(k.kernelName, 'tensorflow');
+    if (notInstalled(err, pkg)) throw new StartFailure(`package ${pkg} is not installed`, fix);
     throw err;
   }
 }
 
+async function startTensorflow(pkg: string): Promise<void> {
+  try {
+    await importPackage(pkg, `install it (\`pnpm add ${pkg}\`; its install script downloads libtensorflow, so it needs network access${pkg.endsWith('-gpu') ? ', CUDA and cuDNN' : ''})`);
+  } catch (err) {
+    // A failed tfjs-node(-gpu) import has already registered its kernels; drop them so the next
+    // package does not print a 'kernel already registered' warning for each of ~150 kernels.
+    for (const k of tf.getKernelsForBackend('tensorflow')) tf.unregisterKernel(k.kernelName, 'tensorflow');
+    if (err instanceof StartFailure) throw err;
+    throw new StartFailure(`${pkg} is installed but its native binding did not load (${describe(err)})`,
+      `rebuild it where its install script can download libtensorflow (\`pnpm rebuild ${pkg}\`)` +
+      (pkg.endsWith('-gpu') ? ', with the CUDA and cuDNN versions its documentation lists' : ''));
+  }
+}
+
 async function startWasm(pkg: string): Promise<void> {
-  await import(pkg);
+  await importPackage(pkg, `install it (\`pnpm add ${pkg}\`)`);
   // Threads do not work in Node's wasm backend; SIMD is detected by tfjs itself. The flag is
   // registered by the package import and read when the backend starts (setBackend).
   tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
 }
 
 async function startCpu(pkg: string): Promise<void> {
-  await import(pkg);
+  await importPackage(pkg, `install it (\`pnpm add ${pkg}\`)`);
+}
+
+const VULKAN_LOADER_DIRS = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib'];
+const VULKAN_ICD_DIRS = ['/usr/share/vulkan/icd.d', '/etc/vulkan/icd.d', '/usr/local/share/vulkan/icd.d'];
+
+/** Why Dawn found no adapter, from what is on disk: the Vulkan loader, then a driver. */
+function noAdapterFailure(): StartFailure {
+  const drivers = (process.env.VK_DRIVER_FILES ?? process.env.VK_ICD_FILENAMES)?.split(':').filter((f) => f && existsSync(f)) ??
+    VULKAN_ICD_DIRS.flatMap((d) => { try { return readdirSync(d).filter((f) => f.endsWith('.json')); } catch { return []; } });
+  const loader = VULKAN_LOADER_DIRS.some((d) => existsSync(`${d}/libvulkan.so.1`));
+  const apt = 'apt-get install -t <suite>-backports mesa-vulkan-drivers libvulkan1 (Mesa 25 lavapipe; the stock Mesa 22 one is refused by Dawn)';
+  if (!loader) return new StartFailure('no GPU adapter: the Vulkan loader (libvulkan.so.1) is not installed', `install a Vulkan driver and its loader: ${apt}, or your GPU vendor's driver`);
+  if (drivers.length === 0) return new StartFailure('no GPU adapter: no Vulkan driver is installed (no ICD file in /usr/share/vulkan/icd.d)', `install a driver: ${apt}, or your GPU vendor's Vulkan driver`);
+  return new StartFailure(`no GPU adapter: Dawn rejected every Vulkan driver present (${drivers.join(', ')})`,
+    `use a Vulkan 1.1+ driver Dawn accepts: a GPU vendor's driver, or ${apt}`);
 }
 
 async function startWebgpu(pkg: string): Promise<void> {
-  const dawn: any = await import('webgpu');
+  const dawn: any = await importPackage('webgpu', 'install the Dawn package (`pnpm add webgpu`)');
   const g = globalThis as any;
   Object.assign(g, dawn.globals);
   if (!g.navigator?.gpu) {
     Object.defineProperty(g, 'navigator', { value: { ...(g.navigator ?? {}), gpu: dawn.create([]) }, configurable: true });
   }
-  await import(pkg);
+  // tfjs only says "no adapter" in a console warning: ask first, and say what is missing
+  const adapter = await g.navigator.gpu.requestAdapter();
+  if (!adapter) throw noAdapterFailure();
+  await importPackage(pkg, `install it (\`pnpm add ${pkg}\`)`);
 }
 
 const CANDIDATES: Record<BackendName, Candidate> = {
@@ -82,7 +127,7 @@ async function tryStart(c: Candidate, skipped: BackendReport['skipped']): Promis
       }
       skipped.push({ name: c.name, package: pkg, error: 'tf.setBackend returned false' });
     } catch (err) {
-      skipped.push({ name: c.name, package: pkg, error: describe(err) });
+      skipped.push({ name: c.name, package: pkg, error: describe(err), ...(err instanceof StartFailure ? { fix: err.fix } : {}) });
     }
   }
   return null;
@@ -108,9 +153,8 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
     const c = CANDIDATES[forced as BackendName];
     const pkg = await tryStart(c, skipped);
     if (!pkg) {
-      const why = skipped.map((s) => `${s.package}: ${s.error}`).join('; ');
-      throw new BackendError(`backend '${forced}' was requested but cannot start. Install ${c.packages.join(' or ')}` +
-        `${forced === 'webgpu' ? ' and the `webgpu` (Dawn) package' : ''}. (${why})`);
+      const why = skipped.map((s) => `${s.package}: ${s.error}${s.fix ? `; fix: ${s.fix}` : ''}`).join('. ');
+      throw new BackendError(`backend '${forced}' was requested but cannot start. ${why}`);
     }
     current = { name: c.name, package: pkg, reason: `forced by ${opts.backend ? 'option' : 'MOI_BACKEND'}`, skipped };
     return current;
@@ -125,6 +169,16 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
     }
   }
   throw new BackendError(`no tfjs backend could start: ${skipped.map((s) => `${s.package}: ${s.error}`).join('; ')}`);
+}
+
+/**
+ * Adopt the tfjs backend that is active now (one registered by the caller, e.g. a test's
+ * stand-in) as the chosen one: later initBackend() calls without a forced name keep it.
+ */
+export function adoptBackend(reason: string): BackendReport {
+  const name = tf.getBackend() as BackendName;
+  current = { name, package: 'registered by the caller', reason, skipped: [] };
+  return current;
 }
 
 /** The report of the last initBackend(), or null. */

@@ -309,7 +309,8 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: 
     if (nH % nKV !== 0) throw new ModelError('E_CONFIG', `num_attention_heads ${nH} is not a multiple of num_key_value_heads ${nKV}`);
     const G = nH / nKV;
     const qs = opts.scale === 1 ? q : tf.mul(q, scalar(opts.scale));
-    if (Tq > 1) return attentionPerHead(qs, k, v, mask, opts, G);
+    // the per-head loop is a wasm (XNNPACK) workaround; GPU and other backends take one batched op
+    if (Tq > 1 && tf.getBackend() === 'wasm') return attentionPerHead(qs, k, v, mask, opts, G);
     const qg = tf.reshape(qs, [B, nKV, G * Tq, D]);
     let scores: tf.Tensor = tf.matMul(qg, k, false, true); // [B, nKV, G·Tq, Tk]
     scores = softcap(scores, opts.softcap);

@@ -13,3 +13,4 @@ export { qwen3 } from './qwen3.ts';
 export { gemma } from './gemma.ts';
 export { gemma2 } from './gemma2.ts';
 export { gemma3 } from './gemma3.ts';
+export * from './limits.ts';

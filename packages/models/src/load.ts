@@ -9,6 +9,7 @@ import { Checkpoint, DTYPE_SIZE, ModelError, notRegularFile, ropeInvFreq, type T
 import { ConfigReader, type RawConfig } from './config.ts';
 import { Decoder } from './decoder.ts';
 import type { Family } from './family.ts';
+import { checkBufferLimits } from './limits.ts';
 import { canRelease } from './pack.ts';
 import { familyFor } from './registry.ts';
 import type { DecoderSpec } from './spec.ts';
@@ -145,6 +146,12 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
     };
     const weights = buildWeights(spec, read, { release: opts.keepWeights ? false : canRelease() });
     const model = new Decoder(spec, weights);
+    try {
+      checkBufferLimits(weights, dir);
+    } catch (err) {
+      model.dispose();
+      throw err;
+    }
     opts.onProgress?.({ bytes: totalBytes, totalBytes, builtBytes: totalBytes, tensor: '', phase: 'done' });
     let weightBytes = 0;
     const seen = new Set<tf.Tensor>();

@@ -6,6 +6,7 @@
  * can stream, so a native engine (llama.cpp) can read faster than it: see bench/README.md.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { maxTensorBytes } from '@moi/models';
 
 export interface BandwidthResult {
   gbPerSec: number;
@@ -13,21 +14,22 @@ export interface BandwidthResult {
   method: string;
 }
 
-export function measureReadBandwidth(opts: { megabytes?: number; repeats?: number } = {}): BandwidthResult {
+export async function measureReadBandwidth(opts: { megabytes?: number; repeats?: number } = {}): Promise<BandwidthResult> {
   const mb = opts.megabytes ?? 256;
   const repeats = opts.repeats ?? 5;
-  const floats = (mb * 1024 * 1024) / 4;
+  // one matrix must fit one device buffer (webgpu on lavapipe: 128 MiB)
+  const floats = Math.floor(Math.min(mb * 1024 * 1024, maxTensorBytes().bytes) / 4);
   // XNNPACK's GEMV speed depends on the matrix's aspect; the best of three shapes is the probe
   let best: BandwidthResult | null = null;
   for (const inDim of [1024, 4096, 16384]) {
-    const outDim = Math.max(1, Math.round(floats / inDim));
+    const outDim = Math.max(1, Math.floor(floats / inDim));
     const w = tf.randomUniform([inDim, outDim], -1, 1, 'float32', 1);
     const x = tf.randomUniform([1, inDim], -1, 1, 'float32', 2);
     const times: number[] = [];
     for (let i = 0; i < repeats + 1; i++) {
       const t0 = performance.now();
       const y = tf.matMul(x, w);
-      y.dataSync();
+      await y.data();
       const dt = performance.now() - t0;
       y.dispose();
       if (i > 0) times.push(dt); // the first call packs the weights

@@ -72,7 +72,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const R = o.repeat ?? 3;
   // bandwidth first, so its scratch matrix's heap is reused by the model rather than added to it
   await initBackend({ backend: o.backend });
-  const bw = measureReadBandwidth();
+  const bw = await measureReadBandwidth();
   log(`read bandwidth ${bw.gbPerSec.toFixed(2)} GB/s (${bw.method})`);
   const t0 = performance.now();
   const engine = await Engine.load(o.model, { backend: o.backend });

@@ -33,7 +33,7 @@ async function run(args: string[], o: ScoreFlags): Promise<void> {
   for (let t = 0; t < ids.length; t++) {
     const row = rows[0][t];
     const top = tf.tidy(() => tf.topk(tf.tensor1d(row), Math.min(5, row.length)));
-    const [vals, idx] = [top.values.dataSync(), top.indices.dataSync()];
+    const [vals, idx] = await Promise.all([top.values.data(), top.indices.data()]);
     tf.dispose([top.values, top.indices]);
     const show = Array.from(idx, (id, j) => `${id}:${vals[j].toFixed(3)}`).join(' ');
     process.stdout.write(`pos ${t} (id ${ids[t]}) → top: ${show}\n`);
