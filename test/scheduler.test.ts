@@ -40,7 +40,7 @@ describe('engine: continuous-batching scheduler', function () {
   ];
 
   it('requests joining and leaving a pool of 3 rows equal each request alone, with no leaks', async function () {
-    const alone = [];
+    const alone: number[][] = [];
     for (const r of requests) alone.push((await generateOne(engine, r)).done.tokens);
     const n0 = tf.memory().numTensors;
     const s = new Scheduler(engine, { maxSeqs: 3, maxModelLen: 256, prefillChunk: 32 });

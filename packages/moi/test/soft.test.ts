@@ -287,7 +287,7 @@ describe('Soft Thinking mixer (softMix)', function () {
     assert.equal((bt as number[])[1], 3, 'moi rows record the sampled token');
     assert.deepEqual((be as number[][])[2], E8[4], 'standard rows: E[y]');
     // mixInputs itself refuses soft rows
-    assert.throws(() => tf.tidy(() => mixInputs({ logits: tf.zeros([1, 8]) as tf.Tensor2D, sampled: tf.zeros([1], 'int32') as tf.Tensor1D, embedTable: table, settings: [settings[0]] })),
+    assert.throws(() => tf.tidy(() => { mixInputs({ logits: tf.zeros([1, 8]) as tf.Tensor2D, sampled: tf.zeros([1], 'int32') as tf.Tensor1D, embedTable: table, settings: [settings[0]] }); }),
       (e: unknown) => e instanceof UsageError && /soft/.test(e.message));
   });
 
