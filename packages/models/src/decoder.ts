@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  applyRope, attention, gatedMlp, linear, MASKED, ModelError, positionMask, rmsNorm, ropeTables, rotateHalfMatrix, scalar, softcap,
+  applyRope, attention, decodeAttention, gatedMlp, linear, MASKED, ModelError, positionMask, rmsNorm, ropeTables, rotateHalfMatrix, scalar, slotTable, softcap,
   type RopeSpec,
 } from '@moi/core';
 import { KVCache } from './cache.ts';
@@ -131,6 +131,15 @@ export class Decoder {
         return m;
       };
 
+      const shared = (key: string, make: () => tf.Tensor) => {
+        let t = masks.get(key);
+        if (!t) {
+          masks.set(key, (t = tf.keep(make())));
+          kept.push(t);
+        }
+        return t;
+      };
+
       // one scope per layer: only one layer's intermediates are alive at a time
       const layer = (li: number, h: tf.Tensor): tf.Tensor => {
         const lw = w.layers[li];
@@ -166,11 +175,14 @@ export class Decoder {
         // attention (the scale is folded into q)
         let o: tf.Tensor;
         if (cache && T === 1) {
+          // one op over the cache buffers in place: our wasm kernel, or the composite elsewhere
           const c = cache[li];
-          const view = c.updateAndFetch(k, v, rows);
-          let scores = softcap(tf.matMul(tf.reshape(q, [B, nKV, G, D]), view.keys, false, true), s.attnSoftcap);
-          scores = tf.add(scores, mask(`${c.size}:${c.window}:1`, view.keyPositions, ls.window));
-          o = tf.matMul(tf.softmax(scores), view.valuesT, false, true); // [B, nKV, G, D] = [B, nH·D]
+          c.append(k, v, rows);
+          o = decodeAttention(tf.reshape(q, [B, nH, D]), c.keys, c.valuesT, {
+            rows, window: ls.window, softcap: s.attnSoftcap,
+            slots: () => shared(`slots:${c.size}:${c.window}:${c.alloc}`, () => slotTable(rows, start, c.slotPos)),
+            mask: () => mask(`${c.size}:${c.window}:1`, rows.map((r) => c.slotPos[r]), ls.window),
+          });
         } else if (cache) {
           const c = cache[li];
           const view = c.updateAndFetch(k, v, rows);
