@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  activeKernels, assembleWat, decodeAttention, initBackend, initKernels, kernelDispatches, kernelsBinary, kernelsEnabled,
+  activeKernels, assembleWat, decodeAttention, fusedRmsNorm, initBackend, initKernels, kernelDispatches, kernelsBinary, kernelsEnabled,
   kernelsSource, MASKED, positionMask, resetKernelDispatches, scalar, setKernelsEnabled, slotTable,
 } from '../src/index.ts';
 
@@ -99,7 +99,7 @@ describe('kernels: the WebAssembly module', function () {
     const fresh = await assembleWat(kernelsSource());
     assert.ok(WebAssembly.validate(fresh as BufferSource), 'assembled bytes validate');
     const exports = WebAssembly.Module.exports(new WebAssembly.Module(fresh as BufferSource)).map((e) => e.name);
-    assert.deepEqual(exports, ['decode_attention']);
+    assert.deepEqual(exports, ['decode_attention', 'rms_norm']);
     const imports = WebAssembly.Module.imports(new WebAssembly.Module(fresh as BufferSource));
     assert.deepEqual(imports.map((i) => `${i.module}.${i.name}:${i.kind}`), ['env.memory:memory'], 'imports only the backend heap');
     assert.deepEqual(Buffer.from(await kernelsBinary()), Buffer.from(fresh), 'the cached build equals a rebuild');
@@ -197,4 +197,64 @@ describe('kernels: decode attention equals the composite and a float64 transcrip
     tf.dispose([q, k, v]);
     assert.equal(tf.memory().numTensors, before);
   });
+});
+
+describe('kernels: fused RMSNorm (+ residual, + weight) equals the composite and float64 (wasm)', function () {
+  before(async () => {
+    await initBackend({ backend: 'wasm' });
+    scalar(1e-6); // the composite's kept constant
+  });
+  after(() => setKernelsEnabled(true));
+
+  const cases: { label: string; shape: number[]; residual: boolean; weightLen: number | null }[] = [
+    { label: 'H 576, residual, no weight, 3 rows', shape: [3, 576], residual: true, weightLen: null },
+    { label: 'H 7 (scalar tail), weight', shape: [2, 7], residual: false, weightLen: 7 },
+    { label: 'per-head q/k norm: [2, 5 heads, 80] with a [5·80] weight', shape: [2, 5, 80], residual: false, weightLen: 400 },
+    { label: 'H 256, residual and weight, 1 row', shape: [1, 256], residual: true, weightLen: 256 },
+  ];
+  for (const [ci, c] of cases.entries()) {
+    it(c.label, function () {
+      const r = rng(300 + ci);
+      const size = c.shape.reduce((a, b) => a * b, 1);
+      const H = c.shape[c.shape.length - 1];
+      const xd = randn(r, size, 3);
+      const rd = randn(r, size, 2);
+      const wd = c.weightLen ? randn(r, c.weightLen) : null;
+      // float64 transcription
+      const wantY = new Float64Array(size);
+      const wantSum = new Float64Array(size);
+      for (let n = 0; n < size / H; n++) {
+        let ss = 0;
+        for (let i = 0; i < H; i++) {
+          const v = xd[n * H + i] + (c.residual ? rd[n * H + i] : 0);
+          wantSum[n * H + i] = v;
+          ss += v * v;
+        }
+        const inv = 1 / Math.sqrt(ss / H + 1e-6);
+        for (let i = 0; i < H; i++) wantY[n * H + i] = wantSum[n * H + i] * inv * (wd ? wd[(n * H + i) % wd.length] : 1);
+      }
+      const before = tf.memory().numTensors;
+      const x = tf.tensor(xd, c.shape);
+      const res = tf.tensor(rd, c.shape);
+      const w = wd ? tf.tensor1d(wd) : null;
+      for (const on of [true, false]) {
+        setKernelsEnabled(on);
+        resetKernelDispatches();
+        const { y, sum } = fusedRmsNorm(x, 1e-6, { residual: c.residual ? res : undefined, weight: w });
+        assert.equal(kernelDispatches().MoiRmsNorm ?? 0, on ? 1 : 0);
+        assert.deepEqual(y.shape, c.shape);
+        const yd = y.dataSync();
+        for (let i = 0; i < size; i++) assert.ok(Math.abs(yd[i] - wantY[i]) <= 2e-6 * Math.max(1, Math.abs(wantY[i])), `${on ? 'kernel' : 'composite'} y[${i}] ${yd[i]} vs ${wantY[i]}`);
+        if (c.residual) {
+          const sd = sum!.dataSync();
+          for (let i = 0; i < size; i++) assert.ok(Math.abs(sd[i] - wantSum[i]) <= 1e-6 * Math.max(1, Math.abs(wantSum[i])), `sum[${i}]`);
+        } else {
+          assert.equal(sum, null);
+        }
+        tf.dispose([y, sum ?? []].flat());
+      }
+      tf.dispose([x, res, ...(w ? [w] : [])]);
+      assert.equal(tf.memory().numTensors, before, 'no tensors left');
+    });
+  }
 });

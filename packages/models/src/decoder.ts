@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  applyRope, attention, decodeAttention, gatedMlp, linear, MASKED, ModelError, positionMask, rmsNorm, ropeTables, rotateHalfMatrix, scalar, slotTable, softcap,
+  applyRope, attention, decodeAttention, fusedRmsNorm, gatedMlp, linear, MASKED, ModelError, positionMask, rmsNorm, ropeTables, rotateHalfMatrix, scalar, slotTable, softcap,
   type RopeSpec,
 } from '@moi/core';
 import { KVCache } from './cache.ts';
@@ -144,7 +144,7 @@ export class Decoder {
       const layer = (li: number, h: tf.Tensor): tf.Tensor => {
         const lw = w.layers[li];
         const ls = s.layers[li];
-        const qkv = linear(rmsNorm(h, null, eps), lw.qkv, lw.qkvBias);
+        const qkv = linear(fusedRmsNorm(h, eps).y, lw.qkv, lw.qkvBias);
         let q: tf.Tensor4D;
         let k: tf.Tensor4D;
         let v: tf.Tensor4D;
@@ -152,7 +152,7 @@ export class Decoder {
           // decode: [B, heads·D] is already [B, heads, 1, D] in memory, no transposes
           const [qkf, vf] = tf.split(qkv, [(nH + nKV) * D, nKV * D], 1);
           let qk: tf.Tensor = tf.reshape(qkf, [B, nH + nKV, D]);
-          if (lw.qkNormRows) qk = tf.mul(rmsNorm(qk, null, eps), lw.qkNormRows);
+          if (lw.qkNormRows) qk = fusedRmsNorm(qk, eps, { weight: lw.qkNormRows }).y;
           qk = this.rotateDecode(qk as tf.Tensor3D, rope(ls.rope));
           const [qq, kk] = tf.split(qk, [nH, nKV], 1);
           q = tf.reshape(qq, [B, nH, 1, D]) as tf.Tensor4D;
@@ -193,11 +193,13 @@ export class Decoder {
         }
         o = T === 1 ? tf.reshape(o, [B, nH * D]) : tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [N, nH * D]);
         let a = linear(o, lw.o, lw.oBias);
-        if (lw.postAttnNorm) a = rmsNorm(a, lw.postAttnNorm, eps);
-        h = tf.add(h, a);
+        if (lw.postAttnNorm) a = fusedRmsNorm(a, eps, { weight: lw.postAttnNorm }).y;
+        // residual add and the pre-MLP norm in one op (a wasm kernel, or the composite)
+        const mid = fusedRmsNorm(a, eps, { residual: h });
+        h = mid.sum!;
 
-        let m = gatedMlp(rmsNorm(h, null, eps), lw, s.act);
-        if (lw.postMlpNorm) m = rmsNorm(m, lw.postMlpNorm, eps);
+        let m = gatedMlp(mid.y, lw, s.act);
+        if (lw.postMlpNorm) m = fusedRmsNorm(m, eps, { weight: lw.postMlpNorm }).y;
         return tf.add(h, m);
       };
       try {

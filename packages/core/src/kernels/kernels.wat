@@ -202,4 +202,68 @@
       (local.set $b (i32.add (local.get $b) (i32.const 1)))
       (br $lb)))
   )
+
+  ;; ------------------------------------------------------------------------------------------
+  ;; RMSNorm, optionally after a residual add, optionally times a weight
+  ;;
+  ;; x, res  [N, H] f32 (res = 0: no residual); with res, sum = x + res is written to sumOut
+  ;; w       [L] f32 (w = 0: none), L a multiple of H; row n uses w[(n·H) mod L ..][0, H)
+  ;; out     [N, H] = (src · 1/sqrt(mean(src²) + eps)) · w, src = x + res or x
+  (func (export "rms_norm")
+    (param $x i32) (param $res i32) (param $w i32) (param $out i32) (param $sumOut i32)
+    (param $N i32) (param $H i32) (param $L i32) (param $eps f32)
+    (local $n i32) (local $i i32) (local $end4 i32) (local $src i32) (local $wr i32)
+    (local $acc v128) (local $v v128) (local $ss f32) (local $e f32) (local $inv f32) (local $vinv v128)
+    (local.set $end4 (i32.and (local.get $H) (i32.const -4)))
+    (block $dn (loop $ln
+      (br_if $dn (i32.ge_u (local.get $n) (local.get $N)))
+      (local.set $src (i32.add (local.get $x) (i32.shl (i32.mul (local.get $n) (local.get $H)) (i32.const 2))))
+      ;; pass 1: the residual sum (if any) and the sum of squares
+      (if (local.get $res) (then
+        (local.set $i (i32.const 0))
+        (block $da (loop $la
+          (br_if $da (i32.ge_u (local.get $i) (local.get $H)))
+          (f32.store
+            (i32.add (local.get $sumOut) (i32.shl (i32.add (i32.mul (local.get $n) (local.get $H)) (local.get $i)) (i32.const 2)))
+            (f32.add
+              (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2))))
+              (f32.load (i32.add (local.get $res) (i32.shl (i32.add (i32.mul (local.get $n) (local.get $H)) (local.get $i)) (i32.const 2))))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $la)))
+        (local.set $src (i32.add (local.get $sumOut) (i32.shl (i32.mul (local.get $n) (local.get $H)) (i32.const 2))))))
+      (local.set $acc (v128.const i32x4 0 0 0 0))
+      (local.set $i (i32.const 0))
+      (block $d4 (loop $l4
+        (br_if $d4 (i32.ge_u (local.get $i) (local.get $end4)))
+        (local.set $v (v128.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+        (local.set $acc (f32x4.add (local.get $acc) (f32x4.mul (local.get $v) (local.get $v))))
+        (local.set $i (i32.add (local.get $i) (i32.const 4)))
+        (br $l4)))
+      (local.set $ss (f32.add
+        (f32.add (f32x4.extract_lane 0 (local.get $acc)) (f32x4.extract_lane 1 (local.get $acc)))
+        (f32.add (f32x4.extract_lane 2 (local.get $acc)) (f32x4.extract_lane 3 (local.get $acc)))))
+      (block $d1 (loop $l1
+        (br_if $d1 (i32.ge_u (local.get $i) (local.get $H)))
+        (local.set $e (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+        (local.set $ss (f32.add (local.get $ss) (f32.mul (local.get $e) (local.get $e))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l1)))
+      (local.set $inv (f32.div (f32.const 1)
+        (f32.sqrt (f32.add (f32.div (local.get $ss) (f32.convert_i32_u (local.get $H))) (local.get $eps)))))
+      ;; pass 2: scale (and weight)
+      (local.set $wr (i32.add (local.get $w)
+        (i32.shl (i32.rem_u (i32.mul (local.get $n) (local.get $H)) (select (local.get $L) (i32.const 1) (local.get $w))) (i32.const 2))))
+      (local.set $i (i32.const 0))
+      (block $dw (loop $lw
+        (br_if $dw (i32.ge_u (local.get $i) (local.get $H)))
+        (local.set $e (f32.mul (local.get $inv) (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2))))))
+        (if (local.get $w) (then
+          (local.set $e (f32.mul (local.get $e) (f32.load (i32.add (local.get $wr) (i32.shl (local.get $i) (i32.const 2))))))))
+        (f32.store (i32.add (local.get $out) (i32.shl (i32.add (i32.mul (local.get $n) (local.get $H)) (local.get $i)) (i32.const 2)))
+          (local.get $e))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $lw)))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      (br $ln)))
+  )
 )
