@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  activeKernels, assembleWat, decodeAttention, fusedRmsNorm, initBackend, initKernels, kernelDispatches, kernelsBinary, kernelsEnabled,
-  kernelsSource, MASKED, positionMask, resetKernelDispatches, scalar, setKernelsEnabled, slotTable,
+  activeKernels, assembleWat, decodeAttention, fusedRmsNorm, ropeDecode, initBackend, initKernels, kernelDispatches, kernelsBinary, kernelsEnabled,
+  kernelsSource, MASKED, positionMask, resetKernelDispatches, rotateHalfMatrix, scalar, setKernelsEnabled, slotTable,
 } from '../src/index.ts';
 
 /** A seeded uniform generator in [-1, 1). */
@@ -99,7 +99,7 @@ describe('kernels: the WebAssembly module', function () {
     const fresh = await assembleWat(kernelsSource());
     assert.ok(WebAssembly.validate(fresh as BufferSource), 'assembled bytes validate');
     const exports = WebAssembly.Module.exports(new WebAssembly.Module(fresh as BufferSource)).map((e) => e.name);
-    assert.deepEqual(exports, ['decode_attention', 'rms_norm']);
+    assert.deepEqual(exports, ['decode_attention', 'rms_norm', 'rope']);
     const imports = WebAssembly.Module.imports(new WebAssembly.Module(fresh as BufferSource));
     assert.deepEqual(imports.map((i) => `${i.module}.${i.name}:${i.kind}`), ['env.memory:memory'], 'imports only the backend heap');
     assert.deepEqual(Buffer.from(await kernelsBinary()), Buffer.from(fresh), 'the cached build equals a rebuild');
@@ -255,6 +255,54 @@ describe('kernels: fused RMSNorm (+ residual, + weight) equals the composite and
       }
       tf.dispose([x, res, ...(w ? [w] : [])]);
       assert.equal(tf.memory().numTensors, before, 'no tensors left');
+    });
+  }
+});
+
+describe('kernels: decode RoPE equals the composite bit for bit, and float64 (wasm)', function () {
+  before(async () => {
+    await initBackend({ backend: 'wasm' });
+  });
+  after(() => setKernelsEnabled(true));
+
+  for (const [B, heads, D] of [[1, 12, 64], [3, 5, 80], [2, 3, 256], [2, 2, 6]]) {
+    it(`B ${B}, ${heads} heads, D ${D}, rows at different positions`, function () {
+      const r = rng(B * 1000 + D);
+      const xd = randn(r, B * heads * D, 2);
+      const pos = Array.from({ length: B }, (_, b) => 3 + 17 * b);
+      const cd = new Float32Array(B * D);
+      const sd = new Float32Array(B * D);
+      for (let b = 0; b < B; b++) {
+        for (let i = 0; i < D; i++) {
+          const f = pos[b] / 10000 ** ((2 * (i % (D / 2))) / D);
+          cd[b * D + i] = Math.cos(f);
+          sd[b * D + i] = Math.sin(f);
+        }
+      }
+      rotateHalfMatrix(D); // the composite's kept constant
+      const before = tf.memory().numTensors;
+      const x = tf.tensor3d(xd, [B, heads, D]);
+      const cos = tf.tensor3d(cd, [B, 1, D]);
+      const sin = tf.tensor3d(sd, [B, 1, D]);
+      const got: Float32Array[] = [];
+      for (const on of [true, false]) {
+        setKernelsEnabled(on);
+        resetKernelDispatches();
+        const y = ropeDecode(x, cos, sin);
+        assert.equal(kernelDispatches().MoiRope ?? 0, on ? 1 : 0);
+        got.push(y.dataSync() as Float32Array);
+        y.dispose();
+      }
+      tf.dispose([x, cos, sin]);
+      assert.equal(tf.memory().numTensors, before, 'no tensors left');
+      assert.deepEqual(got[0], got[1], 'kernel and composite round identically');
+      const half = D / 2;
+      for (let b = 0; b < B; b++) for (let h = 0; h < heads; h++) for (let i = 0; i < D; i++) {
+        const o = (b * heads + h) * D;
+        const rot = i < half ? -xd[o + i + half] : xd[o + i - half];
+        const want = xd[o + i] * cd[b * D + i] + rot * sd[b * D + i];
+        assert.ok(Math.abs(got[0][o + i] - want) <= 1e-6 * Math.max(1, Math.abs(want)), `[${b},${h},${i}]`);
+      }
     });
   }
 });

@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  applyRope, attention, decodeAttention, fusedRmsNorm, gatedMlp, linear, MASKED, ModelError, positionMask, rmsNorm, ropeTables, rotateHalfMatrix, scalar, slotTable, softcap,
+  applyRope, attention, decodeAttention, fusedRmsNorm, gatedMlp, linear, MASKED, ModelError, positionMask, rmsNorm, ropeTables, ropeDecode, scalar, slotTable, softcap,
   type RopeSpec,
 } from '@moi/core';
 import { KVCache } from './cache.ts';
@@ -237,8 +237,7 @@ export class Decoder {
     if (rotDim !== D) return tf.reshape(applyRope(tf.reshape(x, [B, heads, 1, D]) as tf.Tensor4D, tables.cos, tables.sin), x.shape);
     tables.dcos ??= tf.reshape(tables.cos, [B, 1, D]);
     tables.dsin ??= tf.reshape(tables.sin, [B, 1, D]);
-    const rotated = tf.reshape(tf.matMul(tf.reshape(x, [B * heads, D]), rotateHalfMatrix(D)), x.shape);
-    return tf.add(tf.mul(x, tables.dcos), tf.mul(rotated, tables.dsin));
+    return ropeDecode(x, tables.dcos, tables.dsin); // a wasm kernel, or the composite (x·cos + (x·R)·sin)
   }
 
   dispose(): void {

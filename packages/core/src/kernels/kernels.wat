@@ -266,4 +266,49 @@
       (local.set $n (i32.add (local.get $n) (i32.const 1)))
       (br $ln)))
   )
+
+  ;; ------------------------------------------------------------------------------------------
+  ;; RoPE (rotate-half convention) on a decode step's heads
+  ;;
+  ;; x [B, heads, D], cos and sin [B, D] (the row's position), out [B, heads, D]:
+  ;;   out[i] = x[i]·cos[i] − x[i + D/2]·sin[i]          for i < D/2
+  ;;   out[i] = x[i]·cos[i] + x[i − D/2]·sin[i]          for i >= D/2
+  ;; (exactly the composite x·cos + rotate_half(x)·sin, rounding included)
+  (func (export "rope")
+    (param $x i32) (param $cos i32) (param $sin i32) (param $out i32) (param $B i32) (param $heads i32) (param $D i32)
+    (local $b i32) (local $h i32) (local $i i32) (local $half i32) (local $xr i32) (local $or i32) (local $cr i32) (local $sr i32)
+    (local $a f32) (local $c f32)
+    (local.set $half (i32.shr_u (local.get $D) (i32.const 1)))
+    (block $db (loop $lb
+      (br_if $db (i32.ge_u (local.get $b) (local.get $B)))
+      (local.set $cr (i32.add (local.get $cos) (i32.shl (i32.mul (local.get $b) (local.get $D)) (i32.const 2))))
+      (local.set $sr (i32.add (local.get $sin) (i32.shl (i32.mul (local.get $b) (local.get $D)) (i32.const 2))))
+      (local.set $h (i32.const 0))
+      (block $dh (loop $lh
+        (br_if $dh (i32.ge_u (local.get $h) (local.get $heads)))
+        (local.set $xr (i32.shl (i32.mul (i32.add (i32.mul (local.get $b) (local.get $heads)) (local.get $h)) (local.get $D)) (i32.const 2)))
+        (local.set $or (i32.add (local.get $out) (local.get $xr)))
+        (local.set $xr (i32.add (local.get $x) (local.get $xr)))
+        (local.set $i (i32.const 0))
+        (block $di (loop $li
+          (br_if $di (i32.ge_u (local.get $i) (local.get $half)))
+          ;; i < half: x[i]·cos[i] − x[i+half]·sin[i]
+          (local.set $a (f32.mul (f32.load (i32.add (local.get $xr) (i32.shl (local.get $i) (i32.const 2))))
+                                 (f32.load (i32.add (local.get $cr) (i32.shl (local.get $i) (i32.const 2))))))
+          (local.set $c (f32.mul (f32.load (i32.add (local.get $xr) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2))))
+                                 (f32.load (i32.add (local.get $sr) (i32.shl (local.get $i) (i32.const 2))))))
+          (f32.store (i32.add (local.get $or) (i32.shl (local.get $i) (i32.const 2))) (f32.sub (local.get $a) (local.get $c)))
+          ;; i + half: x[i+half]·cos[i+half] + x[i]·sin[i+half]
+          (local.set $a (f32.mul (f32.load (i32.add (local.get $xr) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2))))
+                                 (f32.load (i32.add (local.get $cr) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2))))))
+          (local.set $c (f32.mul (f32.load (i32.add (local.get $xr) (i32.shl (local.get $i) (i32.const 2))))
+                                 (f32.load (i32.add (local.get $sr) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2))))))
+          (f32.store (i32.add (local.get $or) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2))) (f32.add (local.get $a) (local.get $c)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $li)))
+        (local.set $h (i32.add (local.get $h) (i32.const 1)))
+        (br $lh)))
+      (local.set $b (i32.add (local.get $b) (i32.const 1)))
+      (br $lb)))
+  )
 )

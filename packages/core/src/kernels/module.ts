@@ -17,6 +17,7 @@ export interface KernelExports {
     q: number, keys: number, valsT: number, slots: number, out: number, scratch: number,
     B: number, nH: number, nKV: number, S: number, D: number, window: number, cap: number,
   ): void;
+  rope(x: number, cos: number, sin: number, out: number, B: number, heads: number, D: number): void;
   rms_norm(x: number, res: number, w: number, out: number, sumOut: number, N: number, H: number, L: number, eps: number): void;
 }
 
