@@ -4,9 +4,10 @@
  * sizes, on the wasm backend, without leaking tensors.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  activeKernels, assembleWat, decodeAttention, fusedRmsNorm, ropeDecode, initBackend, initKernels, kernelDispatches, kernelsBinary, kernelsEnabled,
+  activeKernels, assembleWat, decodeAttention, kernelsCachePath, fusedRmsNorm, ropeDecode, initBackend, initKernels, kernelDispatches, kernelsBinary, kernelsEnabled,
   kernelsSource, MASKED, positionMask, resetKernelDispatches, rotateHalfMatrix, scalar, setKernelsEnabled, slotTable,
 } from '../src/index.ts';
 
@@ -103,6 +104,7 @@ describe('kernels: the WebAssembly module', function () {
     const imports = WebAssembly.Module.imports(new WebAssembly.Module(fresh as BufferSource));
     assert.deepEqual(imports.map((i) => `${i.module}.${i.name}:${i.kind}`), ['env.memory:memory'], 'imports only the backend heap');
     assert.deepEqual(Buffer.from(await kernelsBinary()), Buffer.from(fresh), 'the cached build equals a rebuild');
+    assert.deepEqual(readFileSync(kernelsCachePath()), Buffer.from(fresh), 'the disk cache equals a rebuild');
   });
 
   it('MOI_KERNELS=0 turns the kernels off; on by default', async function () {

@@ -11,7 +11,7 @@ import { ROPE, ropeKernel } from './rope.ts';
 export { decodeAttention, slotTable, DECODE_ATTENTION, type DecodeAttentionOptions } from './attention.ts';
 export { ropeDecode, ROPE } from './rope.ts';
 export { fusedRmsNorm, RMS_NORM, type NormOptions } from './norm.ts';
-export { activeKernels, assembleWat, kernelsBinary, kernelsEnabled, kernelsSource, setKernelsEnabled } from './module.ts';
+export { activeKernels, assembleWat, kernelsBinary, kernelsCachePath, kernelsEnabled, kernelsSource, setKernelsEnabled } from './module.ts';
 export { kernelDispatches, resetKernelDispatches } from './stats.ts';
 
 /**

@@ -1,6 +1,7 @@
 /**
  * The kernels module: kernels.wat (WebAssembly text, in this folder) assembled by the `wabt` npm
- * package at first use, cached in memory per process (the assembled bytes, the compiled module,
+ * package at first use, cached on disk (the temp folder, named by the source's hash) and in memory
+ * per process (the assembled bytes, the compiled module,
  * and one instance per wasm-backend heap), and instantiated over the tfjs wasm backend's own
  * `WebAssembly.Memory` (`backend.wasm.asm.memory`, not in the typings). Kernels then read and
  * write tensors in place at `backend.dataIdMap.get(t.dataId).memoryOffset`.
@@ -8,7 +9,10 @@
  * `MOI_KERNELS=0` turns them off (read once, at initKernels); every op then takes its composite
  * fallback made of ordinary tfjs ops, as it does on every other backend.
  */
-import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 
 /** The exported kernel functions (pointers are byte offsets into the wasm backend's heap). */
@@ -47,9 +51,34 @@ export async function assembleWat(text: string, name = 'kernels.wat'): Promise<U
   }
 }
 
-/** The assembled module bytes (assembled on the first call, then cached in memory). */
+/** Where the assembled bytes of this exact source are cached on disk (named by its hash). */
+export function kernelsCachePath(source = kernelsSource()): string {
+  const hash = createHash('sha256').update(source).digest('hex').slice(0, 16);
+  return path.join(os.tmpdir(), `moi-kernels-${hash}.wasm`);
+}
+
+/**
+ * The assembled module bytes: from memory, else from the disk cache (a file named by the
+ * source's hash, used only if it validates), else assembled now (about 0.3 s) and cached.
+ */
 export async function kernelsBinary(): Promise<Uint8Array> {
-  wasmBytes ??= await assembleWat(kernelsSource());
+  if (wasmBytes) return wasmBytes;
+  const source = kernelsSource();
+  const file = kernelsCachePath(source);
+  try {
+    const cached = new Uint8Array(readFileSync(file));
+    if (WebAssembly.validate(cached as BufferSource)) return (wasmBytes = cached);
+  } catch {
+    // not cached yet
+  }
+  wasmBytes = await assembleWat(source);
+  try {
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, wasmBytes);
+    renameSync(tmp, file);
+  } catch {
+    // a read-only temp folder: assemble again next time
+  }
   return wasmBytes;
 }
 
