@@ -158,7 +158,7 @@ describe('cli: moi-gen eval', function () {
     assert.match(s.stderr, /bad\.jsonl:1: a line needs "completion"/);
     const u = await run(['eval', '--model', model, '--task', 'countdown:gen', '--modes', 'standard,fancy', '--out', path.join(tmp, 'u')]);
     assert.equal(u.code, 2);
-    assert.match(u.stderr, /unknown mode "fancy"/);
+    assert.match(u.stderr, /unknown (--)?mode "fancy"/);
   });
 
   it('--endpoint: the same requests to an OpenAI-compatible server, modes recorded as the server ran them', async () => {

@@ -43,6 +43,15 @@ describe('bench: moi-gen bench on a tiny model', function () {
     assert.equal(r.first_ids.length, 7); // min(8, gen_tokens + 1): the first token comes from the prefill
     assert.deepEqual(r.first_ids, want);
     assert.match(formatBench(r), /decode moi .*of standard/);
+    // our kernels ran, and the same figures with them off came from the same run
+    assert.ok(r.step_profile.kernels > 0 && (r.step_profile.by_name.MoiDecodeAttention ?? 0) === m.spec.numLayers);
+    assert.ok(r.kernels_off, 'kernels-off figures');
+    assert.equal(r.kernels_off.step_profile.by_name.MoiDecodeAttention ?? 0, 0);
+    assert.ok(r.kernels_off.step_profile.kernels > r.step_profile.kernels, 'the kernels dispatch fewer ops per step');
+    for (const v of [r.kernels_off.prefill_tok_s, r.kernels_off.decode_tok_s.standard, r.kernels_off.decode_tok_s.moi, r.decode_cpu_ms_per_tok.standard]) {
+      assert.ok(Number.isFinite(v) && v > 0, `not a positive number: ${v}`);
+    }
+    assert.match(formatBench(r), /kernels \/ decode step +\d+ \(profiled time: GEMV \d+%/);
   });
 
   before(async () => { await initBackend({ backend: 'wasm' }); });

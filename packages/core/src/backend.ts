@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { existsSync, readdirSync } from 'node:fs';
 import { BackendError } from './errors.ts';
+import { initKernels } from './kernels/index.ts';
 
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu' | 'webgpu';
 export const BACKENDS: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu', 'webgpu'];
@@ -117,12 +118,13 @@ function describe(err: unknown): string {
 }
 
 /** Try to bring up one backend from one of its packages; returns the package used or throws. */
-async function tryStart(c: Candidate, skipped: BackendReport['skipped']): Promise<string | null> {
+async function tryStart(c: Candidate, skipped: BackendReport['skipped'], env: NodeJS.ProcessEnv): Promise<string | null> {
   for (const pkg of c.packages) {
     try {
       await c.start(pkg);
       if (await tf.setBackend(c.name)) {
         await tf.ready();
+        if (c.name === 'wasm') await initKernels(env); // our own SIMD kernels (MOI_KERNELS=0: off)
         return pkg;
       }
       skipped.push({ name: c.name, package: pkg, error: 'tf.setBackend returned false' });
@@ -151,7 +153,7 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
   const skipped: BackendReport['skipped'] = [];
   if (forced) {
     const c = CANDIDATES[forced as BackendName];
-    const pkg = await tryStart(c, skipped);
+    const pkg = await tryStart(c, skipped, env);
     if (!pkg) {
       const why = skipped.map((s) => `${s.package}: ${s.error}${s.fix ? `; fix: ${s.fix}` : ''}`).join('. ');
       throw new BackendError(`backend '${forced}' was requested but cannot start. ${why}`);
@@ -160,7 +162,7 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
     return current;
   }
   for (const name of AUTO_ORDER) {
-    const pkg = await tryStart(CANDIDATES[name], skipped);
+    const pkg = await tryStart(CANDIDATES[name], skipped, env);
     if (pkg) {
       const reason = skipped.length === 0 ? 'best available' :
         `best available (${skipped.map((s) => `${s.package} unavailable`).join(', ')})`;

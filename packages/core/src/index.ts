@@ -3,3 +3,4 @@ export * from './paths.ts';
 export * from './safetensors.ts';
 export * from './backend.ts';
 export * from './nn.ts';
+export * from './kernels/index.ts';

@@ -136,6 +136,18 @@ export class KVCache {
   }
 
   /**
+   * Append k, v ([rows.length, nKV, T, D]) at each row's offset and advance the offsets, fetching
+   * nothing: for attention that reads the cache's own buffers in place (decodeAttention).
+   */
+  append(k: tf.Tensor4D, v: tf.Tensor4D, rows: number[]): void {
+    const T = k.shape[2];
+    this.checkFits(rows, T);
+    this.grow(Math.min(this.size, Math.max(...rows.map((r) => this.offset[r] + T))));
+    this.write(k, v, rows, rows.map((r) => Array.from({ length: T }, (_, t) => this.offset[r] + t)));
+    for (const r of rows) this.offset[r] += T;
+  }
+
+  /**
    * Throw (E_CACHE_ROW, E_CONTEXT) unless T more tokens fit each of these rows. The decoder
    * checks every layer before the first write, so a failed call leaves the cache unchanged.
    */

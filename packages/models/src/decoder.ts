@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  applyRope, attention, gatedMlp, linear, MASKED, ModelError, positionMask, rmsNorm, ropeTables, rotateHalfMatrix, scalar, softcap,
+  applyRope, attention, decodeAttention, fusedRmsNorm, gatedMlp, linear, MASKED, ModelError, positionMask, rmsNorm, ropeTables, ropeDecode, scalar, slotTable, softcap,
   type RopeSpec,
 } from '@moi/core';
 import { KVCache } from './cache.ts';
@@ -131,11 +131,20 @@ export class Decoder {
         return m;
       };
 
+      const shared = (key: string, make: () => tf.Tensor) => {
+        let t = masks.get(key);
+        if (!t) {
+          masks.set(key, (t = tf.keep(make())));
+          kept.push(t);
+        }
+        return t;
+      };
+
       // one scope per layer: only one layer's intermediates are alive at a time
       const layer = (li: number, h: tf.Tensor): tf.Tensor => {
         const lw = w.layers[li];
         const ls = s.layers[li];
-        const qkv = linear(rmsNorm(h, null, eps), lw.qkv, lw.qkvBias);
+        const qkv = linear(fusedRmsNorm(h, eps).y, lw.qkv, lw.qkvBias);
         let q: tf.Tensor4D;
         let k: tf.Tensor4D;
         let v: tf.Tensor4D;
@@ -143,7 +152,7 @@ export class Decoder {
           // decode: [B, heads·D] is already [B, heads, 1, D] in memory, no transposes
           const [qkf, vf] = tf.split(qkv, [(nH + nKV) * D, nKV * D], 1);
           let qk: tf.Tensor = tf.reshape(qkf, [B, nH + nKV, D]);
-          if (lw.qkNormRows) qk = tf.mul(rmsNorm(qk, null, eps), lw.qkNormRows);
+          if (lw.qkNormRows) qk = fusedRmsNorm(qk, eps, { weight: lw.qkNormRows }).y;
           qk = this.rotateDecode(qk as tf.Tensor3D, rope(ls.rope));
           const [qq, kk] = tf.split(qk, [nH, nKV], 1);
           q = tf.reshape(qq, [B, nH, 1, D]) as tf.Tensor4D;
@@ -166,11 +175,14 @@ export class Decoder {
         // attention (the scale is folded into q)
         let o: tf.Tensor;
         if (cache && T === 1) {
+          // one op over the cache buffers in place: our wasm kernel, or the composite elsewhere
           const c = cache[li];
-          const view = c.updateAndFetch(k, v, rows);
-          let scores = softcap(tf.matMul(tf.reshape(q, [B, nKV, G, D]), view.keys, false, true), s.attnSoftcap);
-          scores = tf.add(scores, mask(`${c.size}:${c.window}:1`, view.keyPositions, ls.window));
-          o = tf.matMul(tf.softmax(scores), view.valuesT, false, true); // [B, nKV, G, D] = [B, nH·D]
+          c.append(k, v, rows);
+          o = decodeAttention(tf.reshape(q, [B, nH, D]), c.keys, c.valuesT, {
+            rows, window: ls.window, softcap: s.attnSoftcap,
+            slots: () => shared(`slots:${c.size}:${c.window}:${c.alloc}`, () => slotTable(rows, start, c.slotPos)),
+            mask: () => mask(`${c.size}:${c.window}:1`, rows.map((r) => c.slotPos[r]), ls.window),
+          });
         } else if (cache) {
           const c = cache[li];
           const view = c.updateAndFetch(k, v, rows);
@@ -181,11 +193,13 @@ export class Decoder {
         }
         o = T === 1 ? tf.reshape(o, [B, nH * D]) : tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [N, nH * D]);
         let a = linear(o, lw.o, lw.oBias);
-        if (lw.postAttnNorm) a = rmsNorm(a, lw.postAttnNorm, eps);
-        h = tf.add(h, a);
+        if (lw.postAttnNorm) a = fusedRmsNorm(a, eps, { weight: lw.postAttnNorm }).y;
+        // residual add and the pre-MLP norm in one op (a wasm kernel, or the composite)
+        const mid = fusedRmsNorm(a, eps, { residual: h });
+        h = mid.sum!;
 
-        let m = gatedMlp(rmsNorm(h, null, eps), lw, s.act);
-        if (lw.postMlpNorm) m = rmsNorm(m, lw.postMlpNorm, eps);
+        let m = gatedMlp(mid.y, lw, s.act);
+        if (lw.postMlpNorm) m = fusedRmsNorm(m, eps, { weight: lw.postMlpNorm }).y;
         return tf.add(h, m);
       };
       try {
@@ -223,8 +237,7 @@ export class Decoder {
     if (rotDim !== D) return tf.reshape(applyRope(tf.reshape(x, [B, heads, 1, D]) as tf.Tensor4D, tables.cos, tables.sin), x.shape);
     tables.dcos ??= tf.reshape(tables.cos, [B, 1, D]);
     tables.dsin ??= tf.reshape(tables.sin, [B, 1, D]);
-    const rotated = tf.reshape(tf.matMul(tf.reshape(x, [B * heads, D]), rotateHalfMatrix(D)), x.shape);
-    return tf.add(tf.mul(x, tables.dcos), tf.mul(rotated, tables.dsin));
+    return ropeDecode(x, tables.dcos, tables.dsin); // a wasm kernel, or the composite (x·cos + (x·R)·sin)
   }
 
   dispose(): void {

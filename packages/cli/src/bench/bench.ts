@@ -5,10 +5,11 @@
  *   prompt[i] = 1000 + (i·7919) mod (vocab_size − 2000), no BOS.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend } from '@moi/core';
+import { activeKernels, initBackend, setKernelsEnabled } from '@moi/core';
 import { Engine } from '../engine/engine.ts';
 import { generate, type GenerateRequest } from '../engine/generate.ts';
 import { measureReadBandwidth, median } from './bandwidth.ts';
+import { profileDecodeStep, type StepProfile } from './profile.ts';
 
 export interface BenchOptions {
   model: string;
@@ -40,6 +41,21 @@ export interface BenchResult {
   gen_tokens: number;
   repeat: number;
   weight_bytes: number;
+  /** CPU time of this process per decoded token (ms), median: steadier than wall time on a shared machine */
+  decode_cpu_ms_per_tok: { standard: number; moi: number };
+  /** one profiled batch-1 decode step: kernels dispatched (by name) and kernel time by bucket */
+  step_profile: StepProfile;
+  /**
+   * Our own wasm kernels (src/kernels): whether they ran, and the same figures with them off
+   * (MOI_KERNELS=0), timed alternately with the runs above in the same process. null where the
+   * kernels were not active (another backend, or MOI_KERNELS=0).
+   */
+  kernels_off: {
+    prefill_tok_s: number;
+    decode_tok_s: { standard: number; moi: number };
+    decode_cpu_ms_per_tok: { standard: number; moi: number };
+    step_profile: StepProfile;
+  } | null;
 }
 
 export function benchPrompt(vocabSize: number, n: number): number[] {
@@ -49,20 +65,22 @@ export function benchPrompt(vocabSize: number, n: number): number[] {
 }
 
 /** Run requests to the end; decode tok/s counts the tokens after each row's first, over the decode wall time. */
-async function timeDecode(engine: Engine, requests: GenerateRequest[]): Promise<{ tokS: number; prefillS: number; ids: number[][] }> {
+async function timeDecode(engine: Engine, requests: GenerateRequest[]): Promise<{ tokS: number; prefillS: number; ids: number[][]; cpuMsPerTok: number }> {
   const ids: number[][] = requests.map(() => []);
   let first = 0;
   let tokensAfterFirst = 0;
   const t0 = performance.now();
   let prefillS = 0;
+  let cpu0 = process.cpuUsage();
   for await (const e of generate(engine, requests)) {
     if (e.type !== 'token') continue;
-    if (!first) { first = performance.now(); prefillS = (first - t0) / 1000; }
+    if (!first) { first = performance.now(); prefillS = (first - t0) / 1000; cpu0 = process.cpuUsage(); }
     if (ids[e.row].length > 0) tokensAfterFirst++;
     ids[e.row].push(e.token);
   }
   const decodeS = (performance.now() - first) / 1000;
-  return { tokS: tokensAfterFirst / decodeS, prefillS, ids };
+  const cpu = process.cpuUsage(cpu0);
+  return { tokS: tokensAfterFirst / decodeS, prefillS, ids, cpuMsPerTok: (cpu.user + cpu.system) / 1000 / tokensAfterFirst };
 }
 
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
@@ -87,22 +105,56 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   // warm-up of every path (kernel setup, kept constants), not timed
   for (const mode of ['standard', 'moi', 'direct']) await timeDecode(engine, [{ ...request(mode), maxTokens: 3 }]);
   await timeDecode(engine, [0, 1].map(() => ({ ...request('standard'), maxTokens: 3 })));
+  const kernelsOn = activeKernels() !== null;
+  if (kernelsOn) {
+    setKernelsEnabled(false);
+    for (const mode of ['standard', 'moi']) await timeDecode(engine, [{ ...request(mode), maxTokens: 3 }]);
+    setKernelsEnabled(true);
+  }
   const tensorsBefore = tf.memory().numTensors;
 
   const prefill: number[] = [];
   const decode: Record<'standard' | 'moi' | 'direct', number[]> = { standard: [], moi: [], direct: [] };
+  const cpu: Record<'standard' | 'moi', number[]> = { standard: [], moi: [] };
+  const off = { prefill: [] as number[], standard: [] as number[], moi: [] as number[], cpuStandard: [] as number[], cpuMoi: [] as number[] };
   let firstIds: number[] = [];
-  for (let r = 0; r < R; r++) {
-    for (const mode of ['standard', 'moi', 'direct'] as const) {
-      const run = await timeDecode(engine, [request(mode)]);
-      decode[mode].push(run.tokS);
-      if (mode === 'standard') {
-        prefill.push(P / run.prefillS);
-        firstIds = run.ids[0].slice(0, 8);
+  try {
+    for (let r = 0; r < R; r++) {
+      for (const mode of ['standard', 'moi', 'direct'] as const) {
+        const run = await timeDecode(engine, [request(mode)]);
+        decode[mode].push(run.tokS);
+        if (mode !== 'direct') cpu[mode].push(run.cpuMsPerTok);
+        if (mode === 'standard') {
+          prefill.push(P / run.prefillS);
+          firstIds = run.ids[0].slice(0, 8);
+        }
+        log(`repeat ${r + 1}/${R} ${mode}: ${run.tokS.toFixed(2)} tok/s (prefill ${(P / run.prefillS).toFixed(1)} tok/s)`);
+        if (kernelsOn && mode !== 'direct') {
+          // the same run with our kernels off, right after: back to back in one process
+          setKernelsEnabled(false);
+          const o = await timeDecode(engine, [request(mode)]);
+          setKernelsEnabled(true);
+          off[mode].push(o.tokS);
+          off[mode === 'standard' ? 'cpuStandard' : 'cpuMoi'].push(o.cpuMsPerTok);
+          if (mode === 'standard') off.prefill.push(P / o.prefillS);
+          log(`repeat ${r + 1}/${R} ${mode}, kernels off: ${o.tokS.toFixed(2)} tok/s (prefill ${(P / o.prefillS).toFixed(1)} tok/s)`);
+        }
       }
-      log(`repeat ${r + 1}/${R} ${mode}: ${run.tokS.toFixed(2)} tok/s (prefill ${(P / run.prefillS).toFixed(1)} tok/s)`);
+    }
+  } finally {
+    setKernelsEnabled(true);
+  }
+  const stepProfile = await profileDecodeStep(engine.model, prompt, prompt[0]);
+  let offProfile: StepProfile | null = null;
+  if (kernelsOn) {
+    setKernelsEnabled(false);
+    try {
+      offProfile = await profileDecodeStep(engine.model, prompt, prompt[0]);
+    } finally {
+      setKernelsEnabled(true);
     }
   }
+  log(`kernels per decode step: ${stepProfile.kernels}${offProfile ? ` (${offProfile.kernels} with our kernels off)` : ''}`);
   const batch: Record<string, number> = {};
   for (const b of o.batches ?? [4, 16]) {
     const runs: number[] = [];
@@ -139,9 +191,23 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     gen_tokens: G,
     repeat: R,
     weight_bytes: engine.loaded.weightBytes,
+    decode_cpu_ms_per_tok: { standard: median(cpu.standard), moi: median(cpu.moi) },
+    step_profile: stepProfile,
+    kernels_off: kernelsOn ? {
+      prefill_tok_s: median(off.prefill),
+      decode_tok_s: { standard: median(off.standard), moi: median(off.moi) },
+      decode_cpu_ms_per_tok: { standard: median(off.cpuStandard), moi: median(off.cpuMoi) },
+      step_profile: offProfile!,
+    } : null,
   };
   engine.dispose();
   return result;
+}
+
+function profileLine(p: StepProfile): string {
+  const t = p.ms.gemv + p.ms.attention + p.ms.other;
+  const pc = (x: number) => `${((100 * x) / (t || 1)).toFixed(0)}%`;
+  return `${p.kernels} (profiled time: GEMV ${pc(p.ms.gemv)}, attention ${pc(p.ms.attention)}, other ${pc(p.ms.other)})`;
 }
 
 export function formatBench(r: BenchResult): string {
@@ -158,6 +224,14 @@ export function formatBench(r: BenchResult): string {
     ['tensors before / after', `${r.tensors_before} / ${r.tensors_after}`],
     ['roofline', `${(r.roofline.bytes_per_token / 1e6).toFixed(1)} MB/token at ${r.roofline.bandwidth_gb_s.toFixed(2)} GB/s → ` +
       `${(r.roofline.bandwidth_gb_s * 1e9 / r.roofline.bytes_per_token).toFixed(2)} tok/s max; ratio ${r.roofline.ratio.toFixed(3)}`],
+    ['decode CPU time', `${r.decode_cpu_ms_per_tok.standard.toFixed(2)} ms/tok standard, ${r.decode_cpu_ms_per_tok.moi.toFixed(2)} moi`],
+    ['kernels / decode step', profileLine(r.step_profile)],
+    ...(r.kernels_off ? [
+      ['kernels off: prefill', `${r.kernels_off.prefill_tok_s.toFixed(1)} tok/s`],
+      ['kernels off: decode', `${r.kernels_off.decode_tok_s.standard.toFixed(2)} tok/s standard, ${r.kernels_off.decode_tok_s.moi.toFixed(2)} moi; ` +
+        `CPU ${r.kernels_off.decode_cpu_ms_per_tok.standard.toFixed(2)} / ${r.kernels_off.decode_cpu_ms_per_tok.moi.toFixed(2)} ms/tok`],
+      ['kernels off: / step', profileLine(r.kernels_off.step_profile)],
+    ] as [string, string][] : [['own kernels', 'not active (another backend or MOI_KERNELS=0)'] as [string, string]]),
     ['first ids', r.first_ids.join(',')],
   ];
   const w = Math.max(...rows.map(([k]) => k.length));

@@ -1,0 +1,46 @@
+/**
+ * One profiled decode step (tf.profile): how many kernels it dispatches, by name, and where its
+ * time goes: the weight GEMVs, attention, everything else. Profiling adds its own overhead per
+ * kernel, so the times are for proportions, not speed.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { Decoder } from '@moi/models';
+
+export interface StepProfile {
+  kernels: number;
+  by_name: Record<string, number>;
+  /** profiled kernel time, ms */
+  ms: { gemv: number; attention: number; other: number };
+}
+
+/** A kernel's bucket: a matmul against a weight (second operand of 64k+ elements) is a GEMV. */
+function bucket(k: { name: string; inputShapes: number[][] }): keyof StepProfile['ms'] {
+  if (k.name === 'MoiDecodeAttention' || k.name === 'Softmax') return 'attention';
+  if (k.name === 'BatchMatMul' || k.name === '_FusedMatMul') {
+    const b = k.inputShapes[1] ?? [];
+    if (b.length === 4) return 'attention';
+    if (b.reduce((x, y) => x * y, 1) >= 65536) return 'gemv';
+  }
+  return 'other';
+}
+
+/** Prefill `prompt` into a fresh cache, then profile one decode step of batch 1. */
+export async function profileDecodeStep(model: Decoder, prompt: number[], nextId: number): Promise<StepProfile> {
+  const cache = model.makeCache(1, prompt.length + 2);
+  try {
+    tf.dispose(model.forward({ ids: [prompt] }, { cache, lastOnly: true }));
+    const info = await tf.profile(() => {
+      tf.dispose(model.forward({ ids: [[nextId]] }, { cache, lastOnly: true }));
+    });
+    const byName: Record<string, number> = {};
+    const ms = { gemv: 0, attention: 0, other: 0 };
+    for (const k of info.kernels) {
+      byName[k.name] = (byName[k.name] ?? 0) + 1;
+      const t = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+      ms[bucket(k as unknown as { name: string; inputShapes: number[][] })] += t;
+    }
+    return { kernels: info.kernels.length, by_name: byName, ms };
+  } finally {
+    for (const c of cache) c.dispose();
+  }
+}

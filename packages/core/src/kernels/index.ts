@@ -1,0 +1,26 @@
+/**
+ * moi's own WebAssembly SIMD kernels for the tfjs wasm backend (kernels.wat), each behind an op
+ * with a composite fallback from ordinary tfjs ops (other backends, MOI_KERNELS=0).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { DECODE_ATTENTION, decodeAttentionKernel } from './attention.ts';
+import { loadKernels } from './module.ts';
+import { RMS_NORM, rmsNormKernel } from './norm.ts';
+import { ROPE, ropeKernel } from './rope.ts';
+
+export { decodeAttention, slotTable, DECODE_ATTENTION, type DecodeAttentionOptions } from './attention.ts';
+export { ropeDecode, ROPE } from './rope.ts';
+export { fusedRmsNorm, RMS_NORM, type NormOptions } from './norm.ts';
+export { activeKernels, assembleWat, kernelsBinary, kernelsCachePath, kernelsEnabled, kernelsSource, setKernelsEnabled } from './module.ts';
+export { kernelDispatches, resetKernelDispatches } from './stats.ts';
+
+/**
+ * Assemble the kernels (once per process), read MOI_KERNELS, and register the kernels with the
+ * wasm backend. initBackend calls this when it starts the wasm backend.
+ */
+export async function initKernels(env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  await loadKernels(env);
+  for (const [kernelName, kernelFunc] of [[DECODE_ATTENTION, decodeAttentionKernel], [RMS_NORM, rmsNormKernel], [ROPE, ropeKernel]] as const) {
+    if (!tf.getKernel(kernelName, 'wasm')) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc: kernelFunc as any });
+  }
+}

@@ -1,0 +1,314 @@
+;; moi's own WebAssembly SIMD kernels for the tfjs wasm backend.
+;;
+;; The module imports the backend's own memory (emscripten's heap) and works on tensors in place:
+;; every pointer argument is a byte offset into that heap, taken from a tensor's memoryOffset.
+;; It has no allocator, stack, globals or data segment of its own; scratch space is a tfjs tensor
+;; the caller allocates. Assembled from this text by the `wabt` npm package (see module.ts).
+
+(module
+  (import "env" "memory" (memory 0))
+
+  ;; ------------------------------------------------------------------------------------------
+  ;; helpers
+
+  ;; dot product of n f32 at byte addresses a and b: four f32x4 accumulators (64 bytes a turn),
+  ;; then f32x4 steps, then a scalar tail (n need not be a multiple of 4)
+  (func $dot (param $a i32) (param $b i32) (param $n i32) (result f32)
+    (local $acc0 v128) (local $acc1 v128) (local $acc2 v128) (local $acc3 v128)
+    (local $i i32) (local $end16 i32) (local $end4 i32) (local $s f32)
+    (local.set $end16 (i32.and (local.get $n) (i32.const -16)))
+    (local.set $end4 (i32.and (local.get $n) (i32.const -4)))
+    (block $d16
+      (loop $l16
+        (br_if $d16 (i32.ge_u (local.get $i) (local.get $end16)))
+        (local.set $acc0 (f32x4.add (local.get $acc0)
+          (f32x4.mul (v128.load (local.get $a)) (v128.load (local.get $b)))))
+        (local.set $acc1 (f32x4.add (local.get $acc1)
+          (f32x4.mul (v128.load offset=16 (local.get $a)) (v128.load offset=16 (local.get $b)))))
+        (local.set $acc2 (f32x4.add (local.get $acc2)
+          (f32x4.mul (v128.load offset=32 (local.get $a)) (v128.load offset=32 (local.get $b)))))
+        (local.set $acc3 (f32x4.add (local.get $acc3)
+          (f32x4.mul (v128.load offset=48 (local.get $a)) (v128.load offset=48 (local.get $b)))))
+        (local.set $a (i32.add (local.get $a) (i32.const 64)))
+        (local.set $b (i32.add (local.get $b) (i32.const 64)))
+        (local.set $i (i32.add (local.get $i) (i32.const 16)))
+        (br $l16)))
+    (block $d4
+      (loop $l4
+        (br_if $d4 (i32.ge_u (local.get $i) (local.get $end4)))
+        (local.set $acc0 (f32x4.add (local.get $acc0)
+          (f32x4.mul (v128.load (local.get $a)) (v128.load (local.get $b)))))
+        (local.set $a (i32.add (local.get $a) (i32.const 16)))
+        (local.set $b (i32.add (local.get $b) (i32.const 16)))
+        (local.set $i (i32.add (local.get $i) (i32.const 4)))
+        (br $l4)))
+    (local.set $acc0 (f32x4.add (f32x4.add (local.get $acc0) (local.get $acc1))
+                                (f32x4.add (local.get $acc2) (local.get $acc3))))
+    (local.set $s (f32.add
+      (f32.add (f32x4.extract_lane 0 (local.get $acc0)) (f32x4.extract_lane 1 (local.get $acc0)))
+      (f32.add (f32x4.extract_lane 2 (local.get $acc0)) (f32x4.extract_lane 3 (local.get $acc0)))))
+    (block $d1
+      (loop $l1
+        (br_if $d1 (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $s (f32.add (local.get $s)
+          (f32.mul (f32.load (local.get $a)) (f32.load (local.get $b)))))
+        (local.set $a (i32.add (local.get $a) (i32.const 4)))
+        (local.set $b (i32.add (local.get $b) (i32.const 4)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l1)))
+    (local.get $s))
+
+  ;; e^x in f64: x = n·ln2 + r, |r| <= ln2/2, a degree-10 Taylor polynomial in r (error < 1e-13
+  ;; relative), times 2^n built from its exponent bits. NaN stays NaN; below -708 gives 0.
+  (func $exp (param $x f64) (result f64)
+    (local $n f64) (local $r f64) (local $p f64)
+    (if (f64.ne (local.get $x) (local.get $x)) (then (return (local.get $x))))
+    (if (f64.lt (local.get $x) (f64.const -708)) (then (return (f64.const 0))))
+    (if (f64.gt (local.get $x) (f64.const 709)) (then (return (f64.const inf))))
+    (local.set $n (f64.nearest (f64.mul (local.get $x) (f64.const 1.4426950408889634))))
+    (local.set $r (f64.sub (local.get $x) (f64.mul (local.get $n) (f64.const 0.6931471805599453))))
+    (local.set $p (f64.const 2.755731922398589e-7))                          ;; 1/10!
+    (local.set $p (f64.add (f64.mul (local.get $p) (local.get $r)) (f64.const 2.7557319223985893e-6)))  ;; 1/9!
+    (local.set $p (f64.add (f64.mul (local.get $p) (local.get $r)) (f64.const 2.48015873015873e-5)))    ;; 1/8!
+    (local.set $p (f64.add (f64.mul (local.get $p) (local.get $r)) (f64.const 1.984126984126984e-4)))   ;; 1/7!
+    (local.set $p (f64.add (f64.mul (local.get $p) (local.get $r)) (f64.const 1.388888888888889e-3)))   ;; 1/6!
+    (local.set $p (f64.add (f64.mul (local.get $p) (local.get $r)) (f64.const 8.333333333333333e-3)))   ;; 1/5!
+    (local.set $p (f64.add (f64.mul (local.get $p) (local.get $r)) (f64.const 4.1666666666666664e-2)))  ;; 1/4!
+    (local.set $p (f64.add (f64.mul (local.get $p) (local.get $r)) (f64.const 0.16666666666666666)))    ;; 1/3!
+    (local.set $p (f64.add (f64.mul (local.get $p) (local.get $r)) (f64.const 0.5)))
+    (local.set $p (f64.add (f64.mul (local.get $p) (local.get $r)) (f64.const 1)))
+    (local.set $p (f64.add (f64.mul (local.get $p) (local.get $r)) (f64.const 1)))
+    (f64.mul (local.get $p)
+      (f64.reinterpret_i64 (i64.shl (i64.add (i64.trunc_f64_s (local.get $n)) (i64.const 1023)) (i64.const 52)))))
+
+  ;; tanh in f64 from exp(-2|y|) (relative error ~1e-16/|y|, far below f32's for |y| > 1e-8)
+  (func $tanh (param $y f64) (result f64)
+    (local $e f64) (local $t f64)
+    (local.set $e (call $exp (f64.mul (f64.const -2) (f64.abs (local.get $y)))))
+    (local.set $t (f64.div (f64.sub (f64.const 1) (local.get $e)) (f64.add (f64.const 1) (local.get $e))))
+    (f64.copysign (local.get $t) (local.get $y)))
+
+  ;; ------------------------------------------------------------------------------------------
+  ;; decode attention over the KV cache, in place
+  ;;
+  ;; q      [B, nH, D]        f32, the attention scale already folded in
+  ;; keys   [Bc, nKV, S, D]   f32, the cache's whole buffer
+  ;; valsT  [Bc, nKV, D, S]   f32, values stored transposed
+  ;; slots  [B, S + 2]        i32 per row: cache row, query position, then the position each slot
+  ;;                          holds (-1 empty)
+  ;; out    [B, nH, D]        f32
+  ;; sc     [S]               f32 scratch (a tfjs tensor)
+  ;; window 0 = none; cap 0 = no softcap (score = cap·tanh(score / cap))
+  ;;
+  ;; Slot j is seen when 0 <= pos_j <= qpos and (no window or qpos - pos_j < window). Softmax is
+  ;; two-pass: scores into sc, then e^(s - max) / sum into sc, then out[d] = sc · valsT[d], which
+  ;; reads both the keys and the transposed values contiguously.
+  (func (export "decode_attention")
+    (param $q i32) (param $keys i32) (param $valsT i32) (param $slots i32) (param $out i32) (param $sc i32)
+    (param $B i32) (param $nH i32) (param $nKV i32) (param $S i32) (param $D i32)
+    (param $window i32) (param $cap f64)
+    (local $G i32) (local $b i32) (local $h i32) (local $g i32) (local $j i32) (local $d i32)
+    (local $meta i32) (local $crow i32) (local $qpos i32) (local $pos i32)
+    (local $kb i32) (local $vb i32) (local $qp i32) (local $op i32)
+    (local $s f32) (local $m f32) (local $sum f64) (local $inv f32) (local $any i32)
+    (local.set $G (i32.div_u (local.get $nH) (local.get $nKV)))
+    (local.set $b (i32.const 0))
+    (block $db (loop $lb
+      (br_if $db (i32.ge_u (local.get $b) (local.get $B)))
+      (local.set $meta (i32.add (local.get $slots)
+        (i32.shl (i32.mul (local.get $b) (i32.add (local.get $S) (i32.const 2))) (i32.const 2))))
+      (local.set $crow (i32.load (local.get $meta)))
+      (local.set $qpos (i32.load offset=4 (local.get $meta)))
+      (local.set $meta (i32.add (local.get $meta) (i32.const 8)))
+      (local.set $h (i32.const 0))
+      (block $dh (loop $lh
+        (br_if $dh (i32.ge_u (local.get $h) (local.get $nKV)))
+        ;; this kv head's keys and values: ((crow·nKV + h)·S·D) floats in
+        (local.set $kb (i32.add (local.get $keys) (i32.shl
+          (i32.mul (i32.mul (i32.add (i32.mul (local.get $crow) (local.get $nKV)) (local.get $h)) (local.get $S)) (local.get $D))
+          (i32.const 2))))
+        (local.set $vb (i32.add (local.get $valsT) (i32.sub (local.get $kb) (local.get $keys))))
+        (local.set $g (i32.const 0))
+        (block $dg (loop $lg
+          (br_if $dg (i32.ge_u (local.get $g) (local.get $G)))
+          ;; query head h·G + g of row b
+          (local.set $qp (i32.shl (i32.mul
+            (i32.add (i32.mul (local.get $b) (local.get $nH)) (i32.add (i32.mul (local.get $h) (local.get $G)) (local.get $g)))
+            (local.get $D)) (i32.const 2)))
+          (local.set $op (i32.add (local.get $out) (local.get $qp)))
+          (local.set $qp (i32.add (local.get $q) (local.get $qp)))
+          ;; pass 1: scores of the slots this row may see
+          (local.set $m (f32.const -inf))
+          (local.set $any (i32.const 0))
+          (local.set $j (i32.const 0))
+          (block $dj (loop $lj
+            (br_if $dj (i32.ge_u (local.get $j) (local.get $S)))
+            (local.set $pos (i32.load (i32.add (local.get $meta) (i32.shl (local.get $j) (i32.const 2)))))
+            (if (i32.and
+                  (i32.and (i32.ge_s (local.get $pos) (i32.const 0)) (i32.le_s (local.get $pos) (local.get $qpos)))
+                  (i32.or (i32.eqz (local.get $window))
+                          (i32.lt_s (i32.sub (local.get $qpos) (local.get $pos)) (local.get $window))))
+              (then
+                (local.set $s (call $dot (local.get $qp)
+                  (i32.add (local.get $kb) (i32.shl (i32.mul (local.get $j) (local.get $D)) (i32.const 2)))
+                  (local.get $D)))
+                (if (f64.gt (local.get $cap) (f64.const 0))
+                  (then (local.set $s (f32.demote_f64 (f64.mul (local.get $cap)
+                    (call $tanh (f64.div (f64.promote_f32 (local.get $s)) (local.get $cap))))))))
+                (local.set $m (f32.max (local.get $m) (local.get $s)))
+                (local.set $any (i32.const 1))
+                (f32.store (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2))) (local.get $s)))
+              (else
+                (f32.store (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2))) (f32.const -inf))))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (br $lj)))
+          ;; pass 2: e^(s - max) and their sum (masked slots give exactly 0)
+          (local.set $sum (f64.const 0))
+          (local.set $j (i32.const 0))
+          (block $de (loop $le
+            (br_if $de (i32.ge_u (local.get $j) (local.get $S)))
+            (local.set $s (f32.load (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2)))))
+            (if (f32.eq (local.get $s) (f32.const -inf))
+              (then (local.set $s (f32.const 0)))
+              (else (local.set $s (f32.demote_f64 (call $exp
+                (f64.sub (f64.promote_f32 (local.get $s)) (f64.promote_f32 (local.get $m))))))))
+            (local.set $sum (f64.add (local.get $sum) (f64.promote_f32 (local.get $s))))
+            (f32.store (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2))) (local.get $s))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (br $le)))
+          ;; pass 3: the probabilities e / sum (as softmax gives them); a row that sees no slot gets zeros
+          (local.set $inv (select (f32.demote_f64 (f64.div (f64.const 1) (local.get $sum))) (f32.const 0) (local.get $any)))
+          (local.set $j (i32.const 0))
+          (block $dp (loop $lp
+            (br_if $dp (i32.ge_u (local.get $j) (local.get $S)))
+            (f32.store (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2)))
+              (f32.mul (local.get $inv) (f32.load (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2))))))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (br $lp)))
+          ;; pass 4: out[d] = p · valsT[d]
+          (local.set $d (i32.const 0))
+          (block $dd (loop $ld
+            (br_if $dd (i32.ge_u (local.get $d) (local.get $D)))
+            (f32.store (i32.add (local.get $op) (i32.shl (local.get $d) (i32.const 2)))
+              (call $dot (local.get $sc)
+                (i32.add (local.get $vb) (i32.shl (i32.mul (local.get $d) (local.get $S)) (i32.const 2)))
+                (local.get $S)))
+            (local.set $d (i32.add (local.get $d) (i32.const 1)))
+            (br $ld)))
+          (local.set $g (i32.add (local.get $g) (i32.const 1)))
+          (br $lg)))
+        (local.set $h (i32.add (local.get $h) (i32.const 1)))
+        (br $lh)))
+      (local.set $b (i32.add (local.get $b) (i32.const 1)))
+      (br $lb)))
+  )
+
+  ;; ------------------------------------------------------------------------------------------
+  ;; RMSNorm, optionally after a residual add, optionally times a weight
+  ;;
+  ;; x, res  [N, H] f32 (res = 0: no residual); with res, sum = x + res is written to sumOut
+  ;; w       [L] f32 (w = 0: none), L a multiple of H; row n uses w[(n·H) mod L ..][0, H)
+  ;; out     [N, H] = (src · 1/sqrt(mean(src²) + eps)) · w, src = x + res or x
+  (func (export "rms_norm")
+    (param $x i32) (param $res i32) (param $w i32) (param $out i32) (param $sumOut i32)
+    (param $N i32) (param $H i32) (param $L i32) (param $eps f32)
+    (local $n i32) (local $i i32) (local $end4 i32) (local $src i32) (local $wr i32)
+    (local $acc v128) (local $v v128) (local $ss f32) (local $e f32) (local $inv f32) (local $vinv v128)
+    (local.set $end4 (i32.and (local.get $H) (i32.const -4)))
+    (block $dn (loop $ln
+      (br_if $dn (i32.ge_u (local.get $n) (local.get $N)))
+      (local.set $src (i32.add (local.get $x) (i32.shl (i32.mul (local.get $n) (local.get $H)) (i32.const 2))))
+      ;; pass 1: the residual sum (if any) and the sum of squares
+      (if (local.get $res) (then
+        (local.set $i (i32.const 0))
+        (block $da (loop $la
+          (br_if $da (i32.ge_u (local.get $i) (local.get $H)))
+          (f32.store
+            (i32.add (local.get $sumOut) (i32.shl (i32.add (i32.mul (local.get $n) (local.get $H)) (local.get $i)) (i32.const 2)))
+            (f32.add
+              (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2))))
+              (f32.load (i32.add (local.get $res) (i32.shl (i32.add (i32.mul (local.get $n) (local.get $H)) (local.get $i)) (i32.const 2))))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $la)))
+        (local.set $src (i32.add (local.get $sumOut) (i32.shl (i32.mul (local.get $n) (local.get $H)) (i32.const 2))))))
+      (local.set $acc (v128.const i32x4 0 0 0 0))
+      (local.set $i (i32.const 0))
+      (block $d4 (loop $l4
+        (br_if $d4 (i32.ge_u (local.get $i) (local.get $end4)))
+        (local.set $v (v128.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+        (local.set $acc (f32x4.add (local.get $acc) (f32x4.mul (local.get $v) (local.get $v))))
+        (local.set $i (i32.add (local.get $i) (i32.const 4)))
+        (br $l4)))
+      (local.set $ss (f32.add
+        (f32.add (f32x4.extract_lane 0 (local.get $acc)) (f32x4.extract_lane 1 (local.get $acc)))
+        (f32.add (f32x4.extract_lane 2 (local.get $acc)) (f32x4.extract_lane 3 (local.get $acc)))))
+      (block $d1 (loop $l1
+        (br_if $d1 (i32.ge_u (local.get $i) (local.get $H)))
+        (local.set $e (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+        (local.set $ss (f32.add (local.get $ss) (f32.mul (local.get $e) (local.get $e))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l1)))
+      (local.set $inv (f32.div (f32.const 1)
+        (f32.sqrt (f32.add (f32.div (local.get $ss) (f32.convert_i32_u (local.get $H))) (local.get $eps)))))
+      ;; pass 2: scale (and weight)
+      (local.set $wr (i32.add (local.get $w)
+        (i32.shl (i32.rem_u (i32.mul (local.get $n) (local.get $H)) (select (local.get $L) (i32.const 1) (local.get $w))) (i32.const 2))))
+      (local.set $i (i32.const 0))
+      (block $dw (loop $lw
+        (br_if $dw (i32.ge_u (local.get $i) (local.get $H)))
+        (local.set $e (f32.mul (local.get $inv) (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2))))))
+        (if (local.get $w) (then
+          (local.set $e (f32.mul (local.get $e) (f32.load (i32.add (local.get $wr) (i32.shl (local.get $i) (i32.const 2))))))))
+        (f32.store (i32.add (local.get $out) (i32.shl (i32.add (i32.mul (local.get $n) (local.get $H)) (local.get $i)) (i32.const 2)))
+          (local.get $e))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $lw)))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      (br $ln)))
+  )
+
+  ;; ------------------------------------------------------------------------------------------
+  ;; RoPE (rotate-half convention) on a decode step's heads
+  ;;
+  ;; x [B, heads, D], cos and sin [B, D] (the row's position), out [B, heads, D]:
+  ;;   out[i] = x[i]·cos[i] − x[i + D/2]·sin[i]          for i < D/2
+  ;;   out[i] = x[i]·cos[i] + x[i − D/2]·sin[i]          for i >= D/2
+  ;; (exactly the composite x·cos + rotate_half(x)·sin, rounding included)
+  (func (export "rope")
+    (param $x i32) (param $cos i32) (param $sin i32) (param $out i32) (param $B i32) (param $heads i32) (param $D i32)
+    (local $b i32) (local $h i32) (local $i i32) (local $half i32) (local $xr i32) (local $or i32) (local $cr i32) (local $sr i32)
+    (local $a f32) (local $c f32)
+    (local.set $half (i32.shr_u (local.get $D) (i32.const 1)))
+    (block $db (loop $lb
+      (br_if $db (i32.ge_u (local.get $b) (local.get $B)))
+      (local.set $cr (i32.add (local.get $cos) (i32.shl (i32.mul (local.get $b) (local.get $D)) (i32.const 2))))
+      (local.set $sr (i32.add (local.get $sin) (i32.shl (i32.mul (local.get $b) (local.get $D)) (i32.const 2))))
+      (local.set $h (i32.const 0))
+      (block $dh (loop $lh
+        (br_if $dh (i32.ge_u (local.get $h) (local.get $heads)))
+        (local.set $xr (i32.shl (i32.mul (i32.add (i32.mul (local.get $b) (local.get $heads)) (local.get $h)) (local.get $D)) (i32.const 2)))
+        (local.set $or (i32.add (local.get $out) (local.get $xr)))
+        (local.set $xr (i32.add (local.get $x) (local.get $xr)))
+        (local.set $i (i32.const 0))
+        (block $di (loop $li
+          (br_if $di (i32.ge_u (local.get $i) (local.get $half)))
+          ;; i < half: x[i]·cos[i] − x[i+half]·sin[i]
+          (local.set $a (f32.mul (f32.load (i32.add (local.get $xr) (i32.shl (local.get $i) (i32.const 2))))
+                                 (f32.load (i32.add (local.get $cr) (i32.shl (local.get $i) (i32.const 2))))))
+          (local.set $c (f32.mul (f32.load (i32.add (local.get $xr) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2))))
+                                 (f32.load (i32.add (local.get $sr) (i32.shl (local.get $i) (i32.const 2))))))
+          (f32.store (i32.add (local.get $or) (i32.shl (local.get $i) (i32.const 2))) (f32.sub (local.get $a) (local.get $c)))
+          ;; i + half: x[i+half]·cos[i+half] + x[i]·sin[i+half]
+          (local.set $a (f32.mul (f32.load (i32.add (local.get $xr) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2))))
+                                 (f32.load (i32.add (local.get $cr) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2))))))
+          (local.set $c (f32.mul (f32.load (i32.add (local.get $xr) (i32.shl (local.get $i) (i32.const 2))))
+                                 (f32.load (i32.add (local.get $sr) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2))))))
+          (f32.store (i32.add (local.get $or) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2))) (f32.add (local.get $a) (local.get $c)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $li)))
+        (local.set $h (i32.add (local.get $h) (i32.const 1)))
+        (br $lh)))
+      (local.set $b (i32.add (local.get $b) (i32.const 1)))
+      (br $lb)))
+  )
+)
