@@ -1,10 +1,11 @@
 /**
- * The in-process Completer: the local engine decodes up to `maxSeqs` requests at a time with
- * generate(). (When the engine's continuous-batching scheduler lands, only this file changes:
- * submit each request to it and yield as each finishes.)
+ * The in-process Completer: the local engine decodes the requests through the continuous-batching
+ * Scheduler, `maxSeqs` at a time; a finished completion frees its row for the next one at once,
+ * so completions of different lengths do not hold each other up. Results come as each finishes.
  */
-import { generate, type GenerateRequest } from '../engine/generate.ts';
+import type { GenerateRequest } from '../engine/generate.ts';
 import type { Engine } from '../engine/engine.ts';
+import { Scheduler } from '../engine/scheduler.ts';
 import type { Completer, CompletionRequest, CompletionResult } from './completer.ts';
 
 export class InProcessCompleter implements Completer {
@@ -12,37 +13,53 @@ export class InProcessCompleter implements Completer {
   constructor(private readonly engine: Engine, private readonly maxSeqs: number) {}
 
   async *complete(requests: CompletionRequest[], signal?: AbortSignal): AsyncIterable<CompletionResult> {
-    for (let s = 0; s < requests.length && !signal?.aborted; s += this.maxSeqs) {
-      const batch = requests.slice(s, s + this.maxSeqs);
-      const gen: GenerateRequest[] = batch.map((r) => ({
+    if (requests.length === 0 || signal?.aborted) return;
+    const need = Math.max(...requests.map((r) => r.promptIds!.length + r.maxTokens)) + 1;
+    const scheduler = new Scheduler(this.engine, {
+      maxSeqs: Math.min(this.maxSeqs, requests.length),
+      maxModelLen: Math.min(this.engine.spec.maxPositionEmbeddings, need),
+    });
+    // One task per request; yield whichever finishes first.
+    const run = async (r: CompletionRequest): Promise<CompletionResult | null> => {
+      const gen: GenerateRequest = {
         promptIds: r.promptIds!,
         maxTokens: r.maxTokens,
         sampling: r.sampling,
         mix: { mode: r.mode, ...(r.beta !== undefined ? { beta: r.beta } : {}), ...(r.mixTopK !== undefined ? { topK: r.mixTopK } : {}) },
         trace: 0,
-      }));
-      const sums = batch.map(() => ({ h: 0, w: 0, n: 0 }));
-      const t0 = performance.now();
-      for await (const e of generate(this.engine, gen, { signal })) {
+      };
+      const acc = { h: 0, w: 0, n: 0 };
+      for await (const e of scheduler.submit(gen, { signal })) {
         if (e.type === 'token') {
-          const acc = sums[e.row];
           if (e.trace) { acc.h += e.trace.entropy; acc.w += e.trace.weight; acc.n++; }
           continue;
         }
-        if (e.finishReason === 'abort') continue; // unfinished: not a result
-        const acc = sums[e.row];
-        yield {
-          key: batch[e.row].key,
+        if (e.finishReason === 'abort') return null; // unfinished: not a result
+        return {
+          key: r.key,
           completion: e.text,
           promptTokens: e.stats.promptTokens,
           completionTokens: e.stats.generatedTokens,
           finishReason: e.finishReason,
-          seconds: (performance.now() - t0) / 1000,
+          seconds: e.stats.prefillSeconds + e.stats.decodeSeconds,
           meanEntropy: acc.n ? acc.h / acc.n : null,
           meanWeight: acc.n ? acc.w / acc.n : null,
-          modeUsed: batch[e.row].mode,
+          modeUsed: r.mode,
         };
       }
+      return null;
+    };
+    const pending = new Map<number, Promise<{ i: number; result: CompletionResult | null }>>();
+    requests.forEach((r, i) => pending.set(i, run(r).then((result) => ({ i, result }))));
+    try {
+      while (pending.size > 0) {
+        const { i, result } = await Promise.race(pending.values());
+        pending.delete(i);
+        if (result) yield result;
+      }
+    } finally {
+      await scheduler.close();
+      await Promise.allSettled(pending.values());
     }
   }
 
