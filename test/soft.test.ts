@@ -16,6 +16,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, MoiError, SafetensorsFile, sharedDir, SHARED_MISSING } from '@moi/core';
 import type { ForwardInput, ForwardOptions } from '@moi/models';
 import { planRowMix, type SoftOptions } from '@moi/moi';
+import { softFiltered, type Filters } from '../packages/moi/test/soft-reference.ts';
 import { Engine } from '../packages/cli/src/engine/engine.ts';
 import { generate, generateOne, type GenerateRequest, type TokenEvent } from '../packages/cli/src/engine/generate.ts';
 import { createRng, uniformOpenClosed24 } from '../packages/cli/src/sampling/rng.ts';
@@ -24,42 +25,10 @@ import { loadTokenizer } from '../packages/cli/src/text/index.ts';
 const shared = sharedDir();
 const fixturesRoot = shared ? path.join(shared, 'fixtures') : null;
 
-interface Filters { temperature: number; topK: number; topP: number; minP: number }
-
 // ---------------------------------------------------------------- float64 expectations
 
 /** p = softmax(logits / T), S, and the filtered distribution (top-k → top-p → min-p, renormalized). */
-function filtered(logits: ArrayLike<number>, f: Filters): { S: number; order: number[]; q: Map<number, number> } {
-  const T = f.temperature === 0 ? 1 : f.temperature;
-  const k = f.temperature === 0 ? 1 : f.topK;
-  const x = Array.from(logits, (v) => v / T);
-  const m = Math.max(...x);
-  const e = x.map((v) => Math.exp(v - m));
-  const z = e.reduce((a, b) => a + b, 0);
-  const p = e.map((v) => v / z);
-  const S = -p.reduce((a, v) => a + v * Math.log(Math.max(v, 1e-12)), 0);
-  const sorted = p.map((_, i) => i).sort((a, b) => p[b] - p[a] || a - b);
-  const renorm = (ids: number[], val: (i: number) => number) => {
-    const s = ids.reduce((a, i) => a + val(i), 0);
-    return new Map(ids.map((i) => [i, val(i) / s]));
-  };
-  let keep = k > 0 ? sorted.slice(0, k) : sorted;
-  let q = renorm(keep, (i) => p[i]);
-  if (f.topP < 1) {
-    const kept: number[] = [];
-    let before = 0;
-    for (const i of keep) {
-      if (kept.length > 0 && before >= f.topP) break;
-      kept.push(i);
-      before += q.get(i)!;
-    }
-    keep = kept;
-    q = renorm(keep, (i) => q.get(i)!);
-  }
-  const max = q.get(keep[0])!;
-  keep = keep.filter((i) => q.get(i)! >= f.minP * max);
-  return { S, order: keep, q: renorm(keep, (i) => q.get(i)!) };
-}
+const filtered = softFiltered;
 
 /** The soft step: S, candidates (the max_topk largest) and their renormalized weights. */
 function softStep(logits: ArrayLike<number>, f: Filters, maxTopk: number): { S: number; ids: number[]; w: number[] } {

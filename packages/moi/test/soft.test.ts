@@ -11,43 +11,14 @@ import {
   defaultMixer, gumbelDraws, mixInputs, resolveMixSettings, softMix, softObserve, startSoftRow,
   type MixSettings, type NoiseRng, type SoftDebugResult, type SoftOptions, type SoftRowState,
 } from '../src/index.ts';
+import { renorm, softFiltered, type Filters } from './soft-reference.ts';
 
 // ---------------------------------------------------------------- float64 reference
 
-interface Filters { temperature: number; topK: number; topP: number; minP: number }
-
 /** The soft step of one row in float64: S, the filtered distribution, candidates and weights. */
 function refSoft(logits: number[], f: Filters, maxTopk: number): { S: number; ids: number[]; w: number[]; filtered: Map<number, number> } {
-  const T = f.temperature === 0 ? 1 : f.temperature;
-  const k = f.temperature === 0 ? 1 : f.topK;
-  const x = logits.map((v) => v / T);
-  const m = Math.max(...x);
-  const e = x.map((v) => Math.exp(v - m));
-  const z = e.reduce((a, b) => a + b, 0);
-  const p = e.map((v) => v / z);
-  const S = -p.reduce((a, v) => a + v * Math.log(Math.max(v, 1e-12)), 0);
-  const order = p.map((_, i) => i).sort((a, b) => p[b] - p[a] || a - b);
-  const renorm = (ids: number[], q: (i: number) => number) => {
-    const s = ids.reduce((a, i) => a + q(i), 0);
-    return new Map(ids.map((i) => [i, q(i) / s]));
-  };
-  let keep = k > 0 ? order.slice(0, k) : order;
-  let q = renorm(keep, (i) => p[i]);
-  if (f.topP < 1) {
-    const kept: number[] = [];
-    let before = 0;
-    for (const i of keep) {
-      if (kept.length > 0 && before >= f.topP) break;
-      kept.push(i);
-      before += q.get(i)!;
-    }
-    keep = kept;
-    q = renorm(keep, (i) => q.get(i)!);
-  }
-  const max = q.get(keep[0])!;
-  keep = keep.filter((i) => q.get(i)! >= f.minP * max);
-  q = renorm(keep, (i) => q.get(i)!);
-  const ids = keep.slice(0, maxTopk);
+  const { S, order, q } = softFiltered(logits, f);
+  const ids = order.slice(0, maxTopk);
   const wm = renorm(ids, (i) => q.get(i)!);
   return { S, ids, w: ids.map((i) => wm.get(i)!), filtered: q };
 }
