@@ -24,3 +24,7 @@ export async function initKernels(env: NodeJS.ProcessEnv = process.env): Promise
     if (!tf.getKernel(kernelName, 'wasm')) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc: kernelFunc as any });
   }
 }
+export {
+  disposePacked, dequantizeQ8, isPacked, pack16, packedBytes, packedMatMul, packedMatMulT, packedRows, packQ8, packQ8Blocks, quantizeQ8, widenPacked,
+  Q8_BLOCK, type PackedKind, type PackedMatMulOptions, type PackedWeight,
+} from './packed.ts';
