@@ -30,7 +30,18 @@ export interface LoadOptions {
   onProgress?: (p: LoadProgress) => void;
   /** keep the original weight blocks after XNNPACK packs them (wasm; see pack.ts) */
   keepWeights?: boolean;
+  /**
+   * How the matrices are held (issue 15): 'auto' (default) keeps a bf16/f16 checkpoint in 16 bits
+   * and an f32 one in f32; 'f32', 'bf16' and 'q8' force one.
+   */
+  dtype?: DtypeChoice;
 }
+
+/** The --dtype values. */
+export const DTYPE_CHOICES = ['auto', 'f32', 'bf16', 'q8'] as const;
+export type DtypeChoice = (typeof DTYPE_CHOICES)[number];
+/** What the matrices were loaded as (f16 checkpoints stay f16 under 'auto'). */
+export type WeightDtype = 'f32' | 'bf16' | 'f16' | 'q8';
 
 export interface LoadedModel {
   dir: string;
@@ -43,8 +54,11 @@ export interface LoadedModel {
   model: Decoder;
   /** bytes of the checkpoint files' tensors */
   checkpointBytes: number;
-  /** float32 bytes held by the weights in memory */
+  /** bytes held by the weights in memory */
   weightBytes: number;
+  /** what the matrices are held as, and why (e.g. 'bf16 checkpoint kept in 16 bits') */
+  dtype: WeightDtype;
+  dtypeNote: string;
   loadSeconds: number;
   dispose(): void;
 }
@@ -162,6 +176,8 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
       dir, config, family, familyConfig, spec, model,
       checkpointBytes: totalBytes,
       weightBytes,
+      dtype: 'f32',
+      dtypeNote: 'f32',
       loadSeconds: (performance.now() - t0) / 1000,
       dispose: () => model.dispose(),
     };

@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { initBackend, type BackendReport } from '@moi/core';
-import { loadModel, type LoadedModel, type LoadProgress } from '@moi/models';
+import { loadModel, type DtypeChoice, type LoadedModel, type LoadProgress } from '@moi/models';
 import { resolveModel, type DownloadProgress } from '../hub/index.ts';
 import { eosIds, loadTokenizer, readGenerationConfig, type GenerationConfig, type Tokenizer } from '../text/index.ts';
 
@@ -18,6 +18,8 @@ export interface EngineLoadOptions {
   /** hub options */
   revision?: string;
   offline?: boolean;
+  /** weight dtype: auto (default), f32, bf16 or q8 (see loadModel) */
+  dtype?: DtypeChoice;
 }
 
 export class Engine {
@@ -34,7 +36,7 @@ export class Engine {
   static async load(model: string, opts: EngineLoadOptions = {}): Promise<Engine> {
     const backend = await initBackend({ backend: opts.backend });
     const dir = await resolveModel(model, { onProgress: opts.onDownload, revision: opts.revision, offline: opts.offline });
-    const loaded = await loadModel(dir, { onProgress: opts.onLoad });
+    const loaded = await loadModel(dir, { onProgress: opts.onLoad, dtype: opts.dtype });
     const tokenizer = existsSync(path.join(dir, 'tokenizer.json')) ? loadTokenizer(dir) : null;
     const generationConfig = readGenerationConfig(dir);
     return new Engine(dir, backend, loaded, tokenizer, generationConfig, eosIds(dir, tokenizer ?? undefined));
