@@ -14,7 +14,7 @@ import { Engine } from '../packages/cli/src/engine/engine.ts';
 import type { Completer, CompletionRequest, CompletionResult } from '../packages/cli/src/eval/completer.ts';
 import { runEval } from '../packages/cli/src/eval/runner.ts';
 import { loadTask } from '../packages/cli/src/eval/tasks.ts';
-import { traceModes, writeTracePage } from '../packages/cli/src/trace/trace.ts';
+import { traceModes, traceRequest, writeTracePage } from '../packages/cli/src/trace/trace.ts';
 import { canvasInk, chromiumPath, distinctColors, launchChromium, openPage, type Browser } from '../packages/cli/test/helpers/browser.ts';
 
 /** A scripted completer: right on even problems in moi mode, on multiples of 3 in standard. */
@@ -110,6 +110,37 @@ describe('pages in headless chromium', function () {
       } else {
         assert.match(banner!, /identical/);
       }
+      assert.deepEqual(errors, []);
+      await page.close();
+    } finally {
+      engine.dispose();
+    }
+  });
+
+  it('the trace page shows Soft Thinking\'s soft phase, its slots and weights, and where it ended', async () => {
+    const engine = await Engine.load(path.join(sharedDir()!, 'fixtures', 'stories260K'), { backend: 'wasm' });
+    const file = path.join(tmp, 'soft-trace.html');
+    try {
+      const promptIds = [1, 403, 407, 261, 378];
+      const request = (thinkEndId: number) => ({ promptIds, maxTokens: 20, ignoreEos: true, sampling: { temperature: 0.6, seed: 3 }, mix: { mode: 'soft' as const, soft: { thinkEndId, temperature: 1, topP: 1, minP: 0 } } });
+      // a pilot run finds the token recorded at step 4: as think-end, thinking ends there by argmax
+      const pilot = await traceRequest(engine, request(0), 'pilot');
+      const id = pilot.steps[4].token;
+      const end = pilot.steps.findIndex((s) => s.token === id);
+      const run = await traceRequest(engine, request(id), 'soft', { top: 12 });
+      writeTracePage(file, { model: 'stories260K', prompt: engine.tokenizer!.decode(promptIds), runs: [run] });
+      const { page, errors } = await openPage(browser, file);
+      assert.equal(await page.$$eval('.tok.soft', (x) => x.length), end + 1, 'the soft phase, think-end included, is marked');
+      assert.deepEqual(await page.$$eval('.think-end', (x) => x.map((e) => [(e as HTMLElement).dataset.i, e.textContent])), [[String(end), 'end of thinking (argmax)']]);
+      const mixed = run.steps.findIndex((st, i) => i < end && st.candidates.length > 1);
+      assert.ok(mixed >= 0, 'a soft step with several slots');
+      await page.hover(`.tok[data-r="0"][data-i="${mixed}"]`);
+      const tip = await page.$eval('#tip', (e) => ({ phase: e.querySelector('.phase')?.textContent, w: [...e.querySelectorAll('.cands tr')].slice(1).map((r) => Number(r.lastElementChild!.textContent)) }));
+      assert.match(tip.phase!, /^soft phase: next input = Σ w·E over \d+ shown candidates · S = [\d.]+ nats$/);
+      assert.deepEqual(tip.w, run.steps[mixed].candidates.map((c) => Number(c.w.toFixed(4))));
+      assert.ok(Math.abs(tip.w.reduce((a, b) => a + b, 0) - 1) < 1e-3, 'the shown slots (all of max_topk 10) carry the whole input');
+      await page.hover(`.tok[data-r="0"][data-i="${end + 1}"]`);
+      assert.equal(await page.$eval('#tip .phase', (e) => e.textContent), 'after thinking: sampled');
       assert.deepEqual(errors, []);
       await page.close();
     } finally {

@@ -5,6 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { repoRoot, sharedDir, SHARED_MISSING } from '@moi/core';
 
@@ -45,6 +47,9 @@ describe('cli: moi-gen --mode soft', function () {
       moiGen([...base, '--cold-stop-steps', '3']),
     ];
   });
+  let tmp = '';
+  before(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moi-soft-cli-')); });
+  after(() => { if (tmp) fs.rmSync(tmp, { recursive: true, force: true }); });
 
   it('--json: per-step S, think_end {step, reason}, and the cold stop where the S values put it', async function () {
     const r = await runs[0];
@@ -77,5 +82,34 @@ describe('cli: moi-gen --mode soft', function () {
       assert.equal(r.stdout, '');
       assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
     }
+  });
+
+  it('eval --modes standard,soft: soft completions with the soft flags, paired with standard; soft flags without soft in --modes exit 2', async function () {
+    const out = path.join(tmp, 'eval');
+    const args = ['eval', '--model', model, '--task', 'countdown:gen', '--limit', '2', '--max-tokens', '10', '--seed', '3', '-q'];
+    const [r, bad] = await Promise.all([
+      moiGen([...args, '--modes', 'standard,soft', '--think-end-id', '263', '--cold-stop-entropy', '0.01', '--cold-stop-steps', '2', '--out', out]),
+      moiGen([...args, '--modes', 'standard,moi', '--think-end-id', '263', '--out', path.join(tmp, 'bad')]),
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const records = fs.readFileSync(path.join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { mode: string; completion: string });
+    assert.deepEqual(records.map((x) => x.mode).sort(), ['soft', 'soft', 'standard', 'standard']);
+    const settings = JSON.parse(fs.readFileSync(path.join(out, 'run.json'), 'utf8')) as { soft?: { thinkEndId?: number; coldStopSteps?: number } };
+    assert.equal(settings.soft?.thinkEndId, 263, 'the soft options are part of the run (resume compares them)');
+    assert.match(r.stdout, /\| soft \| 2 \|/);
+    assert.match(r.stdout, /\| soft \| 2 \| \d+ \| \d+ \|/, 'soft paired with standard');
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /thinkEndId.*need soft in --modes/);
+  });
+
+  it('generate --trace --compare-modes standard,soft: the soft flags apply to the soft run, and the page marks its soft phase', async function () {
+    const file = path.join(tmp, 'trace.html');
+    const r = await moiGen(['--model', model, '-q', '--max-tokens', '12', '--seed', '3', '--think-end-id', '263', '--cold-stop-entropy', '0.01', '--cold-stop-steps', '2',
+      '--trace', file, '--compare-modes', 'standard,soft', 'Once upon a time']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^\[standard\] .*\n\[soft\] /);
+    const html = fs.readFileSync(file, 'utf8');
+    assert.match(html, /class="tok soft/, 'soft-phase tokens are marked');
+    assert.match(html, /class="think-end" data-i="\d+">end of thinking \(cold stop\)/);
   });
 });

@@ -19,6 +19,7 @@ import { planRowMix, type SoftOptions } from '@moi/moi';
 import { softFiltered, type Filters } from '../packages/moi/test/soft-reference.ts';
 import { Engine } from '../packages/cli/src/engine/engine.ts';
 import { generate, generateOne, type GenerateRequest, type TokenEvent } from '../packages/cli/src/engine/generate.ts';
+import { traceStep } from '../packages/cli/src/trace/trace.ts';
 import { createRng, uniformOpenClosed24 } from '../packages/cli/src/sampling/rng.ts';
 import { loadTokenizer } from '../packages/cli/src/text/index.ts';
 
@@ -207,6 +208,43 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
         const t = await traced(engine, softRequest(name, N, { thinkEndId: id }));
         assert.equal(checkTrace(t, E, { thinkEnd: id, seed: 11 }), first);
         assert.deepEqual(t.tokens.slice(0, first + 1), base.tokens.slice(0, first + 1), 'the same soft phase up to think-end');
+      });
+
+      it('traces show the soft phase: the slots and weights of the float64 definition, and where thinking ended', async function () {
+        const k = Math.min(6, N - 8);
+        const id = base.tokens[k];
+        const first = base.tokens.indexOf(id);
+        const t = await traced(engine, { ...softRequest(name, N, { thinkEndId: id }), trace: 12 });
+        const V = t.logits[0].length;
+        assert.ok(first > 0 && t.events.slice(0, first).some((e) => e.trace!.candidates.length > 1), 'the soft phase mixes several slots before it ends');
+        for (let s = 0; s < t.tokens.length; s++) {
+          const tr = t.events[s].trace!;
+          const step = traceStep(engine, t.events[s], s ? t.tokens[s - 1] : PROMPTS[name].at(-1));
+          if (s < first) {
+            const ref = softStep(t.logits[s], THINK, 10);
+            // p at the soft temperature, from the definition
+            const x = Array.from(t.logits[s], (v) => v / THINK.temperature);
+            const m = Math.max(...x);
+            const z = x.reduce((a, v) => a + Math.exp(v - m), 0);
+            assert.deepEqual(tr.candidates.map((c) => c.id), ref.ids, `step ${s}: the slots, heaviest first`);
+            tr.candidates.forEach((c, j) => {
+              assert.ok(Math.abs(c.w - ref.w[j]) <= 1e-5, `step ${s}: w of slot ${j}: ${c.w} vs ${ref.w[j]}`);
+              assert.ok(Math.abs(c.p - Math.exp(x[c.id] - m) / z) <= 1e-5, `step ${s}: p of slot ${j}`);
+            });
+            assert.ok(Math.abs(tr.weight - ref.w[0]) <= 1e-5, `step ${s}: w_y`);
+            assert.ok(Math.abs(tr.entropy - Math.min(1, ref.S / Math.log(V))) <= 1e-5, `step ${s}: H = S / ln V`);
+            assert.equal(step.phase, 'thinking');
+            assert.equal(step.thinkEnd, undefined);
+          } else if (s === first) {
+            assert.deepEqual(tr.candidates.map((c) => [c.id, c.w]), [[id, 1]], 'the think-end step feeds E[think-end] alone');
+            assert.equal(tr.weight, 1);
+            assert.equal(step.phase, 'thinking');
+            assert.equal(step.thinkEnd, 'argmax');
+          } else {
+            assert.equal(step.phase, 'answer', `step ${s}: after thinking`);
+            assert.equal(tr.weight, 1, `step ${s}: a sampled token, one-hot`);
+          }
+        }
       });
 
       it('cold stop: one that fires (step 0 counts) and one that does not', async function () {

@@ -52,6 +52,17 @@ export interface MixResult {
   tokens?: tf.Tensor1D;
   /** float32 [B, E]: per-row values for the step's read, handed back to the mixer's observe */
   extra?: tf.Tensor2D;
+  /**
+   * Soft Thinking: the slots of the next input, for traces: ids (int32 [B, N]), their weights
+   * [B, N] (0 where unused) and their prior p (the full distribution at the soft temperature).
+   */
+  slots?: MixSlots;
+}
+
+export interface MixSlots {
+  ids: tf.Tensor2D;
+  weights: tf.Tensor2D;
+  prior: tf.Tensor2D;
 }
 
 /** With `returnWeights`: the candidate slots too, for tests and traces. */

@@ -10,7 +10,7 @@
  *   3. `observe` per row after the step's single device→host read, with that row's extra values.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { mixInputs, type MixInputsArgs, type MixResult } from './mix.ts';
+import { mixInputs, type MixInputsArgs, type MixResult, type MixSlots } from './mix.ts';
 import type { MixSettings } from './settings.ts';
 import { softMix, softObserve, startSoftRow, type SoftStepReport } from './soft.ts';
 
@@ -84,7 +84,7 @@ export const defaultMixer: InputMixer = {
     args.settings.forEach((s, r) => (s.mode === 'soft' ? soft : other).push(r));
     if (soft.length === 0) return mixInputs(args);
     if (other.length === 0) return softMix(args);
-    return tf.tidy(() => {
+    return tf.tidy((): tf.TensorContainer => {
       const part = (idx: number[]): MixInputsArgs => ({
         ...args,
         logits: rowsOf(args.logits, idx, B),
@@ -110,10 +110,21 @@ export const defaultMixer: InputMixer = {
         numCandidates: back<tf.Tensor1D>(s.numCandidates, m.numCandidates),
         tokens: back<tf.Tensor1D>(s.tokens!, tf.cast(mSampled, 'int32')),
         extra: back<tf.Tensor2D>(s.extra!, tf.zeros([other.length, width])),
+        ...(s.slots ? { slots: padSlots(s.slots, other.length, back) as unknown as tf.TensorContainer } : {}),
       };
-    }) as MixResult;
+    }) as unknown as MixResult;
   },
 };
+
+/** Soft rows' slots followed by `n` empty rows (id −1, weight 0), put back in row order. */
+function padSlots(s: MixSlots, n: number, back: <T extends tf.Tensor>(a: tf.Tensor, b: tf.Tensor) => T): MixSlots {
+  const N = s.ids.shape[1];
+  return {
+    ids: back<tf.Tensor2D>(s.ids, tf.fill([n, N], -1, 'int32')),
+    weights: back<tf.Tensor2D>(s.weights, tf.zeros([n, N])),
+    prior: back<tf.Tensor2D>(s.prior, tf.zeros([n, N])),
+  };
+}
 
 /** [B] log-softmax of the raw logits at ids [B] (the logprob of a token the mixer recorded). */
 export function logprobAt(logits: tf.Tensor2D, ids: tf.Tensor1D): tf.Tensor1D {

@@ -74,6 +74,11 @@ function isSoftState(s: MixRowState | undefined): s is SoftRowState {
   return s !== undefined && s.kind === 'soft';
 }
 
+/** Whether a row is in Soft Thinking's soft phase (its next step mixes inputs). */
+export function inSoftPhase(state: MixRowState | undefined): boolean {
+  return isSoftState(state) && state.phase === 'thinking';
+}
+
 /** After the step's read: advance the cold-stop count and the phase from the row's extra values. */
 export function softObserve(settings: MixSettings, state: MixRowState | undefined, extra: ArrayLike<number>, step: number): MixRowReport | undefined {
   if (!isSoftState(state)) return undefined;
@@ -355,6 +360,8 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
       extra: tf.concat([tf.reshape(S, [B, 1]), tf.cast(low, 'float32'), reason], 1),
     };
     if (opts.returnWeights) { out.candidateIds = slotIds; out.weights = slotW; }
-    return out;
+    // the slots with their prior p (at the soft temperature), for traces
+    const prior = tf.gather(tf.reshape(p, [-1]), tf.add(slotIds, tf.reshape(tf.range(0, B * V, V, 'int32'), [B, 1])));
+    return { ...out, slots: { ids: slotIds, weights: slotW, prior } };
   }) as unknown as MixResult | SoftDebugResult;
 }

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import { Command, Option } from 'commander';
 import { UsageError } from '@moi/core';
-import { MIX_MODES, type MixMode } from '@moi/moi';
+import { anySoftOption, givenSoftOptions, MIX_MODES, type MixMode, type SoftOptions } from '@moi/moi';
 import { Engine } from '../engine/engine.ts';
 import type { Completer } from '../eval/completer.ts';
 import { EndpointCompleter } from '../eval/endpoint.ts';
@@ -17,9 +17,9 @@ import { showProgress } from '../progress.ts';
 import { loadTokenizer, type Tokenizer } from '../text/index.ts';
 import { resolveModel } from '../hub/index.ts';
 import { loadEngine } from './load.ts';
-import { int, modelArg, num, userPath } from './options.ts';
+import { addSoftOptions, int, modelArg, num, softFrom, userPath, type SoftFlags } from './options.ts';
 
-interface EvalFlags {
+interface EvalFlags extends SoftFlags {
   model: string;
   task: string;
   modes: string;
@@ -77,12 +77,17 @@ async function run(o: EvalFlags): Promise<void> {
   if (!Number.isInteger(o.samples) || o.samples < 1) throw new UsageError('E_USAGE', `--samples must be a positive integer, got ${o.samples}`);
   if (o.limit !== undefined && (!Number.isInteger(o.limit) || o.limit < 1)) throw new UsageError('E_USAGE', `--limit must be a positive integer, got ${o.limit}`);
   if (o.beta !== undefined && o.beta < 0) throw new UsageError('E_USAGE', `--beta must be >= 0, got ${o.beta}`);
+  const soft = softFrom(o);
+  if (anySoftOption(soft) && !modes.includes('soft')) {
+    throw new UsageError('E_USAGE', `the Soft Thinking flags (${givenSoftOptions(soft).join(', ')}) need soft in --modes`);
+  }
   const settings: EvalSettings = {
     model: o.model,
     task: o.task,
     modes,
     ...(o.beta !== undefined ? { beta: o.beta } : {}),
     ...(o.mixTopk !== undefined ? { mixTopK: mixTopK(o.mixTopk) } : {}),
+    ...(anySoftOption(soft) ? { soft: JSON.parse(JSON.stringify(soft)) as SoftOptions } : {}),
     ...(o.limit !== undefined ? { limit: o.limit } : {}),
     samples: o.samples,
     seed: o.seed,
@@ -185,7 +190,9 @@ export function evalCommand(): Command {
     .option('--split <name>', 'dataset split', 'train')
     .addOption(new Option('--backend <name>', 'tfjs backend').choices(['tensorflow', 'wasm', 'cpu', 'webgpu']))
     .option('--revision <rev>', 'hub revision of the model', 'main')
-    .option('-q, --quiet', 'no progress bar')
+    .option('-q, --quiet', 'no progress bar');
+  // Soft Thinking's flags, for the soft mode's runs (--modes ...,soft)
+  addSoftOptions(cmd)
     .action(async (o: EvalFlags) => {
       if (!o.model) throw new UsageError('E_USAGE', 'eval needs --model');
       if (!o.task) throw new UsageError('E_USAGE', 'eval needs --task');

@@ -122,7 +122,7 @@ function fitMaxTokens(engine: Engine, promptLength: number, o: GenerateFlags, cm
 
 async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void> {
   o.system = alias(o.system, o.systemPrompt, '--system', '--system-prompt');
-  checkSamplingFlags(o, cmd, { json: o.json });
+  checkSamplingFlags(o, cmd, { json: o.json, compareModes: o.compareModes ? parseModes(o.compareModes) : undefined });
   if (o.ctxSize !== undefined && o.ctxSize < 2) throw new UsageError('E_USAGE', `--ctx-size must be an integer ≥ 2, got ${o.ctxSize}`);
   if (o.chatTemplate !== undefined && !o.chat) warn('--chat-template has no effect without --chat');
   const chatTemplate = o.chatTemplate !== undefined ? readUserFile('--chat-template', o.chatTemplate) : undefined;

@@ -45,7 +45,7 @@ export function addModelOptions(cmd: Command): Command {
 }
 
 export function addSamplingOptions(cmd: Command): Command {
-  return cmd
+  cmd
     .option('--temperature <t>', 'sampling temperature; 0 = greedy (default: generation_config.json, else 1); alias --temp', num('--temperature'))
     .addOption(new Option('--temp <t>', 'alias of --temperature').argParser(num('--temp')).hideHelp())
     .option('--top-p <p>', 'nucleus sampling mass', num('--top-p'))
@@ -62,8 +62,14 @@ export function addSamplingOptions(cmd: Command): Command {
     .option('--beta <b>', 'MoI β: weight of the sampled token (default: $MIXINPUTS_BETA, else 1.0; ≤ -99 = direct)')
     .option('--mix-topk <k>', "candidates mixed: top-K (0 or 'all' = whole vocabulary; default 20, soft: 10 = max_topk)")
     .addOption(new Option('--mix-prior <prior>', 'distribution mixed: raw log-probs (as the reference) or processed (after temperature/top-p)').choices(['raw', 'processed']))
-    .option('--logprobs <n>', 'report the chosen token logprob and the top-n (with --json)', int('--logprobs'))
-    // Soft Thinking (--mode soft): --temperature/--top-k/--top-p/--min-p are the soft phase's filters
+    .option('--logprobs <n>', 'report the chosen token logprob and the top-n (with --json)', int('--logprobs'));
+  // Soft Thinking (--mode soft): --temperature/--top-k/--top-p/--min-p are the soft phase's filters
+  return addSoftOptions(cmd);
+}
+
+/** Soft Thinking's flags (generate, chat, eval). */
+export function addSoftOptions(cmd: Command): Command {
+  return cmd
     .option('--think-end <text>', "soft: the text whose token ends thinking (default '</think>')")
     .option('--think-end-id <n>', 'soft: the think-end token id (for tokenizers without the text)', int('--think-end-id'))
     .option('--cold-stop-entropy <x>', 'soft: end thinking after --cold-stop-steps steps with entropy below x nats (0 = off; paper: 0.01)', num('--cold-stop-entropy'))
@@ -77,14 +83,17 @@ export function addSamplingOptions(cmd: Command): Command {
     .option('--dirichlet-alpha <a>', 'soft: Dirichlet concentration (default 1)', num('--dirichlet-alpha'));
 }
 
-export interface SamplingFlags {
+export interface SoftFlags {
+  thinkEnd?: string; thinkEndId?: number; coldStopEntropy?: number; coldStopSteps?: number;
+  afterThinkingTemperature?: number; afterThinkingTopP?: number; afterThinkingTopK?: number; afterThinkingMinP?: number;
+  softNoise?: string; gumbelTau?: number; dirichletAlpha?: number;
+}
+
+export interface SamplingFlags extends SoftFlags {
   temperature?: number; temp?: number; topP?: number; topK?: number; minP?: number;
   repetitionPenalty?: number; presencePenalty?: number; frequencyPenalty?: number;
   seed?: number; logprobs?: number;
   mode?: string; beta?: string; mixTopk?: string; mixPrior?: string;
-  thinkEnd?: string; thinkEndId?: number; coldStopEntropy?: number; coldStopSteps?: number;
-  afterThinkingTemperature?: number; afterThinkingTopP?: number; afterThinkingTopK?: number; afterThinkingMinP?: number;
-  softNoise?: string; gumbelTau?: number; dirichletAlpha?: number;
   maxTokens: number; stop?: string[]; ignoreEos?: boolean;
 }
 
@@ -100,11 +109,13 @@ export function alias<T>(value: T | undefined, aliasValue: T | undefined, flag: 
  * Before the model loads: aliases merged, sampling and mixing flags validated (so a bad value
  * costs no load), and a warning for each flag that will have no effect.
  */
-export function checkSamplingFlags(o: SamplingFlags, cmd: Command, where: { json?: boolean; chat?: boolean }): void {
+export function checkSamplingFlags(o: SamplingFlags, cmd: Command, where: { json?: boolean; chat?: boolean; compareModes?: string[] }): void {
   o.temperature = alias(o.temperature, o.temp, '--temperature', '--temp');
   checkMaxTokens(o.maxTokens);
   resolveSamplingParams(samplingFrom(o));
-  const mix = resolveMixSettings(mixFrom(o), process.env);
+  // --compare-modes with soft: Soft Thinking's flags are for its run (validated as such)
+  const softRun = where.compareModes?.includes('soft') && o.mode === undefined;
+  const mix = resolveMixSettings({ ...mixFrom(o), ...(softRun ? { mode: 'soft' as const } : {}) }, process.env);
   const typed = (name: string) => cmd.getOptionValueSource(name) === 'cli';
   if (o.logprobs !== undefined && where.chat) warn('--logprobs has no effect in chat');
   else if (o.logprobs !== undefined && !where.json) warn('--logprobs has no effect without --json');
@@ -141,7 +152,7 @@ export function mixFrom(o: SamplingFlags): MixOptions {
 }
 
 /** The Soft Thinking flags given (undefined where not); a mode other than soft refuses them. */
-export function softFrom(o: SamplingFlags): SoftOptions {
+export function softFrom(o: SoftFlags): SoftOptions {
   return {
     thinkEnd: o.thinkEnd, thinkEndId: o.thinkEndId, coldStopEntropy: o.coldStopEntropy, coldStopSteps: o.coldStopSteps,
     afterThinking: { temperature: o.afterThinkingTemperature, topP: o.afterThinkingTopP, topK: o.afterThinkingTopK, minP: o.afterThinkingMinP },

@@ -14,7 +14,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { UsageError } from '@moi/core';
 import type { Decoder, KVCache } from '@moi/models';
-import { logprobAt, planRowMix, type InputMixer, type MixOptions, type MixRowReport, type MixRowState, type MixSettings } from '@moi/moi';
+import { inSoftPhase, logprobAt, planRowMix, type InputMixer, type MixOptions, type MixRowReport, type MixRowState, type MixSettings } from '@moi/moi';
 import { createRng, resolveSamplingParams, sample, type RowState, type SamplingParams } from '../sampling/index.ts';
 import { StreamingDetokenizer } from '../text/index.ts';
 import type { Engine } from './engine.ts';
@@ -264,7 +264,10 @@ export async function decodeStep(ctx: StepContext, rows: StepRow[], logits: tf.T
     cols.push(finiteProbe(logits)); // issue 9: last column, 0 or NaN (see finite.ts)
     const packed: tf.Tensor2D[] = [tf.stack(cols, 1) as tf.Tensor2D];
     if (s.logprobs?.topIds) packed.push(tf.cast(s.logprobs.topIds, 'float32'), s.logprobs.topLogprobs!);
-    if (traceN >= 0) packed.push(traceColumns(logits, s.processedLogits, mix?.tokens ?? s.ids, rows.map((r) => r.settings), traceN));
+    if (traceN >= 0) {
+      const soft = mix?.slots ? { slots: mix.slots, entropy: mix.entropy, thinking: rows.map((r) => inSoftPhase(r.mixState)) } : undefined;
+      packed.push(traceColumns(logits, s.processedLogits, mix?.tokens ?? s.ids, rows.map((r) => r.settings), traceN, soft));
+    }
     return { packed: tf.concat(packed, 1) as tf.Tensor2D, embeds: mix ? mix.embeds : undefined, ncols: cols.length, nextra: mix?.extra ? mix.extra.shape[1] : 0 };
   });
   let values: Float32Array;

@@ -3,7 +3,7 @@
  * finish, in any order. Two implementations: the in-process engine (here) and an OpenAI-compatible
  * server (endpoint.ts).
  */
-import type { MixMode } from '@moi/moi';
+import type { MixMode, SoftOptions } from '@moi/moi';
 import type { SamplingParams } from '../sampling/index.ts';
 import type { ChatMessage } from '../text/index.ts';
 
@@ -20,6 +20,8 @@ export interface CompletionRequest {
   mode: MixMode;
   beta?: number;
   mixTopK?: number | 'all';
+  /** mode soft: Soft Thinking's options */
+  soft?: SoftOptions;
   sampling: Partial<SamplingParams>;
   maxTokens: number;
 }

@@ -12,6 +12,7 @@
  */
 import OpenAI from 'openai';
 import { MoiError } from '@moi/core';
+import type { SoftOptions } from '@moi/moi';
 import type { Completer, CompletionRequest, CompletionResult } from './completer.ts';
 
 interface MoiInfo { mode?: string; mean_entropy?: number; mean_weight?: number }
@@ -28,6 +29,7 @@ export class EndpointCompleter implements Completer {
       moi_mode: r.mode,
       ...(r.beta !== undefined ? { moi_beta: r.beta } : {}),
       ...(r.mixTopK !== undefined ? { moi_topk: r.mixTopK } : {}),
+      ...(r.soft ? softFields(r.soft) : {}),
       ...(s.topK !== undefined ? { top_k: s.topK } : {}),
       ...(s.minP !== undefined ? { min_p: s.minP } : {}),
     };
@@ -101,4 +103,15 @@ export class EndpointCompleter implements Completer {
   }
 
   async close(): Promise<void> {}
+}
+
+/** Soft Thinking's options as the server's request fields (those given). */
+function softFields(o: SoftOptions): Record<string, unknown> {
+  const a = o.afterThinking ?? {};
+  const fields: Record<string, unknown> = {
+    think_end: o.thinkEnd, think_end_id: o.thinkEndId, cold_stop_entropy: o.coldStopEntropy, cold_stop_steps: o.coldStopSteps,
+    after_thinking_temperature: a.temperature, after_thinking_top_p: a.topP, after_thinking_top_k: a.topK, after_thinking_min_p: a.minP,
+    soft_noise: o.noise, gumbel_tau: o.gumbelTau, dirichlet_alpha: o.dirichletAlpha,
+  };
+  return Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined));
 }

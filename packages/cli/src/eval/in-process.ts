@@ -25,7 +25,7 @@ export class InProcessCompleter implements Completer {
         promptIds: r.promptIds!,
         maxTokens: r.maxTokens,
         sampling: r.sampling,
-        mix: { mode: r.mode, ...(r.beta !== undefined ? { beta: r.beta } : {}), ...(r.mixTopK !== undefined ? { topK: r.mixTopK } : {}) },
+        mix: { mode: r.mode, ...(r.beta !== undefined ? { beta: r.beta } : {}), ...(r.mixTopK !== undefined ? { topK: r.mixTopK } : {}), ...(r.soft ? { soft: r.soft } : {}) },
         trace: 0,
       };
       const acc = { h: 0, w: 0, n: 0 };

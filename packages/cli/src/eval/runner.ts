@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
 import { MoiError, UsageError } from '@moi/core';
-import type { MixMode } from '@moi/moi';
+import type { MixMode, SoftOptions } from '@moi/moi';
 import { splitmix64 } from '../sampling/rng.ts';
 import type { SamplingParams } from '../sampling/index.ts';
 import { renderChat, type Tokenizer } from '../text/index.ts';
@@ -26,6 +26,8 @@ export interface EvalSettings {
   modes: MixMode[];
   beta?: number;
   mixTopK?: number | 'all';
+  /** Soft Thinking's options, for the soft mode's completions */
+  soft?: SoftOptions;
   limit?: number;
   samples: number;
   seed: number;
@@ -115,6 +117,7 @@ export async function runEval(task: Task, settings: EvalSettings, opts: RunOptio
     mode: it.mode,
     ...(settings.beta !== undefined ? { beta: settings.beta } : {}),
     ...(settings.mixTopK !== undefined ? { mixTopK: settings.mixTopK } : {}),
+    ...(settings.soft && it.mode === 'soft' ? { soft: settings.soft } : {}),
     sampling: { ...settings.sampling, seed: it.seed },
     maxTokens: settings.maxTokens,
   }));

@@ -9,7 +9,7 @@
  * Layout of a row: [H, w_y, p_y, id_0..id_{N-1}, p_0..p_{N-1}, w_0..w_{N-1}] (3 + 3N floats).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { MixSettings } from '@moi/moi';
+import type { MixSettings, MixSlots } from '@moi/moi';
 
 export interface TraceCandidate { id: number; p: number; w: number }
 export interface TokenTrace {
@@ -27,11 +27,57 @@ export function traceWidth(n: number): number {
   return 3 + 3 * n;
 }
 
+/** Soft Thinking rows of a step: the mixer's own slots, its S, and which rows are thinking. */
+export interface SoftTraceInput {
+  slots: MixSlots;
+  /** [B] S in nats (the mixer's entropy column) */
+  entropy: tf.Tensor1D;
+  /** per row: in the soft phase at this step (host-known before the step) */
+  thinking: boolean[];
+}
+
 /**
  * [B, 3 + 3N] trace columns (float32). `logits` are the step's raw logits, `processed` the
- * sampler's (for rows whose prior is 'processed'), `sampled` the chosen ids.
+ * sampler's (for rows whose prior is 'processed'), `sampled` the chosen ids. Rows in Soft
+ * Thinking's soft phase show the mixer's own slots instead (see softTraceColumns).
  */
-export function traceColumns(logits: tf.Tensor2D, processed: tf.Tensor2D | undefined, sampled: tf.Tensor1D, settings: MixSettings[], n: number): tf.Tensor2D {
+export function traceColumns(logits: tf.Tensor2D, processed: tf.Tensor2D | undefined, sampled: tf.Tensor1D, settings: MixSettings[], n: number, soft?: SoftTraceInput): tf.Tensor2D {
+  const plain = priorTraceColumns(logits, processed, sampled, settings, n);
+  if (!soft || !soft.thinking.some(Boolean)) return plain;
+  return tf.tidy(() => {
+    const B = logits.shape[0];
+    const rows = tf.cast(tf.tensor2d(soft.thinking.map((t) => (t ? 1 : 0)), [B, 1]), 'bool');
+    return tf.where(rows, softTraceColumns(soft, sampled, logits.shape[1], n), plain) as tf.Tensor2D;
+  });
+}
+
+/**
+ * Trace columns of rows in the soft phase: H = S / ln V (the entropy of the full distribution at
+ * the soft temperature, normalized), the slots of the next input ranked by weight with their prior
+ * p and weight w (empty slots: id −1), and w_y, p_y of the recorded token.
+ */
+function softTraceColumns(soft: SoftTraceInput, recorded: tf.Tensor1D, V: number, n: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const { ids, weights, prior } = soft.slots;
+    const [B, N] = ids.shape;
+    const k = Math.min(n, N);
+    const top = tf.topk(weights, k);
+    const flat = tf.add(top.indices, tf.reshape(tf.range(0, B * N, N, 'int32'), [B, 1]));
+    const pick = (t: tf.Tensor2D) => tf.reshape(tf.gather(tf.reshape(t, [-1]), tf.reshape(flat, [-1])), [B, k]);
+    const used = tf.greater(top.values, 0);
+    const candIds = tf.where(used, tf.cast(pick(ids), 'float32'), tf.fill([B, k], -1));
+    const pad = (t: tf.Tensor, v: number) => (k < n ? tf.concat([t, tf.fill([B, n - k], v)], 1) : t);
+    const isY = tf.logicalAnd(tf.equal(ids, tf.reshape(tf.cast(recorded, 'int32'), [B, 1])), tf.greater(weights, 0));
+    const wY = tf.sum(tf.where(isY, weights, tf.zerosLike(weights)), 1, true);
+    // p_y: the recorded token's prior, from any slot that holds it
+    const pY = tf.max(tf.where(tf.equal(ids, tf.reshape(tf.cast(recorded, 'int32'), [B, 1])), prior, tf.zerosLike(prior)), 1, true);
+    const H = tf.clipByValue(tf.div(tf.reshape(soft.entropy, [B, 1]), Math.log(Math.max(2, V))), 0, 1);
+    return tf.concat([H, wY, pY, pad(candIds, -1), pad(tf.where(used, pick(prior), tf.zerosLike(top.values)), 0), pad(top.values, 0)], 1) as tf.Tensor2D;
+  });
+}
+
+/** Trace columns from the prior (top-K of the raw or processed logits ∪ {y}) and the row's mode. */
+function priorTraceColumns(logits: tf.Tensor2D, processed: tf.Tensor2D | undefined, sampled: tf.Tensor1D, settings: MixSettings[], n: number): tf.Tensor2D {
   return tf.tidy(() => {
     const [B, V] = logits.shape;
     const kRow = settings.map((s) => (s.topK === 'all' ? V : Math.min(V, s.topK)));
@@ -77,6 +123,7 @@ export function traceColumns(logits: tf.Tensor2D, processed: tf.Tensor2D | undef
 export function readTrace(values: ArrayLike<number>, offset: number, n: number, keep: number): TokenTrace {
   const candidates: TraceCandidate[] = [];
   for (let j = 0; j < Math.min(n, keep); j++) {
+    if (values[offset + 3 + j] < 0) break; // an empty soft slot
     candidates.push({ id: values[offset + 3 + j], p: values[offset + 3 + n + j], w: values[offset + 3 + 2 * n + j] });
   }
   return { entropy: values[offset], weight: values[offset + 1], pSampled: values[offset + 2], candidates };

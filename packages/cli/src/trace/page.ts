@@ -25,6 +25,8 @@ const CSS = `
   #tip table { margin: .3rem 0 0; } #tip td, #tip th { padding: .1rem .4rem; }
   #tip tr.sampled td { font-weight: 600; background: #eef3ff; }
   .legend { display: inline-block; width: 12rem; height: .8rem; vertical-align: middle; background: linear-gradient(90deg, hsl(120,75%,88%), hsl(60,75%,83%), hsl(0,75%,78%)); }
+  .tok.soft, .soft-legend { text-decoration: underline dotted #4a3ad8; text-underline-offset: 3px; }
+  .think-end { display: inline-block; margin: 0 .3rem; padding: 0 .35rem; border-radius: 3px; background: #4a3ad8; color: #fff; font: 11px/1.6 system-ui, sans-serif; }
   .banner { background: #fff1f0; border: 1px solid #f3b4ae; padding: .4rem .6rem; display: inline-block; }
 `;
 
@@ -37,6 +39,7 @@ const show = (el) => {
   const s = run.steps[+el.dataset.i];
   const rows = s.candidates.map((c) => '<tr' + (c.id === s.token ? ' class="sampled"' : '') + '><td><code>' + esc(JSON.stringify(c.text)) + '</code></td><td>' + c.id + '</td><td>' + c.p.toFixed(4) + '</td><td>' + c.w.toFixed(4) + '</td></tr>').join('');
   tip.innerHTML = '<div><b>' + esc(run.label) + ' · step ' + el.dataset.i + '</b>: sampled <code>' + esc(JSON.stringify(s.text)) + '</code> (id ' + s.token + ')</div>' +
+    (s.phase === 'thinking' ? '<div class="phase">soft phase: next input = Σ w·E over ' + s.candidates.length + ' shown candidates' + (s.softEntropy !== undefined ? ' · S = ' + s.softEntropy.toFixed(4) + ' nats' : '') + (s.thinkEnd ? ' · <b>ends thinking (' + s.thinkEnd.replace('_', ' ') + ')</b>' : '') + '</div>' : s.phase === 'answer' ? '<div class="phase">after thinking: sampled</div>' : '') +
     '<div>H = ' + s.entropy.toFixed(4) + ' · weight on the sampled token w_y = <b class="wy">' + s.weight.toFixed(4) + '</b> · p_y = ' + s.pSampled.toFixed(4) + '</div>' +
     '<table class="cands"><tr><th>candidate</th><th>id</th><th>p</th><th>w</th></tr>' + rows + '</table>';
   const r = el.getBoundingClientRect();
@@ -70,14 +73,15 @@ new Chart(document.getElementById('chart'), {
 export function tracePageHtml(doc: TraceDoc, divergence: number | null): string {
   const runs = doc.runs.map((run, r) => {
     const toks = run.steps.map((s, i) =>
-      `<span class="tok${divergence === i ? ' diverge' : ''}" tabindex="0" data-r="${r}" data-i="${i}" style="background:${entropyColor(s.entropy)}">${escapeHtml(s.text)}</span>`).join('');
+      `<span class="tok${s.phase === 'thinking' ? ' soft' : ''}${divergence === i ? ' diverge' : ''}" tabindex="0" data-r="${r}" data-i="${i}" style="background:${entropyColor(s.entropy)}">${escapeHtml(s.text)}</span>` +
+      (s.thinkEnd ? `<span class="think-end" data-i="${i}">end of thinking (${s.thinkEnd === 'cold_stop' ? 'cold stop' : 'argmax'})</span>` : '')).join('');
     return `<section class="run"><h2>${escapeHtml(run.label)} <span class="muted">(${run.steps.length} tokens, ${escapeHtml(run.finishReason)})</span></h2><div class="tokens">${toks}</div></section>`;
   }).join('\n');
   const banner = doc.runs.length > 1
     ? `<p class="banner" id="divergence">${divergence === null ? 'The runs are identical.' : `First divergence at step ${divergence} (outlined in red).`}</p>`
     : '';
   const body = `<h1>moi trace</h1>
-<p class="muted">model ${escapeHtml(doc.model)} · H: <span class="legend"></span> 0 → 1 · hover or focus (Tab) a token for its candidates</p>
+<p class="muted">model ${escapeHtml(doc.model)} · H: <span class="legend"></span> 0 → 1 · hover or focus (Tab) a token for its candidates${doc.runs.some((r) => r.steps.some((s) => s.phase === 'thinking')) ? ' · <span class="soft-legend">dotted</span>: Soft Thinking\'s soft phase (the token shown is the heaviest slot; H = S / ln V)' : ''}</p>
 <details><summary class="muted">prompt</summary><div class="prompt">${escapeHtml(doc.prompt)}</div></details>
 ${banner}
 ${runs}

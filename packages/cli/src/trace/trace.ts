@@ -18,6 +18,11 @@ export interface TraceStep {
   weight: number;
   pSampled: number;
   candidates: { id: number; text: string; p: number; w: number }[];
+  /** Soft Thinking rows: the phase this token belongs to, and on the token that ends thinking, why */
+  phase?: 'thinking' | 'answer';
+  thinkEnd?: 'argmax' | 'cold_stop';
+  /** Soft Thinking, soft phase: S in nats (the trace's entropy is S / ln V) */
+  softEntropy?: number;
 }
 
 export interface TraceRun {
@@ -51,9 +56,13 @@ function tokenText(engine: Engine, id: number, prev: number | undefined): string
 export function traceStep(engine: Engine, e: TokenEvent, prev: number | undefined): TraceStep {
   const t = e.trace;
   if (!t) throw new UsageError('E_INTERNAL', 'a token event without trace data (the request needs `trace`)');
+  const soft = e.mix?.soft;
   return {
     token: e.token, text: tokenText(engine, e.token, prev), entropy: t.entropy, weight: t.weight, pSampled: t.pSampled,
     candidates: t.candidates.map((c) => ({ ...c, text: tokenText(engine, c.id, prev) })),
+    ...(soft ? { phase: soft.phase } : {}),
+    ...(soft?.thinkEnd ? { thinkEnd: soft.thinkEnd } : {}),
+    ...(soft?.entropy != null ? { softEntropy: soft.entropy } : {}),
   };
 }
 
@@ -86,7 +95,11 @@ export function parseModes(list: string, flag = '--compare-modes'): MixMode[] {
 /** The same prompt decoded in each mode with the same sampling (and seed). */
 export async function traceModes(engine: Engine, request: GenerateRequest, modes: MixMode[], opts: { top?: number; signal?: AbortSignal } = {}): Promise<TraceRun[]> {
   const runs: TraceRun[] = [];
-  for (const mode of modes) runs.push(await traceRequest(engine, { ...request, mix: { ...request.mix, mode } }, mode, opts));
+  for (const mode of modes) {
+    // Soft Thinking's options apply to the soft run only
+    const { soft, ...rest } = request.mix ?? {};
+    runs.push(await traceRequest(engine, { ...request, mix: { ...rest, mode, ...(mode === 'soft' && soft ? { soft } : {}) } }, mode, opts));
+  }
   return runs;
 }
 
