@@ -300,6 +300,13 @@ describe('models: loading errors and layouts (wasm)', function () {
 });
 
 describe('weight dtypes', () => {
+  it('refuses dtype bf16 and q8 while weights are held in f32 only (E_DTYPE, naming the dtype)', async function () {
+    const dir = path.join(fixturesRoot() ?? '', 'llama');
+    if (!fixturesRoot()) { console.log('shared/ missing (skipping)'); this.skip(); }
+    for (const dtype of ['bf16', 'q8'] as const) {
+      await assert.rejects(loadModel(dir, { dtype }), (e: any) => e.code === 'E_DTYPE' && e.message.includes(`dtype ${dtype}`));
+    }
+  });
   it('refuses a weight stored as integers, naming the tensor (E_DTYPE)', async function () {
     const { sharedDir } = await import('@moi/core');
     const shared = sharedDir();

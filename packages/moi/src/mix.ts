@@ -37,6 +37,8 @@ export interface MixInputsArgs {
   settings: MixSettings[];
   /** one per row: the state the mixer's startRow made (mixers with per-row state need it) */
   rowStates?: (MixRowState | undefined)[];
+  /** also return the slots of the next input (MixResult.slots), for traces */
+  withSlots?: boolean;
 }
 
 export interface MixResult {
@@ -53,7 +55,7 @@ export interface MixResult {
   /** float32 [B, E]: per-row values for the step's read, handed back to the mixer's observe */
   extra?: tf.Tensor2D;
   /**
-   * Soft Thinking: the slots of the next input, for traces: ids (int32 [B, N]), their weights
+   * Soft Thinking, with `withSlots`: the slots of the next input, for traces: ids (int32 [B, N]), their weights
    * [B, N] (0 where unused) and their prior p (the full distribution at the soft temperature).
    */
   slots?: MixSlots;

@@ -360,6 +360,7 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
       extra: tf.concat([tf.reshape(S, [B, 1]), tf.cast(low, 'float32'), reason], 1),
     };
     if (opts.returnWeights) { out.candidateIds = slotIds; out.weights = slotW; }
+    if (!args.withSlots) return out;
     // the slots with their prior p (at the soft temperature), for traces
     const prior = tf.gather(tf.reshape(p, [-1]), tf.add(slotIds, tf.reshape(tf.range(0, B * V, V, 'int32'), [B, 1])));
     return { ...out, slots: { ids: slotIds, weights: slotW, prior } };

@@ -253,7 +253,7 @@ export async function decodeStep(ctx: StepContext, rows: StepRow[], logits: tf.T
       mix = mixer.mix({
         logits, processedLogits: s.processedLogits, sampled: s.ids,
         ...(model.weights.embed ? { embedTable: model.weights.embed } : { embedColumns: model.weights.lmHead }),
-        settings: rows.map((r) => r.settings), rowStates: rows.map((r) => r.mixState),
+        settings: rows.map((r) => r.settings), rowStates: rows.map((r) => r.mixState), withSlots: traceN >= 0,
       });
     }
     // A mixer may record its own token (Soft Thinking), in place of the sampler's.

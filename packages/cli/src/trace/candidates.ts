@@ -67,10 +67,10 @@ function softTraceColumns(soft: SoftTraceInput, recorded: tf.Tensor1D, V: number
     const used = tf.greater(top.values, 0);
     const candIds = tf.where(used, tf.cast(pick(ids), 'float32'), tf.fill([B, k], -1));
     const pad = (t: tf.Tensor, v: number) => (k < n ? tf.concat([t, tf.fill([B, n - k], v)], 1) : t);
-    const isY = tf.logicalAnd(tf.equal(ids, tf.reshape(tf.cast(recorded, 'int32'), [B, 1])), tf.greater(weights, 0));
-    const wY = tf.sum(tf.where(isY, weights, tf.zerosLike(weights)), 1, true);
-    // p_y: the recorded token's prior, from any slot that holds it
-    const pY = tf.max(tf.where(tf.equal(ids, tf.reshape(tf.cast(recorded, 'int32'), [B, 1])), prior, tf.zerosLike(prior)), 1, true);
+    const holdsY = tf.equal(ids, tf.reshape(tf.cast(recorded, 'int32'), [B, 1]));
+    // w_y: the recorded token's weight; p_y: its prior, from any slot that holds it
+    const wY = tf.sum(tf.where(holdsY, weights, tf.zerosLike(weights)), 1, true);
+    const pY = tf.max(tf.where(holdsY, prior, tf.zerosLike(prior)), 1, true);
     const H = tf.clipByValue(tf.div(tf.reshape(soft.entropy, [B, 1]), Math.log(Math.max(2, V))), 0, 1);
     return tf.concat([H, wY, pY, pad(candIds, -1), pad(tf.where(used, pick(prior), tf.zerosLike(top.values)), 0), pad(top.values, 0)], 1) as tf.Tensor2D;
   });
