@@ -223,7 +223,8 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
       const src: MatrixSource = {
         info: (g) => ckpt.info(source.get(g)!),
         readRange: (g, start, length) => ckpt.readBytesRange(source.get(g)!, start, length),
-        readFloat32: (g) => { builtBytes = bytes; return ckpt.readFloat32(source.get(g)!); },
+        readFloat32: (g) => ckpt.readFloat32(source.get(g)!),
+        // a packed tensor is converted as it is read: built as soon as read
         done: (g) => {
           const name = source.get(g)!;
           bytes += ckpt.info(name).byteLength;

@@ -74,6 +74,30 @@ describe('models: packed weights (wasm)', function () {
     });
   }
 
+  it('onProgress (packed): every tensor once, increasing bytes, built as read, ending at totalBytes', async function () {
+    const dir = path.join(root!, 'qwen2');
+    const { SafetensorsFile } = await import('@moi/core');
+    const f = SafetensorsFile.open(path.join(dir, 'model.safetensors'));
+    const infos = [...f.tensors.values()];
+    f.close();
+    const fileBytes = infos.reduce((s, t) => s + t.byteLength, 0);
+    const all: { bytes: number; totalBytes: number; builtBytes: number; tensor: string; phase: string }[] = [];
+    const m = await loadModel(dir, { dtype: 'q8', onProgress: (p) => all.push({ ...p }) });
+    m.dispose();
+    const last = all.pop()!;
+    assert.deepEqual([last.phase, last.bytes, last.builtBytes, last.tensor], ['done', fileBytes, fileBytes, '']);
+    assert.deepEqual(all.map((p) => p.tensor).sort(), infos.map((t) => t.name).sort());
+    let prev = 0;
+    for (const p of all) {
+      assert.equal(p.phase, 'read');
+      assert.equal(p.totalBytes, fileBytes);
+      assert.equal(p.builtBytes, p.bytes);
+      assert.equal(p.bytes - prev, infos.find((t) => t.name === p.tensor)!.byteLength, p.tensor);
+      prev = p.bytes;
+    }
+    assert.equal(prev, fileBytes);
+  });
+
   it('weightBytes and the heap estimate agree with what the weights hold', async function () {
     for (const name of ['llama', 'llama_tied', 'qwen3']) {
       const dir = path.join(root!, name);
