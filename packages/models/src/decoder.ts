@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  applyRope, attention, decodeAttention, fusedRmsNorm, gatedMlp, linear, MASKED, ModelError, positionMask, rmsNorm, ropeTables, ropeDecode, scalar, slotTable, softcap,
+  gatherRows, applyRope, attention, decodeAttention, fusedRmsNorm, gatedMlp, linear, MASKED, ModelError, positionMask, rmsNorm, ropeTables, ropeDecode, scalar, slotTable, softcap,
   type RopeSpec,
 } from '@moi/core';
 import { KVCache } from './cache.ts';
@@ -223,7 +223,7 @@ export class Decoder {
   /** Raw embedding rows [n, H] for ids [n] (from lmHead's columns when tied). */
   embedRows(ids: tf.Tensor1D): tf.Tensor2D {
     const w = this.weights;
-    return tf.tidy(() => (w.embed ? tf.gather(w.embed, ids) : tf.transpose(tf.gather(w.lmHead, ids, 1))) as tf.Tensor2D);
+    return w.embed ? gatherRows(w.embed, ids, 'rows') : gatherRows(w.lmHead, ids, 'cols');
   }
 
   /**

@@ -18,7 +18,7 @@
  * candidate, except y, which always is.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { UsageError } from '@moi/core';
+import { gatherRows, UsageError } from '@moi/core';
 import { checkMixSettings, type MixSettings } from './settings.ts';
 import type { MixRowState } from './mixer.ts';
 
@@ -227,8 +227,7 @@ function slotWeights(slots: Slots, coef: { a: (H: tf.Tensor1D) => tf.Tensor1D; b
 
 /** Embedding rows [n, H] for ids [n], from whichever layout the caller holds. */
 function embedRows(args: MixInputsArgs, ids: tf.Tensor1D): tf.Tensor2D {
-  if (args.embedTable) return tf.gather(args.embedTable, ids) as tf.Tensor2D;
-  return tf.transpose(tf.gather(args.embedColumns!, ids, 1)) as tf.Tensor2D;
+  return args.embedTable ? gatherRows(args.embedTable, ids, 'rows') : gatherRows(args.embedColumns!, ids, 'cols');
 }
 
 /** w [B, V] · E: the whole-vocabulary mixture. */

@@ -21,7 +21,7 @@
  * cold-stop count lives on the host (row state) and is updated from the step's read (observe).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { UsageError } from '@moi/core';
+import { gatherRows, UsageError } from '@moi/core';
 import type { MixInputsArgs, MixResult } from './mix.ts';
 import type { MixRowInit, MixRowReport, MixRowState, NoiseRng } from './mixer.ts';
 import type { MixSettings } from './settings.ts';
@@ -176,8 +176,7 @@ const col = (rows: RowPlan[], f: (p: RowPlan) => number, dtype: 'float32' | 'int
 
 /** Embedding rows [n, H] for ids [n], from whichever layout the caller holds. */
 function embedRows(args: MixInputsArgs, ids: tf.Tensor1D): tf.Tensor2D {
-  if (args.embedTable) return tf.gather(args.embedTable, ids) as tf.Tensor2D;
-  return tf.transpose(tf.gather(args.embedColumns!, ids, 1)) as tf.Tensor2D;
+  return args.embedTable ? gatherRows(args.embedTable, ids, 'rows') : gatherRows(args.embedColumns!, ids, 'cols');
 }
 
 /**
