@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  applyActivation, applyRope, attention, decodeAttention, disposePacked, fusedRmsNorm, gatedMlp, isPacked, linear, MASKED, ModelError, packedMatMul, packedRows,
+  applyActivation, applyRope, attention, decodeAttention, disposePacked, fusedRmsNorm, gatedMlp, gatherRows, isPacked, linear, MASKED, ModelError, packedMatMul, packedRows,
   positionMask, rmsNorm, ropeTables, ropeDecode, scalar, slotTable, softcap,
   type Activation, type PackedWeight, type RopeSpec,
 } from '@moi/core';
@@ -257,11 +257,8 @@ export class Decoder {
   /** Raw embedding rows [n, H] for ids [n] (from lmHead's columns when tied; gathered from a packed table as f32). */
   embedRows(ids: tf.Tensor1D): tf.Tensor2D {
     const src = this.embedSource();
-    return tf.tidy(() => {
-      if ('packed' in src) return packedRows(src.packed, ids);
-      if ('table' in src) return tf.gather(src.table, ids) as tf.Tensor2D;
-      return tf.transpose(tf.gather(src.columns, ids, 1)) as tf.Tensor2D;
-    });
+    if ('packed' in src) return packedRows(src.packed, ids);
+    return 'table' in src ? gatherRows(src.table, ids, 'rows') : gatherRows(src.columns, ids, 'cols');
   }
 
   /** The raw embedding rows as the input mixers read them (never a second copy of the table). */

@@ -7,7 +7,7 @@
  *   packedRows (MoI's K+1 gathered rows) and the dense mixture Σ p_i E[i] from packedMatMulT.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { packedMatMulT, packedRows, UsageError, type PackedWeight } from '@moi/core';
+import { gatherRows, packedMatMulT, packedRows, UsageError, type PackedWeight } from '@moi/core';
 
 export type EmbedSource = { table: tf.Tensor2D } | { columns: tf.Tensor2D } | { packed: PackedWeight };
 
@@ -46,8 +46,7 @@ export function embedWidth(src: EmbedSource): number {
 /** Embedding rows [n, H] (f32) for ids [n]. */
 export function embedRowsOf(src: EmbedSource, ids: tf.Tensor1D): tf.Tensor2D {
   if ('packed' in src) return packedRows(src.packed, ids);
-  if ('table' in src) return tf.gather(src.table, ids) as tf.Tensor2D;
-  return tf.transpose(tf.gather(src.columns, ids, 1)) as tf.Tensor2D;
+  return 'table' in src ? gatherRows(src.table, ids, 'rows') : gatherRows(src.columns, ids, 'cols');
 }
 
 /** w [B, V] · E[0..V): the whole-vocabulary mixture [B, H]. */

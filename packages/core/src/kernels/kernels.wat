@@ -311,4 +311,56 @@
       (local.set $b (i32.add (local.get $b) (i32.const 1)))
       (br $lb)))
   )
+;; ---- embedding rows by id (issue 14: MoI's K+1 rows, the tied lookup) ----
+
+  ;; out[i, 0..H) = the row of ids[i] in a [V, H] table (cols = 0), or its column in an [H, V]
+  ;; table (cols = 1: a tied head laid out [in, out], read with stride V). Returns 0, or i + 1 for
+  ;; the first id outside [0, V) (nothing is read for it; the caller throws).
+  (func (export "gather_rows")
+    (param $table i32) (param $ids i32) (param $out i32) (param $n i32) (param $H i32) (param $V i32) (param $cols i32)
+    (result i32)
+    (local $i i32) (local $id i32) (local $h i32) (local $src i32) (local $dst i32) (local $end i32) (local $end16 i32) (local $stride i32)
+    (local.set $stride (i32.shl (local.get $V) (i32.const 2)))
+    (block $di
+      (loop $li
+        (br_if $di (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $id (i32.load (i32.add (local.get $ids) (i32.shl (local.get $i) (i32.const 2)))))
+        (if (i32.ge_u (local.get $id) (local.get $V)) (then (return (i32.add (local.get $i) (i32.const 1)))))
+        (local.set $dst (i32.add (local.get $out) (i32.shl (i32.mul (local.get $i) (local.get $H)) (i32.const 2))))
+        (if (local.get $cols)
+          (then
+            ;; column id of [H, V]: H loads with stride V
+            (local.set $src (i32.add (local.get $table) (i32.shl (local.get $id) (i32.const 2))))
+            (local.set $h (i32.const 0))
+            (block $dh
+              (loop $lh
+                (br_if $dh (i32.ge_u (local.get $h) (local.get $H)))
+                (f32.store (local.get $dst) (f32.load (local.get $src)))
+                (local.set $src (i32.add (local.get $src) (local.get $stride)))
+                (local.set $dst (i32.add (local.get $dst) (i32.const 4)))
+                (local.set $h (i32.add (local.get $h) (i32.const 1)))
+                (br $lh))))
+          (else
+            ;; row id of [V, H]: H contiguous values, 16 bytes a turn, then the tail
+            (local.set $src (i32.add (local.get $table) (i32.shl (i32.mul (local.get $id) (local.get $H)) (i32.const 2))))
+            (local.set $end (i32.add (local.get $dst) (i32.shl (local.get $H) (i32.const 2))))
+            (local.set $end16 (i32.add (local.get $dst) (i32.shl (i32.and (local.get $H) (i32.const -4)) (i32.const 2))))
+            (block $d4
+              (loop $l4
+                (br_if $d4 (i32.ge_u (local.get $dst) (local.get $end16)))
+                (v128.store (local.get $dst) (v128.load (local.get $src)))
+                (local.set $src (i32.add (local.get $src) (i32.const 16)))
+                (local.set $dst (i32.add (local.get $dst) (i32.const 16)))
+                (br $l4)))
+            (block $d1
+              (loop $l1
+                (br_if $d1 (i32.ge_u (local.get $dst) (local.get $end)))
+                (f32.store (local.get $dst) (f32.load (local.get $src)))
+                (local.set $src (i32.add (local.get $src) (i32.const 4)))
+                (local.set $dst (i32.add (local.get $dst) (i32.const 4)))
+                (br $l1)))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $li)))
+    (i32.const 0)
+  )
 )

@@ -23,6 +23,7 @@ export interface KernelExports {
   ): void;
   rope(x: number, cos: number, sin: number, out: number, B: number, heads: number, D: number): void;
   rms_norm(x: number, res: number, w: number, out: number, sumOut: number, N: number, H: number, L: number, eps: number): void;
+  gather_rows(table: number, ids: number, out: number, n: number, H: number, V: number, cols: number): number;
 }
 
 const WAT_URL = new URL('./kernels.wat', import.meta.url);
