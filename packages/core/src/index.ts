@@ -4,3 +4,4 @@ export * from './safetensors.ts';
 export * from './backend.ts';
 export * from './nn.ts';
 export * from './kernels/index.ts';
+export * from './vocab-blocks.ts';
