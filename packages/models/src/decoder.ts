@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import {
   applyActivation, applyRope, attention, decodeAttention, disposePacked, fusedRmsNorm, gatedMlp, isPacked, linear, MASKED, ModelError, packedMatMul, packedRows,
   positionMask, rmsNorm, ropeTables, ropeDecode, scalar, slotTable, softcap,
-  type Activation, type PackedWeight, type RopeSpec,
+  isVocabBlocks, packedBytes, type Activation, type PackedWeight, type RopeSpec, type VocabBlocks,
 } from '@moi/core';
 import { KVCache } from './cache.ts';
 import type { DecoderSpec } from './spec.ts';
@@ -50,17 +50,22 @@ export interface LayerWeights {
 }
 
 export interface DecoderWeights {
-  /** raw embedding rows [V, H] (f32 or packed); null when tied (then the rows are lmHead's) */
-  embed: tf.Tensor2D | PackedWeight | null;
+  /** raw embedding rows [V, H] (f32, packed, or f32 in vocabulary blocks); null when tied (then the rows are lmHead's) */
+  embed: tf.Tensor2D | PackedWeight | VocabBlocks | null;
   layers: LayerWeights[];
   /** effective final norm weight */
   finalNorm: tf.Tensor1D;
   /** f32 [H, V]: lm_head transposed, or the tied embedding transposed (stored once); packed: [V, H], the embedding itself when tied */
-  lmHead: Matrix;
+  lmHead: Matrix | VocabBlocks;
 }
 
 /** Where the raw embedding rows live, for the input mixers: a [V, H] table, the [H, V] columns of a tied f32 head, or a packed [V, H] table. */
-export type EmbeddingSource = { table: tf.Tensor2D } | { columns: tf.Tensor2D } | { packed: PackedWeight };
+export type EmbeddingSource = { table: tf.Tensor2D } | { columns: tf.Tensor2D } | { packed: PackedWeight } | { blocks: VocabBlocks };
+
+/** Bytes a weight holds: f32 tensor, packed 16/8-bit, or f32 in vocabulary blocks. */
+export function weightBytesOf(t: tf.Tensor | PackedWeight | VocabBlocks): number {
+  return isPacked(t) ? packedBytes(t) : isVocabBlocks(t) ? t.bytes : t.size * 4;
+}
 
 /** x · W (+ bias) for either kind of matrix; `outScale` (packed only) multiplies output features before the bias. */
 export function project(x: tf.Tensor, m: Matrix, bias: tf.Tensor1D | null, outScale: tf.Tensor1D | null = null): tf.Tensor {
@@ -249,7 +254,9 @@ export class Decoder {
       const Tout = opts.lastOnly ? 1 : T;
       if (opts.lastOnly && T > 1) h = tf.gather(h, tf.tensor1d(Array.from({ length: B }, (_, b) => b * T + T - 1), 'int32'));
       h = rmsNorm(h, w.finalNorm, eps);
-      const logits = softcap(isPacked(w.lmHead) ? packedMatMul(h as tf.Tensor2D, w.lmHead) : tf.matMul(h as tf.Tensor2D, w.lmHead), s.finalSoftcap);
+      const head = w.lmHead;
+      const logits = softcap(isVocabBlocks(head) ? head.project(h as tf.Tensor2D)
+        : isPacked(head) ? packedMatMul(h as tf.Tensor2D, head) : tf.matMul(h as tf.Tensor2D, head), s.finalSoftcap);
       return tf.reshape(logits, [B, Tout, s.vocabSize]) as tf.Tensor3D;
     });
   }
@@ -259,6 +266,7 @@ export class Decoder {
     const src = this.embedSource();
     return tf.tidy(() => {
       if ('packed' in src) return packedRows(src.packed, ids);
+      if ('blocks' in src) return src.blocks.rows(ids);
       if ('table' in src) return tf.gather(src.table, ids) as tf.Tensor2D;
       return tf.transpose(tf.gather(src.columns, ids, 1)) as tf.Tensor2D;
     });
@@ -269,6 +277,7 @@ export class Decoder {
     const w = this.weights;
     const e = w.embed ?? w.lmHead;
     if (isPacked(e)) return { packed: e };
+    if (isVocabBlocks(e)) return { blocks: e };
     return w.embed ? { table: e } : { columns: e };
   }
 
@@ -287,11 +296,12 @@ export class Decoder {
   }
 
   dispose(): void {
-    const seen = new Set<tf.Tensor | PackedWeight>();
-    const drop = (t: tf.Tensor | PackedWeight | null) => {
+    const seen = new Set<tf.Tensor | PackedWeight | VocabBlocks>();
+    const drop = (t: tf.Tensor | PackedWeight | VocabBlocks | null) => {
       if (!t || seen.has(t)) return;
       seen.add(t);
       if (isPacked(t)) disposePacked(t);
+      else if (isVocabBlocks(t)) t.dispose();
       else t.dispose();
     };
     drop(this.weights.embed);

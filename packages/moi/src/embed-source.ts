@@ -4,12 +4,13 @@
  * - `table`: f32 rows [V, H] (an untied embed_tokens.weight);
  * - `columns`: f32 columns [H, V] (a tied lm_head laid out [in, out], no [V, H] copy exists);
  * - `packed`: a packed 16/8-bit table [V, H] (issue 15; also the tied head): rows come from
- *   packedRows (MoI's K+1 gathered rows) and the dense mixture Σ p_i E[i] from packedMatMulT.
+ *   packedRows (MoI's K+1 gathered rows) and the dense mixture Σ p_i E[i] from packedMatMulT;
+ * - `blocks`: an f32 table split along the vocabulary (webgpu's buffer limits; VocabBlocks).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { packedMatMulT, packedRows, UsageError, type PackedWeight } from '@moi/core';
+import { packedMatMulT, packedRows, UsageError, type PackedWeight, type VocabBlocks } from '@moi/core';
 
-export type EmbedSource = { table: tf.Tensor2D } | { columns: tf.Tensor2D } | { packed: PackedWeight };
+export type EmbedSource = { table: tf.Tensor2D } | { columns: tf.Tensor2D } | { packed: PackedWeight } | { blocks: VocabBlocks };
 
 /** The parts of the mixers' arguments that name the source (embed, or the older table/columns fields). */
 export interface EmbedArgs {
@@ -31,6 +32,9 @@ export function embedSourceOf(args: EmbedArgs, V: number, who: string): EmbedSou
   if ('columns' in src && (src.columns.rank !== 2 || src.columns.shape[1] < V)) {
     throw new UsageError('E_MOI', `${who}: embedColumns must be [H, V >= ${V}], got shape [${src.columns.shape}]`);
   }
+  if ('blocks' in src && src.blocks.vocab < V) {
+    throw new UsageError('E_MOI', `${who}: the blocked embedding table holds ${src.blocks.vocab} rows, fewer than V = ${V}`);
+  }
   if ('packed' in src && src.packed.rows < V) {
     throw new UsageError('E_MOI', `${who}: the packed embedding table must be [V >= ${V}, H], got [${src.packed.rows}, ${src.packed.cols}]`);
   }
@@ -40,12 +44,14 @@ export function embedSourceOf(args: EmbedArgs, V: number, who: string): EmbedSou
 /** H, the width of an embedding row. */
 export function embedWidth(src: EmbedSource): number {
   if ('packed' in src) return src.packed.cols;
+  if ('blocks' in src) return src.blocks.hidden;
   return 'table' in src ? src.table.shape[1] : src.columns.shape[0];
 }
 
 /** Embedding rows [n, H] (f32) for ids [n]. */
 export function embedRowsOf(src: EmbedSource, ids: tf.Tensor1D): tf.Tensor2D {
   if ('packed' in src) return packedRows(src.packed, ids);
+  if ('blocks' in src) return src.blocks.rows(ids);
   if ('table' in src) return tf.gather(src.table, ids) as tf.Tensor2D;
   return tf.transpose(tf.gather(src.columns, ids, 1)) as tf.Tensor2D;
 }
@@ -53,6 +59,7 @@ export function embedRowsOf(src: EmbedSource, ids: tf.Tensor1D): tf.Tensor2D {
 /** w [B, V] · E[0..V): the whole-vocabulary mixture [B, H]. */
 export function mixAllRows(src: EmbedSource, w: tf.Tensor2D, V: number): tf.Tensor2D {
   return tf.tidy(() => {
+    if ('blocks' in src) return src.blocks.mix(w);
     if ('packed' in src) {
       const rows = src.packed.rows;
       return packedMatMulT(rows === V ? w : tf.pad(w, [[0, 0], [0, rows - V]]) as tf.Tensor2D, src.packed);
