@@ -5,3 +5,4 @@ export * from './backend.ts';
 export * from './nn.ts';
 export * from './kernels/index.ts';
 export * from './vocab-blocks.ts';
+export * from './embed-source.ts';

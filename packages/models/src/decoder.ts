@@ -4,9 +4,9 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  applyActivation, applyRope, attention, decodeAttention, disposePacked, fusedRmsNorm, gatedMlp, gatherRows, isPacked, linear, MASKED, ModelError, packedMatMul, packedRows,
-  positionMask, rmsNorm, ropeTables, ropeDecode, scalar, slotTable, softcap,
-  type Activation, type PackedWeight, type RopeSpec,
+  applyActivation, applyRope, attention, decodeAttention, disposePacked, embedRowsOf, fusedRmsNorm, gatedMlp, isPacked, isVocabBlocks, linear, MASKED, ModelError,
+  packedBytes, packedMatMul, positionMask, rmsNorm, ropeTables, ropeDecode, scalar, slotTable, softcap,
+  type Activation, type EmbedSource, type PackedWeight, type RopeSpec, type VocabBlocks,
 } from '@moi/core';
 import { KVCache } from './cache.ts';
 import type { DecoderSpec } from './spec.ts';
@@ -50,17 +50,20 @@ export interface LayerWeights {
 }
 
 export interface DecoderWeights {
-  /** raw embedding rows [V, H] (f32 or packed); null when tied (then the rows are lmHead's) */
-  embed: tf.Tensor2D | PackedWeight | null;
+  /** raw embedding rows [V, H] (f32, packed, or f32 in vocabulary blocks); null when tied (then the rows are lmHead's) */
+  embed: tf.Tensor2D | PackedWeight | VocabBlocks | null;
   layers: LayerWeights[];
   /** effective final norm weight */
   finalNorm: tf.Tensor1D;
   /** f32 [H, V]: lm_head transposed, or the tied embedding transposed (stored once); packed: [V, H], the embedding itself when tied */
-  lmHead: Matrix;
+  lmHead: Matrix | VocabBlocks;
 }
 
-/** Where the raw embedding rows live, for the input mixers: a [V, H] table, the [H, V] columns of a tied f32 head, or a packed [V, H] table. */
-export type EmbeddingSource = { table: tf.Tensor2D } | { columns: tf.Tensor2D } | { packed: PackedWeight };
+
+/** Bytes a weight holds: f32 tensor, packed 16/8-bit, or f32 in vocabulary blocks. */
+export function weightBytesOf(t: tf.Tensor | PackedWeight | VocabBlocks): number {
+  return isPacked(t) ? packedBytes(t) : isVocabBlocks(t) ? t.bytes : t.size * 4;
+}
 
 /** x · W (+ bias) for either kind of matrix; `outScale` (packed only) multiplies output features before the bias. */
 export function project(x: tf.Tensor, m: Matrix, bias: tf.Tensor1D | null, outScale: tf.Tensor1D | null = null): tf.Tensor {
@@ -249,23 +252,24 @@ export class Decoder {
       const Tout = opts.lastOnly ? 1 : T;
       if (opts.lastOnly && T > 1) h = tf.gather(h, tf.tensor1d(Array.from({ length: B }, (_, b) => b * T + T - 1), 'int32'));
       h = rmsNorm(h, w.finalNorm, eps);
-      const logits = softcap(isPacked(w.lmHead) ? packedMatMul(h as tf.Tensor2D, w.lmHead) : tf.matMul(h as tf.Tensor2D, w.lmHead), s.finalSoftcap);
+      const head = w.lmHead;
+      const logits = softcap(isVocabBlocks(head) ? head.project(h as tf.Tensor2D)
+        : isPacked(head) ? packedMatMul(h as tf.Tensor2D, head) : tf.matMul(h as tf.Tensor2D, head), s.finalSoftcap);
       return tf.reshape(logits, [B, Tout, s.vocabSize]) as tf.Tensor3D;
     });
   }
 
   /** Raw embedding rows [n, H] for ids [n] (from lmHead's columns when tied; gathered from a packed table as f32). */
   embedRows(ids: tf.Tensor1D): tf.Tensor2D {
-    const src = this.embedSource();
-    if ('packed' in src) return packedRows(src.packed, ids);
-    return 'table' in src ? gatherRows(src.table, ids, 'rows') : gatherRows(src.columns, ids, 'cols');
+    return embedRowsOf(this.embedSource(), ids);
   }
 
   /** The raw embedding rows as the input mixers read them (never a second copy of the table). */
-  embedSource(): EmbeddingSource {
+  embedSource(): EmbedSource {
     const w = this.weights;
     const e = w.embed ?? w.lmHead;
     if (isPacked(e)) return { packed: e };
+    if (isVocabBlocks(e)) return { blocks: e };
     return w.embed ? { table: e } : { columns: e };
   }
 
@@ -284,11 +288,12 @@ export class Decoder {
   }
 
   dispose(): void {
-    const seen = new Set<tf.Tensor | PackedWeight>();
-    const drop = (t: tf.Tensor | PackedWeight | null) => {
+    const seen = new Set<tf.Tensor | PackedWeight | VocabBlocks>();
+    const drop = (t: tf.Tensor | PackedWeight | VocabBlocks | null) => {
       if (!t || seen.has(t)) return;
       seen.add(t);
       if (isPacked(t)) disposePacked(t);
+      else if (isVocabBlocks(t)) t.dispose();
       else t.dispose();
     };
     drop(this.weights.embed);

@@ -5,11 +5,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { Checkpoint, DTYPE_SIZE, isPacked, ModelError, notRegularFile, packedBytes, ropeInvFreq, type PackedWeight, type TensorInfo } from '@moi/core';
+import { Checkpoint, DTYPE_SIZE, isPacked, isVocabBlocks, ModelError, notRegularFile, packedBytes, ropeInvFreq, type PackedWeight, type TensorInfo, type VocabBlocks } from '@moi/core';
 import { ConfigReader, type RawConfig } from './config.ts';
-import { Decoder, type DecoderWeights } from './decoder.ts';
+import { Decoder, weightBytesOf, type DecoderWeights } from './decoder.ts';
 import type { Family } from './family.ts';
-import { checkBufferLimits } from './limits.ts';
+import { checkBufferLimits, splitVocabMatrices } from './limits.ts';
 import { canRelease } from './pack.ts';
 import { buildPackedWeights, convertedF32, packedSize, type MatrixSource } from './packed-weights.ts';
 import { familyFor } from './registry.ts';
@@ -250,22 +250,22 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
       };
       weights = buildWeights(spec, readConverted, { release: opts.keepWeights ? false : canRelease() });
     }
-    const model = new Decoder(spec, weights);
+    const model = new Decoder(spec, splitVocabMatrices(weights));
     try {
-      checkBufferLimits(weights, dir);
+      checkBufferLimits(model.weights, dir);
     } catch (err) {
       model.dispose();
       throw err;
     }
     opts.onProgress?.({ bytes: totalBytes, totalBytes, builtBytes: totalBytes, tensor: '', phase: 'done' });
     let weightBytes = 0;
-    const seen = new Set<tf.Tensor | PackedWeight>();
-    const count = (t: tf.Tensor | PackedWeight | null) => {
+    const seen = new Set<tf.Tensor | PackedWeight | VocabBlocks>();
+    const count = (t: tf.Tensor | PackedWeight | VocabBlocks | null) => {
       if (!t || seen.has(t)) return;
       seen.add(t);
-      weightBytes += isPacked(t) ? packedBytes(t) : t.size * 4;
+      weightBytes += weightBytesOf(t);
     };
-    count(weights.embed); count(weights.finalNorm); count(weights.lmHead);
+    count(model.weights.embed); count(weights.finalNorm); count(model.weights.lmHead);
     for (const l of weights.layers) for (const t of Object.values(l)) count(t as tf.Tensor | PackedWeight | null);
     return {
       dir, config, family, familyConfig, spec, model,

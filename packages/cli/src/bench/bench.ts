@@ -5,7 +5,8 @@
  *   prompt[i] = 1000 + (i·7919) mod (vocab_size − 2000), no BOS.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { activeKernels, initBackend, isPacked, packedBytes, setKernelsEnabled } from '@moi/core';
+import { activeKernels, initBackend, setKernelsEnabled } from '@moi/core';
+import { weightBytesOf } from '@moi/models';
 import { Engine } from '../engine/engine.ts';
 import { generate, type GenerateRequest } from '../engine/generate.ts';
 import { measureReadBandwidth, median } from './bandwidth.ts';
@@ -170,7 +171,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   // Bytes a batch-1 decode step reads: every weight once, except an untied embedding table, of
   // which only one row is gathered (a tied table is the head, read whole every step).
   const w = engine.model.weights;
-  const bytesPerToken = engine.loaded.weightBytes - (w.embed ? (isPacked(w.embed) ? packedBytes(w.embed) * (1 - 1 / w.embed.rows) : w.embed.size * 4 - spec.hiddenSize * 4) : 0);
+  const bytesPerToken = engine.loaded.weightBytes - (w.embed ? weightBytesOf(w.embed) * (1 - 1 / spec.vocabSize) : 0);
   const standard = median(decode.standard);
   const result: BenchResult = {
     model: o.model,
