@@ -28,7 +28,7 @@ export function embedSourceOf(args: EmbedArgs, V: number, who: string): EmbedSou
     throw new UsageError('E_MOI', `${who}: embedColumns must be [H, V >= ${V}], got shape [${src.columns.shape}]`);
   }
   if (('packed' in src || 'blocks' in src) && embedVocab(src) < V) {
-    throw new UsageError('E_MOI', `${who}: the embedding table holds ${embedVocab(src)} rows, fewer than the logits' V = ${V}`);
+    throw new UsageError('E_MOI', `${who}: the ${'packed' in src ? 'packed' : 'blocked'} embedding table holds ${embedVocab(src)} rows, fewer than the logits' V = ${V}`);
   }
   return src;
 }
