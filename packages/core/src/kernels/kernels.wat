@@ -311,4 +311,198 @@
       (local.set $b (i32.add (local.get $b) (i32.const 1)))
       (br $lb)))
   )
+
+  ;; ---- prefill attention (issue 14) ----
+  ;; Prefill (T > 1 tokens per row): attention over the cache's prefix plus the new tokens, read in
+  ;; place in the [N, heads·D] layout the fused qkv projection makes (no transposes), and the q/k
+  ;; norms with RoPE on those rows.
+
+  ;; y[0, n) += a·x[0, n) (f32x4 steps, then a scalar tail)
+  (func $axpy (param $y i32) (param $x i32) (param $a f32) (param $n i32)
+    (local $i i32) (local $end4 i32) (local $va v128)
+    (local.set $va (f32x4.splat (local.get $a)))
+    (local.set $end4 (i32.and (local.get $n) (i32.const -4)))
+    (block $d4 (loop $l4
+      (br_if $d4 (i32.ge_u (local.get $i) (local.get $end4)))
+      (v128.store (local.get $y)
+        (f32x4.add (v128.load (local.get $y)) (f32x4.mul (local.get $va) (v128.load (local.get $x)))))
+      (local.set $y (i32.add (local.get $y) (i32.const 16)))
+      (local.set $x (i32.add (local.get $x) (i32.const 16)))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $l4)))
+    (block $d1 (loop $l1
+      (br_if $d1 (i32.ge_u (local.get $i) (local.get $n)))
+      (f32.store (local.get $y) (f32.add (f32.load (local.get $y)) (f32.mul (local.get $a) (f32.load (local.get $x)))))
+      (local.set $y (i32.add (local.get $y) (i32.const 4)))
+      (local.set $x (i32.add (local.get $x) (i32.const 4)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l1))))
+
+  ;; one attention score: q·k, softcapped when cap > 0 (cap·tanh(s / cap), in f64)
+  (func $score (param $q i32) (param $k i32) (param $D i32) (param $cap f64) (result f32)
+    (local $s f32)
+    (local.set $s (call $dot (local.get $q) (local.get $k) (local.get $D)))
+    (if (f64.gt (local.get $cap) (f64.const 0))
+      (then (local.set $s (f32.demote_f64 (f64.mul (local.get $cap)
+        (call $tanh (f64.div (f64.promote_f32 (local.get $s)) (local.get $cap))))))))
+    (local.get $s))
+
+  ;; sc[i] = e^(sc[i] − m) for i in [0, n), −inf giving exactly 0; returns the sum (f64)
+  (func $expSum (param $sc i32) (param $n i32) (param $m f32) (result f64)
+    (local $i i32) (local $s f32) (local $sum f64)
+    (block $d (loop $l
+      (br_if $d (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $s (f32.load (local.get $sc)))
+      (if (f32.eq (local.get $s) (f32.const -inf))
+        (then (local.set $s (f32.const 0)))
+        (else (local.set $s (f32.demote_f64 (call $exp
+          (f64.sub (f64.promote_f32 (local.get $s)) (f64.promote_f32 (local.get $m))))))))
+      (local.set $sum (f64.add (local.get $sum) (f64.promote_f32 (local.get $s))))
+      (f32.store (local.get $sc) (local.get $s))
+      (local.set $sc (i32.add (local.get $sc) (i32.const 4)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l)))
+    (local.get $sum))
+
+  ;; sc[i] ·= a for i in [0, n)
+  (func $scale (param $sc i32) (param $n i32) (param $a f32)
+    (local $i i32)
+    (block $d (loop $l
+      (br_if $d (i32.ge_u (local.get $i) (local.get $n)))
+      (f32.store (local.get $sc) (f32.mul (local.get $a) (f32.load (local.get $sc))))
+      (local.set $sc (i32.add (local.get $sc) (i32.const 4)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l))))
+
+  ;; Causal attention of B rows of T new tokens each (N = B·T):
+  ;;
+  ;; q      row n, head hq at q + (n·qs + hq·D)·4        (attention scale folded in)
+  ;; k, v   row n, kv head h at k + (n·ks + h·D)·4, v + (n·vs + h·D)·4
+  ;;        (qs, ks, vs: row strides in floats; q, k, v may be column ranges of one tensor)
+  ;; keys   [Bc, nKV, S, D], valsT [Bc, nKV, D, S]   the cache's prefix (S = 0: none)
+  ;; table  [B, S + 2] i32 per row: cache row, position of its first new token, then the position
+  ;;        each cache slot holds (−1 empty)
+  ;; out    [N, nH·D]
+  ;; sc     [S + T] f32 scratch
+  ;;
+  ;; Query t of row b sits at position start + t and sees the cache slots with 0 <= pos <= its
+  ;; position and the new tokens u <= t, within the window if any (qpos − pos < window). Exact
+  ;; softmax in three passes over the scratch row (scores, e^(s − max) with their sum, the
+  ;; probabilities), then out = Σ p·v: a dot per output lane over the transposed cache values, and
+  ;; an f32x4 axpy per new token over v's rows.
+  (func (export "prefill_attention")
+    (param $q i32) (param $k i32) (param $v i32) (param $qs i32) (param $ks i32) (param $vs i32)
+    (param $keys i32) (param $valsT i32) (param $table i32) (param $out i32) (param $sc i32)
+    (param $B i32) (param $T i32) (param $nH i32) (param $nKV i32) (param $D i32) (param $S i32)
+    (param $window i32) (param $cap f64)
+    (local $G i32) (local $b i32) (local $h i32) (local $t i32) (local $g i32) (local $j i32) (local $u i32) (local $d i32)
+    (local $meta i32) (local $crow i32) (local $start i32) (local $qpos i32) (local $pos i32) (local $u0 i32)
+    (local $kb i32) (local $vb i32) (local $qp i32) (local $op i32) (local $scn i32)
+    (local $s f32) (local $m f32) (local $inv f32)
+    (local.set $G (i32.div_u (local.get $nH) (local.get $nKV)))
+    (local.set $scn (i32.add (local.get $sc) (i32.shl (local.get $S) (i32.const 2))))
+    (block $db (loop $lb
+      (br_if $db (i32.ge_u (local.get $b) (local.get $B)))
+      (local.set $meta (i32.add (local.get $table)
+        (i32.shl (i32.mul (local.get $b) (i32.add (local.get $S) (i32.const 2))) (i32.const 2))))
+      (local.set $crow (i32.load (local.get $meta)))
+      (local.set $start (i32.load offset=4 (local.get $meta)))
+      (local.set $meta (i32.add (local.get $meta) (i32.const 8)))
+      (local.set $h (i32.const 0))
+      (block $dh (loop $lh
+        (br_if $dh (i32.ge_u (local.get $h) (local.get $nKV)))
+        ;; this kv head's cache prefix: ((crow·nKV + h)·S·D) floats in
+        (local.set $kb (i32.add (local.get $keys) (i32.shl
+          (i32.mul (i32.mul (i32.add (i32.mul (local.get $crow) (local.get $nKV)) (local.get $h)) (local.get $S)) (local.get $D))
+          (i32.const 2))))
+        (local.set $vb (i32.add (local.get $valsT) (i32.sub (local.get $kb) (local.get $keys))))
+        (local.set $t (i32.const 0))
+        (block $dt (loop $lt
+          (br_if $dt (i32.ge_u (local.get $t) (local.get $T)))
+          (local.set $qpos (i32.add (local.get $start) (local.get $t)))
+          ;; the first new token in the window
+          (local.set $u0 (i32.const 0))
+          (if (i32.and (i32.ne (local.get $window) (i32.const 0))
+                       (i32.gt_s (i32.sub (local.get $t) (local.get $window)) (i32.const -1)))
+            (then (local.set $u0 (i32.add (i32.sub (local.get $t) (local.get $window)) (i32.const 1)))))
+          (local.set $g (i32.const 0))
+          (block $dg (loop $lg
+            (br_if $dg (i32.ge_u (local.get $g) (local.get $G)))
+            (local.set $qp (i32.add (i32.mul (i32.add (local.get $b) (i32.const 0)) (local.get $T)) (local.get $t)))
+            (local.set $op (i32.add (local.get $out) (i32.shl (i32.add
+              (i32.mul (local.get $qp) (i32.mul (local.get $nH) (local.get $D)))
+              (i32.mul (i32.add (i32.mul (local.get $h) (local.get $G)) (local.get $g)) (local.get $D))) (i32.const 2))))
+            (local.set $qp (i32.add (local.get $q) (i32.shl (i32.add
+              (i32.mul (local.get $qp) (local.get $qs))
+              (i32.mul (i32.add (i32.mul (local.get $h) (local.get $G)) (local.get $g)) (local.get $D))) (i32.const 2))))
+            (local.set $m (f32.const -inf))
+            ;; pass 1a: scores of the cache slots this query may see (−inf where it may not)
+            (local.set $j (i32.const 0))
+            (block $dj (loop $lj
+              (br_if $dj (i32.ge_u (local.get $j) (local.get $S)))
+              (local.set $pos (i32.load (i32.add (local.get $meta) (i32.shl (local.get $j) (i32.const 2)))))
+              (if (i32.and
+                    (i32.and (i32.ge_s (local.get $pos) (i32.const 0)) (i32.le_s (local.get $pos) (local.get $qpos)))
+                    (i32.or (i32.eqz (local.get $window))
+                            (i32.lt_s (i32.sub (local.get $qpos) (local.get $pos)) (local.get $window))))
+                (then
+                  (local.set $s (call $score (local.get $qp)
+                    (i32.add (local.get $kb) (i32.shl (i32.mul (local.get $j) (local.get $D)) (i32.const 2)))
+                    (local.get $D) (local.get $cap)))
+                  (local.set $m (f32.max (local.get $m) (local.get $s))))
+                (else (local.set $s (f32.const -inf))))
+              (f32.store (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2))) (local.get $s))
+              (local.set $j (i32.add (local.get $j) (i32.const 1)))
+              (br $lj)))
+            ;; pass 1b: scores of the new tokens u0..t (sc[S + u])
+            (local.set $u (local.get $u0))
+            (block $du (loop $lu
+              (br_if $du (i32.gt_s (local.get $u) (local.get $t)))
+              (local.set $s (call $score (local.get $qp)
+                (i32.add (local.get $k) (i32.shl (i32.add
+                  (i32.mul (i32.add (i32.mul (local.get $b) (local.get $T)) (local.get $u)) (local.get $ks))
+                  (i32.mul (local.get $h) (local.get $D))) (i32.const 2)))
+                (local.get $D) (local.get $cap)))
+              (local.set $m (f32.max (local.get $m) (local.get $s)))
+              (f32.store (i32.add (local.get $scn) (i32.shl (local.get $u) (i32.const 2))) (local.get $s))
+              (local.set $u (i32.add (local.get $u) (i32.const 1)))
+              (br $lu)))
+            ;; pass 2: e^(s − max), the sum, then the probabilities e / sum (token t is always seen)
+            (local.set $inv (f32.demote_f64 (f64.div (f64.const 1) (f64.add
+              (call $expSum (local.get $sc) (local.get $S) (local.get $m))
+              (call $expSum (i32.add (local.get $scn) (i32.shl (local.get $u0) (i32.const 2)))
+                (i32.add (i32.sub (local.get $t) (local.get $u0)) (i32.const 1)) (local.get $m))))))
+            (call $scale (local.get $sc) (local.get $S) (local.get $inv))
+            (call $scale (i32.add (local.get $scn) (i32.shl (local.get $u0) (i32.const 2)))
+              (i32.add (i32.sub (local.get $t) (local.get $u0)) (i32.const 1)) (local.get $inv))
+            ;; pass 3: out[d] = p · valsT[d] over the cache (0 without one), then += p_u · v_u
+            (local.set $d (i32.const 0))
+            (block $dd (loop $ld
+              (br_if $dd (i32.ge_u (local.get $d) (local.get $D)))
+              (f32.store (i32.add (local.get $op) (i32.shl (local.get $d) (i32.const 2)))
+                (call $dot (local.get $sc)
+                  (i32.add (local.get $vb) (i32.shl (i32.mul (local.get $d) (local.get $S)) (i32.const 2)))
+                  (local.get $S)))
+              (local.set $d (i32.add (local.get $d) (i32.const 1)))
+              (br $ld)))
+            (local.set $u (local.get $u0))
+            (block $dv (loop $lv
+              (br_if $dv (i32.gt_s (local.get $u) (local.get $t)))
+              (call $axpy (local.get $op)
+                (i32.add (local.get $v) (i32.shl (i32.add
+                  (i32.mul (i32.add (i32.mul (local.get $b) (local.get $T)) (local.get $u)) (local.get $vs))
+                  (i32.mul (local.get $h) (local.get $D))) (i32.const 2)))
+                (f32.load (i32.add (local.get $scn) (i32.shl (local.get $u) (i32.const 2))))
+                (local.get $D))
+              (local.set $u (i32.add (local.get $u) (i32.const 1)))
+              (br $lv)))
+            (local.set $g (i32.add (local.get $g) (i32.const 1)))
+            (br $lg)))
+          (local.set $t (i32.add (local.get $t) (i32.const 1)))
+          (br $lt)))
+        (local.set $h (i32.add (local.get $h) (i32.const 1)))
+        (br $lh)))
+      (local.set $b (i32.add (local.get $b) (i32.const 1)))
+      (br $lb)))
+  )
 )
