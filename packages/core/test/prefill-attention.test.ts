@@ -2,11 +2,12 @@
  * Prefill attention (src/kernels/prefill-attention.ts): the wasm kernel equals the composite and
  * an independent float64 transcription over odd sizes (head_dim 64/80/128/256 and a scalar-tail
  * 6, 1–8 kv heads, T not a multiple of 4, windows, softcap, batched rows at different offsets,
- * with and without a cache prefix, plain and rotating), without leaking tensors.
+ * with and without a cache prefix, plain and rotating), and the q/k heads' norms and RoPE read from
+ * the fused qkv rows likewise; without leaking tensors.
  */
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend, kernelDispatches, prefillAttention, resetKernelDispatches, scalar, setKernelsEnabled } from '../src/index.ts';
+import { initBackend, kernelDispatches, prefillAttention, prefillQk, resetKernelDispatches, scalar, setKernelsEnabled } from '../src/index.ts';
 
 /** A seeded uniform generator in [-1, 1). */
 function rng(seed: number): () => number {
@@ -184,4 +185,82 @@ describe('prefill attention: the kernel equals the composite and a float64 trans
     tf.dispose([qk, v, keys, valuesT]);
     assert.equal(tf.memory().numTensors, before);
   });
+});
+
+describe('prefill q/k heads: norms and RoPE from the fused qkv rows (wasm kernel vs composite vs float64)', function () {
+  before(async () => {
+    await initBackend({ backend: 'wasm' });
+    setKernelsEnabled(true);
+  });
+  after(() => setKernelsEnabled(true));
+
+  const QK_CASES = [
+    { label: 'D64, 12 heads, no norm, x wider than the heads', N: 7, heads: 12, D: 64, W: 14 * 64, norm: false },
+    { label: 'D128, 24 heads, per-head norm (Qwen3)', N: 5, heads: 24, D: 128, W: 32 * 128, norm: true },
+    { label: 'D256, 5 heads, norm, x exactly the heads', N: 3, heads: 5, D: 256, W: 5 * 256, norm: true },
+    { label: 'odd head_dim 6 (scalar tails), 3 heads, norm', N: 9, heads: 3, D: 6, W: 4 * 6, norm: true },
+  ];
+  for (const [i, c] of QK_CASES.entries()) {
+    it(c.label, function () {
+      const r = rng(500 + i);
+      const xd = randn(r, c.N * c.W, 2);
+      const wd = Float32Array.from({ length: c.heads * c.D }, () => 1 + 0.5 * r());
+      const half = c.D / 2;
+      const cd = new Float32Array(c.N * c.D);
+      const sd = new Float32Array(c.N * c.D);
+      for (let n = 0; n < c.N; n++) {
+        for (let j = 0; j < half; j++) {
+          const ang = (n + 3) * 10000 ** (-j / half);
+          cd[n * c.D + j] = cd[n * c.D + j + half] = Math.cos(ang);
+          sd[n * c.D + j] = sd[n * c.D + j + half] = Math.sin(ang);
+        }
+      }
+      const eps = 1e-6;
+      // float64: y = x / sqrt(mean(x²) + eps) · w, then y·cos + rotate_half(y)·sin
+      const want = new Float64Array(c.N * c.heads * c.D);
+      for (let n = 0; n < c.N; n++) {
+        for (let h = 0; h < c.heads; h++) {
+          const x = Array.from({ length: c.D }, (_, d) => xd[n * c.W + h * c.D + d]);
+          const ms = x.reduce((a, e) => a + e * e, 0) / c.D;
+          const y = c.norm ? x.map((e, d) => (e / Math.sqrt(ms + eps)) * wd[h * c.D + d]) : x;
+          for (let d = 0; d < c.D; d++) {
+            const rot = d < half ? -y[d + half] : y[d - half];
+            want[(n * c.heads + h) * c.D + d] = y[d] * cd[n * c.D + d] + rot * sd[n * c.D + d];
+          }
+        }
+      }
+      const before = tf.memory().numTensors;
+      const x = tf.tensor2d(xd, [c.N, c.W]);
+      const w = c.norm ? tf.tensor2d(wd, [c.heads, c.D]) : null;
+      const cos = tf.tensor2d(cd, [c.N, c.D]);
+      const sin = tf.tensor2d(sd, [c.N, c.D]);
+      const run = (on: boolean): Float32Array => {
+        setKernelsEnabled(on);
+        resetKernelDispatches();
+        const out = prefillQk(x, { heads: c.heads, headDim: c.D, normWeight: w, eps, cos, sin });
+        assert.equal(kernelDispatches().MoiPrefillQk ?? 0, on ? 1 : 0, 'dispatched the kernel only when on');
+        assert.deepEqual(out.shape, [c.N, c.heads, c.D]);
+        const d = out.dataSync() as Float32Array;
+        out.dispose();
+        return d;
+      };
+      run(false); // the composite's kept constants (scalar eps, the rotate-half matrix) made once
+      const constants = tf.memory().numTensors - before - (w ? 4 : 3);
+      const kernel = run(true);
+      const composite = run(false);
+      tf.dispose([x, cos, sin, ...(w ? [w] : [])]);
+      assert.equal(tf.memory().numTensors, before + constants, 'no tensors left');
+      assert.ok(constants <= 2, `kept constants: ${constants}`);
+      let worstK = 0;
+      let worstKC = 0;
+      let scale = 0;
+      for (let j = 0; j < want.length; j++) {
+        worstK = Math.max(worstK, Math.abs(kernel[j] - want[j]));
+        worstKC = Math.max(worstKC, Math.abs(kernel[j] - composite[j]));
+        scale = Math.max(scale, Math.abs(want[j]));
+      }
+      assert.ok(worstK / scale < 2e-6, `kernel vs float64 (relative to the largest): ${worstK / scale}`);
+      assert.ok(worstKC / scale < 1e-6, `kernel vs composite (relative to the largest): ${worstKC / scale}`);
+    });
+  }
 });

@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  activeKernels, applyRope, attention, decodeAttention, fusedRmsNorm, gatedMlp, linear, MASKED, ModelError, positionMask, prefillAttention, rmsNorm, ropeTables, ropeDecode, scalar, slotTable, softcap,
+  activeKernels, applyRope, attention, decodeAttention, fusedRmsNorm, gatedMlp, linear, MASKED, ModelError, positionMask, prefillAttention, prefillQk, rmsNorm, ropeTables, ropeDecode, scalar, slotTable, softcap,
   type RopeSpec,
 } from '@moi/core';
 import { KVCache } from './cache.ts';
@@ -165,17 +165,16 @@ export class Decoder {
         } else if (prefillKernels) {
           // prefill on the kernels: q/k norms and RoPE on the fused heads [N, nH + nKV, D] as in
           // decode, then one attention op that reads q, k and v (in qkv) in place: no transposes
-          let qk: tf.Tensor = tf.reshape(tf.slice(qkv, [0, 0], [N, (nH + nKV) * D]), [N, nH + nKV, D]);
-          if (lw.qkNormRows) qk = fusedRmsNorm(qk, eps, { weight: lw.qkNormRows }).y;
-          qk = tf.reshape(this.rotateDecode(qk as tf.Tensor3D, rope(ls.rope)), [N, (nH + nKV) * D]);
+          const r = rope(ls.rope);
+          if (!r.dcos || !r.dsin) kept.push((r.dcos = tf.keep(tf.reshape(r.cos, [N, D]))), (r.dsin = tf.keep(tf.reshape(r.sin, [N, D]))));
+          const qk = tf.reshape(prefillQk(qkv, { heads: nH + nKV, headDim: D, normWeight: lw.qkNormRows, eps, cos: r.dcos, sin: r.dsin }), [N, (nH + nKV) * D]);
           const c = cache?.[li];
           o = prefillAttention(qk, qkv, {
             heads: nH, kvHeads: nKV, headDim: D, start, window: ls.window, softcap: s.attnSoftcap, vColumn: (nH + nKV) * D,
             prefix: c && start.some((p) => p > 0) ? { keys: c.keys, valuesT: c.valuesT, rows, slotPos: c.slotPos } : null,
           });
           // then the new keys and values into the cache (after attention read its prefix)
-          const heads = (x: tf.Tensor, col: number) => tf.transpose(tf.reshape(tf.slice(x, [0, col], [N, nKV * D]), [B, T, nKV, D]), [0, 2, 1, 3]) as tf.Tensor4D;
-          if (c) c.append(heads(qk, nH * D), heads(qkv, (nH + nKV) * D), rows);
+          if (c) c.appendRows(qk, nH * D, qkv, (nH + nKV) * D, rows);
         } else {
           const [qf, kf, vf] = tf.split(qkv, [nH * D, nKV * D, nKV * D], 1);
           q = tf.transpose(tf.reshape(qf, [B, T, nH, D]), [0, 2, 1, 3]) as tf.Tensor4D;

@@ -505,4 +505,82 @@
       (local.set $b (i32.add (local.get $b) (i32.const 1)))
       (br $lb)))
   )
+
+  ;; q/k heads of prefill rows: optional per-head RMSNorm, then RoPE (rotate-half, full rotary dim)
+  ;;
+  ;; x    row n, head hd at x + (n·xs + hd·D)·4 (xs: row stride in floats, e.g. the fused qkv's)
+  ;; w    [heads, D] norm weights (w = 0: no norm)
+  ;; cos, sin [N, D] (row n's position), out [N, heads, D]
+  ;; The same arithmetic, in the same order, as rms_norm then rope on [N, heads, D].
+  (func (export "prefill_qk")
+    (param $x i32) (param $xs i32) (param $w i32) (param $cos i32) (param $sin i32) (param $out i32)
+    (param $N i32) (param $heads i32) (param $D i32) (param $eps f32)
+    (local $n i32) (local $hd i32) (local $i i32) (local $half i32) (local $end4 i32)
+    (local $src i32) (local $dst i32) (local $wr i32) (local $cr i32) (local $sr i32)
+    (local $acc v128) (local $vv v128) (local $ss f32) (local $e f32) (local $inv f32) (local $a f32) (local $b f32)
+    (local.set $half (i32.shr_u (local.get $D) (i32.const 1)))
+    (local.set $end4 (i32.and (local.get $D) (i32.const -4)))
+    (block $dn (loop $ln
+      (br_if $dn (i32.ge_u (local.get $n) (local.get $N)))
+      (local.set $cr (i32.add (local.get $cos) (i32.shl (i32.mul (local.get $n) (local.get $D)) (i32.const 2))))
+      (local.set $sr (i32.add (local.get $sin) (i32.shl (i32.mul (local.get $n) (local.get $D)) (i32.const 2))))
+      (local.set $hd (i32.const 0))
+      (block $dh (loop $lh
+        (br_if $dh (i32.ge_u (local.get $hd) (local.get $heads)))
+        (local.set $src (i32.add (local.get $x) (i32.shl (i32.add
+          (i32.mul (local.get $n) (local.get $xs)) (i32.mul (local.get $hd) (local.get $D))) (i32.const 2))))
+        (local.set $dst (i32.add (local.get $out) (i32.shl
+          (i32.mul (i32.add (i32.mul (local.get $n) (local.get $heads)) (local.get $hd)) (local.get $D)) (i32.const 2))))
+        (if (local.get $w)
+          (then
+            ;; RMSNorm as rms_norm computes it: f32x4 partial sums of squares, lanes added pairwise,
+            ;; a scalar tail, 1/sqrt(mean + eps), then (inv·x)·w
+            (local.set $acc (v128.const i32x4 0 0 0 0))
+            (local.set $i (i32.const 0))
+            (block $d4 (loop $l4
+              (br_if $d4 (i32.ge_u (local.get $i) (local.get $end4)))
+              (local.set $vv (v128.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+              (local.set $acc (f32x4.add (local.get $acc) (f32x4.mul (local.get $vv) (local.get $vv))))
+              (local.set $i (i32.add (local.get $i) (i32.const 4)))
+              (br $l4)))
+            (local.set $ss (f32.add
+              (f32.add (f32x4.extract_lane 0 (local.get $acc)) (f32x4.extract_lane 1 (local.get $acc)))
+              (f32.add (f32x4.extract_lane 2 (local.get $acc)) (f32x4.extract_lane 3 (local.get $acc)))))
+            (block $d1 (loop $l1
+              (br_if $d1 (i32.ge_u (local.get $i) (local.get $D)))
+              (local.set $e (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+              (local.set $ss (f32.add (local.get $ss) (f32.mul (local.get $e) (local.get $e))))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br $l1)))
+            (local.set $inv (f32.div (f32.const 1)
+              (f32.sqrt (f32.add (f32.div (local.get $ss) (f32.convert_i32_u (local.get $D))) (local.get $eps)))))
+            (local.set $wr (i32.add (local.get $w) (i32.shl (i32.mul (local.get $hd) (local.get $D)) (i32.const 2))))
+            (local.set $i (i32.const 0))
+            (block $dw (loop $lw
+              (br_if $dw (i32.ge_u (local.get $i) (local.get $D)))
+              (f32.store (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 2)))
+                (f32.mul (f32.mul (local.get $inv) (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+                         (f32.load (i32.add (local.get $wr) (i32.shl (local.get $i) (i32.const 2))))))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br $lw)))
+            (local.set $src (local.get $dst))))
+        ;; RoPE from src into dst (in place when normed: each pair is read before it is written)
+        (local.set $i (i32.const 0))
+        (block $dr (loop $lr
+          (br_if $dr (i32.ge_u (local.get $i) (local.get $half)))
+          (local.set $a (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+          (local.set $b (f32.load (i32.add (local.get $src) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2)))))
+          (f32.store (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 2)))
+            (f32.sub (f32.mul (local.get $a) (f32.load (i32.add (local.get $cr) (i32.shl (local.get $i) (i32.const 2)))))
+                     (f32.mul (local.get $b) (f32.load (i32.add (local.get $sr) (i32.shl (local.get $i) (i32.const 2)))))))
+          (f32.store (i32.add (local.get $dst) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2)))
+            (f32.add (f32.mul (local.get $b) (f32.load (i32.add (local.get $cr) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2)))))
+                     (f32.mul (local.get $a) (f32.load (i32.add (local.get $sr) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2)))))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $lr)))
+        (local.set $hd (i32.add (local.get $hd) (i32.const 1)))
+        (br $lh)))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      (br $ln)))
+  )
 )

@@ -15,9 +15,12 @@ import * as tf from '@tensorflow/tfjs-core';
 import { ModelError } from '../errors.ts';
 import { attention, positionMask } from '../nn.ts';
 import { activeKernels, heapOffset } from './module.ts';
+import { fusedRmsNorm } from './norm.ts';
+import { ropeDecode } from './rope.ts';
 import { countDispatch } from './stats.ts';
 
 export const PREFILL_ATTENTION = 'MoiPrefillAttention';
+export const PREFILL_QK = 'MoiPrefillQk';
 
 /** The cache's prefix the new tokens also attend to. */
 export interface PrefillPrefix {
@@ -110,8 +113,68 @@ export function prefillAttention(qk: tf.Tensor, v: tf.Tensor, o: PrefillAttentio
   }
 }
 
-/** The kernel's entry point (kernels.wat); pointers are byte offsets into the wasm heap. */
+// ---------------------------------------------------------------------------------------------
+// q/k heads of prefill rows: norms and RoPE
+
+export interface PrefillQkOptions {
+  /** q heads plus k heads, each headDim wide, at the start of each row of x */
+  heads: number;
+  headDim: number;
+  /** per-head RMSNorm weights [heads, headDim] (Qwen3/Gemma3 q/k norms); null = no norm */
+  normWeight: tf.Tensor | null;
+  eps: number;
+  /** row n's RoPE tables [N, headDim] (rotate-half, full rotary dim) */
+  cos: tf.Tensor;
+  sin: tf.Tensor;
+}
+
+/**
+ * The first `heads` heads of each row of x [N, W] (the fused qkv projection: q heads then k
+ * heads) as [N, heads, D], normed (if a weight is given) and rotated. On the wasm backend with
+ * the kernels on, one call of kernels.wat's prefill_qk reading x in place (no slice copy); else
+ * slice, fusedRmsNorm and ropeDecode, which the kernel matches operation for operation.
+ */
+export function prefillQk(x: tf.Tensor, o: PrefillQkOptions): tf.Tensor3D {
+  const N = x.shape[0] ?? 0;
+  const D = o.headDim;
+  const width = o.heads * D;
+  if (x.rank !== 2 || (x.shape[1] ?? 0) < width || D % 2 !== 0 || o.cos.size !== N * D || o.sin.size !== N * D ||
+      (o.normWeight !== null && o.normWeight.size !== width)) {
+    throw new ModelError('E_ROPE', `prefillQk: shapes do not fit (x ${x.shape}, ${o.heads} heads of ${D}, cos ${o.cos.shape}, norm ${o.normWeight?.shape ?? '-'})`);
+  }
+  if (activeKernels() && x.dtype === 'float32') {
+    countDispatch(PREFILL_QK);
+    const inputs: Record<string, tf.Tensor> = { x, cos: o.cos, sin: o.sin };
+    if (o.normWeight) inputs.weight = o.normWeight;
+    return tf.engine().runKernel(PREFILL_QK, inputs, { heads: o.heads, headDim: D, eps: o.eps } as any) as tf.Tensor3D;
+  }
+  return tf.tidy(() => {
+    let qk: tf.Tensor = tf.reshape(x.shape[1] === width ? x : tf.slice(x, [0, 0], [N, width]), [N, o.heads, D]);
+    if (o.normWeight) qk = fusedRmsNorm(qk, o.eps, { weight: o.normWeight }).y;
+    return ropeDecode(qk, tf.reshape(o.cos, [N, 1, D]), tf.reshape(o.sin, [N, 1, D])) as tf.Tensor3D;
+  });
+}
+
+/** The wasm kernel behind PREFILL_QK (registered by initKernels). */
+export function prefillQkKernel({ inputs, backend, attrs }: { inputs: any; backend: any; attrs?: any }): tf.TensorInfo {
+  const k = activeKernels() as unknown as PrefillExports | null;
+  if (!k) throw new Error(`${PREFILL_QK}: the kernels module is not active`);
+  const { x, cos, sin, weight } = inputs as Record<string, tf.TensorInfo | undefined>;
+  const { heads, headDim: D, eps } = attrs as Record<string, number>;
+  const [N, W] = x!.shape as [number, number];
+  const out = backend.makeOutput([N, heads, D], 'float32');
+  k.prefill_qk(
+    heapOffset(backend, x!.dataId), W, weight ? heapOffset(backend, weight.dataId) : 0,
+    heapOffset(backend, cos!.dataId), heapOffset(backend, sin!.dataId), heapOffset(backend, out.dataId), N, heads, D, eps,
+  );
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** The kernels' entry points (kernels.wat); pointers are byte offsets into the wasm heap. */
 interface PrefillExports {
+  prefill_qk(x: number, xs: number, w: number, cos: number, sin: number, out: number, N: number, heads: number, D: number, eps: number): void;
   prefill_attention(
     q: number, k: number, v: number, qs: number, ks: number, vs: number,
     keys: number, valsT: number, table: number, out: number, scratch: number,
