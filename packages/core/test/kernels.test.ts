@@ -100,7 +100,7 @@ describe('kernels: the WebAssembly module', function () {
     const fresh = await assembleWat(kernelsSource());
     assert.ok(WebAssembly.validate(fresh as BufferSource), 'assembled bytes validate');
     const exports = WebAssembly.Module.exports(new WebAssembly.Module(fresh as BufferSource)).map((e) => e.name);
-    assert.deepEqual(exports, ['decode_attention', 'rms_norm', 'rope', 'gather_rows']);
+    assert.deepEqual(exports, ['decode_attention', 'rms_norm', 'rope', 'gather_rows', 'prefill_attention', 'prefill_qk']);
     const imports = WebAssembly.Module.imports(new WebAssembly.Module(fresh as BufferSource));
     assert.deepEqual(imports.map((i) => `${i.module}.${i.name}:${i.kind}`), ['env.memory:memory'], 'imports only the backend heap');
     assert.deepEqual(Buffer.from(await kernelsBinary()), Buffer.from(fresh), 'the cached build equals a rebuild');

@@ -148,6 +148,58 @@ export class KVCache {
   }
 
   /**
+   * append() for keys and values in the [rows·T, width] layout of a fused projection (row i·T + t;
+   * the nKV key heads from column kCol of k, the value heads from column vCol of v), as the
+   * prefill kernels leave them: written straight from those rows where the cache writes in place,
+   * else transposed to [rows, nKV, T, D] and appended.
+   */
+  appendRows(k: tf.Tensor, kCol: number, v: tf.Tensor, vCol: number, rows: number[]): void {
+    const N = k.shape[0] ?? 0;
+    const T = N / rows.length;
+    const H = this.kvHeads;
+    const D = this.headDim;
+    if (!this.inPlace) {
+      const heads = (x: tf.Tensor, col: number) =>
+        tf.transpose(tf.reshape(tf.slice(x, [0, col], [N, H * D]), [rows.length, T, H, D]), [0, 2, 1, 3]) as tf.Tensor4D;
+      const [k4, v4] = tf.tidy(() => [heads(k, kCol), heads(v, vCol)]);
+      try {
+        this.append(k4, v4, rows);
+      } finally {
+        tf.dispose([k4, v4]);
+      }
+      return;
+    }
+    this.checkFits(rows, T);
+    this.grow(Math.min(this.size, Math.max(...rows.map((r) => this.offset[r] + T))));
+    const first = Math.max(0, T - this.size);
+    for (let i = 0; i < rows.length; i++) {
+      for (let t = first; t < T; t++) this.slotPos[rows[i]][this.slot(this.offset[rows[i]] + t)] = this.offset[rows[i]] + t;
+    }
+    const S = this.alloc;
+    const kW = k.shape[1] ?? 0;
+    const vW = v.shape[1] ?? 0;
+    // Views are made right here, after the last op: heap growth detaches older views.
+    const kSrc = writableView(k)!;
+    const vSrc = writableView(v)!;
+    const kDst = writableView(this.keys)!;
+    const vDst = writableView(this.valuesT)!;
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i];
+      for (let t = first; t < T; t++) {
+        const s = this.slot(this.offset[r] + t);
+        for (let h = 0; h < H; h++) {
+          const ko = (i * T + t) * kW + kCol + h * D;
+          kDst.set(kSrc.subarray(ko, ko + D), ((r * H + h) * S + s) * D);
+          const vo = (i * T + t) * vW + vCol + h * D;
+          const dst = (r * H + h) * D * S + s;
+          for (let d = 0; d < D; d++) vDst[dst + d * S] = vSrc[vo + d];
+        }
+      }
+    }
+    for (const r of rows) this.offset[r] += T;
+  }
+
+  /**
    * Throw (E_CACHE_ROW, E_CONTEXT) unless T more tokens fit each of these rows. The decoder
    * checks every layer before the first write, so a failed call leaves the cache unchanged.
    */

@@ -4,8 +4,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  applyActivation, applyRope, attention, decodeAttention, disposePacked, embedRowsOf, fusedRmsNorm, gatedMlp, isPacked, isVocabBlocks, linear, MASKED, ModelError,
-  packedBytes, packedMatMul, positionMask, rmsNorm, ropeTables, ropeDecode, scalar, slotTable, softcap,
+  activeKernels, applyActivation, applyRope, attention, decodeAttention, disposePacked, embedRowsOf, fusedRmsNorm, gatedMlp, isPacked, isVocabBlocks, linear, MASKED,
+  ModelError, packedBytes, packedMatMul, positionMask, prefillAttention, prefillQk, rmsNorm, ropeTables, ropeDecode, scalar, slotTable, softcap,
   type Activation, type EmbedSource, type PackedWeight, type RopeSpec, type VocabBlocks,
 } from '@moi/core';
 import { KVCache } from './cache.ts';
@@ -174,15 +174,19 @@ export class Decoder {
         return t;
       };
 
+      // prefill attention as one kernel (wasm, kernels on, full rotary dim); else the composite path
+      const prefillKernels = T > 1 && activeKernels() !== null && s.layers.every((l) => l.rope.dim === D);
+
       // one scope per layer: only one layer's intermediates are alive at a time
       const layer = (li: number, h: tf.Tensor): tf.Tensor => {
         const lw = w.layers[li];
         const ls = s.layers[li];
         const xn = lw.inputNorm ? fusedRmsNorm(h, eps, { weight: lw.inputNorm }).y : fusedRmsNorm(h, eps).y;
         const qkv = project(xn, lw.qkv, lw.qkvBias, lw.qkvScale);
-        let q: tf.Tensor4D;
-        let k: tf.Tensor4D;
-        let v: tf.Tensor4D;
+        let q!: tf.Tensor4D;
+        let k!: tf.Tensor4D;
+        let v!: tf.Tensor4D;
+        let o: tf.Tensor | null = null;
         if (T === 1) {
           // decode: [B, heads·D] is already [B, heads, 1, D] in memory, no transposes
           const [qkf, vf] = tf.split(qkv, [(nH + nKV) * D, nKV * D], 1);
@@ -193,6 +197,19 @@ export class Decoder {
           q = tf.reshape(qq, [B, nH, 1, D]) as tf.Tensor4D;
           k = tf.reshape(kk, [B, nKV, 1, D]) as tf.Tensor4D;
           v = tf.reshape(vf, [B, nKV, 1, D]) as tf.Tensor4D;
+        } else if (prefillKernels) {
+          // prefill on the kernels: q/k norms and RoPE on the fused heads [N, nH + nKV, D] as in
+          // decode, then one attention op that reads q, k and v (in qkv) in place: no transposes
+          const r = rope(ls.rope);
+          if (!r.dcos || !r.dsin) kept.push((r.dcos = tf.keep(tf.reshape(r.cos, [N, D]))), (r.dsin = tf.keep(tf.reshape(r.sin, [N, D]))));
+          const qk = tf.reshape(prefillQk(qkv, { heads: nH + nKV, headDim: D, normWeight: lw.qkNormRows, eps, cos: r.dcos, sin: r.dsin }), [N, (nH + nKV) * D]);
+          const c = cache?.[li];
+          o = prefillAttention(qk, qkv, {
+            heads: nH, kvHeads: nKV, headDim: D, start, window: ls.window, softcap: s.attnSoftcap, vColumn: (nH + nKV) * D,
+            prefix: c && start.some((p) => p > 0) ? { keys: c.keys, valuesT: c.valuesT, rows, slotPos: c.slotPos } : null,
+          });
+          // then the new keys and values into the cache (after attention read its prefix)
+          if (c) c.appendRows(qk, nH * D, qkv, (nH + nKV) * D, rows);
         } else {
           const [qf, kf, vf] = tf.split(qkv, [nH * D, nKV * D, nKV * D], 1);
           q = tf.transpose(tf.reshape(qf, [B, T, nH, D]), [0, 2, 1, 3]) as tf.Tensor4D;
@@ -208,8 +225,9 @@ export class Decoder {
         }
 
         // attention (the scale is folded into q)
-        let o: tf.Tensor;
-        if (cache && T === 1) {
+        if (o) {
+          // done above (prefill on the kernels)
+        } else if (cache && T === 1) {
           // one op over the cache buffers in place: our wasm kernel, or the composite elsewhere
           const c = cache[li];
           c.append(k, v, rows);
@@ -226,8 +244,8 @@ export class Decoder {
         } else {
           o = attention(q, k, v, mask(`full:${ls.window}`, positions, ls.window), { scale: 1, softcap: s.attnSoftcap });
         }
-        o = T === 1 ? tf.reshape(o, [B, nH * D]) : tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [N, nH * D]);
-        let a = project(o, lw.o, lw.oBias);
+        if (!prefillKernels) o = T === 1 ? tf.reshape(o!, [B, nH * D]) : tf.reshape(tf.transpose(o!, [0, 2, 1, 3]), [N, nH * D]);
+        let a = project(o!, lw.o, lw.oBias);
         if (lw.postAttnNorm) a = fusedRmsNorm(a, eps, { weight: lw.postAttnNorm }).y;
         // residual add and the pre-MLP norm in one op (a wasm kernel, or the composite)
         const mid = lw.mlpNorm ? fusedRmsNorm(a, eps, { residual: h, weight: lw.mlpNorm }) : fusedRmsNorm(a, eps, { residual: h });

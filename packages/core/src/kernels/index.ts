@@ -7,11 +7,13 @@ import { DECODE_ATTENTION, decodeAttentionKernel } from './attention.ts';
 import { GATHER_ROWS, gatherRowsKernel } from './gather.ts';
 import { loadKernels } from './module.ts';
 import { RMS_NORM, rmsNormKernel } from './norm.ts';
+import { PREFILL_ATTENTION, PREFILL_QK, prefillAttentionKernel, prefillQkKernel } from './prefill-attention.ts';
 import { ROPE, ropeKernel } from './rope.ts';
 
 export { decodeAttention, slotTable, DECODE_ATTENTION, type DecodeAttentionOptions } from './attention.ts';
 export { ropeDecode, ROPE } from './rope.ts';
 export { gatherRows, GATHER_ROWS, type TableLayout } from './gather.ts';
+export { prefillAttention, prefillQk, PREFILL_ATTENTION, PREFILL_QK, type PrefillAttentionOptions, type PrefillPrefix, type PrefillQkOptions } from './prefill-attention.ts';
 export { fusedRmsNorm, RMS_NORM, type NormOptions } from './norm.ts';
 export { activeKernels, assembleWat, kernelsBinary, kernelsCachePath, kernelsEnabled, kernelsSource, setKernelsEnabled } from './module.ts';
 export { kernelDispatches, resetKernelDispatches } from './stats.ts';
@@ -22,7 +24,10 @@ export { kernelDispatches, resetKernelDispatches } from './stats.ts';
  */
 export async function initKernels(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   await loadKernels(env);
-  for (const [kernelName, kernelFunc] of [[DECODE_ATTENTION, decodeAttentionKernel], [RMS_NORM, rmsNormKernel], [ROPE, ropeKernel], [GATHER_ROWS, gatherRowsKernel]] as const) {
+  for (const [kernelName, kernelFunc] of [
+    [DECODE_ATTENTION, decodeAttentionKernel], [RMS_NORM, rmsNormKernel], [ROPE, ropeKernel], [GATHER_ROWS, gatherRowsKernel],
+    [PREFILL_ATTENTION, prefillAttentionKernel], [PREFILL_QK, prefillQkKernel],
+  ] as const) {
     if (!tf.getKernel(kernelName, 'wasm')) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc: kernelFunc as any });
   }
 }

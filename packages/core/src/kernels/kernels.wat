@@ -363,4 +363,383 @@
         (br $li)))
     (i32.const 0)
   )
+
+  ;; ---- prefill attention (issue 14) ----
+  ;; Prefill (T > 1 tokens per row): attention over the cache's prefix plus the new tokens, read in
+  ;; place in the [N, heads·D] layout the fused qkv projection makes (no transposes), and the q/k
+  ;; norms with RoPE on those rows.
+
+  ;; one attention score: q·k, softcapped when cap > 0 (cap·tanh(s / cap), in f64)
+  (func $score (param $q i32) (param $k i32) (param $D i32) (param $cap f64) (result f32)
+    (local $s f32)
+    (local.set $s (call $dot (local.get $q) (local.get $k) (local.get $D)))
+    (if (f64.gt (local.get $cap) (f64.const 0))
+      (then (local.set $s (f32.demote_f64 (f64.mul (local.get $cap)
+        (call $tanh (f64.div (f64.promote_f32 (local.get $s)) (local.get $cap))))))))
+    (local.get $s))
+
+  ;; sc[i] = e^(sc[i] − m) for i in [0, n), −inf giving exactly 0; returns the sum (f64)
+  (func $expSum (param $sc i32) (param $n i32) (param $m f32) (result f64)
+    (local $i i32) (local $s f32) (local $sum f64)
+    (block $d (loop $l
+      (br_if $d (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $s (f32.load (local.get $sc)))
+      (if (f32.eq (local.get $s) (f32.const -inf))
+        (then (local.set $s (f32.const 0)))
+        (else (local.set $s (f32.demote_f64 (call $exp
+          (f64.sub (f64.promote_f32 (local.get $s)) (f64.promote_f32 (local.get $m))))))))
+      (local.set $sum (f64.add (local.get $sum) (f64.promote_f32 (local.get $s))))
+      (f32.store (local.get $sc) (local.get $s))
+      (local.set $sc (i32.add (local.get $sc) (i32.const 4)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l)))
+    (local.get $sum))
+
+  ;; sc[i] ·= a for i in [0, n)
+  (func $scale (param $sc i32) (param $n i32) (param $a f32)
+    (local $i i32)
+    (block $d (loop $l
+      (br_if $d (i32.ge_u (local.get $i) (local.get $n)))
+      (f32.store (local.get $sc) (f32.mul (local.get $a) (f32.load (local.get $sc))))
+      (local.set $sc (i32.add (local.get $sc) (i32.const 4)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l))))
+
+  ;; Four dot products sharing one operand: dst + i·stride = q_i · k over n f32 (f32x4 steps
+  ;; with one accumulator per query, lanes added pairwise, then a scalar tail)
+  (func $dot4 (param $q0 i32) (param $q1 i32) (param $q2 i32) (param $q3 i32) (param $k i32) (param $n i32)
+    (param $dst i32) (param $stride i32)
+    (local $i i32) (local $o i32) (local $end4 i32) (local $kv v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local $s0 f32) (local $s1 f32) (local $s2 f32) (local $s3 f32) (local $kf f32)
+    (local.set $end4 (i32.and (local.get $n) (i32.const -4)))
+    (block $d4 (loop $l4
+      (br_if $d4 (i32.ge_u (local.get $i) (local.get $end4)))
+      (local.set $kv (v128.load (i32.add (local.get $k) (local.get $o))))
+      (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (v128.load (i32.add (local.get $q0) (local.get $o))) (local.get $kv))))
+      (local.set $a1 (f32x4.add (local.get $a1) (f32x4.mul (v128.load (i32.add (local.get $q1) (local.get $o))) (local.get $kv))))
+      (local.set $a2 (f32x4.add (local.get $a2) (f32x4.mul (v128.load (i32.add (local.get $q2) (local.get $o))) (local.get $kv))))
+      (local.set $a3 (f32x4.add (local.get $a3) (f32x4.mul (v128.load (i32.add (local.get $q3) (local.get $o))) (local.get $kv))))
+      (local.set $o (i32.add (local.get $o) (i32.const 16)))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $l4)))
+    (local.set $s0 (f32.add (f32.add (f32x4.extract_lane 0 (local.get $a0)) (f32x4.extract_lane 1 (local.get $a0)))
+                            (f32.add (f32x4.extract_lane 2 (local.get $a0)) (f32x4.extract_lane 3 (local.get $a0)))))
+    (local.set $s1 (f32.add (f32.add (f32x4.extract_lane 0 (local.get $a1)) (f32x4.extract_lane 1 (local.get $a1)))
+                            (f32.add (f32x4.extract_lane 2 (local.get $a1)) (f32x4.extract_lane 3 (local.get $a1)))))
+    (local.set $s2 (f32.add (f32.add (f32x4.extract_lane 0 (local.get $a2)) (f32x4.extract_lane 1 (local.get $a2)))
+                            (f32.add (f32x4.extract_lane 2 (local.get $a2)) (f32x4.extract_lane 3 (local.get $a2)))))
+    (local.set $s3 (f32.add (f32.add (f32x4.extract_lane 0 (local.get $a3)) (f32x4.extract_lane 1 (local.get $a3)))
+                            (f32.add (f32x4.extract_lane 2 (local.get $a3)) (f32x4.extract_lane 3 (local.get $a3)))))
+    (block $d1 (loop $l1
+      (br_if $d1 (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $kf (f32.load (i32.add (local.get $k) (local.get $o))))
+      (local.set $s0 (f32.add (local.get $s0) (f32.mul (f32.load (i32.add (local.get $q0) (local.get $o))) (local.get $kf))))
+      (local.set $s1 (f32.add (local.get $s1) (f32.mul (f32.load (i32.add (local.get $q1) (local.get $o))) (local.get $kf))))
+      (local.set $s2 (f32.add (local.get $s2) (f32.mul (f32.load (i32.add (local.get $q2) (local.get $o))) (local.get $kf))))
+      (local.set $s3 (f32.add (local.get $s3) (f32.mul (f32.load (i32.add (local.get $q3) (local.get $o))) (local.get $kf))))
+      (local.set $o (i32.add (local.get $o) (i32.const 4)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l1)))
+    (f32.store (local.get $dst) (local.get $s0))
+    (f32.store (i32.add (local.get $dst) (local.get $stride)) (local.get $s1))
+    (f32.store (i32.add (local.get $dst) (i32.shl (local.get $stride) (i32.const 1))) (local.get $s2))
+    (f32.store (i32.add (local.get $dst) (i32.mul (local.get $stride) (i32.const 3))) (local.get $s3)))
+
+  ;; Four axpys sharing x: y_i[0, n) += a_i · x[0, n)
+  (func $axpy4 (param $y0 i32) (param $y1 i32) (param $y2 i32) (param $y3 i32) (param $x i32)
+    (param $a0 f32) (param $a1 f32) (param $a2 f32) (param $a3 f32) (param $n i32)
+    (local $i i32) (local $o i32) (local $end4 i32) (local $xv v128) (local $xf f32)
+    (local $v0 v128) (local $v1 v128) (local $v2 v128) (local $v3 v128)
+    (local.set $v0 (f32x4.splat (local.get $a0)))
+    (local.set $v1 (f32x4.splat (local.get $a1)))
+    (local.set $v2 (f32x4.splat (local.get $a2)))
+    (local.set $v3 (f32x4.splat (local.get $a3)))
+    (local.set $end4 (i32.and (local.get $n) (i32.const -4)))
+    (block $d4 (loop $l4
+      (br_if $d4 (i32.ge_u (local.get $i) (local.get $end4)))
+      (local.set $xv (v128.load (i32.add (local.get $x) (local.get $o))))
+      (v128.store (i32.add (local.get $y0) (local.get $o))
+        (f32x4.add (v128.load (i32.add (local.get $y0) (local.get $o))) (f32x4.mul (local.get $v0) (local.get $xv))))
+      (v128.store (i32.add (local.get $y1) (local.get $o))
+        (f32x4.add (v128.load (i32.add (local.get $y1) (local.get $o))) (f32x4.mul (local.get $v1) (local.get $xv))))
+      (v128.store (i32.add (local.get $y2) (local.get $o))
+        (f32x4.add (v128.load (i32.add (local.get $y2) (local.get $o))) (f32x4.mul (local.get $v2) (local.get $xv))))
+      (v128.store (i32.add (local.get $y3) (local.get $o))
+        (f32x4.add (v128.load (i32.add (local.get $y3) (local.get $o))) (f32x4.mul (local.get $v3) (local.get $xv))))
+      (local.set $o (i32.add (local.get $o) (i32.const 16)))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $l4)))
+    (block $d1 (loop $l1
+      (br_if $d1 (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $xf (f32.load (i32.add (local.get $x) (local.get $o))))
+      (f32.store (i32.add (local.get $y0) (local.get $o)) (f32.add (f32.load (i32.add (local.get $y0) (local.get $o))) (f32.mul (local.get $a0) (local.get $xf))))
+      (f32.store (i32.add (local.get $y1) (local.get $o)) (f32.add (f32.load (i32.add (local.get $y1) (local.get $o))) (f32.mul (local.get $a1) (local.get $xf))))
+      (f32.store (i32.add (local.get $y2) (local.get $o)) (f32.add (f32.load (i32.add (local.get $y2) (local.get $o))) (f32.mul (local.get $a2) (local.get $xf))))
+      (f32.store (i32.add (local.get $y3) (local.get $o)) (f32.add (f32.load (i32.add (local.get $y3) (local.get $o))) (f32.mul (local.get $a3) (local.get $xf))))
+      (local.set $o (i32.add (local.get $o) (i32.const 4)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l1))))
+
+  ;; Causal attention of B rows of T new tokens each (N = B·T):
+  ;;
+  ;; q      row n, head hq at q + (n·qs + hq·D)·4        (attention scale folded in)
+  ;; k, v   row n, kv head h at k + (n·ks + h·D)·4, v + (n·vs + h·D)·4
+  ;;        (qs, ks, vs: row strides in floats; q, k, v may be column ranges of one tensor)
+  ;; keys   [Bc, nKV, S, D], valsT [Bc, nKV, D, S]   the cache's prefix (S = 0: none)
+  ;; table  [B, S + 2] i32 per row: cache row, position of its first new token, then the position
+  ;;        each cache slot holds (−1 empty)
+  ;; out    [N, nH·D]
+  ;; sc     [4·(S + T) + D + 8] f32 scratch: four score rows, a dummy output row, 8 pointers
+  ;;
+  ;; Query t of row b sits at position start + t and sees the cache slots with 0 <= pos <= its
+  ;; position and the new tokens u <= t, within the window if any (qpos − pos < window).
+  ;; Queries go four consecutive tokens at a time (one query head): each new key and value row is
+  ;; loaded once for the four (dot4, axpy4), keys a query may not see get −inf. Per query an exact
+  ;; softmax in passes over its score row (max, e^(s − max) with their sum, the probabilities),
+  ;; then out = p · valsT[d] over the cache (a dot per output lane) + Σ p_u·v_u over the new tokens.
+  ;; A block past the last token repeats that token's query into the dummy row.
+  (func (export "prefill_attention")
+    (param $q i32) (param $k i32) (param $v i32) (param $qs i32) (param $ks i32) (param $vs i32)
+    (param $keys i32) (param $valsT i32) (param $table i32) (param $out i32) (param $sc i32)
+    (param $B i32) (param $T i32) (param $nH i32) (param $nKV i32) (param $D i32) (param $S i32)
+    (param $window i32) (param $cap f64)
+    (local $G i32) (local $R i32) (local $b i32) (local $h i32) (local $t0 i32) (local $nq i32) (local $g i32) (local $i i32)
+    (local $j i32) (local $u i32) (local $d i32) (local $ti i32) (local $hq i32)
+    (local $meta i32) (local $crow i32) (local $start i32) (local $qpos i32) (local $pos i32) (local $ustart i32) (local $uend i32)
+    (local $kb i32) (local $vb i32) (local $qi i32) (local $oi i32) (local $sci i32) (local $at i32) (local $dummy i32) (local $pt i32)
+    (local $s f32) (local $m f32) (local $inv f32)
+    (local.set $G (i32.div_u (local.get $nH) (local.get $nKV)))
+    (local.set $R (i32.add (local.get $S) (local.get $T)))
+    (local.set $dummy (i32.add (local.get $sc) (i32.shl (i32.shl (local.get $R) (i32.const 2)) (i32.const 2))))
+    (local.set $pt (i32.add (local.get $dummy) (i32.shl (local.get $D) (i32.const 2))))
+    (block $db (loop $lb
+      (br_if $db (i32.ge_u (local.get $b) (local.get $B)))
+      (local.set $meta (i32.add (local.get $table)
+        (i32.shl (i32.mul (local.get $b) (i32.add (local.get $S) (i32.const 2))) (i32.const 2))))
+      (local.set $crow (i32.load (local.get $meta)))
+      (local.set $start (i32.load offset=4 (local.get $meta)))
+      (local.set $meta (i32.add (local.get $meta) (i32.const 8)))
+      (local.set $h (i32.const 0))
+      (block $dh (loop $lh
+        (br_if $dh (i32.ge_u (local.get $h) (local.get $nKV)))
+        ;; this kv head's cache prefix: ((crow·nKV + h)·S·D) floats in
+        (local.set $kb (i32.add (local.get $keys) (i32.shl
+          (i32.mul (i32.mul (i32.add (i32.mul (local.get $crow) (local.get $nKV)) (local.get $h)) (local.get $S)) (local.get $D))
+          (i32.const 2))))
+        (local.set $vb (i32.add (local.get $valsT) (i32.sub (local.get $kb) (local.get $keys))))
+        (local.set $t0 (i32.const 0))
+        (block $dt (loop $lt
+          (br_if $dt (i32.ge_u (local.get $t0) (local.get $T)))
+          (local.set $nq (select (i32.const 4) (i32.sub (local.get $T) (local.get $t0))
+            (i32.ge_u (i32.sub (local.get $T) (local.get $t0)) (i32.const 4))))
+          ;; the new tokens the block may see: [ustart, uend]
+          (local.set $uend (i32.add (local.get $t0) (i32.sub (local.get $nq) (i32.const 1))))
+          (local.set $ustart (i32.const 0))
+          (if (i32.and (i32.ne (local.get $window) (i32.const 0))
+                       (i32.gt_s (i32.sub (local.get $t0) (local.get $window)) (i32.const -1)))
+            (then (local.set $ustart (i32.add (i32.sub (local.get $t0) (local.get $window)) (i32.const 1)))))
+          (local.set $g (i32.const 0))
+          (block $dg (loop $lg
+            (br_if $dg (i32.ge_u (local.get $g) (local.get $G)))
+            (local.set $hq (i32.add (i32.mul (local.get $h) (local.get $G)) (local.get $g)))
+            ;; the block's query and output pointers (past the last token: the last query, the dummy row)
+            (local.set $i (i32.const 0))
+            (block $dp (loop $lp
+              (br_if $dp (i32.ge_u (local.get $i) (i32.const 4)))
+              (local.set $ti (i32.add (i32.mul (local.get $b) (local.get $T)) (i32.add (local.get $t0)
+                (select (local.get $i) (i32.sub (local.get $nq) (i32.const 1)) (i32.lt_u (local.get $i) (local.get $nq))))))
+              (i32.store (i32.add (local.get $pt) (i32.shl (local.get $i) (i32.const 2)))
+                (i32.add (local.get $q) (i32.shl (i32.add (i32.mul (local.get $ti) (local.get $qs)) (i32.mul (local.get $hq) (local.get $D))) (i32.const 2))))
+              (i32.store offset=16 (i32.add (local.get $pt) (i32.shl (local.get $i) (i32.const 2)))
+                (select
+                  (i32.add (local.get $out) (i32.shl (i32.add (i32.mul (local.get $ti) (i32.mul (local.get $nH) (local.get $D))) (i32.mul (local.get $hq) (local.get $D))) (i32.const 2)))
+                  (local.get $dummy)
+                  (i32.lt_u (local.get $i) (local.get $nq))))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br $lp)))
+            ;; pass 1: raw scores of the new tokens, four queries per key row (row i at sc + i·R)
+            (local.set $u (local.get $ustart))
+            (block $du (loop $lu
+              (br_if $du (i32.gt_s (local.get $u) (local.get $uend)))
+              (call $dot4
+                (i32.load (local.get $pt)) (i32.load offset=4 (local.get $pt)) (i32.load offset=8 (local.get $pt)) (i32.load offset=12 (local.get $pt))
+                (i32.add (local.get $k) (i32.shl (i32.add
+                  (i32.mul (i32.add (i32.mul (local.get $b) (local.get $T)) (local.get $u)) (local.get $ks))
+                  (i32.mul (local.get $h) (local.get $D))) (i32.const 2)))
+                (local.get $D)
+                (i32.add (local.get $sc) (i32.shl (i32.add (local.get $S) (local.get $u)) (i32.const 2)))
+                (i32.shl (local.get $R) (i32.const 2)))
+              (local.set $u (i32.add (local.get $u) (i32.const 1)))
+              (br $lu)))
+            ;; per query of the block
+            (local.set $i (i32.const 0))
+            (block $di (loop $li
+              (br_if $di (i32.ge_u (local.get $i) (i32.const 4)))
+              (local.set $ti (i32.add (local.get $t0) (local.get $i)))
+              (local.set $qpos (i32.add (local.get $start) (local.get $ti)))
+              (local.set $sci (i32.add (local.get $sc) (i32.shl (i32.mul (local.get $i) (local.get $R)) (i32.const 2))))
+              (local.set $qi (i32.load (i32.add (local.get $pt) (i32.shl (local.get $i) (i32.const 2)))))
+              (local.set $oi (i32.load offset=16 (i32.add (local.get $pt) (i32.shl (local.get $i) (i32.const 2)))))
+              (local.set $m (f32.const -inf))
+              ;; the cache slots it may see (−inf where it may not)
+              (local.set $j (i32.const 0))
+              (block $dj (loop $lj
+                (br_if $dj (i32.ge_u (local.get $j) (local.get $S)))
+                (local.set $pos (i32.load (i32.add (local.get $meta) (i32.shl (local.get $j) (i32.const 2)))))
+                (if (i32.and
+                      (i32.and (i32.ge_s (local.get $pos) (i32.const 0)) (i32.le_s (local.get $pos) (local.get $qpos)))
+                      (i32.or (i32.eqz (local.get $window))
+                              (i32.lt_s (i32.sub (local.get $qpos) (local.get $pos)) (local.get $window))))
+                  (then
+                    (local.set $s (call $score (local.get $qi)
+                      (i32.add (local.get $kb) (i32.shl (i32.mul (local.get $j) (local.get $D)) (i32.const 2)))
+                      (local.get $D) (local.get $cap)))
+                    (local.set $m (f32.max (local.get $m) (local.get $s))))
+                  (else (local.set $s (f32.const -inf))))
+                (f32.store (i32.add (local.get $sci) (i32.shl (local.get $j) (i32.const 2))) (local.get $s))
+                (local.set $j (i32.add (local.get $j) (i32.const 1)))
+                (br $lj)))
+              ;; the new tokens: −inf past it or outside the window, else softcapped
+              (local.set $u (local.get $ustart))
+              (block $dm (loop $lm
+                (br_if $dm (i32.gt_s (local.get $u) (local.get $uend)))
+                (local.set $at (i32.add (local.get $sci) (i32.shl (i32.add (local.get $S) (local.get $u)) (i32.const 2))))
+                (if (i32.or (i32.gt_s (local.get $u) (local.get $ti))
+                      (i32.and (i32.ne (local.get $window) (i32.const 0))
+                               (i32.ge_s (i32.sub (local.get $ti) (local.get $u)) (local.get $window))))
+                  (then (f32.store (local.get $at) (f32.const -inf)))
+                  (else
+                    (local.set $s (f32.load (local.get $at)))
+                    (if (f64.gt (local.get $cap) (f64.const 0))
+                      (then
+                        (local.set $s (f32.demote_f64 (f64.mul (local.get $cap)
+                          (call $tanh (f64.div (f64.promote_f32 (local.get $s)) (local.get $cap))))))
+                        (f32.store (local.get $at) (local.get $s))))
+                    (local.set $m (f32.max (local.get $m) (local.get $s)))))
+                (local.set $u (i32.add (local.get $u) (i32.const 1)))
+                (br $lm)))
+              ;; e^(s − max), the sum, then the probabilities e / sum (its own token is always seen)
+              (local.set $at (i32.add (local.get $sci) (i32.shl (i32.add (local.get $S) (local.get $ustart)) (i32.const 2))))
+              (local.set $inv (f32.demote_f64 (f64.div (f64.const 1) (f64.add
+                (call $expSum (local.get $sci) (local.get $S) (local.get $m))
+                (call $expSum (local.get $at) (i32.add (i32.sub (local.get $uend) (local.get $ustart)) (i32.const 1)) (local.get $m))))))
+              (call $scale (local.get $sci) (local.get $S) (local.get $inv))
+              (call $scale (local.get $at) (i32.add (i32.sub (local.get $uend) (local.get $ustart)) (i32.const 1)) (local.get $inv))
+              ;; out[d] = p · valsT[d] over the cache (0 without one)
+              (local.set $d (i32.const 0))
+              (block $dd (loop $ld
+                (br_if $dd (i32.ge_u (local.get $d) (local.get $D)))
+                (f32.store (i32.add (local.get $oi) (i32.shl (local.get $d) (i32.const 2)))
+                  (call $dot (local.get $sci)
+                    (i32.add (local.get $vb) (i32.shl (i32.mul (local.get $d) (local.get $S)) (i32.const 2)))
+                    (local.get $S)))
+                (local.set $d (i32.add (local.get $d) (i32.const 1)))
+                (br $ld)))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br $li)))
+            ;; out_i += p_i[u] · v_u over the new tokens, four outputs per value row
+            (local.set $u (local.get $ustart))
+            (block $dv (loop $lv
+              (br_if $dv (i32.gt_s (local.get $u) (local.get $uend)))
+              (local.set $at (i32.add (local.get $sc) (i32.shl (i32.add (local.get $S) (local.get $u)) (i32.const 2))))
+              (call $axpy4
+                (i32.load offset=16 (local.get $pt)) (i32.load offset=20 (local.get $pt)) (i32.load offset=24 (local.get $pt)) (i32.load offset=28 (local.get $pt))
+                (i32.add (local.get $v) (i32.shl (i32.add
+                  (i32.mul (i32.add (i32.mul (local.get $b) (local.get $T)) (local.get $u)) (local.get $vs))
+                  (i32.mul (local.get $h) (local.get $D))) (i32.const 2)))
+                (f32.load (local.get $at))
+                (f32.load (i32.add (local.get $at) (i32.shl (local.get $R) (i32.const 2))))
+                (f32.load (i32.add (local.get $at) (i32.shl (local.get $R) (i32.const 3))))
+                (f32.load (i32.add (local.get $at) (i32.mul (local.get $R) (i32.const 12))))
+                (local.get $D))
+              (local.set $u (i32.add (local.get $u) (i32.const 1)))
+              (br $lv)))
+            (local.set $g (i32.add (local.get $g) (i32.const 1)))
+            (br $lg)))
+          (local.set $t0 (i32.add (local.get $t0) (i32.const 4)))
+          (br $lt)))
+        (local.set $h (i32.add (local.get $h) (i32.const 1)))
+        (br $lh)))
+      (local.set $b (i32.add (local.get $b) (i32.const 1)))
+      (br $lb)))
+  )
+
+  ;; q/k heads of prefill rows: optional per-head RMSNorm, then RoPE (rotate-half, full rotary dim)
+  ;;
+  ;; x    row n, head hd at x + (n·xs + hd·D)·4 (xs: row stride in floats, e.g. the fused qkv's)
+  ;; w    [heads, D] norm weights (w = 0: no norm)
+  ;; cos, sin [N, D] (row n's position), out [N, heads, D]
+  ;; The same arithmetic, in the same order, as rms_norm then rope on [N, heads, D].
+  (func (export "prefill_qk")
+    (param $x i32) (param $xs i32) (param $w i32) (param $cos i32) (param $sin i32) (param $out i32)
+    (param $N i32) (param $heads i32) (param $D i32) (param $eps f32)
+    (local $n i32) (local $hd i32) (local $i i32) (local $half i32) (local $end4 i32)
+    (local $src i32) (local $dst i32) (local $wr i32) (local $cr i32) (local $sr i32)
+    (local $acc v128) (local $vv v128) (local $ss f32) (local $e f32) (local $inv f32) (local $a f32) (local $b f32)
+    (local.set $half (i32.shr_u (local.get $D) (i32.const 1)))
+    (local.set $end4 (i32.and (local.get $D) (i32.const -4)))
+    (block $dn (loop $ln
+      (br_if $dn (i32.ge_u (local.get $n) (local.get $N)))
+      (local.set $cr (i32.add (local.get $cos) (i32.shl (i32.mul (local.get $n) (local.get $D)) (i32.const 2))))
+      (local.set $sr (i32.add (local.get $sin) (i32.shl (i32.mul (local.get $n) (local.get $D)) (i32.const 2))))
+      (local.set $hd (i32.const 0))
+      (block $dh (loop $lh
+        (br_if $dh (i32.ge_u (local.get $hd) (local.get $heads)))
+        (local.set $src (i32.add (local.get $x) (i32.shl (i32.add
+          (i32.mul (local.get $n) (local.get $xs)) (i32.mul (local.get $hd) (local.get $D))) (i32.const 2))))
+        (local.set $dst (i32.add (local.get $out) (i32.shl
+          (i32.mul (i32.add (i32.mul (local.get $n) (local.get $heads)) (local.get $hd)) (local.get $D)) (i32.const 2))))
+        (if (local.get $w)
+          (then
+            ;; RMSNorm as rms_norm computes it: f32x4 partial sums of squares, lanes added pairwise,
+            ;; a scalar tail, 1/sqrt(mean + eps), then (inv·x)·w
+            (local.set $acc (v128.const i32x4 0 0 0 0))
+            (local.set $i (i32.const 0))
+            (block $d4 (loop $l4
+              (br_if $d4 (i32.ge_u (local.get $i) (local.get $end4)))
+              (local.set $vv (v128.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+              (local.set $acc (f32x4.add (local.get $acc) (f32x4.mul (local.get $vv) (local.get $vv))))
+              (local.set $i (i32.add (local.get $i) (i32.const 4)))
+              (br $l4)))
+            (local.set $ss (f32.add
+              (f32.add (f32x4.extract_lane 0 (local.get $acc)) (f32x4.extract_lane 1 (local.get $acc)))
+              (f32.add (f32x4.extract_lane 2 (local.get $acc)) (f32x4.extract_lane 3 (local.get $acc)))))
+            (block $d1 (loop $l1
+              (br_if $d1 (i32.ge_u (local.get $i) (local.get $D)))
+              (local.set $e (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+              (local.set $ss (f32.add (local.get $ss) (f32.mul (local.get $e) (local.get $e))))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br $l1)))
+            (local.set $inv (f32.div (f32.const 1)
+              (f32.sqrt (f32.add (f32.div (local.get $ss) (f32.convert_i32_u (local.get $D))) (local.get $eps)))))
+            (local.set $wr (i32.add (local.get $w) (i32.shl (i32.mul (local.get $hd) (local.get $D)) (i32.const 2))))
+            (local.set $i (i32.const 0))
+            (block $dw (loop $lw
+              (br_if $dw (i32.ge_u (local.get $i) (local.get $D)))
+              (f32.store (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 2)))
+                (f32.mul (f32.mul (local.get $inv) (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+                         (f32.load (i32.add (local.get $wr) (i32.shl (local.get $i) (i32.const 2))))))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br $lw)))
+            (local.set $src (local.get $dst))))
+        ;; RoPE from src into dst (in place when normed: each pair is read before it is written)
+        (local.set $i (i32.const 0))
+        (block $dr (loop $lr
+          (br_if $dr (i32.ge_u (local.get $i) (local.get $half)))
+          (local.set $a (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+          (local.set $b (f32.load (i32.add (local.get $src) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2)))))
+          (f32.store (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 2)))
+            (f32.sub (f32.mul (local.get $a) (f32.load (i32.add (local.get $cr) (i32.shl (local.get $i) (i32.const 2)))))
+                     (f32.mul (local.get $b) (f32.load (i32.add (local.get $sr) (i32.shl (local.get $i) (i32.const 2)))))))
+          (f32.store (i32.add (local.get $dst) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2)))
+            (f32.add (f32.mul (local.get $b) (f32.load (i32.add (local.get $cr) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2)))))
+                     (f32.mul (local.get $a) (f32.load (i32.add (local.get $sr) (i32.shl (i32.add (local.get $i) (local.get $half)) (i32.const 2)))))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $lr)))
+        (local.set $hd (i32.add (local.get $hd) (i32.const 1)))
+        (br $lh)))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      (br $ln)))
+  )
 )
