@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { Checkpoint, DTYPE_SIZE, isPacked, isVocabBlocks, ModelError, notRegularFile, packedBytes, ropeInvFreq, type PackedWeight, type TensorInfo, type VocabBlocks } from '@moi/core';
+import { Checkpoint, DTYPE_SIZE, isPacked, isVocabBlocks, kernelsEnabled, ModelError, notRegularFile, packedBytes, ropeInvFreq, type PackedWeight, type TensorInfo, type VocabBlocks } from '@moi/core';
 import { ConfigReader, type RawConfig } from './config.ts';
 import { Decoder, weightBytesOf, type DecoderWeights } from './decoder.ts';
 import type { Family } from './family.ts';
@@ -202,7 +202,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
     const totalBytes = checkBytes(expected, (g) => ckpt.info(source.get(g)!), dir);
     const backend = tf.getBackend();
     const matrices = [...expected].filter(([, shape]) => shape.length === 2).map(([g]) => g);
-    const plan: DtypePlan = planDtype(choice, matrices.map((g) => ckpt.info(source.get(g)!).dtype), backend);
+    const plan: DtypePlan = planDtype(choice, matrices.map((g) => ckpt.info(source.get(g)!).dtype), backend, kernelsEnabled());
     if (backend === 'wasm') checkHeapFits(spec, plan.dtype, dir);
     // A tensor counts as built once the work after its read is done: the layout and packing of
     // what was read before tensor k end when tensor k is read, the rest when the model is built.

@@ -9,7 +9,9 @@
  * - `q8`: llama.cpp's Q8_0 (blocks of 32 along the input dimension), quantized at load from the
  *   f32 values (widened exactly from 16-bit storage).
  * Packed (16/8-bit) matrices run on wasm only: every other backend widens them to f32 at load
- * (q8 dequantized), so it computes with the same values through its ordinary f32 path.
+ * (q8 dequantized), so it computes with the same values through its ordinary f32 path. On wasm
+ * with our kernels off (MOI_KERNELS=0) a packed matmul widens the whole matrix on every call, so
+ * `auto` widens at load there too; an explicit bf16/q8 is kept packed (it may be what fits).
  */
 import type { PackedKind } from '@moi/core';
 import type { DtypeChoice, WeightDtype } from './load.ts';
@@ -34,7 +36,7 @@ export function storedKind(matrixDtypes: Iterable<string>): { kind: 'f32' | 'bf1
   return { kind: 'f32', mixed: set.length > 1 ? set : [] };
 }
 
-export function planDtype(choice: DtypeChoice, matrixDtypes: Iterable<string>, backend: string): DtypePlan {
+export function planDtype(choice: DtypeChoice, matrixDtypes: Iterable<string>, backend: string, kernels = true): DtypePlan {
   const { kind: stored, mixed } = storedKind(matrixDtypes);
   const storedName = mixed.length ? `mixed-dtype (${mixed.join(', ')})` : stored;
   const values: WeightDtype = choice === 'auto' ? stored : choice;
@@ -49,7 +51,10 @@ export function planDtype(choice: DtypeChoice, matrixDtypes: Iterable<string>, b
   else if (values === stored) note = `${stored} checkpoint kept in 16 bits`;
   else if (stored === 'f16') note = `f16 checkpoint rounded to bf16 at load (widened, then round to nearest even)`;
   else note = `${storedName} checkpoint rounded to bf16 at load (round to nearest even)`;
-  if (backend === 'wasm') return { dtype: values, values, kind: values, packed: true, note };
+  if (backend === 'wasm' && (kernels || choice !== 'auto')) {
+    return { dtype: values, values, kind: values, packed: true, note: kernels ? note : `${note}; MOI_KERNELS=0: every packed matmul widens the matrix per call (slow)` };
+  }
   const what = values === stored ? `the ${stored} checkpoint's words, exactly` : values === 'q8' ? 'Q8_0 values, dequantized' : `${storedName} values rounded to bf16`;
-  return { dtype: 'f32', values, kind: values, packed: false, note: `${backend}: 16/8-bit weights widened to f32 at load (${what})` };
+  const where = backend === 'wasm' ? 'wasm with MOI_KERNELS=0' : backend;
+  return { dtype: 'f32', values, kind: values, packed: false, note: `${where}: 16/8-bit weights widened to f32 at load (${what})` };
 }

@@ -15,6 +15,11 @@ describe('models: the dtype plan', () => {
   it('auto keeps a bf16/f16 checkpoint in 16 bits on wasm, f32 stays f32, mixed matrices stay f32', () => {
     assert.deepEqual(planDtype('auto', ['BF16', 'BF16'], 'wasm'), { dtype: 'bf16', values: 'bf16', kind: 'bf16', packed: true, note: 'bf16 checkpoint kept in 16 bits' });
     assert.equal(planDtype('auto', ['F16'], 'wasm').dtype, 'f16');
+    // kernels off (MOI_KERNELS=0): auto widens at load; an explicit bf16 stays packed, with a note
+    assert.deepEqual([planDtype('auto', ['BF16'], 'wasm', false).dtype, planDtype('auto', ['BF16'], 'wasm', false).packed], ['f32', false]);
+    assert.match(planDtype('auto', ['BF16'], 'wasm', false).note, /^wasm with MOI_KERNELS=0: 16\/8-bit weights widened/);
+    assert.equal(planDtype('bf16', ['BF16'], 'wasm', false).packed, true);
+    assert.match(planDtype('q8', ['BF16'], 'wasm', false).note, /MOI_KERNELS=0: every packed matmul widens/);
     assert.deepEqual(planDtype('auto', ['F32'], 'wasm'), { dtype: 'f32', values: 'f32', kind: null, packed: false, note: 'f32 checkpoint in f32' });
     const mixed = planDtype('auto', ['BF16', 'F32'], 'wasm');
     assert.equal(mixed.dtype, 'f32');
