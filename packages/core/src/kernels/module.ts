@@ -29,6 +29,9 @@ export interface KernelExports {
   matmul_bf16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number): void;
   matmul_f16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number): void;
   matmul_q8(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number): void;
+  gemm_bf16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, panel: number): void;
+  gemm_f16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, panel: number): void;
+  gemm_q8(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, panel: number): void;
   widen_bf16(w: number, s: number, dst: number, cols: number): void;
   widen_f16(w: number, s: number, dst: number, cols: number): void;
   widen_q8(w: number, s: number, dst: number, cols: number): void;

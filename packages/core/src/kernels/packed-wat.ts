@@ -7,17 +7,19 @@
  * Routines (pointers are byte offsets into the backend heap; every kind `K` in bf16, f16, q8):
  *
  * - `matmul_K(w, s, x, out, N, rows, cols)`: out [N, rows] = x [N, cols] · Wᵀ, W [rows, cols]
- *   packed (s: q8 scales [rows, ceil(cols/32)], else unused). The outer loop walks pairs of
- *   weight rows; each pair is read from memory once and dotted with every x row, in tiles of 4, 2
- *   or 1 x rows (tile_K_X: 2 weight rows × X x rows, 8 accumulators in all). Each weight vector is
- *   widened once per tile in registers. f32 multiply then add (no fused multiply-add), so each
- *   product and sum rounds as the composite's f32 matmul does, up to summation order.
+ *   packed (s: q8 scales [rows, ceil(cols/32)], else unused), for few x rows (decode). Passes over
+ *   2 weight rows; each pass is read from memory once and dotted with every x row, in tiles of 4,
+ *   2 or 1 x rows (see TILES); each weight vector is widened in registers once per tile.
+ * - `gemm_K(w, s, x, out, N, rows, cols, panel)`: the same for many x rows (prefill): 8 weight
+ *   rows at a time widened into an f32 panel, then a broadcast-form 4×8 micro-kernel (see gemm()).
  * - `epilogue(out, N, rows, outScale, bias)`: out[n, j] = out[n, j] · outScale[j] + bias[j]
  *   (either pointer 0 = none), in the composite's order.
  * - `widen_K(w, s, dst, cols)`: one row to f32 (packedRows; packedMatMulT's row scratch).
  * - `axpy(y, a, src, cols)`: y += a · src (packedMatMulT).
  *
- * Widening, exactly (each equals dtype.ts / dequantizeQ8 bit for bit):
+ * Arithmetic: f32 multiply then add (no fused multiply-add), as the composite's f32 matmul, up to
+ * summation order; the q8 decode tiles sum q·x over a block and multiply by d once per block
+ * (a reassociation of Σ (q·d)·x). Widening is exact (equal to dtype.ts / dequantizeQ8 bit for bit):
  * - bf16: a byte swizzle puts each 16-bit word in the top half of a 32-bit lane: the f32 bits.
  * - f16: the word in the top half, arithmetic shift right by 3 and mask (sign kept at bit 31,
  *   exponent and mantissa moved to f32's places) gives h's bits with f32's field positions but
@@ -26,21 +28,27 @@
  *   finite 65504) get all exponent bits set: inf, or NaN with its payload.
  * - q8: a byte swizzle puts each int8 in the top byte of a lane; converted, that is q·2^24, and
  *   times the block's d·2^-24 gives q·d rounded once to f32, as dequantizeQ8 computes it (d·2^-24
- *   is exact unless d < 2^-102, far below any weight block's scale).
+ *   is exact unless d < 2^-102, far below any weight block's scale); the narrow tiles shift the
+ *   byte down first (q exactly) and multiply by d.
  */
 
 export type WatKind = 'bf16' | 'f16' | 'q8';
 export const PACKED_KINDS: readonly WatKind[] = ['bf16', 'f16', 'q8'];
 
-/** Weight rows per tile (the pair), and the x-row tile heights with their accumulators per (row, x row). */
-let R = 2;
-let TILES: readonly { X: number; A: number }[] = [{ X: 4, A: 1 }, { X: 2, A: 2 }, { X: 1, A: 4 }];
-let EXP_SHIFT = false;
-const exp = process.env.MOI_PACKED_EXP;
-if (exp) {
-  const o = JSON.parse(exp);
-  R = o.R ?? R; TILES = o.TILES ?? TILES; EXP_SHIFT = !!o.shift;
-}
+/**
+ * A tile: X x rows × R weight rows, A accumulators per (weight row, x row). `narrow` tiles step 4
+ * columns at a time (one f32x4 per weight row per step): with several x rows, a wide step's many
+ * loads are all scheduled first by TurboFan and spill; a narrow step keeps everything in registers.
+ */
+interface Tile { X: number; R: number; A: number; narrow?: boolean }
+/** Weight rows per pass of matmul_K (each tile's R divides it). */
+const PASS = 2;
+const TILES: Record<WatKind, readonly Tile[]> = {
+  bf16: [{ X: 4, R: 2, A: 1, narrow: true }, { X: 2, R: 2, A: 1, narrow: true }, { X: 1, R: 1, A: 2 }],
+  f16: [{ X: 4, R: 2, A: 1, narrow: true }, { X: 2, R: 2, A: 1, narrow: true }, { X: 1, R: 1, A: 2 }],
+  q8: [{ X: 4, R: 2, A: 1, narrow: true }, { X: 2, R: 2, A: 1, narrow: true }, { X: 1, R: 2, A: 2 }],
+};
+
 /** Columns per step of the main loop: one q8 block, 8 f32x4 vectors per weight row. */
 const STEP = 32; // = Q8_BLOCK (not imported: packed.ts imports this module's users)
 const VECS = STEP / 4;
@@ -60,11 +68,10 @@ function swizzleMask(kind: WatKind, part: number): string {
 }
 
 /** WAT expression: the 4 f32 of vector `part` of the 16-byte value `raw` (q8: times `ds` = d·2^-24 splat). */
-function widenVec(kind: WatKind, raw: string, part: number, ds: string): string {
-  const top = `(i8x16.swizzle ${raw} ${swizzleMask(kind, part)})`;
-  if (kind === 'bf16' && EXP_SHIFT) return part % 2 ? `(v128.and ${raw} (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000))` : `(i32x4.shl ${raw} (i32.const 16))`;
+function widenVec(kind: WatKind, raw: string, part: number, ds: string | null, mask = swizzleMask(kind, part)): string {
+  const top = `(i8x16.swizzle ${raw} ${mask})`;
   if (kind === 'bf16') return top;
-  if (kind === 'q8') return `(f32x4.mul (f32x4.convert_i32x4_s ${top}) ${ds})`;
+  if (kind === 'q8') return ds ? `(f32x4.mul (f32x4.convert_i32x4_s ${top}) ${ds})` : `(f32x4.convert_i32x4_s ${top})`;
   return `(v128.or (local.tee $h (f32x4.mul
       (v128.and (i32x4.shr_s ${top} (i32.const 3)) (v128.const i32x4 0x8fffe000 0x8fffe000 0x8fffe000 0x8fffe000))
       (v128.const f32x4 0x1p112 0x1p112 0x1p112 0x1p112)))
@@ -85,27 +92,65 @@ function hsum(v: string): string {
                    (f32.add (f32x4.extract_lane 2 (local.get ${v})) (f32x4.extract_lane 3 (local.get ${v}))))`;
 }
 
+/** WAT expression: the address of the q8 scale of weight row r's block holding column c. */
+function blockScale(r: number): string {
+  return `(i32.add (local.get $sp${r}) (i32.shl (i32.shr_u (local.get $c) (i32.const 5)) (i32.const 2)))`;
+}
+
+/**
+ * The main loop of a narrow tile: 4 columns a step, one 8-byte (16-bit kinds) or 4-byte (q8) load
+ * per weight row widened to one f32x4 (q8: q exact, times its block's d: q·d rounded once, as
+ * dequantizeQ8), multiplied with each x row's 4 values, one accumulator per (row, x row).
+ */
+function narrowLoop(kind: WatKind, X: number, R: number): string[] {
+  const bpc = bytesPerCol(kind);
+  const L: string[] = [];
+  L.push(`  (block $done (loop $step`);
+  L.push(`    (br_if $done (i32.ge_u (local.get $c) (local.get $end)))`);
+  for (let r = 0; r < R; r++) {
+    const raw = kind === 'q8' ? `(v128.load32_zero (local.get $wp${r}))` : `(v128.load64_zero (local.get $wp${r}))`;
+    const top = `(i8x16.swizzle ${raw} (local.get $m0))`;
+    const f = kind === 'bf16' ? top
+      : kind === 'f16' ? widenVec('f16', raw, 0, null, '(local.get $m0)')
+        : `(f32x4.mul (f32x4.convert_i32x4_s (i32x4.shr_s ${top} (i32.const 24))) (v128.load32_splat ${blockScale(r)}))`;
+    L.push(`    (local.set $f${r} ${f})`);
+  }
+  for (let i = 0; i < X; i++) {
+    L.push(`    (local.set $xv (v128.load (local.get $xp${i})))`);
+    for (let r = 0; r < R; r++) {
+      const a = `$a${r}_${i}_0`;
+      L.push(`    (local.set ${a} (f32x4.add (local.get ${a}) (f32x4.mul (local.get $f${r}) (local.get $xv))))`);
+    }
+  }
+  for (let r = 0; r < R; r++) L.push(`    (local.set $wp${r} (i32.add (local.get $wp${r}) (i32.const ${4 * bpc})))`);
+  for (let i = 0; i < X; i++) L.push(`    (local.set $xp${i} (i32.add (local.get $xp${i}) (i32.const 16)))`);
+  L.push(`    (local.set $c (i32.add (local.get $c) (i32.const 4)))`);
+  L.push(`    (br $step)))`);
+  return L;
+}
+
 /**
  * tile_K_X(w0, w1, s0, s1, x, xs, cols, o, os, dr): rows w0 and w1 (byte addresses; q8 scale rows
  * s0, s1) dotted with X x rows starting at x, xs bytes apart; result (x row i, weight row r) goes
  * to o + i·os + r·dr. Main loop: 32 columns a step; then a scalar tail for cols mod 32.
  */
-function tile(kind: WatKind, X: number, A: number): string {
+function tile(kind: WatKind, { X, R, A, narrow }: Tile): string {
   const bpc = bytesPerCol(kind);
   const loads = (STEP * bpc) / 16; // 16-byte loads per weight row per step
   const parts = VECS / loads; // f32x4 vectors per load
   const L: string[] = [];
   const acc = (r: number, i: number, a: number) => `$a${r}_${i}_${a}`;
   const locals: string[] = ['(local $c i32) (local $end i32) (local $xv v128) (local $xq f32) (local $h v128)'];
+  for (let p = 0; p < parts; p++) locals.push(`(local $m${p} v128)`);
   for (let r = 0; r < R; r++) locals.push(`(local $raw${r} v128) (local $f${r} v128) (local $wp${r} i32) (local $sp${r} i32) (local $ds${r} v128) (local $d${r} f32) (local $g${r} f32)`);
   for (let i = 0; i < X; i++) locals.push(`(local $xp${i} i32)`);
   for (let r = 0; r < R; r++) for (let i = 0; i < X; i++) {
-    locals.push(`(local $t${r}_${i} f32)`);
+    locals.push(`(local $t${r}_${i} f32) (local $q${r}_${i} v128)`);
     for (let a = 0; a < A; a++) locals.push(`(local ${acc(r, i, a)} v128)`);
   }
   for (let r = 0; r < R; r++) locals.push(`(local $rr${r} i32)`);
-  L.push(`(func $tile_${kind}_${X} (param $w i32) (param $rb i32) (param $s i32) (param $sb i32) (param $nr i32)`);
-  L.push(`  (param $x i32) (param $xs i32) (param $cols i32) (param $o i32) (param $os i32)`);
+  L.push(`(func $tile_${kind}_${X}_${R} (param $w i32) (param $rb i32) (param $s i32) (param $sb i32) (param $nr i32)`);
+  L.push(`  (param $x i32) (param $xs i32) (param $cols i32) (param $o i32) (param $os i32) (param $zero i32)`);
   L.push(`  ${locals.join(' ')}`);
   // weight row r of the tile is min(r, nr − 1): a short last tile repeats its last row
   for (let r = 0; r < R; r++) {
@@ -114,36 +159,50 @@ function tile(kind: WatKind, X: number, A: number): string {
     L.push(`  (local.set $sp${r} (i32.add (local.get $s) (i32.mul (local.get $rr${r}) (local.get $sb))))`);
   }
   for (let i = 0; i < X; i++) L.push(`  (local.set $xp${i} (i32.add (local.get $x) (i32.mul (local.get $xs) (i32.const ${i}))))`);
-  L.push(`  (local.set $end (i32.and (local.get $cols) (i32.const ${-STEP})))`);
-  // main loop: 32 columns a step
-  L.push(`  (block $done (loop $step`);
-  L.push(`    (br_if $done (i32.ge_u (local.get $c) (local.get $end)))`);
-  if (kind === 'q8') {
-    for (let r = 0; r < R; r++) L.push(`    (local.set $ds${r} (f32x4.splat (f32.mul (f32.load (local.get $sp${r})) (f32.const 0x1p-24))))`);
-  }
-  for (let j = 0; j < loads; j++) {
-    for (let r = 0; r < R; r++) L.push(`    (local.set $raw${r} (v128.load offset=${16 * j} (local.get $wp${r})))`);
-    for (let p = 0; p < parts; p++) {
-      const v = j * parts + p;
-      for (let r = 0; r < R; r++) L.push(`    (local.set $f${r} ${widenVec(kind, `(local.get $raw${r})`, p, `(local.get $ds${r})`)})`);
-      for (let i = 0; i < X; i++) {
-        L.push(`    (local.set $xv (v128.load offset=${16 * v} (local.get $xp${i})))`);
-        for (let r = 0; r < R; r++) {
-          const a = acc(r, i, v % A);
-          L.push(`    (local.set ${a} (f32x4.add (local.get ${a}) (f32x4.mul (local.get $f${r}) (local.get $xv))))`);
+  L.push(`  (local.set $end (i32.and (local.get $cols) (i32.const ${narrow ? -4 : -STEP})))`);
+  // the swizzle masks, xor a splat of the caller's 0: not constants to TurboFan, so they stay in
+  // registers instead of being rebuilt in every step
+  for (let p = 0; p < parts; p++) L.push(`  (local.set $m${p} (v128.xor ${swizzleMask(kind, p)} (i8x16.splat (local.get $zero))))`);
+  if (narrow) L.push(...narrowLoop(kind, X, R));
+  else {
+    // main loop: 32 columns a step
+    L.push(`  (block $done (loop $step`);
+    L.push(`    (br_if $done (i32.ge_u (local.get $c) (local.get $end)))`);
+    if (kind === 'q8') {
+      for (let r = 0; r < R; r++) L.push(`    (local.set $ds${r} (f32x4.splat (f32.mul (f32.load ${blockScale(r)}) (f32.const 0x1p-24))))`);
+    }
+    for (let j = 0; j < loads; j++) {
+      for (let r = 0; r < R; r++) L.push(`    (local.set $raw${r} (v128.load offset=${16 * j} (local.get $wp${r})))`);
+      for (let p = 0; p < parts; p++) {
+        const v = j * parts + p;
+        for (let r = 0; r < R; r++) L.push(`    (local.set $f${r} ${widenVec(kind, `(local.get $raw${r})`, p, null, `(local.get $m${p})`)})`);
+        for (let i = 0; i < X; i++) {
+          L.push(`    (local.set $xv (v128.load offset=${16 * v} (local.get $xp${i})))`);
+          for (let r = 0; r < R; r++) {
+            const a = acc(r, i, v % A);
+            L.push(`    (local.set ${a} (f32x4.add (local.get ${a}) (f32x4.mul (local.get $f${r}) (local.get $xv))))`);
+          }
         }
       }
     }
+    if (kind === 'q8') {
+      // the block's sums (of q·2^24·x) times d·2^-24 into the running totals; block sums restart at 0
+      for (let r = 0; r < R; r++) for (let i = 0; i < X; i++) {
+        const a0 = acc(r, i, 0);
+        for (let a = 1; a < A; a++) L.push(`    (local.set ${a0} (f32x4.add (local.get ${a0}) (local.get ${acc(r, i, a)})))`);
+        L.push(`    (local.set $q${r}_${i} (f32x4.add (local.get $q${r}_${i}) (f32x4.mul (local.get ${a0}) (local.get $ds${r}))))`);
+        for (let a = 0; a < A; a++) L.push(`    (local.set ${acc(r, i, a)} (v128.const i32x4 0 0 0 0))`);
+      }
+    }
+    for (let r = 0; r < R; r++) {
+      L.push(`    (local.set $wp${r} (i32.add (local.get $wp${r}) (i32.const ${STEP * bpc})))`);
+    }
+    for (let i = 0; i < X; i++) L.push(`    (local.set $xp${i} (i32.add (local.get $xp${i}) (i32.const ${STEP * 4})))`);
+    L.push(`    (local.set $c (i32.add (local.get $c) (i32.const ${STEP})))`);
+    L.push(`    (br $step)))`);
   }
-  for (let r = 0; r < R; r++) {
-    L.push(`    (local.set $wp${r} (i32.add (local.get $wp${r}) (i32.const ${STEP * bpc})))`);
-    if (kind === 'q8') L.push(`    (local.set $sp${r} (i32.add (local.get $sp${r}) (i32.const 4)))`);
-  }
-  for (let i = 0; i < X; i++) L.push(`    (local.set $xp${i} (i32.add (local.get $xp${i}) (i32.const ${STEP * 4})))`);
-  L.push(`    (local.set $c (i32.add (local.get $c) (i32.const ${STEP})))`);
-  L.push(`    (br $step)))`);
-  // scalar tail: the last cols mod 32 columns (q8: the last, partial block, scale at sp)
-  if (kind === 'q8') for (let r = 0; r < R; r++) L.push(`  (local.set $d${r} (if (result f32) (i32.lt_u (local.get $c) (local.get $cols)) (then (f32.load (local.get $sp${r}))) (else (f32.const 0))))`);
+  // scalar tail: the last cols mod 32 (or 4) columns (q8: the scale of the last, partial block)
+  if (kind === 'q8') for (let r = 0; r < R; r++) L.push(`  (local.set $d${r} (if (result f32) (i32.lt_u (local.get $c) (local.get $cols)) (then (f32.load ${blockScale(r)})) (else (f32.const 0))))`);
   L.push(`  (block $tdone (loop $tail`);
   L.push(`    (br_if $tdone (i32.ge_u (local.get $c) (local.get $cols)))`);
   for (let r = 0; r < R; r++) L.push(`    (local.set $g${r} ${widenScalar(kind, `(local.get $wp${r})`, `(local.get $d${r})`)})`);
@@ -160,8 +219,9 @@ function tile(kind: WatKind, X: number, A: number): string {
   // reduce and store: (x row i, weight row r) → o + i·os + r·dr
   for (let i = 0; i < X; i++) {
     for (let r = 0; r < R; r++) {
-      const a0 = acc(r, i, 0);
-      for (let a = 1; a < A; a += 1) L.push(`  (local.set ${a0} (f32x4.add (local.get ${a0}) (local.get ${acc(r, i, a)})))`);
+      let a0 = acc(r, i, 0);
+      if (kind === 'q8' && !narrow) a0 = `$q${r}_${i}`;
+      else for (let a = 1; a < A; a += 1) L.push(`  (local.set ${a0} (f32x4.add (local.get ${a0}) (local.get ${acc(r, i, a)})))`);
       const addr = `(i32.add (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const ${i}))) (i32.shl (local.get $rr${r}) (i32.const 2)))`;
       L.push(`  (f32.store ${addr} (f32.add ${hsum(a0)} (local.get $t${r}_${i})))`);
     }
@@ -170,18 +230,25 @@ function tile(kind: WatKind, X: number, A: number): string {
   return L.join('\n');
 }
 
-/** matmul_K: tiles of R weight rows (a short last tile repeats its last row), x rows in tiles of 4, 2, 1. */
+/** matmul_K: passes over 2 weight rows (the last may have 1); in each, x rows in tiles of 4, 2, 1. */
 function matmul(kind: WatKind): string {
   const bpc = bytesPerCol(kind);
-  const call = (X: number) => `(call $tile_${kind}_${X} (local.get $wr) (local.get $rb) (local.get $sr) (local.get $sb) (local.get $nr)
+  const call = ({ X, R }: Tile, sub: number) => `(call $tile_${kind}_${X}_${R}
+          (i32.add (local.get $wr) (i32.mul (local.get $rb) (i32.const ${sub}))) (local.get $rb)
+          (i32.add (local.get $sr) (i32.mul (local.get $sb) (i32.const ${sub}))) (local.get $sb)
+          ${R === PASS ? '(local.get $nr)' : `(i32.const ${R})`}
           (i32.add (local.get $x) (i32.mul (local.get $n) (local.get $xs))) (local.get $xs) (local.get $cols)
-          (i32.add (local.get $op) (i32.mul (local.get $n) (local.get $os))) (local.get $os))`;
-  const tiles = [...TILES].sort((p, q) => q.X - p.X).map(({ X }) => `
-      (block $d${X} (loop $l${X}
-        (br_if $d${X} (i32.gt_u (i32.add (local.get $n) (i32.const ${X})) (local.get $N)))
-        ${call(X)}
-        (local.set $n (i32.add (local.get $n) (i32.const ${X})))
-        (br $l${X})))`).join('');
+          (i32.add (i32.add (local.get $op) (i32.mul (local.get $n) (local.get $os))) (i32.const ${4 * sub})) (local.get $os) (i32.const 0))`;
+  const tiles = [...TILES[kind]].sort((p, q) => q.X - p.X).map((t) => {
+    const calls = [];
+    for (let sub = 0; sub < PASS; sub += t.R) calls.push(sub === 0 ? call(t, 0) : `(if (i32.gt_u (local.get $nr) (i32.const ${sub})) (then ${call(t, sub)}))`);
+    return `
+      (block $d${t.X} (loop $l${t.X}
+        (br_if $d${t.X} (i32.gt_u (i32.add (local.get $n) (i32.const ${t.X})) (local.get $N)))
+        ${calls.join('\n        ')}
+        (local.set $n (i32.add (local.get $n) (i32.const ${t.X})))
+        (br $l${t.X})))`;
+  }).join('');
   return `(func (export "matmul_${kind}") (param $w i32) (param $s i32) (param $x i32) (param $out i32)
     (param $N i32) (param $rows i32) (param $cols i32)
     (local $r i32) (local $nr i32) (local $n i32) (local $wr i32) (local $sr i32)
@@ -193,12 +260,12 @@ function matmul(kind: WatKind): string {
     (block $rdone (loop $rloop
       (br_if $rdone (i32.ge_u (local.get $r) (local.get $rows)))
       (local.set $nr (i32.sub (local.get $rows) (local.get $r)))
-      (if (i32.gt_u (local.get $nr) (i32.const ${R})) (then (local.set $nr (i32.const ${R}))))
+      (if (i32.gt_u (local.get $nr) (i32.const ${PASS})) (then (local.set $nr (i32.const ${PASS}))))
       (local.set $wr (i32.add (local.get $w) (i32.mul (local.get $r) (local.get $rb))))
       (local.set $sr (i32.add (local.get $s) (i32.mul (local.get $r) (local.get $sb))))
       (local.set $op (i32.add (local.get $out) (i32.shl (local.get $r) (i32.const 2))))
       (local.set $n (i32.const 0))${tiles}
-      (local.set $r (i32.add (local.get $r) (i32.const ${R})))
+      (local.set $r (i32.add (local.get $r) (i32.const ${PASS})))
       (br $rloop)))
   )`;
 }
@@ -238,17 +305,121 @@ function widenRow(kind: WatKind): string {
   )`;
 }
 
-const COMMON = `
-  ;; f16 → f32 for 4 words already in the top halves of the lanes (see the header of packed-wat.ts)
-  (func $f16x4 (param $v v128) (result v128)
-    (local $f v128)
-    (local.set $f (f32x4.mul
-      (v128.and (i32x4.shr_s (local.get $v) (i32.const 3)) (v128.const i32x4 0x8fffe000 0x8fffe000 0x8fffe000 0x8fffe000))
-      (v128.const f32x4 0x1p112 0x1p112 0x1p112 0x1p112)))
-    (v128.or (local.get $f)
-      (v128.and (f32x4.ge (f32x4.abs (local.get $f)) (v128.const f32x4 65536 65536 65536 65536))
-                (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000))))
 
+/**
+ * gemm_K(w, s, x, out, N, rows, cols, panel): the same product for many x rows (prefill), in the
+ * broadcast form of XNNPACK's f32 GEMM: for each block of 8 weight rows, the rows are widened once
+ * into `panel` (f32 [cols, 8], column k's 8 values together; rows past the end are zeros), then
+ * 4 x rows at a time run over it: per column k, the panel's two f32x4 of 8 outputs times x[n, k]
+ * splat, into 4 × 2 accumulators (no horizontal sums). Columns go 4 a step, then singly.
+ */
+function gemm(kind: WatKind): string {
+  const bpc = bytesPerCol(kind);
+  const micro = (X: number) => {
+    const L: string[] = [];
+    const accs = (i: number) => [`$c${i}_0`, `$c${i}_1`];
+    for (let i = 0; i < X; i++) for (const a of accs(i)) L.push(`(local.set ${a} (v128.const i32x4 0 0 0 0))`);
+    for (let i = 0; i < X; i++) L.push(`(local.set $xp${i} (i32.add (local.get $xr) (i32.mul (local.get $xs) (i32.const ${i}))))`);
+    L.push(`(local.set $pp (local.get $panel)) (local.set $k (i32.const 0))`);
+    const body = (unroll: number) => {
+      const B: string[] = [];
+      for (let u = 0; u < unroll; u++) {
+        B.push(`(local.set $p0 (v128.load offset=${32 * u} (local.get $pp)))`);
+        B.push(`(local.set $p1 (v128.load offset=${32 * u + 16} (local.get $pp)))`);
+        for (let i = 0; i < X; i++) {
+          B.push(`(local.set $xv (v128.load32_splat offset=${4 * u} (local.get $xp${i})))`);
+          const [a0, a1] = accs(i);
+          B.push(`(local.set ${a0} (f32x4.add (local.get ${a0}) (f32x4.mul (local.get $p0) (local.get $xv))))`);
+          B.push(`(local.set ${a1} (f32x4.add (local.get ${a1}) (f32x4.mul (local.get $p1) (local.get $xv))))`);
+        }
+      }
+      B.push(`(local.set $pp (i32.add (local.get $pp) (i32.const ${32 * unroll})))`);
+      for (let i = 0; i < X; i++) B.push(`(local.set $xp${i} (i32.add (local.get $xp${i}) (i32.const ${4 * unroll})))`);
+      B.push(`(local.set $k (i32.add (local.get $k) (i32.const ${unroll})))`);
+      return B.join('\n          ');
+    };
+    L.push(`(block $d4 (loop $l4
+          (br_if $d4 (i32.gt_u (i32.add (local.get $k) (i32.const 4)) (local.get $cols)))
+          ${body(4)}
+          (br $l4)))`);
+    L.push(`(block $d1 (loop $l1
+          (br_if $d1 (i32.ge_u (local.get $k) (local.get $cols)))
+          ${body(1)}
+          (br $l1)))`);
+    // store: the whole 8 outputs of each x row, or (last block) the lanes that exist
+    for (let i = 0; i < X; i++) {
+      const [a0, a1] = accs(i);
+      const o = `(i32.add (local.get $orow) (i32.mul (local.get $os) (i32.const ${i})))`;
+      L.push(`(if (i32.eq (local.get $nb) (i32.const 8))
+          (then (v128.store ${o} (local.get ${a0})) (v128.store offset=16 ${o} (local.get ${a1})))
+          (else
+            ${[0, 1, 2, 3].map((l) => `(if (i32.gt_u (local.get $nb) (i32.const ${l})) (then (f32.store offset=${4 * l} ${o} (f32x4.extract_lane ${l} (local.get ${a0})))))`).join('\n            ')}
+            ${[0, 1, 2, 3].map((l) => `(if (i32.gt_u (local.get $nb) (i32.const ${l + 4})) (then (f32.store offset=${4 * (l + 4)} ${o} (f32x4.extract_lane ${l} (local.get ${a1})))))`).join('\n            ')}))`);
+    }
+    return L.join('\n        ');
+  };
+  return `(func (export "gemm_${kind}") (param $w i32) (param $s i32) (param $x i32) (param $out i32)
+    (param $N i32) (param $rows i32) (param $cols i32) (param $panel i32)
+    (local $r i32) (local $j i32) (local $k i32) (local $n i32) (local $nb i32) (local $wp i32) (local $sp i32) (local $dst i32)
+    (local $xs i32) (local $os i32) (local $rb i32) (local $sb i32) (local $xr i32) (local $orow i32) (local $pp i32)
+    (local $xp0 i32) (local $xp1 i32) (local $xp2 i32) (local $xp3 i32) (local $p0 v128) (local $p1 v128) (local $xv v128)
+    (local $c0_0 v128) (local $c0_1 v128) (local $c1_0 v128) (local $c1_1 v128) (local $c2_0 v128) (local $c2_1 v128) (local $c3_0 v128) (local $c3_1 v128)
+    (local.set $xs (i32.shl (local.get $cols) (i32.const 2)))
+    (local.set $os (i32.shl (local.get $rows) (i32.const 2)))
+    (local.set $rb (i32.mul (local.get $cols) (i32.const ${bpc})))
+    (local.set $sb (i32.shl (i32.shr_u (i32.add (local.get $cols) (i32.const ${STEP - 1})) (i32.const 5)) (i32.const 2)))
+    (block $rdone (loop $rloop
+      (br_if $rdone (i32.ge_u (local.get $r) (local.get $rows)))
+      (local.set $nb (i32.sub (local.get $rows) (local.get $r)))
+      (if (i32.gt_u (local.get $nb) (i32.const 8)) (then (local.set $nb (i32.const 8))))
+      ;; the panel: f32 [cols, 8], lane j of column k = weight row r + j at k (0 past the last row)
+      (local.set $j (i32.const 0))
+      (block $dj (loop $lj
+        (br_if $dj (i32.ge_u (local.get $j) (i32.const 8)))
+        (local.set $dst (i32.add (local.get $panel) (i32.shl (local.get $j) (i32.const 2))))
+        (local.set $k (i32.const 0))
+        (if (i32.lt_u (local.get $j) (local.get $nb))
+          (then
+            (local.set $wp (i32.add (local.get $w) (i32.mul (i32.add (local.get $r) (local.get $j)) (local.get $rb))))
+            (local.set $sp (i32.add (local.get $s) (i32.mul (i32.add (local.get $r) (local.get $j)) (local.get $sb))))
+            (block $dk (loop $lk
+              (br_if $dk (i32.ge_u (local.get $k) (local.get $cols)))
+              (f32.store (local.get $dst) ${widenScalar(kind, '(local.get $wp)', '(f32.load (i32.add (local.get $sp) (i32.shl (i32.shr_u (local.get $k) (i32.const 5)) (i32.const 2))))')})
+              (local.set $wp (i32.add (local.get $wp) (i32.const ${bpc})))
+              (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
+              (local.set $k (i32.add (local.get $k) (i32.const 1)))
+              (br $lk))))
+          (else
+            (block $dz (loop $lz
+              (br_if $dz (i32.ge_u (local.get $k) (local.get $cols)))
+              (f32.store (local.get $dst) (f32.const 0))
+              (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
+              (local.set $k (i32.add (local.get $k) (i32.const 1)))
+              (br $lz)))))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $lj)))
+      ;; x rows 4 at a time, then singly
+      (local.set $n (i32.const 0))
+      (block $dn4 (loop $ln4
+        (br_if $dn4 (i32.gt_u (i32.add (local.get $n) (i32.const 4)) (local.get $N)))
+        (local.set $xr (i32.add (local.get $x) (i32.mul (local.get $n) (local.get $xs))))
+        (local.set $orow (i32.add (local.get $out) (i32.add (i32.mul (local.get $n) (local.get $os)) (i32.shl (local.get $r) (i32.const 2)))))
+        ${micro(4)}
+        (local.set $n (i32.add (local.get $n) (i32.const 4)))
+        (br $ln4)))
+      (block $dn1 (loop $ln1
+        (br_if $dn1 (i32.ge_u (local.get $n) (local.get $N)))
+        (local.set $xr (i32.add (local.get $x) (i32.mul (local.get $n) (local.get $xs))))
+        (local.set $orow (i32.add (local.get $out) (i32.add (i32.mul (local.get $n) (local.get $os)) (i32.shl (local.get $r) (i32.const 2)))))
+        ${micro(1)}
+        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (br $ln1)))
+      (local.set $r (i32.add (local.get $r) (i32.const 8)))
+      (br $rloop)))
+  )`;
+}
+
+const COMMON = `
   ;; f16 → f32 for one word (the same steps on a scalar)
   (func $f16 (param $h i32) (result f32)
     (local $f f32)
@@ -307,8 +478,9 @@ const COMMON = `
 export function packedWat(): string {
   const parts = [';; moi packed-weight kernels (generated by packed-wat.ts; see its header)', '(module', '  (import "env" "memory" (memory 0))', COMMON];
   for (const kind of PACKED_KINDS) {
-    for (const { X, A } of TILES) parts.push(tile(kind, X, A));
+    for (const t of TILES[kind]) parts.push(tile(kind, t));
     parts.push(matmul(kind));
+    parts.push(gemm(kind));
     parts.push(widenRow(kind));
   }
   parts.push(')');
