@@ -98,6 +98,18 @@ function blockScale(r: number): string {
 }
 
 /**
+ * WAT expression: 4 weights at byte address `addr` widened to an f32x4 (one 8-byte load for the
+ * 16-bit kinds, 4 bytes for q8: q exactly, times the block's d at `scaleAddr`: q·d rounded once).
+ */
+function widen4(kind: WatKind, addr: string, mask: string, scaleAddr: string): string {
+  const raw = kind === 'q8' ? `(v128.load32_zero ${addr})` : `(v128.load64_zero ${addr})`;
+  const top = `(i8x16.swizzle ${raw} ${mask})`;
+  if (kind === 'bf16') return top;
+  if (kind === 'f16') return widenVec('f16', raw, 0, null, mask);
+  return `(f32x4.mul (f32x4.convert_i32x4_s (i32x4.shr_s ${top} (i32.const 24))) (v128.load32_splat ${scaleAddr}))`;
+}
+
+/**
  * The main loop of a narrow tile: 4 columns a step, one 8-byte (16-bit kinds) or 4-byte (q8) load
  * per weight row widened to one f32x4 (q8: q exact, times its block's d: q·d rounded once, as
  * dequantizeQ8), multiplied with each x row's 4 values, one accumulator per (row, x row).
@@ -107,14 +119,7 @@ function narrowLoop(kind: WatKind, X: number, R: number): string[] {
   const L: string[] = [];
   L.push(`  (block $done (loop $step`);
   L.push(`    (br_if $done (i32.ge_u (local.get $c) (local.get $end)))`);
-  for (let r = 0; r < R; r++) {
-    const raw = kind === 'q8' ? `(v128.load32_zero (local.get $wp${r}))` : `(v128.load64_zero (local.get $wp${r}))`;
-    const top = `(i8x16.swizzle ${raw} (local.get $m0))`;
-    const f = kind === 'bf16' ? top
-      : kind === 'f16' ? widenVec('f16', raw, 0, null, '(local.get $m0)')
-        : `(f32x4.mul (f32x4.convert_i32x4_s (i32x4.shr_s ${top} (i32.const 24))) (v128.load32_splat ${blockScale(r)}))`;
-    L.push(`    (local.set $f${r} ${f})`);
-  }
+  for (let r = 0; r < R; r++) L.push(`    (local.set $f${r} ${widen4(kind, `(local.get $wp${r})`, '(local.get $m0)', blockScale(r))})`);
   for (let i = 0; i < X; i++) {
     L.push(`    (local.set $xv (v128.load (local.get $xp${i})))`);
     for (let r = 0; r < R; r++) {
@@ -309,7 +314,7 @@ function widenRow(kind: WatKind): string {
 /**
  * gemm_K(w, s, x, out, N, rows, cols, panel): the same product for many x rows (prefill), in the
  * broadcast form of XNNPACK's f32 GEMM: for each block of 8 weight rows, the rows are widened once
- * into `panel` (f32 [cols, 8], column k's 8 values together; rows past the end are zeros), then
+ * into `panel` (f32 [cols, 8], column k's 8 values together), then
  * 4 x rows at a time run over it: per column k, the panel's two f32x4 of 8 outputs times x[n, k]
  * splat, into 4 × 2 accumulators (no horizontal sums). Columns go 4 a step, then singly.
  */
@@ -360,9 +365,13 @@ function gemm(kind: WatKind): string {
   };
   return `(func (export "gemm_${kind}") (param $w i32) (param $s i32) (param $x i32) (param $out i32)
     (param $N i32) (param $rows i32) (param $cols i32) (param $panel i32)
-    (local $r i32) (local $j i32) (local $k i32) (local $n i32) (local $nb i32) (local $wp i32) (local $sp i32) (local $dst i32)
+    (local $r i32) (local $k i32) (local $n i32) (local $nb i32) (local $dst i32)
     (local $xs i32) (local $os i32) (local $rb i32) (local $sb i32) (local $xr i32) (local $orow i32) (local $pp i32)
     (local $xp0 i32) (local $xp1 i32) (local $xp2 i32) (local $xp3 i32) (local $p0 v128) (local $p1 v128) (local $xv v128)
+    (local $k4 i32) (local $v0 v128) (local $v1 v128) (local $v2 v128) (local $v3 v128) (local $v4 v128) (local $v5 v128) (local $v6 v128) (local $v7 v128)
+    (local $e0 v128) (local $e1 v128) (local $e2 v128) (local $e3 v128) (local $h v128)
+    (local $q0 i32) (local $q1 i32) (local $q2 i32) (local $q3 i32) (local $q4 i32) (local $q5 i32) (local $q6 i32) (local $q7 i32)
+    (local $u0 i32) (local $u1 i32) (local $u2 i32) (local $u3 i32) (local $u4 i32) (local $u5 i32) (local $u6 i32) (local $u7 i32)
     (local $c0_0 v128) (local $c0_1 v128) (local $c1_0 v128) (local $c1_1 v128) (local $c2_0 v128) (local $c2_1 v128) (local $c3_0 v128) (local $c3_1 v128)
     (local.set $xs (i32.shl (local.get $cols) (i32.const 2)))
     (local.set $os (i32.shl (local.get $rows) (i32.const 2)))
@@ -372,32 +381,37 @@ function gemm(kind: WatKind): string {
       (br_if $rdone (i32.ge_u (local.get $r) (local.get $rows)))
       (local.set $nb (i32.sub (local.get $rows) (local.get $r)))
       (if (i32.gt_u (local.get $nb) (i32.const 8)) (then (local.set $nb (i32.const 8))))
-      ;; the panel: f32 [cols, 8], lane j of column k = weight row r + j at k (0 past the last row)
-      (local.set $j (i32.const 0))
-      (block $dj (loop $lj
-        (br_if $dj (i32.ge_u (local.get $j) (i32.const 8)))
-        (local.set $dst (i32.add (local.get $panel) (i32.shl (local.get $j) (i32.const 2))))
-        (local.set $k (i32.const 0))
-        (if (i32.lt_u (local.get $j) (local.get $nb))
-          (then
-            (local.set $wp (i32.add (local.get $w) (i32.mul (i32.add (local.get $r) (local.get $j)) (local.get $rb))))
-            (local.set $sp (i32.add (local.get $s) (i32.mul (i32.add (local.get $r) (local.get $j)) (local.get $sb))))
-            (block $dk (loop $lk
-              (br_if $dk (i32.ge_u (local.get $k) (local.get $cols)))
-              (f32.store (local.get $dst) ${widenScalar(kind, '(local.get $wp)', '(f32.load (i32.add (local.get $sp) (i32.shl (i32.shr_u (local.get $k) (i32.const 5)) (i32.const 2))))')})
-              (local.set $wp (i32.add (local.get $wp) (i32.const ${bpc})))
-              (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
-              (local.set $k (i32.add (local.get $k) (i32.const 1)))
-              (br $lk))))
-          (else
-            (block $dz (loop $lz
-              (br_if $dz (i32.ge_u (local.get $k) (local.get $cols)))
-              (f32.store (local.get $dst) (f32.const 0))
-              (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
-              (local.set $k (i32.add (local.get $k) (i32.const 1)))
-              (br $lz)))))
-        (local.set $j (i32.add (local.get $j) (i32.const 1)))
-        (br $lj)))
+      ;; the panel: f32 [cols, 8], lane j of column k = weight row r + j at k. Rows past the last
+      ;; repeat it (their lanes are never stored). 4 columns a step: each row's 4 values widened,
+      ;; then two 4×4 transposes; the last cols mod 4 columns one value at a time.
+      ${[0, 1, 2, 3, 4, 5, 6, 7].map((j) => `(local.set $q${j} (i32.add (local.get $r) (select (i32.const ${j}) (i32.sub (local.get $nb) (i32.const 1)) (i32.lt_u (i32.const ${j}) (local.get $nb)))))
+      (local.set $u${j} (i32.add (local.get $s) (i32.mul (local.get $q${j}) (local.get $sb))))
+      (local.set $q${j} (i32.add (local.get $w) (i32.mul (local.get $q${j}) (local.get $rb))))`).join('\n      ')}
+      (local.set $k (i32.const 0))
+      (local.set $dst (local.get $panel))
+      (local.set $k4 (i32.and (local.get $cols) (i32.const -4)))
+      (block $dk4 (loop $lk4
+        (br_if $dk4 (i32.ge_u (local.get $k) (local.get $k4)))
+        ${[0, 1, 2, 3, 4, 5, 6, 7].map((j) => `(local.set $v${j} ${widen4(kind, `(local.get $q${j})`, swizzleMask(kind, 0), `(i32.add (local.get $u${j}) (i32.shl (i32.shr_u (local.get $k) (i32.const 5)) (i32.const 2)))`)})`).join('\n        ')}
+        ${[0, 4].map((b) => `(local.set $e0 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $v${b}) (local.get $v${b + 1})))
+        (local.set $e1 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $v${b}) (local.get $v${b + 1})))
+        (local.set $e2 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $v${b + 2}) (local.get $v${b + 3})))
+        (local.set $e3 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $v${b + 2}) (local.get $v${b + 3})))
+        (v128.store offset=${b * 4} (local.get $dst) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $e0) (local.get $e2)))
+        (v128.store offset=${b * 4 + 32} (local.get $dst) (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $e0) (local.get $e2)))
+        (v128.store offset=${b * 4 + 64} (local.get $dst) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $e1) (local.get $e3)))
+        (v128.store offset=${b * 4 + 96} (local.get $dst) (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $e1) (local.get $e3)))`).join('\n        ')}
+        ${[0, 1, 2, 3, 4, 5, 6, 7].map((j) => `(local.set $q${j} (i32.add (local.get $q${j}) (i32.const ${4 * bpc})))`).join(' ')}
+        (local.set $dst (i32.add (local.get $dst) (i32.const 128)))
+        (local.set $k (i32.add (local.get $k) (i32.const 4)))
+        (br $lk4)))
+      (block $dk1 (loop $lk1
+        (br_if $dk1 (i32.ge_u (local.get $k) (local.get $cols)))
+        ${[0, 1, 2, 3, 4, 5, 6, 7].map((j) => `(f32.store offset=${4 * j} (local.get $dst) ${widenScalar(kind, `(local.get $q${j})`, `(f32.load (i32.add (local.get $u${j}) (i32.shl (i32.shr_u (local.get $k) (i32.const 5)) (i32.const 2))))`)})
+        (local.set $q${j} (i32.add (local.get $q${j}) (i32.const ${bpc})))`).join('\n        ')}
+        (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
+        (local.set $k (i32.add (local.get $k) (i32.const 1)))
+        (br $lk1)))
       ;; x rows 4 at a time, then singly
       (local.set $n (i32.const 0))
       (block $dn4 (loop $ln4

@@ -219,10 +219,10 @@ interface KernelArgs { inputs: any; backend: any; attrs?: any }
 /**
  * From this many x rows on, packedMatMul runs gemm_K (weights widened per block of 8 rows into an
  * f32 panel, then a broadcast-form micro-kernel) instead of matmul_K (dot products, every weight
- * widened in registers per tile of x rows). Measured crossover: matmul_K is faster at N = 8,
- * gemm_K at N = 16 (1536→576, q8: 8.4 vs 6.9 and 8.3 vs 9.2 GMAC/s).
+ * widened in registers per tile of x rows). Measured (1536→576, CPU time, GMAC/s matmul vs gemm):
+ * bf16 N = 2: 8.7 vs 7.3; N = 4: 8.7 vs 10.2; N = 8: 7.9 vs 10.9; N = 16: 8.7 vs 12.5.
  */
-export const GEMM_MIN_ROWS = 12;
+export const GEMM_MIN_ROWS = 4;
 
 /** PACKED_MATMUL: matmul_K (few x rows) or gemm_K (many), then the outScale/bias epilogue if given. */
 export function packedMatMulKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
