@@ -32,6 +32,9 @@ export interface KernelExports {
   gemm_bf16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, panel: number): void;
   gemm_f16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, panel: number): void;
   gemm_q8(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, panel: number): void;
+  matmul_t_bf16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, scratch: number): void;
+  matmul_t_f16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, scratch: number): void;
+  matmul_t_q8(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, scratch: number): void;
   widen_bf16(w: number, s: number, dst: number, cols: number): void;
   widen_f16(w: number, s: number, dst: number, cols: number): void;
   widen_q8(w: number, s: number, dst: number, cols: number): void;

@@ -14,8 +14,10 @@
  *   rows at a time widened into an f32 panel, then a broadcast-form 4×8 micro-kernel (see gemm()).
  * - `epilogue(out, N, rows, outScale, bias)`: out[n, j] = out[n, j] · outScale[j] + bias[j]
  *   (either pointer 0 = none), in the composite's order.
- * - `widen_K(w, s, dst, cols)`: one row to f32 (packedRows; packedMatMulT's row scratch).
- * - `axpy(y, a, src, cols)`: y += a · src (packedMatMulT).
+ * - `matmul_t_K(w, s, x, out, N, rows, cols, scratch)`: out [N, cols] = x [N, rows] · W
+ *   (packedMatMulT), rows with all-zero x skipped, the others widened once and added (axpy).
+ * - `widen_K(w, s, dst, cols)`: one row to f32 (packedRows).
+ * - `axpy(y, a, src, cols)`: y += a · src.
  *
  * Arithmetic: f32 multiply then add (no fused multiply-add), as the composite's f32 matmul, up to
  * summation order; the q8 decode tiles sum q·x over a block and multiply by d once per block
@@ -287,7 +289,7 @@ function widenRow(kind: WatKind): string {
       body.push(`(v128.store offset=${16 * (j * parts + p)} (local.get $dst) ${widenVec(kind, '(local.get $raw)', p, '(local.get $ds)')})`);
     }
   }
-  return `(func (export "widen_${kind}") (param $w i32) (param $s i32) (param $dst i32) (param $cols i32)
+  return `(func $widen_${kind} (export "widen_${kind}") (param $w i32) (param $s i32) (param $dst i32) (param $cols i32)
     (local $c i32) (local $end i32) (local $raw v128) (local $ds v128) (local $d f32) (local $h v128)
     (local.set $end (i32.and (local.get $cols) (i32.const ${-STEP})))
     (block $done (loop $step
@@ -433,6 +435,51 @@ function gemm(kind: WatKind): string {
   )`;
 }
 
+/**
+ * matmul_t_K(w, s, x, out, N, rows, cols, scratch): out [N, cols] = x [N, rows] · W, as a sum of
+ * rows. out starts at zero; a row whose N x values are all 0 is skipped (MoI's sparse weights);
+ * otherwise it is widened once into `scratch` (f32 [cols]) and added, times x[n, r], into each
+ * out row n with x[n, r] ≠ 0.
+ */
+function matmulT(kind: WatKind): string {
+  const bpc = bytesPerCol(kind);
+  const xAt = '(f32.load (i32.add (local.get $x) (i32.add (i32.mul (local.get $n) (local.get $rs)) (i32.shl (local.get $r) (i32.const 2)))))';
+  return `(func (export "matmul_t_${kind}") (param $w i32) (param $s i32) (param $x i32) (param $out i32)
+    (param $N i32) (param $rows i32) (param $cols i32) (param $scratch i32)
+    (local $r i32) (local $n i32) (local $i i32) (local $any i32) (local $a f32) (local $rs i32) (local $os i32) (local $sb i32)
+    (local.set $rs (i32.shl (local.get $rows) (i32.const 2)))
+    (local.set $os (i32.shl (local.get $cols) (i32.const 2)))
+    (local.set $sb (i32.shl (i32.shr_u (i32.add (local.get $cols) (i32.const ${STEP - 1})) (i32.const 5)) (i32.const 2)))
+    (block $dz (loop $lz
+      (br_if $dz (i32.ge_u (local.get $i) (i32.mul (local.get $N) (local.get $cols))))
+      (f32.store (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 2))) (f32.const 0))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $lz)))
+    (block $dr (loop $lr
+      (br_if $dr (i32.ge_u (local.get $r) (local.get $rows)))
+      (local.set $any (i32.const 0))
+      (local.set $n (i32.const 0))
+      (block $ds (loop $ls
+        (br_if $ds (i32.ge_u (local.get $n) (local.get $N)))
+        (if (f32.ne ${xAt} (f32.const 0)) (then (local.set $any (i32.const 1))))
+        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (br $ls)))
+      (if (local.get $any) (then
+        (call $widen_${kind} (i32.add (local.get $w) (i32.mul (local.get $r) (i32.mul (local.get $cols) (i32.const ${bpc}))))
+          (i32.add (local.get $s) (i32.mul (local.get $r) (local.get $sb))) (local.get $scratch) (local.get $cols))
+        (local.set $n (i32.const 0))
+        (block $dn (loop $ln
+          (br_if $dn (i32.ge_u (local.get $n) (local.get $N)))
+          (local.set $a ${xAt})
+          (if (f32.ne (local.get $a) (f32.const 0)) (then
+            (call $axpy (i32.add (local.get $out) (i32.mul (local.get $n) (local.get $os))) (local.get $a) (local.get $scratch) (local.get $cols))))
+          (local.set $n (i32.add (local.get $n) (i32.const 1)))
+          (br $ln)))))
+      (local.set $r (i32.add (local.get $r) (i32.const 1)))
+      (br $lr)))
+  )`;
+}
+
 const COMMON = `
   ;; f16 → f32 for one word (the same steps on a scalar)
   (func $f16 (param $h i32) (result f32)
@@ -467,7 +514,7 @@ const COMMON = `
   )
 
   ;; y[0, cols) += a · src[0, cols)
-  (func (export "axpy") (param $y i32) (param $a f32) (param $src i32) (param $cols i32)
+  (func $axpy (export "axpy") (param $y i32) (param $a f32) (param $src i32) (param $cols i32)
     (local $c i32) (local $end i32) (local $va v128)
     (local.set $va (f32x4.splat (local.get $a)))
     (local.set $end (i32.and (local.get $cols) (i32.const -4)))
@@ -495,6 +542,7 @@ export function packedWat(): string {
     for (const t of TILES[kind]) parts.push(tile(kind, t));
     parts.push(matmul(kind));
     parts.push(gemm(kind));
+    parts.push(matmulT(kind));
     parts.push(widenRow(kind));
   }
   parts.push(')');

@@ -261,11 +261,7 @@ function widenRow(k: KernelExports, kind: PackedKind, w: number, s: number, row:
   else k.widen_q8(w + row * cols, s + row * nb * 4, dst, cols);
 }
 
-/**
- * PACKED_MATMUL_T: y = x · W as a sum of rows. A row whose x values are all 0 is skipped (MoI's
- * sparse weights); otherwise it is widened once into an f32 scratch row and added, times x[n, r],
- * into each y row n with a nonzero x[n, r].
- */
+/** PACKED_MATMUL_T: matmul_t_K (rows with all-zero x skipped; the rest widened once, added). */
 export function packedMatMulTKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const k = kernels(PACKED_MATMUL_T);
   const { kind, rows, cols } = attrs as PackedAttrs;
@@ -275,21 +271,10 @@ export function packedMatMulTKernel({ inputs, backend, attrs }: KernelArgs): tf.
   const scratch = backend.makeOutput([cols], 'float32');
   try {
     const [w, s] = weightOffsets(backend, inputs);
-    const oo = heapOffset(backend, out.dataId);
-    const so = heapOffset(backend, scratch.dataId);
-    const heap = (backend.wasm.asm.memory as WebAssembly.Memory).buffer; // after the allocations: no growth below
-    const xv = new Float32Array(heap, heapOffset(backend, x.dataId), N * rows);
-    new Float32Array(heap, oo, N * cols).fill(0);
-    for (let r = 0; r < rows; r++) {
-      let any = false;
-      for (let n = 0; n < N && !any; n++) any = xv[n * rows + r] !== 0;
-      if (!any) continue;
-      widenRow(k, kind, w, s, r, cols, so);
-      for (let n = 0; n < N; n++) {
-        const a = xv[n * rows + r];
-        if (a !== 0) k.axpy(oo + n * cols * 4, a, so, cols);
-      }
-    }
+    const args = [w, s, heapOffset(backend, x.dataId), heapOffset(backend, out.dataId), N, rows, cols, heapOffset(backend, scratch.dataId)] as const;
+    if (kind === 'bf16') k.matmul_t_bf16(...args);
+    else if (kind === 'f16') k.matmul_t_f16(...args);
+    else k.matmul_t_q8(...args);
   } finally {
     backend.disposeData(scratch.dataId);
   }
