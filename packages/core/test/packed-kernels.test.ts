@@ -110,7 +110,7 @@ describe('packed kernels: the generated module', function () {
     const mod = new WebAssembly.Module(fresh as BufferSource);
     assert.deepEqual(WebAssembly.Module.imports(mod).map((i) => `${i.module}.${i.name}:${i.kind}`), ['env.memory:memory']);
     assert.deepEqual(WebAssembly.Module.exports(mod).map((e) => e.name).sort(),
-      ['axpy', 'epilogue', 'gemm_bf16', 'gemm_f16', 'gemm_q8', 'matmul_bf16', 'matmul_f16', 'matmul_q8', 'matmul_t_bf16', 'matmul_t_f16', 'matmul_t_q8',
+      ['axpy', 'deinterleave', 'epilogue', 'gemm_bf16', 'gemm_f16', 'gemm_q8', 'matmul_bf16', 'matmul_f16', 'matmul_q8', 'matmul_t_bf16', 'matmul_t_f16', 'matmul_t_q8',
         'widen_bf16', 'widen_f16', 'widen_q8']);
     assert.deepEqual(Buffer.from(await packedBinary()), Buffer.from(fresh));
     assert.deepEqual(readFileSync(kernelsCachePath(packedSource(), 'moi-packed')), Buffer.from(fresh), 'the disk cache equals a rebuild');

@@ -10,6 +10,7 @@
  *   packed (s: q8 scales [rows, ceil(cols/32)], else unused), for few x rows (decode). Passes over
  *   2 weight rows; each pass is read from memory once and dotted with every x row, in tiles of 4,
  *   2 or 1 x rows (see TILES); each weight vector is widened in registers once per tile.
+ *   For bf16/f16, x comes de-interleaved by `deinterleave(x, dst, N, cols)` (see wideVec).
  * - `gemm_K(w, s, x, out, N, rows, cols, panel)`: the same for many x rows (prefill): 8 weight
  *   rows at a time widened into an f32 panel, then a broadcast-form 4×8 micro-kernel (see gemm()).
  * - `epilogue(out, N, rows, outScale, bias)`: out[n, j] = out[n, j] · outScale[j] + bias[j]
@@ -46,8 +47,9 @@ interface Tile { X: number; R: number; A: number; narrow?: boolean }
 /** Weight rows per pass of matmul_K (each tile's R divides it). */
 const PASS = 2;
 const TILES: Record<WatKind, readonly Tile[]> = {
-  bf16: [{ X: 4, R: 2, A: 1, narrow: true }, { X: 2, R: 2, A: 1, narrow: true }, { X: 1, R: 1, A: 2 }],
-  f16: [{ X: 4, R: 2, A: 1, narrow: true }, { X: 2, R: 2, A: 1, narrow: true }, { X: 1, R: 1, A: 2 }],
+  // x de-interleaved (see wideVec); matmul_K runs for N < 4 only (packed.ts: GEMM_MIN_ROWS)
+  bf16: [{ X: 1, R: 1, A: 2 }],
+  f16: [{ X: 1, R: 1, A: 2 }],
   q8: [{ X: 4, R: 2, A: 1, narrow: true }, { X: 2, R: 2, A: 1, narrow: true }, { X: 1, R: 2, A: 2 }],
 };
 
@@ -74,11 +76,29 @@ function widenVec(kind: WatKind, raw: string, part: number, ds: string | null, m
   const top = `(i8x16.swizzle ${raw} ${mask})`;
   if (kind === 'bf16') return top;
   if (kind === 'q8') return ds ? `(f32x4.mul (f32x4.convert_i32x4_s ${top}) ${ds})` : `(f32x4.convert_i32x4_s ${top})`;
+  return f16FromTop(top);
+}
+
+/** WAT expression: f16 → f32 for 4 words held in the top halves of the lanes of `top`. */
+function f16FromTop(top: string): string {
   return `(v128.or (local.tee $h (f32x4.mul
       (v128.and (i32x4.shr_s ${top} (i32.const 3)) (v128.const i32x4 0x8fffe000 0x8fffe000 0x8fffe000 0x8fffe000))
       (v128.const f32x4 0x1p112 0x1p112 0x1p112 0x1p112)))
     (v128.and (f32x4.ge (f32x4.abs (local.get $h)) (v128.const f32x4 65536 65536 65536 65536))
       (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000)))`;
+}
+
+/**
+ * WAT expression: vector `part` of a wide tile's 16-byte load `raw`. q8: as widenVec (masks in
+ * locals $m0..$m3). 16-bit kinds: the words in even columns are `raw << 16` and those in odd
+ * columns `raw & 0xffff0000` ($m1), each one instruction that any of several ports runs (a
+ * swizzle competes with the multiplies for one), so x comes de-interleaved (see deinterleave):
+ * part 0 of load j is columns 8j + 0, 2, 4, 6, part 1 columns 8j + 1, 3, 5, 7.
+ */
+function wideVec(kind: WatKind, raw: string, part: number): string {
+  if (kind === 'q8') return widenVec(kind, raw, part, null, `(local.get $m${part})`);
+  const top = part % 2 === 0 ? `(i32x4.shl ${raw} (i32.const 16))` : `(v128.and ${raw} (local.get $m1))`;
+  return kind === 'bf16' ? top : f16FromTop(top);
 }
 
 /** WAT expression: the f32 of the weight at byte address `addr` (q8: times the scalar `d`). */
@@ -169,7 +189,10 @@ function tile(kind: WatKind, { X, R, A, narrow }: Tile): string {
   L.push(`  (local.set $end (i32.and (local.get $cols) (i32.const ${narrow ? -4 : -STEP})))`);
   // the swizzle masks, xor a splat of the caller's 0: not constants to TurboFan, so they stay in
   // registers instead of being rebuilt in every step
-  for (let p = 0; p < parts; p++) L.push(`  (local.set $m${p} (v128.xor ${swizzleMask(kind, p)} (i8x16.splat (local.get $zero))))`);
+  for (let p = 0; p < parts; p++) {
+    const mask = kind === 'q8' || narrow ? swizzleMask(kind, p) : '(v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)';
+    L.push(`  (local.set $m${p} (v128.xor ${mask} (i8x16.splat (local.get $zero))))`);
+  }
   if (narrow) L.push(...narrowLoop(kind, X, R));
   else {
     // main loop: 32 columns a step
@@ -182,7 +205,7 @@ function tile(kind: WatKind, { X, R, A, narrow }: Tile): string {
       for (let r = 0; r < R; r++) L.push(`    (local.set $raw${r} (v128.load offset=${16 * j} (local.get $wp${r})))`);
       for (let p = 0; p < parts; p++) {
         const v = j * parts + p;
-        for (let r = 0; r < R; r++) L.push(`    (local.set $f${r} ${widenVec(kind, `(local.get $raw${r})`, p, null, `(local.get $m${p})`)})`);
+        for (let r = 0; r < R; r++) L.push(`    (local.set $f${r} ${wideVec(kind, `(local.get $raw${r})`, p)})`);
         for (let i = 0; i < X; i++) {
           L.push(`    (local.set $xv (v128.load offset=${16 * v} (local.get $xp${i})))`);
           for (let r = 0; r < R; r++) {
@@ -509,6 +532,36 @@ const COMMON = `
         (local.set $p (i32.add (local.get $p) (i32.const 4)))
         (local.set $j (i32.add (local.get $j) (i32.const 1)))
         (br $lj)))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      (br $ln)))
+  )
+
+;; x [N, cols] → dst for the 16-bit kinds' wide tiles: within each whole 32-column block, each
+  ;; group of 8 columns c..c+7 becomes c, c+2, c+4, c+6, c+1, c+3, c+5, c+7; the last cols mod 32
+  ;; columns stay in order (the scalar tail reads them)
+  (func (export "deinterleave") (param $x i32) (param $dst i32) (param $N i32) (param $cols i32)
+    (local $n i32) (local $c i32) (local $end i32) (local $a v128) (local $b v128)
+    (local.set $end (i32.and (local.get $cols) (i32.const -32)))
+    (block $dn (loop $ln
+      (br_if $dn (i32.ge_u (local.get $n) (local.get $N)))
+      (local.set $c (i32.const 0))
+      (block $d8 (loop $l8
+        (br_if $d8 (i32.ge_u (local.get $c) (local.get $end)))
+        (local.set $a (v128.load (local.get $x)))
+        (local.set $b (v128.load offset=16 (local.get $x)))
+        (v128.store (local.get $dst) (i8x16.shuffle 0 1 2 3 8 9 10 11 16 17 18 19 24 25 26 27 (local.get $a) (local.get $b)))
+        (v128.store offset=16 (local.get $dst) (i8x16.shuffle 4 5 6 7 12 13 14 15 20 21 22 23 28 29 30 31 (local.get $a) (local.get $b)))
+        (local.set $x (i32.add (local.get $x) (i32.const 32)))
+        (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
+        (local.set $c (i32.add (local.get $c) (i32.const 8)))
+        (br $l8)))
+      (block $d1 (loop $l1
+        (br_if $d1 (i32.ge_u (local.get $c) (local.get $cols)))
+        (f32.store (local.get $dst) (f32.load (local.get $x)))
+        (local.set $x (i32.add (local.get $x) (i32.const 4)))
+        (local.set $dst (i32.add (local.get $dst) (i32.const 4)))
+        (local.set $c (i32.add (local.get $c) (i32.const 1)))
+        (br $l1)))
       (local.set $n (i32.add (local.get $n) (i32.const 1)))
       (br $ln)))
   )

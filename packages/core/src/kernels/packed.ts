@@ -232,11 +232,18 @@ export function packedMatMulKernel({ inputs, backend, attrs }: KernelArgs): tf.T
   const N = x.shape[0];
   const out = backend.makeOutput([N, rows], 'float32');
   const panel = N >= GEMM_MIN_ROWS ? backend.makeOutput([cols * 8], 'float32') : null;
+  // matmul_bf16 / matmul_f16 read x de-interleaved (see packed-wat.ts, wideVec)
+  const xd = !panel && kind !== 'q8' ? backend.makeOutput([N, cols], 'float32') : null;
   try {
     // offsets are read after the allocations (which may grow the heap)
     const [w, s] = weightOffsets(backend, inputs);
-    const xo = heapOffset(backend, x.dataId);
+    let xo = heapOffset(backend, x.dataId);
     const oo = heapOffset(backend, out.dataId);
+    if (xd) {
+      const xdo = heapOffset(backend, xd.dataId);
+      k.deinterleave(xo, xdo, N, cols);
+      xo = xdo;
+    }
     if (panel) {
       const po = heapOffset(backend, panel.dataId);
       if (kind === 'bf16') k.gemm_bf16(w, s, xo, oo, N, rows, cols, po);
@@ -250,6 +257,7 @@ export function packedMatMulKernel({ inputs, backend, attrs }: KernelArgs): tf.T
     }
   } finally {
     if (panel) backend.disposeData(panel.dataId);
+    if (xd) backend.disposeData(xd.dataId);
   }
   return out;
 }
