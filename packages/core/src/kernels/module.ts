@@ -38,7 +38,7 @@ export interface KernelExports {
   widen_bf16(w: number, s: number, dst: number, cols: number): void;
   widen_f16(w: number, s: number, dst: number, cols: number): void;
   widen_q8(w: number, s: number, dst: number, cols: number): void;
-  deinterleave(x: number, dst: number, N: number, cols: number): void;
+  deinterleave(x: number, dst: number, N: number, cols: number, four: number): void;
   epilogue(out: number, N: number, rows: number, outScale: number, bias: number): void;
   axpy(y: number, a: number, src: number, cols: number): void;
 }

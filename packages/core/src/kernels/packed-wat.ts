@@ -23,7 +23,8 @@
  * Arithmetic: f32 multiply then add (no fused multiply-add), as the composite's f32 matmul, up to
  * summation order; the q8 decode tiles sum q·x over a block and multiply by d once per block
  * (a reassociation of Σ (q·d)·x). Widening is exact (equal to dtype.ts / dequantizeQ8 bit for bit):
- * - bf16: a byte swizzle puts each 16-bit word in the top half of a 32-bit lane: the f32 bits.
+ * - bf16: each 16-bit word in the top half of a 32-bit lane (a byte swizzle, or shl/and on
+ *   de-interleaved x in the decode tiles) is the f32 bits.
  * - f16: the word in the top half, arithmetic shift right by 3 and mask (sign kept at bit 31,
  *   exponent and mantissa moved to f32's places) gives h's bits with f32's field positions but
  *   f16's exponent bias; times 2^112 rebiases normals and normalizes subnormals exactly. Words
@@ -31,26 +32,27 @@
  *   finite 65504) get all exponent bits set: inf, or NaN with its payload.
  * - q8: a byte swizzle puts each int8 in the top byte of a lane; converted, that is q·2^24, and
  *   times the block's d·2^-24 gives q·d rounded once to f32, as dequantizeQ8 computes it (d·2^-24
- *   is exact unless d < 2^-102, far below any weight block's scale); the narrow tiles shift the
- *   byte down first (q exactly) and multiply by d.
+ *   is exact unless d < 2^-102, far below any weight block's scale); the decode tiles move the
+ *   byte up with shifts and masks instead (see wideVec) and scale each block's sum; the GEMM panel
+ *   shifts the byte down (q exactly) and multiplies by d.
  */
 
 export type WatKind = 'bf16' | 'f16' | 'q8';
 export const PACKED_KINDS: readonly WatKind[] = ['bf16', 'f16', 'q8'];
 
 /**
- * A tile: X x rows × R weight rows, A accumulators per (weight row, x row). `narrow` tiles step 4
- * columns at a time (one f32x4 per weight row per step): with several x rows, a wide step's many
- * loads are all scheduled first by TurboFan and spill; a narrow step keeps everything in registers.
+ * A tile: X x rows × R weight rows, A accumulators per (weight row, x row), 32 columns a step.
+ * Measured: more rows or x rows per tile make TurboFan schedule all of a step's loads first and
+ * spill; many x rows go to gemm_K instead.
  */
-interface Tile { X: number; R: number; A: number; narrow?: boolean }
+interface Tile { X: number; R: number; A: number }
 /** Weight rows per pass of matmul_K (each tile's R divides it). */
 const PASS = 2;
 const TILES: Record<WatKind, readonly Tile[]> = {
   // x de-interleaved (see wideVec); matmul_K runs for N < 4 only (packed.ts: GEMM_MIN_ROWS)
   bf16: [{ X: 1, R: 1, A: 2 }],
   f16: [{ X: 1, R: 1, A: 2 }],
-  q8: [{ X: 4, R: 2, A: 1, narrow: true }, { X: 2, R: 2, A: 1, narrow: true }, { X: 1, R: 2, A: 2 }],
+  q8: [{ X: 1, R: 2, A: 2 }],
 };
 
 /** Columns per step of the main loop: one q8 block, 8 f32x4 vectors per weight row. */
@@ -89,15 +91,22 @@ function f16FromTop(top: string): string {
 }
 
 /**
- * WAT expression: vector `part` of a wide tile's 16-byte load `raw`. q8: as widenVec (masks in
- * locals $m0..$m3). 16-bit kinds: the words in even columns are `raw << 16` and those in odd
- * columns `raw & 0xffff0000` ($m1), each one instruction that any of several ports runs (a
- * swizzle competes with the multiplies for one), so x comes de-interleaved (see deinterleave):
- * part 0 of load j is columns 8j + 0, 2, 4, 6, part 1 columns 8j + 1, 3, 5, 7.
+ * WAT expression: vector `part` of a wide tile's 16-byte load `raw`, by shifts and masks (each one
+ * instruction that any of several ports runs; a swizzle competes with the multiplies for one), so
+ * x comes de-interleaved (see deinterleave). 16-bit kinds: the words in even columns are
+ * `raw << 16`, those in odd columns `raw & 0xffff0000` ($m0): part 0 of load j is columns
+ * 8j + 0, 2, 4, 6, part 1 columns 8j + 1, 3, 5, 7. q8: byte p of each lane moved to the top
+ * (`raw << 8·(3 − p)`, masked to the top byte with $m0), converted: q·2^24; part p of load j is
+ * columns 16j + p, 4 + p, 8 + p, 12 + p.
  */
 function wideVec(kind: WatKind, raw: string, part: number): string {
-  if (kind === 'q8') return widenVec(kind, raw, part, null, `(local.get $m${part})`);
-  const top = part % 2 === 0 ? `(i32x4.shl ${raw} (i32.const 16))` : `(v128.and ${raw} (local.get $m1))`;
+  if (kind === 'q8') {
+    const t = part === 0 ? `(i32x4.shl ${raw} (i32.const 24))`
+      : part === 3 ? `(v128.and ${raw} (local.get $m0))`
+        : `(v128.and (i32x4.shl ${raw} (i32.const ${8 * (3 - part)})) (local.get $m0))`;
+    return `(f32x4.convert_i32x4_s ${t})`;
+  }
+  const top = part % 2 === 0 ? `(i32x4.shl ${raw} (i32.const 16))` : `(v128.and ${raw} (local.get $m0))`;
   return kind === 'bf16' ? top : f16FromTop(top);
 }
 
@@ -132,43 +141,18 @@ function widen4(kind: WatKind, addr: string, mask: string, scaleAddr: string): s
 }
 
 /**
- * The main loop of a narrow tile: 4 columns a step, one 8-byte (16-bit kinds) or 4-byte (q8) load
- * per weight row widened to one f32x4 (q8: q exact, times its block's d: q·d rounded once, as
- * dequantizeQ8), multiplied with each x row's 4 values, one accumulator per (row, x row).
- */
-function narrowLoop(kind: WatKind, X: number, R: number): string[] {
-  const bpc = bytesPerCol(kind);
-  const L: string[] = [];
-  L.push(`  (block $done (loop $step`);
-  L.push(`    (br_if $done (i32.ge_u (local.get $c) (local.get $end)))`);
-  for (let r = 0; r < R; r++) L.push(`    (local.set $f${r} ${widen4(kind, `(local.get $wp${r})`, '(local.get $m0)', blockScale(r))})`);
-  for (let i = 0; i < X; i++) {
-    L.push(`    (local.set $xv (v128.load (local.get $xp${i})))`);
-    for (let r = 0; r < R; r++) {
-      const a = `$a${r}_${i}_0`;
-      L.push(`    (local.set ${a} (f32x4.add (local.get ${a}) (f32x4.mul (local.get $f${r}) (local.get $xv))))`);
-    }
-  }
-  for (let r = 0; r < R; r++) L.push(`    (local.set $wp${r} (i32.add (local.get $wp${r}) (i32.const ${4 * bpc})))`);
-  for (let i = 0; i < X; i++) L.push(`    (local.set $xp${i} (i32.add (local.get $xp${i}) (i32.const 16)))`);
-  L.push(`    (local.set $c (i32.add (local.get $c) (i32.const 4)))`);
-  L.push(`    (br $step)))`);
-  return L;
-}
-
-/**
  * tile_K_X(w0, w1, s0, s1, x, xs, cols, o, os, dr): rows w0 and w1 (byte addresses; q8 scale rows
  * s0, s1) dotted with X x rows starting at x, xs bytes apart; result (x row i, weight row r) goes
  * to o + i·os + r·dr. Main loop: 32 columns a step; then a scalar tail for cols mod 32.
  */
-function tile(kind: WatKind, { X, R, A, narrow }: Tile): string {
+function tile(kind: WatKind, { X, R, A }: Tile): string {
   const bpc = bytesPerCol(kind);
   const loads = (STEP * bpc) / 16; // 16-byte loads per weight row per step
   const parts = VECS / loads; // f32x4 vectors per load
   const L: string[] = [];
   const acc = (r: number, i: number, a: number) => `$a${r}_${i}_${a}`;
   const locals: string[] = ['(local $c i32) (local $end i32) (local $xv v128) (local $xq f32) (local $h v128)'];
-  for (let p = 0; p < parts; p++) locals.push(`(local $m${p} v128)`);
+  locals.push('(local $m0 v128)');
   for (let r = 0; r < R; r++) locals.push(`(local $raw${r} v128) (local $f${r} v128) (local $wp${r} i32) (local $sp${r} i32) (local $ds${r} v128) (local $d${r} f32) (local $g${r} f32)`);
   for (let i = 0; i < X; i++) locals.push(`(local $xp${i} i32)`);
   for (let r = 0; r < R; r++) for (let i = 0; i < X; i++) {
@@ -186,51 +170,46 @@ function tile(kind: WatKind, { X, R, A, narrow }: Tile): string {
     L.push(`  (local.set $sp${r} (i32.add (local.get $s) (i32.mul (local.get $rr${r}) (local.get $sb))))`);
   }
   for (let i = 0; i < X; i++) L.push(`  (local.set $xp${i} (i32.add (local.get $x) (i32.mul (local.get $xs) (i32.const ${i}))))`);
-  L.push(`  (local.set $end (i32.and (local.get $cols) (i32.const ${narrow ? -4 : -STEP})))`);
-  // the swizzle masks, xor a splat of the caller's 0: not constants to TurboFan, so they stay in
-  // registers instead of being rebuilt in every step
-  for (let p = 0; p < parts; p++) {
-    const mask = kind === 'q8' || narrow ? swizzleMask(kind, p) : '(v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)';
-    L.push(`  (local.set $m${p} (v128.xor ${mask} (i8x16.splat (local.get $zero))))`);
+  L.push(`  (local.set $end (i32.and (local.get $cols) (i32.const ${-STEP})))`);
+  // the lane-top mask (wideVec), xor a splat of the caller's 0: not a constant to TurboFan, so it
+  // stays in a register instead of being rebuilt in every step
+  const topMask = kind === 'q8' ? '0xff000000' : '0xffff0000';
+  L.push(`  (local.set $m0 (v128.xor (v128.const i32x4 ${topMask} ${topMask} ${topMask} ${topMask}) (i8x16.splat (local.get $zero))))`);
+  // main loop: 32 columns a step
+  L.push(`  (block $done (loop $step`);
+  L.push(`    (br_if $done (i32.ge_u (local.get $c) (local.get $end)))`);
+  if (kind === 'q8') {
+    for (let r = 0; r < R; r++) L.push(`    (local.set $ds${r} (f32x4.splat (f32.mul (f32.load ${blockScale(r)}) (f32.const 0x1p-24))))`);
   }
-  if (narrow) L.push(...narrowLoop(kind, X, R));
-  else {
-    // main loop: 32 columns a step
-    L.push(`  (block $done (loop $step`);
-    L.push(`    (br_if $done (i32.ge_u (local.get $c) (local.get $end)))`);
-    if (kind === 'q8') {
-      for (let r = 0; r < R; r++) L.push(`    (local.set $ds${r} (f32x4.splat (f32.mul (f32.load ${blockScale(r)}) (f32.const 0x1p-24))))`);
-    }
-    for (let j = 0; j < loads; j++) {
-      for (let r = 0; r < R; r++) L.push(`    (local.set $raw${r} (v128.load offset=${16 * j} (local.get $wp${r})))`);
-      for (let p = 0; p < parts; p++) {
-        const v = j * parts + p;
-        for (let r = 0; r < R; r++) L.push(`    (local.set $f${r} ${wideVec(kind, `(local.get $raw${r})`, p)})`);
-        for (let i = 0; i < X; i++) {
-          L.push(`    (local.set $xv (v128.load offset=${16 * v} (local.get $xp${i})))`);
-          for (let r = 0; r < R; r++) {
-            const a = acc(r, i, v % A);
-            L.push(`    (local.set ${a} (f32x4.add (local.get ${a}) (f32x4.mul (local.get $f${r}) (local.get $xv))))`);
-          }
+  for (let j = 0; j < loads; j++) {
+    for (let r = 0; r < R; r++) L.push(`    (local.set $raw${r} (v128.load offset=${16 * j} (local.get $wp${r})))`);
+    for (let p = 0; p < parts; p++) {
+      const v = j * parts + p;
+      for (let r = 0; r < R; r++) L.push(`    (local.set $f${r} ${wideVec(kind, `(local.get $raw${r})`, p)})`);
+      for (let i = 0; i < X; i++) {
+        L.push(`    (local.set $xv (v128.load offset=${16 * v} (local.get $xp${i})))`);
+        for (let r = 0; r < R; r++) {
+          const a = acc(r, i, v % A);
+          L.push(`    (local.set ${a} (f32x4.add (local.get ${a}) (f32x4.mul (local.get $f${r}) (local.get $xv))))`);
         }
       }
     }
-    if (kind === 'q8') {
-      // the block's sums (of q·2^24·x) times d·2^-24 into the running totals; block sums restart at 0
-      for (let r = 0; r < R; r++) for (let i = 0; i < X; i++) {
-        const a0 = acc(r, i, 0);
-        for (let a = 1; a < A; a++) L.push(`    (local.set ${a0} (f32x4.add (local.get ${a0}) (local.get ${acc(r, i, a)})))`);
-        L.push(`    (local.set $q${r}_${i} (f32x4.add (local.get $q${r}_${i}) (f32x4.mul (local.get ${a0}) (local.get $ds${r}))))`);
-        for (let a = 0; a < A; a++) L.push(`    (local.set ${acc(r, i, a)} (v128.const i32x4 0 0 0 0))`);
-      }
-    }
-    for (let r = 0; r < R; r++) {
-      L.push(`    (local.set $wp${r} (i32.add (local.get $wp${r}) (i32.const ${STEP * bpc})))`);
-    }
-    for (let i = 0; i < X; i++) L.push(`    (local.set $xp${i} (i32.add (local.get $xp${i}) (i32.const ${STEP * 4})))`);
-    L.push(`    (local.set $c (i32.add (local.get $c) (i32.const ${STEP})))`);
-    L.push(`    (br $step)))`);
   }
+  if (kind === 'q8') {
+    // the block's sums (of q·2^24·x) times d·2^-24 into the running totals; block sums restart at 0
+    for (let r = 0; r < R; r++) for (let i = 0; i < X; i++) {
+      const a0 = acc(r, i, 0);
+      for (let a = 1; a < A; a++) L.push(`    (local.set ${a0} (f32x4.add (local.get ${a0}) (local.get ${acc(r, i, a)})))`);
+      L.push(`    (local.set $q${r}_${i} (f32x4.add (local.get $q${r}_${i}) (f32x4.mul (local.get ${a0}) (local.get $ds${r}))))`);
+      for (let a = 0; a < A; a++) L.push(`    (local.set ${acc(r, i, a)} (v128.const i32x4 0 0 0 0))`);
+    }
+  }
+  for (let r = 0; r < R; r++) {
+    L.push(`    (local.set $wp${r} (i32.add (local.get $wp${r}) (i32.const ${STEP * bpc})))`);
+  }
+  for (let i = 0; i < X; i++) L.push(`    (local.set $xp${i} (i32.add (local.get $xp${i}) (i32.const ${STEP * 4})))`);
+  L.push(`    (local.set $c (i32.add (local.get $c) (i32.const ${STEP})))`);
+  L.push(`    (br $step)))`);
   // scalar tail: the last cols mod 32 (or 4) columns (q8: the scale of the last, partial block)
   if (kind === 'q8') for (let r = 0; r < R; r++) L.push(`  (local.set $d${r} (if (result f32) (i32.lt_u (local.get $c) (local.get $cols)) (then (f32.load ${blockScale(r)})) (else (f32.const 0))))`);
   L.push(`  (block $tdone (loop $tail`);
@@ -250,7 +229,7 @@ function tile(kind: WatKind, { X, R, A, narrow }: Tile): string {
   for (let i = 0; i < X; i++) {
     for (let r = 0; r < R; r++) {
       let a0 = acc(r, i, 0);
-      if (kind === 'q8' && !narrow) a0 = `$q${r}_${i}`;
+      if (kind === 'q8') a0 = `$q${r}_${i}`;
       else for (let a = 1; a < A; a += 1) L.push(`  (local.set ${a0} (f32x4.add (local.get ${a0}) (local.get ${acc(r, i, a)})))`);
       const addr = `(i32.add (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const ${i}))) (i32.shl (local.get $rr${r}) (i32.const 2)))`;
       L.push(`  (f32.store ${addr} (f32.add ${hsum(a0)} (local.get $t${r}_${i})))`);
@@ -536,25 +515,44 @@ const COMMON = `
       (br $ln)))
   )
 
-;; x [N, cols] → dst for the 16-bit kinds' wide tiles: within each whole 32-column block, each
-  ;; group of 8 columns c..c+7 becomes c, c+2, c+4, c+6, c+1, c+3, c+5, c+7; the last cols mod 32
-  ;; columns stay in order (the scalar tail reads them)
-  (func (export "deinterleave") (param $x i32) (param $dst i32) (param $N i32) (param $cols i32)
+;; x [N, cols] → dst as the wide tiles read it (see wideVec in packed-wat.ts). Within each
+  ;; whole 32-column block: 16-bit kinds ($four = 0), each group of 8 columns c..c+7 becomes
+  ;; c, c+2, c+4, c+6, c+1, c+3, c+5, c+7; q8 ($four = 1), each group of 16 is transposed as 4×4
+  ;; (c, c+4, c+8, c+12, c+1, ...). The last cols mod 32 columns stay in order (the scalar tail).
+  (func (export "deinterleave") (param $x i32) (param $dst i32) (param $N i32) (param $cols i32) (param $four i32)
     (local $n i32) (local $c i32) (local $end i32) (local $a v128) (local $b v128)
+    (local $e0 v128) (local $e1 v128) (local $e2 v128) (local $e3 v128)
     (local.set $end (i32.and (local.get $cols) (i32.const -32)))
     (block $dn (loop $ln
       (br_if $dn (i32.ge_u (local.get $n) (local.get $N)))
       (local.set $c (i32.const 0))
-      (block $d8 (loop $l8
-        (br_if $d8 (i32.ge_u (local.get $c) (local.get $end)))
-        (local.set $a (v128.load (local.get $x)))
-        (local.set $b (v128.load offset=16 (local.get $x)))
-        (v128.store (local.get $dst) (i8x16.shuffle 0 1 2 3 8 9 10 11 16 17 18 19 24 25 26 27 (local.get $a) (local.get $b)))
-        (v128.store offset=16 (local.get $dst) (i8x16.shuffle 4 5 6 7 12 13 14 15 20 21 22 23 28 29 30 31 (local.get $a) (local.get $b)))
-        (local.set $x (i32.add (local.get $x) (i32.const 32)))
-        (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
-        (local.set $c (i32.add (local.get $c) (i32.const 8)))
-        (br $l8)))
+      (if (local.get $four)
+        (then
+          (block $d16 (loop $l16
+            (br_if $d16 (i32.ge_u (local.get $c) (local.get $end)))
+            (local.set $e0 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (v128.load (local.get $x)) (v128.load offset=16 (local.get $x))))
+            (local.set $e1 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (v128.load (local.get $x)) (v128.load offset=16 (local.get $x))))
+            (local.set $e2 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (v128.load offset=32 (local.get $x)) (v128.load offset=48 (local.get $x))))
+            (local.set $e3 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (v128.load offset=32 (local.get $x)) (v128.load offset=48 (local.get $x))))
+            (v128.store (local.get $dst) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $e0) (local.get $e2)))
+            (v128.store offset=16 (local.get $dst) (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $e0) (local.get $e2)))
+            (v128.store offset=32 (local.get $dst) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $e1) (local.get $e3)))
+            (v128.store offset=48 (local.get $dst) (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $e1) (local.get $e3)))
+            (local.set $x (i32.add (local.get $x) (i32.const 64)))
+            (local.set $dst (i32.add (local.get $dst) (i32.const 64)))
+            (local.set $c (i32.add (local.get $c) (i32.const 16)))
+            (br $l16))))
+        (else
+          (block $d8 (loop $l8
+            (br_if $d8 (i32.ge_u (local.get $c) (local.get $end)))
+            (local.set $a (v128.load (local.get $x)))
+            (local.set $b (v128.load offset=16 (local.get $x)))
+            (v128.store (local.get $dst) (i8x16.shuffle 0 1 2 3 8 9 10 11 16 17 18 19 24 25 26 27 (local.get $a) (local.get $b)))
+            (v128.store offset=16 (local.get $dst) (i8x16.shuffle 4 5 6 7 12 13 14 15 20 21 22 23 28 29 30 31 (local.get $a) (local.get $b)))
+            (local.set $x (i32.add (local.get $x) (i32.const 32)))
+            (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
+            (local.set $c (i32.add (local.get $c) (i32.const 8)))
+            (br $l8)))))
       (block $d1 (loop $l1
         (br_if $d1 (i32.ge_u (local.get $c) (local.get $cols)))
         (f32.store (local.get $dst) (f32.load (local.get $x)))

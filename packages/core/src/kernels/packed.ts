@@ -232,8 +232,8 @@ export function packedMatMulKernel({ inputs, backend, attrs }: KernelArgs): tf.T
   const N = x.shape[0];
   const out = backend.makeOutput([N, rows], 'float32');
   const panel = N >= GEMM_MIN_ROWS ? backend.makeOutput([cols * 8], 'float32') : null;
-  // matmul_bf16 / matmul_f16 read x de-interleaved (see packed-wat.ts, wideVec)
-  const xd = !panel && kind !== 'q8' ? backend.makeOutput([N, cols], 'float32') : null;
+  // matmul_K reads x de-interleaved (see packed-wat.ts, wideVec)
+  const xd = panel ? null : backend.makeOutput([N, cols], 'float32');
   try {
     // offsets are read after the allocations (which may grow the heap)
     const [w, s] = weightOffsets(backend, inputs);
@@ -241,7 +241,7 @@ export function packedMatMulKernel({ inputs, backend, attrs }: KernelArgs): tf.T
     const oo = heapOffset(backend, out.dataId);
     if (xd) {
       const xdo = heapOffset(backend, xd.dataId);
-      k.deinterleave(xo, xdo, N, cols);
+      k.deinterleave(xo, xdo, N, cols, kind === 'q8' ? 1 : 0);
       xo = xdo;
     }
     if (panel) {
