@@ -2,7 +2,7 @@
  * The packed-weight kernels (packed-wat.ts behind packedMatMul, packedMatMulT, packedRows on the
  * wasm backend): each equals its composite (MOI_KERNELS=0 path) and a float64 reference computed
  * here from widenPacked's exact f32 values, over every kind, odd sizes (tails of the 32-column
- * step, cols = 1), x tiles of 4, 2 and 1 rows and the many-row GEMM (partial 8-row blocks), bias/outScale, extreme and subnormal values,
+ * step, cols = 1), the decode tiles (N < 4) and the GEMM (N ≥ 4, partial 8-row blocks), bias/outScale, extreme and subnormal values,
  * without leaking tensors. Widening itself is checked bit for bit against dtype.ts.
  */
 import assert from 'node:assert/strict';
@@ -219,7 +219,7 @@ describe('packed kernels: packedMatMul equals the composite and a float64 refere
     }
   }
 
-  it('each x row alone gives what it gives in a batch of 17 (tiles of 4, 2, 1 agree up to summation order)', function () {
+  it('each x row alone (the decode tile) gives what it gives in a batch of 17 (the GEMM), up to summation order', function () {
     const w = makeWeight('q8', 9, 70, 5);
     const xd = uniform(rng(3), 17 * 70);
     const { mag } = reference(xd, 17, widenPacked(w), 9, 70);
