@@ -5,7 +5,8 @@
  *   prompt[i] = 1000 + (i·7919) mod (vocab_size − 2000), no BOS.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { activeKernels, initBackend, setKernelsEnabled } from '@moi/core';
+import { activeKernels, initBackend, isPacked, packedBytes, setKernelsEnabled, type PackedWeight } from '@moi/core';
+import type { DtypeChoice } from '@moi/models';
 import { Engine } from '../engine/engine.ts';
 import { generate, type GenerateRequest } from '../engine/generate.ts';
 import { measureReadBandwidth, median } from './bandwidth.ts';
@@ -14,6 +15,8 @@ import { profileDecodeStep, type StepProfile } from './profile.ts';
 export interface BenchOptions {
   model: string;
   backend?: string;
+  /** weight dtype asked for (auto by default; the result says what was loaded) */
+  dtype?: DtypeChoice;
   promptTokens?: number;
   genTokens?: number;
   repeat?: number;
@@ -25,7 +28,9 @@ export interface BenchOptions {
 export interface BenchResult {
   model: string;
   backend: string;
+  /** what the weight matrices were held as (f32, bf16, f16 or q8), and why */
   dtype: string;
+  dtypeNote: string;
   load_s: number;
   load_gb_s: number;
   prefill_tok_s: number;
@@ -93,14 +98,14 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const bw = await measureReadBandwidth();
   log(`read bandwidth ${bw.gbPerSec.toFixed(2)} GB/s (${bw.method})`);
   const t0 = performance.now();
-  const engine = await Engine.load(o.model, { backend: o.backend });
+  const engine = await Engine.load(o.model, { backend: o.backend, dtype: o.dtype });
   const loadS = (performance.now() - t0) / 1000;
   const spec = engine.spec;
   const prompt = benchPrompt(spec.vocabSize, P);
   const request = (mode: string): GenerateRequest => ({
     promptIds: prompt, maxTokens: G + 1, ignoreEos: true, sampling: { temperature: 0 }, mix: { mode },
   });
-  log(`loaded ${o.model} on ${engine.backend.name} in ${loadS.toFixed(2)} s`);
+  log(`loaded ${o.model} on ${engine.backend.name} as ${engine.loaded.dtype} (${engine.loaded.dtypeNote}) in ${loadS.toFixed(2)} s`);
 
   // warm-up of every path (kernel setup, kept constants), not timed
   for (const mode of ['standard', 'moi', 'direct']) await timeDecode(engine, [{ ...request(mode), maxTokens: 3 }]);
@@ -170,12 +175,14 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   // Bytes a batch-1 decode step reads: every weight once, except an untied embedding table, of
   // which only one row is gathered (a tied table is the head, read whole every step).
   const w = engine.model.weights;
-  const bytesPerToken = engine.loaded.weightBytes - (w.embed ? w.embed.size * 4 - spec.hiddenSize * 4 : 0);
+  const embed: tf.Tensor | PackedWeight | null = w.embed;
+  const bytesPerToken = engine.loaded.weightBytes - (embed ? heldBytes(embed) - heldBytes(embed) / spec.vocabSize : 0);
   const standard = median(decode.standard);
   const result: BenchResult = {
     model: o.model,
     backend: engine.backend.name,
-    dtype: 'f32',
+    dtype: engine.loaded.dtype,
+    dtypeNote: engine.loaded.dtypeNote,
     load_s: loadS,
     load_gb_s: engine.loaded.checkpointBytes / loadS / 1e9,
     prefill_tok_s: median(prefill),
@@ -204,6 +211,11 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   return result;
 }
 
+/** Bytes a weight holds: f32 tensor, or packed 16/8-bit data with its scales. */
+function heldBytes(w: tf.Tensor | PackedWeight): number {
+  return isPacked(w) ? packedBytes(w) : w.size * 4;
+}
+
 function profileLine(p: StepProfile): string {
   const t = p.ms.gemv + p.ms.attention + p.ms.other;
   const pc = (x: number) => `${((100 * x) / (t || 1)).toFixed(0)}%`;
@@ -213,14 +225,14 @@ function profileLine(p: StepProfile): string {
 export function formatBench(r: BenchResult): string {
   const rows: [string, string][] = [
     ['model', r.model],
-    ['backend / dtype', `${r.backend} / ${r.dtype}`],
+    ['backend / dtype', `${r.backend} / ${r.dtype}${r.dtypeNote && r.dtypeNote !== r.dtype ? ` (${r.dtypeNote})` : ''}`],
     ['load', `${r.load_s.toFixed(2)} s (${r.load_gb_s.toFixed(2)} GB/s)`],
     [`prefill (${r.prompt_tokens} tok)`, `${r.prefill_tok_s.toFixed(1)} tok/s`],
     ['decode standard', `${r.decode_tok_s.standard.toFixed(2)} tok/s`],
     ['decode moi', `${r.decode_tok_s.moi.toFixed(2)} tok/s (×${r.moi_overhead.toFixed(3)} of standard)`],
     ['decode direct', `${r.decode_tok_s.direct.toFixed(2)} tok/s`],
     ...Object.entries(r.batch_decode_tok_s).map(([b, v]): [string, string] => [`decode batch ${b}`, `${v.toFixed(2)} tok/s (all rows)`]),
-    ['peak RSS', `${r.peak_rss_mb.toFixed(0)} MB (weights ${(r.weight_bytes / 1e6).toFixed(0)} MB f32)`],
+    ['peak RSS', `${r.peak_rss_mb.toFixed(0)} MB (weights ${(r.weight_bytes / 1e6).toFixed(0)} MB ${r.dtype})`],
     ['tensors before / after', `${r.tensors_before} / ${r.tensors_after}`],
     ['roofline', `${(r.roofline.bytes_per_token / 1e6).toFixed(1)} MB/token at ${r.roofline.bandwidth_gb_s.toFixed(2)} GB/s → ` +
       `${(r.roofline.bandwidth_gb_s * 1e9 / r.roofline.bytes_per_token).toFixed(2)} tok/s max; ratio ${r.roofline.ratio.toFixed(3)}`],

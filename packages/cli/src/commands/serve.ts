@@ -8,7 +8,8 @@ import { UsageError } from '@moi/core';
 import { resolveMixSettings, type MixOptions } from '@moi/moi';
 import { loadEngine, type ModelFlags } from './load.ts';
 import { readUserFile } from './generate.ts';
-import { addModelOptions, int } from './options.ts';
+import { WASM_HEAP_LIMIT } from '../bench/heap.ts';
+import { addModelOptions, dtypeLabel, int } from './options.ts';
 
 interface ServeFlags extends ModelFlags {
   host: string;
@@ -25,9 +26,6 @@ interface ServeFlags extends ModelFlags {
   mixPrior?: string;
   prefillChunk: number;
 }
-
-/** The wasm heap is 32-bit: model + KV cache must fit in 4 GiB, with room for activations. */
-const WASM_HEAP = 4 * 1024 ** 3;
 
 const MB = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
 
@@ -53,18 +51,19 @@ async function run(o: ServeFlags): Promise<void> {
     throw new UsageError('E_USAGE', `--max-model-len must be 2..${spec.maxPositionEmbeddings} (max_position_embeddings), got ${maxModelLen}`);
   }
   const kvBytes = Scheduler.kvBytesFor(spec, o.maxSeqs, maxModelLen);
-  const weights = engine.loaded.checkpointBytes;
-  if (engine.backend.name === 'wasm' && weights + kvBytes > WASM_HEAP * 0.9) {
+  // the bytes the weights hold in memory (at --dtype), not the checkpoint's
+  const weights = engine.loaded.weightBytes;
+  if (engine.backend.name === 'wasm' && weights + kvBytes > WASM_HEAP_LIMIT) {
     engine.dispose();
     throw new UsageError('E_USAGE', `the KV cache for --max-seqs ${o.maxSeqs} × --max-model-len ${maxModelLen} takes ${MB(kvBytes)}; with the ` +
-      `${MB(weights)} of weights it does not fit the wasm heap (4 GiB); lower --max-seqs or --max-model-len`);
+      `${MB(weights)} of ${engine.loaded.dtype} weights it does not fit the wasm heap (${MB(WASM_HEAP_LIMIT)} of its 4 GiB); lower --max-seqs or --max-model-len${engine.loaded.dtype === 'q8' ? '' : ', or use --dtype q8'}`);
   }
   const scheduler = new Scheduler(engine, { maxSeqs: o.maxSeqs, maxModelLen, maxWaiting: o.maxWaiting, prefillChunk: o.prefillChunk });
   const modelName = o.servedModelName ?? o.model;
   const { app } = buildServer(engine, scheduler, { modelName, apiKey: o.apiKey, chatTemplate, mix });
   const address = await app.listen({ host: o.host, port: o.port });
   const defaults = resolveMixSettings(mix, process.env);
-  process.stderr.write(`moi-gen serve: ${modelName} (${spec.modelType}, ${engine.backend.name}) on ${address} · max-seqs ${o.maxSeqs} · ` +
+  process.stderr.write(`moi-gen serve: ${modelName} (${spec.modelType}, ${engine.backend.name}, weights ${dtypeLabel(engine.loaded)}) on ${address} · max-seqs ${o.maxSeqs} · ` +
     `max-model-len ${maxModelLen} · KV cache ≤ ${MB(kvBytes)} + weights ${MB(weights)} · default mixing ${defaults.mode}` +
     `${defaults.mode === 'moi' ? ` β ${defaults.beta}` : ''}${o.apiKey ? ' · API key required' : ''}\n`);
 
