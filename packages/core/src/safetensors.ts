@@ -147,6 +147,19 @@ export class SafetensorsFile {
     return preadExact(this.fd, info.byteLength, info.offset, this.path, name);
   }
 
+  /**
+   * Bytes [start, start + length) of one tensor's data (a positioned read into a fresh buffer):
+   * a loader converting a large tensor a few rows at a time never holds the whole tensor.
+   */
+  readBytesRange(name: string, start: number, length: number): Uint8Array {
+    const info = this.info(name);
+    if (this.fd === null) throw new SafetensorsError('E_ST_CLOSED', this.path, 'file is closed', name);
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(length) || start < 0 || length < 0 || start + length > info.byteLength) {
+      throw new SafetensorsError('E_ST_OFFSETS', this.path, `byte range [${start}, ${start + length}) is outside the tensor's ${info.byteLength} bytes`, name);
+    }
+    return preadExact(this.fd, length, info.offset + start, this.path, name);
+  }
+
   /** One tensor converted to float32 (ints and F64 are rounded to the nearest float32). */
   readFloat32(name: string): Float32Array {
     const { dtype } = this.info(name);
@@ -258,6 +271,11 @@ function naturalArray(dtype: DType, bytes: Uint8Array): TensorData {
   }
 }
 
+/** Converts raw tensor bytes of `dtype` (a fresh, aligned buffer, e.g. from readBytesRange) to float32. */
+export function bytesToFloat32(dtype: DType, bytes: Uint8Array): Float32Array {
+  return toFloat32(dtype, bytes);
+}
+
 /** Converts raw tensor bytes of `dtype` to float32. */
 function toFloat32(dtype: DType, bytes: Uint8Array): Float32Array {
   const data = naturalArray(dtype, bytes);
@@ -341,6 +359,12 @@ export class Checkpoint {
   readFloat32(name: string): Float32Array {
     this.info(name);
     return this.where.get(name)!.readFloat32(name);
+  }
+
+  /** Bytes [start, start + length) of one tensor's data, as stored. */
+  readBytesRange(name: string, start: number, length: number): Uint8Array {
+    this.info(name);
+    return this.where.get(name)!.readBytesRange(name, start, length);
   }
 
   /** One tensor as its natural typed array. */

@@ -4,46 +4,77 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  applyRope, attention, decodeAttention, fusedRmsNorm, gatedMlp, linear, MASKED, ModelError, positionMask, rmsNorm, ropeTables, ropeDecode, scalar, slotTable, softcap,
-  type RopeSpec,
+  applyActivation, applyRope, attention, decodeAttention, disposePacked, fusedRmsNorm, gatedMlp, isPacked, linear, MASKED, ModelError, packedMatMul, packedRows,
+  positionMask, rmsNorm, ropeTables, ropeDecode, scalar, slotTable, softcap,
+  type Activation, type PackedWeight, type RopeSpec,
 } from '@moi/core';
 import { KVCache } from './cache.ts';
 import type { DecoderSpec } from './spec.ts';
 
 /**
- * One layer's weights, linear weights laid out [in, out], q/k/v and gate/up fused, the input and
- * pre-MLP norms and the attention scale folded in (see weights.ts). Norm weights held here are
- * effective values (Gemma's 1 + w already added).
+ * A linear layer's weight: f32 laid out [in, out] (norms and scales folded in, see weights.ts), or
+ * a packed 16/8-bit weight in the checkpoint's [out, in] layout (nothing folded, see packed-weights.ts).
+ */
+export type Matrix = tf.Tensor2D | PackedWeight;
+
+/**
+ * One layer's weights, q/k/v and gate/up fused. f32 matrices are laid out [in, out] with the input
+ * and pre-MLP norms and the attention scale folded in (see weights.ts); packed matrices keep
+ * [out, in] and carry no fold: the norms are then `inputNorm` / `mlpNorm` and the scale `qkvScale`.
+ * Norm weights held here are effective values (Gemma's 1 + w already added).
  */
 export interface LayerWeights {
-  /** [H, (nH + 2·nKV)·D], input norm folded into its rows; q columns carry the attention scale unless q/k norm does */
-  qkv: tf.Tensor2D;
+  /** [H, (nH + 2·nKV)·D], input norm folded into its rows; q columns carry the attention scale unless q/k norm does (packed: [(nH + 2·nKV)·D, H]) */
+  qkv: Matrix;
   qkvBias: tf.Tensor1D | null;
   /** q/k norm (Qwen3, Gemma 3): [D] each, q's scaled by the attention scale */
   qNorm: tf.Tensor1D | null;
   kNorm: tf.Tensor1D | null;
   /** the same as [(nH + nKV), D] rows, for the decode path's fused q/k */
   qkNormRows: tf.Tensor2D | null;
-  o: tf.Tensor2D;
+  o: Matrix;
   oBias: tf.Tensor1D | null;
   /** Gemma 2/3: post_attention_layernorm and post_feedforward_layernorm */
   postAttnNorm: tf.Tensor1D | null;
   postMlpNorm: tf.Tensor1D | null;
   /** [H, 2·I], pre-MLP norm folded into its rows (gate columns first) */
-  gateUp: tf.Tensor2D;
+  gateUp: Matrix;
   gateUpBias: tf.Tensor1D | null;
-  down: tf.Tensor2D;
+  down: Matrix;
   downBias: tf.Tensor1D | null;
+  /** packed matrices only (null with f32, where they are folded): the input and pre-MLP norm weights */
+  inputNorm: tf.Tensor1D | null;
+  mlpNorm: tf.Tensor1D | null;
+  /** packed matrices only: qkv's output scale (the attention scale on q's features), when no q/k norm carries it */
+  qkvScale: tf.Tensor1D | null;
 }
 
 export interface DecoderWeights {
-  /** raw embedding rows [V, H]; null when tied (then the rows are lmHead's columns) */
-  embed: tf.Tensor2D | null;
+  /** raw embedding rows [V, H] (f32 or packed); null when tied (then the rows are lmHead's) */
+  embed: tf.Tensor2D | PackedWeight | null;
   layers: LayerWeights[];
   /** effective final norm weight */
   finalNorm: tf.Tensor1D;
-  /** [H, V]: lm_head transposed, or the tied embedding transposed (stored once) */
-  lmHead: tf.Tensor2D;
+  /** f32 [H, V]: lm_head transposed, or the tied embedding transposed (stored once); packed: [V, H], the embedding itself when tied */
+  lmHead: Matrix;
+}
+
+/** Where the raw embedding rows live, for the input mixers: a [V, H] table, the [H, V] columns of a tied f32 head, or a packed [V, H] table. */
+export type EmbeddingSource = { table: tf.Tensor2D } | { columns: tf.Tensor2D } | { packed: PackedWeight };
+
+/** x · W (+ bias) for either kind of matrix; `outScale` (packed only) multiplies output features before the bias. */
+export function project(x: tf.Tensor, m: Matrix, bias: tf.Tensor1D | null, outScale: tf.Tensor1D | null = null): tf.Tensor {
+  if (!isPacked(m)) return linear(x, m, bias);
+  return packedMatMul(x as tf.Tensor2D, m, { bias, outScale });
+}
+
+/** The gated MLP over packed gate/up and down matrices (the f32 one is @moi/core's gatedMlp). */
+function packedMlp(x: tf.Tensor, gateUp: PackedWeight, down: PackedWeight, gateUpBias: tf.Tensor1D | null, downBias: tf.Tensor1D | null, act: Activation): tf.Tensor {
+  return tf.tidy(() => {
+    const inter = gateUp.rows / 2;
+    const [gate, up] = tf.split(packedMatMul(x as tf.Tensor2D, gateUp, { bias: gateUpBias }), [inter, inter], -1);
+    return packedMatMul(tf.mul(applyActivation(gate, act), up) as tf.Tensor2D, down, { bias: downBias });
+  });
 }
 
 export interface ForwardInput {
@@ -144,7 +175,8 @@ export class Decoder {
       const layer = (li: number, h: tf.Tensor): tf.Tensor => {
         const lw = w.layers[li];
         const ls = s.layers[li];
-        const qkv = linear(fusedRmsNorm(h, eps).y, lw.qkv, lw.qkvBias);
+        const xn = lw.inputNorm ? fusedRmsNorm(h, eps, { weight: lw.inputNorm }).y : fusedRmsNorm(h, eps).y;
+        const qkv = project(xn, lw.qkv, lw.qkvBias, lw.qkvScale);
         let q: tf.Tensor4D;
         let k: tf.Tensor4D;
         let v: tf.Tensor4D;
@@ -192,13 +224,15 @@ export class Decoder {
           o = attention(q, k, v, mask(`full:${ls.window}`, positions, ls.window), { scale: 1, softcap: s.attnSoftcap });
         }
         o = T === 1 ? tf.reshape(o, [B, nH * D]) : tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [N, nH * D]);
-        let a = linear(o, lw.o, lw.oBias);
+        let a = project(o, lw.o, lw.oBias);
         if (lw.postAttnNorm) a = fusedRmsNorm(a, eps, { weight: lw.postAttnNorm }).y;
         // residual add and the pre-MLP norm in one op (a wasm kernel, or the composite)
-        const mid = fusedRmsNorm(a, eps, { residual: h });
+        const mid = lw.mlpNorm ? fusedRmsNorm(a, eps, { residual: h, weight: lw.mlpNorm }) : fusedRmsNorm(a, eps, { residual: h });
         h = mid.sum!;
 
-        let m = gatedMlp(mid.y, lw, s.act);
+        let m = isPacked(lw.gateUp) && isPacked(lw.down)
+          ? packedMlp(mid.y, lw.gateUp, lw.down, lw.gateUpBias, lw.downBias, s.act)
+          : gatedMlp(mid.y, lw as LayerWeights & { gateUp: tf.Tensor2D; down: tf.Tensor2D }, s.act);
         if (lw.postMlpNorm) m = fusedRmsNorm(m, eps, { weight: lw.postMlpNorm }).y;
         return tf.add(h, m);
       };
@@ -215,15 +249,27 @@ export class Decoder {
       const Tout = opts.lastOnly ? 1 : T;
       if (opts.lastOnly && T > 1) h = tf.gather(h, tf.tensor1d(Array.from({ length: B }, (_, b) => b * T + T - 1), 'int32'));
       h = rmsNorm(h, w.finalNorm, eps);
-      const logits = softcap(tf.matMul(h as tf.Tensor2D, w.lmHead), s.finalSoftcap);
+      const logits = softcap(isPacked(w.lmHead) ? packedMatMul(h as tf.Tensor2D, w.lmHead) : tf.matMul(h as tf.Tensor2D, w.lmHead), s.finalSoftcap);
       return tf.reshape(logits, [B, Tout, s.vocabSize]) as tf.Tensor3D;
     });
   }
 
-  /** Raw embedding rows [n, H] for ids [n] (from lmHead's columns when tied). */
+  /** Raw embedding rows [n, H] for ids [n] (from lmHead's columns when tied; gathered from a packed table as f32). */
   embedRows(ids: tf.Tensor1D): tf.Tensor2D {
+    const src = this.embedSource();
+    return tf.tidy(() => {
+      if ('packed' in src) return packedRows(src.packed, ids);
+      if ('table' in src) return tf.gather(src.table, ids) as tf.Tensor2D;
+      return tf.transpose(tf.gather(src.columns, ids, 1)) as tf.Tensor2D;
+    });
+  }
+
+  /** The raw embedding rows as the input mixers read them (never a second copy of the table). */
+  embedSource(): EmbeddingSource {
     const w = this.weights;
-    return tf.tidy(() => (w.embed ? tf.gather(w.embed, ids) : tf.transpose(tf.gather(w.lmHead, ids, 1))) as tf.Tensor2D);
+    const e = w.embed ?? w.lmHead;
+    if (isPacked(e)) return { packed: e };
+    return w.embed ? { table: e } : { columns: e };
   }
 
   /**
@@ -241,12 +287,17 @@ export class Decoder {
   }
 
   dispose(): void {
-    const seen = new Set<tf.Tensor>();
-    const drop = (t: tf.Tensor | null) => { if (t && !seen.has(t)) { seen.add(t); t.dispose(); } };
+    const seen = new Set<tf.Tensor | PackedWeight>();
+    const drop = (t: tf.Tensor | PackedWeight | null) => {
+      if (!t || seen.has(t)) return;
+      seen.add(t);
+      if (isPacked(t)) disposePacked(t);
+      else t.dispose();
+    };
     drop(this.weights.embed);
     drop(this.weights.finalNorm);
     drop(this.weights.lmHead);
-    for (const l of this.weights.layers) for (const t of Object.values(l)) drop(t as tf.Tensor | null);
+    for (const l of this.weights.layers) for (const t of Object.values(l)) drop(t as tf.Tensor | PackedWeight | null);
   }
 }
 

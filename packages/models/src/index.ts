@@ -14,3 +14,5 @@ export { gemma } from './gemma.ts';
 export { gemma2 } from './gemma2.ts';
 export { gemma3 } from './gemma3.ts';
 export * from './limits.ts';
+export * from './weight-dtype.ts';
+export * from './packed-weights.ts';

@@ -5,7 +5,7 @@
  * fit stops the load with a ModelError naming the tensor (never silent zeros).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { ModelError } from '@moi/core';
+import { isPacked, ModelError, type PackedWeight } from '@moi/core';
 import type { DecoderWeights } from './decoder.ts';
 
 /** The largest buffer one tensor may occupy on the active backend, in bytes (Infinity: no limit known). */
@@ -23,11 +23,12 @@ export function maxTensorBytes(): { bytes: number; what: string } {
 export function checkBufferLimits(weights: DecoderWeights, where: string): void {
   const { bytes: max, what } = maxTensorBytes();
   if (!Number.isFinite(max)) return;
-  const named: [string, tf.Tensor | null][] = [['embed (model.embed_tokens.weight)', weights.embed],
+  const named: [string, tf.Tensor | PackedWeight | null][] = [['embed (model.embed_tokens.weight)', weights.embed],
     [weights.embed ? 'lm_head (lm_head.weight)' : 'lm_head (the tied model.embed_tokens.weight)', weights.lmHead], ['final norm', weights.finalNorm]];
-  weights.layers.forEach((l, i) => { for (const [k, t] of Object.entries(l)) named.push([`layer ${i} ${k}`, t as tf.Tensor | null]); });
+  weights.layers.forEach((l, i) => { for (const [k, t] of Object.entries(l)) named.push([`layer ${i} ${k}`, t as tf.Tensor | PackedWeight | null]); });
   for (const [name, t] of named) {
-    if (t && t.size * 4 > max) {
+    // (packed weights live on wasm only: other backends hold them widened, as tensors)
+    if (t && !isPacked(t) && t.size * 4 > max) {
       throw new ModelError('E_BUFFER_LIMIT', `${where}: tensor ${name} [${t.shape.join(', ')}] takes ${t.size * 4} bytes as float32, ` +
         `over ${what} on ${tf.getBackend()}; this device cannot hold it in one buffer (run it on wasm or cpu, or a GPU with larger limits)`);
     }

@@ -5,15 +5,17 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { Checkpoint, DTYPE_SIZE, ModelError, notRegularFile, ropeInvFreq, type TensorInfo } from '@moi/core';
+import { Checkpoint, DTYPE_SIZE, isPacked, ModelError, notRegularFile, packedBytes, ropeInvFreq, type PackedWeight, type TensorInfo } from '@moi/core';
 import { ConfigReader, type RawConfig } from './config.ts';
-import { Decoder } from './decoder.ts';
+import { Decoder, type DecoderWeights } from './decoder.ts';
 import type { Family } from './family.ts';
 import { checkBufferLimits } from './limits.ts';
 import { canRelease } from './pack.ts';
+import { buildPackedWeights, convertedF32, packedSize, type MatrixSource } from './packed-weights.ts';
 import { familyFor } from './registry.ts';
 import type { DecoderSpec } from './spec.ts';
 import { buildWeights, checkNames, checkShape, expectedTensors } from './weights.ts';
+import { planDtype, type DtypePlan } from './weight-dtype.ts';
 
 export interface LoadProgress {
   /** bytes of checkpoint read so far */
@@ -31,8 +33,9 @@ export interface LoadOptions {
   /** keep the original weight blocks after XNNPACK packs them (wasm; see pack.ts) */
   keepWeights?: boolean;
   /**
-   * How the matrices are held (issue 15). Today 'auto' (default) and 'f32' load f32 (16-bit
-   * checkpoints widened exactly); 'bf16' and 'q8' are refused with E_DTYPE until their kernels exist.
+   * How the matrices are held (issue 15, see weight-dtype.ts): 'auto' (default) keeps a bf16/f16
+   * checkpoint's 16-bit words and an f32 checkpoint's f32; 'f32', 'bf16', 'q8' convert at load.
+   * Packed 16/8-bit matrices run on wasm; other backends widen them to f32 at load.
    */
   dtype?: DtypeChoice;
 }
@@ -119,11 +122,59 @@ function checkBytes(expected: Map<string, number[]>, info: (g: string) => Tensor
   return total;
 }
 
+/** The 32-bit wasm heap (emscripten's maximum: 4 GiB less one 64 KiB page). */
+export const WASM_HEAP_BYTES = 4294901760;
+/** Heap kept free beside the weights for activations and the runtime's own blocks. */
+export const HEAP_ACTIVATION_RESERVE = 256 * 1024 ** 2;
+/** Tokens of one sequence's KV cache the load check keeps room for. */
+export const HEAP_KV_TOKENS = 1024;
+
+export interface HeapEstimate {
+  /** the weights as held (after the load's transient copies are gone) */
+  weights: number;
+  /** the room kept for one sequence's KV cache (HEAP_KV_TOKENS) and activations */
+  reserve: number;
+  total: number;
+}
+
+/**
+ * The wasm heap a model needs at a dtype, from its spec alone: matrices as held (packed bytes, or
+ * f32; an f32 tied head twice, as XNNPACK packs a copy of it and the gathers read the original),
+ * vectors in f32, plus the reserve.
+ */
+export function estimateHeap(spec: DecoderSpec, dtype: WeightDtype): HeapEstimate {
+  let weights = 0;
+  for (const [g, shape] of expectedTensors(spec)) {
+    if (shape.length === 1) { weights += shape[0] * 4; continue; }
+    const [rows, cols] = shape;
+    const tiedF32 = dtype === 'f32' && spec.tieWordEmbeddings && g === 'model.embed_tokens.weight';
+    weights += dtype === 'f32' ? rows * cols * 4 * (tiedF32 ? 2 : 1) : packedSize(dtype, rows, cols);
+  }
+  const kvTokens = Math.min(spec.maxPositionEmbeddings, HEAP_KV_TOKENS);
+  const reserve = HEAP_ACTIVATION_RESERVE + spec.numLayers * 2 * spec.numKvHeads * spec.headDim * kvTokens * 4;
+  return { weights, reserve, total: weights + reserve };
+}
+
+const GB = (n: number) => `${(n / 1e9).toFixed(2)} GB`;
+
+/** E_MEMORY when the weights at the plan's dtype cannot fit the wasm heap, with the figures and a smaller dtype that would. */
+export function checkHeapFits(spec: DecoderSpec, dtype: WeightDtype, where: string): void {
+  const e = estimateHeap(spec, dtype);
+  if (e.total <= WASM_HEAP_BYTES) return;
+  const smaller = (['bf16', 'q8'] as const).filter((d) => d !== dtype && estimateHeap(spec, d).weights < e.weights);
+  const fits = smaller.filter((d) => estimateHeap(spec, d).total <= WASM_HEAP_BYTES);
+  const hint = fits.length
+    ? `try --dtype ${fits[0]} (${GB(estimateHeap(spec, fits[0]).weights)} of weights)`
+    : smaller.length ? `even q8 needs ${GB(estimateHeap(spec, 'q8').total)}: use another backend (e.g. --backend tensorflow)` : 'use another backend (e.g. --backend tensorflow)';
+  throw new ModelError('E_MEMORY', `${where}: the weights take ${GB(e.weights)} in ${dtype}, and with ${GB(e.reserve)} kept for the KV cache ` +
+    `and activations that is ${GB(e.total)}, over the wasm heap (${GB(WASM_HEAP_BYTES)}); ${hint}`);
+}
+
 export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
   const t0 = performance.now();
-  if (opts.dtype === 'bf16' || opts.dtype === 'q8') {
-    // packed 16/8-bit weights need the wasm GEMV kernels (issue 15), not built yet
-    throw new ModelError('E_DTYPE', `dtype ${opts.dtype}: weights are held in f32 only for now (use 'auto' or 'f32')`);
+  const choice = opts.dtype ?? 'auto';
+  if (!(DTYPE_CHOICES as readonly string[]).includes(choice)) {
+    throw new ModelError('E_DTYPE', `dtype ${JSON.stringify(choice)}: expected one of ${DTYPE_CHOICES.join(', ')}`);
   }
   const config = readConfig(dir);
   const { family, familyConfig, spec } = specFromConfig(config, path.join(dir, 'config.json'));
@@ -149,6 +200,10 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
     }
 
     const totalBytes = checkBytes(expected, (g) => ckpt.info(source.get(g)!), dir);
+    const backend = tf.getBackend();
+    const matrices = [...expected].filter(([, shape]) => shape.length === 2).map(([g]) => g);
+    const plan: DtypePlan = planDtype(choice, matrices.map((g) => ckpt.info(source.get(g)!).dtype), backend);
+    if (backend === 'wasm') checkHeapFits(spec, plan.dtype, dir);
     // A tensor counts as built once the work after its read is done: the layout and packing of
     // what was read before tensor k end when tensor k is read, the rest when the model is built.
     let bytes = 0;
@@ -162,7 +217,38 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
       opts.onProgress?.({ bytes, totalBytes, builtBytes, tensor: name, phase: 'read' });
       return { data, shape: info.shape };
     };
-    const weights = buildWeights(spec, read, { release: opts.keepWeights ? false : canRelease() });
+    let weights: DecoderWeights;
+    if (plan.packed) {
+      // streamed: each matrix converted a chunk of rows at a time into its packed tensor
+      const src: MatrixSource = {
+        info: (g) => ckpt.info(source.get(g)!),
+        readRange: (g, start, length) => ckpt.readBytesRange(source.get(g)!, start, length),
+        readFloat32: (g) => { builtBytes = bytes; return ckpt.readFloat32(source.get(g)!); },
+        done: (g) => {
+          const name = source.get(g)!;
+          bytes += ckpt.info(name).byteLength;
+          opts.onProgress?.({ bytes, totalBytes, builtBytes: bytes, tensor: name, phase: 'read' });
+        },
+      };
+      weights = buildPackedWeights(spec, src, plan.kind!);
+    } else {
+      // f32 matrices; on a backend that widens packed values, the converted values (bf16-rounded, q8 dequantized)
+      const src: MatrixSource = {
+        info: (g) => ckpt.info(source.get(g)!),
+        readRange: (g, start, length) => ckpt.readBytesRange(source.get(g)!, start, length),
+        readFloat32: (g) => ckpt.readFloat32(source.get(g)!),
+      };
+      const readConverted = (g: string) => {
+        const info = ckpt.info(source.get(g)!);
+        if (!plan.kind || info.shape.length !== 2) return read(g);
+        builtBytes = bytes;
+        const data = convertedF32(src, g, plan.kind);
+        bytes += info.byteLength;
+        opts.onProgress?.({ bytes, totalBytes, builtBytes, tensor: info.name, phase: 'read' });
+        return { data, shape: info.shape };
+      };
+      weights = buildWeights(spec, readConverted, { release: opts.keepWeights ? false : canRelease() });
+    }
     const model = new Decoder(spec, weights);
     try {
       checkBufferLimits(weights, dir);
@@ -172,16 +258,20 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
     }
     opts.onProgress?.({ bytes: totalBytes, totalBytes, builtBytes: totalBytes, tensor: '', phase: 'done' });
     let weightBytes = 0;
-    const seen = new Set<tf.Tensor>();
-    const count = (t: tf.Tensor | null) => { if (t && !seen.has(t)) { seen.add(t); weightBytes += t.size * 4; } };
+    const seen = new Set<tf.Tensor | PackedWeight>();
+    const count = (t: tf.Tensor | PackedWeight | null) => {
+      if (!t || seen.has(t)) return;
+      seen.add(t);
+      weightBytes += isPacked(t) ? packedBytes(t) : t.size * 4;
+    };
     count(weights.embed); count(weights.finalNorm); count(weights.lmHead);
-    for (const l of weights.layers) for (const t of Object.values(l)) count(t as tf.Tensor | null);
+    for (const l of weights.layers) for (const t of Object.values(l)) count(t as tf.Tensor | PackedWeight | null);
     return {
       dir, config, family, familyConfig, spec, model,
       checkpointBytes: totalBytes,
       weightBytes,
-      dtype: 'f32',
-      dtypeNote: 'f32',
+      dtype: plan.dtype,
+      dtypeNote: plan.note,
       loadSeconds: (performance.now() - t0) / 1000,
       dispose: () => model.dispose(),
     };

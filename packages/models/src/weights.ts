@@ -218,6 +218,8 @@ export function buildWeights(s: DecoderSpec, read: TensorSource, opts: { release
       down: linearIn([`${p}mlp.down_proj.weight`]),
       downBias: optVec(s.mlpBias, `${p}mlp.down_proj.bias`),
       postMlpNorm: s.sandwichNorms ? vecT(effNorm(`${p}post_feedforward_layernorm.weight`)) : null,
+      // folded above (f32 matrices); only packed matrices carry these separately
+      inputNorm: null, mlpNorm: null, qkvScale: null,
     });
   }
   const finalNorm = vecT(effNorm('model.norm.weight'));

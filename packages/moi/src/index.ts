@@ -4,3 +4,4 @@ export * from './mix.ts';
 export * from './soft.ts';
 export * from './mixer.ts';
 export * from './row-plan.ts';
+export * from './embed-source.ts';

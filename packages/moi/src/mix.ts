@@ -19,6 +19,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { UsageError } from '@moi/core';
+import { embedRowsOf, embedSourceOf, embedWidth, mixAllRows, type EmbedSource } from './embed-source.ts';
 import { checkMixSettings, type MixSettings } from './settings.ts';
 import type { MixRowState } from './mixer.ts';
 
@@ -29,7 +30,9 @@ export interface MixInputsArgs {
   processedLogits?: tf.Tensor2D;
   /** int32 [B]: the ids the sampler chose (still on device) */
   sampled: tf.Tensor1D;
-  /** [V, H] raw embedding rows (embed_tokens.weight), before any model scaling */
+  /** where the raw embedding rows live (the model's own storage: Decoder.embedSource()) */
+  embed?: EmbedSource;
+  /** or, as a shorthand: [V, H] raw embedding rows (embed_tokens.weight), before any model scaling */
   embedTable?: tf.Tensor2D;
   /** or the same table stored as columns [H, V] (a tied lm_head), when no [V, H] copy exists */
   embedColumns?: tf.Tensor2D;
@@ -91,6 +94,9 @@ function moiError(message: string): UsageError {
 interface Plan {
   B: number;
   V: number;
+  /** the embedding rows' source, and their width H */
+  src: EmbedSource;
+  Hd: number;
   /** largest K among rows that use a top-K; 0 when every row mixes the whole vocabulary */
   kMax: number;
   kRow: Int32Array;
@@ -105,22 +111,16 @@ interface Plan {
 }
 
 function checkArgs(args: MixInputsArgs): Plan {
-  const { logits, processedLogits, sampled, embedTable, embedColumns, settings } = args;
+  const { logits, processedLogits, sampled, settings } = args;
   if (logits.rank !== 2) throw moiError(`logits must be [B, V], got shape [${logits.shape}]`);
   const [B, V] = logits.shape;
   if (sampled.rank !== 1 || sampled.shape[0] !== B) throw moiError(`sampled must be [${B}], got shape [${sampled.shape}]`);
-  if (!embedTable === !embedColumns) throw moiError('give exactly one of embedTable [V, H] and embedColumns [H, V]');
-  if (embedTable && (embedTable.rank !== 2 || embedTable.shape[0] < V)) {
-    throw moiError(`embedTable must be [V >= ${V}, H], got shape [${embedTable.shape}]`);
-  }
-  if (embedColumns && (embedColumns.rank !== 2 || embedColumns.shape[1] < V)) {
-    throw moiError(`embedColumns must be [H, V >= ${V}], got shape [${embedColumns.shape}]`);
-  }
+  const src = embedSourceOf(args, V, 'mixInputs');
   if (!Array.isArray(settings) || settings.length !== B) {
     throw moiError(`settings must have one entry per row (${B}), got ${Array.isArray(settings) ? settings.length : typeof settings}`);
   }
   const plan: Plan = {
-    B, V, kMax: 0, kRow: new Int32Array(B), isAll: [], anyProcessed: false,
+    B, V, src, Hd: embedWidth(src), kMax: 0, kRow: new Int32Array(B), isAll: [], anyProcessed: false,
     useProcessed: new Float32Array(B), isMoi: new Float32Array(B), isDirect: new Float32Array(B),
     isStandard: new Float32Array(B), beta: new Float32Array(B),
   };
@@ -225,22 +225,6 @@ function slotWeights(slots: Slots, coef: { a: (H: tf.Tensor1D) => tf.Tensor1D; b
   };
 }
 
-/** Embedding rows [n, H] for ids [n], from whichever layout the caller holds. */
-function embedRows(args: MixInputsArgs, ids: tf.Tensor1D): tf.Tensor2D {
-  if (args.embedTable) return tf.gather(args.embedTable, ids) as tf.Tensor2D;
-  return tf.transpose(tf.gather(args.embedColumns!, ids, 1)) as tf.Tensor2D;
-}
-
-/** w [B, V] · E: the whole-vocabulary mixture. */
-function mixAll(args: MixInputsArgs, w: tf.Tensor2D, V: number): tf.Tensor2D {
-  if (args.embedTable) {
-    const E = args.embedTable.shape[0] === V ? args.embedTable : tf.slice(args.embedTable, [0, 0], [V, args.embedTable.shape[1]]);
-    return tf.matMul(w, E) as tf.Tensor2D;
-  }
-  const C = args.embedColumns!;
-  return tf.matMul(w, C.shape[1] === V ? C : tf.slice(C, [0, 0], [C.shape[0], V]), false, true) as tf.Tensor2D;
-}
-
 /**
  * The common case in few ops (it runs every decode step): every row takes the same top-K of the
  * raw prior. Same rule as the general path: candidates = top-K ∪ {y}, p the softmax over them,
@@ -279,7 +263,7 @@ function leanMix(args: MixInputsArgs, plan: Plan, Hd: number): MixResult {
     const b = tf.sub(db, tf.mul(H, cb));
     const w = tf.add(tf.mul(a, p), tf.mul(b, isY)); // [B, K+1]
     const ids = tf.reshape(tf.concat([indices, y], 1), [-1]) as tf.Tensor1D;
-    const rows = tf.reshape(embedRows(args, ids), [B, K + 1, Hd]);
+    const rows = tf.reshape(embedRowsOf(plan.src, ids), [B, K + 1, Hd]);
     const embeds = tf.reshape(tf.matMul(tf.reshape(w, [B, 1, K + 1]), rows), [B, Hd]) as tf.Tensor2D;
     return {
       embeds,
@@ -297,7 +281,7 @@ export function mixInputs(args: MixInputsArgs, opts?: MixInputsOptions): MixResu
 export function mixInputs(args: MixInputsArgs, opts: MixInputsOptions = {}): MixResult | MixDebugResult {
   const plan = checkArgs(args);
   const { B, V } = plan;
-  const Hd = args.embedTable ? args.embedTable.shape[1] : args.embedColumns!.shape[0];
+  const Hd = plan.Hd;
   const lean = !opts.returnWeights && !opts.general && !plan.anyProcessed && !plan.isAll.some((x) => x) &&
     plan.kRow.every((k) => k === plan.kMax);
   if (lean) return leanMix(args, plan, Hd);
@@ -323,14 +307,14 @@ export function mixInputs(args: MixInputsArgs, opts: MixInputsOptions = {}): Mix
       const slots = topKSlots(scores, y, plan);
       const wts = slotWeights(slots, coef);
       const N = plan.kMax + 1;
-      const rows = tf.reshape(embedRows(args, tf.reshape(slots.ids, [-1]) as tf.Tensor1D), [B, N, Hd]);
+      const rows = tf.reshape(embedRowsOf(plan.src, tf.reshape(slots.ids, [-1]) as tf.Tensor1D), [B, N, Hd]);
       const embeds = tf.reshape(tf.matMul(tf.reshape(wts.w, [B, 1, N]), rows), [B, Hd]) as tf.Tensor2D;
       sparse = { ...wts, slots, embeds };
     }
     if (anyAll) {
       const slots = vocabSlots(scores, y, plan);
       const wts = slotWeights(slots, coef);
-      dense = { ...wts, slots, embeds: mixAll(args, wts.w, V) };
+      dense = { ...wts, slots, embeds: mixAllRows(plan.src, wts.w, V) };
     }
 
     // Pick per row: the dense result for rows that mix the whole vocabulary.

@@ -22,6 +22,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { UsageError } from '@moi/core';
+import { embedRowsOf, embedSourceOf, embedWidth, type EmbedSource } from './embed-source.ts';
 import type { MixInputsArgs, MixResult } from './mix.ts';
 import type { MixRowInit, MixRowReport, MixRowState, NoiseRng } from './mixer.ts';
 import type { MixSettings } from './settings.ts';
@@ -134,15 +135,15 @@ interface RowPlan {
   alpha: number;
 }
 
-function planRows(args: MixInputsArgs): RowPlan[] {
+function planRows(args: MixInputsArgs): { rows: RowPlan[]; src: EmbedSource } {
   const { logits, sampled, settings } = args;
   if (logits.rank !== 2) throw softError(`logits must be [B, V], got shape [${logits.shape}]`);
   const [B, V] = logits.shape;
   if (sampled.rank !== 1 || sampled.shape[0] !== B) throw softError(`sampled must be [${B}], got shape [${sampled.shape}]`);
-  if (!args.embedTable === !args.embedColumns) throw softError('give exactly one of embedTable [V, H] and embedColumns [H, V]');
+  const src = embedSourceOf(args, V, 'softMix');
   if (settings.length !== B) throw softError(`settings must have one entry per row (${B}), got ${settings.length}`);
   if (!args.rowStates || args.rowStates.length !== B) throw softError(`rowStates must have one entry per row (${B}) (made by startRow)`);
-  return settings.map((s, r): RowPlan => {
+  const rows = settings.map((s, r): RowPlan => {
     const soft: SoftSettings | undefined = s.soft;
     if (s.mode !== 'soft' || !soft) throw softError(`settings[${r}]: mode '${s.mode}' is not 'soft'`);
     const state = args.rowStates![r];
@@ -169,16 +170,11 @@ function planRows(args: MixInputsArgs): RowPlan[] {
       alpha: soft.dirichletAlpha,
     };
   });
+  return { rows, src };
 }
 
 const col = (rows: RowPlan[], f: (p: RowPlan) => number, dtype: 'float32' | 'int32' = 'float32') =>
   tf.tensor2d(rows.map(f), [rows.length, 1], dtype);
-
-/** Embedding rows [n, H] for ids [n], from whichever layout the caller holds. */
-function embedRows(args: MixInputsArgs, ids: tf.Tensor1D): tf.Tensor2D {
-  if (args.embedTable) return tf.gather(args.embedTable, ids) as tf.Tensor2D;
-  return tf.transpose(tf.gather(args.embedColumns!, ids, 1)) as tf.Tensor2D;
-}
 
 /**
  * log Gamma(a, 1) draws [B, M] for shapes a [B, M] (a > 0 where `valid`), from uniforms
@@ -221,7 +217,7 @@ export function logGamma(a: tf.Tensor2D, valid: tf.Tensor2D, u: tf.Tensor3D): tf
 export function softMix(args: MixInputsArgs): MixResult;
 export function softMix(args: MixInputsArgs, opts: { returnWeights: true }): SoftDebugResult;
 export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } = {}): MixResult | SoftDebugResult {
-  const plan = planRows(args);
+  const { rows: plan, src } = planRows(args);
   const [B, V] = args.logits.shape;
   const thinkingRows = plan.filter((p) => p.thinking);
   const anyThinking = thinkingRows.length > 0;
@@ -258,11 +254,11 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
     const y = args.sampled.dtype === 'int32' ? args.sampled : tf.cast(args.sampled, 'int32');
     const thinking = tf.cast(col(plan, (p) => (p.thinking ? 1 : 0)), 'bool'); // [B, 1]
     const thinkEnd = col(plan, (p) => p.thinkEnd, 'int32'); // [B, 1]
-    const Hd = args.embedTable ? args.embedTable.shape[1] : args.embedColumns!.shape[0];
+    const Hd = embedWidth(src);
 
     if (!anyThinking) {
       // After thinking: the sampler's token, one-hot.
-      const embeds = embedRows(args, y);
+      const embeds = embedRowsOf(src, y);
       const out: Record<string, tf.Tensor> = {
         embeds, entropy: tf.fill([B], NaN), weightOnSampled: tf.ones([B]), numCandidates: tf.ones([B], 'int32'),
         tokens: tf.clone(y), extra: tf.zeros([B, SOFT_EXTRA_COLUMNS]),
@@ -347,7 +343,7 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
     const oneHotId = tf.where(thinking, thinkEnd, tf.reshape(y, [B, 1]));
     const slotIds = tf.concat([candIds, oneHotId], 1); // [B, Kc + 1]
     const slotW = tf.concat([tf.where(soft, w, tf.zerosLike(w)), tf.cast(tf.logicalNot(soft), 'float32')], 1);
-    const rows = tf.reshape(embedRows(args, tf.reshape(slotIds, [-1]) as tf.Tensor1D), [B, Kc + 1, Hd]);
+    const rows = tf.reshape(embedRowsOf(src, tf.reshape(slotIds, [-1]) as tf.Tensor1D), [B, Kc + 1, Hd]);
     const embeds = tf.reshape(tf.matMul(tf.reshape(slotW, [B, 1, Kc + 1]), rows), [B, Hd]);
 
     const softRow = tf.reshape(soft, [B]);

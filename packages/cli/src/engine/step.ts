@@ -252,7 +252,7 @@ export async function decodeStep(ctx: StepContext, rows: StepRow[], logits: tf.T
     if (mixing) {
       mix = mixer.mix({
         logits, processedLogits: s.processedLogits, sampled: s.ids,
-        ...(model.weights.embed ? { embedTable: model.weights.embed } : { embedColumns: model.weights.lmHead }),
+        embed: model.embedSource(),
         settings: rows.map((r) => r.settings), rowStates: rows.map((r) => r.mixState), withSlots: traceN >= 0,
       });
     }

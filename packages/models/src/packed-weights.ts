@@ -1,0 +1,225 @@
+/**
+ * Loading matrices as packed 16/8-bit weights (issue 15), streamed: a matrix is read from the
+ * checkpoint a few rows at a time, each chunk converted (16-bit words kept as they are, or f32
+ * rounded to bf16, or quantized to q8) straight into the final tensor's memory, so the load never
+ * holds more than the final weights plus one chunk. Fusing q/k/v or gate/up is writing the parts'
+ * rows one after the other (exact: q8 blocks never cross a row).
+ *
+ * The packed layout keeps the checkpoint's [out, in]; no norm is folded into a packed matrix (that
+ * would re-round it): the decoder applies the input and pre-MLP norms with fusedRmsNorm's weight,
+ * and the attention scale as packedMatMul's outScale on q's columns.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import {
+  bf16ToF32, bytesToFloat32, dequantizeQ8, f16ToF32, f32ToBf16, f32ToF16, ModelError, Q8_BLOCK, quantizeQ8,
+  type PackedKind, type PackedWeight, type TensorInfo,
+} from '@moi/core';
+import type { DecoderWeights, LayerWeights } from './decoder.ts';
+import type { DecoderSpec } from './spec.ts';
+
+/** Reads a checkpoint's tensors by graph name: their header entries, and byte ranges of their data. */
+export interface MatrixSource {
+  info(name: string): TensorInfo;
+  readRange(name: string, start: number, length: number): Uint8Array;
+  /** a whole (small) tensor as float32: norms, biases */
+  readFloat32(name: string): Float32Array;
+  /** called once a tensor has been read whole (progress) */
+  done?(name: string): void;
+}
+
+/** Source bytes converted per chunk (rows of a matrix). */
+const CHUNK_BYTES = 8 << 20;
+
+/** Bytes of a packed [rows, cols] matrix: data words (+ q8 scales). */
+export function packedSize(kind: PackedKind, rows: number, cols: number): number {
+  if (kind === 'q8') return Math.ceil((rows * cols) / 4) * 4 + rows * Math.ceil(cols / Q8_BLOCK) * 4;
+  return Math.ceil((rows * cols * 2) / 4) * 4;
+}
+
+// ---- destination tensors ----
+
+/** A tensor of `n` elements of `dtype`, allocated uninitialised: in the wasm heap, or a host array elsewhere. */
+interface Dest {
+  tensor(): tf.Tensor1D;
+  /** a byte view over its memory (re-made per call: heap growth detaches old views) */
+  bytes(): Uint8Array;
+}
+
+function makeDest(n: number, dtype: 'int32' | 'float32', what: string): Dest {
+  if (tf.getBackend() === 'wasm') {
+    const backend: any = tf.backend();
+    const info = backend.makeOutput([n], dtype);
+    const t = tf.engine().makeTensorFromTensorInfo(info) as tf.Tensor1D;
+    const offset = backend.dataIdMap.get(t.dataId)?.memoryOffset;
+    if (!offset && n > 0) {
+      t.dispose();
+      throw new ModelError('E_MEMORY', `${what}: could not allocate ${n * 4} bytes in the wasm heap (4 GiB in all); try a smaller --dtype (q8)`);
+    }
+    return { tensor: () => t, bytes: () => new Uint8Array(backend.wasm.HEAPU8.buffer, offset, n * 4) };
+  }
+  const host = new ArrayBuffer(n * 4);
+  let t: tf.Tensor1D | null = null;
+  return {
+    tensor: () => (t ??= tf.tensor1d(dtype === 'int32' ? new Int32Array(host) : new Float32Array(host), dtype)),
+    bytes: () => new Uint8Array(host),
+  };
+}
+
+// ---- conversion ----
+
+/**
+ * Pack the matrices `names` (checkpoint [out, in] each, same `in`), their rows concatenated, as
+ * `kind`. Each is read and converted a chunk of rows at a time into the final tensor.
+ */
+export function packMatrices(src: MatrixSource, names: string[], kind: PackedKind): PackedWeight {
+  const infos = names.map((n) => src.info(n));
+  const cols = infos[0].shape[1];
+  const rows = infos.reduce((s, i) => s + i.shape[0], 0);
+  const label = names.join('+');
+  const nb = Math.ceil(cols / Q8_BLOCK);
+  const dataBytes = kind === 'q8' ? rows * cols : rows * cols * 2;
+  const words = Math.ceil(dataBytes / 4);
+  const data = makeDest(words, 'int32', label);
+  let scales: Dest | null = null;
+  try {
+    if (kind === 'q8') scales = makeDest(rows * nb, 'float32', `${label} (q8 scales)`);
+    if (words > 0) data.bytes().fill(0, (words - 1) * 4); // the padding of the last word is zero
+    let rowOff = 0;
+    for (let p = 0; p < names.length; p++) {
+      const info = infos[p];
+      const name = names[p];
+      const R = info.shape[0];
+      const es = info.byteLength / Math.max(1, R * cols);
+      const chunk = Math.max(1, Math.floor(CHUNK_BYTES / Math.max(1, cols * es)));
+      for (let r0 = 0; r0 < R; r0 += chunk) {
+        const n = Math.min(chunk, R - r0);
+        const raw = src.readRange(name, r0 * cols * es, n * cols * es);
+        const at = (rowOff + r0) * cols;
+        if (kind !== 'q8') {
+          // 16-bit words: the checkpoint's own when it stores this kind, else rounded from f32
+          let w16: Uint16Array;
+          if ((info.dtype === 'BF16' && kind === 'bf16') || (info.dtype === 'F16' && kind === 'f16')) {
+            w16 = new Uint16Array(raw.buffer, raw.byteOffset, n * cols);
+          } else {
+            const f = bytesToFloat32(info.dtype, raw);
+            w16 = kind === 'bf16' ? f32ToBf16(f) : f32ToF16(f);
+          }
+          data.bytes().set(new Uint8Array(w16.buffer, w16.byteOffset, w16.byteLength), at * 2);
+        } else {
+          const { q, d } = quantizeQ8(bytesToFloat32(info.dtype, raw), n, cols);
+          data.bytes().set(new Uint8Array(q.buffer, q.byteOffset, q.byteLength), at);
+          scales!.bytes().set(new Uint8Array(d.buffer, d.byteOffset, d.byteLength), (rowOff + r0) * nb * 4);
+        }
+      }
+      src.done?.(name);
+      rowOff += R;
+    }
+    return { kind, rows, cols, data: data.tensor(), scales: scales ? scales.tensor() : null };
+  } catch (err) {
+    if (tf.getBackend() === 'wasm') { data.tensor().dispose(); scales?.tensor().dispose(); }
+    throw err;
+  }
+}
+
+/**
+ * One checkpoint matrix as the f32 values `kind` stands for (bf16-rounded, or q8 dequantized), row
+ * chunk by row chunk: what a backend without packed kernels holds (widened at load).
+ */
+export function convertedF32(src: MatrixSource, name: string, kind: PackedKind): Float32Array {
+  const info = src.info(name);
+  const [R, cols] = info.shape;
+  const out = new Float32Array(R * cols);
+  const es = info.byteLength / Math.max(1, R * cols);
+  const chunk = Math.max(1, Math.floor(CHUNK_BYTES / Math.max(1, cols * es)));
+  for (let r0 = 0; r0 < R; r0 += chunk) {
+    const n = Math.min(chunk, R - r0);
+    const f = bytesToFloat32(info.dtype, src.readRange(name, r0 * cols * es, n * cols * es));
+    let v: Float32Array;
+    if (kind === 'q8') {
+      const { q, d } = quantizeQ8(f, n, cols);
+      v = dequantizeQ8(q, d, n, cols);
+    } else if (kind === 'bf16') {
+      v = info.dtype === 'BF16' ? f : bf16ToF32(f32ToBf16(f));
+    } else {
+      v = info.dtype === 'F16' ? f : f16ToF32(f32ToF16(f));
+    }
+    out.set(v, r0 * cols);
+  }
+  return out;
+}
+
+// ---- the decoder's weights, packed ----
+
+/**
+ * The graph's weights with every matrix packed as `kind`: the same names and fusions as the f32
+ * path (buildWeights), but nothing folded into a matrix. Norm weights are held as their effective
+ * values (1 + w for Gemma) and applied by the decoder; the attention scale is q's outScale (or,
+ * with q/k norm, folded into the q norm weights, a vector, as in the f32 path). A tied head is
+ * the embedding, stored once.
+ */
+export function buildPackedWeights(s: DecoderSpec, src: MatrixSource, kind: PackedKind): DecoderWeights {
+  const qDim = s.numHeads * s.headDim;
+  const kvDim = s.numKvHeads * s.headDim;
+  const vecRead = (n: string) => { const v = src.readFloat32(n); src.done?.(n); return v; };
+  const effNorm = (n: string, scale = 1): Float32Array => {
+    const w = vecRead(n);
+    const out = new Float32Array(w.length);
+    for (let i = 0; i < w.length; i++) out[i] = (s.normUnitOffset ? 1 + w[i] : w[i]) * scale;
+    return out;
+  };
+  const vec = (n: string) => tf.tensor1d(vecRead(n));
+  const optVec = (on: boolean, n: string) => (on ? vec(n) : null);
+  const catVec = (names: string[], scale?: Float32Array | null): tf.Tensor1D => {
+    const parts = names.map(vecRead);
+    const v = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+    let off = 0;
+    for (const p of parts) { v.set(p, off); off += p.length; }
+    if (scale) for (let i = 0; i < v.length; i++) v[i] *= scale[i];
+    return tf.tensor1d(v);
+  };
+  const pack = (names: string[]) => packMatrices(src, names, kind);
+  // the attention scale on q's output features (when there is no q norm to carry it)
+  let qScale: Float32Array | null = null;
+  if (!s.qkNorm) {
+    qScale = new Float32Array(qDim + 2 * kvDim).fill(1);
+    qScale.fill(s.attnScale, 0, qDim);
+  }
+
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < s.numLayers; i++) {
+    const p = `model.layers.${i}.`;
+    const a = `${p}self_attn.`;
+    const inputNorm = tf.tensor1d(effNorm(`${p}input_layernorm.weight`));
+    let qNorm: tf.Tensor1D | null = null;
+    let kNorm: tf.Tensor1D | null = null;
+    let qkNormRows: tf.Tensor2D | null = null;
+    if (s.qkNorm) {
+      const qn = effNorm(`${a}q_norm.weight`, s.attnScale);
+      const kn = effNorm(`${a}k_norm.weight`);
+      qNorm = tf.tensor1d(qn);
+      kNorm = tf.tensor1d(kn);
+      const rows = new Float32Array((s.numHeads + s.numKvHeads) * s.headDim);
+      for (let h = 0; h < s.numHeads + s.numKvHeads; h++) rows.set(h < s.numHeads ? qn : kn, h * s.headDim);
+      qkNormRows = tf.tensor2d(rows, [s.numHeads + s.numKvHeads, s.headDim]);
+    }
+    const qkv = pack([`${a}q_proj.weight`, `${a}k_proj.weight`, `${a}v_proj.weight`]);
+    const qkvBias = s.qkvBias ? catVec([`${a}q_proj.bias`, `${a}k_proj.bias`, `${a}v_proj.bias`], qScale) : null;
+    const o = pack([`${a}o_proj.weight`]);
+    const oBias = optVec(s.oBias, `${a}o_proj.bias`);
+    const postAttnNorm = s.sandwichNorms ? tf.tensor1d(effNorm(`${p}post_attention_layernorm.weight`)) : null;
+    const mlpNorm = tf.tensor1d(effNorm(s.sandwichNorms ? `${p}pre_feedforward_layernorm.weight` : `${p}post_attention_layernorm.weight`));
+    const gateUp = pack([`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`]);
+    const gateUpBias = s.mlpBias ? catVec([`${p}mlp.gate_proj.bias`, `${p}mlp.up_proj.bias`]) : null;
+    const down = pack([`${p}mlp.down_proj.weight`]);
+    const downBias = optVec(s.mlpBias, `${p}mlp.down_proj.bias`);
+    const postMlpNorm = s.sandwichNorms ? tf.tensor1d(effNorm(`${p}post_feedforward_layernorm.weight`)) : null;
+    layers.push({
+      qkv, qkvBias, qNorm, kNorm, qkNormRows, o, oBias, postAttnNorm, postMlpNorm, gateUp, gateUpBias, down, downBias,
+      inputNorm, mlpNorm, qkvScale: qScale ? tf.tensor1d(qScale) : null,
+    });
+  }
+  const finalNorm = tf.tensor1d(effNorm('model.norm.weight'));
+  const embed = pack(['model.embed_tokens.weight']);
+  if (s.tieWordEmbeddings) return { embed: null, layers, finalNorm, lmHead: embed };
+  return { embed, layers, finalNorm, lmHead: pack(['lm_head.weight']) };
+}
