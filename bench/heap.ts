@@ -13,7 +13,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { RawConfig } from '@moi/models';
-import { HEAP_DTYPES, HEAP_KV_TOKENS, WASM_HEAP_BYTES, WASM_HEAP_LIMIT, heapRow, heapTable, type HeapRow } from '../packages/cli/src/bench/heap.ts';
+import {
+  HEAP_ACTIVATION_RESERVE, HEAP_DTYPES, TABLE_KV_TOKENS, WASM_HEAP_BYTES, WASM_HEAP_LIMIT, heapRow, heapTable, type HeapRow,
+} from '../packages/cli/src/bench/heap.ts';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** The order the README lists them in: the four standard shapes, then the two larger ones. */
@@ -38,7 +40,7 @@ function main(): void {
     return;
   }
   const dir = path.resolve(values.configs ?? path.join(REPO, '../shared/peer-bench/configs'));
-  const tokens = values.tokens === undefined ? HEAP_KV_TOKENS : Number(values.tokens);
+  const tokens = values.tokens === undefined ? TABLE_KV_TOKENS : Number(values.tokens);
   if (!Number.isInteger(tokens) || tokens < 1) fail(`--tokens needs a positive integer, got ${JSON.stringify(values.tokens)}`);
   if (!fs.existsSync(dir)) fail(`${dir}: no such folder (pass --configs DIR)`);
   const names = fs.readdirSync(dir).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5))
@@ -50,12 +52,13 @@ function main(): void {
     for (const dtype of HEAP_DTYPES) rows.push(heapRow(name, config, dtype, tokens));
   }
   if (values.json) {
-    console.log(JSON.stringify({ heap_bytes: WASM_HEAP_BYTES, limit_bytes: WASM_HEAP_LIMIT, kv_tokens: tokens, rows }));
+    console.log(JSON.stringify({ heap_bytes: WASM_HEAP_BYTES, activation_reserve_bytes: HEAP_ACTIVATION_RESERVE, limit_bytes: WASM_HEAP_LIMIT, kv_tokens: tokens, rows }));
     return;
   }
   console.log(heapTable(rows));
-  console.log(`\nweights + KV cache may fill ${(WASM_HEAP_LIMIT / 1e9).toFixed(2)} GB of the ${(WASM_HEAP_BYTES / 1e9).toFixed(2)} GB (4 GiB) heap; ` +
-    'GB = 10^9 bytes; q8 = int8 + an f32 scale per 32 values; norms, biases and the KV cache f32.');
+  console.log(`\nweights + KV cache may fill ${(WASM_HEAP_LIMIT / 1e9).toFixed(2)} GB: the ${(WASM_HEAP_BYTES / 1e9).toFixed(2)} GB wasm heap less ` +
+    `${(HEAP_ACTIVATION_RESERVE / 2 ** 20).toFixed(0)} MiB kept for activations. "does not load": the loader refuses it (E_MEMORY). ` +
+    'GB = 10^9 bytes; q8 = int8 + an f32 scale per 32 values; an f32 tied head counts twice (XNNPACK packs a copy); norms, biases and the KV cache f32.');
 }
 
 main();

@@ -225,7 +225,7 @@ function profileLine(p: StepProfile): string {
 export function formatBench(r: BenchResult): string {
   const rows: [string, string][] = [
     ['model', r.model],
-    ['backend / dtype', `${r.backend} / ${r.dtype}${r.dtypeNote && r.dtypeNote !== r.dtype ? ` (${r.dtypeNote})` : ''}`],
+    ['backend / dtype', `${r.backend} / ${r.dtype}${r.dtypeNote && r.dtypeNote !== r.dtype ? `: ${r.dtypeNote}` : ''}`],
     ['load', `${r.load_s.toFixed(2)} s (${r.load_gb_s.toFixed(2)} GB/s)`],
     [`prefill (${r.prompt_tokens} tok)`, `${r.prefill_tok_s.toFixed(1)} tok/s`],
     ['decode standard', `${r.decode_tok_s.standard.toFixed(2)} tok/s`],

@@ -11,9 +11,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { specFromConfig, type RawConfig } from '@moi/models';
+import { estimateHeap, specFromConfig, WASM_HEAP_BYTES, type RawConfig } from '@moi/models';
 import { Scheduler } from '../engine/scheduler.ts';
-import { WASM_HEAP_LIMIT, weightSizes } from './heap.ts';
+import { WASM_HEAP_LIMIT, weightBytes as heldBytes } from './heap.ts';
 
 /** The four standard shapes (`--config all`). */
 export const PEER_STANDARD = ['smollm2-135m', 'qwen2.5-0.5b', 'qwen3-0.6b', 'gemma-3-270m'] as const;
@@ -158,15 +158,14 @@ export function planShape(o: PeerOptions, name: string, config: RawConfig): Shap
   const { spec } = specFromConfig(config, `${name}.json`);
   const rows = Math.max(1, ...(batches ?? [4, 16]));
   const kvBytes = Scheduler.kvBytesFor(spec, rows, o.promptTokens + o.genTokens + 1);
-  const heap = o.dtypes.map((dtype) => {
-    const weightBytes = weightSizes(spec, dtype).bytes;
-    return { dtype, weightBytes, kvBytes, fits: weightBytes + kvBytes <= WASM_HEAP_LIMIT };
-  });
+  // the loader's own check (E_MEMORY), and room for the bench's KV cache beside the weights
+  const fits = (d: PeerDtype) => estimateHeap(spec, d).total <= WASM_HEAP_BYTES && heldBytes(spec, d) + kvBytes <= WASM_HEAP_LIMIT;
+  const heap = o.dtypes.map((dtype) => ({ dtype, weightBytes: heldBytes(spec, dtype), kvBytes, fits: fits(dtype) }));
   if (!o.skipOurs) {
     const over = heap.filter((h) => !h.fits);
     if (over.length) {
       const fitting = heap.filter((h) => h.fits).map((h) => h.dtype);
-      const others = PEER_DTYPES.filter((d) => weightSizes(spec, d).bytes + kvBytes <= WASM_HEAP_LIMIT);
+      const others = PEER_DTYPES.filter(fits);
       throw new PlanError(over.map((h) => `${name} at ${h.dtype}: ${GB(h.weightBytes)} of weights + ${GB(h.kvBytes)} of KV cache ` +
         `(${rows} row${rows > 1 ? 's' : ''} × ${o.promptTokens + o.genTokens + 1} tokens) do not fit the wasm heap (${GB(WASM_HEAP_LIMIT)} of its 4 GiB)`).join('; ') +
         `; run it with --dtype ${(fitting.length ? fitting : others).join(',') || 'q8'}${batches?.length ? ' or fewer --batches' : ''}, or with --skip-ours`);

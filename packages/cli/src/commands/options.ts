@@ -47,9 +47,9 @@ export function dtypeOption(): Option {
     .default('auto');
 }
 
-/** The loaded dtype and why, for --stats and --verbose lines: `bf16` or `f32 (bf16 widened: cpu backend)`. */
+/** The loaded dtype and why, for --stats and --verbose lines: `bf16: bf16 checkpoint kept in 16 bits`. */
 export function dtypeLabel(loaded: { dtype: string; dtypeNote: string }): string {
-  return loaded.dtypeNote && loaded.dtypeNote !== loaded.dtype ? `${loaded.dtype} (${loaded.dtypeNote})` : loaded.dtype;
+  return loaded.dtypeNote && loaded.dtypeNote !== loaded.dtype ? `${loaded.dtype}: ${loaded.dtypeNote}` : loaded.dtype;
 }
 
 export type { DtypeChoice };
