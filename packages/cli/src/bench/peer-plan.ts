@@ -101,9 +101,13 @@ export function peerProgram(repo: string): Command {
     .configureOutput({ outputError: (str, write) => write(`peer: ${str}`) });
 }
 
-/** Parsed options; a bad flag or value throws commander's error (its message already printed). */
-export function parsePeerArgs(argv: string[], repo: string): PeerOptions {
+/**
+ * Parsed options; a bad flag or value throws commander's error, its message already written
+ * (to stderr, or to `writeErr`).
+ */
+export function parsePeerArgs(argv: string[], repo: string, writeErr?: (s: string) => void): PeerOptions {
   const p = peerProgram(repo).exitOverride();
+  if (writeErr) p.configureOutput({ writeErr });
   p.parse(argv, { from: 'user' });
   const o = p.opts() as {
     peer: string; config: string[]; dtype: PeerDtype[]; scratch: string; out?: string; promptTokens: number; genTokens: number;
