@@ -5,10 +5,10 @@
  */
 import { Command, Option } from 'commander';
 import { UsageError } from '@moi/core';
+import { estimateHeap } from '@moi/models';
 import { resolveMixSettings, type MixOptions } from '@moi/moi';
 import { loadEngine, type ModelFlags } from './load.ts';
 import { readUserFile } from './generate.ts';
-import { WASM_HEAP_LIMIT } from '../bench/heap.ts';
 import { addModelOptions, dtypeLabel, int } from './options.ts';
 
 interface ServeFlags extends ModelFlags {
@@ -43,6 +43,7 @@ async function run(o: ServeFlags): Promise<void> {
   // loaded here, so that the other commands do not pay for fastify, zod and prom-client at start-up
   const { Scheduler } = await import('../engine/scheduler.ts');
   const { buildServer } = await import('../serve/server.ts');
+  const { WASM_HEAP_LIMIT } = await import('../bench/heap.ts');
   const { engine } = await loadEngine({ ...o, quiet: true }, true);
   const spec = engine.spec;
   const maxModelLen = o.maxModelLen ?? Math.min(spec.maxPositionEmbeddings, 2048);
@@ -51,9 +52,11 @@ async function run(o: ServeFlags): Promise<void> {
     throw new UsageError('E_USAGE', `--max-model-len must be 2..${spec.maxPositionEmbeddings} (max_position_embeddings), got ${maxModelLen}`);
   }
   const kvBytes = Scheduler.kvBytesFor(spec, o.maxSeqs, maxModelLen);
-  // the bytes the weights hold in memory (at --dtype), not the checkpoint's
-  const weights = engine.loaded.weightBytes;
-  if (engine.backend.name === 'wasm' && weights + kvBytes > WASM_HEAP_LIMIT) {
+  // the bytes the weights hold in memory (at --dtype), not the checkpoint's; on wasm as the
+  // loader counts them (a tied f32 head also has XNNPACK's packed copy)
+  const wasm = engine.backend.name === 'wasm';
+  const weights = wasm ? Math.max(engine.loaded.weightBytes, estimateHeap(spec, engine.loaded.dtype).weights) : engine.loaded.weightBytes;
+  if (wasm && weights + kvBytes > WASM_HEAP_LIMIT) {
     engine.dispose();
     throw new UsageError('E_USAGE', `the KV cache for --max-seqs ${o.maxSeqs} × --max-model-len ${maxModelLen} takes ${MB(kvBytes)}; with the ` +
       `${MB(weights)} of ${engine.loaded.dtype} weights it does not fit the wasm heap (${MB(WASM_HEAP_LIMIT)} of its 4 GiB); lower --max-seqs or --max-model-len${engine.loaded.dtype === 'q8' ? '' : ', or use --dtype q8'}`);
