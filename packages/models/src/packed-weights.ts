@@ -28,7 +28,7 @@ export interface MatrixSource {
 }
 
 /** Source bytes converted per chunk (rows of a matrix). */
-const CHUNK_BYTES = 8 << 20;
+export const CHUNK_BYTES = 8 << 20;
 
 /** Bytes of a packed [rows, cols] matrix: data words (+ q8 scales). */
 export function packedSize(kind: PackedKind, rows: number, cols: number): number {
@@ -71,7 +71,7 @@ function makeDest(n: number, dtype: 'int32' | 'float32', what: string): Dest {
  * Pack the matrices `names` (checkpoint [out, in] each, same `in`), their rows concatenated, as
  * `kind`. Each is read and converted a chunk of rows at a time into the final tensor.
  */
-export function packMatrices(src: MatrixSource, names: string[], kind: PackedKind): PackedWeight {
+export function packMatrices(src: MatrixSource, names: string[], kind: PackedKind, chunkBytes = CHUNK_BYTES): PackedWeight {
   const infos = names.map((n) => src.info(n));
   const cols = infos[0].shape[1];
   const rows = infos.reduce((s, i) => s + i.shape[0], 0);
@@ -90,7 +90,7 @@ export function packMatrices(src: MatrixSource, names: string[], kind: PackedKin
       const name = names[p];
       const R = info.shape[0];
       const es = info.byteLength / Math.max(1, R * cols);
-      const chunk = Math.max(1, Math.floor(CHUNK_BYTES / Math.max(1, cols * es)));
+      const chunk = Math.max(1, Math.floor(chunkBytes / Math.max(1, cols * es)));
       for (let r0 = 0; r0 < R; r0 += chunk) {
         const n = Math.min(chunk, R - r0);
         const raw = src.readRange(name, r0 * cols * es, n * cols * es);

@@ -25,10 +25,10 @@ const FORMATS: Array<{ dtype: 'BF16' | 'F16'; to: Wide; from: Narrow }> = [
 ];
 
 /** Logits of every reference case, concatenated over positions. */
-async function caseLogits(dir: string, cases: number[][]): Promise<{ rows: Float32Array[]; checkpointBytes: number; weightBytes: number }> {
-  const m = await loadModel(dir);
+async function caseLogits(dir: string, cases: number[][], dtype: 'auto' | 'f32' = 'auto'): Promise<{ rows: Float32Array[]; checkpointBytes: number; weightBytes: number; dtype: string }> {
+  const m = await loadModel(dir, { dtype });
   try {
-    return { rows: cases.flatMap((ids) => fullLogits(m.model, ids)), checkpointBytes: m.checkpointBytes, weightBytes: m.weightBytes };
+    return { rows: cases.flatMap((ids) => fullLogits(m.model, ids)), checkpointBytes: m.checkpointBytes, weightBytes: m.weightBytes, dtype: m.dtype };
   } finally {
     m.dispose();
   }
@@ -84,15 +84,21 @@ describe('models: 16-bit checkpoints (wasm)', function () {
           writeModel(halfDir, { ...config, torch_dtype: dtype === 'BF16' ? 'bfloat16' : 'float16' }, half);
           writeModel(roundDir, config, rounded);
 
-          const a = await caseLogits(halfDir, ids);
+          // --dtype f32: widened exactly at load
+          const a = await caseLogits(halfDir, ids, 'f32');
           const b = await caseLogits(roundDir, ids);
           const orig = await caseLogits(src, ids);
           const scale = tolFor(b.rows) / 1e-4;
           assertRowsClose(a.rows, b.rows, 1e-5 * scale, `${tag}: 16-bit vs rounded F32`);
+          // auto (issue 15): the 16-bit words kept as they are (packed), the same values
+          const kept = await caseLogits(halfDir, ids);
+          assert.equal(kept.dtype, dtype === 'BF16' ? 'bf16' : 'f16');
+          assertRowsClose(kept.rows, b.rows, 1e-5 * scale, `${tag}: 16-bit kept vs rounded F32`);
+          assert.ok(kept.weightBytes < 0.6 * orig.weightBytes, `${tag}: 16-bit weights take ${kept.weightBytes} bytes (f32: ${orig.weightBytes})`);
           // ten times the tolerance above: the comparison can tell rounded from unrounded weights
           assert.ok(maxDiff(a.rows, orig.rows) > 1e-4 * scale,
             `${tag}: rounding should move the logits (max diff ${maxDiff(a.rows, orig.rows)})`);
-          // the 16-bit file is (about) half the bytes; memory holds float32 either way
+          // the 16-bit file is (about) half the bytes; widened to f32 (--dtype f32) memory holds float32
           const f32Bytes = [...tensors.values()].reduce((s, t) => s + t.data.length * 4, 0);
           const vecBytes = [...tensors.values()].filter((t) => !narrowIt(t.shape)).reduce((s, t) => s + t.data.length * 4, 0);
           assert.equal(orig.checkpointBytes, f32Bytes);
