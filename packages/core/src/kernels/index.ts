@@ -6,12 +6,13 @@ import * as tf from '@tensorflow/tfjs-core';
 import { DECODE_ATTENTION, decodeAttentionKernel } from './attention.ts';
 import { loadKernels } from './module.ts';
 import { RMS_NORM, rmsNormKernel } from './norm.ts';
+import { PACKED_MATMUL, PACKED_MATMUL_T, PACKED_ROWS, packedMatMulKernel, packedMatMulTKernel, packedRowsKernel } from './packed.ts';
 import { ROPE, ropeKernel } from './rope.ts';
 
 export { decodeAttention, slotTable, DECODE_ATTENTION, type DecodeAttentionOptions } from './attention.ts';
 export { ropeDecode, ROPE } from './rope.ts';
 export { fusedRmsNorm, RMS_NORM, type NormOptions } from './norm.ts';
-export { activeKernels, assembleWat, kernelsBinary, kernelsCachePath, kernelsEnabled, kernelsSource, setKernelsEnabled } from './module.ts';
+export { activeKernels, assembleWat, kernelsBinary, kernelsCachePath, kernelsEnabled, kernelsSource, packedBinary, packedSource, setKernelsEnabled } from './module.ts';
 export { kernelDispatches, resetKernelDispatches } from './stats.ts';
 
 /**
@@ -20,11 +21,14 @@ export { kernelDispatches, resetKernelDispatches } from './stats.ts';
  */
 export async function initKernels(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   await loadKernels(env);
-  for (const [kernelName, kernelFunc] of [[DECODE_ATTENTION, decodeAttentionKernel], [RMS_NORM, rmsNormKernel], [ROPE, ropeKernel]] as const) {
+  for (const [kernelName, kernelFunc] of [
+    [DECODE_ATTENTION, decodeAttentionKernel], [RMS_NORM, rmsNormKernel], [ROPE, ropeKernel],
+    [PACKED_MATMUL, packedMatMulKernel], [PACKED_MATMUL_T, packedMatMulTKernel], [PACKED_ROWS, packedRowsKernel],
+  ] as const) {
     if (!tf.getKernel(kernelName, 'wasm')) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc: kernelFunc as any });
   }
 }
 export {
   disposePacked, dequantizeQ8, isPacked, pack16, packedBytes, packedMatMul, packedMatMulT, packedRows, packQ8, packQ8Blocks, quantizeQ8, widenPacked,
-  Q8_BLOCK, type PackedKind, type PackedMatMulOptions, type PackedWeight,
+  PACKED_MATMUL, PACKED_MATMUL_T, PACKED_ROWS, Q8_BLOCK, type PackedKind, type PackedMatMulOptions, type PackedWeight,
 } from './packed.ts';

@@ -10,12 +10,15 @@
  *
  * Storage is an int32 tfjs tensor holding the raw bytes (tfjs has no 16- or 8-bit dtype); kernels
  * read it in place. The ops below (packedMatMul, packedMatMulT, packedRows) are tfjs ops: on the
- * wasm backend with the kernels on, kernels of kernels.wat; elsewhere a composite that widens to
- * float32 first (correct everywhere, slow: the engine widens at load instead on other backends).
+ * wasm backend with the kernels on, the kernels of packed-wat.ts (registered by initKernels);
+ * elsewhere, and with MOI_KERNELS=0, a composite that widens to float32 first (correct everywhere,
+ * slow: the engine widens at load instead on other backends).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { bf16ToF32, f16ToF32 } from '../dtype.ts';
 import { ModelError } from '../errors.ts';
+import { activeKernels, heapOffset, type KernelExports } from './module.ts';
+import { countDispatch } from './stats.ts';
 
 export type PackedKind = 'bf16' | 'f16' | 'q8';
 
@@ -121,10 +124,41 @@ export function widenPacked(w: PackedWeight): Float32Array {
   return w.kind === 'bf16' ? bf16ToF32(words) : f16ToF32(words);
 }
 
-// ---- ops (composite: widen, then ordinary tfjs ops) ----
+// ---- ops: the wasm kernels, else the composite (widen, then ordinary tfjs ops) ----
+
+export const PACKED_MATMUL = 'MoiPackedMatMul';
+export const PACKED_MATMUL_T = 'MoiPackedMatMulT';
+export const PACKED_ROWS = 'MoiPackedRows';
 
 function widened(w: PackedWeight): tf.Tensor2D {
   return tf.tensor2d(widenPacked(w), [w.rows, w.cols]);
+}
+
+/** Refuse a packed weight whose storage does not hold [rows, cols] (the kernels read it unchecked). */
+function checkStorage(op: string, w: PackedWeight): void {
+  const bytes = w.rows * w.cols * (w.kind === 'q8' ? 1 : 2);
+  const blocks = w.rows * Math.ceil(w.cols / Q8_BLOCK);
+  if (w.data.dtype !== 'int32' || w.data.size * 4 < bytes || (w.kind === 'q8' ? w.scales?.size !== blocks : w.scales !== null)) {
+    throw new ModelError('E_SHAPE', `${op}: ${w.kind} storage (${w.data.size} words, ${w.scales?.size ?? 'no'} scales) does not hold [${w.rows}, ${w.cols}]`);
+  }
+}
+
+/** Attributes every packed kernel gets. */
+interface PackedAttrs { kind: PackedKind; rows: number; cols: number }
+
+function packedInputs(w: PackedWeight): Record<string, tf.Tensor> {
+  return w.scales ? { data: w.data, scales: w.scales } : { data: w.data };
+}
+
+/** The heap offsets of a packed weight's data and scales (0 when there are none). */
+function weightOffsets(backend: any, inputs: Record<string, tf.TensorInfo | undefined>): [number, number] {
+  return [heapOffset(backend, inputs.data!.dataId), inputs.scales ? heapOffset(backend, inputs.scales.dataId) : 0];
+}
+
+function kernels(name: string): KernelExports {
+  const k = activeKernels();
+  if (!k) throw new Error(`${name}: the kernels module is not active`);
+  return k;
 }
 
 export interface PackedMatMulOptions {
@@ -136,6 +170,16 @@ export interface PackedMatMulOptions {
 /** y [N, rows] = x [N, cols] · Wᵀ (· outScale) (+ bias). */
 export function packedMatMul(x: tf.Tensor2D, w: PackedWeight, o: PackedMatMulOptions = {}): tf.Tensor2D {
   if (x.rank !== 2 || x.shape[1] !== w.cols) throw new ModelError('E_SHAPE', `packedMatMul: x [${x.shape}] does not fit a [${w.rows}, ${w.cols}] weight`);
+  for (const [name, t] of [['bias', o.bias], ['outScale', o.outScale]] as const) {
+    if (t && (t.size !== w.rows || t.dtype !== 'float32')) throw new ModelError('E_SHAPE', `packedMatMul: ${name} [${t.shape}] (${t.dtype}) does not fit ${w.rows} output features`);
+  }
+  checkStorage('packedMatMul', w);
+  if (activeKernels() && x.dtype === 'float32' && x.size > 0 && w.rows > 0) {
+    countDispatch(PACKED_MATMUL);
+    const inputs = { x, ...packedInputs(w), ...(o.bias ? { bias: o.bias } : {}), ...(o.outScale ? { outScale: o.outScale } : {}) };
+    const attrs: PackedAttrs = { kind: w.kind, rows: w.rows, cols: w.cols };
+    return tf.engine().runKernel(PACKED_MATMUL, inputs, attrs as any) as tf.Tensor2D;
+  }
   return tf.tidy(() => {
     let y: tf.Tensor2D = tf.matMul(x, widened(w), false, true);
     if (o.outScale) y = tf.mul(y, o.outScale);
@@ -147,10 +191,107 @@ export function packedMatMul(x: tf.Tensor2D, w: PackedWeight, o: PackedMatMulOpt
 /** y [N, cols] = x [N, rows] · W: a weighted sum of rows (mixing embedding rows over the vocabulary). */
 export function packedMatMulT(x: tf.Tensor2D, w: PackedWeight): tf.Tensor2D {
   if (x.rank !== 2 || x.shape[1] !== w.rows) throw new ModelError('E_SHAPE', `packedMatMulT: x [${x.shape}] does not fit a [${w.rows}, ${w.cols}] weight`);
+  checkStorage('packedMatMulT', w);
+  if (activeKernels() && x.dtype === 'float32' && x.size > 0 && w.cols > 0) {
+    countDispatch(PACKED_MATMUL_T);
+    const attrs: PackedAttrs = { kind: w.kind, rows: w.rows, cols: w.cols };
+    return tf.engine().runKernel(PACKED_MATMUL_T, { x, ...packedInputs(w) }, attrs as any) as tf.Tensor2D;
+  }
   return tf.tidy(() => tf.matMul(x, widened(w)));
 }
 
 /** Rows [n, cols] as f32 for ids [n] (int32): the embedding lookup. */
 export function packedRows(w: PackedWeight, ids: tf.Tensor1D): tf.Tensor2D {
+  if (ids.rank !== 1 || ids.dtype !== 'int32') throw new ModelError('E_DTYPE', `packedRows: ids must be int32 [n], got ${ids.dtype} [${ids.shape}]`);
+  checkStorage('packedRows', w);
+  if (activeKernels() && ids.size > 0 && w.cols > 0) {
+    countDispatch(PACKED_ROWS);
+    const attrs: PackedAttrs = { kind: w.kind, rows: w.rows, cols: w.cols };
+    return tf.engine().runKernel(PACKED_ROWS, { ids, ...packedInputs(w) }, attrs as any) as tf.Tensor2D;
+  }
   return tf.tidy(() => tf.gather(widened(w), ids) as tf.Tensor2D);
+}
+
+// ---- the wasm kernels behind the ops (registered by initKernels) ----
+
+interface KernelArgs { inputs: any; backend: any; attrs?: any }
+
+/** PACKED_MATMUL: matmul_K over all rows, then the outScale/bias epilogue if either is given. */
+export function packedMatMulKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const k = kernels(PACKED_MATMUL);
+  const { kind, rows, cols } = attrs as PackedAttrs;
+  const x = inputs.x as tf.TensorInfo;
+  const N = x.shape[0];
+  const out = backend.makeOutput([N, rows], 'float32');
+  // offsets are read after the allocation (which may grow the heap)
+  const [w, s] = weightOffsets(backend, inputs);
+  const xo = heapOffset(backend, x.dataId);
+  const oo = heapOffset(backend, out.dataId);
+  if (kind === 'bf16') k.matmul_bf16(w, s, xo, oo, N, rows, cols);
+  else if (kind === 'f16') k.matmul_f16(w, s, xo, oo, N, rows, cols);
+  else k.matmul_q8(w, s, xo, oo, N, rows, cols);
+  if (inputs.outScale || inputs.bias) {
+    k.epilogue(oo, N, rows, inputs.outScale ? heapOffset(backend, inputs.outScale.dataId) : 0, inputs.bias ? heapOffset(backend, inputs.bias.dataId) : 0);
+  }
+  return out;
+}
+
+function widenRow(k: KernelExports, kind: PackedKind, w: number, s: number, row: number, cols: number, dst: number): void {
+  const nb = Math.ceil(cols / Q8_BLOCK);
+  if (kind === 'bf16') k.widen_bf16(w + row * cols * 2, 0, dst, cols);
+  else if (kind === 'f16') k.widen_f16(w + row * cols * 2, 0, dst, cols);
+  else k.widen_q8(w + row * cols, s + row * nb * 4, dst, cols);
+}
+
+/**
+ * PACKED_MATMUL_T: y = x · W as a sum of rows. A row whose x values are all 0 is skipped (MoI's
+ * sparse weights); otherwise it is widened once into an f32 scratch row and added, times x[n, r],
+ * into each y row n with a nonzero x[n, r].
+ */
+export function packedMatMulTKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const k = kernels(PACKED_MATMUL_T);
+  const { kind, rows, cols } = attrs as PackedAttrs;
+  const x = inputs.x as tf.TensorInfo;
+  const N = x.shape[0];
+  const out = backend.makeOutput([N, cols], 'float32');
+  const scratch = backend.makeOutput([cols], 'float32');
+  try {
+    const [w, s] = weightOffsets(backend, inputs);
+    const oo = heapOffset(backend, out.dataId);
+    const so = heapOffset(backend, scratch.dataId);
+    const heap = (backend.wasm.asm.memory as WebAssembly.Memory).buffer; // after the allocations: no growth below
+    const xv = new Float32Array(heap, heapOffset(backend, x.dataId), N * rows);
+    new Float32Array(heap, oo, N * cols).fill(0);
+    for (let r = 0; r < rows; r++) {
+      let any = false;
+      for (let n = 0; n < N && !any; n++) any = xv[n * rows + r] !== 0;
+      if (!any) continue;
+      widenRow(k, kind, w, s, r, cols, so);
+      for (let n = 0; n < N; n++) {
+        const a = xv[n * rows + r];
+        if (a !== 0) k.axpy(oo + n * cols * 4, a, so, cols);
+      }
+    }
+  } finally {
+    backend.disposeData(scratch.dataId);
+  }
+  return out;
+}
+
+/** PACKED_ROWS: each id's row widened straight into the output (ids checked against rows first). */
+export function packedRowsKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const k = kernels(PACKED_ROWS);
+  const { kind, rows, cols } = attrs as PackedAttrs;
+  const idsT = inputs.ids as tf.TensorInfo;
+  const n = idsT.shape[0];
+  const readIds = () => new Int32Array((backend.wasm.asm.memory as WebAssembly.Memory).buffer, heapOffset(backend, idsT.dataId), n);
+  for (const id of readIds()) {
+    if (id < 0 || id >= rows) throw new ModelError('E_SHAPE', `packedRows: id ${id} is outside the weight's ${rows} rows`);
+  }
+  const out = backend.makeOutput([n, cols], 'float32');
+  const [w, s] = weightOffsets(backend, inputs);
+  const oo = heapOffset(backend, out.dataId);
+  const ids = readIds(); // a fresh view: the allocation may have grown the heap
+  for (let i = 0; i < n; i++) widenRow(k, kind, w, s, ids[i], cols, oo + i * cols * 4);
+  return out;
 }

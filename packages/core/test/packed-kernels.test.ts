@@ -1,0 +1,299 @@
+/**
+ * The packed-weight kernels (packed-wat.ts behind packedMatMul, packedMatMulT, packedRows on the
+ * wasm backend): each equals its composite (MOI_KERNELS=0 path) and a float64 reference computed
+ * here from widenPacked's exact f32 values, over every kind, odd sizes (tails of the 32-column
+ * step, cols = 1), x tiles of 4, 2 and 1 rows, bias/outScale, extreme and subnormal values,
+ * without leaking tensors. Widening itself is checked bit for bit against dtype.ts.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import * as tf from '@tensorflow/tfjs-core';
+import {
+  assembleWat, f16ToF32, f32ToBf16, f32ToF16, initBackend, kernelDispatches, kernelsCachePath, packedBinary, packedMatMul, packedMatMulT,
+  packedRows, packedSource, pack16, packQ8, resetKernelDispatches, setKernelsEnabled, widenPacked, disposePacked,
+  type PackedKind, type PackedWeight,
+} from '../src/index.ts';
+
+/** A seeded uniform generator in [-1, 1). */
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    return s / 2 ** 31 - 1;
+  };
+}
+
+function uniform(r: () => number, n: number, scale = 1): Float32Array {
+  return Float32Array.from({ length: n }, () => r() * scale);
+}
+
+/**
+ * A [rows, cols] weight of the given kind with awkward rows mixed in: row 0 all zero, row 1 with
+ * values up to ±3e4 (f16: near its largest finite), row 2 all negative, the rest uniform; f16
+ * also gets subnormal words (exponent 0) sprinkled through it.
+ */
+function makeWeight(kind: PackedKind, rows: number, cols: number, seed: number): PackedWeight {
+  const r = rng(seed);
+  const v = uniform(r, rows * cols, 0.5);
+  for (let c = 0; c < cols; c++) {
+    if (rows > 1) v[c] = 0;
+    if (rows > 2) v[cols + c] = r() * 3e4;
+    if (rows > 3) v[2 * cols + c] = -Math.abs(r()) - 1e-3;
+  }
+  if (kind === 'q8') return packQ8(v, rows, cols);
+  const words = kind === 'bf16' ? f32ToBf16(v) : f32ToF16(v);
+  if (kind === 'f16') {
+    for (let i = 5; i < words.length; i += 7) words[i] = (i & 0x8000) | (((i * 2654435761) >>> 0) & 0x3ff); // subnormals (and ±0)
+  }
+  return pack16(kind, words, rows, cols);
+}
+
+/** float64 x · Wᵀ (· s) (+ b) from the exact widened values, and Σ|x·w| per output (the error scale). */
+function reference(x: Float32Array, N: number, wf: Float32Array, rows: number, cols: number, s?: Float32Array, b?: Float32Array): { y: Float64Array; mag: Float64Array } {
+  const y = new Float64Array(N * rows);
+  const mag = new Float64Array(N * rows);
+  for (let n = 0; n < N; n++) {
+    for (let j = 0; j < rows; j++) {
+      let acc = 0;
+      let m = 0;
+      for (let c = 0; c < cols; c++) {
+        const p = x[n * cols + c] * wf[j * cols + c];
+        acc += p;
+        m += Math.abs(p);
+      }
+      const sc = s ? s[j] : 1;
+      y[n * rows + j] = acc * sc + (b ? b[j] : 0);
+      mag[n * rows + j] = m * Math.abs(sc) + (b ? Math.abs(b[j]) : 0);
+    }
+  }
+  return { y, mag };
+}
+
+/** The worst |got − want| / (Σ|x·w| + tiny) over all outputs. */
+function worstRel(got: Float32Array, want: Float64Array, mag: Float64Array): number {
+  let worst = 0;
+  for (let i = 0; i < want.length; i++) {
+    const e = Math.abs(got[i] - want[i]) / (mag[i] + 1e-30);
+    if (!(e <= worst)) worst = Number.isNaN(e) ? Infinity : e;
+  }
+  return worst;
+}
+
+/** Run `f` with the kernels on, then off (the composite); returns both results and checks the dispatch count. */
+function bothWays(name: string, f: () => tf.Tensor): [Float32Array, Float32Array] {
+  const run = (on: boolean): Float32Array => {
+    setKernelsEnabled(on);
+    resetKernelDispatches();
+    const t = f();
+    assert.equal(kernelDispatches()[name] ?? 0, on ? 1 : 0, `${name} dispatched only with the kernels on`);
+    const d = t.dataSync() as Float32Array;
+    t.dispose();
+    return d;
+  };
+  try {
+    return [run(true), run(false)];
+  } finally {
+    setKernelsEnabled(true);
+  }
+}
+
+const KINDS: PackedKind[] = ['bf16', 'f16', 'q8'];
+const TOL = 1e-5;
+
+describe('packed kernels: the generated module', function () {
+  before(async () => {
+    await initBackend({ backend: 'wasm' });
+  });
+
+  it('assembles into a valid module that imports only the heap and exports each routine; the cached build equals a rebuild', async function () {
+    const fresh = await assembleWat(packedSource(), 'packed.wat');
+    const mod = new WebAssembly.Module(fresh as BufferSource);
+    assert.deepEqual(WebAssembly.Module.imports(mod).map((i) => `${i.module}.${i.name}:${i.kind}`), ['env.memory:memory']);
+    assert.deepEqual(WebAssembly.Module.exports(mod).map((e) => e.name).sort(),
+      ['axpy', 'epilogue', 'matmul_bf16', 'matmul_f16', 'matmul_q8', 'widen_bf16', 'widen_f16', 'widen_q8']);
+    assert.deepEqual(Buffer.from(await packedBinary()), Buffer.from(fresh));
+    assert.deepEqual(readFileSync(kernelsCachePath(packedSource(), 'moi-packed')), Buffer.from(fresh), 'the disk cache equals a rebuild');
+  });
+});
+
+describe('packed kernels: packedRows widens exactly (wasm)', function () {
+  before(async () => {
+    await initBackend({ backend: 'wasm' });
+    setKernelsEnabled(true);
+  });
+
+  it('f16: all 65,536 words (±0, subnormals, normals, ±inf, NaN payloads) equal dtype.ts f16ToF32 bit for bit', function () {
+    const words = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    for (const [rows, cols] of [[1, 65536], [256, 256], [2048, 32], [65536 / 37 | 0, 37]] as const) {
+      const w = pack16('f16', words.subarray(0, rows * cols), rows, cols);
+      const before = tf.memory().numTensors;
+      const ids = tf.tensor1d(Array.from({ length: rows }, (_, i) => i), 'int32');
+      const [k] = bothWays('MoiPackedRows', () => packedRows(w, ids));
+      ids.dispose();
+      assert.equal(tf.memory().numTensors, before);
+      assert.deepEqual(new Uint32Array(k.buffer, k.byteOffset, k.length), new Uint32Array(f16ToF32(words.subarray(0, rows * cols)).buffer), `[${rows}, ${cols}]`);
+      disposePacked(w);
+    }
+  });
+
+  for (const kind of KINDS) {
+    for (const cols of [1, 31, 33, 576, 2055]) {
+      it(`${kind} cols ${cols}: ids with repeats and the last row equal widenPacked's rows bit for bit`, function () {
+        const rows = 41;
+        const w = makeWeight(kind, rows, cols, cols);
+        const wf = widenPacked(w);
+        const idList = [rows - 1, 0, 3, 3, 1, 40, 2, 17, rows - 1];
+        const before = tf.memory().numTensors;
+        const ids = tf.tensor1d(idList, 'int32');
+        const [k, c] = bothWays('MoiPackedRows', () => packedRows(w, ids));
+        ids.dispose();
+        assert.equal(tf.memory().numTensors, before, 'no tensors left');
+        const want = new Float32Array(idList.length * cols);
+        idList.forEach((id, i) => want.set(wf.subarray(id * cols, (id + 1) * cols), i * cols));
+        assert.deepEqual(new Uint32Array(k.buffer, k.byteOffset, k.length), new Uint32Array(want.buffer), 'kernel');
+        assert.deepEqual(new Uint32Array(c.buffer, c.byteOffset, c.length), new Uint32Array(want.buffer), 'composite');
+        disposePacked(w);
+      });
+    }
+  }
+
+  it('refuses ids outside the rows and non-int32 ids with typed errors, leaking nothing', function () {
+    const w = makeWeight('bf16', 5, 8, 1);
+    const before = tf.memory().numTensors;
+    const bad = tf.tensor1d([0, 5], 'int32');
+    assert.throws(() => packedRows(w, bad), (e: Error) => e.name === 'ModelError' && /id 5 is outside the weight's 5 rows/.test(e.message));
+    const neg = tf.tensor1d([-1], 'int32');
+    assert.throws(() => packedRows(w, neg), (e: Error) => e.name === 'ModelError' && /id -1/.test(e.message));
+    const flt = tf.tensor1d([0, 1], 'float32');
+    assert.throws(() => packedRows(w, flt as tf.Tensor1D), (e: Error) => e.name === 'ModelError' && /int32/.test(e.message));
+    tf.dispose([bad, neg, flt]);
+    assert.equal(tf.memory().numTensors, before);
+    disposePacked(w);
+  });
+});
+
+describe('packed kernels: packedMatMul equals the composite and a float64 reference (wasm)', function () {
+  before(async () => {
+    await initBackend({ backend: 'wasm' });
+    setKernelsEnabled(true);
+  });
+
+  const SHAPES: { rows: number; cols: number; Ns: number[] }[] = [
+    { rows: 1, cols: 1, Ns: [1, 2, 5] },
+    { rows: 7, cols: 31, Ns: [1, 3, 4, 17] },
+    { rows: 300, cols: 33, Ns: [1, 2, 5, 6, 7, 16, 128] },
+    { rows: 64, cols: 576, Ns: [1, 4, 9, 17] },
+    { rows: 13, cols: 2055, Ns: [1, 3, 16, 128] },
+  ];
+  for (const kind of KINDS) {
+    for (const { rows, cols, Ns } of SHAPES) {
+      it(`${kind} [${rows}, ${cols}], N = ${Ns.join(', ')}, plain and with outScale + bias`, function () {
+        const r = rng(rows * 1000 + cols);
+        const w = makeWeight(kind, rows, cols, rows + cols);
+        const wf = widenPacked(w);
+        const sd = uniform(r, rows, 2);
+        const bd = uniform(r, rows, 3);
+        const scale = tf.tensor1d(sd);
+        const bias = tf.tensor1d(bd);
+        for (const N of Ns) {
+          const xd = uniform(r, N * cols);
+          for (const withEpi of [false, true]) {
+            const before = tf.memory().numTensors;
+            const x = tf.tensor2d(xd, [N, cols]);
+            const [k, c] = bothWays('MoiPackedMatMul', () => packedMatMul(x, w, withEpi ? { outScale: scale, bias } : {}));
+            x.dispose();
+            assert.equal(tf.memory().numTensors, before, 'no tensors left');
+            const { y, mag } = reference(xd, N, wf, rows, cols, withEpi ? sd : undefined, withEpi ? bd : undefined);
+            const ek = worstRel(k, y, mag);
+            const ec = worstRel(c, y, mag);
+            assert.ok(ek <= TOL, `N ${N}${withEpi ? ' +epilogue' : ''}: kernel vs float64 ${ek}`);
+            assert.ok(ec <= TOL, `N ${N}${withEpi ? ' +epilogue' : ''}: composite vs float64 ${ec}`);
+            assert.ok(worstRel(k, Float64Array.from(c), mag) <= 2 * TOL, `N ${N}: kernel vs composite`);
+          }
+        }
+        tf.dispose([scale, bias]);
+        disposePacked(w);
+      });
+    }
+  }
+
+  it('each x row alone gives what it gives in a batch of 17 (tiles of 4, 2, 1 agree up to summation order)', function () {
+    const w = makeWeight('q8', 9, 70, 5);
+    const xd = uniform(rng(3), 17 * 70);
+    const { mag } = reference(xd, 17, widenPacked(w), 9, 70);
+    const x = tf.tensor2d(xd, [17, 70]);
+    const all = packedMatMul(x, w);
+    const together = all.dataSync().slice();
+    for (let n = 0; n < 17; n++) {
+      const one = tf.tensor2d(xd.subarray(n * 70, (n + 1) * 70), [1, 70]);
+      const yt = packedMatMul(one, w);
+      const y = yt.dataSync();
+      yt.dispose();
+      for (let j = 0; j < 9; j++) {
+        assert.ok(Math.abs(y[j] - together[n * 9 + j]) <= TOL * mag[n * 9 + j], `row ${n}, output ${j}: ${y[j]} alone, ${together[n * 9 + j]} batched`);
+      }
+      one.dispose();
+    }
+    tf.dispose([x, all]);
+    disposePacked(w);
+  });
+
+  it('refuses a bias or outScale of the wrong size and storage too small for [rows, cols] with typed errors', function () {
+    const w = makeWeight('bf16', 4, 8, 2);
+    const x = tf.zeros([1, 8]) as tf.Tensor2D;
+    const b = tf.zeros([5]) as tf.Tensor1D;
+    assert.throws(() => packedMatMul(x, w, { bias: b }), (e: Error) => e.name === 'ModelError' && /bias/.test(e.message));
+    assert.throws(() => packedMatMul(x, w, { outScale: b }), (e: Error) => e.name === 'ModelError' && /outScale/.test(e.message));
+    const short = { ...w, rows: 5 };
+    const x5 = tf.zeros([1, 5]) as tf.Tensor2D;
+    assert.throws(() => packedMatMulT(x5, short), (e: Error) => e.name === 'ModelError' && /storage/.test(e.message));
+    tf.dispose([x, b, x5]);
+    disposePacked(w);
+  });
+});
+
+describe('packed kernels: packedMatMulT equals the composite and a float64 reference (wasm)', function () {
+  before(async () => {
+    await initBackend({ backend: 'wasm' });
+    setKernelsEnabled(true);
+  });
+
+  for (const kind of KINDS) {
+    for (const [rows, cols] of [[50, 1], [300, 33], [97, 576], [20, 2055]] as const) {
+      it(`${kind} [${rows}, ${cols}]: sparse x (a few rows, repeats across N) and dense x`, function () {
+        const r = rng(rows + 7 * cols);
+        const w = makeWeight(kind, rows, cols, cols * 3 + rows);
+        const wf = widenPacked(w);
+        for (const [N, dense] of [[1, false], [3, false], [1, true], [5, true]] as const) {
+          const xd = new Float32Array(N * rows);
+          if (dense) xd.set(uniform(r, N * rows));
+          else for (let n = 0; n < N; n++) for (const j of [0, rows - 1, (n * 7) % rows, 3 % rows]) xd[n * rows + j] = r();
+          const before = tf.memory().numTensors;
+          const x = tf.tensor2d(xd, [N, rows]);
+          const [k, c] = bothWays('MoiPackedMatMulT', () => packedMatMulT(x, w));
+          x.dispose();
+          assert.equal(tf.memory().numTensors, before, 'no tensors left');
+          const y = new Float64Array(N * cols);
+          const mag = new Float64Array(N * cols);
+          for (let n = 0; n < N; n++) for (let j = 0; j < rows; j++) for (let cc = 0; cc < cols; cc++) {
+            const p = xd[n * rows + j] * wf[j * cols + cc];
+            y[n * cols + cc] += p;
+            mag[n * cols + cc] += Math.abs(p);
+          }
+          assert.ok(worstRel(k, y, mag) <= TOL, `N ${N}${dense ? ' dense' : ' sparse'}: kernel ${worstRel(k, y, mag)}`);
+          assert.ok(worstRel(c, y, mag) <= TOL, `N ${N}${dense ? ' dense' : ' sparse'}: composite ${worstRel(c, y, mag)}`);
+        }
+        disposePacked(w);
+      });
+    }
+  }
+
+  it('an all-zero x gives zeros (every row skipped)', function () {
+    const w = makeWeight('f16', 10, 40, 4);
+    const x = tf.zeros([2, 10]) as tf.Tensor2D;
+    const y = packedMatMulT(x, w);
+    assert.deepEqual(Array.from(y.dataSync()), new Array(80).fill(0));
+    tf.dispose([x, y]);
+    disposePacked(w);
+  });
+});
