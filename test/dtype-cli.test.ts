@@ -99,7 +99,7 @@ describe('cli: --dtype', function () {
       assert.deepEqual(j.tokens, greedy.slice(0, n), label);
     }
     assert.equal(stats.code, 0, stats.stderr);
-    assert.match(stats.stderr, /^\[wasm, f32: f32 checkpoint[^\]]*\] prompt 5 tok, [\d.]+ tok\/s/m);
+    assert.match(stats.stderr, /^\[wasm, f32 checkpoint[^\]]*\] prompt 5 tok, [\d.]+ tok\/s/m);
     assert.equal(score.code, 0, score.stderr);
     const s = JSON.parse(score.stdout) as ScoreJson;
     assert.equal(s.dtype, 'f32');
@@ -129,8 +129,15 @@ describe('cli: --dtype', function () {
       assert.equal(j.tokens.length, 6);
     }
     assert.equal(bench.code, 0, bench.stderr);
-    const b = JSON.parse(bench.stdout) as { dtype: string; dtypeNote: string; weight_bytes: number; roofline: { bytes_per_token: number } };
+    const b = JSON.parse(bench.stdout) as {
+      dtype: string; dtypeNote: string; weight_bytes: number; roofline: { bytes_per_token: number };
+      kernels_active: boolean; kernels_off: unknown; step_profile: { by_name: Record<string, number> };
+    };
     assert.equal(b.dtype, 'q8');
+    // our packed kernels ran (one per projection group); no kernels-off twin runs over packed weights
+    assert.equal(b.kernels_active, true);
+    assert.equal(b.kernels_off, null);
+    assert.ok((b.step_profile.by_name.MoiPackedMatMul ?? 0) > 0, JSON.stringify(b.step_profile.by_name));
     assert.match(b.dtypeNote, /quantized/);
     // stories260K: hidden 64, intermediate 172, 5 layers, 8 heads and 4 KV heads of 8, vocab 512, tied.
     // q8 = one byte per value + an f32 scale per block of 32 along each row (172 → 6 blocks); norms f32.
@@ -169,7 +176,7 @@ describe('cli: --dtype', function () {
         url = /on (http:\/\/\S+)/.exec(srv.stderr())?.[1];
       }
       assert.ok(url, `serve started: ${srv.stderr()}`);
-      assert.match(srv.stderr(), /^moi-gen serve: \S+ \(llama, wasm, weights f32: f32 checkpoint[^)]*\) on http/m);
+      assert.match(srv.stderr(), /^moi-gen serve: \S+ \(llama, wasm, weights f32 checkpoint[^)]*\) on http/m);
       const models = await (await fetch(`${url}/v1/models`)).json() as { data: { dtype: string; dtypeNote: string }[] };
       assert.equal(models.data[0].dtype, 'f32');
       assert.match(models.data[0].dtypeNote, /f32 checkpoint/);

@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { activeKernels, initBackend, isPacked, packedBytes, setKernelsEnabled, type PackedWeight } from '@moi/core';
 import type { DtypeChoice } from '@moi/models';
+import { dtypeLabel } from '../commands/options.ts';
 import { Engine } from '../engine/engine.ts';
 import { generate, type GenerateRequest } from '../engine/generate.ts';
 import { measureReadBandwidth, median } from './bandwidth.ts';
@@ -50,10 +51,12 @@ export interface BenchResult {
   decode_cpu_ms_per_tok: { standard: number; moi: number };
   /** one profiled batch-1 decode step: kernels dispatched (by name) and kernel time by bucket */
   step_profile: StepProfile;
+  /** whether our own wasm kernels (src/kernels) ran */
+  kernels_active: boolean;
   /**
-   * Our own wasm kernels (src/kernels): whether they ran, and the same figures with them off
-   * (MOI_KERNELS=0), timed alternately with the runs above in the same process. null where the
-   * kernels were not active (another backend, or MOI_KERNELS=0).
+   * The same figures with our kernels off (MOI_KERNELS=0), timed alternately with the runs above
+   * in the same process. null where the kernels were not active (another backend, or
+   * MOI_KERNELS=0), and with packed (16/8-bit) weights, whose fallback widens every matrix per call.
    */
   kernels_off: {
     prefill_tok_s: number;
@@ -110,7 +113,12 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   // warm-up of every path (kernel setup, kept constants), not timed
   for (const mode of ['standard', 'moi', 'direct']) await timeDecode(engine, [{ ...request(mode), maxTokens: 3 }]);
   await timeDecode(engine, [0, 1].map(() => ({ ...request('standard'), maxTokens: 3 })));
-  const kernelsOn = activeKernels() !== null;
+  // The kernels-off twin runs compare our attention/norm/RoPE kernels with tfjs's ops. With
+  // packed weights, kernels off also sends every matmul to the composite fallback, which widens
+  // each whole matrix per call (SmolLM2-135M q8: 0.25 tok/s against 21.6): not that comparison,
+  // and hours on the larger shapes. So they run on f32 weights only.
+  const kernelsActive = activeKernels() !== null;
+  const kernelsOn = kernelsActive && engine.loaded.dtype === 'f32';
   if (kernelsOn) {
     setKernelsEnabled(false);
     for (const mode of ['standard', 'moi']) await timeDecode(engine, [{ ...request(mode), maxTokens: 3 }]);
@@ -200,6 +208,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     weight_bytes: engine.loaded.weightBytes,
     decode_cpu_ms_per_tok: { standard: median(cpu.standard), moi: median(cpu.moi) },
     step_profile: stepProfile,
+    kernels_active: kernelsActive,
     kernels_off: kernelsOn ? {
       prefill_tok_s: median(off.prefill),
       decode_tok_s: { standard: median(off.standard), moi: median(off.moi) },
@@ -225,7 +234,7 @@ function profileLine(p: StepProfile): string {
 export function formatBench(r: BenchResult): string {
   const rows: [string, string][] = [
     ['model', r.model],
-    ['backend / dtype', `${r.backend} / ${r.dtype}${r.dtypeNote && r.dtypeNote !== r.dtype ? `: ${r.dtypeNote}` : ''}`],
+    ['backend / dtype', `${r.backend} / ${dtypeLabel(r)}`],
     ['load', `${r.load_s.toFixed(2)} s (${r.load_gb_s.toFixed(2)} GB/s)`],
     [`prefill (${r.prompt_tokens} tok)`, `${r.prefill_tok_s.toFixed(1)} tok/s`],
     ['decode standard', `${r.decode_tok_s.standard.toFixed(2)} tok/s`],
@@ -243,7 +252,9 @@ export function formatBench(r: BenchResult): string {
       ['kernels off: decode', `${r.kernels_off.decode_tok_s.standard.toFixed(2)} tok/s standard, ${r.kernels_off.decode_tok_s.moi.toFixed(2)} moi; ` +
         `CPU ${r.kernels_off.decode_cpu_ms_per_tok.standard.toFixed(2)} / ${r.kernels_off.decode_cpu_ms_per_tok.moi.toFixed(2)} ms/tok`],
       ['kernels off: / step', profileLine(r.kernels_off.step_profile)],
-    ] as [string, string][] : [['own kernels', 'not active (another backend or MOI_KERNELS=0)'] as [string, string]]),
+    ] as [string, string][] : [['own kernels', r.kernels_active
+      ? `on; no kernels-off runs with ${r.dtype} weights (the fallback widens every matrix per call)`
+      : 'not active (another backend or MOI_KERNELS=0)'] as [string, string]]),
     ['first ids', r.first_ids.join(',')],
   ];
   const w = Math.max(...rows.map(([k]) => k.length));

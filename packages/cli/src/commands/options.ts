@@ -47,9 +47,13 @@ export function dtypeOption(): Option {
     .default('auto');
 }
 
-/** The loaded dtype and why, for --stats and --verbose lines: `bf16: bf16 checkpoint kept in 16 bits`. */
+/**
+ * The loaded dtype and why, for --stats and --verbose lines: the note where it starts with the
+ * dtype (`bf16 checkpoint kept in 16 bits`), else `f32: cpu: 16/8-bit weights widened …`.
+ */
 export function dtypeLabel(loaded: { dtype: string; dtypeNote: string }): string {
-  return loaded.dtypeNote && loaded.dtypeNote !== loaded.dtype ? `${loaded.dtype}: ${loaded.dtypeNote}` : loaded.dtype;
+  if (!loaded.dtypeNote) return loaded.dtype;
+  return loaded.dtypeNote.startsWith(loaded.dtype) ? loaded.dtypeNote : `${loaded.dtype}: ${loaded.dtypeNote}`;
 }
 
 export type { DtypeChoice };
