@@ -8,7 +8,9 @@
  *     [--ms 60] [--json FILE]
  *
  * The calls are interleaved (f32, bf16, f16, q8, then again) and each figure is the median over
- * the repeats of µs per call, so the ratios come from one run on a noisy shared machine. Effective
+ * the repeats of µs per call, so the ratios come from one run on a noisy shared machine; the time
+ * is the process's CPU time (wall time on a loaded machine mostly measures the other jobs).
+ * N ≥ 4 runs the panel GEMM (gemm_K), fewer rows the dot-product tiles (matmul_K). Effective
  * GB/s counts the weight bytes each call reads once (f32 4, bf16/f16 2, q8 1 + 4/32 per weight).
  * Head shapes skip N = 128 (prefill takes the head for its last token only). The weights are
  * random (uniform ±0.05, so f16 has no subnormals), the same values in every dtype.
@@ -55,11 +57,15 @@ function rng(seed: number): () => number {
   };
 }
 
-/** µs per call of f, timed over enough calls to fill about targetMs (each result disposed). */
+/**
+ * µs per call of f over `calls` calls (each result disposed): this process's CPU time (user +
+ * system), not wall time, since on a shared machine wall time mostly measures the other jobs.
+ */
 function time(f: () => tf.Tensor, calls: number): number {
-  const t0 = performance.now();
+  const c0 = process.cpuUsage();
   for (let i = 0; i < calls; i++) f().dispose();
-  return ((performance.now() - t0) * 1000) / calls;
+  const u = process.cpuUsage(c0);
+  return (u.user + u.system) / calls;
 }
 
 function median(v: number[]): number {
@@ -72,7 +78,7 @@ interface Row { shape: string; N: number; kind: string; us: number; gbs: number;
 async function main(): Promise<void> {
   await initBackend({ backend: 'wasm' });
   const rows: Row[] = [];
-  console.log(`backend ${tf.getBackend()}, ${repeats} interleaved repeats, median µs per call`);
+  console.log(`backend ${tf.getBackend()}, ${repeats} interleaved repeats, median CPU µs per call`);
   console.log('| shape | N | f32 XNNPACK µs (GB/s) | bf16 µs (GB/s, ×f32) | f16 µs (GB/s, ×f32) | q8 µs (GB/s, ×f32) |');
   console.log('|---|---|---|---|---|---|');
   for (const s of SHAPES.filter((x) => a.shapes === 'all' || x.model === a.shapes)) {

@@ -2,7 +2,7 @@
  * The packed-weight kernels (packed-wat.ts behind packedMatMul, packedMatMulT, packedRows on the
  * wasm backend): each equals its composite (MOI_KERNELS=0 path) and a float64 reference computed
  * here from widenPacked's exact f32 values, over every kind, odd sizes (tails of the 32-column
- * step, cols = 1), x tiles of 4, 2 and 1 rows, bias/outScale, extreme and subnormal values,
+ * step, cols = 1), x tiles of 4, 2 and 1 rows and the many-row GEMM (partial 8-row blocks), bias/outScale, extreme and subnormal values,
  * without leaking tensors. Widening itself is checked bit for bit against dtype.ts.
  */
 import assert from 'node:assert/strict';
@@ -110,7 +110,8 @@ describe('packed kernels: the generated module', function () {
     const mod = new WebAssembly.Module(fresh as BufferSource);
     assert.deepEqual(WebAssembly.Module.imports(mod).map((i) => `${i.module}.${i.name}:${i.kind}`), ['env.memory:memory']);
     assert.deepEqual(WebAssembly.Module.exports(mod).map((e) => e.name).sort(),
-      ['axpy', 'epilogue', 'matmul_bf16', 'matmul_f16', 'matmul_q8', 'widen_bf16', 'widen_f16', 'widen_q8']);
+      ['axpy', 'deinterleave', 'epilogue', 'gemm_bf16', 'gemm_f16', 'gemm_q8', 'matmul_bf16', 'matmul_f16', 'matmul_q8', 'matmul_t_bf16', 'matmul_t_f16', 'matmul_t_q8',
+        'widen_bf16', 'widen_f16', 'widen_q8']);
     assert.deepEqual(Buffer.from(await packedBinary()), Buffer.from(fresh));
     assert.deepEqual(readFileSync(kernelsCachePath(packedSource(), 'moi-packed')), Buffer.from(fresh), 'the disk cache equals a rebuild');
   });
@@ -180,8 +181,9 @@ describe('packed kernels: packedMatMul equals the composite and a float64 refere
 
   const SHAPES: { rows: number; cols: number; Ns: number[] }[] = [
     { rows: 1, cols: 1, Ns: [1, 2, 5] },
-    { rows: 7, cols: 31, Ns: [1, 3, 4, 17] },
-    { rows: 300, cols: 33, Ns: [1, 2, 5, 6, 7, 16, 128] },
+    { rows: 7, cols: 31, Ns: [1, 3, 4, 17, 35] },
+    { rows: 9, cols: 32, Ns: [2, 3, 4, 12, 14] },
+    { rows: 300, cols: 33, Ns: [1, 2, 5, 6, 7, 11, 12, 13, 16, 128] },
     { rows: 64, cols: 576, Ns: [1, 4, 9, 17] },
     { rows: 13, cols: 2055, Ns: [1, 3, 16, 128] },
   ];

@@ -29,9 +29,16 @@ export interface KernelExports {
   matmul_bf16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number): void;
   matmul_f16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number): void;
   matmul_q8(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number): void;
+  gemm_bf16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, panel: number): void;
+  gemm_f16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, panel: number): void;
+  gemm_q8(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, panel: number): void;
+  matmul_t_bf16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, scratch: number): void;
+  matmul_t_f16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, scratch: number): void;
+  matmul_t_q8(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, scratch: number): void;
   widen_bf16(w: number, s: number, dst: number, cols: number): void;
   widen_f16(w: number, s: number, dst: number, cols: number): void;
   widen_q8(w: number, s: number, dst: number, cols: number): void;
+  deinterleave(x: number, dst: number, N: number, cols: number, four: number): void;
   epilogue(out: number, N: number, rows: number, outScale: number, bias: number): void;
   axpy(y: number, a: number, src: number, cols: number): void;
 }
