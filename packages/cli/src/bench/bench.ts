@@ -6,7 +6,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { activeKernels, initBackend, setKernelsEnabled } from '@moi/core';
-import { weightBytesOf } from '@moi/models';
+import { weightBytesOf, type DtypeChoice } from '@moi/models';
+import { dtypeLabel } from '../commands/options.ts';
 import { Engine } from '../engine/engine.ts';
 import { generate, type GenerateRequest } from '../engine/generate.ts';
 import { measureReadBandwidth, median } from './bandwidth.ts';
@@ -15,6 +16,8 @@ import { profileDecodeStep, type StepProfile } from './profile.ts';
 export interface BenchOptions {
   model: string;
   backend?: string;
+  /** weight dtype asked for (auto by default; the result says what was loaded) */
+  dtype?: DtypeChoice;
   promptTokens?: number;
   genTokens?: number;
   repeat?: number;
@@ -26,7 +29,9 @@ export interface BenchOptions {
 export interface BenchResult {
   model: string;
   backend: string;
+  /** what the weight matrices were held as (f32, bf16, f16 or q8), and why */
   dtype: string;
+  dtypeNote: string;
   load_s: number;
   load_gb_s: number;
   prefill_tok_s: number;
@@ -46,10 +51,12 @@ export interface BenchResult {
   decode_cpu_ms_per_tok: { standard: number; moi: number };
   /** one profiled batch-1 decode step: kernels dispatched (by name) and kernel time by bucket */
   step_profile: StepProfile;
+  /** whether our own wasm kernels (src/kernels) ran */
+  kernels_active: boolean;
   /**
-   * Our own wasm kernels (src/kernels): whether they ran, and the same figures with them off
-   * (MOI_KERNELS=0), timed alternately with the runs above in the same process. null where the
-   * kernels were not active (another backend, or MOI_KERNELS=0).
+   * The same figures with our kernels off (MOI_KERNELS=0), timed alternately with the runs above
+   * in the same process. null where the kernels were not active (another backend, or
+   * MOI_KERNELS=0), and with packed (16/8-bit) weights, whose fallback widens every matrix per call.
    */
   kernels_off: {
     prefill_tok_s: number;
@@ -94,19 +101,24 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const bw = await measureReadBandwidth();
   log(`read bandwidth ${bw.gbPerSec.toFixed(2)} GB/s (${bw.method})`);
   const t0 = performance.now();
-  const engine = await Engine.load(o.model, { backend: o.backend });
+  const engine = await Engine.load(o.model, { backend: o.backend, dtype: o.dtype });
   const loadS = (performance.now() - t0) / 1000;
   const spec = engine.spec;
   const prompt = benchPrompt(spec.vocabSize, P);
   const request = (mode: string): GenerateRequest => ({
     promptIds: prompt, maxTokens: G + 1, ignoreEos: true, sampling: { temperature: 0 }, mix: { mode },
   });
-  log(`loaded ${o.model} on ${engine.backend.name} in ${loadS.toFixed(2)} s`);
+  log(`loaded ${o.model} on ${engine.backend.name} as ${engine.loaded.dtype} (${engine.loaded.dtypeNote}) in ${loadS.toFixed(2)} s`);
 
   // warm-up of every path (kernel setup, kept constants), not timed
   for (const mode of ['standard', 'moi', 'direct']) await timeDecode(engine, [{ ...request(mode), maxTokens: 3 }]);
   await timeDecode(engine, [0, 1].map(() => ({ ...request('standard'), maxTokens: 3 })));
-  const kernelsOn = activeKernels() !== null;
+  // The kernels-off twin runs compare our attention/norm/RoPE kernels with tfjs's ops. With
+  // packed weights, kernels off also sends every matmul to the composite fallback, which widens
+  // each whole matrix per call (SmolLM2-135M q8: 0.25 tok/s against 21.6): not that comparison,
+  // and hours on the larger shapes. So they run on f32 weights only.
+  const kernelsActive = activeKernels() !== null;
+  const kernelsOn = kernelsActive && engine.loaded.dtype === 'f32';
   if (kernelsOn) {
     setKernelsEnabled(false);
     for (const mode of ['standard', 'moi']) await timeDecode(engine, [{ ...request(mode), maxTokens: 3 }]);
@@ -176,7 +188,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const result: BenchResult = {
     model: o.model,
     backend: engine.backend.name,
-    dtype: 'f32',
+    dtype: engine.loaded.dtype,
+    dtypeNote: engine.loaded.dtypeNote,
     load_s: loadS,
     load_gb_s: engine.loaded.checkpointBytes / loadS / 1e9,
     prefill_tok_s: median(prefill),
@@ -194,6 +207,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     weight_bytes: engine.loaded.weightBytes,
     decode_cpu_ms_per_tok: { standard: median(cpu.standard), moi: median(cpu.moi) },
     step_profile: stepProfile,
+    kernels_active: kernelsActive,
     kernels_off: kernelsOn ? {
       prefill_tok_s: median(off.prefill),
       decode_tok_s: { standard: median(off.standard), moi: median(off.moi) },
@@ -205,6 +219,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   return result;
 }
 
+/** Bytes a weight holds: f32 tensor, or packed 16/8-bit data with its scales. */
 function profileLine(p: StepProfile): string {
   const t = p.ms.gemv + p.ms.attention + p.ms.other;
   const pc = (x: number) => `${((100 * x) / (t || 1)).toFixed(0)}%`;
@@ -214,14 +229,14 @@ function profileLine(p: StepProfile): string {
 export function formatBench(r: BenchResult): string {
   const rows: [string, string][] = [
     ['model', r.model],
-    ['backend / dtype', `${r.backend} / ${r.dtype}`],
+    ['backend / dtype', `${r.backend} / ${dtypeLabel(r)}`],
     ['load', `${r.load_s.toFixed(2)} s (${r.load_gb_s.toFixed(2)} GB/s)`],
     [`prefill (${r.prompt_tokens} tok)`, `${r.prefill_tok_s.toFixed(1)} tok/s`],
     ['decode standard', `${r.decode_tok_s.standard.toFixed(2)} tok/s`],
     ['decode moi', `${r.decode_tok_s.moi.toFixed(2)} tok/s (×${r.moi_overhead.toFixed(3)} of standard)`],
     ['decode direct', `${r.decode_tok_s.direct.toFixed(2)} tok/s`],
     ...Object.entries(r.batch_decode_tok_s).map(([b, v]): [string, string] => [`decode batch ${b}`, `${v.toFixed(2)} tok/s (all rows)`]),
-    ['peak RSS', `${r.peak_rss_mb.toFixed(0)} MB (weights ${(r.weight_bytes / 1e6).toFixed(0)} MB f32)`],
+    ['peak RSS', `${r.peak_rss_mb.toFixed(0)} MB (weights ${(r.weight_bytes / 1e6).toFixed(0)} MB ${r.dtype})`],
     ['tensors before / after', `${r.tensors_before} / ${r.tensors_after}`],
     ['roofline', `${(r.roofline.bytes_per_token / 1e6).toFixed(1)} MB/token at ${r.roofline.bandwidth_gb_s.toFixed(2)} GB/s → ` +
       `${(r.roofline.bandwidth_gb_s * 1e9 / r.roofline.bytes_per_token).toFixed(2)} tok/s max; ratio ${r.roofline.ratio.toFixed(3)}`],
@@ -232,7 +247,9 @@ export function formatBench(r: BenchResult): string {
       ['kernels off: decode', `${r.kernels_off.decode_tok_s.standard.toFixed(2)} tok/s standard, ${r.kernels_off.decode_tok_s.moi.toFixed(2)} moi; ` +
         `CPU ${r.kernels_off.decode_cpu_ms_per_tok.standard.toFixed(2)} / ${r.kernels_off.decode_cpu_ms_per_tok.moi.toFixed(2)} ms/tok`],
       ['kernels off: / step', profileLine(r.kernels_off.step_profile)],
-    ] as [string, string][] : [['own kernels', 'not active (another backend or MOI_KERNELS=0)'] as [string, string]]),
+    ] as [string, string][] : [['own kernels', r.kernels_active
+      ? `on; no kernels-off runs with ${r.dtype} weights (the fallback widens every matrix per call)`
+      : 'not active (another backend or MOI_KERNELS=0)'] as [string, string]]),
     ['first ids', r.first_ids.join(',')],
   ];
   const w = Math.max(...rows.map(([k]) => k.length));

@@ -4,6 +4,7 @@
  * kernel, so the times are for proportions, not speed.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { PACKED_MATMUL, PACKED_MATMUL_T } from '@moi/core';
 import type { Decoder } from '@moi/models';
 
 export interface StepProfile {
@@ -13,9 +14,13 @@ export interface StepProfile {
   ms: { gemv: number; attention: number; other: number };
 }
 
-/** A kernel's bucket: a matmul against a weight (second operand of 64k+ elements) is a GEMV. */
+/**
+ * A kernel's bucket: a matmul against a weight (second operand of 64k+ elements) is a GEMV, and
+ * so is every matmul over a packed 16/8-bit weight (our kernels; the rows gather is not).
+ */
 function bucket(k: { name: string; inputShapes: number[][] }): keyof StepProfile['ms'] {
   if (k.name === 'MoiDecodeAttention' || k.name === 'Softmax') return 'attention';
+  if (k.name === PACKED_MATMUL || k.name === PACKED_MATMUL_T) return 'gemv';
   if (k.name === 'BatchMatMul' || k.name === '_FusedMatMul') {
     const b = k.inputShapes[1] ?? [];
     if (b.length === 4) return 'attention';

@@ -14,7 +14,7 @@ import { ChatSession, DEFAULT_MAX_CONTEXT, type TurnStats } from '../engine/chat
 import type { DoneEvent } from '../engine/generate.ts';
 import { loadEngine, type ModelFlags } from './load.ts';
 import { readUserFile } from './generate.ts';
-import { addModelOptions, addSamplingOptions, alias, checkSamplingFlags, int, mixFrom, samplingFrom, type SamplingFlags } from './options.ts';
+import { addModelOptions, addSamplingOptions, alias, checkSamplingFlags, dtypeLabel, int, mixFrom, samplingFrom, type SamplingFlags } from './options.ts';
 import { interruption, reportTurnError, warn } from './usage.ts';
 
 interface ChatFlags extends ModelFlags, SamplingFlags {
@@ -112,8 +112,9 @@ async function run(o: ChatFlags, cmd: Command): Promise<void> {
   }
 
   try {
+    if (o.stats || o.verbose) process.stderr.write(`[${engine.backend.name}, weights ${dtypeLabel(engine.loaded)}]\n`);
     if (tty) {
-      notice(`chatting with ${engine.dir} (${engine.backend.name}); /help for commands`);
+      notice(`chatting with ${engine.dir} (${engine.backend.name}, ${engine.loaded.dtype}); /help for commands`);
       rl.prompt();
     }
     for await (const raw of rl) {
@@ -145,7 +146,7 @@ export function chatCommand(): Command {
     .option('--max-context <n>', `most tokens the conversation may hold (capped by the model's context); alias -c, --ctx-size`, int('--max-context'), DEFAULT_MAX_CONTEXT)
     .addOption(new Option('-c, --ctx-size <n>', 'alias of --max-context').argParser(int('--ctx-size')).hideHelp())
     .option('--chat-template <file>', 'a Jinja chat template to use instead of the model\'s (e.g. for a base model)')
-    .option('--stats', 'print per-turn token counts and speed to stderr');
+    .option('--stats', 'print the backend and weight dtype, then per-turn token counts and speed, to stderr');
   addModelOptions(cmd);
   addSamplingOptions(cmd);
   return cmd.action((o: ChatFlags, c: Command) => run(o, c));

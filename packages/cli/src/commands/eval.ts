@@ -17,7 +17,7 @@ import { showProgress } from '../progress.ts';
 import { loadTokenizer, type Tokenizer } from '../text/index.ts';
 import { resolveModel } from '../hub/index.ts';
 import { loadEngine } from './load.ts';
-import { addSoftOptions, int, modelArg, num, softFrom, userPath, type SoftFlags } from './options.ts';
+import { addSoftOptions, dtypeOption, int, modelArg, num, softFrom, userPath, type DtypeChoice, type SoftFlags } from './options.ts';
 
 interface EvalFlags extends SoftFlags {
   model: string;
@@ -40,6 +40,7 @@ interface EvalFlags extends SoftFlags {
   tokenizer?: string;
   split?: string;
   backend?: string;
+  dtype: DtypeChoice;
   revision?: string;
   quiet?: boolean;
 }
@@ -70,8 +71,10 @@ function mixTopK(v: string | undefined): number | 'all' | undefined {
   return n;
 }
 
-async function run(o: EvalFlags): Promise<void> {
+async function run(o: EvalFlags, cmd: Command): Promise<void> {
   const modes = parseModes(o.modes);
+  // the server loaded its own weights: a --dtype here would do nothing
+  if (o.endpoint && cmd.getOptionValueSource('dtype') === 'cli') throw new UsageError('E_USAGE', '--dtype is for in-process runs; with --endpoint the server chose its weights\' dtype');
   if (!Number.isInteger(o.maxTokens) || o.maxTokens < 1) throw new UsageError('E_USAGE', `--max-tokens must be a positive integer, got ${o.maxTokens}`);
   if (!Number.isInteger(o.maxSeqs) || o.maxSeqs < 1) throw new UsageError('E_USAGE', `--max-seqs must be a positive integer, got ${o.maxSeqs}`);
   if (!Number.isInteger(o.samples) || o.samples < 1) throw new UsageError('E_USAGE', `--samples must be a positive integer, got ${o.samples}`);
@@ -98,7 +101,8 @@ async function run(o: EvalFlags): Promise<void> {
       ...(o.minP !== undefined ? { minP: o.minP } : {}),
     },
     maxTokens: o.maxTokens,
-    ...(o.endpoint ? { endpoint: o.endpoint } : {}),
+    // in-process: the weights' dtype as asked (a resume with another --dtype is refused)
+    ...(o.endpoint ? { endpoint: o.endpoint } : { dtype: o.dtype }),
   };
   const task = await loadTask(localTaskPath(o.task), { limit: o.limit, seed: o.seed, split: o.split });
   if (task.problems.length === 0) throw new UsageError('E_DATA', `task ${o.task} has no problems (${task.source})`);
@@ -189,15 +193,16 @@ export function evalCommand(): Command {
     .option('--tokenizer <dir|id>', 'with --endpoint: render prompts locally with this tokenizer and chat template')
     .option('--split <name>', 'dataset split', 'train')
     .addOption(new Option('--backend <name>', 'tfjs backend').choices(['tensorflow', 'wasm', 'cpu', 'webgpu']))
+    .addOption(dtypeOption())
     .option('--revision <rev>', 'hub revision of the model', 'main')
     .option('-q, --quiet', 'no progress bar');
   // Soft Thinking's flags, for the soft mode's runs (--modes ...,soft)
   addSoftOptions(cmd)
-    .action(async (o: EvalFlags) => {
+    .action(async (o: EvalFlags, c: Command) => {
       if (!o.model) throw new UsageError('E_USAGE', 'eval needs --model');
       if (!o.task) throw new UsageError('E_USAGE', 'eval needs --task');
       if (!o.out) throw new UsageError('E_USAGE', 'eval needs --out DIR');
-      await run(o);
+      await run(o, c);
     });
   cmd.addCommand(new Command('score')
     .description('re-score saved completions: JSONL lines {"completion", "answer"} in, {"extracted", "correct"} lines out')

@@ -10,7 +10,7 @@ import type { Engine } from '../engine/engine.ts';
 import { encodeChat, renderChat, type Tokenizer } from '../text/index.ts';
 import { loadEngine, type ModelFlags } from './load.ts';
 import {
-  addModelOptions, addSamplingOptions, alias, checkSamplingFlags, idList, int, mixFrom, samplingFrom, userPath, type SamplingFlags,
+  addModelOptions, addSamplingOptions, alias, checkSamplingFlags, dtypeLabel, idList, int, mixFrom, samplingFrom, userPath, type SamplingFlags,
 } from './options.ts';
 import { interruption, warn } from './usage.ts';
 import { TRACE_TOP, parseModes, traceModes, traceStep, writeTracePage, type TraceRun } from '../trace/trace.ts';
@@ -171,6 +171,9 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
     process.stdout.write(JSON.stringify({
       model: engine.dir,
       backend: engine.backend.name,
+      // what the weight matrices are held as, and why (the --dtype choice resolved by the loader)
+      dtype: engine.loaded.dtype,
+      dtypeNote: engine.loaded.dtypeNote,
       prompt_tokens: ids.length,
       text: engine.tokenizer ? done.text : null,
       tokens: done.tokens,
@@ -188,7 +191,7 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
   process.stdout.write('\n');
   if (o.stats || o.verbose) {
     const s = done.stats;
-    process.stderr.write(`[${engine.backend.name}] prompt ${s.promptTokens} tok, ${s.prefillTokPerSec.toFixed(1)} tok/s | ` +
+    process.stderr.write(`[${engine.backend.name}, ${dtypeLabel(engine.loaded)}] prompt ${s.promptTokens} tok, ${s.prefillTokPerSec.toFixed(1)} tok/s | ` +
       `generated ${s.generatedTokens} tok, ${s.decodeTokPerSec.toFixed(1)} tok/s | finish: ${s.finishReason}\n`);
   }
 }

@@ -2,15 +2,16 @@
 import { ModelError, UsageError } from '@moi/core';
 import { Engine } from '../engine/engine.ts';
 import { makeProgress, prefillChunkFor, showProgress, type Progress } from '../progress.ts';
-import { modelArg } from './options.ts';
+import { dtypeLabel, modelArg, type DtypeChoice } from './options.ts';
 
-export interface ModelFlags { model: string; backend?: string; revision?: string; quiet?: boolean; verbose?: boolean }
+export interface ModelFlags { model: string; backend?: string; dtype?: DtypeChoice; revision?: string; quiet?: boolean; verbose?: boolean }
 
 export async function loadEngine(o: ModelFlags, forceQuiet = false): Promise<{ engine: Engine; progress: Progress }> {
   const progress = makeProgress(showProgress(Boolean(o.quiet) || forceQuiet));
   const engine = await Engine.load(modelArg(o.model), {
     backend: o.backend,
     revision: o.revision,
+    dtype: o.dtype,
     offline: undefined,
     onDownload: (p) => progress.download(p),
     onLoad: (p) => progress.load(p),
@@ -26,7 +27,7 @@ export async function loadEngine(o: ModelFlags, forceQuiet = false): Promise<{ e
     const s = engine.spec;
     const l = engine.loaded;
     process.stderr.write(`moi-gen: loaded ${engine.dir}: ${s.modelType}, ${s.numLayers} layers, hidden ${s.hiddenSize}, vocab ${s.vocabSize}, ` +
-      `context ${s.maxPositionEmbeddings}; ${(l.checkpointBytes / 1e6).toFixed(1)} MB in ${l.loadSeconds.toFixed(2)} s on ${engine.backend.name}` +
+      `context ${s.maxPositionEmbeddings}; ${(l.checkpointBytes / 1e6).toFixed(1)} MB in ${l.loadSeconds.toFixed(2)} s on ${engine.backend.name}, weights ${dtypeLabel(l)}` +
       `${engine.tokenizer ? '' : '; no tokenizer.json (ids in, ids out)'}\n`);
   }
   return { engine, progress };

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UsageError } from '@moi/core';
+import { DTYPE_CHOICES, type DtypeChoice } from '@moi/models';
 import { anySoftOption, resolveMixSettings, type MixOptions, type SoftOptions } from '@moi/moi';
 import { resolveSamplingParams, type SamplingParams } from '../sampling/index.ts';
 import { warn } from './usage.ts';
@@ -35,10 +36,33 @@ export const idList = (v: string): number[] => {
 };
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
+/**
+ * `--dtype`: how the weight matrices are held (every command that loads a model). A value outside
+ * the choices is commander's own error naming the flag (exit 2), before anything loads.
+ */
+export function dtypeOption(): Option {
+  return new Option('--dtype <dtype>', "weight matrices held as: auto (a bf16/f16 checkpoint stays 16-bit, f32 stays f32), " +
+    'f32, bf16 (16-bit words) or q8 (blocks of 32 int8 + a scale, as llama.cpp Q8_0); packed weights run on wasm, other backends widen them at load')
+    .choices(DTYPE_CHOICES)
+    .default('auto');
+}
+
+/**
+ * The loaded dtype and why, for --stats and --verbose lines: the note where it starts with the
+ * dtype (`bf16 checkpoint kept in 16 bits`), else `f32: cpu: 16/8-bit weights widened …`.
+ */
+export function dtypeLabel(loaded: { dtype: string; dtypeNote: string }): string {
+  if (!loaded.dtypeNote) return loaded.dtype;
+  return loaded.dtypeNote.startsWith(loaded.dtype) ? loaded.dtypeNote : `${loaded.dtype}: ${loaded.dtypeNote}`;
+}
+
+export type { DtypeChoice };
+
 export function addModelOptions(cmd: Command): Command {
   return cmd
     .requiredOption('-m, --model <dir|id>', 'model folder, or a Hugging Face hub id (found in the HF cache, else downloaded)')
     .addOption(new Option('--backend <name>', 'tfjs backend (default: $MOI_BACKEND, else tensorflow > wasm > cpu)').choices(['tensorflow', 'wasm', 'cpu', 'webgpu']))
+    .addOption(dtypeOption())
     .option('--revision <rev>', 'hub revision', 'main')
     .option('-q, --quiet', 'no progress bars')
     .option('-v, --verbose', 'print what was loaded (model, backend, time) and the speed to stderr');

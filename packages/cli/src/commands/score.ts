@@ -27,7 +27,7 @@ async function run(args: string[], o: ScoreFlags): Promise<void> {
   logits.dispose();
   checkFiniteRows(rows[0]);
   if (o.json) {
-    process.stdout.write(JSON.stringify({ model: engine.dir, backend: engine.backend.name, input_ids: ids, logits: rows[0] }) + '\n');
+    process.stdout.write(JSON.stringify({ model: engine.dir, backend: engine.backend.name, dtype: engine.loaded.dtype, dtypeNote: engine.loaded.dtypeNote, input_ids: ids, logits: rows[0] }) + '\n');
     return;
   }
   for (let t = 0; t < ids.length; t++) {
@@ -46,7 +46,7 @@ export function scoreCommand(): Command {
     .argument('[prompt...]', 'the prompt text (needs a tokenizer), or use --ids')
     .option('-p, --prompt <text>', 'the prompt')
     .option('--ids <ids>', 'the prompt as raw token ids, e.g. 1,2,3', idList)
-    .option('--json', 'print {input_ids, logits: [positions][vocab]} as JSON');
+    .option('--json', 'print {input_ids, logits: [positions][vocab]} as JSON (with the backend and dtype)');
   addModelOptions(cmd);
   return cmd.action((args: string[], o: ScoreFlags) => run(args, o));
 }

@@ -5,10 +5,11 @@
  */
 import { Command, Option } from 'commander';
 import { UsageError } from '@moi/core';
+import { estimateHeap } from '@moi/models';
 import { resolveMixSettings, type MixOptions } from '@moi/moi';
 import { loadEngine, type ModelFlags } from './load.ts';
 import { readUserFile } from './generate.ts';
-import { addModelOptions, int } from './options.ts';
+import { addModelOptions, dtypeLabel, int } from './options.ts';
 
 interface ServeFlags extends ModelFlags {
   host: string;
@@ -26,9 +27,6 @@ interface ServeFlags extends ModelFlags {
   prefillChunk: number;
 }
 
-/** The wasm heap is 32-bit: model + KV cache must fit in 4 GiB, with room for activations. */
-const WASM_HEAP = 4 * 1024 ** 3;
-
 const MB = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
 
 async function run(o: ServeFlags): Promise<void> {
@@ -45,6 +43,7 @@ async function run(o: ServeFlags): Promise<void> {
   // loaded here, so that the other commands do not pay for fastify, zod and prom-client at start-up
   const { Scheduler } = await import('../engine/scheduler.ts');
   const { buildServer } = await import('../serve/server.ts');
+  const { WASM_HEAP_LIMIT } = await import('../bench/heap.ts');
   const { engine } = await loadEngine({ ...o, quiet: true }, true);
   const spec = engine.spec;
   const maxModelLen = o.maxModelLen ?? Math.min(spec.maxPositionEmbeddings, 2048);
@@ -53,18 +52,21 @@ async function run(o: ServeFlags): Promise<void> {
     throw new UsageError('E_USAGE', `--max-model-len must be 2..${spec.maxPositionEmbeddings} (max_position_embeddings), got ${maxModelLen}`);
   }
   const kvBytes = Scheduler.kvBytesFor(spec, o.maxSeqs, maxModelLen);
-  const weights = engine.loaded.checkpointBytes;
-  if (engine.backend.name === 'wasm' && weights + kvBytes > WASM_HEAP * 0.9) {
+  // the bytes the weights hold in memory (at --dtype), not the checkpoint's; on wasm as the
+  // loader counts them (a tied f32 head also has XNNPACK's packed copy)
+  const wasm = engine.backend.name === 'wasm';
+  const weights = wasm ? Math.max(engine.loaded.weightBytes, estimateHeap(spec, engine.loaded.dtype).weights) : engine.loaded.weightBytes;
+  if (wasm && weights + kvBytes > WASM_HEAP_LIMIT) {
     engine.dispose();
     throw new UsageError('E_USAGE', `the KV cache for --max-seqs ${o.maxSeqs} × --max-model-len ${maxModelLen} takes ${MB(kvBytes)}; with the ` +
-      `${MB(weights)} of weights it does not fit the wasm heap (4 GiB); lower --max-seqs or --max-model-len`);
+      `${MB(weights)} of ${engine.loaded.dtype} weights it does not fit the wasm heap (${MB(WASM_HEAP_LIMIT)} of its 4 GiB); lower --max-seqs or --max-model-len${engine.loaded.dtype === 'q8' ? '' : ', or use --dtype q8'}`);
   }
   const scheduler = new Scheduler(engine, { maxSeqs: o.maxSeqs, maxModelLen, maxWaiting: o.maxWaiting, prefillChunk: o.prefillChunk });
   const modelName = o.servedModelName ?? o.model;
   const { app } = buildServer(engine, scheduler, { modelName, apiKey: o.apiKey, chatTemplate, mix });
   const address = await app.listen({ host: o.host, port: o.port });
   const defaults = resolveMixSettings(mix, process.env);
-  process.stderr.write(`moi-gen serve: ${modelName} (${spec.modelType}, ${engine.backend.name}) on ${address} · max-seqs ${o.maxSeqs} · ` +
+  process.stderr.write(`moi-gen serve: ${modelName} (${spec.modelType}, ${engine.backend.name}, weights ${dtypeLabel(engine.loaded)}) on ${address} · max-seqs ${o.maxSeqs} · ` +
     `max-model-len ${maxModelLen} · KV cache ≤ ${MB(kvBytes)} + weights ${MB(weights)} · default mixing ${defaults.mode}` +
     `${defaults.mode === 'moi' ? ` β ${defaults.beta}` : ''}${o.apiKey ? ' · API key required' : ''}\n`);
 

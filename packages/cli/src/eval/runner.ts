@@ -34,6 +34,8 @@ export interface EvalSettings {
   sampling: Omit<Partial<SamplingParams>, 'seed'>;
   maxTokens: number;
   endpoint?: string;
+  /** in-process runs: the --dtype the weights were loaded at (auto, f32, bf16, q8) */
+  dtype?: string;
 }
 
 export interface RunOptions {
@@ -63,12 +65,20 @@ export function renderPrompt(tok: Tokenizer | null, p: Problem): { text: string;
 
 const SETTINGS_FILE = 'run.json';
 
+/**
+ * What a run.json written before a setting existed meant by its absence: in-process runs before
+ * --dtype loaded 'auto' (the only choice there was), so they resume under the default flags.
+ */
+function withLegacyDefaults(before: Record<string, unknown>, now: Record<string, unknown>): Record<string, unknown> {
+  return 'dtype' in now && !('dtype' in before) && before.endpoint === undefined ? { ...before, dtype: 'auto' } : before;
+}
+
 /** Refuse to mix two different runs in one folder. */
 function checkSettings(dir: string, settings: EvalSettings): void {
   const file = path.join(dir, SETTINGS_FILE);
   const now = JSON.parse(JSON.stringify(settings)) as Record<string, unknown>;
   if (fs.existsSync(file)) {
-    const before = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+    const before = withLegacyDefaults(JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>, now);
     for (const k of new Set([...Object.keys(before), ...Object.keys(now)])) {
       if (JSON.stringify(before[k]) !== JSON.stringify(now[k])) {
         throw new UsageError('E_RESUME', `${dir} holds a run with different settings (${k}: ${JSON.stringify(before[k])} there, ${JSON.stringify(now[k])} now); resume with the same flags or use another --out`);

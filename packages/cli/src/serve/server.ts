@@ -112,6 +112,8 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
     data: [{
       id: opts.modelName, object: 'model', created, owned_by: 'moi', root: engine.dir, parent: null,
       max_model_len: scheduler.maxModelLen, permission: [],
+      // what the weight matrices are held as (--dtype resolved by the loader), and why
+      dtype: engine.loaded.dtype, dtypeNote: engine.loaded.dtypeNote,
     }],
   }));
 
