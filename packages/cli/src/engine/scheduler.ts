@@ -325,7 +325,10 @@ export class Scheduler {
     const job = this.prefilling[0];
     if (!job) return;
     const p = job.prompt;
-    const end = Math.min(p.length, job.prefilled + this.chunk);
+    // (a last chunk of one token would run the decode path, whose arithmetic differs from
+    // prefill's: it joins the chunk before it, so a chunked prompt equals one prefill)
+    let end = Math.min(p.length, job.prefilled + this.chunk);
+    if (p.length - end === 1) end = p.length;
     const out = this.engine.model.forward({ ids: [p.slice(job.prefilled, end)] }, { cache: this.cache, rows: [job.slot!], lastOnly: true });
     job.prefilled = end;
     if (end < p.length) {

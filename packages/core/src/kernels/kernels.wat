@@ -369,18 +369,37 @@
   ;; place in the [N, heads·D] layout the fused qkv projection makes (no transposes), and the q/k
   ;; norms with RoPE on those rows.
 
-  ;; one attention score: q·k, softcapped when cap > 0 (cap·tanh(s / cap), in f64)
+  ;; one attention score: q·k in exactly dot4's arithmetic for one query (so a key scores the same
+  ;; bits from the cache as among the new tokens: chunked prefill equals one prefill), softcapped
+  ;; when cap > 0 (cap·tanh(s / cap), in f64)
   (func $score (param $q i32) (param $k i32) (param $D i32) (param $cap f64) (result f32)
-    (local $s f32)
-    (local.set $s (call $dot (local.get $q) (local.get $k) (local.get $D)))
+    (local $s f32) (local $i i32) (local $o i32) (local $end4 i32) (local $a v128)
+    (local.set $end4 (i32.and (local.get $D) (i32.const -4)))
+    (block $d4 (loop $l4
+      (br_if $d4 (i32.ge_u (local.get $i) (local.get $end4)))
+      (local.set $a (f32x4.add (local.get $a) (f32x4.mul (v128.load (i32.add (local.get $q) (local.get $o)))
+                                                        (v128.load (i32.add (local.get $k) (local.get $o))))))
+      (local.set $o (i32.add (local.get $o) (i32.const 16)))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $l4)))
+    (local.set $s (f32.add (f32.add (f32x4.extract_lane 0 (local.get $a)) (f32x4.extract_lane 1 (local.get $a)))
+                           (f32.add (f32x4.extract_lane 2 (local.get $a)) (f32x4.extract_lane 3 (local.get $a)))))
+    (block $d1 (loop $l1
+      (br_if $d1 (i32.ge_u (local.get $i) (local.get $D)))
+      (local.set $s (f32.add (local.get $s) (f32.mul (f32.load (i32.add (local.get $q) (local.get $o)))
+                                                     (f32.load (i32.add (local.get $k) (local.get $o))))))
+      (local.set $o (i32.add (local.get $o) (i32.const 4)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l1)))
     (if (f64.gt (local.get $cap) (f64.const 0))
       (then (local.set $s (f32.demote_f64 (f64.mul (local.get $cap)
         (call $tanh (f64.div (f64.promote_f32 (local.get $s)) (local.get $cap))))))))
     (local.get $s))
 
-  ;; sc[i] = e^(sc[i] − m) for i in [0, n), −inf giving exactly 0; returns the sum (f64)
-  (func $expSum (param $sc i32) (param $n i32) (param $m f32) (result f64)
-    (local $i i32) (local $s f32) (local $sum f64)
+  ;; sc[i] = e^(sc[i] − m) for i in [0, n), −inf giving exactly 0; returns sum0 plus their sum
+  ;; (f64, added in order, so the cache's part then the new tokens' adds up as one pass would)
+  (func $expSum (param $sc i32) (param $n i32) (param $m f32) (param $sum f64) (result f64)
+    (local $i i32) (local $s f32)
     (block $d (loop $l
       (br_if $d (i32.ge_u (local.get $i) (local.get $n)))
       (local.set $s (f32.load (local.get $sc)))
@@ -621,21 +640,36 @@
                 (br $lm)))
               ;; e^(s − max), the sum, then the probabilities e / sum (its own token is always seen)
               (local.set $at (i32.add (local.get $sci) (i32.shl (i32.add (local.get $S) (local.get $ustart)) (i32.const 2))))
-              (local.set $inv (f32.demote_f64 (f64.div (f64.const 1) (f64.add
-                (call $expSum (local.get $sci) (local.get $S) (local.get $m))
-                (call $expSum (local.get $at) (i32.add (i32.sub (local.get $uend) (local.get $ustart)) (i32.const 1)) (local.get $m))))))
+              (local.set $inv (f32.demote_f64 (f64.div (f64.const 1)
+                (call $expSum (local.get $at) (i32.add (i32.sub (local.get $uend) (local.get $ustart)) (i32.const 1)) (local.get $m)
+                  (call $expSum (local.get $sci) (local.get $S) (local.get $m) (f64.const 0))))))
               (call $scale (local.get $sci) (local.get $S) (local.get $inv))
               (call $scale (local.get $at) (i32.add (i32.sub (local.get $uend) (local.get $ustart)) (i32.const 1)) (local.get $inv))
-              ;; out[d] = p · valsT[d] over the cache (0 without one)
+              ;; out = Σ p_j · v_j over the cache slots, slot after slot (as the new tokens are added
+              ;; after them, so a chunked prefill adds the same terms in the same order as one
+              ;; prefill); slots of p = 0 (masked: never read, they may hold anything) skipped
               (local.set $d (i32.const 0))
-              (block $dd (loop $ld
-                (br_if $dd (i32.ge_u (local.get $d) (local.get $D)))
-                (f32.store (i32.add (local.get $oi) (i32.shl (local.get $d) (i32.const 2)))
-                  (call $dot (local.get $sci)
-                    (i32.add (local.get $vb) (i32.shl (i32.mul (local.get $d) (local.get $S)) (i32.const 2)))
-                    (local.get $S)))
+              (block $dz (loop $lz
+                (br_if $dz (i32.ge_u (local.get $d) (local.get $D)))
+                (f32.store (i32.add (local.get $oi) (i32.shl (local.get $d) (i32.const 2))) (f32.const 0))
                 (local.set $d (i32.add (local.get $d) (i32.const 1)))
-                (br $ld)))
+                (br $lz)))
+              (local.set $j (i32.const 0))
+              (block $dc (loop $lc
+                (br_if $dc (i32.ge_u (local.get $j) (local.get $S)))
+                (local.set $s (f32.load (i32.add (local.get $sci) (i32.shl (local.get $j) (i32.const 2)))))
+                (if (f32.ne (local.get $s) (f32.const 0))
+                  (then
+                    (local.set $d (i32.const 0))
+                    (block $dd (loop $ld
+                      (br_if $dd (i32.ge_u (local.get $d) (local.get $D)))
+                      (local.set $at (i32.add (local.get $oi) (i32.shl (local.get $d) (i32.const 2))))
+                      (f32.store (local.get $at) (f32.add (f32.load (local.get $at)) (f32.mul (local.get $s)
+                        (f32.load (i32.add (local.get $vb) (i32.shl (i32.add (i32.mul (local.get $d) (local.get $S)) (local.get $j)) (i32.const 2)))))))
+                      (local.set $d (i32.add (local.get $d) (i32.const 1)))
+                      (br $ld)))))
+                (local.set $j (i32.add (local.get $j) (i32.const 1)))
+                (br $lc)))
               (local.set $i (i32.add (local.get $i) (i32.const 1)))
               (br $li)))
             ;; out_i += p_i[u] · v_u over the new tokens, four outputs per value row
