@@ -6,16 +6,11 @@
  */
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
+import { randn, rng } from './kernel-data.ts';
 import { gatherRows, initBackend, kernelDispatches, resetKernelDispatches, setKernelsEnabled } from '../src/index.ts';
 
 function values(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = s / 2 ** 31 - 1;
-  }
-  return a;
+  return randn(rng(seed), n);
 }
 
 describe('kernels: gatherRows equals the host values and the composite (wasm)', function () {

@@ -10,19 +10,9 @@ import {
   activeKernels, assembleWat, decodeAttention, kernelsCachePath, fusedRmsNorm, ropeDecode, initBackend, initKernels, kernelDispatches, kernelsBinary, kernelsEnabled,
   kernelsSource, MASKED, positionMask, resetKernelDispatches, rotateHalfMatrix, scalar, setKernelsEnabled, slotTable,
 } from '../src/index.ts';
+import { randn, rng, slotsOf } from './kernel-data.ts';
 
-/** A seeded uniform generator in [-1, 1). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    return s / 2 ** 31 - 1;
-  };
-}
 
-function randn(r: () => number, n: number, scale = 1): Float32Array {
-  return Float32Array.from({ length: n }, () => r() * scale);
-}
 
 interface AttnCase {
   label: string;
@@ -64,12 +54,6 @@ function reference(c: AttnCase, q: Float32Array, k: Float32Array, vT: Float32Arr
 }
 
 /** Slot positions of a row holding `n` tokens: plain (slot = position) or rotating over S slots. */
-function slotsOf(n: number, S: number, rotating: boolean): number[] {
-  const pos = new Array(S).fill(-1);
-  for (let p = 0; p < n; p++) if (rotating || p < S) pos[rotating ? p % S : p] = p;
-  return pos;
-}
-
 function makeCase(label: string, o: Omit<AttnCase, 'label' | 'slotPos' | 'qPos' | 'rows'> & { tokens: number[]; rows?: number[]; rotating?: boolean }): AttnCase {
   const rows = o.rows ?? Array.from({ length: o.B }, (_, i) => i);
   const held = Array.from({ length: o.Bc }, (_, r) => o.tokens[r] ?? 1);

@@ -13,19 +13,9 @@ import {
   packedRows, packedSource, pack16, packQ8, resetKernelDispatches, setKernelsEnabled, widenPacked, disposePacked,
   type PackedKind, type PackedWeight,
 } from '../src/index.ts';
+import { randn as uniform, rng } from './kernel-data.ts';
 
-/** A seeded uniform generator in [-1, 1). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    return s / 2 ** 31 - 1;
-  };
-}
 
-function uniform(r: () => number, n: number, scale = 1): Float32Array {
-  return Float32Array.from({ length: n }, () => r() * scale);
-}
 
 /**
  * A [rows, cols] weight of the given kind with awkward rows mixed in: row 0 all zero, row 1 with

@@ -8,19 +8,9 @@
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, kernelDispatches, prefillAttention, prefillQk, resetKernelDispatches, scalar, setKernelsEnabled } from '../src/index.ts';
+import { randn, rng, slotsOf } from './kernel-data.ts';
 
-/** A seeded uniform generator in [-1, 1). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    return s / 2 ** 31 - 1;
-  };
-}
 
-function randn(r: () => number, n: number, scale = 1): Float32Array {
-  return Float32Array.from({ length: n }, () => r() * scale);
-}
 
 interface Case {
   label: string;
@@ -35,13 +25,6 @@ interface Case {
   window: number | null; softcap: number | null;
   /** extra columns before v (v read from a wider tensor, as from the fused qkv) */
   vPad?: number;
-}
-
-/** The positions a cache row's slots hold after n tokens (−1 empty). */
-function slotsOf(n: number, S: number, rotating: boolean): number[] {
-  const pos = new Array(S).fill(-1);
-  for (let p = 0; p < n; p++) if (rotating || p < S) pos[rotating ? p % S : p] = p;
-  return pos;
 }
 
 /**

@@ -7,15 +7,10 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/backend.ts';
 import { VocabBlocks } from '../src/vocab-blocks.ts';
+import { randn, rng } from './kernel-data.ts';
 
 function rand(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = s / 2 ** 32 - 0.5;
-  }
-  return a;
+  return randn(rng(seed), n, 0.5);
 }
 
 function close(got: tf.Tensor, want: tf.Tensor, what: string): void {
