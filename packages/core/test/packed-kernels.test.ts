@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import {
   assembleWat, f16ToF32, f32ToBf16, f32ToF16, initBackend, kernelDispatches, kernelsCachePath, packedBinary, packedMatMul, packedMatMulT,
-  packedRows, packedSource, pack16, packQ8, resetKernelDispatches, setKernelsEnabled, widenPacked, disposePacked,
+  packedRows, packedSource, pack16, packQ8, Q8_BLOCK, resetKernelDispatches, roundActivations16, setKernelsEnabled, widenPacked, disposePacked,
   type PackedKind, type PackedWeight,
 } from '../src/index.ts';
 import { randn as uniform, rng } from './kernel-data.ts';
@@ -59,6 +59,28 @@ function reference(x: Float32Array, N: number, wf: Float32Array, rows: number, c
   return { y, mag };
 }
 
+/**
+ * q8's input rounding, written from its definition (packed.ts, roundActivations16): per block of
+ * 32 columns of a row, d = fround(max|x| / 32767), q = round(fround(x / d)) half away from zero
+ * (0 when d = 0), values fround(q · d).
+ */
+function round16(x: Float32Array, N: number, cols: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let n = 0; n < N; n++) {
+    for (let c0 = 0; c0 < cols; c0 += Q8_BLOCK) {
+      const c1 = Math.min(cols, c0 + Q8_BLOCK);
+      let m = 0;
+      for (let c = c0; c < c1; c++) m = Math.max(m, Math.abs(x[n * cols + c]));
+      const d = Math.fround(m / 32767);
+      for (let c = c0; c < c1; c++) {
+        const v = d === 0 ? 0 : Math.fround(x[n * cols + c] / d);
+        out[n * cols + c] = Math.sign(v) * Math.floor(Math.abs(v) + 0.5) * d;
+      }
+    }
+  }
+  return out;
+}
+
 /** The worst |got − want| / (Σ|x·w| + tiny) over all outputs. */
 function worstRel(got: Float32Array, want: Float64Array, mag: Float64Array): number {
   let worst = 0;
@@ -100,8 +122,8 @@ describe('packed kernels: the generated module', function () {
     const mod = new WebAssembly.Module(fresh as BufferSource);
     assert.deepEqual(WebAssembly.Module.imports(mod).map((i) => `${i.module}.${i.name}:${i.kind}`), ['env.memory:memory']);
     assert.deepEqual(WebAssembly.Module.exports(mod).map((e) => e.name).sort(),
-      ['axpy', 'deinterleave', 'epilogue', 'gemm_bf16', 'gemm_f16', 'gemm_q8', 'matmul_bf16', 'matmul_f16', 'matmul_q8', 'matmul_t_bf16', 'matmul_t_f16', 'matmul_t_q8',
-        'widen_bf16', 'widen_f16', 'widen_q8']);
+      ['axpy', 'deinterleave', 'epilogue', 'gemm_bf16', 'gemm_f16', 'gemm_q8', 'matmul_bf16', 'matmul_f16', 'matmul_q8x16', 'matmul_t_bf16', 'matmul_t_f16', 'matmul_t_q8',
+        'quantize_x16', 'widen_bf16', 'widen_f16', 'widen_q8']);
     assert.deepEqual(Buffer.from(await packedBinary()), Buffer.from(fresh));
     assert.deepEqual(readFileSync(kernelsCachePath(packedSource(), 'moi-packed')), Buffer.from(fresh), 'the disk cache equals a rebuild');
   });
@@ -195,7 +217,9 @@ describe('packed kernels: packedMatMul equals the composite and a float64 refere
             const [k, c] = bothWays('MoiPackedMatMul', () => packedMatMul(x, w, withEpi ? { outScale: scale, bias } : {}));
             x.dispose();
             assert.equal(tf.memory().numTensors, before, 'no tensors left');
-            const { y, mag } = reference(xd, N, wf, rows, cols, withEpi ? sd : undefined, withEpi ? bd : undefined);
+            // q8 multiplies x rounded to 16 bits per block (both ways: the kernel's integers, the composite's values)
+            const xr = kind === 'q8' ? round16(xd, N, cols) : xd;
+            const { y, mag } = reference(xr, N, wf, rows, cols, withEpi ? sd : undefined, withEpi ? bd : undefined);
             const ek = worstRel(k, y, mag);
             const ec = worstRel(c, y, mag);
             assert.ok(ek <= TOL, `N ${N}${withEpi ? ' +epilogue' : ''}: kernel vs float64 ${ek}`);
@@ -213,7 +237,7 @@ describe('packed kernels: packedMatMul equals the composite and a float64 refere
     const w = makeWeight('q8', 9, 70, 5);
     const xd = uniform(rng(3), 17 * 70);
     const { mag } = reference(xd, 17, widenPacked(w), 9, 70);
-    const x = tf.tensor2d(xd, [17, 70]);
+    const x = tf.tensor2d(xd, [17, 70]); // 17 ≥ Q8_GEMM_MIN_ROWS: the GEMM on x's rounded values
     const all = packedMatMul(x, w);
     const together = all.dataSync().slice();
     for (let n = 0; n < 17; n++) {
@@ -228,6 +252,30 @@ describe('packed kernels: packedMatMul equals the composite and a float64 refere
     }
     tf.dispose([x, all]);
     disposePacked(w);
+  });
+
+  it('q8 rounds x to 16 bits per block of 32 as defined (bit for bit): short last blocks, all-zero blocks, halves, a wide range', function () {
+    const cols = 75; // blocks of 32, 32, 11
+    const N = 3;
+    const xd = uniform(rng(11), N * cols);
+    for (let c = 32; c < 64; c++) xd[cols + c] = 0; // row 1, block 1: all zero (d = 0)
+    for (let c = 0; c < 32; c++) xd[2 * cols + c] = (c - 16) * 0.5 * 1e-3; // row 2, block 0: max 8e-3
+    xd[2 * cols + 40] = 3e4; // row 2, block 1: one large value beside small ones
+    xd[2 * cols + 41] = -1e-6;
+    const x = tf.tensor2d(xd, [N, cols]);
+    const got = roundActivations16(x);
+    assert.deepEqual(new Uint32Array(got.dataSync().buffer), new Uint32Array(round16(xd, N, cols).buffer));
+    const want = round16(xd, N, cols);
+    for (let c = 32; c < 64; c++) assert.equal(want[cols + c], 0);
+    // a block's largest value keeps its magnitude (q = ±32767): rounding error at most d / 2 elsewhere
+    for (let n = 0; n < N; n++) {
+      for (let c0 = 0; c0 < cols; c0 += 32) {
+        const blk = Array.from(xd.subarray(n * cols + c0, n * cols + Math.min(cols, c0 + 32)));
+        const d = Math.max(...blk.map(Math.abs)) / 32767;
+        blk.forEach((v, i) => assert.ok(Math.abs(want[n * cols + c0 + i] - v) <= d / 2 * (1 + 1e-6) + 1e-30, `row ${n} col ${c0 + i}`));
+      }
+    }
+    tf.dispose([x, got]);
   });
 
   it('refuses a bias or outScale of the wrong size and storage too small for [rows, cols] with typed errors', function () {

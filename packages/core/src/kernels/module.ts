@@ -29,7 +29,6 @@ export interface KernelExports {
   // packed-wat.ts (K = bf16 | f16 | q8): out [N, rows] = x [N, cols] · Wᵀ; one row widened to f32
   matmul_bf16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number): void;
   matmul_f16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number): void;
-  matmul_q8(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number): void;
   gemm_bf16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, panel: number): void;
   gemm_f16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, panel: number): void;
   gemm_q8(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, panel: number): void;
@@ -39,7 +38,10 @@ export interface KernelExports {
   widen_bf16(w: number, s: number, dst: number, cols: number): void;
   widen_f16(w: number, s: number, dst: number, cols: number): void;
   widen_q8(w: number, s: number, dst: number, cols: number): void;
-  deinterleave(x: number, dst: number, N: number, cols: number, four: number): void;
+  deinterleave(x: number, dst: number, N: number, cols: number): void;
+  // q8 weights × 16-bit activations (packed-wat.ts, q8x16)
+  quantize_x16(x: number, xq: number, xd: number, fq: number, N: number, cols: number): void;
+  matmul_q8x16(w: number, s: number, xq: number, xd: number, out: number, N: number, rows: number, cols: number): void;
   epilogue(out: number, N: number, rows: number, outScale: number, bias: number): void;
   axpy(y: number, a: number, src: number, cols: number): void;
 }

@@ -6,12 +6,14 @@
  *
  * Routines (pointers are byte offsets into the backend heap; every kind `K` in bf16, f16, q8):
  *
- * - `matmul_K(w, s, x, out, N, rows, cols)`: out [N, rows] = x [N, cols] · Wᵀ, W [rows, cols]
- *   packed (s: q8 scales [rows, ceil(cols/32)], else unused), for few x rows (decode). Passes over
- *   2 weight rows; each pass is read from memory once and dotted with every x row, in tiles of 4,
- *   2 or 1 x rows (see TILES); each weight vector is widened in registers once per tile.
- *   For bf16/f16, x comes de-interleaved by `deinterleave(x, dst, N, cols)` (see wideVec).
- * - `gemm_K(w, s, x, out, N, rows, cols, panel)`: the same for many x rows (prefill): 8 weight
+ * - `matmul_K(w, s, x, out, N, rows, cols)` (bf16, f16): out [N, rows] = x [N, cols] · Wᵀ,
+ *   W [rows, cols] packed, for few x rows (decode). Passes over 2 weight rows; each pass is read
+ *   from memory once and dotted with every x row (see TILES); each weight vector is widened in
+ *   registers once per tile. x comes de-interleaved by `deinterleave(x, dst, N, cols)` (see wideVec).
+ * - `matmul_q8x16` and `quantize_x16`: q8's decode, integer dot products against x rounded to 16
+ *   bits per block of 32 (see q8x16()).
+ * - `gemm_K(w, s, x, out, N, rows, cols, panel)`: out = x · Wᵀ for many x rows (prefill; s: q8
+ *   scales [rows, ceil(cols/32)], else unused; q8's x comes rounded by quantize_x16): 8 weight
  *   rows at a time widened into an f32 panel, then a broadcast-form 4×8 micro-kernel (see gemm()).
  * - `epilogue(out, N, rows, outScale, bias)`: out[n, j] = out[n, j] · outScale[j] + bias[j]
  *   (either pointer 0 = none), in the composite's order.
@@ -21,8 +23,7 @@
  * - `axpy(y, a, src, cols)`: y += a · src.
  *
  * Arithmetic: f32 multiply then add (no fused multiply-add), as the composite's f32 matmul, up to
- * summation order; the q8 decode tiles sum q·x over a block and multiply by d once per block
- * (a reassociation of Σ (q·d)·x). Widening is exact (equal to dtype.ts / dequantizeQ8 bit for bit):
+ * summation order (q8 decode: exact integer block sums times d_w · d_x). Widening is exact (equal to dtype.ts / dequantizeQ8 bit for bit):
  * - bf16: each 16-bit word in the top half of a 32-bit lane (a byte swizzle, or shl/and on
  *   de-interleaved x in the decode tiles) is the f32 bits.
  * - f16: the word in the top half, arithmetic shift right by 3 and mask (sign kept at bit 31,
@@ -32,13 +33,14 @@
  *   finite 65504) get all exponent bits set: inf, or NaN with its payload.
  * - q8: a byte swizzle puts each int8 in the top byte of a lane; converted, that is q·2^24, and
  *   times the block's d·2^-24 gives q·d rounded once to f32, as dequantizeQ8 computes it (d·2^-24
- *   is exact unless d < 2^-102, far below any weight block's scale); the decode tiles move the
- *   byte up with shifts and masks instead (see wideVec) and scale each block's sum; the GEMM panel
- *   shifts the byte down (q exactly) and multiplies by d.
+ *   is exact unless d < 2^-102, far below any weight block's scale); the GEMM panel shifts the
+ *   byte down (q exactly) and multiplies by d.
  */
 
 export type WatKind = 'bf16' | 'f16' | 'q8';
 export const PACKED_KINDS: readonly WatKind[] = ['bf16', 'f16', 'q8'];
+/** The kinds whose decode tiles widen to f32 (q8 decodes through matmul_q8x16 instead). */
+type WideKind = Exclude<WatKind, 'q8'>;
 
 /**
  * A tile: X x rows × R weight rows, A accumulators per (weight row, x row), 32 columns a step.
@@ -48,11 +50,10 @@ export const PACKED_KINDS: readonly WatKind[] = ['bf16', 'f16', 'q8'];
 interface Tile { X: number; R: number; A: number }
 /** Weight rows per pass of matmul_K (each tile's R divides it). */
 const PASS = 2;
-const TILES: Record<WatKind, readonly Tile[]> = {
+const TILES: Record<WideKind, readonly Tile[]> = {
   // x de-interleaved (see wideVec); matmul_K runs for N < 4 only (packed.ts: GEMM_MIN_ROWS)
   bf16: [{ X: 1, R: 1, A: 2 }],
   f16: [{ X: 1, R: 1, A: 2 }],
-  q8: [{ X: 1, R: 2, A: 2 }],
 };
 
 /** Columns per step of the main loop: one q8 block, 8 f32x4 vectors per weight row. */
@@ -93,19 +94,11 @@ function f16FromTop(top: string): string {
 /**
  * WAT expression: vector `part` of a wide tile's 16-byte load `raw`, by shifts and masks (each one
  * instruction that any of several ports runs; a swizzle competes with the multiplies for one), so
- * x comes de-interleaved (see deinterleave). 16-bit kinds: the words in even columns are
- * `raw << 16`, those in odd columns `raw & 0xffff0000` ($m0): part 0 of load j is columns
- * 8j + 0, 2, 4, 6, part 1 columns 8j + 1, 3, 5, 7. q8: byte p of each lane moved to the top
- * (`raw << 8·(3 − p)`, masked to the top byte with $m0), converted: q·2^24; part p of load j is
- * columns 16j + p, 4 + p, 8 + p, 12 + p.
+ * x comes de-interleaved (see deinterleave): the words in even columns are `raw << 16`, those in
+ * odd columns `raw & 0xffff0000` ($m0): part 0 of load j is columns 8j + 0, 2, 4, 6, part 1
+ * columns 8j + 1, 3, 5, 7.
  */
-function wideVec(kind: WatKind, raw: string, part: number): string {
-  if (kind === 'q8') {
-    const t = part === 0 ? `(i32x4.shl ${raw} (i32.const 24))`
-      : part === 3 ? `(v128.and ${raw} (local.get $m0))`
-        : `(v128.and (i32x4.shl ${raw} (i32.const ${8 * (3 - part)})) (local.get $m0))`;
-    return `(f32x4.convert_i32x4_s ${t})`;
-  }
+function wideVec(kind: WideKind, raw: string, part: number): string {
   const top = part % 2 === 0 ? `(i32x4.shl ${raw} (i32.const 16))` : `(v128.and ${raw} (local.get $m0))`;
   return kind === 'bf16' ? top : f16FromTop(top);
 }
@@ -123,11 +116,6 @@ function hsum(v: string): string {
                    (f32.add (f32x4.extract_lane 2 (local.get ${v})) (f32x4.extract_lane 3 (local.get ${v}))))`;
 }
 
-/** WAT expression: the address of the q8 scale of weight row r's block holding column c. */
-function blockScale(r: number): string {
-  return `(i32.add (local.get $sp${r}) (i32.shl (i32.shr_u (local.get $c) (i32.const 5)) (i32.const 2)))`;
-}
-
 /**
  * WAT expression: 4 weights at byte address `addr` widened to an f32x4 (one 8-byte load for the
  * 16-bit kinds, 4 bytes for q8: q exactly, times the block's d at `scaleAddr`: q·d rounded once).
@@ -141,11 +129,10 @@ function widen4(kind: WatKind, addr: string, mask: string, scaleAddr: string): s
 }
 
 /**
- * tile_K_X(w0, w1, s0, s1, x, xs, cols, o, os, dr): rows w0 and w1 (byte addresses; q8 scale rows
- * s0, s1) dotted with X x rows starting at x, xs bytes apart; result (x row i, weight row r) goes
+ * tile_K_X(w0, w1, s0, s1, x, xs, cols, o, os, dr): rows w0 and w1 (byte addresses) dotted with X x rows starting at x, xs bytes apart; result (x row i, weight row r) goes
  * to o + i·os + r·dr. Main loop: 32 columns a step; then a scalar tail for cols mod 32.
  */
-function tile(kind: WatKind, { X, R, A }: Tile): string {
+function tile(kind: WideKind, { X, R, A }: Tile): string {
   const bpc = bytesPerCol(kind);
   const loads = (STEP * bpc) / 16; // 16-byte loads per weight row per step
   const parts = VECS / loads; // f32x4 vectors per load
@@ -153,10 +140,10 @@ function tile(kind: WatKind, { X, R, A }: Tile): string {
   const acc = (r: number, i: number, a: number) => `$a${r}_${i}_${a}`;
   const locals: string[] = ['(local $c i32) (local $end i32) (local $xv v128) (local $xq f32) (local $h v128)'];
   locals.push('(local $m0 v128)');
-  for (let r = 0; r < R; r++) locals.push(`(local $raw${r} v128) (local $f${r} v128) (local $wp${r} i32) (local $sp${r} i32) (local $ds${r} v128) (local $d${r} f32) (local $g${r} f32)`);
+  for (let r = 0; r < R; r++) locals.push(`(local $raw${r} v128) (local $f${r} v128) (local $wp${r} i32) (local $g${r} f32)`);
   for (let i = 0; i < X; i++) locals.push(`(local $xp${i} i32)`);
   for (let r = 0; r < R; r++) for (let i = 0; i < X; i++) {
-    locals.push(`(local $t${r}_${i} f32) (local $q${r}_${i} v128)`);
+    locals.push(`(local $t${r}_${i} f32)`);
     for (let a = 0; a < A; a++) locals.push(`(local ${acc(r, i, a)} v128)`);
   }
   for (let r = 0; r < R; r++) locals.push(`(local $rr${r} i32)`);
@@ -167,20 +154,15 @@ function tile(kind: WatKind, { X, R, A }: Tile): string {
   for (let r = 0; r < R; r++) {
     L.push(`  (local.set $rr${r} (select (i32.const ${r}) (i32.sub (local.get $nr) (i32.const 1)) (i32.lt_u (i32.const ${r}) (local.get $nr))))`);
     L.push(`  (local.set $wp${r} (i32.add (local.get $w) (i32.mul (local.get $rr${r}) (local.get $rb))))`);
-    L.push(`  (local.set $sp${r} (i32.add (local.get $s) (i32.mul (local.get $rr${r}) (local.get $sb))))`);
   }
   for (let i = 0; i < X; i++) L.push(`  (local.set $xp${i} (i32.add (local.get $x) (i32.mul (local.get $xs) (i32.const ${i}))))`);
   L.push(`  (local.set $end (i32.and (local.get $cols) (i32.const ${-STEP})))`);
   // the lane-top mask (wideVec), xor a splat of the caller's 0: not a constant to TurboFan, so it
   // stays in a register instead of being rebuilt in every step
-  const topMask = kind === 'q8' ? '0xff000000' : '0xffff0000';
-  L.push(`  (local.set $m0 (v128.xor (v128.const i32x4 ${topMask} ${topMask} ${topMask} ${topMask}) (i8x16.splat (local.get $zero))))`);
+  L.push(`  (local.set $m0 (v128.xor (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000) (i8x16.splat (local.get $zero))))`);
   // main loop: 32 columns a step
   L.push(`  (block $done (loop $step`);
   L.push(`    (br_if $done (i32.ge_u (local.get $c) (local.get $end)))`);
-  if (kind === 'q8') {
-    for (let r = 0; r < R; r++) L.push(`    (local.set $ds${r} (f32x4.splat (f32.mul (f32.load ${blockScale(r)}) (f32.const 0x1p-24))))`);
-  }
   for (let j = 0; j < loads; j++) {
     for (let r = 0; r < R; r++) L.push(`    (local.set $raw${r} (v128.load offset=${16 * j} (local.get $wp${r})))`);
     for (let p = 0; p < parts; p++) {
@@ -195,26 +177,16 @@ function tile(kind: WatKind, { X, R, A }: Tile): string {
       }
     }
   }
-  if (kind === 'q8') {
-    // the block's sums (of q·2^24·x) times d·2^-24 into the running totals; block sums restart at 0
-    for (let r = 0; r < R; r++) for (let i = 0; i < X; i++) {
-      const a0 = acc(r, i, 0);
-      for (let a = 1; a < A; a++) L.push(`    (local.set ${a0} (f32x4.add (local.get ${a0}) (local.get ${acc(r, i, a)})))`);
-      L.push(`    (local.set $q${r}_${i} (f32x4.add (local.get $q${r}_${i}) (f32x4.mul (local.get ${a0}) (local.get $ds${r}))))`);
-      for (let a = 0; a < A; a++) L.push(`    (local.set ${acc(r, i, a)} (v128.const i32x4 0 0 0 0))`);
-    }
-  }
   for (let r = 0; r < R; r++) {
     L.push(`    (local.set $wp${r} (i32.add (local.get $wp${r}) (i32.const ${STEP * bpc})))`);
   }
   for (let i = 0; i < X; i++) L.push(`    (local.set $xp${i} (i32.add (local.get $xp${i}) (i32.const ${STEP * 4})))`);
   L.push(`    (local.set $c (i32.add (local.get $c) (i32.const ${STEP})))`);
   L.push(`    (br $step)))`);
-  // scalar tail: the last cols mod 32 (or 4) columns (q8: the scale of the last, partial block)
-  if (kind === 'q8') for (let r = 0; r < R; r++) L.push(`  (local.set $d${r} (if (result f32) (i32.lt_u (local.get $c) (local.get $cols)) (then (f32.load ${blockScale(r)})) (else (f32.const 0))))`);
+  // scalar tail: the last cols mod 32 columns
   L.push(`  (block $tdone (loop $tail`);
   L.push(`    (br_if $tdone (i32.ge_u (local.get $c) (local.get $cols)))`);
-  for (let r = 0; r < R; r++) L.push(`    (local.set $g${r} ${widenScalar(kind, `(local.get $wp${r})`, `(local.get $d${r})`)})`);
+  for (let r = 0; r < R; r++) L.push(`    (local.set $g${r} ${widenScalar(kind, `(local.get $wp${r})`, '')})`);
   for (let i = 0; i < X; i++) {
     L.push(`    (local.set $xq (f32.load (local.get $xp${i})))`);
     for (let r = 0; r < R; r++) {
@@ -228,9 +200,8 @@ function tile(kind: WatKind, { X, R, A }: Tile): string {
   // reduce and store: (x row i, weight row r) → o + i·os + r·dr
   for (let i = 0; i < X; i++) {
     for (let r = 0; r < R; r++) {
-      let a0 = acc(r, i, 0);
-      if (kind === 'q8') a0 = `$q${r}_${i}`;
-      else for (let a = 1; a < A; a += 1) L.push(`  (local.set ${a0} (f32x4.add (local.get ${a0}) (local.get ${acc(r, i, a)})))`);
+      const a0 = acc(r, i, 0);
+      for (let a = 1; a < A; a += 1) L.push(`  (local.set ${a0} (f32x4.add (local.get ${a0}) (local.get ${acc(r, i, a)})))`);
       const addr = `(i32.add (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const ${i}))) (i32.shl (local.get $rr${r}) (i32.const 2)))`;
       L.push(`  (f32.store ${addr} (f32.add ${hsum(a0)} (local.get $t${r}_${i})))`);
     }
@@ -240,7 +211,7 @@ function tile(kind: WatKind, { X, R, A }: Tile): string {
 }
 
 /** matmul_K: passes over 2 weight rows (the last may have 1); in each, x rows in tiles of 4, 2, 1. */
-function matmul(kind: WatKind): string {
+function matmul(kind: WideKind): string {
   const bpc = bytesPerCol(kind);
   const call = ({ X, R }: Tile, sub: number) => `(call $tile_${kind}_${X}_${R}
           (i32.add (local.get $wr) (i32.mul (local.get $rb) (i32.const ${sub}))) (local.get $rb)
@@ -515,44 +486,25 @@ const COMMON = `
       (br $ln)))
   )
 
-;; x [N, cols] → dst as the wide tiles read it (see wideVec in packed-wat.ts). Within each
-  ;; whole 32-column block: 16-bit kinds ($four = 0), each group of 8 columns c..c+7 becomes
-  ;; c, c+2, c+4, c+6, c+1, c+3, c+5, c+7; q8 ($four = 1), each group of 16 is transposed as 4×4
-  ;; (c, c+4, c+8, c+12, c+1, ...). The last cols mod 32 columns stay in order (the scalar tail).
-  (func (export "deinterleave") (param $x i32) (param $dst i32) (param $N i32) (param $cols i32) (param $four i32)
+;; x [N, cols] → dst as the wide tiles read it (see wideVec in packed-wat.ts): within each
+  ;; whole 32-column block, each group of 8 columns c..c+7 becomes c, c+2, c+4, c+6, c+1, c+3,
+  ;; c+5, c+7. The last cols mod 32 columns stay in order (the scalar tail).
+  (func (export "deinterleave") (param $x i32) (param $dst i32) (param $N i32) (param $cols i32)
     (local $n i32) (local $c i32) (local $end i32) (local $a v128) (local $b v128)
-    (local $e0 v128) (local $e1 v128) (local $e2 v128) (local $e3 v128)
     (local.set $end (i32.and (local.get $cols) (i32.const -32)))
     (block $dn (loop $ln
       (br_if $dn (i32.ge_u (local.get $n) (local.get $N)))
       (local.set $c (i32.const 0))
-      (if (local.get $four)
-        (then
-          (block $d16 (loop $l16
-            (br_if $d16 (i32.ge_u (local.get $c) (local.get $end)))
-            (local.set $e0 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (v128.load (local.get $x)) (v128.load offset=16 (local.get $x))))
-            (local.set $e1 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (v128.load (local.get $x)) (v128.load offset=16 (local.get $x))))
-            (local.set $e2 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (v128.load offset=32 (local.get $x)) (v128.load offset=48 (local.get $x))))
-            (local.set $e3 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (v128.load offset=32 (local.get $x)) (v128.load offset=48 (local.get $x))))
-            (v128.store (local.get $dst) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $e0) (local.get $e2)))
-            (v128.store offset=16 (local.get $dst) (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $e0) (local.get $e2)))
-            (v128.store offset=32 (local.get $dst) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $e1) (local.get $e3)))
-            (v128.store offset=48 (local.get $dst) (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $e1) (local.get $e3)))
-            (local.set $x (i32.add (local.get $x) (i32.const 64)))
-            (local.set $dst (i32.add (local.get $dst) (i32.const 64)))
-            (local.set $c (i32.add (local.get $c) (i32.const 16)))
-            (br $l16))))
-        (else
-          (block $d8 (loop $l8
-            (br_if $d8 (i32.ge_u (local.get $c) (local.get $end)))
-            (local.set $a (v128.load (local.get $x)))
-            (local.set $b (v128.load offset=16 (local.get $x)))
-            (v128.store (local.get $dst) (i8x16.shuffle 0 1 2 3 8 9 10 11 16 17 18 19 24 25 26 27 (local.get $a) (local.get $b)))
-            (v128.store offset=16 (local.get $dst) (i8x16.shuffle 4 5 6 7 12 13 14 15 20 21 22 23 28 29 30 31 (local.get $a) (local.get $b)))
-            (local.set $x (i32.add (local.get $x) (i32.const 32)))
-            (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
-            (local.set $c (i32.add (local.get $c) (i32.const 8)))
-            (br $l8)))))
+      (block $d8 (loop $l8
+        (br_if $d8 (i32.ge_u (local.get $c) (local.get $end)))
+        (local.set $a (v128.load (local.get $x)))
+        (local.set $b (v128.load offset=16 (local.get $x)))
+        (v128.store (local.get $dst) (i8x16.shuffle 0 1 2 3 8 9 10 11 16 17 18 19 24 25 26 27 (local.get $a) (local.get $b)))
+        (v128.store offset=16 (local.get $dst) (i8x16.shuffle 4 5 6 7 12 13 14 15 20 21 22 23 28 29 30 31 (local.get $a) (local.get $b)))
+        (local.set $x (i32.add (local.get $x) (i32.const 32)))
+        (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
+        (local.set $c (i32.add (local.get $c) (i32.const 8)))
+        (br $l8)))
       (block $d1 (loop $l1
         (br_if $d1 (i32.ge_u (local.get $c) (local.get $cols)))
         (f32.store (local.get $dst) (f32.load (local.get $x)))
@@ -586,16 +538,146 @@ const COMMON = `
   )
 `;
 
+/**
+ * q8 weights times 16-bit activations (decode): what makes q8 faster than f32 in wasm SIMD128.
+ *
+ * `quantize_x16(x, xq, xd, fq, N, cols)`: each x row in blocks of 32 columns (the last may be
+ * shorter), d = max|x| / 32767 (f32 division) and q = round(x / d) (f32 division, ties away from
+ * zero; d = 0 gives q = 0): xq i16 [N, cols] and xd f32 [N, nb]. With fq ≠ 0 it writes the values
+ * the integers stand for instead, fq f32 [N, cols] = q · d (what gemm_q8 multiplies for N ≥ 4 and
+ * what the composite computes with tfjs ops). A NaN or infinity in a block makes its d NaN or
+ * infinite, and every output it reaches NaN.
+ *
+ * `matmul_q8x16(w, s, xq, xd, out, N, rows, cols)`: out [N, rows] = Σ_blocks (d_w · d_x) · Σ q_w · q_x,
+ * the block sums exact in i32 (|q_w| ≤ 127, |q_x| ≤ 32767, 32 terms). Per 16 weights: two
+ * sign-extending 8-byte loads (v128.load8x8_s), two i32x4.dot_i16x8_s against x's 16-bit values
+ * held in registers, two adds: 8 multiply-adds an instruction, where the f32 tiles above take a
+ * widen, a multiply and an add per 4. 4 weight rows a pass share each block of x; a short last
+ * pass repeats its last row; the partial last block runs as scalars.
+ */
+const XR = 4;
+function q8x16(): string {
+  const rows = Array.from({ length: XR }, (_, k) => k);
+  const locals = ['(local $n i32) (local $r i32) (local $b i32) (local $c i32) (local $nb i32) (local $nbf i32) (local $sb i32)',
+    '(local $xqn i32) (local $xdn i32) (local $on i32) (local $xp i32) (local $dx f32) (local $xv i32) (local $sum v128)',
+    '(local $x0 v128) (local $x1 v128) (local $x2 v128) (local $x3 v128)',
+    ...rows.map((k) => `(local $rr${k} i32) (local $wp${k} i32) (local $sp${k} i32) (local $acc${k} v128) (local $t${k} i32) (local $tail${k} f32)`)];
+  const dot = (k: number, off: number, xa: string, xb: string) =>
+    `(i32x4.add (i32x4.dot_i16x8_s (v128.load8x8_s offset=${off} (local.get $wp${k})) (local.get ${xa}))
+                 (i32x4.dot_i16x8_s (v128.load8x8_s offset=${off + 8} (local.get $wp${k})) (local.get ${xb})))`;
+  return `(func (export "matmul_q8x16") (param $w i32) (param $s i32) (param $xq i32) (param $xd i32) (param $out i32)
+    (param $N i32) (param $rows i32) (param $cols i32)
+    ${locals.join('\n    ')}
+    (local.set $nb (i32.shr_u (i32.add (local.get $cols) (i32.const 31)) (i32.const 5)))
+    (local.set $nbf (i32.shr_u (local.get $cols) (i32.const 5)))
+    (local.set $sb (i32.shl (local.get $nb) (i32.const 2)))
+    (block $dn (loop $ln
+      (br_if $dn (i32.ge_u (local.get $n) (local.get $N)))
+      (local.set $xqn (i32.add (local.get $xq) (i32.mul (local.get $n) (i32.shl (local.get $cols) (i32.const 1)))))
+      (local.set $xdn (i32.add (local.get $xd) (i32.mul (local.get $n) (local.get $sb))))
+      (local.set $on (i32.add (local.get $out) (i32.mul (local.get $n) (i32.shl (local.get $rows) (i32.const 2)))))
+      (local.set $r (i32.const 0))
+      (block $dr (loop $lr
+        (br_if $dr (i32.ge_u (local.get $r) (local.get $rows)))
+        ${rows.map((k) => `(local.set $rr${k} (select (i32.add (local.get $r) (i32.const ${k})) (i32.sub (local.get $rows) (i32.const 1))
+          (i32.lt_u (i32.add (local.get $r) (i32.const ${k})) (local.get $rows))))
+        (local.set $wp${k} (i32.add (local.get $w) (i32.mul (local.get $rr${k}) (local.get $cols))))
+        (local.set $sp${k} (i32.add (local.get $s) (i32.mul (local.get $rr${k}) (local.get $sb))))
+        (local.set $acc${k} (v128.const i32x4 0 0 0 0))`).join('\n        ')}
+        (local.set $xp (local.get $xqn))
+        (local.set $b (i32.const 0))
+        (block $db (loop $lb
+          (br_if $db (i32.ge_u (local.get $b) (local.get $nbf)))
+          (local.set $dx (f32.load (i32.add (local.get $xdn) (i32.shl (local.get $b) (i32.const 2)))))
+          (local.set $x0 (v128.load (local.get $xp)))
+          (local.set $x1 (v128.load offset=16 (local.get $xp)))
+          (local.set $x2 (v128.load offset=32 (local.get $xp)))
+          (local.set $x3 (v128.load offset=48 (local.get $xp)))
+          ${rows.map((k) => `(local.set $sum (i32x4.add ${dot(k, 0, '$x0', '$x1')} ${dot(k, 16, '$x2', '$x3')}))
+          (local.set $acc${k} (f32x4.add (local.get $acc${k}) (f32x4.mul (f32x4.convert_i32x4_s (local.get $sum))
+            (f32x4.splat (f32.mul (f32.load (local.get $sp${k})) (local.get $dx))))))
+          (local.set $wp${k} (i32.add (local.get $wp${k}) (i32.const 32)))
+          (local.set $sp${k} (i32.add (local.get $sp${k}) (i32.const 4)))`).join('\n          ')}
+          (local.set $xp (i32.add (local.get $xp) (i32.const 64)))
+          (local.set $b (i32.add (local.get $b) (i32.const 1)))
+          (br $lb)))
+        ;; the partial last block (cols mod 32 columns), as scalars
+        ${rows.map((k) => `(local.set $t${k} (i32.const 0)) (local.set $tail${k} (f32.const 0))`).join(' ')}
+        (if (i32.lt_u (local.get $nbf) (local.get $nb)) (then
+          (local.set $c (i32.shl (local.get $nbf) (i32.const 5)))
+          (block $dc (loop $lc
+            (br_if $dc (i32.ge_u (local.get $c) (local.get $cols)))
+            (local.set $xv (i32.load16_s (local.get $xp)))
+            ${rows.map((k) => `(local.set $t${k} (i32.add (local.get $t${k}) (i32.mul (i32.load8_s (local.get $wp${k})) (local.get $xv))))
+            (local.set $wp${k} (i32.add (local.get $wp${k}) (i32.const 1)))`).join('\n            ')}
+            (local.set $xp (i32.add (local.get $xp) (i32.const 2)))
+            (local.set $c (i32.add (local.get $c) (i32.const 1)))
+            (br $lc)))
+          (local.set $dx (f32.load (i32.add (local.get $xdn) (i32.shl (local.get $nbf) (i32.const 2)))))
+          ${rows.map((k) => `(local.set $tail${k} (f32.mul (f32.convert_i32_s (local.get $t${k})) (f32.mul (f32.load (local.get $sp${k})) (local.get $dx))))`).join('\n          ')}))
+        ${rows.map((k) => `(f32.store (i32.add (local.get $on) (i32.shl (local.get $rr${k}) (i32.const 2))) (f32.add ${hsum(`$acc${k}`)} (local.get $tail${k})))`).join('\n        ')}
+        (local.set $r (i32.add (local.get $r) (i32.const ${XR})))
+        (br $lr)))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      (br $ln)))
+  )`;
+}
+
+const QUANTIZE_X16 = `
+  ;; see q8x16() in packed-wat.ts
+  (func (export "quantize_x16") (param $x i32) (param $xq i32) (param $xd i32) (param $fq i32) (param $N i32) (param $cols i32)
+    (local $n i32) (local $c i32) (local $e i32) (local $i i32) (local $m f32) (local $d f32) (local $v f32) (local $q f32)
+    (block $dn (loop $ln
+      (br_if $dn (i32.ge_u (local.get $n) (local.get $N)))
+      (local.set $c (i32.const 0))
+      (block $dc (loop $lc
+        (br_if $dc (i32.ge_u (local.get $c) (local.get $cols)))
+        (local.set $e (i32.add (local.get $c) (i32.const 32)))
+        (if (i32.gt_u (local.get $e) (local.get $cols)) (then (local.set $e (local.get $cols))))
+        (local.set $m (f32.const 0))
+        (local.set $i (local.get $c))
+        (block $dm (loop $lm
+          (br_if $dm (i32.ge_u (local.get $i) (local.get $e)))
+          (local.set $m (f32.max (local.get $m) (f32.abs (f32.load (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 2)))))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $lm)))
+        (local.set $d (f32.div (local.get $m) (f32.const 32767)))
+        (if (i32.eqz (local.get $fq)) (then (f32.store (local.get $xd) (local.get $d))
+          (local.set $xd (i32.add (local.get $xd) (i32.const 4)))))
+        (local.set $i (local.get $c))
+        (block $dq (loop $lq
+          (br_if $dq (i32.ge_u (local.get $i) (local.get $e)))
+          (local.set $v (if (result f32) (f32.eq (local.get $d) (f32.const 0)) (then (f32.const 0))
+            (else (f32.div (f32.load (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 2)))) (local.get $d)))))
+          (local.set $q (f32.copysign (f32.floor (f32.add (f32.abs (local.get $v)) (f32.const 0.5))) (local.get $v)))
+          (if (local.get $fq)
+            (then (f32.store (i32.add (local.get $fq) (i32.shl (i32.add (i32.mul (local.get $n) (local.get $cols)) (local.get $i)) (i32.const 2)))
+              (f32.mul (local.get $q) (local.get $d))))
+            (else (i32.store16 (i32.add (local.get $xq) (i32.shl (local.get $i) (i32.const 1))) (i32.trunc_sat_f32_s (local.get $q)))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $lq)))
+        (local.set $c (local.get $e))
+        (br $lc)))
+      (local.set $x (i32.add (local.get $x) (i32.shl (local.get $cols) (i32.const 2))))
+      (local.set $xq (i32.add (local.get $xq) (i32.shl (local.get $cols) (i32.const 1))))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      (br $ln)))
+  )
+`;
+
 /** The whole packed-kernels module as WebAssembly text. */
 export function packedWat(): string {
   const parts = [';; moi packed-weight kernels (generated by packed-wat.ts; see its header)', '(module', '  (import "env" "memory" (memory 0))', COMMON];
   for (const kind of PACKED_KINDS) {
-    for (const t of TILES[kind]) parts.push(tile(kind, t));
-    parts.push(matmul(kind));
+    if (kind !== 'q8') {
+      for (const t of TILES[kind]) parts.push(tile(kind, t));
+      parts.push(matmul(kind));
+    }
     parts.push(gemm(kind));
     parts.push(matmulT(kind));
     parts.push(widenRow(kind));
   }
+  parts.push(q8x16(), QUANTIZE_X16);
   parts.push(')');
   return parts.join('\n');
 }
