@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  assembleWat, f16ToF32, f32ToBf16, f32ToF16, initBackend, kernelDispatches, kernelsCachePath, packedBinary, packedMatMul, packedMatMulT,
+  activeKernels, assembleWat, f16ToF32, f32ToBf16, f32ToF16, initBackend, kernelDispatches, kernelsCachePath, packedBinary, packedMatMul, packedMatMulT,
   packedRows, packedSource, pack16, packQ8, Q8_BLOCK, resetKernelDispatches, roundActivations16, setKernelsEnabled, widenPacked, disposePacked,
   type PackedKind, type PackedWeight,
 } from '../src/index.ts';
@@ -276,6 +276,39 @@ describe('packed kernels: packedMatMul equals the composite and a float64 refere
       }
     }
     tf.dispose([x, got]);
+  });
+
+  it('quantize_x16 (the kernels\' rounding) gives the definition bit for bit, as integers and scales or as values', function () {
+    const k = activeKernels();
+    assert.ok(k, 'kernels active');
+    const cols = 75;
+    const N = 3;
+    const xd = uniform(rng(12), N * cols);
+    for (let c = 32; c < 64; c++) xd[cols + c] = 0; // a zero block
+    for (let c = 0; c < 32; c++) xd[2 * cols + c] = (c - 16) * 0.5 * 1e-3; // halves of its scale
+    xd[2 * cols + 40] = 3e4;
+    const want = round16(xd, N, cols);
+    const nb = Math.ceil(cols / Q8_BLOCK);
+    const x = tf.tensor2d(xd, [N, cols]);
+    const fq = tf.zeros([N, cols]);
+    const xq = tf.zeros([N * cols]); // room for N·cols i16
+    const xs = tf.zeros([N * nb]);
+    const backend = tf.backend() as any;
+    const at = (t: tf.Tensor) => backend.dataIdMap.get(t.dataId).memoryOffset as number;
+    k.quantize_x16(at(x), 0, 0, at(fq), N, cols);
+    k.quantize_x16(at(x), at(xq), at(xs), 0, N, cols);
+    const heap = (backend.wasm.asm.memory as WebAssembly.Memory).buffer;
+    assert.deepEqual(new Uint32Array(heap.slice(at(fq), at(fq) + 4 * N * cols)), new Uint32Array(want.buffer), 'values');
+    const ints = new Int16Array(heap.slice(at(xq), at(xq) + 2 * N * cols));
+    const scales = new Float32Array(heap.slice(at(xs), at(xs) + 4 * N * nb));
+    for (let n = 0; n < N; n++) {
+      for (let c = 0; c < cols; c++) {
+        const d = scales[n * nb + Math.floor(c / Q8_BLOCK)];
+        // === : an integer 0 stands for either zero (the values keep the sign of a rounded-away negative)
+        assert.ok(Math.fround(ints[n * cols + c] * d) === want[n * cols + c], `row ${n} col ${c}: ${ints[n * cols + c]} × ${d} vs ${want[n * cols + c]}`);
+      }
+    }
+    tf.dispose([x, fq, xq, xs]);
   });
 
   it('refuses a bias or outScale of the wrong size and storage too small for [rows, cols] with typed errors', function () {

@@ -623,10 +623,22 @@ function q8x16(): string {
   )`;
 }
 
-const QUANTIZE_X16 = `
-  ;; see q8x16() in packed-wat.ts
+/**
+ * quantize_x16 (see q8x16()): whole blocks in SIMD (the same IEEE operations lane by lane: max of
+ * |x|, d = m / 32767, x / d, floor(|v| + 0.5) with v's sign), a short last block as scalars.
+ */
+function quantizeX16(): string {
+  const v = (j: number) => `(v128.load offset=${16 * j} (local.get $xb))`;
+  const absMax = (lo: number, hi: number): string => hi - lo === 1 ? `(f32x4.abs ${v(lo)})`
+    : `(f32x4.max ${absMax(lo, (lo + hi) / 2)} ${absMax((lo + hi) / 2, hi)})`;
+  const rounded = (j: number) => `(v128.or (f32x4.floor (f32x4.add (f32x4.abs (local.tee $t (f32x4.div ${v(j)} (local.get $vd))))
+              (v128.const f32x4 0.5 0.5 0.5 0.5))) (v128.and (local.get $t) (v128.const i32x4 0x80000000 0x80000000 0x80000000 0x80000000)))`;
+  const simd = [0, 1, 2, 3, 4, 5, 6, 7].map((j) => `(local.set $r${j} ${rounded(j)})`).join('\n            ');
+  return `
   (func (export "quantize_x16") (param $x i32) (param $xq i32) (param $xd i32) (param $fq i32) (param $N i32) (param $cols i32)
     (local $n i32) (local $c i32) (local $e i32) (local $i i32) (local $m f32) (local $d f32) (local $v f32) (local $q f32)
+    (local $xb i32) (local $fb i32) (local $vm v128) (local $vd v128) (local $t v128)
+    ${[0, 1, 2, 3, 4, 5, 6, 7].map((j) => `(local $r${j} v128)`).join(' ')}
     (block $dn (loop $ln
       (br_if $dn (i32.ge_u (local.get $n) (local.get $N)))
       (local.set $c (i32.const 0))
@@ -634,28 +646,45 @@ const QUANTIZE_X16 = `
         (br_if $dc (i32.ge_u (local.get $c) (local.get $cols)))
         (local.set $e (i32.add (local.get $c) (i32.const 32)))
         (if (i32.gt_u (local.get $e) (local.get $cols)) (then (local.set $e (local.get $cols))))
-        (local.set $m (f32.const 0))
-        (local.set $i (local.get $c))
-        (block $dm (loop $lm
-          (br_if $dm (i32.ge_u (local.get $i) (local.get $e)))
-          (local.set $m (f32.max (local.get $m) (f32.abs (f32.load (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 2)))))))
-          (local.set $i (i32.add (local.get $i) (i32.const 1)))
-          (br $lm)))
-        (local.set $d (f32.div (local.get $m) (f32.const 32767)))
+        (local.set $xb (i32.add (local.get $x) (i32.shl (local.get $c) (i32.const 2))))
+        (local.set $fb (i32.add (local.get $fq) (i32.shl (i32.add (i32.mul (local.get $n) (local.get $cols)) (local.get $c)) (i32.const 2))))
+        (if (i32.eq (i32.sub (local.get $e) (local.get $c)) (i32.const 32))
+          (then
+            (local.set $vm ${absMax(0, 8)})
+            (local.set $m (f32.max (f32.max (f32x4.extract_lane 0 (local.get $vm)) (f32x4.extract_lane 1 (local.get $vm)))
+              (f32.max (f32x4.extract_lane 2 (local.get $vm)) (f32x4.extract_lane 3 (local.get $vm)))))
+            (local.set $d (f32.div (local.get $m) (f32.const 32767)))
+            (local.set $vd (f32x4.splat (local.get $d)))
+            (if (f32.eq (local.get $d) (f32.const 0))
+              (then ${[0, 1, 2, 3, 4, 5, 6, 7].map((j) => `(local.set $r${j} (v128.const i32x4 0 0 0 0))`).join(' ')})
+              (else ${simd}))
+            (if (local.get $fq)
+              (then ${[0, 1, 2, 3, 4, 5, 6, 7].map((j) => `(v128.store offset=${16 * j} (local.get $fb) (f32x4.mul (local.get $r${j}) (local.get $vd)))`).join('\n              ')})
+              (else ${[0, 1, 2, 3].map((j) => `(v128.store offset=${16 * j} (i32.add (local.get $xq) (i32.shl (local.get $c) (i32.const 1)))
+                (i16x8.narrow_i32x4_s (i32x4.trunc_sat_f32x4_s (local.get $r${2 * j})) (i32x4.trunc_sat_f32x4_s (local.get $r${2 * j + 1}))))`).join('\n              ')})))
+          (else
+            (local.set $m (f32.const 0))
+            (local.set $i (local.get $c))
+            (block $dm (loop $lm
+              (br_if $dm (i32.ge_u (local.get $i) (local.get $e)))
+              (local.set $m (f32.max (local.get $m) (f32.abs (f32.load (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 2)))))))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br $lm)))
+            (local.set $d (f32.div (local.get $m) (f32.const 32767)))
+            (local.set $i (local.get $c))
+            (block $dq (loop $lq
+              (br_if $dq (i32.ge_u (local.get $i) (local.get $e)))
+              (local.set $v (if (result f32) (f32.eq (local.get $d) (f32.const 0)) (then (f32.const 0))
+                (else (f32.div (f32.load (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 2)))) (local.get $d)))))
+              (local.set $q (f32.copysign (f32.floor (f32.add (f32.abs (local.get $v)) (f32.const 0.5))) (local.get $v)))
+              (if (local.get $fq)
+                (then (f32.store (i32.add (local.get $fq) (i32.shl (i32.add (i32.mul (local.get $n) (local.get $cols)) (local.get $i)) (i32.const 2)))
+                  (f32.mul (local.get $q) (local.get $d))))
+                (else (i32.store16 (i32.add (local.get $xq) (i32.shl (local.get $i) (i32.const 1))) (i32.trunc_sat_f32_s (local.get $q)))))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br $lq)))))
         (if (i32.eqz (local.get $fq)) (then (f32.store (local.get $xd) (local.get $d))
           (local.set $xd (i32.add (local.get $xd) (i32.const 4)))))
-        (local.set $i (local.get $c))
-        (block $dq (loop $lq
-          (br_if $dq (i32.ge_u (local.get $i) (local.get $e)))
-          (local.set $v (if (result f32) (f32.eq (local.get $d) (f32.const 0)) (then (f32.const 0))
-            (else (f32.div (f32.load (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 2)))) (local.get $d)))))
-          (local.set $q (f32.copysign (f32.floor (f32.add (f32.abs (local.get $v)) (f32.const 0.5))) (local.get $v)))
-          (if (local.get $fq)
-            (then (f32.store (i32.add (local.get $fq) (i32.shl (i32.add (i32.mul (local.get $n) (local.get $cols)) (local.get $i)) (i32.const 2)))
-              (f32.mul (local.get $q) (local.get $d))))
-            (else (i32.store16 (i32.add (local.get $xq) (i32.shl (local.get $i) (i32.const 1))) (i32.trunc_sat_f32_s (local.get $q)))))
-          (local.set $i (i32.add (local.get $i) (i32.const 1)))
-          (br $lq)))
         (local.set $c (local.get $e))
         (br $lc)))
       (local.set $x (i32.add (local.get $x) (i32.shl (local.get $cols) (i32.const 2))))
@@ -664,6 +693,7 @@ const QUANTIZE_X16 = `
       (br $ln)))
   )
 `;
+}
 
 /** The whole packed-kernels module as WebAssembly text. */
 export function packedWat(): string {
@@ -677,7 +707,7 @@ export function packedWat(): string {
     parts.push(matmulT(kind));
     parts.push(widenRow(kind));
   }
-  parts.push(q8x16(), QUANTIZE_X16);
+  parts.push(q8x16(), quantizeX16());
   parts.push(')');
   return parts.join('\n');
 }

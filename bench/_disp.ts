@@ -1,0 +1,12 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '../packages/core/src/index.ts';
+await initBackend({ backend: 'wasm' });
+const x = tf.randomNormal([1, 1728]);
+const g = tf.randomNormal([1, 3072]);
+const t = (name: string, f: () => void) => { for (let i = 0; i < 200; i++) f(); const n = 5000; const s = process.hrtime.bigint(); for (let i = 0; i < n; i++) f(); console.log(name, (Number(process.hrtime.bigint() - s) / n / 1000).toFixed(2), 'µs'); };
+t('reshape', () => tf.tidy(() => { tf.reshape(x, [1, 27, 64]); }));
+t('split3', () => tf.tidy(() => { tf.split(x, [576, 576, 576], 1); }));
+t('sigmoid 1536', () => tf.tidy(() => { tf.sigmoid(tf.slice(g, [0, 0], [1, 1536])); }));
+t('swiglu composite', () => tf.tidy(() => { const [a, b] = tf.split(g, [1536, 1536], 1); tf.mul(tf.mul(a, tf.sigmoid(a)), b); }));
+t('add 576', () => tf.tidy(() => { tf.add(tf.slice(x, [0, 0], [1, 576]), tf.slice(x, [0, 576], [1, 576])); }));
+t('tidy empty', () => tf.tidy(() => {}));

@@ -1,0 +1,10 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '../packages/core/src/index.ts';
+import { loadModel } from '../packages/models/src/index.ts';
+await initBackend({ backend: 'wasm' });
+const w = await loadModel('/work/shared/fixtures/llama', { dtype: process.argv[2] as any ?? 'f32' });
+const m = w.model;
+const cache = m.makeCache(1, 10);
+tf.dispose(m.forward({ ids: [[1, 2, 3]] }, { cache, lastOnly: true }));
+const info = await tf.profile(() => { tf.dispose(m.forward({ ids: [[4]] }, { cache, lastOnly: true })); });
+console.log(info.kernels.map((k) => `${k.name}${JSON.stringify(k.inputShapes)}`).join('\n'));

@@ -1,0 +1,20 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '../packages/core/src/index.ts';
+import { loadModel } from '../packages/models/src/index.ts';
+await initBackend({ backend: 'wasm' });
+const w = await loadModel(process.argv[2], { dtype: (process.argv[3] ?? 'f32') as any });
+const m = w.model;
+const prompt = Array.from({ length: 128 }, (_, i) => 100 + i);
+const cache = m.makeCache(1, 200);
+tf.dispose(m.forward({ ids: [prompt] }, { cache, lastOnly: true }));
+for (let i = 0; i < 5; i++) tf.dispose(m.forward({ ids: [[7]] }, { cache, lastOnly: true }));
+const N = 20;
+let s = process.hrtime.bigint();
+for (let i = 0; i < N; i++) tf.dispose(m.forward({ ids: [[7]] }, { cache, lastOnly: true }));
+console.log('step ms (forward only)', Number(process.hrtime.bigint() - s) / N / 1e6);
+const info = await tf.profile(() => { tf.dispose(m.forward({ ids: [[7]] }, { cache, lastOnly: true })); });
+const by: Record<string, [number, number]> = {};
+let tot = 0;
+for (const k of info.kernels) { const key = k.name + (k.name === 'BatchMatMul' || k.name === 'MoiPackedMatMul' ? '' : ''); by[key] ??= [0, 0]; by[key][0]++; by[key][1] += k.kernelTimeMs as number; tot += k.kernelTimeMs as number; }
+console.log('profiled total ms', tot.toFixed(2), 'kernels', info.kernels.length);
+for (const [k, [n, ms]] of Object.entries(by).sort((a, b) => b[1][1] - a[1][1])) console.log(k.padEnd(24), String(n).padStart(4), ms.toFixed(3));

@@ -1,0 +1,10 @@
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-wasm';
+await tf.setBackend('wasm'); await tf.ready();
+const x = tf.randomNormal([1, 1728]);
+const t = (name: string, f: () => void) => { for (let i = 0; i < 2000; i++) f(); const n = 20000; const s = process.hrtime.bigint(); for (let i = 0; i < n; i++) f(); console.log(name, (Number(process.hrtime.bigint() - s) / n / 1000).toFixed(2), 'µs'); };
+t('tidy 1 reshape', () => tf.tidy(() => { tf.reshape(x, [1, 27, 64]); }));
+t('tidy 2 reshapes', () => tf.tidy(() => { tf.reshape(x, [1, 27, 64]); tf.reshape(x, [1, 27, 64]); }));
+t('tidy 20 reshapes', () => tf.tidy(() => { for (let i = 0; i < 20; i++) tf.reshape(x, [1, 27, 64]); }));
+t('outer tidy, 10 inner tidies of 1 reshape', () => tf.tidy(() => { for (let i = 0; i < 10; i++) tf.tidy(() => { tf.reshape(x, [1, 27, 64]); }); }));
+t('no tidy 1 reshape+dispose', () => { tf.reshape(x, [1, 27, 64]).dispose(); });

@@ -1,0 +1,12 @@
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-wasm';
+await tf.setBackend('wasm'); await tf.ready();
+const x = tf.randomNormal([1, 1728]);
+const g = tf.randomNormal([1, 3072]);
+const x3 = tf.randomNormal([1, 12, 64]);
+const t = (name: string, f: () => void) => { for (let i = 0; i < 5000; i++) f(); const n = 20000; const s = process.hrtime.bigint(); for (let i = 0; i < n; i++) f(); console.log(name, (Number(process.hrtime.bigint() - s) / n / 1000).toFixed(2), 'µs'); };
+t('split qkv [1,1728] -> 1152+576', () => tf.tidy(() => { tf.split(x, [1152, 576], 1); }));
+t('split gate/up [1,3072] 2', () => tf.tidy(() => { tf.split(g, [1536, 1536], 1); }));
+t('split [1,12,64] -> 9,3 axis1', () => tf.tidy(() => { tf.split(x3, [9, 3], 1); }));
+t('slice [1,3072] half', () => tf.tidy(() => { tf.slice(g, [0, 1536], [1, 1536]); }));
+t('reshape', () => tf.tidy(() => { tf.reshape(x, [1, 27, 64]); }));

@@ -1,0 +1,13 @@
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-wasm';
+await tf.setBackend('wasm'); await tf.ready();
+const L = 30;
+const mk = (i: number, o: number) => tf.randomNormal([i, o]) as tf.Tensor2D;
+const layers = Array.from({ length: L }, () => [mk(576, 960), mk(576, 576), mk(576, 3072), mk(1536, 576)]);
+const head = mk(576, 49152);
+const x = tf.randomNormal([1, 576]) as tf.Tensor2D;
+const x2 = tf.randomNormal([1, 1536]) as tf.Tensor2D;
+const step = () => tf.tidy(() => { for (const [a, b, c, d] of layers) { tf.matMul(x, a); tf.matMul(x, b); tf.matMul(x, c); tf.matMul(x2, d); } tf.matMul(x, head); });
+for (let i = 0; i < 5; i++) step();
+const n = 30; const s = process.hrtime.bigint(); for (let i = 0; i < n; i++) step();
+console.log('GEMV-only step ms', (Number(process.hrtime.bigint() - s) / n / 1e6).toFixed(2));
