@@ -174,8 +174,16 @@ export class Decoder {
         return t;
       };
 
-      // prefill attention as one kernel (wasm, kernels on, full rotary dim); else the composite path
-      const prefillKernels = T > 1 && activeKernels() !== null && s.layers.every((l) => l.rope.dim === D);
+      // q/k norms and RoPE as one op over the fused projection, attention as one kernel (wasm,
+      // kernels on, full rotary dim): prefill always, decode with a cache; else the composite path
+      const qkKernels = activeKernels() !== null && s.layers.every((l) => l.rope.dim === D);
+      const prefillKernels = T > 1 && qkKernels;
+      // row n's RoPE tables as [N, D] (what prefillQk reads)
+      const flatRope = (spec: RopeSpec) => {
+        const r = rope(spec);
+        if (!r.dcos || !r.dsin) kept.push((r.dcos = tf.keep(tf.reshape(r.cos, [N, D]))), (r.dsin = tf.keep(tf.reshape(r.sin, [N, D]))));
+        return { cos: r.dcos, sin: r.dsin };
+      };
 
       // one scope per layer: only one layer's intermediates are alive at a time
       const layer = (li: number, h: tf.Tensor): tf.Tensor => {
@@ -187,7 +195,20 @@ export class Decoder {
         let k!: tf.Tensor4D;
         let v!: tf.Tensor4D;
         let o: tf.Tensor | null = null;
-        if (T === 1) {
+        if (T === 1 && qkKernels && cache) {
+          // decode on the kernels: the q/k heads normed and rotated in one op reading qkv in place,
+          // the new key and value written into the cache straight from their columns, then
+          // attention over the cache in place (no splits, no per-head reshapes)
+          const r = flatRope(ls.rope);
+          const qk = prefillQk(qkv, { heads: nH + nKV, headDim: D, normWeight: lw.qkNormRows, eps, cos: r.cos, sin: r.sin });
+          const c = cache[li];
+          c.appendRows(tf.reshape(qk, [B, (nH + nKV) * D]), nH * D, qkv, (nH + nKV) * D, rows);
+          o = decodeAttention(tf.slice(qk, [0, 0, 0], [B, nH, D]), c.keys, c.valuesT, {
+            rows, window: ls.window, softcap: s.attnSoftcap,
+            slots: () => shared(`slots:${c.size}:${c.window}:${c.alloc}`, () => slotTable(rows, start, c.slotPos)),
+            mask: () => mask(`${c.size}:${c.window}:1`, rows.map((r) => c.slotPos[r]), ls.window),
+          });
+        } else if (T === 1) {
           // decode: [B, heads·D] is already [B, heads, 1, D] in memory, no transposes
           const [qkf, vf] = tf.split(qkv, [(nH + nKV) * D, nKV * D], 1);
           let qk: tf.Tensor = tf.reshape(qkf, [B, nH + nKV, D]);
@@ -200,9 +221,8 @@ export class Decoder {
         } else if (prefillKernels) {
           // prefill on the kernels: q/k norms and RoPE on the fused heads [N, nH + nKV, D] as in
           // decode, then one attention op that reads q, k and v (in qkv) in place: no transposes
-          const r = rope(ls.rope);
-          if (!r.dcos || !r.dsin) kept.push((r.dcos = tf.keep(tf.reshape(r.cos, [N, D]))), (r.dsin = tf.keep(tf.reshape(r.sin, [N, D]))));
-          const qk = tf.reshape(prefillQk(qkv, { heads: nH + nKV, headDim: D, normWeight: lw.qkNormRows, eps, cos: r.dcos, sin: r.dsin }), [N, (nH + nKV) * D]);
+          const r = flatRope(ls.rope);
+          const qk = tf.reshape(prefillQk(qkv, { heads: nH + nKV, headDim: D, normWeight: lw.qkNormRows, eps, cos: r.cos, sin: r.sin }), [N, (nH + nKV) * D]);
           const c = cache?.[li];
           o = prefillAttention(qk, qkv, {
             heads: nH, kvHeads: nKV, headDim: D, start, window: ls.window, softcap: s.attnSoftcap, vColumn: (nH + nKV) * D,
@@ -226,7 +246,7 @@ export class Decoder {
 
         // attention (the scale is folded into q)
         if (o) {
-          // done above (prefill on the kernels)
+          // done above (on the kernels)
         } else if (cache && T === 1) {
           // one op over the cache buffers in place: our wasm kernel, or the composite elsewhere
           const c = cache[li];
@@ -244,7 +264,8 @@ export class Decoder {
         } else {
           o = attention(q, k, v, mask(`full:${ls.window}`, positions, ls.window), { scale: 1, softcap: s.attnSoftcap });
         }
-        if (!prefillKernels) o = T === 1 ? tf.reshape(o!, [B, nH * D]) : tf.reshape(tf.transpose(o!, [0, 2, 1, 3]), [N, nH * D]);
+        if (T > 1 && !prefillKernels) o = tf.reshape(tf.transpose(o!, [0, 2, 1, 3]), [N, nH * D]);
+        else if (T === 1) o = tf.reshape(o!, [B, nH * D]);
         let a = project(o!, lw.o, lw.oBias);
         if (lw.postAttnNorm) a = fusedRmsNorm(a, eps, { weight: lw.postAttnNorm }).y;
         // residual add and the pre-MLP norm in one op (a wasm kernel, or the composite)
@@ -296,13 +317,12 @@ export class Decoder {
    * constant rotate-half matrix (packed once by XNNPACK; a per-step rotation matrix would be
    * re-packed every call, which measured slower).
    */
-  private rotateDecode(x: tf.Tensor3D, tables: { cos: tf.Tensor4D; sin: tf.Tensor4D; dcos?: tf.Tensor; dsin?: tf.Tensor }): tf.Tensor {
+  private rotateDecode(x: tf.Tensor3D, tables: { cos: tf.Tensor4D; sin: tf.Tensor4D }): tf.Tensor {
     const [B, heads, D] = x.shape;
     const rotDim = tables.cos.shape[3];
     if (rotDim !== D) return tf.reshape(applyRope(tf.reshape(x, [B, heads, 1, D]) as tf.Tensor4D, tables.cos, tables.sin), x.shape);
-    tables.dcos ??= tf.reshape(tables.cos, [B, 1, D]);
-    tables.dsin ??= tf.reshape(tables.sin, [B, 1, D]);
-    return ropeDecode(x, tables.dcos, tables.dsin); // a wasm kernel, or the composite (x·cos + (x·R)·sin)
+    // a wasm kernel, or the composite (x·cos + (x·R)·sin)
+    return ropeDecode(x, tf.reshape(tables.cos, [B, 1, D]), tf.reshape(tables.sin, [B, 1, D]));
   }
 
   dispose(): void {
