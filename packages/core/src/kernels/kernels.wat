@@ -369,33 +369,6 @@
   ;; place in the [N, heads·D] layout the fused qkv projection makes (no transposes), and the q/k
   ;; norms with RoPE on those rows.
 
-  ;; one attention score: q·k in exactly dot4's arithmetic for one query (so a key scores the same
-  ;; bits from the cache as among the new tokens: chunked prefill equals one prefill), softcapped
-  ;; when cap > 0 (cap·tanh(s / cap), in f64)
-  (func $score (param $q i32) (param $k i32) (param $D i32) (param $cap f64) (result f32)
-    (local $s f32) (local $i i32) (local $o i32) (local $end4 i32) (local $a v128)
-    (local.set $end4 (i32.and (local.get $D) (i32.const -4)))
-    (block $d4 (loop $l4
-      (br_if $d4 (i32.ge_u (local.get $i) (local.get $end4)))
-      (local.set $a (f32x4.add (local.get $a) (f32x4.mul (v128.load (i32.add (local.get $q) (local.get $o)))
-                                                        (v128.load (i32.add (local.get $k) (local.get $o))))))
-      (local.set $o (i32.add (local.get $o) (i32.const 16)))
-      (local.set $i (i32.add (local.get $i) (i32.const 4)))
-      (br $l4)))
-    (local.set $s (f32.add (f32.add (f32x4.extract_lane 0 (local.get $a)) (f32x4.extract_lane 1 (local.get $a)))
-                           (f32.add (f32x4.extract_lane 2 (local.get $a)) (f32x4.extract_lane 3 (local.get $a)))))
-    (block $d1 (loop $l1
-      (br_if $d1 (i32.ge_u (local.get $i) (local.get $D)))
-      (local.set $s (f32.add (local.get $s) (f32.mul (f32.load (i32.add (local.get $q) (local.get $o)))
-                                                     (f32.load (i32.add (local.get $k) (local.get $o))))))
-      (local.set $o (i32.add (local.get $o) (i32.const 4)))
-      (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br $l1)))
-    (if (f64.gt (local.get $cap) (f64.const 0))
-      (then (local.set $s (f32.demote_f64 (f64.mul (local.get $cap)
-        (call $tanh (f64.div (f64.promote_f32 (local.get $s)) (local.get $cap))))))))
-    (local.get $s))
-
   ;; sc[i] = e^(sc[i] − m) for i in [0, n), −inf giving exactly 0; returns sum0 plus their sum
   ;; (f64, added in order, so the cache's part then the new tokens' adds up as one pass would)
   (func $expSum (param $sc i32) (param $n i32) (param $m f32) (param $sum f64) (result f64)
@@ -509,14 +482,16 @@
   ;; table  [B, S + 2] i32 per row: cache row, position of its first new token, then the position
   ;;        each cache slot holds (−1 empty)
   ;; out    [N, nH·D]
-  ;; sc     [4·(S + T) + D + 8] f32 scratch: four score rows, a dummy output row, 8 pointers
+  ;; sc     [4·(S + T) + D + 8 + 64] f32 scratch: four score rows, a dummy output row, 8 pointers,
+  ;;        16 splat vectors
   ;;
   ;; Query t of row b sits at position start + t and sees the cache slots with 0 <= pos <= its
   ;; position and the new tokens u <= t, within the window if any (qpos − pos < window).
-  ;; Queries go four consecutive tokens at a time (one query head): each new key and value row is
-  ;; loaded once for the four (dot4, axpy4), keys a query may not see get −inf. Per query an exact
-  ;; softmax in passes over its score row (max, e^(s − max) with their sum, the probabilities),
-  ;; then out = p · valsT[d] over the cache (a dot per output lane) + Σ p_u·v_u over the new tokens.
+  ;; Queries go four consecutive tokens at a time (one query head): each key and value row, of the
+  ;; cache or new, is loaded once for the four (dot4, axpy4, 4×4 blocks of valsT), keys a query
+  ;; may not see get −inf. Per query an exact softmax in passes over its score row (max,
+  ;; e^(s − max) with their sum, the probabilities), then out = Σ p_j·v_j over the cache slots and
+  ;; the new tokens, one slot after another in each output lane.
   ;; A block past the last token repeats that token's query into the dummy row.
   (func (export "prefill_attention")
     (param $q i32) (param $k i32) (param $v i32) (param $qs i32) (param $ks i32) (param $vs i32)
@@ -528,10 +503,17 @@
     (local $meta i32) (local $crow i32) (local $start i32) (local $qpos i32) (local $pos i32) (local $ustart i32) (local $uend i32)
     (local $kb i32) (local $vb i32) (local $qi i32) (local $oi i32) (local $sci i32) (local $at i32) (local $dummy i32) (local $pt i32)
     (local $s f32) (local $m f32) (local $inv f32)
+    (local $S4 i32) (local $D4 i32) (local $spl i32) (local $vp i32) (local $op i32)
+    (local $p0 v128) (local $p1 v128) (local $p2 v128) (local $p3 v128)
+    (local $r0 v128) (local $r1 v128) (local $r2 v128) (local $r3 v128)
+    (local $c0 v128) (local $c1 v128) (local $c2 v128) (local $c3 v128)
     (local.set $G (i32.div_u (local.get $nH) (local.get $nKV)))
     (local.set $R (i32.add (local.get $S) (local.get $T)))
+    (local.set $S4 (i32.and (local.get $S) (i32.const -4)))
+    (local.set $D4 (i32.and (local.get $D) (i32.const -4)))
     (local.set $dummy (i32.add (local.get $sc) (i32.shl (i32.shl (local.get $R) (i32.const 2)) (i32.const 2))))
     (local.set $pt (i32.add (local.get $dummy) (i32.shl (local.get $D) (i32.const 2))))
+    (local.set $spl (i32.add (local.get $pt) (i32.const 32)))
     (block $db (loop $lb
       (br_if $db (i32.ge_u (local.get $b) (local.get $B)))
       (local.set $meta (i32.add (local.get $table)
@@ -577,7 +559,19 @@
                   (i32.lt_u (local.get $i) (local.get $nq))))
               (local.set $i (i32.add (local.get $i) (i32.const 1)))
               (br $lp)))
-            ;; pass 1: raw scores of the new tokens, four queries per key row (row i at sc + i·R)
+            ;; pass 0: raw scores of the cache slots, four queries per key row (row i at sc + i·R)
+            (local.set $j (i32.const 0))
+            (block $dk (loop $lk
+              (br_if $dk (i32.ge_u (local.get $j) (local.get $S)))
+              (call $dot4
+                (i32.load (local.get $pt)) (i32.load offset=4 (local.get $pt)) (i32.load offset=8 (local.get $pt)) (i32.load offset=12 (local.get $pt))
+                (i32.add (local.get $kb) (i32.shl (i32.mul (local.get $j) (local.get $D)) (i32.const 2)))
+                (local.get $D)
+                (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2)))
+                (i32.shl (local.get $R) (i32.const 2)))
+              (local.set $j (i32.add (local.get $j) (i32.const 1)))
+              (br $lk)))
+            ;; pass 1: raw scores of the new tokens, the same way
             (local.set $u (local.get $ustart))
             (block $du (loop $lu
               (br_if $du (i32.gt_s (local.get $u) (local.get $uend)))
@@ -611,9 +605,10 @@
                       (i32.or (i32.eqz (local.get $window))
                               (i32.lt_s (i32.sub (local.get $qpos) (local.get $pos)) (local.get $window))))
                   (then
-                    (local.set $s (call $score (local.get $qi)
-                      (i32.add (local.get $kb) (i32.shl (i32.mul (local.get $j) (local.get $D)) (i32.const 2)))
-                      (local.get $D) (local.get $cap)))
+                    (local.set $s (f32.load (i32.add (local.get $sci) (i32.shl (local.get $j) (i32.const 2)))))
+                    (if (f64.gt (local.get $cap) (f64.const 0))
+                      (then (local.set $s (f32.demote_f64 (f64.mul (local.get $cap)
+                        (call $tanh (f64.div (f64.promote_f32 (local.get $s)) (local.get $cap))))))))
                     (local.set $m (f32.max (local.get $m) (local.get $s))))
                   (else (local.set $s (f32.const -inf))))
                 (f32.store (i32.add (local.get $sci) (i32.shl (local.get $j) (i32.const 2))) (local.get $s))
@@ -645,33 +640,145 @@
                   (call $expSum (local.get $sci) (local.get $S) (local.get $m) (f64.const 0))))))
               (call $scale (local.get $sci) (local.get $S) (local.get $inv))
               (call $scale (local.get $at) (i32.add (i32.sub (local.get $uend) (local.get $ustart)) (i32.const 1)) (local.get $inv))
-              ;; out = Σ p_j · v_j over the cache slots, slot after slot (as the new tokens are added
-              ;; after them, so a chunked prefill adds the same terms in the same order as one
-              ;; prefill); slots of p = 0 (masked: never read, they may hold anything) skipped
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br $li)))
+            ;; out_i = Σ p_i[j]·v_j over the cache slots, in slot order in every output lane (as the new
+            ;; tokens' are added after them, so a chunked prefill adds the same terms in the same order
+            ;; as one prefill). 4 slots × 4 lanes of valsT at a time, transposed in registers, for the
+            ;; four queries; a block whose 16 probabilities are all 0 is skipped (adding p = 0 terms
+            ;; changes no sum: the cache holds finite values, zeros where never written). Lanes past
+            ;; D mod 4 and slots past S mod 4 one at a time (slots with p = 0 skipped).
+            (local.set $i (i32.const 0))
+            (block $dz (loop $lz
+              (br_if $dz (i32.ge_u (local.get $i) (i32.const 4)))
+              (local.set $oi (i32.load offset=16 (i32.add (local.get $pt) (i32.shl (local.get $i) (i32.const 2)))))
               (local.set $d (i32.const 0))
-              (block $dz (loop $lz
-                (br_if $dz (i32.ge_u (local.get $d) (local.get $D)))
+              (block $dz2 (loop $lz2
+                (br_if $dz2 (i32.ge_u (local.get $d) (local.get $D)))
                 (f32.store (i32.add (local.get $oi) (i32.shl (local.get $d) (i32.const 2))) (f32.const 0))
                 (local.set $d (i32.add (local.get $d) (i32.const 1)))
-                (br $lz)))
-              (local.set $j (i32.const 0))
-              (block $dc (loop $lc
-                (br_if $dc (i32.ge_u (local.get $j) (local.get $S)))
-                (local.set $s (f32.load (i32.add (local.get $sci) (i32.shl (local.get $j) (i32.const 2)))))
+                (br $lz2)))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br $lz)))
+            (local.set $j (i32.const 0))
+            (block $dc (loop $lc
+              (br_if $dc (i32.ge_u (local.get $j) (local.get $S4)))
+              (local.set $at (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2))))
+              (local.set $p0 (v128.load (local.get $at)))
+              (local.set $p1 (v128.load (i32.add (local.get $at) (i32.shl (local.get $R) (i32.const 2)))))
+              (local.set $p2 (v128.load (i32.add (local.get $at) (i32.shl (local.get $R) (i32.const 3)))))
+              (local.set $p3 (v128.load (i32.add (local.get $at) (i32.mul (local.get $R) (i32.const 12)))))
+              (if (v128.any_true (v128.or (v128.or (local.get $p0) (local.get $p1)) (v128.or (local.get $p2) (local.get $p3))))
+                (then
+                  (v128.store offset=0 (local.get $spl) (f32x4.splat (f32x4.extract_lane 0 (local.get $p0))))
+                  (v128.store offset=16 (local.get $spl) (f32x4.splat (f32x4.extract_lane 1 (local.get $p0))))
+                  (v128.store offset=32 (local.get $spl) (f32x4.splat (f32x4.extract_lane 2 (local.get $p0))))
+                  (v128.store offset=48 (local.get $spl) (f32x4.splat (f32x4.extract_lane 3 (local.get $p0))))
+                  (v128.store offset=64 (local.get $spl) (f32x4.splat (f32x4.extract_lane 0 (local.get $p1))))
+                  (v128.store offset=80 (local.get $spl) (f32x4.splat (f32x4.extract_lane 1 (local.get $p1))))
+                  (v128.store offset=96 (local.get $spl) (f32x4.splat (f32x4.extract_lane 2 (local.get $p1))))
+                  (v128.store offset=112 (local.get $spl) (f32x4.splat (f32x4.extract_lane 3 (local.get $p1))))
+                  (v128.store offset=128 (local.get $spl) (f32x4.splat (f32x4.extract_lane 0 (local.get $p2))))
+                  (v128.store offset=144 (local.get $spl) (f32x4.splat (f32x4.extract_lane 1 (local.get $p2))))
+                  (v128.store offset=160 (local.get $spl) (f32x4.splat (f32x4.extract_lane 2 (local.get $p2))))
+                  (v128.store offset=176 (local.get $spl) (f32x4.splat (f32x4.extract_lane 3 (local.get $p2))))
+                  (v128.store offset=192 (local.get $spl) (f32x4.splat (f32x4.extract_lane 0 (local.get $p3))))
+                  (v128.store offset=208 (local.get $spl) (f32x4.splat (f32x4.extract_lane 1 (local.get $p3))))
+                  (v128.store offset=224 (local.get $spl) (f32x4.splat (f32x4.extract_lane 2 (local.get $p3))))
+                  (v128.store offset=240 (local.get $spl) (f32x4.splat (f32x4.extract_lane 3 (local.get $p3))))
+                  (local.set $d (i32.const 0))
+                  (block $dd (loop $ld
+                    (br_if $dd (i32.ge_u (local.get $d) (local.get $D4)))
+                    (local.set $vp (i32.add (local.get $vb) (i32.shl (i32.add (i32.mul (local.get $d) (local.get $S)) (local.get $j)) (i32.const 2))))
+                    (local.set $r0 (v128.load (local.get $vp)))
+                    (local.set $vp (i32.add (local.get $vp) (i32.shl (local.get $S) (i32.const 2))))
+                    (local.set $r1 (v128.load (local.get $vp)))
+                    (local.set $vp (i32.add (local.get $vp) (i32.shl (local.get $S) (i32.const 2))))
+                    (local.set $r2 (v128.load (local.get $vp)))
+                    (local.set $vp (i32.add (local.get $vp) (i32.shl (local.get $S) (i32.const 2))))
+                    (local.set $r3 (v128.load (local.get $vp)))
+                    (local.set $c0 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $r0) (local.get $r1)))
+                    (local.set $c1 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $r0) (local.get $r1)))
+                    (local.set $c2 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $r2) (local.get $r3)))
+                    (local.set $c3 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $r2) (local.get $r3)))
+                    (local.set $r0 (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $c0) (local.get $c2)))
+                    (local.set $r1 (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $c0) (local.get $c2)))
+                    (local.set $r2 (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $c1) (local.get $c3)))
+                    (local.set $r3 (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $c1) (local.get $c3)))
+                    (local.set $c0 (local.get $r0)) (local.set $c1 (local.get $r1)) (local.set $c2 (local.get $r2)) (local.set $c3 (local.get $r3))
+                    (local.set $op (i32.add (i32.load offset=16 (local.get $pt)) (i32.shl (local.get $d) (i32.const 2))))
+                    (v128.store (local.get $op) (f32x4.add (f32x4.add (f32x4.add (f32x4.add (v128.load (local.get $op))
+                      (f32x4.mul (v128.load offset=0 (local.get $spl)) (local.get $c0)))
+                      (f32x4.mul (v128.load offset=16 (local.get $spl)) (local.get $c1)))
+                      (f32x4.mul (v128.load offset=32 (local.get $spl)) (local.get $c2)))
+                      (f32x4.mul (v128.load offset=48 (local.get $spl)) (local.get $c3))))
+                    (local.set $op (i32.add (i32.load offset=20 (local.get $pt)) (i32.shl (local.get $d) (i32.const 2))))
+                    (v128.store (local.get $op) (f32x4.add (f32x4.add (f32x4.add (f32x4.add (v128.load (local.get $op))
+                      (f32x4.mul (v128.load offset=64 (local.get $spl)) (local.get $c0)))
+                      (f32x4.mul (v128.load offset=80 (local.get $spl)) (local.get $c1)))
+                      (f32x4.mul (v128.load offset=96 (local.get $spl)) (local.get $c2)))
+                      (f32x4.mul (v128.load offset=112 (local.get $spl)) (local.get $c3))))
+                    (local.set $op (i32.add (i32.load offset=24 (local.get $pt)) (i32.shl (local.get $d) (i32.const 2))))
+                    (v128.store (local.get $op) (f32x4.add (f32x4.add (f32x4.add (f32x4.add (v128.load (local.get $op))
+                      (f32x4.mul (v128.load offset=128 (local.get $spl)) (local.get $c0)))
+                      (f32x4.mul (v128.load offset=144 (local.get $spl)) (local.get $c1)))
+                      (f32x4.mul (v128.load offset=160 (local.get $spl)) (local.get $c2)))
+                      (f32x4.mul (v128.load offset=176 (local.get $spl)) (local.get $c3))))
+                    (local.set $op (i32.add (i32.load offset=28 (local.get $pt)) (i32.shl (local.get $d) (i32.const 2))))
+                    (v128.store (local.get $op) (f32x4.add (f32x4.add (f32x4.add (f32x4.add (v128.load (local.get $op))
+                      (f32x4.mul (v128.load offset=192 (local.get $spl)) (local.get $c0)))
+                      (f32x4.mul (v128.load offset=208 (local.get $spl)) (local.get $c1)))
+                      (f32x4.mul (v128.load offset=224 (local.get $spl)) (local.get $c2)))
+                      (f32x4.mul (v128.load offset=240 (local.get $spl)) (local.get $c3))))
+                    (local.set $d (i32.add (local.get $d) (i32.const 4)))
+                    (br $ld)))
+                  ;; lanes past D mod 4: each slot of the block in order, each query
+                  (block $dd1 (loop $ld1
+                    (br_if $dd1 (i32.ge_u (local.get $d) (local.get $D)))
+                    (local.set $u (i32.const 0))
+                    (block $du1 (loop $lu1
+                      (br_if $du1 (i32.ge_u (local.get $u) (i32.const 4)))
+                      (local.set $c0 (f32x4.splat (f32.load (i32.add (local.get $vb) (i32.shl (i32.add (i32.mul (local.get $d) (local.get $S)) (i32.add (local.get $j) (local.get $u))) (i32.const 2))))))
+                      (local.set $p0 (v128.load32_splat (i32.add (local.get $at) (i32.shl (local.get $u) (i32.const 2)))))
+                      (local.set $p1 (v128.load32_splat (i32.add (i32.add (local.get $at) (i32.shl (local.get $u) (i32.const 2))) (i32.shl (local.get $R) (i32.const 2)))))
+                      (local.set $p2 (v128.load32_splat (i32.add (i32.add (local.get $at) (i32.shl (local.get $u) (i32.const 2))) (i32.shl (local.get $R) (i32.const 3)))))
+                      (local.set $p3 (v128.load32_splat (i32.add (i32.add (local.get $at) (i32.shl (local.get $u) (i32.const 2))) (i32.mul (local.get $R) (i32.const 12)))))
+                      (local.set $op (i32.add (i32.load offset=16 (local.get $pt)) (i32.shl (local.get $d) (i32.const 2))))
+                      (f32.store (local.get $op) (f32.add (f32.load (local.get $op)) (f32.mul (f32x4.extract_lane 0 (local.get $p0)) (f32x4.extract_lane 0 (local.get $c0)))))
+                      (local.set $op (i32.add (i32.load offset=20 (local.get $pt)) (i32.shl (local.get $d) (i32.const 2))))
+                      (f32.store (local.get $op) (f32.add (f32.load (local.get $op)) (f32.mul (f32x4.extract_lane 0 (local.get $p1)) (f32x4.extract_lane 0 (local.get $c0)))))
+                      (local.set $op (i32.add (i32.load offset=24 (local.get $pt)) (i32.shl (local.get $d) (i32.const 2))))
+                      (f32.store (local.get $op) (f32.add (f32.load (local.get $op)) (f32.mul (f32x4.extract_lane 0 (local.get $p2)) (f32x4.extract_lane 0 (local.get $c0)))))
+                      (local.set $op (i32.add (i32.load offset=28 (local.get $pt)) (i32.shl (local.get $d) (i32.const 2))))
+                      (f32.store (local.get $op) (f32.add (f32.load (local.get $op)) (f32.mul (f32x4.extract_lane 0 (local.get $p3)) (f32x4.extract_lane 0 (local.get $c0)))))
+                      (local.set $u (i32.add (local.get $u) (i32.const 1)))
+                      (br $lu1)))
+                    (local.set $d (i32.add (local.get $d) (i32.const 1)))
+                    (br $ld1)))))
+              (local.set $j (i32.add (local.get $j) (i32.const 4)))
+              (br $lc)))
+            ;; slots past S mod 4, each query (p = 0 skipped)
+            (block $dt1 (loop $lt1
+              (br_if $dt1 (i32.ge_u (local.get $j) (local.get $S)))
+              (local.set $i (i32.const 0))
+              (block $di1 (loop $li1
+                (br_if $di1 (i32.ge_u (local.get $i) (i32.const 4)))
+                (local.set $s (f32.load (i32.add (local.get $sc) (i32.shl (i32.add (i32.mul (local.get $i) (local.get $R)) (local.get $j)) (i32.const 2)))))
+                (local.set $oi (i32.load offset=16 (i32.add (local.get $pt) (i32.shl (local.get $i) (i32.const 2)))))
                 (if (f32.ne (local.get $s) (f32.const 0))
                   (then
                     (local.set $d (i32.const 0))
-                    (block $dd (loop $ld
-                      (br_if $dd (i32.ge_u (local.get $d) (local.get $D)))
+                    (block $dd2 (loop $ld2
+                      (br_if $dd2 (i32.ge_u (local.get $d) (local.get $D)))
                       (local.set $at (i32.add (local.get $oi) (i32.shl (local.get $d) (i32.const 2))))
                       (f32.store (local.get $at) (f32.add (f32.load (local.get $at)) (f32.mul (local.get $s)
                         (f32.load (i32.add (local.get $vb) (i32.shl (i32.add (i32.mul (local.get $d) (local.get $S)) (local.get $j)) (i32.const 2)))))))
                       (local.set $d (i32.add (local.get $d) (i32.const 1)))
-                      (br $ld)))))
-                (local.set $j (i32.add (local.get $j) (i32.const 1)))
-                (br $lc)))
-              (local.set $i (i32.add (local.get $i) (i32.const 1)))
-              (br $li)))
+                      (br $ld2)))))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br $li1)))
+              (local.set $j (i32.add (local.get $j) (i32.const 1)))
+              (br $lt1)))
             ;; out_i += p_i[u] · v_u over the new tokens, four outputs per value row
             (local.set $u (local.get $ustart))
             (block $dv (loop $lv

@@ -196,7 +196,7 @@ export function prefillAttentionKernel({ inputs, backend, attrs }: { inputs: any
     throw new Error(`${PREFILL_ATTENTION}: table ${table!.shape} (${table!.dtype}) does not fit the cache prefix ${keys?.shape ?? '-'}`);
   }
   const out = backend.makeOutput([N, nH * D], 'float32');
-  const scratch = backend.makeOutput([4 * (S + T) + D + 8], 'float32');
+  const scratch = backend.makeOutput([4 * (S + T) + D + 8 + 64], 'float32');
   try {
     // offsets are read after both allocations (which may grow the heap)
     const qkAt = heapOffset(backend, qk!.dataId);
