@@ -81,6 +81,28 @@
     (f64.mul (local.get $p)
       (f64.reinterpret_i64 (i64.shl (i64.add (i64.trunc_f64_s (local.get $n)) (i64.const 1023)) (i64.const 52)))))
 
+  ;; $exp on two lanes (f64x2): the same operations lane by lane, so each lane equals $exp's bits
+  (func $exp2 (param $x v128) (result v128)
+    (local $n v128) (local $r v128) (local $p v128)
+    (local.set $n (f64x2.nearest (f64x2.mul (local.get $x) (v128.const f64x2 1.4426950408889634 1.4426950408889634))))
+    (local.set $r (f64x2.sub (local.get $x) (f64x2.mul (local.get $n) (v128.const f64x2 0.6931471805599453 0.6931471805599453))))
+    (local.set $p (v128.const f64x2 2.755731922398589e-7 2.755731922398589e-7))
+    (local.set $p (f64x2.add (f64x2.mul (local.get $p) (local.get $r)) (v128.const f64x2 2.7557319223985893e-6 2.7557319223985893e-6)))
+    (local.set $p (f64x2.add (f64x2.mul (local.get $p) (local.get $r)) (v128.const f64x2 2.48015873015873e-5 2.48015873015873e-5)))
+    (local.set $p (f64x2.add (f64x2.mul (local.get $p) (local.get $r)) (v128.const f64x2 1.984126984126984e-4 1.984126984126984e-4)))
+    (local.set $p (f64x2.add (f64x2.mul (local.get $p) (local.get $r)) (v128.const f64x2 1.388888888888889e-3 1.388888888888889e-3)))
+    (local.set $p (f64x2.add (f64x2.mul (local.get $p) (local.get $r)) (v128.const f64x2 8.333333333333333e-3 8.333333333333333e-3)))
+    (local.set $p (f64x2.add (f64x2.mul (local.get $p) (local.get $r)) (v128.const f64x2 4.1666666666666664e-2 4.1666666666666664e-2)))
+    (local.set $p (f64x2.add (f64x2.mul (local.get $p) (local.get $r)) (v128.const f64x2 0.16666666666666666 0.16666666666666666)))
+    (local.set $p (f64x2.add (f64x2.mul (local.get $p) (local.get $r)) (v128.const f64x2 0.5 0.5)))
+    (local.set $p (f64x2.add (f64x2.mul (local.get $p) (local.get $r)) (v128.const f64x2 1 1)))
+    (local.set $p (f64x2.add (f64x2.mul (local.get $p) (local.get $r)) (v128.const f64x2 1 1)))
+    (local.set $p (f64x2.mul (local.get $p) (i64x2.shl (i64x2.add
+      (i64x2.extend_low_i32x4_s (i32x4.trunc_sat_f64x2_s_zero (local.get $n))) (v128.const i64x2 1023 1023)) (i32.const 52))))
+    (local.set $p (v128.bitselect (v128.const i64x2 0 0) (local.get $p) (f64x2.lt (local.get $x) (v128.const f64x2 -708 -708))))
+    (local.set $p (v128.bitselect (v128.const f64x2 inf inf) (local.get $p) (f64x2.gt (local.get $x) (v128.const f64x2 709 709))))
+    (v128.bitselect (local.get $x) (local.get $p) (f64x2.ne (local.get $x) (local.get $x))))
+
   ;; tanh in f64 from exp(-2|y|) (relative error ~1e-16/|y|, far below f32's for |y| > 1e-8)
   (func $tanh (param $y f64) (result f64)
     (local $e f64) (local $t f64)
@@ -110,7 +132,7 @@
     (local $G i32) (local $b i32) (local $h i32) (local $g i32) (local $j i32) (local $d i32)
     (local $meta i32) (local $crow i32) (local $qpos i32) (local $pos i32)
     (local $kb i32) (local $vb i32) (local $qp i32) (local $op i32)
-    (local $s f32) (local $m f32) (local $sum f64) (local $inv f32) (local $any i32)
+    (local $s f32) (local $m f32) (local $inv f32) (local $any i32)
     (local.set $G (i32.div_u (local.get $nH) (local.get $nKV)))
     (local.set $b (i32.const 0))
     (block $db (loop $lb
@@ -162,29 +184,12 @@
                 (f32.store (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2))) (f32.const -inf))))
             (local.set $j (i32.add (local.get $j) (i32.const 1)))
             (br $lj)))
-          ;; pass 2: e^(s - max) and their sum (masked slots give exactly 0)
-          (local.set $sum (f64.const 0))
-          (local.set $j (i32.const 0))
-          (block $de (loop $le
-            (br_if $de (i32.ge_u (local.get $j) (local.get $S)))
-            (local.set $s (f32.load (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2)))))
-            (if (f32.eq (local.get $s) (f32.const -inf))
-              (then (local.set $s (f32.const 0)))
-              (else (local.set $s (f32.demote_f64 (call $exp
-                (f64.sub (f64.promote_f32 (local.get $s)) (f64.promote_f32 (local.get $m))))))))
-            (local.set $sum (f64.add (local.get $sum) (f64.promote_f32 (local.get $s))))
-            (f32.store (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2))) (local.get $s))
-            (local.set $j (i32.add (local.get $j) (i32.const 1)))
-            (br $le)))
-          ;; pass 3: the probabilities e / sum (as softmax gives them); a row that sees no slot gets zeros
-          (local.set $inv (select (f32.demote_f64 (f64.div (f64.const 1) (local.get $sum))) (f32.const 0) (local.get $any)))
-          (local.set $j (i32.const 0))
-          (block $dp (loop $lp
-            (br_if $dp (i32.ge_u (local.get $j) (local.get $S)))
-            (f32.store (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2)))
-              (f32.mul (local.get $inv) (f32.load (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2))))))
-            (local.set $j (i32.add (local.get $j) (i32.const 1)))
-            (br $lp)))
+          ;; passes 2 and 3: e^(s - max) with their sum (masked slots give exactly 0; two at a time,
+          ;; $expSum), then the probabilities e / sum (as softmax gives them); a row that sees no
+          ;; slot gets zeros
+          (local.set $inv (select (f32.demote_f64 (f64.div (f64.const 1) (call $expSum (local.get $sc) (local.get $S) (local.get $m) (f64.const 0))))
+            (f32.const 0) (local.get $any)))
+          (call $scale (local.get $sc) (local.get $S) (local.get $inv))
           ;; pass 4: out[d] = p · valsT[d]
           (local.set $d (i32.const 0))
           (block $dd (loop $ld
@@ -372,7 +377,20 @@
   ;; sc[i] = e^(sc[i] − m) for i in [0, n), −inf giving exactly 0; returns sum0 plus their sum
   ;; (f64, added in order, so the cache's part then the new tokens' adds up as one pass would)
   (func $expSum (param $sc i32) (param $n i32) (param $m f32) (param $sum f64) (result f64)
-    (local $i i32) (local $s f32)
+    (local $i i32) (local $s f32) (local $v v128) (local $e v128)
+    ;; two at a time ($exp2, lane for lane $exp), the sum still added one value after the other
+    (block $d2 (loop $l2
+      (br_if $d2 (i32.gt_u (i32.add (local.get $i) (i32.const 2)) (local.get $n)))
+      (local.set $v (v128.load64_zero (local.get $sc)))
+      (local.set $e (f32x4.demote_f64x2_zero (call $exp2 (f64x2.sub (f64x2.promote_low_f32x4 (local.get $v))
+        (f64x2.splat (f64.promote_f32 (local.get $m)))))))
+      (local.set $e (v128.bitselect (v128.const i32x4 0 0 0 0) (local.get $e) (f32x4.eq (local.get $v) (v128.const f32x4 -inf -inf -inf -inf))))
+      (local.set $sum (f64.add (local.get $sum) (f64.promote_f32 (f32x4.extract_lane 0 (local.get $e)))))
+      (local.set $sum (f64.add (local.get $sum) (f64.promote_f32 (f32x4.extract_lane 1 (local.get $e)))))
+      (v128.store64_lane 0 (local.get $sc) (local.get $e))
+      (local.set $sc (i32.add (local.get $sc) (i32.const 8)))
+      (local.set $i (i32.add (local.get $i) (i32.const 2)))
+      (br $l2)))
     (block $d (loop $l
       (br_if $d (i32.ge_u (local.get $i) (local.get $n)))
       (local.set $s (f32.load (local.get $sc)))
