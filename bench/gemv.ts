@@ -16,10 +16,14 @@
  * random (uniform ±0.05, so f16 has no subnormals), the same values in every dtype.
  *
  * Measured 2026-11-24 on the shared 2-core machine (load ~10; CPU time): N = 1, bf16 0.73–1.37×
- * f32 (above 1 only where f32 streams from DRAM: heads, Qwen gate+up and down), q8 0.63–0.92×,
- * f16 0.24–0.40×; N = 4, 0.42–0.76×; N = 16, 0.59–0.85×; N = 128, 0.72–0.93×. Our decode tiles
- * run at about 19–20 GB/s of bf16 and 8–9 GB/s of q8 whatever the size: instruction-bound (per
- * 4 weights a widen, a multiply, an add and an x load, no fused multiply-add in wasm SIMD128).
+ * f32 (above 1 only where f32 streams from DRAM: heads, Qwen gate+up and down), f16 0.24–0.40×;
+ * N = 4, 0.42–0.76×; N = 16, 0.59–0.85×; N = 128, 0.72–0.93×. The bf16/f16 decode tiles run at
+ * about 19–24 GB/s of bf16 whatever the size: instruction-bound (per 4 weights a widen, a
+ * multiply, an add and an x load, no fused multiply-add in wasm SIMD128).
+ * Measured 2026-11-25 (quiet machine, 3 repeats): q8 at N = 1, which multiplies integers against x
+ * rounded to 16 bits (matmul_q8x16), 1.16–1.98× f32 at 15–20 GB/s of q8 (the dequantizing tile it
+ * replaced: 0.63–0.92×, 8–9 GB/s); q8 runs that tile for N < 12 (N = 2: 1.32–2.03×) and the GEMM
+ * on the rounded values from 12 rows on.
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';

@@ -9,7 +9,8 @@
  * tied head is stored once.
  *
  * Storage is an int32 tfjs tensor holding the raw bytes (tfjs has no 16- or 8-bit dtype); kernels
- * read it in place. The ops below (packedMatMul, packedMatMulT, packedRows) are tfjs ops: on the
+ * read it in place. A q8 packedMatMul multiplies its input rounded to 16 bits per block of 32
+ * (roundActivations16), kernel and composite alike: the decode kernel then works in integers. The ops below (packedMatMul, packedMatMulT, packedRows) are tfjs ops: on the
  * wasm backend with the kernels on, the kernels of packed-wat.ts (registered by initKernels);
  * elsewhere, and with MOI_KERNELS=0, a composite that widens to float32 first (correct everywhere,
  * slow: the engine widens at load instead on other backends).
