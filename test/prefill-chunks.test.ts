@@ -8,8 +8,8 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend, setKernelsEnabled, sharedDir, SHARED_MISSING } from '@moi/core';
-import { loadModel, type LoadedModel } from '@moi/models';
+import { initBackend, kernelDispatches, PREFILL_ATTENTION, resetKernelDispatches, setKernelsEnabled, sharedDir, SHARED_MISSING } from '@moi/core';
+import { loadModel, PREFILL_KERNEL_MAX_END, type LoadedModel } from '@moi/models';
 
 // Full-attention models. With a sliding window the cache rotates and a chunk's prefix is read in
 // slot order, not position order (so Gemma 2/3 are not bitwise invariant, kernels on or off), and
@@ -17,14 +17,17 @@ import { loadModel, type LoadedModel } from '@moi/models';
 // joins the chunk before it).
 const FIXTURES = ['llama', 'llama_tied', 'qwen2', 'qwen3', 'stories260K'];
 
-function run(m: LoadedModel, chunks: number[][], next: number): Float32Array[] {
+/** Prefill `chunks` then one decode step; `extra` > 0 says the prompt goes on that many tokens past its last chunk. */
+function run(m: LoadedModel, chunks: number[][], next: number, extra = 0): Float32Array[] {
   const n = chunks.reduce((a, c) => a + c.length, 0);
   const cache = m.model.makeCache(1, n + 2);
   try {
     let last: tf.Tensor | null = null;
+    let left = n + extra;
     for (const c of chunks) {
       last?.dispose();
-      last = m.model.forward({ ids: [c] }, { cache, lastOnly: true });
+      last = m.model.forward({ ids: [c] }, { cache, lastOnly: true, ...(extra ? { prefillTokensLeft: left } : {}) });
+      left -= c.length;
     }
     const afterPrompt = last!.dataSync() as Float32Array;
     last!.dispose();
@@ -69,4 +72,28 @@ describe('prefill in chunks equals one prefill, bit for bit', function () {
       });
     }
   }
+
+  it(`a prefill ending past position ${PREFILL_KERNEL_MAX_END} runs attention on the composite, in every chunk (chunked still equals one prefill)`, async function () {
+    setKernelsEnabled(true);
+    const m = await loadModel(path.join(shared!, 'fixtures', 'llama'));
+    try {
+      const V = m.spec.vocabSize;
+      const prompt = Array.from({ length: 23 }, (_, i) => (i * 37 + 11) % V);
+      const prefills = () => kernelDispatches()[PREFILL_ATTENTION] ?? 0;
+      resetKernelDispatches();
+      run(m, [prompt.slice(0, 9), prompt.slice(9)], 5 % V);
+      assert.equal(prefills(), 2 * m.spec.numLayers, 'a short prompt: the kernel, in both chunks, every layer');
+      // the same chunks, told the prompt ends past the limit (as generate and the scheduler say
+      // of a long prompt's first chunks): the composite in every chunk, as one prefill of it
+      const extra = PREFILL_KERNEL_MAX_END;
+      resetKernelDispatches();
+      const whole = run(m, [prompt], 5 % V, extra);
+      const got = run(m, [prompt.slice(0, 9), prompt.slice(9, 11), prompt.slice(11)], 5 % V, extra);
+      assert.equal(prefills(), 0, 'no chunk ran the prefill kernel');
+      assert.deepEqual(got[0], whole[0], 'logits after the prompt');
+      assert.deepEqual(got[1], whole[1], 'logits after one decode step');
+    } finally {
+      m.dispose();
+    }
+  });
 });

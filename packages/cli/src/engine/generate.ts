@@ -90,7 +90,7 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
       for (let s = 0; s < p.length; s += chunk) {
         if (opts.signal?.aborted) break;
         rowLogits?.dispose();
-        rowLogits = model.forward({ ids: [p.slice(s, s + chunk)] }, { cache, rows: [row.slot], lastOnly: true });
+        rowLogits = model.forward({ ids: [p.slice(s, s + chunk)] }, { cache, rows: [row.slot], lastOnly: true, prefillTokensLeft: p.length - s });
         opts.onPrefill?.({ row: row.index, done: Math.min(p.length, s + chunk), total: p.length });
         if (p.length > chunk) await yieldToEventLoop();
       }

@@ -329,7 +329,8 @@ export class Scheduler {
     // prefill's: it joins the chunk before it, so a chunked prompt equals one prefill)
     let end = Math.min(p.length, job.prefilled + this.chunk);
     if (p.length - end === 1) end = p.length;
-    const out = this.engine.model.forward({ ids: [p.slice(job.prefilled, end)] }, { cache: this.cache, rows: [job.slot!], lastOnly: true });
+    const out = this.engine.model.forward({ ids: [p.slice(job.prefilled, end)] },
+      { cache: this.cache, rows: [job.slot!], lastOnly: true, prefillTokensLeft: p.length - job.prefilled });
     job.prefilled = end;
     if (end < p.length) {
       out.dispose();
