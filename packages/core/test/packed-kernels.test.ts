@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import {
   activeKernels, assembleWat, f16ToF32, f32ToBf16, f32ToF16, initBackend, kernelDispatches, kernelsCachePath, packedBinary, packedMatMul, packedMatMulT,
-  packedRows, packedSource, pack16, packQ8, Q8_BLOCK, resetKernelDispatches, roundActivations16, setKernelsEnabled, widenPacked, disposePacked,
+  packedRows, packedSource, pack16, packQ8, Q8_BLOCK, Q8_GEMM_MIN_ROWS, resetKernelDispatches, roundActivations16, setKernelsEnabled, widenPacked, disposePacked,
   type PackedKind, type PackedWeight,
 } from '../src/index.ts';
 import { randn as uniform, rng } from './kernel-data.ts';
@@ -233,14 +233,15 @@ describe('packed kernels: packedMatMul equals the composite and a float64 refere
     }
   }
 
-  it('each x row alone (the decode tile) gives what it gives in a batch of 17 (the GEMM), up to summation order', function () {
+  it('each x row alone (the decode tile) gives what it gives in a batch of Q8_GEMM_MIN_ROWS + 1 (the GEMM), up to summation order', function () {
     const w = makeWeight('q8', 9, 70, 5);
-    const xd = uniform(rng(3), 17 * 70);
-    const { mag } = reference(xd, 17, widenPacked(w), 9, 70);
-    const x = tf.tensor2d(xd, [17, 70]); // 17 ≥ Q8_GEMM_MIN_ROWS: the GEMM on x's rounded values
+    const B = Q8_GEMM_MIN_ROWS + 1;
+    const xd = uniform(rng(3), B * 70);
+    const { mag } = reference(xd, B, widenPacked(w), 9, 70);
+    const x = tf.tensor2d(xd, [B, 70]); // the GEMM on x's rounded values
     const all = packedMatMul(x, w);
     const together = all.dataSync().slice();
-    for (let n = 0; n < 17; n++) {
+    for (let n = 0; n < B; n++) {
       const one = tf.tensor2d(xd.subarray(n * 70, (n + 1) * 70), [1, 70]);
       const yt = packedMatMul(one, w);
       const y = yt.dataSync();

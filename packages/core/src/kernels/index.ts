@@ -35,5 +35,5 @@ export async function initKernels(env: NodeJS.ProcessEnv = process.env): Promise
 }
 export {
   disposePacked, dequantizeQ8, isPacked, pack16, packedBytes, packedMatMul, packedMatMulT, packedRows, packQ8, packQ8Blocks, quantizeQ8, roundActivations16, widenPacked,
-  PACKED_MATMUL, PACKED_MATMUL_T, PACKED_ROWS, Q8_BLOCK, type PackedKind, type PackedMatMulOptions, type PackedWeight,
+  GEMM_MIN_ROWS, PACKED_MATMUL, PACKED_MATMUL_T, PACKED_ROWS, Q8_BLOCK, Q8_GEMM_MIN_ROWS, type PackedKind, type PackedMatMulOptions, type PackedWeight,
 } from './packed.ts';

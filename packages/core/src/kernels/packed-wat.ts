@@ -51,7 +51,7 @@ interface Tile { X: number; R: number; A: number }
 /** Weight rows per pass of matmul_K (each tile's R divides it). */
 const PASS = 2;
 const TILES: Record<WideKind, readonly Tile[]> = {
-  // x de-interleaved (see wideVec); matmul_K runs for N < 4 only (packed.ts: GEMM_MIN_ROWS)
+  // x de-interleaved (see wideVec); matmul_K runs for N < GEMM_MIN_ROWS (packed.ts) only
   bf16: [{ X: 1, R: 1, A: 2 }],
   f16: [{ X: 1, R: 1, A: 2 }],
 };

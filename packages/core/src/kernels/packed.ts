@@ -240,17 +240,24 @@ interface KernelArgs { inputs: any; backend: any; attrs?: any }
 /**
  * From this many x rows on, packedMatMul runs gemm_K (weights widened per block of 8 rows into an
  * f32 panel, then a broadcast-form micro-kernel) instead of matmul_K (dot products, every weight
- * widened in registers per tile of x rows). Measured (1536→576, CPU time, GMAC/s matmul vs gemm):
- * bf16 N = 2: 8.7 vs 7.3; N = 4: 8.7 vs 10.2; N = 8: 7.9 vs 10.9; N = 16: 8.7 vs 12.5.
+ * widened in registers, the weights read once per x row). Measured (bf16, µs per call, CPU time,
+ * quiet machine; matmul_K at N rows = N × its N = 1 time): 576→1728 N = 1: 97, N = 8: 606 (gemm)
+ * vs 776; 576→3072: 146, 1,082 vs 1,168; 1536→576: 75, 519 vs 600; the 576→49152 head: 2,369,
+ * 21,558 vs 18,952; at N = 4 the head took 15,338 in gemm against 4 × 2,473. Below 6 rows the
+ * dot products win where most of a step's bytes are (heads, MLPs): batch-4 bf16 decode of
+ * SmolLM2 ran 48 tok/s in all with the GEMM from 4 rows, against 64 for one sequence.
  */
-export const GEMM_MIN_ROWS = 4;
+export const GEMM_MIN_ROWS = 6;
 
 /**
  * q8 runs matmul_q8x16 (16-bit x, integer dot products, weights read once per x row) below this
- * many x rows, else gemm_q8 on x's rounded values. Measured (µs, CPU time; 576→1728): N = 1: 73;
- * N = 8: 625 (gemm) vs 8 × 73; N = 16: 1075 (gemm) vs 16 × 73.
+ * many x rows, else gemm_q8 on x's rounded values. Measured (µs, CPU time; matmul_q8x16 at N rows
+ * = N × its N = 1 time): at N = 16, 576→1728 gemm 1,075 vs 1,168, 576→3072 2,011 vs 1,632,
+ * 1536→576 1,031 vs 848, the 576→49152 head 33,734 vs 29,216; at N = 64, 3,781 vs 4,672, 6,898 vs
+ * 6,528, 3,687 vs 3,392. With the GEMM from 12 rows, SmolLM2's batch-16 q8 decode ran 82.6 tok/s
+ * in all against 91.6 at batch 4.
  */
-export const Q8_GEMM_MIN_ROWS = 12;
+export const Q8_GEMM_MIN_ROWS = 32;
 
 /** PACKED_MATMUL: matmul_K (few x rows) or gemm_K (many), then the outScale/bias epilogue if given. */
 export function packedMatMulKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
