@@ -220,8 +220,8 @@ describe('dtype: weights held in 16 and 8 bits (issue 15)', function () {
         f.close();
       }
       const dx = Math.sqrt(32) / 65534;
-      const at = (n: string) => { const v = perMatrix.get(n); assert.ok(v !== undefined, `no matrix ${n}`); return (1 + v) * (1 + dx) - 1; };
       const lookup = (n: string) => { const v = perMatrix.get(n); assert.ok(v !== undefined, `no matrix ${n}`); return v; };
+      const at = (n: string) => (1 + lookup(n)) * (1 + dx) - 1;
       const config = JSON.parse(readFileSync(path.join(dir(), 'config.json'), 'utf8')) as { num_hidden_layers: number; tie_word_embeddings: boolean };
       let bound = lookup('model.embed_tokens.weight') + (config.tie_word_embeddings ? at('model.embed_tokens.weight') : at('lm_head.weight'));
       for (let i = 0; i < config.num_hidden_layers; i++) {

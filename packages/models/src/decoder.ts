@@ -211,19 +211,15 @@ export class Decoder {
         let k!: tf.Tensor4D;
         let v!: tf.Tensor4D;
         let o: tf.Tensor | null = null;
+        // decode on the kernels: the step's q heads [B, nH, D], its key and value already in the cache
+        let decodeQ: tf.Tensor | null = null;
         if (T === 1 && qkKernels && cache) {
-          // decode on the kernels: the q/k heads normed and rotated in one op reading qkv in place,
-          // the new key and value written into the cache straight from their columns, then
-          // attention over the cache in place (no splits, no per-head reshapes)
+          // the q/k heads normed and rotated in one op reading qkv in place, the new key and value
+          // written into the cache straight from their columns (no splits, no per-head reshapes)
           const r = flatRope(ls.rope);
           const qk = prefillQk(qkv, { heads: nH + nKV, headDim: D, normWeight: lw.qkNormRows, eps, cos: r.cos, sin: r.sin });
-          const c = cache[li];
-          c.appendRows(tf.reshape(qk, [B, (nH + nKV) * D]), nH * D, qkv, (nH + nKV) * D, rows);
-          o = decodeAttention(tf.slice(qk, [0, 0, 0], [B, nH, D]), c.keys, c.valuesT, {
-            rows, window: ls.window, softcap: s.attnSoftcap,
-            slots: () => shared(`slots:${c.size}:${c.window}:${c.alloc}`, () => slotTable(rows, start, c.slotPos)),
-            mask: () => mask(`${c.size}:${c.window}:1`, rows.map((r) => c.slotPos[r]), ls.window),
-          });
+          cache[li].appendRows(tf.reshape(qk, [B, (nH + nKV) * D]), nH * D, qkv, (nH + nKV) * D, rows);
+          decodeQ = tf.slice(qk, [0, 0, 0], [B, nH, D]);
         } else if (T === 1) {
           // decode: [B, heads·D] is already [B, heads, 1, D] in memory, no transposes
           const [qkf, vf] = tf.split(qkv, [(nH + nKV) * D, nKV * D], 1);
@@ -262,12 +258,15 @@ export class Decoder {
 
         // attention (the scale is folded into q)
         if (o) {
-          // done above (on the kernels)
+          // done above (prefill on the kernels)
         } else if (cache && T === 1) {
           // one op over the cache buffers in place: our wasm kernel, or the composite elsewhere
           const c = cache[li];
-          c.append(k, v, rows);
-          o = decodeAttention(tf.reshape(q, [B, nH, D]), c.keys, c.valuesT, {
+          if (!decodeQ) {
+            c.append(k, v, rows);
+            decodeQ = tf.reshape(q, [B, nH, D]);
+          }
+          o = decodeAttention(decodeQ, c.keys, c.valuesT, {
             rows, window: ls.window, softcap: s.attnSoftcap,
             slots: () => shared(`slots:${c.size}:${c.window}:${c.alloc}`, () => slotTable(rows, start, c.slotPos)),
             mask: () => mask(`${c.size}:${c.window}:1`, rows.map((r) => c.slotPos[r]), ls.window),

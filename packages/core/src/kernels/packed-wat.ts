@@ -6,7 +6,7 @@
  *
  * Routines (pointers are byte offsets into the backend heap; every kind `K` in bf16, f16, q8):
  *
- * - `matmul_K(w, s, x, out, N, rows, cols)` (bf16, f16): out [N, rows] = x [N, cols] · Wᵀ,
+ * - `matmul_K(w, s, x, out, N, rows, cols)` (bf16, f16; s unused): out [N, rows] = x [N, cols] · Wᵀ,
  *   W [rows, cols] packed, for few x rows (decode). Passes over 2 weight rows; each pass is read
  *   from memory once and dotted with every x row (see TILES); each weight vector is widened in
  *   registers once per tile. x comes de-interleaved by `deinterleave(x, dst, N, cols)` (see wideVec).
@@ -129,8 +129,10 @@ function widen4(kind: WatKind, addr: string, mask: string, scaleAddr: string): s
 }
 
 /**
- * tile_K_X(w0, w1, s0, s1, x, xs, cols, o, os, dr): rows w0 and w1 (byte addresses) dotted with X x rows starting at x, xs bytes apart; result (x row i, weight row r) goes
- * to o + i·os + r·dr. Main loop: 32 columns a step; then a scalar tail for cols mod 32.
+ * tile_K_X_R(w, rb, nr, x, xs, cols, o, os, zero): R weight rows from byte address w, rb bytes
+ * apart (nr of them real; a short tile repeats its last), dotted with X x rows starting at x, xs
+ * bytes apart; result (x row i, weight row r) goes to o + i·os + 4r. Main loop: 32 columns a
+ * step; then a scalar tail for cols mod 32.
  */
 function tile(kind: WideKind, { X, R, A }: Tile): string {
   const bpc = bytesPerCol(kind);
@@ -147,7 +149,7 @@ function tile(kind: WideKind, { X, R, A }: Tile): string {
     for (let a = 0; a < A; a++) locals.push(`(local ${acc(r, i, a)} v128)`);
   }
   for (let r = 0; r < R; r++) locals.push(`(local $rr${r} i32)`);
-  L.push(`(func $tile_${kind}_${X}_${R} (param $w i32) (param $rb i32) (param $s i32) (param $sb i32) (param $nr i32)`);
+  L.push(`(func $tile_${kind}_${X}_${R} (param $w i32) (param $rb i32) (param $nr i32)`);
   L.push(`  (param $x i32) (param $xs i32) (param $cols i32) (param $o i32) (param $os i32) (param $zero i32)`);
   L.push(`  ${locals.join(' ')}`);
   // weight row r of the tile is min(r, nr − 1): a short last tile repeats its last row
@@ -215,7 +217,6 @@ function matmul(kind: WideKind): string {
   const bpc = bytesPerCol(kind);
   const call = ({ X, R }: Tile, sub: number) => `(call $tile_${kind}_${X}_${R}
           (i32.add (local.get $wr) (i32.mul (local.get $rb) (i32.const ${sub}))) (local.get $rb)
-          (i32.add (local.get $sr) (i32.mul (local.get $sb) (i32.const ${sub}))) (local.get $sb)
           ${R === PASS ? '(local.get $nr)' : `(i32.const ${R})`}
           (i32.add (local.get $x) (i32.mul (local.get $n) (local.get $xs))) (local.get $xs) (local.get $cols)
           (i32.add (i32.add (local.get $op) (i32.mul (local.get $n) (local.get $os))) (i32.const ${4 * sub})) (local.get $os) (i32.const 0))`;
@@ -231,18 +232,16 @@ function matmul(kind: WideKind): string {
   }).join('');
   return `(func (export "matmul_${kind}") (param $w i32) (param $s i32) (param $x i32) (param $out i32)
     (param $N i32) (param $rows i32) (param $cols i32)
-    (local $r i32) (local $nr i32) (local $n i32) (local $wr i32) (local $sr i32)
-    (local $xs i32) (local $os i32) (local $op i32) (local $rb i32) (local $sb i32)
+    (local $r i32) (local $nr i32) (local $n i32) (local $wr i32)
+    (local $xs i32) (local $os i32) (local $op i32) (local $rb i32)
     (local.set $xs (i32.shl (local.get $cols) (i32.const 2)))
     (local.set $os (i32.shl (local.get $rows) (i32.const 2)))
     (local.set $rb (i32.mul (local.get $cols) (i32.const ${bpc})))
-    (local.set $sb (i32.shl (i32.shr_u (i32.add (local.get $cols) (i32.const ${STEP - 1})) (i32.const 5)) (i32.const 2)))
     (block $rdone (loop $rloop
       (br_if $rdone (i32.ge_u (local.get $r) (local.get $rows)))
       (local.set $nr (i32.sub (local.get $rows) (local.get $r)))
       (if (i32.gt_u (local.get $nr) (i32.const ${PASS})) (then (local.set $nr (i32.const ${PASS}))))
       (local.set $wr (i32.add (local.get $w) (i32.mul (local.get $r) (local.get $rb))))
-      (local.set $sr (i32.add (local.get $s) (i32.mul (local.get $r) (local.get $sb))))
       (local.set $op (i32.add (local.get $out) (i32.shl (local.get $r) (i32.const 2))))
       (local.set $n (i32.const 0))${tiles}
       (local.set $r (i32.add (local.get $r) (i32.const ${PASS})))
