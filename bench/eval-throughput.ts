@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { sharedDir } from '@moi/core';
-import { Engine } from '../packages/cli/src/engine/engine.ts';
+import { Engine } from '@moi/engine';
 import { InProcessCompleter } from '../packages/cli/src/eval/in-process.ts';
 import { runEval } from '../packages/cli/src/eval/runner.ts';
 import { loadTask } from '../packages/cli/src/eval/tasks.ts';

@@ -1,6 +1,6 @@
 // Library use in 15 lines (the README's "Library" example): load a model, stream MoI text.
 // Run from the repository root: npx tsx examples/00-stream.ts [model folder or hub id]
-import { Engine, encodePrompt, generate } from '@moi/cli';
+import { Engine, encodePrompt, generate } from '@moi/engine';
 
 const engine = await Engine.load(process.argv[2] ?? '../shared/fixtures/stories260K');
 const request = {

@@ -13,7 +13,7 @@
  * (default: the stories260K fixture in ../shared)
  */
 import { loadExampleEngine } from './load-example-model.ts';
-import { encodePrompt, generateOne, type TokenEvent } from '@moi/cli';
+import { encodePrompt, generateOne, type TokenEvent } from '@moi/engine';
 
 // ## 1. Load the model
 // A model folder (config.json, *.safetensors, tokenizer.json) or a hub id from the command line;

@@ -8,7 +8,7 @@
  * Run: npx tsx examples/02-batched.ts [model folder or hub id]
  */
 import { loadExampleEngine } from './load-example-model.ts';
-import { encodePrompt, generate, type DoneEvent, type GenerateRequest, type TokenEvent } from '@moi/cli';
+import { encodePrompt, generate, type DoneEvent, type GenerateRequest, type TokenEvent } from '@moi/engine';
 
 // ## 1. Load the model
 const engine = await loadExampleEngine();

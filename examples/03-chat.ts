@@ -10,7 +10,7 @@
  */
 import path from 'node:path';
 import { sharedDir } from '@moi/core';
-import { ChatSession, Engine, encodeChat, loadTokenizer, renderChat, type ChatMessage } from '@moi/cli';
+import { ChatSession, Engine, encodeChat, loadTokenizer, renderChat, type ChatMessage } from '@moi/engine';
 
 const shared = sharedDir();
 const conversation: ChatMessage[] = [

@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import { sharedDir } from '@moi/core';
-import { Engine } from '@moi/cli';
+import { Engine } from '@moi/engine';
 
 export function exampleModelPath(): string {
   const shared = sharedDir();

@@ -9,8 +9,8 @@ import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'n
 import os from 'node:os';
 import path from 'node:path';
 import { repoRoot, requireShared, sharedDir, SHARED_MISSING } from '@moi/core';
-import { Engine } from '../packages/cli/src/engine/engine.ts';
-import { generateOne } from '../packages/cli/src/engine/generate.ts';
+import { Engine } from '@moi/engine';
+import { generateOne } from '@moi/engine';
 
 const TEMPLATE =
   "{% for m in messages %}{% if m.role == 'user' %}{{ bos_token }}{{ m.content }}" +

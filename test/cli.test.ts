@@ -12,7 +12,7 @@ import { chmodSync, cpSync, mkdtempSync, readFileSync, rmSync, truncateSync, wri
 import os from 'node:os';
 import path from 'node:path';
 import { repoRoot, sharedDir, SHARED_MISSING } from '@moi/core';
-import { loadTokenizer } from '../packages/cli/src/text/index.ts';
+import { loadTokenizer } from '@moi/engine';
 
 interface RefCase { name: string; input_ids: number[]; logits: number[][]; greedy: { n: number; tokens: number[] } }
 interface MoiRef { mode: string; beta: number; input_ids: number[]; tokens: number[]; entropy: number[] }

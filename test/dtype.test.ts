@@ -22,8 +22,8 @@ import {
   bf16ToF32, f32ToBf16, initBackend, kernelsEnabled, Q8_BLOCK, quantizeQ8, SafetensorsFile, setKernelsEnabled, sharedDir, SHARED_MISSING,
   writeSafetensors, type TensorInput,
 } from '@moi/core';
-import { Engine } from '../packages/cli/src/engine/engine.ts';
-import { generateOne, type GenerateRequest } from '../packages/cli/src/engine/generate.ts';
+import { Engine } from '@moi/engine';
+import { generateOne, type GenerateRequest } from '@moi/engine';
 
 interface MoiRef { beta: number; mode: 'moi' | 'direct'; input_ids: number[]; tokens: number[] }
 interface Reference {

@@ -12,10 +12,10 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, MoiError, sharedDir, SHARED_MISSING } from '@moi/core';
-import { Engine } from '../packages/cli/src/engine/engine.ts';
+import { Engine } from '@moi/engine';
 import {
   generate, generateOne, type DoneEvent, type GenerateRequest, type GenerationEvent, type TokenEvent,
-} from '../packages/cli/src/engine/generate.ts';
+} from '@moi/engine';
 
 interface RefCase { name: string; input_ids: number[]; logits: number[][]; greedy: { n: number; tokens: number[] } }
 interface Reference { cases: RefCase[] }

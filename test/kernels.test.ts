@@ -16,8 +16,8 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { activeKernels, initBackend, kernelDispatches, resetKernelDispatches, setKernelsEnabled, sharedDir, SHARED_MISSING } from '@moi/core';
 import type { Decoder, ForwardInput, ForwardOptions } from '@moi/models';
-import { Engine } from '../packages/cli/src/engine/engine.ts';
-import { generateOne, type GenerateRequest } from '../packages/cli/src/engine/generate.ts';
+import { Engine } from '@moi/engine';
+import { generateOne, type GenerateRequest } from '@moi/engine';
 
 interface Reference {
   cases: { name: string; input_ids: number[]; greedy: { n: number; tokens: number[] } }[];

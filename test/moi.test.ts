@@ -18,8 +18,8 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, sharedDir, SHARED_MISSING } from '@moi/core';
 import type { ForwardInput, ForwardOptions } from '@moi/models';
-import { Engine } from '../packages/cli/src/engine/engine.ts';
-import { generateOne, type GenerateRequest } from '../packages/cli/src/engine/generate.ts';
+import { Engine } from '@moi/engine';
+import { generateOne, type GenerateRequest } from '@moi/engine';
 
 interface MoiRef {
   beta: number;

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { ModelError, requireShared, SafetensorsFile } from '@moi/core';
-import { Engine, generate, generateOne } from '@moi/cli';
+import { Engine, generate, generateOne } from '@moi/engine';
 
 describe('engine: non-finite logits end generation with E_NONFINITE at the right step', function () {
   let tmp: string;

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { repoRoot, sharedDir, SHARED_MISSING } from '@moi/core';
-import { Engine } from '../packages/cli/src/engine/engine.ts';
+import { Engine } from '@moi/engine';
 import type { Completer, CompletionRequest, CompletionResult } from '../packages/cli/src/eval/completer.ts';
 import { runEval } from '../packages/cli/src/eval/runner.ts';
 import { loadTask } from '../packages/cli/src/eval/tasks.ts';

@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { MoiError, sharedDir, SHARED_MISSING } from '@moi/core';
-import { Engine } from '../packages/cli/src/engine/engine.ts';
-import { generateOne, type GenerateRequest, type GenerationEvent } from '../packages/cli/src/engine/generate.ts';
-import { Scheduler } from '../packages/cli/src/engine/scheduler.ts';
+import { Engine } from '@moi/engine';
+import { generateOne, type GenerateRequest, type GenerationEvent } from '@moi/engine';
+import { Scheduler } from '@moi/engine';
 
 const shared = sharedDir();
 

@@ -22,12 +22,12 @@ import * as tf from '@tensorflow/tfjs-core';
 import OpenAI from 'openai';
 import { sharedDir, SHARED_MISSING } from '@moi/core';
 import { defaultMixer, type InputMixer } from '@moi/moi';
-import { Engine } from '../packages/cli/src/engine/engine.ts';
-import { Scheduler, type SchedulerOptions } from '../packages/cli/src/engine/scheduler.ts';
-import { commonPrefix } from '../packages/cli/src/engine/chat-session.ts';
+import { Engine } from '@moi/engine';
+import { Scheduler, type SchedulerOptions } from '@moi/engine';
+import { commonPrefix } from '@moi/engine';
 import { buildServer, type ServerOptions } from '../packages/cli/src/serve/server.ts';
 import { synthesizeModel } from '../packages/cli/src/synth.ts';
-import { encodeChat, loadTokenizer } from '../packages/cli/src/text/index.ts';
+import { encodeChat, loadTokenizer } from '@moi/engine';
 
 const shared = sharedDir();
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

@@ -17,11 +17,11 @@ import { initBackend, MoiError, SafetensorsFile, sharedDir, SHARED_MISSING } fro
 import type { ForwardInput, ForwardOptions } from '@moi/models';
 import { planRowMix, type SoftOptions } from '@moi/moi';
 import { softFiltered, type Filters } from '../packages/moi/test/soft-reference.ts';
-import { Engine } from '../packages/cli/src/engine/engine.ts';
-import { generate, generateOne, type GenerateRequest, type TokenEvent } from '../packages/cli/src/engine/generate.ts';
+import { Engine } from '@moi/engine';
+import { generate, generateOne, type GenerateRequest, type TokenEvent } from '@moi/engine';
 import { traceStep } from '../packages/cli/src/trace/trace.ts';
-import { createRng, uniformOpenClosed24 } from '../packages/cli/src/sampling/rng.ts';
-import { loadTokenizer } from '../packages/cli/src/text/index.ts';
+import { createRng, uniformOpenClosed24 } from '@moi/core';
+import { loadTokenizer } from '@moi/engine';
 
 const shared = sharedDir();
 const fixturesRoot = shared ? path.join(shared, 'fixtures') : null;

@@ -8,8 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { sharedDir, SHARED_MISSING } from '@moi/core';
-import { Engine } from '../packages/cli/src/engine/engine.ts';
-import { generateOne, type GenerateRequest } from '../packages/cli/src/engine/generate.ts';
+import { Engine } from '@moi/engine';
+import { generateOne, type GenerateRequest } from '@moi/engine';
 import { firstDivergence, traceModes } from '../packages/cli/src/trace/trace.ts';
 
 interface MoiRef { mode: string; beta: number; input_ids: number[]; tokens: number[]; entropy: number[] }

@@ -21,8 +21,8 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { sharedDir } from '@moi/core';
 import { loadModel, type Decoder, type KVCache, type LoadedModel } from '@moi/models';
-import { Engine } from '../../packages/cli/src/engine/engine.ts';
-import { generate, generateOne } from '../../packages/cli/src/engine/generate.ts';
+import { Engine } from '@moi/engine';
+import { generate, generateOne } from '@moi/engine';
 
 const coreDir = fileURLToPath(new URL('../../packages/core/', import.meta.url));
 

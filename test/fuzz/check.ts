@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, MoiError } from '@moi/core';
-import { Engine, generateOne } from '@moi/cli';
+import { Engine, generateOne } from '@moi/engine';
 import { makeCase } from './cases.ts';
 
 export type Outcome = 'typed' | 'ok' | 'untyped' | 'hang' | 'leak' | 'garbage';
@@ -29,7 +29,7 @@ export async function prepareFuzz(): Promise<void> {
 }
 
 async function loadAndGenerate(dir: string): Promise<string> {
-  const engine = await Engine.load(dir, { backend: 'wasm', offline: true });
+  const engine = await Engine.load(dir, { backend: 'wasm' });
   try {
     const { events, done } = await generateOne(engine, { promptIds: [1, 2], maxTokens: 2, sampling: { temperature: 0, logprobs: 2 }, ignoreEos: true });
     // generation went through, so the logits it sampled from must have been finite: check that

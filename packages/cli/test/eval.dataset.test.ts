@@ -12,7 +12,7 @@ import { readParquet } from '../src/eval/data.ts';
 import { datasetFolderName, isSplitParquet, resolveDatasetParquet } from '../src/hub/dataset.ts';
 import { loadTask } from '../src/eval/tasks.ts';
 import { renderPrompt } from '../src/eval/runner.ts';
-import { loadTokenizer } from '../src/text/index.ts';
+import { loadTokenizer } from '@moi/engine';
 import { sharedDir } from '@moi/core';
 import { startHubServer, type HubServer } from './helpers/hub-server.ts';
 

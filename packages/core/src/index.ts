@@ -6,3 +6,4 @@ export * from './nn.ts';
 export * from './kernels/index.ts';
 export * from './vocab-blocks.ts';
 export * from './embed-source.ts';
+export * from './sampling/index.ts';

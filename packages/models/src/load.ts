@@ -15,7 +15,7 @@ import { buildPackedWeights, convertedF32, packedSize, type MatrixSource } from 
 import { familyFor } from './registry.ts';
 import type { DecoderSpec } from './spec.ts';
 import { buildWeights, checkNames, checkShape, expectedTensors } from './weights.ts';
-import { planDtype, type DtypePlan } from './weight-dtype.ts';
+import { DTYPE_CHOICES, planDtype, type DtypeChoice, type DtypePlan, type WeightDtype } from './weight-dtype.ts';
 
 export interface LoadProgress {
   /** bytes of checkpoint read so far */
@@ -39,12 +39,6 @@ export interface LoadOptions {
    */
   dtype?: DtypeChoice;
 }
-
-/** The --dtype values. */
-export const DTYPE_CHOICES = ['auto', 'f32', 'bf16', 'q8'] as const;
-export type DtypeChoice = (typeof DTYPE_CHOICES)[number];
-/** What the matrices were loaded as (f16 checkpoints stay f16 under 'auto'). */
-export type WeightDtype = 'f32' | 'bf16' | 'f16' | 'q8';
 
 export interface LoadedModel {
   dir: string;

@@ -14,7 +14,12 @@
  * `auto` widens at load there too; an explicit bf16/q8 is kept packed (it may be what fits).
  */
 import type { PackedKind } from '@moi/core';
-import type { DtypeChoice, WeightDtype } from './load.ts';
+
+/** The --dtype values. */
+export const DTYPE_CHOICES = ['auto', 'f32', 'bf16', 'q8'] as const;
+export type DtypeChoice = (typeof DTYPE_CHOICES)[number];
+/** What the matrices were loaded as (f16 checkpoints stay f16 under 'auto'). */
+export type WeightDtype = 'f32' | 'bf16' | 'f16' | 'q8';
 
 export interface DtypePlan {
   /** what the matrices are held as in memory */

@@ -1,5 +1,7 @@
 export * from './settings.ts';
 export * from './soft-settings.ts';
+export * from './types.ts';
+export * from './soft-report.ts';
 export * from './mix.ts';
 export * from './soft.ts';
 export * from './mixer.ts';

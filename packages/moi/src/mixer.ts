@@ -10,29 +10,10 @@
  *   3. `observe` per row after the step's single device→host read, with that row's extra values.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { mixInputs, type MixInputsArgs, type MixResult, type MixSlots } from './mix.ts';
+import { mixInputs } from './mix.ts';
 import type { MixSettings } from './settings.ts';
-import { softMix, softObserve, startSoftRow, type SoftStepReport } from './soft.ts';
-
-/** Per-row state a mixer keeps across steps; `kind` names the mixer that made it. */
-export interface MixRowState {
-  readonly kind: string;
-}
-
-/** A 32-bit random source (the engine's seeded xoshiro128**, structurally). */
-export interface NoiseRng {
-  nextUint32(): number;
-}
-
-export interface MixRowInit {
-  /** a generator of the row's own, seeded by the request's seed (unseeded: from crypto) */
-  makeRng: () => NoiseRng;
-}
-
-/** What a mixer reports for one row and step, beside MixDiagnostics. */
-export interface MixRowReport {
-  soft?: SoftStepReport;
-}
+import { softMix, softObserve, startSoftRow } from './soft.ts';
+import type { MixInputsArgs, MixResult, MixRowInit, MixRowReport, MixRowState, MixSlots } from './types.ts';
 
 export interface InputMixer {
   /** short stable name, for logs and traces */

@@ -21,24 +21,19 @@
  * cold-stop count lives on the host (row state) and is updated from the step's read (observe).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { UsageError } from '@moi/core';
+import { MIN_P_SLACK, TOP_P_SLACK, UsageError } from '@moi/core';
 import { embedRowsOf, embedSourceOf, embedWidth, type EmbedSource } from './embed-source.ts';
-import type { MixInputsArgs, MixResult } from './mix.ts';
-import type { MixRowInit, MixRowReport, MixRowState, NoiseRng } from './mixer.ts';
+import type { SoftStepReport, ThinkEndReason } from './soft-report.ts';
+import type { MixInputsArgs, MixResult, MixRowInit, MixRowReport, MixRowState, NoiseRng } from './types.ts';
 import type { MixSettings } from './settings.ts';
 import type { SoftSettings } from './soft-settings.ts';
 
-/** Float32 slack of the top-p boundary (on cumulative mass) and min-p (on a ratio), as the sampler's. */
-export const SOFT_TOP_P_SLACK = 1e-6;
-export const SOFT_MIN_P_SLACK = 1e-5;
 /** Marsaglia–Tsang attempts per Gamma draw (acceptance ≥ 0.95 each: all fail with p < 4e-11). */
 export const GAMMA_ATTEMPTS = 8;
 /** uniforms per Dirichlet slot: GAMMA_ATTEMPTS normals (Box–Muller pairs), as many accept tests, one boost */
 const GAMMA_UNIFORMS = 2 * GAMMA_ATTEMPTS + 1;
 /** columns of MixResult.extra: S, S below the cold-stop threshold (0/1), end reason (0 none, 1 argmax, 2 cold stop) */
 export const SOFT_EXTRA_COLUMNS = 3;
-
-export type ThinkEndReason = 'argmax' | 'cold_stop';
 
 export interface SoftRowState extends MixRowState {
   readonly kind: 'soft';
@@ -50,15 +45,6 @@ export interface SoftRowState extends MixRowState {
   /** the step whose recorded token was think-end, and why */
   endedAt: number | null;
   endReason: ThinkEndReason | null;
-}
-
-/** Per step and row: the phase the token belongs to, S (soft phase only), and whether it ended thinking. */
-export interface SoftStepReport {
-  phase: 'thinking' | 'answer';
-  /** S in nats (null after thinking) */
-  entropy: number | null;
-  /** set on the step whose token ends thinking */
-  thinkEnd: ThinkEndReason | null;
 }
 
 function softError(message: string): UsageError {
@@ -273,7 +259,8 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
     const p = tf.exp(logp);
     const S = tf.neg(tf.sum(tf.mul(p, tf.log(tf.maximum(p, 1e-12))), 1)); // [B]
 
-    // 3. Filters over the sorted slots (descending; ties to the lower id).
+    // 3. Filters over the sorted slots (descending; ties to the lower id), with the sampler's
+    //    float32 slack at the top-p and min-p boundaries (@moi/core's sampling).
     const { values, indices } = tf.topk(x, M);
     const rank = tf.reshape(tf.range(0, M, 1, 'float32'), [1, M]);
     const neg = tf.fill([B, M], -Infinity);
@@ -281,10 +268,10 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
     const keepK = tf.less(rank, kCol);
     const q1 = tf.softmax(tf.where(keepK, values, neg)); // renormalized after top-k
     const before = tf.cumsum(q1, 1, true); // mass strictly before each slot
-    const pCol = col(plan, (p) => (p.topP >= 1 ? 2 : p.topP - SOFT_TOP_P_SLACK));
+    const pCol = col(plan, (p) => (p.topP >= 1 ? 2 : p.topP - TOP_P_SLACK));
     const keepP = tf.logicalOr(tf.less(before, pCol), tf.equal(rank, 0));
     const ratio = tf.exp(tf.sub(values, tf.slice(values, [0, 0], [B, 1]))); // p_i / max p (the max survives every filter)
-    const keepMin = tf.greaterEqual(ratio, col(plan, (p) => p.minP * (1 - SOFT_MIN_P_SLACK)));
+    const keepMin = tf.greaterEqual(ratio, col(plan, (p) => p.minP * (1 - MIN_P_SLACK)));
     const kept = tf.logicalAnd(tf.logicalAnd(keepK, keepP), keepMin);
     let score = tf.where(kept, values, neg) as tf.Tensor2D; // log-weights up to a per-row constant
 

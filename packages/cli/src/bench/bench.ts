@@ -8,8 +8,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { activeKernels, initBackend, setKernelsEnabled } from '@moi/core';
 import { weightBytesOf, type DtypeChoice } from '@moi/models';
 import { dtypeLabel } from '../commands/options.ts';
-import { Engine } from '../engine/engine.ts';
-import { generate, type GenerateRequest } from '../engine/generate.ts';
+import { Engine } from '@moi/engine';
+import { generate, type GenerateRequest } from '@moi/engine';
 import { measureReadBandwidth, median } from './bandwidth.ts';
 import { profileDecodeStep, type StepProfile } from './profile.ts';
 

@@ -9,7 +9,7 @@
 import {
   HEAP_ACTIVATION_RESERVE, WASM_HEAP_BYTES, estimateHeap, expectedTensors, specFromConfig, type DecoderSpec, type RawConfig,
 } from '@moi/models';
-import { Scheduler } from '../engine/scheduler.ts';
+import { Scheduler } from '@moi/engine';
 
 // ---- the limits (the loader's)
 

@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { estimateHeap, specFromConfig, WASM_HEAP_BYTES, type RawConfig } from '@moi/models';
-import { Scheduler } from '../engine/scheduler.ts';
+import { Scheduler } from '@moi/engine';
 import { WASM_HEAP_LIMIT, weightBytes as heldBytes } from './heap.ts';
 
 /** The four standard shapes (`--config all`). */

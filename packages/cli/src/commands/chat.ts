@@ -10,8 +10,8 @@
 import readline from 'node:readline';
 import { Command, Option } from 'commander';
 import { MoiError, UsageError } from '@moi/core';
-import { ChatSession, DEFAULT_MAX_CONTEXT, type TurnStats } from '../engine/chat-session.ts';
-import type { DoneEvent } from '../engine/generate.ts';
+import { ChatSession, DEFAULT_MAX_CONTEXT, type TurnStats } from '@moi/engine';
+import type { DoneEvent } from '@moi/engine';
 import { loadEngine, type ModelFlags } from './load.ts';
 import { readUserFile } from './generate.ts';
 import { addModelOptions, addSamplingOptions, alias, checkSamplingFlags, dtypeLabel, int, mixFrom, samplingFrom, type SamplingFlags } from './options.ts';

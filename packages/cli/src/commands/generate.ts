@@ -5,9 +5,9 @@
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { UsageError } from '@moi/core';
-import { generate, type DoneEvent, type TokenEvent } from '../engine/generate.ts';
-import type { Engine } from '../engine/engine.ts';
-import { encodeChat, renderChat, type Tokenizer } from '../text/index.ts';
+import { generate, type DoneEvent, type TokenEvent } from '@moi/engine';
+import type { Engine } from '@moi/engine';
+import { encodeChat, renderChat, type Tokenizer } from '@moi/engine';
 import { loadEngine, type ModelFlags } from './load.ts';
 import {
   addModelOptions, addSamplingOptions, alias, checkSamplingFlags, dtypeLabel, idList, int, mixFrom, samplingFrom, userPath, type SamplingFlags,

@@ -1,6 +1,7 @@
 /** Loading an engine for a command, with progress on a TTY. */
 import { ModelError, UsageError } from '@moi/core';
-import { Engine } from '../engine/engine.ts';
+import { Engine } from '@moi/engine';
+import { hubResolver } from '../hub/index.ts';
 import { makeProgress, prefillChunkFor, showProgress, type Progress } from '../progress.ts';
 import { dtypeLabel, modelArg, type DtypeChoice } from './options.ts';
 
@@ -10,10 +11,8 @@ export async function loadEngine(o: ModelFlags, forceQuiet = false): Promise<{ e
   const progress = makeProgress(showProgress(Boolean(o.quiet) || forceQuiet));
   const engine = await Engine.load(modelArg(o.model), {
     backend: o.backend,
-    revision: o.revision,
     dtype: o.dtype,
-    offline: undefined,
-    onDownload: (p) => progress.download(p),
+    resolve: hubResolver({ revision: o.revision, onProgress: (p) => progress.download(p) }),
     onLoad: (p) => progress.load(p),
   }).catch((err: unknown) => {
     // A model folder that is not there is a runtime failure of the command (exit 1), as a bad

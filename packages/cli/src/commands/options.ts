@@ -5,7 +5,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { UsageError } from '@moi/core';
 import { DTYPE_CHOICES, type DtypeChoice } from '@moi/models';
 import { anySoftOption, resolveMixSettings, type MixOptions, type SoftOptions } from '@moi/moi';
-import { resolveSamplingParams, type SamplingParams } from '../sampling/index.ts';
+import { resolveSamplingParams, type SamplingParams } from '@moi/core';
 import { warn } from './usage.ts';
 
 /** Paths the user typed are relative to where they typed them (pnpm runs scripts from the root). */

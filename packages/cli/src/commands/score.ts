@@ -5,7 +5,7 @@ import { UsageError } from '@moi/core';
 import { loadEngine, type ModelFlags } from './load.ts';
 import { addModelOptions, idList } from './options.ts';
 import { promptIds, promptSources } from './generate.ts';
-import { checkFiniteRows } from '../engine/finite.ts';
+import { checkFiniteRows } from '@moi/engine';
 
 interface ScoreFlags extends ModelFlags { ids?: number[]; prompt?: string; json?: boolean }
 

@@ -41,7 +41,7 @@ async function run(o: ServeFlags): Promise<void> {
   resolveMixSettings(mix, process.env); // bad defaults fail before the load
   const chatTemplate = o.chatTemplate !== undefined ? readUserFile('--chat-template', o.chatTemplate) : undefined;
   // loaded here, so that the other commands do not pay for fastify, zod and prom-client at start-up
-  const { Scheduler } = await import('../engine/scheduler.ts');
+  const { Scheduler } = await import('@moi/engine');
   const { buildServer } = await import('../serve/server.ts');
   const { WASM_HEAP_LIMIT } = await import('../bench/heap.ts');
   const { engine } = await loadEngine({ ...o, quiet: true }, true);

@@ -4,8 +4,8 @@
  * server (endpoint.ts).
  */
 import type { MixMode, SoftOptions } from '@moi/moi';
-import type { SamplingParams } from '../sampling/index.ts';
-import type { ChatMessage } from '../text/index.ts';
+import type { SamplingParams } from '@moi/core';
+import type { ChatMessage } from '@moi/engine';
 
 export interface CompletionRequest {
   key: string;

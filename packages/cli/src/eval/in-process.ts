@@ -3,9 +3,9 @@
  * Scheduler, `maxSeqs` at a time; a finished completion frees its row for the next one at once,
  * so completions of different lengths do not hold each other up. Results come as each finishes.
  */
-import type { GenerateRequest } from '../engine/generate.ts';
-import type { Engine } from '../engine/engine.ts';
-import { Scheduler } from '../engine/scheduler.ts';
+import type { GenerateRequest } from '@moi/engine';
+import type { Engine } from '@moi/engine';
+import { Scheduler } from '@moi/engine';
 import type { Completer, CompletionRequest, CompletionResult } from './completer.ts';
 
 export class InProcessCompleter implements Completer {

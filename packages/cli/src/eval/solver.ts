@@ -2,7 +2,7 @@
  * Countdown problems from a seed: 3 or 4 numbers in 1–100 and a target in 1–100 that a built-in
  * solver proves reachable using every number exactly once with + − × ÷ (exact rationals).
  */
-import { createRng, type Rng } from '../sampling/rng.ts';
+import { createRng, type Rng } from '@moi/core';
 import { Rational } from './expression.ts';
 
 interface Item { value: Rational; expr: string }

@@ -3,7 +3,7 @@
  * (conditional, binomial) McNemar test of paired verdicts, and a seeded paired bootstrap of the
  * difference of two per-problem means.
  */
-import { createRng } from '../sampling/rng.ts';
+import { createRng } from '@moi/core';
 
 /** z for a two-sided 95% interval: the 0.975 quantile of the standard normal. */
 export const Z95 = 1.959963984540054;

@@ -9,7 +9,7 @@
  *   jsonl:PATH           {prompt | messages, answer} lines, answer matched exactly, by regex or as a number
  */
 import { UsageError } from '@moi/core';
-import type { ChatMessage } from '../text/index.ts';
+import type { ChatMessage } from '@moi/engine';
 import { loadRows, type Row } from './data.ts';
 import { generateCountdown } from './solver.ts';
 import { scoreAime, scoreCountdown, scoreGeneric, type CountdownAnswer, type GenericAnswer, type Verdict } from './scorers.ts';

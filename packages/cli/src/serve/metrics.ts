@@ -3,7 +3,7 @@
  * Gauges read the scheduler when scraped; counters and histograms are fed per request.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { Scheduler } from '../engine/scheduler.ts';
+import type { Scheduler } from '@moi/engine';
 
 export interface ServerMetrics {
   registry: Registry;

@@ -3,10 +3,10 @@
  * shapes them): choices, logprobs, usage, and the `moi` object saying which mixing ran.
  */
 import { planRowMix, type MixOptions, type MixSettings, type SoftOptions } from '@moi/moi';
-import type { SamplingParams } from '../sampling/index.ts';
-import type { GenerateRequest, TokenLogprobs } from '../engine/step.ts';
-import type { Tokenizer } from '../text/index.ts';
-import type { Engine } from '../engine/engine.ts';
+import type { SamplingParams } from '@moi/core';
+import type { GenerateRequest, TokenLogprobs } from '@moi/engine';
+import type { Tokenizer } from '@moi/engine';
+import type { Engine } from '@moi/engine';
 import { ApiError, fromEngine } from './errors.ts';
 import type { ChatBody, CompletionBody } from './schema.ts';
 

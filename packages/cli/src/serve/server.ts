@@ -12,10 +12,10 @@ import type { ServerResponse } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import type { MixOptions } from '@moi/moi';
-import type { Engine } from '../engine/engine.ts';
-import type { Scheduler } from '../engine/scheduler.ts';
-import type { DoneEvent, GenerateRequest, TokenEvent } from '../engine/step.ts';
-import { renderChat, type ChatMessage, type ChatTemplateSource } from '../text/index.ts';
+import type { Engine } from '@moi/engine';
+import type { Scheduler } from '@moi/engine';
+import type { DoneEvent, GenerateRequest, TokenEvent } from '@moi/engine';
+import { renderChat, type ChatMessage, type ChatTemplateSource } from '@moi/engine';
 import { ApiError, fromEngine, fromZod } from './errors.ts';
 import { makeMetrics, type ServerMetrics } from './metrics.ts';
 import {

@@ -5,7 +5,34 @@
  * divergence marked.
  */
 import { escapeHtml, page } from './html.ts';
-import type { TraceDoc } from './trace.ts';
+
+export interface TraceStep {
+  token: number;
+  text: string;
+  entropy: number;
+  weight: number;
+  pSampled: number;
+  candidates: { id: number; text: string; p: number; w: number }[];
+  /** Soft Thinking rows: the phase this token belongs to, and on the token that ends thinking, why */
+  phase?: 'thinking' | 'answer';
+  thinkEnd?: 'argmax' | 'cold_stop';
+  /** Soft Thinking, soft phase: S in nats (the trace's entropy is S / ln V) */
+  softEntropy?: number;
+}
+
+export interface TraceRun {
+  label: string;
+  mode: string;
+  text: string;
+  finishReason: string;
+  steps: TraceStep[];
+}
+
+export interface TraceDoc {
+  model: string;
+  prompt: string;
+  runs: TraceRun[];
+}
 
 /** Background for H in [0, 1]: pale green (certain) through yellow to red (uncertain). */
 export function entropyColor(h: number): string {

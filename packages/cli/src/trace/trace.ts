@@ -5,39 +5,13 @@
 import fs from 'node:fs';
 import { UsageError } from '@moi/core';
 import { MIX_MODES, type MixMode } from '@moi/moi';
-import { generate, type GenerateRequest, type TokenEvent } from '../engine/generate.ts';
-import type { Engine } from '../engine/engine.ts';
-import { tracePageHtml } from './page.ts';
+import { generate, type GenerateRequest, type TokenEvent } from '@moi/engine';
+import type { Engine } from '@moi/engine';
+import { tracePageHtml, type TraceDoc, type TraceRun, type TraceStep } from './page.ts';
+
+export type { TraceDoc, TraceRun, TraceStep };
 
 export const TRACE_TOP = 10;
-
-export interface TraceStep {
-  token: number;
-  text: string;
-  entropy: number;
-  weight: number;
-  pSampled: number;
-  candidates: { id: number; text: string; p: number; w: number }[];
-  /** Soft Thinking rows: the phase this token belongs to, and on the token that ends thinking, why */
-  phase?: 'thinking' | 'answer';
-  thinkEnd?: 'argmax' | 'cold_stop';
-  /** Soft Thinking, soft phase: S in nats (the trace's entropy is S / ln V) */
-  softEntropy?: number;
-}
-
-export interface TraceRun {
-  label: string;
-  mode: string;
-  text: string;
-  finishReason: string;
-  steps: TraceStep[];
-}
-
-export interface TraceDoc {
-  model: string;
-  prompt: string;
-  runs: TraceRun[];
-}
 
 /**
  * A token's text where it stands: decoded after the token before it, less that token's text

@@ -8,10 +8,10 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { requireShared, sharedDir, SHARED_MISSING, UsageError } from '@moi/core';
-import { Engine } from '../src/engine/engine.ts';
-import { ChatSession, commonPrefix } from '../src/engine/chat-session.ts';
-import { generateOne } from '../src/engine/generate.ts';
-import { renderChat, type ChatMessage } from '../src/text/index.ts';
+import { Engine } from '../src/index.ts';
+import { ChatSession, commonPrefix } from '../src/index.ts';
+import { generateOne } from '../src/index.ts';
+import { renderChat, type ChatMessage } from '../src/index.ts';
 
 const TEMPLATE =
   "{% for m in messages %}{% if m.role == 'user' %}{{ bos_token }}{{ m.content }}" +

@@ -9,7 +9,7 @@ import { initBackend, MoiError, UsageError } from '@moi/core';
 import {
   applyChain, buildChain, createContext, createRng, DEFAULT_SAMPLING, resolveSamplingParams, sample, splitmix64,
   Sampler, uniformOpenClosed24, Xoshiro128ss, type Rng, type RowState, type SampleResult, type SamplingParams,
-} from '../src/sampling/index.ts';
+} from '../src/index.ts';
 
 // ---------------------------------------------------------------- helpers
 

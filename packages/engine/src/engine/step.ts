@@ -15,7 +15,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { UsageError } from '@moi/core';
 import type { Decoder, KVCache } from '@moi/models';
 import { inSoftPhase, logprobAt, planRowMix, type InputMixer, type MixOptions, type MixRowReport, type MixRowState, type MixSettings } from '@moi/moi';
-import { createRng, resolveSamplingParams, sample, type RowState, type SamplingParams } from '../sampling/index.ts';
+import { createRng, resolveSamplingParams, sample, type RowState, type SamplingParams } from '@moi/core';
 import { StreamingDetokenizer } from '../text/index.ts';
 import type { Engine } from './engine.ts';
 import { checkFiniteColumn, finiteProbe } from './finite.ts';

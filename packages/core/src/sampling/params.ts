@@ -5,7 +5,7 @@
  * repetition_penalty; `do_sample` is ignored), and explicit request values win over both.
  * Bad values are refused with a UsageError (code E_SAMPLING) that names the field, never clamped.
  */
-import { UsageError } from '@moi/core';
+import { UsageError } from '../errors.ts';
 
 export interface SamplingParams {
   /** softmax temperature; 0 = greedy (argmax) */

@@ -10,7 +10,7 @@
  * rises, i.e. one of non-zero probability: a filtered token (-Infinity) can never be chosen.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { UsageError } from '@moi/core';
+import { UsageError } from '../errors.ts';
 import { isRandom, type SamplingParams } from './params.ts';
 import { applyChain, buildChain, createContext } from './processors.ts';
 import { uniformOpenClosed24, type Rng } from './rng.ts';

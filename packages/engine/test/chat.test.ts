@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ModelError, requireShared, sharedDir, SHARED_MISSING, UsageError } from '@moi/core';
-import { encodeChat, loadTokenizer, renderChat, Tokenizer, type ChatMessage } from '../src/text/index.ts';
+import { encodeChat, loadTokenizer, renderChat, Tokenizer, type ChatMessage } from '../src/index.ts';
 
 const CONVO: ChatMessage[] = [
   { role: 'system', content: 'You are terse.' },

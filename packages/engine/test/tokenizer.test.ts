@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'nod
 import os from 'node:os';
 import path from 'node:path';
 import { ModelError, requireShared, sharedDir, SHARED_MISSING, UsageError } from '@moi/core';
-import { loadTokenizer, Tokenizer } from '../src/text/index.ts';
+import { loadTokenizer, Tokenizer } from '../src/index.ts';
 
 const NAMES = ['qwen3', 'gemma3', 'llama3', 'llama2', 'stories260K'] as const;
 type Name = (typeof NAMES)[number];

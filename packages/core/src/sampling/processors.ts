@@ -8,7 +8,7 @@
  * Call processors inside tf.tidy: they and the context's memoized tensors make intermediates.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { UsageError } from '@moi/core';
+import { UsageError } from '../errors.ts';
 import type { SamplingParams } from './params.ts';
 
 export type RowParam =

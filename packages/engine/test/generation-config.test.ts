@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ModelError, requireShared, sharedDir, SHARED_MISSING } from '@moi/core';
-import { eosIds, loadTokenizer, readGenerationConfig } from '../src/text/index.ts';
+import { eosIds, loadTokenizer, readGenerationConfig } from '../src/index.ts';
 
 describe('text: generation_config', function () {
   let tmp: string;
