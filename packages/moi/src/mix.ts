@@ -207,8 +207,12 @@ function leanMix(args: MixInputsArgs, plan: Plan, Hd: number): MixResult {
     const e = tf.exp(tf.sub(tf.concat([values, extra], 1), tf.slice(values, [0, 0], [B, 1]))); // [B, K+1]
     const p = tf.div(e, tf.sum(e, 1, true));
     const n = tf.sub(K + 1, yInTop); // candidates per row
-    const ent = tf.sum(tf.mul(p, tf.log(tf.maximum(p, 1e-38))), 1, true); // −entropy
-    const H = tf.clipByValue(tf.div(ent, tf.neg(tf.log(n))), 0, 1); // [B, 1]
+    // −entropy, with 0·log 0 = 0 by selection, not by a clamp: a p below 2^-126 (an underflowed
+    // exp, or y's empty slot) is 0 on a GPU, where a clamp such as max(p, 1e-38) is 0 too and
+    // 0·log 0 = NaN. The select discards the NaN of the unused branch; p·log p is exact where p > 0.
+    const ent = tf.sum(tf.where(tf.greater(p, 0), tf.mul(p, tf.log(p)), tf.zerosLike(p)), 1, true);
+    // H = 0 with a single candidate (K = 1, y on top): there ent = 0 and log n = 0, and 0/0 = NaN
+    const H = tf.where(tf.greater(n, 1), tf.clipByValue(tf.div(ent, tf.neg(tf.log(n))), 0, 1), tf.zerosLike(n)); // [B, 1]
     const isY = tf.concat([topIsY, tf.sub(1, yInTop)], 1); // [B, K+1]
     const cc = tf.tensor2d(c, [B, 4]);
     const [ca, da, db, cb] = tf.split(cc, 4, 1);
