@@ -14,27 +14,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { initBackend, repoRoot, SHARED_MISSING } from '@moi/core';
-import { main } from '../packages/cli/src/bin.ts';
 import { fixtureNames, readReference } from './conformance/helpers.ts';
-
-/** moi-gen in this process: its exit code and what it wrote to stdout. */
-async function moiGen(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string }> {
-  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
-  Object.assign(process.env, env);
-  const write = process.stdout.write;
-  let stdout = '';
-  process.stdout.write = ((chunk: string | Uint8Array) => { stdout += String(chunk); return true; }) as typeof process.stdout.write;
-  try {
-    const code = await main(args);
-    return { code, stdout };
-  } finally {
-    process.stdout.write = write;
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
-}
+import { moiGenInProcess } from './support/in-process.ts';
 
 const FLUSHING = { MOI_BACKEND: 'cpu', MOI_FLUSH_SUBNORMALS: '1' };
 
@@ -62,7 +43,7 @@ describe('cli on the flushing cpu backend (GPU arithmetic): held-out greedy and 
         ...ref.moi.filter((m) => m.mode === 'moi').map((m) => ({ what: `moi β=${m.beta}`, ids: m.input_ids, want: m.tokens, mix: ['--mode', 'moi', '--beta', String(m.beta), '--mix-topk', '20'] })),
       ];
       for (const r of runs) {
-        const { code, stdout } = await moiGen(['--model', dir, '--ids', r.ids.join(','), '--temperature', '0', '-n', String(r.want.length),
+        const { code, stdout } = await moiGenInProcess(['--model', dir, '--ids', r.ids.join(','), '--temperature', '0', '-n', String(r.want.length),
           '--ignore-eos', '--json', '-q', ...r.mix], FLUSHING);
         assert.equal(code, 0, `${name} ${r.what}: exit code`);
         const out = JSON.parse(stdout) as { backend: string; flush_subnormals: boolean; tokens: number[] };
