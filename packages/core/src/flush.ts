@@ -4,8 +4,9 @@
  *
  * A GPU may treat every float32 below the smallest normal number, 2^-126 ≈ 1.1755e-38, as
  * zero (WGSL and Vulkan allow it; an NVIDIA H200 through Dawn did, issue 21). Code that leans on
- * a subnormal value (a clamp such as `maximum(p, 1e-38)`, an `exp` that underflows into the subnormal range and is
- * then divided by or logged) is exact on wasm and cpu and produces 0, −∞ or NaN on a GPU.
+ * a subnormal value (a clamp such as `maximum(p, 1e-38)`, an `exp` that underflows into the
+ * subnormal range and is then divided by or logged) is exact on wasm and cpu and produces 0, −∞
+ * or NaN on a GPU.
  *
  * `setCpuFlushing(true)` re-registers every kernel of backend `cpu` with a wrapper that:
  *   - hands the kernel a flushed copy of each float32 input holding a subnormal (the caller's
