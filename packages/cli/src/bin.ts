@@ -20,6 +20,7 @@ import {
   deferred, exitCodeOf, interruption, mistypedCommand, mistypedCommandError, operands, PREFIX, printError,
 } from './commands/usage.ts';
 import { evalCommand } from './commands/eval.ts';
+import { doctorCommand } from './commands/doctor.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -38,6 +39,7 @@ export function program(): Command {
   p.addCommand(synthCommand());
   p.addCommand(evalCommand());
   p.addCommand(serveCommand());
+  p.addCommand(doctorCommand());
   // commander's own messages ("error: unknown option ...") get moi-gen's one prefix
   const output = { outputError: (str: string, write: (s: string) => void) => write(str.replace(/^error:/, `${PREFIX} error:`)) };
   p.configureOutput(output);

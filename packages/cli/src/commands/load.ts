@@ -1,5 +1,5 @@
 /** Loading an engine for a command, with progress on a TTY. */
-import { ModelError, UsageError } from '@moi/core';
+import { backendLabel, ModelError, UsageError } from '@moi/core';
 import { Engine } from '@moi/engine';
 import { hubResolver } from '../hub/index.ts';
 import { makeProgress, prefillChunkFor, showProgress, type Progress } from '../progress.ts';
@@ -26,7 +26,7 @@ export async function loadEngine(o: ModelFlags, forceQuiet = false): Promise<{ e
     const s = engine.spec;
     const l = engine.loaded;
     process.stderr.write(`moi-gen: loaded ${engine.dir}: ${s.modelType}, ${s.numLayers} layers, hidden ${s.hiddenSize}, vocab ${s.vocabSize}, ` +
-      `context ${s.maxPositionEmbeddings}; ${(l.checkpointBytes / 1e6).toFixed(1)} MB in ${l.loadSeconds.toFixed(2)} s on ${engine.backend.name}, weights ${dtypeLabel(l)}` +
+      `context ${s.maxPositionEmbeddings}; ${(l.checkpointBytes / 1e6).toFixed(1)} MB in ${l.loadSeconds.toFixed(2)} s on ${backendLabel(engine.backend)}, weights ${dtypeLabel(l)}` +
       `${engine.tokenizer ? '' : '; no tokenizer.json (ids in, ids out)'}\n`);
   }
   return { engine, progress };
