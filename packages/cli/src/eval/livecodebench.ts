@@ -246,10 +246,10 @@ function rowTests(row: Record<string, unknown>, where: string, funcName: string 
  * Scan a JSONL file line by line (any size: lines are found in 8 MiB chunks), calling `each` with
  * the line's text, byte offset and byte length.
  */
-export async function scanJsonl(file: string, each: (line: string, offset: number, length: number, lineNo: number) => void): Promise<void> {
+export async function scanJsonl(file: string, each: (line: string, offset: number, length: number, lineNo: number) => void, chunkBytes = 8 << 20): Promise<void> {
   const fh = await fs.promises.open(file, 'r');
   try {
-    const chunk = Buffer.alloc(8 << 20);
+    const chunk = Buffer.alloc(chunkBytes);
     let parts: Buffer[] = [];
     let lineStart = 0;
     let pos = 0;
@@ -379,18 +379,23 @@ export const strippedLines = (s: string) => pyStrip(s).split('\n').map(pyStrip);
 
 type Dec = { kind: 'num'; neg: boolean; digits: string; exp: number } | { kind: 'inf'; neg: boolean } | { kind: 'nan' };
 
-/** A Python Decimal literal (digits with _ between them, ., exponent, Infinity/Inf, NaN/sNaN); null if Decimal() would refuse it. */
-export function parseDecimal(s: string): Dec | null {
-  const m = /^([+-]?)(?:(\d(?:_?\d)*)?(?:\.(\d(?:_?\d)*)?)?(?:[eE]([+-]?\d(?:_?\d)*))?|(inf(?:inity)?)|(s?nan\d*))$/i.exec(s);
+/**
+ * A Python Decimal literal, as Decimal() reads one: underscores dropped anywhere, then digits with
+ * an optional point and exponent, Infinity/Inf or NaN/sNaN (any case); null where Decimal() would
+ * refuse it. (ASCII digits only: Decimal also takes other Unicode decimal digits.)
+ */
+export function parseDecimal(text: string): Dec | null {
+  const s = text.replace(/_/g, '');
+  const m = /^([+-]?)(?:(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?|(inf(?:inity)?)|(s?nan\d*))$/i.exec(s);
   if (!m) return null;
   const neg = m[1] === '-';
   if (m[5]) return { kind: 'inf', neg };
   if (m[6]) return { kind: 'nan' };
-  const int = (m[2] ?? '').replace(/_/g, '');
-  const frac = (m[3] ?? '').replace(/_/g, '');
+  const int = m[2] ?? '';
+  const frac = m[3] ?? '';
   if (!int && !frac) return null;
   let digits = (int + frac).replace(/^0+/, '');
-  let exp = Number((m[4] ?? '0').replace(/_/g, '')) - frac.length;
+  let exp = Number(m[4] ?? '0') - frac.length;
   if (!digits) return { kind: 'num', neg: false, digits: '', exp: 0 }; // zero, whatever its sign
   const trail = digits.length - digits.replace(/0+$/, '').length;
   digits = digits.slice(0, digits.length - trail);
