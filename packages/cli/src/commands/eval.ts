@@ -63,7 +63,7 @@ function sandboxOptions(o: ExecFlags): SandboxOptions {
   if (o.execWorkers !== undefined && (!Number.isInteger(o.execWorkers) || o.execWorkers < 1)) throw new UsageError('E_USAGE', `--exec-workers must be a positive integer, got ${o.execWorkers}`);
   if (o.execTimeout !== undefined && !(o.execTimeout > 0)) throw new UsageError('E_USAGE', `--exec-timeout must be > 0 seconds, got ${o.execTimeout}`);
   if (o.execMemory !== undefined && (!Number.isInteger(o.execMemory) || o.execMemory < 64)) throw new UsageError('E_USAGE', `--exec-memory must be an integer >= 64 (MiB), got ${o.execMemory}`);
-  if (o.execWall !== undefined && !(o.execWall >= (o.execTimeout ?? 0) && o.execWall > 0)) throw new UsageError('E_USAGE', `--exec-wall must be >= --exec-timeout, got ${o.execWall}`);
+  if (o.execWall !== undefined && !(o.execWall > 0)) throw new UsageError('E_USAGE', `--exec-wall must be > 0 seconds, got ${o.execWall}`);
   return {
     ...(o.execWorkers !== undefined ? { workers: o.execWorkers } : {}),
     ...(o.execTimeout !== undefined ? { timeoutSeconds: o.execTimeout } : {}),
@@ -217,7 +217,7 @@ function addExecOptions(cmd: Command): Command {
   return cmd
     .option('--exec-workers <n>', 'livecodebench: programs run at once (default: the cores; they run at nice 19, decoding first)', int('--exec-workers'))
     .option('--exec-timeout <s>', 'livecodebench: CPU seconds per test (default 6, as LiveCodeBench)', num('--exec-timeout'))
-    .option('--exec-wall <s>', 'livecodebench: wall-clock seconds per test before the program is killed (default 4 × timeout + 2)', num('--exec-wall'))
+    .option('--exec-wall <s>', 'livecodebench: idle wall-clock seconds (neither running nor waiting for a CPU) before a program is killed (default 4 × timeout + 2)', num('--exec-wall'))
     .option('--exec-memory <MiB>', 'livecodebench: address-space limit per program (default 4096)', int('--exec-memory'))
     .option('--python <path>', 'livecodebench: the interpreter that runs the programs (default python3)');
 }

@@ -10,6 +10,7 @@
  * (problem i, sample k) is derived from --seed, i and k only, never from batch composition, so a
  * resumed run gives the same results as an uninterrupted one.
  */
+import { setMaxListeners } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
@@ -158,16 +159,24 @@ export async function runEval(task: EvalTask, settings: EvalSettings, opts: RunO
     : null;
   bar?.start(total, records.length, { acc: accText() });
 
+  // one listener on the caller's signal; every request and program run listens to this one
+  const stop = new AbortController();
+  setMaxListeners(0, stop.signal);
+  const onStop = () => stop.abort(opts.signal?.reason);
+  if (opts.signal?.aborted) onStop();
+  opts.signal?.addEventListener('abort', onStop, { once: true });
+  const signal = stop.signal;
+
   // ---- verdicts: scored at once, or run in the sandbox while decoding goes on
   const judge = (completion: string, problem: Problem): Promise<Verdict> =>
-    task.kind === 'livecodebench' ? task.execute(completion, problem, opts.signal) : Promise.resolve(task.score(completion, problem.answer));
+    task.kind === 'livecodebench' ? task.execute(completion, problem, signal) : Promise.resolve(task.score(completion, problem.answer));
   const grading = new Set<Promise<void>>();
   let gradingFailure: unknown = null;
   // one line at a time, in the order verdicts arrive
   let writing = Promise.resolve();
   const append = (rec: ResultRecord) => (writing = writing.then(() => appendResult(resultsFile, rec)));
   try {
-    for await (const res of opts.completer.complete(requests, opts.signal)) {
+    for await (const res of opts.completer.complete(requests, signal)) {
       const it = items.get(res.key);
       if (!it) throw new MoiError('E_INTERNAL', `a completion came back for an unknown request ${res.key}`);
       const job = judge(res.completion, it.problem).then(async (v) => {
@@ -188,7 +197,7 @@ export async function runEval(task: EvalTask, settings: EvalSettings, opts: RunO
         bar?.update(records.length, { acc: accText() });
       }).catch((err: unknown) => {
         // a run stopped by the signal leaves this completion unjudged: it is decoded again on resume
-        if (!opts.signal?.aborted) gradingFailure ??= err;
+        if (!signal.aborted) gradingFailure ??= err;
       });
       grading.add(job);
       void job.finally(() => grading.delete(job));
@@ -196,6 +205,7 @@ export async function runEval(task: EvalTask, settings: EvalSettings, opts: RunO
     }
   } finally {
     await Promise.allSettled([...grading]);
+    opts.signal?.removeEventListener('abort', onStop);
     bar?.stop();
   }
   if (gradingFailure) throw gradingFailure;

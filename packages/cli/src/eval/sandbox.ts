@@ -7,10 +7,12 @@
  *   at the limit, RLIMIT_CPU one second later as the backstop the program cannot lift), address
  *   space (RLIMIT_AS), processes (RLIMIT_NPROC: the sandbox user's count now plus a few), file size
  *   (RLIMIT_FSIZE), no core files, and the lowest CPU priority (nice 19) so decoding is not starved;
- * - a wall-clock limit, after which the program and everything it started are killed (a program
- *   that sleeps): the harness forks the test and supervises it as a child subreaper (or as the
- *   init of the new PID namespace), and kills what the program left running when it ends; the
- *   whole process group is killed from here if the harness itself overstays;
+ * - a wall-clock limit on idle time (no thread running or waiting for a CPU, from schedstat), after
+ *   which the program and everything it started are killed (a program that sleeps or blocks); a
+ *   machine busy decoding slows a program down but never makes it time out (CPU time is the
+ *   limit). The harness forks the test and supervises it as a child subreaper (or as the init of
+ *   the new PID namespace), and kills what the program left running when it ends; the whole
+ *   process group is killed from here if the harness itself overstays;
  * - a fresh temporary working folder, removed afterwards;
  * - an environment with nothing from the user's: PATH, HOME and TMPDIR (the work folder), LANG;
  *   python runs isolated (`-I`: no PYTHON* variables, no user site-packages);
@@ -42,7 +44,10 @@ import { MoiError, UsageError } from '@moi/core';
 export interface SandboxLimits {
   /** CPU seconds one test may use (LiveCodeBench's per-test limit is 6 s) */
   timeoutSeconds: number;
-  /** wall-clock seconds before the process group is killed (default 4 × timeout + 2) */
+  /**
+   * idle wall-clock seconds before the program is killed (default 4 × timeout + 2): time in which
+   * it neither ran nor waited for a CPU, so a busy machine does not count (a sleeping program does)
+   */
   wallSeconds: number;
   /** address space in MiB (RLIMIT_AS) */
   memoryMiB: number;
@@ -130,7 +135,7 @@ const PRELUDE = [
 ].join('\n') + '\n';
 
 const HARNESS = String.raw`
-import json, math, os, resource, signal, sys
+import json, math, os, resource, signal, sys, time
 
 _dumps, _write, _exit = json.dumps, os.write, os._exit
 
@@ -213,24 +218,55 @@ def sweep():
             except ChildProcessError:
                 break
 
-class Wall(Exception):
-    pass
-
-def on_alarm(signum, frame):
-    raise Wall()
+def busy(root):
+    # nanoseconds the threads of the process tree under root have run or waited to run
+    total, stack, seen = 0, [root], set()
+    while stack:
+        p = stack.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            tasks = os.listdir("/proc/%d/task" % p)
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open("/proc/%d/task/%s/schedstat" % (p, t)) as f:
+                    run, wait = f.read().split()[:2]
+                total += int(run) + int(wait)
+            except (OSError, ValueError):
+                pass
+            try:
+                with open("/proc/%d/task/%s/children" % (p, t)) as f:
+                    stack += [int(x) for x in f.read().split()]
+            except OSError:
+                pass
+    return total
 
 child = os.fork()
 if child:
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, cfg["wall"])
-    try:
-        _, status = os.waitpid(child, 0)
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    except Wall:
-        os.kill(child, signal.SIGKILL)
-        sweep()
-        say({"status": "wall"})
-        _exit(1)
+    # The wall-clock limit counts idle time only: time in which no thread of the program ran or
+    # waited for a CPU (schedstat), so a machine busy decoding never turns a slow start into a
+    # timeout; without schedstat every second counts.
+    idle, nap = 0.0, 0.001
+    last_t, last_b = time.monotonic(), busy(child)
+    while True:
+        pid, status = os.waitpid(child, os.WNOHANG)
+        if pid:
+            break
+        time.sleep(nap)
+        nap = min(nap * 2, 0.05)
+        now, b = time.monotonic(), busy(child)
+        if not (b - last_b > 0.05 * (now - last_t) * 1e9 or b < last_b):
+            idle += now - last_t
+        last_t, last_b = now, b
+        if idle > cfg["wall"]:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            sweep()
+            say({"status": "wall"})
+            _exit(1)
     sweep()
     if os.WIFSIGNALED(status):
         say({"status": "signal", "signal": os.WTERMSIG(status)})
@@ -440,8 +476,8 @@ export class Sandbox {
     this.python = opts.python ?? 'python3';
     this.slots = new Slots(this.workers);
     const l = this.limits;
-    if (!(l.timeoutSeconds > 0) || !(l.wallSeconds >= l.timeoutSeconds) || !(l.memoryMiB >= 64) || !Number.isInteger(this.workers) || this.workers < 1) {
-      throw new UsageError('E_USAGE', `sandbox limits: timeout > 0 s, wall >= timeout, memory >= 64 MiB and workers >= 1 (got ${l.timeoutSeconds} s, ${l.wallSeconds} s, ${l.memoryMiB} MiB, ${this.workers})`);
+    if (!(l.timeoutSeconds > 0) || !(l.wallSeconds > 0) || !(l.memoryMiB >= 64) || !Number.isInteger(this.workers) || this.workers < 1) {
+      throw new UsageError('E_USAGE', `sandbox limits: timeout > 0 s, wall > 0 s, memory >= 64 MiB and workers >= 1 (got ${l.timeoutSeconds} s, ${l.wallSeconds} s, ${l.memoryMiB} MiB, ${this.workers})`);
     }
   }
 
@@ -518,8 +554,9 @@ export class Sandbox {
         killedFor ??= why;
         try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* already gone */ }
       };
-      // the harness keeps the wall clock itself (and cleans up); this is the backstop
-      const wall = setTimeout(() => killGroup('wall'), (l.wallSeconds + 3) * 1000);
+      // the harness keeps the (idle) wall clock itself and cleans up; this is the backstop for a
+      // harness that cannot, generous because a starved program may run slowly
+      const wall = setTimeout(() => killGroup('wall'), Math.max(600, 20 * l.wallSeconds) * 1000);
       const onAbort = () => killGroup('abort');
       signal?.addEventListener('abort', onAbort, { once: true });
 
@@ -604,7 +641,7 @@ function fromSignal(name: string, e: Ended, base: Omit<RunOutcome, 'status' | 'd
 
 function classify(e: Ended): RunOutcome {
   const base = { stdout: e.stdout, seconds: e.seconds };
-  if (e.killedFor === 'wall') return { ...base, status: 'timeout', detail: `wall-clock limit (${e.limits.wallSeconds} s)` };
+  if (e.killedFor === 'wall') return { ...base, status: 'timeout', detail: `the harness overstayed (${Math.max(600, 20 * e.limits.wallSeconds)} s)` };
   if (e.killedFor === 'output') return { ...base, stdout: '', status: 'output_limit', detail: `more than ${e.cap} bytes of output` };
   const r = lastReport(e.report);
   if (r?.status === 'error') {
@@ -612,7 +649,7 @@ function classify(e: Ended): RunOutcome {
     if (r.type === 'MemoryError') return { ...base, status: 'memory', detail: `MemoryError${where}: over the ${e.limits.memoryMiB} MiB address-space limit` };
     return { ...base, status: 'runtime_error', detail: `${r.type}${where}${r.message ? `: ${r.message}` : ''}` };
   }
-  if (r?.status === 'wall') return { ...base, status: 'timeout', detail: `wall-clock limit (${e.limits.wallSeconds} s)` };
+  if (r?.status === 'wall') return { ...base, status: 'timeout', detail: `idle for ${e.limits.wallSeconds} s (wall-clock limit)` };
   if (r?.status === 'signal' && typeof r.signal === 'number') return fromSignal(SIGNAL_NAMES.get(r.signal) ?? `signal ${r.signal}`, e, base);
   if (e.sig) return fromSignal(e.sig, e, base);
   if (r?.status === 'ok') return { ...base, status: 'ok', detail: '', ...(r.equal !== undefined ? { equal: r.equal, got: r.got ?? '' } : {}) };
