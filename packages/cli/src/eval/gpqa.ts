@@ -11,7 +11,7 @@
 import { UsageError, createRng, splitmix64 } from '@moi/core';
 import type { Row } from './data.ts';
 import type { Verdict } from './scorers.ts';
-import type { Problem } from './tasks.ts';
+import type { Problem } from './problem.ts';
 
 export const DEFAULT_GPQA = 'Idavidrein/gpqa';
 export const GPQA_CONFIG = 'gpqa_diamond';
