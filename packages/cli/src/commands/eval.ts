@@ -152,6 +152,10 @@ async function run(o: EvalFlags, cmd: Command): Promise<void> {
     ...(code ? { sandbox } : {}),
   });
   if (task.kind === 'livecodebench') {
+    // probe the sandbox before any decoding: no python, or no way to run it, fails now
+    const p = await task.sandbox.protections();
+    process.stderr.write(`sandbox: ${p.python} ${p.python_version} as ${p.user}; network namespace ${p.network_namespace ? 'yes' : 'NO'}, PID namespace ${p.pid_namespace ? 'yes' : 'NO'}; ${p.workers} workers` +
+      `${p.degraded.length ? `\nsandbox degraded: ${p.degraded.join('; ')}` : ''}\n`);
     // which problems, and the limits that decide verdicts: a resume with others is refused
     const l = task.sandbox.limits;
     Object.assign(settings, {

@@ -150,8 +150,11 @@ function metadataOf(v: unknown): { func_name?: string } {
 
 /** Check an `eval score` answer; a message naming what is wrong, or null. */
 export function checkAnswer(a: unknown): string | null {
-  const x = a as Partial<LcbAnswer>;
-  if (!x || typeof x !== 'object' || !Array.isArray(x.tests) || x.tests.length === 0) return 'a livecodebench answer is {"tests": [{"input", "output", "testtype"}, ...], "func_name"?}';
+  const x = a as Partial<LcbAnswer> & { question_id?: unknown };
+  if (!x || typeof x !== 'object' || !Array.isArray(x.tests) || x.tests.length === 0) {
+    const hint = x && typeof x === 'object' && 'question_id' in x ? ' (a results.jsonl line names its problem by question_id; its tests are in the dataset)' : '';
+    return `a livecodebench answer is {"tests": [{"input", "output", "testtype"}, ...], "func_name"?}${hint}`;
+  }
   try {
     asTests(x.tests, 'tests');
   } catch (err) {

@@ -83,7 +83,7 @@ function sandboxNote(s: Summary): string {
   return `<table id="sandbox"><tr><th>python</th><td>${escapeHtml(`${b.python} ${b.python_version}`)}</td></tr><tr><th>runs as</th><td>${escapeHtml(b.user)}</td></tr>` +
     `<tr><th>network namespace (no network)</th><td>${yes(b.network_namespace)}</td></tr><tr><th>PID namespace</th><td>${yes(b.pid_namespace)}</td></tr>` +
     `<tr><th>no_new_privs</th><td>${yes(b.no_new_privs)}</td></tr>` +
-    `<tr><th>limits per test</th><td>${b.limits.cpu_seconds} s CPU, ${b.limits.wall_seconds} s wall, ${b.limits.address_space_mib} MiB address space, ${b.limits.extra_processes} more processes, ${escapeHtml(b.limits.output_bytes)} bytes of output, ${b.limits.file_bytes} bytes per file</td></tr>` +
+    `<tr><th>limits per test</th><td>${b.limits.cpu_seconds} s CPU, ${b.limits.wall_seconds} s idle wall clock, ${b.limits.address_space_mib} MiB address space, ${b.limits.extra_processes} more processes, ${escapeHtml(b.limits.output_bytes)} bytes of output, ${b.limits.file_bytes} bytes per file</td></tr>` +
     `<tr><th>environment</th><td>${escapeHtml(b.env.join(', '))} only</td></tr><tr><th>working folder</th><td>${escapeHtml(b.workdir)}</td></tr>` +
     `<tr><th>workers</th><td>${b.workers}, ${escapeHtml(b.priority)}</td></tr>` +
     `${b.degraded.length ? `<tr><th>degraded</th><td class="bad">${b.degraded.map(escapeHtml).join('<br>')}</td></tr>` : ''}</table>`;

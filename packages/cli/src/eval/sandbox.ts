@@ -513,12 +513,16 @@ export class Sandbox {
     let dir: string | null = null;
     try {
       if (signal?.aborted) throw signal.reason ?? new Error('aborted');
-      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moi-sandbox-'));
-      fs.writeFileSync(path.join(dir, 'solution.py'), code);
-      if (test.mode === 'functional') fs.writeFileSync(path.join(dir, 'test.json'), JSON.stringify({ fn_name: test.fnName, input: test.input, output: test.output }));
-      if (launch.nobody) {
-        for (const f of fs.readdirSync(dir)) fs.chownSync(path.join(dir, f), NOBODY, NOBODY);
-        fs.chownSync(dir, NOBODY, NOBODY);
+      try {
+        dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moi-sandbox-'));
+        fs.writeFileSync(path.join(dir, 'solution.py'), code);
+        if (test.mode === 'functional') fs.writeFileSync(path.join(dir, 'test.json'), JSON.stringify({ fn_name: test.fnName, input: test.input, output: test.output }));
+        if (launch.nobody) {
+          for (const f of fs.readdirSync(dir)) fs.chownSync(path.join(dir, f), NOBODY, NOBODY);
+          fs.chownSync(dir, NOBODY, NOBODY);
+        }
+      } catch (err) {
+        throw new MoiError('E_SANDBOX', `cannot prepare a work folder in ${os.tmpdir()}: ${(err as Error).message}`, { cause: err });
       }
       return await this.exec(launch, dir, test, signal);
     } finally {

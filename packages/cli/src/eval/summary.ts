@@ -225,7 +225,7 @@ export function markdownTable(s: Summary): string {
   if (s.sandbox) {
     const b = s.sandbox;
     lines.push('', `Sandbox: ${b.python} ${b.python_version} as ${b.user}; network namespace ${b.network_namespace ? 'yes' : 'NO'}, PID namespace ${b.pid_namespace ? 'yes' : 'NO'}; ` +
-      `${b.limits.cpu_seconds} s CPU / ${b.limits.wall_seconds} s wall / ${b.limits.address_space_mib} MiB per test; ${b.workers} workers at ${b.priority}` +
+      `${b.limits.cpu_seconds} s CPU / ${b.limits.wall_seconds} s idle wall / ${b.limits.address_space_mib} MiB per test; ${b.workers} workers at ${b.priority}` +
       (b.degraded.length ? `\nDegraded: ${b.degraded.join('; ')}` : ''));
   }
   return lines.join('\n') + '\n';
