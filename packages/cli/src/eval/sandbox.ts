@@ -554,8 +554,10 @@ export class Sandbox {
       let killedFor: 'wall' | 'output' | 'abort' | null = null;
       let exited: { code: number | null; sig: NodeJS.Signals | null } | null = null;
       let settled = false;
+      let drain: NodeJS.Timeout | undefined;
       const killGroup = (why: 'wall' | 'output' | 'abort') => {
         killedFor ??= why;
+        if (exited) return; // its pid may be reused: never signal a group that has ended
         try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* already gone */ }
       };
       // the harness keeps the (idle) wall clock itself and cleans up; this is the backstop for a
@@ -582,6 +584,7 @@ export class Sandbox {
         if (settled || !exited) return;
         settled = true;
         clearTimeout(wall);
+        clearTimeout(drain);
         signal?.removeEventListener('abort', onAbort);
         // a process that escaped the group may still hold the pipes: stop reading them
         for (const s of [child.stdout, child.stderr, child.stdio[3]]) (s as NodeJS.ReadableStream & { destroy?: () => void })?.destroy?.();
@@ -600,9 +603,9 @@ export class Sandbox {
       });
       child.on('exit', (code, sig) => {
         exited = { code, sig };
-        // make sure nothing of the group lives on, then give the pipes a moment to drain
-        try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ }
-        setTimeout(finish, 500);
+        // the harness has killed what the program left; give the pipes a moment to drain (a
+        // process that escaped it may hold them open)
+        drain = setTimeout(finish, 500);
       });
       child.on('close', () => finish());
     });
