@@ -159,7 +159,7 @@ async function run(o: EvalFlags, cmd: Command): Promise<void> {
     // which problems, and the limits that decide verdicts: a resume with others is refused
     const l = task.sandbox.limits;
     Object.assign(settings, {
-      ...(o.release ? { release: o.release } : {}), ...(o.startDate ? { startDate: o.startDate } : {}), ...(o.endDate ? { endDate: o.endDate } : {}),
+      ...(task.release ? { release: task.release } : {}), ...(o.startDate ? { startDate: o.startDate } : {}), ...(o.endDate ? { endDate: o.endDate } : {}),
       exec: { timeoutSeconds: l.timeoutSeconds, wallSeconds: l.wallSeconds, memoryMiB: l.memoryMiB },
     });
   }

@@ -38,6 +38,8 @@ export interface CodeTask {
   spec: string;
   source: string;
   problems: Problem[];
+  /** the release read (null: a single file, read whole) */
+  release: string | null;
   sandbox: Sandbox;
   execute(completion: string, problem: Problem, signal?: AbortSignal): Promise<Verdict>;
 }

@@ -205,11 +205,13 @@ async function loadLiveCodeBench(spec: string, arg: string, opts: CodeTaskOption
   let files: string[];
   let source: string;
   let label = (f: string) => f;
+  let used: string | null = release;
   const local = arg && (/\.jsonl$/i.test(arg) || arg.startsWith('.') || path.isAbsolute(arg) || fs.existsSync(arg));
   if (local && fs.existsSync(arg) && fs.statSync(arg).isFile()) {
     if (opts.release !== undefined) throw new UsageError('E_USAGE', `--release picks files of the hub dataset or a folder; ${arg} is read whole (use --start-date/--end-date)`);
     files = [arg];
     source = arg;
+    used = null;
   } else if (local) {
     if (!fs.existsSync(arg)) throw new UsageError('E_DATA', `data file ${arg} does not exist`);
     const have = fs.readdirSync(arg).filter(isReleaseFile);
@@ -240,7 +242,7 @@ async function loadLiveCodeBench(spec: string, arg: string, opts: CodeTaskOption
   const sandbox = new Sandbox(opts.sandbox);
   const tests = testCache(rows);
   return {
-    kind: 'livecodebench', spec, source, problems, sandbox,
+    kind: 'livecodebench', spec, source, problems, sandbox, release: used,
     execute: (completion, problem, signal) => scoreLiveCodeBench(sandbox, completion, tests(problem.index), signal),
   };
 }
