@@ -169,7 +169,7 @@ describe('eval: gpqa and livecodebench end to end (in-process)', function () {
       async close() {}
     }
     const run = async (out: string, signal?: AbortSignal) => {
-      const task = await loadEvalTask(spec, { sandbox: { timeoutSeconds: 1, wallSeconds: 3, workers: 4 } });
+      const task = await loadEvalTask(spec, { sandbox: { timeoutSeconds: 0.5, wallSeconds: 2, workers: 4 } });
       return runEval(task, settingsFor(spec, 2), { out, completer: new Scripted(), tokenizer: null, progress: false, passAt: [1, 2], signal });
     };
     const whole = path.join(tmp, 'lcb-whole');

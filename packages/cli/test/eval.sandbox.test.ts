@@ -74,7 +74,7 @@ describe('eval: the sandbox and eval score (livecodebench, gpqa)', function () {
 
   before(function () {
     if (!hasPython) { console.log(`      ${NO_PYTHON}`); this.skip(); }
-    sandbox = new Sandbox({ timeoutSeconds: 1, wallSeconds: 3, workers: 4 });
+    sandbox = new Sandbox({ timeoutSeconds: 0.5, wallSeconds: 2, workers: 4 });
     process.env.HF_TOKEN = SECRET;
   });
   after(() => {
@@ -123,7 +123,7 @@ describe('eval: the sandbox and eval score (livecodebench, gpqa)', function () {
     // the run's metadata says what protected the host
     const p = await sandbox.protections();
     assert.deepEqual(p.env, ['PATH', 'HOME', 'TMPDIR', 'LANG']);
-    assert.equal(p.limits.cpu_seconds, 1);
+    assert.equal(p.limits.cpu_seconds, 0.5);
     assert.equal(p.workers, 4);
     if (process.geteuid?.() === 0) assert.match(p.user, /nobody|root/); // never root unless setpriv is missing, and then it says so
     if (!p.network_namespace) assert.ok(p.degraded.some((d) => /network/.test(d)), 'a missing network namespace is recorded');
