@@ -5,6 +5,7 @@
  * - a run killed with SIGKILL midway (plus a torn last line) and resumed equals an uninterrupted run
  *   line for line (all but the timing field);
  * - `eval score` re-scores saved completions; a jsonl: task; bad input exits 2 with a message;
+ * - `eval score --task livecodebench` runs programs in the sandbox, the user's HF_TOKEN unseen;
  * - --endpoint against a loopback fake OpenAI server (the official client on our side).
  */
 import assert from 'node:assert/strict';
@@ -17,6 +18,7 @@ import path from 'node:path';
 import { repoRoot, sharedDir, SHARED_MISSING } from '@moi/core';
 import { generateCountdown, solveCountdown } from '../packages/cli/src/eval/solver.ts';
 import type { ResultRecord, Summary } from '../packages/cli/src/eval/summary.ts';
+import { hasPython, NO_PYTHON } from '../packages/cli/test/helpers/python.ts';
 
 const shared = sharedDir();
 const model = shared ? path.join(shared, 'fixtures', 'stories260K') : '';
@@ -159,6 +161,26 @@ describe('cli: moi-gen eval', function () {
     const u = await run(['eval', '--model', model, '--task', 'countdown:gen', '--modes', 'standard,fancy', '--out', path.join(tmp, 'u')]);
     assert.equal(u.code, 2);
     assert.match(u.stderr, /unknown (--)?mode "fancy"/);
+  });
+
+  it('eval score --task livecodebench runs the programs in the sandbox (the user\'s HF_TOKEN unseen); bad flags exit 2', async function () {
+    if (!hasPython) { console.log(`      ${NO_PYTHON}`); this.skip(); }
+    const file = path.join(tmp, 'code.jsonl');
+    const tests = [{ input: '2 3\n', output: '5\n', testtype: 'stdin' }];
+    fs.writeFileSync(file, [
+      { completion: '```python\na, b = map(int, input().split())\nprint(a + b)\n```', answer: { tests } },
+      { completion: '```python\nimport os\nprint(os.environ.get("HF_TOKEN"))\n```', answer: { tests: [{ input: '', output: 'None\n', testtype: 'stdin' }] } },
+      { completion: '```python\nwhile True: pass\n```', answer: { tests } },
+    ].map((x) => JSON.stringify(x)).join('\n') + '\n');
+    const r = await run(['eval', 'score', '--task', 'livecodebench', '--exec-timeout', '1', '--exec-workers', '3', file], { HF_TOKEN: 'hf_cliSecret' });
+    assert.equal(r.code, 0, r.stderr);
+    const v = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { correct: boolean; execution: { status: string } });
+    assert.deepEqual(v.map((x) => [x.correct, x.execution.status]), [[true, 'passed'], [true, 'passed'], [false, 'timeout']]);
+    assert.ok(!r.stdout.includes('hf_cliSecret'));
+    assert.match(r.stderr, /^sandbox: .* as /m);
+    const bad = await run(['eval', '--model', model, '--task', 'countdown:gen', '--samples', '2', '--pass-at', '1,3', '--out', path.join(tmp, 'passk')]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--pass-at 3 needs --samples >= 3/);
   });
 
   it('--endpoint: the same requests to an OpenAI-compatible server, modes recorded as the server ran them', async () => {
