@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, cpSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { repoRoot, sharedDir, SHARED_MISSING } from '@moi/core';
+import { sharedDir, SHARED_MISSING } from '@moi/core';
 import { loadTokenizer } from '@moi/engine';
 import { moiGen as runMoiGen, type CliResult, type SpawnOptions } from './support/cli.ts';
 

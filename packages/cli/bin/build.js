@@ -177,8 +177,8 @@ async function lock() {
       return () => fs.rmSync(LOCK, { recursive: true, force: true });
     } catch (err) {
       if (err.code !== 'EEXIST') throw err;
-      let age = 0;
-      try { age = Date.now() - fs.statSync(LOCK).mtimeMs; } catch { continue; }
+      let age;
+      try { age = Date.now() - fs.statSync(LOCK).mtimeMs; } catch { continue; } // released meanwhile
       if (age > LOCK_STALE_MS) fs.rmSync(LOCK, { recursive: true, force: true });
       else await sleep(50);
     }

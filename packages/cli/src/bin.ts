@@ -86,7 +86,7 @@ export async function program(load: ReadonlySet<string>): Promise<Command> {
     .version(pkg.version, '-V, --version')
     .showHelpAfterError(HELP_HINT)
     .exitOverride();
-  const built = await Promise.all(COMMANDS.map((c) => (load.has(c.name) ? c.load() : null)));
+  const built = await Promise.all(COMMANDS.map((c) => (load.has(c.name) ? c.load() : Promise.resolve(null))));
   const placeholders = new Set<Command>();
   COMMANDS.forEach((c, i) => {
     let cmd = built[i];
