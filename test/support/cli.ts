@@ -127,7 +127,7 @@ export function runInProcess(args: string[], o: { env?: Record<string, string | 
     if (tf.getBackend() !== backend) throw new Error(`moi-gen ${args.join(' ')}: changed the tfjs backend to ${tf.getBackend()} (run it as a child process)`);
     const kept = tf.memory().numBytes - bytes;
     if (kept > KEPT_BYTES) throw new Error(`moi-gen ${args.join(' ')}: left ${kept} bytes of tensors behind (stderr: ${out.stderr.slice(0, 300)})`);
-    if (tf.getBackend() !== before) await initBackend({ backend: before });
+    if (before && tf.getBackend() !== before) await initBackend({ backend: before });
     return { code, signal: null, stdout: out.stdout, stderr: out.stderr, ms };
   };
   const p = queue.then(run, run);
