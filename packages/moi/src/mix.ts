@@ -23,7 +23,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { UsageError } from '@moi/core';
 import { embedRowsOf, embedSourceOf, embedWidth, mixAllRows, type EmbedSource } from './embed-source.ts';
-import { checkMixSettings, type MixSettings } from './settings.ts';
+import { checkMixSettings } from './settings.ts';
 import type { MixInputsArgs, MixResult } from './types.ts';
 
 /** With `returnWeights`: the candidate slots too, for tests and traces. */

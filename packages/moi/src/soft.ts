@@ -23,7 +23,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { MIN_P_SLACK, TOP_P_SLACK, UsageError } from '@moi/core';
 import { embedRowsOf, embedSourceOf, embedWidth, type EmbedSource } from './embed-source.ts';
-import type { SoftStepReport, ThinkEndReason } from './soft-report.ts';
+import type { ThinkEndReason } from './soft-report.ts';
 import type { MixInputsArgs, MixResult, MixRowInit, MixRowReport, MixRowState, NoiseRng } from './types.ts';
 import type { MixSettings } from './settings.ts';
 import type { SoftSettings } from './soft-settings.ts';

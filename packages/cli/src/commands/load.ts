@@ -4,6 +4,7 @@ import { Engine } from '@moi/engine';
 import { hubResolver } from '../hub/index.ts';
 import { makeProgress, prefillChunkFor, showProgress, type Progress } from '../progress.ts';
 import { dtypeLabel, modelArg, type DtypeChoice } from './options.ts';
+import { atEnd } from './usage.ts';
 
 export interface ModelFlags { model: string; backend?: string; dtype?: DtypeChoice; revision?: string; quiet?: boolean; verbose?: boolean }
 
@@ -20,6 +21,7 @@ export async function loadEngine(o: ModelFlags, forceQuiet = false): Promise<{ e
     if (err instanceof UsageError && err.code === 'E_MODEL_DIR_NOT_FOUND') throw new ModelError(err.code, err.message, { cause: err });
     throw err;
   });
+  atEnd(() => engine.dispose());
   progress.stop();
   if (progress.prefillChunk !== undefined) progress.prefillChunk = prefillChunkFor(engine.loaded.checkpointBytes);
   if (o.verbose) {
