@@ -88,7 +88,7 @@ describe('moi-gen doctor', function () {
   it('a backend that cannot start: a failed verdict, exit 1, one error line', async () => {
     const { code, stdout, stderr } = await moiGenInProcess(['doctor', '--backend', 'wasm', '-q'], { MOI_FLUSH_SUBNORMALS: '1' });
     assert.equal(code, 1);
-    assert.match(stdout, /^  FAIL  start +flushing subnormals \(MOI_FLUSH_SUBNORMALS=1\) needs the cpu backend/m);
+    assert.match(stdout, /^ {2}FAIL {2}start +flushing subnormals \(MOI_FLUSH_SUBNORMALS=1\) needs the cpu backend/m);
     assert.match(stdout, /^verdict: 1 of 1 checks failed/m);
     assert.match(stderr, /^moi-gen: error: doctor: 1 check\(s\) failed .*: start\n$/);
   });

@@ -189,7 +189,7 @@ export async function conformance(fixtures: string[], root: string, baseline?: M
     if (i === 1) before = tf.memory().numTensors;
     const dir = path.join(root, name);
     const ref = readReference(dir);
-    let softRun: RefRun | null = null;
+    let softRun: RefRun | null;
     const m: LoadedModel = await loadModel(dir);
     const model = m.model;
     try {

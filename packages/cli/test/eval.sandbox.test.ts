@@ -10,7 +10,6 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { rescore } from '../src/eval/rescore.ts';
 import { Sandbox } from '../src/eval/sandbox.ts';
 import type { Execution } from '../src/eval/scorers.ts';

@@ -134,7 +134,7 @@ export function decodeTests(v: unknown, what: string): LcbTest[] {
   try {
     text = unpickleString(zlib.inflateSync(Buffer.from(v, 'base64')));
   } catch (err) {
-    throw new Error(`${what} is neither JSON nor base64 of zlib of a pickled string (${(err as Error).message})`);
+    throw new Error(`${what} is neither JSON nor base64 of zlib of a pickled string (${(err as Error).message})`, { cause: err });
   }
   return asTests(JSON.parse(text), what);
 }

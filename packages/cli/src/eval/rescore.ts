@@ -42,7 +42,7 @@ export async function rescore(text: string, where: string, kind: string, sandbox
     }
     rows.push({ completion: row.completion, answer: row.answer });
   });
-  const verdicts: Verdict[] = await Promise.all(rows.map((r) =>
+  const verdicts: Verdict[] = await Promise.all(rows.map(async (r) =>
     scorer ? scorer(r.completion, r.answer) : scoreLiveCodeBench(sandbox!, r.completion, r.answer as LcbAnswer)));
   return verdicts.map((v) => JSON.stringify({
     extracted: v.extracted, correct: v.correct, format_only: v.formatOnly, ...(v.reason ? { reason: v.reason } : {}), ...(v.execution ? { execution: v.execution } : {}),
