@@ -49,7 +49,7 @@ export const COMMANDS: readonly CommandEntry[] = [
     async () => (await import('./commands/bench.ts')).benchCommand()),
   entry('synth', '[options]', 'write a model folder (config.json + model.safetensors) of a real shape with deterministic random weights',
     async () => (await import('./commands/synth.ts')).synthCommand()),
-  entry('eval', '[options]', 'paired evaluation of decoding modes (Countdown, AIME, JSONL) with statistics, resume and an HTML report',
+  entry('eval', '[options]', 'paired evaluation of decoding modes (Countdown, AIME, GPQA, LiveCodeBench, JSONL) with statistics, resume and an HTML report',
     async () => (await import('./commands/eval.ts')).evalCommand()),
   entry('serve', '[options]', 'serve the model over an OpenAI-compatible HTTP API (as vLLM does), with MoI per request (moi_mode, moi_beta, ...)',
     async () => (await import('./commands/serve.ts')).serveCommand()),

@@ -162,13 +162,11 @@ interface Mixed {
 async function mixRow(model: Decoder, mode: 'direct' | 'soft', s: MixSettings, logits: tf.Tensor2D, y: number, state: MixRowState | undefined, next: boolean): Promise<Mixed> {
   const embed = model.embedSource();
   if (mode === 'direct') {
-    const { packed, embeds } = tf.tidy(() => {
+    const [packed, embeds = null] = tf.tidy((): tf.Tensor2D[] => {
       const sampled = tf.tensor1d([y], 'int32');
       const r = mixInputs({ logits, sampled, embed, settings: [s] }, { returnWeights: true });
-      return {
-        packed: tf.concat([tf.cast(r.candidateIds, 'float32'), r.weights, tf.cast(r.candidateMask, 'float32')], 1),
-        embeds: next ? mixInputs({ logits, sampled, embed, settings: [s] }).embeds : null,
-      };
+      const packed: tf.Tensor2D = tf.concat([tf.cast(r.candidateIds, 'float32'), r.weights, tf.cast(r.candidateMask, 'float32')], 1);
+      return next ? [packed, mixInputs({ logits, sampled, embed, settings: [s] }).embeds] : [packed];
     });
     const v = (await packed.data()) as Float32Array;
     packed.dispose();
@@ -177,12 +175,10 @@ async function mixRow(model: Decoder, mode: 'direct' | 'soft', s: MixSettings, l
     for (let i = 0; i < N; i++) if (v[2 * N + i] > 0) w.set(v[i], v[N + i]);
     return { embeds, w, token: y, extra: null };
   }
-  const { packed, embeds } = tf.tidy(() => {
+  const [packed, embeds = null] = tf.tidy((): tf.Tensor2D[] => {
     const r = softMix({ logits, sampled: tf.tensor1d([y], 'int32'), embed, settings: [s], rowStates: [state] }, { returnWeights: true });
-    return {
-      packed: tf.concat([tf.cast(r.candidateIds, 'float32'), r.weights, tf.cast(tf.reshape(r.tokens!, [1, 1]), 'float32'), r.extra!], 1),
-      embeds: next ? r.embeds : null,
-    };
+    const packed = tf.concat([tf.cast(r.candidateIds, 'float32'), r.weights, tf.cast(tf.reshape(r.tokens!, [1, 1]), 'float32'), r.extra! as tf.Tensor2D], 1) as tf.Tensor2D;
+    return next ? [packed, r.embeds] : [packed];
   });
   const v = (await packed.data()) as Float32Array;
   packed.dispose();
