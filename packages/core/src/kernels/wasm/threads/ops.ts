@@ -68,6 +68,10 @@ export function uploadWeight(pool: ThreadPool, src: WeightSource, rows: number, 
     const dst = heap.f32(data.ptr, rowsP * colsP);
     for (let r = 0; r < rows; r++) dst.set(src.values.subarray(r * cols, (r + 1) * cols), r * colsP);
   } else if (src.kind === 'q8') {
+    const bad = src.q.indexOf(-128);
+    if (bad >= 0) {
+      throw new ModelError('E_Q8_RANGE', `${name}: q8 value −128 at row ${Math.floor(bad / cols)}, column ${bad % cols}: Q8_0 weights lie in −127..127 (round(x / (max|x| / 127)))`);
+    }
     const dst = new Int8Array(heap.memory.buffer, data.ptr, rowsP * colsP);
     for (let r = 0; r < rows; r++) dst.set(src.q.subarray(r * cols, (r + 1) * cols), r * colsP);
     const sT = heap.f32(scales!.ptr, nb * rowsP);

@@ -2,15 +2,18 @@
  * A pool of wasm threads over one shared memory (issue 26, phase A): `worker_threads` and the main
  * thread run the same compiled kernel module (wat.ts) over one `WebAssembly.Memory({shared:
  * true})` (memory.ts), where the weights live. A job names a kernel and a count of units (weight
- * rows, heads, ids, column blocks); the units are split into contiguous ranges, one per thread,
- * the main thread taking the first. Kernels split work across outputs, never across a sum, so
- * every result is the same bits for any thread count.
+ * rows, heads, ids, column blocks); the units are cut into contiguous chunks, which the main
+ * thread and the workers take until none is left. Kernels split work across outputs, never
+ * across a sum, so every unit's result is the same bits whichever thread computes it: results
+ * never depend on the thread count or on the scheduling.
  *
  * Dispatch is synchronous, with Atomics: the main thread writes the job (kernel, units, argument
- * words), bumps the generation word and notifies; each worker spins on that word for
- * `spinMicros` (default 100 µs), then sleeps in `Atomics.wait`. The main thread runs its share,
- * then spins (then waits) until every worker has counted itself done. A decode step's ~200 small
- * ops thus find the workers spinning, not asleep: the round trip of an empty job is measured by
+ * words, the claim word), bumps the generation word and notifies; each idle worker spins on that
+ * word for `spinMicros` (default 100 µs), then sleeps in `Atomics.wait`. Everyone takes chunks
+ * (compare-and-swap on the claim word, see worker-source.ts); the main thread then spins (then
+ * waits) until every chunk is counted. A decode step's ~200 small ops thus find the workers
+ * spinning, not asleep, and a worker the OS has descheduled (a loaded machine) only means the
+ * main thread does more chunks, instead of a stall. The round trip of an empty job is measured by
  * bench/threads.ts (`emptyJobMicros` here).
  *
  * Created once (async: compiling, starting workers), disposed cleanly: `dispose()` sets the exit
@@ -97,7 +100,10 @@ export interface PoolInfo {
 }
 
 type KernelFn = (a: number, s: number, e: number, t: number) => void;
-export type PoolExports = SelfTestExports & Record<JobKernel, KernelFn>;
+export type PoolExports = SelfTestExports & Record<JobKernel, KernelFn> & {
+  claim(addr: number, gen: number): number;
+  claim_init(addr: number, gen: number, n: number): void;
+};
 
 // ---- the module: assembled (wabt) and cached on disk by the text's hash, compiled once per path ----
 
@@ -156,8 +162,13 @@ async function compileFor(simd: SimdPath): Promise<WebAssembly.Module | null> {
 // ---- the pool ----
 
 const W = {
-  GEN: CTL.GEN, DONE: CTL.DONE, EXIT: CTL.EXIT, OP: CTL.OP, UNITS: CTL.UNITS, GRAIN: CTL.GRAIN, NTH: CTL.NTH, ERR: CTL.ERR,
+  GEN: CTL.GEN, COMPLETED: CTL.COMPLETED, EXIT: CTL.EXIT, OP: CTL.OP, UNITS: CTL.UNITS, GRAIN: CTL.GRAIN, NCHUNKS: CTL.NCHUNKS, ERR: CTL.ERR,
 };
+/**
+ * Chunks per thread a job is cut into: more balance the threads when one is slowed (another
+ * process on its core), fewer cost less claiming (a compare-and-swap each, tens of ns).
+ */
+export const CHUNKS_PER_THREAD = 4;
 /** Most argument words a job has. */
 export const MAX_ARGS = 32;
 /** How long the main thread waits for a job's workers before declaring the pool broken. */
@@ -233,7 +244,9 @@ export class ThreadPool {
     for (let id = 1; id < threads; id++) {
       const w = new Worker(WORKER_SOURCE, {
         eval: true,
-        workerData: { memory: heap.memory, module: mod, id, names: JOB_KERNELS, spinMicros, nWorkers: threads - 1, ctlOffsets: CTL },
+        // plain CommonJS: none of the parent's flags (a loader, --input-type=module) apply
+        execArgv: [],
+        workerData: { memory: heap.memory, module: mod, id, names: JOB_KERNELS, spinMicros, ctlOffsets: CTL },
       });
       workers.push(w);
       ready.push(new Promise<SelfTestResult>((resolve, reject) => {
@@ -271,36 +284,49 @@ export class ThreadPool {
   }
 
   /**
-   * Run a job: `units` split into contiguous ranges (boundaries multiples of `grain`, except the
-   * end), one per thread, at most `threads` threads (default all; never more than there are
-   * grains). The arguments must already be in args(). Returns when every thread is done; a
-   * kernel that trapped in any thread throws a ModelError afterwards.
+   * Run a job: `units` split into chunks (boundaries multiples of `grain`, except the end): about
+   * CHUNKS_PER_THREAD per thread, at most `threads` threads' worth (default all) and never more
+   * than there are grains. The main thread and the workers take chunks until none is left (see
+   * worker-source.ts), so the split never depends on which thread runs when. The arguments must
+   * already be in args(). Returns when every chunk is done; a kernel that trapped in any thread
+   * throws a ModelError afterwards.
    */
   dispatch(kernel: JobKernel, units: number, grain = 1, threads = this.threads): void {
     if (this.disposed) throw new UsageError('E_POOL_DISPOSED', 'thread pool: used after dispose()');
     if (units <= 0) return;
     const op = JOB_KERNELS.indexOf(kernel);
-    const nth = Math.max(1, Math.min(threads, this.threads, Math.ceil(units / grain)));
+    const grains = Math.ceil(units / grain);
+    const nth = Math.max(1, Math.min(threads, this.threads, grains));
     this.jobs++;
-    if (nth === 1 || this.workers.length === 0) {
+    if (nth === 1) {
       this.runMain(kernel, op, 0, units);
       return;
     }
+    const n = Math.min(grains, nth * CHUNKS_PER_THREAD, 0xffff);
     const c = this.ctl;
+    const gen = (c[W.GEN] + 1) | 0;
     c[W.OP] = op;
     c[W.UNITS] = units;
     c[W.GRAIN] = grain;
-    c[W.NTH] = nth;
-    Atomics.store(c, W.DONE, 0);
-    Atomics.add(c, W.GEN, 1);
+    c[W.NCHUNKS] = n;
+    Atomics.store(c, W.COMPLETED, 0);
+    this.exports.claim_init(CTL.CLAIM, gen, n);
+    Atomics.store(c, W.GEN, gen);
     Atomics.notify(c, W.GEN);
     let mainError: unknown = null;
-    try {
-      this.runMain(kernel, op, 0, Math.floor(units / nth / grain) * grain);
-    } catch (e) {
-      mainError = e; // wait for the workers before reporting: they use the same memory
+    for (;;) {
+      const k = this.exports.claim(CTL.CLAIM, gen);
+      if (k < 0) break;
+      const b0 = Math.floor((units * k) / n / grain) * grain;
+      const b1 = k + 1 === n ? units : Math.floor((units * (k + 1)) / n / grain) * grain;
+      try {
+        this.runMain(kernel, op, b0, b1);
+      } catch (e) {
+        mainError ??= e; // count the chunk and finish the job: the workers use the same memory
+      }
+      Atomics.add(c, W.COMPLETED, 1);
     }
-    this.waitWorkers();
+    this.waitCompleted(n);
     const err = Atomics.load(c, W.ERR);
     if (err !== 0) {
       const text = new TextDecoder().decode(this.heap.u8(CTL.ERR_TEXT, Math.max(0, err)).slice());
@@ -319,19 +345,19 @@ export class ThreadPool {
     }
   }
 
-  private waitWorkers(): void {
+  /** Wait until n chunks are counted: spin for spinMicros, then sleep in Atomics.wait. */
+  private waitCompleted(n: number): void {
     const c = this.ctl;
-    const n = this.workers.length;
-    let d = Atomics.load(c, W.DONE);
+    let d = Atomics.load(c, W.COMPLETED);
     if (d === n) return;
     const t0 = performance.now();
     let k = 0;
-    while ((d = Atomics.load(c, W.DONE)) !== n) {
+    while ((d = Atomics.load(c, W.COMPLETED)) !== n) {
       if ((++k & 127) === 0) {
         const waited = performance.now() - t0;
-        if (waited > this.spinMs) Atomics.wait(c, W.DONE, d, 100);
+        if (waited > this.spinMs) Atomics.wait(c, W.COMPLETED, d, 100);
         if (waited > STALL_MS) {
-          throw new ModelError('E_THREADS', `thread pool: ${n - d} of ${n} workers did not finish a job within ${STALL_MS / 1000} s`);
+          throw new ModelError('E_THREADS', `thread pool: ${n - d} of ${n} chunks of a job were not finished within ${STALL_MS / 1000} s`);
         }
       }
     }
@@ -364,6 +390,11 @@ export class ThreadPool {
         resolve();
       }
     })));
+  }
+
+  /** Workers still running (0 after dispose). */
+  get liveWorkers(): number {
+    return this.workers.filter((w) => w.threadId >= 0).length;
   }
 
   get isDisposed(): boolean {

@@ -30,9 +30,10 @@
  *   (X·R independent accumulators); x rows go in chunks that stay in cache.
  * - q8 with int8 activations (`mm_q8x8`), as llama.cpp's Q8_0 × Q8_0: per block b, the exact
  *   integer T = Σ q_w·q_x, then out += f32(T) · (d_w · d_x) in f32 (multiply then add, on both
- *   paths), blocks in order. relaxed: x is stored as x⁺ = max(q, 0) and x⁻ = max(−q, 0), both
- *   in 0..127 as the i7 operand of `i32x4.relaxed_dot_i8x16_i7x16_add_s` must be (its other
- *   operand, the weight, may be any int8), T = dot(w, x⁺) − dot(w, x⁻). simd128: x is stored as
+ *   paths), blocks in order. relaxed: x is stored as |q| (0..127, the i7 operand
+ *   `i32x4.relaxed_dot_i8x16_i7x16_add_s` wants) and its sign as a byte mask s (0 or −1), moved
+ *   onto the weights as llama.cpp's AVX2 path does with `sign`: a = (w ^ s) − s = ±w, T = dot(a,
+ *   |q|) (weights must lie in −127..127: −128 has no negation in int8; uploads refuse it). simd128: x is stored as
  *   i16 and the weights widened, T from `i32x4.dot_i16x8_s`. Each pair's 4 lanes are added to
  *   the exact T (integers: any order), 4 weight rows' T in one vector, so both paths give the
  *   same bits.
@@ -52,7 +53,7 @@ export const MAT_KINDS: readonly MatKind[] = ['f32', 'bf16', 'f16', 'q8'];
 /** Tile shapes: x rows (X) × weight rows (R) per call, chosen by how many x rows remain. */
 export interface TilePlan { X: number; R: number }
 /** f32/bf16/f16: R weight rows for each x-row count (R divides 8, the row padding). */
-export const FLOAT_TILES: Record<number, number> = { 1: 4, 2: 4, 3: 2, 4: 2 };
+export const FLOAT_TILES: Record<number, number> = { 1: 4, 2: 4 };
 /** q8 int8 tiles: R is 4 (one scale vector); X x rows up to 2. */
 export const Q8_TILES: Record<number, number> = { 1: 4, 2: 4 };
 
@@ -91,6 +92,8 @@ function f16FromTop(top: string): string {
 /** A generator for one SIMD path. */
 class Gen {
   constructor(readonly simd: SimdPath) {}
+  /** the x-chunk body of floatMatmul (set while generating it) */
+  private floatChunk: () => string = () => '';
 
   /** a·b + c on f32x4: one fused op (relaxed) or multiply then add (simd128) */
   fma(a: string, b: string, c: string): string {
@@ -198,6 +201,14 @@ class Gen {
           (local.set $r (i32.add (local.get $r) (i32.const ${R})))
           (br $lr${X})))`;
     };
+    this.floatChunk = () => {
+      const Xmax = Math.max(...Object.keys(FLOAT_TILES).map(Number));
+      const small = [];
+      for (let x = Xmax - 1; x >= 1; x--) small.push(`(if (i32.eq (i32.sub (local.get $n1) (local.get $n0)) (i32.const ${x})) (then ${rLoop(x)}))`);
+      return `(if (i32.ge_u (i32.sub (local.get $n1) (local.get $n0)) (i32.const ${Xmax}))
+        (then ${rLoop(Xmax)})
+        (else ${small.join('\n          ')}))`;
+    };
     return `(func (export "mm_${kind}") (param $a i32) (param $s i32) (param $e i32) (param $t i32)
     (local $w i32) (local $rb i32) (local $x i32) (local $xs i32) (local $N i32) (local $cols i32) (local $out i32) (local $os i32) (local $chunk i32)
     (local $n0 i32) (local $n1 i32) (local $n i32) (local $r i32) (local $m v128)
@@ -208,12 +219,7 @@ class Gen {
       (br_if $dc (i32.ge_u (local.get $n0) (local.get $N)))
       (local.set $n1 (i32.add (local.get $n0) (local.get $chunk)))
       (if (i32.gt_u (local.get $n1) (local.get $N)) (then (local.set $n1 (local.get $N))))
-      (if (i32.ge_u (i32.sub (local.get $n1) (local.get $n0)) (i32.const 4))
-        (then ${rLoop(4)})
-        (else
-          (if (i32.eq (i32.sub (local.get $n1) (local.get $n0)) (i32.const 3)) (then ${rLoop(3)}))
-          (if (i32.eq (i32.sub (local.get $n1) (local.get $n0)) (i32.const 2)) (then ${rLoop(2)}))
-          (if (i32.eq (i32.sub (local.get $n1) (local.get $n0)) (i32.const 1)) (then ${rLoop(1)}))))
+      ${this.floatChunk()}
       (local.set $n0 (local.get $n1))
       (br $lc)))
   )`;
@@ -225,7 +231,7 @@ class Gen {
    * tile_q8_X_R(w, rb, sp, ss, xq, xqs, xd, xds, nb, o, os): R (a multiple of 4) weight rows from
    * w (rb bytes apart; their block-b scales at sp + b·ss, 4 rows a vector), X quantized x rows
    * from xq (xqs bytes apart, 64 bytes a block; scales at xd, xds apart); out (x row i, weight
-   * row r) at o + i·os + 4r. relaxed: x⁺ and x⁻ 32 bytes each per block; simd128: 32 i16.
+   * row r) at o + i·os + 4r. relaxed: |q| and its sign mask, 32 bytes each per block; simd128: 32 i16.
    */
   q8Tile(X: number, R: number): string {
     const G = R / 4;
@@ -251,10 +257,9 @@ class Gen {
           L.push(`    (local.set $w0 (v128.load ${wAddr}))`);
           L.push(`    (local.set $w1 (v128.load offset=16 ${wAddr}))`);
           if (this.simd === 'relaxed') {
-            // T = dot(w, x⁺) − dot(w, x⁻) (x⁺ in x0, x1; x⁻ in x2, x3)
-            L.push(`    (local.set $i${k} (i32x4.sub
-      (i32x4.relaxed_dot_i8x16_i7x16_add_s (local.get $w1) (local.get $x1) (i32x4.relaxed_dot_i8x16_i7x16_add_s (local.get $w0) (local.get $x0) (local.get $zero)))
-      (i32x4.relaxed_dot_i8x16_i7x16_add_s (local.get $w1) (local.get $x3) (i32x4.relaxed_dot_i8x16_i7x16_add_s (local.get $w0) (local.get $x2) (local.get $zero)))))`);
+            // x's sign moved onto w: a = (w ^ s) − s (s = 0 or −1 per byte), T = dot(a, |x|) (|x| in x0, x1; s in x2, x3)
+            L.push(`    (local.set $i${k} (i32x4.relaxed_dot_i8x16_i7x16_add_s (i8x16.sub (v128.xor (local.get $w1) (local.get $x3)) (local.get $x3)) (local.get $x1)
+      (i32x4.relaxed_dot_i8x16_i7x16_add_s (i8x16.sub (v128.xor (local.get $w0) (local.get $x2)) (local.get $x2)) (local.get $x0) (local.get $zero))))`);
           } else {
             // x as i16 (x0..x3: columns 0-7, 8-15, 16-23, 24-31), the weights widened
             L.push(`    (local.set $i${k} (i32x4.add
@@ -323,8 +328,8 @@ class Gen {
    * quant_x8 (a: x, xs, N, nb, xq, xqs, xd, xds) and quant_x16 (the same, 16-bit): x rows [s, e)
    * quantized per block of 32 columns: m = max|x|, d = m / 127 (x16: m / 32767), q = x / d rounded
    * half away from zero (floor(|v| + 0.5) with v's sign; d = 0 gives q = 0), all f32 IEEE
-   * operations. xd [N][nb] gets d. quant_x8 stores per block, relaxed: x⁺ = max(q, 0) then
-   * x⁻ = max(−q, 0) (32 bytes each); simd128: q as 32 i16. quant_x16 stores q as 32 i16.
+   * operations. xd [N][nb] gets d. quant_x8 stores per block, relaxed: |q| then the sign mask
+   * (q < 0: −1, else 0; 32 bytes each); simd128: q as 32 i16. quant_x16 stores q as 32 i16.
    * A NaN or infinity in a block makes its d NaN or infinite, and every output it reaches NaN.
    */
   quantize(bits: 8 | 16): string {
@@ -339,13 +344,13 @@ class Gen {
       store = [0, 1, 2, 3].map((k) => `(v128.store offset=${16 * k} (local.get $qb) ${q16(k)})`).join('\n            ');
     } else {
       store = [0, 1].map((k) => `(local.set $q${k} (i8x16.narrow_i16x8_s ${q16(2 * k)} ${q16(2 * k + 1)}))
-            (v128.store offset=${16 * k} (local.get $qb) (local.tee $p${k} (i8x16.max_s (local.get $q${k}) (local.get $zero))))
-            (v128.store offset=${16 * k + 32} (local.get $qb) (i8x16.sub (local.get $p${k}) (local.get $q${k})))`).join('\n            ');
+            (v128.store offset=${16 * k} (local.get $qb) (i8x16.abs (local.get $q${k})))
+            (v128.store offset=${16 * k + 32} (local.get $qb) (i8x16.lt_s (local.get $q${k}) (local.get $zero)))`).join('\n            ');
     }
     return `(func (export "quant_x${bits}") (param $a i32) (param $s i32) (param $e i32) (param $t i32)
     (local $x i32) (local $xs i32) (local $nb i32) (local $xq i32) (local $xqs i32) (local $xd i32) (local $xds i32)
     (local $n i32) (local $b i32) (local $xb i32) (local $qb i32) (local $m f32) (local $d f32)
-    (local $vm v128) (local $vd v128) (local $tv v128) (local $q0 v128) (local $q1 v128) (local $p0 v128) (local $p1 v128) (local $zero v128)
+    (local $vm v128) (local $vd v128) (local $tv v128) (local $q0 v128) (local $q1 v128) (local $zero v128)
     (local.set $x ${arg(0)}) (local.set $xs ${arg(1)}) (local.set $nb ${arg(3)})
     (local.set $xq ${arg(4)}) (local.set $xqs ${arg(5)}) (local.set $xd ${arg(6)}) (local.set $xds ${arg(7)})
     (local.set $n (local.get $s))
@@ -763,7 +768,21 @@ class Gen {
       (i32.add (i32x4.extract_lane 2 (local.get $v)) (i32x4.extract_lane 3 (local.get $v)))))
   (func (export "selftest_madd") (param $a f32) (param $b f32) (param $c f32) (result f32)
     (f32x4.extract_lane 0 ${this.fma('(f32x4.splat (local.get $a))', '(f32x4.splat (local.get $b))', '(f32x4.splat (local.get $c))')}))
-  (func (export "noop") (param $a i32) (param $s i32) (param $e i32) (param $t i32))`;
+  (func (export "noop") (param $a i32) (param $s i32) (param $e i32) (param $t i32))
+  ;; The job's claim word at addr (i64): generation (high 32 bits), chunk count (bits 16-31), next
+  ;; chunk (bits 0-15). claim takes the next chunk of job gen, or returns -1 if the word is another
+  ;; job's or every chunk is taken (compare-and-swap: a thread that slept through jobs cannot take a
+  ;; chunk of a later one).
+  (func (export "claim") (param $addr i32) (param $gen i32) (result i32) (local $old i64)
+    (loop $retry
+      (local.set $old (i64.atomic.load (local.get $addr)))
+      (if (i32.ne (i32.wrap_i64 (i64.shr_u (local.get $old) (i64.const 32))) (local.get $gen)) (then (return (i32.const -1))))
+      (if (i64.ge_u (i64.and (local.get $old) (i64.const 0xffff)) (i64.and (i64.shr_u (local.get $old) (i64.const 16)) (i64.const 0xffff)))
+        (then (return (i32.const -1))))
+      (br_if $retry (i64.ne (i64.atomic.rmw.cmpxchg (local.get $addr) (local.get $old) (i64.add (local.get $old) (i64.const 1))) (local.get $old))))
+    (i32.wrap_i64 (i64.and (local.get $old) (i64.const 0xffff))))
+  (func (export "claim_init") (param $addr i32) (param $gen i32) (param $n i32)
+    (i64.atomic.store (local.get $addr) (i64.or (i64.shl (i64.extend_i32_u (local.get $gen)) (i64.const 32)) (i64.shl (i64.extend_i32_u (local.get $n)) (i64.const 16)))))`;
   }
 }
 
@@ -774,6 +793,11 @@ export const JOB_KERNELS = [
   'attention', 'split_heads',
 ] as const;
 export type JobKernel = (typeof JOB_KERNELS)[number];
+
+/** A module with the self-tests only (tests compile it both ways to show the Liftoff trap). */
+export function selfTestWat(simd: SimdPath): string {
+  return `(module\n  (import "env" "memory" (memory 1 65536 shared))\n${new Gen(simd).selfTests()}\n)`;
+}
 
 /** The whole module's text for one SIMD path. */
 export function threadsWat(simd: SimdPath): string {

@@ -4,15 +4,21 @@
  *
  * A worker instantiates the shared module over the shared memory, runs the self-tests in its own
  * instance and reports them, then loops: wait for the job generation word to change (spinning on
- * `Atomics.load` for spinMicros, then sleeping in `Atomics.wait`), run its share of the job's
- * units through the kernel the job names, and add 1 to the done word (waking the main thread
- * if it was the last). A kernel that throws (a trap) records its message in the control block
- * and still counts as done, so the main thread never waits forever. The exit word ends the loop.
+ * `Atomics.load` for spinMicros, then sleeping in `Atomics.wait`), then take chunks of the job
+ * (`claim`: a compare-and-swap on the job's claim word, which names the job's generation, so a
+ * worker that slept through jobs cannot take a chunk of a later one) and run each through the
+ * kernel the job names, adding 1 to the completed word per chunk (waking the main thread after
+ * the last). The main thread takes chunks the same way, so a worker the OS does not schedule in
+ * time delays nothing: its chunks are done by whoever is running. A kernel that throws (a trap)
+ * records its message in the control block and still counts its chunk, so the main thread never
+ * waits forever. The exit word ends the loop.
  *
  * Control words (Int32, byte 0 of the memory; pool.ts owns the numbers): see CTL below.
  */
 export const CTL = {
-  GEN: 0, DONE: 1, EXIT: 2, OP: 3, UNITS: 4, GRAIN: 5, NTH: 6, ERR: 7,
+  GEN: 0, COMPLETED: 1, EXIT: 2, OP: 3, UNITS: 4, GRAIN: 5, NCHUNKS: 6, ERR: 7,
+  /** byte offset of the job's claim word (i64: generation, chunk count, next chunk) */
+  CLAIM: 64,
   /** byte offset of the job's argument words */
   ARGS: 256,
   /** byte offset of the error text (UTF-8, ERR_BYTES long, length in word ERR) */
@@ -24,7 +30,7 @@ export const CTL = {
 export const WORKER_SOURCE = `
 'use strict';
 const { parentPort, workerData } = require('node:worker_threads');
-const { memory, module, id, names, spinMicros, nWorkers, ctlOffsets: C } = workerData;
+const { memory, module, id, names, spinMicros, ctlOffsets: C } = workerData;
 const ex = new WebAssembly.Instance(module, { env: { memory } }).exports;
 const fns = names.map((n) => ex[n]);
 const ctl = new Int32Array(memory.buffer, 0, 64);
@@ -67,11 +73,13 @@ for (;;) {
   }
   seen = g;
   if (Atomics.load(ctl, C.EXIT)) break;
-  const nth = ctl[C.NTH];
-  if (id < nth) {
-    const units = ctl[C.UNITS], grain = ctl[C.GRAIN];
-    const b0 = id === 0 ? 0 : Math.floor((units * id) / nth / grain) * grain;
-    const b1 = id + 1 === nth ? units : Math.floor((units * (id + 1)) / nth / grain) * grain;
+  for (;;) {
+    const c = ex.claim(C.CLAIM, g);
+    if (c < 0) break;
+    // the job is live until this chunk is counted: its words are stable
+    const units = ctl[C.UNITS], grain = ctl[C.GRAIN], n = ctl[C.NCHUNKS];
+    const b0 = Math.floor((units * c) / n / grain) * grain;
+    const b1 = c + 1 === n ? units : Math.floor((units * (c + 1)) / n / grain) * grain;
     if (b1 > b0) {
       try {
         fns[ctl[C.OP]](C.ARGS, b0, b1, id);
@@ -83,7 +91,7 @@ for (;;) {
         }
       }
     }
+    if (Atomics.add(ctl, C.COMPLETED, 1) + 1 === n) Atomics.notify(ctl, C.COMPLETED);
   }
-  if (Atomics.add(ctl, C.DONE, 1) + 1 === nWorkers) Atomics.notify(ctl, C.DONE);
 }
 `;
