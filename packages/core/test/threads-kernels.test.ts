@@ -1,6 +1,7 @@
 /**
  * The thread pool's kernels (src/kernels/wasm/threads): every op on pools of 1, 2 and 3 threads
- * gives the same bits; each equals its exact JS model (threads-model.ts: the kernel's f32
+ * gives the same bits (the 2- and 3-thread pools leave all chunks to their workers, so worker
+ * results are held against the main thread's); each equals its exact JS model (threads-model.ts: the kernel's f32
  * operations in its order) bit for bit on both SIMD paths, and a float64 reference within a
  * derived bound; batched rows equal the same rows alone; q8 with 16-bit activations equals
  * today's single-thread kernel (packed-wat.ts's matmul_q8x16 through packedMatMul) bit for bit;
@@ -68,8 +69,9 @@ describe('thread pool kernels', function () {
   let simdPaths: SimdPath[] = ['simd128'];
 
   before(async () => {
-    for (const t of [1, 2, 3]) pools[`auto${t}`] = await ThreadPool.create({ threads: t });
-    for (const t of [1, 3]) pools[`plain${t}`] = await ThreadPool.create({ threads: t, simd: 'simd128' });
+    // multi-thread pools leave every chunk to their workers: their bits are held against the main thread's
+    for (const t of [1, 2, 3]) pools[`auto${t}`] = await ThreadPool.create({ threads: t, mainClaims: t === 1 });
+    for (const t of [1, 3]) pools[`plain${t}`] = await ThreadPool.create({ threads: t, simd: 'simd128', mainClaims: t === 1 });
     if (pools.auto1.info.simd === 'relaxed') simdPaths = ['relaxed', 'simd128'];
   });
   after(async () => {

@@ -88,6 +88,12 @@ export interface PoolOptions {
   initialBytes?: number;
   /** the most the memory may hold (default 4 GiB) */
   maxBytes?: number;
+  /**
+   * whether the main thread takes chunks of a job too (default true); false leaves every chunk
+   * of a multi-thread job to the workers (the tests use it to hold worker-computed results
+   * against main-thread ones)
+   */
+  mainClaims?: boolean;
 }
 
 export interface PoolInfo {
@@ -183,10 +189,12 @@ export class ThreadPool {
   private readonly workers: Worker[];
   private readonly ctl: Int32Array;
   private readonly spinMs: number;
+  private readonly mainClaims: boolean;
   private disposed = false;
   private jobs = 0;
 
-  private constructor(heap: SharedHeap, exports: PoolExports, workers: Worker[], info: PoolInfo, spinMicros: number) {
+  private constructor(heap: SharedHeap, exports: PoolExports, workers: Worker[], info: PoolInfo, spinMicros: number, mainClaims: boolean) {
+    this.mainClaims = mainClaims;
     this.heap = heap;
     this.exports = exports;
     this.workers = workers;
@@ -269,7 +277,7 @@ export class ThreadPool {
       w.unref();
     }
     const bad = results.findIndex((r) => !r.ok || r.fused !== main.fused);
-    const pool = new ThreadPool(heap, exports, workers, { threads, simd, fused: simd === 'relaxed' && main.fused, fallback }, spinMicros);
+    const pool = new ThreadPool(heap, exports, workers, { threads, simd, fused: simd === 'relaxed' && main.fused, fallback }, spinMicros, o.mainClaims ?? true);
     if (bad >= 0) {
       await pool.dispose();
       return `worker ${bad + 1}: ${results[bad].detail || 'relaxed_madd fuses differently from the main thread'}`;
@@ -314,7 +322,7 @@ export class ThreadPool {
     Atomics.store(c, W.GEN, gen);
     Atomics.notify(c, W.GEN);
     let mainError: unknown = null;
-    for (;;) {
+    while (this.mainClaims) {
       const k = this.exports.claim(CTL.CLAIM, gen);
       if (k < 0) break;
       const b0 = Math.floor((units * k) / n / grain) * grain;
