@@ -64,28 +64,33 @@ export function uploadWeight(pool: ThreadPool, src: WeightSource, rows: number, 
   const data = heap.alloc(rowsP * rowBytes, name);
   const scales = src.kind === 'q8' ? heap.alloc(nb * rowsP * 4, `${name} scales`) : null;
   heap.u8(data.ptr, rowsP * rowBytes).fill(0);
+  // row r, column c → its panel (r & ~3), then vector (c / per) of 4 rows, then r & 3 (see wat.ts)
+  const per = src.kind === 'q8' ? BLOCK : 16 / BYTES[src.kind]; // columns per vector (q8: per block)
+  const at = (r: number, c: number) => (r & ~3) * colsP + Math.floor(c / per) * per * 4 + (r & 3) * per + (c % per);
   if (src.kind === 'f32') {
     const dst = heap.f32(data.ptr, rowsP * colsP);
-    for (let r = 0; r < rows; r++) dst.set(src.values.subarray(r * cols, (r + 1) * cols), r * colsP);
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < cols; c += per) dst.set(src.values.subarray(r * cols + c, r * cols + Math.min(cols, c + per)), at(r, c));
+    }
   } else if (src.kind === 'q8') {
     const bad = src.q.indexOf(-128);
     if (bad >= 0) {
       throw new ModelError('E_Q8_RANGE', `${name}: q8 value −128 at row ${Math.floor(bad / cols)}, column ${bad % cols}: Q8_0 weights lie in −127..127 (round(x / (max|x| / 127)))`);
     }
     const dst = new Int8Array(heap.memory.buffer, data.ptr, rowsP * colsP);
-    for (let r = 0; r < rows; r++) dst.set(src.q.subarray(r * cols, (r + 1) * cols), r * colsP);
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < cols; c += per) dst.set(src.q.subarray(r * cols + c, r * cols + Math.min(cols, c + per)), at(r, c));
+    }
     const sT = heap.f32(scales!.ptr, nb * rowsP);
     sT.fill(0);
     for (let r = 0; r < rows; r++) for (let b = 0; b < nb; b++) sT[b * rowsP + r] = src.d[r * nb + b];
   } else {
-    // each group of 8 columns c..c+7 stored as c, c+4, c+1, c+5, c+2, c+6, c+3, c+7
+    // within each vector of 8 columns c..c+7: the words c, c+4, c+1, c+5, c+2, c+6, c+3, c+7
     const dst = heap.u16(data.ptr, rowsP * colsP);
     for (let r = 0; r < rows; r++) {
-      const o = r * colsP;
       for (let c = 0; c < cols; c++) {
-        const g = c & ~7;
         const j = c & 7;
-        dst[o + g + (j < 4 ? 2 * j : 2 * (j - 4) + 1)] = src.words[r * cols + c];
+        dst[at(r, c & ~7) + (j < 4 ? 2 * j : 2 * (j - 4) + 1)] = src.words[r * cols + c];
       }
     }
   }
