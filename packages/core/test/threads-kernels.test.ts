@@ -320,6 +320,7 @@ describe('thread pool kernels', function () {
 
   it('frees what it allocates: the heap holds the same blocks after weights and caches are freed', () => {
     const pool = pools.auto2;
+    matmul(pool, uploadWeight(pool, makeWeight('f32', 8, 32, 0).src, 8, 32), xOf(1, 32, 0), 1); // the scratch block exists (one weight left behind)
     const before = pool.heap.blocks;
     const ws: SharedWeight[] = (['f32', 'bf16', 'f16', 'q8'] as const).map((k, i) => uploadWeight(pool, makeWeight(k, 33, 40, i).src, 33, 40));
     for (const w of ws) matmul(pool, w, xOf(2, 40, 1), 2);

@@ -23,13 +23,20 @@
  * ## Phase B: plugging the pool into the engine (design note)
  *
  * - **Linear layers.** models' one weight interface gets a `ThreadedLinear` whose weights are a
- *   SharedWeight (ops.ts: f32, bf16/f16 with the 8-column word order, q8 as Q8_0 blocks with
+ *   SharedWeight (ops.ts: f32, bf16, f16 or q8 in 4-row panels, q8 as Q8_0 blocks with
  *   transposed scales) uploaded once at load from the checkpoint's [out, in] rows (no transpose,
- *   no XNNPACK packing, no copy of the weights in tfjs's heap). `apply(x)` = copy x in (x's data
- *   from the tfjs wasm heap: one `Float32Array.set` per row), `matmul` (q8: quant_x8 then
- *   mm_q8x8), copy y out into a tensor made with `backend.makeOutput`: a tfjs custom kernel like
- *   today's PACKED_MATMUL, so it stays one op in the graph. Bias / outScale: a small epilogue
- *   on the copy out. Fused qkv and gate/up stay fused (one weight, one job).
+ *   no XNNPACK packing, no copy of the weights in tfjs's heap, which then holds only
+ *   activations). `apply(x)` = copy x in (x's data from the tfjs wasm heap: one
+ *   `Float32Array.set` per row), `matmul` (q8: quant_x8 then mm_q8x8), copy y out into a tensor
+ *   made with `backend.makeOutput`: a tfjs custom kernel like today's PACKED_MATMUL, so it stays
+ *   one op in the graph. Bias / outScale: a small epilogue on the copy out. Fused qkv and gate/up
+ *   stay fused (one weight, one job). The pool's memory is a second wasm32 memory, at most 4 GiB
+ *   of its own (weights + KV), beside tfjs's. Every output row is computed the same way whatever
+ *   the batch, so batched rows equal the same rows alone, bit for bit, at any thread count.
+ * - **q8 numerics change.** mm_q8x8 rounds x to int8 per block (llama.cpp's Q8_0 × Q8_0), where
+ *   today's decode rounds it to 16 bits: q8 fixtures' tolerances and the composite
+ *   (roundActivations16) move to 8 bits (`quant_x8`'s rounding, modelled in
+ *   test/threads-model.ts). mm_q8x16 keeps today's bits exactly where that is wanted.
  * - **Attention and the KV cache.** The cache moves into the pool's memory (SharedKv: keys
  *   [Bc, nKV, S, D], values transposed [Bc, nKV, D, S], slot positions [Bc, S], S rounded up to
  *   4). Decode: the fused qkv output stays in the pool (no copy out), `split_heads` writes q
