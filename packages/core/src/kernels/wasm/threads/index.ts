@@ -1,0 +1,12 @@
+/**
+ * The wasm thread pool (issue 26, phase A): shared memory, workers, relaxed-SIMD kernels, and
+ * the ops on top. Not wired into the engine yet (phase B; see the design note in pool.ts).
+ */
+export { assembleThreadsWat, CHUNKS_PER_THREAD, defaultThreads, MAX_DEFAULT_THREADS, ThreadPool, type PoolExports, type PoolInfo, type PoolOptions } from './pool.ts';
+export { SharedHeap, type Allocation } from './memory.ts';
+export { compileOptimized, enableRelaxedSimd, relaxedValidates, runSelfTests, type SelfTestResult, type SimdPath } from './simd.ts';
+export {
+  attention, freeWeight, gather, matmul, matmulAt, mix, scratch, SharedKv, splitHeads, uploadWeight,
+  BLOCK, type AttentionOptions, type MatmulOptions, type Q8Activations, type SharedWeight, type SplitHeadsOptions, type WeightSource,
+} from './ops.ts';
+export { selfTestWat, threadsWat, JOB_KERNELS, FLOAT_TILES, Q8_TILES, type JobKernel, type MatKind } from './wat.ts';
