@@ -1,4 +1,4 @@
-import { quantizeQ8, Q8_BLOCK } from '../packages/core/src/kernels/packed.ts';
+import { quantizeQ8, Q8_BLOCK } from '../packages/core/src/kernels/wasm/packed.ts';
 function fast(x: Float32Array, rows: number, cols: number) {
   const nb = Math.ceil(cols / Q8_BLOCK);
   const q = new Int8Array(rows * cols);

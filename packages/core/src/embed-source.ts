@@ -9,8 +9,8 @@
  * - `blocks`: an f32 table split along the vocabulary (webgpu's buffer limits; VocabBlocks).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { gatherRows } from './kernels/gather.ts';
-import { packedMatMulT, packedRows, type PackedWeight } from './kernels/packed.ts';
+import { gatherRows } from './kernels/wasm/gather.ts';
+import { packedMatMulT, packedRows, type PackedWeight } from './kernels/wasm/packed.ts';
 import type { VocabBlocks } from './vocab-blocks.ts';
 
 export type EmbedSource = { table: tf.Tensor2D } | { columns: tf.Tensor2D } | { packed: PackedWeight } | { blocks: VocabBlocks };

@@ -3,7 +3,7 @@ export * from './paths.ts';
 export * from './safetensors.ts';
 export * from './backend.ts';
 export * from './nn.ts';
-export * from './kernels/index.ts';
+export * from './kernels/wasm/index.ts';
 export * from './vocab-blocks.ts';
 export * from './embed-source.ts';
 export * from './sampling/index.ts';

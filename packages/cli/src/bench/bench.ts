@@ -51,7 +51,7 @@ export interface BenchResult {
   decode_cpu_ms_per_tok: { standard: number; moi: number };
   /** one profiled batch-1 decode step: kernels dispatched (by name) and kernel time by bucket */
   step_profile: StepProfile;
-  /** whether our own wasm kernels (src/kernels) ran */
+  /** whether our own wasm kernels (src/kernels/wasm) ran */
   kernels_active: boolean;
   /**
    * The same figures with our kernels off (MOI_KERNELS=0), timed alternately with the runs above
