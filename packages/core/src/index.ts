@@ -4,6 +4,7 @@ export * from './safetensors.ts';
 export * from './backend.ts';
 export * from './nn.ts';
 export * from './kernels/wasm/index.ts';
+export * from './linear.ts';
 export * from './vocab-blocks.ts';
 export * from './embed-source.ts';
 export * from './sampling/index.ts';

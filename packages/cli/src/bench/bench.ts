@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { activeKernels, initBackend, setKernelsEnabled } from '@moi/core';
-import { weightBytesOf, type DtypeChoice } from '@moi/models';
+import type { DtypeChoice } from '@moi/models';
 import { dtypeLabel } from '../commands/options.ts';
 import { Engine } from '@moi/engine';
 import { generate, type GenerateRequest } from '@moi/engine';
@@ -183,7 +183,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   // Bytes a batch-1 decode step reads: every weight once, except an untied embedding table, of
   // which only one row is gathered (a tied table is the head, read whole every step).
   const w = engine.model.weights;
-  const bytesPerToken = engine.loaded.weightBytes - (w.embed ? weightBytesOf(w.embed) * (1 - 1 / spec.vocabSize) : 0);
+  const bytesPerToken = engine.loaded.weightBytes - (w.embed ? w.embed.bytes * (1 - 1 / spec.vocabSize) : 0);
   const standard = median(decode.standard);
   const result: BenchResult = {
     model: o.model,
