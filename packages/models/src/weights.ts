@@ -165,7 +165,9 @@ export interface LinearParts {
  * How the matrices are held: makes each Linear (and the vocabulary matrix's head and embedding
  * rows) from the checkpoint, reading through the MatrixSource it was made with. A storage that
  * `foldsNorms` takes the input and pre-MLP norm weights into the rows of qkv and gateUp; one that
- * does not leaves them to the decoder (LayerWeights.inputNorm / mlpNorm).
+ * does not leaves them to the decoder (LayerWeights.inputNorm / mlpNorm). Another storage (a GPU's
+ * f16 buffers, a threaded pool's shared memory) is one more class whose linear() returns its own
+ * Linear (see @moi/core's linear.ts), chosen in load.ts from the dtype plan and the backend.
  */
 export interface WeightStorage {
   readonly foldsNorms: boolean;
@@ -262,13 +264,16 @@ export function buildWeights(s: DecoderSpec, src: MatrixSource, storage: WeightS
           label: `${at}gateUp`, names: [`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`], rowScale: fold ? mlpNorm : null, colScale: null,
           bias: mlpBias(['gate_proj', 'up_proj'], `${at}gateUpBias`),
         }),
-        down: linear({ label: `${at}down`, names: [`${p}mlp.down_proj.weight`], rowScale: null, colScale: null, bias: mlpBias(['down_proj'], `${at}downBias`) }),
+        down: linear({
+          label: `${at}down`, names: [`${p}mlp.down_proj.weight`], rowScale: null, colScale: null, bias: mlpBias(['down_proj'], `${at}downBias`),
+        }),
         postMlpNorm: s.sandwichNorms ? vec(`${at}postMlpNorm`, effNorm(`${p}post_feedforward_layernorm.weight`)) : null,
       });
     }
     const finalNorm = vec('final norm', effNorm('model.norm.weight'));
     if (s.tieWordEmbeddings) {
-      return { embed: null, layers, finalNorm, lmHead: keep(storage.head('model.embed_tokens.weight', 'lm_head (the tied model.embed_tokens.weight)', true)) };
+      const lmHead = keep(storage.head('model.embed_tokens.weight', 'lm_head (the tied model.embed_tokens.weight)', true));
+      return { embed: null, layers, finalNorm, lmHead };
     }
     const embed = keep(storage.embedding('model.embed_tokens.weight', 'embed (model.embed_tokens.weight)'));
     return { embed, layers, finalNorm, lmHead: keep(storage.head('lm_head.weight', 'lm_head (lm_head.weight)', false)) };
