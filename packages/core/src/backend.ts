@@ -11,7 +11,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { existsSync, readdirSync } from 'node:fs';
 import { BackendError } from './errors.ts';
-import { initKernels } from './kernels/index.ts';
+import { initKernels } from './kernels/wasm/index.ts';
 import { cpuFlushing, setCpuFlushing } from './flush.ts';
 
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu' | 'webgpu';

@@ -10,13 +10,18 @@
  *
  * `layout` is the tensors' orientation: 'rows' blocks are [V_i, H] (an embedding table), 'cols'
  * blocks are [H, V_i] (lm_head transposed, or a tied embedding stored as its columns).
+ *
+ * Either layout is a VocabMatrix (linear.ts): the head applies itself (`apply` = `project`) and
+ * the embedding rows are read through the same object.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { ModelError } from './errors.ts';
+import type { VocabMatrix } from './linear.ts';
 
 export type VocabLayout = 'rows' | 'cols';
 
-export class VocabBlocks {
+export class VocabBlocks implements VocabMatrix {
+  readonly label = 'blocked';
   /** first vocabulary id of each block */
   readonly starts: number[];
 
@@ -115,6 +120,24 @@ export class VocabBlocks {
       });
       return out!;
     });
+  }
+
+  /** The head: h [N, H] · Eᵀ → logits [N, V] (Linear). */
+  apply(h: tf.Tensor2D): tf.Tensor2D {
+    return this.project(h);
+  }
+
+  get inDim(): number {
+    return this.hidden;
+  }
+
+  get outDim(): number {
+    return this.vocab;
+  }
+
+  /** H, the width of an embedding row (EmbeddingRows). */
+  get width(): number {
+    return this.hidden;
   }
 
   /** Bytes held (float32). */

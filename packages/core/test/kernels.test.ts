@@ -1,5 +1,5 @@
 /**
- * The kernels module (src/kernels): kernels.wat rebuilds from source into a valid module, and
+ * The kernels module (src/kernels/wasm): kernels.wat rebuilds from source into a valid module, and
  * each kernel equals its composite fallback and an independent float64 transcription over odd
  * sizes, on the wasm backend, without leaking tensors.
  */

@@ -1,5 +1,5 @@
 /**
- * Prefill attention (src/kernels/prefill-attention.ts): the wasm kernel equals the composite and
+ * Prefill attention (src/kernels/wasm/prefill-attention.ts): the wasm kernel equals the composite and
  * an independent float64 transcription over odd sizes (head_dim 64/80/128/256 and a scalar-tail
  * 6, 1–8 kv heads, T not a multiple of 4, windows, softcap, batched rows at different offsets,
  * with and without a cache prefix, plain and rotating), and the q/k heads' norms and RoPE read from

@@ -38,6 +38,29 @@ export interface CacheView {
   keyPositions: number[][];
 }
 
+/**
+ * What the decoder and its attention op (attention.ts) ask of one layer's cache; KVCache is the
+ * implementation. The attention kernels read `keys` / `valuesT` in place, with `slotPos` saying
+ * which position each slot holds; the composite paths append and fetch.
+ */
+export interface LayerCache {
+  /** tokens seen per row (= the row's next position) */
+  readonly offset: readonly number[];
+  /** the position held by each allocated slot, per row; −1 = empty */
+  readonly slotPos: number[][];
+  /** the buffers, [B, nKV, S, D] and [B, nKV, D, S] (S = alloc slots) */
+  readonly keys: tf.Tensor4D;
+  readonly valuesT: tf.Tensor4D;
+  /** slots per row at most, allocated now, and the sliding window (null: full attention) */
+  readonly size: number;
+  readonly alloc: number;
+  readonly window: number | null;
+  checkFits(rows: number[], T: number): void;
+  append(k: tf.Tensor4D, v: tf.Tensor4D, rows: number[]): void;
+  appendRows(k: tf.Tensor, kCol: number, v: tf.Tensor, vCol: number, rows: number[]): void;
+  updateAndFetch(k: tf.Tensor4D, v: tf.Tensor4D, rows: number[]): CacheView;
+}
+
 /** A Float32Array over a tensor's own memory, or null where the backend cannot do that. */
 export function writableView(t: tf.Tensor): Float32Array | null {
   const backend: any = tf.backend();
@@ -57,7 +80,7 @@ export function writableView(t: tf.Tensor): Float32Array | null {
 /** Buffer growth step, in slots. */
 export const GROW_SLOTS = 32;
 
-export class KVCache {
+export class KVCache implements LayerCache {
   readonly batch: number;
   readonly kvHeads: number;
   readonly headDim: number;

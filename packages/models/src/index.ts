@@ -16,3 +16,5 @@ export { gemma3 } from './gemma3.ts';
 export * from './limits.ts';
 export * from './weight-dtype.ts';
 export * from './packed-weights.ts';
+export * from './attention.ts';
+export * from './f32-weights.ts';

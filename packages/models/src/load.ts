@@ -5,16 +5,16 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { Checkpoint, DTYPE_SIZE, kernelsEnabled, ModelError, notRegularFile, ropeInvFreq, type PackedWeight, type TensorInfo, type VocabBlocks } from '@moi/core';
+import { Checkpoint, DTYPE_SIZE, kernelsEnabled, ModelError, notRegularFile, ropeInvFreq, type TensorInfo } from '@moi/core';
 import { ConfigReader, type RawConfig } from './config.ts';
-import { Decoder, weightBytesOf, type DecoderWeights } from './decoder.ts';
+import { Decoder } from './decoder.ts';
+import { F32Storage } from './f32-weights.ts';
 import type { Family } from './family.ts';
-import { checkBufferLimits, splitVocabMatrices } from './limits.ts';
 import { canRelease } from './pack.ts';
-import { buildPackedWeights, convertedF32, packedSize, type MatrixSource } from './packed-weights.ts';
+import { PackedStorage, packedSize } from './packed-weights.ts';
 import { familyFor } from './registry.ts';
 import type { DecoderSpec } from './spec.ts';
-import { buildWeights, checkNames, checkShape, expectedTensors } from './weights.ts';
+import { buildWeights, checkNames, checkShape, expectedTensors, weightBytes, type MatrixSource } from './weights.ts';
 import { DTYPE_CHOICES, planDtype, type DtypeChoice, type DtypePlan, type WeightDtype } from './weight-dtype.ts';
 
 export interface LoadProgress {
@@ -202,69 +202,30 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
     // what was read before tensor k end when tensor k is read, the rest when the model is built.
     let bytes = 0;
     let builtBytes = 0;
-    const read = (g: string) => {
-      const name = source.get(g)!;
-      const info = ckpt.info(name);
-      builtBytes = bytes;
-      const data = ckpt.readFloat32(name);
-      bytes += info.byteLength;
-      opts.onProgress?.({ bytes, totalBytes, builtBytes, tensor: name, phase: 'read' });
-      return { data, shape: info.shape };
+    // a packed matrix is converted as it is read (built once read); f32 host values are laid out
+    // after their read (built when the next tensor is read, or when the model is)
+    const src: MatrixSource = {
+      info: (g) => ckpt.info(source.get(g)!),
+      readRange: (g, start, length) => ckpt.readBytesRange(source.get(g)!, start, length),
+      readFloat32: (g) => ckpt.readFloat32(source.get(g)!),
+      done: (g) => {
+        const name = source.get(g)!;
+        const before = bytes;
+        bytes += ckpt.info(name).byteLength;
+        builtBytes = plan.packed ? bytes : before;
+        opts.onProgress?.({ bytes, totalBytes, builtBytes, tensor: name, phase: 'read' });
+      },
     };
-    let weights: DecoderWeights;
-    if (plan.packed) {
-      // streamed: each matrix converted a chunk of rows at a time into its packed tensor
-      const src: MatrixSource = {
-        info: (g) => ckpt.info(source.get(g)!),
-        readRange: (g, start, length) => ckpt.readBytesRange(source.get(g)!, start, length),
-        readFloat32: (g) => ckpt.readFloat32(source.get(g)!),
-        // a packed tensor is converted as it is read: built as soon as read
-        done: (g) => {
-          const name = source.get(g)!;
-          bytes += ckpt.info(name).byteLength;
-          opts.onProgress?.({ bytes, totalBytes, builtBytes: bytes, tensor: name, phase: 'read' });
-        },
-      };
-      weights = buildPackedWeights(spec, src, plan.kind!);
-    } else {
-      // f32 matrices; on a backend that widens packed values, the converted values (bf16-rounded, q8 dequantized)
-      const src: MatrixSource = {
-        info: (g) => ckpt.info(source.get(g)!),
-        readRange: (g, start, length) => ckpt.readBytesRange(source.get(g)!, start, length),
-        readFloat32: (g) => ckpt.readFloat32(source.get(g)!),
-      };
-      const readConverted = (g: string) => {
-        const info = ckpt.info(source.get(g)!);
-        if (!plan.kind || info.shape.length !== 2) return read(g);
-        builtBytes = bytes;
-        const data = convertedF32(src, g, plan.kind);
-        bytes += info.byteLength;
-        opts.onProgress?.({ bytes, totalBytes, builtBytes, tensor: info.name, phase: 'read' });
-        return { data, shape: info.shape };
-      };
-      weights = buildWeights(spec, readConverted, { release: opts.keepWeights ? false : canRelease() });
-    }
-    const model = new Decoder(spec, splitVocabMatrices(weights));
-    try {
-      checkBufferLimits(model.weights, dir);
-    } catch (err) {
-      model.dispose();
-      throw err;
-    }
+    // packed (streamed, on wasm), or f32; on a backend that widens packed values, the converted values (bf16-rounded, q8 dequantized)
+    const storage = plan.packed
+      ? new PackedStorage(src, plan.kind!)
+      : new F32Storage(src, { convert: plan.kind, release: opts.keepWeights ? false : canRelease(), where: dir });
+    const model = new Decoder(spec, buildWeights(spec, src, storage, dir));
     opts.onProgress?.({ bytes: totalBytes, totalBytes, builtBytes: totalBytes, tensor: '', phase: 'done' });
-    let weightBytes = 0;
-    const seen = new Set<tf.Tensor | PackedWeight | VocabBlocks>();
-    const count = (t: tf.Tensor | PackedWeight | VocabBlocks | null) => {
-      if (!t || seen.has(t)) return;
-      seen.add(t);
-      weightBytes += weightBytesOf(t);
-    };
-    count(model.weights.embed); count(weights.finalNorm); count(model.weights.lmHead);
-    for (const l of weights.layers) for (const t of Object.values(l)) count(t as tf.Tensor | PackedWeight | null);
     return {
       dir, config, family, familyConfig, spec, model,
       checkpointBytes: totalBytes,
-      weightBytes,
+      weightBytes: weightBytes(model.weights),
       dtype: plan.dtype,
       dtypeNote: plan.note,
       loadSeconds: (performance.now() - t0) / 1000,

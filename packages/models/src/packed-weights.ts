@@ -1,31 +1,20 @@
 /**
- * Loading matrices as packed 16/8-bit weights (issue 15), streamed: a matrix is read from the
- * checkpoint a few rows at a time, each chunk converted (16-bit words kept as they are, or f32
- * rounded to bf16, or quantized to q8) straight into the final tensor's memory, so the load never
- * holds more than the final weights plus one chunk. Fusing q/k/v or gate/up is writing the parts'
- * rows one after the other (exact: q8 blocks never cross a row).
+ * The packed 16/8-bit weight storage (issue 15), streamed: a matrix is read from the checkpoint a
+ * few rows at a time, each chunk converted (16-bit words kept as they are, or f32 rounded to bf16,
+ * or quantized to q8) straight into the final tensor's memory, so the load never holds more than
+ * the final weights plus one chunk. Fusing q/k/v or gate/up is writing the parts' rows one after
+ * the other (exact: q8 blocks never cross a row). The builder (weights.ts) makes the layers.
  *
  * The packed layout keeps the checkpoint's [out, in]; no norm is folded into a packed matrix (that
  * would re-round it): the decoder applies the input and pre-MLP norms with fusedRmsNorm's weight,
- * and the attention scale as packedMatMul's outScale on q's columns.
+ * and the attention scale is packedMatMul's outScale on q's columns.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  bf16ToF32, bytesToFloat32, dequantizeQ8, f16ToF32, f32ToBf16, f32ToF16, ModelError, Q8_BLOCK, quantizeQ8,
-  type PackedKind, type PackedWeight, type TensorInfo,
+  bf16ToF32, bytesToFloat32, dequantizeQ8, f16ToF32, f32ToBf16, f32ToF16, ModelError, PackedLinear, Q8_BLOCK, quantizeQ8,
+  type EmbeddingRows, type Linear, type PackedKind, type PackedWeight, type VocabMatrix,
 } from '@moi/core';
-import type { DecoderWeights, LayerWeights } from './decoder.ts';
-import type { DecoderSpec } from './spec.ts';
-
-/** Reads a checkpoint's tensors by graph name: their header entries, and byte ranges of their data. */
-export interface MatrixSource {
-  info(name: string): TensorInfo;
-  readRange(name: string, start: number, length: number): Uint8Array;
-  /** a whole (small) tensor as float32: norms, biases */
-  readFloat32(name: string): Float32Array;
-  /** called once a tensor has been read whole (progress) */
-  done?(name: string): void;
-}
+import type { LinearParts, MatrixSource, WeightStorage } from './weights.ts';
 
 /** Source bytes converted per chunk (rows of a matrix). */
 export const CHUNK_BYTES = 8 << 20;
@@ -148,78 +137,29 @@ export function convertedF32(src: MatrixSource, name: string, kind: PackedKind):
   return out;
 }
 
-// ---- the decoder's weights, packed ----
+// ---- the storage ----
 
 /**
- * The graph's weights with every matrix packed as `kind`: the same names and fusions as the f32
- * path (buildWeights), but nothing folded into a matrix. Norm weights are held as their effective
- * values (1 + w for Gemma) and applied by the decoder; the attention scale is q's outScale (or,
- * with q/k norm, folded into the q norm weights, a vector, as in the f32 path). A tied head is
- * the embedding, stored once.
+ * The packed weight storage: every matrix packed as `kind` (streamed, above), in the checkpoint's
+ * [out, in] layout with nothing folded into it (that would re-round it): the decoder applies the
+ * input and pre-MLP norms with fusedRmsNorm's weight, and the attention scale is q's outScale. A
+ * packed vocabulary matrix is both the head and the embedding rows (a tied head is stored once).
  */
-export function buildPackedWeights(s: DecoderSpec, src: MatrixSource, kind: PackedKind): DecoderWeights {
-  const qDim = s.numHeads * s.headDim;
-  const kvDim = s.numKvHeads * s.headDim;
-  const vecRead = (n: string) => { const v = src.readFloat32(n); src.done?.(n); return v; };
-  const effNorm = (n: string, scale = 1): Float32Array => {
-    const w = vecRead(n);
-    const out = new Float32Array(w.length);
-    for (let i = 0; i < w.length; i++) out[i] = (s.normUnitOffset ? 1 + w[i] : w[i]) * scale;
-    return out;
-  };
-  const vec = (n: string) => tf.tensor1d(vecRead(n));
-  const optVec = (on: boolean, n: string) => (on ? vec(n) : null);
-  const catVec = (names: string[], scale?: Float32Array | null): tf.Tensor1D => {
-    const parts = names.map(vecRead);
-    const v = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-    let off = 0;
-    for (const p of parts) { v.set(p, off); off += p.length; }
-    if (scale) for (let i = 0; i < v.length; i++) v[i] *= scale[i];
-    return tf.tensor1d(v);
-  };
-  const pack = (names: string[]) => packMatrices(src, names, kind);
-  // the attention scale on q's output features (when there is no q norm to carry it)
-  let qScale: Float32Array | null = null;
-  if (!s.qkNorm) {
-    qScale = new Float32Array(qDim + 2 * kvDim).fill(1);
-    qScale.fill(s.attnScale, 0, qDim);
+export class PackedStorage implements WeightStorage {
+  readonly foldsNorms = false;
+
+  constructor(private readonly src: MatrixSource, private readonly kind: PackedKind) {}
+
+  linear({ label, names, rowScale, colScale, bias }: LinearParts): Linear {
+    if (rowScale) throw new ModelError('E_WEIGHTS', `${label}: a packed matrix folds no norm weight (the decoder applies it)`);
+    return new PackedLinear(packMatrices(this.src, names, this.kind), bias, colScale ? tf.tensor1d(colScale) : null);
   }
 
-  const layers: LayerWeights[] = [];
-  for (let i = 0; i < s.numLayers; i++) {
-    const p = `model.layers.${i}.`;
-    const a = `${p}self_attn.`;
-    const inputNorm = tf.tensor1d(effNorm(`${p}input_layernorm.weight`));
-    let qNorm: tf.Tensor1D | null = null;
-    let kNorm: tf.Tensor1D | null = null;
-    let qkNormRows: tf.Tensor2D | null = null;
-    if (s.qkNorm) {
-      const qn = effNorm(`${a}q_norm.weight`, s.attnScale);
-      const kn = effNorm(`${a}k_norm.weight`);
-      qNorm = tf.tensor1d(qn);
-      kNorm = tf.tensor1d(kn);
-      const rows = new Float32Array((s.numHeads + s.numKvHeads) * s.headDim);
-      for (let h = 0; h < s.numHeads + s.numKvHeads; h++) rows.set(h < s.numHeads ? qn : kn, h * s.headDim);
-      qkNormRows = tf.tensor2d(rows, [s.numHeads + s.numKvHeads, s.headDim]);
-    }
-    const qkv = pack([`${a}q_proj.weight`, `${a}k_proj.weight`, `${a}v_proj.weight`]);
-    const qkvBias = s.qkvBias ? catVec([`${a}q_proj.bias`, `${a}k_proj.bias`, `${a}v_proj.bias`], qScale) : null;
-    const o = pack([`${a}o_proj.weight`]);
-    const oBias = optVec(s.oBias, `${a}o_proj.bias`);
-    const postAttnNorm = s.sandwichNorms ? tf.tensor1d(effNorm(`${p}post_attention_layernorm.weight`)) : null;
-    const mlpNorm = tf.tensor1d(effNorm(s.sandwichNorms ? `${p}pre_feedforward_layernorm.weight` : `${p}post_attention_layernorm.weight`));
-    const gateUp = pack([`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`]);
-    const gateUpBias = s.mlpBias ? catVec([`${p}mlp.gate_proj.bias`, `${p}mlp.up_proj.bias`]) : null;
-    const down = pack([`${p}mlp.down_proj.weight`]);
-    const downBias = optVec(s.mlpBias, `${p}mlp.down_proj.bias`);
-    const postMlpNorm = s.sandwichNorms ? tf.tensor1d(effNorm(`${p}post_feedforward_layernorm.weight`)) : null;
-    layers.push({
-      qkv, qkvBias, qNorm, kNorm, qkNormRows, o, oBias, postAttnNorm, postMlpNorm, gateUp, gateUpBias, down, downBias,
-      inputNorm, mlpNorm, qkvScale: qScale ? tf.tensor1d(qScale) : null,
-    });
+  head(name: string): VocabMatrix {
+    return new PackedLinear(packMatrices(this.src, [name], this.kind));
   }
-  const finalNorm = tf.tensor1d(effNorm('model.norm.weight'));
-  const embed = pack(['model.embed_tokens.weight']);
-  if (s.tieWordEmbeddings) return { embed: null, layers, finalNorm, lmHead: embed };
-  return { embed, layers, finalNorm, lmHead: pack(['lm_head.weight']) };
+
+  embedding(name: string): EmbeddingRows {
+    return this.head(name);
+  }
 }

@@ -1,13 +1,17 @@
 /**
- * From checkpoint tensors to the graph's weights: the expected names and shapes for a spec,
- * the checks (missing, unexpected, wrong shape: each a ModelError naming the tensors), and the
- * load-time layout work: linear weights transposed to [in, out], q/k/v and gate/up fused.
+ * From checkpoint tensors to the graph's weights: the expected names and shapes for a spec, the
+ * checks (missing, unexpected, wrong shape: each a ModelError naming the tensors), and the one
+ * builder that makes the decoder's layers, whatever the matrices' storage.
+ *
+ * The builder writes the graph once: the checkpoint names, q/k/v and gate/up fused, the attention
+ * scale on q (its output features, or the q norm with q/k norm), Gemma's (1 + w) norms, the bias
+ * concatenations. A WeightStorage turns matrices into Linear objects and decides what it folds:
+ * f32 (f32-weights.ts) folds the input and pre-MLP norm weights into the rows of the matrix they
+ * feed; packed 16/8-bit (packed-weights.ts) folds nothing and the decoder applies those norms.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { ModelError } from '@moi/core';
-import { writableView } from './cache.ts';
-import { packAndRelease } from './pack.ts';
-import type { DecoderWeights, LayerWeights } from './decoder.ts';
+import { ModelError, type EmbeddingRows, type Linear, type TensorInfo, type VocabMatrix, type Weight } from '@moi/core';
+import { checkBufferFits } from './limits.ts';
 import type { DecoderSpec } from './spec.ts';
 
 /** Graph tensor name → expected HF shape ([out, in] for linear weights). */
@@ -73,159 +77,208 @@ export function checkShape(name: string, want: number[], got: number[], where: s
   }
 }
 
-/** Reads one graph tensor as float32 host data (row-major, HF shape). */
-export type TensorSource = (name: string) => { data: Float32Array; shape: number[] };
+// ---- the decoder's weights ----
 
 /**
- * A float32 tensor of `shape` filled by `fill` writing straight into its memory: on wasm a heap
- * block allocated uninitialised, elsewhere one host array handed to the backend.
+ * One layer's weights: q/k/v and gate/up fused, each matrix a Linear of the storage's kind (its
+ * bias, and the attention scale on q's features where no q/k norm carries it, inside it). Norm
+ * weights are effective values (Gemma's 1 + w already added).
  */
-function makeTensor(shape: number[], fill: (dst: Float32Array) => void): tf.Tensor {
-  if (tf.getBackend() === 'wasm') {
-    const info = (tf.backend() as any).makeOutput(shape, 'float32');
-    const t = tf.engine().makeTensorFromTensorInfo(info);
-    const view = writableView(t);
-    if (view) {
-      fill(view);
-      return t;
-    }
-    t.dispose();
-  }
-  const host = new Float32Array(shape.reduce((x, y) => x * y, 1));
-  fill(host);
-  return tf.tensor(host, shape, 'float32');
+export interface LayerWeights {
+  /** the input norm's weight, applied at run time; null where the storage folded it into qkv's rows */
+  inputNorm: tf.Tensor1D | null;
+  /** [H] → [(nH + 2·nKV)·D]: q heads, k heads, v heads */
+  qkv: Linear;
+  /** q/k norm (Qwen3, Gemma 3): [D] each, q's scaled by the attention scale */
+  qNorm: tf.Tensor1D | null;
+  kNorm: tf.Tensor1D | null;
+  /** the same as [(nH + nKV), D] rows, for the fused q/k heads */
+  qkNormRows: tf.Tensor2D | null;
+  /** [nH·D] → [H] */
+  o: Linear;
+  /** Gemma 2/3: post_attention_layernorm */
+  postAttnNorm: tf.Tensor1D | null;
+  /** the pre-MLP norm's weight, applied at run time; null where the storage folded it into gateUp's rows */
+  mlpNorm: tf.Tensor1D | null;
+  /** [H] → [2·I], gate features first */
+  gateUp: Linear;
+  /** [I] → [H] */
+  down: Linear;
+  /** Gemma 2/3: post_feedforward_layernorm */
+  postMlpNorm: tf.Tensor1D | null;
+}
+
+export interface DecoderWeights {
+  /** the untied embedding table's rows; null when tied (then the rows are lmHead's) */
+  embed: EmbeddingRows | null;
+  layers: LayerWeights[];
+  /** effective final norm weight */
+  finalNorm: tf.Tensor1D;
+  /** the logits head (lm_head, or the tied embedding, stored once) */
+  lmHead: VocabMatrix;
+}
+
+/** Each tensor and weight object the weights hold, once (a tied head is the embedding). */
+export function weightParts(w: DecoderWeights): (tf.Tensor | Weight)[] {
+  const parts = new Set<tf.Tensor | Weight>();
+  for (const x of [w.embed, w.finalNorm, w.lmHead]) if (x) parts.add(x);
+  for (const l of w.layers) for (const x of Object.values(l) as (tf.Tensor | Weight | null)[]) if (x) parts.add(x);
+  return [...parts];
+}
+
+/** Bytes the weights hold. */
+export function weightBytes(w: DecoderWeights): number {
+  return weightParts(w).reduce((n, x) => n + (x instanceof tf.Tensor ? x.size * 4 : x.bytes), 0);
+}
+
+export function disposeWeights(w: DecoderWeights): void {
+  for (const x of weightParts(w)) x.dispose();
+}
+
+// ---- reading the checkpoint ----
+
+/** Reads a checkpoint's tensors by graph name: their header entries, and byte ranges of their data. */
+export interface MatrixSource {
+  info(name: string): TensorInfo;
+  readRange(name: string, start: number, length: number): Uint8Array;
+  /** a whole tensor as float32 (row-major, HF shape) */
+  readFloat32(name: string): Float32Array;
+  /** called once a tensor has been read whole (progress) */
+  done?(name: string): void;
+}
+
+/** The parts of one linear layer the builder hands a storage. */
+export interface LinearParts {
+  /** what errors call it, e.g. 'layer 3 gateUp' */
+  label: string;
+  /** the checkpoint matrices, [out_i, in] each (one `in`), fused along their outputs in this order */
+  names: string[];
+  /** a norm weight [in] multiplying x first (only given to a storage that folds norms) */
+  rowScale: Float32Array | null;
+  /** multiplies output feature j (before the bias): the attention scale on q's features */
+  colScale: Float32Array | null;
+  /** [Σ out_i], added last */
+  bias: tf.Tensor1D | null;
 }
 
 /**
- * dst[c·ld + off + r] = src[r·C + c] · rowScale[c] · colScale[off + r]: the transpose of an
- * [R, C] block into columns off.. of a [C, ld] matrix, eight source rows per sweep (the reads
- * then stream and the writes land eight at a time).
+ * How the matrices are held: makes each Linear (and the vocabulary matrix's head and embedding
+ * rows) from the checkpoint, reading through the MatrixSource it was made with. A storage that
+ * `foldsNorms` takes the input and pre-MLP norm weights into the rows of qkv and gateUp; one that
+ * does not leaves them to the decoder (LayerWeights.inputNorm / mlpNorm). Another storage (a GPU's
+ * f16 buffers, a threaded pool's shared memory) is one more class whose linear() returns its own
+ * Linear (see @moi/core's linear.ts), chosen in load.ts from the dtype plan and the backend.
  */
-function transposeInto(src: Float32Array, R: number, C: number, dst: Float32Array, ld: number, off: number,
-  rowScale: Float32Array | null, colScale: Float32Array | null): void {
-  const cs = (r: number) => (colScale ? colScale[off + r] : 1);
-  const TILE = 64; // tiles keep the strided writes of a tall matrix within a few pages
-  const R8 = R - (R % 8);
-  for (let r0 = 0; r0 < R8; r0 += TILE) {
-    const r1 = Math.min(R8, r0 + TILE);
-    for (let c0 = 0; c0 < C; c0 += TILE) {
-      const c1 = Math.min(C, c0 + TILE);
-      for (let r = r0; r < r1; r += 8) {
-        const k0 = cs(r), k1 = cs(r + 1), k2 = cs(r + 2), k3 = cs(r + 3), k4 = cs(r + 4), k5 = cs(r + 5), k6 = cs(r + 6), k7 = cs(r + 7);
-        for (let c = c0; c < c1; c++) {
-          const sc = rowScale ? rowScale[c] : 1;
-          const d = c * ld + off + r;
-          const i = r * C + c;
-          dst[d] = src[i] * sc * k0;
-          dst[d + 1] = src[i + C] * sc * k1;
-          dst[d + 2] = src[i + 2 * C] * sc * k2;
-          dst[d + 3] = src[i + 3 * C] * sc * k3;
-          dst[d + 4] = src[i + 4 * C] * sc * k4;
-          dst[d + 5] = src[i + 5 * C] * sc * k5;
-          dst[d + 6] = src[i + 6 * C] * sc * k6;
-          dst[d + 7] = src[i + 7 * C] * sc * k7;
-        }
-      }
-    }
-  }
-  for (let r = R8; r < R; r++) {
-    const k = cs(r);
-    for (let c = 0; c < C; c++) dst[c * ld + off + r] = src[r * C + c] * (rowScale ? rowScale[c] : 1) * k;
-  }
+export interface WeightStorage {
+  readonly foldsNorms: boolean;
+  linear(parts: LinearParts): Linear;
+  /** the logits head from `name` ([V, H]); `tied`: it is also the embedding table */
+  head(name: string, label: string, tied: boolean): VocabMatrix;
+  /** the untied embedding table `name` [V, H] */
+  embedding(name: string, label: string): EmbeddingRows;
 }
 
+// ---- the one builder ----
+
 /**
- * Build the graph's weights, with the load-time layout work that makes a decode step cheap, done
- * in one host pass per matrix straight into the final tensor (no intermediate device copies):
- * - linear weights transposed to [in, out]; q/k/v and gate/up fused into one matrix each;
- * - the input and pre-MLP norm weights folded into the rows of the matrix they feed
- *   (norm(x)·w·W = norm(x)·(diag(w)·W)), Gemma's (1 + w) included;
- * - the attention scale folded into the q columns (or, with q/k norm, into the q norm weights);
- * - the other norm weights stored as their effective values (1 + w for Gemma).
- * A tied head is not stored twice: the embedding rows are read from its [H, V] columns.
+ * The graph's weights from the checkpoint, matrices held by `storage`. `where` names the model in
+ * errors. A failure part way disposes what was already made.
  */
-export function buildWeights(s: DecoderSpec, read: TensorSource, opts: { release?: boolean } = {}): DecoderWeights {
+export function buildWeights(s: DecoderSpec, src: MatrixSource, storage: WeightStorage, where: string): DecoderWeights {
+  const made: (tf.Tensor | Weight)[] = [];
+  const keep = <T extends tf.Tensor | Weight>(x: T): T => {
+    made.push(x);
+    return x;
+  };
   const qDim = s.numHeads * s.headDim;
   const kvDim = s.numKvHeads * s.headDim;
+  const fold = storage.foldsNorms;
+  const readVec = (n: string) => {
+    const v = src.readFloat32(n);
+    src.done?.(n);
+    return v;
+  };
   /** the norm weight as it multiplies: w, or 1 + w for Gemma; optionally times a scale */
   const effNorm = (n: string, scale = 1): Float32Array => {
-    const w = read(n).data;
+    const w = readVec(n);
     const out = new Float32Array(w.length);
     for (let i = 0; i < w.length; i++) out[i] = (s.normUnitOffset ? 1 + w[i] : w[i]) * scale;
     return out;
   };
-  const vecT = (v: Float32Array) => tf.tensor1d(v);
-  const vec = (n: string) => vecT(read(n).data);
-  const optVec = (on: boolean, n: string) => (on ? vec(n) : null);
-  // [out, in] matrices → one [in, Σout] tensor; rows scaled by a folded norm, columns by colScale
-  // (matmul-only weights are then packed and their originals released, see pack.ts)
-  const linearIn = (names: string[], rowScale?: Float32Array | null, colScale?: Float32Array | null, matmulOnly = true): tf.Tensor2D => {
-    const parts = names.map(read);
-    const inDim = parts[0].shape[1];
-    const total = parts.reduce((n, p) => n + p.shape[0], 0);
-    const t = makeTensor([inDim, total], (dst) => {
-      let off = 0;
-      for (const p of parts) {
-        transposeInto(p.data, p.shape[0], inDim, dst, total, off, rowScale ?? null, colScale ?? null);
-        off += p.shape[0];
-      }
-    }) as tf.Tensor2D;
-    if (opts.release && matmulOnly) packAndRelease(t, names.join('+'));
-    return t;
+  const vec = (label: string, v: Float32Array): tf.Tensor1D => {
+    checkBufferFits(where, label, [v.length]);
+    return keep(tf.tensor1d(v));
   };
-  const catVec = (names: string[], scale?: Float32Array | null): tf.Tensor1D => {
-    const parts = names.map((n) => read(n).data);
+  /** vectors concatenated, optionally times a scale per element */
+  const catVec = (label: string, names: string[], scale: Float32Array | null = null): tf.Tensor1D => {
+    const parts = names.map(readVec);
     const v = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
     let off = 0;
     for (const p of parts) { v.set(p, off); off += p.length; }
     if (scale) for (let i = 0; i < v.length; i++) v[i] *= scale[i];
-    return vecT(v);
+    return vec(label, v);
   };
-  // attention scale on the q columns (when there is no q norm to carry it)
+  const linear = (parts: LinearParts): Linear => keep(storage.linear(parts));
+  // the attention scale on q's output features (when there is no q norm to carry it)
   let qScale: Float32Array | null = null;
   if (!s.qkNorm) {
     qScale = new Float32Array(qDim + 2 * kvDim).fill(1);
     qScale.fill(s.attnScale, 0, qDim);
   }
 
-  const layers: LayerWeights[] = [];
-  for (let i = 0; i < s.numLayers; i++) {
-    const p = `model.layers.${i}.`;
-    const a = `${p}self_attn.`;
-    const inputNorm = effNorm(`${p}input_layernorm.weight`);
-    const mlpNorm = effNorm(s.sandwichNorms ? `${p}pre_feedforward_layernorm.weight` : `${p}post_attention_layernorm.weight`);
-    let qNorm: tf.Tensor1D | null = null;
-    let kNorm: tf.Tensor1D | null = null;
-    let qkNormRows: tf.Tensor2D | null = null;
-    if (s.qkNorm) {
-      const qn = effNorm(`${a}q_norm.weight`, s.attnScale);
-      const kn = effNorm(`${a}k_norm.weight`);
-      qNorm = vecT(qn);
-      kNorm = vecT(kn);
-      const rows = new Float32Array((s.numHeads + s.numKvHeads) * s.headDim);
-      for (let h = 0; h < s.numHeads + s.numKvHeads; h++) rows.set(h < s.numHeads ? qn : kn, h * s.headDim);
-      qkNormRows = tf.tensor2d(rows, [s.numHeads + s.numKvHeads, s.headDim]);
+  try {
+    const layers: LayerWeights[] = [];
+    for (let i = 0; i < s.numLayers; i++) {
+      const p = `model.layers.${i}.`;
+      const a = `${p}self_attn.`;
+      const at = `layer ${i} `;
+      const inputNorm = effNorm(`${p}input_layernorm.weight`);
+      const mlpNorm = effNorm(s.sandwichNorms ? `${p}pre_feedforward_layernorm.weight` : `${p}post_attention_layernorm.weight`);
+      let qNorm: tf.Tensor1D | null = null;
+      let kNorm: tf.Tensor1D | null = null;
+      let qkNormRows: tf.Tensor2D | null = null;
+      if (s.qkNorm) {
+        const qn = effNorm(`${a}q_norm.weight`, s.attnScale);
+        const kn = effNorm(`${a}k_norm.weight`);
+        qNorm = vec(`${at}qNorm`, qn);
+        kNorm = vec(`${at}kNorm`, kn);
+        const rows = new Float32Array((s.numHeads + s.numKvHeads) * s.headDim);
+        for (let h = 0; h < s.numHeads + s.numKvHeads; h++) rows.set(h < s.numHeads ? qn : kn, h * s.headDim);
+        qkNormRows = keep(tf.tensor2d(rows, [s.numHeads + s.numKvHeads, s.headDim]));
+      }
+      const mlpBias = (names: string[], label: string) => (s.mlpBias ? catVec(label, names.map((n) => `${p}mlp.${n}.bias`)) : null);
+      layers.push({
+        inputNorm: fold ? null : vec(`${at}inputNorm`, inputNorm),
+        qkv: linear({
+          label: `${at}qkv`, names: ['q', 'k', 'v'].map((x) => `${a}${x}_proj.weight`), rowScale: fold ? inputNorm : null, colScale: qScale,
+          bias: s.qkvBias ? catVec(`${at}qkvBias`, ['q', 'k', 'v'].map((x) => `${a}${x}_proj.bias`), qScale) : null,
+        }),
+        qNorm, kNorm, qkNormRows,
+        o: linear({
+          label: `${at}o`, names: [`${a}o_proj.weight`], rowScale: null, colScale: null,
+          bias: s.oBias ? vec(`${at}oBias`, readVec(`${a}o_proj.bias`)) : null,
+        }),
+        postAttnNorm: s.sandwichNorms ? vec(`${at}postAttnNorm`, effNorm(`${p}post_attention_layernorm.weight`)) : null,
+        mlpNorm: fold ? null : vec(`${at}mlpNorm`, mlpNorm),
+        gateUp: linear({
+          label: `${at}gateUp`, names: [`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`], rowScale: fold ? mlpNorm : null, colScale: null,
+          bias: mlpBias(['gate_proj', 'up_proj'], `${at}gateUpBias`),
+        }),
+        down: linear({
+          label: `${at}down`, names: [`${p}mlp.down_proj.weight`], rowScale: null, colScale: null, bias: mlpBias(['down_proj'], `${at}downBias`),
+        }),
+        postMlpNorm: s.sandwichNorms ? vec(`${at}postMlpNorm`, effNorm(`${p}post_feedforward_layernorm.weight`)) : null,
+      });
     }
-    layers.push({
-      qkv: linearIn([`${a}q_proj.weight`, `${a}k_proj.weight`, `${a}v_proj.weight`], inputNorm, qScale),
-      qkvBias: s.qkvBias ? catVec([`${a}q_proj.bias`, `${a}k_proj.bias`, `${a}v_proj.bias`], qScale) : null,
-      qNorm, kNorm, qkNormRows,
-      o: linearIn([`${a}o_proj.weight`]),
-      oBias: optVec(s.oBias, `${a}o_proj.bias`),
-      postAttnNorm: s.sandwichNorms ? vecT(effNorm(`${p}post_attention_layernorm.weight`)) : null,
-      gateUp: linearIn([`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`], mlpNorm),
-      gateUpBias: s.mlpBias ? catVec([`${p}mlp.gate_proj.bias`, `${p}mlp.up_proj.bias`]) : null,
-      down: linearIn([`${p}mlp.down_proj.weight`]),
-      downBias: optVec(s.mlpBias, `${p}mlp.down_proj.bias`),
-      postMlpNorm: s.sandwichNorms ? vecT(effNorm(`${p}post_feedforward_layernorm.weight`)) : null,
-      // folded above (f32 matrices); only packed matrices carry these separately
-      inputNorm: null, mlpNorm: null, qkvScale: null,
-    });
+    const finalNorm = vec('final norm', effNorm('model.norm.weight'));
+    if (s.tieWordEmbeddings) {
+      const lmHead = keep(storage.head('model.embed_tokens.weight', 'lm_head (the tied model.embed_tokens.weight)', true));
+      return { embed: null, layers, finalNorm, lmHead };
+    }
+    const embed = keep(storage.embedding('model.embed_tokens.weight', 'embed (model.embed_tokens.weight)'));
+    return { embed, layers, finalNorm, lmHead: keep(storage.head('lm_head.weight', 'lm_head (lm_head.weight)', false)) };
+  } catch (err) {
+    for (const x of made) x.dispose();
+    throw err;
   }
-  const finalNorm = vecT(effNorm('model.norm.weight'));
-  // the tied head is also the embedding table (gathered): never released
-  if (s.tieWordEmbeddings) return { embed: null, layers, finalNorm, lmHead: linearIn(['model.embed_tokens.weight'], null, null, false) };
-  const e = read('model.embed_tokens.weight');
-  const embed = makeTensor(e.shape, (dst) => dst.set(e.data)) as tf.Tensor2D;
-  return { embed, layers, finalNorm, lmHead: linearIn(['lm_head.weight']) };
 }

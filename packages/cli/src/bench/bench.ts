@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { activeKernels, initBackend, setKernelsEnabled } from '@moi/core';
-import { weightBytesOf, type DtypeChoice } from '@moi/models';
+import type { DtypeChoice } from '@moi/models';
 import { dtypeLabel } from '../commands/options.ts';
 import { Engine } from '@moi/engine';
 import { generate, type GenerateRequest } from '@moi/engine';
@@ -51,7 +51,7 @@ export interface BenchResult {
   decode_cpu_ms_per_tok: { standard: number; moi: number };
   /** one profiled batch-1 decode step: kernels dispatched (by name) and kernel time by bucket */
   step_profile: StepProfile;
-  /** whether our own wasm kernels (src/kernels) ran */
+  /** whether our own wasm kernels (src/kernels/wasm) ran */
   kernels_active: boolean;
   /**
    * The same figures with our kernels off (MOI_KERNELS=0), timed alternately with the runs above
@@ -183,7 +183,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   // Bytes a batch-1 decode step reads: every weight once, except an untied embedding table, of
   // which only one row is gathered (a tied table is the head, read whole every step).
   const w = engine.model.weights;
-  const bytesPerToken = engine.loaded.weightBytes - (w.embed ? weightBytesOf(w.embed) * (1 - 1 / spec.vocabSize) : 0);
+  const bytesPerToken = engine.loaded.weightBytes - (w.embed ? w.embed.bytes * (1 - 1 / spec.vocabSize) : 0);
   const standard = median(decode.standard);
   const result: BenchResult = {
     model: o.model,

@@ -16,8 +16,8 @@
  * slow: the engine widens at load instead on other backends).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { bf16ToF32, f16ToF32 } from '../dtype.ts';
-import { ModelError } from '../errors.ts';
+import { bf16ToF32, f16ToF32 } from '../../dtype.ts';
+import { ModelError } from '../../errors.ts';
 import { activeKernels, heapOffset, type KernelExports } from './module.ts';
 import { countDispatch } from './stats.ts';
 

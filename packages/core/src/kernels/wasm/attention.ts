@@ -9,8 +9,8 @@
  * window over a rotating buffer, softcap, and rows at different positions.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { ModelError } from '../errors.ts';
-import { softcap as softcapOp } from '../nn.ts';
+import { ModelError } from '../../errors.ts';
+import { softcap as softcapOp } from '../../nn.ts';
 import { activeKernels, heapOffset } from './module.ts';
 import { countDispatch } from './stats.ts';
 

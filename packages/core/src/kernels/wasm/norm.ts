@@ -10,8 +10,8 @@
  * over [B, heads, D].
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { ModelError } from '../errors.ts';
-import { rmsNorm as rmsNormComposite } from '../nn.ts';
+import { ModelError } from '../../errors.ts';
+import { rmsNorm as rmsNormComposite } from '../../nn.ts';
 import { activeKernels, heapOffset } from './module.ts';
 import { countDispatch } from './stats.ts';
 

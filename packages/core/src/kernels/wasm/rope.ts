@@ -5,8 +5,8 @@
  * Both round identically (R only moves and negates entries).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { ModelError } from '../errors.ts';
-import { rotateHalfMatrix } from '../nn.ts';
+import { ModelError } from '../../errors.ts';
+import { rotateHalfMatrix } from '../../nn.ts';
 import { activeKernels, heapOffset } from './module.ts';
 import { countDispatch } from './stats.ts';
 

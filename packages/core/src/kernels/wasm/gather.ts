@@ -7,7 +7,7 @@
  * columns); elsewhere the composite gather (and transpose).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { ModelError } from '../errors.ts';
+import { ModelError } from '../../errors.ts';
 import { activeKernels, heapOffset } from './module.ts';
 import { countDispatch } from './stats.ts';
 

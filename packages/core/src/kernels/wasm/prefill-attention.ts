@@ -12,8 +12,8 @@
  * plus the new tokens. The caller writes the new k, v into the cache afterwards.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { ModelError } from '../errors.ts';
-import { attention, positionMask } from '../nn.ts';
+import { ModelError } from '../../errors.ts';
+import { attention, positionMask } from '../../nn.ts';
 import { activeKernels, heapOffset } from './module.ts';
 import { fusedRmsNorm } from './norm.ts';
 import { ropeDecode } from './rope.ts';
