@@ -9,6 +9,7 @@ export { Engine, type EngineLoadOptions, type ModelResolver } from './engine/eng
 export * from './engine/generate.ts';
 export * from './engine/scheduler.ts';
 export * from './engine/chat-session.ts';
+export { prefillChunkEnd } from './engine/prefill.ts';
 export * from './text/index.ts';
 export * from './trace/candidates.ts';
 export { checkFiniteRows } from './engine/finite.ts';

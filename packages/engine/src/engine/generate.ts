@@ -16,6 +16,7 @@ import type { Decoder, KVCache } from '@moi/models';
 import { defaultMixer, type InputMixer } from '@moi/moi';
 import type { Tokenizer } from '../text/index.ts';
 import type { Engine } from './engine.ts';
+import { prefillChunkEnd } from './prefill.ts';
 import {
   decodeStep, finishRow, forwardNext, planRow, startRow,
   type DoneEvent, type GenerateRequest, type GenerationEvent, type StepContext, type StepRow, type TokenEvent,
@@ -87,11 +88,13 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
     for (const row of rows) {
       const p = row.request.promptIds;
       let rowLogits: tf.Tensor | null = null;
-      for (let s = 0; s < p.length; s += chunk) {
+      for (let s = 0; s < p.length;) {
         if (opts.signal?.aborted) break;
+        const end = prefillChunkEnd(s, p.length, chunk);
         rowLogits?.dispose();
-        rowLogits = model.forward({ ids: [p.slice(s, s + chunk)] }, { cache, rows: [row.slot], lastOnly: true, prefillTokensLeft: p.length - s });
-        opts.onPrefill?.({ row: row.index, done: Math.min(p.length, s + chunk), total: p.length });
+        rowLogits = model.forward({ ids: [p.slice(s, end)] }, { cache, rows: [row.slot], lastOnly: true, prefillTokensLeft: p.length - s });
+        opts.onPrefill?.({ row: row.index, done: end, total: p.length });
+        s = end;
         if (p.length > chunk) await yieldToEventLoop();
       }
       if (rowLogits) last.push(tf.reshape(rowLogits, [1, -1]) as tf.Tensor2D);
