@@ -188,7 +188,16 @@ describe('cli: moi-gen as a child process', function () {
       const c = readReference('llama').cases[0];
       assert.deepEqual(out.tokens, c.greedy.tokens);
       assert.equal(out.finish_reason, 'length');
-      assert.equal(out.entropy, null);
+      // standard mode reports H too (issue 24): the normalized entropy of the top-20 prior; its
+      // first step is that of the reference logits after the prompt (float64 here)
+      assert.equal(out.entropy.length, c.greedy.tokens.length);
+      for (const h of out.entropy) assert.ok(h >= 0 && h <= 1, `entropy ${h}`);
+      const top = c.logits[c.logits.length - 1].slice().sort((a, b) => b - a).slice(0, 20);
+      const z = top.reduce((a, x) => a + Math.exp(x - top[0]), 0);
+      const h0 = -top.reduce((a, x) => { const p = Math.exp(x - top[0]) / z; return a + p * Math.log(p); }, 0) / Math.log(20);
+      assert.ok(Math.abs(out.entropy[0] - h0) < 1e-4, `H at step 0: ${out.entropy[0]} vs ${h0}`);
+      assert.equal(out.mix_weight, null);
+      assert.equal(out.settings.mode, 'standard');
       assert.equal(out.text, null, 'no tokenizer, no text');
     });
 

@@ -14,7 +14,6 @@ import * as tf from '@tensorflow/tfjs-core';
 import { UsageError } from '@moi/core';
 import type { Decoder, KVCache } from '@moi/models';
 import { defaultMixer, type InputMixer } from '@moi/moi';
-import type { Tokenizer } from '../text/index.ts';
 import type { Engine } from './engine.ts';
 import { prefillChunkEnd } from './prefill.ts';
 import {
@@ -145,9 +144,4 @@ export async function generateOne(engine: Engine, request: GenerateRequest, opts
     else return { events, done: e };
   }
   throw new UsageError('E_INTERNAL', 'generation ended without a done event');
-}
-
-/** Tokenize a prompt the way HF does for plain completion (BOS as the tokenizer config says). */
-export function encodePrompt(tok: Tokenizer, text: string): number[] {
-  return tok.encode(text, { addSpecialTokens: true });
 }

@@ -18,7 +18,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { MoiError, UsageError } from '@moi/core';
 import type { KVCache, DecoderSpec } from '@moi/models';
-import { defaultMixer, type InputMixer } from '@moi/moi';
+import { defaultMixer, type InputMixer, type MixSettings } from '@moi/moi';
 import { commonPrefix } from './chat-session.ts';
 import { prefillChunkEnd } from './prefill.ts';
 import type { Engine } from './engine.ts';
@@ -59,6 +59,8 @@ export interface SchedulerStats {
 export interface Submission extends AsyncIterable<GenerationEvent> {
   /** the request's row (slot) once it has one, else null */
   readonly slot: number | null;
+  /** the mixing it runs with, as resolved when it was submitted (Soft Thinking's think-end id included) */
+  readonly settings: MixSettings;
 }
 
 interface Job {
@@ -167,6 +169,7 @@ export class Scheduler {
     const self = this;
     return {
       get slot() { return job.slot; },
+      settings: row.settings,
       [Symbol.asyncIterator]: () => self.events(job),
     };
   }
