@@ -153,7 +153,8 @@ export function checkSoftSettings(s: SoftSettings, vocabSize?: number, where = '
   check('gumbelTau', GUMBEL_TAU_RANGE);
   check('dirichletAlpha', DIRICHLET_ALPHA_RANGE);
   if (s.noise === 'dirichlet') {
-    const slots = s.thinking.topK > 0 ? s.thinking.topK : vocabSize;
+    // a top-k past the vocabulary keeps all of it (soft.ts), as off does
+    const slots = s.thinking.topK > 0 ? Math.min(s.thinking.topK, vocabSize ?? Infinity) : vocabSize;
     if (slots === undefined || slots > MAX_DIRICHLET_SLOTS) {
       throw softError(`dirichlet noise needs a soft-phase top-k of at most ${MAX_DIRICHLET_SLOTS} ` +
         `(got ${s.thinking.topK > 0 ? s.thinking.topK : `off over a vocabulary of ${vocabSize ?? 'unknown size'}`}): its Gamma draws are made per candidate`, 'sampling.topK');
