@@ -116,6 +116,7 @@ describe('cli: moi-gen as a child process', function () {
     jobs.set('bad-temperature', moiGen(['--model', fx('llama'), '--ids', '1,2', '--temperature', 'abc']));
     jobs.set('bad-beta', moiGen(['--model', fx('llama'), '--ids', '1,2', '--beta', '-1', '--mode', 'moi']));
     jobs.set('bad-topk', moiGen(['--model', fx('llama'), '--ids', '1,2', '--mix-topk', '99999']));
+    jobs.set('bad-tau', moiGen(['--model', fx('llama'), '--ids', '1,2', '--mode', 'soft', '--soft-noise', 'gumbel', '--gumbel-tau', '1e-300']));
     jobs.set('no-model', moiGen(['--ids', '1,2']));
     jobs.set('missing-dir', moiGen(['--model', path.join(tmp, 'no-such-model'), '--ids', '1,2']));
     jobs.set('corrupt', moiGen(['--model', path.join(tmp, 'corrupt'), '--ids', '1,2', '--max-tokens', '2']));
@@ -235,6 +236,20 @@ describe('cli: moi-gen as a child process', function () {
     });
   });
 
+  it('generate --json reports the settings that ran: numbers as numbers, defaults filled in, the source of each', async function () {
+    const env = JSON.parse((await result('env-2')).stdout);
+    assert.deepEqual([env.settings.mode, env.settings_source.mode, env.settings.beta, env.settings_source.beta], ['moi', 'env', 2, 'env']);
+    assert.deepEqual([env.settings.temperature, env.settings_source.temperature], [0, 'flag']);
+    assert.deepEqual([env.settings.mix_topk, env.settings_source.mix_topk, env.settings.mix_prior], [20, 'default', 'raw']);
+    assert.deepEqual([env.settings.top_p, env.settings_source.top_p, env.settings.seed], [1, 'default', null]);
+    const flags = JSON.parse((await result('moi-0.5')).stdout);
+    assert.deepEqual([flags.settings.beta, flags.settings_source.beta, flags.settings_source.mode], [0.5, 'flag', 'flag']);
+    assert.deepEqual([flags.settings.max_tokens, flags.settings_source.max_tokens, flags.settings.ignore_eos], [12, 'flag', true]);
+    const standard = JSON.parse((await result('greedy')).stdout);
+    assert.deepEqual([standard.settings.mode, standard.settings_source.mode], ['standard', 'default']);
+    assert.ok(!('beta' in standard.settings) && !('gumbel_tau' in standard.settings), 'only the settings of the mode that ran');
+  });
+
   describe('errors', function () {
     it('--chat on a model without a chat template: exit 2 with a clear message', async function () {
       assertCleanError(await result('chat'), 2, [/^moi-gen: error: /, /chat template/], '--chat');
@@ -246,6 +261,7 @@ describe('cli: moi-gen as a child process', function () {
         ['bad-temperature', [/--temperature/, /abc/]],
         ['bad-beta', [/^moi-gen: error: /, /beta/, /-1/]],
         ['bad-topk', [/^moi-gen: error: /m, /99999/]],
+        ['bad-tau', [/^moi-gen: error: /m, /--gumbel-tau must be in \[1e-3, 1e3\], got 1e-300/]],
         ['no-model', [/--model/]],
       ];
       for (const [name, mentions] of cases) assertCleanError(await result(name), 2, mentions, name);
