@@ -11,10 +11,10 @@
  *   the field the server's schema reads back to the same values.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import type { Command, Option } from 'commander';
 import { sharedDir, SHARED_MISSING, type Interval } from '@moi/core';
 import {
   Engine, EVAL_SETTINGS, ruleOf, Scheduler, SETTINGS, settingsOf as tableGroup, type Endpoint, type Setting,
@@ -30,6 +30,9 @@ import { chatSchema, completionSchema } from '../packages/cli/src/serve/schema.t
 import { buildServer } from '../packages/cli/src/serve/server.ts';
 
 const shared = sharedDir();
+
+type Command = ReturnType<typeof generateCommand>;
+type Option = Command['options'][number];
 
 // ---- probe values: the ends of a setting's range and just past them
 
@@ -77,6 +80,17 @@ function parseField(endpoint: Endpoint, field: string, value: unknown): { value?
   const r = (endpoint === 'chat' ? chatSchema : completionSchema).safeParse(body);
   if (r.success) return { value: (r.data as Record<string, unknown>)[field] };
   return { error: r.error.issues[0].message };
+}
+
+/** The README's row of a setting: flags, server fields, values, default, whether eval has it. */
+function readmeRow(s: Setting): string {
+  const code = (x: string) => `\`${x}\``;
+  const flags = [s.cli!.short, s.cli!.flag, ...(s.cli!.aliases ?? [])].filter((f): f is string => Boolean(f)).map(code).join(', ');
+  const fields = [...new Set([...s.server!.completions, ...s.server!.chat])].map(code).join(', ');
+  const values = s.type === 'enum' ? s.choices.join(', ') : s.type === 'flag' ? 'on/off' : s.type === 'text' ? 'text'
+    : s.type === 'texts' ? `up to ${s.maxItems} strings` : ruleOf(s);
+  const dflt = s.defaultText ?? (s.default === null ? 'none' : Array.isArray(s.default) ? 'none' : code(String(s.default)));
+  return `| ${flags} | ${fields} | ${values} | ${dflt} | ${s.eval ? '✓' : ''} |`;
 }
 
 function optionOf(cmd: Command, flag: string): Option | undefined {
@@ -146,6 +160,11 @@ describe('settings table: every surface made from it', function () {
         }
       }
     }
+  });
+
+  it("the README's settings table states each setting's flags, fields, range and default as the table does", () => {
+    const readme = readFileSync(path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'README.md'), 'utf8');
+    for (const s of SETTINGS) assert.ok(readme.includes(readmeRow(s) + '\n'), `README row of ${s.name}:\n${readmeRow(s)}`);
   });
 
   it("the server schema's setting fields are exactly the table's", () => {

@@ -5,6 +5,7 @@
  * interrupted state behind exit code 130.
  */
 import { MoiError, UsageError } from '@moi/core';
+import { settingAtPath } from '@moi/engine';
 
 export const PREFIX = 'moi-gen:';
 
@@ -46,16 +47,10 @@ function withHints(err: MoiError): MoiError {
 
 // ---- internal names → the flags a person typed
 
-const SAMPLING_FLAGS: Record<string, string> = {
-  temperature: '--temperature', topK: '--top-k', topP: '--top-p', minP: '--min-p',
-  repetitionPenalty: '--repetition-penalty', presencePenalty: '--presence-penalty',
-  frequencyPenalty: '--frequency-penalty', seed: '--seed', logprobs: '--logprobs',
-};
-
-/** Rewrites a validation message from the engine so it names CLI flags. */
+/** Rewrites a validation message from the engine so it names CLI flags (the settings table's, by request path). */
 export function withFlagNames(message: string): string {
   return message
-    .replace(/\bsampling\.(\w+)/g, (m, f: string) => SAMPLING_FLAGS[f] ?? m)
+    .replace(/\bsampling\.(\w+)/g, (m: string) => settingAtPath(m)?.cli?.flag ?? m)
     .replace(/^moi: /, '')
     .replace(/\boption topK\b/g, '--mix-topk')
     .replace(/\boption beta\b/g, '--beta')

@@ -99,11 +99,11 @@ const both = (field: string): ServerSpec => ({ completions: [field], chat: [fiel
 
 // ---- the table
 
-export const SETTINGS = [
+const TABLE = [
   // sampling
   {
     name: 'temperature', group: 'sampling', path: 'sampling.temperature', type: 'number', range: SAMPLING_RANGES.temperature,
-    help: 'sampling temperature (with --mode soft: the soft phase\'s)', meaning: '0 = greedy',
+    help: 'sampling temperature (in soft mode: the soft phase\'s)', meaning: '0 = greedy',
     default: DEFAULT_SAMPLING.temperature, defaultText: 'generation_config.json, else 1',
     cli: { flag: '--temperature', aliases: ['--temp'], arg: '<t>' }, server: both('temperature'), eval: {},
   },
@@ -251,26 +251,32 @@ export const SETTINGS = [
   },
 ] as const satisfies readonly Setting[];
 
-export type SettingName = (typeof SETTINGS)[number]['name'];
+export type SettingName = (typeof TABLE)[number]['name'];
+
+/** A setting of the table (its name one of the table's). */
+export type TableSetting = Setting & { readonly name: SettingName };
+
+/** The table, in order: sampling, length, MoI, Soft Thinking. */
+export const SETTINGS: readonly TableSetting[] = TABLE;
 
 /** Setting values by name (those given). */
 export type SettingValues = Partial<Record<SettingName, SettingValue>>;
 
-const BY_NAME = new Map<string, Setting>(SETTINGS.map((s) => [s.name, s]));
-const BY_PATH = new Map<string, Setting>(SETTINGS.map((s) => [s.path, s]));
+const BY_NAME = new Map<string, TableSetting>(SETTINGS.map((s) => [s.name, s]));
+const BY_PATH = new Map<string, TableSetting>(SETTINGS.map((s) => [s.path, s]));
 
-export function setting(name: SettingName): Setting {
+export function setting(name: SettingName): TableSetting {
   return BY_NAME.get(name)!;
 }
 
 /** The setting whose value lives at a request path (an error's `field`), if any. */
-export function settingAtPath(path: string): Setting | undefined {
+export function settingAtPath(path: string): TableSetting | undefined {
   return BY_PATH.get(path);
 }
 
-export function settingsOf(group: SettingGroup): Setting[] {
+export function settingsOf(group: SettingGroup): TableSetting[] {
   return SETTINGS.filter((s) => s.group === group);
 }
 
 /** The settings eval offers. */
-export const EVAL_SETTINGS: readonly Setting[] = SETTINGS.filter((s) => s.eval !== null);
+export const EVAL_SETTINGS: readonly TableSetting[] = SETTINGS.filter((s) => s.eval !== null);
