@@ -162,6 +162,16 @@ describe('settings table: every surface made from it', function () {
     }
   });
 
+  it('an out-of-range flag is a usage error before anything loads, naming the flag and stating the range', async () => {
+    for (const make of [generateCommand, chatCommand, evalCommand]) {
+      let printed = '';
+      const cmd = make().exitOverride().configureOutput({ writeErr: (str) => { printed += str; }, writeOut: () => {} });
+      await assert.rejects(cmd.parseAsync(['--model', 'nowhere', '--gumbel-tau', '1e-300', 'x'], { from: 'user' }),
+        (e: unknown) => (e as { code?: string }).code === 'commander.invalidArgument', cmd.name());
+      assert.match(printed, /--gumbel-tau must be in \[1e-3, 1e3\], got 1e-300/, cmd.name());
+    }
+  });
+
   it("the README's settings table states each setting's flags, fields, range and default as the table does", () => {
     const readme = readFileSync(path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'README.md'), 'utf8');
     for (const s of SETTINGS) assert.ok(readme.includes(readmeRow(s) + '\n'), `README row of ${s.name}:\n${readmeRow(s)}`);

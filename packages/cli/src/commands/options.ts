@@ -1,4 +1,7 @@
-/** Options shared by the subcommands, and their parsing into engine requests. */
+/**
+ * Options shared by the subcommands: the model flags, and the settings table's flags (sampling,
+ * length, MoI, Soft Thinking) made from @moi/engine's table, with their values read back.
+ */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -8,7 +11,7 @@ import { resolveMixSettings } from '@moi/moi';
 import { resolveSamplingParams } from '@moi/core';
 import {
   parseSettingText, requestFromSettings, ruleOf, settingError, SETTINGS,
-  type Setting, type SettingName, type SettingValue, type SettingValues,
+  type Setting, type SettingName, type SettingValue, type SettingValues, type TableSetting,
 } from '@moi/engine';
 import { warn } from './usage.ts';
 
@@ -23,11 +26,6 @@ export function modelArg(m: string): string {
   return looksLikeId && !existsSync(userPath(m)) ? m : userPath(m);
 }
 
-export const num = (name: string) => (v: string): number => {
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
-  return n;
-};
 export const int = (name: string) => (v: string): number => {
   const n = Number(v);
   if (!Number.isInteger(n)) throw new InvalidArgumentError(`${name} must be an integer`);
@@ -74,7 +72,7 @@ export function addModelOptions(cmd: Command): Command {
 // ---- the settings table's flags
 
 /** The settings generate and chat take as flags (all with a CLI flag). */
-export const CLI_SETTINGS: readonly Setting[] = SETTINGS.filter((s) => s.cli !== null);
+export const CLI_SETTINGS: readonly TableSetting[] = SETTINGS.filter((s) => s.cli !== null);
 
 /** The help of a setting's flag: what it does, its rule, and its default (commander adds the default it fills in). */
 function settingHelp(s: Setting, prefix: string, shownDefault: boolean): string {
@@ -145,9 +143,9 @@ export interface FlagSettings {
   typed: Set<SettingName>;
 }
 
-export function settingFlags(o: object, cmd: Command, settings: readonly Setting[] = CLI_SETTINGS): FlagSettings {
+export function settingFlags(o: object, cmd: Command, settings: readonly TableSetting[] = CLI_SETTINGS): FlagSettings {
   const opts = o as Record<string, SettingValue | undefined>;
-  const values: Record<string, SettingValue> = {};
+  const values: SettingValues = {};
   const typed = new Set<SettingName>();
   for (const s of settings) {
     const cli = s.cli!;
@@ -162,9 +160,9 @@ export function settingFlags(o: object, cmd: Command, settings: readonly Setting
     }
     if (v === undefined) continue;
     values[s.name] = v;
-    if (wasTyped) typed.add(s.name as SettingName);
+    if (wasTyped) typed.add(s.name);
   }
-  return { values: values as SettingValues, typed };
+  return { values, typed };
 }
 
 /**

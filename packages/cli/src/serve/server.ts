@@ -14,7 +14,7 @@ import type { z } from 'zod';
 import type { MixOptions } from '@moi/moi';
 import type { Engine } from '@moi/engine';
 import type { Scheduler } from '@moi/engine';
-import type { DoneEvent, Endpoint, GenerateRequest, Submission, TokenEvent } from '@moi/engine';
+import type { DoneEvent, Endpoint, GenerateRequest, Submission } from '@moi/engine';
 import { encodeChat, encodePrompt, type ChatMessage, type ChatTemplateSource } from '@moi/engine';
 import { ApiError, fromEngine, fromZod } from './errors.ts';
 import { makeMetrics, type ServerMetrics } from './metrics.ts';
