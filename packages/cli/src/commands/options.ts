@@ -10,10 +10,13 @@ import { DTYPE_CHOICES, type DtypeChoice } from '@moi/models';
 import { resolveMixSettings } from '@moi/moi';
 import { resolveSamplingParams } from '@moi/core';
 import {
-  parseSettingText, requestFromSettings, ruleOf, settingError, SETTINGS,
+  parseSettingText, requestFromSettings, ruleOf, settingAtPath, settingError, SETTINGS,
   type Setting, type SettingName, type SettingValue, type SettingValues, type TableSetting,
 } from '@moi/engine';
-import { warn } from './usage.ts';
+import { registerFlagNames, warn } from './usage.ts';
+
+// messages that name a request path (`sampling.topP`) name its flag instead
+registerFlagNames((path) => settingAtPath(path)?.cli?.flag);
 
 /** Paths the user typed are relative to where they typed them (pnpm runs scripts from the root). */
 export function userPath(p: string): string {
@@ -26,6 +29,11 @@ export function modelArg(m: string): string {
   return looksLikeId && !existsSync(userPath(m)) ? m : userPath(m);
 }
 
+export const num = (name: string) => (v: string): number => {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
+  return n;
+};
 export const int = (name: string) => (v: string): number => {
   const n = Number(v);
   if (!Number.isInteger(n)) throw new InvalidArgumentError(`${name} must be an integer`);
