@@ -169,7 +169,16 @@ describe('cli: moi-gen as users run it', function () {
       const c = readReference('llama').cases[0];
       assert.deepEqual(out.tokens, c.greedy.tokens);
       assert.equal(out.finish_reason, 'length');
-      assert.equal(out.entropy, null);
+      // standard mode reports H too (issue 24): the normalized entropy of the top-20 prior; its
+      // first step is that of the reference logits after the prompt (float64 here)
+      assert.equal(out.entropy.length, c.greedy.tokens.length);
+      for (const h of out.entropy) assert.ok(h >= 0 && h <= 1, `entropy ${h}`);
+      const top = c.logits[c.logits.length - 1].slice().sort((a, b) => b - a).slice(0, 20);
+      const z = top.reduce((a, x) => a + Math.exp(x - top[0]), 0);
+      const h0 = -top.reduce((a, x) => { const p = Math.exp(x - top[0]) / z; return a + p * Math.log(p); }, 0) / Math.log(20);
+      assert.ok(Math.abs(out.entropy[0] - h0) < 1e-4, `H at step 0: ${out.entropy[0]} vs ${h0}`);
+      assert.equal(out.mix_weight, null);
+      assert.equal(out.settings.mode, 'standard');
       assert.equal(out.text, null, 'no tokenizer, no text');
     });
 
@@ -205,6 +214,20 @@ describe('cli: moi-gen as users run it', function () {
       const m05 = JSON.parse((await result('moi-0.5')).stdout);
       assert.notDeepEqual(a.mix_weight, m05.mix_weight, 'β matters to the weights');
     });
+  });
+
+  it('generate --json reports the settings that ran: numbers as numbers, defaults filled in, the source of each', async function () {
+    const env = JSON.parse((await result('env-2')).stdout);
+    assert.deepEqual([env.settings.mode, env.settings_source.mode, env.settings.beta, env.settings_source.beta], ['moi', 'env', 2, 'env']);
+    assert.deepEqual([env.settings.temperature, env.settings_source.temperature], [0, 'flag']);
+    assert.deepEqual([env.settings.mix_topk, env.settings_source.mix_topk, env.settings.mix_prior], [20, 'default', 'raw']);
+    assert.deepEqual([env.settings.top_p, env.settings_source.top_p, env.settings.seed], [1, 'default', null]);
+    const flags = JSON.parse((await result('moi-0.5')).stdout);
+    assert.deepEqual([flags.settings.beta, flags.settings_source.beta, flags.settings_source.mode], [0.5, 'flag', 'flag']);
+    assert.deepEqual([flags.settings.max_tokens, flags.settings_source.max_tokens, flags.settings.ignore_eos], [12, 'flag', true]);
+    const standard = JSON.parse((await result('greedy')).stdout);
+    assert.deepEqual([standard.settings.mode, standard.settings_source.mode], ['standard', 'default']);
+    assert.ok(!('beta' in standard.settings) && !('gumbel_tau' in standard.settings), 'only the settings of the mode that ran');
   });
 
   describe('errors', function () {

@@ -4,10 +4,16 @@
  */
 export class MoiError extends Error {
   readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  /**
+   * Where a bad request value was, as its path in a GenerateRequest (`sampling.topP`,
+   * `mix.soft.gumbelTau`, `maxTokens`), so that a server can name its own field for it.
+   */
+  readonly field?: string;
+  constructor(code: string, message: string, options?: { cause?: unknown; field?: string }) {
     super(message, options);
     this.code = code;
     this.name = new.target.name;
+    if (options?.field !== undefined) this.field = options.field;
   }
 }
 

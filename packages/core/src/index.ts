@@ -9,3 +9,4 @@ export * from './linear.ts';
 export * from './vocab-blocks.ts';
 export * from './embed-source.ts';
 export * from './sampling/index.ts';
+export * from './range.ts';

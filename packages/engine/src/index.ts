@@ -2,13 +2,15 @@
  * @moi/engine: a loaded model and everything generation needs around it, with no server, eval,
  * chart or hub client inside. `Engine.load` (a folder, or a resolver the caller hands in for hub
  * ids), `generate()` as a stream (batched, per-row sampling and mixing), the continuous-batching
- * `Scheduler`, chat sessions, text (tokenizer, chat templates, the streaming detokenizer) and the
- * per-step trace data.
+ * `Scheduler`, chat sessions, text (tokenizer, chat templates, the streaming detokenizer), the
+ * settings table every request field is declared in, and the per-step trace data.
  */
 export { Engine, type EngineLoadOptions, type ModelResolver } from './engine/engine.ts';
 export * from './engine/generate.ts';
 export * from './engine/scheduler.ts';
 export * from './engine/chat-session.ts';
+export { prefillChunkEnd } from './engine/prefill.ts';
 export * from './text/index.ts';
+export * from './settings/index.ts';
 export * from './trace/candidates.ts';
 export { checkFiniteRows } from './engine/finite.ts';

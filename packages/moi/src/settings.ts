@@ -4,7 +4,7 @@
  * MoI on with that β, and a value ≤ −99 selects the direct mixture. Explicit options win over
  * the environment. Bad values are refused with a UsageError (code E_MOI), never clamped.
  */
-import { UsageError } from '@moi/core';
+import { describeRange, formatBound, UsageError, type NumericRange } from '@moi/core';
 import { anySoftOption, checkSoftSettings, givenSoftOptions, resolveSoftSettings, type SoftOptions, type SoftSettings } from './soft-settings.ts';
 
 /**
@@ -36,6 +36,17 @@ export const DEFAULT_SOFT_TOP_K = 10;
 /** Reference sentinel: MIXINPUTS_BETA at or below this selects the direct mixture. */
 export const DIRECT_SENTINEL = -99;
 export const BETA_ENV = 'MIXINPUTS_BETA';
+/**
+ * The largest β: the moi rule's weights a = H/(β+1), b = (β+1−H)/(β+1) stay finite in float32
+ * (β + 1 far below float32's 3.4e38), and β = 1e9 already puts all but 1e-9 of the weight on the
+ * sampled token, which float32 rounds to all of it.
+ */
+export const MAX_BETA = 1e9;
+/** β as a request or flag gives it: moi's [0, 1e9], or the reference's direct sentinel. */
+export const BETA_RANGE: NumericRange = [
+  { min: 0, max: MAX_BETA },
+  { min: -MAX_BETA, max: DIRECT_SENTINEL, note: 'the direct mixture' },
+];
 
 export interface MixOptions {
   mode?: string;
@@ -49,14 +60,15 @@ export interface MixOptions {
   soft?: SoftOptions;
 }
 
-function moiError(message: string): UsageError {
-  return new UsageError('E_MOI', `moi: ${message}`);
+/** `field`: the value's path in a request (mix.beta, mix.topK, ...), where it came from one. */
+function moiError(message: string, field?: string): UsageError {
+  return new UsageError('E_MOI', `moi: ${message}`, field ? { field } : undefined);
 }
 
 /** A number from an option or env value; refuses empty, non-numeric, NaN and ±Infinity. */
-function parseBeta(value: number | string, source: string): number {
+function parseBeta(value: number | string, source: string, field?: string): number {
   const n = typeof value === 'number' ? value : value.trim() === '' ? NaN : Number(value.trim());
-  if (!Number.isFinite(n)) throw moiError(`${source} must be a finite number, got '${String(value)}'`);
+  if (!Number.isFinite(n)) throw moiError(`${source} must be a finite number, got '${String(value)}'`, field);
   return n;
 }
 
@@ -64,15 +76,15 @@ function parseTopK(value: number | string, source: string): number | 'all' {
   if (typeof value === 'string' && value.trim().toLowerCase() === 'all') return 'all';
   const n = typeof value === 'number' ? value : value.trim() === '' ? NaN : Number(value.trim());
   if (!Number.isInteger(n) || n < 0) {
-    throw moiError(`${source} must be a non-negative integer or 'all', got '${String(value)}'`);
+    throw moiError(`${source} must be a non-negative integer or 'all', got '${String(value)}'`, 'mix.topK');
   }
   return n === 0 ? 'all' : n;
 }
 
-function parseChoice<T extends string>(value: string, allowed: readonly T[], source: string): T {
+function parseChoice<T extends string>(value: string, allowed: readonly T[], source: string, field?: string): T {
   const v = value.trim().toLowerCase();
   if (!(allowed as readonly string[]).includes(v)) {
-    throw moiError(`unknown ${source} '${value}'; expected one of ${allowed.join(', ')}`);
+    throw moiError(`unknown ${source} '${value}'; expected one of ${allowed.join(', ')}`, field);
   }
   return v as T;
 }
@@ -82,19 +94,20 @@ function parseChoice<T extends string>(value: string, allowed: readonly T[], sou
  * vocabulary size. `where` names the row in error messages.
  */
 export function checkMixSettings(s: MixSettings, vocabSize?: number, where = 'settings'): void {
-  if (!MIX_MODES.includes(s.mode)) throw moiError(`${where}.mode: unknown mode '${String(s.mode)}'; expected one of ${MIX_MODES.join(', ')}`);
-  if (!MIX_PRIORS.includes(s.prior)) throw moiError(`${where}.prior: unknown prior '${String(s.prior)}'; expected one of ${MIX_PRIORS.join(', ')}`);
-  if (typeof s.beta !== 'number' || !Number.isFinite(s.beta)) throw moiError(`${where}.beta must be a finite number, got '${String(s.beta)}'`);
-  if (s.mode === 'moi' && s.beta < 0) throw moiError(`${where}.beta must be >= 0 in moi mode, got ${s.beta}`);
+  if (!MIX_MODES.includes(s.mode)) throw moiError(`${where}.mode: unknown mode '${String(s.mode)}'; expected one of ${MIX_MODES.join(', ')}`, 'mix.mode');
+  if (!MIX_PRIORS.includes(s.prior)) throw moiError(`${where}.prior: unknown prior '${String(s.prior)}'; expected one of ${MIX_PRIORS.join(', ')}`, 'mix.prior');
+  if (typeof s.beta !== 'number' || !Number.isFinite(s.beta)) throw moiError(`${where}.beta must be a finite number, got '${String(s.beta)}'`, 'mix.beta');
+  if (s.mode === 'moi' && s.beta < 0) throw moiError(`${where}.beta must be >= 0 in moi mode, got ${s.beta}`, 'mix.beta');
+  if (s.mode === 'moi' && s.beta > MAX_BETA) throw moiError(`${where}.beta must be ${describeRange(BETA_RANGE.slice(0, 1))} in moi mode, got ${s.beta}`, 'mix.beta');
   if (s.topK !== 'all') {
-    if (!Number.isInteger(s.topK) || s.topK < 1) throw moiError(`${where}.topK must be a positive integer or 'all', got '${String(s.topK)}'`);
-    if (vocabSize !== undefined && s.topK > vocabSize) throw moiError(`${where}.topK ${s.topK} is larger than the vocabulary (${vocabSize})`);
+    if (!Number.isInteger(s.topK) || s.topK < 1) throw moiError(`${where}.topK must be a positive integer or 'all', got '${String(s.topK)}'`, 'mix.topK');
+    if (vocabSize !== undefined && s.topK > vocabSize) throw moiError(`${where}.topK ${s.topK} is larger than the vocabulary (${vocabSize})`, 'mix.topK');
   }
   if (s.mode === 'soft') {
-    if (!s.soft) throw moiError(`${where}.soft: mode 'soft' needs its soft settings`);
+    if (!s.soft) throw moiError(`${where}.soft: mode 'soft' needs its soft settings`, 'mix.mode');
     checkSoftSettings(s.soft, vocabSize, `${where}.soft`);
   } else if (s.soft !== undefined) {
-    throw moiError(`${where}.soft is only for mode 'soft', not '${s.mode}'`);
+    throw moiError(`${where}.soft is only for mode 'soft', not '${s.mode}'`, 'mix.mode');
   }
 }
 
@@ -109,14 +122,14 @@ export function checkMixSettings(s: MixSettings, vocabSize?: number, where = 'se
 export function resolveMixSettings(opts: MixOptions = {}, env: NodeJS.ProcessEnv = process.env, vocabSize?: number): MixSettings {
   const rawEnv = env[BETA_ENV];
   const envBeta = rawEnv === undefined || rawEnv.trim() === '' ? undefined : parseBeta(rawEnv, `${BETA_ENV} (environment)`);
-  const optBeta = opts.beta === undefined ? undefined : parseBeta(opts.beta, 'option beta');
+  const optBeta = opts.beta === undefined ? undefined : parseBeta(opts.beta, 'option beta', 'mix.beta');
 
   // The β that speaks for the mode, and where it came from.
-  const pick = optBeta !== undefined ? { beta: optBeta, source: 'option beta', env: false }
-    : envBeta !== undefined ? { beta: envBeta, source: `${BETA_ENV} (environment)`, env: true } : undefined;
+  const pick = optBeta !== undefined ? { beta: optBeta, source: 'option beta', env: false, field: 'mix.beta' }
+    : envBeta !== undefined ? { beta: envBeta, source: `${BETA_ENV} (environment)`, env: true, field: undefined } : undefined;
 
   let mode: MixMode;
-  if (opts.mode !== undefined) mode = parseChoice(opts.mode, MIX_MODES, 'mode');
+  if (opts.mode !== undefined) mode = parseChoice(opts.mode, MIX_MODES, 'mode', 'mix.mode');
   else if (pick) mode = pick.beta <= DIRECT_SENTINEL ? 'direct' : 'moi';
   else mode = opts.defaultMode !== undefined ? parseChoice(opts.defaultMode, MIX_MODES, 'defaultMode') : 'moi';
 
@@ -127,7 +140,10 @@ export function resolveMixSettings(opts: MixOptions = {}, env: NodeJS.ProcessEnv
   const envSentinel = pick?.env === true && pick.beta <= DIRECT_SENTINEL;
   if (mode === 'moi' && pick && pick.beta < 0 && !envSentinel) {
     throw moiError(`${pick.source} must be >= 0 in moi mode, got ${pick.beta}` +
-      (pick.beta <= DIRECT_SENTINEL ? ` (values <= ${DIRECT_SENTINEL} select mode 'direct')` : ''));
+      (pick.beta <= DIRECT_SENTINEL ? ` (values <= ${DIRECT_SENTINEL} select mode 'direct')` : ''), pick.field);
+  }
+  if (mode === 'moi' && pick && pick.beta > MAX_BETA) {
+    throw moiError(`${pick.source} must be in [0, ${formatBound(MAX_BETA)}] in moi mode, got ${pick.beta}`, pick.field);
   }
 
   // The default K never exceeds a (tiny) vocabulary: there it means the whole of it.
@@ -135,13 +151,16 @@ export function resolveMixSettings(opts: MixOptions = {}, env: NodeJS.ProcessEnv
   const topK = opts.topK !== undefined ? parseTopK(opts.topK, 'option topK')
     : vocabSize !== undefined && vocabSize <= defaultK ? 'all' : defaultK;
   if (topK !== 'all' && vocabSize !== undefined && topK > vocabSize) {
-    throw moiError(`option topK ${topK} is larger than the vocabulary (${vocabSize})`);
+    throw moiError(`option topK ${topK} is larger than the vocabulary (${vocabSize})`, 'mix.topK');
   }
-  const prior = opts.prior === undefined ? 'raw' : parseChoice(opts.prior, MIX_PRIORS, 'prior');
+  const prior = opts.prior === undefined ? 'raw' : parseChoice(opts.prior, MIX_PRIORS, 'prior', 'mix.prior');
 
   const settings: MixSettings = { mode, beta, topK, prior };
   if (mode === 'soft') settings.soft = resolveSoftSettings(opts.soft ?? {}, vocabSize);
-  else if (anySoftOption(opts.soft)) throw moiError(`the soft-thinking options (${givenSoftOptions(opts.soft).join(', ')}) need mode 'soft'`);
+  else if (anySoftOption(opts.soft)) {
+    const given = givenSoftOptions(opts.soft);
+    throw moiError(`the soft-thinking options (${given.join(', ')}) need mode 'soft'`, `mix.soft.${given[0]}`);
+  }
   checkMixSettings(settings, vocabSize);
   return settings;
 }

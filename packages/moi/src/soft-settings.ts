@@ -4,7 +4,7 @@
  * the reference's API); after think-end the row samples with the after-thinking ones. Defaults
  * follow the paper's runs. Bad values are refused with a UsageError (code E_MOI) naming the field.
  */
-import { UsageError } from '@moi/core';
+import { describeRange, inRange, INT32_MAX, SAMPLING_RANGES, UsageError, type NumericRange } from '@moi/core';
 
 export type SoftNoise = 'none' | 'gumbel' | 'dirichlet';
 export const SOFT_NOISES: readonly SoftNoise[] = ['none', 'gumbel', 'dirichlet'];
@@ -67,9 +67,31 @@ export const RECOMMENDED_COLD_STOP = Object.freeze({ entropy: 0.01, steps: 256 }
  * or the vocabulary when top-k is off).
  */
 export const MAX_DIRICHLET_SLOTS = 4096;
+export const DEFAULT_SOFT_NOISE: SoftNoise = 'none';
+export const DEFAULT_GUMBEL_TAU = 1;
+export const DEFAULT_DIRICHLET_ALPHA = 1;
+/** 0 = the cold stop is off */
+export const DEFAULT_COLD_STOP_ENTROPY = 0;
 
-function softError(message: string): UsageError {
-  return new UsageError('E_MOI', `soft: ${message}`);
+/**
+ * Ranges that keep Soft Thinking's float32 arithmetic finite (soft.ts):
+ * - Gumbel τ divides (ln w + G), where G ∈ [−2.9, 17.4] (uniforms on a 2^-24 grid) and ln w is
+ *   bounded by the logits' spread over the temperature: τ ≥ 1e-3 keeps it finite, τ ≤ 1e3 keeps
+ *   it from a uniform blur of float32 rounding.
+ * - Dirichlet draws Gamma(α·p): its log is ln Gamma(α·p + 1) + ln(u)/(α·p); the top candidate has
+ *   p ≥ 1/MAX_DIRICHLET_SLOTS, so α ≥ 1e-3 keeps ln(u)/(α·p) ≥ −7e7 (finite, and the top slot
+ *   always valid); α ≤ 1e3 keeps d = α·p + 2/3 and d·v far inside float32.
+ * - The cold-stop threshold compares with S in nats, which is at most ln V (< 22 for any int32
+ *   vocabulary): [0, 100].
+ */
+export const GUMBEL_TAU_RANGE: NumericRange = [{ min: 1e-3, max: 1e3 }];
+export const DIRICHLET_ALPHA_RANGE: NumericRange = [{ min: 1e-3, max: 1e3 }];
+export const COLD_STOP_ENTROPY_RANGE: NumericRange = [{ min: 0, max: 100 }];
+export const COLD_STOP_STEPS_RANGE: NumericRange = [{ min: 1, max: INT32_MAX }];
+
+/** `field`: the value's path in a request (mix.soft.gumbelTau, ...), where it came from one. */
+function softError(message: string, field?: string): UsageError {
+  return new UsageError('E_MOI', `soft: ${message}`, field ? { field } : undefined);
 }
 
 /** True when some option is given (an empty afterThinking counts as not given). */
@@ -92,34 +114,50 @@ export function givenSoftOptions(o: SoftOptions | undefined): string[] {
   return out;
 }
 
-function checkFilters(f: SoftFilters, where: string): void {
-  const num = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
-  if (!num(f.temperature) || f.temperature < 0) throw softError(`${where}.temperature must be a finite number >= 0, got ${String(f.temperature)}`);
-  if (!Number.isInteger(f.topK) || f.topK < 0) throw softError(`${where}.topK must be an integer >= 0 (0 or -1 = off), got ${String(f.topK)}`);
-  if (!num(f.topP) || !(f.topP > 0 && f.topP <= 1)) throw softError(`${where}.topP must be in (0, 1], got ${String(f.topP)}`);
-  if (!num(f.minP) || !(f.minP >= 0 && f.minP <= 1)) throw softError(`${where}.minP must be in [0, 1], got ${String(f.minP)}`);
+/**
+ * One phase's filters, in the sampler's ranges (@moi/core's SAMPLING_RANGES). `path` is where a
+ * request gives them: the soft phase's come from its sampling fields, after-thinking's from
+ * mix.soft.afterThinking.
+ */
+function checkFilters(f: SoftFilters, where: string, path: string): void {
+  const check = (name: keyof SoftFilters, range: NumericRange, integer = false, extra = '') => {
+    if (!inRange(f[name], range, integer)) {
+      throw softError(`${where}.${name} must be ${describeRange(range, integer)}${extra}, got ${String(f[name])}`, `${path}.${name}`);
+    }
+  };
+  check('temperature', SAMPLING_RANGES.temperature, false, ' (0 = argmax)');
+  check('topK', SAMPLING_RANGES.topK, true, ' (0 or -1 = off)');
+  check('topP', SAMPLING_RANGES.topP);
+  check('minP', SAMPLING_RANGES.minP);
 }
 
 /** Validate resolved settings (e.g. built by hand); `vocabSize` bounds ids and top-k when given. */
 export function checkSoftSettings(s: SoftSettings, vocabSize?: number, where = 'soft'): void {
-  checkFilters(s.thinking, `${where}.thinking`);
-  checkFilters(s.afterThinking, `${where}.afterThinking`);
-  if (typeof s.thinkEnd !== 'string' || s.thinkEnd === '') throw softError(`${where}.thinkEnd must be a non-empty string`);
+  checkFilters(s.thinking, `${where}.thinking`, 'sampling');
+  checkFilters(s.afterThinking, `${where}.afterThinking`, 'mix.soft.afterThinking');
+  if (typeof s.thinkEnd !== 'string' || s.thinkEnd === '') throw softError(`${where}.thinkEnd must be a non-empty string`, 'mix.soft.thinkEnd');
   if (s.thinkEndId !== null) {
-    if (!Number.isInteger(s.thinkEndId) || s.thinkEndId < 0 || (vocabSize !== undefined && s.thinkEndId >= vocabSize)) {
-      throw softError(`${where}.thinkEndId must be a token id${vocabSize !== undefined ? ` in [0, ${vocabSize})` : ' >= 0'}, got ${String(s.thinkEndId)}`);
+    const top = vocabSize ?? INT32_MAX + 1;
+    if (!Number.isInteger(s.thinkEndId) || s.thinkEndId < 0 || s.thinkEndId >= top) {
+      throw softError(`${where}.thinkEndId must be a token id in [0, ${top}), got ${String(s.thinkEndId)}`, 'mix.soft.thinkEndId');
     }
   }
-  if (!Number.isFinite(s.coldStopEntropy) || s.coldStopEntropy < 0) throw softError(`${where}.coldStopEntropy must be a finite number >= 0 (0 = off), got ${String(s.coldStopEntropy)}`);
-  if (!Number.isInteger(s.coldStopSteps) || s.coldStopSteps < 1) throw softError(`${where}.coldStopSteps must be a positive integer, got ${String(s.coldStopSteps)}`);
-  if (!SOFT_NOISES.includes(s.noise)) throw softError(`${where}.noise: unknown noise '${String(s.noise)}'; expected one of ${SOFT_NOISES.join(', ')}`);
-  if (!Number.isFinite(s.gumbelTau) || s.gumbelTau <= 0) throw softError(`${where}.gumbelTau must be a finite number > 0, got ${String(s.gumbelTau)}`);
-  if (!Number.isFinite(s.dirichletAlpha) || s.dirichletAlpha <= 0) throw softError(`${where}.dirichletAlpha must be a finite number > 0, got ${String(s.dirichletAlpha)}`);
+  const check = (name: 'coldStopEntropy' | 'coldStopSteps' | 'gumbelTau' | 'dirichletAlpha', range: NumericRange, integer = false, extra = '') => {
+    if (!inRange(s[name], range, integer)) {
+      throw softError(`${where}.${name} must be ${describeRange(range, integer)}${extra}, got ${String(s[name])}`, `mix.soft.${name}`);
+    }
+  };
+  check('coldStopEntropy', COLD_STOP_ENTROPY_RANGE, false, ' (0 = off)');
+  check('coldStopSteps', COLD_STOP_STEPS_RANGE, true);
+  if (!SOFT_NOISES.includes(s.noise)) throw softError(`${where}.noise: unknown noise '${String(s.noise)}'; expected one of ${SOFT_NOISES.join(', ')}`, 'mix.soft.noise');
+  check('gumbelTau', GUMBEL_TAU_RANGE);
+  check('dirichletAlpha', DIRICHLET_ALPHA_RANGE);
   if (s.noise === 'dirichlet') {
-    const slots = s.thinking.topK > 0 ? s.thinking.topK : vocabSize;
+    // a top-k past the vocabulary keeps all of it (soft.ts), as off does
+    const slots = s.thinking.topK > 0 ? Math.min(s.thinking.topK, vocabSize ?? Infinity) : vocabSize;
     if (slots === undefined || slots > MAX_DIRICHLET_SLOTS) {
       throw softError(`dirichlet noise needs a soft-phase top-k of at most ${MAX_DIRICHLET_SLOTS} ` +
-        `(got ${s.thinking.topK > 0 ? s.thinking.topK : `off over a vocabulary of ${vocabSize ?? 'unknown size'}`}): its Gamma draws are made per candidate`);
+        `(got ${s.thinking.topK > 0 ? s.thinking.topK : `off over a vocabulary of ${vocabSize ?? 'unknown size'}`}): its Gamma draws are made per candidate`, 'sampling.topK');
     }
   }
 }
@@ -138,20 +176,20 @@ function filtersFrom(o: Partial<SoftFilters> | undefined, defaults: Readonly<Sof
 
 /** Resolve Soft Thinking settings from options, over the paper's defaults; then validate. */
 export function resolveSoftSettings(o: SoftOptions, vocabSize?: number): SoftSettings {
-  const noise = o.noise === undefined ? 'none' : o.noise.trim().toLowerCase();
+  const noise = o.noise === undefined ? DEFAULT_SOFT_NOISE : o.noise.trim().toLowerCase();
   if (!(SOFT_NOISES as readonly string[]).includes(noise)) {
-    throw softError(`unknown noise '${o.noise}'; expected one of ${SOFT_NOISES.join(', ')}`);
+    throw softError(`unknown noise '${o.noise}'; expected one of ${SOFT_NOISES.join(', ')}`, 'mix.soft.noise');
   }
   const s: SoftSettings = {
     thinking: filtersFrom({ temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP }, DEFAULT_THINKING),
     afterThinking: filtersFrom(o.afterThinking, DEFAULT_AFTER_THINKING),
     thinkEnd: o.thinkEnd ?? DEFAULT_THINK_END,
     thinkEndId: o.thinkEndId ?? null,
-    coldStopEntropy: o.coldStopEntropy ?? 0,
+    coldStopEntropy: o.coldStopEntropy ?? DEFAULT_COLD_STOP_ENTROPY,
     coldStopSteps: o.coldStopSteps ?? RECOMMENDED_COLD_STOP.steps,
     noise: noise as SoftNoise,
-    gumbelTau: o.gumbelTau ?? 1,
-    dirichletAlpha: o.dirichletAlpha ?? 1,
+    gumbelTau: o.gumbelTau ?? DEFAULT_GUMBEL_TAU,
+    dirichletAlpha: o.dirichletAlpha ?? DEFAULT_DIRICHLET_ALPHA,
   };
   checkSoftSettings(s, vocabSize);
   return s;
@@ -171,12 +209,12 @@ export interface ThinkEndTokenizer {
 export function resolveThinkEnd(s: SoftSettings, tokenizer: ThinkEndTokenizer | null | undefined): number {
   if (s.thinkEndId !== null) return s.thinkEndId;
   const hint = `pass the think-end token id (--think-end-id N / think_end as an id)`;
-  if (!tokenizer) throw softError(`no tokenizer to find the think-end token '${s.thinkEnd}': ${hint}`);
+  if (!tokenizer) throw softError(`no tokenizer to find the think-end token '${s.thinkEnd}': ${hint}`, 'mix.soft.thinkEnd');
   const ids = tokenizer.encode(s.thinkEnd, { addSpecialTokens: false });
   const last = ids[ids.length - 1];
   if (last === undefined || tokenizer.decode([last], { skipSpecialTokens: false }).trim() !== s.thinkEnd.trim()) {
     throw softError(`the tokenizer has no token for the think-end text '${s.thinkEnd}' ` +
-      `(it encodes as ${ids.length} token${ids.length === 1 ? '' : 's'}: [${ids.join(', ')}]); ${hint}`);
+      `(it encodes as ${ids.length} token${ids.length === 1 ? '' : 's'}: [${ids.join(', ')}]); ${hint}`, 'mix.soft.thinkEnd');
   }
   return last;
 }

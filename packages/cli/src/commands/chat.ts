@@ -14,10 +14,11 @@ import { ChatSession, DEFAULT_MAX_CONTEXT, type TurnStats } from '@moi/engine';
 import type { DoneEvent } from '@moi/engine';
 import { loadEngine, type ModelFlags } from './load.ts';
 import { readUserFile } from './generate.ts';
-import { addModelOptions, addSamplingOptions, alias, checkSamplingFlags, dtypeLabel, int, mixFrom, samplingFrom, type SamplingFlags } from './options.ts';
+import { requestFromSettings } from '@moi/engine';
+import { addModelOptions, addSamplingOptions, alias, checkSamplingFlags, dtypeLabel, int, settingFlags } from './options.ts';
 import { interruption, reportTurnError, warn } from './usage.ts';
 
-interface ChatFlags extends ModelFlags, SamplingFlags {
+interface ChatFlags extends ModelFlags {
   system?: string;
   systemPrompt?: string;
   maxContext: number;
@@ -47,13 +48,14 @@ async function run(o: ChatFlags, cmd: Command): Promise<void> {
     throw new UsageError('E_USAGE', '--max-context and -c/--ctx-size (an alias) disagree: give one of them');
   }
   if (o.ctxSize !== undefined) o.maxContext = o.ctxSize;
-  checkSamplingFlags(o, cmd, { chat: true });
+  const flags = settingFlags(o, cmd);
+  checkSamplingFlags(flags, { chat: true });
   if (!Number.isInteger(o.maxContext) || o.maxContext < 2) throw new UsageError('E_USAGE', `--max-context must be an integer ≥ 2, got ${o.maxContext}`);
   const chatTemplate = o.chatTemplate !== undefined ? readUserFile('--chat-template', o.chatTemplate) : undefined;
   const { engine, progress } = await loadEngine(o);
   const session = new ChatSession(engine, {
     system: o.system, maxContext: o.maxContext, chatTemplate,
-    defaults: { maxTokens: o.maxTokens, sampling: samplingFrom(o), mix: mixFrom(o), stop: o.stop, ignoreEos: Boolean(o.ignoreEos) },
+    defaults: requestFromSettings(flags.values),
   });
   if ((o.ctxSize !== undefined || typedContext) && o.maxContext > engine.spec.maxPositionEmbeddings) {
     warn(`--max-context ${o.maxContext} is capped at ${engine.spec.maxPositionEmbeddings}, the model's context (max_position_embeddings)`);

@@ -6,8 +6,8 @@
 import fs from 'node:fs';
 import { Command, Option } from 'commander';
 import { UsageError } from '@moi/core';
-import { anySoftOption, givenSoftOptions, MIX_MODES, type MixMode, type SoftOptions } from '@moi/moi';
-import { Engine } from '@moi/engine';
+import { givenSoftOptions, MAX_BETA, type SoftOptions } from '@moi/moi';
+import { Engine, EVAL_SETTINGS, parseModeList, requestFromSettings } from '@moi/engine';
 import type { Completer } from '../eval/completer.ts';
 import { EndpointCompleter } from '../eval/endpoint.ts';
 import { InProcessCompleter } from '../eval/in-process.ts';
@@ -19,22 +19,15 @@ import { showProgress } from '../progress.ts';
 import { loadTokenizer, type Tokenizer } from '@moi/engine';
 import { resolveModel } from '../hub/index.ts';
 import { loadEngine } from './load.ts';
-import { addSoftOptions, dtypeOption, int, modelArg, num, softFrom, userPath, type DtypeChoice, type SoftFlags } from './options.ts';
+import { addSettingOptions, dtypeOption, int, modelArg, num, settingFlags, userPath, type DtypeChoice } from './options.ts';
 
-interface EvalFlags extends SoftFlags {
+interface EvalFlags {
   model: string;
   task: string;
   modes: string;
-  beta?: number;
-  mixTopk?: string;
   limit?: number;
   samples: number;
   seed: number;
-  temperature?: number;
-  topP?: number;
-  topK?: number;
-  minP?: number;
-  maxTokens: number;
   maxSeqs: number;
   out: string;
   endpoint?: string;
@@ -79,14 +72,6 @@ function parsePassAt(list: string): number[] {
   return [...new Set(ks)].sort((a, b) => a - b);
 }
 
-function parseModes(list: string): MixMode[] {
-  const modes = list.split(',').map((m) => m.trim()).filter(Boolean);
-  if (!modes.length) throw new UsageError('E_USAGE', '--modes needs a list such as standard,moi');
-  for (const m of modes) if (!MIX_MODES.includes(m as MixMode)) throw new UsageError('E_USAGE', `--modes: unknown mode "${m}" (use ${MIX_MODES.join(', ')})`);
-  if (new Set(modes).size !== modes.length) throw new UsageError('E_USAGE', '--modes: a mode is listed twice');
-  return modes as MixMode[];
-}
-
 /** `kind:PATH` with PATH relative to where the user typed it (pnpm runs scripts from the root). */
 function localTaskPath(spec: string): string {
   const colon = spec.indexOf(':');
@@ -97,50 +82,39 @@ function localTaskPath(spec: string): string {
   return /\.(jsonl|json|parquet)$/i.test(arg) || fs.existsSync(local) ? `${spec.slice(0, colon)}:${local}` : spec;
 }
 
-function mixTopK(v: string | undefined): number | 'all' | undefined {
-  if (v === undefined) return undefined;
-  if (v === 'all' || v === '0') return 'all';
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError('E_USAGE', `--mix-topk must be a positive integer, 0 or 'all', got ${v}`);
-  return n;
-}
-
 async function run(o: EvalFlags, cmd: Command): Promise<void> {
-  const modes = parseModes(o.modes);
+  const modes = parseModeList(o.modes, '--modes');
   // the server loaded its own weights: a --dtype here would do nothing
   if (o.endpoint && cmd.getOptionValueSource('dtype') === 'cli') throw new UsageError('E_USAGE', '--dtype is for in-process runs; with --endpoint the server chose its weights\' dtype');
-  if (!Number.isInteger(o.maxTokens) || o.maxTokens < 1) throw new UsageError('E_USAGE', `--max-tokens must be a positive integer, got ${o.maxTokens}`);
   if (!Number.isInteger(o.maxSeqs) || o.maxSeqs < 1) throw new UsageError('E_USAGE', `--max-seqs must be a positive integer, got ${o.maxSeqs}`);
   if (!Number.isInteger(o.samples) || o.samples < 1) throw new UsageError('E_USAGE', `--samples must be a positive integer, got ${o.samples}`);
   if (o.limit !== undefined && (!Number.isInteger(o.limit) || o.limit < 1)) throw new UsageError('E_USAGE', `--limit must be a positive integer, got ${o.limit}`);
-  if (o.beta !== undefined && o.beta < 0) throw new UsageError('E_USAGE', `--beta must be >= 0, got ${o.beta}`);
+  // the settings table's flags eval offers; its modes are explicit, so β's direct sentinel has no use here
+  const given = requestFromSettings(settingFlags(o, cmd, EVAL_SETTINGS).values);
+  const beta = given.mix?.beta as number | undefined; // a number: the table parsed the flag
+  if (beta !== undefined && beta < 0) throw new UsageError('E_USAGE', `--beta must be in [0, ${MAX_BETA}] for eval (for the direct mixture, list direct in --modes), got ${beta}`);
   const passAt = parsePassAt(o.passAt);
   if (passAt[passAt.length - 1] > o.samples) throw new UsageError('E_USAGE', `--pass-at ${passAt[passAt.length - 1]} needs --samples >= ${passAt[passAt.length - 1]} (got ${o.samples})`);
   const code = o.task === 'livecodebench' || o.task.startsWith('livecodebench:');
   const execGiven = [o.execWorkers, o.execTimeout, o.execWall, o.execMemory, o.python].some((x) => x !== undefined);
   if (!code && execGiven) throw new UsageError('E_USAGE', '--exec-workers, --exec-timeout, --exec-wall, --exec-memory and --python are for --task livecodebench');
   const sandbox = sandboxOptions(o);
-  const soft = softFrom(o);
-  if (anySoftOption(soft) && !modes.includes('soft')) {
+  const soft = given.mix?.soft;
+  if (soft && !modes.includes('soft')) {
     throw new UsageError('E_USAGE', `the Soft Thinking flags (${givenSoftOptions(soft).join(', ')}) need soft in --modes`);
   }
   const settings: EvalSettings = {
     model: o.model,
     task: o.task,
     modes,
-    ...(o.beta !== undefined ? { beta: o.beta } : {}),
-    ...(o.mixTopk !== undefined ? { mixTopK: mixTopK(o.mixTopk) } : {}),
-    ...(anySoftOption(soft) ? { soft: JSON.parse(JSON.stringify(soft)) as SoftOptions } : {}),
+    ...(beta !== undefined ? { beta } : {}),
+    ...(given.mix?.topK !== undefined ? { mixTopK: given.mix.topK as number | 'all' } : {}),
+    ...(soft ? { soft: soft as SoftOptions } : {}),
     ...(o.limit !== undefined ? { limit: o.limit } : {}),
     samples: o.samples,
     seed: o.seed,
-    sampling: {
-      ...(o.temperature !== undefined ? { temperature: o.temperature } : {}),
-      ...(o.topP !== undefined ? { topP: o.topP } : {}),
-      ...(o.topK !== undefined ? { topK: o.topK } : {}),
-      ...(o.minP !== undefined ? { minP: o.minP } : {}),
-    },
-    maxTokens: o.maxTokens,
+    sampling: given.sampling ?? {},
+    maxTokens: given.maxTokens!,
     // in-process: the weights' dtype as asked (a resume with another --dtype is refused)
     ...(o.endpoint ? { endpoint: o.endpoint } : { dtype: o.dtype }),
   };
@@ -232,8 +206,6 @@ export function evalCommand(): Command {
     .option('-m, --model <dir|id>', 'model folder or hub id (with --endpoint: the server\'s model name)')
     .option('--task <task>', 'countdown | countdown:gen | countdown:SRC | aime | aime:SRC | gpqa | gpqa:SRC | livecodebench | livecodebench:SRC | jsonl:PATH (SRC: hub dataset id, .jsonl or .parquet; livecodebench: .jsonl, a folder of test*.jsonl, or a hub id)')
     .option('--modes <list>', 'modes compared on the same problems and seeds', 'standard,moi')
-    .option('--beta <b>', 'MoI β (default: $MIXINPUTS_BETA, else 1)', num('--beta'))
-    .option('--mix-topk <k>', "MoI candidates (default 20; 0 or 'all' = whole vocabulary)")
     .option('--limit <n>', 'first n problems (countdown:gen: how many to generate, default 128)', int('--limit'))
     .option('--samples <k>', 'samples per problem and mode', int('--samples'), 1)
     .option('--pass-at <list>', 'k of pass@k to report, each <= --samples (e.g. 1,5)', '1')
@@ -241,11 +213,6 @@ export function evalCommand(): Command {
     .option('--start-date <YYYY-MM-DD>', 'livecodebench: first contest date kept')
     .option('--end-date <YYYY-MM-DD>', 'livecodebench: last contest date kept')
     .option('--seed <n>', 'run seed: per-problem seeds derive from it', int('--seed'), 0)
-    .option('--temperature <t>', 'sampling temperature (default: generation_config.json)', num('--temperature'))
-    .option('--top-p <p>', 'nucleus mass', num('--top-p'))
-    .option('--top-k <k>', 'top-k filter', int('--top-k'))
-    .option('--min-p <p>', 'min-p filter', num('--min-p'))
-    .option('--max-tokens <n>', 'most new tokens per completion', int('--max-tokens'), 1024)
     .option('--max-seqs <n>', 'completions decoded together (or in flight with --endpoint)', int('--max-seqs'), 16)
     .option('--out <dir>', 'results folder (resumed when it holds an earlier run with the same settings)')
     .option('--endpoint <url>', 'an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1) instead of the local engine')
@@ -257,8 +224,9 @@ export function evalCommand(): Command {
     .option('--revision <rev>', 'hub revision of the model', 'main')
     .option('-q, --quiet', 'no progress bar');
   addExecOptions(cmd);
-  // Soft Thinking's flags, for the soft mode's runs (--modes ...,soft)
-  addSoftOptions(cmd)
+  // sampling, MoI, length and Soft Thinking flags (the soft ones for the soft mode's runs, --modes ...,soft),
+  // from the settings table; eval's own default: 1024 new tokens per completion
+  addSettingOptions(cmd, EVAL_SETTINGS, { surface: 'eval' })
     .action(async (o: EvalFlags, c: Command) => {
       if (!o.model) throw new UsageError('E_USAGE', 'eval needs --model');
       if (!o.task) throw new UsageError('E_USAGE', 'eval needs --task');

@@ -5,17 +5,18 @@
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { backendLabel, UsageError } from '@moi/core';
-import { generate, type DoneEvent, type TokenEvent } from '@moi/engine';
-import type { Engine } from '@moi/engine';
-import { encodeChat, renderChat, type Tokenizer } from '@moi/engine';
+import {
+  encodeChat, encodePrompt, generate, parseModeList, reportSettings, requestFromSettings, tokenText,
+  type DoneEvent, type Engine, type GenerateRequest, type TokenEvent, type TokenLogprobs, type Tokenizer,
+} from '@moi/engine';
 import { loadEngine, type ModelFlags } from './load.ts';
 import {
-  addModelOptions, addSamplingOptions, alias, checkSamplingFlags, dtypeLabel, idList, int, mixFrom, samplingFrom, userPath, type SamplingFlags,
+  addModelOptions, addSamplingOptions, alias, checkSamplingFlags, dtypeLabel, idList, int, settingFlags, userPath,
 } from './options.ts';
 import { interruption, warn } from './usage.ts';
-import { TRACE_TOP, parseModes, traceModes, traceStep, writeTracePage, type TraceRun } from '../trace/trace.ts';
+import { TRACE_TOP, traceModes, traceStep, writeTracePage, type TraceRun } from '../trace/trace.ts';
 
-interface GenerateFlags extends ModelFlags, SamplingFlags {
+interface GenerateFlags extends ModelFlags {
   prompt?: string;
   file?: string;
   ids?: number[];
@@ -28,6 +29,7 @@ interface GenerateFlags extends ModelFlags, SamplingFlags {
   stats?: boolean;
   trace?: string;
   compareModes?: string;
+  maxTokens: number;
 }
 
 /** The prompt sources given on the command line; more than one is a usage error. */
@@ -80,15 +82,12 @@ export function promptIds(engine: Engine, text: string | null, o: { ids?: number
   if (!tok) throw new UsageError('E_USAGE', `${engine.dir} has no tokenizer.json: pass token ids with --ids`);
   if (o.chat) {
     const messages = [...(o.system ? [{ role: 'system', content: o.system }] : []), { role: 'user', content: text }];
-    if (o.chatTemplate === undefined) return encodeChat(tok, messages, { addGenerationPrompt: true });
-    // as encodeChat, with the given template
-    const src = { ...templateTokens(tok), chatTemplate: o.chatTemplate, chatTemplateOrigin: 'the --chat-template file' };
-    const ids = tok.encode(renderChat(src, messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
-    if (tok.addsBos && ids[0] !== tok.bosTokenId) ids.unshift(tok.bosTokenId!);
-    return ids;
+    const template = o.chatTemplate === undefined ? undefined
+      : { ...templateTokens(tok), chatTemplate: o.chatTemplate, chatTemplateOrigin: 'the --chat-template file' };
+    return encodeChat(tok, messages, { template, addGenerationPrompt: true });
   }
   if (o.system) throw new UsageError('E_USAGE', '--system needs --chat');
-  return tok.encode(text, { addSpecialTokens: true });
+  return encodePrompt(tok, text);
 }
 
 function templateTokens(tok: Tokenizer) {
@@ -120,22 +119,31 @@ function fitMaxTokens(engine: Engine, promptLength: number, o: GenerateFlags, cm
   return o.maxTokens;
 }
 
+/** A token's logprobs with the tokens' text beside their ids (null text without a tokenizer). */
+function logprobsWithText(tok: Tokenizer | null, id: number, lp: TokenLogprobs) {
+  const text = (t: number) => (tok ? tokenText(tok, t) : null);
+  return { id, text: text(id), logprob: lp.logprob, ...(lp.top ? { top: lp.top.map((c) => ({ id: c.id, text: text(c.id), logprob: c.logprob })) } : {}) };
+}
+
 async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void> {
   o.system = alias(o.system, o.systemPrompt, '--system', '--system-prompt');
-  checkSamplingFlags(o, cmd, { json: o.json, compareModes: o.compareModes ? parseModes(o.compareModes) : undefined });
+  const flags = settingFlags(o, cmd);
+  const compareModes = o.compareModes ? parseModeList(o.compareModes, '--compare-modes') : undefined;
+  checkSamplingFlags(flags, { json: o.json, compareModes });
   if (o.ctxSize !== undefined && o.ctxSize < 2) throw new UsageError('E_USAGE', `--ctx-size must be an integer ≥ 2, got ${o.ctxSize}`);
   if (o.chatTemplate !== undefined && !o.chat) warn('--chat-template has no effect without --chat');
   const chatTemplate = o.chatTemplate !== undefined ? readUserFile('--chat-template', o.chatTemplate) : undefined;
   const text = o.ids ? (promptSources(args, o), null) : promptText(args, o);
   const { engine, progress } = await loadEngine(o, Boolean(o.json));
   const ids = promptIds(engine, text, { ...o, chatTemplate });
-  const request = {
-    promptIds: ids, maxTokens: fitMaxTokens(engine, ids.length, o, cmd), sampling: samplingFrom(o), mix: mixFrom(o),
-    stop: o.stop, ignoreEos: Boolean(o.ignoreEos), ...(o.trace ? { trace: TRACE_TOP } : {}),
+  // --json reports H at every step, in standard mode too (the trace's columns, without candidates)
+  const request: GenerateRequest = {
+    ...requestFromSettings(flags.values), promptIds: ids, maxTokens: fitMaxTokens(engine, ids.length, o, cmd),
+    ...(o.trace ? { trace: TRACE_TOP } : o.json ? { trace: 0 } : {}),
   };
-  if (o.compareModes) {
+  if (compareModes) {
     if (!o.trace) throw new UsageError('E_USAGE', '--compare-modes writes a trace page: give --trace out.html');
-    const runs = await traceModes(engine, request, parseModes(o.compareModes));
+    const runs = await traceModes(engine, request, compareModes);
     for (const r of runs) process.stdout.write(`[${r.label}] ${r.text}\n`);
     writeTracePage(userPath(o.trace), { model: engine.dir, prompt: engine.tokenizer?.decode(ids) ?? ids.join(','), runs });
     return;
@@ -161,13 +169,15 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
     progress.stop();
   }
   if (!done) return;
+  // what ran: every setting of the mode, defaults filled in, and where each came from
+  const settings = reportSettings(engine, request, flags.typed, 'flag');
+  const mode = String(settings.values.mode);
   if (o.trace) {
-    const run: TraceRun = { label: request.mix.mode ?? 'standard', mode: request.mix.mode ?? 'standard', text: done.text, finishReason: done.finishReason, steps: tokens.map((t, i) => traceStep(engine, t, i ? tokens[i - 1].token : ids[ids.length - 1])) };
+    const run: TraceRun = { label: mode, mode, text: done.text, finishReason: done.finishReason, steps: tokens.map((t, i) => traceStep(engine, t, i ? tokens[i - 1].token : ids[ids.length - 1])) };
     writeTracePage(userPath(o.trace), { model: engine.dir, prompt: engine.tokenizer?.decode(ids) ?? ids.join(','), runs: [run] });
   }
-  const mix = request.mix;
   if (o.json) {
-    const mode = tokens.find((t) => t.mix) ? 'mixing' : 'standard';
+    const tok = engine.tokenizer;
     process.stdout.write(JSON.stringify({
       model: engine.dir,
       backend: engine.backend.name,
@@ -179,14 +189,19 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
       prompt_tokens: ids.length,
       text: engine.tokenizer ? done.text : null,
       tokens: done.tokens,
-      // moi/direct: normalized H; soft: S in nats (null after thinking)
-      entropy: mode === 'standard' ? null : tokens.map((t) => (t.mix && Number.isFinite(t.mix.entropy) ? t.mix.entropy : null)),
+      // standard, moi, direct: the normalized entropy H of the prior over its top-K candidates;
+      // soft: S in nats (null after thinking)
+      entropy: tokens.map((t) => {
+        const h = t.mix ? t.mix.entropy : t.trace?.entropy;
+        return h !== undefined && Number.isFinite(h) ? h : null;
+      }),
       mix_weight: mode === 'standard' ? null : tokens.map((t) => t.mix?.weight ?? null),
-      logprobs: request.sampling.logprobs !== undefined ? tokens.map((t) => t.logprobs ?? null) : undefined,
-      ...(mix.mode === 'soft' ? { think_end: thinkEndOf(tokens) } : {}),
+      logprobs: request.sampling?.logprobs !== undefined ? tokens.map((t) => (t.logprobs ? logprobsWithText(tok, t.token, t.logprobs) : null)) : undefined,
+      ...(mode === 'soft' ? { think_end: thinkEndOf(tokens) } : {}),
       finish_reason: done.finishReason,
       stats: done.stats,
-      settings: { mode: mix.mode ?? null, beta: mix.beta ?? null, mix_topk: mix.topK ?? null },
+      settings: settings.values,
+      settings_source: settings.sources,
     }) + '\n');
     return;
   }

@@ -1,12 +1,22 @@
-/** Options shared by the subcommands, and their parsing into engine requests. */
+/**
+ * Options shared by the subcommands: the model flags, and the settings table's flags (sampling,
+ * length, MoI, Soft Thinking) made from @moi/engine's table, with their values read back.
+ */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UsageError } from '@moi/core';
 import { DTYPE_CHOICES, type DtypeChoice } from '@moi/models';
-import { anySoftOption, resolveMixSettings, type MixOptions, type SoftOptions } from '@moi/moi';
-import { resolveSamplingParams, type SamplingParams } from '@moi/core';
-import { warn } from './usage.ts';
+import { resolveMixSettings } from '@moi/moi';
+import { resolveSamplingParams } from '@moi/core';
+import {
+  parseSettingText, requestFromSettings, ruleOf, settingAtPath, settingError, SETTINGS,
+  type Setting, type SettingName, type SettingValue, type SettingValues, type TableSetting,
+} from '@moi/engine';
+import { registerFlagNames, warn } from './usage.ts';
+
+// messages that name a request path (`sampling.topP`) name its flag instead
+registerFlagNames((path) => settingAtPath(path)?.cli?.flag);
 
 /** Paths the user typed are relative to where they typed them (pnpm runs scripts from the root). */
 export function userPath(p: string): string {
@@ -34,7 +44,6 @@ export const idList = (v: string): number[] => {
   if (ids.length === 0 || ids.some((x) => !Number.isInteger(x) || x < 0)) throw new InvalidArgumentError('--ids takes comma-separated non-negative integers, e.g. 1,2,3');
   return ids;
 };
-const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 /**
  * `--dtype`: how the weight matrices are held (every command that loads a model). A value outside
@@ -68,58 +77,65 @@ export function addModelOptions(cmd: Command): Command {
     .option('-v, --verbose', 'print what was loaded (model, backend, time) and the speed to stderr');
 }
 
+// ---- the settings table's flags
+
+/** The settings generate and chat take as flags (all with a CLI flag). */
+export const CLI_SETTINGS: readonly TableSetting[] = SETTINGS.filter((s) => s.cli !== null);
+
+/** The help of a setting's flag: what it does, its rule, and its default (commander adds the default it fills in). */
+function settingHelp(s: Setting, prefix: string, shownDefault: boolean): string {
+  const rule = s.type === 'number' || s.type === 'int' || s.type === 'count' ? `: ${ruleOf(s)}` : '';
+  const aliases = s.cli?.aliases?.length ? `; alias ${s.cli.aliases.join(', ')}` : '';
+  const dflt = shownDefault ? '' : s.defaultText !== undefined ? ` (default: ${s.defaultText})`
+    : s.default === null || Array.isArray(s.default) || s.type === 'flag' ? '' : ` (default: ${String(s.default)})`;
+  return `${prefix}${s.help}${rule}${dflt}${aliases}`;
+}
+
+/** The parser of a setting's flag: the table's check, as commander's "argument is invalid" error (exit 2). */
+function settingParser(s: Setting, flag: string): (text: string, previous: unknown) => SettingValue {
+  return (text, previous) => {
+    try {
+      const v = parseSettingText(s, text, flag);
+      if (s.type !== 'texts') return v;
+      const list = [...(Array.isArray(previous) ? previous as string[] : []), ...(v as string[])];
+      if (list.length > s.maxItems) throw settingError(s, flag, list);
+      return list;
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+  };
+}
+
+/** A commander Option for a setting's flag (or one of its aliases, hidden from help). */
+export function settingOption(s: Setting, o: { alias?: string; helpPrefix?: string; default?: SettingValue } = {}): Option {
+  const cli = s.cli!;
+  const flag = o.alias ?? cli.flag;
+  const names = `${!o.alias && cli.short ? `${cli.short}, ` : ''}${flag}${cli.arg ? ` ${cli.arg}` : ''}`;
+  const fill = o.default ?? (cli.fillDefault && !o.alias ? s.default ?? undefined : undefined);
+  const opt = new Option(names, o.alias ? `alias of ${cli.flag}` : settingHelp(s, o.helpPrefix ?? '', fill !== undefined));
+  if (s.type === 'enum') opt.choices(s.choices);
+  else if (s.type !== 'flag') opt.argParser(settingParser(s, flag));
+  if (fill !== undefined) opt.default(fill);
+  if (o.alias) opt.hideHelp();
+  return opt;
+}
+
+/** Add settings' flags (and their hidden aliases) to a command; eval's take eval's defaults where the table gives them. */
+export function addSettingOptions(cmd: Command, settings: readonly Setting[], o: { helpPrefix?: string; surface?: 'eval' } = {}): Command {
+  for (const s of settings) {
+    cmd.addOption(settingOption(s, { helpPrefix: o.helpPrefix, default: o.surface === 'eval' ? s.eval?.default : undefined }));
+    for (const alias of s.cli?.aliases ?? []) cmd.addOption(settingOption(s, { alias }));
+  }
+  return cmd;
+}
+
+/** The sampling, MoI, Soft Thinking and length flags of generate and chat, all from the settings table. */
 export function addSamplingOptions(cmd: Command): Command {
-  cmd
-    .option('--temperature <t>', 'sampling temperature; 0 = greedy (default: generation_config.json, else 1); alias --temp', num('--temperature'))
-    .addOption(new Option('--temp <t>', 'alias of --temperature').argParser(num('--temp')).hideHelp())
-    .option('--top-p <p>', 'nucleus sampling mass', num('--top-p'))
-    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', int('--top-k'))
-    .option('--min-p <p>', 'keep tokens with p ≥ min-p × max p', num('--min-p'))
-    .option('--repetition-penalty <r>', 'HF repetition penalty (1 = off)', num('--repetition-penalty'))
-    .option('--presence-penalty <x>', 'OpenAI presence penalty', num('--presence-penalty'))
-    .option('--frequency-penalty <x>', 'OpenAI frequency penalty', num('--frequency-penalty'))
-    .option('--seed <n>', 'random seed (same seed and inputs, same tokens)', int('--seed'))
-    .option('-n, --max-tokens <n>', 'most new tokens', int('--max-tokens'), 256)
-    .option('--stop <text>', 'stop when this text appears (repeatable)', collect)
-    .option('--ignore-eos', 'keep generating past the end-of-sequence token')
-    .addOption(new Option('--mode <mode>', 'input mixing: standard (off), moi, direct, soft (Soft Thinking)').choices(['standard', 'moi', 'direct', 'soft']))
-    .option('--beta <b>', 'MoI β: weight of the sampled token (default: $MIXINPUTS_BETA, else 1.0; ≤ -99 = direct)')
-    .option('--mix-topk <k>', "candidates mixed: top-K (0 or 'all' = whole vocabulary; default 20, soft: 10 = max_topk)")
-    .addOption(new Option('--mix-prior <prior>', 'distribution mixed: raw log-probs (as the reference) or processed (after temperature/top-p)').choices(['raw', 'processed']))
-    .option('--logprobs <n>', 'report the chosen token logprob and the top-n (with --json)', int('--logprobs'));
-  // Soft Thinking (--mode soft): --temperature/--top-k/--top-p/--min-p are the soft phase's filters
-  return addSoftOptions(cmd);
+  return addSettingOptions(cmd, CLI_SETTINGS);
 }
 
-/** Soft Thinking's flags (generate, chat, eval). */
-export function addSoftOptions(cmd: Command): Command {
-  return cmd
-    .option('--think-end <text>', "soft: the text whose token ends thinking (default '</think>')")
-    .option('--think-end-id <n>', 'soft: the think-end token id (for tokenizers without the text)', int('--think-end-id'))
-    .option('--cold-stop-entropy <x>', 'soft: end thinking after --cold-stop-steps steps with entropy below x nats (0 = off; paper: 0.01)', num('--cold-stop-entropy'))
-    .option('--cold-stop-steps <n>', 'soft: consecutive low-entropy steps for the cold stop (default 256)', int('--cold-stop-steps'))
-    .option('--after-thinking-temperature <t>', 'soft: sampling temperature after thinking (default 0.6)', num('--after-thinking-temperature'))
-    .option('--after-thinking-top-p <p>', 'soft: top-p after thinking (default 0.95)', num('--after-thinking-top-p'))
-    .option('--after-thinking-top-k <k>', 'soft: top-k after thinking (default 30; 0 or -1 = off)', int('--after-thinking-top-k'))
-    .option('--after-thinking-min-p <p>', 'soft: min-p after thinking (default 0)', num('--after-thinking-min-p'))
-    .addOption(new Option('--soft-noise <kind>', 'soft: noise on the soft inputs (default none)').choices(['none', 'gumbel', 'dirichlet']))
-    .option('--gumbel-tau <t>', 'soft: Gumbel-softmax temperature (default 1)', num('--gumbel-tau'))
-    .option('--dirichlet-alpha <a>', 'soft: Dirichlet concentration (default 1)', num('--dirichlet-alpha'));
-}
-
-export interface SoftFlags {
-  thinkEnd?: string; thinkEndId?: number; coldStopEntropy?: number; coldStopSteps?: number;
-  afterThinkingTemperature?: number; afterThinkingTopP?: number; afterThinkingTopK?: number; afterThinkingMinP?: number;
-  softNoise?: string; gumbelTau?: number; dirichletAlpha?: number;
-}
-
-export interface SamplingFlags extends SoftFlags {
-  temperature?: number; temp?: number; topP?: number; topK?: number; minP?: number;
-  repetitionPenalty?: number; presencePenalty?: number; frequencyPenalty?: number;
-  seed?: number; logprobs?: number;
-  mode?: string; beta?: string; mixTopk?: string; mixPrior?: string;
-  maxTokens: number; stop?: string[]; ignoreEos?: boolean;
-}
+/** The attribute commander stores a flag's value under (`--top-p` → `topP`). */
+const attribute = (flag: string) => new Option(flag).attributeName();
 
 /** One value from a flag and its alias (`--temperature`/`--temp`): both given and different is an error. */
 export function alias<T>(value: T | undefined, aliasValue: T | undefined, flag: string, aliasFlag: string): T | undefined {
@@ -129,61 +145,50 @@ export function alias<T>(value: T | undefined, aliasValue: T | undefined, flag: 
   return value ?? aliasValue;
 }
 
+/** The settings given as flags (aliases merged, filled-in defaults included), and which of them were typed. */
+export interface FlagSettings {
+  values: SettingValues;
+  typed: Set<SettingName>;
+}
+
+export function settingFlags(o: object, cmd: Command, settings: readonly TableSetting[] = CLI_SETTINGS): FlagSettings {
+  const opts = o as Record<string, SettingValue | undefined>;
+  const values: SettingValues = {};
+  const typed = new Set<SettingName>();
+  for (const s of settings) {
+    const cli = s.cli!;
+    const key = attribute(cli.flag);
+    let v = opts[key];
+    let wasTyped = cmd.getOptionValueSource(key) === 'cli';
+    for (const a of cli.aliases ?? []) {
+      const av = opts[attribute(a)];
+      if (av === undefined) continue;
+      v = alias(wasTyped ? v : undefined, av, cli.flag, a);
+      wasTyped = true;
+    }
+    if (v === undefined) continue;
+    values[s.name] = v;
+    if (wasTyped) typed.add(s.name);
+  }
+  return { values, typed };
+}
+
 /**
- * Before the model loads: aliases merged, sampling and mixing flags validated (so a bad value
+ * Before the model loads: sampling and mixing flags validated together (so a bad combination
  * costs no load), and a warning for each flag that will have no effect.
  */
-export function checkSamplingFlags(o: SamplingFlags, cmd: Command, where: { json?: boolean; chat?: boolean; compareModes?: string[] }): void {
-  o.temperature = alias(o.temperature, o.temp, '--temperature', '--temp');
-  checkMaxTokens(o.maxTokens);
-  resolveSamplingParams(samplingFrom(o));
+export function checkSamplingFlags(f: FlagSettings, where: { json?: boolean; chat?: boolean; compareModes?: string[] }): void {
+  const r = requestFromSettings(f.values);
+  resolveSamplingParams(r.sampling);
   // --compare-modes with soft: Soft Thinking's flags are for its run (validated as such)
-  const softRun = where.compareModes?.includes('soft') && o.mode === undefined;
-  const mix = resolveMixSettings({ ...mixFrom(o), ...(softRun ? { mode: 'soft' as const } : {}) }, process.env);
-  const typed = (name: string) => cmd.getOptionValueSource(name) === 'cli';
-  if (o.logprobs !== undefined && where.chat) warn('--logprobs has no effect in chat');
-  else if (o.logprobs !== undefined && !where.json) warn('--logprobs has no effect without --json');
-  if (o.beta !== undefined && mix.mode !== 'moi') warn(`--beta has no effect with --mode ${mix.mode}`);
+  const softRun = where.compareModes?.includes('soft') && r.mix?.mode === undefined;
+  const mix = resolveMixSettings({ defaultMode: 'standard', ...r.mix, ...(softRun ? { mode: 'soft' as const } : {}) }, process.env);
+  const typed = (name: SettingName) => f.typed.has(name);
+  if (typed('logprobs') && where.chat) warn('--logprobs has no effect in chat');
+  else if (typed('logprobs') && !where.json) warn('--logprobs has no effect without --json');
+  if (typed('beta') && mix.mode !== 'moi') warn(`--beta has no effect with --mode ${mix.mode}`);
   if (mix.mode === 'standard') {
-    if (typed('mixTopk')) warn('--mix-topk has no effect with --mode standard');
-    if (o.mixPrior !== undefined) warn('--mix-prior has no effect with --mode standard');
+    if (typed('mix_topk')) warn('--mix-topk has no effect with --mode standard');
+    if (typed('mix_prior')) warn('--mix-prior has no effect with --mode standard');
   }
-}
-
-export function samplingFrom(o: SamplingFlags): Partial<SamplingParams> {
-  const s: Partial<SamplingParams> = {};
-  if (o.temperature !== undefined) s.temperature = o.temperature;
-  if (o.topP !== undefined) s.topP = o.topP;
-  if (o.topK !== undefined) s.topK = o.topK;
-  if (o.minP !== undefined) s.minP = o.minP;
-  if (o.repetitionPenalty !== undefined) s.repetitionPenalty = o.repetitionPenalty;
-  if (o.presencePenalty !== undefined) s.presencePenalty = o.presencePenalty;
-  if (o.frequencyPenalty !== undefined) s.frequencyPenalty = o.frequencyPenalty;
-  if (o.seed !== undefined) s.seed = o.seed;
-  if (o.logprobs !== undefined) s.logprobs = o.logprobs;
-  return s;
-}
-
-export function mixFrom(o: SamplingFlags): MixOptions {
-  const m: MixOptions = { defaultMode: 'standard' };
-  if (o.mixTopk !== undefined) m.topK = o.mixTopk;
-  if (o.mode !== undefined) m.mode = o.mode;
-  if (o.beta !== undefined) m.beta = o.beta;
-  if (o.mixPrior !== undefined) m.prior = o.mixPrior;
-  const soft = softFrom(o);
-  if (anySoftOption(soft)) m.soft = soft;
-  return m;
-}
-
-/** The Soft Thinking flags given (undefined where not); a mode other than soft refuses them. */
-export function softFrom(o: SoftFlags): SoftOptions {
-  return {
-    thinkEnd: o.thinkEnd, thinkEndId: o.thinkEndId, coldStopEntropy: o.coldStopEntropy, coldStopSteps: o.coldStopSteps,
-    afterThinking: { temperature: o.afterThinkingTemperature, topP: o.afterThinkingTopP, topK: o.afterThinkingTopK, minP: o.afterThinkingMinP },
-    noise: o.softNoise, gumbelTau: o.gumbelTau, dirichletAlpha: o.dirichletAlpha,
-  };
-}
-
-export function checkMaxTokens(n: number): void {
-  if (!Number.isInteger(n) || n < 1) throw new UsageError('E_USAGE', `--max-tokens must be a positive integer, got ${n}`);
 }

@@ -5,7 +5,7 @@ import { UsageError } from '@moi/core';
 import { loadEngine, type ModelFlags } from './load.ts';
 import { addModelOptions, idList } from './options.ts';
 import { promptIds, promptSources } from './generate.ts';
-import { checkFiniteRows } from '@moi/engine';
+import { checkFiniteRows, tokenText } from '@moi/engine';
 
 interface ScoreFlags extends ModelFlags { ids?: number[]; prompt?: string; json?: boolean }
 
@@ -27,7 +27,13 @@ async function run(args: string[], o: ScoreFlags): Promise<void> {
   logits.dispose();
   checkFiniteRows(rows[0]);
   if (o.json) {
-    process.stdout.write(JSON.stringify({ model: engine.dir, backend: engine.backend.name, dtype: engine.loaded.dtype, dtypeNote: engine.loaded.dtypeNote, input_ids: ids, logits: rows[0] }) + '\n');
+    // each input token's own text beside its id (null without a tokenizer)
+    const tok = engine.tokenizer;
+    const inputTokens = ids.map((id) => (tok ? tokenText(tok, id) : null));
+    process.stdout.write(JSON.stringify({
+      model: engine.dir, backend: engine.backend.name, dtype: engine.loaded.dtype, dtypeNote: engine.loaded.dtypeNote,
+      input_ids: ids, input_tokens: inputTokens, logits: rows[0],
+    }) + '\n');
     return;
   }
   for (let t = 0; t < ids.length; t++) {
@@ -46,7 +52,7 @@ export function scoreCommand(): Command {
     .argument('[prompt...]', 'the prompt text (needs a tokenizer), or use --ids')
     .option('-p, --prompt <text>', 'the prompt')
     .option('--ids <ids>', 'the prompt as raw token ids, e.g. 1,2,3', idList)
-    .option('--json', 'print {input_ids, logits: [positions][vocab]} as JSON (with the backend and dtype)');
+    .option('--json', 'print {input_ids, input_tokens, logits: [positions][vocab]} as JSON (with the backend and dtype)');
   addModelOptions(cmd);
   return cmd.action((args: string[], o: ScoreFlags) => run(args, o));
 }

@@ -3,13 +3,14 @@
  * scheduler, with MoI chosen per request. Binds 127.0.0.1 by default. SIGINT/SIGTERM stop
  * accepting, end running streams with finish reason 'abort', and exit 0.
  */
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import { UsageError } from '@moi/core';
 import { estimateHeap } from '@moi/models';
 import { resolveMixSettings, type MixOptions } from '@moi/moi';
+import { requestFromSettings, settingsOf } from '@moi/engine';
 import { loadEngine, type ModelFlags } from './load.ts';
 import { readUserFile } from './generate.ts';
-import { addModelOptions, dtypeLabel, int } from './options.ts';
+import { addModelOptions, addSettingOptions, dtypeLabel, int, settingFlags } from './options.ts';
 
 interface ServeFlags extends ModelFlags {
   host: string;
@@ -20,24 +21,19 @@ interface ServeFlags extends ModelFlags {
   apiKey?: string;
   servedModelName?: string;
   chatTemplate?: string;
-  mode?: string;
-  beta?: string;
-  mixTopk?: string;
-  mixPrior?: string;
   prefillChunk: number;
 }
 
+/** The MoI settings a request does not give: serve's flags (the settings table's MoI flags). */
+const MOI_SETTINGS = settingsOf('moi');
+
 const MB = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
 
-async function run(o: ServeFlags): Promise<void> {
+async function run(o: ServeFlags, cmd: Command): Promise<void> {
   if (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535) throw new UsageError('E_USAGE', `--port must be 0..65535, got ${o.port}`);
   if (!Number.isInteger(o.maxSeqs) || o.maxSeqs < 1 || o.maxSeqs > 256) throw new UsageError('E_USAGE', `--max-seqs must be 1..256, got ${o.maxSeqs}`);
   if (!Number.isInteger(o.maxWaiting) || o.maxWaiting < 0) throw new UsageError('E_USAGE', `--max-waiting must be a non-negative integer, got ${o.maxWaiting}`);
-  const mix: MixOptions = { defaultMode: 'standard' };
-  if (o.mode !== undefined) mix.mode = o.mode;
-  if (o.beta !== undefined) mix.beta = o.beta;
-  if (o.mixTopk !== undefined) mix.topK = o.mixTopk;
-  if (o.mixPrior !== undefined) mix.prior = o.mixPrior;
+  const mix: MixOptions = { defaultMode: 'standard', ...requestFromSettings(settingFlags(o, cmd, MOI_SETTINGS).values).mix };
   resolveMixSettings(mix, process.env); // bad defaults fail before the load
   const chatTemplate = o.chatTemplate !== undefined ? readUserFile('--chat-template', o.chatTemplate) : undefined;
   // loaded here, so that the other commands do not pay for fastify, zod and prom-client at start-up
@@ -88,7 +84,7 @@ async function run(o: ServeFlags): Promise<void> {
 }
 
 export function serveCommand(): Command {
-  return addModelOptions(new Command('serve'))
+  const cmd = addModelOptions(new Command('serve'))
     .description('serve the model over an OpenAI-compatible HTTP API (as vLLM does), with MoI per request (moi_mode, moi_beta, ...)')
     .option('--host <addr>', 'address to bind', '127.0.0.1')
     .option('--port <n>', 'port (0 = any free port)', int('--port'), 8000)
@@ -98,10 +94,8 @@ export function serveCommand(): Command {
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on /v1 routes')
     .option('--served-model-name <name>', 'the model name clients use (default: --model as given)')
     .option('--chat-template <file>', 'a Jinja chat template to use instead of the tokenizer\'s')
-    .option('--prefill-chunk <n>', 'prompt tokens per prefill forward (decode steps run between chunks)', int('--prefill-chunk'), 64)
-    .addOption(new Option('--mode <mode>', 'default input mixing: standard, moi, direct, soft (default: standard, or moi when $MIXINPUTS_BETA is set)').choices(['standard', 'moi', 'direct', 'soft']))
-    .option('--beta <b>', 'default MoI β (default: $MIXINPUTS_BETA, else 1.0)')
-    .option('--mix-topk <k>', "default MoI candidates (0 or 'all' = whole vocabulary; default 20)")
-    .addOption(new Option('--mix-prior <prior>', 'default MoI prior').choices(['raw', 'processed']))
-    .action((o: ServeFlags) => run(o));
+    .option('--prefill-chunk <n>', 'prompt tokens per prefill forward (decode steps run between chunks)', int('--prefill-chunk'), 64);
+  // the mixing of requests that do not choose their own (moi_mode, moi_beta, ...)
+  return addSettingOptions(cmd, MOI_SETTINGS, { helpPrefix: 'default for requests: ' })
+    .action((o: ServeFlags, c: Command) => run(o, c));
 }

@@ -59,16 +59,19 @@ function withHints(err: MoiError): MoiError {
 
 // ---- internal names → the flags a person typed
 
-const SAMPLING_FLAGS: Record<string, string> = {
-  temperature: '--temperature', topK: '--top-k', topP: '--top-p', minP: '--min-p',
-  repetitionPenalty: '--repetition-penalty', presencePenalty: '--presence-penalty',
-  frequencyPenalty: '--frequency-penalty', seed: '--seed', logprobs: '--logprobs',
-};
+/**
+ * The CLI flag of a request path (`sampling.topP` → `--top-p`): the settings table's, registered
+ * by options.ts (which the commands with settings load), so that this file loads no engine.
+ */
+let flagOfPath: (path: string) => string | undefined = () => undefined;
+export function registerFlagNames(lookup: (path: string) => string | undefined): void {
+  flagOfPath = lookup;
+}
 
 /** Rewrites a validation message from the engine so it names CLI flags. */
 export function withFlagNames(message: string): string {
   return message
-    .replace(/\bsampling\.(\w+)/g, (m, f: string) => SAMPLING_FLAGS[f] ?? m)
+    .replace(/\bsampling\.(\w+)/g, (m: string) => flagOfPath(m) ?? m)
     .replace(/^moi: /, '')
     .replace(/\boption topK\b/g, '--mix-topk')
     .replace(/\boption beta\b/g, '--beta')

@@ -6,14 +6,22 @@
  *   reference does) and sent to /v1/completions; without one, the messages go to
  *   /v1/chat/completions, the assistant prefix as a final assistant message continued
  *   (vLLM's `continue_final_message`).
- * - The mode goes as the extra fields `moi_mode`, `moi_beta`, `moi_topk`. A server that says which
- *   mixing ran (a `moi` object in the response) is taken at its word; one that does not cannot
- *   honour a mode per request, and the result records the mode as `server`.
+ * - The settings go as the server's fields of @moi/engine's settings table (the sampling fields,
+ *   max tokens, `moi_mode`, `moi_beta`, `moi_topk` and Soft Thinking's), named as the server's
+ *   schema names them. A server that says which mixing ran (a `moi` object in the response) is
+ *   taken at its word; one that does not cannot honour a mode per request, and the result records
+ *   the mode as `server`.
  */
 import OpenAI from 'openai';
 import { MoiError } from '@moi/core';
-import type { SoftOptions } from '@moi/moi';
+import { fieldsFromSettings, settingsFromRequest, type Endpoint } from '@moi/engine';
 import type { Completer, CompletionRequest, CompletionResult } from './completer.ts';
+
+/** A completion request's settings as a server's request fields. */
+export function requestFields(r: CompletionRequest, endpoint: Endpoint): Record<string, unknown> {
+  const mix = { mode: r.mode, beta: r.beta, topK: r.mixTopK, soft: r.soft };
+  return fieldsFromSettings(settingsFromRequest({ sampling: r.sampling, mix, maxTokens: r.maxTokens }), endpoint);
+}
 
 interface MoiInfo { mode?: string; mean_entropy?: number; mean_weight?: number }
 
@@ -24,31 +32,19 @@ export class EndpointCompleter implements Completer {
   }
 
   private async one(r: CompletionRequest, signal?: AbortSignal): Promise<CompletionResult> {
-    const s = r.sampling;
-    const extra: Record<string, unknown> = {
-      moi_mode: r.mode,
-      ...(r.beta !== undefined ? { moi_beta: r.beta } : {}),
-      ...(r.mixTopK !== undefined ? { moi_topk: r.mixTopK } : {}),
-      ...(r.soft ? softFields(r.soft) : {}),
-      ...(s.topK !== undefined ? { top_k: s.topK } : {}),
-      ...(s.minP !== undefined ? { min_p: s.minP } : {}),
-    };
-    const common = {
-      model: this.model,
-      max_tokens: r.maxTokens,
-      ...(s.temperature !== undefined ? { temperature: s.temperature } : {}),
-      ...(s.topP !== undefined ? { top_p: s.topP } : {}),
-      ...(s.seed !== undefined ? { seed: s.seed } : {}),
-    };
     const t0 = performance.now();
     try {
       if (r.rendered) {
-        const res = await this.client.completions.create({ ...common, prompt: r.promptText, ...extra } as OpenAI.CompletionCreateParamsNonStreaming, { signal });
+        const body = { model: this.model, prompt: r.promptText, ...requestFields(r, 'completions') };
+        const res = await this.client.completions.create(body as OpenAI.CompletionCreateParamsNonStreaming, { signal });
         const moi = (res as unknown as { moi?: MoiInfo }).moi;
         return this.result(r, res.choices[0]?.text ?? '', res.usage, res.choices[0]?.finish_reason ?? 'stop', t0, moi);
       }
       const messages = [...r.messages, ...(r.assistantPrefix ? [{ role: 'assistant', content: r.assistantPrefix }] : [])];
-      const body = { ...common, messages, ...extra, ...(r.assistantPrefix ? { continue_final_message: true, add_generation_prompt: false } : {}) };
+      const body = {
+        model: this.model, messages, ...requestFields(r, 'chat'),
+        ...(r.assistantPrefix ? { continue_final_message: true, add_generation_prompt: false } : {}),
+      };
       const res = await this.client.chat.completions.create(body as OpenAI.ChatCompletionCreateParamsNonStreaming, { signal });
       const moi = (res as unknown as { moi?: MoiInfo }).moi;
       return this.result(r, res.choices[0]?.message?.content ?? '', res.usage, res.choices[0]?.finish_reason ?? 'stop', t0, moi);
@@ -103,15 +99,4 @@ export class EndpointCompleter implements Completer {
   }
 
   async close(): Promise<void> {}
-}
-
-/** Soft Thinking's options as the server's request fields (those given). */
-function softFields(o: SoftOptions): Record<string, unknown> {
-  const a = o.afterThinking ?? {};
-  const fields: Record<string, unknown> = {
-    think_end: o.thinkEnd, think_end_id: o.thinkEndId, cold_stop_entropy: o.coldStopEntropy, cold_stop_steps: o.coldStopSteps,
-    after_thinking_temperature: a.temperature, after_thinking_top_p: a.topP, after_thinking_top_k: a.topK, after_thinking_min_p: a.minP,
-    soft_noise: o.noise, gumbel_tau: o.gumbelTau, dirichlet_alpha: o.dirichletAlpha,
-  };
-  return Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined));
 }

@@ -18,7 +18,7 @@ import { MoiError, UsageError } from '@moi/core';
 import type { MixMode, SoftOptions } from '@moi/moi';
 import { splitmix64 } from '@moi/core';
 import type { SamplingParams } from '@moi/core';
-import { renderChat, type Tokenizer } from '@moi/engine';
+import { encodePrompt, renderChat, type Tokenizer } from '@moi/engine';
 import type { Completer, CompletionRequest } from './completer.ts';
 import { writeReport } from './report.ts';
 import { RESULTS_FILE, appendResult, readResults, writeResultsSorted } from './results.ts';
@@ -70,11 +70,9 @@ export function deriveSeed(seed: number, problem: number, sample: number): numbe
 /** The prompt as text and ids: chat template + assistant prefix, or the raw text without a template. */
 export function renderPrompt(tok: Tokenizer | null, p: Problem): { text: string; ids?: number[] } {
   if (!tok) return { text: p.raw };
-  if (tok.chatTemplate === undefined) return { text: p.raw, ids: tok.encode(p.raw, { addSpecialTokens: true }) };
+  if (tok.chatTemplate === undefined) return { text: p.raw, ids: encodePrompt(tok, p.raw) };
   const text = renderChat(tok, p.messages, { addGenerationPrompt: true }) + p.assistantPrefix;
-  const ids = tok.encode(text, { addSpecialTokens: false });
-  if (tok.addsBos && ids[0] !== tok.bosTokenId) ids.unshift(tok.bosTokenId!);
-  return { text, ids };
+  return { text, ids: encodePrompt(tok, text, { templated: true }) };
 }
 
 const SETTINGS_FILE = 'run.json';
@@ -87,6 +85,22 @@ function withLegacyDefaults(before: Record<string, unknown>, now: Record<string,
   return 'dtype' in now && !('dtype' in before) && before.endpoint === undefined ? { ...before, dtype: 'auto' } : before;
 }
 
+/**
+ * A setting's value for comparison: objects with their keys in order and empty ones dropped (an
+ * earlier run.json wrote `"afterThinking": {}` for Soft Thinking options given without one).
+ */
+function canonical(v: unknown): string | undefined {
+  const norm = (x: unknown): unknown => {
+    if (Array.isArray(x)) return x.map(norm);
+    if (x === null || typeof x !== 'object') return x;
+    const entries = Object.entries(x).map(([k, y]) => [k, norm(y)] as const)
+      .filter(([, y]) => !(y !== null && typeof y === 'object' && !Array.isArray(y) && Object.keys(y).length === 0))
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return Object.fromEntries(entries);
+  };
+  return JSON.stringify(norm(v));
+}
+
 /** Refuse to mix two different runs in one folder. */
 function checkSettings(dir: string, settings: EvalSettings): void {
   const file = path.join(dir, SETTINGS_FILE);
@@ -94,7 +108,7 @@ function checkSettings(dir: string, settings: EvalSettings): void {
   if (fs.existsSync(file)) {
     const before = withLegacyDefaults(JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>, now);
     for (const k of new Set([...Object.keys(before), ...Object.keys(now)])) {
-      if (JSON.stringify(before[k]) !== JSON.stringify(now[k])) {
+      if (canonical(before[k]) !== canonical(now[k])) {
         throw new UsageError('E_RESUME', `${dir} holds a run with different settings (${k}: ${JSON.stringify(before[k])} there, ${JSON.stringify(now[k])} now); resume with the same flags or use another --out`);
       }
     }

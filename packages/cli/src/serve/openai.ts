@@ -2,54 +2,28 @@
  * OpenAI request bodies → engine requests, and the pieces of OpenAI responses (as vLLM 0.8.5
  * shapes them): choices, logprobs, usage, and the `moi` object saying which mixing ran.
  */
-import { planRowMix, type MixOptions, type MixSettings, type SoftOptions } from '@moi/moi';
-import type { SamplingParams } from '@moi/core';
-import type { GenerateRequest, TokenLogprobs } from '@moi/engine';
-import type { Tokenizer } from '@moi/engine';
-import type { Engine } from '@moi/engine';
-import { ApiError, fromEngine } from './errors.ts';
+import type { MixOptions, MixSettings } from '@moi/moi';
+import {
+  requestFromSettings, setting, settingsFromFields, tokenText as ownText,
+  type Endpoint, type GenerateRequest, type RequestSettings, type TokenLogprobs, type Tokenizer,
+} from '@moi/engine';
+import { ApiError } from './errors.ts';
 import type { ChatBody, CompletionBody } from './schema.ts';
 
 type Body = CompletionBody | ChatBody;
 
-/** MoI options of a request over the server's defaults (flags, then MIXINPUTS_BETA). */
-export function mixOf(body: Body, defaults: MixOptions): MixOptions {
+/**
+ * A request's MoI options over the server's defaults (flags, then MIXINPUTS_BETA): a request that
+ * gives a mode or a β chooses its own mode (a β alone picks moi/direct as MIXINPUTS_BETA would).
+ */
+export function mixOf(given: MixOptions | undefined, defaults: MixOptions): MixOptions {
   const m: MixOptions = { ...defaults };
-  if (body.moi_mode != null || body.moi_beta != null) {
-    // the request's own choice: a β alone picks moi/direct as MIXINPUTS_BETA would
-    m.mode = body.moi_mode ?? undefined;
-    if (m.mode === undefined) delete m.mode;
-  }
-  if (body.moi_beta != null) m.beta = body.moi_beta;
-  if (body.moi_topk != null) m.topK = body.moi_topk;
-  if (body.moi_prior != null) m.prior = body.moi_prior;
-  const soft: SoftOptions = {
-    thinkEnd: body.think_end ?? undefined, thinkEndId: body.think_end_id ?? undefined,
-    coldStopEntropy: body.cold_stop_entropy ?? undefined, coldStopSteps: body.cold_stop_steps ?? undefined,
-    afterThinking: {
-      temperature: body.after_thinking_temperature ?? undefined, topP: body.after_thinking_top_p ?? undefined,
-      topK: body.after_thinking_top_k ?? undefined, minP: body.after_thinking_min_p ?? undefined,
-    },
-    noise: body.soft_noise ?? undefined, gumbelTau: body.gumbel_tau ?? undefined, dirichletAlpha: body.dirichlet_alpha ?? undefined,
-  };
-  const given = Object.values(soft).some((v) => v !== undefined && (typeof v !== 'object' || Object.values(v).some((x) => x !== undefined)));
-  if (given) m.soft = { ...defaults.soft, ...soft, afterThinking: { ...defaults.soft?.afterThinking, ...soft.afterThinking } };
+  if (!given) return m;
+  if (given.mode !== undefined || given.beta !== undefined) delete m.mode;
+  const { soft, ...rest } = given;
+  Object.assign(m, rest);
+  if (soft) m.soft = { ...defaults.soft, ...soft, afterThinking: { ...defaults.soft?.afterThinking, ...soft.afterThinking } };
   return m;
-}
-
-/** Sampling of a request (only what it gives; generation_config fills the rest). */
-export function samplingOf(body: Body, logprobs: number | undefined): Partial<SamplingParams> {
-  const s: Partial<SamplingParams> = {};
-  if (body.temperature != null) s.temperature = body.temperature;
-  if (body.top_p != null) s.topP = body.top_p;
-  if (body.top_k != null) s.topK = body.top_k < 0 ? 0 : body.top_k;
-  if (body.min_p != null) s.minP = body.min_p;
-  if (body.repetition_penalty != null) s.repetitionPenalty = body.repetition_penalty;
-  if (body.presence_penalty != null) s.presencePenalty = body.presence_penalty;
-  if (body.frequency_penalty != null) s.frequencyPenalty = body.frequency_penalty;
-  if (body.seed != null) s.seed = body.seed;
-  if (logprobs !== undefined) s.logprobs = logprobs;
-  return s;
 }
 
 /** The `moi` object of a response: the mixing that ran. */
@@ -69,48 +43,54 @@ export function moiReport(settings: MixSettings): MoiReport {
   };
 }
 
+/** A request's settings-table fields as request settings (chat's top_logprobs counts only with logprobs: true). */
+export function settingsOf(body: Body, endpoint: Endpoint): RequestSettings {
+  const values = settingsFromFields(body as Record<string, unknown>, endpoint);
+  if (endpoint === 'chat') {
+    if ((body as ChatBody).logprobs) values.logprobs ??= 0;
+    else delete values.logprobs;
+  }
+  return requestFromSettings(values);
+}
+
 /**
- * The engine requests of one prompt: validated now (MoI settings through planRowMix, context
- * length), so that a bad request is a 400 before any work. n > 1: seeds seed, seed+1, ...
+ * The engine requests of one prompt. Only what the engine cannot say in vLLM's words is checked
+ * here (the context length); every setting is validated once, by the schema (each field's range)
+ * and by the scheduler when the requests are submitted (the settings together). n > 1: seeds
+ * seed, seed+1, ...
  */
-export function buildRequests(engine: Engine, body: Body, o: {
-  promptIds: number[]; maxTokens: number | null | undefined; logprobs: number | undefined; maxModelLen: number; mixDefaults: MixOptions;
-}): { requests: GenerateRequest[]; moi: MoiReport } {
-  const mix = mixOf(body, o.mixDefaults);
-  const sampling = samplingOf(body, o.logprobs);
-  let plan;
-  try {
-    plan = planRowMix({ defaultMode: 'standard', ...mix }, sampling, { vocabSize: engine.spec.vocabSize, tokenizer: engine.tokenizer });
-  } catch (e) {
-    throw fromEngine(e, 'moi_mode');
-  }
+export function buildRequests(body: Body, endpoint: Endpoint, o: {
+  promptIds: number[]; vocabSize: number; maxModelLen: number; mixDefaults: MixOptions;
+}): GenerateRequest[] {
+  const given = settingsOf(body, endpoint);
   const p = o.promptIds.length;
+  const serverDefault = setting('max_tokens').server!.defaults![endpoint];
+  const maxTokens = given.maxTokens ?? serverDefault ?? undefined;
   if (p >= o.maxModelLen) {
-    throw new ApiError(400, `This model's maximum context length is ${o.maxModelLen} tokens. However, your prompt has ${p} tokens. Please reduce the length of the prompt.`, 'messages' in body ? 'messages' : 'prompt');
+    throw new ApiError(400, `This model's maximum context length is ${o.maxModelLen} tokens. However, your prompt has ${p} tokens. Please reduce the length of the prompt.`, endpoint === 'chat' ? 'messages' : 'prompt');
   }
-  if (o.maxTokens != null && p + o.maxTokens > o.maxModelLen) {
-    throw new ApiError(400, `This model's maximum context length is ${o.maxModelLen} tokens. However, you requested ${p + o.maxTokens} tokens ` +
-      `(${p} in the prompt, ${o.maxTokens} in the completion). Please reduce the length of the prompt or completion.`, 'max_tokens');
+  if (maxTokens !== undefined && p + maxTokens > o.maxModelLen) {
+    throw new ApiError(400, `This model's maximum context length is ${o.maxModelLen} tokens. However, you requested ${p + maxTokens} tokens ` +
+      `(${p} in the prompt, ${maxTokens} in the completion). Please reduce the length of the prompt or completion.`, 'max_tokens');
   }
   for (const id of o.promptIds) {
-    if (id >= engine.spec.vocabSize) throw new ApiError(400, `token id ${id} is outside the vocabulary (0..${engine.spec.vocabSize - 1})`, 'prompt');
+    if (id >= o.vocabSize) throw new ApiError(400, `token id ${id} is outside the vocabulary (0..${o.vocabSize - 1})`, 'prompt');
   }
   for (const id of body.stop_token_ids ?? []) {
-    if (id >= engine.spec.vocabSize) throw new ApiError(400, `stop token id ${id} is outside the vocabulary`, 'stop_token_ids');
+    if (id >= o.vocabSize) throw new ApiError(400, `stop token id ${id} is outside the vocabulary`, 'stop_token_ids');
   }
-  const stop = body.stop == null ? undefined : typeof body.stop === 'string' ? [body.stop] : body.stop;
-  const n = body.n ?? 1;
-  const requests = Array.from({ length: n }, (_, i): GenerateRequest => ({
+  const sampling = given.sampling ?? {};
+  const mix = mixOf(given.mix, o.mixDefaults);
+  return Array.from({ length: body.n ?? 1 }, (_, i): GenerateRequest => ({
     promptIds: o.promptIds,
-    maxTokens: o.maxTokens ?? o.maxModelLen - p,
+    maxTokens: maxTokens ?? o.maxModelLen - p,
     sampling: { ...sampling, ...(sampling.seed !== undefined ? { seed: (sampling.seed + i) >>> 0 } : {}) },
     mix,
-    stop: stop?.filter((s) => s.length > 0),
-    ignoreEos: body.ignore_eos ?? false,
+    stop: given.stop?.filter((s) => s.length > 0),
+    ignoreEos: given.ignoreEos ?? false,
     stopTokenIds: body.stop_token_ids ?? undefined,
     skipSpecialTokens: body.skip_special_tokens ?? true,
   }));
-  return { requests, moi: moiReport(plan.settings) };
 }
 
 export interface Usage {
@@ -126,7 +106,7 @@ export function usage(prompt: number, completion: number, cached: number): Usage
 
 /** A token's text for logprobs (its own decode; ids without a tokenizer). */
 export function tokenText(tok: Tokenizer | null, id: number): string {
-  return tok ? tok.decode([id], { skipSpecialTokens: false }) : String(id);
+  return tok ? ownText(tok, id) : String(id);
 }
 
 /** Completions' logprobs object, accumulated token by token. */

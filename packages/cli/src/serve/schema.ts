@@ -1,59 +1,55 @@
 /**
- * Request bodies of the OpenAI-compatible endpoints, as zod schemas: OpenAI's fields, vLLM's
- * extras (top_k, min_p, repetition_penalty, ignore_eos, stop_token_ids, skip_special_tokens,
- * chat_template_kwargs) and MoI's per-request fields (moi_mode, moi_beta, moi_topk, moi_prior
- * and the Soft Thinking settings). Unknown fields pass through (vLLM accepts and warns).
+ * Request bodies of the OpenAI-compatible endpoints, as zod schemas. The sampling, length, MoI
+ * (moi_mode, moi_beta, moi_topk, moi_prior) and Soft Thinking fields are made from @moi/engine's
+ * settings table (names, ranges and messages as the CLI's flags); the rest are OpenAI's and
+ * vLLM's own (n, stream, stop_token_ids, skip_special_tokens, chat_template_kwargs, ...).
+ * Unknown fields pass through (vLLM accepts and warns).
  */
 import { z } from 'zod';
+import { checkSettingValue, SETTINGS, type Endpoint, type Setting } from '@moi/engine';
 
 const int = z.number().int();
-const stop = z.union([z.string(), z.array(z.string()).max(16)]).nullish();
 
-/** Sampling, stop and MoI fields shared by both endpoints. */
-export const commonFields = {
+/**
+ * A settings-table field: checked by the table's own rule, so its message states the range
+ * ("gumbel_tau must be in [1e-3, 1e3], got 1e-300"); null or absent is "not given".
+ */
+function settingField(s: Setting, field: string) {
+  return z.unknown().transform((v, ctx) => {
+    if (v === undefined || v === null) return undefined;
+    try {
+      return checkSettingValue(s, v, field);
+    } catch (e) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+      return z.NEVER;
+    }
+  });
+}
+
+/** Every settings-table field of an endpoint (sampling, length, MoI, Soft Thinking). */
+function settingFields(endpoint: Endpoint): Record<string, ReturnType<typeof settingField>> {
+  const shape: Record<string, ReturnType<typeof settingField>> = {};
+  for (const s of SETTINGS) for (const field of s.server?.[endpoint] ?? []) shape[field] = settingField(s, field);
+  return shape;
+}
+
+/** The fields both endpoints have beside the settings table's. */
+const commonFields = {
   model: z.string().nullish(),
-  max_tokens: int.min(1).nullish(),
-  temperature: z.number().min(0).max(100).nullish(),
-  top_p: z.number().gt(0).max(1).nullish(),
   n: int.min(1).max(16).nullish(),
-  seed: int.min(0).max(2 ** 32 - 1).nullish(),
-  stop,
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().nullish(), continuous_usage_stats: z.boolean().nullish() }).passthrough().nullish(),
-  presence_penalty: z.number().min(-2).max(2).nullish(),
-  frequency_penalty: z.number().min(-2).max(2).nullish(),
   user: z.string().nullish(),
   // vLLM extras
-  top_k: int.min(-1).nullish(),
-  min_p: z.number().min(0).max(1).nullish(),
-  repetition_penalty: z.number().gt(0).max(10).nullish(),
-  ignore_eos: z.boolean().nullish(),
   stop_token_ids: z.array(int.min(0)).max(64).nullish(),
   skip_special_tokens: z.boolean().nullish(),
-  // MoI, per request
-  moi_mode: z.enum(['standard', 'moi', 'direct', 'soft']).nullish(),
-  moi_beta: z.number().finite().nullish(),
-  moi_topk: z.union([int.min(0), z.literal('all')]).nullish(),
-  moi_prior: z.enum(['raw', 'processed']).nullish(),
-  // Soft Thinking (moi_mode 'soft')
-  think_end: z.string().min(1).nullish(),
-  think_end_id: int.min(0).nullish(),
-  cold_stop_entropy: z.number().min(0).nullish(),
-  cold_stop_steps: int.min(1).nullish(),
-  after_thinking_temperature: z.number().min(0).nullish(),
-  after_thinking_top_p: z.number().gt(0).max(1).nullish(),
-  after_thinking_top_k: int.min(-1).nullish(),
-  after_thinking_min_p: z.number().min(0).max(1).nullish(),
-  soft_noise: z.enum(['none', 'gumbel', 'dirichlet']).nullish(),
-  gumbel_tau: z.number().gt(0).nullish(),
-  dirichlet_alpha: z.number().gt(0).nullish(),
 };
 
 const tokenIds = z.array(int.min(0)).min(1);
 export const completionSchema = z.object({
   ...commonFields,
+  ...settingFields('completions'),
   prompt: z.union([z.string(), tokenIds, z.array(z.string()).min(1), z.array(tokenIds).min(1)]),
-  logprobs: int.min(0).max(20).nullish(),
   echo: z.boolean().nullish(),
   suffix: z.string().nullish(),
 }).passthrough();
@@ -67,10 +63,10 @@ const message = z.object({
 
 export const chatSchema = z.object({
   ...commonFields,
+  ...settingFields('chat'),
   messages: z.array(message).min(1),
-  max_completion_tokens: int.min(1).nullish(),
+  // chat's logprobs turns them on; how many top ones is top_logprobs (the table's logprobs)
   logprobs: z.boolean().nullish(),
-  top_logprobs: int.min(0).max(20).nullish(),
   chat_template_kwargs: z.record(z.unknown()).nullish(),
   add_generation_prompt: z.boolean().nullish(),
 }).passthrough();

@@ -14,12 +14,12 @@ import type { z } from 'zod';
 import type { MixOptions } from '@moi/moi';
 import type { Engine } from '@moi/engine';
 import type { Scheduler } from '@moi/engine';
-import type { DoneEvent, GenerateRequest, TokenEvent } from '@moi/engine';
-import { renderChat, type ChatMessage, type ChatTemplateSource } from '@moi/engine';
+import type { DoneEvent, Endpoint, GenerateRequest, Submission } from '@moi/engine';
+import { encodeChat, encodePrompt, type ChatMessage, type ChatTemplateSource } from '@moi/engine';
 import { ApiError, fromEngine, fromZod } from './errors.ts';
 import { makeMetrics, type ServerMetrics } from './metrics.ts';
 import {
-  buildRequests, chatLogprob, CompletionLogprobs, contentText, usage, type MoiReport,
+  buildRequests, chatLogprob, CompletionLogprobs, contentText, moiReport, usage,
 } from './openai.ts';
 import { chatSchema, completionSchema, unknownFields, type ChatBody, type CompletionBody } from './schema.ts';
 
@@ -130,16 +130,20 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
   // ---- generation: submit every choice, then stream or collect
   async function run(
     req: FastifyRequest, reply: FastifyReply, kind: 'text_completion' | 'chat.completion',
-    prompts: { ids: number[]; requests: GenerateRequest[] }[], moi: MoiReport, body: CompletionBody | ChatBody,
-    opt: { logprobs?: number; chatLogprobs?: boolean },
+    prompts: { ids: number[]; requests: GenerateRequest[] }[], body: CompletionBody | ChatBody,
   ) {
+    const endpoint: Endpoint = kind === 'chat.completion' ? 'chat' : 'completions';
+    // the requests' own logprobs count (chat: top_logprobs with logprobs: true)
+    const logprobs = prompts[0].requests[0].sampling?.logprobs;
+    const opt = { logprobs, chatLogprobs: endpoint === 'chat' && Boolean((body as ChatBody).logprobs) };
     const id = `${kind === 'chat.completion' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '')}`;
     const ac = new AbortController();
     const res: ServerResponse = reply.raw;
     res.once('close', () => { if (!res.writableFinished) ac.abort(); });
     const t0 = performance.now();
-    const subs: { choice: Choice; events: AsyncIterable<TokenEvent | DoneEvent> }[] = [];
+    const subs: { choice: Choice; events: Submission }[] = [];
     try {
+      // the scheduler validates each request's settings together (once) as it takes it
       for (const [pi, p] of prompts.entries()) {
         for (const [ci, r] of p.requests.entries()) {
           const choice: Choice = { index: pi * p.requests.length + ci, promptTokens: p.ids.length, text: '', tokens: 0, done: null, firstTokenAt: 0 };
@@ -148,8 +152,9 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
       }
     } catch (e) {
       ac.abort();
-      throw fromEngine(e, 'messages' in body ? 'messages' : 'prompt');
+      throw fromEngine(e, endpoint === 'chat' ? 'messages' : 'prompt', endpoint);
     }
+    const moi = moiReport(subs[0].events.settings);
     const stream = Boolean(body.stream);
     const includeUsage = Boolean(body.stream_options?.include_usage);
     const chat = kind === 'chat.completion';
@@ -272,14 +277,13 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
       let ids: number[];
       if (typeof item === 'string') {
         if (!tok) throw new ApiError(400, 'this model has no tokenizer: send the prompt as token ids', 'prompt');
-        ids = tok.encode(item, { addSpecialTokens: true });
+        ids = encodePrompt(tok, item);
         if (ids.length === 0) throw new ApiError(400, 'the prompt is empty', 'prompt');
       } else ids = item;
-      const logprobs = body.logprobs ?? undefined;
-      const { requests, moi } = buildRequests(engine, body, { promptIds: ids, maxTokens: body.max_tokens ?? 16, logprobs, maxModelLen: scheduler.maxModelLen, mixDefaults });
-      return { ids, requests, moi };
+      const requests = buildRequests(body, 'completions', { promptIds: ids, vocabSize: engine.spec.vocabSize, maxModelLen: scheduler.maxModelLen, mixDefaults });
+      return { ids, requests };
     });
-    return run(req, reply, 'text_completion', prompts, prompts[0].moi, body, { logprobs: body.logprobs ?? undefined });
+    return run(req, reply, 'text_completion', prompts, body);
   });
 
   const template: ChatTemplateSource | null = tok ? {
@@ -294,17 +298,12 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
     const messages: ChatMessage[] = body.messages.map((m) => ({ role: m.role, content: contentText(m.content) }));
     let ids: number[];
     try {
-      const text = renderChat(template, messages, { addGenerationPrompt: body.add_generation_prompt ?? true, extra: body.chat_template_kwargs ?? undefined });
-      ids = tok.encode(text, { addSpecialTokens: false });
-      if (tok.addsBos && ids[0] !== tok.bosTokenId) ids.unshift(tok.bosTokenId!);
+      ids = encodeChat(tok, messages, { template, addGenerationPrompt: body.add_generation_prompt ?? true, extra: body.chat_template_kwargs ?? undefined });
     } catch (e) {
       throw fromEngine(e, 'messages');
     }
-    const logprobs = body.logprobs ? (body.top_logprobs ?? 0) : undefined;
-    const { requests, moi } = buildRequests(engine, body, {
-      promptIds: ids, maxTokens: body.max_completion_tokens ?? body.max_tokens, logprobs, maxModelLen: scheduler.maxModelLen, mixDefaults,
-    });
-    return run(req, reply, 'chat.completion', [{ ids, requests }], moi, body, { logprobs, chatLogprobs: Boolean(body.logprobs) });
+    const requests = buildRequests(body, 'chat', { promptIds: ids, vocabSize: engine.spec.vocabSize, maxModelLen: scheduler.maxModelLen, mixDefaults });
+    return run(req, reply, 'chat.completion', [{ ids, requests }], body);
   });
 
   return { app, metrics };

@@ -4,7 +4,7 @@
  */
 import fs from 'node:fs';
 import { UsageError } from '@moi/core';
-import { MIX_MODES, type MixMode } from '@moi/moi';
+import type { MixMode } from '@moi/moi';
 import { generate, type GenerateRequest, type TokenEvent } from '@moi/engine';
 import type { Engine } from '@moi/engine';
 import { tracePageHtml, type TraceDoc, type TraceRun, type TraceStep } from './page.ts';
@@ -54,16 +54,6 @@ export async function traceRequest(engine: Engine, request: GenerateRequest, lab
     }
   }
   return { label, mode: request.mix?.mode ?? 'standard', text, finishReason, steps };
-}
-
-export function parseModes(list: string, flag = '--compare-modes'): MixMode[] {
-  const modes = list.split(',').map((m) => m.trim()).filter(Boolean);
-  if (!modes.length) throw new UsageError('E_USAGE', `${flag} needs a list such as standard,moi`);
-  for (const m of modes) {
-    if (!MIX_MODES.includes(m as MixMode)) throw new UsageError('E_USAGE', `${flag}: unknown mode "${m}" (use ${MIX_MODES.join(', ')})`);
-  }
-  if (new Set(modes).size !== modes.length) throw new UsageError('E_USAGE', `${flag}: a mode is listed twice`);
-  return modes as MixMode[];
 }
 
 /** The same prompt decoded in each mode with the same sampling (and seed). */

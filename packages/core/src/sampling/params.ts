@@ -6,6 +6,7 @@
  * Bad values are refused with a UsageError (code E_SAMPLING) that names the field, never clamped.
  */
 import { UsageError } from '../errors.ts';
+import { describeRange, inRange, INT32_MAX, type NumericRange } from '../range.ts';
 
 export interface SamplingParams {
   /** softmax temperature; 0 = greedy (argmax) */
@@ -51,6 +52,30 @@ export interface GenerationConfigDefaults {
 /** OpenAI and vLLM accept presence/frequency penalties in [-2, 2]. */
 export const MAX_ABS_PENALTY = 2;
 
+/**
+ * The ranges of the numeric fields, chosen so that every intermediate of the processors and of
+ * the mixers that read their output stays finite in float32 (and no constant is subnormal):
+ * - temperature divides the logits: 0 (greedy) or at least 1e-5 (vLLM's greedy threshold), so
+ *   logits of any checkpoint scale by at most 1e5; at most 100 (OpenAI-style servers' bound);
+ * - repetition penalty divides or multiplies logits: [0.01, 10] (a factor of 100 at most);
+ * - top-p and min-p are masses compared with cumulative sums; top-k a count (int32 on the device).
+ */
+export const SAMPLING_RANGES = {
+  temperature: [{ min: 0, max: 0 }, { min: 1e-5, max: 100 }],
+  topK: [{ min: 0, max: INT32_MAX }],
+  topP: [{ min: 0, max: 1, minOpen: true }],
+  minP: [{ min: 0, max: 1 }],
+  repetitionPenalty: [{ min: 0.01, max: 10 }],
+  presencePenalty: [{ min: -MAX_ABS_PENALTY, max: MAX_ABS_PENALTY }],
+  frequencyPenalty: [{ min: -MAX_ABS_PENALTY, max: MAX_ABS_PENALTY }],
+} as const satisfies Record<string, NumericRange>;
+
+/** What 'off' or a special value means, for the messages. */
+const MEANING: Partial<Record<keyof SamplingParams, string>> = {
+  temperature: '0 = greedy', topK: '0 = off', topP: '1 = off', minP: '0 = off',
+  repetitionPenalty: '1 = off', presencePenalty: '0 = off', frequencyPenalty: '0 = off',
+};
+
 const FROM_GENERATION_CONFIG: [keyof GenerationConfigDefaults & string, keyof SamplingParams][] = [
   ['temperature', 'temperature'],
   ['top_k', 'topK'],
@@ -63,35 +88,25 @@ const FIELDS: (keyof SamplingParams)[] = [
   'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'seed', 'logprobs',
 ];
 
-function samplingError(label: string, rule: string, value: unknown): UsageError {
+function samplingError(label: string, rule: string, value: unknown, field?: string): UsageError {
   const shown = typeof value === 'number' ? String(value) : (JSON.stringify(value) ?? String(value));
-  return new UsageError('E_SAMPLING', `${label} must be ${rule}, got ${shown}`);
+  return new UsageError('E_SAMPLING', `${label} must be ${rule}, got ${shown}`, field ? { field } : undefined);
 }
 
-/** Check one field; `label` names it where the value came from (for the message). */
-function check(field: keyof SamplingParams, value: unknown, label: string): void {
-  const fail = (rule: string) => samplingError(label, rule, value);
+/**
+ * Check one field; `label` names it where the value came from (for the message), `path` is its
+ * place in a request (set on the error) when the value came from one.
+ */
+function check(field: keyof SamplingParams, value: unknown, label: string, path?: string): void {
+  const fail = (rule: string) => samplingError(label, rule, value, path);
   if (typeof value !== 'number' || !Number.isFinite(value)) throw fail('a finite number');
+  if (field in SAMPLING_RANGES) {
+    const range = SAMPLING_RANGES[field as keyof typeof SAMPLING_RANGES];
+    const integer = field === 'topK';
+    if (!inRange(value, range, integer)) throw fail(`${describeRange(range, integer)} (${MEANING[field]})`);
+    return;
+  }
   switch (field) {
-    case 'temperature':
-      if (value < 0) throw fail('≥ 0 (0 = greedy)');
-      break;
-    case 'topK':
-      if (!Number.isInteger(value) || value < 0) throw fail('an integer ≥ 0 (0 = off)');
-      break;
-    case 'topP':
-      if (!(value > 0 && value <= 1)) throw fail('in (0, 1] (1 = off)');
-      break;
-    case 'minP':
-      if (!(value >= 0 && value <= 1)) throw fail('in [0, 1] (0 = off)');
-      break;
-    case 'repetitionPenalty':
-      if (!(value > 0)) throw fail('> 0 (1 = off)');
-      break;
-    case 'presencePenalty':
-    case 'frequencyPenalty':
-      if (Math.abs(value) > MAX_ABS_PENALTY) throw fail(`in [-${MAX_ABS_PENALTY}, ${MAX_ABS_PENALTY}] (0 = off)`);
-      break;
     case 'seed':
       if (!Number.isSafeInteger(value)) throw fail('a safe integer');
       break;
@@ -121,7 +136,7 @@ export function resolveSamplingParams(
   for (const field of FIELDS) {
     const v = (partial as Record<string, unknown>)[field];
     if (v === undefined) continue;
-    check(field, v, `sampling.${field}`);
+    check(field, v, `sampling.${field}`, `sampling.${field}`);
     (out as unknown as Record<string, unknown>)[field] = v;
   }
   return out;

@@ -9,7 +9,7 @@
  */
 import { UsageError } from '@moi/core';
 import type { KVCache } from '@moi/models';
-import { renderChat, type ChatMessage, type ChatTemplateSource, type Tokenizer } from '../text/index.ts';
+import { encodeChat, type ChatMessage, type ChatTemplateSource, type Tokenizer } from '../text/index.ts';
 import type { Engine } from './engine.ts';
 import { generate, type DoneEvent, type GenerateRequest, type GenerationEvent } from './generate.ts';
 
@@ -100,11 +100,7 @@ export class ChatSession {
 
   /** The prompt ids of the conversation so far plus a next user message (nothing is changed). */
   render(messages: readonly ChatMessage[] = this.messages): number[] {
-    const text = renderChat(this.template, messages, { addGenerationPrompt: true, extra: this.opts.templateExtra });
-    // as encodeChat: the template writes BOS itself; add one only where it did not
-    const ids = this.tok.encode(text, { addSpecialTokens: false });
-    if (this.tok.addsBos && ids[0] !== this.tok.bosTokenId) ids.unshift(this.tok.bosTokenId!);
-    return ids;
+    return encodeChat(this.tok, messages, { template: this.template, addGenerationPrompt: true, extra: this.opts.templateExtra });
   }
 
   /**

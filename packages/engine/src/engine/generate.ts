@@ -14,8 +14,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { UsageError } from '@moi/core';
 import type { Decoder, KVCache } from '@moi/models';
 import { defaultMixer, type InputMixer } from '@moi/moi';
-import type { Tokenizer } from '../text/index.ts';
 import type { Engine } from './engine.ts';
+import { prefillChunkEnd } from './prefill.ts';
 import {
   decodeStep, finishRow, forwardNext, planRow, startRow,
   type DoneEvent, type GenerateRequest, type GenerationEvent, type StepContext, type StepRow, type TokenEvent,
@@ -85,11 +85,13 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
     for (const row of rows) {
       const p = row.request.promptIds;
       let rowLogits: tf.Tensor | null = null;
-      for (let s = 0; s < p.length; s += chunk) {
+      for (let s = 0; s < p.length;) {
         if (opts.signal?.aborted) break;
+        const end = prefillChunkEnd(s, p.length, chunk);
         rowLogits?.dispose();
-        rowLogits = model.forward({ ids: [p.slice(s, s + chunk)] }, { cache, rows: [row.slot], lastOnly: true, prefillTokensLeft: p.length - s });
-        opts.onPrefill?.({ row: row.index, done: Math.min(p.length, s + chunk), total: p.length });
+        rowLogits = model.forward({ ids: [p.slice(s, end)] }, { cache, rows: [row.slot], lastOnly: true, prefillTokensLeft: p.length - s });
+        opts.onPrefill?.({ row: row.index, done: end, total: p.length });
+        s = end;
         if (p.length > chunk) await yieldToEventLoop();
       }
       if (rowLogits) last.push(tf.reshape(rowLogits, [1, -1]) as tf.Tensor2D);
@@ -140,9 +142,4 @@ export async function generateOne(engine: Engine, request: GenerateRequest, opts
     else return { events, done: e };
   }
   throw new UsageError('E_INTERNAL', 'generation ended without a done event');
-}
-
-/** Tokenize a prompt the way HF does for plain completion (BOS as the tokenizer config says). */
-export function encodePrompt(tok: Tokenizer, text: string): number[] {
-  return tok.encode(text, { addSpecialTokens: true });
 }

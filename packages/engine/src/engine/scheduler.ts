@@ -18,8 +18,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { MoiError, UsageError } from '@moi/core';
 import type { KVCache, DecoderSpec } from '@moi/models';
-import { defaultMixer, type InputMixer } from '@moi/moi';
+import { defaultMixer, type InputMixer, type MixSettings } from '@moi/moi';
 import { commonPrefix } from './chat-session.ts';
+import { prefillChunkEnd } from './prefill.ts';
 import type { Engine } from './engine.ts';
 import {
   decodeStep, finishRow, forwardNext, planRow, startRow,
@@ -58,6 +59,8 @@ export interface SchedulerStats {
 export interface Submission extends AsyncIterable<GenerationEvent> {
   /** the request's row (slot) once it has one, else null */
   readonly slot: number | null;
+  /** the mixing it runs with, as resolved when it was submitted (Soft Thinking's think-end id included) */
+  readonly settings: MixSettings;
 }
 
 interface Job {
@@ -165,6 +168,7 @@ export class Scheduler {
     this.kick();
     return {
       get slot() { return job.slot; },
+      settings: row.settings,
       [Symbol.asyncIterator]: () => this.events(job),
     };
   }
@@ -324,10 +328,7 @@ export class Scheduler {
     const job = this.prefilling[0];
     if (!job) return;
     const p = job.prompt;
-    // (a last chunk of one token would run the decode path, whose arithmetic differs from
-    // prefill's: it joins the chunk before it, so a chunked prompt equals one prefill)
-    let end = Math.min(p.length, job.prefilled + this.chunk);
-    if (p.length - end === 1) end = p.length;
+    const end = prefillChunkEnd(job.prefilled, p.length, this.chunk);
     const out = this.engine.model.forward({ ids: [p.slice(job.prefilled, end)] },
       { cache: this.cache, rows: [job.slot!], lastOnly: true, prefillTokensLeft: p.length - job.prefilled });
     job.prefilled = end;

@@ -14,12 +14,15 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { UsageError } from '@moi/core';
 import type { Decoder, KVCache } from '@moi/models';
-import { inSoftPhase, logprobAt, planRowMix, type InputMixer, type MixOptions, type MixRowReport, type MixRowState, type MixSettings } from '@moi/moi';
+import { inSoftPhase, logprobAt, planRowMix, type InputMixer, type MixOptions, type MixRowReport, type MixRowState, type MixSettings, type RowMixPlan } from '@moi/moi';
 import { createRng, resolveSamplingParams, sample, type RowState, type SamplingParams } from '@moi/core';
 import { StreamingDetokenizer } from '../text/index.ts';
 import type { Engine } from './engine.ts';
 import { checkFiniteColumn, finiteProbe } from './finite.ts';
 import { readTrace, traceColumns, traceWidth, type TokenTrace } from '../trace/candidates.ts';
+import { DEFAULT_MAX_TOKENS } from '../settings/table.ts';
+
+export { DEFAULT_MAX_TOKENS };
 
 export type FinishReason = 'stop' | 'length' | 'abort';
 
@@ -123,7 +126,33 @@ export interface StepRow {
   prefillEnd: number;
 }
 
-export const DEFAULT_MAX_TOKENS = 256;
+/** A request's settings as they run: its mixing, the sampler's parameters and its length. */
+export interface ResolvedRequest {
+  mix: RowMixPlan;
+  /** the sampler's parameters (in soft mode, the after-thinking filters) */
+  params: SamplingParams;
+  maxTokens: number;
+}
+
+/**
+ * Resolve a request's settings over generation_config.json's and the engine's defaults (and
+ * MIXINPUTS_BETA from `env`), validating them; errors name the request field (`field`).
+ */
+export function resolveRequest(engine: Engine, request: Omit<GenerateRequest, 'promptIds'>, where = '', env: NodeJS.ProcessEnv = process.env): ResolvedRequest {
+  const spec = engine.spec;
+  const defaults = engine.generationConfig.defaults;
+  const maxTokens = request.maxTokens ?? defaults.maxNewTokens ?? DEFAULT_MAX_TOKENS;
+  if (!Number.isInteger(maxTokens) || maxTokens < 1) {
+    throw new UsageError('E_REQUEST', `${where}max tokens must be a positive integer, got ${maxTokens}`, { field: 'maxTokens' });
+  }
+  // (soft mode: the sampler runs with the after-thinking settings)
+  const mix = planRowMix({ defaultMode: 'standard', ...request.mix }, request.sampling, { vocabSize: spec.vocabSize, tokenizer: engine.tokenizer, env });
+  const params = resolveSamplingParams({ ...request.sampling, ...mix.sampling }, {
+    temperature: defaults.temperature, top_k: defaults.topK, top_p: defaults.topP,
+    min_p: defaults.minP, repetition_penalty: defaults.repetitionPenalty,
+  });
+  return { mix, params, maxTokens };
+}
 
 /**
  * Validate one request and make its row (every error a request can cause is raised here, before
@@ -132,29 +161,23 @@ export const DEFAULT_MAX_TOKENS = 256;
 export function planRow(engine: Engine, request: GenerateRequest, o: { index: number; slot: number; where: string; maxContext: number; held: number; cacheName: string }): StepRow {
   const spec = engine.spec;
   const { where, maxContext, held } = o;
-  const defaults = engine.generationConfig.defaults;
   const p = request.promptIds;
-  if (!Array.isArray(p) || p.length === 0) throw new UsageError('E_REQUEST', `${where}the prompt is empty (it needs at least one token)`);
+  if (!Array.isArray(p) || p.length === 0) throw new UsageError('E_REQUEST', `${where}the prompt is empty (it needs at least one token)`, { field: 'promptIds' });
   for (const id of p) {
     if (!Number.isInteger(id) || id < 0 || id >= spec.vocabSize) {
-      throw new UsageError('E_REQUEST', `${where}token id ${id} is outside the vocabulary (0..${spec.vocabSize - 1})`);
+      throw new UsageError('E_REQUEST', `${where}token id ${id} is outside the vocabulary (0..${spec.vocabSize - 1})`, { field: 'promptIds' });
     }
   }
   if (held + p.length >= maxContext) {
     throw new UsageError('E_CONTEXT', `${where}the prompt has ${held + p.length} tokens but the context is ${maxContext} tokens` +
-      ` (${o.cacheName}); shorten the prompt`);
+      ` (${o.cacheName}); shorten the prompt`, { field: 'promptIds' });
   }
-  const maxTokens = request.maxTokens ?? defaults.maxNewTokens ?? DEFAULT_MAX_TOKENS;
-  if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new UsageError('E_REQUEST', `${where}max tokens must be a positive integer, got ${maxTokens}`);
   for (const id of request.stopTokenIds ?? []) {
-    if (!Number.isInteger(id) || id < 0 || id >= spec.vocabSize) throw new UsageError('E_REQUEST', `${where}stop token id ${id} is outside the vocabulary`);
+    if (!Number.isInteger(id) || id < 0 || id >= spec.vocabSize) {
+      throw new UsageError('E_REQUEST', `${where}stop token id ${id} is outside the vocabulary`, { field: 'stopTokenIds' });
+    }
   }
-  // (soft mode: the sampler runs with the after-thinking settings)
-  const mix = planRowMix({ defaultMode: 'standard', ...request.mix }, request.sampling, { vocabSize: spec.vocabSize, tokenizer: engine.tokenizer });
-  const params = resolveSamplingParams({ ...request.sampling, ...mix.sampling }, {
-    temperature: defaults.temperature, top_k: defaults.topK, top_p: defaults.topP,
-    min_p: defaults.minP, repetition_penalty: defaults.repetitionPenalty,
-  });
+  const { mix, params, maxTokens } = resolveRequest(engine, request, where);
   const now = performance.now();
   return {
     index: o.index, slot: o.slot, request, maxTokens, capacity: maxContext, settings: mix.settings,

@@ -7,6 +7,7 @@
 import { Template } from '@huggingface/jinja';
 import { ModelError, UsageError } from '@moi/core';
 import type { Tokenizer } from './tokenizer.ts';
+import { encodePrompt } from './prompt.ts';
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant' | (string & {});
@@ -112,12 +113,11 @@ export function renderChat(
 }
 
 /**
- * Renders and encodes a conversation. The template writes BOS itself where the model wants it,
- * so the text is encoded without special tokens; only where the tokenizer normally adds BOS and
- * the template did not is one BOS put in front. Never two.
+ * Renders and encodes a conversation with the tokenizer's template (or `template`, a source of
+ * its own with the same special tokens): encodePrompt's rule for templated text, so BOS is never
+ * doubled or lost.
  */
-export function encodeChat(tok: Tokenizer, messages: readonly ChatMessage[], opts: RenderChatOptions = {}): number[] {
-  const ids = tok.encode(renderChat(tok, messages, opts), { addSpecialTokens: false });
-  if (tok.addsBos && ids[0] !== tok.bosTokenId) ids.unshift(tok.bosTokenId!);
-  return ids;
+export function encodeChat(tok: Tokenizer, messages: readonly ChatMessage[], opts: RenderChatOptions & { template?: ChatTemplateSource } = {}): number[] {
+  const { template, ...render } = opts;
+  return encodePrompt(tok, renderChat(template ?? tok, messages, render), { templated: true });
 }
