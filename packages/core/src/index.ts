@@ -7,3 +7,4 @@ export * from './kernels/index.ts';
 export * from './vocab-blocks.ts';
 export * from './embed-source.ts';
 export * from './sampling/index.ts';
+export * from './kernels/webgpu/index.ts';

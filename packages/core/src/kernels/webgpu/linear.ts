@@ -1,0 +1,369 @@
+/**
+ * WGSL linear layers: y = epilogue(x · Wᵀ) with W stored [N, K] row-major (the checkpoint's
+ * [out, in] layout, no transpose at load), rows padded to KP (a multiple of 8) with zeros.
+ *
+ * - `gemv` (decode, M ≤ GEMV_MAX_ROWS rows of x): one workgroup of 64 invocations per R output
+ *   rows; the K of each row is split across the 64 lanes (split-K inside the workgroup: lane t
+ *   streams 16-byte chunks t, t+64, …, vec4<f32> for f32 weights, vec4<u32> = 8 halves for f16,
+ *   widened with unpack2x16float, f32 accumulation), and the 64 partial sums meet in workgroup
+ *   memory. Weights are read once per step whatever M is.
+ * - `gemm` (prefill and large batches): 64×64 output tiles, K in steps of 16 through workgroup
+ *   memory (12 KiB with gate/up pairs), 256 invocations each owning a 4×4 block
+ *   (four vec4 accumulators: lavapipe's LLVM compiles array-indexed accumulators for many seconds).
+ *
+ * Epilogues (both kernels, in this order): the fused RMSNorm of x (x·w_norm inside the loads, the
+ * inverse RMS of each x row from the same loads: no separate norm pass), the bias, the gate/up
+ * pair act(gate)·up (rows j and j + PAIR of W: SwiGLU or GeGLU(tanh)), the soft-cap
+ * cap·tanh(v/cap), and the residual add (y += v in place, for o_proj and down_proj).
+ *
+ * No subnormal constants; tanh's argument is clamped to ±15 (tanh(15) rounds to 1 in f32, and
+ * some GPUs' tanh returns NaN for large arguments).
+ */
+import type { Kernel } from './runtime.ts';
+
+export type Act = 'silu' | 'gelu_tanh';
+
+export interface LinearShape {
+  /** rows of x (tokens); M ≤ GEMV_MAX_ROWS takes the GEMV */
+  M: number;
+  /** real inner size (the norm's mean divides by it); rows are stored padded to KP */
+  K: number;
+  /** output columns (with `pair`: the pairs, i.e. the intermediate size) */
+  N: number;
+  w: 'f32' | 'f16';
+  /** x row stride in floats (a multiple of 8, ≥ KP) */
+  xStride: number;
+  /** y row stride in floats, and the column where this output starts */
+  yStride: number;
+  yOffset?: number;
+  /** fused RMSNorm of x rows with a weight [KP] (already the effective weight: Gemma's 1 + w) */
+  norm?: { eps: number } | null;
+  bias?: boolean;
+  pair?: Act | null;
+  softcap?: number | null;
+  residual?: boolean;
+  /**
+   * Row maps from the step buffer (u32 words): x row m is step[xRowAt + m], y row m is
+   * step[yRowAt + m] (the head of a prefill reads its last token and writes its cache row).
+   */
+  rowMap?: { xRowAt: number; yRowAt: number } | null;
+}
+
+export const GEMV_MAX_ROWS = 8;
+export const LINEAR_WG = 64;
+/** rows of W one GEMV workgroup covers, by M (more rows per group where M leaves registers free) */
+export function gemvRows(M: number): number {
+  return M <= 2 ? 4 : M <= 4 ? 2 : 1;
+}
+
+export function padK(k: number): number {
+  return Math.ceil(k / 8) * 8;
+}
+
+/** f32 literal for WGSL (finite, never subnormal: callers pass eps, caps, scales). */
+export function f32(v: number): string {
+  if (!Number.isFinite(v)) throw new Error(`WGSL constant ${v} is not finite`);
+  if (v !== 0 && Math.abs(v) < 1.1754943508222875e-38) throw new Error(`WGSL constant ${v} is subnormal`);
+  const s = Math.fround(v).toPrecision(9);
+  return /[.e]/.test(s) ? s : `${s}.0`;
+}
+
+/** WGSL of the activation functions (shared with other kernels). */
+export const ACT_WGSL = /* wgsl */ `
+fn silu(g: f32) -> f32 { return g / (1.0 + exp(-g)); }
+fn gelu_tanh(g: f32) -> f32 {
+  let inner = clamp(0.7978845608 * (g + 0.044715 * g * g * g), -15.0, 15.0);
+  return 0.5 * g * (1.0 + tanh(inner));
+}
+`;
+
+function bindings(s: LinearShape): string[] {
+  const b = ['x', 'w'];
+  if (s.norm) b.push('nw');
+  if (s.bias) b.push('bias');
+  if (s.rowMap) b.push('step');
+  b.push('y');
+  return b;
+}
+
+function header(s: LinearShape): string {
+  const names = bindings(s);
+  const decl: Record<string, string> = {
+    x: 'var<storage, read> x: array<vec4<f32>>;',
+    w: s.w === 'f32' ? 'var<storage, read> w: array<vec4<f32>>;' : 'var<storage, read> w: array<vec4<u32>>;',
+    nw: 'var<storage, read> nw: array<vec4<f32>>;',
+    bias: 'var<storage, read> bias: array<f32>;',
+    step: 'var<storage, read> step: array<u32>;',
+    y: 'var<storage, read_write> y: array<f32>;',
+  };
+  return names.map((n, i) => `@group(0) @binding(${i}) ${decl[n]}`).join('\n');
+}
+
+/** The epilogue: v (and u, the up value, with pairs) → y[row m, column j]. */
+function epilogue(s: LinearShape): string {
+  const K = s.K;
+  const lines: string[] = [];
+  lines.push(`fn finish(m: u32, j: u32, g_in: f32, u_in: f32, ss: f32) {`);
+  lines.push(`  var g = g_in;`);
+  if (s.pair) lines.push(`  var u = u_in;`);
+  if (s.norm) {
+    lines.push(`  let inv = inverseSqrt(ss / ${f32(K)} + ${f32(s.norm.eps)});`);
+    lines.push(`  g = g * inv;`);
+    if (s.pair) lines.push(`  u = u * inv;`);
+  }
+  if (s.bias) {
+    lines.push(`  g = g + bias[j];`);
+    if (s.pair) lines.push(`  u = u + bias[j + ${s.N}u];`);
+  }
+  if (s.pair) lines.push(`  g = ${s.pair}(g) * u;`);
+  if (s.softcap) lines.push(`  g = tanh(clamp(g * ${f32(1 / s.softcap)}, -15.0, 15.0)) * ${f32(s.softcap)};`);
+  const yRow = s.rowMap ? `step[${s.rowMap.yRowAt}u + m]` : 'm';
+  lines.push(`  let o = ${yRow} * ${s.yStride}u + ${s.yOffset ?? 0}u + j;`);
+  lines.push(s.residual ? `  y[o] = y[o] + g;` : `  y[o] = g;`);
+  lines.push(`}`);
+  return lines.join('\n');
+}
+
+function xRow(s: LinearShape, m: string): string {
+  return s.rowMap ? `step[${s.rowMap.xRowAt}u + ${m}]` : m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMV
+
+/** The GEMV kernel for shape `s` (M ≤ GEMV_MAX_ROWS). Dispatch gemvGroups(s) workgroups (2-D if needed). */
+export function gemvKernel(s: LinearShape): Kernel {
+  const M = s.M;
+  const R = gemvRows(M);
+  const P = s.pair ? 2 : 1;
+  const KP = padK(s.K);
+  const f16 = s.w === 'f16';
+  const KC = f16 ? KP / 8 : KP / 4; // 16-byte chunks per W row
+  const XS = s.xStride / 4; // x row stride in vec4
+  const O = R * M * P; // accumulators per lane
+  const slots = O + (s.norm ? M : 0);
+  const code = /* wgsl */ `
+${header(s)}
+const WG = ${LINEAR_WG}u;
+const M = ${M}u;
+const R = ${R}u;
+const N = ${s.N}u;
+const KC = ${KC}u;
+var<workgroup> red: array<f32, ${slots * LINEAR_WG}>;
+${s.pair ? ACT_WGSL : ''}
+${epilogue(s)}
+
+@compute @workgroup_size(${LINEAR_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let j0 = (wid.x + wid.y * nwg.x) * R;
+  if (j0 >= N) { return; }
+  var acc: array<f32, ${O}>;
+  var ss: array<f32, ${M}>;
+  for (var c = t; c < KC; c = c + WG) {
+${f16 ? `    var xa: array<vec4<f32>, ${M}>;
+    var xb: array<vec4<f32>, ${M}>;
+    for (var m = 0u; m < M; m = m + 1u) {
+      let base = ${xRow(s, 'm')} * ${XS}u + 2u * c;
+      var a = x[base];
+      var b = x[base + 1u];
+${s.norm ? `      ss[m] = ss[m] + dot(a, a) + dot(b, b);
+      a = a * nw[2u * c];
+      b = b * nw[2u * c + 1u];` : ''}
+      xa[m] = a;
+      xb[m] = b;
+    }
+    for (var r = 0u; r < R; r = r + 1u) {
+      let j = min(j0 + r, N - 1u);
+      for (var p = 0u; p < ${P}u; p = p + 1u) {
+        let q = w[(j + p * N) * KC + c];
+        let wa = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+        let wb = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
+        for (var m = 0u; m < M; m = m + 1u) {
+          let i = (r * ${P}u + p) * M + m;
+          acc[i] = acc[i] + dot(wa, xa[m]) + dot(wb, xb[m]);
+        }
+      }
+    }` : `    var xa: array<vec4<f32>, ${M}>;
+    for (var m = 0u; m < M; m = m + 1u) {
+      var a = x[${xRow(s, 'm')} * ${XS}u + c];
+${s.norm ? `      ss[m] = ss[m] + dot(a, a);
+      a = a * nw[c];` : ''}
+      xa[m] = a;
+    }
+    for (var r = 0u; r < R; r = r + 1u) {
+      let j = min(j0 + r, N - 1u);
+      for (var p = 0u; p < ${P}u; p = p + 1u) {
+        let wv = w[(j + p * N) * KC + c];
+        for (var m = 0u; m < M; m = m + 1u) {
+          let i = (r * ${P}u + p) * M + m;
+          acc[i] = acc[i] + dot(wv, xa[m]);
+        }
+      }
+    }`}
+  }
+  for (var i = 0u; i < ${O}u; i = i + 1u) { red[i * WG + t] = acc[i]; }
+${s.norm ? `  for (var m = 0u; m < M; m = m + 1u) { red[(${O}u + m) * WG + t] = ss[m]; }` : ''}
+  workgroupBarrier();
+  for (var o = t; o < R * M; o = o + WG) {
+    let r = o / M;
+    let m = o % M;
+    let j = j0 + r;
+    if (j >= N) { continue; }
+    var g = 0.0;
+    var u = 0.0;
+    var sq = 0.0;
+    for (var l = 0u; l < WG; l = l + 1u) {
+      g = g + red[((r * ${P}u) * M + m) * WG + l];
+${s.pair ? `      u = u + red[((r * ${P}u + 1u) * M + m) * WG + l];` : ''}
+${s.norm ? `      sq = sq + red[(${O}u + m) * WG + l];` : ''}
+    }
+    finish(m, j, g, u, sq);
+  }
+}
+`;
+  return { label: `gemv M${M} K${s.K} N${s.N} ${s.w}${s.norm ? ' norm' : ''}${s.pair ? ` ${s.pair}` : ''}${s.residual ? ' +res' : ''}`, code, entry: 'main', bindings: bindings(s) };
+}
+
+export function gemvGroups(s: LinearShape): number {
+  return Math.ceil(s.N / gemvRows(s.M));
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMM
+
+const TM = 64;
+const TN = 64;
+const TK = 16;
+
+/** The tiled GEMM for shape `s` (any M). Dispatch gemmGroups(s) = [column tiles, row tiles]. */
+export function gemmKernel(s: LinearShape): Kernel {
+  const P = s.pair ? 2 : 1;
+  const KP = padK(s.K);
+  const f16 = s.w === 'f16';
+  const KC = f16 ? KP / 8 : KP / 4;
+  const XS = s.xStride / 4;
+  const code = /* wgsl */ `
+${header(s)}
+const M = ${s.M}u;
+const N = ${s.N}u;
+const KP = ${KP}u;
+const KC = ${KC}u;
+var<workgroup> As: array<vec4<f32>, ${(TK * TM) / 4}>;
+var<workgroup> Bs: array<vec4<f32>, ${(TK * TN * P) / 4}>;
+var<workgroup> ssr: array<f32, 256>;
+${s.pair ? ACT_WGSL : ''}
+${epilogue(s)}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let n0 = wid.x * ${TN}u;
+  let m0 = wid.y * ${TM}u;
+  let tx = t % 16u;
+  let ty = t / 16u;
+  // the A tile: lane t loads row t / 4, 4 consecutive k at (t % 4) · 4
+  let am = t / 4u;
+  let ak = (t % 4u) * 4u;
+  let arow = min(m0 + am, M - 1u);
+  var ss = 0.0;
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
+${s.pair ? `  var accu0 = vec4<f32>(0.0);
+  var accu1 = vec4<f32>(0.0);
+  var accu2 = vec4<f32>(0.0);
+  var accu3 = vec4<f32>(0.0);` : ''}
+  for (var k0 = 0u; k0 < KP; k0 = k0 + ${TK}u) {
+    var a = vec4<f32>(0.0);
+    if (k0 + ak < KP) {
+      a = x[${xRow(s, 'arow')} * ${XS}u + (k0 + ak) / 4u];
+${s.norm ? `      ss = ss + dot(a, a);
+      a = a * nw[(k0 + ak) / 4u];` : ''}
+    }
+    if (m0 + am >= M) { a = vec4<f32>(0.0); }
+    As[(ak + 0u) * 16u + am / 4u][am % 4u] = a.x;
+    As[(ak + 1u) * 16u + am / 4u][am % 4u] = a.y;
+    As[(ak + 2u) * 16u + am / 4u][am % 4u] = a.z;
+    As[(ak + 3u) * 16u + am / 4u][am % 4u] = a.w;
+${f16 ? `    // the W tile: lanes < 128 · P load 8 halves of row (t / 2) at k (t % 2) · 8
+    if (t < ${128 * P}u) {
+      let p = t / 128u;
+      let bt = t % 128u;
+      let bn = bt / 2u;
+      let bk = (bt % 2u) * 8u;
+      var wa = vec4<f32>(0.0);
+      var wb = vec4<f32>(0.0);
+      let j = n0 + bn;
+      if (k0 + bk < KP && j < N) {
+        let q = w[(j + p * N) * KC + (k0 + bk) / 8u];
+        wa = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+        wb = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
+      }
+      let o = p * ${(TK * TN) / 4}u + bn / 4u;
+      let c = bn % 4u;
+      Bs[o + (bk + 0u) * 16u][c] = wa.x;
+      Bs[o + (bk + 1u) * 16u][c] = wa.y;
+      Bs[o + (bk + 2u) * 16u][c] = wa.z;
+      Bs[o + (bk + 3u) * 16u][c] = wa.w;
+      Bs[o + (bk + 4u) * 16u][c] = wb.x;
+      Bs[o + (bk + 5u) * 16u][c] = wb.y;
+      Bs[o + (bk + 6u) * 16u][c] = wb.z;
+      Bs[o + (bk + 7u) * 16u][c] = wb.w;
+    }` : `    // the W tile: lane t loads row t / 4, 4 consecutive k at (t % 4) · 4 (and the up rows)
+    for (var p = 0u; p < ${P}u; p = p + 1u) {
+      let j = n0 + am;
+      var wv = vec4<f32>(0.0);
+      if (k0 + ak < KP && j < N) { wv = w[(j + p * N) * KC + (k0 + ak) / 4u]; }
+      let o = p * ${(TK * TN) / 4}u + am / 4u;
+      let c = am % 4u;
+      Bs[o + (ak + 0u) * 16u][c] = wv.x;
+      Bs[o + (ak + 1u) * 16u][c] = wv.y;
+      Bs[o + (ak + 2u) * 16u][c] = wv.z;
+      Bs[o + (ak + 3u) * 16u][c] = wv.w;
+    }`}
+    workgroupBarrier();
+    for (var k = 0u; k < ${TK}u; k = k + 1u) {
+      let a = As[k * 16u + ty];
+      let b = Bs[k * 16u + tx];
+      acc0 = acc0 + a.x * b;
+      acc1 = acc1 + a.y * b;
+      acc2 = acc2 + a.z * b;
+      acc3 = acc3 + a.w * b;
+${s.pair ? `      let bu = Bs[${(TK * TN) / 4}u + k * 16u + tx];
+      accu0 = accu0 + a.x * bu;
+      accu1 = accu1 + a.y * bu;
+      accu2 = accu2 + a.z * bu;
+      accu3 = accu3 + a.w * bu;` : ''}
+    }
+    workgroupBarrier();
+  }
+${s.norm ? `  ssr[t] = ss;
+  workgroupBarrier();` : ''}
+  // lane (tx, ty) owns rows ty·4 + i and columns tx·4 + jj
+  for (var e = 0u; e < 16u; e = e + 1u) {
+    let i = e / 4u;
+    let jj = e % 4u;
+    let ml = ty * 4u + i;
+    let m = m0 + ml;
+    let j = n0 + tx * 4u + jj;
+    if (m >= M || j >= N) { continue; }
+    let sq = ${s.norm ? 'ssr[ml * 4u] + ssr[ml * 4u + 1u] + ssr[ml * 4u + 2u] + ssr[ml * 4u + 3u]' : '0.0'};
+    var g = acc0[jj];
+    if (i == 1u) { g = acc1[jj]; } else if (i == 2u) { g = acc2[jj]; } else if (i == 3u) { g = acc3[jj]; }
+${s.pair ? `    var u = accu0[jj];
+    if (i == 1u) { u = accu1[jj]; } else if (i == 2u) { u = accu2[jj]; } else if (i == 3u) { u = accu3[jj]; }` : '    let u = 0.0;'}
+    finish(m, j, g, u, sq);
+  }
+}
+`;
+  return { label: `gemm M${s.M} K${s.K} N${s.N} ${s.w}${s.norm ? ' norm' : ''}${s.pair ? ` ${s.pair}` : ''}${s.residual ? ' +res' : ''}`, code, entry: 'main', bindings: bindings(s) };
+}
+
+export function gemmGroups(s: LinearShape): [number, number] {
+  return [Math.ceil(s.N / TN), Math.ceil(s.M / TM)];
+}
+
+/** The kernel a linear layer of this shape takes: GEMV for few rows, the tiled GEMM beyond. */
+export function linearKernel(s: LinearShape): { kernel: Kernel; groups: number | [number, number] } {
+  return s.M <= GEMV_MAX_ROWS ? { kernel: gemvKernel(s), groups: gemvGroups(s) } : { kernel: gemmKernel(s), groups: gemmGroups(s) };
+}
