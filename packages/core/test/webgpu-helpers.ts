@@ -33,6 +33,7 @@ export async function runOnce(r: GpuRuntime, kernel: Kernel, inputs: Record<stri
   for (const [name, v] of Object.entries(inputs)) {
     bufs[name] = typeof v === 'number' ? r.buffer(name, v) : r.upload(name, v);
   }
+  if (kernel.dims && !bufs.dims) bufs.dims = r.dimsBuffer(kernel);
   const bg = r.bindGroup(kernel, pipeline, bufs);
   const step = r.begin(kernel.label);
   const g = typeof groups === 'number' ? [groups] : groups;

@@ -19,7 +19,7 @@
  * No subnormal constants; tanh's argument is clamped to ±15 (tanh(15) rounds to 1 in f32, and
  * some GPUs' tanh returns NaN for large arguments).
  */
-import type { Kernel } from './runtime.ts';
+import { DimsLayout, type Kernel } from './runtime.ts';
 
 export type Act = 'silu' | 'gelu_tanh';
 
@@ -77,8 +77,27 @@ fn gelu_tanh(g: f32) -> f32 {
 }
 `;
 
+/** The runtime shape of a linear kernel (everything but M, the flags and the storage dtype). */
+const DIMS = new DimsLayout([
+  ['k', 'f32'], ['kc', 'u32'], ['n', 'u32'], ['xs', 'u32'], ['ys', 'u32'], ['yo', 'u32'], ['eps', 'f32'], ['cap', 'f32'],
+  ['xrow', 'u32'], ['yrow', 'u32'], ['m', 'u32'],
+] as const);
+
+function dimsOf(s: LinearShape): Uint32Array {
+  const KP = padK(s.K);
+  return DIMS.pack({
+    k: s.K, kc: s.w === 'f16' ? KP / 8 : KP / 4, n: s.N, xs: s.xStride / 4, ys: s.yStride, yo: s.yOffset ?? 0,
+    eps: s.norm?.eps ?? 1, cap: s.softcap ?? 1, xrow: s.rowMap?.xRowAt ?? 0, yrow: s.rowMap?.yRowAt ?? 0, m: s.M,
+  });
+}
+
+/** The code variant: what is compiled in (everything else is in the dims). */
+function variant(s: LinearShape): string {
+  return `${s.w}${s.norm ? ' norm' : ''}${s.bias ? ' bias' : ''}${s.pair ? ` ${s.pair}` : ''}${s.softcap ? ' softcap' : ''}${s.residual ? ' +res' : ''}${s.rowMap ? ' rowmap' : ''}`;
+}
+
 function bindings(s: LinearShape): string[] {
-  const b = ['x', 'w'];
+  const b = ['dims', 'x', 'w'];
   if (s.norm) b.push('nw');
   if (s.bias) b.push('bias');
   if (s.rowMap) b.push('step');
@@ -96,36 +115,35 @@ function header(s: LinearShape): string {
     step: 'var<storage, read> step: array<u32>;',
     y: 'var<storage, read_write> y: array<f32>;',
   };
-  return names.map((n, i) => `@group(0) @binding(${i}) ${decl[n]}`).join('\n');
+  return [DIMS.wgsl(0), ...names.slice(1).map((n, i) => `@group(0) @binding(${i + 1}) ${decl[n]}`)].join('\n');
 }
 
 /** The epilogue: v (and u, the up value, with pairs) → y[row m, column j]. */
 function epilogue(s: LinearShape): string {
-  const K = s.K;
   const lines: string[] = [];
   lines.push(`fn finish(m: u32, j: u32, g_in: f32, u_in: f32, ss: f32) {`);
   lines.push(`  var g = g_in;`);
   if (s.pair) lines.push(`  var u = u_in;`);
   if (s.norm) {
-    lines.push(`  let inv = inverseSqrt(ss / ${f32(K)} + ${f32(s.norm.eps)});`);
+    lines.push(`  let inv = inverseSqrt(ss / d.k + d.eps);`);
     lines.push(`  g = g * inv;`);
     if (s.pair) lines.push(`  u = u * inv;`);
   }
   if (s.bias) {
     lines.push(`  g = g + bias[j];`);
-    if (s.pair) lines.push(`  u = u + bias[j + ${s.N}u];`);
+    if (s.pair) lines.push(`  u = u + bias[j + d.n];`);
   }
   if (s.pair) lines.push(`  g = ${s.pair}(g) * u;`);
-  if (s.softcap) lines.push(`  g = tanh(clamp(g * ${f32(1 / s.softcap)}, -15.0, 15.0)) * ${f32(s.softcap)};`);
-  const yRow = s.rowMap ? `step[${s.rowMap.yRowAt}u + m]` : 'm';
-  lines.push(`  let o = ${yRow} * ${s.yStride}u + ${s.yOffset ?? 0}u + j;`);
+  if (s.softcap) lines.push(`  g = tanh(clamp(g / d.cap, -15.0, 15.0)) * d.cap;`);
+  const yRow = s.rowMap ? `step[d.yrow + m]` : 'm';
+  lines.push(`  let o = ${yRow} * d.ys + d.yo + j;`);
   lines.push(s.residual ? `  y[o] = y[o] + g;` : `  y[o] = g;`);
   lines.push(`}`);
   return lines.join('\n');
 }
 
 function xRow(s: LinearShape, m: string): string {
-  return s.rowMap ? `step[${s.rowMap.xRowAt}u + ${m}]` : m;
+  return s.rowMap ? `step[d.xrow + ${m}]` : m;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -136,10 +154,7 @@ export function gemvKernel(s: LinearShape): Kernel {
   const M = s.M;
   const R = gemvRows(M);
   const P = s.pair ? 2 : 1;
-  const KP = padK(s.K);
   const f16 = s.w === 'f16';
-  const KC = f16 ? KP / 8 : KP / 4; // 16-byte chunks per W row
-  const XS = s.xStride / 4; // x row stride in vec4
   const O = R * M * P; // accumulators per lane
   const slots = O + (s.norm ? M : 0);
   const code = /* wgsl */ `
@@ -147,14 +162,14 @@ ${header(s)}
 const WG = ${LINEAR_WG}u;
 const M = ${M}u;
 const R = ${R}u;
-const N = ${s.N}u;
-const KC = ${KC}u;
 var<workgroup> red: array<f32, ${slots * LINEAR_WG}>;
 ${s.pair ? ACT_WGSL : ''}
 ${epilogue(s)}
 
 @compute @workgroup_size(${LINEAR_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let N = d.n;
+  let KC = d.kc;
   let j0 = (wid.x + wid.y * nwg.x) * R;
   if (j0 >= N) { return; }
   var acc: array<f32, ${O}>;
@@ -163,7 +178,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 ${f16 ? `    var xa: array<vec4<f32>, ${M}>;
     var xb: array<vec4<f32>, ${M}>;
     for (var m = 0u; m < M; m = m + 1u) {
-      let base = ${xRow(s, 'm')} * ${XS}u + 2u * c;
+      let base = ${xRow(s, 'm')} * d.xs + 2u * c;
       var a = x[base];
       var b = x[base + 1u];
 ${s.norm ? `      ss[m] = ss[m] + dot(a, a) + dot(b, b);
@@ -185,7 +200,7 @@ ${s.norm ? `      ss[m] = ss[m] + dot(a, a) + dot(b, b);
       }
     }` : `    var xa: array<vec4<f32>, ${M}>;
     for (var m = 0u; m < M; m = m + 1u) {
-      var a = x[${xRow(s, 'm')} * ${XS}u + c];
+      var a = x[${xRow(s, 'm')} * d.xs + c];
 ${s.norm ? `      ss[m] = ss[m] + dot(a, a);
       a = a * nw[c];` : ''}
       xa[m] = a;
@@ -221,7 +236,7 @@ ${s.norm ? `      sq = sq + red[(${O}u + m) * WG + l];` : ''}
   }
 }
 `;
-  return { label: `gemv M${M} K${s.K} N${s.N} ${s.w}${s.norm ? ' norm' : ''}${s.pair ? ` ${s.pair}` : ''}${s.residual ? ' +res' : ''}`, code, entry: 'main', bindings: bindings(s) };
+  return { label: `gemv M${M} ${variant(s)}`, code, entry: 'main', bindings: bindings(s), dims: dimsOf(s) };
 }
 
 export function gemvGroups(s: LinearShape): number {
@@ -238,16 +253,9 @@ const TK = 16;
 /** The tiled GEMM for shape `s` (any M). Dispatch gemmGroups(s) = [column tiles, row tiles]. */
 export function gemmKernel(s: LinearShape): Kernel {
   const P = s.pair ? 2 : 1;
-  const KP = padK(s.K);
   const f16 = s.w === 'f16';
-  const KC = f16 ? KP / 8 : KP / 4;
-  const XS = s.xStride / 4;
   const code = /* wgsl */ `
 ${header(s)}
-const M = ${s.M}u;
-const N = ${s.N}u;
-const KP = ${KP}u;
-const KC = ${KC}u;
 var<workgroup> As: array<vec4<f32>, ${(TK * TM) / 4}>;
 var<workgroup> Bs: array<vec4<f32>, ${(TK * TN * P) / 4}>;
 var<workgroup> ssr: array<f32, 256>;
@@ -256,6 +264,10 @@ ${epilogue(s)}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let M = d.m;
+  let N = d.n;
+  let KC = d.kc;
+  let KP = KC * ${f16 ? 8 : 4}u;
   let n0 = wid.x * ${TN}u;
   let m0 = wid.y * ${TM}u;
   let tx = t % 16u;
@@ -276,7 +288,7 @@ ${s.pair ? `  var accu0 = vec4<f32>(0.0);
   for (var k0 = 0u; k0 < KP; k0 = k0 + ${TK}u) {
     var a = vec4<f32>(0.0);
     if (k0 + ak < KP) {
-      a = x[${xRow(s, 'arow')} * ${XS}u + (k0 + ak) / 4u];
+      a = x[${xRow(s, 'arow')} * d.xs + (k0 + ak) / 4u];
 ${s.norm ? `      ss = ss + dot(a, a);
       a = a * nw[(k0 + ak) / 4u];` : ''}
     }
@@ -356,7 +368,7 @@ ${s.pair ? `    var u = accu0[jj];
   }
 }
 `;
-  return { label: `gemm M${s.M} K${s.K} N${s.N} ${s.w}${s.norm ? ' norm' : ''}${s.pair ? ` ${s.pair}` : ''}${s.residual ? ' +res' : ''}`, code, entry: 'main', bindings: bindings(s) };
+  return { label: `gemm ${variant(s)}`, code, entry: 'main', bindings: bindings(s), dims: dimsOf(s) };
 }
 
 export function gemmGroups(s: LinearShape): [number, number] {

@@ -31,20 +31,57 @@ export function counterDiff(a: GpuCounters, b: GpuCounters): GpuCounters {
   return out;
 }
 
-/** A WGSL program and the names of its bindings (group 0, bindings 0, 1, … in this order). */
+/**
+ * A WGSL program and the names of its bindings (group 0, bindings 0, 1, … in this order). Shapes
+ * are not baked into the code: they travel in `dims`, a small uniform block bound as 'dims', so one
+ * pipeline serves every model shape (lavapipe's LLVM takes seconds to a minute per pipeline).
+ */
 export interface Kernel {
   label: string;
   code: string;
   entry: string;
   bindings: readonly string[];
+  /** the uniform block's words (u32 and f32 bits), when the kernel has a 'dims' binding */
+  dims?: Uint32Array;
   /** override constants, if the module declares any */
   constants?: Record<string, number>;
+}
+
+/** A uniform struct of 4-byte fields (u32 or f32): its WGSL, and its words for given values. */
+export class DimsLayout<F extends string> {
+  constructor(readonly fields: readonly (readonly [F, 'u32' | 'f32'])[]) {}
+
+  /** `struct Dims {…}` and `var<uniform> d: Dims` at `binding` */
+  wgsl(binding: number): string {
+    const n = this.fields.length;
+    const pad = (4 - (n % 4)) % 4;
+    const members = [...this.fields.map(([f, t]) => `${f}: ${t}`), ...Array.from({ length: pad }, (_, i) => `pad${i}: u32`)];
+    return `struct Dims { ${members.join(', ')} }\n@group(0) @binding(${binding}) var<uniform> d: Dims;`;
+  }
+
+  pack(values: Record<F, number>): Uint32Array {
+    const words = new Uint32Array(Math.ceil(this.fields.length / 4) * 4);
+    const f = new Float32Array(words.buffer);
+    this.fields.forEach(([name, ty], i) => {
+      const v = values[name];
+      if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`dims field ${name}: ${v} is not a finite number`);
+      if (ty === 'u32') {
+        if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new Error(`dims field ${name}: ${v} is not a u32`);
+        words[i] = v;
+      } else {
+        if (v !== 0 && Math.abs(v) < 1.1754943508222875e-38) throw new Error(`dims field ${name}: ${v} is subnormal`);
+        f[i] = v;
+      }
+    });
+    return words;
+  }
 }
 
 export const STORAGE = 0x0080; // GPUBufferUsage.STORAGE (the global is only defined once Dawn is loaded)
 export const COPY_SRC = 0x0004;
 export const COPY_DST = 0x0008;
 export const MAP_READ = 0x0001;
+export const UNIFORM = 0x0040;
 
 /** Workgroups in 2-D when one dimension would pass the device's maximum. */
 export function grid(groups: number, maxPerDim: number): [number, number] {
@@ -151,6 +188,12 @@ export class GpuRuntime {
   write(buffer: GPUBuffer, offset: number, data: ArrayBufferView): void {
     this.device.queue.writeBuffer(buffer, offset, data.buffer, data.byteOffset, data.byteLength);
     this.counters.uploads_bytes += data.byteLength;
+  }
+
+  /** The uniform buffer of a kernel's dims (the caller owns it). */
+  dimsBuffer(k: Kernel): GPUBuffer {
+    if (!k.dims) throw new UsageError('E_GPU_PLAN', `kernel ${k.label} has no dims`);
+    return this.upload(`${k.label} dims`, k.dims, UNIFORM | COPY_DST);
   }
 
   /** A bind group of a kernel's bindings, by name (every binding must be given). */
