@@ -115,9 +115,18 @@ export function gpuDevice(): Promise<GpuDevice> {
 // ---------------------------------------------------------------------------------------------
 // sharing the device with tfjs-backend-webgpu
 
+/**
+ * The tfjs `webgpu` backend object if one has started (read from the engine's registry: tf.getBackend
+ * and tf.findBackend would start a backend as a side effect).
+ */
+function startedWebgpu(): any {
+  return (tf.engine() as any).registry?.webgpu ?? null;
+}
+
 /** The tfjs `webgpu` backend object, when it is the active one. */
 function webgpuBackend(): any {
-  return tf.getBackend() === 'webgpu' ? tf.backend() : null;
+  const b = startedWebgpu();
+  return b && (tf.engine() as any).backendInstance === b ? b : null;
 }
 
 /**
@@ -130,16 +139,19 @@ export async function shareDeviceWithTfjs(pkg = '@tensorflow/tfjs-backend-webgpu
   const WebGPUBackend = mod.WebGPUBackend ?? mod.default?.WebGPUBackend;
   if (typeof WebGPUBackend !== 'function') throw new BackendError(`webgpu: ${pkg} exports no WebGPUBackend`);
   const gpu = await gpuDevice();
-  const active = tf.getBackend() === 'webgpu' ? (tf.backend() as any) : null;
-  if (active?.device === gpu.device) return gpu;
+  // already ours (registered, or started): keep it, and the tensors it holds
+  if (tf.findBackendFactory('webgpu') === ourFactory || startedWebgpu()?.device === gpu.device) return gpu;
   if (tf.findBackendFactory('webgpu')) tf.removeBackend('webgpu');
-  tf.registerBackend('webgpu', () => new WebGPUBackend(gpu.device, gpu.adapterInfo), 3);
+  ourFactory = () => new WebGPUBackend(gpu.device, gpu.adapterInfo);
+  tf.registerBackend('webgpu', ourFactory, 3);
   return gpu;
 }
 
+let ourFactory: (() => tf.KernelBackend) | null = null;
+
 /** Submit the commands tfjs-webgpu has recorded but not yet submitted (so ours run after them). */
 export function flushTfjs(): void {
-  const b = webgpuBackend();
+  const b = startedWebgpu();
   if (b?.commandEncoder) {
     b.endComputePassEncoder?.();
     b.submitQueue();
@@ -149,7 +161,7 @@ export function flushTfjs(): void {
 /** The GPUBuffer holding a tfjs-webgpu tensor (uploaded first if it still lives on the host). */
 export function tensorBuffer(t: tf.Tensor): GPUBuffer {
   const b = webgpuBackend();
-  if (!b) throw new BackendError(`tensorBuffer: the active tfjs backend is '${tf.getBackend()}', not webgpu`);
+  if (!b) throw new BackendError('tensorBuffer: the active tfjs backend is not webgpu');
   b.uploadToGPU(t.dataId);
   const res = b.tensorMap.get(t.dataId)?.resource;
   if (!res || typeof res.mapAsync !== 'function') throw new BackendError('tensorBuffer: the tensor is not held in a GPUBuffer (a texture?)');
@@ -161,6 +173,6 @@ export function tensorBuffer(t: tf.Tensor): GPUBuffer {
  * to the buffer do not change the tensor. The buffer needs STORAGE | COPY_SRC usage.
  */
 export function tensorFromBuffer(buffer: GPUBuffer, shape: number[], dtype: 'float32' | 'int32' = 'float32'): tf.Tensor {
-  if (!webgpuBackend()) throw new BackendError(`tensorFromBuffer: the active tfjs backend is '${tf.getBackend()}', not webgpu`);
+  if (!webgpuBackend()) throw new BackendError('tensorFromBuffer: the active tfjs backend is not webgpu');
   return tf.tensor({ buffer } as any, shape, dtype);
 }

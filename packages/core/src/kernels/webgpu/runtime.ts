@@ -9,7 +9,7 @@
  */
 import type {} from 'webgpu';
 import { ModelError, UsageError } from '../../errors.ts';
-import type { GpuDevice } from './device.ts';
+import { flushTfjs, type GpuDevice } from './device.ts';
 
 export interface GpuCounters {
   dispatches: number;
@@ -230,6 +230,7 @@ export class GpuRuntime {
     const staging = this.buffer(`${src.label}:read`, size, MAP_READ | COPY_DST);
     const enc = this.device.createCommandEncoder();
     enc.copyBufferToBuffer(src, 0, staging, 0, size);
+    flushTfjs();
     this.device.queue.submit([enc.finish()]);
     const out = await this.readStaging(staging, bytes);
     staging.destroy();
@@ -272,9 +273,10 @@ export class GpuStep {
     this.encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
   }
 
-  /** Submit the step's commands. */
+  /** Submit the step's commands (after any tfjs-webgpu has recorded on the shared device). */
   finish(): void {
     this.endPass();
+    flushTfjs();
     this.rt.device.queue.submit([this.encoder.finish()]);
   }
 }
