@@ -113,8 +113,8 @@ describe('webgpu: layer kernels against their composites', function () {
       // the composite: per token, heads [1, H, 1, D] → rmsNorm(·)·w → applyRope with ropeTables at its position
       const [q, k, v] = tf.tidy(() => {
         const x = tf.tensor4d(qkv, [M, heads, 1, D]);
-        let qh = tf.slice(x, [0, 0, 0, 0], [M, nH, 1, D]);
-        let kh = tf.slice(x, [0, nH, 0, 0], [M, nKV, 1, D]);
+        let qh: tf.Tensor = tf.slice(x, [0, 0, 0, 0], [M, nH, 1, D]);
+        let kh: tf.Tensor = tf.slice(x, [0, nH, 0, 0], [M, nKV, 1, D]);
         const vh = tf.slice(x, [0, nH + nKV, 0, 0], [M, nKV, 1, D]);
         if (c.qkNorm) {
           qh = rmsNorm(qh, tf.tensor1d(nw.subarray(0, D)), 1e-6);

@@ -68,7 +68,7 @@ import { linearKernel, padK, type LinearShape } from './linear.ts';
 import { normKernel } from './norm.ts';
 import { ropeKernel, ropeTable } from './rope.ts';
 import { counterDiff, COPY_DST, grid, MAP_READ, type GpuCounters, GpuRuntime, type Kernel } from './runtime.ts';
-import { MIX_MODE_CODE, NO_TOKEN, RECORD_TOP_LOGPROBS, RECORD_WORDS, ROW_PARAM_WORDS, TAIL_MAX_K, TAIL_SCRATCH_WORDS, tailKernels } from './tail.ts';
+import { MIX_MODE_CODE, NO_TOKEN, packRowParams, RECORD_TOP_LOGPROBS, RECORD_WORDS, ROW_PARAM_WORDS, TAIL_MAX_K, TAIL_SCRATCH_WORDS, tailKernels } from './tail.ts';
 import { catVectors, need, normVector, stackRows, type GpuModelSpec, type HostTensor, type StoredMatrix, type WeightsProvider } from './weights.ts';
 
 export interface GpuPlanOptions {
@@ -474,11 +474,9 @@ export class GpuDecodePlan {
     if (!(beta >= 0) || !Number.isFinite(beta)) throw planError(`row ${row}: beta must be a finite number ≥ 0, got ${beta}`);
     if (!Number.isInteger(mixK) || mixK < 1 || mixK > TAIL_MAX_K) throw planError(`row ${row}: the mix's topK must be an integer in [1, ${TAIL_MAX_K}], got ${mixK}`);
     const random = temperature > 0;
-    const words = new Uint32Array(ROW_PARAM_WORDS);
-    const f = new Float32Array(words.buffer);
-    f[0] = temperature; words[1] = topK; f[2] = topP; f[3] = minP;
-    f[4] = rep; f[5] = pres; f[6] = freq; words[7] = MIX_MODE_CODE[mix.mode];
-    f[8] = beta; words[9] = mixK; words[10] = logprobs; words[11] = random ? 1 : 0;
+    const words = packRowParams({
+      temperature, topK, topP, minP, repetitionPenalty: rep, presencePenalty: pres, frequencyPenalty: freq, mode: mix.mode, beta, mixK, logprobs,
+    });
     this.rt.write(this.paramsBuf, row * ROW_PARAM_WORDS * 4, words);
     this.rows[row] = { random, rng: random ? (settings.rng ?? createRng(sp.seed)) : null, logprobs };
   }

@@ -62,6 +62,33 @@ export interface TailShape {
   penalties: boolean;
 }
 
+/** A row's parameters as the tail reads them (RowParams in the WGSL). */
+export interface TailRowParams {
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+  repetitionPenalty: number;
+  presencePenalty: number;
+  frequencyPenalty: number;
+  mode: keyof typeof MIX_MODE_CODE;
+  beta: number;
+  /** the mix's top-K */
+  mixK: number;
+  /** top logprobs to record (≤ RECORD_TOP_LOGPROBS) */
+  logprobs: number;
+}
+
+/** The ROW_PARAM_WORDS words of a row's parameters. */
+export function packRowParams(p: TailRowParams): Uint32Array {
+  const words = new Uint32Array(ROW_PARAM_WORDS);
+  const f = new Float32Array(words.buffer);
+  f[0] = p.temperature; words[1] = p.topK; f[2] = p.topP; f[3] = p.minP;
+  f[4] = p.repetitionPenalty; f[5] = p.presencePenalty; f[6] = p.frequencyPenalty; words[7] = MIX_MODE_CODE[p.mode];
+  f[8] = p.beta; words[9] = p.mixK; words[10] = p.logprobs; words[11] = p.temperature > 0 ? 1 : 0;
+  return words;
+}
+
 /** u32 words of a row's scratch block between the tail's dispatches */
 export const TAIL_SCRATCH_WORDS = 8 + 2 * TAIL_MAX_K;
 
