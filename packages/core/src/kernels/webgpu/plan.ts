@@ -161,6 +161,7 @@ export class GpuDecodePlan {
   private decodeTail!: Dispatch[];
   private prefillTail!: Dispatch[];
   private logitsBuf!: GPUBuffer;
+  private hDec!: GPUBuffer;
   private paramsBuf!: GPUBuffer;
   private penBuf!: GPUBuffer;
   private recBuf!: GPUBuffer;
@@ -241,7 +242,7 @@ export class GpuDecodePlan {
     const t = (name: string, shape: number[]): HostTensor => need(weights, name, shape);
 
     // ---- activations and the step's small buffers
-    const hDec = this.buf('h (decode)', B * HS * 4);
+    const hDec = (this.hDec = this.buf('h (decode)', B * HS * 4));
     const hPre = this.buf('h (prefill)', T * HS * 4);
     const qkv = this.buf('qkv', MR * QKV * 4);
     const q = this.buf('q', MR * QS * 4);
@@ -578,12 +579,23 @@ export class GpuDecodePlan {
    * One decode step for every row: each row's input is the embedding its last tail left (E[y] or
    * the mix), or E[ids[row]] when `ids` is given. Returns one record per row.
    */
-  async step(opts: { ids?: readonly number[]; forced?: readonly (number | null | undefined)[] } = {}): Promise<StepRecord[]> {
+  async step(opts: {
+    ids?: readonly number[];
+    /** or the input embeddings [B, H] themselves (already scaled; uploaded: for teacher forcing and host-side mixers) */
+    embeds?: Float32Array;
+    forced?: readonly (number | null | undefined)[];
+  } = {}): Promise<StepRecord[]> {
     this.checkLive();
     const B = this.batch;
+    const H = this.spec.hiddenSize;
     if (opts.ids) {
       if (opts.ids.length !== B) throw planError(`step: ${opts.ids.length} ids for ${B} rows`);
       this.checkIds(opts.ids, 'step');
+    }
+    if (opts.embeds) {
+      if (opts.ids) throw planError('step: give ids or embeds, not both');
+      if (opts.embeds.length !== B * H) throw planError(`step: embeds hold ${opts.embeds.length} values for ${B} rows of ${H}`);
+      if (!opts.embeds.every(Number.isFinite)) throw planError('step: embeds hold a value that is not finite');
     }
     if (opts.forced && opts.forced.length !== B) throw planError(`step: ${opts.forced.length} forced ids for ${B} rows`);
     for (let b = 0; b < B; b++) {
@@ -600,6 +612,12 @@ export class GpuDecodePlan {
       words[3 * B + b] = opts.ids ? opts.ids[b] : 0;
     }
     this.rt.write(this.stepDec, 2 * B * 4, words);
+    if (opts.embeds) {
+      const HS = padK(H);
+      const rows = new Float32Array(B * HS);
+      for (let b = 0; b < B; b++) rows.set(opts.embeds.subarray(b * H, (b + 1) * H), b * HS);
+      this.rt.write(this.hDec, 0, rows);
+    }
     const enc = this.rt.begin('decode step');
     const run = (d: Dispatch) => enc.dispatch(d.pipeline, d.bind, d.groups[0], d.groups[1]);
     if (opts.ids) run(this.decodeGather);
