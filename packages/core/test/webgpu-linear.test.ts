@@ -4,13 +4,14 @@
  * SwiGLU / GeGLU(tanh) pairs, soft-cap, residual add, row maps), over odd sizes, against a
  * float64 transcription of the composite (rmsNorm, then x·Wᵀ, …) on the same stored weights.
  */
-import { gemvGroups, gemmGroups, gemmKernel, gemvKernel, padK, type Act, type LinearShape } from '../src/index.ts';
+import { autoSplitK, gemvGroups, gemmGroups, gemmKernel, gemvKernel, linearKernels, padK, splitScratchWords, type Act, type LinearShape } from '../src/index.ts';
+import assert from 'node:assert/strict';
 import { assertClose, randn, rng, roundF16, runOnce, runtimeOrSkip } from './webgpu-helpers.ts';
 import { f32ToF16 } from '../src/index.ts';
 
 interface Case {
   M: number; K: number; N: number; w: 'f32' | 'f16';
-  norm?: boolean; bias?: boolean; pair?: Act; softcap?: number; residual?: boolean; rowMap?: boolean;
+  norm?: boolean; bias?: boolean; pair?: Act; softcap?: number; residual?: boolean; rowMap?: boolean; splitK?: number;
 }
 
 function gelu(g: number): number {
@@ -48,7 +49,7 @@ function reference(c: Case, x: Float32Array, W: Float32Array, nw: Float32Array, 
   return out;
 }
 
-async function check(ctx: Mocha.Context, c: Case, kind: 'gemv' | 'gemm', seed: number): Promise<void> {
+async function check(ctx: Mocha.Context, c: Case, kind: 'gemv' | 'gemm' | 'split', seed: number): Promise<void> {
   const r = await runtimeOrSkip(ctx);
   const gen = rng(seed);
   const KP = padK(c.K);
@@ -74,16 +75,36 @@ async function check(ctx: Mocha.Context, c: Case, kind: 'gemv' | 'gemm', seed: n
   const shape: LinearShape = {
     M: c.M, K: c.K, N: c.N, w: c.w, xStride: xs, yStride: ys, norm: c.norm ? { eps: 1e-5 } : null,
     bias: c.bias, pair: c.pair ?? null, softcap: c.softcap ?? null, residual: c.residual,
-    rowMap: c.rowMap ? { xRowAt: 0, yRowAt: c.M } : null,
+    rowMap: c.rowMap ? { xRowAt: 0, yRowAt: c.M } : null, splitK: c.splitK,
   };
-  const kernel = kind === 'gemv' ? gemvKernel(shape) : gemmKernel(shape);
   const inputs: Record<string, Float32Array | Uint32Array | Uint16Array> = { x, w: c.w === 'f16' ? f32ToF16(Wp) : Wp, y: y0 };
   if (c.norm) inputs.nw = nwp;
   if (c.bias) inputs.bias = bias;
   if (c.rowMap) inputs.step = Uint32Array.from([...xRows, ...yRows]);
+  const want = reference(c, x, W, nw, bias, y0, xs, ys, xRows, yRows);
+  if (kind === 'split') {
+    // the partial sums, then the reduction with the epilogue: two dispatches over one scratch
+    const [partial, reduce] = linearKernels(shape);
+    const bufs: Record<string, GPUBuffer> = { part: r.buffer('part', splitScratchWords(shape) * 4) };
+    for (const [k, v] of Object.entries(inputs)) bufs[k] = r.upload(k, v);
+    const step = r.begin('split');
+    const made: GPUBuffer[] = [];
+    for (const d of [partial, reduce]) {
+      const p = await r.pipeline(d.kernel);
+      const dims = r.dimsBuffer(d.kernel);
+      made.push(dims);
+      const g = typeof d.groups === 'number' ? [d.groups, 1] : d.groups;
+      step.dispatch(p, r.bindGroup(d.kernel, p, { ...bufs, dims }), g[0], g[1]);
+    }
+    step.finish();
+    const got = new Float32Array(await r.readBuffer(bufs.y), 0, yRowsN * ys);
+    for (const b of [...Object.values(bufs), ...made]) b.destroy();
+    assertClose(got, want, 2e-5, `${partial.kernel.label} split ${c.splitK}`);
+    return;
+  }
+  const kernel = kind === 'gemv' ? gemvKernel(shape) : gemmKernel(shape);
   const out = await runOnce(r, kernel, inputs, kind === 'gemv' ? gemvGroups(shape) : gemmGroups(shape), ['y']);
   const got = new Float32Array(out.y, 0, yRowsN * ys);
-  const want = reference(c, x, W, nw, bias, y0, xs, ys, xRows, yRows);
   assertClose(got, want, 2e-5, `${kernel.label}`);
 }
 
@@ -105,6 +126,25 @@ describe('webgpu: linear kernels (GEMV, tiled GEMM) against float64', function (
       await check(this, c, 'gemv', 100 + i);
     });
   }
+  const splits: Case[] = [
+    { M: 1, K: 2000, N: 9, w: 'f16', norm: true, splitK: 3 },
+    { M: 3, K: 530, N: 21, w: 'f32', pair: 'silu', bias: true, norm: true, splitK: 2 },
+    { M: 2, K: 333, N: 17, w: 'f32', residual: true, rowMap: true, softcap: 4, splitK: 5 },
+  ];
+  for (const [i, c] of splits.entries()) {
+    it(`gemv split-K ${c.splitK}: M${c.M} K${c.K} N${c.N} ${c.w}${c.norm ? ' norm' : ''}${c.bias ? ' bias' : ''}${c.pair ? ` ${c.pair}` : ''}${c.softcap ? ' softcap' : ''}${c.residual ? ' residual' : ''}${c.rowMap ? ' rowmap' : ''}`, async function () {
+      await check(this, c, 'split', 300 + i);
+    });
+  }
+  it('autoSplitK splits only narrow outputs with a long K', () => {
+    const shape = (N: number, K: number): LinearShape => ({ M: 1, K, N, w: 'f16', xStride: padK(K), yStride: N });
+    assert.equal(autoSplitK(shape(576, 576)), 1, 'SmolLM2 o_proj: K too short');
+    assert.equal(autoSplitK(shape(49152, 576)), 1, 'a head fills the GPU');
+    assert.equal(autoSplitK(shape(3584, 18944)), 2, 'Qwen2.5-7B down_proj: 896 groups, long K');
+    assert.equal(autoSplitK(shape(64, 8192)), 4, 'narrow and long: capped by K per slice');
+    assert.equal(autoSplitK({ ...shape(64, 8192), M: 16 }), 1, 'the GEMM never splits');
+  });
+
   const gemm: Case[] = [
     { M: 13, K: 37, N: 29, w: 'f32' },
     { M: 70, K: 45, N: 130, w: 'f32', norm: true, bias: true },

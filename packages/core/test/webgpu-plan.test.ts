@@ -144,6 +144,36 @@ describe('webgpu: GpuDecodePlan', function () {
     });
   }
 
+  for (const name of ['qwen2', 'gemma2']) {
+    it(`${name}: split-K GEMVs (forced on every GEMV) keep the logits and the greedy tokens`, async function () {
+      const r = await runtimeOrSkip(this);
+      const dir = fixtureDir(name);
+      if (!dir) this.skip();
+      const f = fixture(dir!);
+      const plan = await GpuDecodePlan.create({ runtime: r, spec: f.spec, weights: f.weights, batch: 1, capacity: 40, prefillChunk: 4, splitK: 3 });
+      f.close();
+      try {
+        const c = f.ref.cases[0];
+        await plan.prefill(0, c.input_ids.slice(0, 6));
+        let d = rel(await plan.logits(), c.logits[5]);
+        for (let t = 6; t < c.input_ids.length; t++) {
+          await plan.step({ ids: [c.input_ids[t]] });
+          d = Math.max(d, rel(await plan.logits(), c.logits[t]));
+        }
+        assert.ok(d <= TOL, `logits off by ${d.toExponential(2)} × scale`);
+        plan.resetRow(0);
+        const tokens = [(await plan.prefill(0, c.input_ids)).token];
+        while (tokens.length < c.greedy.n) tokens.push((await plan.step())[0].token);
+        assert.deepEqual(tokens, c.greedy.tokens);
+        const per = plan.dispatchesPerStep();
+        assert.equal(per.perLayer, (f.spec.sandwichNorms ? 8 : 6) + 4, 'one reduction after each of the 4 GEMVs');
+        assert.equal(plan.lastStep!.dispatches, per.total);
+      } finally {
+        plan.dispose();
+      }
+    });
+  }
+
   describe('against the composite engine (wasm)', () => {
     before(async () => {
       await initBackend({ backend: 'wasm' });

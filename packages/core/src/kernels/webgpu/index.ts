@@ -5,7 +5,7 @@
  */
 export { flushTfjs, gpuDevice, KERNEL_NEEDS, shareDeviceWithTfjs, tensorBuffer, tensorFromBuffer, type GpuDevice, type GpuLimits } from './device.ts';
 export { counterDiff, DimsLayout, GpuRuntime, GpuStep, grid, zeroCounters, type GpuCounters, type Kernel } from './runtime.ts';
-export { ACT_WGSL, gemmGroups, gemmKernel, gemvGroups, gemvKernel, GEMV_MAX_ROWS, linearKernel, padK, type Act, type LinearShape } from './linear.ts';
+export { ACT_WGSL, autoSplitK, gemmGroups, gemmKernel, gemvGroups, gemvKernel, GEMV_MAX_ROWS, linearKernels, padK, splitReduceKernel, splitScratchWords, type Act, type LinearShape } from './linear.ts';
 export { normKernel, type NormShape } from './norm.ts';
 export { embedAccess, gatherGroups, gatherKernel, type EmbedLayout, type GatherShape } from './embed.ts';
 export { ropeKernel, ropeTable, type RopeShape } from './rope.ts';

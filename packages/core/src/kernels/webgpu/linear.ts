@@ -11,6 +11,10 @@
  *   memory (12 KiB with gate/up pairs), 256 invocations each owning a 4×4 block
  *   (four vec4 accumulators: lavapipe's LLVM compiles array-indexed accumulators for many seconds).
  *
+ * - split-K across workgroups (GEMV, optional): for narrow outputs with a long K, S workgroups per
+ *   row group each take 1/S of K and write partial sums; a second dispatch adds them and runs the
+ *   epilogue (`autoSplitK` picks S; off where the output already fills the GPU).
+ *
  * Epilogues (both kernels, in this order): the fused RMSNorm of x (x·w_norm inside the loads, the
  * inverse RMS of each x row from the same loads: no separate norm pass), the bias, the gate/up
  * pair act(gate)·up (rows j and j + PAIR of W: SwiGLU or GeGLU(tanh)), the soft-cap
@@ -47,6 +51,12 @@ export interface LinearShape {
    * step[yRowAt + m] (the head of a prefill reads its last token and writes its cache row).
    */
   rowMap?: { xRowAt: number; yRowAt: number } | null;
+  /**
+   * GEMV only: split K across this many workgroups per row group (≥ 2), for narrow outputs with a
+   * long K: partial sums (and the norm's partial sums of squares) go to a scratch buffer 'part',
+   * and a second dispatch adds them up and runs the epilogue.
+   */
+  splitK?: number;
 }
 
 export const GEMV_MAX_ROWS = 8;
@@ -80,15 +90,40 @@ fn gelu_tanh(g: f32) -> f32 {
 /** The runtime shape of a linear kernel (everything but M, the flags and the storage dtype). */
 const DIMS = new DimsLayout([
   ['k', 'f32'], ['kc', 'u32'], ['n', 'u32'], ['xs', 'u32'], ['ys', 'u32'], ['yo', 'u32'], ['eps', 'f32'], ['cap', 'f32'],
-  ['xrow', 'u32'], ['yrow', 'u32'], ['m', 'u32'],
+  ['xrow', 'u32'], ['yrow', 'u32'], ['m', 'u32'], ['slices', 'u32'], ['cs', 'u32'],
 ] as const);
 
-function dimsOf(s: LinearShape): Uint32Array {
+function chunks(s: LinearShape): number {
   const KP = padK(s.K);
+  return s.w === 'f16' ? KP / 8 : KP / 4;
+}
+
+function dimsOf(s: LinearShape): Uint32Array {
+  const S = s.splitK ?? 1;
   return DIMS.pack({
-    k: s.K, kc: s.w === 'f16' ? KP / 8 : KP / 4, n: s.N, xs: s.xStride / 4, ys: s.yStride, yo: s.yOffset ?? 0,
+    k: s.K, kc: chunks(s), n: s.N, xs: s.xStride / 4, ys: s.yStride, yo: s.yOffset ?? 0,
     eps: s.norm?.eps ?? 1, cap: s.softcap ?? 1, xrow: s.rowMap?.xRowAt ?? 0, yrow: s.rowMap?.yRowAt ?? 0, m: s.M,
+    slices: S, cs: Math.ceil(chunks(s) / S),
   });
+}
+
+/** Words of the split-K scratch ('part') a shape needs: per slice and row, the partial sums and the sum of squares. */
+export function splitScratchWords(s: LinearShape): number {
+  return (s.splitK ?? 1) * s.M * ((s.pair ? 2 : 1) * s.N + 1);
+}
+
+/**
+ * How many K slices a decode GEMV should take (1 = none): only where the output leaves few
+ * workgroups (< 1024 groups of 64 lanes, too few to keep a large GPU's memory busy) and K is long
+ * enough that every lane still streams ≥ 4 chunks of 16 bytes per slice; at most 8. Untuned: a
+ * starting point to measure on a real GPU (lavapipe cannot tell).
+ */
+export function autoSplitK(s: LinearShape): number {
+  if (s.M > GEMV_MAX_ROWS) return 1;
+  const groups = Math.ceil(s.N / gemvRows(s.M));
+  if (groups >= 1024) return 1;
+  const S = Math.min(8, Math.ceil(1024 / groups), Math.floor(chunks(s) / (LINEAR_WG * 4)));
+  return S >= 2 ? S : 1;
 }
 
 /** The code variant: what is compiled in (everything else is in the dims). */
@@ -96,12 +131,16 @@ function variant(s: LinearShape): string {
   return `${s.w}${s.norm ? ' norm' : ''}${s.bias ? ' bias' : ''}${s.pair ? ` ${s.pair}` : ''}${s.softcap ? ' softcap' : ''}${s.residual ? ' +res' : ''}${s.rowMap ? ' rowmap' : ''}`;
 }
 
+function split(s: LinearShape): boolean {
+  return (s.splitK ?? 1) > 1;
+}
+
 function bindings(s: LinearShape): string[] {
   const b = ['dims', 'x', 'w'];
   if (s.norm) b.push('nw');
-  if (s.bias) b.push('bias');
+  if (s.bias && !split(s)) b.push('bias');
   if (s.rowMap) b.push('step');
-  b.push('y');
+  b.push(split(s) ? 'part' : 'y');
   return b;
 }
 
@@ -114,6 +153,7 @@ function header(s: LinearShape): string {
     bias: 'var<storage, read> bias: array<f32>;',
     step: 'var<storage, read> step: array<u32>;',
     y: 'var<storage, read_write> y: array<f32>;',
+    part: 'var<storage, read_write> part: array<f32>;',
   };
   return [DIMS.wgsl(0), ...names.slice(1).map((n, i) => `@group(0) @binding(${i + 1}) ${decl[n]}`)].join('\n');
 }
@@ -163,18 +203,23 @@ const WG = ${LINEAR_WG}u;
 const M = ${M}u;
 const R = ${R}u;
 var<workgroup> red: array<f32, ${slots * LINEAR_WG}>;
-${s.pair ? ACT_WGSL : ''}
-${epilogue(s)}
+${s.pair && !split(s) ? ACT_WGSL : ''}
+${split(s) ? '' : epilogue(s)}
 
 @compute @workgroup_size(${LINEAR_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   let N = d.n;
+${split(s) ? `  // split-K: workgroup row wid.y takes slice wid.y of the chunks
+  let slice = wid.y;
+  let c0 = slice * d.cs;
+  let KC = min(d.kc, c0 + d.cs);
+  let j0 = wid.x * R;` : `  let c0 = 0u;
   let KC = d.kc;
-  let j0 = (wid.x + wid.y * nwg.x) * R;
+  let j0 = (wid.x + wid.y * nwg.x) * R;`}
   if (j0 >= N) { return; }
   var acc: array<f32, ${O}>;
   var ss: array<f32, ${M}>;
-  for (var c = t; c < KC; c = c + WG) {
+  for (var c = c0 + t; c < KC; c = c + WG) {
 ${f16 ? `    var xa: array<vec4<f32>, ${M}>;
     var xb: array<vec4<f32>, ${M}>;
     for (var m = 0u; m < M; m = m + 1u) {
@@ -190,7 +235,7 @@ ${s.norm ? `      ss[m] = ss[m] + dot(a, a) + dot(b, b);
     for (var r = 0u; r < R; r = r + 1u) {
       let j = min(j0 + r, N - 1u);
       for (var p = 0u; p < ${P}u; p = p + 1u) {
-        let q = w[(j + p * N) * KC + c];
+        let q = w[(j + p * N) * d.kc + c];
         let wa = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
         let wb = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
         for (var m = 0u; m < M; m = m + 1u) {
@@ -208,7 +253,7 @@ ${s.norm ? `      ss[m] = ss[m] + dot(a, a);
     for (var r = 0u; r < R; r = r + 1u) {
       let j = min(j0 + r, N - 1u);
       for (var p = 0u; p < ${P}u; p = p + 1u) {
-        let wv = w[(j + p * N) * KC + c];
+        let wv = w[(j + p * N) * d.kc + c];
         for (var m = 0u; m < M; m = m + 1u) {
           let i = (r * ${P}u + p) * M + m;
           acc[i] = acc[i] + dot(wv, xa[m]);
@@ -232,15 +277,56 @@ ${s.norm ? `  for (var m = 0u; m < M; m = m + 1u) { red[(${O}u + m) * WG + t] = 
 ${s.pair ? `      u = u + red[((r * ${P}u + 1u) * M + m) * WG + l];` : ''}
 ${s.norm ? `      sq = sq + red[(${O}u + m) * WG + l];` : ''}
     }
-    finish(m, j, g, u, sq);
+${split(s) ? `    let pb = (slice * M + m) * (${P}u * N + 1u);
+    part[pb + j] = g;
+${s.pair ? '    part[pb + N + j] = u;' : ''}
+    if (j == 0u) { part[pb + ${P}u * N] = sq; }` : '    finish(m, j, g, u, sq);'}
   }
 }
 `;
   return { label: `gemv M${M} ${variant(s)}`, code, entry: 'main', bindings: bindings(s), dims: dimsOf(s) };
 }
 
-export function gemvGroups(s: LinearShape): number {
-  return Math.ceil(s.N / gemvRows(s.M));
+export function gemvGroups(s: LinearShape): number | [number, number] {
+  const groups = Math.ceil(s.N / gemvRows(s.M));
+  return split(s) ? [groups, s.splitK!] : groups;
+}
+
+/** The split-K reduction: y = epilogue(Σ over slices). Dispatch [ceil(N / 64), M]. */
+export function splitReduceKernel(s: LinearShape): Kernel {
+  const P = s.pair ? 2 : 1;
+  const names = ['dims', 'part', ...(s.bias ? ['bias'] : []), ...(s.rowMap ? ['step'] : []), 'y'];
+  const decl: Record<string, string> = {
+    part: 'var<storage, read> part: array<f32>;',
+    bias: 'var<storage, read> bias: array<f32>;',
+    step: 'var<storage, read> step: array<u32>;',
+    y: 'var<storage, read_write> y: array<f32>;',
+  };
+  const code = /* wgsl */ `
+${DIMS.wgsl(0)}
+${names.slice(1).map((n, i) => `@group(0) @binding(${i + 1}) ${decl[n]}`).join('\n')}
+${s.pair ? ACT_WGSL : ''}
+${epilogue(s)}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let j = wid.x * 64u + t;
+  let m = wid.y;
+  let N = d.n;
+  if (j >= N) { return; }
+  var g = 0.0;
+  var u = 0.0;
+  var sq = 0.0;
+  for (var sl = 0u; sl < d.slices; sl = sl + 1u) {
+    let pb = (sl * d.m + m) * (${P}u * N + 1u);
+    g = g + part[pb + j];
+${s.pair ? '    u = u + part[pb + N + j];' : ''}
+    sq = sq + part[pb + ${P}u * N];
+  }
+  finish(m, j, g, u, sq);
+}
+`;
+  return { label: `gemv-reduce ${variant(s)}`, code, entry: 'main', bindings: names, dims: dimsOf(s) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -375,7 +461,12 @@ export function gemmGroups(s: LinearShape): [number, number] {
   return [Math.ceil(s.N / TN), Math.ceil(s.M / TM)];
 }
 
-/** The kernel a linear layer of this shape takes: GEMV for few rows, the tiled GEMM beyond. */
-export function linearKernel(s: LinearShape): { kernel: Kernel; groups: number | [number, number] } {
-  return s.M <= GEMV_MAX_ROWS ? { kernel: gemvKernel(s), groups: gemvGroups(s) } : { kernel: gemmKernel(s), groups: gemmGroups(s) };
+/**
+ * The dispatches a linear layer of this shape takes: the GEMV for few rows (and, split over K, its
+ * reduction), the tiled GEMM beyond.
+ */
+export function linearKernels(s: LinearShape): { kernel: Kernel; groups: number | [number, number] }[] {
+  if (s.M > GEMV_MAX_ROWS) return [{ kernel: gemmKernel({ ...s, splitK: 1 }), groups: gemmGroups(s) }];
+  if (!split(s)) return [{ kernel: gemvKernel(s), groups: gemvGroups(s) }];
+  return [{ kernel: gemvKernel(s), groups: gemvGroups(s) }, { kernel: splitReduceKernel(s), groups: [Math.ceil(s.N / 64), s.M] }];
 }

@@ -64,7 +64,7 @@ import { createRng, uniformOpenClosed24, type Rng } from '../../sampling/rng.ts'
 import { attentionKernel } from './attention.ts';
 import { gpuDevice } from './device.ts';
 import { embedBlockBytes, gatherGroups, gatherKernel, type EmbedLayout } from './embed.ts';
-import { linearKernel, padK, type LinearShape } from './linear.ts';
+import { autoSplitK, linearKernels, padK, splitScratchWords, type LinearShape } from './linear.ts';
 import { normKernel } from './norm.ts';
 import { ropeKernel, ropeTable } from './rope.ts';
 import { counterDiff, COPY_DST, grid, MAP_READ, type GpuCounters, GpuRuntime, type Kernel } from './runtime.ts';
@@ -84,6 +84,11 @@ export interface GpuPlanOptions {
   prefillChunk?: number;
   /** keep repetition / presence / frequency penalty state on the GPU (default false) */
   penalties?: boolean;
+  /**
+   * split-K of the GEMVs across workgroups: 'auto' (default: where the output is narrow and K
+   * long, see autoSplitK), 'off', or a slice count for every GEMV (tests)
+   */
+  splitK?: 'auto' | 'off' | number;
   runtime?: GpuRuntime;
 }
 
@@ -140,6 +145,7 @@ export class GpuDecodePlan {
   readonly prefillChunk: number;
   readonly dtype: 'f32' | 'f16';
   readonly penalties: boolean;
+  readonly splitK: 'auto' | 'off' | number;
   /** load notes (matrices kept in f32, …) */
   readonly notes: string[] = [];
   /** tokens each row holds (its next position) */
@@ -153,6 +159,8 @@ export class GpuDecodePlan {
   private readonly buffers: GPUBuffer[] = [];
   private layers: Layer[] = [];
   private decode: Dispatch[] = [];
+  /** how many of `decode` are the layers' (the rest: the head) */
+  private decodeLayerDispatches = 0;
   private decodeGather!: Dispatch;
   private prefillLayers: Dispatch[][] = [];
   private prefillGather!: Dispatch;
@@ -178,6 +186,7 @@ export class GpuDecodePlan {
     this.prefillChunk = o.prefillChunk ?? 64;
     this.dtype = o.dtype ?? 'f32';
     this.penalties = o.penalties ?? false;
+    this.splitK = o.splitK ?? 'auto';
     this.rt = rt;
     this.positions = new Array(o.batch).fill(0);
     this.rows = Array.from({ length: o.batch }, () => ({ random: false, rng: null, logprobs: 0 }));
@@ -276,10 +285,15 @@ export class GpuDecodePlan {
     };
 
     // ---- kernels: collected with their buffers, compiled together, then bound
-    interface Pending { kernel: Kernel; buffers: Record<string, GPUBuffer>; groups: number | [number, number]; perToken?: boolean }
-    const lin = (shape: LinearShape, buffers: Record<string, GPUBuffer>): Pending => {
-      const { kernel, groups } = linearKernel(shape);
-      return { kernel, buffers, groups };
+    interface Pending { kernel: Kernel; buffers: Record<string, GPUBuffer>; groups: number | [number, number]; perToken?: boolean; part?: { buffer: GPUBuffer | null } }
+    // split-K partial sums: one scratch buffer for every split GEMV (they run one after another)
+    let partWords = 0;
+    const part = { buffer: null as GPUBuffer | null };
+    const lin = (shape0: LinearShape, buffers: Record<string, GPUBuffer>): Pending[] => {
+      const S = shape0.M > 8 || this.splitK === 'off' ? 1 : this.splitK === 'auto' ? autoSplitK(shape0) : this.splitK;
+      const shape = { ...shape0, splitK: S };
+      if (S > 1) partWords = Math.max(partWords, splitScratchWords(shape));
+      return linearKernels(shape).map(({ kernel, groups }) => ({ kernel, groups, buffers, part }));
     };
     const decPending: Pending[] = [];
     const prePending: Pending[][] = [];
@@ -333,7 +347,7 @@ export class GpuDecodePlan {
       const layerKernels = (M: number, h: GPUBuffer, stepBuf: GPUBuffer): Pending[] => {
         const o = at(M);
         const out: Pending[] = [];
-        out.push(lin({ M, K: H, N: QKV, w: qkvDtype, xStride: HS, yStride: QKV, norm: { eps }, bias: !!qkvBias },
+        out.push(...lin({ M, K: H, N: QKV, w: qkvDtype, xStride: HS, yStride: QKV, norm: { eps }, bias: !!qkvBias },
           { x: h, w: wqkv, nw: inNorm, ...(qkvBias ? { bias: qkvBias } : {}), y: qkv }));
         const rope = ropeKernel({
           M, D, nH, nKV, rot: ls.rope.dim, S, qkNorm: s.qkNorm ? { eps } : null, qScale: s.attnScale,
@@ -343,18 +357,18 @@ export class GpuDecodePlan {
         const attn = attentionKernel({ M, D, nH, nKV, S, window: ls.window, softcap: s.attnSoftcap, qStride: QS, oStride: QS, rowsAt: o.rows, posAt: o.pos });
         out.push({ kernel: attn, groups: [nH, M], perToken: true, buffers: { q, kc: layer.kc, vc: layer.vc, slots: layer.slots, step: stepBuf, o: ao } });
         if (s.sandwichNorms) {
-          out.push(lin({ M, K: QD, N: H, w: oDtype, xStride: QS, yStride: HS, bias: !!oBias }, { x: ao, w: wo, ...(oBias ? { bias: oBias } : {}), y: tmp }));
+          out.push(...lin({ M, K: QD, N: H, w: oDtype, xStride: QS, yStride: HS, bias: !!oBias }, { x: ao, w: wo, ...(oBias ? { bias: oBias } : {}), y: tmp }));
           out.push({ kernel: normKernel({ M, H, eps, aStride: HS, hStride: HS, residual: true }), groups: [M, 1], buffers: { a: tmp, nw: postAttn!, h } });
         } else {
-          out.push(lin({ M, K: QD, N: H, w: oDtype, xStride: QS, yStride: HS, bias: !!oBias, residual: true }, { x: ao, w: wo, ...(oBias ? { bias: oBias } : {}), y: h }));
+          out.push(...lin({ M, K: QD, N: H, w: oDtype, xStride: QS, yStride: HS, bias: !!oBias, residual: true }, { x: ao, w: wo, ...(oBias ? { bias: oBias } : {}), y: h }));
         }
-        out.push(lin({ M, K: H, N: I, w: guDtype, xStride: HS, yStride: IS, norm: { eps }, bias: !!guBias, pair: s.act },
+        out.push(...lin({ M, K: H, N: I, w: guDtype, xStride: HS, yStride: IS, norm: { eps }, bias: !!guBias, pair: s.act },
           { x: h, w: wgu, nw: mlpNorm, ...(guBias ? { bias: guBias } : {}), y: act }));
         if (s.sandwichNorms) {
-          out.push(lin({ M, K: I, N: H, w: dDtype, xStride: IS, yStride: HS, bias: !!dBias }, { x: act, w: wd, ...(dBias ? { bias: dBias } : {}), y: tmp }));
+          out.push(...lin({ M, K: I, N: H, w: dDtype, xStride: IS, yStride: HS, bias: !!dBias }, { x: act, w: wd, ...(dBias ? { bias: dBias } : {}), y: tmp }));
           out.push({ kernel: normKernel({ M, H, eps, aStride: HS, hStride: HS, residual: true }), groups: [M, 1], buffers: { a: tmp, nw: postMlp!, h } });
         } else {
-          out.push(lin({ M, K: I, N: H, w: dDtype, xStride: IS, yStride: HS, bias: !!dBias, residual: true }, { x: act, w: wd, ...(dBias ? { bias: dBias } : {}), y: h }));
+          out.push(...lin({ M, K: I, N: H, w: dDtype, xStride: IS, yStride: HS, bias: !!dBias, residual: true }, { x: act, w: wd, ...(dBias ? { bias: dBias } : {}), y: h }));
         }
         return out;
       };
@@ -383,7 +397,7 @@ export class GpuDecodePlan {
     const head = s.tieWordEmbeddings ? embed : blocksOf('lm_head.weight', stackRows([{ name: 'lm_head.weight', t: t('lm_head.weight', [V, H]) }], H, dtype, notes));
     const eBufs = (e: typeof embed): Record<string, GPUBuffer> => Object.fromEntries(e.buffers.map((b, i) => [`e${i}`, b]));
 
-    const headKernels = (M: number, h: GPUBuffer, stepBuf: GPUBuffer): Pending[] => head.buffers.map((w, i) => {
+    const headKernels = (M: number, h: GPUBuffer, stepBuf: GPUBuffer): Pending[] => head.buffers.flatMap((w, i) => {
       const r0 = i * head.layout.blockRows;
       const n = Math.min(head.layout.blockRows, V - r0);
       return lin({ M, K: H, N: n, w: head.layout.dtype, xStride: HS, yStride: V, yOffset: r0, norm: { eps }, softcap: s.finalSoftcap, rowMap: { xRowAt: B, yRowAt: 0 } },
@@ -403,6 +417,7 @@ export class GpuDecodePlan {
       const shape = { M, embed: embed.layout, scale: s.embedScale, hStride: HS, idsAt: o.ids, rowsAt: o.rows, penalties: this.penalties };
       return { kernel: gatherKernel(shape), groups: gatherGroups(shape), perToken: true, buffers: { step: stepBuf, h, pen: this.penBuf, ...eBufs(embed) } };
     };
+    this.decodeLayerDispatches = decPending.length;
     decPending.push(...headKernels(B, hDec, this.stepDec));
     const decTail = tailPending(this.stepDec, B);
     const preTail = tailPending(this.stepPre, 1);
@@ -410,6 +425,7 @@ export class GpuDecodePlan {
     const decGather = gather(B, hDec, this.stepDec);
     const preGather = gather(T, hPre, this.stepPre);
 
+    if (partWords > 0) part.buffer = this.buf('split-K partial sums', partWords * 4);
     // ---- compile everything (in parallel), then bind
     const all = [...decPending, ...prePending.flat(), ...preHead, ...decTail, ...preTail, decGather, preGather];
     await Promise.all(all.map((p) => rt.pipeline(p.kernel)));
@@ -428,7 +444,8 @@ export class GpuDecodePlan {
     const bind = (p: Pending): Dispatch => {
       const pipeline = rt.compiled(p.kernel);
       const groups: [number, number] = typeof p.groups === 'number' ? grid(p.groups, maxDim) : p.groups;
-      const buffers = p.kernel.dims ? { ...p.buffers, dims: dimsOf(p.kernel) } : p.buffers;
+      const buffers: Record<string, GPUBuffer> = p.kernel.dims ? { ...p.buffers, dims: dimsOf(p.kernel) } : { ...p.buffers };
+      if (p.part?.buffer) buffers.part = p.part.buffer;
       return { kernel: p.kernel, pipeline, bind: rt.bindGroup(p.kernel, pipeline, buffers), groups, perToken: !!p.perToken };
     };
     this.decode = decPending.map(bind);
@@ -646,9 +663,9 @@ export class GpuDecodePlan {
 
   /** Dispatches of one greedy or mixing decode step (no gather, no sampler), in total and per layer. */
   dispatchesPerStep(): { total: number; perLayer: number; outsideLayers: number } {
-    const perLayer = this.prefillLayers[0]?.length ?? 0;
+    const perLayer = this.decodeLayerDispatches / this.spec.numLayers;
     const total = this.decode.length + 2;
-    return { total, perLayer, outsideLayers: total - perLayer * this.spec.numLayers };
+    return { total, perLayer, outsideLayers: total - this.decodeLayerDispatches };
   }
 
   private checkLive(): void {
