@@ -15,11 +15,15 @@
  *   6. gate/up GEMV with the pre-MLP RMSNorm fused and SwiGLU / GeGLU(tanh) in its epilogue
  *   7. down_proj GEMV with the residual add (Gemma 2/3: into scratch, then 8.)
  *   8. (Gemma 2/3) post-feed-forward RMSNorm + residual add
- * then the head GEMV with the final norm and soft-cap fused (one dispatch per block of the vocabulary
- * that fits a storage binding), and the tail (sampling, MoI / direct mixing, the next input written
- * into the residual stream, the record): 1 dispatch. A step whose inputs are host ids (the first
- * after a prefill without mixing, or teacher forcing) adds one gather. The next step's input is
- * already on the GPU (E[y], or the MoI mix), so a generation loop uploads no ids.
+ * (+1 reduction after a GEMV that splits K across workgroups: only narrow outputs with a long K,
+ * see autoSplitK; never on the SmolLM2 shape), then the head GEMV with the final norm and soft-cap
+ * fused (one dispatch per block of the vocabulary that fits a storage binding), and the tail:
+ * stats (greedy / forced token, top-K candidates), the sampler (only when a row draws at random),
+ * mix (MoI / direct weights, the next input written into the residual stream, the record): 2 or 3
+ * dispatches. A step whose inputs are host ids adds one gather; one whose inputs are host
+ * embeddings (teacher forcing) uploads them. Otherwise the next step's input is already on the GPU
+ * (E[y], or the MoI mix), so a generation loop uploads no ids: per row 16 bytes (position, uniform
+ * draw, forced id, input id) go up and one 64-byte record comes back.
  *
  * Design note: how phase B plugs this into the engine (issue 23).
  * - Weights. The new @moi/models weight interface (layers as objects, whatever their storage)
@@ -33,10 +37,12 @@
  *   the load report prints), f32 for f32 checkpoints; f32 / f16 force it. Norms, biases and the KV
  *   cache stay f32; accumulation is f32 everywhere.
  * - Streaming loads (7B+). The provider is called one tensor at a time and each matrix is uploaded
- *   (mapped at creation) and dropped before the next is read, so the host peak is one layer's
- *   matrices (a 7B f16 layer: ~0.4 GB), not the model. Embedding / head tables are split into
- *   blocks under maxStorageBufferBindingSize (2 GiB on the H200: a 152k × 3584 f16 table is one
- *   block; lavapipe's 128 MiB needs several).
+ *   (mapped at creation) and dropped before the next is read, so the host holds one matrix (and its
+ *   f32 staging copy) at a time, not the model. Today the largest one sets the peak: the embedding
+ *   table is built whole (Qwen2.5-7B: 152k × 3584 → 2.2 GB f32 staging + 1.1 GB f16); phase B
+ *   converts tables block by block, as they are uploaded. Tables are split into blocks under
+ *   maxStorageBufferBindingSize (2 GiB on the H200: that f16 table is one block; lavapipe's
+ *   128 MiB needs several) and the tail binds them all (7 + blocks ≤ maxStorageBuffersPerShaderStage).
  * - Generate and the scheduler. `Engine` on webgpu builds one plan per (model, batch, capacity);
  *   `generate()` calls prefill(row, promptIds) then step() per token, reading ids, entropy, the
  *   weight on y and logprobs from the records (no tfjs tensors on the hot path). The scheduler's
@@ -53,8 +59,8 @@
  *   the composite (tfjs ops over `logits()`) for those rows, or extends the tail.
  *
  * Workgroup sizes and limits assumed (checked at device creation, see device.ts): 64 invocations
- * (linear, norm, rope, attention), 256 (tiled GEMM, tail); ≤ 16 KiB of workgroup memory (GEMM
- * 12 KiB, tail ~8 KiB); storage bindings up to the adapter's maxStorageBufferBindingSize (lavapipe
+ * (GEMV, norm, rope, attention, gather, tail mix), 256 (tiled GEMM, tail stats and sampler);
+ * ≤ 16 KiB of workgroup memory (GEMM ≤ 13 KiB, tail stats ~7 KiB, GEMV ≤ 6 KiB); storage bindings up to the adapter's maxStorageBufferBindingSize (lavapipe
  * 128 MiB, H200 2 GiB): a KV-cache layer, an activation or a matrix larger than that is refused
  * with a ModelError naming it; the vocabulary tables are split into blocks instead.
  */
@@ -396,6 +402,12 @@ export class GpuDecodePlan {
     const embed = blocksOf('model.embed_tokens.weight', embedM);
     const head = s.tieWordEmbeddings ? embed : blocksOf('lm_head.weight', stackRows([{ name: 'lm_head.weight', t: t('lm_head.weight', [V, H]) }], H, dtype, notes));
     const eBufs = (e: typeof embed): Record<string, GPUBuffer> => Object.fromEntries(e.buffers.map((b, i) => [`e${i}`, b]));
+    // the tail's mix binds 7 storage buffers and every block of the table
+    const maxStorage = rt.gpu.limits.maxStorageBuffersPerShaderStage;
+    if (7 + embed.buffers.length > maxStorage) {
+      throw new ModelError('E_GPU_LIMIT', `gpu plan: model.embed_tokens.weight takes ${embed.buffers.length} blocks of at most ${rt.gpu.limits.maxStorageBufferBindingSize} bytes; ` +
+        `the tail binds 7 + ${embed.buffers.length} storage buffers, over this device's ${maxStorage} (try dtype f16)`);
+    }
 
     const headKernels = (M: number, h: GPUBuffer, stepBuf: GPUBuffer): Pending[] => head.buffers.flatMap((w, i) => {
       const r0 = i * head.layout.blockRows;
