@@ -18,7 +18,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  bf16ToF32, Checkpoint, createRng, f16ToF32, f32ToBf16, f32ToF16, GpuDecodePlan, initBackend, ModelError, RECORD_WORDS, resolveSamplingParams, sample, sharedDir,
+  bf16ToF32, Checkpoint, createRng, f16ToF32, f32ToBf16, f32ToF16, GpuDecodePlan, GpuRuntime, initBackend, ModelError, RECORD_WORDS, resolveSamplingParams, sample, sharedDir,
   UsageError, type GpuModelSpec, type HostTensor, type WeightsProvider,
 } from '../src/index.ts';
 import { loadModel, readConfig, specFromConfig, type LoadedModel } from '@moi/models';
@@ -173,6 +173,30 @@ describe('webgpu: GpuDecodePlan', function () {
       }
     });
   }
+
+  it('vocabulary blocks: bindings of 96 KiB split the tied table (head and embedding) into 2 blocks, logits and tokens unchanged', async function () {
+    const r = await runtimeOrSkip(this);
+    const dir = fixtureDir('stories260K');
+    if (!dir) this.skip();
+    const small = new GpuRuntime({ ...r.gpu, limits: { ...r.gpu.limits, maxStorageBufferBindingSize: 96 * 1024 } });
+    const f = fixture(dir!);
+    const plan = await GpuDecodePlan.create({ runtime: small, spec: f.spec, weights: f.weights, batch: 1, capacity: 64, prefillChunk: 4 });
+    f.close();
+    try {
+      assert.equal(plan.dispatchesPerStep().outsideLayers, 4, 'two head dispatches, tail stats and mix');
+      plan.setRow(0, { mix: { mode: 'moi', beta: 1 } });
+      const m = f.ref.moi.find((x) => x.mode === 'moi')!;
+      const tokens = [(await plan.prefill(0, m.input_ids)).token];
+      assert.ok(rel(await plan.logits(), m.step_logits[0]) <= TOL);
+      while (tokens.length < m.tokens.length) tokens.push((await plan.step())[0].token);
+      assert.deepEqual(tokens, m.tokens, 'the MoI trajectory (the mix gathers rows from both blocks)');
+      await assert.rejects(GpuDecodePlan.create({
+        runtime: new GpuRuntime({ ...r.gpu, limits: { ...r.gpu.limits, maxStorageBufferBindingSize: 32 * 1024 } }), spec: f.spec, weights: f.weights, batch: 1, capacity: 8,
+      }), (e: unknown) => e instanceof ModelError && e.code === 'E_GPU_LIMIT' && /^mlp act: 45056 bytes exceed this device's maxStorageBufferBindingSize \(32768 bytes on /.test(e.message));
+    } finally {
+      plan.dispose();
+    }
+  });
 
   describe('against the composite engine (wasm)', () => {
     before(async () => {
