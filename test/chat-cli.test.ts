@@ -1,62 +1,41 @@
 /**
- * `moi-gen chat` as a child process: piped (one message per line) and at a pseudo-terminal
- * (util-linux `script`), over stories260K given a small chat template in a temp model folder.
+ * `moi-gen chat` as a child process (test/support/cli.ts): piped (one message per line) and at a
+ * pseudo-terminal (util-linux `script`), over stories260K given a small chat template in a temp
+ * model folder.
  * The expected replies are greedy generations over the rendered conversation, computed here.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { repoRoot, requireShared, sharedDir, SHARED_MISSING } from '@moi/core';
+import { requireShared, sharedDir } from '@moi/core';
 import { Engine } from '@moi/engine';
 import { generateOne } from '@moi/engine';
+import { hasScript, plain, runCli, spawnCli } from './support/cli.ts';
 
 const TEMPLATE =
   "{% for m in messages %}{% if m.role == 'user' %}{{ bos_token }}{{ m.content }}" +
   "{% elif m.role == 'assistant' %}{{ m.content }}{{ eos_token }}{% endif %}{% endfor %}";
-const BIN = path.join(repoRoot, 'packages/cli/bin/moi-gen.js');
 const U1 = 'Once upon a time';
 const U2 = 'Lily went to the park';
 
-interface Run { code: number | null; stdout: string; stderr: string }
-
 /** Run the CLI with stdin piped; resolves when it exits (killed after 30 s). */
-function runPiped(args: string[], input: string): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
-    child.stdin.end(input);
-  });
-}
-
-/** Screen text without ANSI control sequences or carriage returns. */
-const plain = (s: string) => s.replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1b[78]/g, '').replace(/\r/g, '');
+const runPiped = (args: string[], input: string) => runCli(args, { input, killAfterMs: 30_000 });
 
 /**
  * Drive the CLI at a pseudo-terminal: `steps` are run in order, each waiting until the screen
  * matches `when` and then typing `send`. Resolves with the screen when the program exits.
  */
-function runTty(args: string[], steps: { when: (screen: string) => boolean; send: string }[]): Promise<{ code: number | null; screen: string }> {
-  const cmd = [process.execPath, BIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
-  return new Promise((resolve, reject) => {
-    const child = spawn('script', ['-qfec', cmd, '/dev/null'], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'] });
-    let screen = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    const advance = () => {
-      while (steps.length && steps[0].when(plain(screen))) child.stdin.write(steps.shift()!.send);
-    };
-    child.stdout.on('data', (d) => { screen += d; advance(); });
-    child.stderr.on('data', (d) => (screen += d));
-    child.on('error', reject);
-    child.on('close', (code) => { clearTimeout(timer); resolve({ code, screen: plain(screen) }); });
-  });
+async function runTty(args: string[], steps: { when: (screen: string) => boolean; send: string }[]): Promise<{ code: number | null; screen: string }> {
+  const run = await spawnCli(args, { tty: true, keepStdin: true, killAfterMs: 30_000 });
+  const advance = () => {
+    while (steps.length && steps[0].when(plain(run.stdout() + run.stderr()))) run.child.stdin.write(steps.shift()!.send);
+  };
+  run.child.stdout.on('data', advance);
+  run.child.stderr.on('data', advance);
+  const r = await run.done;
+  return { code: r.code, screen: plain(r.stdout + r.stderr) };
 }
 
 const count = (s: string, sub: string) => s.split(sub).length - 1;
@@ -131,7 +110,7 @@ describe('cli: moi-gen chat', function () {
 
   describe('at a terminal (script from util-linux)', function () {
     before(function () {
-      if (spawnSync('script', ['--version']).status !== 0) {
+      if (!hasScript()) {
         console.log('      `script` (util-linux) not found: skipping the pseudo-terminal tests');
         this.skip();
       }

@@ -1,7 +1,9 @@
 /**
- * moi-gen behaves as users of other tools expect, through the real binary (child processes,
- * a few at a time, started in `before`):
- * - a mistyped subcommand is refused with "did you mean" (exit 2); `moi-gen --model M prompt` works;
+ * moi-gen behaves as users of other tools expect (test/support/cli.ts: in-process through
+ * main(argv), and the real binary where stdin, a signal or a closed stdout is involved; started
+ * together in `before`, a few at a time):
+ * - a mistyped subcommand is refused with "did you mean" (exit 2), also in the subcommand's place
+ *   before other words or flags (`genrate … hello`, `evl … --task …`); `moi-gen --model M prompt` works;
  * - conflicting prompts are refused; capped or ineffective flags warn on stderr;
  * - messages name the flags typed; one `moi-gen: error:` prefix; context overflow exits 2 in
  *   generate and score alike; SIGINT exits 130; a closed stdout ends the run quietly;
@@ -11,48 +13,20 @@
  * - NaN weights end generate and score with E_NONFINITE naming the step or position.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { closeSync, cpSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { repoRoot, SafetensorsFile, sharedDir, SHARED_MISSING } from '@moi/core';
+import { SafetensorsFile, sharedDir, SHARED_MISSING } from '@moi/core';
+import { moiGen, type CliResult, type SpawnOptions } from './support/cli.ts';
 
-interface Result { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
-interface Job {
-  args: string[];
-  input?: string;
-  /** close our end of stdout after the first bytes arrive (a reader like `head -1`) */
-  closeStdout?: boolean;
-  /** send SIGINT once this much stdout has arrived */
-  interruptAfter?: number;
-}
+type Result = CliResult;
+/** A command line; `input`, `closeStdout` and `interruptAfter` make it a child process. */
+interface Job extends SpawnOptions { args: string[] }
 
 const shared = sharedDir();
 const fx = (name: string) => path.join(shared ?? '', 'fixtures', name);
 
-function run(job: Job): Promise<Result> {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  delete env.MIXINPUTS_BETA;
-  delete env.MOI_BACKEND;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'packages/cli/src/bin.ts', ...job.args], { cwd: repoRoot, env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    let sent = false;
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-      if (job.closeStdout) child.stdout.destroy();
-      if (job.interruptAfter !== undefined && !sent && stdout.length >= job.interruptAfter) {
-        sent = true;
-        child.kill('SIGINT');
-      }
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-    child.stdin.end(job.input ?? '');
-  });
-}
+const run = (job: Job): Promise<Result> => moiGen(job.args, job);
 
 const NO_TRACE = /^\s+at .+[(:]|internal error|node_modules|tfjs-backend-wasm|=>\s*\{/m;
 
@@ -96,6 +70,11 @@ describe('cli: moi-gen hardening (child processes)', function () {
     const jobs: Record<string, Job> = {
       'typo-chat': { args: ['chatt', '--model', S] },
       'typo-bench': { args: ['bnech', '--model', S, '--json'] },
+      // in the subcommand's place, before a prompt or a flag of the command meant (issue 24, item 8)
+      'typo-genrate': { args: ['genrate', '--model', S, 'hello'] },
+      'typo-evl': { args: ['evl', '--model', S, '--task', 'countdown:gen'] },
+      // a prompt whose first word resembles a short command name still generates
+      'prompt-like-chat': { args: ['what', 'is', 'it', '--model', S, '--temperature', '0', '-n', '2'] },
       'explicit-generate': { args: ['generate', ...greedy, '--max-tokens', '2', 'chatt'] },
       'ids-and-prompt': { args: ['--model', S, '--ids', '1,2', 'Hi'] },
       'p-and-file': { args: ['--model', S, '-p', 'Hi', '-f', path.join(tmp, 'prompt.txt')] },
@@ -143,6 +122,15 @@ describe('cli: moi-gen hardening (child processes)', function () {
     assert.ok(word.stdout.trim().length > 0);
     const explicit = await result('explicit-generate');
     assert.equal(explicit.code, 0, explicit.stderr);
+  });
+
+  it('a mistyped subcommand before a prompt or flags: exit 2 with "did you mean", nothing generated', async () => {
+    assertError(await result('typo-genrate'), 2, [/unknown command 'genrate': did you mean 'generate'\?/], 'genrate');
+    assertError(await result('typo-evl'), 2, [/unknown command 'evl': did you mean 'eval'\?/], 'evl');
+    for (const name of ['typo-genrate', 'typo-evl']) assert.equal((await result(name)).stdout, '');
+    const prompt = await result('prompt-like-chat');
+    assert.equal(prompt.code, 0, prompt.stderr);
+    assert.ok(prompt.stdout.trim().length > 0);
   });
 
   it('conflicting inputs are refused, naming both', async () => {

@@ -1,55 +1,36 @@
 /**
- * The moi-gen CLI as users run it: a child process (`node --import tsx packages/cli/src/bin.ts`,
- * and once through `npx pnpm moi-gen`), checked against the reference fixtures:
+ * The moi-gen CLI as users run it (test/support/cli.ts: in-process through main(argv), a child
+ * process of the binary for stdin, and once through `npx pnpm moi-gen`), checked against the
+ * reference fixtures:
  * - greedy text, `score --json` logits and `generate --json` tokens / entropy equal the reference;
  * - MIXINPUTS_BETA in the environment equals the flags; prompts from stdin, -p and --stop;
  * - bad usage exits 2, a broken model exits 1, each with a one-line message and no stack trace.
  * The processes are started together (a few at a time) in `before`, the checks await them.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { chmodSync, cpSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { repoRoot, sharedDir, SHARED_MISSING } from '@moi/core';
+import { sharedDir, SHARED_MISSING } from '@moi/core';
 import { loadTokenizer } from '@moi/engine';
+import { moiGen as runMoiGen, type CliResult, type SpawnOptions } from './support/cli.ts';
 
 interface RefCase { name: string; input_ids: number[]; logits: number[][]; greedy: { n: number; tokens: number[] } }
 interface MoiRef { mode: string; beta: number; input_ids: number[]; tokens: number[]; entropy: number[] }
 interface Reference { cases: RefCase[]; moi: MoiRef[] }
 
-interface Result { code: number | null; stdout: string; stderr: string; ms: number }
-interface Job { cmd: string; args: string[]; input?: string; env?: Record<string, string | undefined> }
+type Result = CliResult;
+interface Job extends SpawnOptions { args: string[] }
 
 const shared = sharedDir();
 const fixtures = shared ? path.join(shared, 'fixtures') : '';
 const fx = (name: string) => path.join(fixtures, name);
 const readReference = (name: string) => JSON.parse(readFileSync(path.join(fx(name), 'reference.json'), 'utf8')) as Reference;
 
-/** Run one process to the end; stdin gets `input` (or nothing) and is closed. */
-function run(job: Job): Promise<Result> {
-  const t0 = performance.now();
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  delete env.MIXINPUTS_BETA;
-  delete env.MOI_BACKEND;
-  for (const [k, v] of Object.entries(job.env ?? {})) {
-    if (v === undefined) delete env[k];
-    else env[k] = v;
-  }
-  return new Promise((resolve, reject) => {
-    const child = spawn(job.cmd, job.args, { cwd: repoRoot, env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr, ms: performance.now() - t0 }));
-    child.stdin.end(job.input ?? '');
-  });
-}
+/** Run one command line to the end (in-process unless it needs a process). */
+const run = (job: Job): Promise<Result> => runMoiGen(job.args, job);
 
-const moiGen = (args: string[], extra: Omit<Job, 'cmd' | 'args'> = {}): Job =>
-  ({ cmd: process.execPath, args: ['--import', 'tsx', 'packages/cli/src/bin.ts', ...args], ...extra });
+const moiGen = (args: string[], extra: Omit<Job, 'args'> = {}): Job => ({ args, ...extra });
 
 /** A failure message: moi-gen's own one-liner, no stack trace, no wasm runtime source. */
 function assertCleanError(r: Result, code: number, mentions: RegExp[], label: string): void {
@@ -61,7 +42,7 @@ function assertCleanError(r: Result, code: number, mentions: RegExp[], label: st
   assert.ok(r.stderr.length < 600, `${label}: stderr is ${r.stderr.length} chars`);
 }
 
-describe('cli: moi-gen as a child process', function () {
+describe('cli: moi-gen as users run it', function () {
   const jobs = new Map<string, Job>();
   const results = new Map<string, Promise<Result>>();
   const result = (name: string): Promise<Result> => {
@@ -102,7 +83,7 @@ describe('cli: moi-gen as a child process', function () {
     const story = ['--model', fx('stories260K'), '--temperature', '0', '--max-tokens', '48', '--ignore-eos'];
 
     jobs.set('plain', moiGen([...story, 'Once upon a time']));
-    jobs.set('pnpm', { cmd: 'npx', args: ['-y', 'pnpm@10.34.9', 'moi-gen', ...story, 'Once upon a time'] });
+    jobs.set('pnpm', { args: [], command: ['npx', '-y', 'pnpm@10.34.9', 'moi-gen', ...story, 'Once upon a time'] });
     jobs.set('stdin', moiGen(story, { input: 'Once upon a time\n' }));
     jobs.set('prompt-stop', moiGen([...story, '-p', 'Once upon a time', '--stop', 'Lily']));
     jobs.set('score', moiGen(['score', '--model', fx('llama'), '--ids', p12, '--json']));

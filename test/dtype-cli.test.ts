@@ -1,5 +1,6 @@
 /**
- * `--dtype` through the CLI, as child processes on the real stories260K model:
+ * `--dtype` through the CLI on the real stories260K model (test/support/cli.ts: in-process through
+ * main(argv); child processes for the cpu backend and the server):
  * - a value outside auto|f32|bf16|q8 exits 2 on every command, with commander's message naming
  *   the flag, before anything loads;
  * - generate --json / --stats, score --json, bench --json, serve's start-up line and /v1/models
@@ -11,46 +12,18 @@
  *   flag resumes under the default.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { repoRoot, sharedDir, SHARED_MISSING } from '@moi/core';
+import { sharedDir, SHARED_MISSING } from '@moi/core';
+import { moiGen, pool as all, spawnCli } from './support/cli.ts';
 
 const shared = sharedDir();
 const model = shared ? path.join(shared, 'fixtures', 'stories260K') : '';
 
-interface Result { code: number | null; stdout: string; stderr: string }
-
-function start(args: string[]): { child: ChildProcess; done: Promise<Result>; stderr: () => string } {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  delete env.MIXINPUTS_BETA;
-  delete env.MOI_BACKEND;
-  const child = spawn(process.execPath, ['--import', 'tsx', 'packages/cli/src/bin.ts', ...args], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-  const done = new Promise<Result>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-  return { child, done, stderr: () => stderr };
-}
-const run = (args: string[]) => start(args).done;
-
-/** At most `n` processes at a time (the machine has two cores). */
-async function all<T>(jobs: (() => Promise<T>)[], n = 3): Promise<T[]> {
-  const out: T[] = new Array(jobs.length);
-  let next = 0;
-  await Promise.all(Array.from({ length: n }, async () => {
-    while (next < jobs.length) {
-      const i = next++;
-      out[i] = await jobs[i]();
-    }
-  }));
-  return out;
-}
+const run = (args: string[]) => moiGen(args);
+/** A child process: --backend cpu switches the tfjs backend, which must not happen in the test process. */
+const runProcess = (args: string[]) => moiGen(args, { process: true });
 
 interface GenerateJson { backend: string; dtype: string; dtypeNote: string; tokens: number[] }
 interface ScoreJson { backend: string; dtype: string; dtypeNote: string; logits: number[][] }
@@ -110,7 +83,7 @@ describe('cli: --dtype', function () {
     const [bf16, q8, q8cpu, q8score, f32score, bench] = await all([
       () => run(['-m', model, '--dtype', 'bf16', '--json', '--temperature', '0', '-n', '6', PROMPT]),
       () => run(['-m', model, '--dtype', 'q8', '--json', '--stats', '--temperature', '0', '-n', '6', PROMPT]),
-      () => run(['score', '-m', model, '--dtype', 'q8', '--backend', 'cpu', '--json', PROMPT]),
+      () => runProcess(['score', '-m', model, '--dtype', 'q8', '--backend', 'cpu', '--json', PROMPT]),
       () => run(['score', '-m', model, '--dtype', 'q8', '--backend', 'wasm', '--json', PROMPT]),
       () => run(['score', '-m', model, '--dtype', 'f32', '--backend', 'wasm', '--json', PROMPT]),
       () => run(['bench', '-m', model, '--dtype', 'q8', '--backend', 'wasm', '--json', '--prompt-tokens', '8', '--gen-tokens', '4', '--repeat', '1', '--batches', '', '-q']),
@@ -169,7 +142,7 @@ describe('cli: --dtype', function () {
   });
 
   it('serve: the start-up line and /v1/models carry the dtype', async () => {
-    const srv = start(['serve', '-m', model, '--dtype', 'f32', '--port', '0', '--max-seqs', '1']);
+    const srv = await spawnCli(['serve', '-m', model, '--dtype', 'f32', '--port', '0', '--max-seqs', '1']);
     let exited = false;
     void srv.done.then(() => { exited = true; });
     try {

@@ -1,44 +1,32 @@
 /**
- * `moi-gen eval` end to end, as child processes on the real stories260K model:
+ * `moi-gen eval` end to end on the real stories260K model (test/support/cli.ts: in-process through
+ * main(argv); child processes for the run killed with SIGKILL and its twin):
  * - countdown:gen, 32 problems × {standard, moi}: results, summary, report (accuracy ≈ 0 on this
  *   model; the pipeline is what is checked), paired by prompt and seed;
  * - a run killed with SIGKILL midway (plus a torn last line) and resumed equals an uninterrupted run
  *   line for line (all but the timing field);
  * - `eval score` re-scores saved completions; a jsonl: task; bad input exits 2 with a message;
+ * - `eval score --task livecodebench` runs programs in the sandbox, the user's HF_TOKEN unseen;
  * - --endpoint against a loopback fake OpenAI server (the official client on our side).
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { repoRoot, sharedDir, SHARED_MISSING } from '@moi/core';
+import { sharedDir, SHARED_MISSING } from '@moi/core';
 import { generateCountdown, solveCountdown } from '../packages/cli/src/eval/solver.ts';
 import type { ResultRecord, Summary } from '../packages/cli/src/eval/summary.ts';
+import { hasPython, NO_PYTHON } from '../packages/cli/test/helpers/python.ts';
+import { moiGen, spawnCli } from './support/cli.ts';
 
 const shared = sharedDir();
 const model = shared ? path.join(shared, 'fixtures', 'stories260K') : '';
 
-interface Result { code: number | null; stdout: string; stderr: string }
-
-function start(args: string[], env: Record<string, string> = {}): { child: ChildProcess; done: Promise<Result> } {
-  const e: NodeJS.ProcessEnv = { ...process.env, ...env };
-  delete e.MIXINPUTS_BETA;
-  delete e.MOI_BACKEND;
-  const child = spawn(process.execPath, ['--import', 'tsx', 'packages/cli/src/bin.ts', ...args], { cwd: repoRoot, env: e, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-  const done = new Promise<Result>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-  return { child, done };
-}
-const run = (args: string[], env?: Record<string, string>) => start(args, env).done;
+const run = (args: string[], env?: Record<string, string>) => moiGen(args, { env });
+/** A child process (to be killed, or to run beside one). */
+const start = (args: string[]) => spawnCli(args);
 
 const readLines = (file: string) => fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as ResultRecord);
 const withoutTime = (r: ResultRecord) => { const { seconds: _s, ...rest } = r; return rest; };
@@ -102,8 +90,8 @@ describe('cli: moi-gen eval', function () {
       '--max-tokens', '10', '--max-seqs', '3', '--temperature', '1', '--top-k', '40', '--seed', String(seed), '--out', out];
     const whole = path.join(tmp, 'whole');
     const killed = path.join(tmp, 'killed');
-    const full = start(args(whole));
-    const victim = start(args(killed));
+    const full = await start(args(whole));
+    const victim = await start(args(killed));
     const file = path.join(killed, 'results.jsonl');
     // kill once some (not all) lines are written
     let seen = 0;
@@ -159,6 +147,26 @@ describe('cli: moi-gen eval', function () {
     const u = await run(['eval', '--model', model, '--task', 'countdown:gen', '--modes', 'standard,fancy', '--out', path.join(tmp, 'u')]);
     assert.equal(u.code, 2);
     assert.match(u.stderr, /unknown (--)?mode "fancy"/);
+  });
+
+  it('eval score --task livecodebench runs the programs in the sandbox (the user\'s HF_TOKEN unseen); bad flags exit 2', async function () {
+    if (!hasPython) { console.log(`      ${NO_PYTHON}`); this.skip(); }
+    const file = path.join(tmp, 'code.jsonl');
+    const tests = [{ input: '2 3\n', output: '5\n', testtype: 'stdin' }];
+    fs.writeFileSync(file, [
+      { completion: '```python\na, b = map(int, input().split())\nprint(a + b)\n```', answer: { tests } },
+      { completion: '```python\nimport os\nprint(os.environ.get("HF_TOKEN"))\n```', answer: { tests: [{ input: '', output: 'None\n', testtype: 'stdin' }] } },
+      { completion: '```python\nwhile True: pass\n```', answer: { tests } },
+    ].map((x) => JSON.stringify(x)).join('\n') + '\n');
+    const r = await run(['eval', 'score', '--task', 'livecodebench', '--exec-timeout', '1', '--exec-workers', '3', file], { HF_TOKEN: 'hf_cliSecret' });
+    assert.equal(r.code, 0, r.stderr);
+    const v = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { correct: boolean; execution: { status: string } });
+    assert.deepEqual(v.map((x) => [x.correct, x.execution.status]), [[true, 'passed'], [true, 'passed'], [false, 'timeout']]);
+    assert.ok(!r.stdout.includes('hf_cliSecret'));
+    assert.match(r.stderr, /^sandbox: .* as /m);
+    const bad = await run(['eval', '--model', model, '--task', 'countdown:gen', '--samples', '2', '--pass-at', '1,3', '--out', path.join(tmp, 'passk')]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--pass-at 3 needs --samples >= 3/);
   });
 
   it('--endpoint: the same requests to an OpenAI-compatible server, modes recorded as the server ran them', async () => {

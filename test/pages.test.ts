@@ -5,17 +5,17 @@
  * (.ci/run installs it).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { repoRoot, sharedDir, SHARED_MISSING } from '@moi/core';
+import { sharedDir, SHARED_MISSING } from '@moi/core';
 import { Engine } from '@moi/engine';
 import type { Completer, CompletionRequest, CompletionResult } from '../packages/cli/src/eval/completer.ts';
 import { runEval } from '../packages/cli/src/eval/runner.ts';
 import { loadTask } from '../packages/cli/src/eval/tasks.ts';
 import { traceModes, traceRequest, writeTracePage } from '../packages/cli/src/trace/trace.ts';
 import { canvasInk, chromiumPath, distinctColors, launchChromium, openPage, type Browser } from '../packages/cli/test/helpers/browser.ts';
+import { moiGen } from './support/cli.ts';
 
 /** A scripted completer: right on even problems in moi mode, on multiples of 3 in standard. */
 class ScriptedCompleter implements Completer {
@@ -150,11 +150,8 @@ describe('pages in headless chromium', function () {
 
   it('moi-gen generate --trace --compare-modes writes the page', async () => {
     const file = path.join(tmp, 'cli-trace.html');
-    const code = await new Promise<number | null>((resolve) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'packages/cli/src/bin.ts', '--model', path.join(sharedDir()!, 'fixtures', 'stories260K'),
-        '--max-tokens', '20', '--temperature', '0', '--trace', file, '--compare-modes', 'standard,moi', 'Once upon a time'], { cwd: repoRoot, stdio: 'ignore' });
-      child.on('close', resolve);
-    });
+    const { code } = await moiGen(['--model', path.join(sharedDir()!, 'fixtures', 'stories260K'),
+      '--max-tokens', '20', '--temperature', '0', '--trace', file, '--compare-modes', 'standard,moi', 'Once upon a time']);
     assert.equal(code, 0);
     const { page, errors } = await openPage(browser, file);
     assert.deepEqual(await page.$$eval('.run h2', (x) => x.map((e) => e.firstChild!.textContent!.trim())), ['standard', 'moi']);

@@ -3,29 +3,16 @@
  * util-linux `script`), and nothing when output is piped or with --quiet.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { repoRoot, requireShared } from '@moi/core';
+import { requireShared } from '@moi/core';
+import { hasScript, runCli } from './support/cli.ts';
 
-const BIN = path.join(repoRoot, 'packages/cli/bin/moi-gen.js');
 const IDS = Array.from({ length: 100 }, (_, i) => 1 + ((i * 37) % 500)).join(',');
 
-function run(args: string[], tty: boolean, env: Record<string, string> = {}): Promise<{ code: number | null; out: string; err: string }> {
-  const argv = [process.execPath, BIN, ...args];
-  const [cmd, cmdArgs] = tty
-    ? ['script', ['-qfec', argv.map((a) => `'${a}'`).join(' '), '/dev/null']]
-    : [argv[0], argv.slice(1)];
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd as string, cmdArgs as string[], { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    child.on('error', reject);
-    child.on('close', (code) => { clearTimeout(timer); resolve({ code, out, err }); });
-    child.stdin.end();
-  });
+/** The binary, at a pseudo-terminal (`tty`: stdout and stderr both in `out`) or piped; killed after 60 s. */
+async function run(args: string[], tty: boolean, env: Record<string, string> = {}): Promise<{ code: number | null; out: string; err: string }> {
+  const r = await runCli(args, { tty, env, killAfterMs: 60_000 });
+  return { code: r.code, out: r.stdout, err: r.stderr };
 }
 
 describe('cli: progress display', function () {
@@ -35,7 +22,7 @@ describe('cli: progress display', function () {
   });
 
   it('draws load and prefill bars at a terminal, and none with --quiet', async function () {
-    if (spawnSync('script', ['--version']).status !== 0) {
+    if (!hasScript()) {
       console.log('      `script` (util-linux) not found: skipping the terminal test');
       this.skip();
     }

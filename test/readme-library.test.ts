@@ -7,9 +7,10 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { repoRoot, requireShared } from '@moi/core';
+import { moiGen } from './support/cli.ts';
 
 describe('README: the Library example', function () {
-  it('is examples/00-stream.ts, and streams what moi-gen prints for the same settings', function () {
+  it('is examples/00-stream.ts, and streams what moi-gen prints for the same settings', async function () {
     const shared = requireShared(this);
     const readme = readFileSync(path.join(repoRoot, 'README.md'), 'utf8');
     const section = readme.slice(readme.indexOf('## Library'));
@@ -22,9 +23,8 @@ describe('README: the Library example', function () {
     const model = path.join(shared, 'fixtures', 'stories260K');
     const ex = spawnSync(process.execPath, ['--import', 'tsx', 'examples/00-stream.ts', model], { cwd: repoRoot, encoding: 'utf8' });
     assert.equal(ex.status, 0, ex.stderr);
-    const cli = spawnSync(process.execPath, ['--import', 'tsx', 'packages/cli/src/bin.ts', '--model', model, '--temperature', '0', '-n', '48',
-      '--mode', 'moi', '--beta', '1', 'Once upon a time'], { cwd: repoRoot, encoding: 'utf8' });
-    assert.equal(cli.status, 0, cli.stderr);
+    const cli = await moiGen(['--model', model, '--temperature', '0', '-n', '48', '--mode', 'moi', '--beta', '1', 'Once upon a time']);
+    assert.equal(cli.code, 0, cli.stderr);
     const [text, summary] = ex.stdout.split('\n[');
     assert.equal(text + '\n', cli.stdout);
     assert.match(summary, /^(length|stop): \d+ tokens, [\d.]+ tok\/s\]\n$/);

@@ -13,11 +13,9 @@
  *   reply equals a server without the cache.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import OpenAI from 'openai';
 import { sharedDir, SHARED_MISSING } from '@moi/core';
@@ -28,9 +26,9 @@ import { commonPrefix } from '@moi/engine';
 import { buildServer, type ServerOptions } from '../packages/cli/src/serve/server.ts';
 import { synthesizeModel } from '../packages/cli/src/synth.ts';
 import { encodeChat, loadTokenizer } from '@moi/engine';
+import { spawnCli } from './support/cli.ts';
 
 const shared = sharedDir();
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MODEL = 'tiny-qwen3';
 
 /** The tiny Qwen3 with the real tokenizer, in a temp folder. */
@@ -308,11 +306,11 @@ describe('moi-gen serve (OpenAI API, official client)', function () {
   });
 
   it('SIGTERM: the real binary stops accepting, ends the running stream with a finish reason, and exits 0', async function () {
-    const child = spawn(process.execPath, [path.join(root, 'packages/cli/bin/moi-gen.js'), 'serve', '--model', dir, '--port', '0', '--max-seqs', '2', '--max-model-len', '1024', '--backend', 'wasm'],
-      { stdio: ['ignore', 'pipe', 'pipe'] });
+    const server = await spawnCli(['serve', '--model', dir, '--port', '0', '--max-seqs', '2', '--max-model-len', '1024', '--backend', 'wasm']);
+    const { child } = server;
     let err = '';
     child.stderr.on('data', (d) => { err += String(d); });
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const exited = server.done.then((r) => r.code);
     await until(async () => /on (http:\/\/127\.0\.0\.1:\d+)/.test(err), 60_000);
     assert.match(err, /max-seqs 2 · max-model-len 1024 · KV cache ≤ [\d.]+ MB/);
     const url = /on (http:\/\/127\.0\.0\.1:\d+)/.exec(err)![1];

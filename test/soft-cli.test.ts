@@ -1,32 +1,17 @@
 /**
- * `moi-gen --mode soft` as users run it (a child process on stories260K, which has no `</think>`):
+ * `moi-gen --mode soft` as users run it (in-process through main(argv), test/support/cli.ts; on
+ * stories260K, which has no `</think>`):
  * the JSON records the per-step entropy S and where thinking ended and why; the cold stop fires
  * where the recorded S values say it must; missing think-end and misplaced flags exit 2 cleanly.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { repoRoot, sharedDir, SHARED_MISSING } from '@moi/core';
+import { sharedDir, SHARED_MISSING } from '@moi/core';
+import { moiGen, type CliResult } from './support/cli.ts';
 
-interface Result { code: number | null; stdout: string; stderr: string }
-
-function moiGen(args: string[]): Promise<Result> {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  delete env.MIXINPUTS_BETA;
-  delete env.MOI_BACKEND;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'packages/cli/src/bin.ts', ...args], { cwd: repoRoot, env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end('');
-  });
-}
+type Result = CliResult;
 
 describe('cli: moi-gen --mode soft', function () {
   const shared = sharedDir();

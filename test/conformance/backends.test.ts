@@ -1,6 +1,7 @@
 /**
  * Backend conformance on the CPU-side backends: every fixture's checks (helpers.ts) on wasm (the
- * baseline), cpu, and the tensorflow stand-in (tfjs-backend-cpu's kernels under the name
+ * baseline), cpu, cpu flushing subnormals (MOI_FLUSH_SUBNORMALS: what a GPU does to float32), and
+ * the tensorflow stand-in (tfjs-backend-cpu's kernels under the name
  * `tensorflow`, restricted to exactly the kernels the installed @tensorflow/tfjs-node registers).
  * A kernel the stand-in lacks must make the engine fail: that is what keeps the engine within
  * tfjs-node's kernel set.
@@ -38,6 +39,17 @@ describe('conformance: wasm, cpu and the tensorflow stand-in', function () {
     await initBackend({ backend: 'cpu' });
     const r = await conformance(names, root!, baseline);
     console.log(`      [conformance] cpu: worst logits diff ${r.worstRel.toExponential(1)} × scale`);
+  });
+
+  it('cpu flushing subnormals (a GPU\'s float32 arithmetic): all fixtures, trajectories equal the wasm run', async () => {
+    const report = await initBackend({ backend: 'cpu', flushSubnormals: true });
+    assert.equal(report.flushSubnormals, true);
+    try {
+      const r = await conformance(names, root!, baseline);
+      console.log(`      [conformance] cpu flushing subnormals: worst logits diff ${r.worstRel.toExponential(1)} × scale`);
+    } finally {
+      await initBackend({ backend: 'cpu', flushSubnormals: false });
+    }
   });
 
   it("tfjs-node's kernel list is read from the installed package", () => {

@@ -1,6 +1,6 @@
 /** Statistics against published and independently computed values (sources cited per case). */
 import assert from 'node:assert/strict';
-import { mcnemarExact, pairedBootstrap, wilson } from '../src/eval/stats.ts';
+import { mcnemarExact, pairedBootstrap, passAtK, wilson } from '../src/eval/stats.ts';
 import { summarize, markdownTable, type ResultRecord } from '../src/eval/summary.ts';
 
 const close = (a: number, b: number, tol: number, what: string) => assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b}`);
@@ -87,5 +87,56 @@ describe('eval: statistics', () => {
     const perProblemStd = [...Array(8).keys()].map((p) => (p < 4 ? 1 : 0));
     assert.deepEqual(s2.paired[0].bootstrap95, { ...pairedBootstrap(perProblemMoi, perProblemStd, { seed: 4, resamples: 2000 }), seed: 4 });
     assert.match(markdownTable(s2), /bootstrap 95% CI of Δ/);
+  });
+
+  it('pass@k: the unbiased estimator against hand-computed and exact big-integer values', () => {
+    // 1 − C(n−c, k)/C(n, k) by hand
+    close(passAtK(5, 2, 2), 1 - 3 / 10, 1e-15, 'n5 c2 k2'); // C(3,2)=3, C(5,2)=10
+    close(passAtK(10, 3, 1), 0.3, 1e-15, 'n10 c3 k1'); // pass@1 = c/n
+    close(passAtK(10, 3, 5), 1 - 21 / 252, 1e-15, 'n10 c3 k5'); // C(7,5)=21, C(10,5)=252
+    close(passAtK(16, 1, 4), 4 / 16, 1e-15, 'n16 c1 k4'); // one correct sample: k/n
+    assert.equal(passAtK(4, 0, 2), 0);
+    assert.equal(passAtK(4, 4, 1), 1);
+    assert.equal(passAtK(4, 3, 2), 1); // n − c < k: every pair holds a correct sample
+    // binomials far beyond a double (C(5000, 500) ≈ 1e700): exact ratio with BigInt
+    const comb = (n: bigint, k: bigint) => { let r = 1n; for (let i = 1n; i <= k; i++) r = (r * (n - k + i)) / i; return r; };
+    const exact = (n: number, c: number, k: number) => {
+      const num = comb(BigInt(n - c), BigInt(k));
+      const den = comb(BigInt(n), BigInt(k));
+      return 1 - Number((num * 10n ** 18n) / den) / 1e18;
+    };
+    for (const [n, c, k] of [[5000, 7, 500], [2000, 10, 100], [200, 150, 40], [1000, 1, 999]]) {
+      close(passAtK(n, c, k), exact(n, c, k), 1e-12, `n${n} c${c} k${k}`);
+    }
+    assert.throws(() => passAtK(3, 1, 4), RangeError);
+    assert.throws(() => passAtK(3, 4, 1), RangeError);
+  });
+
+  it('summaries: pass@k per mode, its paired bootstrap, and the no-answer count', () => {
+    const rec = (problem: number, mode: string, sample: number, correct: boolean): ResultRecord => ({
+      key: `${problem}/${sample}/${mode}`, problem, sample, mode, mode_used: mode, seed: 0, prompt: '', completion: '', answer: null,
+      extracted: correct || sample === 0 ? 'x' : null, correct, format_only: false, reason: null, prompt_tokens: 1, completion_tokens: 5,
+      finish_reason: 'stop', seconds: 0, mean_entropy: null, mean_weight: null,
+    });
+    // 3 problems × 4 samples; correct counts: standard c = [0, 1, 4], moi c = [2, 1, 3]
+    const cs: Record<string, number[]> = { standard: [0, 1, 4], moi: [2, 1, 3] };
+    const records = ['standard', 'moi'].flatMap((m) => [0, 1, 2].flatMap((p) => [0, 1, 2, 3].map((k) => rec(p, m, k, k < cs[m][p]))));
+    const s = summarize(records, { task: 't', source: 's', model: 'm', modes: ['standard', 'moi'], problems: 3, samples: 4, seed: 9, passAt: [1, 2] });
+    // pass@2 by hand: c=0 → 0; c=1 → 1 − C(3,2)/C(4,2) = 1/2; c=2 → 1 − 1/6 = 5/6; c=3, c=4 → 1
+    close(s.modes[0].pass_at['pass@1'], (0 + 0.25 + 1) / 3, 1e-12, 'standard pass@1');
+    close(s.modes[0].pass_at['pass@2'], (0 + 0.5 + 1) / 3, 1e-12, 'standard pass@2');
+    close(s.modes[1].pass_at['pass@1'], (0.5 + 0.25 + 0.75) / 3, 1e-12, 'moi pass@1');
+    close(s.modes[1].pass_at['pass@2'], (5 / 6 + 0.5 + 1) / 3, 1e-12, 'moi pass@2');
+    close(s.modes[1].pass_at['pass@1'], s.modes[1].accuracy, 1e-12, 'pass@1 with equal samples is the accuracy');
+    // the bootstrap pairs the per-problem values, problem by problem
+    const p2 = (c: number) => passAtK(4, c, 2);
+    assert.deepEqual(s.paired[0].pass_at['pass@2'].bootstrap95, { ...pairedBootstrap([p2(2), p2(1), p2(3)], [p2(0), p2(1), p2(4)], { seed: 9, resamples: 2000 }), seed: 9 });
+    close(s.paired[0].pass_at['pass@2'].diff, (5 / 6 - 0 + 0 + 0) / 3, 1e-12, 'Δ pass@2');
+    // no answer: the wrong samples 1–3 have extracted = null
+    assert.equal(s.modes[0].no_answer, records.filter((r) => r.mode === 'standard' && r.extracted === null).length);
+    assert.deepEqual(s.pass_at_k, [1, 2]);
+    const md = markdownTable(s);
+    assert.match(md, /\| mode \| pass@1 \| pass@2 \|/);
+    assert.match(md, /\| moi \| 50\.0% \| 77\.8% \|/);
   });
 });

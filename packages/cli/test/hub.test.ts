@@ -4,7 +4,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { ModelError, MoiError, UsageError, requireShared, sharedDir, SHARED_MISSING } from '@moi/core';
+import { ModelError, MoiError, UsageError, requireShared, sharedDir } from '@moi/core';
 import { resolveModel, hubCacheDir, hasModelFiles, type DownloadProgress } from '../src/hub/index.ts';
 import { startHubServer, sha256, gitSha1, type HubServer, type FakeRepo } from './helpers/hub-server.ts';
 
@@ -88,7 +88,7 @@ function shard(buf: Buffer): { a: Buffer; b: Buffer; index: Buffer } {
   return { a, b, index };
 }
 
-function isCode(code: string, cls: Function = MoiError, ...patterns: (string | RegExp)[]) {
+function isCode(code: string, cls: abstract new (...args: never[]) => Error = MoiError, ...patterns: (string | RegExp)[]) {
   return (err: unknown) => {
     assert.ok(err instanceof cls, `expected ${cls.name}, got ${err}`);
     assert.equal((err as MoiError).code, code, (err as Error).message);

@@ -3,11 +3,16 @@
  * SIMD, then `cpu`. `webgpu` (Dawn through the `webgpu` npm package) is opt-in only.
  * `MOI_BACKEND` or the `backend` option forces one; a forced backend that cannot start is a
  * BackendError naming the missing package.
+ *
+ * `MOI_FLUSH_SUBNORMALS=1` (or the `flushSubnormals` option) makes the cpu backend flush float32
+ * subnormals to zero in every kernel's inputs and outputs, as a GPU does (flush.ts): the tests'
+ * stand-in for a GPU's arithmetic. It needs the cpu backend (chosen when none is forced).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { existsSync, readdirSync } from 'node:fs';
 import { BackendError } from './errors.ts';
 import { initKernels } from './kernels/index.ts';
+import { cpuFlushing, setCpuFlushing } from './flush.ts';
 import { shareDeviceWithTfjs } from './kernels/webgpu/device.ts';
 
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu' | 'webgpu';
@@ -22,6 +27,13 @@ export interface BackendReport {
   package: string;
   /** backends tried before it, with why they did not start */
   skipped: { name: BackendName; package: string; error: string; fix?: string }[];
+  /** the cpu backend flushes float32 subnormals to zero, as a GPU does (MOI_FLUSH_SUBNORMALS=1) */
+  flushSubnormals: boolean;
+}
+
+/** The backend as reports name it: `cpu (flushing subnormals)` for the flushing cpu backend. */
+export function backendLabel(r: Pick<BackendReport, 'name' | 'flushSubnormals'>): string {
+  return r.flushSubnormals ? `${r.name} (flushing subnormals)` : r.name;
 }
 
 interface Candidate { name: BackendName; packages: string[]; start: (pkg: string) => Promise<void> }
@@ -143,6 +155,16 @@ export interface InitBackendOptions {
   /** force a backend; defaults to $MOI_BACKEND, else the best available */
   backend?: BackendName | string;
   env?: NodeJS.ProcessEnv;
+  /** flush float32 subnormals on the cpu backend; defaults to $MOI_FLUSH_SUBNORMALS (1 or 0) */
+  flushSubnormals?: boolean;
+}
+
+/** MOI_FLUSH_SUBNORMALS: 1 on, 0 or unset off; anything else is a BackendError naming it. */
+function flushFromEnv(env: NodeJS.ProcessEnv): boolean {
+  const v = (env.MOI_FLUSH_SUBNORMALS ?? '').trim();
+  if (v === '' || v === '0') return false;
+  if (v === '1') return true;
+  throw new BackendError(`MOI_FLUSH_SUBNORMALS must be 1 (flush subnormals on the cpu backend) or 0, got '${v}'`);
 }
 
 /** Choose and start the tfjs backend. Idempotent: a second call with the same choice is a no-op. */
@@ -152,9 +174,24 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
   if (forced !== null && !BACKENDS.includes(forced as BackendName)) {
     throw new BackendError(`unknown backend '${forced}'${opts.backend ? '' : ' (from MOI_BACKEND)'}; expected one of ${BACKENDS.join(', ')}`);
   }
-  if (current && (forced === null || forced === current.name) && tf.getBackend() === current.name) return current;
+  const flush = opts.flushSubnormals ?? flushFromEnv(env);
+  if (flush && forced !== null && forced !== 'cpu') {
+    throw new BackendError(`flushing subnormals (${opts.flushSubnormals === undefined ? 'MOI_FLUSH_SUBNORMALS=1' : 'flushSubnormals'}) needs the cpu backend, ` +
+      `but backend '${forced}' was requested; use the cpu backend (MOI_BACKEND=cpu)`);
+  }
+  if (current && (forced === null || forced === current.name) && tf.getBackend() === current.name &&
+    current.flushSubnormals === flush && cpuFlushing() === flush) return current;
 
   const skipped: BackendReport['skipped'] = [];
+  if (flush) {
+    const pkg = await tryStart(CANDIDATES.cpu, skipped, env);
+    if (!pkg) throw new BackendError(`the flushing cpu backend cannot start: ${skipped.map((s) => `${s.package}: ${s.error}`).join('; ')}`);
+    setCpuFlushing(true);
+    const by = opts.flushSubnormals === undefined ? 'MOI_FLUSH_SUBNORMALS=1' : 'the flushSubnormals option';
+    current = { name: 'cpu', package: pkg, reason: `${forced ? `forced by ${opts.backend ? 'option' : 'MOI_BACKEND'}` : 'chosen'}, flushing subnormals (${by})`, skipped, flushSubnormals: true };
+    return current;
+  }
+  setCpuFlushing(false);
   if (forced) {
     const c = CANDIDATES[forced as BackendName];
     const pkg = await tryStart(c, skipped, env);
@@ -162,7 +199,7 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
       const why = skipped.map((s) => `${s.package}: ${s.error}${s.fix ? `; fix: ${s.fix}` : ''}`).join('. ');
       throw new BackendError(`backend '${forced}' was requested but cannot start. ${why}`);
     }
-    current = { name: c.name, package: pkg, reason: `forced by ${opts.backend ? 'option' : 'MOI_BACKEND'}`, skipped };
+    current = { name: c.name, package: pkg, reason: `forced by ${opts.backend ? 'option' : 'MOI_BACKEND'}`, skipped, flushSubnormals: false };
     return current;
   }
   for (const name of AUTO_ORDER) {
@@ -170,7 +207,7 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
     if (pkg) {
       const reason = skipped.length === 0 ? 'best available' :
         `best available (${skipped.map((s) => `${s.package} unavailable`).join(', ')})`;
-      current = { name, package: pkg, reason, skipped };
+      current = { name, package: pkg, reason, skipped, flushSubnormals: false };
       return current;
     }
   }
@@ -183,7 +220,7 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
  */
 export function adoptBackend(reason: string): BackendReport {
   const name = tf.getBackend() as BackendName;
-  current = { name, package: 'registered by the caller', reason, skipped: [] };
+  current = { name, package: 'registered by the caller', reason, skipped: [], flushSubnormals: name === 'cpu' && cpuFlushing() };
   return current;
 }
 

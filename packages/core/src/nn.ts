@@ -9,7 +9,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ModelError } from './errors.ts';
 
-/** Additive mask value: large and finite, so a fully masked row never gives NaN. */
+/**
+ * Additive mask value: large and finite, so a fully masked row never gives NaN; exp(−1e9 − max)
+ * is exactly 0 on every backend (no subnormal in between that a GPU would flush differently).
+ */
 export const MASKED = -1e9;
 
 // ---------------------------------------------------------------------------------------------
@@ -53,6 +56,8 @@ export function linear(x: tf.Tensor, w: tf.Tensor2D, b?: tf.Tensor1D | null): tf
 export function rmsNorm(x: tf.Tensor, weight: tf.Tensor1D | null, eps: number, opts: { unitOffset?: boolean } = {}): tf.Tensor {
   return tf.tidy(() => {
     const ms = tf.mean(tf.square(x), -1, true);
+    // eps (a config's rms_norm_eps, 1e-5 or 1e-6) is a normal float32, so a GPU keeps it: an
+    // all-zero row (ms = 0, or squares flushed to 0) gives rsqrt(eps), finite
     const y = tf.mul(x, tf.rsqrt(tf.add(ms, scalar(eps))));
     if (!weight) return y;
     const w = opts.unitOffset ? tf.add(weight, scalar(1)) : weight;
@@ -66,6 +71,7 @@ export function rmsNorm(x: tf.Tensor, weight: tf.Tensor1D | null, eps: number, o
 /** GELU with the tanh approximation (HF's gelu_pytorch_tanh / gelu_new). */
 export function geluTanh(x: tf.Tensor): tf.Tensor {
   return tf.tidy(() => {
+    // x³ underflows (0 on a GPU) only where it is negligible next to the x it is added to
     const inner = tf.mul(scalar(Math.sqrt(2 / Math.PI)), tf.add(x, tf.mul(scalar(0.044715), tf.pow(x, scalar(3)))));
     return tf.mul(tf.mul(scalar(0.5), x), tf.add(scalar(1), tf.tanh(inner)));
   });
@@ -88,6 +94,7 @@ export function applyActivation(x: tf.Tensor, act: Activation): tf.Tensor {
 /** Soft-capping as Gemma 2 does: cap · tanh(x / cap). */
 export function softcap(x: tf.Tensor, cap: number | null | undefined): tf.Tensor {
   if (!cap) return x;
+  // cap > 0 from the config (1/cap normal for any cap below 8e37); tanh saturates, never NaN
   return tf.tidy(() => tf.mul(tf.tanh(tf.mul(x, scalar(1 / cap))), scalar(cap)));
 }
 
@@ -233,7 +240,9 @@ export function ropeTables(spec: RopeSpec, positions: number[][]): { cos: tf.Ten
       const p = positions[b][t];
       const o = (b * T + t) * dim;
       for (let i = 0; i < half; i++) {
-        // HF multiplies in float32: round the angle as it does
+        // HF multiplies in float32: round the angle as it does. Host-side float64; the uploaded
+        // cos/sin are normal (ang ≥ min invFreq ≈ 1e-8 for p ≥ 1) or exactly 0 (p = 0), so a
+        // GPU reads them as written
         const ang = Math.fround(Math.fround(invFreq[i]) * p);
         const c = Math.cos(ang) * attentionScaling;
         const s = Math.sin(ang) * attentionScaling;

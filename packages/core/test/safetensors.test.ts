@@ -8,7 +8,7 @@ import {
   type DType, type TensorInput,
 } from '../src/safetensors.ts';
 import { SafetensorsError } from '../src/errors.ts';
-import { sharedDir, SHARED_MISSING , requireShared } from '../src/paths.ts';
+import { requireShared } from '../src/paths.ts';
 
 let tmpRoot: string;
 let counter = 0;

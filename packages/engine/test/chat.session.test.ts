@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { requireShared, sharedDir, SHARED_MISSING, UsageError } from '@moi/core';
+import { requireShared, UsageError } from '@moi/core';
 import { Engine } from '../src/index.ts';
 import { ChatSession, commonPrefix } from '../src/index.ts';
 import { generateOne } from '../src/index.ts';

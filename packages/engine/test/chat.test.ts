@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ModelError, requireShared, sharedDir, SHARED_MISSING, UsageError } from '@moi/core';
+import { ModelError, requireShared, UsageError } from '@moi/core';
 import { encodeChat, loadTokenizer, renderChat, Tokenizer, type ChatMessage } from '../src/index.ts';
 
 const CONVO: ChatMessage[] = [

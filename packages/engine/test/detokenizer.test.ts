@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { requireShared, sharedDir, SHARED_MISSING } from '@moi/core';
+import { requireShared } from '@moi/core';
 import { loadTokenizer, StreamingDetokenizer, type DecodeSource, type Tokenizer } from '../src/index.ts';
 
 const NAMES = ['qwen3', 'gemma3', 'llama3', 'llama2', 'stories260K'] as const;

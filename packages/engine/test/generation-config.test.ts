@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ModelError, requireShared, sharedDir, SHARED_MISSING } from '@moi/core';
+import { ModelError, requireShared } from '@moi/core';
 import { eosIds, loadTokenizer, readGenerationConfig } from '../src/index.ts';
 
 describe('text: generation_config', function () {
@@ -78,7 +78,7 @@ describe('text: generation_config', function () {
   });
 
   it('eosIds unites generation_config, config.json and the tokenizer eos, without repeats', function () {
-    const shared = requireShared(this);
+    requireShared(this);
     const dir = folder({ 'generation_config.json': { eos_token_id: [151643, 151645] } });
     // Qwen3's tokenizer_config eos is <|im_end|> = 151645: already in the list.
     const fakeTok = { eosTokenIds: [151645] };

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ModelError, requireShared, sharedDir, SHARED_MISSING, UsageError } from '@moi/core';
+import { ModelError, requireShared, UsageError } from '@moi/core';
 import { loadTokenizer, Tokenizer } from '../src/index.ts';
 
 const NAMES = ['qwen3', 'gemma3', 'llama3', 'llama2', 'stories260K'] as const;

@@ -151,7 +151,6 @@ export class Decoder {
       const D = s.headDim;
       const nH = s.numHeads;
       const nKV = s.numKvHeads;
-      const G = nH / nKV;
       const eps = s.rmsNormEps;
       // the hidden state is 2-D [B·T, H] throughout: linear layers need no reshapes
       let h: tf.Tensor = input.ids

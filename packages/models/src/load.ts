@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { Checkpoint, DTYPE_SIZE, isPacked, isVocabBlocks, kernelsEnabled, ModelError, notRegularFile, packedBytes, ropeInvFreq, type PackedWeight, type TensorInfo, type VocabBlocks } from '@moi/core';
+import { Checkpoint, DTYPE_SIZE, kernelsEnabled, ModelError, notRegularFile, ropeInvFreq, type PackedWeight, type TensorInfo, type VocabBlocks } from '@moi/core';
 import { ConfigReader, type RawConfig } from './config.ts';
 import { Decoder, weightBytesOf, type DecoderWeights } from './decoder.ts';
 import type { Family } from './family.ts';

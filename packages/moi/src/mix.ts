@@ -16,11 +16,14 @@
  * create ties the float64 reference does not have. The restricted softmax is computed stably
  * (subtract the candidates' max). A logit of −Infinity (filtered by the sampler) is never a
  * candidate, except y, which always is.
+ *
+ * Device arithmetic is subnormal-safe (issue 21): GPUs flush float32 below 2^-126 ≈ 1.1755e-38 to
+ * zero, so no constant or clamp here may be that small; p·log p is taken where p > 0 by a select.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { UsageError } from '@moi/core';
 import { embedRowsOf, embedSourceOf, embedWidth, mixAllRows, type EmbedSource } from './embed-source.ts';
-import { checkMixSettings, type MixSettings } from './settings.ts';
+import { checkMixSettings } from './settings.ts';
 import type { MixInputsArgs, MixResult } from './types.ts';
 
 /** With `returnWeights`: the candidate slots too, for tests and traces. */
@@ -157,7 +160,9 @@ interface Weights {
 function slotWeights(slots: Slots, coef: { a: (H: tf.Tensor1D) => tf.Tensor1D; b: (H: tf.Tensor1D) => tf.Tensor1D }): Weights {
   const { scores, valid, isY } = slots;
   const isYf = tf.cast(isY, 'float32');
-  // Restricted, stable softmax: subtract the candidates' max (0 if none is finite).
+  // Restricted, stable softmax: subtract the candidates' max (0 if none is finite). GPU-safe
+  // (issue 21): the max candidate's term is e^0 = 1, so z ≥ 1; an exp that underflows (a GPU
+  // flushes below 2^-126 to 0) only makes that slot's p 0, which the entropy's select handles.
   const m0 = tf.max(tf.where(valid, scores, tf.fill(scores.shape, -Infinity)), 1, true);
   const m = tf.where(tf.greater(m0, -Infinity), m0, tf.zerosLike(m0));
   const e = tf.where(valid, tf.exp(tf.sub(scores, m)), tf.zerosLike(scores));
@@ -165,6 +170,8 @@ function slotWeights(slots: Slots, coef: { a: (H: tf.Tensor1D) => tf.Tensor1D; b
   // A row whose only candidate, y, has score −Infinity: all prior mass on y.
   const p = tf.where(tf.greater(z, 0), tf.div(e, z), isYf);
   const n = tf.sum(tf.cast(valid, 'float32'), 1);
+  // 0·log 0 = 0 by selection (the unused branch's NaN is discarded): no clamp constant, which on a
+  // GPU would have to be a normal float; the division by log n only where n > 1.
   const ent = tf.neg(tf.sum(tf.where(tf.greater(p, 0), tf.mul(p, tf.log(p)), tf.zerosLike(p)), 1));
   const H = tf.clipByValue(tf.where(tf.greater(n, 1), tf.div(ent, tf.log(n)), tf.zerosLike(n)), 0, 1) as tf.Tensor1D;
   const a = tf.expandDims(coef.a(H), 1);
@@ -204,11 +211,17 @@ function leanMix(args: MixInputsArgs, plan: Plan, Hd: number): MixResult {
     const yScore = tf.reshape(tf.gather(tf.reshape(scores, [-1]), flat), [B, 1]);
     // y's own slot counts only when y is outside the top-K (then its score is below the top-K's)
     const extra = tf.where(tf.greater(yInTop, 0), tf.fill([B, 1], -Infinity), yScore);
+    // the top-1 slot gives e^0 = 1, so the sum is ≥ 1; y's empty slot (−∞) and any exp that
+    // underflows give p = 0 (exactly 0 on a GPU, which flushes below 2^-126)
     const e = tf.exp(tf.sub(tf.concat([values, extra], 1), tf.slice(values, [0, 0], [B, 1]))); // [B, K+1]
     const p = tf.div(e, tf.sum(e, 1, true));
     const n = tf.sub(K + 1, yInTop); // candidates per row
-    const ent = tf.sum(tf.mul(p, tf.log(tf.maximum(p, 1e-38))), 1, true); // −entropy
-    const H = tf.clipByValue(tf.div(ent, tf.neg(tf.log(n))), 0, 1); // [B, 1]
+    // −entropy, with 0·log 0 = 0 by selection, not by a clamp: a p below 2^-126 (an underflowed
+    // exp, or y's empty slot) is 0 on a GPU, where a clamp such as max(p, 1e-38) is 0 too and
+    // 0·log 0 = NaN. The select discards the NaN of the unused branch; p·log p is exact where p > 0.
+    const ent = tf.sum(tf.where(tf.greater(p, 0), tf.mul(p, tf.log(p)), tf.zerosLike(p)), 1, true);
+    // H = 0 with a single candidate (K = 1, y on top): there ent = 0 and log n = 0, and 0/0 = NaN
+    const H = tf.where(tf.greater(n, 1), tf.clipByValue(tf.div(ent, tf.neg(tf.log(n))), 0, 1), tf.zerosLike(n)); // [B, 1]
     const isY = tf.concat([topIsY, tf.sub(1, yInTop)], 1); // [B, K+1]
     const cc = tf.tensor2d(c, [B, 4]);
     const [ca, da, db, cb] = tf.split(cc, 4, 1);

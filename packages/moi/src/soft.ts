@@ -23,7 +23,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { MIN_P_SLACK, TOP_P_SLACK, UsageError } from '@moi/core';
 import { embedRowsOf, embedSourceOf, embedWidth, type EmbedSource } from './embed-source.ts';
-import type { SoftStepReport, ThinkEndReason } from './soft-report.ts';
+import type { ThinkEndReason } from './soft-report.ts';
 import type { MixInputsArgs, MixResult, MixRowInit, MixRowReport, MixRowState, NoiseRng } from './types.ts';
 import type { MixSettings } from './settings.ts';
 import type { SoftSettings } from './soft-settings.ts';
@@ -189,6 +189,7 @@ export function logGamma(a: tf.Tensor2D, valid: tf.Tensor2D, u: tf.Tensor3D): tf
     const n = normals[i];
     const base = tf.add(1, tf.mul(c2, n));
     const v = tf.mul(tf.mul(base, base), base); // (pow would be NaN for a negative base on some backends)
+    // 1e-30 is a normal float32 (GPU-safe); only rejected attempts (v ≤ 0) meet the clamp
     const lnv = tf.log(tf.maximum(v, 1e-30));
     const bound = tf.add(tf.mul(0.5, tf.square(n)), tf.add(tf.sub(d2, tf.mul(d2, v)), tf.mul(d2, lnv)));
     const accept = tf.logicalAnd(tf.greater(v, 0), tf.less(tf.log(uAt(R + i)), bound));
@@ -196,6 +197,9 @@ export function logGamma(a: tf.Tensor2D, valid: tf.Tensor2D, u: tf.Tensor3D): tf
   }
   const ub = uAt(2 * R);
   const logG1 = tf.log(tf.mul(d2, vSel)); // log Gamma(a + 1) (d·1 if every attempt failed, p < 4e-11)
+  // ln U / a: U ≥ 2^-25 (uniformOpen), so ln U is finite; a tiny a gives a very negative (or −∞)
+  // log weight, i.e. weight 0, never NaN. A shape a below 2^-126 is 0 on a GPU and the slot is
+  // dropped (valid requires a > 0): its weight is 0 either way, only numCandidates may differ.
   const logG = tf.add(logG1, tf.div(tf.log(ub), aSafe));
   return tf.where(valid, logG, tf.fill([B, M], -Infinity)) as tf.Tensor2D;
 }
@@ -257,6 +261,8 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
     const x = tf.div(logits, col(plan, (p) => p.temperature)); // [B, V]
     const logp = tf.logSoftmax(x);
     const p = tf.exp(logp);
+    // the reference's own clamp; 1e-12 is a normal float32, so a GPU keeps it (a p flushed to 0
+    // gives 0·log 1e-12 = 0, as the reference's p < 1e-12 terms are ~0)
     const S = tf.neg(tf.sum(tf.mul(p, tf.log(tf.maximum(p, 1e-12))), 1)); // [B]
 
     // 3. Filters over the sorted slots (descending; ties to the lower id), with the sampler's
@@ -270,7 +276,9 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
     const before = tf.cumsum(q1, 1, true); // mass strictly before each slot
     const pCol = col(plan, (p) => (p.topP >= 1 ? 2 : p.topP - TOP_P_SLACK));
     const keepP = tf.logicalOr(tf.less(before, pCol), tf.equal(rank, 0));
-    const ratio = tf.exp(tf.sub(values, tf.slice(values, [0, 0], [B, 1]))); // p_i / max p (the max survives every filter)
+    // p_i / max p (the max survives every filter); an underflowed ratio (0 on a GPU) is below any
+    // min-p a person sets (a min-p itself below 2^-126 would read as 0 there: it keeps everything)
+    const ratio = tf.exp(tf.sub(values, tf.slice(values, [0, 0], [B, 1])));
     const keepMin = tf.greaterEqual(ratio, col(plan, (p) => p.minP * (1 - MIN_P_SLACK)));
     const kept = tf.logicalAnd(tf.logicalAnd(keepK, keepP), keepMin);
     let score = tf.where(kept, values, neg) as tf.Tensor2D; // log-weights up to a per-row constant
@@ -301,7 +309,9 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
     const cRank = tf.reshape(tf.range(0, Kc, 1, 'float32'), [1, Kc]);
     const cValid = tf.logicalAnd(tf.less(cRank, col(plan, (p) => p.maxTopk)), tf.greater(candScore, -Infinity));
     const negK = tf.fill([B, Kc], -Infinity);
-    const logw = tf.logSoftmax(tf.where(cValid, candScore, negK)); // ln w (−Infinity off the candidates)
+    // ln w (−Infinity off the candidates): in log space, so a tiny weight cannot underflow into
+    // a log or a division; exp(ln w) below 2^-126 is 0 on a GPU, a weight that adds nothing anyway
+    const logw = tf.logSoftmax(tf.where(cValid, candScore, negK));
     let w = tf.exp(logw);
 
     // Gumbel-softmax noise over the candidates.

@@ -1,7 +1,7 @@
 /**
- * `moi-gen eval`: a paired evaluation of decoding modes on Countdown, AIME or a JSONL task, with
- * resumable results, statistics and an HTML report. `moi-gen eval score` re-scores saved
- * completions.
+ * `moi-gen eval`: a paired evaluation of decoding modes on Countdown, AIME, GPQA, LiveCodeBench or
+ * a JSONL task, with resumable results, statistics (pass@k with --samples) and an HTML report.
+ * `moi-gen eval score` re-scores saved completions (LiveCodeBench's by running them in the sandbox).
  */
 import fs from 'node:fs';
 import { Command, Option } from 'commander';
@@ -11,8 +11,10 @@ import { Engine } from '@moi/engine';
 import type { Completer } from '../eval/completer.ts';
 import { EndpointCompleter } from '../eval/endpoint.ts';
 import { InProcessCompleter } from '../eval/in-process.ts';
+import { rescore } from '../eval/rescore.ts';
 import { runEval, type EvalSettings } from '../eval/runner.ts';
-import { loadTask, scorerFor } from '../eval/tasks.ts';
+import { Sandbox, type SandboxOptions } from '../eval/sandbox.ts';
+import { loadEvalTask } from '../eval/tasks.ts';
 import { showProgress } from '../progress.ts';
 import { loadTokenizer, type Tokenizer } from '@moi/engine';
 import { resolveModel } from '../hub/index.ts';
@@ -43,6 +45,38 @@ interface EvalFlags extends SoftFlags {
   dtype: DtypeChoice;
   revision?: string;
   quiet?: boolean;
+  release?: string;
+  startDate?: string;
+  endDate?: string;
+  passAt: string;
+  execWorkers?: number;
+  execTimeout?: number;
+  execWall?: number;
+  execMemory?: number;
+  python?: string;
+}
+
+interface ExecFlags { execWorkers?: number; execTimeout?: number; execWall?: number; execMemory?: number; python?: string }
+
+/** The sandbox's options from the --exec-* flags (checked). */
+function sandboxOptions(o: ExecFlags): SandboxOptions {
+  if (o.execWorkers !== undefined && (!Number.isInteger(o.execWorkers) || o.execWorkers < 1)) throw new UsageError('E_USAGE', `--exec-workers must be a positive integer, got ${o.execWorkers}`);
+  if (o.execTimeout !== undefined && !(o.execTimeout > 0)) throw new UsageError('E_USAGE', `--exec-timeout must be > 0 seconds, got ${o.execTimeout}`);
+  if (o.execMemory !== undefined && (!Number.isInteger(o.execMemory) || o.execMemory < 64)) throw new UsageError('E_USAGE', `--exec-memory must be an integer >= 64 (MiB), got ${o.execMemory}`);
+  if (o.execWall !== undefined && !(o.execWall > 0)) throw new UsageError('E_USAGE', `--exec-wall must be > 0 seconds, got ${o.execWall}`);
+  return {
+    ...(o.execWorkers !== undefined ? { workers: o.execWorkers } : {}),
+    ...(o.execTimeout !== undefined ? { timeoutSeconds: o.execTimeout } : {}),
+    ...(o.execWall !== undefined ? { wallSeconds: o.execWall } : {}),
+    ...(o.execMemory !== undefined ? { memoryMiB: o.execMemory } : {}),
+    ...(o.python !== undefined ? { python: o.python } : {}),
+  };
+}
+
+function parsePassAt(list: string): number[] {
+  const ks = list.split(',').map((k) => k.trim()).filter(Boolean).map(Number);
+  if (!ks.length || ks.some((k) => !Number.isInteger(k) || k < 1)) throw new UsageError('E_USAGE', `--pass-at takes positive integers such as 1,5, got ${JSON.stringify(list)}`);
+  return [...new Set(ks)].sort((a, b) => a - b);
 }
 
 function parseModes(list: string): MixMode[] {
@@ -80,6 +114,12 @@ async function run(o: EvalFlags, cmd: Command): Promise<void> {
   if (!Number.isInteger(o.samples) || o.samples < 1) throw new UsageError('E_USAGE', `--samples must be a positive integer, got ${o.samples}`);
   if (o.limit !== undefined && (!Number.isInteger(o.limit) || o.limit < 1)) throw new UsageError('E_USAGE', `--limit must be a positive integer, got ${o.limit}`);
   if (o.beta !== undefined && o.beta < 0) throw new UsageError('E_USAGE', `--beta must be >= 0, got ${o.beta}`);
+  const passAt = parsePassAt(o.passAt);
+  if (passAt[passAt.length - 1] > o.samples) throw new UsageError('E_USAGE', `--pass-at ${passAt[passAt.length - 1]} needs --samples >= ${passAt[passAt.length - 1]} (got ${o.samples})`);
+  const code = o.task === 'livecodebench' || o.task.startsWith('livecodebench:');
+  const execGiven = [o.execWorkers, o.execTimeout, o.execWall, o.execMemory, o.python].some((x) => x !== undefined);
+  if (!code && execGiven) throw new UsageError('E_USAGE', '--exec-workers, --exec-timeout, --exec-wall, --exec-memory and --python are for --task livecodebench');
+  const sandbox = sandboxOptions(o);
   const soft = softFrom(o);
   if (anySoftOption(soft) && !modes.includes('soft')) {
     throw new UsageError('E_USAGE', `the Soft Thinking flags (${givenSoftOptions(soft).join(', ')}) need soft in --modes`);
@@ -104,7 +144,25 @@ async function run(o: EvalFlags, cmd: Command): Promise<void> {
     // in-process: the weights' dtype as asked (a resume with another --dtype is refused)
     ...(o.endpoint ? { endpoint: o.endpoint } : { dtype: o.dtype }),
   };
-  const task = await loadTask(localTaskPath(o.task), { limit: o.limit, seed: o.seed, split: o.split });
+  const task = await loadEvalTask(localTaskPath(o.task), {
+    limit: o.limit, seed: o.seed, split: o.split,
+    ...(o.release !== undefined ? { release: o.release } : {}),
+    ...(o.startDate !== undefined ? { startDate: o.startDate } : {}),
+    ...(o.endDate !== undefined ? { endDate: o.endDate } : {}),
+    ...(code ? { sandbox } : {}),
+  });
+  if (task.kind === 'livecodebench') {
+    // probe the sandbox before any decoding: no python, or no way to run it, fails now
+    const p = await task.sandbox.protections();
+    process.stderr.write(`sandbox: ${p.python} ${p.python_version} as ${p.user}; network namespace ${p.network_namespace ? 'yes' : 'NO'}, PID namespace ${p.pid_namespace ? 'yes' : 'NO'}; ${p.workers} workers` +
+      `${p.degraded.length ? `\nsandbox degraded: ${p.degraded.join('; ')}` : ''}\n`);
+    // which problems, and the limits that decide verdicts: a resume with others is refused
+    const l = task.sandbox.limits;
+    Object.assign(settings, {
+      ...(task.release ? { release: task.release } : {}), ...(o.startDate ? { startDate: o.startDate } : {}), ...(o.endDate ? { endDate: o.endDate } : {}),
+      exec: { timeoutSeconds: l.timeoutSeconds, wallSeconds: l.wallSeconds, memoryMiB: l.memoryMiB },
+    });
+  }
   if (task.problems.length === 0) throw new UsageError('E_DATA', `task ${o.task} has no problems (${task.source})`);
 
   let completer: Completer;
@@ -128,7 +186,7 @@ async function run(o: EvalFlags, cmd: Command): Promise<void> {
   try {
     const out = userPath(o.out);
     const { markdown, resumed } = await runEval(task, settings, {
-      out, completer, tokenizer, progress: showProgress(Boolean(o.quiet)), signal: abort.signal,
+      out, completer, tokenizer, progress: showProgress(Boolean(o.quiet)), signal: abort.signal, passAt,
     });
     if (resumed) process.stderr.write(`resumed: ${resumed} results were already in ${out}\n`);
     process.stdout.write(markdown);
@@ -140,46 +198,48 @@ async function run(o: EvalFlags, cmd: Command): Promise<void> {
   }
 }
 
-/** `eval score --task countdown|aime FILE.jsonl`: one {extracted, correct} line per input line. */
-function score(file: string, o: { task: string }): void {
-  const scorer = scorerFor(o.task);
+/** `eval score --task T FILE.jsonl`: one {extracted, correct, …} line per input line. */
+async function score(file: string, o: { task: string } & ExecFlags): Promise<void> {
   const path = userPath(file);
   if (!fs.existsSync(path)) throw new UsageError('E_USAGE', `${path} does not exist`);
-  const lines = fs.readFileSync(path, 'utf8').split('\n');
-  let out = '';
-  lines.forEach((line, i) => {
-    if (!line.trim()) return;
-    let row: { completion?: unknown; answer?: unknown };
-    try {
-      row = JSON.parse(line) as typeof row;
-    } catch (err) {
-      throw new UsageError('E_DATA', `${path}:${i + 1}: not valid JSON (${(err as Error).message})`);
-    }
-    if (typeof row?.completion !== 'string' || row.answer === undefined) {
-      throw new UsageError('E_DATA', `${path}:${i + 1}: a line needs "completion" (a string) and "answer"`);
-    }
-    if (o.task === 'countdown') {
-      const a = row.answer as { target?: unknown; numbers?: unknown };
-      if (!Number.isInteger(a?.target) || !Array.isArray(a?.numbers) || !a.numbers.every((n) => Number.isInteger(n))) {
-        throw new UsageError('E_DATA', `${path}:${i + 1}: a countdown answer is {"target": n, "numbers": [..]}`);
-      }
-    }
-    const v = scorer(row.completion, row.answer);
-    out += JSON.stringify({ extracted: v.extracted, correct: v.correct, format_only: v.formatOnly, ...(v.reason ? { reason: v.reason } : {}) }) + '\n';
-  });
-  process.stdout.write(out);
+  const code = o.task === 'livecodebench';
+  if (!code && [o.execWorkers, o.execTimeout, o.execWall, o.execMemory, o.python].some((x) => x !== undefined)) {
+    throw new UsageError('E_USAGE', 'the --exec-* flags and --python are for --task livecodebench');
+  }
+  const sandbox = code ? new Sandbox(sandboxOptions(o)) : undefined;
+  const lines = await rescore(fs.readFileSync(path, 'utf8'), path, o.task, sandbox);
+  process.stdout.write(lines.map((l) => `${l}\n`).join(''));
+  if (sandbox) {
+    const p = await sandbox.protections();
+    process.stderr.write(`sandbox: ${p.python} as ${p.user}; network namespace ${p.network_namespace ? 'yes' : 'no'}, PID namespace ${p.pid_namespace ? 'yes' : 'no'}` +
+      `${p.degraded.length ? `; degraded: ${p.degraded.join('; ')}` : ''}\n`);
+  }
+}
+
+/** The sandbox's flags, on `eval` and `eval score`. */
+function addExecOptions(cmd: Command): Command {
+  return cmd
+    .option('--exec-workers <n>', 'livecodebench: programs run at once (default: the cores; they run at nice 19, decoding first)', int('--exec-workers'))
+    .option('--exec-timeout <s>', 'livecodebench: CPU seconds per test (default 6, as LiveCodeBench)', num('--exec-timeout'))
+    .option('--exec-wall <s>', 'livecodebench: idle wall-clock seconds (neither running nor waiting for a CPU) before a program is killed (default 4 × timeout + 2)', num('--exec-wall'))
+    .option('--exec-memory <MiB>', 'livecodebench: address-space limit per program (default 4096)', int('--exec-memory'))
+    .option('--python <path>', 'livecodebench: the interpreter that runs the programs (default python3)');
 }
 
 export function evalCommand(): Command {
   const cmd = new Command('eval')
-    .description('paired evaluation of decoding modes (Countdown, AIME, JSONL) with statistics, resume and an HTML report')
+    .description('paired evaluation of decoding modes (Countdown, AIME, GPQA, LiveCodeBench, JSONL) with statistics, resume and an HTML report')
     .option('-m, --model <dir|id>', 'model folder or hub id (with --endpoint: the server\'s model name)')
-    .option('--task <task>', 'countdown | countdown:gen | countdown:SRC | aime | aime:SRC | jsonl:PATH (SRC: hub dataset id, .jsonl or .parquet)')
+    .option('--task <task>', 'countdown | countdown:gen | countdown:SRC | aime | aime:SRC | gpqa | gpqa:SRC | livecodebench | livecodebench:SRC | jsonl:PATH (SRC: hub dataset id, .jsonl or .parquet; livecodebench: .jsonl, a folder of test*.jsonl, or a hub id)')
     .option('--modes <list>', 'modes compared on the same problems and seeds', 'standard,moi')
     .option('--beta <b>', 'MoI β (default: $MIXINPUTS_BETA, else 1)', num('--beta'))
     .option('--mix-topk <k>', "MoI candidates (default 20; 0 or 'all' = whole vocabulary)")
     .option('--limit <n>', 'first n problems (countdown:gen: how many to generate, default 128)', int('--limit'))
     .option('--samples <k>', 'samples per problem and mode', int('--samples'), 1)
+    .option('--pass-at <list>', 'k of pass@k to report, each <= --samples (e.g. 1,5)', '1')
+    .option('--release <tag>', 'livecodebench: release_vN, release_latest, vN or vA_vB (default release_v5)')
+    .option('--start-date <YYYY-MM-DD>', 'livecodebench: first contest date kept')
+    .option('--end-date <YYYY-MM-DD>', 'livecodebench: last contest date kept')
     .option('--seed <n>', 'run seed: per-problem seeds derive from it', int('--seed'), 0)
     .option('--temperature <t>', 'sampling temperature (default: generation_config.json)', num('--temperature'))
     .option('--top-p <p>', 'nucleus mass', num('--top-p'))
@@ -196,6 +256,7 @@ export function evalCommand(): Command {
     .addOption(dtypeOption())
     .option('--revision <rev>', 'hub revision of the model', 'main')
     .option('-q, --quiet', 'no progress bar');
+  addExecOptions(cmd);
   // Soft Thinking's flags, for the soft mode's runs (--modes ...,soft)
   addSoftOptions(cmd)
     .action(async (o: EvalFlags, c: Command) => {
@@ -204,17 +265,19 @@ export function evalCommand(): Command {
       if (!o.out) throw new UsageError('E_USAGE', 'eval needs --out DIR');
       await run(o, c);
     });
-  cmd.addCommand(new Command('score')
-    .description('re-score saved completions: JSONL lines {"completion", "answer"} in, {"extracted", "correct"} lines out')
-    .option('--task <task>', 'countdown | aime | jsonl')
-    .argument('<file>', 'JSONL file')
+  cmd.addCommand(addExecOptions(new Command('score')
+    .description('re-score saved completions: JSONL lines {"completion", "answer"} in, {"extracted", "correct", …} lines out')
+    .option('--task <task>', 'countdown | aime | gpqa | livecodebench | jsonl')
+    .argument('<file>', 'JSONL file'))
     .exitOverride()
     .showHelpAfterError('(run with --help for usage)')
-    // `eval score --task T` : the parent `eval` may parse --task first (it has the same option)
-    .action((file: string, o: { task?: string }) => {
-      const task = o.task ?? (cmd.opts() as { task?: string }).task;
-      if (!task) throw new UsageError('E_USAGE', 'eval score needs --task countdown|aime|jsonl');
-      score(file, { task });
+    // `eval score --task T` : the parent `eval` may parse --task (and the --exec-* flags) first (it has the same options)
+    .action(async (file: string, o: { task?: string } & ExecFlags) => {
+      const parent = cmd.opts() as { task?: string } & ExecFlags;
+      const task = o.task ?? parent.task;
+      if (!task) throw new UsageError('E_USAGE', 'eval score needs --task countdown|aime|gpqa|livecodebench|jsonl');
+      const pick = <K extends keyof ExecFlags>(k: K) => o[k] ?? parent[k];
+      await score(file, { task, execWorkers: pick('execWorkers'), execTimeout: pick('execTimeout'), execWall: pick('execWall'), execMemory: pick('execMemory'), python: pick('python') });
     }));
   return cmd;
 }

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { UsageError } from '@moi/core';
+import { backendLabel, UsageError } from '@moi/core';
 import { generate, type DoneEvent, type TokenEvent } from '@moi/engine';
 import type { Engine } from '@moi/engine';
 import { encodeChat, renderChat, type Tokenizer } from '@moi/engine';
@@ -171,6 +171,8 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
     process.stdout.write(JSON.stringify({
       model: engine.dir,
       backend: engine.backend.name,
+      // true on the cpu backend with MOI_FLUSH_SUBNORMALS=1 (a GPU's float32 arithmetic)
+      flush_subnormals: engine.backend.flushSubnormals,
       // what the weight matrices are held as, and why (the --dtype choice resolved by the loader)
       dtype: engine.loaded.dtype,
       dtypeNote: engine.loaded.dtypeNote,
@@ -191,7 +193,7 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
   process.stdout.write('\n');
   if (o.stats || o.verbose) {
     const s = done.stats;
-    process.stderr.write(`[${engine.backend.name}, ${dtypeLabel(engine.loaded)}] prompt ${s.promptTokens} tok, ${s.prefillTokPerSec.toFixed(1)} tok/s | ` +
+    process.stderr.write(`[${backendLabel(engine.backend)}, ${dtypeLabel(engine.loaded)}] prompt ${s.promptTokens} tok, ${s.prefillTokPerSec.toFixed(1)} tok/s | ` +
       `generated ${s.generatedTokens} tok, ${s.decodeTokPerSec.toFixed(1)} tok/s | finish: ${s.finishReason}\n`);
   }
 }

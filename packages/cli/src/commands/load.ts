@@ -1,9 +1,10 @@
 /** Loading an engine for a command, with progress on a TTY. */
-import { ModelError, UsageError } from '@moi/core';
+import { backendLabel, ModelError, UsageError } from '@moi/core';
 import { Engine } from '@moi/engine';
 import { hubResolver } from '../hub/index.ts';
 import { makeProgress, prefillChunkFor, showProgress, type Progress } from '../progress.ts';
 import { dtypeLabel, modelArg, type DtypeChoice } from './options.ts';
+import { atEnd } from './usage.ts';
 
 export interface ModelFlags { model: string; backend?: string; dtype?: DtypeChoice; revision?: string; quiet?: boolean; verbose?: boolean }
 
@@ -20,13 +21,14 @@ export async function loadEngine(o: ModelFlags, forceQuiet = false): Promise<{ e
     if (err instanceof UsageError && err.code === 'E_MODEL_DIR_NOT_FOUND') throw new ModelError(err.code, err.message, { cause: err });
     throw err;
   });
+  atEnd(() => engine.dispose());
   progress.stop();
   if (progress.prefillChunk !== undefined) progress.prefillChunk = prefillChunkFor(engine.loaded.checkpointBytes);
   if (o.verbose) {
     const s = engine.spec;
     const l = engine.loaded;
     process.stderr.write(`moi-gen: loaded ${engine.dir}: ${s.modelType}, ${s.numLayers} layers, hidden ${s.hiddenSize}, vocab ${s.vocabSize}, ` +
-      `context ${s.maxPositionEmbeddings}; ${(l.checkpointBytes / 1e6).toFixed(1)} MB in ${l.loadSeconds.toFixed(2)} s on ${engine.backend.name}, weights ${dtypeLabel(l)}` +
+      `context ${s.maxPositionEmbeddings}; ${(l.checkpointBytes / 1e6).toFixed(1)} MB in ${l.loadSeconds.toFixed(2)} s on ${backendLabel(engine.backend)}, weights ${dtypeLabel(l)}` +
       `${engine.tokenizer ? '' : '; no tokenizer.json (ids in, ids out)'}\n`);
   }
   return { engine, progress };

@@ -4,7 +4,7 @@
  * "did you mean" for a mistyped subcommand, the familiar aliases other tools use, and the
  * interrupted state behind exit code 130.
  */
-import { MoiError, UsageError } from '@moi/core';
+import { MoiError, UsageError } from '@moi/core/errors';
 
 export const PREFIX = 'moi-gen:';
 
@@ -18,6 +18,19 @@ export const interruption = { happened: false };
 
 /** The exit code of a failure that a command reported and went on from (a chat turn); 0 = none. */
 export const deferred = { code: 0 };
+
+/** What a command holds until it ends (the loaded engine): released by main when it returns. */
+const held: (() => void)[] = [];
+
+/** Have `release` run when the command ends (main runs it, whatever the outcome). */
+export function atEnd(release: () => void): void {
+  held.push(release);
+}
+
+/** Run (and forget) everything registered with atEnd, last first. */
+export function releaseAtEnd(): void {
+  for (const release of held.splice(0).reverse()) release();
+}
 
 /** Exit code of an error: 2 for bad usage, 1 for anything else that failed. */
 export function exitCodeOf(err: MoiError): number {
@@ -89,15 +102,16 @@ export function editDistance(a: string, b: string): number {
 }
 
 /**
- * The subcommand a lone word was probably meant to be, or null: a single lowercase word, not a
- * command itself, within one edit of a short command name (two of a longer one).
+ * The subcommand a word was probably meant to be, or null: a single lowercase word, not a
+ * command itself, within one edit of a short command name (two of a longer one; at most
+ * `maxEdits` when given).
  */
-export function mistypedCommand(word: string, names: string[]): string | null {
+export function mistypedCommand(word: string, names: string[], maxEdits = Infinity): string | null {
   if (!/^[a-z][a-z-]{1,15}$/.test(word) || names.includes(word)) return null;
   let best: { name: string; d: number } | null = null;
   for (const name of names) {
     const d = editDistance(word, name);
-    if (d <= (name.length <= 4 ? 1 : 2) && (!best || d < best.d)) best = { name, d };
+    if (d <= Math.min(maxEdits, name.length <= 4 ? 1 : 2) && (!best || d < best.d)) best = { name, d };
   }
   return best?.name ?? null;
 }

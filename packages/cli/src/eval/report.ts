@@ -1,10 +1,13 @@
 /**
  * DIR/report.html: one self-contained page (Chart.js inlined) with accuracy per mode and its
- * Wilson interval, the paired table, accuracy against output length, and a per-problem drill-down
- * with each mode's completion and verdict side by side.
+ * Wilson interval, pass@k, the paired table, accuracy against output length, and a per-problem
+ * drill-down with each mode's completion and verdict side by side. Code tasks add the execution
+ * outcomes per mode, the sandbox's protections, and per completion how its program did (passed,
+ * wrong answer, timeout, runtime error, …, at which test) and the program that ran.
  */
 import fs from 'node:fs';
 import { escapeHtml, page } from '../trace/html.ts';
+import { EXEC_STATUSES, type Execution } from './scorers.ts';
 import type { ResultRecord, Summary } from './summary.ts';
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
@@ -49,9 +52,51 @@ function pairedTable(s: Summary): string {
 
 function modeTable(s: Summary): string {
   const rows = s.modes.map((m) => `<tr><td>${escapeHtml(m.mode)}${m.mode_used.some((u) => u !== m.mode) ? ` <span class="muted">(ran: ${escapeHtml(m.mode_used.join(', '))})</span>` : ''}</td>` +
-    `<td>${m.n}</td><td>${m.correct}</td><td>${pct(m.accuracy)}</td><td>${pct(m.wilson95[0])} – ${pct(m.wilson95[1])}</td><td>${m.format_only}</td>` +
+    `<td>${m.n}</td><td>${m.correct}</td><td>${pct(m.accuracy)}</td><td>${pct(m.wilson95[0])} – ${pct(m.wilson95[1])}</td><td>${m.format_only}</td><td>${m.no_answer ?? '–'}</td>` +
     `<td>${m.mean_completion_tokens.toFixed(1)}</td><td>${m.mean_entropy?.toFixed(3) ?? '–'}</td><td>${m.mean_weight?.toFixed(3) ?? '–'}</td></tr>`).join('');
-  return `<table id="modes"><tr><th>mode</th><th>n</th><th>correct</th><th>accuracy</th><th>95% CI (Wilson)</th><th>format only</th><th>mean tokens</th><th>mean H</th><th>mean w_y</th></tr>${rows}</table>`;
+  return `<table id="modes"><tr><th>mode</th><th>n</th><th>correct</th><th>accuracy</th><th>95% CI (Wilson)</th><th>format only</th><th>no answer</th><th>mean tokens</th><th>mean H</th><th>mean w_y</th></tr>${rows}</table>`;
+}
+
+/** pass@k per mode, and the paired bootstrap of its difference from the baseline. */
+function passAtTable(s: Summary): string {
+  const ks = s.pass_at_k ?? [1];
+  const head = ks.map((k) => `<th>pass@${k}</th>`).join('');
+  const rows = s.modes.map((m) => `<tr><td>${escapeHtml(m.mode)}</td>${ks.map((k) => `<td>${pct(m.pass_at?.[`pass@${k}`] ?? 0)}</td>`).join('')}</tr>`).join('');
+  const paired = s.paired.map((p) => `<tr><td>${escapeHtml(p.mode)} vs ${escapeHtml(p.baseline)}</td>${ks.map((k) => {
+    const x = p.pass_at?.[`pass@${k}`];
+    return `<td>${x ? `${(100 * x.diff).toFixed(1)} pt <span class="muted">(${pct(x.bootstrap95.lo)} – ${pct(x.bootstrap95.hi)})</span>` : '–'}</td>`;
+  }).join('')}</tr>`).join('');
+  return `<table id="passk"><tr><th>mode</th>${head}</tr>${rows}${paired ? `<tr><th>Δ (paired bootstrap 95% CI over problems)</th>${ks.map(() => '<th></th>').join('')}</tr>${paired}` : ''}</table>` +
+    '<p class="muted">pass@k: the unbiased estimator 1 − C(n−c, k)/C(n, k) per problem (n samples, c correct), averaged over problems.</p>';
+}
+
+/** Completions per execution outcome (code tasks). */
+function executionTable(s: Summary): string {
+  const rows = s.modes.filter((m) => m.execution).map((m) => `<tr><td>${escapeHtml(m.mode)}</td>${EXEC_STATUSES.map((st) => `<td>${m.execution![st]}</td>`).join('')}</tr>`).join('');
+  return `<table id="execution"><tr><th>mode</th>${EXEC_STATUSES.map((st) => `<th>${st.replace('_', ' ')}</th>`).join('')}</tr>${rows}</table>`;
+}
+
+function sandboxNote(s: Summary): string {
+  const b = s.sandbox;
+  if (!b) return '';
+  const yes = (x: boolean) => (x ? 'yes' : '<strong class="bad">no</strong>');
+  return `<table id="sandbox"><tr><th>python</th><td>${escapeHtml(`${b.python} ${b.python_version}`)}</td></tr><tr><th>runs as</th><td>${escapeHtml(b.user)}</td></tr>` +
+    `<tr><th>network namespace (no network)</th><td>${yes(b.network_namespace)}</td></tr><tr><th>PID namespace</th><td>${yes(b.pid_namespace)}</td></tr>` +
+    `<tr><th>no_new_privs</th><td>${yes(b.no_new_privs)}</td></tr>` +
+    `<tr><th>limits per test</th><td>${b.limits.cpu_seconds} s CPU, ${b.limits.wall_seconds} s idle wall clock, ${b.limits.address_space_mib} MiB address space, ${b.limits.extra_processes} more processes, ${escapeHtml(b.limits.output_bytes)} bytes of output, ${b.limits.file_bytes} bytes per file</td></tr>` +
+    `<tr><th>environment</th><td>${escapeHtml(b.env.join(', '))} only</td></tr><tr><th>working folder</th><td>${escapeHtml(b.workdir)}</td></tr>` +
+    `<tr><th>workers</th><td>${b.workers}, ${escapeHtml(b.priority)}</td></tr>` +
+    `${b.degraded.length ? `<tr><th>degraded</th><td class="bad">${b.degraded.map(escapeHtml).join('<br>')}</td></tr>` : ''}</table>`;
+}
+
+const EXEC_TEXT: Record<string, string> = {
+  passed: 'passed', wrong_answer: 'wrong answer', timeout: 'timeout', runtime_error: 'runtime error', memory: 'memory limit', output_limit: 'output limit', no_code: 'no code',
+};
+
+function executionLine(e: Execution): string {
+  const tests = e.status === 'no_code' ? '' : ` · ${e.passed}/${e.total} tests passed · ${e.seconds.toFixed(2)} s`;
+  return `<div class="exec ${e.status === 'passed' ? 'ok' : 'bad'}">execution: <strong>${EXEC_TEXT[e.status] ?? escapeHtml(e.status)}</strong>${tests}` +
+    `${e.detail ? ` <span class="muted">— ${escapeHtml(e.detail)}</span>` : ''}</div>`;
 }
 
 function drillDown(s: Summary, records: ResultRecord[]): string {
@@ -67,13 +112,21 @@ function drillDown(s: Summary, records: ResultRecord[]): string {
         const r = byKey.get(`${p}/${k}/${m}`);
         if (!r) return '<div class="col"><em>missing</em></div>';
         if (k === 0) marks += `<span class="${r.correct ? 'ok' : 'bad'}">${escapeHtml(m)} ${r.correct ? '✓' : '✗'}</span> `;
+        if (r.execution) {
+          // a program: the verdict is how it ran; the program itself folds out
+          return `<div class="col"><div class="head ${r.correct ? 'ok' : 'bad'}">${escapeHtml(m)}${s.samples > 1 ? ` · sample ${k}` : ''}: ${r.correct ? 'correct' : 'wrong'}` +
+            ` · ${r.completion_tokens} tokens</div>${executionLine(r.execution)}` +
+            `${r.extracted !== null ? `<details class="code"><summary class="muted">program that ran</summary><pre>${escapeHtml(r.extracted)}</pre></details>` : ''}` +
+            `<pre>${escapeHtml(r.completion)}</pre></div>`;
+        }
         return `<div class="col"><div class="head ${r.correct ? 'ok' : 'bad'}">${escapeHtml(m)}${s.samples > 1 ? ` · sample ${k}` : ''}: ${r.correct ? 'correct' : 'wrong'}` +
           ` · ${r.completion_tokens} tokens · extracted ${r.extracted === null ? '<em>none</em>' : `<code>${escapeHtml(r.extracted)}</code>`}` +
           `${r.reason ? ` <span class="muted">(${escapeHtml(r.reason)})</span>` : ''}</div><pre>${escapeHtml(r.completion)}</pre></div>`;
       }).join('');
       parts.push(`<div class="cols">${cols}</div>`);
     }
-    return `<details class="problem" id="p${p}"><summary>#${p} · answer <code>${escapeHtml(JSON.stringify(first.answer))}</code> · ${marks}</summary>` +
+    const meta = first.meta ? ` <span class="muted">${escapeHtml(Object.entries(first.meta).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(' / ') : String(v)}`).join(' · '))}</span>` : '';
+    return `<details class="problem" id="p${p}"><summary>#${p} · answer <code>${escapeHtml(JSON.stringify(first.answer))}</code> · ${marks}${meta}</summary>` +
       `<details class="prompt"><summary class="muted">prompt</summary><pre>${escapeHtml(first.prompt)}</pre></details>${parts.join('')}</details>`;
   }).join('\n');
 }
@@ -82,6 +135,8 @@ const CSS = `
   .cols { display: grid; grid-template-columns: repeat(auto-fit, minmax(280px, 1fr)); gap: .75rem; margin: .5rem 0 1rem; }
   .col pre, .prompt pre { white-space: pre-wrap; word-break: break-word; background: #f6f7f9; padding: .5rem; max-height: 22rem; overflow: auto; margin: .25rem 0; }
   .ok { color: #13783b; } .bad { color: #b3261e; }
+  .exec { margin: .2rem 0; } details.code pre { max-height: 16rem; }
+  #sandbox th { text-align: left; font-weight: normal; color: #445; } #sandbox td { text-align: left; }
   details.problem { border-top: 1px solid #e3e6ea; padding: .35rem 0; }
   summary { cursor: pointer; }
 `;
@@ -118,6 +173,9 @@ export function reportHtml(summary: Summary, records: ResultRecord[]): string {
 <h2>Accuracy per mode</h2>
 <div class="chart"><canvas id="acc" role="img" aria-label="accuracy per mode with 95% Wilson intervals"></canvas></div>
 ${modeTable(summary)}
+<h2>pass@k</h2>
+${passAtTable(summary)}
+${summary.modes.some((m) => m.execution) ? `<h2>Execution</h2>\n${executionTable(summary)}\n${sandboxNote(summary)}` : ''}
 <h2>Paired comparison</h2>
 ${pairedTable(summary)}
 <h2>Accuracy against output length</h2>

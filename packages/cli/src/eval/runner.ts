@@ -2,10 +2,15 @@
  * An evaluation run: every problem × sample × mode through a Completer, results streamed to
  * DIR/results.jsonl, then summary.json, the markdown table and report.html.
  *
+ * Code tasks (LiveCodeBench) are graded by running each completion in the sandbox as soon as it
+ * arrives, while decoding goes on (the sandbox's workers run at the lowest CPU priority); a
+ * result line is written once its verdict is known.
+ *
  * Pairing: the prompts and the per-request seeds are the same under every mode. The seed of
  * (problem i, sample k) is derived from --seed, i and k only, never from batch composition, so a
  * resumed run gives the same results as an uninterrupted one.
  */
+import { setMaxListeners } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
@@ -18,7 +23,8 @@ import type { Completer, CompletionRequest } from './completer.ts';
 import { writeReport } from './report.ts';
 import { RESULTS_FILE, appendResult, readResults, writeResultsSorted } from './results.ts';
 import { markdownTable, summarize, type ResultRecord, type Summary } from './summary.ts';
-import type { Problem, Task } from './tasks.ts';
+import type { EvalTask, Problem } from './problem.ts';
+import type { Verdict } from './scorers.ts';
 
 export interface EvalSettings {
   model: string;
@@ -36,6 +42,12 @@ export interface EvalSettings {
   endpoint?: string;
   /** in-process runs: the --dtype the weights were loaded at (auto, f32, bf16, q8) */
   dtype?: string;
+  /** livecodebench: which problems (release, date window) */
+  release?: string;
+  startDate?: string;
+  endDate?: string;
+  /** livecodebench: the limits programs run under (they decide verdicts) */
+  exec?: { timeoutSeconds: number; wallSeconds: number; memoryMiB: number };
 }
 
 export interface RunOptions {
@@ -45,6 +57,8 @@ export interface RunOptions {
   tokenizer: Tokenizer | null;
   progress: boolean;
   signal?: AbortSignal;
+  /** the k of pass@k to report (default [1]; each at most `samples`) */
+  passAt?: number[];
 }
 
 /** The seed of (problem, sample): splitmix64 of the run seed, problem and sample; a 31-bit integer. */
@@ -91,7 +105,10 @@ function checkSettings(dir: string, settings: EvalSettings): void {
 
 export interface RunOutcome { summary: Summary; records: ResultRecord[]; markdown: string; resumed: number }
 
-export async function runEval(task: Task, settings: EvalSettings, opts: RunOptions): Promise<RunOutcome> {
+export async function runEval(task: EvalTask, settings: EvalSettings, opts: RunOptions): Promise<RunOutcome> {
+  const passAt = opts.passAt ?? [1];
+  const tooBig = passAt.find((k) => !Number.isInteger(k) || k < 1 || k > settings.samples);
+  if (tooBig !== undefined) throw new UsageError('E_USAGE', `--pass-at ${tooBig} needs a positive integer k <= --samples (${settings.samples})`);
   fs.mkdirSync(opts.out, { recursive: true });
   checkSettings(opts.out, settings);
   const resultsFile = path.join(opts.out, RESULTS_FILE);
@@ -142,28 +159,56 @@ export async function runEval(task: Task, settings: EvalSettings, opts: RunOptio
     : null;
   bar?.start(total, records.length, { acc: accText() });
 
+  // one listener on the caller's signal; every request and program run listens to this one
+  const stop = new AbortController();
+  setMaxListeners(0, stop.signal);
+  const onStop = () => stop.abort(opts.signal?.reason);
+  if (opts.signal?.aborted) onStop();
+  opts.signal?.addEventListener('abort', onStop, { once: true });
+  const signal = stop.signal;
+
+  // ---- verdicts: scored at once, or run in the sandbox while decoding goes on
+  const judge = (completion: string, problem: Problem): Promise<Verdict> =>
+    task.kind === 'livecodebench' ? task.execute(completion, problem, signal) : Promise.resolve(task.score(completion, problem.answer));
+  const grading = new Set<Promise<void>>();
+  let gradingFailure: unknown = null;
+  // one line at a time, in the order verdicts arrive
+  let writing = Promise.resolve();
+  const append = (rec: ResultRecord) => (writing = writing.then(() => appendResult(resultsFile, rec)));
   try {
-    for await (const res of opts.completer.complete(requests, opts.signal)) {
+    for await (const res of opts.completer.complete(requests, signal)) {
       const it = items.get(res.key);
       if (!it) throw new MoiError('E_INTERNAL', `a completion came back for an unknown request ${res.key}`);
-      const v = task.score(res.completion, it.problem.answer);
-      const rec: ResultRecord = {
-        key: res.key, problem: it.problem.index, sample: it.sample, mode: it.mode, mode_used: res.modeUsed, seed: it.seed,
-        prompt: it.prompt.text, completion: res.completion, answer: it.problem.answer,
-        extracted: v.extracted, correct: v.correct, format_only: v.formatOnly, reason: v.reason ?? null,
-        prompt_tokens: res.promptTokens, completion_tokens: res.completionTokens, finish_reason: res.finishReason,
-        seconds: res.seconds, mean_entropy: res.meanEntropy, mean_weight: res.meanWeight,
-      };
-      await appendResult(resultsFile, rec);
-      records.push(rec);
-      const a = acc.get(rec.mode)!;
-      a.n++;
-      if (rec.correct) a.right++;
-      bar?.update(records.length, { acc: accText() });
+      const job = judge(res.completion, it.problem).then(async (v) => {
+        const rec: ResultRecord = {
+          key: res.key, problem: it.problem.index, sample: it.sample, mode: it.mode, mode_used: res.modeUsed, seed: it.seed,
+          prompt: it.prompt.text, completion: res.completion, answer: it.problem.answer,
+          extracted: v.extracted, correct: v.correct, format_only: v.formatOnly, reason: v.reason ?? null,
+          prompt_tokens: res.promptTokens, completion_tokens: res.completionTokens, finish_reason: res.finishReason,
+          seconds: res.seconds, mean_entropy: res.meanEntropy, mean_weight: res.meanWeight,
+          ...(it.problem.meta ? { meta: it.problem.meta } : {}),
+          ...(v.execution ? { execution: v.execution } : {}),
+        };
+        await append(rec);
+        records.push(rec);
+        const a = acc.get(rec.mode)!;
+        a.n++;
+        if (rec.correct) a.right++;
+        bar?.update(records.length, { acc: accText() });
+      }).catch((err: unknown) => {
+        // a run stopped by the signal leaves this completion unjudged: it is decoded again on resume
+        if (!signal.aborted) gradingFailure ??= err;
+      });
+      grading.add(job);
+      void job.finally(() => grading.delete(job));
+      if (gradingFailure) break;
     }
   } finally {
+    await Promise.allSettled([...grading]);
+    opts.signal?.removeEventListener('abort', onStop);
     bar?.stop();
   }
+  if (gradingFailure) throw gradingFailure;
   if (opts.signal?.aborted || records.length < total) {
     throw new MoiError('E_INTERRUPTED', `stopped with ${records.length} of ${total} results in ${resultsFile}; run the same command again to resume`);
   }
@@ -172,6 +217,7 @@ export async function runEval(task: Task, settings: EvalSettings, opts: RunOptio
   records.sort((a, b) => order(a) - order(b));
   const summary = summarize(records, {
     task: settings.task, source: task.source, model: settings.model, modes, problems: task.problems.length, samples, seed: settings.seed,
+    passAt, ...(task.kind === 'livecodebench' ? { sandbox: await task.sandbox.protections() } : {}),
   });
   fs.writeFileSync(path.join(opts.out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
   const markdown = markdownTable(summary);

@@ -1,5 +1,6 @@
 /**
- * Scoring completions: Countdown (an equation over given numbers), AIME (an integer), and generic
+ * Scoring completions: Countdown (an equation over given numbers), AIME (an integer), GPQA (a
+ * letter, in gpqa.ts), LiveCodeBench (a program run on tests, in livecodebench.ts), and generic
  * answers for `jsonl:` tasks (exact text, a regex, or a number). Every extractor is a linear scan
  * (indexOf, or regexes without nested quantifiers), so a 100 kB completion costs microseconds.
  */
@@ -16,6 +17,24 @@ export interface Verdict {
   formatOnly: boolean;
   /** why it is wrong, for the report */
   reason?: string;
+  /** code tasks: how running the program went */
+  execution?: Execution;
+}
+
+/** How a program did on its tests: passed, or the first failure's kind. */
+export type ExecStatus = 'passed' | 'wrong_answer' | 'timeout' | 'runtime_error' | 'memory' | 'output_limit' | 'no_code';
+export const EXEC_STATUSES: ExecStatus[] = ['passed', 'wrong_answer', 'timeout', 'runtime_error', 'memory', 'output_limit', 'no_code'];
+
+export interface Execution {
+  status: ExecStatus;
+  /** tests passed, run in order and stopping at the first failure, of the total */
+  passed: number;
+  total: number;
+  /** the first failing test (0-based, public tests first) */
+  failed_test?: number;
+  detail?: string;
+  /** wall-clock seconds of the runs */
+  seconds: number;
 }
 
 // ---- extraction

@@ -1,7 +1,7 @@
 /**
  * Statistics for paired evaluations: the Wilson score interval of a proportion, the exact
- * (conditional, binomial) McNemar test of paired verdicts, and a seeded paired bootstrap of the
- * difference of two per-problem means.
+ * (conditional, binomial) McNemar test of paired verdicts, a seeded paired bootstrap of the
+ * difference of two per-problem means, and the unbiased pass@k estimator.
  */
 import { createRng } from '@moi/core';
 
@@ -73,4 +73,21 @@ export function pairedBootstrap(a: number[], b: number[], opts: { resamples?: nu
   const q = (p: number) => means[Math.min(R - 1, Math.max(0, Math.round(p * (R - 1))))];
   const alpha = (1 - level) / 2;
   return { mean, lo: q(alpha), hi: q(1 - alpha), resamples: R };
+}
+
+/**
+ * The unbiased pass@k estimator of one problem (Chen et al. 2021, the Codex paper): with n samples
+ * of which c are correct, 1 − C(n−c, k) / C(n, k), the chance that k samples drawn without
+ * replacement hold at least one correct one. Computed as the product
+ * 1 − ∏_{i=n−c+1}^{n} (1 − k/i), which never forms a binomial coefficient (they overflow a double
+ * from n ≈ 1030) and loses no precision to cancellation in the ratio.
+ */
+export function passAtK(n: number, c: number, k: number): number {
+  if (!Number.isInteger(n) || !Number.isInteger(c) || !Number.isInteger(k) || n < 1 || c < 0 || c > n || k < 1 || k > n) {
+    throw new RangeError(`pass@k needs integers 0 <= c <= n and 1 <= k <= n, got n=${n} c=${c} k=${k}`);
+  }
+  if (n - c < k) return 1; // every k-subset holds a correct sample
+  let miss = 1;
+  for (let i = n - c + 1; i <= n; i++) miss *= 1 - k / i;
+  return 1 - miss;
 }

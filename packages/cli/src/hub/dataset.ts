@@ -1,6 +1,7 @@
 /**
- * Hugging Face dataset repos: the parquet files of one split, through the same cache layout and
- * download code as models (huggingface_hub's layout, with `datasets--` folders):
+ * Hugging Face dataset repos: the parquet files of one split (of one config, where the repo has
+ * several), or files chosen by name, through the same cache layout and download code as models
+ * (huggingface_hub's layout, with `datasets--` folders):
  *
  *   {cache}/datasets--{org}--{name}/refs/{revision}, blobs/{etag}, snapshots/{commit}/{file}
  *
@@ -18,6 +19,11 @@ import { DEFAULT_ENDPOINT, REPO_ID, hubToken, isTruthy, seconds, type ResolveOpt
 export interface DatasetOptions extends Omit<ResolveOptions, 'onProgress'> {
   /** split to read; default `train` */
   split?: string;
+  /**
+   * config (subset) to read: its files are under `{config}/`, as in the hub's parquet conversion
+   * (revision `refs/convert/parquet`: `{config}/{split}/0000.parquet`)
+   */
+  config?: string;
 }
 
 /** `org/name` -> `datasets--org--name`. */
@@ -33,17 +39,49 @@ export function isSplitParquet(file: string, split: string): boolean {
   return parts.slice(0, -1).includes(split) || base === `${split}.parquet` || base.startsWith(`${split}-`);
 }
 
-function listSnapshot(dir: string, split: string): string[] {
-  if (!fs.existsSync(dir)) return [];
-  const files = (fs.readdirSync(dir, { recursive: true }) as string[]).map((f) => f.split(path.sep).join('/'));
-  return files.filter((f) => isSplitParquet(f, split)).sort();
+/** A split's parquet file inside a config's folder: also `{config}/{name}-{split}.parquet` (older conversions). */
+export function isConfigSplitParquet(file: string, config: string, split: string): boolean {
+  if (!file.startsWith(`${config}/`)) return false;
+  const rest = file.slice(config.length + 1);
+  return isSplitParquet(rest, split) || (rest.endsWith('.parquet') && !rest.includes('/') && new RegExp(`-${split.replace(/\W/g, '\\$&')}(-\\d+-of-\\d+)?\\.parquet$`).test(rest));
 }
 
-/**
- * Local paths of the parquet files of `repoId`'s split, downloading them into the hub cache when
- * the cache lacks them.
- */
+function listSnapshot(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  return (fs.readdirSync(dir, { recursive: true }) as string[]).map((f) => f.split(path.sep).join('/'));
+}
+
+/** Which files of a dataset repo to fetch. */
+export interface FileChoice {
+  /** the wanted files among the repo's (or the cached snapshot's) */
+  pick(files: string[]): string[];
+  /** when the wanted names are known up front: the cache serves them only when it has all */
+  exact?: string[];
+  /** the error when the repo has none of them */
+  none(repoId: string, revision: string, files: string[]): string;
+  /** its code (default E_DATASET_NO_PARQUET) */
+  code?: string;
+}
+
+/** Local paths of the parquet files of `repoId`'s split (and config), downloading them into the hub cache when it lacks them. */
 export async function resolveDatasetParquet(repoId: string, opts: DatasetOptions = {}): Promise<string[]> {
+  const split = opts.split ?? 'train';
+  const config = opts.config;
+  const wanted = (f: string) => (config ? isConfigSplitParquet(f, config, split) : isSplitParquet(f, split));
+  return resolveDatasetFiles(repoId, {
+    pick: (files) => files.filter(wanted),
+    none: (id, revision, files) => {
+      const parquet = files.filter((f) => f.endsWith('.parquet'));
+      const what = config ? `config "${config}", split "${split}"` : `split "${split}"`;
+      return parquet.length
+        ? `dataset ${id}@${revision} has no parquet files for ${what} (it has: ${parquet.slice(0, 8).join(', ')})`
+        : `dataset ${id}@${revision} has no parquet files (moi reads parquet datasets only)`;
+    },
+  }, opts);
+}
+
+/** Local paths of the chosen files of a dataset repo, downloading them into the hub cache when it lacks them. */
+export async function resolveDatasetFiles(repoId: string, choice: FileChoice, opts: DatasetOptions = {}): Promise<string[]> {
   const env = opts.env ?? process.env;
   const split = opts.split ?? 'train';
   if (!REPO_ID.test(repoId) || repoId.includes('--') || repoId.includes('..')) {
@@ -54,13 +92,14 @@ export async function resolveDatasetParquet(repoId: string, opts: DatasetOptions
   const cachedCommit = readRef(repoDir, revision);
   if (cachedCommit) {
     const dir = snapshotDir(repoDir, cachedCommit);
-    const files = listSnapshot(dir, split);
+    const have = listSnapshot(dir);
+    const files = choice.exact ? (choice.exact.every((f) => have.includes(f)) ? choice.exact : []) : choice.pick(have).sort();
     if (files.length) return files.map((f) => path.join(dir, f));
   }
   if (opts.offline ?? isTruthy(env.HF_HUB_OFFLINE)) {
     throw new UsageError(
       'E_HUB_OFFLINE',
-      `dataset ${repoId}@${revision} (split ${split}) is not in the Hugging Face cache (searched ${repoDir}) and offline mode is on ` +
+      `dataset ${repoId}@${revision} (${choice.exact ? choice.exact.join(', ') : `${opts.config ? `config ${opts.config}, ` : ''}split ${split}`}) is not in the Hugging Face cache (searched ${repoDir}) and offline mode is on ` +
         `(${opts.offline ? 'offline option' : 'HF_HUB_OFFLINE'}); go online once, or set HF_HUB_CACHE/HF_HOME to the cache that has it`,
     );
   }
@@ -75,15 +114,9 @@ export async function resolveDatasetParquet(repoId: string, opts: DatasetOptions
     readTimeoutMs: seconds(env.HF_HUB_DOWNLOAD_TIMEOUT, 10),
   };
   const info = await datasetInfo(ctx, repoId, revision);
-  const files = info.files.filter((f) => isSplitParquet(f, split)).sort();
-  if (files.length === 0) {
-    const parquet = info.files.filter((f) => f.endsWith('.parquet'));
-    throw new UsageError(
-      'E_DATASET_NO_PARQUET',
-      parquet.length
-        ? `dataset ${repoId}@${revision} has no parquet files for split "${split}" (it has: ${parquet.slice(0, 8).join(', ')})`
-        : `dataset ${repoId}@${revision} has no parquet files (moi reads parquet datasets only)`,
-    );
+  const files = choice.pick(info.files).sort();
+  if (files.length === 0 || (choice.exact && files.length !== choice.exact.length)) {
+    throw new UsageError(choice.code ?? 'E_DATASET_NO_PARQUET', choice.none(repoId, revision, info.files));
   }
   try {
     for (const file of files) {

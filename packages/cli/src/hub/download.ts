@@ -216,7 +216,7 @@ export async function downloadBlob(
     start = 0;
   }
   if (start === 0 || start !== meta.size) {
-    start = await fetchInto(ctx, meta, part, start, onBytes);
+    await fetchInto(ctx, meta, part, start, onBytes);
   }
   const got = sizeOf(part);
   if (meta.size !== undefined && got !== meta.size) {

@@ -83,7 +83,7 @@ function positive(value: string | undefined, fallback: number): number {
 
 /** The hub base URL, which must be an http(s) URL; a bad one is named with where it came from. */
 function hubEndpoint(value: string, fromEnv: boolean): string {
-  let url: URL | null = null;
+  let url: URL | null;
   try {
     url = new URL(value);
   } catch {

@@ -142,7 +142,8 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
     record('hub', req);
     const url = decodeURIComponent((req.url ?? '').split('?')[0]);
     // dataset repos are keyed `datasets/{org}/{name}`; their info is /api/datasets/{id}/revision/{rev}
-    const info = /^\/api\/datasets\/([^/]+\/[^/]+)\/revision\/([^/]+)$/.exec(url);
+    // (a revision such as refs/convert/parquet comes URL-encoded as one segment)
+    const info = /^\/api\/datasets\/([^/]+\/[^/]+)\/revision\/(.+)$/.exec(url);
     const infoRepo = info && opts.repos[`datasets/${info[1]}`];
     if (info) {
       if (!infoRepo) return void res.writeHead(404, { 'x-error-code': 'RepoNotFound' }).end();

@@ -201,6 +201,8 @@ export function roundActivations16(x: tf.Tensor2D): tf.Tensor2D {
     const nb = Math.ceil(cols / Q8_BLOCK);
     const pad = nb * Q8_BLOCK - cols;
     const blocks = tf.reshape(pad ? tf.pad(x, [[0, 0], [0, pad]]) : x, [N, nb, Q8_BLOCK]);
+    // d below 2^-126 (a block of |x| < 4e-34) is 0 on a GPU: divNoNan then gives q = 0, an error
+    // below 4e-34 per value, where the kernels keep it; never 0/0
     const d = tf.div(tf.max(tf.abs(blocks), 2, true), tf.scalar(32767));
     const v = tf.divNoNan(blocks, d);
     const q = tf.mul(tf.sign(v), tf.floor(tf.add(tf.abs(v), tf.scalar(0.5))));

@@ -147,7 +147,7 @@ export function createContext(
 /** HF repetition penalty over prompt + generated ids: logit > 0 → logit / p, else logit × p. */
 export const repetitionPenalty: LogitsProcessor = (logits, ctx) => {
   const p = ctx.column('repetitionPenalty');
-  const factor = tf.add(1, tf.mul(ctx.seenMask(), tf.sub(p, 1))); // p where seen, else 1
+  const factor = tf.add(1, tf.mul(ctx.seenMask(), tf.sub(p, 1))); // p where seen, else 1 (p > 0: validated)
   return tf.where(tf.greater(logits, 0), tf.div(logits, factor), tf.mul(logits, factor)) as tf.Tensor2D;
 };
 
@@ -162,6 +162,9 @@ export const presenceFrequencyPenalty: LogitsProcessor = (logits, ctx) => {
 /** logits / T per row; greedy rows (T = 0) are divided by 1 (argmax does not depend on T). */
 export const temperature: LogitsProcessor = (logits, ctx) => {
   const t = ctx.column('temperature');
+  // never a division by 0: greedy rows divide by 1. (A T below ~1e-36 overflows logits / T to ±∞
+  // on every backend, and below 2^-126 a GPU reads it as 0, i.e. divides by 1: both are wrong, and
+  // such a T is accepted today; see issue 21's notes.)
   return tf.div(logits, tf.where(tf.greater(t, 0), t, tf.onesLike(t))) as tf.Tensor2D;
 };
 
@@ -206,7 +209,8 @@ export const topK: LogitsProcessor = (logits, ctx) => {
 export const topP: LogitsProcessor = (logits, ctx) => {
   const vocab = ctx.vocabSize;
   const { values, indices } = tf.topk(logits, vocab);
-  const before = tf.cumsum(tf.softmax(values), 1, true); // exclusive: mass strictly before
+  // exclusive: mass strictly before. Underflowed probabilities (0 on a GPU) only add nothing to it.
+  const before = tf.cumsum(tf.softmax(values), 1, true);
   const p = ctx.column('topP');
   const limit = tf.where(tf.greaterEqual(p, 1), tf.fill(p.shape, 2), tf.sub(p, TOP_P_SLACK));
   const first = tf.equal(tf.reshape(tf.range(0, vocab, 1, 'int32'), [1, vocab]), 0);
@@ -216,6 +220,8 @@ export const topP: LogitsProcessor = (logits, ctx) => {
 
 /** Min-p: keep tokens with prob ≥ minP × max prob, i.e. exp(logit − max logit) ≥ minP. */
 export const minP: LogitsProcessor = (logits, ctx) => {
+  // an underflowed ratio (0 on a GPU, which flushes below 2^-126) is below any min-p but a
+  // subnormal one, which a GPU reads as 0 (keep everything): the tokens that differ have p < 1e-38
   const ratio = tf.exp(tf.sub(logits, tf.max(logits, 1, true)));
   const floor = tf.mul(ctx.column('minP'), 1 - MIN_P_SLACK);
   return tf.where(tf.greaterEqual(ratio, floor), logits, tf.fill(logits.shape, -Infinity)) as tf.Tensor2D;

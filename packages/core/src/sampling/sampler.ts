@@ -65,6 +65,8 @@ export function sample(logits: tf.Tensor2D, rows: readonly RowState[]): SampleRe
     let ids: tf.Tensor1D;
     const greedyIds = () => tf.argMax(processedLogits, 1) as tf.Tensor1D;
     const sampledIds = () => {
+      // GPU-safe: the target is u · total with u ≥ 2^-24, far above 2^-126; a probability that
+      // underflowed (0 on a GPU) cannot be chosen, as a filtered one cannot
       const cdf = tf.cumsum(tf.softmax(processedLogits), 1);
       const total = tf.slice(cdf, [0, vocab - 1], [batch, 1]);
       const target = tf.mul(tf.tensor2d(u, [batch, 1], 'float32'), total);

@@ -16,6 +16,8 @@ export type ModelResolver = (model: string) => Promise<string>;
 export interface EngineLoadOptions {
   /** force a tfjs backend (else MOI_BACKEND, else the best available) */
   backend?: string;
+  /** the cpu backend flushes float32 subnormals, as a GPU does (else MOI_FLUSH_SUBNORMALS) */
+  flushSubnormals?: boolean;
   onLoad?: (p: LoadProgress) => void;
   /** maps the model argument to a folder (hub ids); without one the argument must be a folder */
   resolve?: ModelResolver;
@@ -46,7 +48,7 @@ export class Engine {
   ) {}
 
   static async load(model: string, opts: EngineLoadOptions = {}): Promise<Engine> {
-    const backend = await initBackend({ backend: opts.backend });
+    const backend = await initBackend({ backend: opts.backend, flushSubnormals: opts.flushSubnormals });
     const dir = await (opts.resolve ?? localFolder)(model);
     const loaded = await loadModel(dir, { onProgress: opts.onLoad, dtype: opts.dtype });
     const tokenizer = existsSync(path.join(dir, 'tokenizer.json')) ? loadTokenizer(dir) : null;

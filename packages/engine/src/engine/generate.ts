@@ -32,8 +32,6 @@ export interface GenerateOptions {
   /** prompt tokens per prefill forward (bounds memory; progress is reported per chunk) */
   prefillChunk?: number;
   onPrefill?: (p: { row: number; done: number; total: number }) => void;
-  /** for tests of the fallback path */
-  noInPlaceCache?: boolean;
   /**
    * Continue in an existing cache (a chat session): row i of the batch is row i of the cache,
    * whose offset says how many tokens it already holds; promptIds are only the new tokens.
@@ -76,7 +74,7 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
   for (const row of rows) startRow(mixer, row);
   const B = rows.length;
   const chunk = Math.max(1, opts.prefillChunk ?? 512);
-  const cache: KVCache[] = opts.cache ?? model.makeCache(B, capacity, { noInPlace: opts.noInPlaceCache });
+  const cache: KVCache[] = opts.cache ?? model.makeCache(B, capacity);
   const ctx: StepContext = { model, cache, mixer, eos: new Set(engine.eosTokenIds) };
   let logits: tf.Tensor2D | null = null;
   let next: { ids: number[][] } | { embeds: tf.Tensor2D } | null = null;

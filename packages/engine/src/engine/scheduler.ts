@@ -163,10 +163,9 @@ export class Scheduler {
     this.byId.set(row.index, job);
     opts.signal?.addEventListener('abort', () => this.kick(), { once: true });
     this.kick();
-    const self = this;
     return {
       get slot() { return job.slot; },
-      [Symbol.asyncIterator]: () => self.events(job),
+      [Symbol.asyncIterator]: () => this.events(job),
     };
   }
 

@@ -102,9 +102,13 @@ function priorTraceColumns(logits: tf.Tensor2D, processed: tf.Tensor2D | undefin
     const safeM = tf.where(tf.greater(m, -Infinity), m, tf.zerosLike(m));
     const e = tf.where(valid, tf.exp(tf.sub(all, safeM)), tf.zerosLike(all));
     const z = tf.sum(e, 1, true);
+    // z ≥ 1 wherever a slot is valid (the max's own term is e^0); the clamp only keeps the unused
+    // branch of the select finite where z = 0, and 1e-30 is a normal float32 (not flushed on a GPU)
     const p = tf.where(tf.greater(z, 0), tf.div(e, tf.maximum(z, 1e-30)), isY);
     const count = tf.sum(tf.cast(valid, 'float32'), 1, true);
-    const negEnt = tf.sum(tf.mul(p, tf.log(tf.maximum(p, 1e-38))), 1, true);
+    // −entropy with 0·log 0 = 0 by selection: a clamp max(p, 1e-38) is subnormal, 0 on a GPU, and
+    // gave 0·log 0 = NaN there (issue 21); the select discards the unused branch's NaN
+    const negEnt = tf.sum(tf.where(tf.greater(p, 0), tf.mul(p, tf.log(p)), tf.zerosLike(p)), 1, true);
     const H = tf.clipByValue(tf.where(tf.greater(count, 1), tf.div(negEnt, tf.neg(tf.log(tf.maximum(count, 2)))), tf.zerosLike(count)), 0, 1);
     // per-row mode coefficients
     const ab = settings.flatMap((s) => (s.mode === 'moi' ? [1 / (s.beta + 1), 0, 1, 1 / (s.beta + 1)] : s.mode === 'direct' ? [0, 1, 0, 0] : [0, 0, 1, 0]));
