@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  flushTfjs, gpuDevice, GpuRuntime, initBackend, KERNEL_NEEDS, normKernel, rmsNorm, tensorBuffer, tensorFromBuffer,
+  flushTfjs, gpuDevice, initBackend, KERNEL_NEEDS, normKernel, rmsNorm, tensorBuffer, tensorFromBuffer,
 } from '../src/index.ts';
 import { randn, rng, runtimeOrSkip } from './webgpu-helpers.ts';
 
