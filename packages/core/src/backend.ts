@@ -13,6 +13,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { BackendError } from './errors.ts';
 import { initKernels } from './kernels/wasm/index.ts';
 import { cpuFlushing, setCpuFlushing } from './flush.ts';
+import { shareDeviceWithTfjs } from './kernels/webgpu/device.ts';
 
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu' | 'webgpu';
 export const BACKENDS: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu', 'webgpu'];
@@ -111,6 +112,9 @@ async function startWebgpu(pkg: string): Promise<void> {
   const adapter = await g.navigator.gpu.requestAdapter();
   if (!adapter) throw noAdapterFailure();
   await importPackage(pkg, `install it (\`pnpm add ${pkg}\`)`);
+  // tfjs's webgpu backend over moi's own device (shader-f16, the adapter's limits): our WGSL
+  // kernels and tfjs ops then share one device and each other's buffers
+  await shareDeviceWithTfjs(pkg);
 }
 
 const CANDIDATES: Record<BackendName, Candidate> = {

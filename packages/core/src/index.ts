@@ -10,3 +10,4 @@ export * from './vocab-blocks.ts';
 export * from './embed-source.ts';
 export * from './sampling/index.ts';
 export * from './range.ts';
+export * from './kernels/webgpu/index.ts';
