@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/dtype.ts';
 import { initBackend } from '../src/backend.ts';
-import { disposePacked, packedMatMul, packQ8, quantizeQ8 } from '../src/kernels/packed.ts';
+import { disposePacked, packedMatMul, packQ8, quantizeQ8 } from '../src/kernels/wasm/packed.ts';
 import {
   attention, freeWeight, gather, matmul, mix, SharedKv, splitHeads, ThreadPool, uploadWeight,
   type MatKind, type SharedWeight, type SimdPath,

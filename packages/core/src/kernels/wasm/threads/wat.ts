@@ -261,7 +261,6 @@ class Gen {
         L.push(`    (local.set $xb (i32.add (i32.add (local.get $xq) (i32.mul (local.get $xqs) (i32.const ${i}))) (i32.shl (local.get $b) (i32.const 6))))`);
         for (let v = 0; v < 4; v++) L.push(`    (local.set $x${v} (v128.load offset=${16 * v} (local.get $xb)))`);
         for (let k = 0; k < 4; k++) {
-          const row = 4 * g + k;
           const wAddr = `(i32.add (local.get $wb) (i32.mul (local.get $rb) (i32.const ${4 * g})))`;
           L.push(`    (local.set $w0 (v128.load offset=${32 * k} ${wAddr}))`);
           L.push(`    (local.set $w1 (v128.load offset=${32 * k + 16} ${wAddr}))`);
