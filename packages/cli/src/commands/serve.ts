@@ -62,7 +62,7 @@ async function run(o: ServeFlags, cmd: Command): Promise<void> {
   const { app } = buildServer(engine, scheduler, { modelName, apiKey: o.apiKey, chatTemplate, mix });
   const address = await app.listen({ host: o.host, port: o.port });
   const defaults = resolveMixSettings(mix, process.env);
-  process.stderr.write(`moi-gen serve: ${modelName} (${spec.modelType}, ${engine.backend.name}, weights ${dtypeLabel(engine.loaded)}) on ${address} · max-seqs ${o.maxSeqs} · ` +
+  process.stderr.write(`moi-gen serve: ${modelName} (${spec.modelType}, ${engine.backend.name}, weights ${dtypeLabel(engine.loaded)}, ${engine.threads.note}) on ${address} · max-seqs ${o.maxSeqs} · ` +
     `max-model-len ${maxModelLen} · KV cache ≤ ${MB(kvBytes)} + weights ${MB(weights)} · default mixing ${defaults.mode}` +
     `${defaults.mode === 'moi' ? ` β ${defaults.beta}` : ''}${o.apiKey ? ' · API key required' : ''}\n`);
 
