@@ -69,17 +69,17 @@ export interface ThreadsReport {
 }
 
 /**
- * Whether the matrices go in the thread pool: on the wasm backend, 'always', or under 'auto' when
- * the pool beats today's single-thread kernels at one thread too (q8: int8 activations, 1.4-1.5x
- * packedMatMul at every batch in bench/threads.ts) or there is more than one thread. At one thread
- * f32 stays on XNNPACK (the pool's GEMM is 0.70-0.78x it from 4 rows) and bf16/f16 on the packed
- * kernels (the pool's GEMM is 0.80-0.91x from 16 rows), so one-thread figures never drop; results
- * are the same bits at every thread count from 2 up (and at 1 with 'always').
+ * Whether the matrices go in the thread pool: on the wasm backend, with 'always', or under 'auto'
+ * with more than one thread. One thread under 'auto' is today's engine exactly: f32 on XNNPACK
+ * (the pool's GEMM is 0.70-0.78x it from 4 rows at one thread, bench/threads.ts), bf16/f16 and q8
+ * on the packed kernels (the pool's 16-bit GEMM is 0.80-0.91x from 16 rows), so one-thread
+ * figures never drop. ('always' at one thread: q8 with int8 activations runs 1.4-1.5x the packed
+ * kernels at every batch there, and bf16 decode 1.2x.) Results are the same bits at every thread
+ * count from 2 up, and at 1 with 'always'.
  */
-export function threadedPlan(choice: ThreadedChoice, threads: number, plan: DtypePlan, backend: string): boolean {
+export function threadedPlan(choice: ThreadedChoice, threads: number, backend: string): boolean {
   if (backend !== 'wasm' || choice === 'never') return false;
-  if (choice === 'always') return true;
-  return threads > 1 || (plan.packed && plan.kind === 'q8');
+  return choice === 'always' || threads > 1;
 }
 
 export const THREADED_CHOICES: readonly ThreadedChoice[] = ['auto', 'always', 'never'];
@@ -260,7 +260,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
     }
     const threadedChoice = opts.threadedWeights ?? 'auto';
     if (!THREADED_CHOICES.includes(threadedChoice)) throw new ModelError('E_THREADS', `threadedWeights ${JSON.stringify(threadedChoice)}: expected one of ${THREADED_CHOICES.join(', ')}`);
-    const pooled = threadedPlan(threadedChoice, threads, plan, backend);
+    const pooled = threadedPlan(threadedChoice, threads, backend);
     if (backend === 'wasm' && !pooled) checkHeapFits(spec, plan.dtype, dir);
     // A tensor counts as built once the work after its read is done: the layout and packing of
     // what was read before tensor k end when tensor k is read, the rest when the model is built.
