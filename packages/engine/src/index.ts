@@ -5,7 +5,7 @@
  * `Scheduler`, chat sessions, text (tokenizer, chat templates, the streaming detokenizer), the
  * settings table every request field is declared in, and the per-step trace data.
  */
-export { Engine, type EngineLoadOptions, type ModelResolver } from './engine/engine.ts';
+export { Engine, MAX_THREADS, resolveThreads, type EngineLoadOptions, type ModelResolver } from './engine/engine.ts';
 export * from './engine/generate.ts';
 export * from './engine/scheduler.ts';
 export * from './engine/chat-session.ts';

@@ -18,6 +18,8 @@ export interface BenchOptions {
   backend?: string;
   /** weight dtype asked for (auto by default; the result says what was loaded) */
   dtype?: DtypeChoice;
+  /** threads for the weight matrices (default: Engine.load's: $MOI_THREADS, else the cores, capped) */
+  threads?: number;
   promptTokens?: number;
   genTokens?: number;
   repeat?: number;
@@ -32,6 +34,10 @@ export interface BenchResult {
   /** what the weight matrices were held as (f32, bf16, f16 or q8), and why */
   dtype: string;
   dtypeNote: string;
+  /** threads multiplying the matrices (1: tfjs's single-thread kernels), the pool's SIMD path (null without it), and the line */
+  threads: number;
+  simd: string | null;
+  threads_note: string;
   load_s: number;
   load_gb_s: number;
   prefill_tok_s: number;
@@ -101,14 +107,14 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const bw = await measureReadBandwidth();
   log(`read bandwidth ${bw.gbPerSec.toFixed(2)} GB/s (${bw.method})`);
   const t0 = performance.now();
-  const engine = await Engine.load(o.model, { backend: o.backend, dtype: o.dtype });
+  const engine = await Engine.load(o.model, { backend: o.backend, dtype: o.dtype, threads: o.threads });
   const loadS = (performance.now() - t0) / 1000;
   const spec = engine.spec;
   const prompt = benchPrompt(spec.vocabSize, P);
   const request = (mode: string): GenerateRequest => ({
     promptIds: prompt, maxTokens: G + 1, ignoreEos: true, sampling: { temperature: 0 }, mix: { mode },
   });
-  log(`loaded ${o.model} on ${engine.backend.name} as ${engine.loaded.dtype} (${engine.loaded.dtypeNote}) in ${loadS.toFixed(2)} s`);
+  log(`loaded ${o.model} on ${engine.backend.name} as ${engine.loaded.dtype} (${engine.loaded.dtypeNote}), ${engine.threads.note}, in ${loadS.toFixed(2)} s`);
 
   // warm-up of every path (kernel setup, kept constants), not timed
   for (const mode of ['standard', 'moi', 'direct']) await timeDecode(engine, [{ ...request(mode), maxTokens: 3 }]);
@@ -190,6 +196,9 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     backend: engine.backend.name,
     dtype: engine.loaded.dtype,
     dtypeNote: engine.loaded.dtypeNote,
+    threads: engine.threads.threads,
+    simd: engine.threads.simd,
+    threads_note: engine.threads.note,
     load_s: loadS,
     load_gb_s: engine.loaded.checkpointBytes / loadS / 1e9,
     prefill_tok_s: median(prefill),
@@ -230,6 +239,7 @@ export function formatBench(r: BenchResult): string {
   const rows: [string, string][] = [
     ['model', r.model],
     ['backend / dtype', `${r.backend} / ${dtypeLabel(r)}`],
+    ['threads', r.threads_note],
     ['load', `${r.load_s.toFixed(2)} s (${r.load_gb_s.toFixed(2)} GB/s)`],
     [`prefill (${r.prompt_tokens} tok)`, `${r.prefill_tok_s.toFixed(1)} tok/s`],
     ['decode standard', `${r.decode_tok_s.standard.toFixed(2)} tok/s`],

@@ -10,7 +10,7 @@ import { DTYPE_CHOICES, type DtypeChoice } from '@moi/models';
 import { resolveMixSettings } from '@moi/moi';
 import { resolveSamplingParams } from '@moi/core';
 import {
-  parseSettingText, requestFromSettings, ruleOf, settingAtPath, settingError, SETTINGS,
+  MAX_THREADS, parseSettingText, requestFromSettings, resolveThreads, ruleOf, settingAtPath, settingError, SETTINGS,
   type Setting, type SettingName, type SettingValue, type SettingValues, type TableSetting,
 } from '@moi/engine';
 import { registerFlagNames, warn } from './usage.ts';
@@ -67,11 +67,27 @@ export function dtypeLabel(loaded: { dtype: string; dtypeNote: string }): string
 
 export type { DtypeChoice };
 
+/**
+ * `--threads <n>`: threads multiplying the weights (the wasm thread pool; every command that
+ * loads a model). Default $MOI_THREADS, else the available cores (capped); a value outside 1..256
+ * is a UsageError naming the flag (exit 2), before anything loads.
+ */
+export function threadsOption(): Option {
+  return new Option('--threads <n>', `threads for the weight matrices on wasm (1 to ${MAX_THREADS}; default $MOI_THREADS, else the available cores, at most 8)`)
+    .argParser((v: string) => resolveThreads(v, '--threads'));
+}
+
+/** The thread line for --stats and --verbose: e.g. 'threads 2 (pool, simd relaxed, fma)'. */
+export function threadsLabel(t: { note: string }): string {
+  return t.note;
+}
+
 export function addModelOptions(cmd: Command): Command {
   return cmd
     .requiredOption('-m, --model <dir|id>', 'model folder, or a Hugging Face hub id (found in the HF cache, else downloaded)')
     .addOption(new Option('--backend <name>', 'tfjs backend (default: $MOI_BACKEND, else tensorflow > wasm > cpu)').choices(['tensorflow', 'wasm', 'cpu', 'webgpu']))
     .addOption(dtypeOption())
+    .addOption(threadsOption())
     .option('--revision <rev>', 'hub revision', 'main')
     .option('-q, --quiet', 'no progress bars')
     .option('-v, --verbose', 'print what was loaded (model, backend, time) and the speed to stderr');

@@ -62,11 +62,8 @@ async function run(o: ServeFlags, cmd: Command): Promise<void> {
   const { app } = buildServer(engine, scheduler, { modelName, apiKey: o.apiKey, chatTemplate, mix });
   const address = await app.listen({ host: o.host, port: o.port });
   const defaults = resolveMixSettings(mix, process.env);
-  process.stderr.write(`moi-gen serve: ${modelName} (${spec.modelType}, ${engine.backend.name}, weights ${dtypeLabel(engine.loaded)}) on ${address} · max-seqs ${o.maxSeqs} · ` +
-    `max-model-len ${maxModelLen} · KV cache ≤ ${MB(kvBytes)} + weights ${MB(weights)} · default mixing ${defaults.mode}` +
-    `${defaults.mode === 'moi' ? ` β ${defaults.beta}` : ''}${o.apiKey ? ' · API key required' : ''}\n`);
-
-  await new Promise<void>((resolve) => {
+  // the signal handlers first: a client that reads the start-up line may signal at once
+  const stopped = new Promise<void>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
@@ -81,6 +78,11 @@ async function run(o: ServeFlags, cmd: Command): Promise<void> {
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
+  process.stderr.write(`moi-gen serve: ${modelName} (${spec.modelType}, ${engine.backend.name}, weights ${dtypeLabel(engine.loaded)}) on ${address} · ${engine.threads.note} · max-seqs ${o.maxSeqs} · ` +
+    `max-model-len ${maxModelLen} · KV cache ≤ ${MB(kvBytes)} + weights ${MB(weights)} · default mixing ${defaults.mode}` +
+    `${defaults.mode === 'moi' ? ` β ${defaults.beta}` : ''}${o.apiKey ? ' · API key required' : ''}\n`);
+
+  await stopped;
 }
 
 export function serveCommand(): Command {

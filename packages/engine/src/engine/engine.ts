@@ -6,8 +6,8 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { initBackend, UsageError, type BackendReport } from '@moi/core';
-import { loadModel, type DtypeChoice, type LoadedModel, type LoadProgress } from '@moi/models';
+import { defaultThreads, initBackend, MAX_DEFAULT_THREADS, UsageError, type BackendReport } from '@moi/core';
+import { loadModel, type DtypeChoice, type LoadedModel, type LoadProgress, type ThreadedChoice } from '@moi/models';
 import { eosIds, loadTokenizer, readGenerationConfig, type GenerationConfig, type Tokenizer } from '../text/index.ts';
 
 /** Turns what the user named (a hub id, say) into a model folder on disk. */
@@ -23,6 +23,32 @@ export interface EngineLoadOptions {
   resolve?: ModelResolver;
   /** weight dtype: auto (default), f32, bf16 or q8 (see loadModel) */
   dtype?: DtypeChoice;
+  /**
+   * threads multiplying the weights (the wasm thread pool, issue 26): default $MOI_THREADS, else
+   * the available cores capped at MAX_DEFAULT_THREADS (see resolveThreads)
+   */
+  threads?: number;
+  /** which matrices the pool holds: 'auto' (default; see @moi/models' threadedPlan), 'always', 'never' */
+  threadedWeights?: ThreadedChoice;
+}
+
+/** The most threads one engine may ask for. */
+export const MAX_THREADS = 256;
+
+/**
+ * The thread count to run with: the one asked for (`flag` names where it came from in the error),
+ * else $MOI_THREADS, else defaultThreads() (available cores, at most MAX_DEFAULT_THREADS). A value
+ * that is not an integer from 1 to MAX_THREADS is a UsageError (E_THREADS) naming its source.
+ */
+export function resolveThreads(asked: number | string | undefined, flag = 'threads', env: NodeJS.ProcessEnv = process.env): number {
+  const fromEnv = asked === undefined && (env.MOI_THREADS ?? '').trim() !== '';
+  const raw = asked ?? (fromEnv ? env.MOI_THREADS!.trim() : undefined);
+  if (raw === undefined) return defaultThreads();
+  const n = typeof raw === 'number' ? raw : /^\d+$/.test(raw.trim()) ? Number(raw) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > MAX_THREADS) {
+    throw new UsageError('E_THREADS', `${fromEnv ? 'MOI_THREADS' : flag} must be an integer from 1 to ${MAX_THREADS} (default: the available cores, at most ${MAX_DEFAULT_THREADS}), got ${JSON.stringify(raw)}`);
+  }
+  return n;
 }
 
 /** Without a resolver, the model argument is a folder: a missing one is a typed error naming it. */
@@ -48,9 +74,10 @@ export class Engine {
   ) {}
 
   static async load(model: string, opts: EngineLoadOptions = {}): Promise<Engine> {
+    const threads = resolveThreads(opts.threads);
     const backend = await initBackend({ backend: opts.backend, flushSubnormals: opts.flushSubnormals });
     const dir = await (opts.resolve ?? localFolder)(model);
-    const loaded = await loadModel(dir, { onProgress: opts.onLoad, dtype: opts.dtype });
+    const loaded = await loadModel(dir, { onProgress: opts.onLoad, dtype: opts.dtype, threads, threadedWeights: opts.threadedWeights });
     const tokenizer = existsSync(path.join(dir, 'tokenizer.json')) ? loadTokenizer(dir) : null;
     const generationConfig = readGenerationConfig(dir);
     return new Engine(dir, backend, loaded, tokenizer, generationConfig, eosIds(dir, tokenizer ?? undefined));
@@ -62,6 +89,11 @@ export class Engine {
 
   get spec() {
     return this.loaded.spec;
+  }
+
+  /** What multiplies the weights: the thread pool's threads and SIMD path, or tfjs's kernels. */
+  get threads() {
+    return this.loaded.threads;
   }
 
   dispose(): void {
