@@ -1,0 +1,189 @@
+/**
+ * The engine on webgpu decodes through the GPU plan (issue 23 phase B; gpu-plans.ts, gpu-decode.ts),
+ * on the local adapter (Mesa's lavapipe here), on stories260K (a real pretrained Llama):
+ * - generate(): greedy and MoI trajectories equal reference.json's and the composite path's (the
+ *   same engine with the plan off), the route says where they ran;
+ * - seeded sampling with penalties and logprobs equals the composite path's tokens;
+ * - the Scheduler: rows that join and leave a batch of the plan equal each request alone;
+ * - no tfjs tensor leaks across calls; the plan is lent and returned;
+ * - what the tail does not cover (traces, Soft Thinking) runs on the composite path with the reason;
+ *   MOI_GPU_PLAN=0 turns the plan off; f16 storage on the plan (--dtype f16) stays within a bound of f32.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend, requireShared, UsageError } from '@moi/core';
+import { Engine, generateOne, gpuPlanWanted, Scheduler, type GenerateRequest, type GenerationEvent, type TokenEvent } from '../src/index.ts';
+
+interface Reference {
+  cases: { name: string; input_ids: number[]; greedy: { n: number; tokens: number[] } }[];
+  moi: { beta: number; mode: 'moi' | 'direct'; input_ids: number[]; tokens: number[] }[];
+}
+
+async function collect(stream: AsyncIterable<GenerationEvent>): Promise<{ tokens: number[]; events: TokenEvent[] }> {
+  const events: TokenEvent[] = [];
+  for await (const e of stream) {
+    if (e.type === 'token') events.push(e);
+    else return { tokens: e.tokens, events };
+  }
+  throw new Error('no done event');
+}
+
+describe('engine on webgpu: decode through the GPU plan', function () {
+  this.timeout(900_000);
+  let dir: string;
+  let ref: Reference;
+  let gpu: Engine;
+  let composite: Engine;
+
+  before(async function () {
+    dir = path.join(requireShared(this), 'fixtures', 'stories260K');
+    ref = JSON.parse(readFileSync(path.join(dir, 'reference.json'), 'utf8')) as Reference;
+    try {
+      gpu = await Engine.load(dir, { backend: 'webgpu' });
+    } catch (err) {
+      console.log(`      [skip] webgpu: ${(err as Error).message}`);
+      this.skip();
+    }
+    composite = await Engine.load(dir, { backend: 'webgpu', gpuPlan: false });
+  });
+
+  after(async () => {
+    gpu?.dispose();
+    composite?.dispose();
+    await initBackend({ backend: 'wasm' });
+  });
+
+  it('loads a plan over the checkpoint; the composite engine has none', () => {
+    assert.ok(gpu.gpu, 'the plan is on');
+    assert.equal(gpu.gpu!.dtype, 'f32');
+    assert.match(gpu.gpu!.dtypeNote, /^gpu plan: f32 checkpoint in f32/);
+    assert.equal(composite.gpu, null);
+  });
+
+  it('greedy: every case equals reference.json and the composite path', async () => {
+    for (const c of ref.cases) {
+      const req: GenerateRequest = { promptIds: c.input_ids, maxTokens: c.greedy.n, sampling: { temperature: 0 }, ignoreEos: true };
+      const a = await generateOne(gpu, req);
+      assert.deepEqual(gpu.lastRoute, { path: 'gpu-plan', reason: null });
+      const b = await generateOne(composite, req);
+      assert.deepEqual(a.done.tokens, c.greedy.tokens, `${c.name}: the reference's greedy tokens`);
+      assert.deepEqual(a.done.tokens, b.done.tokens, `${c.name}: the composite path's`);
+      assert.equal(a.done.text, b.done.text);
+    }
+  });
+
+  it('MoI (β = 1, top-20): the trajectory equals reference.json and the composite path, with its diagnostics', async () => {
+    const m = ref.moi.find((x) => x.mode === 'moi')!;
+    const req: GenerateRequest = { promptIds: m.input_ids, maxTokens: m.tokens.length, sampling: { temperature: 0 }, mix: { mode: 'moi', beta: m.beta, topK: 20 }, ignoreEos: true };
+    const a = await generateOne(gpu, req);
+    assert.equal(gpu.lastRoute?.path, 'gpu-plan');
+    const b = await generateOne(composite, req);
+    assert.deepEqual(a.done.tokens, m.tokens, 'the reference trajectory');
+    assert.deepEqual(a.done.tokens, b.done.tokens);
+    for (let s = 0; s < a.events.length; s++) {
+      const x = a.events[s].mix!;
+      const y = b.events[s].mix!;
+      assert.ok(Math.abs(x.entropy - y.entropy) < 1e-4 && Math.abs(x.weight - y.weight) < 1e-4, `step ${s}: H ${x.entropy} vs ${y.entropy}, w ${x.weight} vs ${y.weight}`);
+      assert.equal(x.candidates, y.candidates);
+    }
+  });
+
+  it('seeded sampling with penalties and logprobs: the composite path\'s tokens and logprobs', async () => {
+    const reqs: GenerateRequest[] = [
+      { promptIds: [1, 403, 407, 261, 378], maxTokens: 24, sampling: { temperature: 0.8, topP: 0.9, seed: 11, repetitionPenalty: 1.2, logprobs: 2 }, ignoreEos: true },
+      { promptIds: [1, 403, 407], maxTokens: 24, sampling: { temperature: 1.1, topK: 20, minP: 0.02, seed: 5, frequencyPenalty: 0.4 }, mix: { mode: 'moi', beta: 1 }, ignoreEos: true },
+    ];
+    for (const req of reqs) {
+      const a = await generateOne(gpu, req);
+      assert.equal(gpu.lastRoute?.path, 'gpu-plan');
+      const b = await generateOne(composite, req);
+      assert.deepEqual(a.done.tokens, b.done.tokens);
+      if (req.sampling!.logprobs !== undefined) {
+        for (let s = 0; s < a.events.length; s++) {
+          const x = a.events[s].logprobs!;
+          const y = b.events[s].logprobs!;
+          assert.ok(Math.abs(x.logprob - y.logprob) < 1e-3, `step ${s}: logprob ${x.logprob} vs ${y.logprob}`);
+          assert.deepEqual(x.top!.map((t) => t.id), y.top!.map((t) => t.id));
+        }
+      }
+    }
+  });
+
+  it('the Scheduler on the plan: rows joining and leaving a batch equal each request alone; no tensor leak', async () => {
+    const reqs: GenerateRequest[] = [
+      { promptIds: [1, 403, 407, 261, 378], maxTokens: 18, sampling: { temperature: 0 }, mix: { mode: 'moi', beta: 1 }, ignoreEos: true },
+      { promptIds: [1, 403], maxTokens: 6, sampling: { temperature: 0 }, ignoreEos: true },
+      { promptIds: [1, 261, 378, 403, 407, 261, 378, 300, 301], maxTokens: 12, sampling: { temperature: 0 }, mix: { mode: 'direct' }, ignoreEos: true },
+      { promptIds: [1, 300], maxTokens: 9, sampling: { temperature: 0.9, seed: 3 }, ignoreEos: true },
+      { promptIds: [1, 403, 407, 261], maxTokens: 7, sampling: { temperature: 0 }, ignoreEos: true },
+    ];
+    const alone: number[][] = [];
+    for (const r of reqs) alone.push((await generateOne(gpu, r)).done.tokens);
+    const before = tf.memory().numTensors;
+    const sched = new Scheduler(gpu, { maxSeqs: 3, maxModelLen: 64 });
+    try {
+      // three take the rows; the others wait for a row to free, and join a batch at other positions
+      const got = await Promise.all(reqs.map((r) => collect(sched.submit(r))));
+      got.forEach((g, i) => assert.deepEqual(g.tokens, alone[i], `request ${i}: batched equals alone`));
+      assert.deepEqual(got.map((g) => g.tokens.length), reqs.map((r) => r.maxTokens));
+      // a second round in the same scheduler (rows reused)
+      const again = await collect(sched.submit(reqs[2]));
+      assert.deepEqual(again.tokens, alone[2]);
+    } finally {
+      await sched.close();
+    }
+    assert.equal(tf.memory().numTensors, before, 'no tfjs tensors made or kept');
+    // the composite path agrees on the greedy ones
+    for (const i of [0, 1, 4]) assert.deepEqual((await generateOne(composite, reqs[i])).done.tokens, alone[i]);
+  });
+
+  it('an abort ends the plan\'s rows; the plan goes back to the engine and serves the next call', async () => {
+    const ac = new AbortController();
+    const seen: GenerationEvent[] = [];
+    const { generate } = await import('../src/index.ts');
+    for await (const e of generate(gpu, [{ promptIds: [1, 403], maxTokens: 50, sampling: { temperature: 0 }, ignoreEos: true }], { signal: ac.signal })) {
+      seen.push(e);
+      if (seen.length === 3) ac.abort();
+    }
+    const done = seen.at(-1)!;
+    assert.equal(done.type, 'done');
+    assert.equal(done.type === 'done' && done.finishReason, 'abort');
+    const c = ref.cases[0];
+    const a = await generateOne(gpu, { promptIds: c.input_ids, maxTokens: c.greedy.n, sampling: { temperature: 0 }, ignoreEos: true });
+    assert.deepEqual(a.done.tokens, c.greedy.tokens);
+  });
+
+  it('what the tail does not cover runs on the composite path, with the reason', async () => {
+    const req: GenerateRequest = { promptIds: [1, 403, 407], maxTokens: 5, sampling: { temperature: 0 }, trace: 2, ignoreEos: true };
+    const a = await generateOne(gpu, req);
+    assert.equal(gpu.lastRoute?.path, 'composite');
+    assert.match(gpu.lastRoute!.reason!, /per-step traces/);
+    assert.deepEqual(a.done.tokens, (await generateOne(composite, req)).done.tokens);
+    await generateOne(gpu, { promptIds: [1, 403], maxTokens: 3, sampling: { temperature: 0, logprobs: 8 } });
+    assert.match(gpu.lastRoute!.reason!, /8 top logprobs \(a GPU step records at most 5\)/);
+    await generateOne(gpu, { promptIds: [1, 403], maxTokens: 3, sampling: { temperature: 0 }, mix: { mode: 'moi', topK: 'all' } });
+    assert.match(gpu.lastRoute!.reason!, /topK 'all'/);
+  });
+
+  it('MOI_GPU_PLAN=0 turns the plan off; --dtype f16 needs the plan', async () => {
+    assert.equal(gpuPlanWanted(undefined, { MOI_GPU_PLAN: '0' }), false);
+    assert.equal(gpuPlanWanted(undefined, {}), true);
+    assert.equal(gpuPlanWanted(true, { MOI_GPU_PLAN: '0' }), true);
+    const old = process.env.MOI_GPU_PLAN;
+    process.env.MOI_GPU_PLAN = '0';
+    try {
+      const e = await Engine.load(dir, { backend: 'webgpu' });
+      assert.equal(e.gpu, null);
+      e.dispose();
+      await assert.rejects(Engine.load(dir, { backend: 'webgpu', dtype: 'f16' }),
+        (err: unknown) => err instanceof UsageError && err.code === 'E_DTYPE' && /--dtype f16 is the GPU plan's storage/.test(err.message));
+    } finally {
+      if (old === undefined) delete process.env.MOI_GPU_PLAN;
+      else process.env.MOI_GPU_PLAN = old;
+    }
+    await assert.rejects(Engine.load(dir, { backend: 'webgpu', dtype: 'q8' }),
+      (err: unknown) => err instanceof UsageError && err.code === 'E_DTYPE' && /the GPU plan on webgpu stores auto, f32, f16/.test(err.message));
+  });
+});
