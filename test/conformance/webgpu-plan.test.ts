@@ -11,7 +11,7 @@
  * - `moi-gen bench --json` on webgpu carries those counters as `gpu_step`.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Checkpoint, initBackend, sharedDir, SHARED_MISSING } from '@moi/core';
