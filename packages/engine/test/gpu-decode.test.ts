@@ -7,13 +7,18 @@
  * - the Scheduler: rows that join and leave a batch of the plan equal each request alone;
  * - no tfjs tensor leaks across calls; the plan is lent and returned;
  * - what the tail does not cover (traces, Soft Thinking) runs on the composite path with the reason;
- *   MOI_GPU_PLAN=0 turns the plan off; f16 storage on the plan (--dtype f16) stays within a bound of f32.
+ *   MOI_GPU_PLAN=0 turns the plan off;
+ * - f16 storage on the plan (--dtype f16): its logits stay within the effect of f16 rounding's
+ *   largest error. Rounding to nearest changes a weight w by at most 2^-11·|w| (half an f16 ulp),
+ *   spread about evenly within that; an f32 plan whose every matrix weight is moved by exactly
+ *   ±2^-11·|w| (random signs: the largest rounding error, signs as independent as rounding's) moves
+ *   the logits by D; f16's move is ~D/√3 to first order, and must be ≤ D (and > 0: visible).
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend, requireShared, UsageError } from '@moi/core';
+import { Checkpoint, GpuDecodePlan, GpuRuntime, gpuDevice, initBackend, requireShared, UsageError, type HostTensor } from '@moi/core';
 import { Engine, generateOne, gpuPlanWanted, Scheduler, type GenerateRequest, type GenerationEvent, type TokenEvent } from '../src/index.ts';
 
 interface Reference {
@@ -185,5 +190,57 @@ describe('engine on webgpu: decode through the GPU plan', function () {
     }
     await assert.rejects(Engine.load(dir, { backend: 'webgpu', dtype: 'q8' }),
       (err: unknown) => err instanceof UsageError && err.code === 'E_DTYPE' && /the GPU plan on webgpu stores auto, f32, f16/.test(err.message));
+  });
+
+  it('--dtype f16: the plan stores f16; its logits stay within the effect of f16 rounding\'s largest error', async () => {
+    const e16 = await Engine.load(dir, { backend: 'webgpu', dtype: 'f16' });
+    const prompt = [1, 403, 407, 261, 378, 300, 301];
+    const lastLogits = async (plan: GpuDecodePlan): Promise<Float32Array> => {
+      plan.resetRow(0);
+      await plan.prefill(0, prompt);
+      return plan.logits();
+    };
+    let l16: Float32Array;
+    try {
+      assert.equal(e16.gpu!.dtype, 'f16');
+      assert.match(e16.gpu!.dtypeNote, /^gpu plan: f32 checkpoint in f16 \(--dtype f16, rounded to nearest at load\), f32 accumulation/);
+      const p16 = await e16.gpu!.acquire(1, 16);
+      l16 = await lastLogits(p16);
+      e16.gpu!.release(p16);
+      // generate runs on it
+      const r = await generateOne(e16, { promptIds: prompt, maxTokens: 8, sampling: { temperature: 0 }, mix: { mode: 'moi' }, ignoreEos: true });
+      assert.equal(e16.lastRoute?.path, 'gpu-plan');
+      assert.equal(r.done.tokens.length, 8);
+    } finally {
+      e16.dispose();
+    }
+    const p32 = await gpu.gpu!.acquire(1, 16);
+    const l32 = await lastLogits(p32);
+    gpu.gpu!.release(p32);
+    // the same f32 plan over weights moved by ±2^-11·|w| (seeded signs)
+    let seed = 12345;
+    const sign = () => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed & 0x10000 ? 1 : -1; };
+    const ck = Checkpoint.open(dir);
+    const moved = (name: string): HostTensor | null => {
+      if (!ck.has(name)) return null;
+      const data = ck.readFloat32(name);
+      const shape = ck.info(name).shape;
+      if (shape.length === 2) for (let i = 0; i < data.length; i++) data[i] += sign() * 2 ** -11 * Math.abs(data[i]);
+      return { data, dtype: 'f32', shape };
+    };
+    const pm = await GpuDecodePlan.create({ runtime: new GpuRuntime(await gpuDevice()), spec: gpu.spec, weights: moved, batch: 1, capacity: 16 });
+    ck.close();
+    let lm: Float32Array;
+    try {
+      lm = await lastLogits(pm);
+    } finally {
+      pm.dispose();
+    }
+    const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0);
+    const d16 = maxDiff(l16, l32);
+    const bound = maxDiff(lm, l32);
+    console.log(`      [f16] max |logit(f16) − logit(f32)| = ${d16.toExponential(2)}; bound (±2^-11·|w| on every weight) ${bound.toExponential(2)}`);
+    assert.ok(d16 > 0, 'f16 rounding is visible');
+    assert.ok(d16 <= bound, `f16 logits ${d16} off f32's, past the bound ${bound}`);
   });
 });
