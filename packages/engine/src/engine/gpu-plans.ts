@@ -69,7 +69,7 @@ export function planCapacity(need: number, max: number): number {
  * The checkpoint as the plan reads it: HF graph names (the family's sanitize map) → host tensors
  * in their stored words (F32 as f32, BF16/F16 as 16-bit words, F64 narrowed to f32).
  */
-function checkpointWeights(ckpt: Checkpoint, loaded: LoadedModel): { read: WeightsProvider; dtypeOf(g: string): string } {
+function checkpointWeights(ckpt: Checkpoint, loaded: PlanSource): { read: WeightsProvider; dtypeOf(g: string): string } {
   const source = new Map<string, string>();
   for (const name of ckpt.names()) {
     const g = loaded.family.sanitize(name);
@@ -90,6 +90,9 @@ function checkpointWeights(ckpt: Checkpoint, loaded: LoadedModel): { read: Weigh
   return { read, dtypeOf: (g) => ckpt.info(source.get(g)!).dtype };
 }
 
+/** What the plans are built from: a loaded model, or just its folder, family and spec (a plan-only run). */
+export type PlanSource = Pick<LoadedModel, 'dir' | 'family' | 'spec'>;
+
 /** After the store is full, a plan never reads a weight: a read means a bug, not a missing file. */
 const NO_MORE_READS: WeightsProvider = (g) => {
   throw new ModelError('E_GPU_PLAN', `gpu plan: weight ${g} is not in the GPU weight store (it is filled by the first plan, at load)`);
@@ -103,7 +106,7 @@ export class GpuPlans {
   private disposed = false;
 
   private constructor(
-    readonly loaded: LoadedModel,
+    readonly loaded: PlanSource,
     readonly runtime: GpuRuntime,
     readonly store: GpuWeightStore,
     /** what the matrices are stored as, and why (one line, for the load report) */
@@ -114,7 +117,7 @@ export class GpuPlans {
    * Upload `loaded`'s checkpoint (re-read from its folder, one tensor at a time) in `dtype` and build
    * the first plan (1 row, FIRST_CAPACITY tokens), which compiles the pipelines.
    */
-  static async create(loaded: LoadedModel, choice: string): Promise<GpuPlans> {
+  static async create(loaded: PlanSource, choice: string): Promise<GpuPlans> {
     const runtime = new GpuRuntime(await gpuDevice());
     const ckpt = Checkpoint.open(loaded.dir);
     let first: GpuDecodePlan;
