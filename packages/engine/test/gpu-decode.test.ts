@@ -8,6 +8,7 @@
  * - no tfjs tensor leaks across calls; the plan is lent and returned;
  * - what the tail does not cover (traces, Soft Thinking) runs on the composite path with the reason;
  *   MOI_GPU_PLAN=0 turns the plan off;
+ * - NaN logits on the plan end generation with E_NONFINITE naming the step (generate and the Scheduler);
  * - f16 storage on the plan (--dtype f16): its logits stay within the effect of f16 rounding's
  *   largest error. Rounding to nearest changes a weight w by at most 2^-11·|w| (half an f16 ulp),
  *   spread about evenly within that; an f32 plan whose every matrix weight is moved by exactly
@@ -15,11 +16,12 @@
  *   the logits by D; f16's move is ~D/√3 to first order, and must be ≤ D (and > 0: visible).
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { closeSync, cpSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { Checkpoint, GpuDecodePlan, GpuRuntime, gpuDevice, initBackend, requireShared, UsageError, type HostTensor } from '@moi/core';
-import { Engine, generateOne, gpuPlanWanted, Scheduler, type GenerateRequest, type GenerationEvent, type TokenEvent } from '../src/index.ts';
+import { Checkpoint, GpuDecodePlan, GpuRuntime, gpuDevice, initBackend, ModelError, requireShared, SafetensorsFile, UsageError, type HostTensor } from '@moi/core';
+import { Engine, generate, generateOne, gpuPlanWanted, Scheduler, type GenerateRequest, type GenerationEvent, type TokenEvent } from '../src/index.ts';
 
 interface Reference {
   cases: { name: string; input_ids: number[]; greedy: { n: number; tokens: number[] } }[];
@@ -67,7 +69,10 @@ describe('engine on webgpu: decode through the GPU plan', function () {
     assert.equal(composite.gpu, null);
   });
 
-  it('greedy: every case equals reference.json and the composite path', async () => {
+  it('greedy: every case equals reference.json and the composite path; no tfjs tensors made or kept', async () => {
+    const n0 = tf.memory().numTensors;
+    await generateOne(gpu, { promptIds: [1, 403], maxTokens: 12, sampling: { temperature: 0.7, seed: 1 }, mix: { mode: 'moi' } });
+    assert.equal(tf.memory().numTensors, n0, 'the plan path holds no tfjs tensors');
     for (const c of ref.cases) {
       const req: GenerateRequest = { promptIds: c.input_ids, maxTokens: c.greedy.n, sampling: { temperature: 0 }, ignoreEos: true };
       const a = await generateOne(gpu, req);
@@ -147,7 +152,6 @@ describe('engine on webgpu: decode through the GPU plan', function () {
   it('an abort ends the plan\'s rows; the plan goes back to the engine and serves the next call', async () => {
     const ac = new AbortController();
     const seen: GenerationEvent[] = [];
-    const { generate } = await import('../src/index.ts');
     for await (const e of generate(gpu, [{ promptIds: [1, 403], maxTokens: 50, sampling: { temperature: 0 }, ignoreEos: true }], { signal: ac.signal })) {
       seen.push(e);
       if (seen.length === 3) ac.abort();
@@ -242,5 +246,49 @@ describe('engine on webgpu: decode through the GPU plan', function () {
     console.log(`      [f16] max |logit(f16) − logit(f32)| = ${d16.toExponential(2)}; bound (±2^-11·|w| on every weight) ${bound.toExponential(2)}`);
     assert.ok(d16 > 0, 'f16 rounding is visible');
     assert.ok(d16 <= bound, `f16 logits ${d16} off f32's, past the bound ${bound}`);
+  });
+
+  it('NaN logits on the plan: E_NONFINITE at the step they appear, through generate() and the Scheduler', async function () {
+    // the llama fixture (untied head) with the embedding row of its first greedy token set to NaN:
+    // step 0 is finite, step 1 (that token's input) is not (as test/nonfinite.test.ts on the composite path)
+    const llama = path.join(requireShared(this), 'fixtures', 'llama');
+    const prompt = [1, 499, 377, 390, 368];
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'moi-gpu-nonfinite-'));
+    try {
+      const dir = path.join(tmp, 'm');
+      cpSync(llama, dir, { recursive: true });
+      const clean = await Engine.load(llama, { backend: 'webgpu' });
+      const first = (await generateOne(clean, { promptIds: prompt, maxTokens: 1, sampling: { temperature: 0 }, ignoreEos: true })).done.tokens[0];
+      clean.dispose();
+      const f = SafetensorsFile.open(path.join(dir, 'model.safetensors'));
+      const e = f.info('model.embed_tokens.weight');
+      f.close();
+      const H = e.shape[1];
+      const fd = openSync(path.join(dir, 'model.safetensors'), 'r+');
+      writeSync(fd, new Uint8Array(new Float32Array(H).fill(Number.NaN).buffer), 0, 4 * H, e.offset + 4 * H * first);
+      closeSync(fd);
+      const broken = await Engine.load(dir, { backend: 'webgpu' });
+      try {
+        const isStep1 = (err: unknown) => err instanceof ModelError && err.code === 'E_NONFINITE' && /NaN\/Inf logits at step 1;/.test(err.message);
+        const seen: number[] = [];
+        await assert.rejects(async () => {
+          for await (const ev of generate(broken, [{ promptIds: prompt, maxTokens: 4, sampling: { temperature: 0 }, ignoreEos: true }])) {
+            if (ev.type === 'token') seen.push(ev.token);
+          }
+        }, isStep1);
+        assert.equal(broken.lastRoute?.path, 'gpu-plan');
+        assert.deepEqual(seen, [first]);
+        const sched = new Scheduler(broken, { maxSeqs: 2, maxModelLen: 32 });
+        try {
+          await assert.rejects(collect(sched.submit({ promptIds: prompt, maxTokens: 4, sampling: { temperature: 0 }, ignoreEos: true })), isStep1);
+        } finally {
+          await sched.close();
+        }
+      } finally {
+        broken.dispose();
+      }
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
   });
 });
