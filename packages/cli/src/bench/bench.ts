@@ -11,6 +11,7 @@ import { dtypeLabel } from '../commands/options.ts';
 import { Engine } from '@moi/engine';
 import { generate, type GenerateRequest } from '@moi/engine';
 import { measureReadBandwidth, median } from './bandwidth.ts';
+import { measureGpuStep, type GpuStepCounters } from './gpu-step.ts';
 import { profileDecodeStep, type StepProfile } from './profile.ts';
 
 export interface BenchOptions {
@@ -57,6 +58,13 @@ export interface BenchResult {
   decode_cpu_ms_per_tok: { standard: number; moi: number };
   /** one profiled batch-1 decode step: kernels dispatched (by name) and kernel time by bucket */
   step_profile: StepProfile;
+  /**
+   * webgpu with the GPU plan (issue 23): one warm batch-1 MoI decode step's counters (gpu-step.ts);
+   * null on other backends or with MOI_GPU_PLAN=0. The decode figures above then ran on the plan.
+   */
+  gpu_step: GpuStepCounters | null;
+  /** the GPU plan's storage and why (webgpu), else null */
+  gpu_dtype_note: string | null;
   /** whether our own wasm kernels (src/kernels/wasm) ran */
   kernels_active: boolean;
   /**
@@ -185,6 +193,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     log(`batch ${b}: ${batch[String(b)].toFixed(2)} tok/s`);
   }
   const tensorsAfter = tf.memory().numTensors;
+  const gpuStep = await measureGpuStep(engine, prompt);
+  if (gpuStep) log(`gpu_step: ${JSON.stringify(gpuStep)}`);
 
   // Bytes a batch-1 decode step reads: every weight once, except an untied embedding table, of
   // which only one row is gathered (a tied table is the head, read whole every step).
@@ -216,6 +226,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     weight_bytes: engine.loaded.weightBytes,
     decode_cpu_ms_per_tok: { standard: median(cpu.standard), moi: median(cpu.moi) },
     step_profile: stepProfile,
+    gpu_step: gpuStep,
+    gpu_dtype_note: engine.gpu?.dtypeNote ?? null,
     kernels_active: kernelsActive,
     kernels_off: kernelsOn ? {
       prefill_tok_s: median(off.prefill),
@@ -252,6 +264,12 @@ export function formatBench(r: BenchResult): string {
       `${(r.roofline.bandwidth_gb_s * 1e9 / r.roofline.bytes_per_token).toFixed(2)} tok/s max; ratio ${r.roofline.ratio.toFixed(3)}`],
     ['decode CPU time', `${r.decode_cpu_ms_per_tok.standard.toFixed(2)} ms/tok standard, ${r.decode_cpu_ms_per_tok.moi.toFixed(2)} moi`],
     ['kernels / decode step', profileLine(r.step_profile)],
+    ...(r.gpu_step ? [
+      ['gpu plan', r.gpu_dtype_note ?? ''],
+      ['gpu plan / step', `${r.gpu_step.dispatches} dispatches (${r.gpu_step.dispatches_per_layer} a layer + ${r.gpu_step.dispatches_outside_layers}), ` +
+        `${r.gpu_step.uploads_bytes} B up, ${r.gpu_step.readbacks} read of ${r.gpu_step.readback_bytes_per_row} B a row, ` +
+        `new: ${r.gpu_step.new_pipelines} pipelines, ${r.gpu_step.new_bind_groups} bind groups, ${r.gpu_step.new_buffers} buffers`],
+    ] as [string, string][] : []),
     ...(r.kernels_off ? [
       ['kernels off: prefill', `${r.kernels_off.prefill_tok_s.toFixed(1)} tok/s`],
       ['kernels off: decode', `${r.kernels_off.decode_tok_s.standard.toFixed(2)} tok/s standard, ${r.kernels_off.decode_tok_s.moi.toFixed(2)} moi; ` +

@@ -51,8 +51,13 @@ export const idList = (v: string): number[] => {
  */
 export function dtypeOption(): Option {
   return new Option('--dtype <dtype>', "weight matrices held as: auto (a bf16/f16 checkpoint stays 16-bit, f32 stays f32), " +
-    'f32, bf16 (16-bit words) or q8 (blocks of 32 int8 + a scale, as llama.cpp Q8_0); packed weights run on wasm, other backends widen them at load')
-    .choices(DTYPE_CHOICES)
+    'f32, bf16 (16-bit words) or q8 (blocks of 32 int8 + a scale, as llama.cpp Q8_0); packed weights run on wasm, other backends widen them at load. ' +
+    "On webgpu's GPU plan (issue 23): auto (f16 for a 16-bit checkpoint, f32 for f32), f32 or f16")
+    // (the GPU plan's f16 beside the table's choices; Engine.load refuses it off the plan)
+    .argParser((v: string) => {
+      if ((DTYPE_CHOICES as readonly string[]).includes(v) || v === 'f16') return v;
+      throw new InvalidArgumentError(`Allowed choices are ${DTYPE_CHOICES.join(', ')}. On webgpu's GPU plan also f16.`);
+    })
     .default('auto');
 }
 
