@@ -14,6 +14,7 @@
  */
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
+import sjson from 'secure-json-parse';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import type { MixOptions } from '@moi/moi';
@@ -86,8 +87,6 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
   const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
   const app = Fastify({
     logger: false, bodyLimit: opts.bodyLimit ?? 4 * 1024 * 1024, return503OnClosing: true,
-    // a "__proto__" or "constructor.prototype" key is refused (the error handler names it)
-    onProtoPoisoning: 'error', onConstructorPoisoning: 'error',
   });
   const maxPromptChars = opts.maxPromptChars ?? DEFAULT_MAX_PROMPT_CHARS;
   const maxListItems = opts.maxListItems ?? DEFAULT_MAX_LIST_ITEMS;
@@ -120,11 +119,7 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
     let e: ApiError;
     if (err instanceof ApiError) e = err;
     else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || err.statusCode === 413) e = new ApiError(413, `request body too large (limit ${app.initialConfig.bodyLimit} bytes)`);
-    else if (/forbidden prototype property/.test(err.message)) {
-      // secure-json-parse's refusal of "__proto__" / "constructor.prototype" keys
-      const key = /constructor/.test(err.message) ? 'constructor.prototype' : '__proto__';
-      e = new ApiError(400, `the body has a "${key}" key, which is refused (prototype poisoning)`, key);
-    }
+
     else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) e = new ApiError(err.statusCode, err.message);
     else {
       log(`error: ${err.stack ?? err.message}`);
@@ -135,6 +130,25 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
   app.setNotFoundHandler((req, reply) => {
     const e = new ApiError(404, `no route ${req.method} ${req.url}`);
     void reply.status(404).send(e.body());
+  });
+
+  // ---- JSON bodies: secure-json-parse, as fastify's own parser, but its errors say what was wrong
+  // (fastify's says "Body is not valid JSON" for a "__proto__" key too)
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    const text = body as string;
+    if (text.length === 0) return done(new ApiError(400, 'the body is empty (expected a JSON object)'), undefined);
+    try {
+      done(null, sjson.parse(text, null, { protoAction: 'error', constructorAction: 'error' }));
+    } catch (err) {
+      if (!/forbidden prototype property/.test((err as Error).message)) {
+        return done(new ApiError(400, `the body is not valid JSON: ${(err as Error).message}`), undefined);
+      }
+      // which key: a parse that lets "__proto__" through but not "constructor.prototype" tells
+      let key = '__proto__';
+      try { sjson.parse(text, null, { protoAction: 'ignore', constructorAction: 'error' }); } catch { key = 'constructor.prototype'; }
+      done(new ApiError(400, `the body has a "${key}" key, which is refused (prototype poisoning)`, key), undefined);
+    }
   });
 
   // ---- simple endpoints

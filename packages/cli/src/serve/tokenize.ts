@@ -5,6 +5,10 @@
  * worker starts on first use and is ended by close(). Its errors come back as the same typed
  * errors (UsageError, ModelError) the inline path throws.
  */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ModelError, MoiError, UsageError } from '@moi/core';
 import { encodeChat, encodePrompt, type ChatMessage, type ChatTemplateSource, type Tokenizer } from '@moi/engine';
@@ -32,7 +36,10 @@ function startWorker(setup: EncoderSetup): Worker {
   const self = import.meta.url;
   if (self.endsWith('.ts')) {
     const entry = new URL('./tokenize-worker.ts', self).href;
-    const tsx = import.meta.resolve('tsx/esm/api');
+    // tsx's ESM api, as its package exports it to `import` (tsx registers itself in this thread only)
+    const pkgFile = createRequire(self).resolve('tsx/package.json');
+    const api = (JSON.parse(readFileSync(pkgFile, 'utf8')) as { exports: Record<string, { import: { default: string } }> }).exports['./esm/api'].import.default;
+    const tsx = pathToFileURL(path.join(path.dirname(pkgFile), api)).href;
     const boot = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`;
     return new Worker(boot, { eval: true, workerData: setup });
   }
