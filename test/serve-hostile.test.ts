@@ -165,7 +165,7 @@ describe('serve: hostile requests (auth, isolation, bounded work)', function () 
 
     it('every variant without the key (or with a wrong one) is 401, never 200', async () => {
       for (const [method, p, b] of variants) {
-        for (const headers of [{}, { authorization: `Bearer ${KEY}x` }, { authorization: KEY }]) {
+        for (const headers of [{}, { authorization: `Bearer ${KEY}x` }, { authorization: KEY }] as Record<string, string>[]) {
           const r = await raw(srv.port, method, p, { body: b, headers });
           assert.equal(r.status, 401, `${method} ${p} ${JSON.stringify(headers)}: ${r.status} ${r.body.slice(0, 200)}`);
           if (method !== 'HEAD') assert.equal(JSON.parse(r.body).error.type, 'AuthenticationError');

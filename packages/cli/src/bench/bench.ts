@@ -18,6 +18,8 @@ export interface BenchOptions {
   backend?: string;
   /** weight dtype asked for (auto by default; the result says what was loaded) */
   dtype?: DtypeChoice;
+  /** false: skip the load's weight check (--no-check-tensors) */
+  checkTensors?: boolean;
   promptTokens?: number;
   genTokens?: number;
   repeat?: number;
@@ -101,7 +103,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const bw = await measureReadBandwidth();
   log(`read bandwidth ${bw.gbPerSec.toFixed(2)} GB/s (${bw.method})`);
   const t0 = performance.now();
-  const engine = await Engine.load(o.model, { backend: o.backend, dtype: o.dtype });
+  const engine = await Engine.load(o.model, { backend: o.backend, dtype: o.dtype, checkTensors: o.checkTensors });
   const loadS = (performance.now() - t0) / 1000;
   const spec = engine.spec;
   const prompt = benchPrompt(spec.vocabSize, P);

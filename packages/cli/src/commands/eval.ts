@@ -19,7 +19,7 @@ import { showProgress } from '../progress.ts';
 import { loadTokenizer, type Tokenizer } from '@moi/engine';
 import { resolveModel } from '../hub/index.ts';
 import { loadEngine } from './load.ts';
-import { addSettingOptions, dtypeOption, int, modelArg, num, settingFlags, userPath, type DtypeChoice } from './options.ts';
+import { addSettingOptions, checkTensorsOption, dtypeOption, int, modelArg, num, settingFlags, userPath, type DtypeChoice } from './options.ts';
 
 interface EvalFlags {
   model: string;
@@ -36,6 +36,7 @@ interface EvalFlags {
   split?: string;
   backend?: string;
   dtype: DtypeChoice;
+  checkTensors?: boolean;
   revision?: string;
   quiet?: boolean;
   release?: string;
@@ -221,6 +222,7 @@ export function evalCommand(): Command {
     .option('--split <name>', 'dataset split', 'train')
     .addOption(new Option('--backend <name>', 'tfjs backend').choices(['tensorflow', 'wasm', 'cpu', 'webgpu']))
     .addOption(dtypeOption())
+    .addOption(checkTensorsOption())
     .option('--revision <rev>', 'hub revision of the model', 'main')
     .option('-q, --quiet', 'no progress bar');
   addExecOptions(cmd);

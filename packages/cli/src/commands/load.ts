@@ -6,13 +6,18 @@ import { makeProgress, prefillChunkFor, showProgress, type Progress } from '../p
 import { dtypeLabel, modelArg, type DtypeChoice } from './options.ts';
 import { atEnd } from './usage.ts';
 
-export interface ModelFlags { model: string; backend?: string; dtype?: DtypeChoice; revision?: string; quiet?: boolean; verbose?: boolean }
+export interface ModelFlags {
+  model: string; backend?: string; dtype?: DtypeChoice; revision?: string; quiet?: boolean; verbose?: boolean;
+  /** false with --no-check-tensors: skip the load's NaN/Inf weight check */
+  checkTensors?: boolean;
+}
 
 export async function loadEngine(o: ModelFlags, forceQuiet = false): Promise<{ engine: Engine; progress: Progress }> {
   const progress = makeProgress(showProgress(Boolean(o.quiet) || forceQuiet));
   const engine = await Engine.load(modelArg(o.model), {
     backend: o.backend,
     dtype: o.dtype,
+    checkTensors: o.checkTensors ?? true,
     resolve: hubResolver({ revision: o.revision, onProgress: (p) => progress.download(p) }),
     onLoad: (p) => progress.load(p),
   }).catch((err: unknown) => {

@@ -23,6 +23,8 @@ export interface EngineLoadOptions {
   resolve?: ModelResolver;
   /** weight dtype: auto (default), f32, bf16 or q8 (see loadModel) */
   dtype?: DtypeChoice;
+  /** check every weight for NaN/±Inf/|w| ≥ 2^64 at load, E_NONFINITE_WEIGHTS (default true; see loadModel) */
+  checkTensors?: boolean;
 }
 
 /** Without a resolver, the model argument is a folder: a missing one is a typed error naming it. */
@@ -50,7 +52,7 @@ export class Engine {
   static async load(model: string, opts: EngineLoadOptions = {}): Promise<Engine> {
     const backend = await initBackend({ backend: opts.backend, flushSubnormals: opts.flushSubnormals });
     const dir = await (opts.resolve ?? localFolder)(model);
-    const loaded = await loadModel(dir, { onProgress: opts.onLoad, dtype: opts.dtype });
+    const loaded = await loadModel(dir, { onProgress: opts.onLoad, dtype: opts.dtype, checkTensors: opts.checkTensors });
     const tokenizer = existsSync(path.join(dir, 'tokenizer.json')) ? loadTokenizer(dir) : null;
     const generationConfig = readGenerationConfig(dir);
     return new Engine(dir, backend, loaded, tokenizer, generationConfig, eosIds(dir, tokenizer ?? undefined));
