@@ -99,7 +99,10 @@ export function specFromConfig(config: RawConfig, source = 'config.json'): { fam
       throw err;
     }
     // the bounds on each field should make this impossible; a combination of them must not either
-    if (!r.invFreq.every((f) => Number.isFinite(f) && f > 0) || !(Number.isFinite(r.attentionScaling) && r.attentionScaling > 0)) {
+    // in float32, as the device holds them (rope_theta 1e-300 gives frequencies past 3.4e38), and
+    // so are the angles of every position (position × frequency)
+    const f32ok = (x: number) => Number.isFinite(Math.fround(x)) && Math.fround(x) > 0;
+    if (!r.invFreq.every((f) => f32ok(f) && Number.isFinite(Math.fround(f * spec.maxPositionEmbeddings))) || !f32ok(r.attentionScaling)) {
       throw new ModelError('E_CONFIG', `${source}: rope_theta (${rope.base}) and rope_scaling (${JSON.stringify(rope.scaling)}) give non-finite rotary frequencies`);
     }
   }
