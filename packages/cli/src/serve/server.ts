@@ -28,6 +28,7 @@ import {
   buildRequests, chatLogprob, CompletionLogprobs, contentText, moiReport, usage,
 } from './openai.ts';
 import { chatSchema, completionSchema, unknownFields, type ChatBody, type CompletionBody } from './schema.ts';
+import { DEFAULT_MAX_LIST_ITEMS, DEFAULT_MAX_PROMPT_CHARS } from './limits.ts';
 import { DEFAULT_INLINE_CHARS, PromptEncoder } from './tokenize.ts';
 
 export interface ServerOptions {
@@ -51,8 +52,6 @@ export interface ServerOptions {
   inlineTokenizeChars?: number;
 }
 
-export const DEFAULT_MAX_PROMPT_CHARS = 1 << 20;
-export const DEFAULT_MAX_LIST_ITEMS = 2048;
 
 /** Routes (as fastify matched them) that answer without the API key. Every other one needs it. */
 const PUBLIC_ROUTES = new Set(['/health', '/metrics']);
