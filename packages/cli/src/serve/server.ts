@@ -173,14 +173,15 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
     const b = body as Record<string, unknown>;
     const tooMany = (what: string, n: number, limit: number, flag: string) =>
       new ApiError(400, `${what} has ${n} items; the limit is ${limit} (${flag})`, what.split('[')[0]);
+    // a token-id list longer than the context is refused as buildRequests would (vLLM's words)
+    const tooLong = (n: number) => new ApiError(400, `This model's maximum context length is ${scheduler.maxModelLen} tokens. ` +
+      `However, your prompt has ${n} tokens. Please reduce the length of the prompt.`, 'prompt');
     if (Array.isArray(b.prompt)) {
-      const ids = typeof b.prompt[0] === 'number';
-      const limit = ids ? scheduler.maxModelLen : maxListItems;
-      if (b.prompt.length > limit) throw tooMany('prompt', b.prompt.length, limit, ids ? 'the max model len' : '--max-list-items');
-      if (!ids) {
-        for (const item of b.prompt) {
-          if (Array.isArray(item) && item.length > scheduler.maxModelLen) throw tooMany('prompt', item.length, scheduler.maxModelLen, 'the max model len');
-        }
+      if (typeof b.prompt[0] === 'number') {
+        if (b.prompt.length >= scheduler.maxModelLen) throw tooLong(b.prompt.length);
+      } else {
+        if (b.prompt.length > maxListItems) throw tooMany('prompt', b.prompt.length, maxListItems, '--max-list-items');
+        for (const item of b.prompt) if (Array.isArray(item) && item.length >= scheduler.maxModelLen) throw tooLong(item.length);
       }
     }
     if (Array.isArray(b.messages)) {
