@@ -326,6 +326,12 @@ describe('serve: hostile requests (auth, isolation, bounded work)', function () 
       assert.match(h.value.json.error.message, new RegExp(`your prompt has ${want} tokens`));
       assert.ok(h.samples >= 3, `${h.samples} /health samples in ${h.ms.toFixed(0)} ms while it was tokenized`);
       assert.ok(h.p90 < 200 && h.worst < h.ms / 2, `/health: p90 ${h.p90.toFixed(0)} ms, worst ${h.worst.toFixed(0)} ms of ${h.ms.toFixed(0)} ms`);
+      // many short prompts are one long job: a list of 40 × 2.3k characters goes to the worker too
+      const list = await healthWhile(srv.url, post(srv.url, '/v1/completions', { prompt: Array.from({ length: 40 }, () => unit.repeat(62)), max_tokens: 4 }));
+      const each = engine.tokenizer!.encode(unit.repeat(62), { addSpecialTokens: true }).length;
+      assert.equal(list.value.status, 400, JSON.stringify(list.value.json));
+      assert.match(list.value.json.error.message, new RegExp(`your prompt has ${each} tokens`));
+      assert.ok(list.p90 < 200 && list.worst < Math.max(200, list.ms / 2), `/health: p90 ${list.p90.toFixed(0)} ms, worst ${list.worst.toFixed(0)} ms of ${list.ms.toFixed(0)} ms`);
       // a chat conversation the same way (template on the worker too)
       const chat = await healthWhile(srv.url, postFromThread(srv.url, '/v1/chat/completions', { messages: [{ role: 'system', content: 'Be kind.' }, { role: 'user', content: '@TEXT@' }] }, unit, 2500));
       const chatIds = engine.tokenizer!.encode(`system: Be kind.\nuser: ${prompt}\n`, { addSpecialTokens: false }).length + 1; // + BOS

@@ -52,7 +52,6 @@ export interface ServerOptions {
   inlineTokenizeChars?: number;
 }
 
-
 /** Routes (as fastify matched them) that answer without the API key. Every other one needs it. */
 const PUBLIC_ROUTES = new Set(['/health', '/metrics']);
 
@@ -118,7 +117,6 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
     let e: ApiError;
     if (err instanceof ApiError) e = err;
     else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || err.statusCode === 413) e = new ApiError(413, `request body too large (limit ${app.initialConfig.bodyLimit} bytes)`);
-
     else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) e = new ApiError(err.statusCode, err.message);
     else {
       log(`error: ${err.stack ?? err.message}`);
@@ -367,18 +365,17 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
     const p = body.prompt;
     const list: (string | number[])[] = typeof p === 'string' ? [p]
       : p.length > 0 && typeof p[0] === 'number' ? [p as number[]] : (p as (string | number[])[]);
-    checkChars('prompt', list.reduce((n, item) => n + (typeof item === 'string' ? item.length : 0), 0));
-    const prompts: { ids: number[]; requests: GenerateRequest[] }[] = [];
-    for (const item of list) {
-      let ids: number[];
-      if (typeof item === 'string') {
-        if (!tok || !encoder) throw new ApiError(400, 'this model has no tokenizer: send the prompt as token ids', 'prompt');
-        ids = await encoder.prompt(item);
-        if (ids.length === 0) throw new ApiError(400, 'the prompt is empty', 'prompt');
-      } else ids = item;
+    const texts = list.filter((item): item is string => typeof item === 'string');
+    checkChars('prompt', texts.reduce((n, t) => n + t.length, 0));
+    if (texts.length > 0 && (!tok || !encoder)) throw new ApiError(400, 'this model has no tokenizer: send the prompt as token ids', 'prompt');
+    const encoded = texts.length > 0 ? await encoder!.prompts(texts) : [];
+    let next = 0;
+    const prompts = list.map((item) => {
+      const ids = typeof item === 'string' ? encoded[next++] : item;
+      if (ids.length === 0) throw new ApiError(400, 'the prompt is empty', 'prompt');
       const requests = buildRequests(body, 'completions', { promptIds: ids, vocabSize: engine.spec.vocabSize, maxModelLen: scheduler.maxModelLen, mixDefaults });
-      prompts.push({ ids, requests });
-    }
+      return { ids, requests };
+    });
     return run(req, reply, 'text_completion', prompts, body);
   });
 

@@ -15,9 +15,9 @@ const tok = loadTokenizer(setup.dir);
 parentPort!.on('message', (job: EncodeJob) => {
   let reply: EncodeReply;
   try {
-    const ids = job.kind === 'prompt'
-      ? encodePrompt(tok, job.text)
-      : encodeChat(tok, job.messages, { template: setup.template ?? undefined, addGenerationPrompt: job.addGenerationPrompt, extra: job.extra });
+    const ids = job.kind === 'prompts'
+      ? job.texts.map((t) => encodePrompt(tok, t))
+      : [encodeChat(tok, job.messages, { template: setup.template ?? undefined, addGenerationPrompt: job.addGenerationPrompt, extra: job.extra })];
     reply = { id: job.id, ids };
   } catch (e) {
     const err = e instanceof Error ? e : new Error(String(e));

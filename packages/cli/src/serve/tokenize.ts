@@ -21,11 +21,11 @@ export interface EncoderSetup {
 }
 
 export type EncodeJob =
-  | { id: number; kind: 'prompt'; text: string }
+  | { id: number; kind: 'prompts'; texts: string[] }
   | { id: number; kind: 'chat'; messages: ChatMessage[]; addGenerationPrompt: boolean; extra?: Record<string, unknown> };
 
 export type EncodeReply =
-  | { id: number; ids: number[] }
+  | { id: number; ids: number[][] }
   | { id: number; error: { name: string; message: string; code?: string; field?: string } };
 
 /** Prompts longer than this (characters) are encoded on the worker (default). */
@@ -57,27 +57,27 @@ function rebuild(e: { name: string; message: string; code?: string; field?: stri
 export class PromptEncoder {
   private worker: Worker | null = null;
   private nextId = 0;
-  private readonly waiting = new Map<number, { resolve: (ids: number[]) => void; reject: (e: Error) => void }>();
+  private readonly waiting = new Map<number, { resolve: (ids: number[][]) => void; reject: (e: Error) => void }>();
 
   constructor(private readonly tok: Tokenizer, private readonly setup: EncoderSetup, readonly inlineChars = DEFAULT_INLINE_CHARS) {}
 
-  /** A completion prompt's ids (BOS as the tokenizer adds it). */
-  prompt(text: string): Promise<number[]> {
-    if (text.length <= this.inlineChars) return Promise.resolve(encodePrompt(this.tok, text));
-    return this.send({ id: 0, kind: 'prompt', text });
+  /**
+   * Completion prompts' ids (BOS as the tokenizer adds it), one list per text. The request's
+   * characters in all decide where: many short prompts are as long a job as one long one.
+   */
+  async prompts(texts: string[]): Promise<number[][]> {
+    const chars = texts.reduce((n, t) => n + t.length, 0);
+    if (chars <= this.inlineChars) return texts.map((t) => encodePrompt(this.tok, t));
+    return this.send({ id: 0, kind: 'prompts', texts });
   }
 
   /** A conversation's ids, rendered with the server's chat template. */
-  chat(messages: ChatMessage[], o: { addGenerationPrompt: boolean; extra?: Record<string, unknown> }): Promise<number[]> {
+  async chat(messages: ChatMessage[], o: { addGenerationPrompt: boolean; extra?: Record<string, unknown> }): Promise<number[]> {
     const chars = messages.reduce((n, m) => n + m.content.length, 0);
     if (chars <= this.inlineChars) {
-      try {
-        return Promise.resolve(encodeChat(this.tok, messages, { template: this.setup.template ?? undefined, addGenerationPrompt: o.addGenerationPrompt, extra: o.extra }));
-      } catch (e) {
-        return Promise.reject(e);
-      }
+      return encodeChat(this.tok, messages, { template: this.setup.template ?? undefined, addGenerationPrompt: o.addGenerationPrompt, extra: o.extra });
     }
-    return this.send({ id: 0, kind: 'chat', messages, addGenerationPrompt: o.addGenerationPrompt, extra: o.extra });
+    return (await this.send({ id: 0, kind: 'chat', messages, addGenerationPrompt: o.addGenerationPrompt, extra: o.extra }))[0];
   }
 
   /** End the worker (pending encodings fail). */
@@ -87,7 +87,7 @@ export class PromptEncoder {
     if (w) await w.terminate();
   }
 
-  private send(job: EncodeJob): Promise<number[]> {
+  private send(job: EncodeJob): Promise<number[][]> {
     const w = this.worker ??= this.spawn();
     const id = ++this.nextId;
     return new Promise((resolve, reject) => {
