@@ -16,6 +16,7 @@ import { ThreadedStorage } from './threaded-weights.ts';
 import { familyFor } from './registry.ts';
 import type { DecoderSpec } from './spec.ts';
 import { buildWeights, checkNames, checkShape, expectedTensors, weightBytes, type MatrixSource } from './weights.ts';
+import { scanBytes, scanFloat32, type WeightScan } from './finite.ts';
 import { DTYPE_CHOICES, planDtype, type DtypeChoice, type DtypePlan, type WeightDtype } from './weight-dtype.ts';
 
 export interface LoadProgress {
@@ -48,6 +49,12 @@ export interface LoadOptions {
   pool?: ThreadPool;
   /** 'auto' (default: see threadedPlan), 'always' (every dtype in the pool), 'never' */
   threadedWeights?: ThreadedChoice;
+  /**
+   * Check every weight as it is read for NaN, ±Inf and |w| ≥ 2^64 (finite.ts), failing with
+   * E_NONFINITE_WEIGHTS naming the tensor (default true; false skips the pass, for trusted files:
+   * the CLI's --no-check-tensors).
+   */
+  checkTensors?: boolean;
 }
 
 export type ThreadedChoice = 'auto' | 'always' | 'never';
@@ -138,7 +145,10 @@ export function specFromConfig(config: RawConfig, source = 'config.json'): { fam
       throw err;
     }
     // the bounds on each field should make this impossible; a combination of them must not either
-    if (!r.invFreq.every((f) => Number.isFinite(f) && f > 0) || !(Number.isFinite(r.attentionScaling) && r.attentionScaling > 0)) {
+    // in float32, as the device holds them (rope_theta 1e-300 gives frequencies past 3.4e38), and
+    // so are the angles of every position (position × frequency)
+    const f32ok = (x: number) => Number.isFinite(Math.fround(x)) && Math.fround(x) > 0;
+    if (!r.invFreq.every((f) => f32ok(f) && Number.isFinite(Math.fround(f * spec.maxPositionEmbeddings))) || !f32ok(r.attentionScaling)) {
       throw new ModelError('E_CONFIG', `${source}: rope_theta (${rope.base}) and rope_scaling (${JSON.stringify(rope.scaling)}) give non-finite rotary frequencies`);
     }
   }
@@ -266,14 +276,42 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
     // what was read before tensor k end when tensor k is read, the rest when the model is built.
     let bytes = 0;
     let builtBytes = 0;
+    // the weight check: every read is scanned as it comes (bit patterns, one pass), and a tensor
+    // with a bad value fails once it has been read whole
+    const check = opts.checkTensors ?? true;
+    const scans = new Map<string, WeightScan>();
+    const scanOf = (g: string) => {
+      let s = scans.get(g);
+      if (!s) scans.set(g, s = { nonFinite: 0, huge: 0 });
+      return s;
+    };
     // a packed matrix is converted as it is read (built once read); f32 host values are laid out
     // after their read (built when the next tensor is read, or when the model is)
     const src: MatrixSource = {
       info: (g) => ckpt.info(source.get(g)!),
-      readRange: (g, start, length) => ckpt.readBytesRange(source.get(g)!, start, length),
-      readFloat32: (g) => ckpt.readFloat32(source.get(g)!),
+      readRange: (g, start, length) => {
+        const raw = ckpt.readBytesRange(source.get(g)!, start, length);
+        if (check) scanBytes(ckpt.info(source.get(g)!).dtype, raw, scanOf(g));
+        return raw;
+      },
+      readFloat32: (g) => {
+        const v = ckpt.readFloat32(source.get(g)!);
+        if (check) scanFloat32(v, scanOf(g)); // an F64 value past float32 is Inf here, and counted
+        return v;
+      },
       done: (g) => {
         const name = source.get(g)!;
+        const scan = scans.get(g);
+        scans.delete(g);
+        if (scan && (scan.nonFinite > 0 || scan.huge > 0)) {
+          const n = ckpt.info(name).shape.reduce((a, d) => a * d, 1);
+          const what = [
+            scan.nonFinite > 0 ? `${scan.nonFinite} non-finite value${scan.nonFinite === 1 ? '' : 's'} (NaN or ±Inf)` : '',
+            scan.huge > 0 ? `${scan.huge} value${scan.huge === 1 ? '' : 's'} of magnitude ≥ 2^64 (their products overflow float32)` : '',
+          ].filter(Boolean).join(' and ');
+          throw new ModelError('E_NONFINITE_WEIGHTS', `${dir}: tensor ${name} has ${what} among its ${n} values; the checkpoint is damaged ` +
+            '(--no-check-tensors / checkTensors: false skips this check)');
+        }
         const before = bytes;
         bytes += ckpt.info(name).byteLength;
         builtBytes = plan.packed ? bytes : before;

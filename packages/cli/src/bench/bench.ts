@@ -21,6 +21,8 @@ export interface BenchOptions {
   dtype?: DtypeChoice;
   /** threads for the weight matrices (default: Engine.load's: $MOI_THREADS, else the cores, capped) */
   threads?: number;
+  /** false: skip the load's weight check (--no-check-tensors) */
+  checkTensors?: boolean;
   promptTokens?: number;
   genTokens?: number;
   repeat?: number;
@@ -115,7 +117,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const bw = await measureReadBandwidth();
   log(`read bandwidth ${bw.gbPerSec.toFixed(2)} GB/s (${bw.method})`);
   const t0 = performance.now();
-  const engine = await Engine.load(o.model, { backend: o.backend, dtype: o.dtype, threads: o.threads });
+  const engine = await Engine.load(o.model, { backend: o.backend, dtype: o.dtype, threads: o.threads, checkTensors: o.checkTensors });
   const loadS = (performance.now() - t0) / 1000;
   const spec = engine.spec;
   const prompt = benchPrompt(spec.vocabSize, P);

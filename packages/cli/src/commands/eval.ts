@@ -19,7 +19,7 @@ import { showProgress } from '../progress.ts';
 import { loadTokenizer, type Tokenizer } from '@moi/engine';
 import { resolveModel } from '../hub/index.ts';
 import { loadEngine } from './load.ts';
-import { addSettingOptions, dtypeOption, int, threadsOption, modelArg, num, settingFlags, userPath, type DtypeChoice } from './options.ts';
+import { addSettingOptions, checkTensorsOption, dtypeOption, int, threadsOption, modelArg, num, settingFlags, userPath, type DtypeChoice } from './options.ts';
 
 interface EvalFlags {
   model: string;
@@ -37,6 +37,7 @@ interface EvalFlags {
   backend?: string;
   dtype: DtypeChoice;
   threads?: number;
+  checkTensors?: boolean;
   revision?: string;
   quiet?: boolean;
   release?: string;
@@ -224,6 +225,7 @@ export function evalCommand(): Command {
     .addOption(new Option('--backend <name>', 'tfjs backend').choices(['tensorflow', 'wasm', 'cpu', 'webgpu']))
     .addOption(dtypeOption())
     .addOption(threadsOption())
+    .addOption(checkTensorsOption())
     .option('--revision <rev>', 'hub revision of the model', 'main')
     .option('-q, --quiet', 'no progress bar');
   addExecOptions(cmd);

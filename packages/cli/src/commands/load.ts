@@ -6,7 +6,11 @@ import { makeProgress, prefillChunkFor, showProgress, type Progress } from '../p
 import { dtypeLabel, modelArg, type DtypeChoice } from './options.ts';
 import { atEnd } from './usage.ts';
 
-export interface ModelFlags { model: string; backend?: string; dtype?: DtypeChoice; threads?: number; revision?: string; quiet?: boolean; verbose?: boolean }
+export interface ModelFlags {
+  model: string; backend?: string; dtype?: DtypeChoice; threads?: number; revision?: string; quiet?: boolean; verbose?: boolean;
+  /** false with --no-check-tensors: skip the load's NaN/Inf weight check */
+  checkTensors?: boolean;
+}
 
 export async function loadEngine(o: ModelFlags, forceQuiet = false): Promise<{ engine: Engine; progress: Progress }> {
   const progress = makeProgress(showProgress(Boolean(o.quiet) || forceQuiet));
@@ -14,6 +18,7 @@ export async function loadEngine(o: ModelFlags, forceQuiet = false): Promise<{ e
     backend: o.backend,
     dtype: o.dtype,
     threads: o.threads,
+    checkTensors: o.checkTensors ?? true,
     resolve: hubResolver({ revision: o.revision, onProgress: (p) => progress.download(p) }),
     onLoad: (p) => progress.load(p),
   }).catch((err: unknown) => {

@@ -95,7 +95,13 @@ export function addModelOptions(cmd: Command): Command {
     .addOption(threadsOption())
     .option('--revision <rev>', 'hub revision', 'main')
     .option('-q, --quiet', 'no progress bars')
-    .option('-v, --verbose', 'print what was loaded (model, backend, time) and the speed to stderr');
+    .option('-v, --verbose', 'print what was loaded (model, backend, time) and the speed to stderr')
+    .addOption(checkTensorsOption());
+}
+
+/** --no-check-tensors: skip the load's check of every weight for NaN/±Inf (llama.cpp's --check-tensors, on by default here). */
+export function checkTensorsOption(): Option {
+  return new Option('--no-check-tensors', 'skip the load-time check of every weight for NaN/Inf/|w| ≥ 2^64 (E_NONFINITE_WEIGHTS), for speed on trusted files');
 }
 
 // ---- the settings table's flags

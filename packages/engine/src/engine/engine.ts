@@ -26,6 +26,8 @@ export interface EngineLoadOptions {
   dtype?: DtypeChoice | 'f16';
   /** webgpu: decode through the GPU plan (default true; MOI_GPU_PLAN=0 turns it off) */
   gpuPlan?: boolean;
+  /** check every weight for NaN/±Inf/|w| ≥ 2^64 at load, E_NONFINITE_WEIGHTS (default true; see loadModel) */
+  checkTensors?: boolean;
   /**
    * threads multiplying the weights (the wasm thread pool, issue 26): default $MOI_THREADS, else
    * the available cores capped at MAX_DEFAULT_THREADS (see resolveThreads)
@@ -91,7 +93,7 @@ export class Engine {
     if (opts.dtype === 'f16' && !gpuOn) {
       throw new UsageError('E_DTYPE', `--dtype f16 is the GPU plan's storage (webgpu); on ${backend.name}${backend.name === 'webgpu' ? ' with MOI_GPU_PLAN=0' : ''} use auto, f32, bf16 or q8`, { field: 'dtype' });
     }
-    const loaded = await loadModel(dir, { onProgress: opts.onLoad, dtype: opts.dtype === 'f16' ? 'auto' : opts.dtype, threads, threadedWeights: opts.threadedWeights });
+    const loaded = await loadModel(dir, { onProgress: opts.onLoad, dtype: opts.dtype === 'f16' ? 'auto' : opts.dtype, threads, threadedWeights: opts.threadedWeights, checkTensors: opts.checkTensors });
     const gpu = gpuOn ? await GpuPlans.create(loaded, opts.dtype ?? 'auto').catch((err: unknown) => {
       loaded.dispose();
       throw err;

@@ -13,7 +13,9 @@
  * Prompt cache: a freed row's slot keeps the ids its cache holds until the slot is needed again.
  * A new prompt that begins with those ids reuses them and prefills only the rest. Generated
  * tokens are kept in the prefix only for standard rows (a MoI row's cache holds mixed inputs,
- * which a plain prefill of the same ids would not reproduce).
+ * which a plain prefill of the same ids would not reproduce). A row that ends in an error is
+ * cleared and caches nothing; every slot a row gives up is zeroed (KVCache.truncate/reset), so
+ * non-finite values a failed request wrote can never reach a later request.
  *
  * On webgpu (issue 23 phase B, gpu-decode.ts) the rows run on a GPU plan of `maxSeqs` rows lent by
  * the engine for the scheduler's life: a request the plan's tail covers is prefilled whole through
@@ -186,7 +188,10 @@ export class Scheduler {
     if (this.closed) throw new UsageError('E_CLOSED', 'the scheduler is closed');
     const row = planRow(this.engine, request, { index: 0, slot: -1, where: '', maxContext: this.maxModelLen, held: 0, cacheName: 'max model len' });
     startRow(this.ctx.mixer, row);
-    if (this.waiting.length >= this.maxWaiting) throw new UsageError('E_QUEUE_FULL', `the waiting queue is full (${this.maxWaiting} requests)`);
+    // rows freed since the loop last admitted take waiting requests first: those do not count
+    // against the queue (else a client at exactly maxSeqs + maxWaiting could get a 429)
+    const free = this.slots.reduce((n, s) => n + (s.job ? 0 : 1), 0);
+    if (this.waiting.length - free >= this.maxWaiting) throw new UsageError('E_QUEUE_FULL', `the waiting queue is full (${this.maxWaiting} requests)`);
     row.index = ++this.nextId;
     const job: Job = {
       request, row, signal: opts.signal, queue: [], error: null, ended: false, cancelled: false, wake: null, slot: null,
@@ -271,10 +276,16 @@ export class Scheduler {
       } else if (slot.job === job) {
         slot.job = null;
         slot.freedAt = ++this.tick;
-        // what the slot's cache holds now: prompt + (standard rows) generated ids, up to its offset
-        const fed = job.row.settings.mode === 'standard' ? [...job.prompt, ...job.row.state.generatedIds] : job.prompt;
-        slot.held = this.promptCache ? fed.slice(0, this.cache[0].offset[job.slot]) : [];
-        if (!this.promptCache) for (const c of this.cache) c.reset([job.slot]);
+        if (error || !this.promptCache) {
+          // a row that failed (non-finite logits, an engine error) may hold non-finite keys and
+          // values: it is cleared (zeroed) and its ids never serve another prompt
+          slot.held = [];
+          for (const c of this.cache) c.reset([job.slot]);
+        } else {
+          // what the slot's cache holds now: prompt + (standard rows) generated ids, up to its offset
+          const fed = job.row.settings.mode === 'standard' ? [...job.prompt, ...job.row.state.generatedIds] : job.prompt;
+          slot.held = fed.slice(0, this.cache[0].offset[job.slot]);
+        }
       }
     }
   }
