@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { backendLabel, UsageError } from '@moi/core';
 import {
-  encodeChat, encodePrompt, generate, parseModeList, reportSettings, requestFromSettings, tokenText,
+  encodeChat, encodePrompt, generate, parseModeList, reportSettings, requestFromSettings, TokenTexts,
   type DoneEvent, type Engine, type GenerateRequest, type TokenEvent, type TokenLogprobs, type Tokenizer,
 } from '@moi/engine';
 import { loadEngine, type ModelFlags } from './load.ts';
@@ -119,10 +119,16 @@ function fitMaxTokens(engine: Engine, promptLength: number, o: GenerateFlags, cm
   return o.maxTokens;
 }
 
-/** A token's logprobs with the tokens' text beside their ids (null text without a tokenizer). */
-function logprobsWithText(tok: Tokenizer | null, id: number, lp: TokenLogprobs) {
-  const text = (t: number) => (tok ? tokenText(tok, t) : null);
-  return { id, text: text(id), logprob: lp.logprob, ...(lp.top ? { top: lp.top.map((c) => ({ id: c.id, text: text(c.id), logprob: c.logprob })) } : {}) };
+/**
+ * A token's logprobs with the tokens' text beside their ids: what each adds after the tokens
+ * before it (the prompt's included), so the chosen texts concatenated are the text; null text
+ * without a tokenizer.
+ */
+function logprobsWithText(texts: TokenTexts | null, id: number, lp: TokenLogprobs) {
+  const top = lp.top && texts ? lp.top.map((c) => ({ id: c.id, text: texts.peek(c.id).label, logprob: c.logprob }))
+    : lp.top?.map((c) => ({ id: c.id, text: null, logprob: c.logprob }));
+  const text = texts ? texts.next(id).label : null;
+  return { id, text, logprob: lp.logprob, ...(top ? { top } : {}) };
 }
 
 async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void> {
@@ -178,6 +184,7 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
   }
   if (o.json) {
     const tok = engine.tokenizer;
+    const texts = tok ? new TokenTexts(tok, { context: ids, skipSpecialTokens: request.skipSpecialTokens ?? true }) : null;
     process.stdout.write(JSON.stringify({
       model: engine.dir,
       backend: engine.backend.name,
@@ -196,7 +203,7 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
         return h !== undefined && Number.isFinite(h) ? h : null;
       }),
       mix_weight: mode === 'standard' ? null : tokens.map((t) => t.mix?.weight ?? null),
-      logprobs: request.sampling?.logprobs !== undefined ? tokens.map((t) => (t.logprobs ? logprobsWithText(tok, t.token, t.logprobs) : null)) : undefined,
+      logprobs: request.sampling?.logprobs !== undefined ? tokens.map((t) => (t.logprobs ? logprobsWithText(texts, t.token, t.logprobs) : null)) : undefined,
       ...(mode === 'soft' ? { think_end: thinkEndOf(tokens) } : {}),
       finish_reason: done.finishReason,
       stats: done.stats,
