@@ -150,11 +150,25 @@ describe('pages in headless chromium', function () {
 
   it('moi-gen generate --trace --compare-modes writes the page', async () => {
     const file = path.join(tmp, 'cli-trace.html');
-    const { code } = await moiGen(['--model', path.join(sharedDir()!, 'fixtures', 'stories260K'),
-      '--max-tokens', '20', '--temperature', '0', '--trace', file, '--compare-modes', 'standard,moi', 'Once upon a time']);
+    const { code, stdout } = await moiGen(['--model', path.join(sharedDir()!, 'fixtures', 'stories260K'),
+      '--max-tokens', '20', '--temperature', '0.7', '--seed', '9', '--beta', '2', '--trace', file, '--compare-modes', 'standard,moi', 'Once upon a time']);
     assert.equal(code, 0);
     const { page, errors } = await openPage(browser, file);
     assert.deepEqual(await page.$$eval('.run h2', (x) => x.map((e) => e.firstChild!.textContent!.trim())), ['standard', 'moi']);
+    // what ran is on the page: seed, temperature and β
+    const settings = await page.$eval('#settings', (e) => e.textContent!);
+    for (const s of ['seed 9', 'temperature 0.7', 'β 2']) assert.ok(settings.includes(s), `${s} in ${JSON.stringify(settings)}`);
+    assert.equal(await page.$eval('.prompt', (e) => e.textContent), '<s>Once upon a time');
+    // the runs aligned by step: one row per run, step i of each in column i
+    const grid = await page.$$eval('#aligned tr', (rows) => rows.map((r) => [...r.children].map((c) => c.textContent)));
+    assert.deepEqual(grid.slice(1).map((r) => r[0]), ['standard', 'moi']);
+    assert.equal(grid[0].length, 21);
+    const spans = await page.$$eval('.run', (runs) => runs.map((r) => [...r.querySelectorAll('.tok')].map((t) => t.textContent)));
+    assert.deepEqual(grid.slice(1).map((r) => r.slice(1, 1 + spans[0].length)), [spans[0], spans[1].slice(0, spans[0].length)]);
+    // the tokens' texts where they stand add up to the printed text (leading spaces kept)
+    const printed = stdout.split('\n').filter((l) => l.startsWith('[')).map((l) => l.replace(/^\[\w+\] /, ''));
+    assert.deepEqual(spans.map((t) => t.join('')), printed);
+    fs.writeFileSync(path.join(tmp, 'cli-trace.png'), await page.screenshot({ fullPage: true }));
     assert.deepEqual(errors, []);
     await page.close();
   });

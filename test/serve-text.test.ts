@@ -64,7 +64,7 @@ const rejects400 = (p: Promise<unknown>, param: string) => assert.rejects(p, (e:
 });
 
 /** Checks a completions logprobs object against its text: tokens add up to it, offsets point at them, none empty. */
-function checkLogprobs(text: string, lp: OpenAI.Completions.Choice['logprobs'], n: number): void {
+function checkLogprobs(text: string, lp: OpenAI.CompletionChoice['logprobs'], n: number): void {
   const tokens = lp!.tokens!;
   assert.equal(tokens.length, n);
   assert.ok(tokens.every((t) => t !== ''), `no empty token: ${JSON.stringify(tokens)}`);
@@ -146,10 +146,10 @@ describe('serve: the text a client sees (leading space, logprobs, stop_reason, e
   });
 
   it('echo and add_special_tokens (completions); /health is an empty 200; unsupported fields are a 400 naming them', async function () {
-    const r = (await srv.client.completions.create({ model: MODEL, prompt: 'Once', max_tokens: 4, temperature: 0, ignore_eos: true, echo: true }) as OpenAI.Completion).choices[0];
-    const plain = (await srv.client.completions.create({ model: MODEL, prompt: 'Once', max_tokens: 4, temperature: 0, ignore_eos: true }) as OpenAI.Completion).choices[0];
+    const r = (await srv.client.completions.create({ model: MODEL, prompt: 'Once', max_tokens: 4, temperature: 0, ignore_eos: true, echo: true } as never) as OpenAI.Completion).choices[0];
+    const plain = (await srv.client.completions.create({ model: MODEL, prompt: 'Once', max_tokens: 4, temperature: 0, ignore_eos: true } as never) as OpenAI.Completion).choices[0];
     assert.equal(r.text, 'Once' + plain.text);
-    const s = await streamText(await srv.client.completions.create({ model: MODEL, prompt: 'Once', max_tokens: 4, temperature: 0, ignore_eos: true, echo: true, stream: true }) as unknown as AsyncIterable<OpenAI.Completion>);
+    const s = await streamText(await srv.client.completions.create({ model: MODEL, prompt: 'Once', max_tokens: 4, temperature: 0, ignore_eos: true, echo: true, stream: true } as never) as unknown as AsyncIterable<OpenAI.Completion>);
     assert.equal(s.text, r.text);
     const ids = (await srv.client.completions.create({ model: MODEL, prompt: [...encodePrompt(tok, 'Once')], max_tokens: 1, echo: true }) as OpenAI.Completion).choices[0].text;
     assert.ok(ids.startsWith('Once'), 'echo of an id prompt is its decoded text');

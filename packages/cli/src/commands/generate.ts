@@ -3,6 +3,7 @@
  * machine-readable object instead: text, tokens, per-step entropy and mix weight, stats.
  */
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { Command, Option } from 'commander';
 import { backendLabel, UsageError } from '@moi/core';
 import {
@@ -14,7 +15,9 @@ import {
   addModelOptions, addSamplingOptions, alias, checkSamplingFlags, dtypeLabel, idList, int, settingFlags, userPath,
 } from './options.ts';
 import { interruption, warn } from './usage.ts';
-import { TRACE_TOP, traceModes, traceStep, writeTracePage, type TraceRun } from '../trace/trace.ts';
+import {
+  checkTracePath, promptForDisplay, TRACE_TOP, traceModes, traceStep, traceTexts, writeTracePage, type TraceRun,
+} from '../trace/trace.ts';
 
 interface GenerateFlags extends ModelFlags {
   prompt?: string;
@@ -140,6 +143,8 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
   if (o.chatTemplate !== undefined && !o.chat) warn('--chat-template has no effect without --chat');
   const chatTemplate = o.chatTemplate !== undefined ? readUserFile('--chat-template', o.chatTemplate) : undefined;
   const text = o.ids ? (promptSources(args, o), null) : promptText(args, o);
+  // the page's folder is checked before the model loads and anything is generated
+  if (o.trace) checkTracePath(userPath(o.trace));
   const { engine, progress } = await loadEngine(o, Boolean(o.json));
   const ids = promptIds(engine, text, { ...o, chatTemplate });
   // --json reports H at every step, in standard mode too (the trace's columns, without candidates)
@@ -151,7 +156,9 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
     if (!o.trace) throw new UsageError('E_USAGE', '--compare-modes writes a trace page: give --trace out.html');
     const runs = await traceModes(engine, request, compareModes);
     for (const r of runs) process.stdout.write(`[${r.label}] ${r.text}\n`);
-    writeTracePage(userPath(o.trace), { model: engine.dir, prompt: engine.tokenizer?.decode(ids) ?? ids.join(','), runs });
+    const settings = reportSettings(engine, request, flags.typed, 'flag');
+    writeTracePage(userPath(o.trace), { model: engine.dir, prompt: promptForDisplay(engine.tokenizer, ids), runs, settings: traceSettings(settings.values) });
+    process.stderr.write(`trace page written to ${path.resolve(userPath(o.trace))}\n`);
     return;
   }
   const abort = new AbortController();
@@ -179,8 +186,10 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
   const settings = reportSettings(engine, request, flags.typed, 'flag');
   const mode = String(settings.values.mode);
   if (o.trace) {
-    const run: TraceRun = { label: mode, mode, text: done.text, finishReason: done.finishReason, steps: tokens.map((t, i) => traceStep(engine, t, i ? tokens[i - 1].token : ids[ids.length - 1])) };
-    writeTracePage(userPath(o.trace), { model: engine.dir, prompt: engine.tokenizer?.decode(ids) ?? ids.join(','), runs: [run] });
+    const texts = traceTexts(engine, ids);
+    const run: TraceRun = { label: mode, mode, text: done.text, finishReason: done.finishReason, steps: tokens.map((t) => traceStep(texts, t)) };
+    writeTracePage(userPath(o.trace), { model: engine.dir, prompt: promptForDisplay(engine.tokenizer, ids), runs: [run], settings: traceSettings(settings.values) });
+    process.stderr.write(`trace page written to ${path.resolve(userPath(o.trace))}\n`);
   }
   if (o.json) {
     const tok = engine.tokenizer;
@@ -218,6 +227,16 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
     process.stderr.write(`[${backendLabel(engine.backend)}, ${dtypeLabel(engine.loaded)}] prompt ${s.promptTokens} tok, ${s.prefillTokPerSec.toFixed(1)} tok/s | ` +
       `generated ${s.generatedTokens} tok, ${s.decodeTokPerSec.toFixed(1)} tok/s | finish: ${s.finishReason}\n`);
   }
+}
+
+/** The settings a trace page shows (seed, temperature, β, ...: what ran, defaults filled in). */
+function traceSettings(values: Record<string, unknown>): Record<string, string | number | boolean | null> {
+  const out: Record<string, string | number | boolean | null> = {};
+  for (const [k, v] of Object.entries(values)) {
+    if (v === null || typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') out[k] = v;
+    else if (Array.isArray(v)) out[k] = JSON.stringify(v);
+  }
+  return out;
 }
 
 /** Soft Thinking: the step whose token ended thinking, and why (null while it never ended). */
