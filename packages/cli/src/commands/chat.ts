@@ -10,7 +10,7 @@
 import readline from 'node:readline';
 import { Command, Option } from 'commander';
 import { MoiError, UsageError } from '@moi/core';
-import { ChatSession, DEFAULT_MAX_CONTEXT, type TurnStats } from '@moi/engine';
+import { ChatSession, DEFAULT_MAX_CONTEXT, replyContent, type TurnStats } from '@moi/engine';
 import type { DoneEvent } from '@moi/engine';
 import { loadEngine, type ModelFlags } from './load.ts';
 import { readUserFile } from './generate.ts';
@@ -53,6 +53,7 @@ async function run(o: ChatFlags, cmd: Command): Promise<void> {
   if (!Number.isInteger(o.maxContext) || o.maxContext < 2) throw new UsageError('E_USAGE', `--max-context must be an integer ≥ 2, got ${o.maxContext}`);
   const chatTemplate = o.chatTemplate !== undefined ? readUserFile('--chat-template', o.chatTemplate) : undefined;
   const { engine, progress } = await loadEngine(o);
+  const tok = engine.tokenizer!;
   const session = new ChatSession(engine, {
     system: o.system, maxContext: o.maxContext, chatTemplate,
     defaults: requestFromSettings(flags.values),
@@ -87,13 +88,18 @@ async function run(o: ChatFlags, cmd: Command): Promise<void> {
 
   async function turn(text: string): Promise<void> {
     generating = new AbortController();
+    let printed = false;
     let done: DoneEvent | null = null;
+    const first: number[] = [];
     try {
       progress.begin();
       for await (const e of session.send(text, { signal: generating.signal, onPrefill: (p) => progress.prefill(p), prefillChunk: progress.prefillChunk })) {
         if (e.type === 'token') {
           progress.stop();
-          if (e.text) out(e.text);
+          if (first.length === 0) first.push(e.token);
+          // the reply is shown as the conversation records it (no SentencePiece space in front)
+          const shown = printed ? e.text : replyContent(tok, { text: e.text, tokens: first });
+          if (shown) { out(shown); printed = true; }
         } else done = e;
       }
     } catch (e) {
