@@ -10,6 +10,7 @@
  *   the last token's chunk; echo; add_special_tokens; continue_final_message and
  *   add_generation_prompt as vLLM has them (both true: 400); /health an empty 200; best_of,
  *   response_format and tools refused with a 400 naming the field; max_tokens up to context − prompt;
+ *   a model without a chat template: a start-up warning and a 400 naming --chat-template;
  * - eval --endpoint sends the very prompt ids an in-process run makes (the server's prompt_tokens).
  */
 import assert from 'node:assert/strict';
@@ -232,6 +233,18 @@ describe('serve: the text a client sees (leading space, logprobs, stop_reason, e
     const results = [];
     for await (const res of completer.complete([req])) results.push(res);
     assert.equal(results[0].promptTokens, rendered.ids!.length);
+  });
+
+  it('a model without a chat template: a start-up warning, and chat requests refused naming --chat-template', async function () {
+    const bare = await start(engine, 64);
+    try {
+      assert.ok(bare.logs.some((l) => /^warning: this model has no chat template.*--chat-template FILE/.test(l)), bare.logs.join('\n'));
+      assert.ok(!srv.logs.some((l) => /no chat template/.test(l)), 'no warning with --chat-template');
+      await assert.rejects(bare.client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2 }),
+        (e: unknown) => e instanceof OpenAI.APIError && e.status === 400 && /--chat-template/.test(e.message) && /\/v1\/completions/.test(e.message));
+    } finally {
+      await bare.close();
+    }
   });
 
   it('byte-level BPE (tiny Qwen3, real tokenizer): prompt + completion = the full decode; logprob offsets hold', async function () {
