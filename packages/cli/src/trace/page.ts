@@ -110,7 +110,12 @@ new Chart(document.getElementById('chart'), {
   data: { labels: Array.from({ length: steps }, (_, i) => i), datasets },
   options: { maintainAspectRatio: false, interaction: { mode: 'index', intersect: false },
     // legend swatches drawn as short lines, dashed where the line is dashed (w_y)
-    plugins: { legend: { labels: { usePointStyle: true, pointStyle: 'line', pointStyleWidth: 28 } } },
+    // (Chart.js takes a line legend's style from its first point, which has no dash: set it here)
+    plugins: { legend: { labels: { usePointStyle: true, pointStyleWidth: 28, generateLabels: (chart) =>
+      Chart.defaults.plugins.legend.labels.generateLabels(chart).map((l) => {
+        const d = chart.data.datasets[l.datasetIndex];
+        return { ...l, pointStyle: 'line', lineDash: d.borderDash ?? [], strokeStyle: d.borderColor, lineWidth: 2 };
+      }) } } },
     scales: { y: { min: 0, max: 1 }, x: { title: { display: true, text: 'step' } } } },
 });
 `;
