@@ -156,8 +156,11 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
     if (!o.trace) throw new UsageError('E_USAGE', '--compare-modes writes a trace page: give --trace out.html');
     const runs = await traceModes(engine, request, compareModes);
     for (const r of runs) process.stdout.write(`[${r.label}] ${r.text}\n`);
-    const settings = reportSettings(engine, request, flags.typed, 'flag');
-    writeTracePage(userPath(o.trace), { model: engine.dir, prompt: promptForDisplay(engine.tokenizer, ids), runs, settings: traceSettings(settings.values) });
+    // the page's settings line: those of the mixing mode compared (Soft Thinking's with soft), the modes listed
+    const shown = compareModes.find((m) => m === 'soft') ?? compareModes.find((m) => m !== 'standard') ?? 'standard';
+    const settings = reportSettings(engine, { ...request, mix: { ...request.mix, mode: shown } }, flags.typed, 'flag');
+    const line = { ...traceSettings(settings.values), mode: compareModes.join(', ') };
+    writeTracePage(userPath(o.trace), { model: engine.dir, prompt: promptForDisplay(engine.tokenizer, ids), runs, settings: line });
     process.stderr.write(`trace page written to ${path.resolve(userPath(o.trace))}\n`);
     return;
   }
