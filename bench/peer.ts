@@ -1,15 +1,19 @@
 /**
  * Side-by-side benchmark: our engine vs llama.cpp (node-llama-cpp, CPU) on the same synthetic
- * model shapes, at the same weight dtype, same prompt, same lengths, one thread each.
+ * model shapes, at the same weight dtype, same prompt, same lengths and the same thread count
+ * (each count of --threads, default 1 and all cores: llama.cpp's --threads and ours, the wasm
+ * thread pool's).
  *
- *   node_modules/.bin/tsx bench/peer.ts [--config NAME[,NAME]|all] [--dtype f32|bf16|q8[,...]] [--dry-run]
+ *   node_modules/.bin/tsx bench/peer.ts [--config NAME[,NAME]|all] [--dtype f32|bf16|q8[,...]] [--threads 1,max] [--dry-run]
  *
  * Per shape: (1) copy the shared peer-bench folder to a writable scratch folder and install
  * node-llama-cpp there (never into this repository; the install is kept for reuse), (2) write the
  * synthetic model once with peer-bench's make-synthetic.mjs (seed 1; f32 when f32 runs, else
- * bf16), then per dtype (3) convert it to GGUF at the matching type (f32, bf16, q8_0), (4) run
- * bench-llamacpp.mjs (f32 KV cache, like ours) and `moi-gen bench --dtype D --json` on the same
- * folder; (5) print a table and write all the JSON to one file. The plan (arguments, commander,
+ * bf16), then per dtype (3) convert it to GGUF at the matching type (f32, bf16, q8_0), (4) per
+ * thread count run bench-llamacpp.mjs (f32 KV cache, like ours) and `moi-gen bench --dtype D
+ * --threads N --json` on the same folder, one after the other; (5) print a table (each engine's
+ * figures, ours ÷ llama.cpp, each engine's speed-up over its own 1-thread run, our batch-16
+ * aggregate ÷ our batch 1, MoI ÷ standard) and write all the JSON to one file. The plan (arguments, commander,
  * heap check) is packages/cli/src/bench/peer-plan.ts. See bench/README.md.
  */
 import { spawnSync } from 'node:child_process';
@@ -98,6 +102,7 @@ function ensureNodeLlamaCpp(o: PeerOptions): void {
 interface Row {
   config: string;
   dtype: PeerDtype;
+  threads: number;
   gguf_type: string;
   model_dir: string;
   ours: Record<string, any> | null;
@@ -110,6 +115,13 @@ interface Row {
     decode_vs_our_f32: number | null;
     ours_vs_roofline: number | null;
     llamacpp_vs_roofline: number | null;
+    /** each engine's decode (prefill) at this thread count ÷ its own at 1 thread (null without a 1-thread row) */
+    ours_decode_vs_1_thread: number | null;
+    llamacpp_decode_vs_1_thread: number | null;
+    ours_prefill_vs_1_thread: number | null;
+    llamacpp_prefill_vs_1_thread: number | null;
+    /** our batch-16 aggregate decode ÷ our batch-1 decode */
+    batch16_vs_1: number | null;
   };
   ids_match: boolean | null;
 }
@@ -126,23 +138,24 @@ function rooflineTokS(ours: Record<string, any> | null): number | null {
 
 function benchDtype(o: PeerOptions, plan: ShapePlan, r: DtypeRun): Row {
   const row: Row = {
-    config: plan.config, dtype: r.dtype, gguf_type: r.ggufType, model_dir: plan.source.dir, ours: null, llamacpp: null, errors: [],
-    ratios: { prefill: null, decode: null, decode_vs_our_f32: null, ours_vs_roofline: null, llamacpp_vs_roofline: null }, ids_match: null,
+    config: plan.config, dtype: r.dtype, threads: r.threads, gguf_type: r.ggufType, model_dir: plan.source.dir, ours: null, llamacpp: null, errors: [],
+    ratios: noRatios(), ids_match: null,
   };
-  if (r.toGguf && r.llamacpp) {
+  if (r.llamacpp) {
     try {
-      run(o, r.toGguf);
+      if (r.toGguf) run(o, r.toGguf);
       row.llamacpp = lastJson(run(o, r.llamacpp), 'bench-llamacpp');
     } catch (e) {
       row.errors.push(`llama.cpp: ${(e as Error).message}`);
     } finally {
-      if (!o.keepModels) fs.rmSync(r.gguf, { force: true });
+      if (!o.keepModels && r.lastOfDtype) fs.rmSync(r.gguf, { force: true });
     }
   }
   if (r.ours) {
     try {
       row.ours = lastJson(run(o, r.ours), 'moi-gen bench');
       if (row.ours.dtype !== r.dtype) row.errors.push(`ours: asked for --dtype ${r.dtype}, the bench loaded ${row.ours.dtype} (${row.ours.dtypeNote})`);
+      if (row.ours.threads !== r.threads && row.ours.threads_note) row.errors.push(`ours: asked for --threads ${r.threads}, the bench ran ${row.ours.threads_note}`);
     } catch (e) {
       row.errors.push(`ours: ${(e as Error).message}`);
     }
@@ -151,16 +164,25 @@ function benchDtype(o: PeerOptions, plan: ShapePlan, r: DtypeRun): Row {
   const ll = row.llamacpp;
   const roof = rooflineTokS(ours);
   row.ratios = {
+    ...noRatios(),
     prefill: div(ours?.prefill_tok_s, ll?.prefill_tok_s),
     decode: div(ours?.decode_tok_s?.standard, ll?.decode_tok_s),
     decode_vs_our_f32: null,
     ours_vs_roofline: typeof ours?.roofline?.ratio === 'number' ? r2(ours.roofline.ratio) : div(ours?.decode_tok_s?.standard, roof),
     llamacpp_vs_roofline: div(ll?.decode_tok_s, roof),
+    batch16_vs_1: div(ours?.batch_decode_tok_s?.['16'], ours?.decode_tok_s?.standard),
   };
   if (Array.isArray(ours?.first_ids) && Array.isArray(ll?.first_ids)) {
     row.ids_match = ours!.first_ids.length === ll!.first_ids.length && ours!.first_ids.every((id: number, i: number) => id === ll!.first_ids[i]);
   }
   return row;
+}
+
+function noRatios(): Row['ratios'] {
+  return {
+    prefill: null, decode: null, decode_vs_our_f32: null, ours_vs_roofline: null, llamacpp_vs_roofline: null,
+    ours_decode_vs_1_thread: null, llamacpp_decode_vs_1_thread: null, ours_prefill_vs_1_thread: null, llamacpp_prefill_vs_1_thread: null, batch16_vs_1: null,
+  };
 }
 
 function benchShape(o: PeerOptions, plan: ShapePlan): Row[] {
@@ -169,9 +191,8 @@ function benchShape(o: PeerOptions, plan: ShapePlan): Row[] {
     run(o, plan.source.make);
   } catch (e) {
     return plan.runs.map((r) => ({
-      config: plan.config, dtype: r.dtype, gguf_type: r.ggufType, model_dir: plan.source.dir, ours: null, llamacpp: null,
-      errors: [`make-synthetic: ${(e as Error).message}`],
-      ratios: { prefill: null, decode: null, decode_vs_our_f32: null, ours_vs_roofline: null, llamacpp_vs_roofline: null }, ids_match: null,
+      config: plan.config, dtype: r.dtype, threads: r.threads, gguf_type: r.ggufType, model_dir: plan.source.dir, ours: null, llamacpp: null,
+      errors: [`make-synthetic: ${(e as Error).message}`], ratios: noRatios(), ids_match: null,
     }));
   }
   try {
@@ -179,20 +200,34 @@ function benchShape(o: PeerOptions, plan: ShapePlan): Row[] {
   } finally {
     if (!o.keepModels) fs.rmSync(plan.source.dir, { recursive: true, force: true });
   }
-  // each dtype's decode speed-up over our own f32 on this shape
-  const f32 = rows.find((r) => r.dtype === 'f32')?.ours?.decode_tok_s?.standard;
-  for (const r of rows) r.ratios.decode_vs_our_f32 = rows.length > 1 ? div(r.ours?.decode_tok_s?.standard, f32) : null;
+  // each dtype's decode speed-up over our own f32 on this shape, at the same thread count; each
+  // engine's speed-up over its own 1-thread run at the same dtype
+  for (const r of rows) {
+    const f32 = rows.find((x) => x.dtype === 'f32' && x.threads === r.threads)?.ours?.decode_tok_s?.standard;
+    r.ratios.decode_vs_our_f32 = r.dtype !== 'f32' ? div(r.ours?.decode_tok_s?.standard, f32) : null;
+    const one = rows.find((x) => x.dtype === r.dtype && x.threads === 1);
+    if (one && r.threads !== 1) {
+      r.ratios.ours_decode_vs_1_thread = div(r.ours?.decode_tok_s?.standard, one.ours?.decode_tok_s?.standard);
+      r.ratios.llamacpp_decode_vs_1_thread = div(r.llamacpp?.decode_tok_s, one.llamacpp?.decode_tok_s);
+      r.ratios.ours_prefill_vs_1_thread = div(r.ours?.prefill_tok_s, one.ours?.prefill_tok_s);
+      r.ratios.llamacpp_prefill_vs_1_thread = div(r.llamacpp?.prefill_tok_s, one.llamacpp?.prefill_tok_s);
+    }
+  }
   return rows;
 }
 
 function table(rows: Row[]): string {
   const f = (x: unknown, d = 1) => (typeof x === 'number' ? x.toFixed(d) : '–');
-  const head = ['shape', 'dtype', 'prefill ours', 'prefill llama.cpp', 'ours÷llama', 'decode ours', 'decode moi', 'decode llama.cpp', 'ours÷llama',
+  // 'ours ×1t' / 'llama ×1t': decode at this thread count ÷ the same engine's at 1 thread
+  const head = ['shape', 'dtype', 'threads', 'simd', 'prefill ours', 'prefill llama.cpp', 'ours÷llama', 'decode ours', 'decode moi', 'moi÷std',
+    'decode llama.cpp', 'ours÷llama', 'ours ×1t', 'llama ×1t', 'batch16 ours', 'b16÷b1',
     'ours÷our f32', 'peak RSS ours', 'peak RSS llama.cpp', 'ours÷roofline', 'first_ids'];
   const body = rows.map((r) => [
-    r.config, `${r.dtype}/${r.gguf_type}`,
+    r.config, `${r.dtype}/${r.gguf_type}`, String(r.threads), r.ours ? String(r.ours.simd ?? 'tfjs') : '–',
     f(r.ours?.prefill_tok_s), f(r.llamacpp?.prefill_tok_s), f(r.ratios.prefill, 3),
-    f(r.ours?.decode_tok_s?.standard), f(r.ours?.decode_tok_s?.moi), f(r.llamacpp?.decode_tok_s), f(r.ratios.decode, 3),
+    f(r.ours?.decode_tok_s?.standard), f(r.ours?.decode_tok_s?.moi), f(r.ours?.moi_overhead, 3), f(r.llamacpp?.decode_tok_s), f(r.ratios.decode, 3),
+    f(r.ratios.ours_decode_vs_1_thread, 2), f(r.ratios.llamacpp_decode_vs_1_thread, 2),
+    f(r.ours?.batch_decode_tok_s?.['16']), f(r.ratios.batch16_vs_1, 2),
     f(r.ratios.decode_vs_our_f32, 2),
     typeof r.ours?.peak_rss_mb === 'number' ? `${f(r.ours.peak_rss_mb, 0)} MB` : '–',
     typeof r.llamacpp?.peak_rss_mb === 'number' ? `${f(r.llamacpp.peak_rss_mb, 0)} MB` : '–',
@@ -203,8 +238,8 @@ function table(rows: Row[]): string {
   const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   const out = [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)];
   for (const r of rows) {
-    if (r.ids_match === false) out.push(`${r.config} ${r.dtype}: first_ids ours ${JSON.stringify(r.ours!.first_ids)} vs llama.cpp ${JSON.stringify(r.llamacpp!.first_ids)}`);
-    for (const e of r.errors) out.push(`${r.config} ${r.dtype}: ${e.split('\n')[0]}`);
+    if (r.ids_match === false) out.push(`${r.config} ${r.dtype} ×${r.threads}: first_ids ours ${JSON.stringify(r.ours!.first_ids)} vs llama.cpp ${JSON.stringify(r.llamacpp!.first_ids)}`);
+    for (const e of r.errors) out.push(`${r.config} ${r.dtype} ×${r.threads}: ${e.split('\n')[0]}`);
   }
   return out.join('\n');
 }
@@ -231,22 +266,26 @@ function main(): void {
   }
   syncScratch(o.peer, o.scratch);
   if (!o.skipLlamacpp) ensureNodeLlamaCpp(o);
+  const load0 = os.loadavg();
   const rows: Row[] = [];
   for (const plan of plans) rows.push(...benchShape(o, plan));
+  const load1 = os.loadavg();
 
   const result = {
     date: new Date().toISOString(),
     host: { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model ?? null, mem_gb: Math.round(os.totalmem() / 2 ** 30), node: process.version },
     settings: {
-      prompt_tokens: o.promptTokens, gen_tokens: o.genTokens, repeat: o.repeat, llamacpp_threads: o.threads, dtypes: o.dtypes,
+      prompt_tokens: o.promptTokens, gen_tokens: o.genTokens, repeat: o.repeat, threads: o.threads, dtypes: o.dtypes,
       weights: 'synthetic, seed 1 (peer-bench make-synthetic.mjs), written once per shape: f32 when f32 runs, else bf16',
       llamacpp_kv: 'f32', peer_bench: o.peer, scratch: o.scratch,
     },
+    load_average: { start: load0, end: load1 },
     results: rows,
   };
   fs.mkdirSync(path.dirname(o.out), { recursive: true });
   fs.writeFileSync(o.out, `${JSON.stringify(result, null, 2)}\n`);
   console.log(table(rows));
+  console.log(`\nNode ${process.version}; load average ${load0.map((x) => x.toFixed(2)).join(' ')} at the start, ${load1.map((x) => x.toFixed(2)).join(' ')} at the end`);
   console.log(`\nJSON: ${o.out}`);
   if (rows.some((r) => r.errors.length)) process.exitCode = 1;
 }

@@ -4,8 +4,10 @@
  * for more than 10 s on one case is killed and the case counted as a hang; a worker that dies
  * (a heap out-of-memory abort, a signal) counts its case as a crash; the next worker resumes
  * after it. Prints the outcome counts (typed MoiError, ok = loaded with finite logits, untyped,
- * hang, crash/OOM, leak) overall and per kind of mutation, and exits 1 unless every case was
- * typed or ok.
+ * hang, crash/OOM, leak) overall and per kind of mutation, and the non-finite loads (a case that
+ * loaded and then met NaN/Inf logits, E_NONFINITE: its weights should have failed the load's
+ * check, E_NONFINITE_WEIGHTS); exits 1 unless every case was typed or ok and none was a
+ * non-finite load.
  */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
@@ -91,6 +93,8 @@ console.log(`slowest case: #${slowest.index} ${slowest.base} ${slowest.what} ${s
 const codes = new Map<string, number>();
 for (const r of results) if (r.outcome === 'typed') codes.set(r.detail, (codes.get(r.detail) ?? 0) + 1);
 console.log('error codes:', [...codes].sort((a, b) => b[1] - a[1]).map(([c, n]) => `${c} ${n}`).join(', '));
-const bad = results.filter((r) => r.outcome !== 'typed' && r.outcome !== 'ok');
+const nonFiniteLoads = results.filter((r) => r.outcome === 'typed' && r.detail === 'E_NONFINITE');
+console.log(`non-finite loads (loaded, then NaN/Inf logits): ${nonFiniteLoads.length}`);
+const bad = [...results.filter((r) => r.outcome !== 'typed' && r.outcome !== 'ok'), ...nonFiniteLoads];
 for (const r of bad.slice(0, 30)) console.log(`  BAD #${r.index} ${r.base} ${r.what}: ${r.outcome} ${r.detail}`);
 process.exit(bad.length ? 1 : 0);

@@ -14,6 +14,7 @@ describe('bench: moi-gen bench on a tiny model', function () {
   });
 
   it('reports the documented JSON keys, equal tensor counts, and the greedy first ids', async function () {
+    this.timeout(300_000); // several model loads and runs: minutes on a loaded 2-core machine
     const dir = path.join(requireShared(this), 'fixtures', 'llama');
     const r = await runBench({ model: dir, backend: 'wasm', promptTokens: 8, genTokens: 6, repeat: 1, batches: [2] });
     for (const k of ['model', 'backend', 'dtype', 'load_s', 'load_gb_s', 'prefill_tok_s', 'decode_tok_s', 'moi_overhead',

@@ -20,7 +20,7 @@ describe('bench: peer.ts plan (--dtype, shapes, heap)', function () {
   });
 
   it('--dtype f32,q8: one f32 model, GGUF f32 and q8_0, our bench at --dtype f32 and q8 on the same folder', () => {
-    const o = opts('--config', 'smollm2-135m', '--dtype', 'q8,f32');
+    const o = opts('--config', 'smollm2-135m', '--dtype', 'q8,f32', '--threads', '1');
     assert.deepEqual(o.dtypes, ['f32', 'q8'], 'f32 first: the others are compared with it');
     const [plan] = planAll(o);
     const dir = path.join(scratch, 'models', 'smollm2-135m-f32');
@@ -32,7 +32,7 @@ describe('bench: peer.ts plan (--dtype, shapes, heap)', function () {
       assert.deepEqual(r.llamacpp!.args, ['bench-llamacpp.mjs', '--gguf', r.gguf, '--prompt-tokens', '128', '--gen-tokens', '64',
         '--threads', '1', '--repeat', '3', '--kv', 'f32']);
       assert.deepEqual(r.ours!.args, ['packages/cli/src/bin.ts', 'bench', '--model', dir, '--dtype', r.dtype, '--prompt-tokens', '128',
-        '--gen-tokens', '64', '--repeat', '3', '--json']);
+        '--gen-tokens', '64', '--repeat', '3', '--threads', '1', '--json']);
       assert.equal(r.ours!.cwd, 'repo');
       assert.equal(r.llamacpp!.cwd, 'scratch');
     }
@@ -71,6 +71,23 @@ describe('bench: peer.ts plan (--dtype, shapes, heap)', function () {
     assert.equal(planAll(opts('--config', 'qwen2.5-1.5b', '--dtype', 'f32', '--skip-ours'))[0].runs[0].ours, null);
   });
 
+  it('--threads 1,max: both engines at each count, per dtype; one GGUF conversion per dtype', () => {
+    const cores = os.availableParallelism();
+    const o = opts('--config', 'smollm2-135m', '--dtype', 'f32,q8', '--threads', 'max,1,1');
+    assert.deepEqual(o.threads, cores > 1 ? [1, cores] : [1], 'distinct and ascending');
+    const [plan] = planAll(opts('--config', 'smollm2-135m', '--dtype', 'f32,q8', '--threads', '1,3'));
+    assert.deepEqual(plan.runs.map((r) => [r.dtype, r.threads, r.toGguf !== null, r.lastOfDtype]), [['f32', 1, true, false], ['f32', 3, false, true], ['q8', 1, true, false], ['q8', 3, false, true]]);
+    for (const r of plan.runs) {
+      const ll = r.llamacpp!.args;
+      const ours = r.ours!.args;
+      assert.equal(ll[ll.indexOf('--threads') + 1], String(r.threads));
+      assert.equal(ours[ours.indexOf('--threads') + 1], String(r.threads));
+    }
+    let message = '';
+    assert.throws(() => parsePeerArgs(['--threads', '0'], repoRoot, (s) => { message += s; }), (e: unknown) => (e as { code?: string }).code === 'commander.invalidArgument');
+    assert.match(message, /option '--threads <list>' argument '0' is invalid/);
+  });
+
   it('bad values: commander errors naming the flag', () => {
     for (const [argv, flag] of [[['--dtype', 'f16'], '--dtype'], [['--dtype', 'f32,f32'], '--dtype'], [['--config', 'llama-70b'], '--config'],
       [['--repeat', '0'], '--repeat']] as const) {
@@ -83,7 +100,7 @@ describe('bench: peer.ts plan (--dtype, shapes, heap)', function () {
   it('the script: --dry-run prints the plan as JSON; a bad dtype or a plan that cannot fit exits 2', function () {
     const script = (...argv: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'bench/peer.ts', '--peer', peer, '--scratch', scratch, ...argv],
       { cwd: repoRoot, encoding: 'utf8' });
-    const r = script('--config', 'smollm2-135m', '--dtype', 'f32,q8', '--dry-run');
+    const r = script('--config', 'smollm2-135m', '--dtype', 'f32,q8', '--threads', '1', '--dry-run');
     assert.equal(r.status, 0, r.stderr);
     const out = JSON.parse(r.stdout) as { plans: ShapePlan[] };
     assert.deepEqual(out.plans.map((p) => [p.config, p.source.dtype, p.runs.map((x) => x.ggufType)]), [['smollm2-135m', 'f32', ['f32', 'q8_0']]]);

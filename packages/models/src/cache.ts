@@ -335,17 +335,58 @@ export class KVCache implements LayerCache {
     if (n >= this.offset[row]) return n === this.offset[row];
     if (this.window && this.offset[row] > this.size && n > 0) return false;
     const pos = this.slotPos[row];
-    for (let s = 0; s < pos.length; s++) if (pos[s] >= n) pos[s] = -1;
+    const emptied: number[] = [];
+    for (let s = 0; s < pos.length; s++) if (pos[s] >= n) { pos[s] = -1; emptied.push(s); }
+    this.zeroSlots(row, emptied);
     this.offset[row] = n;
     return true;
   }
 
-  /** Forget rows (all by default): offsets to 0, slots empty. Buffers stay allocated. */
+  /** Forget rows (all by default): offsets to 0, slots empty (and zeroed). Buffers stay allocated. */
   reset(rows?: number[]): void {
     for (const r of rows ?? this.offset.map((_, i) => i)) {
+      const held: number[] = [];
+      this.slotPos[r].forEach((p, s) => { if (p >= 0) held.push(s); });
+      this.zeroSlots(r, held);
       this.offset[r] = 0;
       this.slotPos[r].fill(-1);
     }
+  }
+
+  /**
+   * Zero a row's keys and values at these slots. An empty slot is masked out of attention, but a
+   * mask cannot hide a non-finite value (NaN · 0 is NaN, NaN + −∞ is NaN): whatever a failed
+   * request left there would poison the next request given this row. So every slot a row gives
+   * up is zeroed, in place where the backend allows it (cost: the slots that held data).
+   */
+  private zeroSlots(row: number, slots: number[]): void {
+    if (slots.length === 0) return;
+    const [, H, S, D] = this.keys.shape;
+    const kDst = this.inPlace ? writableView(this.keys) : null;
+    const vDst = kDst ? writableView(this.valuesT) : null;
+    if (kDst && vDst) {
+      for (let h = 0; h < H; h++) {
+        for (const s of slots) {
+          kDst.fill(0, ((row * H + h) * S + s) * D, ((row * H + h) * S + s + 1) * D);
+          const vo = (row * H + h) * D * S + s;
+          for (let d = 0; d < D; d++) vDst[vo + d * S] = 0;
+        }
+      }
+      return;
+    }
+    const keep = new Array<number>(this.batch * S).fill(1);
+    for (const s of slots) keep[row * S + s] = 0;
+    const [keys, valuesT] = tf.tidy(() => {
+      const m = tf.tensor(keep, [this.batch, 1, S], 'bool');
+      return [
+        tf.where(tf.reshape(m, [this.batch, 1, S, 1]), this.keys, tf.zerosLike(this.keys)),
+        tf.where(tf.reshape(m, [this.batch, 1, 1, S]), this.valuesT, tf.zerosLike(this.valuesT)),
+      ];
+    });
+    this.keys.dispose();
+    this.valuesT.dispose();
+    this.keys = tf.keep(keys) as tf.Tensor4D;
+    this.valuesT = tf.keep(valuesT) as tf.Tensor4D;
   }
 
   dispose(): void {

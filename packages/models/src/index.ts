@@ -18,3 +18,4 @@ export * from './weight-dtype.ts';
 export * from './packed-weights.ts';
 export * from './attention.ts';
 export * from './f32-weights.ts';
+export * from './threaded-weights.ts';

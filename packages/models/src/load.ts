@@ -5,16 +5,18 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { Checkpoint, DTYPE_SIZE, kernelsEnabled, ModelError, notRegularFile, ropeInvFreq, type TensorInfo } from '@moi/core';
+import { Checkpoint, DTYPE_SIZE, kernelsEnabled, ModelError, notRegularFile, ropeInvFreq, ThreadPool, type PoolInfo, type TensorInfo } from '@moi/core';
 import { ConfigReader, type RawConfig } from './config.ts';
 import { Decoder } from './decoder.ts';
 import { F32Storage } from './f32-weights.ts';
 import type { Family } from './family.ts';
 import { canRelease } from './pack.ts';
 import { PackedStorage, packedSize } from './packed-weights.ts';
+import { ThreadedStorage } from './threaded-weights.ts';
 import { familyFor } from './registry.ts';
 import type { DecoderSpec } from './spec.ts';
 import { buildWeights, checkNames, checkShape, expectedTensors, weightBytes, type MatrixSource } from './weights.ts';
+import { scanBytes, scanFloat32, type WeightScan } from './finite.ts';
 import { DTYPE_CHOICES, planDtype, type DtypeChoice, type DtypePlan, type WeightDtype } from './weight-dtype.ts';
 
 export interface LoadProgress {
@@ -38,7 +40,56 @@ export interface LoadOptions {
    * Packed 16/8-bit matrices run on wasm; other backends widen them to f32 at load.
    */
   dtype?: DtypeChoice;
+  /**
+   * Threads of the wasm thread pool that holds the matrices (issue 26; see threadedPlan). Default
+   * 1. The pool is made here and disposed with the model; `pool` hands in one made elsewhere
+   * (then the caller disposes it, and `threads` is its count).
+   */
+  threads?: number;
+  pool?: ThreadPool;
+  /** 'auto' (default: see threadedPlan), 'always' (every dtype in the pool), 'never' */
+  threadedWeights?: ThreadedChoice;
+  /**
+   * Check every weight as it is read for NaN, ±Inf and |w| ≥ 2^64 (finite.ts), failing with
+   * E_NONFINITE_WEIGHTS naming the tensor (default true; false skips the pass, for trusted files:
+   * the CLI's --no-check-tensors).
+   */
+  checkTensors?: boolean;
 }
+
+export type ThreadedChoice = 'auto' | 'always' | 'never';
+
+/** What runs the matrices: the thread pool (its threads and SIMD path) or tfjs's own kernels. */
+export interface ThreadsReport {
+  /** threads multiplying the matrices (1 when tfjs's single-thread kernels do) */
+  threads: number;
+  /** whether the matrices live in the thread pool */
+  pooled: boolean;
+  /** the pool's SIMD path ('relaxed' | 'simd128'), null without a pool */
+  simd: PoolInfo['simd'] | null;
+  /** whether the pool's multiply-add is fused (relaxed path) */
+  fused: boolean;
+  /** why the relaxed path was not taken, if it was not */
+  fallback: string | null;
+  /** one line for people: e.g. 'threads 2 (pool, simd relaxed, fma)' */
+  note: string;
+}
+
+/**
+ * Whether the matrices go in the thread pool: on the wasm backend, with 'always', or under 'auto'
+ * with more than one thread. One thread under 'auto' is today's engine exactly: f32 on XNNPACK
+ * (the pool's GEMM is 0.70-0.78x it from 4 rows at one thread, bench/threads.ts), bf16/f16 and q8
+ * on the packed kernels (the pool's 16-bit GEMM is 0.80-0.91x from 16 rows), so one-thread
+ * figures never drop. ('always' at one thread: q8 with int8 activations runs 1.4-1.5x the packed
+ * kernels at every batch there, and bf16 decode 1.2x.) Results are the same bits at every thread
+ * count from 2 up, and at 1 with 'always'.
+ */
+export function threadedPlan(choice: ThreadedChoice, threads: number, backend: string): boolean {
+  if (backend !== 'wasm' || choice === 'never') return false;
+  return choice === 'always' || threads > 1;
+}
+
+export const THREADED_CHOICES: readonly ThreadedChoice[] = ['auto', 'always', 'never'];
 
 export interface LoadedModel {
   dir: string;
@@ -56,6 +107,8 @@ export interface LoadedModel {
   /** what the matrices are held as, and why (e.g. 'bf16 checkpoint kept in 16 bits') */
   dtype: WeightDtype;
   dtypeNote: string;
+  /** what multiplies the matrices: the thread pool and its threads, or tfjs's kernels */
+  threads: ThreadsReport;
   loadSeconds: number;
   dispose(): void;
 }
@@ -92,7 +145,10 @@ export function specFromConfig(config: RawConfig, source = 'config.json'): { fam
       throw err;
     }
     // the bounds on each field should make this impossible; a combination of them must not either
-    if (!r.invFreq.every((f) => Number.isFinite(f) && f > 0) || !(Number.isFinite(r.attentionScaling) && r.attentionScaling > 0)) {
+    // in float32, as the device holds them (rope_theta 1e-300 gives frequencies past 3.4e38), and
+    // so are the angles of every position (position × frequency)
+    const f32ok = (x: number) => Number.isFinite(Math.fround(x)) && Math.fround(x) > 0;
+    if (!r.invFreq.every((f) => f32ok(f) && Number.isFinite(Math.fround(f * spec.maxPositionEmbeddings))) || !f32ok(r.attentionScaling)) {
       throw new ModelError('E_CONFIG', `${source}: rope_theta (${rope.base}) and rope_scaling (${JSON.stringify(rope.scaling)}) give non-finite rotary frequencies`);
     }
   }
@@ -164,6 +220,17 @@ export function checkHeapFits(spec: DecoderSpec, dtype: WeightDtype, where: stri
     `and activations that is ${GB(e.total)}, over the wasm heap (${GB(WASM_HEAP_BYTES)}); ${hint}`);
 }
 
+function threadsReport(pool: ThreadPool | null, threads: number): ThreadsReport {
+  if (!pool) {
+    return { threads: 1, pooled: false, simd: null, fused: false, fallback: null, note: `threads 1 (tfjs single-thread kernels${threads > 1 ? `; ${threads} asked, the pool runs on wasm only` : ''})` };
+  }
+  const i = pool.info;
+  return {
+    threads: i.threads, pooled: true, simd: i.simd, fused: i.fused, fallback: i.fallback,
+    note: `threads ${i.threads} (pool, simd ${i.simd}${i.fused ? ', fma' : ''}${i.fallback ? `; ${i.fallback}` : ''})`,
+  };
+}
+
 export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
   const t0 = performance.now();
   const choice = opts.dtype ?? 'auto';
@@ -197,19 +264,54 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
     const backend = tf.getBackend();
     const matrices = [...expected].filter(([, shape]) => shape.length === 2).map(([g]) => g);
     const plan: DtypePlan = planDtype(choice, matrices.map((g) => ckpt.info(source.get(g)!).dtype), backend, kernelsEnabled());
-    if (backend === 'wasm') checkHeapFits(spec, plan.dtype, dir);
+    const threads = opts.pool?.threads ?? opts.threads ?? 1;
+    if (!Number.isInteger(threads) || threads < 1 || threads > 256) {
+      throw new ModelError('E_THREADS', `threads must be an integer from 1 to 256, got ${threads}`);
+    }
+    const threadedChoice = opts.threadedWeights ?? 'auto';
+    if (!THREADED_CHOICES.includes(threadedChoice)) throw new ModelError('E_THREADS', `threadedWeights ${JSON.stringify(threadedChoice)}: expected one of ${THREADED_CHOICES.join(', ')}`);
+    const pooled = threadedPlan(threadedChoice, threads, backend);
+    if (backend === 'wasm' && !pooled) checkHeapFits(spec, plan.dtype, dir);
     // A tensor counts as built once the work after its read is done: the layout and packing of
     // what was read before tensor k end when tensor k is read, the rest when the model is built.
     let bytes = 0;
     let builtBytes = 0;
+    // the weight check: every read is scanned as it comes (bit patterns, one pass), and a tensor
+    // with a bad value fails once it has been read whole
+    const check = opts.checkTensors ?? true;
+    const scans = new Map<string, WeightScan>();
+    const scanOf = (g: string) => {
+      let s = scans.get(g);
+      if (!s) scans.set(g, s = { nonFinite: 0, huge: 0 });
+      return s;
+    };
     // a packed matrix is converted as it is read (built once read); f32 host values are laid out
     // after their read (built when the next tensor is read, or when the model is)
     const src: MatrixSource = {
       info: (g) => ckpt.info(source.get(g)!),
-      readRange: (g, start, length) => ckpt.readBytesRange(source.get(g)!, start, length),
-      readFloat32: (g) => ckpt.readFloat32(source.get(g)!),
+      readRange: (g, start, length) => {
+        const raw = ckpt.readBytesRange(source.get(g)!, start, length);
+        if (check) scanBytes(ckpt.info(source.get(g)!).dtype, raw, scanOf(g));
+        return raw;
+      },
+      readFloat32: (g) => {
+        const v = ckpt.readFloat32(source.get(g)!);
+        if (check) scanFloat32(v, scanOf(g)); // an F64 value past float32 is Inf here, and counted
+        return v;
+      },
       done: (g) => {
         const name = source.get(g)!;
+        const scan = scans.get(g);
+        scans.delete(g);
+        if (scan && (scan.nonFinite > 0 || scan.huge > 0)) {
+          const n = ckpt.info(name).shape.reduce((a, d) => a * d, 1);
+          const what = [
+            scan.nonFinite > 0 ? `${scan.nonFinite} non-finite value${scan.nonFinite === 1 ? '' : 's'} (NaN or ±Inf)` : '',
+            scan.huge > 0 ? `${scan.huge} value${scan.huge === 1 ? '' : 's'} of magnitude ≥ 2^64 (their products overflow float32)` : '',
+          ].filter(Boolean).join(' and ');
+          throw new ModelError('E_NONFINITE_WEIGHTS', `${dir}: tensor ${name} has ${what} among its ${n} values; the checkpoint is damaged ` +
+            '(--no-check-tensors / checkTensors: false skips this check)');
+        }
         const before = bytes;
         bytes += ckpt.info(name).byteLength;
         builtBytes = plan.packed ? bytes : before;
@@ -217,10 +319,22 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
       },
     };
     // packed (streamed, on wasm), or f32; on a backend that widens packed values, the converted values (bf16-rounded, q8 dequantized)
-    const storage = plan.packed
-      ? new PackedStorage(src, plan.kind!)
-      : new F32Storage(src, { convert: plan.kind, release: opts.keepWeights ? false : canRelease(), where: dir });
-    const model = new Decoder(spec, buildWeights(spec, src, storage, dir));
+    // or all of them in the thread pool's shared memory (threadedPlan)
+    const pool = pooled ? opts.pool ?? await ThreadPool.create({ threads }) : null;
+    const ownPool = pooled && !opts.pool;
+    let model: Decoder;
+    try {
+      const storage = pool
+        ? new ThreadedStorage(src, pool, plan.packed ? { kind: plan.kind!, convert: null } : { kind: 'f32', convert: plan.kind })
+        : plan.packed
+          ? new PackedStorage(src, plan.kind!)
+          : new F32Storage(src, { convert: plan.kind, release: opts.keepWeights ? false : canRelease(), where: dir });
+      model = new Decoder(spec, buildWeights(spec, src, storage, dir));
+    } catch (err) {
+      if (ownPool) await pool!.dispose();
+      throw err;
+    }
+    const report = threadsReport(pool, threads);
     opts.onProgress?.({ bytes: totalBytes, totalBytes, builtBytes: totalBytes, tensor: '', phase: 'done' });
     return {
       dir, config, family, familyConfig, spec, model,
@@ -228,8 +342,13 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
       weightBytes: weightBytes(model.weights),
       dtype: plan.dtype,
       dtypeNote: plan.note,
+      threads: report,
       loadSeconds: (performance.now() - t0) / 1000,
-      dispose: () => model.dispose(),
+      dispose: () => {
+        model.dispose();
+        // the workers leave at once (the exit word); the promise only awaits their exit events
+        if (ownPool) void pool!.dispose();
+      },
     };
   } finally {
     ckpt.close();

@@ -11,6 +11,7 @@ import { dtypeLabel } from '../commands/options.ts';
 import { Engine } from '@moi/engine';
 import { generate, type GenerateRequest } from '@moi/engine';
 import { measureReadBandwidth, median } from './bandwidth.ts';
+import { measureGpuStep, type GpuStepCounters } from './gpu-step.ts';
 import { profileDecodeStep, type StepProfile } from './profile.ts';
 
 export interface BenchOptions {
@@ -18,6 +19,10 @@ export interface BenchOptions {
   backend?: string;
   /** weight dtype asked for (auto by default; the result says what was loaded) */
   dtype?: DtypeChoice;
+  /** threads for the weight matrices (default: Engine.load's: $MOI_THREADS, else the cores, capped) */
+  threads?: number;
+  /** false: skip the load's weight check (--no-check-tensors) */
+  checkTensors?: boolean;
   promptTokens?: number;
   genTokens?: number;
   repeat?: number;
@@ -32,6 +37,10 @@ export interface BenchResult {
   /** what the weight matrices were held as (f32, bf16, f16 or q8), and why */
   dtype: string;
   dtypeNote: string;
+  /** threads multiplying the matrices (1: tfjs's single-thread kernels), the pool's SIMD path (null without it), and the line */
+  threads: number;
+  simd: string | null;
+  threads_note: string;
   load_s: number;
   load_gb_s: number;
   prefill_tok_s: number;
@@ -51,6 +60,13 @@ export interface BenchResult {
   decode_cpu_ms_per_tok: { standard: number; moi: number };
   /** one profiled batch-1 decode step: kernels dispatched (by name) and kernel time by bucket */
   step_profile: StepProfile;
+  /**
+   * webgpu with the GPU plan (issue 23): one warm batch-1 MoI decode step's counters (gpu-step.ts);
+   * null on other backends or with MOI_GPU_PLAN=0. The decode figures above then ran on the plan.
+   */
+  gpu_step: GpuStepCounters | null;
+  /** the GPU plan's storage and why (webgpu), else null */
+  gpu_dtype_note: string | null;
   /** whether our own wasm kernels (src/kernels/wasm) ran */
   kernels_active: boolean;
   /**
@@ -101,14 +117,14 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const bw = await measureReadBandwidth();
   log(`read bandwidth ${bw.gbPerSec.toFixed(2)} GB/s (${bw.method})`);
   const t0 = performance.now();
-  const engine = await Engine.load(o.model, { backend: o.backend, dtype: o.dtype });
+  const engine = await Engine.load(o.model, { backend: o.backend, dtype: o.dtype, threads: o.threads, checkTensors: o.checkTensors });
   const loadS = (performance.now() - t0) / 1000;
   const spec = engine.spec;
   const prompt = benchPrompt(spec.vocabSize, P);
   const request = (mode: string): GenerateRequest => ({
     promptIds: prompt, maxTokens: G + 1, ignoreEos: true, sampling: { temperature: 0 }, mix: { mode },
   });
-  log(`loaded ${o.model} on ${engine.backend.name} as ${engine.loaded.dtype} (${engine.loaded.dtypeNote}) in ${loadS.toFixed(2)} s`);
+  log(`loaded ${o.model} on ${engine.backend.name} as ${engine.loaded.dtype} (${engine.loaded.dtypeNote}), ${engine.threads.note}, in ${loadS.toFixed(2)} s`);
 
   // warm-up of every path (kernel setup, kept constants), not timed
   for (const mode of ['standard', 'moi', 'direct']) await timeDecode(engine, [{ ...request(mode), maxTokens: 3 }]);
@@ -179,6 +195,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     log(`batch ${b}: ${batch[String(b)].toFixed(2)} tok/s`);
   }
   const tensorsAfter = tf.memory().numTensors;
+  const gpuStep = await measureGpuStep(engine, prompt);
+  if (gpuStep) log(`gpu_step: ${JSON.stringify(gpuStep)}`);
 
   // Bytes a batch-1 decode step reads: every weight once, except an untied embedding table, of
   // which only one row is gathered (a tied table is the head, read whole every step).
@@ -190,6 +208,9 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     backend: engine.backend.name,
     dtype: engine.loaded.dtype,
     dtypeNote: engine.loaded.dtypeNote,
+    threads: engine.threads.threads,
+    simd: engine.threads.simd,
+    threads_note: engine.threads.note,
     load_s: loadS,
     load_gb_s: engine.loaded.checkpointBytes / loadS / 1e9,
     prefill_tok_s: median(prefill),
@@ -207,6 +228,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     weight_bytes: engine.loaded.weightBytes,
     decode_cpu_ms_per_tok: { standard: median(cpu.standard), moi: median(cpu.moi) },
     step_profile: stepProfile,
+    gpu_step: gpuStep,
+    gpu_dtype_note: engine.gpu?.dtypeNote ?? null,
     kernels_active: kernelsActive,
     kernels_off: kernelsOn ? {
       prefill_tok_s: median(off.prefill),
@@ -230,6 +253,7 @@ export function formatBench(r: BenchResult): string {
   const rows: [string, string][] = [
     ['model', r.model],
     ['backend / dtype', `${r.backend} / ${dtypeLabel(r)}`],
+    ['threads', r.threads_note],
     ['load', `${r.load_s.toFixed(2)} s (${r.load_gb_s.toFixed(2)} GB/s)`],
     [`prefill (${r.prompt_tokens} tok)`, `${r.prefill_tok_s.toFixed(1)} tok/s`],
     ['decode standard', `${r.decode_tok_s.standard.toFixed(2)} tok/s`],
@@ -242,6 +266,12 @@ export function formatBench(r: BenchResult): string {
       `${(r.roofline.bandwidth_gb_s * 1e9 / r.roofline.bytes_per_token).toFixed(2)} tok/s max; ratio ${r.roofline.ratio.toFixed(3)}`],
     ['decode CPU time', `${r.decode_cpu_ms_per_tok.standard.toFixed(2)} ms/tok standard, ${r.decode_cpu_ms_per_tok.moi.toFixed(2)} moi`],
     ['kernels / decode step', profileLine(r.step_profile)],
+    ...(r.gpu_step ? [
+      ['gpu plan', r.gpu_dtype_note ?? ''],
+      ['gpu plan / step', `${r.gpu_step.dispatches} dispatches (${r.gpu_step.dispatches_per_layer} a layer + ${r.gpu_step.dispatches_outside_layers}), ` +
+        `${r.gpu_step.uploads_bytes} B up, ${r.gpu_step.readbacks} read of ${r.gpu_step.readback_bytes_per_row} B a row, ` +
+        `new: ${r.gpu_step.new_pipelines} pipelines, ${r.gpu_step.new_bind_groups} bind groups, ${r.gpu_step.new_buffers} buffers`],
+    ] as [string, string][] : []),
     ...(r.kernels_off ? [
       ['kernels off: prefill', `${r.kernels_off.prefill_tok_s.toFixed(1)} tok/s`],
       ['kernels off: decode', `${r.kernels_off.decode_tok_s.standard.toFixed(2)} tok/s standard, ${r.kernels_off.decode_tok_s.moi.toFixed(2)} moi; ` +

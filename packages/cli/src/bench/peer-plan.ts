@@ -6,6 +6,9 @@
  *
  * Dtypes pair up as: f32 ↔ GGUF f32, bf16 ↔ GGUF bf16, q8 ↔ GGUF q8_0 (llama.cpp's Q8_0; ours is
  * the same blocks of 32 int8 with an f32 scale where llama.cpp keeps an f16 one).
+ *
+ * Threads: each thread count of `--threads` (default 1 and all cores) runs both engines with that
+ * count (llama.cpp's --threads, our bench's --threads), one after the other, per dtype.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -33,7 +36,8 @@ export interface PeerOptions {
   promptTokens: number;
   genTokens: number;
   repeat: number;
-  threads: number;
+  /** thread counts, each run by both engines (ascending, distinct) */
+  threads: number[];
   /** batched-decode sizes for `moi-gen bench` (null: its default, 4,16; none on the larger shapes) */
   batches: number[] | null;
   backend?: string;
@@ -48,6 +52,16 @@ const positive = (flag: string) => (v: string): number => {
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} needs a positive integer`);
   return n;
 };
+
+/** `--threads 1,2` or `1,max` (max = the cores this process may use). */
+function threadList(v: string): number[] {
+  const cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
+  const list = v.split(',').map((s) => s.trim()).filter(Boolean).map((s) => (s === 'max' ? cores : Number(s)));
+  if (!list.length || list.some((n) => !Number.isInteger(n) || n < 1 || n > 256)) {
+    throw new InvalidArgumentError('give thread counts from 1 to 256 (or max: all cores), comma-separated, e.g. 1,max');
+  }
+  return [...new Set(list)].sort((a, b) => a - b);
+}
 
 function dtypeList(v: string): PeerDtype[] {
   const list = v.split(',').map((s) => s.trim()).filter(Boolean);
@@ -91,7 +105,7 @@ export function peerProgram(repo: string): Command {
     .option('--prompt-tokens <n>', 'prompt length', positive('--prompt-tokens'), 128)
     .option('--gen-tokens <n>', 'decode steps timed', positive('--gen-tokens'), 64)
     .option('--repeat <n>', 'runs per figure (medians)', positive('--repeat'), 3)
-    .option('--threads <n>', 'llama.cpp threads (our wasm backend is single-threaded)', positive('--threads'), 1)
+    .option('--threads <list>', 'thread counts, each run by both engines (comma-separated; max = all cores)', threadList, threadList('1,max'))
     .addOption(new Option('--backend <name>', 'passed to moi-gen bench').choices(['tensorflow', 'wasm', 'cpu', 'webgpu']))
     .option('--batches <list>', 'passed to moi-gen bench: batched-decode sizes (default 4,16; none on the larger shapes)', batchList)
     .option('--keep-models', 'keep the generated safetensors/GGUF files (default: delete each when done)')
@@ -111,7 +125,7 @@ export function parsePeerArgs(argv: string[], repo: string, writeErr?: (s: strin
   p.parse(argv, { from: 'user' });
   const o = p.opts() as {
     peer: string; config: string[]; dtype: PeerDtype[]; scratch: string; out?: string; promptTokens: number; genTokens: number;
-    repeat: number; threads: number; backend?: string; batches?: number[]; keepModels?: boolean; skipOurs?: boolean; skipLlamacpp?: boolean; dryRun?: boolean;
+    repeat: number; threads: number[]; backend?: string; batches?: number[]; keepModels?: boolean; skipOurs?: boolean; skipLlamacpp?: boolean; dryRun?: boolean;
   };
   const scratch = path.resolve(o.scratch);
   return {
@@ -132,9 +146,14 @@ export interface Step { cwd: 'scratch' | 'repo'; args: string[] }
 
 export interface DtypeRun {
   dtype: PeerDtype;
+  /** both engines' thread count */
+  threads: number;
   ggufType: string;
   gguf: string;
+  /** the conversion, on a dtype's first thread count (null after: the GGUF is reused) */
   toGguf: Step | null;
+  /** whether this is the dtype's last run (its GGUF may go) */
+  lastOfDtype: boolean;
   llamacpp: Step | null;
   ours: Step | null;
 }
@@ -179,25 +198,25 @@ export function planShape(o: PeerOptions, name: string, config: RawConfig): Shap
   const sourceDtype = o.dtypes.includes('f32') ? 'f32' : 'bf16';
   const dir = path.join(models, `${name}-${sourceDtype}`);
   const make: Step = { cwd: 'scratch', args: ['make-synthetic.mjs', '--config', `configs/${name}.json`, '--out', dir, '--seed', '1', '--dtype', sourceDtype] };
-  const runs = o.dtypes.map((dtype): DtypeRun => {
+  const runs = o.dtypes.flatMap((dtype) => o.threads.map((threads, ti): DtypeRun => {
     const ggufType = GGUF_TYPE[dtype];
     const gguf = path.join(models, `${name}-${ggufType}.gguf`);
     return {
-      dtype, ggufType, gguf,
-      toGguf: o.skipLlamacpp ? null : { cwd: 'scratch', args: ['to-gguf.mjs', '--model', dir, '--out', gguf, '--type', ggufType] },
+      dtype, threads, ggufType, gguf, lastOfDtype: ti === o.threads.length - 1,
+      toGguf: o.skipLlamacpp || ti > 0 ? null : { cwd: 'scratch', args: ['to-gguf.mjs', '--model', dir, '--out', gguf, '--type', ggufType] },
       llamacpp: o.skipLlamacpp ? null : {
         cwd: 'scratch',
         args: ['bench-llamacpp.mjs', '--gguf', gguf, '--prompt-tokens', String(o.promptTokens), '--gen-tokens', String(o.genTokens),
-          '--threads', String(o.threads), '--repeat', String(o.repeat), '--kv', 'f32'],
+          '--threads', String(threads), '--repeat', String(o.repeat), '--kv', 'f32'],
       },
       ours: o.skipOurs ? null : {
         cwd: 'repo',
         args: ['packages/cli/src/bin.ts', 'bench', '--model', dir, '--dtype', dtype, '--prompt-tokens', String(o.promptTokens),
-          '--gen-tokens', String(o.genTokens), '--repeat', String(o.repeat),
+          '--gen-tokens', String(o.genTokens), '--repeat', String(o.repeat), '--threads', String(threads),
           ...(o.backend ? ['--backend', o.backend] : []), ...(batches ? ['--batches', batches.join(',')] : []), '--json'],
       },
     };
-  });
+  }));
   return { config: name, source: { dtype: sourceDtype, dir, make }, heap, runs };
 }
 

@@ -1,9 +1,9 @@
 /** `moi-gen bench`: the engine benchmark (see bench/bench.ts). */
 import { Command, Option } from 'commander';
 import { formatBench, runBench } from '../bench/bench.ts';
-import { dtypeOption, int, modelArg, type DtypeChoice } from './options.ts';
+import { checkTensorsOption, dtypeOption, int, modelArg, threadsOption, type DtypeChoice } from './options.ts';
 
-interface BenchFlags { model: string; backend?: string; dtype?: DtypeChoice; promptTokens: number; genTokens: number; repeat: number; batches: string; json?: boolean; quiet?: boolean }
+interface BenchFlags { model: string; backend?: string; dtype?: DtypeChoice; threads?: number; checkTensors: boolean; promptTokens: number; genTokens: number; repeat: number; batches: string; json?: boolean; quiet?: boolean }
 
 export function benchCommand(): Command {
   return new Command('bench')
@@ -11,6 +11,8 @@ export function benchCommand(): Command {
     .requiredOption('-m, --model <dir|id>', 'model folder or hub id')
     .addOption(new Option('--backend <name>', 'tfjs backend').choices(['tensorflow', 'wasm', 'cpu', 'webgpu']))
     .addOption(dtypeOption())
+    .addOption(threadsOption())
+    .addOption(checkTensorsOption())
     .option('--prompt-tokens <n>', 'prompt length', int('--prompt-tokens'), 128)
     .option('--gen-tokens <n>', 'decode steps timed per run', int('--gen-tokens'), 64)
     .option('--repeat <n>', 'runs per figure (medians reported)', int('--repeat'), 3)
@@ -20,7 +22,7 @@ export function benchCommand(): Command {
     .action(async (o: BenchFlags) => {
       const batches = o.batches.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
       const r = await runBench({
-        model: modelArg(o.model), backend: o.backend, dtype: o.dtype, promptTokens: o.promptTokens, genTokens: o.genTokens, repeat: o.repeat, batches,
+        model: modelArg(o.model), backend: o.backend, dtype: o.dtype, threads: o.threads, checkTensors: o.checkTensors, promptTokens: o.promptTokens, genTokens: o.genTokens, repeat: o.repeat, batches,
         log: o.quiet ? undefined : (line) => process.stderr.write(`bench: ${line}\n`),
       });
       process.stdout.write(o.json ? JSON.stringify(r) + '\n' : formatBench(r) + '\n');

@@ -122,7 +122,7 @@ async function run(o: ChatFlags, cmd: Command): Promise<void> {
   }
 
   try {
-    if (o.stats || o.verbose) process.stderr.write(`[${engine.backend.name}, weights ${dtypeLabel(engine.loaded)}]\n`);
+    if (o.stats || o.verbose) process.stderr.write(`[${engine.backend.name}, weights ${dtypeLabel(engine.loaded)}, ${engine.threads.note}]\n`);
     if (tty) {
       notice(`chatting with ${engine.dir} (${engine.backend.name}, ${engine.loaded.dtype}); /help for commands`);
       rl.prompt();

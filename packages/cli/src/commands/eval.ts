@@ -19,7 +19,7 @@ import { showProgress } from '../progress.ts';
 import { loadTokenizer, type Tokenizer } from '@moi/engine';
 import { resolveModel } from '../hub/index.ts';
 import { loadEngine } from './load.ts';
-import { addSettingOptions, dtypeOption, int, modelArg, num, settingFlags, userPath, type DtypeChoice } from './options.ts';
+import { addSettingOptions, checkTensorsOption, dtypeOption, int, threadsOption, modelArg, num, settingFlags, userPath, type DtypeChoice } from './options.ts';
 
 interface EvalFlags {
   model: string;
@@ -36,6 +36,8 @@ interface EvalFlags {
   split?: string;
   backend?: string;
   dtype: DtypeChoice;
+  threads?: number;
+  checkTensors?: boolean;
   revision?: string;
   quiet?: boolean;
   release?: string;
@@ -86,6 +88,7 @@ async function run(o: EvalFlags, cmd: Command): Promise<void> {
   const modes = parseModeList(o.modes, '--modes');
   // the server loaded its own weights: a --dtype here would do nothing
   if (o.endpoint && cmd.getOptionValueSource('dtype') === 'cli') throw new UsageError('E_USAGE', '--dtype is for in-process runs; with --endpoint the server chose its weights\' dtype');
+  if (o.endpoint && o.threads !== undefined) throw new UsageError('E_USAGE', '--threads is for in-process runs; with --endpoint the server runs its own threads');
   if (!Number.isInteger(o.maxSeqs) || o.maxSeqs < 1) throw new UsageError('E_USAGE', `--max-seqs must be a positive integer, got ${o.maxSeqs}`);
   if (!Number.isInteger(o.samples) || o.samples < 1) throw new UsageError('E_USAGE', `--samples must be a positive integer, got ${o.samples}`);
   if (o.limit !== undefined && (!Number.isInteger(o.limit) || o.limit < 1)) throw new UsageError('E_USAGE', `--limit must be a positive integer, got ${o.limit}`);
@@ -221,6 +224,8 @@ export function evalCommand(): Command {
     .option('--split <name>', 'dataset split', 'train')
     .addOption(new Option('--backend <name>', 'tfjs backend').choices(['tensorflow', 'wasm', 'cpu', 'webgpu']))
     .addOption(dtypeOption())
+    .addOption(threadsOption())
+    .addOption(checkTensorsOption())
     .option('--revision <rev>', 'hub revision of the model', 'main')
     .option('-q, --quiet', 'no progress bar');
   addExecOptions(cmd);

@@ -205,6 +205,9 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
       // what the weight matrices are held as, and why (the --dtype choice resolved by the loader)
       dtype: engine.loaded.dtype,
       dtypeNote: engine.loaded.dtypeNote,
+      // threads multiplying the weights (1: tfjs's kernels) and the pool's SIMD path (null without the pool)
+      threads: engine.threads.threads,
+      simd: engine.threads.simd,
       prompt_tokens: ids.length,
       text: engine.tokenizer ? done.text : null,
       tokens: done.tokens,
@@ -227,7 +230,7 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
   process.stdout.write('\n');
   if (o.stats || o.verbose) {
     const s = done.stats;
-    process.stderr.write(`[${backendLabel(engine.backend)}, ${dtypeLabel(engine.loaded)}] prompt ${s.promptTokens} tok, ${s.prefillTokPerSec.toFixed(1)} tok/s | ` +
+    process.stderr.write(`[${backendLabel(engine.backend)}, ${dtypeLabel(engine.loaded)}, ${engine.threads.note}] prompt ${s.promptTokens} tok, ${s.prefillTokPerSec.toFixed(1)} tok/s | ` +
       `generated ${s.generatedTokens} tok, ${s.decodeTokPerSec.toFixed(1)} tok/s | finish: ${s.finishReason}\n`);
   }
 }

@@ -6,13 +6,19 @@ import { makeProgress, prefillChunkFor, showProgress, type Progress } from '../p
 import { dtypeLabel, modelArg, type DtypeChoice } from './options.ts';
 import { atEnd } from './usage.ts';
 
-export interface ModelFlags { model: string; backend?: string; dtype?: DtypeChoice; revision?: string; quiet?: boolean; verbose?: boolean }
+export interface ModelFlags {
+  model: string; backend?: string; dtype?: DtypeChoice; threads?: number; revision?: string; quiet?: boolean; verbose?: boolean;
+  /** false with --no-check-tensors: skip the load's NaN/Inf weight check */
+  checkTensors?: boolean;
+}
 
 export async function loadEngine(o: ModelFlags, forceQuiet = false): Promise<{ engine: Engine; progress: Progress }> {
   const progress = makeProgress(showProgress(Boolean(o.quiet) || forceQuiet));
   const engine = await Engine.load(modelArg(o.model), {
     backend: o.backend,
     dtype: o.dtype,
+    threads: o.threads,
+    checkTensors: o.checkTensors ?? true,
     resolve: hubResolver({ revision: o.revision, onProgress: (p) => progress.download(p) }),
     onLoad: (p) => progress.load(p),
   }).catch((err: unknown) => {
@@ -28,7 +34,7 @@ export async function loadEngine(o: ModelFlags, forceQuiet = false): Promise<{ e
     const s = engine.spec;
     const l = engine.loaded;
     process.stderr.write(`moi-gen: loaded ${engine.dir}: ${s.modelType}, ${s.numLayers} layers, hidden ${s.hiddenSize}, vocab ${s.vocabSize}, ` +
-      `context ${s.maxPositionEmbeddings}; ${(l.checkpointBytes / 1e6).toFixed(1)} MB in ${l.loadSeconds.toFixed(2)} s on ${backendLabel(engine.backend)}, weights ${dtypeLabel(l)}` +
+      `context ${s.maxPositionEmbeddings}; ${(l.checkpointBytes / 1e6).toFixed(1)} MB in ${l.loadSeconds.toFixed(2)} s on ${backendLabel(engine.backend)}, weights ${dtypeLabel(l)}, ${l.threads.note}` +
       `${engine.tokenizer ? '' : '; no tokenizer.json (ids in, ids out)'}\n`);
   }
   return { engine, progress };

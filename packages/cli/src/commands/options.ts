@@ -10,7 +10,7 @@ import { DTYPE_CHOICES, type DtypeChoice } from '@moi/models';
 import { resolveMixSettings } from '@moi/moi';
 import { resolveSamplingParams } from '@moi/core';
 import {
-  parseSettingText, requestFromSettings, ruleOf, settingAtPath, settingError, SETTINGS,
+  MAX_THREADS, parseSettingText, requestFromSettings, resolveThreads, ruleOf, settingAtPath, settingError, SETTINGS,
   type Setting, type SettingName, type SettingValue, type SettingValues, type TableSetting,
 } from '@moi/engine';
 import { registerFlagNames, warn } from './usage.ts';
@@ -51,8 +51,13 @@ export const idList = (v: string): number[] => {
  */
 export function dtypeOption(): Option {
   return new Option('--dtype <dtype>', "weight matrices held as: auto (a bf16/f16 checkpoint stays 16-bit, f32 stays f32), " +
-    'f32, bf16 (16-bit words) or q8 (blocks of 32 int8 + a scale, as llama.cpp Q8_0); packed weights run on wasm, other backends widen them at load')
-    .choices(DTYPE_CHOICES)
+    'f32, bf16 (16-bit words) or q8 (blocks of 32 int8 + a scale, as llama.cpp Q8_0); packed weights run on wasm, other backends widen them at load. ' +
+    "On webgpu's GPU plan (issue 23): auto (f16 for a 16-bit checkpoint, f32 for f32), f32 or f16")
+    // (the GPU plan's f16 beside the table's choices; Engine.load refuses it off the plan)
+    .argParser((v: string) => {
+      if ((DTYPE_CHOICES as readonly string[]).includes(v) || v === 'f16') return v;
+      throw new InvalidArgumentError(`Allowed choices are ${DTYPE_CHOICES.join(', ')}. On webgpu's GPU plan also f16.`);
+    })
     .default('auto');
 }
 
@@ -67,14 +72,36 @@ export function dtypeLabel(loaded: { dtype: string; dtypeNote: string }): string
 
 export type { DtypeChoice };
 
+/**
+ * `--threads <n>`: threads multiplying the weights (the wasm thread pool; every command that
+ * loads a model). Default $MOI_THREADS, else the available cores (capped); a value outside 1..256
+ * is a UsageError naming the flag (exit 2), before anything loads.
+ */
+export function threadsOption(): Option {
+  return new Option('--threads <n>', `threads for the weight matrices on wasm (1 to ${MAX_THREADS}; default $MOI_THREADS, else the available cores, at most 8)`)
+    .argParser((v: string) => resolveThreads(v, '--threads'));
+}
+
+/** The thread line for --stats and --verbose: e.g. 'threads 2 (pool, simd relaxed, fma)'. */
+export function threadsLabel(t: { note: string }): string {
+  return t.note;
+}
+
 export function addModelOptions(cmd: Command): Command {
   return cmd
     .requiredOption('-m, --model <dir|id>', 'model folder, or a Hugging Face hub id (found in the HF cache, else downloaded)')
     .addOption(new Option('--backend <name>', 'tfjs backend (default: $MOI_BACKEND, else tensorflow > wasm > cpu)').choices(['tensorflow', 'wasm', 'cpu', 'webgpu']))
     .addOption(dtypeOption())
+    .addOption(threadsOption())
     .option('--revision <rev>', 'hub revision', 'main')
     .option('-q, --quiet', 'no progress bars')
-    .option('-v, --verbose', 'print what was loaded (model, backend, time) and the speed to stderr');
+    .option('-v, --verbose', 'print what was loaded (model, backend, time) and the speed to stderr')
+    .addOption(checkTensorsOption());
+}
+
+/** --no-check-tensors: skip the load's check of every weight for NaN/±Inf (llama.cpp's --check-tensors, on by default here). */
+export function checkTensorsOption(): Option {
+  return new Option('--no-check-tensors', 'skip the load-time check of every weight for NaN/Inf/|w| ≥ 2^64 (E_NONFINITE_WEIGHTS), for speed on trusted files');
 }
 
 // ---- the settings table's flags

@@ -31,7 +31,7 @@ async function run(args: string[], o: ScoreFlags): Promise<void> {
     const tok = engine.tokenizer;
     const inputTokens = ids.map((id) => (tok ? tokenText(tok, id) : null));
     process.stdout.write(JSON.stringify({
-      model: engine.dir, backend: engine.backend.name, dtype: engine.loaded.dtype, dtypeNote: engine.loaded.dtypeNote,
+      model: engine.dir, backend: engine.backend.name, dtype: engine.loaded.dtype, dtypeNote: engine.loaded.dtypeNote, threads: engine.threads.threads, simd: engine.threads.simd,
       input_ids: ids, input_tokens: inputTokens, logits: rows[0],
     }) + '\n');
     return;

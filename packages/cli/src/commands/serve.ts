@@ -8,6 +8,7 @@ import { UsageError } from '@moi/core';
 import { estimateHeap } from '@moi/models';
 import { resolveMixSettings, type MixOptions } from '@moi/moi';
 import { requestFromSettings, settingsOf } from '@moi/engine';
+import { DEFAULT_MAX_LIST_ITEMS, DEFAULT_MAX_PROMPT_CHARS } from '../serve/limits.ts';
 import { loadEngine, type ModelFlags } from './load.ts';
 import { readUserFile } from './generate.ts';
 import { addModelOptions, addSettingOptions, dtypeLabel, int, settingFlags } from './options.ts';
@@ -22,6 +23,8 @@ interface ServeFlags extends ModelFlags {
   servedModelName?: string;
   chatTemplate?: string;
   prefillChunk: number;
+  maxPromptChars: number;
+  maxListItems: number;
 }
 
 /** The MoI settings a request does not give: serve's flags (the settings table's MoI flags). */
@@ -33,6 +36,8 @@ async function run(o: ServeFlags, cmd: Command): Promise<void> {
   if (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535) throw new UsageError('E_USAGE', `--port must be 0..65535, got ${o.port}`);
   if (!Number.isInteger(o.maxSeqs) || o.maxSeqs < 1 || o.maxSeqs > 256) throw new UsageError('E_USAGE', `--max-seqs must be 1..256, got ${o.maxSeqs}`);
   if (!Number.isInteger(o.maxWaiting) || o.maxWaiting < 0) throw new UsageError('E_USAGE', `--max-waiting must be a non-negative integer, got ${o.maxWaiting}`);
+  if (!Number.isInteger(o.maxPromptChars) || o.maxPromptChars < 1) throw new UsageError('E_USAGE', `--max-prompt-chars must be a positive integer, got ${o.maxPromptChars}`);
+  if (!Number.isInteger(o.maxListItems) || o.maxListItems < 1) throw new UsageError('E_USAGE', `--max-list-items must be a positive integer, got ${o.maxListItems}`);
   const mix: MixOptions = { defaultMode: 'standard', ...requestFromSettings(settingFlags(o, cmd, MOI_SETTINGS).values).mix };
   resolveMixSettings(mix, process.env); // bad defaults fail before the load
   const chatTemplate = o.chatTemplate !== undefined ? readUserFile('--chat-template', o.chatTemplate) : undefined;
@@ -59,14 +64,11 @@ async function run(o: ServeFlags, cmd: Command): Promise<void> {
   }
   const scheduler = new Scheduler(engine, { maxSeqs: o.maxSeqs, maxModelLen, maxWaiting: o.maxWaiting, prefillChunk: o.prefillChunk });
   const modelName = o.servedModelName ?? o.model;
-  const { app } = buildServer(engine, scheduler, { modelName, apiKey: o.apiKey, chatTemplate, mix });
+  const { app } = buildServer(engine, scheduler, { modelName, apiKey: o.apiKey, chatTemplate, mix, maxPromptChars: o.maxPromptChars, maxListItems: o.maxListItems });
   const address = await app.listen({ host: o.host, port: o.port });
   const defaults = resolveMixSettings(mix, process.env);
-  process.stderr.write(`moi-gen serve: ${modelName} (${spec.modelType}, ${engine.backend.name}, weights ${dtypeLabel(engine.loaded)}) on ${address} · max-seqs ${o.maxSeqs} · ` +
-    `max-model-len ${maxModelLen} · KV cache ≤ ${MB(kvBytes)} + weights ${MB(weights)} · default mixing ${defaults.mode}` +
-    `${defaults.mode === 'moi' ? ` β ${defaults.beta}` : ''}${o.apiKey ? ' · API key required' : ''}\n`);
-
-  await new Promise<void>((resolve) => {
+  // the signal handlers first: a client that reads the start-up line may signal at once
+  const stopped = new Promise<void>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
@@ -81,6 +83,11 @@ async function run(o: ServeFlags, cmd: Command): Promise<void> {
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
+  process.stderr.write(`moi-gen serve: ${modelName} (${spec.modelType}, ${engine.backend.name}, weights ${dtypeLabel(engine.loaded)}) on ${address} · ${engine.threads.note} · max-seqs ${o.maxSeqs} · ` +
+    `max-model-len ${maxModelLen} · KV cache ≤ ${MB(kvBytes)} + weights ${MB(weights)} · default mixing ${defaults.mode}` +
+    `${defaults.mode === 'moi' ? ` β ${defaults.beta}` : ''}${o.apiKey ? ' · API key required' : ''}\n`);
+
+  await stopped;
 }
 
 export function serveCommand(): Command {
@@ -91,10 +98,12 @@ export function serveCommand(): Command {
     .option('--max-seqs <n>', 'requests decoded together (KV-cache rows)', int('--max-seqs'), 8)
     .option('--max-model-len <n>', 'most tokens per request, prompt + completion (default min(max_position_embeddings, 2048))', int('--max-model-len'))
     .option('--max-waiting <n>', 'requests waiting for a row at most; past it 429', int('--max-waiting'), 256)
-    .option('--api-key <key>', 'require "Authorization: Bearer <key>" on /v1 routes')
+    .option('--api-key <key>', 'require "Authorization: Bearer <key>" on every route but /health and /metrics')
     .option('--served-model-name <name>', 'the model name clients use (default: --model as given)')
     .option('--chat-template <file>', 'a Jinja chat template to use instead of the tokenizer\'s')
-    .option('--prefill-chunk <n>', 'prompt tokens per prefill forward (decode steps run between chunks)', int('--prefill-chunk'), 64);
+    .option('--prefill-chunk <n>', 'prompt tokens per prefill forward (decode steps run between chunks)', int('--prefill-chunk'), 64)
+    .option('--max-prompt-chars <n>', 'most characters of a request\'s prompt text (all prompts, or all messages), refused with a 400 before tokenizing', int('--max-prompt-chars'), DEFAULT_MAX_PROMPT_CHARS)
+    .option('--max-list-items <n>', 'most items of a request\'s lists (prompts, messages, content parts), refused with a 400 before parsing them', int('--max-list-items'), DEFAULT_MAX_LIST_ITEMS);
   // the mixing of requests that do not choose their own (moi_mode, moi_beta, ...)
   return addSettingOptions(cmd, MOI_SETTINGS, { helpPrefix: 'default for requests: ' })
     .action((o: ServeFlags, c: Command) => run(o, c));

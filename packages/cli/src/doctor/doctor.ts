@@ -24,6 +24,7 @@ import {
 } from '@moi/core';
 import { Engine, generate, generateOne, type GenerateRequest } from '@moi/engine';
 import type { MixOptions } from '@moi/moi';
+import type { ThreadsReport } from '@moi/models';
 import { DOCTOR_CONFIG, writeDoctorModel } from './model.ts';
 import {
   agreeing, directSettings, recordRun, softSettings, teacherForced, type RefRun, type TeacherForcedReport,
@@ -192,6 +193,8 @@ export interface BackendResult {
   /** not checks: what the free-running modes and a short decode did */
   freeRunning: Record<string, { agree: number; of: number } | { error: string }>;
   decode: { tokens: number; tokPerSec: number; prefillTokPerSec: number; cpuTokPerSec: number } | null;
+  /** what multiplied the weights on the checked backend: the thread pool (threads, SIMD path, why not relaxed) or tfjs's kernels */
+  threads?: ThreadsReport;
 }
 
 const LOGIT_TOL = 1e-4;
@@ -231,19 +234,20 @@ async function check(checks: DoctorCheck[], name: string, f: () => Promise<{ ok:
  * The checks on one backend (`backend`: a name, or undefined for MOI_BACKEND / the best available;
  * `flushSubnormals`: undefined for MOI_FLUSH_SUBNORMALS) against the cpu reference.
  */
-export async function checkBackend(dir: string, ref: DoctorReference, target: { backend?: string; flushSubnormals?: boolean } = {}): Promise<BackendResult> {
+export async function checkBackend(dir: string, ref: DoctorReference, target: { backend?: string; flushSubnormals?: boolean; threads?: number } = {}): Promise<BackendResult> {
   const result: BackendResult = { backend: null, checks: [], freeRunning: {}, decode: null };
   let report: BackendReport;
   let engine: Engine;
   try {
     // the choice first (initBackend keeps a started backend when none is named)
     report = await initBackend({ backend: target.backend, flushSubnormals: target.flushSubnormals });
-    engine = await Engine.load(dir, { backend: report.name, flushSubnormals: report.flushSubnormals });
+    engine = await Engine.load(dir, { backend: report.name, flushSubnormals: report.flushSubnormals, threads: target.threads });
   } catch (err) {
     result.checks.push({ name: 'start', ok: false, detail: (err as Error).message.split('\n')[0] });
     return result;
   }
   result.backend = { name: report.name, label: backendLabel(report), flushSubnormals: report.flushSubnormals, reason: report.reason };
+  result.threads = engine.threads;
   const checks = result.checks;
   const want = ref.outputs;
   try {
@@ -320,6 +324,8 @@ export interface DoctorOptions {
   backend?: string;
   /** trajectory length (default 16) */
   steps?: number;
+  /** threads for the checked engine's weights (default Engine.load's: $MOI_THREADS, else the cores, capped) */
+  threads?: number;
   /** progress lines (stderr in the CLI) */
   onProgress?: (line: string) => void;
 }
@@ -350,7 +356,7 @@ export async function runDoctor(opts: DoctorOptions = {}): Promise<DoctorReport>
     say('reference: the cpu backend');
     const ref = await doctorReference(dir, steps);
     say(`checking ${chosen.backend}${chosen.flushSubnormals ? ' (flushing subnormals)' : ''}`);
-    const result = await checkBackend(dir, ref, chosen);
+    const result = await checkBackend(dir, ref, { ...chosen, threads: opts.threads });
     return { backends, model, reference, result, ok: result.checks.length > 0 && result.checks.every((c) => c.ok) };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -367,6 +373,7 @@ export function formatDoctor(r: DoctorReport): string {
   const res = r.result;
   const name = res.backend?.label ?? 'the chosen backend';
   lines.push(`checks on ${name} against ${r.reference}, a random ${r.model.modelType} (hidden ${r.model.hiddenSize}, ${r.model.layers} layers, vocabulary ${r.model.vocabSize}), ${r.model.steps} steps:`);
+  if (res.threads) lines.push(`  info  ${'threads'.padEnd(24)} ${res.threads.note}`);
   for (const c of res.checks) lines.push(`  ${c.ok ? 'PASS' : 'FAIL'}  ${c.name.padEnd(24)} ${c.detail}`);
   const fr = Object.entries(res.freeRunning);
   if (fr.length) lines.push(`  info  ${'free-running'.padEnd(24)} ${fr.map(([k, v]) => ('error' in v ? `${k} failed: ${v.error}` : `${k} agrees with cpu for ${v.agree} of ${v.of} steps`)).join(', ')} (not a check: without the anchor on the sampled token, rounding grows ~4× per step)`);

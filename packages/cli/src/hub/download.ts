@@ -24,12 +24,25 @@ export interface HubContext {
    */
   deadlineMs?: number;
   minRate?: number;
+  /**
+   * Absolute cap of one file's deadline, ms (MOI_HUB_MAX_SECONDS, default DEFAULT_MAX_SECONDS):
+   * whatever size a server announces, a file that has not arrived by then fails.
+   */
+  maxMs?: number;
 }
 
 /** Grace period of every file's deadline (MOI_HUB_DEADLINE, seconds). */
 export const DEFAULT_DEADLINE_MS = 60_000;
 /** Slowest average transfer accepted, bytes/s (MOI_HUB_MIN_RATE). */
 export const DEFAULT_MIN_RATE = 100_000;
+/** The cap of every file's deadline, seconds (MOI_HUB_MAX_SECONDS): one hour. */
+export const DEFAULT_MAX_SECONDS = 3600;
+/** Node's longest timer (2^31 − 1 ms, about 24.8 days): longer ones fire at once, with a TimeoutOverflowWarning. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+/** A delay as a timer can take it: 1 ms .. MAX_TIMER_MS (NaN → MAX_TIMER_MS). */
+export function timerMs(ms: number): number {
+  return Number.isNaN(ms) ? MAX_TIMER_MS : Math.min(MAX_TIMER_MS, Math.max(1, ms));
+}
 /** A file whose size the server does not announce may not exceed this. */
 export const MAX_UNSIZED_BYTES = 2 ** 31;
 
@@ -116,6 +129,12 @@ async function fetchFollow(
   const origin = new URL(url).origin;
   let sameOrigin = true;
   for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
+    const scheme = new URL(url).protocol;
+    if (scheme !== 'http:' && scheme !== 'https:') {
+      // file:, data:, ftp: ... never followed (a file: redirect would read this machine's files)
+      throw new MoiError('E_HUB_REDIRECT', `${ctx.endpoint} redirected ${ctx.repoId}/${file} to a ${scheme.slice(0, -1)}: URL, ` +
+        'which is not followed (only http and https are)');
+    }
     const headers: Record<string, string> = { ...baseHeaders(), ...extra };
     if (ctx.token && sameOrigin) headers.authorization = `Bearer ${ctx.token}`;
     let res: Response;
@@ -140,7 +159,7 @@ function idleSignal(ms: number, outer?: AbortSignal) {
   const timer = setTimeout(() => {
     timedOut = true;
     ctrl.abort(new Error(`no data for ${ms} ms`));
-  }, ms);
+  }, timerMs(ms));
   const signal = outer ? AbortSignal.any([outer, ctrl.signal]) : ctrl.signal;
   return { signal, touch: () => timer.refresh(), done: () => clearTimeout(timer), timedOut: () => timedOut };
 }
@@ -232,22 +251,24 @@ export async function downloadBlob(
 
 /**
  * The overall deadline of one transfer: grace + bytes/minRate after it starts, where bytes is the
- * size still to come (or, for a file of unknown size, what has come so far). Aborts `ctrl` when
- * it passes; re-arms itself while an unsized file keeps the average rate.
+ * size still to come (or, for a file of unknown size, what has come so far), and never past the
+ * absolute cap (maxMs: a 1 TB announcement cannot stretch it). Aborts `ctrl` when it passes;
+ * re-arms itself while an unsized file keeps the average rate. Timers stay within Node's limit.
  */
 function transferDeadline(ctx: HubContext, ctrl: AbortController, toCome: () => number) {
   const grace = ctx.deadlineMs ?? DEFAULT_DEADLINE_MS;
   const rate = ctx.minRate ?? DEFAULT_MIN_RATE;
+  const cap = ctx.maxMs ?? DEFAULT_MAX_SECONDS * 1000;
   const t0 = performance.now();
   let passed = false;
-  const due = () => t0 + grace + (toCome() / rate) * 1000;
+  const due = () => t0 + Math.min(cap, grace + (toCome() / rate) * 1000);
   let timer: NodeJS.Timeout;
   const arm = () => {
     timer = setTimeout(() => {
       if (performance.now() < due()) return arm();
       passed = true;
       ctrl.abort(new Error('deadline passed'));
-    }, Math.max(1, due() - performance.now()));
+    }, timerMs(due() - performance.now()));
   };
   arm();
   return { passed: () => passed, seconds: () => (due() - t0) / 1000, done: () => clearTimeout(timer) };
@@ -368,7 +389,7 @@ function pastDeadline(ctx: HubContext, meta: FileMeta, part: string, written: nu
   return new MoiError(
     'E_HUB_DEADLINE',
     `download of ${ctx.repoId}/${meta.file} from ${ctx.endpoint} did not finish within its deadline of ${seconds.toFixed(1)} s ` +
-      `(${written}${of} bytes arrived; MOI_HUB_DEADLINE + size / MOI_HUB_MIN_RATE); run again to resume from the partial file ${part}`,
+      `(${written}${of} bytes arrived; MOI_HUB_DEADLINE + size / MOI_HUB_MIN_RATE, at most MOI_HUB_MAX_SECONDS); run again to resume from the partial file ${part}`,
     { cause: err },
   );
 }

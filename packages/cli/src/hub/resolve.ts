@@ -21,7 +21,7 @@ import {
   snapshotDir,
   writeRef,
 } from './cache.ts';
-import { DEFAULT_DEADLINE_MS, DEFAULT_MIN_RATE, type FileMeta, type HubContext, downloadBlob, headFile } from './download.ts';
+import { DEFAULT_DEADLINE_MS, DEFAULT_MAX_SECONDS, DEFAULT_MIN_RATE, type FileMeta, type HubContext, downloadBlob, headFile } from './download.ts';
 
 export interface DownloadProgress {
   /** Repo file being downloaded. */
@@ -174,6 +174,7 @@ export async function resolveModel(idOrPath: string, opts: ResolveOptions = {}):
     readTimeoutMs: seconds(env.HF_HUB_DOWNLOAD_TIMEOUT, 10),
     deadlineMs: seconds(env.MOI_HUB_DEADLINE, DEFAULT_DEADLINE_MS / 1000),
     minRate: positive(env.MOI_HUB_MIN_RATE, DEFAULT_MIN_RATE),
+    maxMs: seconds(env.MOI_HUB_MAX_SECONDS, DEFAULT_MAX_SECONDS),
   };
   try {
     return await downloadSnapshot(ctx, repoDir, revision, opts.onProgress);

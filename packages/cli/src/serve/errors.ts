@@ -18,7 +18,9 @@ function typeFor(status: number): string {
     case 400: return 'BadRequestError';
     case 401: return 'AuthenticationError';
     case 404: return 'NotFoundError';
+    case 405: return 'MethodNotAllowedError';
     case 413: return 'RequestTooLargeError';
+    case 415: return 'UnsupportedMediaTypeError';
     case 429: return 'RateLimitError';
     case 503: return 'ServiceUnavailableError';
     default: return 'InternalServerError';

@@ -6,22 +6,30 @@
  * fields, and every response carries a `moi` object naming the mixing that ran. Streaming is SSE
  * (`data: {json}\n\n` ... `data: [DONE]`). A client that disconnects aborts its requests (their
  * rows are free before the next decode step).
+ *
+ * Safety: with an API key, every route but /health and /metrics (and every unknown path) needs
+ * it, checked on the route fastify matched (never on the raw URL) in constant time. Each request's
+ * work is bounded before it is admitted: list items and prompt characters (400 naming the field),
+ * and long prompts are tokenized on a worker thread (tokenize.ts), never on the event loop.
  */
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
+import sjson from 'secure-json-parse';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import type { MixOptions } from '@moi/moi';
 import type { Engine } from '@moi/engine';
 import type { Scheduler } from '@moi/engine';
 import type { DoneEvent, Endpoint, GenerateRequest, Submission } from '@moi/engine';
-import { encodePrompt, renderChat, type ChatMessage, type ChatTemplateSource } from '@moi/engine';
+import type { ChatMessage, ChatTemplateSource } from '@moi/engine';
 import { ApiError, fromEngine, fromZod } from './errors.ts';
 import { makeMetrics, type ServerMetrics } from './metrics.ts';
 import {
   buildRequests, chatLogprob, ChoiceTokens, CompletionLogprobs, contentText, moiReport, usage,
 } from './openai.ts';
 import { chatSchema, completionSchema, unknownFields, type ChatBody, type CompletionBody } from './schema.ts';
+import { DEFAULT_MAX_LIST_ITEMS, DEFAULT_MAX_PROMPT_CHARS } from './limits.ts';
+import { DEFAULT_INLINE_CHARS, PromptEncoder } from './tokenize.ts';
 
 export interface ServerOptions {
   /** the name clients pass as `model` (and /v1/models lists) */
@@ -36,11 +44,22 @@ export interface ServerOptions {
   bodyLimit?: number;
   /** one line per request and warnings (default: stderr) */
   log?: (line: string) => void;
+  /** most characters of a request's prompt text (all prompts, or all messages), checked before tokenizing (default 1 MiB) */
+  maxPromptChars?: number;
+  /** most items of a request's lists (prompts, messages, content parts), checked before parsing them (default 2048) */
+  maxListItems?: number;
+  /** prompts longer than this (characters) are tokenized on the worker thread (default 8192) */
+  inlineTokenizeChars?: number;
 }
+
+/** Routes (as fastify matched them) that answer without the API key. Every other one needs it. */
+const PUBLIC_ROUTES = new Set(['/health', '/metrics']);
 
 export interface MoiServer {
   app: FastifyInstance;
   metrics: ServerMetrics;
+  /** ends the tokenizing thread (also done by app.close()) */
+  encoder: PromptEncoder | null;
 }
 
 /** Constant-time comparison of a bearer token (hashes first, so lengths leak nothing). */
@@ -101,22 +120,31 @@ interface Choice {
 
 export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOptions): MoiServer {
   const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
-  const app = Fastify({ logger: false, bodyLimit: opts.bodyLimit ?? 4 * 1024 * 1024, return503OnClosing: true });
+  const app = Fastify({
+    logger: false, bodyLimit: opts.bodyLimit ?? 4 * 1024 * 1024, return503OnClosing: true,
+  });
+  const maxPromptChars = opts.maxPromptChars ?? DEFAULT_MAX_PROMPT_CHARS;
+  const maxListItems = opts.maxListItems ?? DEFAULT_MAX_LIST_ITEMS;
   const metrics = makeMetrics(scheduler, opts.modelName);
   const tok = engine.tokenizer;
   const mixDefaults: MixOptions = { defaultMode: 'standard', ...opts.mix };
   const created = now();
   if (tok?.chatTemplate === undefined && opts.chatTemplate === undefined) log(`warning: ${NO_TEMPLATE}`);
 
-  // ---- one log line per request, and auth for /v1
+  // ---- one log line per request, and auth on the routed path
   app.addHook('onRequest', async (req, reply) => {
     const t0 = performance.now();
+    // read now: once a client is gone its socket has no address any more
+    const address = req.ip ?? req.socket.remoteAddress ?? 'unknown';
     reply.raw.once('close', () => {
       const info = (req as unknown as { moiInfo?: string }).moiInfo;
       const status = reply.raw.writableFinished ? reply.raw.statusCode : 499;
-      log(`${req.ip} "${req.method} ${req.url}" ${status} ${(performance.now() - t0).toFixed(0)}ms${info ? ` ${info}` : ''}`);
+      log(`${address} "${req.method} ${req.url}" ${status} ${(performance.now() - t0).toFixed(0)}ms${info ? ` ${info}` : ''}`);
     });
-    if (opts.apiKey !== undefined && req.url.startsWith('/v1/')) {
+    // The route fastify matched (undefined: no route, a 404), not the raw URL: "/%761/models"
+    // and "/v1/models" are the same route. Every route needs the key but the public ones.
+    const route = req.routeOptions.url;
+    if (opts.apiKey !== undefined && (route === undefined || !PUBLIC_ROUTES.has(route))) {
       const h = req.headers.authorization ?? '';
       const token = h.startsWith('Bearer ') ? h.slice(7) : '';
       if (!sameSecret(token, opts.apiKey)) throw new ApiError(401, 'invalid or missing API key (Authorization: Bearer ...)', null);
@@ -139,6 +167,25 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
     void reply.status(404).send(e.body());
   });
 
+  // ---- JSON bodies: secure-json-parse, as fastify's own parser, but its errors say what was wrong
+  // (fastify's says "Body is not valid JSON" for a "__proto__" key too)
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    const text = body as string;
+    if (text.length === 0) return done(new ApiError(400, 'the body is empty (expected a JSON object)'), undefined);
+    try {
+      done(null, sjson.parse(text, null, { protoAction: 'error', constructorAction: 'error' }));
+    } catch (err) {
+      if (!/forbidden prototype property/.test((err as Error).message)) {
+        return done(new ApiError(400, `the body is not valid JSON: ${(err as Error).message}`), undefined);
+      }
+      // which key: a parse that lets "__proto__" through but not "constructor.prototype" tells
+      let key = '__proto__';
+      try { sjson.parse(text, null, { protoAction: 'ignore', constructorAction: 'error' }); } catch { key = 'constructor.prototype'; }
+      done(new ApiError(400, `the body has a "${key}" key, which is refused (prototype poisoning)`, key), undefined);
+    }
+  });
+
   // ---- simple endpoints
   // vLLM: an empty 200
   app.get('/health', async (_req, reply) => reply.code(200).send());
@@ -149,14 +196,49 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
   app.get('/v1/models', async () => ({
     object: 'list',
     data: [{
-      id: opts.modelName, object: 'model', created, owned_by: 'moi', root: engine.dir, parent: null,
+      // the served name only: never the model's folder on this machine
+      id: opts.modelName, object: 'model', created, owned_by: 'moi', root: opts.modelName, parent: null,
       max_model_len: scheduler.maxModelLen, permission: [],
       // what the weight matrices are held as (--dtype resolved by the loader), and why
       dtype: engine.loaded.dtype, dtypeNote: engine.loaded.dtypeNote,
     }],
   }));
 
+  /** A request's lists, bounded before zod walks them (a 700k-item list is refused at once). */
+  function checkLists(body: unknown): void {
+    if (!body || typeof body !== 'object') return;
+    const b = body as Record<string, unknown>;
+    const tooMany = (what: string, n: number, limit: number, flag: string) =>
+      new ApiError(400, `${what} has ${n} items; the limit is ${limit} (${flag})`, what.split('[')[0]);
+    // a token-id list longer than the context is refused as buildRequests would (vLLM's words)
+    const tooLong = (n: number) => new ApiError(400, `This model's maximum context length is ${scheduler.maxModelLen} tokens. ` +
+      `However, your prompt has ${n} tokens. Please reduce the length of the prompt.`, 'prompt');
+    if (Array.isArray(b.prompt)) {
+      if (typeof b.prompt[0] === 'number') {
+        if (b.prompt.length >= scheduler.maxModelLen) throw tooLong(b.prompt.length);
+      } else {
+        if (b.prompt.length > maxListItems) throw tooMany('prompt', b.prompt.length, maxListItems, '--max-list-items');
+        for (const item of b.prompt) if (Array.isArray(item) && item.length >= scheduler.maxModelLen) throw tooLong(item.length);
+      }
+    }
+    if (Array.isArray(b.messages)) {
+      if (b.messages.length > maxListItems) throw tooMany('messages', b.messages.length, maxListItems, '--max-list-items');
+      for (const [i, m] of b.messages.entries()) {
+        const c = (m as { content?: unknown } | null)?.content;
+        if (Array.isArray(c) && c.length > maxListItems) throw tooMany(`messages[${i}].content`, c.length, maxListItems, '--max-list-items');
+      }
+    }
+  }
+
+  /** The prompt text's size, bounded before it is tokenized. */
+  function checkChars(field: string, chars: number): void {
+    if (chars > maxPromptChars) {
+      throw new ApiError(400, `${field} has ${chars} characters; the limit is ${maxPromptChars} (--max-prompt-chars)`, field);
+    }
+  }
+
   function parse<S extends z.AnyZodObject>(schema: S, req: FastifyRequest, route: string): z.infer<S> {
+    checkLists(req.body);
     const r = schema.safeParse(req.body);
     if (!r.success) throw fromZod(r.error);
     const unknown = unknownFields(schema, req.body);
@@ -179,6 +261,7 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
     const ac = new AbortController();
     const res: ServerResponse = reply.raw;
     res.once('close', () => { if (!res.writableFinished) ac.abort(); });
+    if (res.destroyed && !res.writableFinished) ac.abort(); // gone while its prompt was tokenized
     const t0 = performance.now();
     const subs: { choice: Choice; echo: string; skipSpecial: boolean; events: Submission }[] = [];
     try {
@@ -342,6 +425,15 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
     return { id, object: objectName, created: now(), model: opts.modelName, choices, usage: u, moi };
   }
 
+  const template: ChatTemplateSource | null = tok ? {
+    chatTemplate: opts.chatTemplate ?? tok.chatTemplate, chatTemplates: opts.chatTemplate ? undefined : tok.chatTemplates,
+    bosToken: tok.bosToken, eosToken: tok.eosToken, padToken: tok.padToken, unkToken: tok.unkToken,
+    chatTemplateOrigin: opts.chatTemplate !== undefined ? 'the given chat template' : tok.chatTemplateOrigin, source: tok.source,
+  } : null;
+
+  const encoder = tok ? new PromptEncoder(tok, { dir: engine.dir, template }, opts.inlineTokenizeChars ?? DEFAULT_INLINE_CHARS) : null;
+  app.addHook('onClose', async () => { await encoder?.close(); });
+
   app.post('/v1/completions', async (req, reply) => {
     const body = parse(completionSchema, req, '/v1/completions');
     refuseUnsupported(body);
@@ -351,14 +443,14 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
     const p = body.prompt;
     const list: (string | number[])[] = typeof p === 'string' ? [p]
       : p.length > 0 && typeof p[0] === 'number' ? [p as number[]] : (p as (string | number[])[]);
-    const addSpecial = body.add_special_tokens ?? true;
+    const texts = list.filter((item): item is string => typeof item === 'string');
+    checkChars('prompt', texts.reduce((n, t) => n + t.length, 0));
+    if (texts.length > 0 && (!tok || !encoder)) throw new ApiError(400, 'this model has no tokenizer: send the prompt as token ids', 'prompt');
+    const encoded = texts.length > 0 ? await encoder!.prompts(texts, body.add_special_tokens ?? true) : [];
+    let next = 0;
     const prompts = list.map((item): PromptRun => {
-      let ids: number[];
-      if (typeof item === 'string') {
-        if (!tok) throw new ApiError(400, 'this model has no tokenizer: send the prompt as token ids', 'prompt');
-        ids = addSpecial ? encodePrompt(tok, item) : tok.encode(item, { addSpecialTokens: false });
-        if (ids.length === 0) throw new ApiError(400, 'the prompt is empty', 'prompt');
-      } else ids = item;
+      const ids = typeof item === 'string' ? encoded[next++] : item;
+      if (ids.length === 0) throw new ApiError(400, 'the prompt is empty', 'prompt');
       const requests = buildRequests(body, 'completions', { promptIds: ids, vocabSize: engine.spec.vocabSize, maxModelLen: scheduler.maxModelLen, mixDefaults });
       // echo: the prompt as given, or the ids' text (special tokens as the completion's text treats them)
       const echo = !body.echo ? '' : typeof item === 'string' ? item
@@ -368,17 +460,12 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
     return run(req, reply, 'text_completion', prompts, body);
   });
 
-  const template: ChatTemplateSource | null = tok ? {
-    chatTemplate: opts.chatTemplate ?? tok.chatTemplate, chatTemplates: opts.chatTemplate ? undefined : tok.chatTemplates,
-    bosToken: tok.bosToken, eosToken: tok.eosToken, padToken: tok.padToken, unkToken: tok.unkToken,
-    chatTemplateOrigin: opts.chatTemplate !== undefined ? 'the given chat template' : tok.chatTemplateOrigin, source: tok.source,
-  } : null;
-
   app.post('/v1/chat/completions', async (req, reply) => {
     const body = parse(chatSchema, req, '/v1/chat/completions');
     refuseUnsupported(body);
     if (!tok || !template || template.chatTemplate === undefined) throw new ApiError(400, NO_TEMPLATE, 'messages');
     const messages: ChatMessage[] = body.messages.map((m) => ({ role: m.role, content: contentText(m.content) }));
+    checkChars('messages', messages.reduce((n, m) => n + m.content.length, 0));
     const cont = body.continue_final_message ?? false;
     // vLLM's defaults: a generation prompt unless continuing; both true is a 400
     const addGenerationPrompt = body.add_generation_prompt ?? !cont;
@@ -387,9 +474,10 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
     }
     let ids: number[];
     try {
-      const text = renderChat(template, messages, { addGenerationPrompt, continueFinalMessage: cont, extra: body.chat_template_kwargs ?? undefined });
       // add_special_tokens (vLLM, default false): the tokenizer's own specials on top of the template's
-      ids = body.add_special_tokens ? tok.encode(text, { addSpecialTokens: true }) : encodePrompt(tok, text, { templated: true });
+      ids = await encoder!.chat(messages, {
+        addGenerationPrompt, continueFinalMessage: cont, addSpecialTokens: body.add_special_tokens ?? false, extra: body.chat_template_kwargs ?? undefined,
+      });
     } catch (e) {
       throw fromEngine(e, 'messages');
     }
@@ -402,5 +490,5 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
     return run(req, reply, 'chat.completion', [{ ids, requests, echo }], body, role);
   });
 
-  return { app, metrics };
+  return { app, metrics, encoder };
 }

@@ -15,6 +15,7 @@ import { UsageError } from '@moi/core';
 import type { Decoder, KVCache } from '@moi/models';
 import { defaultMixer, type InputMixer } from '@moi/moi';
 import type { Engine } from './engine.ts';
+import { gpuFallbackReason, gpuGenerate } from './gpu-decode.ts';
 import { prefillChunkEnd } from './prefill.ts';
 import {
   decodeStep, finishRow, forwardNext, planRow, startRow,
@@ -72,6 +73,20 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
   const model: Decoder = engine.model;
   const mixer = opts.mixer ?? defaultMixer;
   for (const row of rows) startRow(mixer, row);
+  // ---- issue 23 phase B: on webgpu, the GPU plan runs the call when its tail covers every row (gpu-decode.ts)
+  if (engine.gpu) {
+    const reason = gpuFallbackReason(rows, opts);
+    engine.lastRoute = { path: reason ? 'composite' : 'gpu-plan', reason };
+    if (!reason) {
+      const plan = await engine.gpu.acquire(rows.length, capacity);
+      try {
+        yield* gpuGenerate(plan, rows, new Set(engine.eosTokenIds), opts);
+      } finally {
+        engine.gpu.release(plan);
+      }
+      return;
+    }
+  }
   const B = rows.length;
   const chunk = Math.max(1, opts.prefillChunk ?? 512);
   const cache: KVCache[] = opts.cache ?? model.makeCache(B, capacity);

@@ -13,15 +13,25 @@
  * Prompt cache: a freed row's slot keeps the ids its cache holds until the slot is needed again.
  * A new prompt that begins with those ids reuses them and prefills only the rest. Generated
  * tokens are kept in the prefix only for standard rows (a MoI row's cache holds mixed inputs,
- * which a plain prefill of the same ids would not reproduce).
+ * which a plain prefill of the same ids would not reproduce). A row that ends in an error is
+ * cleared and caches nothing; every slot a row gives up is zeroed (KVCache.truncate/reset), so
+ * non-finite values a failed request wrote can never reach a later request.
+ *
+ * On webgpu (issue 23 phase B, gpu-decode.ts) the rows run on a GPU plan of `maxSeqs` rows lent by
+ * the engine for the scheduler's life: a request the plan's tail covers is prefilled whole through
+ * the plan when admitted, and every iteration steps all of the plan's rows in one encoder with one
+ * read. Such rows keep no prompt cache (their slot's plan row is reset on admission). A request the
+ * tail does not cover (Soft Thinking, traces, …) runs on the composite path beside them, in the
+ * composite KV cache (made when the first such request comes).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { MoiError, UsageError } from '@moi/core';
+import { MoiError, UsageError, type GpuDecodePlan, type StepRecord } from '@moi/core';
 import type { KVCache, DecoderSpec } from '@moi/models';
 import { defaultMixer, type InputMixer, type MixSettings } from '@moi/moi';
 import { commonPrefix } from './chat-session.ts';
 import { prefillChunkEnd } from './prefill.ts';
 import type { Engine } from './engine.ts';
+import { gpuFallbackReason, GpuRows } from './gpu-decode.ts';
 import {
   decodeStep, finishRow, forwardNext, planRow, startRow,
   type GenerateRequest, type GenerationEvent, type StepContext, type StepRow,
@@ -79,6 +89,8 @@ interface Job {
   prefilled: number;
   /** the full prompt (the ids its slot will hold) */
   prompt: number[];
+  /** it runs on the GPU plan (else the composite path) */
+  gpu: boolean;
 }
 
 interface Slot {
@@ -97,8 +109,13 @@ export class Scheduler {
   readonly maxWaiting: number;
   /** bytes the KV cache takes when every row is full */
   readonly kvBytes: number;
-  private readonly cache: KVCache[];
+  /** the composite path's KV cache (on the GPU plan: made when a request first needs it) */
+  private compositeCache: KVCache[] | null = null;
   private readonly ctx: StepContext;
+  // ---- issue 23 phase B: the GPU plan's rows (gpu-decode.ts), and the records not yet taken
+  private readonly gpuPlan: Promise<GpuDecodePlan> | null = null;
+  private gpuRows: GpuRows | null = null;
+  private readonly gpuRecs = new Map<Job, StepRecord>();
   private readonly slots: Slot[];
   private readonly waiting: Job[] = [];
   /** rows being prefilled, in admission order */
@@ -127,10 +144,25 @@ export class Scheduler {
     }
     this.chunk = Math.max(1, opts.prefillChunk ?? 64);
     this.promptCache = opts.promptCache ?? true;
-    this.cache = engine.model.makeCache(this.maxSeqs, this.maxModelLen);
-    this.kvBytes = this.cache.reduce((n, c) => n + 2 * c.batch * c.kvHeads * c.headDim * c.size * 4, 0);
-    this.ctx = { model: engine.model, cache: this.cache, mixer: opts.mixer ?? defaultMixer, eos: new Set(engine.eosTokenIds) };
+    if (engine.gpu) {
+      this.gpuPlan = engine.gpu.acquire(this.maxSeqs, this.maxModelLen);
+      this.gpuPlan.catch(() => undefined); // a failure reaches the first request that needs the plan
+      this.kvBytes = Scheduler.kvBytesFor(spec, this.maxSeqs, this.maxModelLen);
+    } else {
+      this.compositeCache = engine.model.makeCache(this.maxSeqs, this.maxModelLen);
+      this.kvBytes = this.compositeCache.reduce((n, c) => n + 2 * c.batch * c.kvHeads * c.headDim * c.size * 4, 0);
+    }
+    this.ctx = { model: engine.model, cache: this.compositeCache ?? [], mixer: opts.mixer ?? defaultMixer, eos: new Set(engine.eosTokenIds) };
     this.slots = Array.from({ length: this.maxSeqs }, () => ({ held: [], job: null, freedAt: 0 }));
+  }
+
+  /** The composite path's KV cache (made on first use when the rows run on the GPU plan). */
+  private get cache(): KVCache[] {
+    if (!this.compositeCache) {
+      this.compositeCache = this.engine.model.makeCache(this.maxSeqs, this.maxModelLen);
+      this.ctx.cache = this.compositeCache;
+    }
+    return this.compositeCache;
   }
 
   /** Bytes of a KV cache of `maxSeqs` rows of `maxModelLen` tokens (keys + values, float32). */
@@ -156,11 +188,14 @@ export class Scheduler {
     if (this.closed) throw new UsageError('E_CLOSED', 'the scheduler is closed');
     const row = planRow(this.engine, request, { index: 0, slot: -1, where: '', maxContext: this.maxModelLen, held: 0, cacheName: 'max model len' });
     startRow(this.ctx.mixer, row);
-    if (this.waiting.length >= this.maxWaiting) throw new UsageError('E_QUEUE_FULL', `the waiting queue is full (${this.maxWaiting} requests)`);
+    // rows freed since the loop last admitted take waiting requests first: those do not count
+    // against the queue (else a client at exactly maxSeqs + maxWaiting could get a 429)
+    const free = this.slots.reduce((n, s) => n + (s.job ? 0 : 1), 0);
+    if (this.waiting.length - free >= this.maxWaiting) throw new UsageError('E_QUEUE_FULL', `the waiting queue is full (${this.maxWaiting} requests)`);
     row.index = ++this.nextId;
     const job: Job = {
       request, row, signal: opts.signal, queue: [], error: null, ended: false, cancelled: false, wake: null, slot: null,
-      prefilled: 0, prompt: request.promptIds.slice(),
+      prefilled: 0, prompt: request.promptIds.slice(), gpu: !!this.gpuPlan && gpuFallbackReason([row], { mixer: this.ctx.mixer }) === null,
     };
     this.waiting.push(job);
     this.byId.set(row.index, job);
@@ -183,7 +218,9 @@ export class Scheduler {
     this.kick();
     await this.idle;
     this.dropPending();
-    for (const c of this.cache) c.dispose();
+    for (const c of this.compositeCache ?? []) c.dispose();
+    const plan = await this.gpuPlan?.catch(() => null);
+    if (plan) this.engine.gpu?.release(plan);
   }
 
   // ---- the consumer side
@@ -227,15 +264,28 @@ export class Scheduler {
     if (w >= 0) this.waiting.splice(w, 1);
     const p = this.prefilling.indexOf(job);
     if (p >= 0) this.prefilling.splice(p, 1);
+    this.gpuRecs.delete(job);
     if (job.slot !== null) {
       const slot = this.slots[job.slot];
-      if (slot.job === job) {
+      if (slot.job === job && job.gpu) {
+        // a GPU plan row keeps no prompt cache: its slot is idle until a request is admitted to it
         slot.job = null;
         slot.freedAt = ++this.tick;
-        // what the slot's cache holds now: prompt + (standard rows) generated ids, up to its offset
-        const fed = job.row.settings.mode === 'standard' ? [...job.prompt, ...job.row.state.generatedIds] : job.prompt;
-        slot.held = this.promptCache ? fed.slice(0, this.cache[0].offset[job.slot]) : [];
-        if (!this.promptCache) for (const c of this.cache) c.reset([job.slot]);
+        slot.held = [];
+        this.gpuRows?.free(job.slot);
+      } else if (slot.job === job) {
+        slot.job = null;
+        slot.freedAt = ++this.tick;
+        if (error || !this.promptCache) {
+          // a row that failed (non-finite logits, an engine error) may hold non-finite keys and
+          // values: it is cleared (zeroed) and its ids never serve another prompt
+          slot.held = [];
+          for (const c of this.cache) c.reset([job.slot]);
+        } else {
+          // what the slot's cache holds now: prompt + (standard rows) generated ids, up to its offset
+          const fed = job.row.settings.mode === 'standard' ? [...job.prompt, ...job.row.state.generatedIds] : job.prompt;
+          slot.held = fed.slice(0, this.cache[0].offset[job.slot]);
+        }
       }
     }
   }
@@ -249,7 +299,7 @@ export class Scheduler {
   }
 
   private hasWork(): boolean {
-    return this.waiting.length > 0 || this.prefilling.length > 0 || this.pending.length > 0;
+    return this.waiting.length > 0 || this.prefilling.length > 0 || this.pending.length > 0 || this.gpuRecs.size > 0;
   }
 
   private async loop(): Promise<void> {
@@ -263,6 +313,7 @@ export class Scheduler {
         // an engine failure ends every running request with it; the scheduler goes on
         const err = e instanceof Error ? e : new Error(String(e));
         this.dropPending();
+        this.gpuRecs.clear();
         for (const job of [...this.prefilling, ...this.slots.map((s) => s.job)]) if (job && !job.ended) this.end(job, null, err);
       }
       await yieldToEventLoop();
@@ -308,8 +359,8 @@ export class Scheduler {
       }
       const slot = best.i;
       let keep = Math.max(0, bestLen);
-      if (!this.promptCache) keep = 0;
-      const ok = this.cache.map((c) => c.truncate(slot, keep)).every(Boolean);
+      if (!this.promptCache || job.gpu) keep = 0;
+      const ok = job.gpu || this.cache.map((c) => c.truncate(slot, keep)).every(Boolean);
       if (!ok) { for (const c of this.cache) c.reset([slot]); keep = 0; }
       best.s.held = best.s.held.slice(0, keep);
       best.s.job = job;
@@ -328,6 +379,15 @@ export class Scheduler {
     const job = this.prefilling[0];
     if (!job) return;
     const p = job.prompt;
+    if (job.gpu) {
+      // the GPU plan: the whole prompt in one call (its chunks run back to back), the first token's record kept
+      this.gpuRows ??= new GpuRows(await this.gpuPlan!, this.ctx.eos);
+      const rec = await this.gpuRows.start(job.row);
+      job.prefilled = p.length;
+      this.prefilling.shift();
+      if (!job.ended) this.gpuRecs.set(job, rec);
+      return;
+    }
     const end = prefillChunkEnd(job.prefilled, p.length, this.chunk);
     const out = this.engine.model.forward({ ids: [p.slice(job.prefilled, end)] },
       { cache: this.cache, rows: [job.slot!], lastOnly: true, prefillTokensLeft: p.length - job.prefilled });
@@ -342,8 +402,49 @@ export class Scheduler {
     this.pending.push({ jobs: [job], logits });
   }
 
-  /** One decode step for every row with logits, then the forward of their next inputs. */
   private async step(): Promise<void> {
+    await this.stepComposite();
+    await this.stepGpu();
+  }
+
+  /** Token and done events to their jobs' streams (by the row id each job's row carries; consumers see row 0). */
+  private route(events: GenerationEvent[]): void {
+    for (const e of events) {
+      const j = this.byId.get(e.row);
+      if (e.type === 'token') this.counters.generationTokens++;
+      if (!j || j.ended) continue; // cancelled while stepping: its events are dropped
+      if (e.type === 'done') this.end(j, e);
+      else this.push(j, e);
+    }
+  }
+
+  /** The GPU plan's rows: take the records of the last prefill or step, then step every row of the plan once. */
+  private async stepGpu(): Promise<void> {
+    if (this.gpuRecs.size === 0) return;
+    const rows = this.gpuRows!;
+    const now = performance.now();
+    const taken = [...this.gpuRecs];
+    this.gpuRecs.clear();
+    const live: Job[] = [];
+    const events: GenerationEvent[] = [];
+    for (const [job, rec] of taken) {
+      if (job.ended) continue;
+      if (!job.row.prefillEnd) job.row.prefillEnd = now;
+      try {
+        if (rows.accept(job.row, rec, events)) live.push(job);
+      } catch (e) {
+        this.end(job, null, e instanceof MoiError ? e : new Error(String(e)));
+      }
+    }
+    this.route(events);
+    const going = live.filter((j) => !j.ended);
+    if (going.length === 0) return;
+    const recs = await rows.step();
+    for (const j of going) if (!j.ended) this.gpuRecs.set(j, recs[j.slot!]);
+  }
+
+  /** One decode step for every composite row with logits, then the forward of their next inputs. */
+  private async stepComposite(): Promise<void> {
     if (this.pending.length === 0) return;
     const groups = this.pending;
     this.pending = [];
@@ -363,14 +464,7 @@ export class Scheduler {
       const job = byRow.get(f.row)!;
       this.end(job, null, f.error instanceof MoiError ? f.error : new Error(String(f.error)));
     }
-    // route the events by the row id each job's row carries; consumers see row 0
-    for (const e of out.events) {
-      const j = this.byId.get(e.row);
-      if (e.type === 'token') this.counters.generationTokens++;
-      if (!j || j.ended) continue; // cancelled while stepping: its events are dropped
-      if (e.type === 'done') this.end(j, e);
-      else this.push(j, e);
-    }
+    this.route(out.events);
     if (!out.next) return;
     const liveJobs = out.live.map((r) => byRow.get(r)!);
     const next = forwardNext(this.engine.model, this.cache, out.live, out.next);

@@ -265,6 +265,43 @@ export interface StepOutcome {
   failed: { row: StepRow; error: Error }[];
 }
 
+/** What a step read for a row's token, beside the token itself. */
+export interface TokenDetails {
+  mix: MixDiagnostics | null;
+  logprobs?: TokenLogprobs;
+  trace?: TokenTrace;
+}
+
+/**
+ * The host's part of a step for one row and its token (shared by the composite step below and the
+ * GPU plan's, gpu-decode.ts): EOS and stop ids, the text and stop strings, the token event, and
+ * the length checks. `held` = tokens the row's cache holds; `details` is called once the token is
+ * taken (after it joins generatedIds). Pushes the events; returns whether the row goes on.
+ */
+export function acceptToken(row: StepRow, token: number, eos: Set<number>, held: number, events: GenerationEvent[], details: () => TokenDetails): boolean {
+  if (!row.request.ignoreEos && eos.has(token)) {
+    events.push(finishRow(row, 'stop'));
+    return false;
+  }
+  if (row.request.stopTokenIds?.includes(token)) {
+    events.push(finishRow(row, 'stop', token));
+    return false;
+  }
+  row.state.generatedIds.push(token);
+  row.text += row.detok ? row.detok.push(token) : '';
+  const { mix, logprobs, trace } = details();
+  const stopAt = row.request.stop?.length ? stopIndex(row.text, row.request.stop) : null;
+  const end = stopAt ?? safeEnd(row.text, row.request.stop);
+  const text = row.text.slice(row.emitted, Math.max(row.emitted, end));
+  row.emitted = Math.max(row.emitted, end);
+  events.push({ type: 'token', row: row.index, token, text, logprobs, mix, ...(trace ? { trace } : {}) });
+  const n = row.state.generatedIds.length;
+  if (stopAt !== null) events.push(finishRow(row, 'stop'));
+  else if (n >= row.maxTokens || held + 1 > row.capacity) events.push(finishRow(row, 'length'));
+  else return true;
+  return false;
+}
+
 /**
  * One decode step over `rows` with their logits [rows.length, V] (not disposed here). A row with
  * non-finite logits throws E_NONFINITE when `throwNonFinite`, else it is returned in `failed`.
@@ -334,42 +371,26 @@ export async function decodeStep(ctx: StepContext, rows: StepRow[], logits: tf.T
       continue;
     }
     const token = values[o];
-    if (!row.request.ignoreEos && eos.has(token)) {
-      events.push(finishRow(row, 'stop'));
-      continue;
-    }
-    if (row.request.stopTokenIds?.includes(token)) {
-      events.push(finishRow(row, 'stop', token));
-      continue;
-    }
-    row.state.generatedIds.push(token);
-    row.text += row.detok ? row.detok.push(token) : '';
-    let c = 1;
-    const diag = mixing ? { entropy: values[o + c++], weight: values[o + c++], candidates: values[o + c++] } : null;
-    // the mixer's own columns: it updates the row's state (Soft Thinking's phase) and reports
-    const rowStep = row.state.generatedIds.length - 1; // this row's step (0 = right after its prompt)
-    const report = mixing ? mixer.observe?.(row.settings, row.mixState, values.subarray(o + c, o + c + out.nextra), rowStep) : undefined;
-    c += out.nextra;
-    const mix = diag ? { ...diag, ...report } : null;
-    let logprobs: TokenLogprobs | undefined;
-    if (wantLogprobs && row.state.params.logprobs !== undefined) {
-      logprobs = { logprob: values[o + c] };
-      const n = Math.min(row.state.params.logprobs, nTop);
-      if (n > 0) {
-        logprobs.top = Array.from({ length: n }, (_, j) => ({ id: values[o + out.ncols + j], logprob: values[o + out.ncols + nTop + j] }));
+    const alive = acceptToken(row, token, eos, cache[0].offset[row.slot], events, () => {
+      let c = 1;
+      const diag = mixing ? { entropy: values[o + c++], weight: values[o + c++], candidates: values[o + c++] } : null;
+      // the mixer's own columns: it updates the row's state (Soft Thinking's phase) and reports
+      const rowStep = row.state.generatedIds.length - 1; // this row's step (0 = right after its prompt)
+      const report = mixing ? mixer.observe?.(row.settings, row.mixState, values.subarray(o + c, o + c + out.nextra), rowStep) : undefined;
+      c += out.nextra;
+      const mix = diag ? { ...diag, ...report } : null;
+      let logprobs: TokenLogprobs | undefined;
+      if (wantLogprobs && row.state.params.logprobs !== undefined) {
+        logprobs = { logprob: values[o + c] };
+        const n = Math.min(row.state.params.logprobs, nTop);
+        if (n > 0) {
+          logprobs.top = Array.from({ length: n }, (_, j) => ({ id: values[o + out.ncols + j], logprob: values[o + out.ncols + nTop + j] }));
+        }
       }
-    }
-    const stopAt = row.request.stop?.length ? stopIndex(row.text, row.request.stop) : null;
-    const end = stopAt ?? safeEnd(row.text, row.request.stop);
-    const text = row.text.slice(row.emitted, Math.max(row.emitted, end));
-    row.emitted = Math.max(row.emitted, end);
-    const trace = row.request.trace !== undefined ? readTrace(values, o + width - traceW, traceN, row.request.trace) : undefined;
-    events.push({ type: 'token', row: row.index, token, text, logprobs, mix: row.settings.mode === 'standard' ? null : mix, ...(trace ? { trace } : {}) });
-    const n = row.state.generatedIds.length;
-    const held = cache[0].offset[row.slot];
-    if (stopAt !== null) events.push(finishRow(row, 'stop'));
-    else if (n >= row.maxTokens || held + 1 > row.capacity) events.push(finishRow(row, 'length'));
-    else { live.push(row); keep.push(i); }
+      const trace = row.request.trace !== undefined ? readTrace(values, o + width - traceW, traceN, row.request.trace) : undefined;
+      return { mix: row.settings.mode === 'standard' ? null : mix, logprobs, trace };
+    });
+    if (alive) { live.push(row); keep.push(i); }
   }
 
   // next inputs, for the rows still going

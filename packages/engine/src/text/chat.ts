@@ -144,7 +144,12 @@ function openFinalMessage(text: string, messages: readonly ChatMessage[]): strin
  * its own with the same special tokens): encodePrompt's rule for templated text, so BOS is never
  * doubled or lost.
  */
-export function encodeChat(tok: Tokenizer, messages: readonly ChatMessage[], opts: RenderChatOptions & { template?: ChatTemplateSource } = {}): number[] {
-  const { template, ...render } = opts;
-  return encodePrompt(tok, renderChat(template ?? tok, messages, render), { templated: true });
+export function encodeChat(
+  tok: Tokenizer, messages: readonly ChatMessage[],
+  opts: RenderChatOptions & { template?: ChatTemplateSource; addSpecialTokens?: boolean } = {},
+): number[] {
+  const { template, addSpecialTokens, ...render } = opts;
+  const text = renderChat(template ?? tok, messages, render);
+  // vLLM's add_special_tokens for chat: the tokenizer's own specials on top of the template's
+  return addSpecialTokens ? tok.encode(text, { addSpecialTokens: true }) : encodePrompt(tok, text, { templated: true });
 }

@@ -11,5 +11,5 @@ export { embedAccess, gatherGroups, gatherKernel, type EmbedLayout, type GatherS
 export { ropeKernel, ropeTable, type RopeShape } from './rope.ts';
 export { attentionKernel, type AttentionShape } from './attention.ts';
 export { MIX_MODE_CODE, NO_TOKEN, packRowParams, type TailRowParams, RECORD_TOP_LOGPROBS, RECORD_WORDS, ROW_PARAM_WORDS, TAIL_MAX_K, TAIL_SCRATCH_WORDS, tailKernels, tailMixKernel, tailOffsets, tailSampleKernel, tailStatsKernel, type TailShape } from './tail.ts';
-export { F16_MAX, type GpuLayerSpec, type GpuModelSpec, type HostTensor, type WeightsProvider } from './weights.ts';
+export { F16_MAX, GpuWeightStore, type GpuLayerSpec, type StoredWeight, type GpuModelSpec, type HostTensor, type WeightsProvider } from './weights.ts';
 export { GpuDecodePlan, type GpuMixMode, type GpuPlanOptions, type RowSettings, type StepRecord } from './plan.ts';

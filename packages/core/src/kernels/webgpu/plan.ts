@@ -75,11 +75,17 @@ import { normKernel } from './norm.ts';
 import { ropeKernel, ropeTable } from './rope.ts';
 import { counterDiff, COPY_DST, grid, MAP_READ, type GpuCounters, GpuRuntime, type Kernel } from './runtime.ts';
 import { MIX_MODE_CODE, NO_TOKEN, packRowParams, RECORD_TOP_LOGPROBS, RECORD_WORDS, ROW_PARAM_WORDS, TAIL_MAX_K, TAIL_SCRATCH_WORDS, tailKernels } from './tail.ts';
-import { catVectors, need, normVector, stackRows, type GpuModelSpec, type HostTensor, type StoredMatrix, type WeightsProvider } from './weights.ts';
+import { catVectors, GpuWeightStore, need, normVector, stackRows, type GpuModelSpec, type HostTensor, type StoredMatrix, type StoredWeight, type WeightsProvider } from './weights.ts';
 
 export interface GpuPlanOptions {
   spec: GpuModelSpec;
+  /** read once per tensor, only for weights the store does not hold yet */
   weights: WeightsProvider;
+  /**
+   * weights already on the GPU (shared with other plans; filled by this build where empty). Its
+   * dtype is the plan's. Without one the plan uploads and owns its own.
+   */
+  store?: GpuWeightStore;
   /** rows decoded together */
   batch: number;
   /** tokens a row may hold (prompt + generation); ≤ max_position_embeddings */
@@ -152,8 +158,8 @@ export class GpuDecodePlan {
   readonly dtype: 'f32' | 'f16';
   readonly penalties: boolean;
   readonly splitK: 'auto' | 'off' | number;
-  /** load notes (matrices kept in f32, …) */
-  readonly notes: string[] = [];
+  /** load notes (matrices kept in f32, …): the store's when the plan has one */
+  readonly notes: string[];
   /** tokens each row holds (its next position) */
   readonly positions: number[];
   /** counters of the last step() (or prefill()) */
@@ -163,6 +169,9 @@ export class GpuDecodePlan {
 
   private readonly rt: GpuRuntime;
   private readonly buffers: GPUBuffer[] = [];
+  /** where the weights live (the plan's own store when none was given: disposed with it) */
+  private readonly store: GpuWeightStore;
+  private readonly ownStore: boolean;
   private layers: Layer[] = [];
   private decode: Dispatch[] = [];
   /** how many of `decode` are the layers' (the rest: the head) */
@@ -190,7 +199,10 @@ export class GpuDecodePlan {
     this.batch = o.batch;
     this.capacity = o.capacity;
     this.prefillChunk = o.prefillChunk ?? 64;
-    this.dtype = o.dtype ?? 'f32';
+    this.dtype = o.store?.dtype ?? o.dtype ?? 'f32';
+    this.ownStore = !o.store;
+    this.store = o.store ?? new GpuWeightStore(this.dtype);
+    this.notes = this.store.notes;
     this.penalties = o.penalties ?? false;
     this.splitK = o.splitK ?? 'auto';
     this.rt = rt;
@@ -228,10 +240,15 @@ export class GpuDecodePlan {
     return b;
   }
 
-  /** A stored matrix on the GPU, and the storage stackRows chose for it (f16 may fall back to f32). */
-  private upMatrix(label: string, m: StoredMatrix): [GPUBuffer, 'f32' | 'f16'] {
-    this.weightBytes += m.data.byteLength;
-    return [this.up(label, m.data), m.dtype];
+  /** A stored matrix on the GPU (from the store, else made, uploaded and stored), and its storage (f16 may fall back to f32). */
+  private upMatrix(label: string, make: () => StoredMatrix): [GPUBuffer, 'f32' | 'f16'] {
+    const w = this.store.get(label) ?? ((m) => this.store.put(label, { buffers: [this.rt.upload(label, m.data)], dtype: m.dtype }))(make());
+    return [w.buffers[0], w.dtype];
+  }
+
+  /** A weight vector on the GPU (from the store, else made, uploaded and stored). */
+  private upVector(label: string, make: () => Float32Array): GPUBuffer {
+    return (this.store.get(label) ?? this.store.put(label, { buffers: [this.rt.upload(label, make())], dtype: 'f32' })).buffers[0];
   }
 
   private async build(weights: WeightsProvider): Promise<void> {
@@ -310,34 +327,32 @@ export class GpuDecodePlan {
       const a = `${p}self_attn.`;
       const ls = s.layers[l];
       // weights
-      const [wqkv, qkvDtype] = this.upMatrix(`${a}qkv`, stackRows([
+      const [wqkv, qkvDtype] = this.upMatrix(`${a}qkv`, () => stackRows([
         { name: `${a}q_proj.weight`, t: t(`${a}q_proj.weight`, [QD, H]) },
         { name: `${a}k_proj.weight`, t: t(`${a}k_proj.weight`, [nKV * D, H]) },
         { name: `${a}v_proj.weight`, t: t(`${a}v_proj.weight`, [nKV * D, H]) },
       ], H, dtype, notes));
-      const [wo, oDtype] = this.upMatrix(`${a}o_proj`, stackRows([{ name: `${a}o_proj.weight`, t: t(`${a}o_proj.weight`, [H, QD]) }], QD, dtype, notes));
-      const [wgu, guDtype] = this.upMatrix(`${p}mlp.gate_up`, stackRows([
+      const [wo, oDtype] = this.upMatrix(`${a}o_proj`, () => stackRows([{ name: `${a}o_proj.weight`, t: t(`${a}o_proj.weight`, [H, QD]) }], QD, dtype, notes));
+      const [wgu, guDtype] = this.upMatrix(`${p}mlp.gate_up`, () => stackRows([
         { name: `${p}mlp.gate_proj.weight`, t: t(`${p}mlp.gate_proj.weight`, [I, H]) },
         { name: `${p}mlp.up_proj.weight`, t: t(`${p}mlp.up_proj.weight`, [I, H]) },
       ], H, dtype, notes));
-      const [wd, dDtype] = this.upMatrix(`${p}mlp.down_proj`, stackRows([{ name: `${p}mlp.down_proj.weight`, t: t(`${p}mlp.down_proj.weight`, [H, I]) }], I, dtype, notes));
-      const inNorm = this.up(`${p}input_layernorm`, normVector(t(`${p}input_layernorm.weight`, [H]), unitOffset, HS));
+      const [wd, dDtype] = this.upMatrix(`${p}mlp.down_proj`, () => stackRows([{ name: `${p}mlp.down_proj.weight`, t: t(`${p}mlp.down_proj.weight`, [H, I]) }], I, dtype, notes));
+      const inNorm = this.upVector(`${p}input_layernorm`, () => normVector(t(`${p}input_layernorm.weight`, [H]), unitOffset, HS));
       const mlpNormName = s.sandwichNorms ? `${p}pre_feedforward_layernorm.weight` : `${p}post_attention_layernorm.weight`;
-      const mlpNorm = this.up(mlpNormName, normVector(t(mlpNormName, [H]), unitOffset, HS));
-      const postAttn = s.sandwichNorms ? this.up(`${p}post_attention_layernorm`, normVector(t(`${p}post_attention_layernorm.weight`, [H]), unitOffset, HS)) : null;
-      const postMlp = s.sandwichNorms ? this.up(`${p}post_feedforward_layernorm`, normVector(t(`${p}post_feedforward_layernorm.weight`, [H]), unitOffset, HS)) : null;
-      const qkvBias = s.qkvBias ? this.up(`${a}qkv bias`, catVectors([t(`${a}q_proj.bias`, [QD]), t(`${a}k_proj.bias`, [nKV * D]), t(`${a}v_proj.bias`, [nKV * D])])) : null;
-      const oBias = s.oBias ? this.up(`${a}o bias`, catVectors([t(`${a}o_proj.bias`, [H])])) : null;
-      const guBias = s.mlpBias ? this.up(`${p}mlp gate/up bias`, catVectors([t(`${p}mlp.gate_proj.bias`, [I]), t(`${p}mlp.up_proj.bias`, [I])])) : null;
-      const dBias = s.mlpBias ? this.up(`${p}mlp down bias`, catVectors([t(`${p}mlp.down_proj.bias`, [H])])) : null;
-      let qkNormW: GPUBuffer | null = null;
-      if (s.qkNorm) {
-        const qn = normVector(t(`${a}q_norm.weight`, [D]), unitOffset, D);
-        const kn = normVector(t(`${a}k_norm.weight`, [D]), unitOffset, D);
+      const mlpNorm = this.upVector(mlpNormName, () => normVector(t(mlpNormName, [H]), unitOffset, HS));
+      const postAttn = s.sandwichNorms ? this.upVector(`${p}post_attention_layernorm`, () => normVector(t(`${p}post_attention_layernorm.weight`, [H]), unitOffset, HS)) : null;
+      const postMlp = s.sandwichNorms ? this.upVector(`${p}post_feedforward_layernorm`, () => normVector(t(`${p}post_feedforward_layernorm.weight`, [H]), unitOffset, HS)) : null;
+      const qkvBias = s.qkvBias ? this.upVector(`${a}qkv bias`, () => catVectors([t(`${a}q_proj.bias`, [QD]), t(`${a}k_proj.bias`, [nKV * D]), t(`${a}v_proj.bias`, [nKV * D])])) : null;
+      const oBias = s.oBias ? this.upVector(`${a}o bias`, () => catVectors([t(`${a}o_proj.bias`, [H])])) : null;
+      const guBias = s.mlpBias ? this.upVector(`${p}mlp gate/up bias`, () => catVectors([t(`${p}mlp.gate_proj.bias`, [I]), t(`${p}mlp.up_proj.bias`, [I])])) : null;
+      const dBias = s.mlpBias ? this.upVector(`${p}mlp down bias`, () => catVectors([t(`${p}mlp.down_proj.bias`, [H])])) : null;
+      const qkNormW = s.qkNorm ? this.upVector(`${a}q/k norm`, () => {
         const both = new Float32Array(2 * D);
-        both.set(qn); both.set(kn, D);
-        qkNormW = this.up(`${a}q/k norm`, both);
-      }
+        both.set(normVector(t(`${a}q_norm.weight`, [D]), unitOffset, D));
+        both.set(normVector(t(`${a}k_norm.weight`, [D]), unitOffset, D), D);
+        return both;
+      }) : null;
       // the layer's cache: capacity slots, or a sliding layer's ring
       const S = ls.window ? Math.min(this.capacity, ls.window + T - 1) : this.capacity;
       const layer: Layer = {
@@ -383,24 +398,30 @@ export class GpuDecodePlan {
     }
 
     // ---- embedding and head tables (one table when tied), in blocks under the binding limit
-    const finalNorm = this.up('model.norm', normVector(t('model.norm.weight', [H]), unitOffset, HS));
-    const blocksOf = (name: string, m: StoredMatrix): { layout: EmbedLayout; buffers: GPUBuffer[] } => {
-      const rowBytes = HS * (m.dtype === 'f32' ? 4 : 2);
-      const blockRows = Math.max(1, Math.min(V, Math.floor(rt.gpu.limits.maxStorageBufferBindingSize / rowBytes)));
-      const layout: EmbedLayout = { V, H, dtype: m.dtype, blockRows };
-      const buffers: GPUBuffer[] = [];
-      for (let r0 = 0; r0 < V; r0 += layout.blockRows) {
-        const n = Math.min(layout.blockRows, V - r0);
-        const part = m.data.subarray(r0 * HS, (r0 + n) * HS);
-        rt.checkSize(`${name} rows ${r0}..${r0 + n}`, embedBlockBytes(layout, n));
-        this.weightBytes += part.byteLength;
-        buffers.push(this.up(`${name} rows ${r0}..`, part as Float32Array | Uint16Array));
-      }
-      return { layout, buffers };
+    const finalNorm = this.upVector('model.norm', () => normVector(t('model.norm.weight', [H]), unitOffset, HS));
+    const blocksOf = (name: string): { layout: EmbedLayout; buffers: GPUBuffer[] } => {
+      const stored: StoredWeight = this.store.get(name) ?? (() => {
+        const m = stackRows([{ name, t: t(name, [V, H]) }], H, dtype, notes);
+        const rowBytes = HS * (m.dtype === 'f32' ? 4 : 2);
+        const blockRows = Math.max(1, Math.min(V, Math.floor(rt.gpu.limits.maxStorageBufferBindingSize / rowBytes)));
+        const buffers: GPUBuffer[] = [];
+        try {
+          for (let r0 = 0; r0 < V; r0 += blockRows) {
+            const n = Math.min(blockRows, V - r0);
+            const part = m.data.subarray(r0 * HS, (r0 + n) * HS);
+            rt.checkSize(`${name} rows ${r0}..${r0 + n}`, embedBlockBytes({ V, H, dtype: m.dtype, blockRows }, n));
+            buffers.push(rt.upload(`${name} rows ${r0}..`, part as Float32Array | Uint16Array));
+          }
+        } catch (err) {
+          for (const b of buffers) b.destroy();
+          throw err;
+        }
+        return this.store.put(name, { buffers, dtype: m.dtype, blockRows });
+      })();
+      return { layout: { V, H, dtype: stored.dtype, blockRows: stored.blockRows! }, buffers: stored.buffers };
     };
-    const embedM = stackRows([{ name: 'model.embed_tokens.weight', t: t('model.embed_tokens.weight', [V, H]) }], H, dtype, notes);
-    const embed = blocksOf('model.embed_tokens.weight', embedM);
-    const head = s.tieWordEmbeddings ? embed : blocksOf('lm_head.weight', stackRows([{ name: 'lm_head.weight', t: t('lm_head.weight', [V, H]) }], H, dtype, notes));
+    const embed = blocksOf('model.embed_tokens.weight');
+    const head = s.tieWordEmbeddings ? embed : blocksOf('lm_head.weight');
     const eBufs = (e: typeof embed): Record<string, GPUBuffer> => Object.fromEntries(e.buffers.map((b, i) => [`e${i}`, b]));
     // the tail's mix binds 7 storage buffers and every block of the table
     const maxStorage = rt.gpu.limits.maxStorageBuffersPerShaderStage;
@@ -467,6 +488,7 @@ export class GpuDecodePlan {
     this.prefillTail = preTail.map(bind);
     this.decodeGather = bind(decGather);
     this.prefillGather = bind(preGather);
+    this.weightBytes = this.store.bytes;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -689,6 +711,7 @@ export class GpuDecodePlan {
     this.disposed = true;
     for (const b of this.buffers) b.destroy();
     this.buffers.length = 0;
+    if (this.ownStore) this.store.dispose();
   }
 }
 
@@ -702,6 +725,7 @@ function checkOptions(o: GpuPlanOptions): void {
   const T = o.prefillChunk ?? 64;
   if (!Number.isInteger(T) || T < 1) throw planError(`prefillChunk must be an integer ≥ 1, got ${T}`);
   if (o.dtype !== undefined && o.dtype !== 'f32' && o.dtype !== 'f16') throw planError(`dtype must be f32 or f16, got ${JSON.stringify(o.dtype)}`);
+  if (o.store && o.dtype !== undefined && o.dtype !== o.store.dtype) throw planError(`dtype ${o.dtype} differs from the weight store's ${o.store.dtype}`);
   if (s.layers.length !== s.numLayers) throw new ModelError('E_CONFIG', `gpu plan: ${s.layers.length} layer specs for ${s.numLayers} layers`);
   if (s.numHeads % s.numKvHeads !== 0) throw new ModelError('E_CONFIG', `gpu plan: num_attention_heads ${s.numHeads} is not a multiple of num_key_value_heads ${s.numKvHeads}`);
   if (s.headDim % 4 !== 0 || s.headDim > 256) throw new ModelError('E_CONFIG', `gpu plan: head_dim ${s.headDim} must be a multiple of 4 and at most 256 (the attention kernel's vec4 loads)`);

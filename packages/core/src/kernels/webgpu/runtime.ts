@@ -15,13 +15,15 @@ export interface GpuCounters {
   dispatches: number;
   uploads_bytes: number;
   readback_bytes: number;
+  /** device→host reads (a plan's step makes one) */
+  readbacks: number;
   new_pipelines: number;
   new_bind_groups: number;
   new_buffers: number;
 }
 
 export function zeroCounters(): GpuCounters {
-  return { dispatches: 0, uploads_bytes: 0, readback_bytes: 0, new_pipelines: 0, new_bind_groups: 0, new_buffers: 0 };
+  return { dispatches: 0, uploads_bytes: 0, readback_bytes: 0, readbacks: 0, new_pipelines: 0, new_bind_groups: 0, new_buffers: 0 };
 }
 
 /** b − a, field by field. */
@@ -221,6 +223,7 @@ export class GpuRuntime {
     const out = staging.getMappedRange(0, Math.ceil(bytes / 4) * 4).slice(0, bytes);
     staging.unmap();
     this.counters.readback_bytes += bytes;
+    this.counters.readbacks++;
     return out;
   }
 

@@ -4,7 +4,9 @@
  * weights provider (HF graph name → host tensor in f32, f16 or bf16 words), plus the host-side
  * layout work done once at build: q/k/v and gate/up stacked, rows padded to a multiple of 8,
  * matrices stored as f32 or f16 (bf16 converted; a matrix with a value past f16's range, 65504,
- * stays f32 and the plan notes it), norm weights made effective (Gemma's 1 + w).
+ * stays f32 and the plan notes it), norm weights made effective (Gemma's 1 + w). A GpuWeightStore
+ * holds the uploaded weights once for every plan built over it (the engine's plans of several
+ * batch sizes and capacities share one copy on the GPU).
  */
 import { bf16ToF32, f16ToF32, f32ToF16 } from '../../dtype.ts';
 import { ModelError } from '../../errors.ts';
@@ -129,4 +131,50 @@ export function catVectors(ts: HostTensor[]): Float32Array {
   let o = 0;
   for (const p of parts) { out.set(p, o); o += p.length; }
   return out;
+}
+
+/** One uploaded weight: a vector or matrix (one buffer), or a vocabulary table (its blocks). */
+export interface StoredWeight {
+  buffers: GPUBuffer[];
+  dtype: 'f32' | 'f16';
+  /** rows per block (vocabulary tables only) */
+  blockRows?: number;
+}
+
+/**
+ * The weights on the GPU, uploaded by the first plan built over the store and shared by every
+ * later one (by label: `model.layers.3.self_attn.qkv`, …). The store owns the buffers: a plan's
+ * dispose leaves them; the store's frees them. One store serves one device and one dtype.
+ */
+export class GpuWeightStore {
+  /** load notes (matrices kept in f32, …) */
+  readonly notes: string[] = [];
+  /** bytes of weights held */
+  bytes = 0;
+  private readonly entries = new Map<string, StoredWeight>();
+  private disposed = false;
+
+  constructor(readonly dtype: 'f32' | 'f16') {}
+
+  get(label: string): StoredWeight | undefined {
+    if (this.disposed) throw new ModelError('E_GPU_PLAN', 'gpu weight store: used after dispose');
+    return this.entries.get(label);
+  }
+
+  put(label: string, w: StoredWeight): StoredWeight {
+    this.entries.set(label, w);
+    for (const b of w.buffers) this.bytes += b.size;
+    return w;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const w of this.entries.values()) for (const b of w.buffers) b.destroy();
+    this.entries.clear();
+  }
 }

@@ -1,6 +1,7 @@
 /**
- * The wasm thread pool (issue 26, phase A): shared memory, workers, relaxed-SIMD kernels, and
- * the ops on top. Not wired into the engine yet (phase B; see the design note in pool.ts).
+ * The wasm thread pool (issue 26): shared memory, workers, relaxed-SIMD kernels, the ops on top
+ * (phase A), and ThreadedLinear, the pool's weights behind linear.ts's interface (phase B: the
+ * models' ThreadedStorage holds a model's matrices in the pool; see the design note in pool.ts).
  */
 export { assembleThreadsWat, CHUNKS_PER_THREAD, defaultThreads, MAX_DEFAULT_THREADS, ThreadPool, type PoolExports, type PoolInfo, type PoolOptions } from './pool.ts';
 export { SharedHeap, type Allocation } from './memory.ts';
@@ -10,3 +11,4 @@ export {
   BLOCK, type AttentionOptions, type MatmulOptions, type Q8Activations, type SharedWeight, type SplitHeadsOptions, type WeightSource,
 } from './ops.ts';
 export { selfTestWat, threadsWat, JOB_KERNELS, FLOAT_TILES, Q8_TILES, type JobKernel, type MatKind } from './wat.ts';
+export { ThreadedLinear, type ThreadedLinearOptions } from './linear.ts';

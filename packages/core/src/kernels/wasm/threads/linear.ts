@@ -1,0 +1,195 @@
+/**
+ * The thread pool's weights behind the one weight interface (linear.ts): `ThreadedLinear` holds a
+ * matrix [out, in] (the checkpoint's layout) as a SharedWeight in the pool's shared memory, f32,
+ * bf16, f16 or q8, and serves as a linear layer, a logits head and an embedding table alike (a
+ * tied head is stored once).
+ *
+ * - `apply(x)`: x [N, in] is read where tfjs holds it (a view of the wasm heap, no copy there),
+ *   copied into the pool, multiplied across the pool's threads split by output rows (ops.ts
+ *   matmul: every thread count gives the same bits), and copied straight into a fresh tfjs
+ *   tensor's memory; then the epilogue y·outScale + bias (each rounded to f32, as packed.ts's
+ *   epilogue). q8 multiplies int8 activations (quant_x8: llama.cpp's Q8_0 × Q8_0).
+ * - `rows(ids)`: the pool's gather (exact widening; q8 as q·d).
+ * - `mix(w)`: Σ_v w[b, v]·E[v] by the pool's mix over each row's nonzero weights, in id order.
+ *
+ * The tfjs side only sees inputs and a fresh output tensor, so tidy scopes and leak counts work as
+ * for any op. The pool is shared by all of a model's weights and owned by whoever made it (the
+ * model loader): dispose() here frees the weight's blocks only.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { ModelError } from '../../../errors.ts';
+import type { VocabMatrix } from '../../../linear.ts';
+import { freeWeight, gather, matmul, mix, uploadWeight, type SharedWeight, type WeightSource } from './ops.ts';
+import type { ThreadPool } from './pool.ts';
+
+// ---- tfjs tensors ↔ host arrays ----
+
+interface WasmBackendLike {
+  dataIdMap: { get(id: object): { memoryOffset?: number } | undefined };
+  makeOutput(shape: number[], dtype: string): tf.TensorInfo;
+  wasm: { HEAPU8: Uint8Array };
+}
+
+function wasmBackend(): WasmBackendLike | null {
+  return tf.getBackend() === 'wasm' ? (tf.backend() as unknown as WasmBackendLike) : null;
+}
+
+/** A tensor's values as a host array: a view of the wasm heap where it lives there, else a copy. */
+function hostValues(t: tf.Tensor, dtype: 'float32' | 'int32'): Float32Array | Int32Array {
+  const b = wasmBackend();
+  const off = b?.dataIdMap.get(t.dataId)?.memoryOffset;
+  if (b && off != null && t.dtype === dtype) {
+    return dtype === 'float32' ? new Float32Array(b.wasm.HEAPU8.buffer, off, t.size) : new Int32Array(b.wasm.HEAPU8.buffer, off, t.size);
+  }
+  const v = t.dataSync();
+  return dtype === 'float32' ? Float32Array.from(v as ArrayLike<number>) : Int32Array.from(v as ArrayLike<number>);
+}
+
+/**
+ * A fresh float32 tensor [rows, cols] whose values `fill` writes: straight into the wasm heap on
+ * wasm (the views it gets are made after the allocation, which may grow the heap), else a host
+ * array handed to the backend.
+ */
+function outputTensor(rows: number, cols: number, fill: (dst: Float32Array) => void): tf.Tensor2D {
+  const b = wasmBackend();
+  if (b) {
+    const info = b.makeOutput([rows, cols], 'float32');
+    const t = tf.engine().makeTensorFromTensorInfo(info) as tf.Tensor2D;
+    const off = b.dataIdMap.get(t.dataId)?.memoryOffset;
+    if (off != null || rows * cols === 0) {
+      try {
+        if (rows * cols > 0) fill(new Float32Array(b.wasm.HEAPU8.buffer, off!, rows * cols));
+      } catch (e) {
+        t.dispose();
+        throw e;
+      }
+      return t;
+    }
+    t.dispose();
+  }
+  const host = new Float32Array(rows * cols);
+  fill(host);
+  return tf.tensor2d(host, [rows, cols]);
+}
+
+// ---- the layer ----
+
+export interface ThreadedLinearOptions {
+  /** [rows], added last */
+  bias?: tf.Tensor1D | null;
+  /** [rows], multiplies output feature j before the bias (the attention scale on q's features) */
+  outScale?: tf.Tensor1D | null;
+  /** names the weight in errors */
+  label?: string;
+}
+
+export class ThreadedLinear implements VocabMatrix {
+  readonly label = 'threaded';
+  private readonly biasValues: Float32Array | null;
+  private readonly scaleValues: Float32Array | null;
+  private readonly name: string;
+  private freed = false;
+
+  private constructor(readonly pool: ThreadPool, readonly weight: SharedWeight, private readonly o: ThreadedLinearOptions) {
+    this.name = o.label ?? 'threaded weight';
+    for (const [what, t] of [['bias', o.bias], ['outScale', o.outScale]] as const) {
+      if (t && (t.size !== weight.rows || t.dtype !== 'float32')) {
+        throw new ModelError('E_SHAPE', `${this.name}: ${what} [${t.shape}] (${t.dtype}) does not fit ${weight.rows} output features`);
+      }
+    }
+    this.biasValues = o.bias ? Float32Array.from(o.bias.dataSync()) : null;
+    this.scaleValues = o.outScale ? Float32Array.from(o.outScale.dataSync()) : null;
+  }
+
+  /** Upload a row-major [rows, cols] matrix (the checkpoint's [out, in]) into the pool. */
+  static upload(pool: ThreadPool, src: WeightSource, rows: number, cols: number, o: ThreadedLinearOptions = {}): ThreadedLinear {
+    const w = uploadWeight(pool, src, rows, cols, o.label);
+    try {
+      return new ThreadedLinear(pool, w, o);
+    } catch (e) {
+      freeWeight(pool, w);
+      throw e;
+    }
+  }
+
+  get inDim(): number { return this.weight.cols; }
+  get outDim(): number { return this.weight.rows; }
+  get vocab(): number { return this.weight.rows; }
+  get width(): number { return this.weight.cols; }
+  get kind(): SharedWeight['kind'] { return this.weight.kind; }
+
+  get bytes(): number {
+    const w = this.weight;
+    return w.data.bytes + (w.scales?.bytes ?? 0) + (this.o.bias ? this.o.bias.size * 4 : 0) + (this.o.outScale ? this.o.outScale.size * 4 : 0);
+  }
+
+  apply(x: tf.Tensor2D): tf.Tensor2D {
+    if (x.rank !== 2 || x.shape[1] !== this.inDim) throw new ModelError('E_SHAPE', `${this.name}: x [${x.shape}] does not fit a [${this.outDim}, ${this.inDim}] weight`);
+    this.check();
+    const N = x.shape[0];
+    const rows = this.outDim;
+    return outputTensor(N, rows, (y) => {
+      const xv = hostValues(x, 'float32') as Float32Array; // after the output's allocation: a current view
+      matmul(this.pool, this.weight, xv, N, { out: y });
+      const s = this.scaleValues;
+      const b = this.biasValues;
+      if (!s && !b) return;
+      for (let n = 0; n < N; n++) {
+        const o = n * rows;
+        for (let j = 0; j < rows; j++) {
+          let v = y[o + j];
+          if (s) v = Math.fround(v * s[j]);
+          if (b) v = Math.fround(v + b[j]);
+          y[o + j] = v;
+        }
+      }
+    });
+  }
+
+  rows(ids: tf.Tensor1D): tf.Tensor2D {
+    if (ids.rank !== 1 || ids.dtype !== 'int32') throw new ModelError('E_DTYPE', `${this.name}.rows: ids must be int32 [n], got ${ids.dtype} [${ids.shape}]`);
+    this.check();
+    const v = gather(this.pool, this.weight, Int32Array.from(hostValues(ids, 'int32')));
+    return outputTensor(ids.size, this.width, (dst) => dst.set(v));
+  }
+
+  mix(w: tf.Tensor2D): tf.Tensor2D {
+    const V = w.shape[1];
+    if (w.rank !== 2 || V > this.vocab) throw new ModelError('E_SHAPE', `${this.name}.mix: weights [${w.shape}] over more ids than the table's ${this.vocab}`);
+    this.check();
+    const B = w.shape[0];
+    const wv = hostValues(w, 'float32') as Float32Array;
+    // each row's nonzero weights, in id order; rows padded to the longest with weight 0 on id 0
+    let K = 1;
+    const counts = new Int32Array(B);
+    for (let b = 0; b < B; b++) {
+      let c = 0;
+      for (let v = 0; v < V; v++) if (wv[b * V + v] !== 0) c++;
+      counts[b] = c;
+      K = Math.max(K, c);
+    }
+    const ids = new Int32Array(B * K);
+    const wts = new Float32Array(B * K);
+    for (let b = 0; b < B; b++) {
+      let k = 0;
+      for (let v = 0; v < V; v++) {
+        const x = wv[b * V + v];
+        if (x !== 0) { ids[b * K + k] = v; wts[b * K + k] = x; k++; }
+      }
+    }
+    const out = B > 0 ? mix(this.pool, this.weight, ids, wts, B, K) : new Float32Array(0);
+    return outputTensor(B, this.width, (dst) => dst.set(out));
+  }
+
+  private check(): void {
+    if (this.freed) throw new ModelError('E_DISPOSED', `${this.name}: used after dispose()`);
+  }
+
+  dispose(): void {
+    if (this.freed) return;
+    this.freed = true;
+    freeWeight(this.pool, this.weight);
+    this.o.bias?.dispose();
+    this.o.outScale?.dispose();
+  }
+}

@@ -1,0 +1,162 @@
+/**
+ * Conformance of the engine's GPU plan (issue 23 phase B) on webgpu, where Dawn finds an adapter
+ * (Mesa's lavapipe in CI; elsewhere it skips and says why):
+ * - per fixture (llama, qwen3, gemma2 by default; MOI_SLOW=1: all ten), through `Engine` and
+ *   `generate()` on the plan: greedy tokens and the MoI trajectory equal reference.json; direct
+ *   teacher-forced on the engine's own plan (each step's input the float64 direct mix of the
+ *   reference's previous logits; its logits within 1e-4 of the reference's, its token the same);
+ * - issue 23's goals on the SmolLM2-135M shape (synthesized, bf16 → f16 on the plan): a decode
+ *   step after warm-up takes ≤ 10 dispatches a layer + ≤ 12, one read of ≤ 64 bytes a row,
+ *   0 new pipelines (bind groups, buffers), ≤ 1 KB uploaded; at batch 1 and batch 4;
+ * - `moi-gen bench --json` on webgpu carries those counters as `gpu_step`.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Checkpoint, initBackend, sharedDir, SHARED_MISSING } from '@moi/core';
+import { Engine, generateOne } from '@moi/engine';
+import { measureGpuStep, type GpuStepCounters } from '../../packages/cli/src/bench/gpu-step.ts';
+import { moiGen } from '../support/cli.ts';
+import { fixtureNames, readReference } from './helpers.ts';
+
+/** max |got − want| / max(1, max |want|) */
+function rel(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let d = 0;
+  let s = 1;
+  for (let i = 0; i < want.length; i++) {
+    const x = Math.abs(got[i] - want[i]);
+    d = Number.isNaN(x) ? Infinity : Math.max(d, x);
+    s = Math.max(s, Math.abs(want[i]));
+  }
+  return d / s;
+}
+
+/** The direct mixture in float64 (README's rule): top-20 of the logits (ties: lower id) ∪ {y}, softmax weights, Σ w_i E[i], times the embedding scale. */
+function directMix(logits: number[], y: number, E: Float32Array, H: number, scale: number | null): Float32Array {
+  const order = logits.map((x, i) => [x, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, 20).map(([, i]) => i);
+  if (!order.includes(y)) order.push(y);
+  const top = Math.max(...order.map((i) => logits[i]));
+  const e = order.map((i) => Math.exp(logits[i] - top));
+  const z = e.reduce((a, b) => a + b, 0);
+  const out = new Float64Array(H);
+  order.forEach((id, j) => { for (let k = 0; k < H; k++) out[k] += (e[j] / z) * E[id * H + k]; });
+  return Float32Array.from(out, (v) => v * (scale ?? 1));
+}
+
+/** Issue 23's goals for one warm decode step. */
+function checkGoals(c: GpuStepCounters, layers: number): void {
+  assert.ok(c.dispatches_per_layer <= 10, `${c.dispatches_per_layer} dispatches a layer`);
+  assert.ok(c.dispatches_outside_layers <= 12, `${c.dispatches_outside_layers} dispatches outside the layers`);
+  assert.equal(c.dispatches, c.dispatches_per_layer * layers + c.dispatches_outside_layers);
+  assert.equal(c.readbacks, 1, 'one read');
+  assert.ok(c.readback_bytes_per_row <= 64, `${c.readback_bytes_per_row} bytes read a row`);
+  assert.ok(c.uploads_bytes <= 1024, `${c.uploads_bytes} bytes uploaded`);
+  assert.deepEqual([c.new_pipelines, c.new_bind_groups, c.new_buffers], [0, 0, 0], 'nothing made during the step');
+}
+
+describe('conformance: the engine on the GPU plan (webgpu)', function () {
+  this.timeout(1_800_000);
+  const { root, names: all } = fixtureNames();
+  const names = process.env.MOI_SLOW === '1' ? all : all.filter((n) => ['llama', 'qwen3', 'gemma2'].includes(n));
+
+  before(async function () {
+    if (!root || names.length === 0) {
+      console.log(SHARED_MISSING);
+      this.skip();
+    }
+    try {
+      await initBackend({ backend: 'webgpu' });
+    } catch (err) {
+      console.log(`      [skip] webgpu: ${(err as Error).message}`);
+      this.skip();
+    }
+  });
+
+  after(async () => {
+    await initBackend({ backend: 'wasm' });
+  });
+
+  for (const name of names) {
+    it(`${name}: greedy and MoI through generate() equal reference.json; direct teacher-forced on the engine's plan`, async () => {
+      const dir = path.join(root!, name);
+      const ref = readReference(dir);
+      const engine = await Engine.load(dir, { backend: 'webgpu' });
+      try {
+        assert.ok(engine.gpu, 'the GPU plan is on');
+        for (const c of ref.cases) {
+          const r = await generateOne(engine, { promptIds: c.input_ids, maxTokens: c.greedy.n, sampling: { temperature: 0 }, ignoreEos: true });
+          assert.equal(engine.lastRoute?.path, 'gpu-plan');
+          assert.deepEqual(r.done.tokens, c.greedy.tokens, `${c.name}: greedy`);
+        }
+        for (const m of ref.moi.filter((x) => x.mode === 'moi')) {
+          const r = await generateOne(engine, { promptIds: m.input_ids, maxTokens: m.tokens.length, sampling: { temperature: 0 }, mix: { mode: 'moi', beta: m.beta, topK: m.topk }, ignoreEos: true });
+          assert.equal(engine.lastRoute?.path, 'gpu-plan');
+          assert.deepEqual(r.done.tokens, m.tokens, `MoI β ${m.beta}`);
+        }
+        const ck = Checkpoint.open(dir);
+        const E = ck.readFloat32('model.embed_tokens.weight');
+        ck.close();
+        const spec = engine.spec;
+        for (const m of ref.moi.filter((x) => x.mode === 'direct')) {
+          const plan = await engine.gpu!.acquire(1, m.input_ids.length + m.tokens.length);
+          try {
+            plan.setRow(0, { sampling: { temperature: 0 }, mix: { mode: 'direct', topK: m.topk } });
+            plan.resetRow(0);
+            const first = await plan.prefill(0, m.input_ids);
+            assert.equal(first.token, m.tokens[0]);
+            let d = rel(await plan.logits(), m.step_logits[0]);
+            for (let s = 1; s < m.tokens.length; s++) {
+              const [x] = await plan.step({ embeds: directMix(m.step_logits[s - 1], m.tokens[s - 1], E, spec.hiddenSize, spec.embedScale) });
+              d = Math.max(d, rel(await plan.logits(), m.step_logits[s]));
+              assert.equal(x.token, m.tokens[s], `direct, teacher-forced: step ${s}`);
+            }
+            assert.ok(d <= 1e-4, `direct, teacher-forced: logits off by ${d.toExponential(2)} × scale`);
+          } finally {
+            engine.gpu!.release(plan);
+          }
+        }
+      } finally {
+        engine.dispose();
+      }
+    });
+  }
+
+  it("SmolLM2-135M shape: a decode step after warm-up meets issue 23's goals (batch 1 and 4)", async function () {
+    const cfg = path.join(sharedDir() ?? '', 'peer-bench', 'configs', 'smollm2-135m.json');
+    if (!existsSync(cfg)) this.skip();
+    const out = mkdtempSync(path.join(os.tmpdir(), 'moi-smollm2-'));
+    try {
+      const synth = await moiGen(['synth', '--config', cfg, '--out', out, '--dtype', 'bf16', '-q']);
+      assert.equal(synth.code, 0, synth.stderr);
+      const engine = await Engine.load(out, { backend: 'webgpu' });
+      try {
+        assert.equal(engine.gpu?.dtype, 'f16', 'auto: a bf16 checkpoint is f16 on the plan');
+        assert.match(engine.gpu!.dtypeNote, /bf16 rounded to f16 at load/);
+        const prompt = Array.from({ length: 16 }, (_, i) => 1000 + ((i * 7919) % (engine.spec.vocabSize - 2000)));
+        for (const rows of [1, 4]) {
+          const c = (await measureGpuStep(engine, prompt, rows))!;
+          console.log(`      [gpu_step] SmolLM2-135M shape, f16 on lavapipe, ${rows} row(s), MoI: ${JSON.stringify(c)}`);
+          checkGoals(c, engine.spec.numLayers);
+        }
+      } finally {
+        engine.dispose();
+      }
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it('moi-gen bench --json on webgpu carries gpu_step (a child process: bench starts its own backend)', async () => {
+    const dir = path.join(root!, 'stories260K');
+    const r = await moiGen(['bench', '--model', dir, '--backend', 'webgpu', '--json', '-q', '--prompt-tokens', '8', '--gen-tokens', '4', '--repeat', '1', '--batches', '2'], { process: true });
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { backend: string; gpu_step: GpuStepCounters | null; gpu_dtype_note: string | null; decode_tok_s: { moi: number } };
+    assert.equal(j.backend, 'webgpu');
+    assert.ok(j.gpu_step, 'gpu_step is there');
+    assert.match(j.gpu_dtype_note!, /^gpu plan: f32 checkpoint in f32/);
+    checkGoals(j.gpu_step!, 5);
+    assert.equal(j.gpu_step!.readback_bytes, 64);
+    assert.ok(j.decode_tok_s.moi > 0);
+  });
+});
