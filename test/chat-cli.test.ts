@@ -101,6 +101,27 @@ describe('cli: moi-gen chat', function () {
     assert.match(run.stderr, /unknown command \/nope/);
   });
 
+  it('issue 9: a failed turn sets the exit code until /reset and a good turn; "exit" without the slash ends the session', async function () {
+    const args = ['chat', '-m', model, '--temperature', '0', '--max-tokens', '8', '--max-context', '16'];
+    // turn 2 overflows the 16-token context: reported, and the run ends with exit 2
+    const failed = await runPiped(args, `${U1}\n${U2}\n`);
+    assert.equal(failed.code, 2, failed.stderr);
+    assert.match(failed.stderr, /context|holds at most/);
+    // the same, then /reset and a good turn: recovered, exit 0
+    const recovered = await runPiped(args, `${U1}\n${U2}\n/reset\n${U1}\n/exit\n`);
+    assert.equal(recovered.code, 0, recovered.stderr);
+    assert.equal(recovered.stdout.split('\n\n').filter(Boolean).length, 2);
+    // /reset alone does not clear it: a failure after it stands
+    const again = await runPiped(args, `${U1}\n${U2}\n/reset\n${U1}\n${U2}\n`);
+    assert.equal(again.code, 2, again.stderr);
+    // exit / quit without a slash: the session ends there (the next line never reaches the model)
+    for (const word of ['exit', 'quit']) {
+      const r = await runPiped(['chat', '-m', model, '--temperature', '0', '--max-tokens', '4'], `${U1}\n${word}\n${U2}\n`);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout.split('\n\n').filter(Boolean).length, 1, `${word}: ${JSON.stringify(r.stdout)}`);
+    }
+  });
+
   it('a model without a chat template: usage error, exit 2', async function () {
     const run = await runPiped(['chat', '-m', path.join(sharedDir()!, 'fixtures/stories260K')], 'hi\n');
     assert.equal(run.code, 2);

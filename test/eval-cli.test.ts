@@ -16,6 +16,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { sharedDir, SHARED_MISSING } from '@moi/core';
+import { loadTokenizer } from '@moi/engine';
 import { generateCountdown, solveCountdown } from '../packages/cli/src/eval/solver.ts';
 import type { ResultRecord, Summary } from '../packages/cli/src/eval/summary.ts';
 import { hasPython, NO_PYTHON } from '../packages/cli/test/helpers/python.ts';
@@ -178,15 +179,18 @@ describe('cli: moi-gen eval', function () {
       req.on('data', (d) => { body += d; });
       req.on('end', () => {
         const b = JSON.parse(body) as Record<string, unknown>;
-        seen.push({ url: req.url, ...b });
-        const m = /Using the numbers \[([\d, ]+)\], create an equation that equals (\d+)/.exec(String(b.prompt));
+        // with a local tokenizer the prompt comes as its token ids (what an in-process run prefills)
+        const ids = Array.isArray(b.prompt) ? b.prompt as number[] : null;
+        const promptText = ids ? loadTokenizer(model).decode(ids, { skipSpecialTokens: true }) : String(b.prompt);
+        seen.push({ url: req.url, ...b, prompt_text: promptText });
+        const m = /Using the numbers \[([\d, ]+)\], create an equation that equals (\d+)/.exec(promptText);
         const solution = m ? solveCountdown(m[1].split(', ').map(Number), Number(m[2])) : null;
         const text = b.moi_mode === 'moi' ? ` ok </think><answer>${solution}</answer>` : ' <answer>1 + 1</answer>';
         const chat = req.url === '/v1/chat/completions';
         const out = {
           id: 'cmpl-1', object: chat ? 'chat.completion' : 'text_completion', created: 0, model: b.model,
           choices: [chat ? { index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' } : { index: 0, text, finish_reason: 'stop', logprobs: null }],
-          usage: { prompt_tokens: 100, completion_tokens: 7, total_tokens: 107 },
+          usage: { prompt_tokens: ids?.length ?? 100, completion_tokens: 7, total_tokens: (ids?.length ?? 100) + 7 },
           ...(b.moi_beta !== undefined ? { moi: { mode: b.moi_mode, mean_entropy: 0.25, mean_weight: 0.75 } } : {}),
         };
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(out));
@@ -207,7 +211,8 @@ describe('cli: moi-gen eval', function () {
         assert.equal(s.temperature, 0.6);
         assert.equal(s.top_p, 0.4);
         assert.ok(s.moi_mode === 'standard' || s.moi_mode === 'moi');
-        assert.match(String(s.prompt), /Assistant: Let me solve this step by step\.\n<think>$/); // no chat template: the raw TinyZero text
+        assert.ok(Array.isArray(s.prompt), 'the prompt as token ids');
+        assert.match(String(s.prompt_text), /Assistant: Let me solve this step by step\.\n<think>$/); // no chat template: the raw TinyZero text
       }
       const lines = readLines(path.join(out, 'results.jsonl'));
       assert.deepEqual(lines.map((l) => [l.mode, l.mode_used, l.correct]), [0, 1, 2, 3].flatMap(() => [['standard', 'server', false], ['moi', 'server', true]]));

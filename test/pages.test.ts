@@ -54,7 +54,7 @@ describe('pages in headless chromium', function () {
   it('the eval report renders: charts, paired table, drill-down; no errors, no network', async () => {
     const task = await loadTask('countdown:gen', { limit: 12, seed: 2 });
     const out = path.join(tmp, 'report');
-    await runEval(task, { model: 'scripted', task: 'countdown:gen', modes: ['standard', 'moi'], samples: 1, seed: 2, sampling: {}, maxTokens: 8 },
+    await runEval(task, { model: 'scripted', task: 'countdown:gen', modes: ['standard', 'moi'], beta: 0.5, samples: 1, seed: 2, sampling: { temperature: 0.6, topP: 0.95 }, maxTokens: 8, dtype: 'bf16' },
       { out, completer: new ScriptedCompleter(), tokenizer: null, progress: false });
     const file = path.join(out, 'report.html');
     const { page, errors } = await openPage(browser, file);
@@ -74,6 +74,45 @@ describe('pages in headless chromium', function () {
     assert.match(cols[0]!, /^standard: correct/);
     assert.match(cols[1]!, /^moi: wrong/);
     assert.equal(await page.$$eval('#p3 pre b', (x) => x.length), 0, 'completions are shown as text, not HTML');
+    // the run's settings head the page
+    const settings = await page.$eval('#settings', (e) => e.textContent!);
+    for (const want of ['β 0.5', 'temperature 0.6', 'top-p 0.95', 'max tokens 8', 'dtype bf16', 'seed 2']) assert.ok(settings.includes(want), `${want} in ${settings}`);
+    assert.match(settings, /date \d{4}-\d\d-\d\dT/);
+    // the expected answer as text, not JSON
+    const answer = await page.$eval('#p3 .answer', (e) => e.textContent!);
+    assert.doesNotMatch(answer, /[{}"]/);
+    assert.match(answer, /target: \d+/);
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
+  it('the report at 0% with every completion at max tokens: the interval is drawn as whiskers, the length chart as bars', async () => {
+    const task = await loadTask('countdown:gen', { limit: 8, seed: 3 });
+    const out = path.join(tmp, 'report0');
+    const wrong: Completer = {
+      name: 'wrong',
+      async *complete(requests) {
+        for (const r of requests) yield { key: r.key, completion: '<answer>1 + 1</answer>', promptTokens: 50, completionTokens: 8, finishReason: 'length', seconds: 0.01, meanEntropy: 0.4, meanWeight: 1, modeUsed: r.mode };
+      },
+      async close() {},
+    };
+    await runEval(task, { model: 'wrong', task: 'countdown:gen', modes: ['standard', 'moi'], samples: 1, seed: 3, sampling: {}, maxTokens: 8 },
+      { out, completer: wrong, tokenizer: null, progress: false });
+    const { page, errors } = await openPage(browser, path.join(out, 'report.html'));
+    fs.writeFileSync(path.join(tmp, 'report0.png'), await page.screenshot({ fullPage: true }));
+    // the accuracy bars have no height: what is drawn is the whiskers, the dots and their labels
+    assert.ok(await canvasInk(page, '#acc') > 1000, 'the intervals are drawn');
+    // the whiskers' column above each bar is dark from 0 up to the Wilson upper bound
+    const dark = await page.$eval('#acc', (el) => {
+      const c = el as HTMLCanvasElement;
+      const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+      let n = 0;
+      for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 200 && d[i] < 60 && d[i + 1] < 60 && d[i + 2] < 70) n++;
+      return n;
+    });
+    assert.ok(dark > 200, `dark whisker pixels: ${dark}`);
+    // one length bin (every completion 8 tokens): bars with ink, and the axis says so
+    assert.ok(await canvasInk(page, '#len') > 3000, 'the length chart is readable');
     assert.deepEqual(errors, []);
     await page.close();
   });
@@ -150,11 +189,25 @@ describe('pages in headless chromium', function () {
 
   it('moi-gen generate --trace --compare-modes writes the page', async () => {
     const file = path.join(tmp, 'cli-trace.html');
-    const { code } = await moiGen(['--model', path.join(sharedDir()!, 'fixtures', 'stories260K'),
-      '--max-tokens', '20', '--temperature', '0', '--trace', file, '--compare-modes', 'standard,moi', 'Once upon a time']);
+    const { code, stdout } = await moiGen(['--model', path.join(sharedDir()!, 'fixtures', 'stories260K'),
+      '--max-tokens', '20', '--temperature', '0.7', '--seed', '9', '--beta', '2', '--trace', file, '--compare-modes', 'standard,moi', 'Once upon a time']);
     assert.equal(code, 0);
     const { page, errors } = await openPage(browser, file);
     assert.deepEqual(await page.$$eval('.run h2', (x) => x.map((e) => e.firstChild!.textContent!.trim())), ['standard', 'moi']);
+    // what ran is on the page: seed, temperature and β
+    const settings = await page.$eval('#settings', (e) => e.textContent!);
+    for (const s of ['seed 9', 'temperature 0.7', 'β 2']) assert.ok(settings.includes(s), `${s} in ${JSON.stringify(settings)}`);
+    assert.equal(await page.$eval('.prompt', (e) => e.textContent), '<s>Once upon a time');
+    // the runs aligned by step: one row per run, step i of each in column i
+    const grid = await page.$$eval('#aligned tr', (rows) => rows.map((r) => [...r.children].map((c) => c.textContent)));
+    assert.deepEqual(grid.slice(1).map((r) => r[0]), ['standard', 'moi']);
+    assert.equal(grid[0].length, 21);
+    const spans = await page.$$eval('.run', (runs) => runs.map((r) => [...r.querySelectorAll('.tok')].map((t) => t.textContent)));
+    assert.deepEqual(grid.slice(1).map((r) => r.slice(1, 1 + spans[0].length)), [spans[0], spans[1].slice(0, spans[0].length)]);
+    // the tokens' texts where they stand add up to the printed text (leading spaces kept)
+    const printed = stdout.split('\n').filter((l) => l.startsWith('[')).map((l) => l.replace(/^\[\w+\] /, ''));
+    assert.deepEqual(spans.map((t) => t.join('')), printed);
+    fs.writeFileSync(path.join(tmp, 'cli-trace.png'), await page.screenshot({ fullPage: true }));
     assert.deepEqual(errors, []);
     await page.close();
   });

@@ -179,8 +179,10 @@ describe('settings table: every surface made from it', function () {
 
   it("the server schema's setting fields are exactly the table's", () => {
     const own: Record<Endpoint, string[]> = {
-      completions: ['model', 'n', 'stream', 'stream_options', 'user', 'stop_token_ids', 'skip_special_tokens', 'prompt', 'echo', 'suffix'],
-      chat: ['model', 'n', 'stream', 'stream_options', 'user', 'stop_token_ids', 'skip_special_tokens', 'messages', 'logprobs', 'chat_template_kwargs', 'add_generation_prompt'],
+      completions: ['model', 'n', 'stream', 'stream_options', 'user', 'stop_token_ids', 'skip_special_tokens', 'prompt', 'echo', 'suffix',
+        'add_special_tokens', 'best_of', 'response_format'],
+      chat: ['model', 'n', 'stream', 'stream_options', 'user', 'stop_token_ids', 'skip_special_tokens', 'messages', 'logprobs', 'chat_template_kwargs', 'add_generation_prompt',
+        'add_special_tokens', 'best_of', 'response_format', 'echo', 'continue_final_message', 'tools', 'tool_choice', 'functions', 'function_call'],
     };
     for (const [endpoint, schema] of [['completions', completionSchema], ['chat', chatSchema]] as const) {
       const table = SETTINGS.flatMap((s) => s.server![endpoint]);

@@ -19,7 +19,7 @@ import { planRowMix, type SoftOptions } from '@moi/moi';
 import { softFiltered, type Filters } from '../packages/moi/test/soft-reference.ts';
 import { Engine } from '@moi/engine';
 import { generate, generateOne, type GenerateRequest, type TokenEvent } from '@moi/engine';
-import { traceStep } from '../packages/cli/src/trace/trace.ts';
+import { traceStep, traceTexts } from '../packages/cli/src/trace/trace.ts';
 import { createRng, uniformOpenClosed24 } from '@moi/core';
 import { loadTokenizer } from '@moi/engine';
 
@@ -217,9 +217,10 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
         const t = await traced(engine, { ...softRequest(name, N, { thinkEndId: id }), trace: 12 });
         const V = t.logits[0].length;
         assert.ok(first > 0 && t.events.slice(0, first).some((e) => e.trace!.candidates.length > 1), 'the soft phase mixes several slots before it ends');
+        const texts = traceTexts(engine, PROMPTS[name]);
         for (let s = 0; s < t.tokens.length; s++) {
           const tr = t.events[s].trace!;
-          const step = traceStep(engine, t.events[s], s ? t.tokens[s - 1] : PROMPTS[name].at(-1));
+          const step = traceStep(texts, t.events[s]);
           if (s < first) {
             const ref = softStep(t.logits[s], THINK, 10);
             // p at the soft temperature, from the definition

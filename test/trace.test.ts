@@ -10,7 +10,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { sharedDir, SHARED_MISSING } from '@moi/core';
 import { Engine } from '@moi/engine';
 import { generateOne, type GenerateRequest } from '@moi/engine';
-import { firstDivergence, traceModes } from '../packages/cli/src/trace/trace.ts';
+import { firstDivergence, promptForDisplay, traceModes } from '../packages/cli/src/trace/trace.ts';
+import { moiGen } from './support/cli.ts';
 
 interface MoiRef { mode: string; beta: number; input_ids: number[]; tokens: number[]; entropy: number[] }
 
@@ -97,3 +98,35 @@ describe('trace: per-step candidates', function () {
     assert.deepEqual(runs[1].steps.map((s) => s.token), ref[0].tokens.slice(0, 24)); // moi greedy = the reference
   });
 });
+
+describe('trace: the --trace path and the page\'s prompt', function () {
+  this.timeout(60_000);
+  before(function () {
+    if (!shared) { console.log(`      ${SHARED_MISSING}`); this.skip(); }
+  });
+
+  it('a missing folder is a usage error before anything is generated; a good path says where the page went', async () => {
+    const model = path.join(shared!, 'fixtures', 'stories260K');
+    const missing = path.join(fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'moi-trace-')), 'no', 'such', 'x.html');
+    const r = await moiGen(['--model', model, '--max-tokens', '4', '--trace', missing, 'Once']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stdout, '', 'nothing generated');
+    assert.match(r.stderr, /--trace .*x\.html: the folder .*such does not exist/);
+    assert.doesNotMatch(r.stderr, /ENOENT|^\s+at /m);
+    const file = path.join(path.dirname(path.dirname(path.dirname(missing))), 'ok.html');
+    const ok = await moiGen(['--model', model, '--max-tokens', '4', '--temperature', '0', '--trace', file, 'Once']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.ok(fs.existsSync(file));
+    assert.ok(ok.stderr.includes(`trace page written to ${file}`), ok.stderr);
+  });
+
+  it('the prompt is shown as its special tokens and text, without the space a whole decode puts after <s>', async () => {
+    const { loadTokenizer } = await import('@moi/engine');
+    const tok = loadTokenizer(path.join(shared!, 'fixtures', 'stories260K'));
+    const ids = [1, 403, 407, 261, 378];
+    assert.equal(tok.decode(ids), '<s> Once upon a time', 'a whole decode has the stray space');
+    assert.equal(promptForDisplay(tok, ids), '<s>Once upon a time');
+    assert.equal(promptForDisplay(null, ids), '1,403,407,261,378');
+  });
+});
+

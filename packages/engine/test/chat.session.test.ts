@@ -180,6 +180,51 @@ describe('engine: chat session (stories260K)', function () {
     s.dispose();
   });
 
+  it('issue 13: at temperature 1, a reply is reused from the cache on the next turn (no re-prefill of the reply), with or without a separator in the template', async function () {
+    // a Llama-2-style template: a separator space before the assistant's content
+    const LLAMA2 = "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}[INST] {{ m.content }} [/INST]" +
+      "{% elif m.role == 'assistant' %} {{ m.content }}{{ eos_token }}{% endif %}{% endfor %}";
+    const tok = engine.tokenizer!;
+    let reused = 0;
+    for (let seed = 1; seed <= 12; seed++) {
+      const s = new ChatSession(engine, { chatTemplate: LLAMA2, maxContext: 256, defaults: { maxTokens: 40, sampling: { temperature: 1, seed } } });
+      try {
+        const d = await s.reply(U1);
+        const held = s.cachedIds;
+        const reply = s.turns[0].promptTokens; // where the reply starts in the cache
+        const next = s.render([...s.messages, { role: 'user', content: U2 }]);
+        const common = commonPrefix(held, next);
+        const first = tok.idToToken(d.tokens[0])!;
+        if (first.startsWith('\u2581')) {
+          // the reply starts a word: the re-rendered conversation holds exactly the generated ids
+          assert.equal(common, held.length, `seed ${seed}: the whole reply is reused (${JSON.stringify(d.text.slice(0, 20))})`);
+          assert.equal(s.messages.at(-1)!.content, tok.decode(d.tokens, { skipSpecialTokens: true }), 'recorded as decoded alone');
+          reused++;
+        } else {
+          // "." or "enly": the template's own space before the content is not what was generated
+          assert.equal(common, reply, `seed ${seed}: kept up to the reply`);
+        }
+        // and the second turn reuses what it says
+        await s.reply(U2);
+        assert.equal(s.turns[1].reusedTokens, Math.min(common, next.length - 1));
+      } finally {
+        s.dispose();
+      }
+    }
+    assert.ok(reused >= 6, `${reused} of 12 replies reused whole`);
+    // a template with no separator (this file's): the reply's own leading space is kept, and reused
+    for (let seed = 1; seed <= 4; seed++) {
+      const s = new ChatSession(engine, { chatTemplate: TEMPLATE, maxContext: 256, defaults: { maxTokens: 40, sampling: { temperature: 1, seed } } });
+      try {
+        await s.reply(U1);
+        const held = s.cachedIds;
+        assert.equal(commonPrefix(held, s.render([...s.messages, { role: 'user', content: U2 }])), held.length, `seed ${seed}`);
+      } finally {
+        s.dispose();
+      }
+    }
+  });
+
   it('a model without a chat template is a UsageError', function () {
     assert.throws(() => new ChatSession(engine), (e: unknown) => e instanceof UsageError && e.code === 'E_NO_CHAT_TEMPLATE');
   });

@@ -1,12 +1,14 @@
 /**
  * Streaming detokenizer on the real tokenizers: the deltas must add up to decode(allIds) exactly,
  * never show half a character, and cost O(n) decoded ids in total (checked by counting the ids
- * passed to decode through a wrapper).
+ * passed to decode through a wrapper). Given the prompt as context, the completion's text is
+ * decode(prompt + completion) minus decode(prompt) (the first word keeps its leading space), for
+ * SentencePiece and byte-level BPE alike; logprob token texts add up to the same text.
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { requireShared } from '@moi/core';
-import { loadTokenizer, StreamingDetokenizer, type DecodeSource, type Tokenizer } from '../src/index.ts';
+import { loadTokenizer, StreamingDetokenizer, TokenTexts, type DecodeSource, type Tokenizer } from '../src/index.ts';
 
 const NAMES = ['qwen3', 'gemma3', 'llama3', 'llama2', 'stories260K'] as const;
 type Name = (typeof NAMES)[number];
@@ -202,5 +204,76 @@ describe('text: StreamingDetokenizer', function () {
     // Expected string computed with Python's str.replace chain of transformers' clean_up_tokenization.
     assert.equal(full, "Wait. What? I'm sure, they're here! I don't know'nice '? ");
     assert.equal(stream(tok, ids).join(''), full);
+  });
+
+  for (const name of NAMES) {
+    it(`${name}: with the prompt as context, prompt text + streamed completion = decode(prompt + completion), at every split`, function () {
+      const tok = toks[name];
+      const ids = corpusIds(tok, 200, 3);
+      const bos = tok.bosTokenId;
+      const rnd = lcg(5);
+      let checked = 0;
+      for (let trial = 0; trial < 80; trial++) {
+        const k = 1 + Math.floor(rnd() * (ids.length - 20));
+        const prompt = [...(bos !== undefined ? [bos] : []), ...ids.slice(0, k)];
+        const completion = ids.slice(k, k + 12);
+        const promptText = tok.decode(prompt, { skipSpecialTokens: true });
+        if (promptText.endsWith('\uFFFD')) continue; // the split falls inside a character: no prompt text is exact
+        if (tok.cleanUpSpaces) {
+          // Llama 3's clean-up (" 'm" → "'m") may remove a space of the prompt's text when the pattern
+          // straddles the split: no completion text can then make the sum; those splits are left out
+          const opts = { skipSpecialTokens: true, cleanUpSpaces: false };
+          const pr = tok.decode(prompt, opts);
+          const around = pr.slice(-3) + tok.decode([...prompt, ...completion], opts).slice(pr.length, pr.length + 3);
+          if (around.includes(' ')) continue;
+        }
+        const d = new StreamingDetokenizer(tok, { skipSpecialTokens: true, context: prompt });
+        const text = completion.map((id) => d.push(id)).join('') + d.flush();
+        assert.equal(promptText + text, tok.decode([...prompt, ...completion], { skipSpecialTokens: true }), `${name}, split at ${k}`);
+        // the logprob texts: the chosen pieces add up to the same text; a peek equals the push that follows
+        const texts = new TokenTexts(tok, { context: prompt });
+        let joined = '';
+        for (const id of completion) {
+          const peeked = texts.peek(id);
+          const got = texts.next(id);
+          assert.equal(peeked.text, got.text);
+          assert.ok(got.label !== '', 'never an empty token label');
+          joined += got.text;
+        }
+        // (no space clean-up in token texts: Llama 3's " ," stays as it is)
+        const raw = tok.decode([...prompt, ...completion], { skipSpecialTokens: true, cleanUpSpaces: false });
+        assert.equal(tok.decode(prompt, { skipSpecialTokens: true, cleanUpSpaces: false }) + joined + texts.flush(), raw);
+        checked++;
+      }
+      assert.ok(checked >= 20, `${checked} splits checked`);
+    });
+  }
+
+  it('SentencePiece: the first generated word keeps its leading space after the prompt (" upon", not "upon")', function () {
+    for (const name of ['llama2', 'stories260K'] as const) {
+      const tok = toks[name];
+      const prompt = tok.encode('Once', { addSpecialTokens: true });
+      const ids = tok.encode('Once upon a time', { addSpecialTokens: true }).slice(prompt.length);
+      const d = new StreamingDetokenizer(tok, { skipSpecialTokens: true, context: prompt });
+      const deltas = ids.map((id) => d.push(id));
+      assert.equal(deltas[0], ' upon', name);
+      assert.equal(deltas.join('') + d.flush(), ' upon a time');
+      // the vocabulary piece alone would print "upon"
+      assert.equal(tok.decode([ids[0]]), 'upon');
+    }
+  });
+
+  it('a character split between the prompt and the completion is printed whole by the completion; partial pieces get a bytes: label', function () {
+    const q = toks.qwen3;
+    const emoji = ['🫠', '🧑🏽‍💻', '🪿', '🦩', '🛼'].find((e) => q.encode(e, { addSpecialTokens: false }).length > 1)!;
+    const ids = q.encode(`a${emoji}b`, { addSpecialTokens: false });
+    const d = new StreamingDetokenizer(q, { context: ids.slice(0, 2) }); // 'a' and the emoji's first byte token
+    const text = ids.slice(2).map((id) => d.push(id)).join('') + d.flush();
+    assert.equal(text, `${emoji}b`);
+    const texts = new TokenTexts(q, { context: ids.slice(0, 1) });
+    const first = texts.next(ids[1]);
+    assert.equal(first.text, '');
+    assert.match(first.label, /^bytes:(\\x[0-9a-f]{2})+$/);
+    assert.equal(Buffer.from(first.bytes).toString('latin1'), Buffer.from(emoji, 'utf8').subarray(0, first.bytes.length).toString('latin1'));
   });
 });

@@ -16,7 +16,7 @@ import { loadEngine, type ModelFlags } from './load.ts';
 import { readUserFile } from './generate.ts';
 import { requestFromSettings } from '@moi/engine';
 import { addModelOptions, addSamplingOptions, alias, checkSamplingFlags, dtypeLabel, int, settingFlags } from './options.ts';
-import { interruption, reportTurnError, warn } from './usage.ts';
+import { deferred, interruption, reportTurnError, warn } from './usage.ts';
 
 interface ChatFlags extends ModelFlags {
   system?: string;
@@ -30,7 +30,7 @@ interface ChatFlags extends ModelFlags {
 const HELP = [
   'Type a message and press Enter. Commands:',
   '  /reset   forget the conversation (the system prompt stays) and start over',
-  '  /exit    leave (also Ctrl-D, or Ctrl-C at the prompt)',
+  '  /exit    leave (also exit, quit, /quit, Ctrl-D, or Ctrl-C at the prompt)',
   '  /help    this text',
   'Ctrl-C while a reply is being written stops that reply; the conversation goes on.',
 ].join('\n');
@@ -75,6 +75,8 @@ async function run(o: ChatFlags, cmd: Command): Promise<void> {
 
   const rl = readline.createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty, prompt: '> ' });
   let generating: AbortController | null = null;
+  /** a turn failed, then /reset: the next good turn clears the failure's exit code */
+  let recovering = false;
   const interrupt = () => {
     if (generating) generating.abort();
     else {
@@ -99,13 +101,19 @@ async function run(o: ChatFlags, cmd: Command): Promise<void> {
     } catch (e) {
       progress.stop();
       if (!(e instanceof MoiError)) throw e;
-      // the session goes on; a script's run still ends with the failure's exit code
+      // the session goes on; a script's run still ends with the failure's exit code, unless the
+      // conversation is started over (/reset) and a turn then succeeds
       reportTurnError(e);
+      recovering = false;
       return;
     } finally {
       generating = null;
     }
     out(tty ? '\n' : '\n\n');
+    if (recovering) {
+      deferred.code = 0; // recovered: /reset, then a good turn
+      recovering = false;
+    }
     if (done?.finishReason === 'abort') notice('(reply stopped)');
     else if (done?.finishReason === 'length' && session.cachedTokens + 1 >= session.capacity) {
       notice(`(the context of ${session.capacity} tokens is full: type /reset to start over)`);
@@ -121,10 +129,12 @@ async function run(o: ChatFlags, cmd: Command): Promise<void> {
     }
     for await (const raw of rl) {
       const line = raw.trim();
-      if (line === '/exit' || line === '/quit') break;
+      // "exit" and "quit" without the slash end the session too (as other chat REPLs do), rather than reaching the model
+      if (line === '/exit' || line === '/quit' || line === 'exit' || line === 'quit') break;
       if (line === '/help') out(HELP + '\n');
       else if (line === '/reset') {
         session.reset();
+        if (deferred.code) recovering = true;
         notice('(new conversation)');
       } else if (line.startsWith('/') && !line.includes(' ')) notice(`unknown command ${line} (/help lists them)`);
       else if (line) await turn(raw);

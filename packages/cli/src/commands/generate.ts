@@ -3,10 +3,11 @@
  * machine-readable object instead: text, tokens, per-step entropy and mix weight, stats.
  */
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { Command, Option } from 'commander';
 import { backendLabel, UsageError } from '@moi/core';
 import {
-  encodeChat, encodePrompt, generate, parseModeList, reportSettings, requestFromSettings, tokenText,
+  encodeChat, encodePrompt, generate, parseModeList, reportSettings, requestFromSettings, TokenTexts,
   type DoneEvent, type Engine, type GenerateRequest, type TokenEvent, type TokenLogprobs, type Tokenizer,
 } from '@moi/engine';
 import { loadEngine, type ModelFlags } from './load.ts';
@@ -14,7 +15,9 @@ import {
   addModelOptions, addSamplingOptions, alias, checkSamplingFlags, dtypeLabel, idList, int, settingFlags, userPath,
 } from './options.ts';
 import { interruption, warn } from './usage.ts';
-import { TRACE_TOP, traceModes, traceStep, writeTracePage, type TraceRun } from '../trace/trace.ts';
+import {
+  checkTracePath, promptForDisplay, TRACE_TOP, traceModes, traceStep, traceTexts, writeTracePage, type TraceRun,
+} from '../trace/trace.ts';
 
 interface GenerateFlags extends ModelFlags {
   prompt?: string;
@@ -119,10 +122,16 @@ function fitMaxTokens(engine: Engine, promptLength: number, o: GenerateFlags, cm
   return o.maxTokens;
 }
 
-/** A token's logprobs with the tokens' text beside their ids (null text without a tokenizer). */
-function logprobsWithText(tok: Tokenizer | null, id: number, lp: TokenLogprobs) {
-  const text = (t: number) => (tok ? tokenText(tok, t) : null);
-  return { id, text: text(id), logprob: lp.logprob, ...(lp.top ? { top: lp.top.map((c) => ({ id: c.id, text: text(c.id), logprob: c.logprob })) } : {}) };
+/**
+ * A token's logprobs with the tokens' text beside their ids: what each adds after the tokens
+ * before it (the prompt's included), so the chosen texts concatenated are the text; null text
+ * without a tokenizer.
+ */
+function logprobsWithText(texts: TokenTexts | null, id: number, lp: TokenLogprobs) {
+  const top = lp.top && texts ? lp.top.map((c) => ({ id: c.id, text: texts.peek(c.id).label, logprob: c.logprob }))
+    : lp.top?.map((c) => ({ id: c.id, text: null, logprob: c.logprob }));
+  const text = texts ? texts.next(id).label : null;
+  return { id, text, logprob: lp.logprob, ...(top ? { top } : {}) };
 }
 
 async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void> {
@@ -134,6 +143,8 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
   if (o.chatTemplate !== undefined && !o.chat) warn('--chat-template has no effect without --chat');
   const chatTemplate = o.chatTemplate !== undefined ? readUserFile('--chat-template', o.chatTemplate) : undefined;
   const text = o.ids ? (promptSources(args, o), null) : promptText(args, o);
+  // the page's folder is checked before the model loads and anything is generated
+  if (o.trace) checkTracePath(userPath(o.trace));
   const { engine, progress } = await loadEngine(o, Boolean(o.json));
   const ids = promptIds(engine, text, { ...o, chatTemplate });
   // --json reports H at every step, in standard mode too (the trace's columns, without candidates)
@@ -145,7 +156,12 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
     if (!o.trace) throw new UsageError('E_USAGE', '--compare-modes writes a trace page: give --trace out.html');
     const runs = await traceModes(engine, request, compareModes);
     for (const r of runs) process.stdout.write(`[${r.label}] ${r.text}\n`);
-    writeTracePage(userPath(o.trace), { model: engine.dir, prompt: engine.tokenizer?.decode(ids) ?? ids.join(','), runs });
+    // the page's settings line: those of the mixing mode compared (Soft Thinking's with soft), the modes listed
+    const shown = compareModes.find((m) => m === 'soft') ?? compareModes.find((m) => m !== 'standard') ?? 'standard';
+    const settings = reportSettings(engine, { ...request, mix: { ...request.mix, mode: shown } }, flags.typed, 'flag');
+    const line = { ...traceSettings(settings.values), mode: compareModes.join(', ') };
+    writeTracePage(userPath(o.trace), { model: engine.dir, prompt: promptForDisplay(engine.tokenizer, ids), runs, settings: line });
+    process.stderr.write(`trace page written to ${path.resolve(userPath(o.trace))}\n`);
     return;
   }
   const abort = new AbortController();
@@ -173,11 +189,14 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
   const settings = reportSettings(engine, request, flags.typed, 'flag');
   const mode = String(settings.values.mode);
   if (o.trace) {
-    const run: TraceRun = { label: mode, mode, text: done.text, finishReason: done.finishReason, steps: tokens.map((t, i) => traceStep(engine, t, i ? tokens[i - 1].token : ids[ids.length - 1])) };
-    writeTracePage(userPath(o.trace), { model: engine.dir, prompt: engine.tokenizer?.decode(ids) ?? ids.join(','), runs: [run] });
+    const texts = traceTexts(engine, ids);
+    const run: TraceRun = { label: mode, mode, text: done.text, finishReason: done.finishReason, steps: tokens.map((t) => traceStep(texts, t)) };
+    writeTracePage(userPath(o.trace), { model: engine.dir, prompt: promptForDisplay(engine.tokenizer, ids), runs: [run], settings: traceSettings(settings.values) });
+    process.stderr.write(`trace page written to ${path.resolve(userPath(o.trace))}\n`);
   }
   if (o.json) {
     const tok = engine.tokenizer;
+    const texts = tok ? new TokenTexts(tok, { context: ids, skipSpecialTokens: request.skipSpecialTokens ?? true }) : null;
     process.stdout.write(JSON.stringify({
       model: engine.dir,
       backend: engine.backend.name,
@@ -199,7 +218,7 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
         return h !== undefined && Number.isFinite(h) ? h : null;
       }),
       mix_weight: mode === 'standard' ? null : tokens.map((t) => t.mix?.weight ?? null),
-      logprobs: request.sampling?.logprobs !== undefined ? tokens.map((t) => (t.logprobs ? logprobsWithText(tok, t.token, t.logprobs) : null)) : undefined,
+      logprobs: request.sampling?.logprobs !== undefined ? tokens.map((t) => (t.logprobs ? logprobsWithText(texts, t.token, t.logprobs) : null)) : undefined,
       ...(mode === 'soft' ? { think_end: thinkEndOf(tokens) } : {}),
       finish_reason: done.finishReason,
       stats: done.stats,
@@ -214,6 +233,16 @@ async function run(args: string[], o: GenerateFlags, cmd: Command): Promise<void
     process.stderr.write(`[${backendLabel(engine.backend)}, ${dtypeLabel(engine.loaded)}, ${engine.threads.note}] prompt ${s.promptTokens} tok, ${s.prefillTokPerSec.toFixed(1)} tok/s | ` +
       `generated ${s.generatedTokens} tok, ${s.decodeTokPerSec.toFixed(1)} tok/s | finish: ${s.finishReason}\n`);
   }
+}
+
+/** The settings a trace page shows (seed, temperature, β, ...: what ran, defaults filled in). */
+function traceSettings(values: Record<string, unknown>): Record<string, string | number | boolean | null> {
+  const out: Record<string, string | number | boolean | null> = {};
+  for (const [k, v] of Object.entries(values)) {
+    if (v === null || typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') out[k] = v;
+    else if (Array.isArray(v)) out[k] = JSON.stringify(v);
+  }
+  return out;
 }
 
 /** Soft Thinking: the step whose token ended thinking, and why (null while it never ended). */

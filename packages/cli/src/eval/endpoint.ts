@@ -2,8 +2,11 @@
  * A Completer over any OpenAI-compatible server (ours, or `vllm serve` with the mixinputs patch),
  * through the official `openai` client, `maxSeqs` requests in flight.
  *
- * - With a local tokenizer the prompt is rendered here (chat template + assistant prefix, as the
- *   reference does) and sent to /v1/completions; without one, the messages go to
+ * - With a local tokenizer the prompt is rendered and encoded here (chat template + assistant
+ *   prefix, as the reference does) and its token ids are sent to /v1/completions: the server
+ *   runs exactly the tokens an in-process run would (text would be encoded again there, with a
+ *   second BOS where the template wrote one); a server that reports another prompt length is an
+ *   error. Without a local tokenizer, the messages go to
  *   /v1/chat/completions, the assistant prefix as a final assistant message continued
  *   (vLLM's `continue_final_message`).
  * - The settings go as the server's fields of @moi/engine's settings table (the sampling fields,
@@ -35,9 +38,13 @@ export class EndpointCompleter implements Completer {
     const t0 = performance.now();
     try {
       if (r.rendered) {
-        const body = { model: this.model, prompt: r.promptText, ...requestFields(r, 'completions') };
+        const body = { model: this.model, prompt: r.promptIds ?? r.promptText, ...requestFields(r, 'completions') };
         const res = await this.client.completions.create(body as OpenAI.CompletionCreateParamsNonStreaming, { signal });
         const moi = (res as unknown as { moi?: MoiInfo }).moi;
+        const got = res.usage?.prompt_tokens;
+        if (r.promptIds && got !== undefined && got !== r.promptIds.length) {
+          throw new MoiError('E_ENDPOINT_PROMPT', `${this.name}: request ${r.key}: the server ran a ${got}-token prompt, not the ${r.promptIds.length} tokens sent`);
+        }
         return this.result(r, res.choices[0]?.text ?? '', res.usage, res.choices[0]?.finish_reason ?? 'stop', t0, moi);
       }
       const messages = [...r.messages, ...(r.assistantPrefix ? [{ role: 'assistant', content: r.assistantPrefix }] : [])];

@@ -4,6 +4,11 @@
  * drill-down with each mode's completion and verdict side by side. Code tasks add the execution
  * outcomes per mode, the sandbox's protections, and per completion how its program did (passed,
  * wrong answer, timeout, runtime error, …, at which test) and the program that ran.
+ *
+ * The run's settings (β, temperature, top-p, max tokens, dtype, seed, date) head the page. The
+ * accuracy chart draws each Wilson interval as whiskers over the accuracy bar, with the accuracy
+ * as a labelled dot (readable at 0%, where the bar has no height); the length chart becomes bars
+ * when the completions fall in fewer than three length bins (every one at max tokens: one bin).
  */
 import fs from 'node:fs';
 import { escapeHtml, page } from '../trace/html.ts';
@@ -11,6 +16,44 @@ import { EXEC_STATUSES, type Execution } from './scorers.ts';
 import type { ResultRecord, Summary } from './summary.ts';
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+
+/** What the run was given, for the page's settings line (unset ones are the model's defaults). */
+export interface ReportSettings {
+  beta?: number;
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  maxTokens?: number;
+  dtype?: string;
+  seed?: number;
+  endpoint?: string;
+  /** when the report was written (ISO 8601) */
+  date?: string;
+}
+
+function settingsLine(r: ReportSettings): string {
+  const v = (x: unknown, unset = 'model default') => escapeHtml(x === undefined || x === null ? unset : String(x));
+  const items: [string, string, string][] = [
+    ['beta', 'β', v(r.beta, 'default')], ['temperature', 'temperature', v(r.temperature)], ['top_p', 'top-p', v(r.topP)],
+    ['max_tokens', 'max tokens', v(r.maxTokens)], ['dtype', 'dtype', v(r.dtype, r.endpoint ? 'the server\'s' : 'auto')],
+    ['seed', 'seed', v(r.seed)], ['date', 'date', v(r.date, '–')],
+  ];
+  if (r.topK !== undefined) items.splice(3, 0, ['top_k', 'top-k', v(r.topK)]);
+  if (r.endpoint) items.push(['endpoint', 'endpoint', v(r.endpoint)]);
+  return items.map(([k, name, val]) => `<span class="setting" data-k="${k}">${name} <b>${val}</b></span>`).join(' · ');
+}
+
+/** An expected answer as a person reads it: text as is, a list joined, an object as "key: value" pairs. */
+export function answerText(answer: unknown): string {
+  if (answer === null || answer === undefined) return '–';
+  if (typeof answer === 'string') return answer;
+  if (typeof answer === 'number' || typeof answer === 'boolean') return String(answer);
+  if (Array.isArray(answer)) return answer.map(answerText).join(', ');
+  if (typeof answer === 'object') {
+    return Object.entries(answer as Record<string, unknown>).map(([k, x]) => `${k}: ${Array.isArray(x) ? `[${answerText(x)}]` : answerText(x)}`).join(' · ');
+  }
+  return String(answer);
+}
 
 /** Equal-count bins of completion length (at most 8), with each mode's accuracy per bin. */
 export function lengthBins(records: ResultRecord[], modes: string[]): { labels: string[]; series: Record<string, (number | null)[]> } {
@@ -126,7 +169,7 @@ function drillDown(s: Summary, records: ResultRecord[]): string {
       parts.push(`<div class="cols">${cols}</div>`);
     }
     const meta = first.meta ? ` <span class="muted">${escapeHtml(Object.entries(first.meta).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(' / ') : String(v)}`).join(' · '))}</span>` : '';
-    return `<details class="problem" id="p${p}"><summary>#${p} · answer <code>${escapeHtml(JSON.stringify(first.answer))}</code> · ${marks}${meta}</summary>` +
+    return `<details class="problem" id="p${p}"><summary>#${p} · answer <span class="answer">${escapeHtml(answerText(first.answer))}</span> · ${marks}${meta}</summary>` +
       `<details class="prompt"><summary class="muted">prompt</summary><pre>${escapeHtml(first.prompt)}</pre></details>${parts.join('')}</details>`;
   }).join('\n');
 }
@@ -139,37 +182,69 @@ const CSS = `
   #sandbox th { text-align: left; font-weight: normal; color: #445; } #sandbox td { text-align: left; }
   details.problem { border-top: 1px solid #e3e6ea; padding: .35rem 0; }
   summary { cursor: pointer; }
+  .answer { font-family: ui-monospace, monospace; background: #f6f7f9; padding: 0 .25rem; }
+  .settings { font-size: 13px; }
 `;
 
 const SCRIPT = `
 Chart.defaults.animation = false;
 const colors = ['#3b6fd8', '#d8563b', '#2f9e5a', '#9c4fd1'];
 const modes = DATA.summary.modes;
+const INK = '#1d2330';
+// each mode's Wilson interval as whiskers (a vertical line with caps) over its bar, and the
+// accuracy as a dot with its value: at 0% the bar has no height, the interval stays an interval
+const whiskers = {
+  id: 'whiskers',
+  afterDatasetsDraw(chart) {
+    const { ctx, scales: { y } } = chart;
+    ctx.save();
+    ctx.strokeStyle = INK; ctx.fillStyle = INK; ctx.lineWidth = 2; ctx.font = '12px system-ui, sans-serif';
+    chart.getDatasetMeta(0).data.forEach((bar, i) => {
+      const [lo, hi] = modes[i].wilson95;
+      const x = bar.x, cap = 9, y0 = y.getPixelForValue(lo), y1 = y.getPixelForValue(hi), ya = y.getPixelForValue(modes[i].accuracy);
+      ctx.beginPath();
+      ctx.moveTo(x, y0); ctx.lineTo(x, y1);
+      ctx.moveTo(x - cap, y0); ctx.lineTo(x + cap, y0);
+      ctx.moveTo(x - cap, y1); ctx.lineTo(x + cap, y1);
+      ctx.stroke();
+      ctx.beginPath(); ctx.arc(x, ya, 4, 0, 2 * Math.PI); ctx.fill();
+      ctx.fillText((100 * modes[i].accuracy).toFixed(1) + '%', x + cap + 4, ya - 4);
+    });
+    ctx.restore();
+  },
+};
 new Chart(document.getElementById('acc'), {
   type: 'bar',
   data: {
     labels: modes.map((m) => m.mode),
     datasets: [
-      { label: 'accuracy', data: modes.map((m) => m.accuracy), backgroundColor: modes.map((_, i) => colors[i % colors.length] + '99'), order: 2 },
-      { label: '95% Wilson interval', data: modes.map((m) => m.wilson95), backgroundColor: '#1d2330', barPercentage: 0.06, grouped: false, order: 1 },
+      { label: 'accuracy', data: modes.map((m) => m.accuracy), backgroundColor: modes.map((_, i) => colors[i % colors.length] + '99'), pointStyle: 'rect' },
+      // legend only: the whiskers are drawn by the plugin
+      { type: 'line', label: '95% Wilson interval', data: [], borderColor: INK, backgroundColor: INK, borderWidth: 2, pointStyle: 'line' },
     ],
   },
-  options: { maintainAspectRatio: false, scales: { y: { min: 0, max: 1, title: { display: true, text: 'accuracy' } } } },
+  options: { maintainAspectRatio: false, plugins: { legend: { labels: { usePointStyle: true } } },
+    scales: { y: { min: 0, max: 1, title: { display: true, text: 'accuracy' } } } },
+  plugins: [whiskers],
 });
+// fewer than three length bins (e.g. every completion at max tokens): bars, not a line of one point
+const bars = DATA.length.labels.length < 3;
 new Chart(document.getElementById('len'), {
-  type: 'line',
+  type: bars ? 'bar' : 'line',
   data: {
     labels: DATA.length.labels,
-    datasets: modes.map((m, i) => ({ label: m.mode, data: DATA.length.series[m.mode], borderColor: colors[i % colors.length], backgroundColor: colors[i % colors.length], spanGaps: true })),
+    datasets: modes.map((m, i) => ({ label: m.mode, data: DATA.length.series[m.mode], borderColor: colors[i % colors.length], backgroundColor: colors[i % colors.length] + (bars ? '99' : ''), spanGaps: true, pointRadius: 4, minBarLength: 3 })),
   },
-  options: { maintainAspectRatio: false, scales: { y: { min: 0, max: 1, title: { display: true, text: 'accuracy' } }, x: { title: { display: true, text: 'completion tokens (equal-count bins)' } } } },
+  options: { maintainAspectRatio: false, scales: { y: { min: 0, max: 1, title: { display: true, text: 'accuracy' } },
+    x: { offset: true, title: { display: true, text: bars && DATA.length.labels.length === 1 ? 'completion tokens (every completion has ' + DATA.length.labels[0] + ')' : 'completion tokens (equal-count bins)' } } } },
 });
 `;
 
-export function reportHtml(summary: Summary, records: ResultRecord[]): string {
+export function reportHtml(summary: Summary, records: ResultRecord[], settings?: ReportSettings): string {
   const modes = summary.modes.map((m) => m.mode);
   const body = `<h1>moi eval: ${escapeHtml(summary.task)}</h1>
 <p class="muted">model ${escapeHtml(summary.model)} · data ${escapeHtml(summary.source)} · ${summary.problems} problems × ${summary.samples} sample(s) × ${modes.length} modes</p>
+${settings ? `<p class="muted settings" id="settings">${settingsLine(settings)}</p>` : ''}
 <h2>Accuracy per mode</h2>
 <div class="chart"><canvas id="acc" role="img" aria-label="accuracy per mode with 95% Wilson intervals"></canvas></div>
 ${modeTable(summary)}
@@ -185,6 +260,6 @@ ${drillDown(summary, records)}`;
   return page(`moi eval: ${summary.task}`, CSS, body, { summary, length: lengthBins(records, modes) }, SCRIPT);
 }
 
-export function writeReport(file: string, summary: Summary, records: ResultRecord[]): void {
-  fs.writeFileSync(file, reportHtml(summary, records));
+export function writeReport(file: string, summary: Summary, records: ResultRecord[], settings?: ReportSettings): void {
+  fs.writeFileSync(file, reportHtml(summary, records, settings));
 }

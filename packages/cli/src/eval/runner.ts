@@ -236,6 +236,9 @@ export async function runEval(task: EvalTask, settings: EvalSettings, opts: RunO
   fs.writeFileSync(path.join(opts.out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
   const markdown = markdownTable(summary);
   fs.writeFileSync(path.join(opts.out, 'summary.md'), markdown);
-  writeReport(path.join(opts.out, 'report.html'), summary, records);
+  writeReport(path.join(opts.out, 'report.html'), summary, records, {
+    beta: settings.beta, temperature: settings.sampling.temperature, topP: settings.sampling.topP, topK: settings.sampling.topK,
+    maxTokens: settings.maxTokens, dtype: settings.dtype, seed: settings.seed, endpoint: settings.endpoint, date: new Date().toISOString(),
+  });
   return { summary, records, markdown, resumed };
 }

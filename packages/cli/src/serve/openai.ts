@@ -4,8 +4,8 @@
  */
 import type { MixOptions, MixSettings } from '@moi/moi';
 import {
-  requestFromSettings, setting, settingsFromFields, tokenText as ownText,
-  type Endpoint, type GenerateRequest, type RequestSettings, type TokenLogprobs, type Tokenizer,
+  requestFromSettings, setting, settingsFromFields, TokenTexts,
+  type Endpoint, type GenerateRequest, type RequestSettings, type TokenLogprobs, type TokenPiece, type Tokenizer,
 } from '@moi/engine';
 import { ApiError } from './errors.ts';
 import type { ChatBody, CompletionBody } from './schema.ts';
@@ -104,9 +104,26 @@ export function usage(prompt: number, completion: number, cached: number): Usage
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: { cached_tokens: cached } };
 }
 
-/** A token's text for logprobs (its own decode; ids without a tokenizer). */
-export function tokenText(tok: Tokenizer | null, id: number): string {
-  return tok ? ownText(tok, id) : String(id);
+/**
+ * One choice's token texts for its logprobs: each token's text relative to the ids before it
+ * (the prompt, then the tokens chosen), so the chosen tokens concatenated are the text and
+ * `text_offset` points at each; without a tokenizer, the ids as strings.
+ */
+export class ChoiceTokens {
+  private readonly texts: TokenTexts | null;
+  constructor(tok: Tokenizer | null, promptIds: readonly number[], skipSpecialTokens: boolean) {
+    this.texts = tok ? new TokenTexts(tok, { context: promptIds, skipSpecialTokens }) : null;
+  }
+
+  /** The chosen token and its alternatives (the alternatives read before the token is taken). */
+  take(id: number, alternatives: readonly number[]): { chosen: TokenPiece; top: TokenPiece[] } {
+    if (!this.texts) {
+      const plain = (t: number): TokenPiece => ({ text: String(t), label: String(t), bytes: [...Buffer.from(String(t))] });
+      return { chosen: plain(id), top: alternatives.map(plain) };
+    }
+    const top = alternatives.map((t) => this.texts!.peek(t));
+    return { chosen: this.texts.next(id), top };
+  }
 }
 
 /** Completions' logprobs object, accumulated token by token. */
@@ -115,16 +132,21 @@ export class CompletionLogprobs {
   token_logprobs: number[] = [];
   top_logprobs: Record<string, number>[] | null = null;
   text_offset: number[] = [];
-  constructor(private readonly tok: Tokenizer | null, private offset = 0) {}
+  constructor(private offset = 0) {}
 
-  add(id: number, text: string, lp: TokenLogprobs, top: number): void {
-    this.tokens.push(tokenText(this.tok, id));
+  /** Where the next token's text starts. */
+  get nextOffset(): number {
+    return this.offset;
+  }
+
+  add(chosen: TokenPiece, topPieces: TokenPiece[], lp: TokenLogprobs, top: number): void {
+    this.tokens.push(chosen.label);
     this.token_logprobs.push(lp.logprob);
     this.text_offset.push(this.offset);
-    this.offset += text.length;
+    this.offset += chosen.text.length;
     if (top > 0) {
       this.top_logprobs ??= [];
-      this.top_logprobs.push(Object.fromEntries((lp.top ?? []).slice(0, top).map((t) => [tokenText(this.tok, t.id), t.logprob])));
+      this.top_logprobs.push(Object.fromEntries((lp.top ?? []).slice(0, top).map((t, i) => [topPieces[i].label, t.logprob])));
     }
   }
 
@@ -134,12 +156,9 @@ export class CompletionLogprobs {
 }
 
 /** Chat's logprobs entry of one token. */
-export function chatLogprob(tok: Tokenizer | null, id: number, lp: TokenLogprobs, top: number) {
-  const entry = (tid: number, logprob: number) => {
-    const token = tokenText(tok, tid);
-    return { token, logprob, bytes: [...Buffer.from(token, 'utf8')] };
-  };
-  return { ...entry(id, lp.logprob), top_logprobs: (lp.top ?? []).slice(0, top).map((t) => entry(t.id, t.logprob)) };
+export function chatLogprob(chosen: TokenPiece, topPieces: TokenPiece[], lp: TokenLogprobs, top: number) {
+  const entry = (p: TokenPiece, logprob: number) => ({ token: p.label, logprob, bytes: p.bytes });
+  return { ...entry(chosen, lp.logprob), top_logprobs: (lp.top ?? []).slice(0, top).map((t, i) => entry(topPieces[i], t.logprob)) };
 }
 
 /** Text of a chat message's content (a string, or text parts). */

@@ -43,6 +43,12 @@ const commonFields = {
   // vLLM extras
   stop_token_ids: z.array(int.min(0)).max(64).nullish(),
   skip_special_tokens: z.boolean().nullish(),
+  // encode the prompt with the tokenizer's special tokens (vLLM: default true for completions, false for chat)
+  add_special_tokens: z.boolean().nullish(),
+  echo: z.boolean().nullish(),
+  // known so that they are refused by name rather than ignored (see refuseUnsupported in server.ts)
+  best_of: int.min(1).nullish(),
+  response_format: z.object({ type: z.string() }).passthrough().nullish(),
 };
 
 const tokenIds = z.array(int.min(0)).min(1);
@@ -50,7 +56,6 @@ export const completionSchema = z.object({
   ...commonFields,
   ...settingFields('completions'),
   prompt: z.union([z.string(), tokenIds, z.array(z.string()).min(1), z.array(tokenIds).min(1)]),
-  echo: z.boolean().nullish(),
   suffix: z.string().nullish(),
 }).passthrough();
 
@@ -69,6 +74,12 @@ export const chatSchema = z.object({
   logprobs: z.boolean().nullish(),
   chat_template_kwargs: z.record(z.unknown()).nullish(),
   add_generation_prompt: z.boolean().nullish(),
+  // vLLM: render the final (assistant) message open, so the reply continues it
+  continue_final_message: z.boolean().nullish(),
+  tools: z.array(z.unknown()).nullish(),
+  tool_choice: z.unknown().nullish(),
+  functions: z.array(z.unknown()).nullish(),
+  function_call: z.unknown().nullish(),
 }).passthrough();
 
 export type CompletionBody = z.infer<typeof completionSchema>;

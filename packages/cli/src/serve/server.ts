@@ -25,7 +25,7 @@ import type { ChatMessage, ChatTemplateSource } from '@moi/engine';
 import { ApiError, fromEngine, fromZod } from './errors.ts';
 import { makeMetrics, type ServerMetrics } from './metrics.ts';
 import {
-  buildRequests, chatLogprob, CompletionLogprobs, contentText, moiReport, usage,
+  buildRequests, chatLogprob, ChoiceTokens, CompletionLogprobs, contentText, moiReport, usage,
 } from './openai.ts';
 import { chatSchema, completionSchema, unknownFields, type ChatBody, type CompletionBody } from './schema.ts';
 import { DEFAULT_MAX_LIST_ITEMS, DEFAULT_MAX_PROMPT_CHARS } from './limits.ts';
@@ -71,10 +71,47 @@ function sameSecret(given: string, want: string): boolean {
 
 const now = () => Math.floor(Date.now() / 1000);
 
+const NO_TEMPLATE = 'this model has no chat template, so /v1/chat/completions cannot format messages: ' +
+  'start the server with --chat-template FILE (a Jinja template), or send a raw prompt to /v1/completions';
+
+/**
+ * Fields the server knows but cannot honour: a 400 naming the field, as vLLM refuses what it
+ * lacks, rather than a silent difference.
+ */
+function refuseUnsupported(body: CompletionBody | ChatBody): void {
+  const n = body.n ?? 1;
+  if (body.best_of != null && body.best_of !== n) {
+    throw new ApiError(400, `best_of ${body.best_of} is not supported (only best_of = n, here ${n}: every sample is returned)`, 'best_of');
+  }
+  const format = body.response_format?.type;
+  if (format != null && format !== 'text') {
+    throw new ApiError(400, `response_format ${JSON.stringify(format)} is not supported (structured output is not implemented; only "text")`, 'response_format');
+  }
+  const chat = body as ChatBody;
+  if (chat.tools?.length) throw new ApiError(400, 'tools are not supported (no tool calling)', 'tools');
+  if (chat.tool_choice != null && chat.tool_choice !== 'none' && chat.tool_choice !== 'auto') {
+    throw new ApiError(400, 'tool_choice is not supported (no tool calling)', 'tool_choice');
+  }
+  if (chat.functions?.length) throw new ApiError(400, 'functions are not supported (no tool calling)', 'functions');
+  if (chat.function_call != null && chat.function_call !== 'none' && chat.function_call !== 'auto') {
+    throw new ApiError(400, 'function_call is not supported (no tool calling)', 'function_call');
+  }
+}
+
+/** One prompt of a request: its ids, text for echo, and its choices' engine requests. */
+interface PromptRun {
+  ids: number[];
+  requests: GenerateRequest[];
+  /** echo: what goes before each choice's text (completions: the prompt; chat: the final message) */
+  echo: string;
+}
+
 /** One choice being generated: its submission's events, folded. */
 interface Choice {
   index: number;
   promptTokens: number;
+  promptIds: number[];
+  /** its streamed/collected text (echo included) */
   text: string;
   tokens: number;
   done: DoneEvent | null;
@@ -92,6 +129,7 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
   const tok = engine.tokenizer;
   const mixDefaults: MixOptions = { defaultMode: 'standard', ...opts.mix };
   const created = now();
+  if (tok?.chatTemplate === undefined && opts.chatTemplate === undefined) log(`warning: ${NO_TEMPLATE}`);
 
   // ---- one log line per request, and auth on the routed path
   app.addHook('onRequest', async (req, reply) => {
@@ -149,7 +187,8 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
   });
 
   // ---- simple endpoints
-  app.get('/health', async () => ({}));
+  // vLLM: an empty 200
+  app.get('/health', async (_req, reply) => reply.code(200).send());
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', metrics.registry.contentType);
     return metrics.registry.metrics();
@@ -212,7 +251,7 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
   // ---- generation: submit every choice, then stream or collect
   async function run(
     req: FastifyRequest, reply: FastifyReply, kind: 'text_completion' | 'chat.completion',
-    prompts: { ids: number[]; requests: GenerateRequest[] }[], body: CompletionBody | ChatBody,
+    prompts: PromptRun[], body: CompletionBody | ChatBody, role = 'assistant',
   ) {
     const endpoint: Endpoint = kind === 'chat.completion' ? 'chat' : 'completions';
     // the requests' own logprobs count (chat: top_logprobs with logprobs: true)
@@ -224,13 +263,13 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
     res.once('close', () => { if (!res.writableFinished) ac.abort(); });
     if (res.destroyed && !res.writableFinished) ac.abort(); // gone while its prompt was tokenized
     const t0 = performance.now();
-    const subs: { choice: Choice; events: Submission }[] = [];
+    const subs: { choice: Choice; echo: string; skipSpecial: boolean; events: Submission }[] = [];
     try {
       // the scheduler validates each request's settings together (once) as it takes it
       for (const [pi, p] of prompts.entries()) {
         for (const [ci, r] of p.requests.entries()) {
-          const choice: Choice = { index: pi * p.requests.length + ci, promptTokens: p.ids.length, text: '', tokens: 0, done: null, firstTokenAt: 0 };
-          subs.push({ choice, events: scheduler.submit(r, { signal: ac.signal }) });
+          const choice: Choice = { index: pi * p.requests.length + ci, promptTokens: p.ids.length, promptIds: p.ids, text: p.echo, tokens: 0, done: null, firstTokenAt: 0 };
+          subs.push({ choice, echo: p.echo, skipSpecial: r.skipSpecialTokens ?? true, events: scheduler.submit(r, { signal: ac.signal }) });
         }
       }
     } catch (e) {
@@ -253,45 +292,82 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
 
     const consume = async (s: (typeof subs)[number]) => {
       const { choice } = s;
-      const lp = opt.logprobs !== undefined || opt.chatLogprobs ? (chat ? { content: [] as ReturnType<typeof chatLogprob>[] } : new CompletionLogprobs(tok)) : null;
+      const wantLp = opt.logprobs !== undefined || opt.chatLogprobs;
+      const lp = wantLp ? (chat ? { content: [] as ReturnType<typeof chatLogprob>[] } : new CompletionLogprobs(s.echo.length)) : null;
+      const texts = wantLp ? new ChoiceTokens(tok, choice.promptIds, s.skipSpecial) : null;
       collected.push({ choice, logprobs: lp });
-      if (stream && chat) write(chunk([{ index: choice.index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }], { moi }));
-      for await (const e of s.events) {
-        if (e.type === 'token') {
-          if (!choice.firstTokenAt) {
-            choice.firstTokenAt = performance.now();
-            metrics.ttft.observe((choice.firstTokenAt - t0) / 1000);
-          }
-          choice.tokens++;
-          choice.text += e.text;
-          let entry: unknown = null;
-          if (lp && e.logprobs) {
-            if (lp instanceof CompletionLogprobs) {
-              const one = new CompletionLogprobs(tok, choice.text.length - e.text.length);
-              one.add(e.token, e.text, e.logprobs, top);
-              lp.add(e.token, e.text, e.logprobs, top);
-              entry = one.json();
-            } else {
-              const c = chatLogprob(tok, e.token, e.logprobs, top);
-              lp.content.push(c);
-              entry = { content: [c] };
+      // the text streamed so far, without the echo (to find the tail the done event adds)
+      let streamed = '';
+      if (stream && chat) write(chunk([{ index: choice.index, delta: { role, content: '' }, logprobs: null, finish_reason: null }], { moi }));
+      if (stream && s.echo) {
+        write(chunk([chat
+          ? { index: choice.index, delta: { content: s.echo }, logprobs: null, finish_reason: null }
+          : { index: choice.index, text: s.echo, logprobs: null, finish_reason: null, stop_reason: null }]));
+      }
+      // The last token's chunk waits until the next event or the next turn of the event loop: a
+      // done event of the same step goes onto it (finish_reason on the last token's chunk, as vLLM
+      // sends it) rather than into an empty chunk of its own.
+      let pending: Record<string, unknown> | null = null;
+      let timer: NodeJS.Immediate | null = null;
+      const writePending = () => {
+        if (timer) clearImmediate(timer);
+        timer = null;
+        if (pending) write(chunk([pending]));
+        pending = null;
+      };
+      try {
+        for await (const e of s.events) {
+          if (e.type === 'token') {
+            if (!choice.firstTokenAt) {
+              choice.firstTokenAt = performance.now();
+              metrics.ttft.observe((choice.firstTokenAt - t0) / 1000);
+            }
+            choice.tokens++;
+            choice.text += e.text;
+            streamed += e.text;
+            let entry: unknown = null;
+            if (lp && texts && e.logprobs) {
+              const { chosen, top: alts } = texts.take(e.token, (e.logprobs.top ?? []).slice(0, top).map((t) => t.id));
+              if (lp instanceof CompletionLogprobs) {
+                const one = new CompletionLogprobs(lp.nextOffset);
+                one.add(chosen, alts, e.logprobs, top);
+                lp.add(chosen, alts, e.logprobs, top);
+                entry = one.json();
+              } else {
+                const c = chatLogprob(chosen, alts, e.logprobs, top);
+                lp.content.push(c);
+                entry = { content: [c] };
+              }
+            }
+            if (stream) { // a chunk per token, even while its text is incomplete (''), as vLLM's completions do
+              writePending();
+              pending = chat
+                ? { index: choice.index, delta: { content: e.text }, logprobs: entry, finish_reason: null }
+                : { index: choice.index, text: e.text, logprobs: entry, finish_reason: null, stop_reason: null };
+              timer = setImmediate(writePending);
+            }
+          } else {
+            choice.done = e;
+            // the done event's text is final: held-back text (a partial stop string, an unfinished character) comes now
+            const tail = e.text.startsWith(streamed) ? e.text.slice(streamed.length) : '';
+            choice.text = s.echo + e.text;
+            if (stream) {
+              if (timer) clearImmediate(timer);
+              timer = null;
+              const last = pending ?? (chat
+                ? { index: choice.index, delta: { content: '' }, logprobs: null }
+                : { index: choice.index, text: '', logprobs: null });
+              pending = null;
+              if (chat) (last.delta as { content: string }).content += tail;
+              else last.text = (last.text as string) + tail;
+              Object.assign(last, { finish_reason: e.finishReason, stop_reason: e.stopReason });
+              const u = includeUsage && body.stream_options?.continuous_usage_stats ? { usage: usage(choice.promptTokens, choice.tokens, e.stats.cachedTokens ?? 0) } : {};
+              write(chunk([last], { moi, ...u }));
             }
           }
-          if (stream) { // a chunk per token, even while its text is incomplete (''), as vLLM's completions do
-            write(chunk([chat
-              ? { index: choice.index, delta: { content: e.text }, logprobs: entry, finish_reason: null }
-              : { index: choice.index, text: e.text, logprobs: entry, finish_reason: null, stop_reason: null }]));
-          }
-        } else {
-          choice.done = e;
-          choice.text = e.text;
-          if (stream) {
-            const u = includeUsage && body.stream_options?.continuous_usage_stats ? { usage: usage(choice.promptTokens, choice.tokens, e.stats.cachedTokens ?? 0) } : {};
-            write(chunk([chat
-              ? { index: choice.index, delta: {}, logprobs: null, finish_reason: e.finishReason, stop_reason: null }
-              : { index: choice.index, text: '', logprobs: null, finish_reason: e.finishReason, stop_reason: null }], { moi, ...u }));
-          }
         }
+      } finally {
+        writePending();
       }
     };
 
@@ -337,14 +413,14 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
     collected.sort((a, b) => a.choice.index - b.choice.index);
     const choices = collected.map(({ choice, logprobs }) => chat
       ? {
-        index: choice.index, message: { role: 'assistant', content: choice.text, tool_calls: [] },
+        index: choice.index, message: { role, content: choice.text, tool_calls: [] },
         logprobs: logprobs && !(logprobs instanceof CompletionLogprobs) ? logprobs : null,
-        finish_reason: choice.done?.finishReason ?? 'abort', stop_reason: null,
+        finish_reason: choice.done?.finishReason ?? 'abort', stop_reason: choice.done?.stopReason ?? null,
       }
       : {
         index: choice.index, text: choice.text,
         logprobs: logprobs instanceof CompletionLogprobs ? logprobs.json() : null,
-        finish_reason: choice.done?.finishReason ?? 'abort', stop_reason: null,
+        finish_reason: choice.done?.finishReason ?? 'abort', stop_reason: choice.done?.stopReason ?? null,
       });
     return { id, object: objectName, created: now(), model: opts.modelName, choices, usage: u, moi };
   }
@@ -360,38 +436,58 @@ export function buildServer(engine: Engine, scheduler: Scheduler, opts: ServerOp
 
   app.post('/v1/completions', async (req, reply) => {
     const body = parse(completionSchema, req, '/v1/completions');
+    refuseUnsupported(body);
     if (body.suffix) throw new ApiError(400, 'suffix is not supported', 'suffix');
-    if (body.echo) throw new ApiError(400, 'echo is not supported', 'echo');
+    // vLLM returns the prompt's own logprobs with echo; this server does not compute them
+    if (body.echo && body.logprobs != null) throw new ApiError(400, 'echo with logprobs is not supported (the prompt\'s logprobs are not computed)', 'echo');
     const p = body.prompt;
     const list: (string | number[])[] = typeof p === 'string' ? [p]
       : p.length > 0 && typeof p[0] === 'number' ? [p as number[]] : (p as (string | number[])[]);
     const texts = list.filter((item): item is string => typeof item === 'string');
     checkChars('prompt', texts.reduce((n, t) => n + t.length, 0));
     if (texts.length > 0 && (!tok || !encoder)) throw new ApiError(400, 'this model has no tokenizer: send the prompt as token ids', 'prompt');
-    const encoded = texts.length > 0 ? await encoder!.prompts(texts) : [];
+    const encoded = texts.length > 0 ? await encoder!.prompts(texts, body.add_special_tokens ?? true) : [];
     let next = 0;
-    const prompts = list.map((item) => {
+    const prompts = list.map((item): PromptRun => {
       const ids = typeof item === 'string' ? encoded[next++] : item;
       if (ids.length === 0) throw new ApiError(400, 'the prompt is empty', 'prompt');
       const requests = buildRequests(body, 'completions', { promptIds: ids, vocabSize: engine.spec.vocabSize, maxModelLen: scheduler.maxModelLen, mixDefaults });
-      return { ids, requests };
+      // echo: the prompt as given, or the ids' text (special tokens as the completion's text treats them)
+      const echo = !body.echo ? '' : typeof item === 'string' ? item
+        : tok ? tok.decode(ids, { skipSpecialTokens: body.skip_special_tokens ?? true }) : '';
+      return { ids, requests, echo };
     });
     return run(req, reply, 'text_completion', prompts, body);
   });
 
   app.post('/v1/chat/completions', async (req, reply) => {
     const body = parse(chatSchema, req, '/v1/chat/completions');
-    if (!tok || !template || template.chatTemplate === undefined) throw new ApiError(400, 'this model has no chat template; use /v1/completions', 'messages');
+    refuseUnsupported(body);
+    if (!tok || !template || template.chatTemplate === undefined) throw new ApiError(400, NO_TEMPLATE, 'messages');
     const messages: ChatMessage[] = body.messages.map((m) => ({ role: m.role, content: contentText(m.content) }));
     checkChars('messages', messages.reduce((n, m) => n + m.content.length, 0));
+    const cont = body.continue_final_message ?? false;
+    // vLLM's defaults: a generation prompt unless continuing; both true is a 400
+    const addGenerationPrompt = body.add_generation_prompt ?? !cont;
+    if (cont && addGenerationPrompt) {
+      throw new ApiError(400, 'Cannot set both `continue_final_message` and `add_generation_prompt` to True.', 'continue_final_message');
+    }
     let ids: number[];
     try {
-      ids = await encoder!.chat(messages, { addGenerationPrompt: body.add_generation_prompt ?? true, extra: body.chat_template_kwargs ?? undefined });
+      // add_special_tokens (vLLM, default false): the tokenizer's own specials on top of the template's
+      ids = await encoder!.chat(messages, {
+        addGenerationPrompt, continueFinalMessage: cont, addSpecialTokens: body.add_special_tokens ?? false, extra: body.chat_template_kwargs ?? undefined,
+      });
     } catch (e) {
       throw fromEngine(e, 'messages');
     }
     const requests = buildRequests(body, 'chat', { promptIds: ids, vocabSize: engine.spec.vocabSize, maxModelLen: scheduler.maxModelLen, mixDefaults });
-    return run(req, reply, 'chat.completion', [{ ids, requests }], body);
+    // vLLM: the reply's role is the assistant's, or the final message's when no new turn is opened;
+    // echo repeats the final message where it has that role
+    const role = addGenerationPrompt ? 'assistant' : messages[messages.length - 1].role;
+    const last = messages[messages.length - 1];
+    const echo = body.echo && last.role === role ? last.content : '';
+    return run(req, reply, 'chat.completion', [{ ids, requests, echo }], body, role);
   });
 
   return { app, metrics, encoder };

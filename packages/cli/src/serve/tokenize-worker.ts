@@ -6,8 +6,8 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { MoiError } from '@moi/core';
-import { encodeChat, encodePrompt, loadTokenizer } from '@moi/engine';
-import type { EncodeJob, EncodeReply, EncoderSetup } from './tokenize.ts';
+import { loadTokenizer } from '@moi/engine';
+import { encodeCompletionPrompt, encodeConversation, type EncodeJob, type EncodeReply, type EncoderSetup } from './tokenize.ts';
 
 const setup = workerData as EncoderSetup;
 const tok = loadTokenizer(setup.dir);
@@ -16,8 +16,8 @@ parentPort!.on('message', (job: EncodeJob) => {
   let reply: EncodeReply;
   try {
     const ids = job.kind === 'prompts'
-      ? job.texts.map((t) => encodePrompt(tok, t))
-      : [encodeChat(tok, job.messages, { template: setup.template ?? undefined, addGenerationPrompt: job.addGenerationPrompt, extra: job.extra })];
+      ? job.texts.map((t) => encodeCompletionPrompt(tok, t, job.addSpecialTokens))
+      : [encodeConversation(tok, setup.template, job.messages, job)];
     reply = { id: job.id, ids };
   } catch (e) {
     const err = e instanceof Error ? e : new Error(String(e));

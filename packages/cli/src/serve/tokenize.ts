@@ -20,9 +20,30 @@ export interface EncoderSetup {
   template: ChatTemplateSource | null;
 }
 
+/** How a conversation is encoded (vLLM's chat fields). */
+export interface ChatEncoding {
+  addGenerationPrompt: boolean;
+  continueFinalMessage?: boolean;
+  addSpecialTokens?: boolean;
+  extra?: Record<string, unknown>;
+}
+
 export type EncodeJob =
-  | { id: number; kind: 'prompts'; texts: string[] }
-  | { id: number; kind: 'chat'; messages: ChatMessage[]; addGenerationPrompt: boolean; extra?: Record<string, unknown> };
+  | { id: number; kind: 'prompts'; texts: string[]; addSpecialTokens: boolean }
+  | ({ id: number; kind: 'chat'; messages: ChatMessage[] } & ChatEncoding);
+
+/** A completion prompt's ids: BOS as the tokenizer adds it, or none (vLLM's add_special_tokens: false). */
+export function encodeCompletionPrompt(tok: Tokenizer, text: string, addSpecialTokens: boolean): number[] {
+  return addSpecialTokens ? encodePrompt(tok, text) : tok.encode(text, { addSpecialTokens: false });
+}
+
+/** A conversation's ids with the server's template and the request's chat fields. */
+export function encodeConversation(tok: Tokenizer, template: ChatTemplateSource | null, messages: ChatMessage[], o: ChatEncoding): number[] {
+  return encodeChat(tok, messages, {
+    template: template ?? undefined, addGenerationPrompt: o.addGenerationPrompt, continueFinalMessage: o.continueFinalMessage,
+    addSpecialTokens: o.addSpecialTokens, extra: o.extra,
+  });
+}
 
 export type EncodeReply =
   | { id: number; ids: number[][] }
@@ -65,19 +86,17 @@ export class PromptEncoder {
    * Completion prompts' ids (BOS as the tokenizer adds it), one list per text. The request's
    * characters in all decide where: many short prompts are as long a job as one long one.
    */
-  async prompts(texts: string[]): Promise<number[][]> {
+  async prompts(texts: string[], addSpecialTokens = true): Promise<number[][]> {
     const chars = texts.reduce((n, t) => n + t.length, 0);
-    if (chars <= this.inlineChars) return texts.map((t) => encodePrompt(this.tok, t));
-    return this.send({ id: 0, kind: 'prompts', texts });
+    if (chars <= this.inlineChars) return texts.map((t) => encodeCompletionPrompt(this.tok, t, addSpecialTokens));
+    return this.send({ id: 0, kind: 'prompts', texts, addSpecialTokens });
   }
 
   /** A conversation's ids, rendered with the server's chat template. */
-  async chat(messages: ChatMessage[], o: { addGenerationPrompt: boolean; extra?: Record<string, unknown> }): Promise<number[]> {
+  async chat(messages: ChatMessage[], o: ChatEncoding): Promise<number[]> {
     const chars = messages.reduce((n, m) => n + m.content.length, 0);
-    if (chars <= this.inlineChars) {
-      return encodeChat(this.tok, messages, { template: this.setup.template ?? undefined, addGenerationPrompt: o.addGenerationPrompt, extra: o.extra });
-    }
-    return (await this.send({ id: 0, kind: 'chat', messages, addGenerationPrompt: o.addGenerationPrompt, extra: o.extra }))[0];
+    if (chars <= this.inlineChars) return encodeConversation(this.tok, this.setup.template, messages, o);
+    return (await this.send({ id: 0, kind: 'chat', messages, ...o }))[0];
   }
 
   /** End the worker (pending encodings fail). */

@@ -32,6 +32,16 @@ export interface TraceDoc {
   model: string;
   prompt: string;
   runs: TraceRun[];
+  /** the settings that ran (seed, temperature, β, ...), shown under the title */
+  settings?: Record<string, string | number | boolean | null>;
+}
+
+/** The settings line: the ones a reader needs first, then the rest; null (unset) ones as "–". */
+export function settingsLine(settings: Record<string, string | number | boolean | null>): string {
+  const first = ['mode', 'beta', 'temperature', 'top_p', 'top_k', 'seed', 'max_tokens'];
+  const names: Record<string, string> = { beta: 'β', top_p: 'top-p', top_k: 'top-k', max_tokens: 'max tokens' };
+  const keys = [...first.filter((k) => k in settings), ...Object.keys(settings).filter((k) => !first.includes(k))];
+  return keys.map((k) => `<span class="setting" data-k="${escapeHtml(k)}">${escapeHtml(names[k] ?? k.replaceAll('_', ' '))} <b>${escapeHtml(settings[k] === null ? '–' : String(settings[k]))}</b></span>`).join(' · ');
 }
 
 /** Background for H in [0, 1]: pale green (certain) through yellow to red (uncertain). */
@@ -54,6 +64,12 @@ const CSS = `
   .legend { display: inline-block; width: 12rem; height: .8rem; vertical-align: middle; background: linear-gradient(90deg, hsl(120,75%,88%), hsl(60,75%,83%), hsl(0,75%,78%)); }
   .tok.soft, .soft-legend { text-decoration: underline dotted #4a3ad8; text-underline-offset: 3px; }
   .think-end { display: inline-block; margin: 0 .3rem; padding: 0 .35rem; border-radius: 3px; background: #4a3ad8; color: #fff; font: 11px/1.6 system-ui, sans-serif; }
+  .settings { font-size: 13px; }
+  .aligned { overflow-x: auto; border: 1px solid #e3e6ea; }
+  .aligned table { margin: 0; font: 13px/1.6 ui-monospace, monospace; }
+  .aligned th, .aligned td { white-space: pre; text-align: left; padding: .1rem .25rem; border: 1px solid #eef0f3; }
+  .aligned th { background: #f4f5f7; position: sticky; left: 0; }
+  .aligned td.differs { box-shadow: inset 0 -3px 0 #d11; }
   .banner { background: #fff1f0; border: 1px solid #f3b4ae; padding: .4rem .6rem; display: inline-block; }
 `;
 
@@ -93,6 +109,13 @@ new Chart(document.getElementById('chart'), {
   type: 'line',
   data: { labels: Array.from({ length: steps }, (_, i) => i), datasets },
   options: { maintainAspectRatio: false, interaction: { mode: 'index', intersect: false },
+    // legend swatches drawn as short lines, dashed where the line is dashed (w_y)
+    // (Chart.js takes a line legend's style from its first point, which has no dash: set it here)
+    plugins: { legend: { labels: { usePointStyle: true, pointStyleWidth: 28, generateLabels: (chart) =>
+      Chart.defaults.plugins.legend.labels.generateLabels(chart).map((l) => {
+        const d = chart.data.datasets[l.datasetIndex];
+        return { ...l, pointStyle: 'line', lineDash: d.borderDash ?? [], strokeStyle: d.borderColor, lineWidth: 2 };
+      }) } } },
     scales: { y: { min: 0, max: 1 }, x: { title: { display: true, text: 'step' } } } },
 });
 `;
@@ -104,14 +127,27 @@ export function tracePageHtml(doc: TraceDoc, divergence: number | null): string 
       (s.thinkEnd ? `<span class="think-end" data-i="${i}">end of thinking (${s.thinkEnd === 'cold_stop' ? 'cold stop' : 'argmax'})</span>` : '')).join('');
     return `<section class="run"><h2>${escapeHtml(run.label)} <span class="muted">(${run.steps.length} tokens, ${escapeHtml(run.finishReason)})</span></h2><div class="tokens">${toks}</div></section>`;
   }).join('\n');
+  // several runs: a grid with one column per step, so that step i of every run stands in one column
+  const longest = Math.max(0, ...doc.runs.map((r) => r.steps.length));
+  const aligned = doc.runs.length < 2 ? '' : `<h2>Aligned by step</h2><div class="aligned"><table id="aligned">
+<tr><th>step</th>${Array.from({ length: longest }, (_, i) => `<th>${i}</th>`).join('')}</tr>
+${doc.runs.map((run) => `<tr><th>${escapeHtml(run.label)}</th>${Array.from({ length: longest }, (_, i) => {
+    const s = run.steps[i];
+    if (!s) return '<td></td>';
+    const differs = doc.runs.some((o) => o.steps[i]?.token !== s.token);
+    return `<td class="${differs ? 'differs' : ''}" data-i="${i}" style="background:${entropyColor(s.entropy)}">${escapeHtml(s.text)}</td>`;
+  }).join('')}</tr>`).join('\n')}
+</table></div>`;
   const banner = doc.runs.length > 1
     ? `<p class="banner" id="divergence">${divergence === null ? 'The runs are identical.' : `First divergence at step ${divergence} (outlined in red).`}</p>`
     : '';
   const body = `<h1>moi trace</h1>
 <p class="muted">model ${escapeHtml(doc.model)} · H: <span class="legend"></span> 0 → 1 · hover or focus (Tab) a token for its candidates${doc.runs.some((r) => r.steps.some((s) => s.phase === 'thinking')) ? ' · <span class="soft-legend">dotted</span>: Soft Thinking\'s soft phase (the token shown is the heaviest slot; H = S / ln V)' : ''}</p>
+${doc.settings ? `<p class="muted settings" id="settings">${settingsLine(doc.settings)}</p>` : ''}
 <details><summary class="muted">prompt</summary><div class="prompt">${escapeHtml(doc.prompt)}</div></details>
 ${banner}
 ${runs}
+${aligned}
 <h2>H and w_y per step</h2>
 <div class="chart"><canvas id="chart" role="img" aria-label="entropy and weight on the sampled token per step"></canvas></div>
 <div id="tip" role="tooltip"></div>`;

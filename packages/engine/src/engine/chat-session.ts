@@ -6,6 +6,16 @@
  *
  * With MoI settings the cache holds keys/values computed from the mixed inputs of earlier replies
  * (as the reference decoder does); the ids recorded for them are the sampled tokens.
+ *
+ * Issue 13, where the cached ids and the re-rendered conversation part: right at the reply. The
+ * reply's text is streamed relative to the prompt, so a SentencePiece reply starts " was ...";
+ * a template that writes its own separator before an assistant's content (Llama 2's
+ * "[/INST] {{ content }}") then renders a double space, one that writes none renders exactly the
+ * generated ids. So the reply is recorded as whichever of its text and its text as decoded alone
+ * (transformers' convention, `replyContent`) re-renders to more of the cached ids. Where the
+ * model's first token has no leading space ("." or "enly") a template's separator still makes the
+ * rendered text differ from what was generated: the cache is kept up to the reply and the rest
+ * prefilled, so that the next reply equals a fresh run over the rendered conversation.
  */
 import { UsageError } from '@moi/core';
 import type { KVCache } from '@moi/models';
@@ -53,6 +63,17 @@ export function commonPrefix(a: readonly number[], b: readonly number[]): number
   let i = 0;
   while (i < n && a[i] === b[i]) i++;
   return i;
+}
+
+/**
+ * The reply's text as the conversation records it: the streamed text less the one leading space
+ * that SentencePiece's decoder strips from a text's first token (transformers' decode of the reply
+ * alone), where the first token alone decodes without it.
+ */
+export function replyContent(tok: Tokenizer, done: Pick<DoneEvent, 'text' | 'tokens'>): string {
+  if (!done.text.startsWith(' ') || done.tokens.length === 0) return done.text;
+  const alone = tok.decode(done.tokens.slice(0, 1), { skipSpecialTokens: true });
+  return alone !== '' && !alone.startsWith(' ') ? done.text.slice(1) : done.text;
 }
 
 export class ChatSession {
@@ -145,7 +166,7 @@ export class ChatSession {
       if (done.finishReason === 'abort' && done.tokens.length === 0) {
         this.messages.length = before; // stopped before any reply: the turn did not happen
       } else {
-        this.messages.push({ role: 'assistant', content: done.text });
+        this.messages.push({ role: 'assistant', content: this.recordedReply(done) });
       }
       this.turns.push({
         promptTokens: ids.length, reusedTokens: reused, prefilledTokens: suffix.length,
@@ -180,6 +201,20 @@ export class ChatSession {
     for (const c of this.cache) c.dispose();
     this.cache = [];
     this.held = [];
+  }
+
+  /** The reply as the conversation records it: the candidate text whose re-rendering keeps more of the cache. */
+  private recordedReply(done: DoneEvent): string {
+    const alone = replyContent(this.tok, done);
+    if (alone === done.text) return done.text;
+    const kept = (content: string): number => {
+      try {
+        return commonPrefix(this.held, this.render([...this.messages, { role: 'assistant', content }]));
+      } catch {
+        return -1; // a template that cannot render it
+      }
+    };
+    return kept(alone) > kept(done.text) ? alone : done.text;
   }
 
   /** Roll every layer back to n tokens; where a rotating buffer cannot, start from empty. */

@@ -94,6 +94,8 @@ export interface DoneEvent {
   tokens: number[];
   text: string;
   stats: GenerationStats;
+  /** what stopped it (vLLM's stop_reason): the matched stop string, or the stop token id; null on EOS, length or abort */
+  stopReason: string | number | null;
 }
 
 export type GenerationEvent = TokenEvent | DoneEvent;
@@ -182,7 +184,8 @@ export function planRow(engine: Engine, request: GenerateRequest, o: { index: nu
   return {
     index: o.index, slot: o.slot, request, maxTokens, capacity: maxContext, settings: mix.settings,
     state: { params, rng: createRng(params.seed), promptIds: p, generatedIds: [] },
-    detok: engine.tokenizer ? new StreamingDetokenizer(engine.tokenizer, { skipSpecialTokens: request.skipSpecialTokens ?? true }) : null,
+    // the text is decoded relative to the prompt (the first word keeps its leading space)
+    detok: engine.tokenizer ? new StreamingDetokenizer(engine.tokenizer, { skipSpecialTokens: request.skipSpecialTokens ?? true, context: p }) : null,
     text: '', emitted: 0, finished: null, cachedTokens: 0, promptTokens: p.length, t0: now, prefillEnd: 0,
   };
 }
@@ -205,22 +208,28 @@ function safeEnd(text: string, stops: string[] | undefined): number {
 
 /** Index where the first stop string begins, or null. */
 export function stopIndex(text: string, stops: string[]): number | null {
-  let best: number | null = null;
+  return firstStop(text, stops)?.index ?? null;
+}
+
+/** The first stop string in the text (the earliest; the first listed at a tie), or null. */
+export function firstStop(text: string, stops: string[]): { index: number; stop: string } | null {
+  let best: { index: number; stop: string } | null = null;
   for (const s of stops) {
     if (!s) continue;
     const i = text.indexOf(s);
-    if (i >= 0 && (best === null || i < best)) best = i;
+    if (i >= 0 && (best === null || i < best.index)) best = { index: i, stop: s };
   }
   return best;
 }
 
 /** End a row: flush its text, cut it at a stop string, and make its done event. */
-export function finishRow(row: StepRow, reason: FinishReason): DoneEvent {
+export function finishRow(row: StepRow, reason: FinishReason, stopToken?: number): DoneEvent {
   row.finished = reason;
   const tail = row.detok ? row.detok.flush() : '';
   row.text += tail;
-  const end = row.request.stop?.length ? Math.min(row.text.length, stopIndex(row.text, row.request.stop) ?? row.text.length) : row.text.length;
-  row.text = row.text.slice(0, end);
+  const hit = row.request.stop?.length ? firstStop(row.text, row.request.stop) : null;
+  if (hit) row.text = row.text.slice(0, hit.index);
+  const stopReason = reason !== 'stop' ? null : hit ? hit.stop : stopToken ?? null;
   const promptTokens = row.promptTokens;
   const n = row.state.generatedIds.length;
   const now = performance.now();
@@ -228,7 +237,7 @@ export function finishRow(row: StepRow, reason: FinishReason): DoneEvent {
   const prefillSeconds = (prefillEnd - row.t0) / 1000;
   const decodeSeconds = (now - prefillEnd) / 1000;
   return {
-    type: 'done', row: row.index, finishReason: reason, tokens: row.state.generatedIds.slice(), text: row.text,
+    type: 'done', row: row.index, finishReason: reason, stopReason, tokens: row.state.generatedIds.slice(), text: row.text,
     stats: {
       promptTokens, generatedTokens: n, cachedTokens: row.cachedTokens, prefillSeconds, decodeSeconds,
       prefillTokPerSec: prefillSeconds > 0 ? (promptTokens - row.cachedTokens) / prefillSeconds : 0,
@@ -275,7 +284,7 @@ export function acceptToken(row: StepRow, token: number, eos: Set<number>, held:
     return false;
   }
   if (row.request.stopTokenIds?.includes(token)) {
-    events.push(finishRow(row, 'stop'));
+    events.push(finishRow(row, 'stop', token));
     return false;
   }
   row.state.generatedIds.push(token);

@@ -30,8 +30,14 @@ export interface ChatTemplateSource {
 }
 
 export interface RenderChatOptions {
-  /** Append the opening of the assistant's turn. Default true. */
+  /** Append the opening of the assistant's turn. Default true (false with continueFinalMessage). */
   addGenerationPrompt?: boolean;
+  /**
+   * Leave the final message open, so that generation continues it (e.g. an assistant prefix):
+   * the rendered text ends where its content ends, as transformers' apply_chat_template and
+   * vLLM's continue_final_message do. Not together with addGenerationPrompt: true.
+   */
+  continueFinalMessage?: boolean;
   /** Extra template variables, e.g. {enable_thinking: false}. They override the token strings. */
   extra?: Record<string, unknown>;
   /** Pick a named template (where the config lists several); default "default". */
@@ -100,9 +106,14 @@ export function renderChat(
   if (src.unkToken !== undefined) vars.unk_token = src.unkToken;
   Object.assign(vars, opts.extra);
   vars.messages = messages.map((m) => ({ ...m }));
-  vars.add_generation_prompt = opts.addGenerationPrompt ?? true;
+  const cont = opts.continueFinalMessage ?? false;
+  if (cont && opts.addGenerationPrompt === true) {
+    throw new UsageError('E_CHAT_OPTIONS', 'continue_final_message and add_generation_prompt cannot both be true: the final message is either continued or followed by a new assistant turn');
+  }
+  vars.add_generation_prompt = cont ? false : opts.addGenerationPrompt ?? true;
+  let text: string;
   try {
-    return template.render(vars);
+    text = template.render(vars);
   } catch (e) {
     // Mostly the template's own raise_exception ("roles must alternate ..."): the conversation
     // does not fit this model's format.
@@ -110,6 +121,22 @@ export function renderChat(
       cause: e,
     });
   }
+  return cont ? openFinalMessage(text, messages) : text;
+}
+
+/**
+ * The rendered text cut right after the final message's content (transformers' rule: its last
+ * occurrence, else that of its stripped form, since some templates trim messages).
+ */
+function openFinalMessage(text: string, messages: readonly ChatMessage[]): string {
+  const last = messages[messages.length - 1];
+  if (!last) throw new UsageError('E_CHAT_MESSAGES', 'chat: continue_final_message needs a final message to continue');
+  for (const content of [last.content, last.content.trim()]) {
+    if (content === '') continue;
+    const i = text.lastIndexOf(content);
+    if (i >= 0) return text.slice(0, i + content.length);
+  }
+  throw new UsageError('E_CHAT_MESSAGES', `chat: continue_final_message: the final message's content does not appear in the rendered template, so it cannot be continued`);
 }
 
 /**
@@ -117,7 +144,12 @@ export function renderChat(
  * its own with the same special tokens): encodePrompt's rule for templated text, so BOS is never
  * doubled or lost.
  */
-export function encodeChat(tok: Tokenizer, messages: readonly ChatMessage[], opts: RenderChatOptions & { template?: ChatTemplateSource } = {}): number[] {
-  const { template, ...render } = opts;
-  return encodePrompt(tok, renderChat(template ?? tok, messages, render), { templated: true });
+export function encodeChat(
+  tok: Tokenizer, messages: readonly ChatMessage[],
+  opts: RenderChatOptions & { template?: ChatTemplateSource; addSpecialTokens?: boolean } = {},
+): number[] {
+  const { template, addSpecialTokens, ...render } = opts;
+  const text = renderChat(template ?? tok, messages, render);
+  // vLLM's add_special_tokens for chat: the tokenizer's own specials on top of the template's
+  return addSpecialTokens ? tok.encode(text, { addSpecialTokens: true }) : encodePrompt(tok, text, { templated: true });
 }

@@ -6,6 +6,12 @@
  * SentencePiece's "strip the leading space of the first token" and byte groups behave as in a
  * full decode), and the new text is decode(ids[prefix..]) minus what was printed of it.
  *
+ * The text is relative to the ids before it: given the prompt (`context`), the window starts with
+ * its last few ids, so the first generated token's text is decode(prompt + token) minus
+ * decode(prompt), as HF's and vLLM's detokenizers make it (vLLM's prefix_offset/read_offset over
+ * the prompt's last 5 tokens). Without that, SentencePiece's decoder strips the first token's
+ * leading space (" upon" became "upon") and prompt + completion was not the full decode.
+ *
  * It never prints half a character: text that ends in U+FFFD (an unfinished UTF-8 sequence from
  * byte-level BPE or <0xNN> byte-fallback tokens) is held back until the next token completes it.
  * Everything before that last U+FFFD is safe to print at once (a UTF-8 decoder never revises
@@ -27,7 +33,15 @@ export interface DecodeSource {
 export interface DetokenizerOptions {
   /** Drop special tokens from the text (as decode({skipSpecialTokens: true})). Default false. */
   skipSpecialTokens?: boolean;
+  /**
+   * The ids before the first pushed one (the prompt): their text is not printed, but the first
+   * token's text is decoded relative to them. Special ones are left out when skipping them.
+   */
+  context?: readonly number[];
 }
+
+/** How many of the context's last ids the window starts with (vLLM's INITIAL_INCREMENTAL_DETOKENIZATION_OFFSET). */
+export const CONTEXT_IDS = 5;
 
 const REPLACEMENT = '\uFFFD';
 /** An unfinished UTF-8 sequence is at most 3 bytes, so at most 3 tokens; past this we look for a cut. */
@@ -46,16 +60,35 @@ export class StreamingDetokenizer {
   private read = 0;
   /** Characters of decode(ids[prefix..]) already printed. */
   private printed = 0;
+  /** ids[0..start] are the context, not pushed. */
+  private readonly start: number;
 
   constructor(tok: DecodeSource, opts: DetokenizerOptions = {}) {
     this.tok = tok;
     this.skipSpecial = opts.skipSpecialTokens ?? false;
     if (tok.cleanUpSpaces) this.cleaner = new SpaceCleaner();
+    const ctx = (opts.context ?? []).filter((id) => !(this.skipSpecial && tok.specialTokenIds.has(id))).slice(-CONTEXT_IDS);
+    this.ids = ctx;
+    this.start = ctx.length;
+    this.read = ctx.length;
+    // an unfinished character at the prompt's end is the completion's to print, once complete
+    const text = this.decodeFrom(0, ctx.length);
+    this.printed = text.endsWith(REPLACEMENT) ? text.length - 1 : text.length;
   }
 
-  /** All ids pushed so far (special ones excluded when skipping). */
+  /** All ids pushed so far (special ones excluded when skipping; the context not included). */
   get tokenIds(): readonly number[] {
-    return this.ids;
+    return this.ids.slice(this.start);
+  }
+
+  /**
+   * The text `id` would add if pushed now, without pushing it (for a logprob alternative): ""
+   * while it leaves a character unfinished. Special tokens count as their text here.
+   */
+  peek(id: number): string {
+    const text = this.tok.decode([...this.ids.slice(this.prefix), id], RAW);
+    const stable = text.endsWith(REPLACEMENT) ? text.length - 1 : text.length;
+    return stable > this.printed ? text.slice(this.printed, stable) : '';
   }
 
   /** Adds one id; returns the text it completes (often "", never half a character). */
