@@ -77,7 +77,7 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
   if (engine.gpu) {
     const onPlan = rows.filter((r) => gpuFallbackReason([r], opts) === null);
     const rest = rows.filter((r) => !onPlan.includes(r));
-    const reason = rest.length ? gpuFallbackReason(rest, opts) : null;
+    const reason = rest.length ? gpuFallbackReason(rest, { ...opts, batch: rows.length }) : null;
     engine.lastRoute = { path: rest.length === 0 ? 'gpu-plan' : onPlan.length === 0 ? 'composite' : 'both', reason };
     if (onPlan.length > 0) {
       const gpu = engine.gpu;

@@ -21,12 +21,12 @@ import { defaultMixer, type InputMixer } from '@moi/moi';
 import { acceptToken, finishRow, type GenerationEvent, type StepRow } from './step.ts';
 
 /** Why these rows cannot run on the plan (null: they can); the first reason found. */
-export function gpuFallbackReason(rows: StepRow[], o: { mixer?: InputMixer; cache?: unknown } = {}): string | null {
+export function gpuFallbackReason(rows: StepRow[], o: { mixer?: InputMixer; cache?: unknown; batch?: number } = {}): string | null {
   if (o.cache) return "a chat session's cache (its rows live in the composite path's KV caches)";
   if (o.mixer && o.mixer !== defaultMixer) return 'a custom input mixer';
   for (const row of rows) {
     const s = row.settings;
-    const where = rows.length > 1 ? `request ${row.index}: ` : '';
+    const where = (o.batch ?? rows.length) > 1 ? `request ${row.index}: ` : '';
     if (s.mode === 'soft') return `${where}Soft Thinking is not on the GPU tail`;
     if (s.mode !== 'standard') {
       if (s.topK === 'all') return `${where}mixing over the whole vocabulary (topK 'all') is not on the GPU tail`;
