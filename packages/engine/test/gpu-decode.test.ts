@@ -174,6 +174,14 @@ describe('engine on webgpu: decode through the GPU plan', function () {
     assert.match(gpu.lastRoute!.reason!, /8 top logprobs \(a GPU step records at most 5\)/);
     await generateOne(gpu, { promptIds: [1, 403], maxTokens: 3, sampling: { temperature: 0 }, mix: { mode: 'moi', topK: 'all' } });
     assert.match(gpu.lastRoute!.reason!, /topK 'all'/);
+    // a batch of both kinds: each row takes its own path, so each equals its request alone
+    const moi: GenerateRequest = { promptIds: [1, 403, 407, 261, 378], maxTokens: 10, sampling: { temperature: 0 }, mix: { mode: 'direct' }, ignoreEos: true };
+    const both: number[][] = [[], []];
+    for await (const e of generate(gpu, [req, moi])) if (e.type === 'token') both[e.row].push(e.token);
+    assert.equal(gpu.lastRoute?.path, 'both');
+    assert.match(gpu.lastRoute!.reason!, /^request 0: per-step traces/);
+    assert.deepEqual(both[0], a.done.tokens, 'the traced row, as alone (composite)');
+    assert.deepEqual(both[1], (await generateOne(gpu, moi)).done.tokens, 'the direct row, as alone (plan)');
   });
 
   it('MOI_GPU_PLAN=0 turns the plan off; --dtype f16 needs the plan', async () => {

@@ -15,7 +15,7 @@ import { UsageError } from '@moi/core';
 import type { Decoder, KVCache } from '@moi/models';
 import { defaultMixer, type InputMixer } from '@moi/moi';
 import type { Engine } from './engine.ts';
-import { gpuFallbackReason, gpuGenerate } from './gpu-decode.ts';
+import { gpuFallbackReason, gpuGenerate, mergeStreams } from './gpu-decode.ts';
 import { prefillChunkEnd } from './prefill.ts';
 import {
   decodeStep, finishRow, forwardNext, planRow, startRow,
@@ -70,24 +70,38 @@ const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resol
  */
 export async function* generate(engine: Engine, requests: GenerateRequest[], opts: GenerateOptions = {}): AsyncGenerator<GenerationEvent> {
   const { rows, capacity } = planRows(engine, requests, opts.cache);
-  const model: Decoder = engine.model;
   const mixer = opts.mixer ?? defaultMixer;
   for (const row of rows) startRow(mixer, row);
-  // ---- issue 23 phase B: on webgpu, the GPU plan runs the call when its tail covers every row (gpu-decode.ts)
+  // ---- issue 23 phase B: on webgpu, rows the GPU plan's tail covers run on a plan (gpu-decode.ts),
+  // each row by itself: the others run on the composite path beside them, in the same call
   if (engine.gpu) {
-    const reason = gpuFallbackReason(rows, opts);
-    engine.lastRoute = { path: reason ? 'composite' : 'gpu-plan', reason };
-    if (!reason) {
-      const plan = await engine.gpu.acquire(rows.length, capacity);
-      try {
-        yield* gpuGenerate(plan, rows, new Set(engine.eosTokenIds), opts);
-      } finally {
-        engine.gpu.release(plan);
-      }
+    const onPlan = rows.filter((r) => gpuFallbackReason([r], opts) === null);
+    const rest = rows.filter((r) => !onPlan.includes(r));
+    const reason = rest.length ? gpuFallbackReason(rest, { ...opts, batch: rows.length }) : null;
+    engine.lastRoute = { path: rest.length === 0 ? 'gpu-plan' : onPlan.length === 0 ? 'composite' : 'both', reason };
+    if (onPlan.length > 0) {
+      const gpu = engine.gpu;
+      onPlan.forEach((r, i) => { r.slot = i; });
+      const planStream = async function* (): AsyncGenerator<GenerationEvent> {
+        const plan = await gpu.acquire(onPlan.length, capacity);
+        try {
+          yield* gpuGenerate(plan, onPlan, new Set(engine.eosTokenIds), opts);
+        } finally {
+          gpu.release(plan);
+        }
+      };
+      yield* rest.length ? mergeStreams([planStream(), compositeGenerate(engine, rest, capacity, opts)]) : planStream();
       return;
     }
   }
-  const B = rows.length;
+  yield* compositeGenerate(engine, rows, capacity, opts);
+}
+
+/** The composite path (tfjs ops) over `rows` (their slots are rows of the call's cache). */
+async function* compositeGenerate(engine: Engine, rows: StepRow[], capacity: number, opts: GenerateOptions): AsyncGenerator<GenerationEvent> {
+  const model: Decoder = engine.model;
+  const mixer = opts.mixer ?? defaultMixer;
+  const B = Math.max(...rows.map((r) => r.slot)) + 1;
   const chunk = Math.max(1, opts.prefillChunk ?? 512);
   const cache: KVCache[] = opts.cache ?? model.makeCache(B, capacity);
   const ctx: StepContext = { model, cache, mixer, eos: new Set(engine.eosTokenIds) };

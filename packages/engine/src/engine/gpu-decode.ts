@@ -10,7 +10,8 @@
  * path (step.ts's acceptToken: EOS, stop ids and strings, text, lengths). Rows of the plan with no
  * request step along in their slot (harmlessly: greedy, standard; reset before they fill up).
  *
- * What the plan's tail does not cover runs on the composite path, with the reason recorded:
+ * A row the plan's tail does not cover runs on the composite path, with the reason recorded (each
+ * row by itself: a row's path never depends on the rows beside it, so batched equals alone):
  * Soft Thinking, candidates over the whole vocabulary (topK 'all') or more than the tail's 64,
  * the 'processed' prior, a custom mixer, per-step traces, more than 5 top logprobs, and a chat
  * session's cache (its rows live in tfjs KV caches).
@@ -19,13 +20,13 @@ import { ModelError, RECORD_TOP_LOGPROBS, TAIL_MAX_K, type GpuDecodePlan, type R
 import { defaultMixer, type InputMixer } from '@moi/moi';
 import { acceptToken, finishRow, type GenerationEvent, type StepRow } from './step.ts';
 
-/** Why these rows cannot run on the plan (null: they can). */
-export function gpuFallbackReason(rows: StepRow[], o: { mixer?: InputMixer; cache?: unknown } = {}): string | null {
+/** Why these rows cannot run on the plan (null: they can); the first reason found. */
+export function gpuFallbackReason(rows: StepRow[], o: { mixer?: InputMixer; cache?: unknown; batch?: number } = {}): string | null {
   if (o.cache) return "a chat session's cache (its rows live in the composite path's KV caches)";
   if (o.mixer && o.mixer !== defaultMixer) return 'a custom input mixer';
   for (const row of rows) {
     const s = row.settings;
-    const where = rows.length > 1 ? `request ${row.index}: ` : '';
+    const where = (o.batch ?? rows.length) > 1 ? `request ${row.index}: ` : '';
     if (s.mode === 'soft') return `${where}Soft Thinking is not on the GPU tail`;
     if (s.mode !== 'standard') {
       if (s.topK === 'all') return `${where}mixing over the whole vocabulary (topK 'all') is not on the GPU tail`;
@@ -115,6 +116,24 @@ export interface GpuGenerateOptions {
 }
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** Events of several streams as they come (a failure in one ends the others). */
+export async function* mergeStreams<T>(streams: AsyncGenerator<T>[]): AsyncGenerator<T> {
+  const next = (i: number) => streams[i].next().then((r) => ({ i, r }));
+  const pending = new Map(streams.map((_, i) => [i, next(i)]));
+  try {
+    while (pending.size > 0) {
+      const { i, r } = await Promise.race(pending.values());
+      if (r.done) pending.delete(i);
+      else {
+        pending.set(i, next(i));
+        yield r.value;
+      }
+    }
+  } finally {
+    await Promise.allSettled(streams.map((s) => s.return(undefined)));
+  }
+}
 
 /** generate()'s decode on the plan: rows are the plan's slots 0..B-1 (the plan is the caller's for the call). */
 export async function* gpuGenerate(plan: GpuDecodePlan, rows: StepRow[], eos: Set<number>, opts: GpuGenerateOptions): AsyncGenerator<GenerationEvent> {

@@ -16,7 +16,8 @@ import { expectedTensors, storedKind, type LoadedModel } from '@moi/models';
 
 /** Where a call's decode ran (gpu-decode.ts), and why not on the plan when it did not. */
 export interface GpuRoute {
-  path: 'gpu-plan' | 'composite';
+  /** both: some rows of the call on the plan, the others (reason: the first one's) on the composite path */
+  path: 'gpu-plan' | 'composite' | 'both';
   reason: string | null;
 }
 

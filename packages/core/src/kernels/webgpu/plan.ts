@@ -25,7 +25,11 @@
  * (E[y], or the MoI mix), so a generation loop uploads no ids: per row 16 bytes (position, uniform
  * draw, forced id, input id) go up and one 64-byte record comes back.
  *
- * Design note: how phase B plugs this into the engine (issue 23).
+ * Design note: how phase B plugs this into the engine (issue 23). As built: @moi/engine's
+ * gpu-plans.ts reads the checkpoint into a GpuWeightStore (weights uploaded once, shared by every
+ * plan over it) and lends plans per (rows, capacity); gpu-decode.ts runs generate()'s and the
+ * Scheduler's rows on them (prefill through the plan; the whole prompt at admission). Not done
+ * yet: tables converted block by block (below), and a row mask (idle rows step along).
  * - Weights. The new @moi/models weight interface (layers as objects, whatever their storage)
  *   feeds `GpuModelSpec` (a DecoderSpec satisfies it structurally) and a `WeightsProvider`: the
  *   builder's per-tensor reads (HF names, host f32 / f16 / bf16 words) go straight here, and the
@@ -242,13 +246,18 @@ export class GpuDecodePlan {
 
   /** A stored matrix on the GPU (from the store, else made, uploaded and stored), and its storage (f16 may fall back to f32). */
   private upMatrix(label: string, make: () => StoredMatrix): [GPUBuffer, 'f32' | 'f16'] {
-    const w = this.store.get(label) ?? ((m) => this.store.put(label, { buffers: [this.rt.upload(label, m.data)], dtype: m.dtype }))(make());
+    let w = this.store.get(label);
+    if (!w) {
+      const m = make();
+      w = this.store.put(label, { buffers: [this.rt.upload(label, m.data)], dtype: m.dtype });
+    }
     return [w.buffers[0], w.dtype];
   }
 
   /** A weight vector on the GPU (from the store, else made, uploaded and stored). */
   private upVector(label: string, make: () => Float32Array): GPUBuffer {
-    return (this.store.get(label) ?? this.store.put(label, { buffers: [this.rt.upload(label, make())], dtype: 'f32' })).buffers[0];
+    const w = this.store.get(label) ?? this.store.put(label, { buffers: [this.rt.upload(label, make())], dtype: 'f32' });
+    return w.buffers[0];
   }
 
   private async build(weights: WeightsProvider): Promise<void> {
