@@ -4,6 +4,7 @@ export * from './safetensors.ts';
 export * from './backend.ts';
 export * from './flush.ts';
 export * from './nn.ts';
+export * from './decoder-shape.ts';
 export * from './kernels/wasm/index.ts';
 export * from './linear.ts';
 export { defaultThreads, MAX_DEFAULT_THREADS, ThreadedLinear, ThreadPool, type PoolInfo, type PoolOptions, type SimdPath, type ThreadedLinearOptions } from './kernels/wasm/threads/index.ts';

@@ -99,14 +99,21 @@ export async function packedBinary(): Promise<Uint8Array> {
 }
 
 async function cachedBinary(source: string, prefix: string, name: string): Promise<Uint8Array> {
-  const file = kernelsCachePath(source, prefix);
+  return cachedWasm(kernelsCachePath(source, prefix), () => assembleWat(source, name));
+}
+
+/**
+ * Wasm bytes from the disk cache `file` (used only if they validate), else `assemble()`d and
+ * written there (atomically; a read-only temp folder just assembles again next time).
+ */
+export async function cachedWasm(file: string, assemble: () => Promise<Uint8Array>): Promise<Uint8Array> {
   try {
     const cached = new Uint8Array(readFileSync(file));
     if (WebAssembly.validate(cached as BufferSource)) return cached;
   } catch {
     // not cached yet
   }
-  const bytes = await assembleWat(source, name);
+  const bytes = await assemble();
   try {
     const tmp = `${file}.${process.pid}.tmp`;
     writeFileSync(tmp, bytes);

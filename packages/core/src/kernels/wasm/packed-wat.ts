@@ -36,6 +36,7 @@
  *   is exact unless d < 2^-102, far below any weight block's scale); the GEMM panel shifts the
  *   byte down (q exactly) and multiplies by d.
  */
+import { f16FromTop, hsum } from './wat-text.ts';
 
 export type WatKind = 'bf16' | 'f16' | 'q8';
 export const PACKED_KINDS: readonly WatKind[] = ['bf16', 'f16', 'q8'];
@@ -82,14 +83,6 @@ function widenVec(kind: WatKind, raw: string, part: number, ds: string | null, m
   return f16FromTop(top);
 }
 
-/** WAT expression: f16 → f32 for 4 words held in the top halves of the lanes of `top`. */
-function f16FromTop(top: string): string {
-  return `(v128.or (local.tee $h (f32x4.mul
-      (v128.and (i32x4.shr_s ${top} (i32.const 3)) (v128.const i32x4 0x8fffe000 0x8fffe000 0x8fffe000 0x8fffe000))
-      (v128.const f32x4 0x1p112 0x1p112 0x1p112 0x1p112)))
-    (v128.and (f32x4.ge (f32x4.abs (local.get $h)) (v128.const f32x4 65536 65536 65536 65536))
-      (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000)))`;
-}
 
 /**
  * WAT expression: vector `part` of a wide tile's 16-byte load `raw`, by shifts and masks (each one
@@ -110,11 +103,6 @@ function widenScalar(kind: WatKind, addr: string, d: string): string {
   return `(f32.mul (f32.convert_i32_s (i32.load8_s ${addr})) ${d})`;
 }
 
-/** Sum of the 4 lanes of an f32x4 expression held in local `v`: (l0 + l1) + (l2 + l3). */
-function hsum(v: string): string {
-  return `(f32.add (f32.add (f32x4.extract_lane 0 (local.get ${v})) (f32x4.extract_lane 1 (local.get ${v})))
-                   (f32.add (f32x4.extract_lane 2 (local.get ${v})) (f32x4.extract_lane 3 (local.get ${v}))))`;
-}
 
 /**
  * WAT expression: 4 weights at byte address `addr` widened to an f32x4 (one 8-byte load for the

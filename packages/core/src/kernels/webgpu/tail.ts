@@ -31,6 +31,7 @@
  * Subnormal-safe: no clamps like max(p, 1e-38); p·log p is skipped where p = 0; masked values use
  * predicates, never −∞ arithmetic.
  */
+import type { SamplingParams } from '../../sampling/params.ts';
 import { MIN_P_SLACK, TOP_P_SLACK } from '../../sampling/processors.ts';
 import { embedAccess, embedBindings, embedBlocks, embedDims, type EmbedLayout } from './embed.ts';
 import { f32 } from './linear.ts';
@@ -62,15 +63,8 @@ export interface TailShape {
   penalties: boolean;
 }
 
-/** A row's parameters as the tail reads them (RowParams in the WGSL). */
-export interface TailRowParams {
-  temperature: number;
-  topK: number;
-  topP: number;
-  minP: number;
-  repetitionPenalty: number;
-  presencePenalty: number;
-  frequencyPenalty: number;
+/** A row's parameters as the tail reads them (RowParams in the WGSL): the sampling fields as the host sampler's. */
+export interface TailRowParams extends Pick<SamplingParams, 'temperature' | 'topK' | 'topP' | 'minP' | 'repetitionPenalty' | 'presencePenalty' | 'frequencyPenalty'> {
   mode: keyof typeof MIX_MODE_CODE;
   beta: number;
   /** the mix's top-K */

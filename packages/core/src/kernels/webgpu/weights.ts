@@ -1,7 +1,7 @@
 /**
- * What the GPU decode plan reads: a structural model spec (the fields of @moi/models' DecoderSpec
- * the plan needs; core must not import models, and a DecoderSpec satisfies it as is) and a
- * weights provider (HF graph name → host tensor in f32, f16 or bf16 words), plus the host-side
+ * What the GPU decode plan reads: the model's shape (core's DecoderShape, which @moi/models'
+ * DecoderSpec extends) and a weights provider (HF graph name → host tensor in f32, f16 or bf16
+ * words), plus the host-side
  * layout work done once at build: q/k/v and gate/up stacked, rows padded to a multiple of 8,
  * matrices stored as f32 or f16 (bf16 converted; a matrix with a value past f16's range, 65504,
  * stays f32 and the plan notes it), norm weights made effective (Gemma's 1 + w). A GpuWeightStore
@@ -10,39 +10,14 @@
  */
 import { bf16ToF32, f16ToF32, f32ToF16 } from '../../dtype.ts';
 import { ModelError } from '../../errors.ts';
-import type { RopeSpec } from '../../nn.ts';
+import type { DecoderShape, LayerShape } from '../../decoder-shape.ts';
 import { padK } from './linear.ts';
 
-export interface GpuLayerSpec {
-  window: number | null;
-  rope: RopeSpec;
-}
+/** A layer as the plan runs it (the shape every backend reads). */
+export type GpuLayerSpec = LayerShape;
 
-/** The decoder description the plan runs (a subset of @moi/models' DecoderSpec, structurally). */
-export interface GpuModelSpec {
-  vocabSize: number;
-  hiddenSize: number;
-  intermediateSize: number;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  rmsNormEps: number;
-  normUnitOffset: boolean;
-  act: 'silu' | 'gelu_tanh';
-  qkvBias: boolean;
-  oBias: boolean;
-  mlpBias: boolean;
-  qkNorm: boolean;
-  sandwichNorms: boolean;
-  embedScale: number | null;
-  attnScale: number;
-  attnSoftcap: number | null;
-  finalSoftcap: number | null;
-  tieWordEmbeddings: boolean;
-  maxPositionEmbeddings: number;
-  layers: GpuLayerSpec[];
-}
+/** The decoder description the plan runs: @moi/models' DecoderSpec satisfies it as is. */
+export type GpuModelSpec = DecoderShape;
 
 /** One tensor as the checkpoint holds it: f32 values, or 16-bit words (f16 or bf16). */
 export interface HostTensor {

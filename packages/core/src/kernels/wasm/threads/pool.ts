@@ -70,12 +70,10 @@
  *   thread count's row with ours ÷ llama.cpp, plus each engine's own scaling (2 threads ÷ 1).
  *   The JSON gains `threads` and `simd` per row; the README table says Node version and path.
  */
-import { createHash } from 'node:crypto';
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { ModelError, UsageError } from '../../../errors.ts';
+import { cachedWasm, kernelsCachePath } from '../module.ts';
 import { SharedHeap } from './memory.ts';
 import { compileOptimized, enableRelaxedSimd, runSelfTests, type SelfTestExports, type SelfTestResult, type SimdPath } from './simd.ts';
 import { JOB_KERNELS, threadsWat, type JobKernel } from './wat.ts';
@@ -147,22 +145,7 @@ export async function assembleThreadsWat(text: string): Promise<Uint8Array> {
 
 async function moduleBytes(simd: SimdPath): Promise<Uint8Array> {
   const text = threadsWat(simd);
-  const file = path.join(os.tmpdir(), `moi-threads-${simd}-${createHash('sha256').update(text).digest('hex').slice(0, 16)}.wasm`);
-  try {
-    const cached = new Uint8Array(readFileSync(file));
-    if (WebAssembly.validate(cached as BufferSource)) return cached;
-  } catch {
-    // not cached yet
-  }
-  const bytes = await assembleThreadsWat(text);
-  try {
-    const tmp = `${file}.${process.pid}.tmp`;
-    writeFileSync(tmp, bytes);
-    renameSync(tmp, file);
-  } catch {
-    // a read-only temp folder: assemble again next time
-  }
-  return bytes;
+  return cachedWasm(kernelsCachePath(text, `moi-threads-${simd}`), () => assembleThreadsWat(text));
 }
 
 /** The compiled module for a path (relaxed: TurboFan up front, see simd.ts), or null if it does not compile. */

@@ -51,6 +51,7 @@
  * blocks), `noop` (the empty job, for the round-trip measurement), and the self-tests (simd.ts).
  */
 import type { SimdPath } from './simd.ts';
+import { f16FromTop, hsum } from '../wat-text.ts';
 
 export type MatKind = 'f32' | 'bf16' | 'f16' | 'q8';
 export const MAT_KINDS: readonly MatKind[] = ['f32', 'bf16', 'f16', 'q8'];
@@ -72,11 +73,6 @@ export const Q8_TILES: Record<number, number> = { 1: 4, 2: 4 };
 const arg = (k: number) => `(i32.load offset=${4 * k} (local.get $a))`;
 const argf = (k: number) => `(f32.load offset=${4 * k} (local.get $a))`;
 
-/** (l0 + l1) + (l2 + l3) of the f32x4 in local v */
-function hsum(v: string): string {
-  return `(f32.add (f32.add (f32x4.extract_lane 0 (local.get ${v})) (f32x4.extract_lane 1 (local.get ${v})))
-      (f32.add (f32x4.extract_lane 2 (local.get ${v})) (f32x4.extract_lane 3 (local.get ${v}))))`;
-}
 
 /** i8x16.shuffle immediates selecting 32-bit lanes [i, j, k, l] of (a, b) (4..7 = b's lanes). */
 function lanes32(...l: number[]): string {
@@ -90,14 +86,6 @@ function reduce4(a: string, b: string, c: string, d: string): string {
   return `(i32x4.add (i8x16.shuffle ${lanes32(0, 1, 4, 5)} (local.tee $ru ${u}) (local.tee $rv ${v})) (i8x16.shuffle ${lanes32(2, 3, 6, 7)} (local.get $ru) (local.get $rv)))`;
 }
 
-/** f16 → f32 for 4 words in the top halves of the lanes of `top` (as packed-wat.ts; uses local $h). */
-function f16FromTop(top: string): string {
-  return `(v128.or (local.tee $h (f32x4.mul
-      (v128.and (i32x4.shr_s ${top} (i32.const 3)) (v128.const i32x4 0x8fffe000 0x8fffe000 0x8fffe000 0x8fffe000))
-      (v128.const f32x4 0x1p112 0x1p112 0x1p112 0x1p112)))
-    (v128.and (f32x4.ge (f32x4.abs (local.get $h)) (v128.const f32x4 65536 65536 65536 65536))
-      (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000)))`;
-}
 
 /** A generator for one SIMD path. */
 class Gen {
