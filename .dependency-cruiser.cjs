@@ -35,7 +35,9 @@ module.exports = {
       comment: '@moi/engine (and what it imports) must not pull in HTTP, parquet, chart, progress or client libraries',
       severity: 'error',
       from: { path: '^packages/(core|models|moi|engine)/src/' },
-      to: { path: 'node_modules/(\\.pnpm/)?.*(fastify|openai|hyparquet|chart\\.js|prom-client|cli-progress|commander|puppeteer)' },
+      to: {
+        path: 'node_modules/(\\.pnpm/)?.*(fastify|openai|hyparquet|chart\\.js|prom-client|cli-progress|commander|puppeteer)',
+      },
     },
     {
       name: 'not-to-unresolvable',
@@ -57,6 +59,10 @@ module.exports = {
     exclude: { path: '(^|/)(test|dist)/|\\.d\\.ts$' },
     tsPreCompilationDeps: true,
     combinedDependencies: true,
-    enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'types', 'default'], extensions: ['.ts', '.js'] },
+    enhancedResolveOptions: {
+      exportsFields: ['exports'],
+      conditionNames: ['import', 'types', 'default'],
+      extensions: ['.ts', '.js'],
+    },
   },
 };

@@ -43,15 +43,38 @@ const engine = await Engine.load(modelDir);
 const loadS = (performance.now() - t0) / 1000;
 const task = await loadTask('countdown:gen', { limit: problems, seed: 0 });
 const t1 = performance.now();
-const { records } = await runEval(task, {
-  model: modelDir, task: 'countdown:gen', modes: ['standard', 'moi'], samples: 1, seed: 0, sampling: { temperature: 0.6, topP: 0.4 }, maxTokens,
-}, { out, completer: new InProcessCompleter(engine, maxSeqs), tokenizer: engine.tokenizer, progress: Boolean(process.stderr.isTTY) });
+const { records } = await runEval(
+  task,
+  {
+    model: modelDir,
+    task: 'countdown:gen',
+    modes: ['standard', 'moi'],
+    samples: 1,
+    seed: 0,
+    sampling: { temperature: 0.6, topP: 0.4 },
+    maxTokens,
+  },
+  {
+    out,
+    completer: new InProcessCompleter(engine, maxSeqs),
+    tokenizer: engine.tokenizer,
+    progress: Boolean(process.stderr.isTTY),
+  },
+);
 const wall = (performance.now() - t1) / 1000;
 const tokens = records.reduce((s, r) => s + r.completion_tokens, 0);
 const result = {
-  shape: path.basename(config, '.json'), backend: engine.backend.name, problems, modes: 2, max_tokens: maxTokens, max_seqs: maxSeqs,
-  load_s: +loadS.toFixed(2), wall_s: +wall.toFixed(1), generated_tokens: tokens,
-  problems_per_min: +((problems / wall) * 60).toFixed(2), completions_per_min: +((records.length / wall) * 60).toFixed(2),
+  shape: path.basename(config, '.json'),
+  backend: engine.backend.name,
+  problems,
+  modes: 2,
+  max_tokens: maxTokens,
+  max_seqs: maxSeqs,
+  load_s: +loadS.toFixed(2),
+  wall_s: +wall.toFixed(1),
+  generated_tokens: tokens,
+  problems_per_min: +((problems / wall) * 60).toFixed(2),
+  completions_per_min: +((records.length / wall) * 60).toFixed(2),
   aggregate_tok_s: +(tokens / wall).toFixed(1),
 };
 engine.dispose();

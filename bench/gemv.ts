@@ -29,7 +29,15 @@ import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  disposePacked, f32ToBf16, f32ToF16, initBackend, pack16, packedBytes, packedMatMul, packQ8, type PackedWeight,
+  disposePacked,
+  f32ToBf16,
+  f32ToF16,
+  initBackend,
+  pack16,
+  packedBytes,
+  packedMatMul,
+  packQ8,
+  type PackedWeight,
 } from '../packages/core/src/index.ts';
 
 const { values: a } = parseArgs({
@@ -42,7 +50,13 @@ const { values: a } = parseArgs({
   },
 });
 
-interface Shape { model: string; name: string; inF: number; outF: number; head?: boolean }
+interface Shape {
+  model: string;
+  name: string;
+  inF: number;
+  outF: number;
+  head?: boolean;
+}
 const SHAPES: Shape[] = [
   { model: 'smol', name: 'SmolLM2-135M qkv-ish', inF: 576, outF: 1728 },
   { model: 'smol', name: 'SmolLM2-135M gate+up', inF: 576, outF: 3072 },
@@ -83,13 +97,22 @@ function median(v: number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-interface Row { shape: string; N: number; kind: string; us: number; gbs: number; speedup: number }
+interface Row {
+  shape: string;
+  N: number;
+  kind: string;
+  us: number;
+  gbs: number;
+  speedup: number;
+}
 
 async function main(): Promise<void> {
   await initBackend({ backend: 'wasm' });
   const rows: Row[] = [];
   console.log(`backend ${tf.getBackend()}, ${repeats} interleaved repeats, median CPU µs per call`);
-  console.log('| shape | N | f32 XNNPACK µs (GB/s) | bf16 µs (GB/s, ×f32) | f16 µs (GB/s, ×f32) | q8 µs (GB/s, ×f32) |');
+  console.log(
+    '| shape | N | f32 XNNPACK µs (GB/s) | bf16 µs (GB/s, ×f32) | f16 µs (GB/s, ×f32) | q8 µs (GB/s, ×f32) |',
+  );
   console.log('|---|---|---|---|---|---|');
   for (const s of SHAPES.filter((x) => a.shapes === 'all' || x.model === a.shapes)) {
     const r = rng(s.inF * 7 + s.outF);
@@ -127,9 +150,20 @@ async function main(): Promise<void> {
       for (let rep = 0; rep < repeats; rep++) for (const [k, f] of Object.entries(fns)) us[k].push(time(f, calls[k]));
       x.dispose();
       const med = Object.fromEntries(Object.entries(us).map(([k, v]) => [k, median(v)]));
-      const cell = (k: string) => `${med[k].toFixed(0)} (${(bytes[k] / med[k] / 1e3).toFixed(1)}${k === 'f32' ? '' : `, ${(med.f32 / med[k]).toFixed(2)}×`})`;
-      console.log(`| ${s.name} ${s.inF}→${s.outF} | ${N} | ${cell('f32')} | ${cell('bf16')} | ${cell('f16')} | ${cell('q8')} |`);
-      for (const k of Object.keys(fns)) rows.push({ shape: `${s.name} ${s.inF}→${s.outF}`, N, kind: k, us: med[k], gbs: bytes[k] / med[k] / 1e3, speedup: med.f32 / med[k] });
+      const cell = (k: string) =>
+        `${med[k].toFixed(0)} (${(bytes[k] / med[k] / 1e3).toFixed(1)}${k === 'f32' ? '' : `, ${(med.f32 / med[k]).toFixed(2)}×`})`;
+      console.log(
+        `| ${s.name} ${s.inF}→${s.outF} | ${N} | ${cell('f32')} | ${cell('bf16')} | ${cell('f16')} | ${cell('q8')} |`,
+      );
+      for (const k of Object.keys(fns))
+        rows.push({
+          shape: `${s.name} ${s.inF}→${s.outF}`,
+          N,
+          kind: k,
+          us: med[k],
+          gbs: bytes[k] / med[k] / 1e3,
+          speedup: med.f32 / med[k],
+        });
     }
     f32W.dispose();
     for (const p of Object.values(packed)) disposePacked(p);

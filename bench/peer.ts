@@ -22,7 +22,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  CommanderError, PlanError, parsePeerArgs, planAll, type DtypeRun, type PeerDtype, type PeerOptions, type ShapePlan, type Step,
+  CommanderError,
+  PlanError,
+  parsePeerArgs,
+  planAll,
+  type DtypeRun,
+  type PeerDtype,
+  type PeerOptions,
+  type ShapePlan,
+  type Step,
 } from '../packages/cli/src/bench/peer-plan.ts';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -38,13 +46,17 @@ function log(msg: string): void {
 
 /** Runs a step, stderr shown live; returns stdout, or throws with the exit status. */
 function run(o: PeerOptions, step: Step): string {
-  const [cmd, args, cwd] = step.cwd === 'scratch'
-    ? [process.execPath, step.args, o.scratch]
-    : [path.join(REPO, 'node_modules/.bin/tsx'), step.args, REPO]; // what `pnpm moi-gen` runs, without pnpm's own output
+  const [cmd, args, cwd] =
+    step.cwd === 'scratch'
+      ? [process.execPath, step.args, o.scratch]
+      : [path.join(REPO, 'node_modules/.bin/tsx'), step.args, REPO]; // what `pnpm moi-gen` runs, without pnpm's own output
   log(`${path.basename(cmd)} ${args.join(' ')}`);
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 << 20 });
   if (r.error) throw new Error(`${cmd}: ${r.error.message}`);
-  if (r.status !== 0) throw new Error(`${path.basename(cmd)} ${args.join(' ')} exited with ${r.status ?? r.signal}\n${r.stdout.slice(-2000)}`);
+  if (r.status !== 0)
+    throw new Error(
+      `${path.basename(cmd)} ${args.join(' ')} exited with ${r.status ?? r.signal}\n${r.stdout.slice(-2000)}`,
+    );
   return r.stdout;
 }
 
@@ -86,15 +98,22 @@ function syncScratch(peer: string, scratch: string): void {
 
 /** npm install in the scratch copy unless the pinned node-llama-cpp is already there. */
 function ensureNodeLlamaCpp(o: PeerOptions): void {
-  const want = JSON.parse(fs.readFileSync(path.join(o.scratch, 'package.json'), 'utf8')).dependencies?.['node-llama-cpp'];
+  const want = JSON.parse(fs.readFileSync(path.join(o.scratch, 'package.json'), 'utf8')).dependencies?.[
+    'node-llama-cpp'
+  ];
   const have = path.join(o.scratch, 'node_modules', 'node-llama-cpp', 'package.json');
   if (fs.existsSync(have) && JSON.parse(fs.readFileSync(have, 'utf8')).version === want) {
     log(`node-llama-cpp ${want} already installed in ${o.scratch}/node_modules`);
     return;
   }
   log('npm install --no-audit --no-fund (node-llama-cpp, in the scratch folder)');
-  const r = spawnSync('npm', ['install', '--no-audit', '--no-fund'], { cwd: o.scratch, encoding: 'utf8', stdio: ['ignore', 'inherit', 'inherit'] });
-  if (r.status !== 0) throw new Error(`npm install in ${o.scratch} exited with ${r.status ?? r.signal ?? r.error?.message}`);
+  const r = spawnSync('npm', ['install', '--no-audit', '--no-fund'], {
+    cwd: o.scratch,
+    encoding: 'utf8',
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  if (r.status !== 0)
+    throw new Error(`npm install in ${o.scratch} exited with ${r.status ?? r.signal ?? r.error?.message}`);
 }
 
 // ---- results
@@ -132,14 +151,23 @@ const div = (a: unknown, b: unknown) => (typeof a === 'number' && typeof b === '
 /** Roofline decode tok/s from our bench's roofline block (bytes per token at the dtype, and bandwidth). */
 function rooflineTokS(ours: Record<string, any> | null): number | null {
   const rf = ours?.roofline;
-  if (!rf || typeof rf.bytes_per_token !== 'number' || typeof rf.bandwidth_gb_s !== 'number' || rf.bytes_per_token <= 0) return null;
+  if (!rf || typeof rf.bytes_per_token !== 'number' || typeof rf.bandwidth_gb_s !== 'number' || rf.bytes_per_token <= 0)
+    return null;
   return (rf.bandwidth_gb_s * 1e9) / rf.bytes_per_token;
 }
 
 function benchDtype(o: PeerOptions, plan: ShapePlan, r: DtypeRun): Row {
   const row: Row = {
-    config: plan.config, dtype: r.dtype, threads: r.threads, gguf_type: r.ggufType, model_dir: plan.source.dir, ours: null, llamacpp: null, errors: [],
-    ratios: noRatios(), ids_match: null,
+    config: plan.config,
+    dtype: r.dtype,
+    threads: r.threads,
+    gguf_type: r.ggufType,
+    model_dir: plan.source.dir,
+    ours: null,
+    llamacpp: null,
+    errors: [],
+    ratios: noRatios(),
+    ids_match: null,
   };
   if (r.llamacpp) {
     try {
@@ -154,8 +182,12 @@ function benchDtype(o: PeerOptions, plan: ShapePlan, r: DtypeRun): Row {
   if (r.ours) {
     try {
       row.ours = lastJson(run(o, r.ours), 'moi-gen bench');
-      if (row.ours.dtype !== r.dtype) row.errors.push(`ours: asked for --dtype ${r.dtype}, the bench loaded ${row.ours.dtype} (${row.ours.dtypeNote})`);
-      if (row.ours.threads !== r.threads && row.ours.threads_note) row.errors.push(`ours: asked for --threads ${r.threads}, the bench ran ${row.ours.threads_note}`);
+      if (row.ours.dtype !== r.dtype)
+        row.errors.push(
+          `ours: asked for --dtype ${r.dtype}, the bench loaded ${row.ours.dtype} (${row.ours.dtypeNote})`,
+        );
+      if (row.ours.threads !== r.threads && row.ours.threads_note)
+        row.errors.push(`ours: asked for --threads ${r.threads}, the bench ran ${row.ours.threads_note}`);
     } catch (e) {
       row.errors.push(`ours: ${(e as Error).message}`);
     }
@@ -168,20 +200,31 @@ function benchDtype(o: PeerOptions, plan: ShapePlan, r: DtypeRun): Row {
     prefill: div(ours?.prefill_tok_s, ll?.prefill_tok_s),
     decode: div(ours?.decode_tok_s?.standard, ll?.decode_tok_s),
     decode_vs_our_f32: null,
-    ours_vs_roofline: typeof ours?.roofline?.ratio === 'number' ? r2(ours.roofline.ratio) : div(ours?.decode_tok_s?.standard, roof),
+    ours_vs_roofline:
+      typeof ours?.roofline?.ratio === 'number' ? r2(ours.roofline.ratio) : div(ours?.decode_tok_s?.standard, roof),
     llamacpp_vs_roofline: div(ll?.decode_tok_s, roof),
     batch16_vs_1: div(ours?.batch_decode_tok_s?.['16'], ours?.decode_tok_s?.standard),
   };
   if (Array.isArray(ours?.first_ids) && Array.isArray(ll?.first_ids)) {
-    row.ids_match = ours!.first_ids.length === ll!.first_ids.length && ours!.first_ids.every((id: number, i: number) => id === ll!.first_ids[i]);
+    row.ids_match =
+      ours!.first_ids.length === ll!.first_ids.length &&
+      ours!.first_ids.every((id: number, i: number) => id === ll!.first_ids[i]);
   }
   return row;
 }
 
 function noRatios(): Row['ratios'] {
   return {
-    prefill: null, decode: null, decode_vs_our_f32: null, ours_vs_roofline: null, llamacpp_vs_roofline: null,
-    ours_decode_vs_1_thread: null, llamacpp_decode_vs_1_thread: null, ours_prefill_vs_1_thread: null, llamacpp_prefill_vs_1_thread: null, batch16_vs_1: null,
+    prefill: null,
+    decode: null,
+    decode_vs_our_f32: null,
+    ours_vs_roofline: null,
+    llamacpp_vs_roofline: null,
+    ours_decode_vs_1_thread: null,
+    llamacpp_decode_vs_1_thread: null,
+    ours_prefill_vs_1_thread: null,
+    llamacpp_prefill_vs_1_thread: null,
+    batch16_vs_1: null,
   };
 }
 
@@ -191,8 +234,16 @@ function benchShape(o: PeerOptions, plan: ShapePlan): Row[] {
     run(o, plan.source.make);
   } catch (e) {
     return plan.runs.map((r) => ({
-      config: plan.config, dtype: r.dtype, threads: r.threads, gguf_type: r.ggufType, model_dir: plan.source.dir, ours: null, llamacpp: null,
-      errors: [`make-synthetic: ${(e as Error).message}`], ratios: noRatios(), ids_match: null,
+      config: plan.config,
+      dtype: r.dtype,
+      threads: r.threads,
+      gguf_type: r.ggufType,
+      model_dir: plan.source.dir,
+      ours: null,
+      llamacpp: null,
+      errors: [`make-synthetic: ${(e as Error).message}`],
+      ratios: noRatios(),
+      ids_match: null,
     }));
   }
   try {
@@ -219,15 +270,46 @@ function benchShape(o: PeerOptions, plan: ShapePlan): Row[] {
 function table(rows: Row[]): string {
   const f = (x: unknown, d = 1) => (typeof x === 'number' ? x.toFixed(d) : '–');
   // 'ours ×1t' / 'llama ×1t': decode at this thread count ÷ the same engine's at 1 thread
-  const head = ['shape', 'dtype', 'threads', 'simd', 'prefill ours', 'prefill llama.cpp', 'ours÷llama', 'decode ours', 'decode moi', 'moi÷std',
-    'decode llama.cpp', 'ours÷llama', 'ours ×1t', 'llama ×1t', 'batch16 ours', 'b16÷b1',
-    'ours÷our f32', 'peak RSS ours', 'peak RSS llama.cpp', 'ours÷roofline', 'first_ids'];
+  const head = [
+    'shape',
+    'dtype',
+    'threads',
+    'simd',
+    'prefill ours',
+    'prefill llama.cpp',
+    'ours÷llama',
+    'decode ours',
+    'decode moi',
+    'moi÷std',
+    'decode llama.cpp',
+    'ours÷llama',
+    'ours ×1t',
+    'llama ×1t',
+    'batch16 ours',
+    'b16÷b1',
+    'ours÷our f32',
+    'peak RSS ours',
+    'peak RSS llama.cpp',
+    'ours÷roofline',
+    'first_ids',
+  ];
   const body = rows.map((r) => [
-    r.config, `${r.dtype}/${r.gguf_type}`, String(r.threads), r.ours ? String(r.ours.simd ?? 'tfjs') : '–',
-    f(r.ours?.prefill_tok_s), f(r.llamacpp?.prefill_tok_s), f(r.ratios.prefill, 3),
-    f(r.ours?.decode_tok_s?.standard), f(r.ours?.decode_tok_s?.moi), f(r.ours?.moi_overhead, 3), f(r.llamacpp?.decode_tok_s), f(r.ratios.decode, 3),
-    f(r.ratios.ours_decode_vs_1_thread, 2), f(r.ratios.llamacpp_decode_vs_1_thread, 2),
-    f(r.ours?.batch_decode_tok_s?.['16']), f(r.ratios.batch16_vs_1, 2),
+    r.config,
+    `${r.dtype}/${r.gguf_type}`,
+    String(r.threads),
+    r.ours ? String(r.ours.simd ?? 'tfjs') : '–',
+    f(r.ours?.prefill_tok_s),
+    f(r.llamacpp?.prefill_tok_s),
+    f(r.ratios.prefill, 3),
+    f(r.ours?.decode_tok_s?.standard),
+    f(r.ours?.decode_tok_s?.moi),
+    f(r.ours?.moi_overhead, 3),
+    f(r.llamacpp?.decode_tok_s),
+    f(r.ratios.decode, 3),
+    f(r.ratios.ours_decode_vs_1_thread, 2),
+    f(r.ratios.llamacpp_decode_vs_1_thread, 2),
+    f(r.ours?.batch_decode_tok_s?.['16']),
+    f(r.ratios.batch16_vs_1, 2),
     f(r.ratios.decode_vs_our_f32, 2),
     typeof r.ours?.peak_rss_mb === 'number' ? `${f(r.ours.peak_rss_mb, 0)} MB` : '–',
     typeof r.llamacpp?.peak_rss_mb === 'number' ? `${f(r.llamacpp.peak_rss_mb, 0)} MB` : '–',
@@ -235,10 +317,14 @@ function table(rows: Row[]): string {
     r.ids_match === null ? '–' : r.ids_match ? 'equal' : 'DIFFER',
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   const out = [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)];
   for (const r of rows) {
-    if (r.ids_match === false) out.push(`${r.config} ${r.dtype} ×${r.threads}: first_ids ours ${JSON.stringify(r.ours!.first_ids)} vs llama.cpp ${JSON.stringify(r.llamacpp!.first_ids)}`);
+    if (r.ids_match === false)
+      out.push(
+        `${r.config} ${r.dtype} ×${r.threads}: first_ids ours ${JSON.stringify(r.ours!.first_ids)} vs llama.cpp ${JSON.stringify(r.llamacpp!.first_ids)}`,
+      );
     for (const e of r.errors) out.push(`${r.config} ${r.dtype} ×${r.threads}: ${e.split('\n')[0]}`);
   }
   return out.join('\n');
@@ -252,7 +338,8 @@ function main(): void {
     if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? 0 : 2); // commander printed the message (or the help)
     throw e;
   }
-  if (!fs.existsSync(path.join(o.peer, 'bench-llamacpp.mjs'))) fail(`${o.peer}: not a peer-bench folder (no bench-llamacpp.mjs); pass --peer DIR`);
+  if (!fs.existsSync(path.join(o.peer, 'bench-llamacpp.mjs')))
+    fail(`${o.peer}: not a peer-bench folder (no bench-llamacpp.mjs); pass --peer DIR`);
   let plans: ShapePlan[];
   try {
     plans = planAll(o);
@@ -273,11 +360,23 @@ function main(): void {
 
   const result = {
     date: new Date().toISOString(),
-    host: { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model ?? null, mem_gb: Math.round(os.totalmem() / 2 ** 30), node: process.version },
+    host: {
+      cpus: os.cpus().length,
+      cpu_model: os.cpus()[0]?.model ?? null,
+      mem_gb: Math.round(os.totalmem() / 2 ** 30),
+      node: process.version,
+    },
     settings: {
-      prompt_tokens: o.promptTokens, gen_tokens: o.genTokens, repeat: o.repeat, threads: o.threads, dtypes: o.dtypes,
-      weights: 'synthetic, seed 1 (peer-bench make-synthetic.mjs), written once per shape: f32 when f32 runs, else bf16',
-      llamacpp_kv: 'f32', peer_bench: o.peer, scratch: o.scratch,
+      prompt_tokens: o.promptTokens,
+      gen_tokens: o.genTokens,
+      repeat: o.repeat,
+      threads: o.threads,
+      dtypes: o.dtypes,
+      weights:
+        'synthetic, seed 1 (peer-bench make-synthetic.mjs), written once per shape: f32 when f32 runs, else bf16',
+      llamacpp_kv: 'f32',
+      peer_bench: o.peer,
+      scratch: o.scratch,
     },
     load_average: { start: load0, end: load1 },
     results: rows,
@@ -285,7 +384,9 @@ function main(): void {
   fs.mkdirSync(path.dirname(o.out), { recursive: true });
   fs.writeFileSync(o.out, `${JSON.stringify(result, null, 2)}\n`);
   console.log(table(rows));
-  console.log(`\nNode ${process.version}; load average ${load0.map((x) => x.toFixed(2)).join(' ')} at the start, ${load1.map((x) => x.toFixed(2)).join(' ')} at the end`);
+  console.log(
+    `\nNode ${process.version}; load average ${load0.map((x) => x.toFixed(2)).join(' ')} at the start, ${load1.map((x) => x.toFixed(2)).join(' ')} at the end`,
+  );
   console.log(`\nJSON: ${o.out}`);
   if (rows.some((r) => r.errors.length)) process.exitCode = 1;
 }

@@ -27,8 +27,23 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
-import { disposePacked, f32ToBf16, initBackend, pack16, packedBytes, packedMatMul, packQ8, quantizeQ8 } from '../packages/core/src/index.ts';
-import { freeWeight, matmul, ThreadPool, uploadWeight, type SharedWeight } from '../packages/core/src/kernels/wasm/threads/index.ts';
+import {
+  disposePacked,
+  f32ToBf16,
+  initBackend,
+  pack16,
+  packedBytes,
+  packedMatMul,
+  packQ8,
+  quantizeQ8,
+} from '../packages/core/src/index.ts';
+import {
+  freeWeight,
+  matmul,
+  ThreadPool,
+  uploadWeight,
+  type SharedWeight,
+} from '../packages/core/src/kernels/wasm/threads/index.ts';
 
 const { values: a } = parseArgs({
   options: {
@@ -46,9 +61,20 @@ const { values: a } = parseArgs({
   },
 });
 
-const CONFIGS: Record<string, string> = { smol: 'smollm2-135m', 'qwen2.5': 'qwen2.5-0.5b', qwen3: 'qwen3-0.6b', gemma: 'gemma-3-270m' };
+const CONFIGS: Record<string, string> = {
+  smol: 'smollm2-135m',
+  'qwen2.5': 'qwen2.5-0.5b',
+  qwen3: 'qwen3-0.6b',
+  gemma: 'gemma-3-270m',
+};
 
-interface Shape { model: string; name: string; inF: number; outF: number; head: boolean }
+interface Shape {
+  model: string;
+  name: string;
+  inF: number;
+  outF: number;
+  head: boolean;
+}
 
 /** The matrices of one decoder layer and the head, from a peer config. */
 function shapesOf(key: string): Shape[] {
@@ -99,8 +125,17 @@ function time(f: () => void, calls: number): number {
 }
 
 interface Row {
-  model: string; shape: string; inF: number; outF: number; N: number; kind: string; variant: string;
-  us: number; gbs: number; gflops: number; vsToday: number;
+  model: string;
+  shape: string;
+  inF: number;
+  outF: number;
+  N: number;
+  kind: string;
+  variant: string;
+  us: number;
+  gbs: number;
+  gflops: number;
+  vsToday: number;
 }
 
 async function main(): Promise<void> {
@@ -113,13 +148,23 @@ async function main(): Promise<void> {
   const ns = a.ns!.split(',').map(Number);
   const kinds = a.kinds!.split(',');
   const load0 = os.loadavg();
-  console.log(`# bench/threads.ts — Node ${process.versions.node}, ${os.cpus()[0]?.model ?? 'cpu'} × ${os.availableParallelism()}, pool: ${JSON.stringify(pool.info)}`);
-  console.log(`load average at start: ${load0.map((x) => x.toFixed(2)).join(' ')}; ${repeats} interleaved repeats, median ${a.clock} µs per call`);
+  console.log(
+    `# bench/threads.ts — Node ${process.versions.node}, ${os.cpus()[0]?.model ?? 'cpu'} × ${os.availableParallelism()}, pool: ${JSON.stringify(pool.info)}`,
+  );
+  console.log(
+    `load average at start: ${load0.map((x) => x.toFixed(2)).join(' ')}; ${repeats} interleaved repeats, median ${a.clock} µs per call`,
+  );
   const empty: number[] = [];
   for (let r = 0; r < repeats; r++) empty.push(pool.emptyJobMicros(2000));
-  console.log(`empty job round trip (${maxThreads} threads): median ${median(empty).toFixed(2)} µs (runs: ${empty.map((x) => x.toFixed(2)).join(', ')})`);
+  console.log(
+    `empty job round trip (${maxThreads} threads): median ${median(empty).toFixed(2)} µs (runs: ${empty.map((x) => x.toFixed(2)).join(', ')})`,
+  );
   const rows: Row[] = [];
-  const variantsOf = (kind: string) => ['today', ...threadCounts.map((t) => `pool×${t}`), ...(kind === 'q8' && a.q8x16 ? threadCounts.map((t) => `x16×${t}`) : [])];
+  const variantsOf = (kind: string) => [
+    'today',
+    ...threadCounts.map((t) => `pool×${t}`),
+    ...(kind === 'q8' && a.q8x16 ? threadCounts.map((t) => `x16×${t}`) : []),
+  ];
   for (const key of a.models!.split(',')) {
     for (const s of shapesOf(key)) {
       if (s.head && a['no-heads']) continue;
@@ -160,7 +205,8 @@ async function main(): Promise<void> {
           };
           for (const t of threadCounts) {
             fns[`pool×${t}`] = () => matmul(pool, shared, xd, N, { threads: t, out });
-            if (kind === 'q8' && a.q8x16) fns[`x16×${t}`] = () => matmul(pool, shared, xd, N, { threads: t, out, q8: 'x16' });
+            if (kind === 'q8' && a.q8x16)
+              fns[`x16×${t}`] = () => matmul(pool, shared, xd, N, { threads: t, out, q8: 'x16' });
           }
           const calls: Record<string, number> = {};
           for (const [k, f] of Object.entries(fns)) {
@@ -168,14 +214,24 @@ async function main(): Promise<void> {
             calls[k] = Math.max(1, Math.round((targetMs * 1000) / Math.max(time(f, 1), 1)));
           }
           const us: Record<string, number[]> = Object.fromEntries(Object.keys(fns).map((k) => [k, []]));
-          for (let rep = 0; rep < repeats; rep++) for (const [k, f] of Object.entries(fns)) us[k].push(time(f, calls[k]));
+          for (let rep = 0; rep < repeats; rep++)
+            for (const [k, f] of Object.entries(fns)) us[k].push(time(f, calls[k]));
           x.dispose();
           const med = Object.fromEntries(Object.entries(us).map(([k, v]) => [k, median(v)]));
           const flops = 2 * N * s.inF * s.outF;
           const cells = variantsOf(kind).map((k) => {
             const row: Row = {
-              model: s.model, shape: s.name, inF: s.inF, outF: s.outF, N, kind, variant: k,
-              us: med[k], gbs: bytes / med[k] / 1e3, gflops: flops / med[k] / 1e3, vsToday: med.today / med[k],
+              model: s.model,
+              shape: s.name,
+              inF: s.inF,
+              outF: s.outF,
+              N,
+              kind,
+              variant: k,
+              us: med[k],
+              gbs: bytes / med[k] / 1e3,
+              gflops: flops / med[k] / 1e3,
+              vsToday: med.today / med[k],
             };
             rows.push(row);
             return `${med[k].toFixed(0)} (${row.gbs.toFixed(1)} GB/s, ${row.gflops.toFixed(1)} GF/s${k === 'today' ? '' : `, ${row.vsToday.toFixed(2)}×`})`;
@@ -192,7 +248,15 @@ async function main(): Promise<void> {
   console.log(`load average at end: ${load1.map((x) => x.toFixed(2)).join(' ')}`);
   console.log(`columns: today, ${variantsOf('q8').slice(1).join(', ')} (µs (GB/s, GFLOP/s, ×today))`);
   await pool.dispose();
-  if (a.json) writeFileSync(a.json, JSON.stringify({ node: process.versions.node, info: pool.info, emptyJobMicros: median(empty), load: [load0, load1], rows }, null, 2));
+  if (a.json)
+    writeFileSync(
+      a.json,
+      JSON.stringify(
+        { node: process.versions.node, info: pool.info, emptyJobMicros: median(empty), load: [load0, load1], rows },
+        null,
+        2,
+      ),
+    );
 }
 
 await main();

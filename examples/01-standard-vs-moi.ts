@@ -21,7 +21,9 @@ import { encodePrompt, generateOne, type TokenEvent } from '@moi/engine';
 const engine = await loadExampleEngine();
 const tok = engine.tokenizer!;
 console.log('## 1. Model');
-console.log(`${engine.dir}: ${engine.spec.numLayers} layers, hidden ${engine.spec.hiddenSize}, vocab ${engine.spec.vocabSize}, backend ${engine.backend.name}\n`);
+console.log(
+  `${engine.dir}: ${engine.spec.numLayers} layers, hidden ${engine.spec.hiddenSize}, vocab ${engine.spec.vocabSize}, backend ${engine.backend.name}\n`,
+);
 
 // ## 2. Decode the same prompt three ways
 // Greedy (temperature 0) so that the only difference between the runs is the next input.
@@ -34,7 +36,12 @@ const modes = [
 ];
 const runs: { name: string; text: string; events: TokenEvent[] }[] = [];
 for (const m of modes) {
-  const { events, done } = await generateOne(engine, { promptIds, maxTokens: 40, sampling: { temperature: 0 }, mix: m.mix });
+  const { events, done } = await generateOne(engine, {
+    promptIds,
+    maxTokens: 40,
+    sampling: { temperature: 0 },
+    mix: m.mix,
+  });
   runs.push({ name: m.name, text: done.text, events });
 }
 console.log('## 2. Texts');
@@ -49,12 +56,17 @@ console.log();
 console.log('## 3. Per-token table');
 const cell = (s: string, n: number) => (s.length > n ? s.slice(0, n - 1) + '…' : s.padEnd(n));
 const tokText = (e: TokenEvent | undefined) => (e ? JSON.stringify(tok.idToToken(e.token) ?? `#${e.token}`) : '');
-console.log(`${'step'.padEnd(5)}| ${cell('standard', 12)}| ${cell('moi β=1', 12)}${'H'.padStart(6)}${'w'.padStart(6)} | ${cell('direct', 12)}${'H'.padStart(6)}${'w'.padStart(6)}`);
+console.log(
+  `${'step'.padEnd(5)}| ${cell('standard', 12)}| ${cell('moi β=1', 12)}${'H'.padStart(6)}${'w'.padStart(6)} | ${cell('direct', 12)}${'H'.padStart(6)}${'w'.padStart(6)}`,
+);
 const steps = Math.max(...runs.map((r) => r.events.length));
 for (let i = 0; i < steps; i++) {
   const [s, m, d] = runs.map((r) => r.events[i]);
-  const hw = (e: TokenEvent | undefined) => (e?.mix ? `${e.mix.entropy.toFixed(3).padStart(6)}${e.mix.weight.toFixed(3).padStart(6)}` : ' '.repeat(12));
-  console.log(`${String(i).padEnd(5)}| ${cell(tokText(s), 12)}| ${cell(tokText(m), 12)}${hw(m)} | ${cell(tokText(d), 12)}${hw(d)}`);
+  const hw = (e: TokenEvent | undefined) =>
+    e?.mix ? `${e.mix.entropy.toFixed(3).padStart(6)}${e.mix.weight.toFixed(3).padStart(6)}` : ' '.repeat(12);
+  console.log(
+    `${String(i).padEnd(5)}| ${cell(tokText(s), 12)}| ${cell(tokText(m), 12)}${hw(m)} | ${cell(tokText(d), 12)}${hw(d)}`,
+  );
 }
 
 // ## 4. Where the runs part

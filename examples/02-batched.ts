@@ -20,17 +20,33 @@ console.log(`${engine.dir} on ${engine.backend.name}\n`);
 // Prompts of 3, 5 and 12-odd tokens; each request carries its own settings. Seeds make the
 // sampled rows repeatable.
 const requests: GenerateRequest[] = [
-  { promptIds: encodePrompt(tok, 'Once upon a time'), maxTokens: 32, sampling: { temperature: 0 }, mix: { mode: 'standard' } },
+  {
+    promptIds: encodePrompt(tok, 'Once upon a time'),
+    maxTokens: 32,
+    sampling: { temperature: 0 },
+    mix: { mode: 'standard' },
+  },
   {
     promptIds: encodePrompt(tok, 'Lily and Ben went to the beach with their big red ball'),
-    maxTokens: 24, sampling: { temperature: 0.8, topP: 0.9, seed: 1 }, mix: { mode: 'moi', beta: 1 },
+    maxTokens: 24,
+    sampling: { temperature: 0.8, topP: 0.9, seed: 1 },
+    mix: { mode: 'moi', beta: 1 },
   },
-  { promptIds: encodePrompt(tok, 'The cat'), maxTokens: 16, sampling: { temperature: 0.7, seed: 2 }, mix: { mode: 'direct' }, stop: ['\n'] },
+  {
+    promptIds: encodePrompt(tok, 'The cat'),
+    maxTokens: 16,
+    sampling: { temperature: 0.7, seed: 2 },
+    mix: { mode: 'direct' },
+    stop: ['\n'],
+  },
 ];
-const label = (r: GenerateRequest) => `${r.mix?.mode}${r.mix?.beta !== undefined ? ` β=${r.mix.beta}` : ''}, T=${r.sampling?.temperature}` +
+const label = (r: GenerateRequest) =>
+  `${r.mix?.mode}${r.mix?.beta !== undefined ? ` β=${r.mix.beta}` : ''}, T=${r.sampling?.temperature}` +
   `${r.sampling?.topP ? `, top-p ${r.sampling.topP}` : ''}`;
 console.log('## 2. Requests');
-requests.forEach((r, i) => console.log(`row ${i}: ${r.promptIds.length} prompt tokens, ${r.maxTokens} max new, ${label(r)}`));
+requests.forEach((r, i) =>
+  console.log(`row ${i}: ${r.promptIds.length} prompt tokens, ${r.maxTokens} max new, ${label(r)}`),
+);
 console.log();
 
 // ## 3. Decode them together
@@ -38,7 +54,10 @@ console.log();
 // for the whole batch.
 let forwards = 0;
 const forward = engine.model.forward.bind(engine.model);
-engine.model.forward = (...args: Parameters<typeof forward>) => { forwards++; return forward(...args); };
+engine.model.forward = (...args: Parameters<typeof forward>) => {
+  forwards++;
+  return forward(...args);
+};
 
 const tokens: TokenEvent[][] = requests.map(() => []);
 const done: DoneEvent[] = [];
@@ -48,8 +67,10 @@ for await (const e of generate(engine, requests)) {
 }
 const steps = Math.max(...tokens.map((t) => t.length));
 console.log('## 3. Forwards');
-console.log(`${forwards} forwards: ${requests.length} prefills + ${forwards - requests.length} decode steps for ` +
-  `${tokens.reduce((n, t) => n + t.length, 0)} tokens in ${steps} steps\n`);
+console.log(
+  `${forwards} forwards: ${requests.length} prefills + ${forwards - requests.length} decode steps for ` +
+    `${tokens.reduce((n, t) => n + t.length, 0)} tokens in ${steps} steps\n`,
+);
 
 // ## 4. Results
 // Mean H: the average normalized entropy the mixer saw (a rough "how unsure was the model").
@@ -60,7 +81,9 @@ for (const d of done) {
   const hs = tokens[d.row].flatMap((t) => (t.mix ? [t.mix.entropy] : []));
   const meanH = hs.length ? (hs.reduce((a, b) => a + b, 0) / hs.length).toFixed(3) : '—';
   console.log(`row ${d.row} (${label(requests[d.row])}): ${JSON.stringify(d.text)}`);
-  console.log(`  ${d.stats.generatedTokens} tokens, finish: ${d.finishReason}, mean H ${meanH}, ` +
-    `prefill ${d.stats.prefillTokPerSec.toFixed(0)} tok/s, decode ${d.stats.decodeTokPerSec.toFixed(0)} tok/s`);
+  console.log(
+    `  ${d.stats.generatedTokens} tokens, finish: ${d.finishReason}, mean H ${meanH}, ` +
+      `prefill ${d.stats.prefillTokPerSec.toFixed(0)} tok/s, decode ${d.stats.decodeTokPerSec.toFixed(0)} tok/s`,
+  );
 }
 engine.dispose();

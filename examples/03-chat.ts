@@ -31,7 +31,9 @@ if (shared) {
   console.log(`→ ${ids.length} tokens: [${ids.slice(0, 8).join(', ')}, …]`);
   // Qwen3 reads template variables too: enable_thinking=false pre-fills an empty think block.
   const noThink = encodeChat(qwen3, conversation, { extra: { enable_thinking: false } });
-  console.log(`with enable_thinking=false: ${noThink.length} tokens (ends ${JSON.stringify(qwen3.decode(noThink.slice(-4)))})\n`);
+  console.log(
+    `with enable_thinking=false: ${noThink.length} tokens (ends ${JSON.stringify(qwen3.decode(noThink.slice(-4)))})\n`,
+  );
 } else {
   console.log('(shared/ not found: skipping the Qwen3 tokenizer)\n');
 }
@@ -61,8 +63,10 @@ for (const user of ['Once upon a time', 'Lily went to the park']) {
   process.stdout.write(`\nuser: ${user}\nmodel: `);
   for await (const e of session.send(user)) if (e.type === 'token') process.stdout.write(e.text);
   const t = session.turns[session.turns.length - 1];
-  console.log(`\n[prompt ${t.promptTokens} tokens: ${t.reusedTokens} reused from the cache, ${t.prefilledTokens} prefilled; ` +
-    `${t.generatedTokens} generated, finish: ${t.finishReason}]`);
+  console.log(
+    `\n[prompt ${t.promptTokens} tokens: ${t.reusedTokens} reused from the cache, ${t.prefilledTokens} prefilled; ` +
+      `${t.generatedTokens} generated, finish: ${t.finishReason}]`,
+  );
 }
 
 // ## C. What the second turn saved

@@ -27,10 +27,14 @@ const runPiped = (args: string[], input: string) => runCli(args, { input, killAf
  * Drive the CLI at a pseudo-terminal: `steps` are run in order, each waiting until the screen
  * matches `when` and then typing `send`. Resolves with the screen when the program exits.
  */
-async function runTty(args: string[], steps: { when: (screen: string) => boolean; send: string }[]): Promise<{ code: number | null; screen: string }> {
+async function runTty(
+  args: string[],
+  steps: { when: (screen: string) => boolean; send: string }[],
+): Promise<{ code: number | null; screen: string }> {
   const run = await spawnCli(args, { tty: true, keepStdin: true, killAfterMs: 30_000 });
   const advance = () => {
-    while (steps.length && steps[0].when(plain(run.stdout() + run.stderr()))) run.child.stdin.write(steps.shift()!.send);
+    while (steps.length && steps[0].when(plain(run.stdout() + run.stderr())))
+      run.child.stdin.write(steps.shift()!.send);
   };
   run.child.stdout.on('data', advance);
   run.child.stderr.on('data', advance);
@@ -51,7 +55,13 @@ describe('cli: moi-gen chat', function () {
     tmp = mkdtempSync(path.join(os.tmpdir(), 'moi-chat-cli-'));
     model = path.join(tmp, 'stories-chat');
     spawnSync('mkdir', [model]);
-    for (const f of ['config.json', 'generation_config.json', 'model.safetensors', 'special_tokens_map.json', 'tokenizer.json']) {
+    for (const f of [
+      'config.json',
+      'generation_config.json',
+      'model.safetensors',
+      'special_tokens_map.json',
+      'tokenizer.json',
+    ]) {
       symlinkSync(path.join(src, f), path.join(model, f));
     }
     const config = JSON.parse(readFileSync(path.join(src, 'tokenizer_config.json'), 'utf8'));
@@ -80,7 +90,10 @@ describe('cli: moi-gen chat', function () {
 
   it('piped: one message per line, each reply followed by a blank line', async function () {
     const [r1, r2] = await expected([U1, U2], 12);
-    const run = await runPiped(['chat', '-m', model, '--temperature', '0', '--max-tokens', '12', '--stats'], `${U1}\n${U2}\n`);
+    const run = await runPiped(
+      ['chat', '-m', model, '--temperature', '0', '--max-tokens', '12', '--stats'],
+      `${U1}\n${U2}\n`,
+    );
     assert.equal(run.code, 0, run.stderr);
     assert.ok(r1.length > 10 && r2.length > 10);
     assert.equal(run.stdout, `${r1}\n\n${r2}\n\n`);
@@ -91,7 +104,10 @@ describe('cli: moi-gen chat', function () {
 
   it('piped: /reset starts over, unknown commands are refused, /exit ends', async function () {
     const [r1] = await expected([U1], 8);
-    const run = await runPiped(['chat', '-m', model, '--temperature', '0', '--max-tokens', '8'], `${U1}\n${U2}\n/reset\n/nope\n${U1}\n/exit\n${U2}\n`);
+    const run = await runPiped(
+      ['chat', '-m', model, '--temperature', '0', '--max-tokens', '8'],
+      `${U1}\n${U2}\n/reset\n/nope\n${U1}\n/exit\n${U2}\n`,
+    );
     assert.equal(run.code, 0, run.stderr);
     const replies = run.stdout.split('\n\n').filter(Boolean);
     assert.equal(replies.length, 3, run.stdout);
@@ -116,7 +132,10 @@ describe('cli: moi-gen chat', function () {
     assert.equal(again.code, 2, again.stderr);
     // exit / quit without a slash: the session ends there (the next line never reaches the model)
     for (const word of ['exit', 'quit']) {
-      const r = await runPiped(['chat', '-m', model, '--temperature', '0', '--max-tokens', '4'], `${U1}\n${word}\n${U2}\n`);
+      const r = await runPiped(
+        ['chat', '-m', model, '--temperature', '0', '--max-tokens', '4'],
+        `${U1}\n${word}\n${U2}\n`,
+      );
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout.split('\n\n').filter(Boolean).length, 1, `${word}: ${JSON.stringify(r.stdout)}`);
     }
@@ -140,13 +159,16 @@ describe('cli: moi-gen chat', function () {
     it('prompts, streams two turns, /reset, /exit', async function () {
       const [r1, r2] = await expected([U1, U2], 12);
       const prompts = (n: number) => (s: string) => count(s, '> ') >= n;
-      const { code, screen } = await runTty(['chat', '-m', model, '-q', '--temperature', '0', '--max-tokens', '12'], [
-        { when: prompts(1), send: `${U1}\r` },
-        { when: prompts(2), send: `${U2}\r` },
-        { when: prompts(3), send: '/reset\r' },
-        { when: prompts(4), send: `${U1}\r` },
-        { when: prompts(5), send: '/exit\r' },
-      ]);
+      const { code, screen } = await runTty(
+        ['chat', '-m', model, '-q', '--temperature', '0', '--max-tokens', '12'],
+        [
+          { when: prompts(1), send: `${U1}\r` },
+          { when: prompts(2), send: `${U2}\r` },
+          { when: prompts(3), send: '/reset\r' },
+          { when: prompts(4), send: `${U1}\r` },
+          { when: prompts(5), send: '/exit\r' },
+        ],
+      );
       assert.equal(code, 0, screen);
       assert.match(screen, /\/help for commands/);
       const expectScreen = `> ${U1}\n${r1}\n> ${U2}\n${r2}\n> /reset\n(new conversation)\n> ${U1}\n${r1}\n> /exit\n`;
@@ -155,17 +177,23 @@ describe('cli: moi-gen chat', function () {
 
     it('Ctrl-C stops a reply and the session goes on; Ctrl-C at the prompt exits', async function () {
       const [r1] = await expected([U1], 400); // long enough that Ctrl-C lands mid-reply
-      const { code, screen } = await runTty(['chat', '-m', model, '-q', '--temperature', '0', '--max-tokens', '400'], [
-        { when: (s) => count(s, '> ') >= 1, send: `${U1}\r` },
-        // the reply has begun: interrupt it
-        { when: (s) => s.includes(`${U1}\n,`), send: '\x03' },
-        { when: (s) => count(s, '> ') >= 2, send: `${U2}\r` },
-        { when: (s) => count(s, '> ') >= 3, send: '\x03' },
-      ]);
+      const { code, screen } = await runTty(
+        ['chat', '-m', model, '-q', '--temperature', '0', '--max-tokens', '400'],
+        [
+          { when: (s) => count(s, '> ') >= 1, send: `${U1}\r` },
+          // the reply has begun: interrupt it
+          { when: (s) => s.includes(`${U1}\n,`), send: '\x03' },
+          { when: (s) => count(s, '> ') >= 2, send: `${U2}\r` },
+          { when: (s) => count(s, '> ') >= 3, send: '\x03' },
+        ],
+      );
       assert.equal(code, 130, screen); // interrupted: the one exit code every subcommand uses for it
       assert.match(screen, /\(reply stopped\)\n> /);
       const stopped = screen.slice(screen.indexOf(`> ${U1}\n`) + U1.length + 3, screen.indexOf('\n(reply stopped)'));
-      assert.ok(stopped.length > 0 && stopped.length < r1.length && r1.startsWith(stopped), `partial reply: ${JSON.stringify(stopped)}`);
+      assert.ok(
+        stopped.length > 0 && stopped.length < r1.length && r1.startsWith(stopped),
+        `partial reply: ${JSON.stringify(stopped)}`,
+      );
       // the next turn got a reply, then the prompt came back and Ctrl-C ended the program
       const after = screen.slice(screen.indexOf(`> ${U2}\n`));
       assert.match(after, new RegExp(`^> ${U2}\\n.{20,}`, 's'));

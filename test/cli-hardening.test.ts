@@ -21,7 +21,9 @@ import { moiGen, type CliResult, type SpawnOptions } from './support/cli.ts';
 
 type Result = CliResult;
 /** A command line; `input`, `closeStdout` and `interruptAfter` make it a child process. */
-interface Job extends SpawnOptions { args: string[] }
+interface Job extends SpawnOptions {
+  args: string[];
+}
 
 const shared = sharedDir();
 const fx = (name: string) => path.join(shared ?? '', 'fixtures', name);
@@ -61,8 +63,10 @@ describe('cli: moi-gen hardening (child processes)', function () {
     closeSync(fd);
     writeFileSync(path.join(tmp, 'prompt.txt'), 'Once\n');
     writeFileSync(path.join(tmp, 'broken.jinja'), '{% if %}');
-    writeFileSync(path.join(tmp, 'plain.jinja'),
-      '{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}');
+    writeFileSync(
+      path.join(tmp, 'plain.jinja'),
+      '{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}',
+    );
 
     const S = fx('stories260K');
     const greedy = ['--model', S, '--temperature', '0', '--ignore-eos'];
@@ -79,7 +83,20 @@ describe('cli: moi-gen hardening (child processes)', function () {
       'ids-and-prompt': { args: ['--model', S, '--ids', '1,2', 'Hi'] },
       'p-and-file': { args: ['--model', S, '-p', 'Hi', '-f', path.join(tmp, 'prompt.txt')] },
       'score-ids-and-prompt': { args: ['score', '--model', S, '--ids', '1,2', 'Hi'] },
-      'warnings': { args: [...greedy, '--max-tokens', '1000', '--logprobs', '2', '--mode', 'direct', '--beta', '2', 'Once upon a time'] },
+      warnings: {
+        args: [
+          ...greedy,
+          '--max-tokens',
+          '1000',
+          '--logprobs',
+          '2',
+          '--mode',
+          'direct',
+          '--beta',
+          '2',
+          'Once upon a time',
+        ],
+      },
       'capped-json': { args: [...greedy, '--max-tokens', '1000', '--json', '--ids', '1,403,407,261,378'] },
       'top-p': { args: ['--model', S, '--top-p', '2', 'x'] },
       'mix-topk': { args: ['--model', S, '--mode', 'moi', '--mix-topk', '99999', 'x'] },
@@ -88,16 +105,52 @@ describe('cli: moi-gen hardening (child processes)', function () {
       'overflow-score': { args: ['score', '--model', S, '--ids', longIds] },
       // a one-word prompt that is no command's near miss generates as before
       'aliases-long': { args: ['--model', S, '--temperature', '0', '--max-tokens', '12', '--ignore-eos', 'Once'] },
-      'aliases-short': { args: ['--model', S, '--temp', '0', '-n', '12', '--ignore-eos', '-f', path.join(tmp, 'prompt.txt'), '-v'] },
+      'aliases-short': {
+        args: ['--model', S, '--temp', '0', '-n', '12', '--ignore-eos', '-f', path.join(tmp, 'prompt.txt'), '-v'],
+      },
       'ctx-size': { args: [...greedy, '-c', '16', '--max-tokens', '100', '--json', '--ids', '1,403,407,261,378'] },
-      'system-prompt': { args: [...greedy, '-n', '6', '--chat', '--chat-template', path.join(tmp, 'plain.jinja'), '--system-prompt', 'Be kind.', '--json', 'Hi'] },
-      'system': { args: [...greedy, '-n', '6', '--chat', '--chat-template', path.join(tmp, 'plain.jinja'), '--system', 'Be kind.', '--json', 'Hi'] },
-      'no-tokenizer': { args: ['--model', fx('llama'), '--temperature', '0', '--ignore-eos', '-n', '24', '--ids', '1,499,377,390,368'] },
+      'system-prompt': {
+        args: [
+          ...greedy,
+          '-n',
+          '6',
+          '--chat',
+          '--chat-template',
+          path.join(tmp, 'plain.jinja'),
+          '--system-prompt',
+          'Be kind.',
+          '--json',
+          'Hi',
+        ],
+      },
+      system: {
+        args: [
+          ...greedy,
+          '-n',
+          '6',
+          '--chat',
+          '--chat-template',
+          path.join(tmp, 'plain.jinja'),
+          '--system',
+          'Be kind.',
+          '--json',
+          'Hi',
+        ],
+      },
+      'no-tokenizer': {
+        args: ['--model', fx('llama'), '--temperature', '0', '--ignore-eos', '-n', '24', '--ids', '1,499,377,390,368'],
+      },
       'chat-no-template': { args: ['chat', '--model', S], input: 'Hello\n' },
-      'chat-broken-template': { args: ['chat', '--model', S, '--chat-template', path.join(tmp, 'broken.jinja')], input: 'Hello\n' },
-      'chat-turn-error': { args: ['chat', ...greedy, '-n', '4', '--chat-template', path.join(tmp, 'plain.jinja'), '-c', '32'], input: 'Hi\nOnce upon a time there was a long story\n' },
-      'epipe': { args: [...greedy, '--max-tokens', '400', 'Once upon a time'], closeStdout: true },
-      'sigint': { args: [...greedy, '--max-tokens', '100000', '-c', '512', 'Once upon a time'], interruptAfter: 1 },
+      'chat-broken-template': {
+        args: ['chat', '--model', S, '--chat-template', path.join(tmp, 'broken.jinja')],
+        input: 'Hello\n',
+      },
+      'chat-turn-error': {
+        args: ['chat', ...greedy, '-n', '4', '--chat-template', path.join(tmp, 'plain.jinja'), '-c', '32'],
+        input: 'Hi\nOnce upon a time there was a long story\n',
+      },
+      epipe: { args: [...greedy, '--max-tokens', '400', 'Once upon a time'], closeStdout: true },
+      sigint: { args: [...greedy, '--max-tokens', '100000', '-c', '512', 'Once upon a time'], interruptAfter: 1 },
       // past the load's weight check (--no-check-tensors), generation's own check stops them
       'nan-generate': { args: ['--model', path.join(tmp, 'nan'), '--no-check-tensors', '--ids', '1,2', '-n', '3'] },
       'nan-score': { args: ['score', '--model', path.join(tmp, 'nan'), '--no-check-tensors', '--ids', '1,2'] },
@@ -112,7 +165,9 @@ describe('cli: moi-gen hardening (child processes)', function () {
     }
   });
 
-  after(() => { if (tmp) rmSync(tmp, { recursive: true, force: true }); });
+  after(() => {
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
 
   it('a word that looks like a subcommand: exit 2 with "did you mean"; a prompt word still generates', async () => {
     assertError(await result('typo-chat'), 2, [/unknown command 'chatt': did you mean 'chat'\?/], 'chatt');
@@ -143,7 +198,10 @@ describe('cli: moi-gen hardening (child processes)', function () {
   it('warns on stderr when a flag is capped or has no effect, and the cap holds', async () => {
     const w = await result('warnings');
     assert.equal(w.code, 0, w.stderr);
-    assert.match(w.stderr, /^moi-gen: warning: --max-tokens 1000 is capped at 508: the context is 512 tokens \(max_position_embeddings\) and the prompt has 5$/m);
+    assert.match(
+      w.stderr,
+      /^moi-gen: warning: --max-tokens 1000 is capped at 508: the context is 512 tokens \(max_position_embeddings\) and the prompt has 5$/m,
+    );
     assert.match(w.stderr, /^moi-gen: warning: --logprobs has no effect without --json$/m);
     assert.match(w.stderr, /^moi-gen: warning: --beta has no effect with --mode direct$/m);
     const j = await result('capped-json');
@@ -156,7 +214,8 @@ describe('cli: moi-gen hardening (child processes)', function () {
   it('messages name the flags typed; one prefix; context overflow exits 2 in generate and score', async () => {
     assertError(await result('top-p'), 2, [/--top-p must be in \(0, 1\]/], 'top-p');
     assertError(await result('mix-topk'), 2, [/--mix-topk 99999 is larger than the vocabulary/], 'mix-topk');
-    for (const name of ['top-p', 'mix-topk']) assert.doesNotMatch((await result(name)).stderr, /sampling\.|option topK|^moi: /m);
+    for (const name of ['top-p', 'mix-topk'])
+      assert.doesNotMatch((await result(name)).stderr, /sampling\.|option topK|^moi: /m);
     assertError(await result('unknown-option'), 2, [/^moi-gen: error: unknown option '--bogus'/m], 'commander');
     assertError(await result('overflow-generate'), 2, [/600 tokens but the context is 512/], 'generate overflow');
     assertError(await result('overflow-score'), 2, [/600 tokens but the context is 512/], 'score overflow');
@@ -182,7 +241,9 @@ describe('cli: moi-gen hardening (child processes)', function () {
   });
 
   it('a model without a tokenizer prints the generated ids (the reference greedy ids)', async () => {
-    const ref = JSON.parse(readFileSync(path.join(fx('llama'), 'reference.json'), 'utf8')) as { cases: { input_ids: number[]; greedy: { tokens: number[] } }[] };
+    const ref = JSON.parse(readFileSync(path.join(fx('llama'), 'reference.json'), 'utf8')) as {
+      cases: { input_ids: number[]; greedy: { tokens: number[] } }[];
+    };
     const want = ref.cases.find((c) => c.input_ids.join() === '1,499,377,390,368')!.greedy.tokens;
     const r = await result('no-tokenizer');
     assert.equal(r.code, 0, r.stderr);
@@ -197,7 +258,10 @@ describe('cli: moi-gen hardening (child processes)', function () {
     // piped: a turn that fails is reported, the session goes on, and the run's exit code says so
     const turn = await result('chat-turn-error');
     assert.equal(turn.code, 2, turn.stderr);
-    assert.match(turn.stderr, /^moi-gen: error: chat: the conversation has \d+ tokens but the session holds at most 32/m);
+    assert.match(
+      turn.stderr,
+      /^moi-gen: error: chat: the conversation has \d+ tokens but the session holds at most 32/m,
+    );
     assert.ok(turn.stdout.trim().length > 0, 'the first turn was answered');
   });
 
@@ -211,7 +275,12 @@ describe('cli: moi-gen hardening (child processes)', function () {
   });
 
   it('NaN weights: generate and score end with E_NONFINITE naming the step or position (exit 1)', async () => {
-    assertError(await result('nan-generate'), 1, [/NaN\/Inf logits at step 0; the weights or config are broken/], 'generate');
+    assertError(
+      await result('nan-generate'),
+      1,
+      [/NaN\/Inf logits at step 0; the weights or config are broken/],
+      'generate',
+    );
     assertError(await result('nan-score'), 1, [/NaN\/Inf logits at position 0/], 'score');
   });
 });

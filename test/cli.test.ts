@@ -15,17 +15,34 @@ import { sharedDir, SHARED_MISSING } from '@moi/core';
 import { loadTokenizer } from '@moi/engine';
 import { moiGen as runMoiGen, type CliResult, type SpawnOptions } from './support/cli.ts';
 
-interface RefCase { name: string; input_ids: number[]; logits: number[][]; greedy: { n: number; tokens: number[] } }
-interface MoiRef { mode: string; beta: number; input_ids: number[]; tokens: number[]; entropy: number[] }
-interface Reference { cases: RefCase[]; moi: MoiRef[] }
+interface RefCase {
+  name: string;
+  input_ids: number[];
+  logits: number[][];
+  greedy: { n: number; tokens: number[] };
+}
+interface MoiRef {
+  mode: string;
+  beta: number;
+  input_ids: number[];
+  tokens: number[];
+  entropy: number[];
+}
+interface Reference {
+  cases: RefCase[];
+  moi: MoiRef[];
+}
 
 type Result = CliResult;
-interface Job extends SpawnOptions { args: string[] }
+interface Job extends SpawnOptions {
+  args: string[];
+}
 
 const shared = sharedDir();
 const fixtures = shared ? path.join(shared, 'fixtures') : '';
 const fx = (name: string) => path.join(fixtures, name);
-const readReference = (name: string) => JSON.parse(readFileSync(path.join(fx(name), 'reference.json'), 'utf8')) as Reference;
+const readReference = (name: string) =>
+  JSON.parse(readFileSync(path.join(fx(name), 'reference.json'), 'utf8')) as Reference;
 
 /** Run one command line to the end (in-process unless it needs a process). */
 const run = (job: Job): Promise<Result> => runMoiGen(job.args, job);
@@ -38,7 +55,11 @@ function assertCleanError(r: Result, code: number, mentions: RegExp[], label: st
   assert.equal(r.stdout, '', `${label}: nothing on stdout`);
   for (const m of mentions) assert.match(r.stderr, m, label);
   assert.doesNotMatch(r.stderr, /^\s+at .+[(:]/m, `${label}: a stack trace`);
-  assert.doesNotMatch(r.stderr, /internal error|node_modules|tfjs-backend-wasm|function\s*\(|=>\s*\{/, `${label}: runtime source or internals`);
+  assert.doesNotMatch(
+    r.stderr,
+    /internal error|node_modules|tfjs-backend-wasm|function\s*\(|=>\s*\{/,
+    `${label}: runtime source or internals`,
+  );
   assert.ok(r.stderr.length < 600, `${label}: stderr is ${r.stderr.length} chars`);
 }
 
@@ -68,7 +89,11 @@ describe('cli: moi-gen as users run it', function () {
     for (const d of ['corrupt', 'unknown-type']) {
       cpSync(fx('llama'), path.join(tmp, d), { recursive: true });
       for (const f of ['config.json', 'model.safetensors', 'reference.json', 'moi_unit.json']) {
-        try { chmodSync(path.join(tmp, d, f), 0o644); } catch { /* absent */ }
+        try {
+          chmodSync(path.join(tmp, d, f), 0o644);
+        } catch {
+          /* absent */
+        }
       }
     }
     truncateSync(path.join(tmp, 'corrupt', 'model.safetensors'), 400_000);
@@ -78,8 +103,20 @@ describe('cli: moi-gen as users run it', function () {
     const llama = readReference('llama');
     const gemma2Direct = readReference('gemma2').moi.find((m) => m.mode === 'direct')!;
     const p12 = llama.cases[0].input_ids.join(',');
-    const greedyJson = (model: string, ids: string, n: number, more: string[] = []) =>
-      ['generate', '--model', fx(model), '--ids', ids, '--max-tokens', String(n), '--temperature', '0', '--ignore-eos', '--json', ...more];
+    const greedyJson = (model: string, ids: string, n: number, more: string[] = []) => [
+      'generate',
+      '--model',
+      fx(model),
+      '--ids',
+      ids,
+      '--max-tokens',
+      String(n),
+      '--temperature',
+      '0',
+      '--ignore-eos',
+      '--json',
+      ...more,
+    ];
     const story = ['--model', fx('stories260K'), '--temperature', '0', '--max-tokens', '48', '--ignore-eos'];
 
     jobs.set('plain', moiGen([...story, 'Once upon a time']));
@@ -89,7 +126,10 @@ describe('cli: moi-gen as users run it', function () {
     jobs.set('score', moiGen(['score', '--model', fx('llama'), '--ids', p12, '--json']));
     jobs.set('greedy', moiGen(greedyJson('llama', p12, 24)));
     jobs.set('moi-0.5', moiGen(greedyJson('llama', p12, 12, ['--mode', 'moi', '--beta', '0.5'])));
-    jobs.set('direct', moiGen(greedyJson('gemma2', gemma2Direct.input_ids.join(','), gemma2Direct.tokens.length, ['--mode', 'direct'])));
+    jobs.set(
+      'direct',
+      moiGen(greedyJson('gemma2', gemma2Direct.input_ids.join(','), gemma2Direct.tokens.length, ['--mode', 'direct'])),
+    );
     jobs.set('moi-2', moiGen(greedyJson('llama', p12, 12, ['--mode', 'moi', '--beta', '2'])));
     jobs.set('env-2', moiGen(greedyJson('llama', p12, 12), { env: { MIXINPUTS_BETA: '2' } }));
     jobs.set('chat', moiGen([...story, '--chat', 'hello']));
@@ -157,7 +197,10 @@ describe('cli: moi-gen as users run it', function () {
       for (let t = 0; t < c.logits.length; t++) {
         assert.equal(out.logits[t].length, c.logits[t].length);
         for (let v = 0; v < c.logits[t].length; v++) {
-          assert.ok(Math.abs(out.logits[t][v] - c.logits[t][v]) <= 1e-4 * scale, `position ${t} token ${v}: ${out.logits[t][v]} vs ${c.logits[t][v]}`);
+          assert.ok(
+            Math.abs(out.logits[t][v] - c.logits[t][v]) <= 1e-4 * scale,
+            `position ${t} token ${v}: ${out.logits[t][v]} vs ${c.logits[t][v]}`,
+          );
         }
       }
     });
@@ -173,9 +216,16 @@ describe('cli: moi-gen as users run it', function () {
       // first step is that of the reference logits after the prompt (float64 here)
       assert.equal(out.entropy.length, c.greedy.tokens.length);
       for (const h of out.entropy) assert.ok(h >= 0 && h <= 1, `entropy ${h}`);
-      const top = c.logits[c.logits.length - 1].slice().sort((a, b) => b - a).slice(0, 20);
+      const top = c.logits[c.logits.length - 1]
+        .slice()
+        .sort((a, b) => b - a)
+        .slice(0, 20);
       const z = top.reduce((a, x) => a + Math.exp(x - top[0]), 0);
-      const h0 = -top.reduce((a, x) => { const p = Math.exp(x - top[0]) / z; return a + p * Math.log(p); }, 0) / Math.log(20);
+      const h0 =
+        -top.reduce((a, x) => {
+          const p = Math.exp(x - top[0]) / z;
+          return a + p * Math.log(p);
+        }, 0) / Math.log(20);
       assert.ok(Math.abs(out.entropy[0] - h0) < 1e-4, `H at step 0: ${out.entropy[0]} vs ${h0}`);
       assert.equal(out.mix_weight, null);
       assert.equal(out.settings.mode, 'standard');
@@ -191,14 +241,18 @@ describe('cli: moi-gen as users run it', function () {
       for (let s = 0; s < 12; s++) {
         assert.ok(m.entropy[s] >= 0 && m.entropy[s] <= 1, `entropy ${m.entropy[s]}`);
         // w_y = (H·p_y + β + 1 − H)/(β + 1) ≥ (1.5 − H)/1.5
-        assert.ok(m.mix_weight[s] >= (1.5 - m.entropy[s]) / 1.5 - 1e-6 && m.mix_weight[s] <= 1 + 1e-6, `weight ${m.mix_weight[s]}`);
+        assert.ok(
+          m.mix_weight[s] >= (1.5 - m.entropy[s]) / 1.5 - 1e-6 && m.mix_weight[s] <= 1 + 1e-6,
+          `weight ${m.mix_weight[s]}`,
+        );
       }
       // direct on gemma2 (whose float32 horizon is the full trajectory): the reference itself
       const ref = readReference('gemma2').moi.find((t) => t.mode === 'direct')!;
       const d = JSON.parse((await result('direct')).stdout);
       assert.deepEqual(d.tokens, ref.tokens);
       assert.equal(d.entropy.length, ref.tokens.length);
-      for (let s = 0; s < ref.tokens.length; s++) assert.ok(Math.abs(d.entropy[s] - ref.entropy[s]) <= 1e-4, `step ${s} entropy`);
+      for (let s = 0; s < ref.tokens.length; s++)
+        assert.ok(Math.abs(d.entropy[s] - ref.entropy[s]) <= 1e-4, `step ${s} entropy`);
     });
 
     it('MIXINPUTS_BETA=2 without flags equals --mode moi --beta 2', async function () {
@@ -218,16 +272,31 @@ describe('cli: moi-gen as users run it', function () {
 
   it('generate --json reports the settings that ran: numbers as numbers, defaults filled in, the source of each', async function () {
     const env = JSON.parse((await result('env-2')).stdout);
-    assert.deepEqual([env.settings.mode, env.settings_source.mode, env.settings.beta, env.settings_source.beta], ['moi', 'env', 2, 'env']);
+    assert.deepEqual(
+      [env.settings.mode, env.settings_source.mode, env.settings.beta, env.settings_source.beta],
+      ['moi', 'env', 2, 'env'],
+    );
     assert.deepEqual([env.settings.temperature, env.settings_source.temperature], [0, 'flag']);
-    assert.deepEqual([env.settings.mix_topk, env.settings_source.mix_topk, env.settings.mix_prior], [20, 'default', 'raw']);
+    assert.deepEqual(
+      [env.settings.mix_topk, env.settings_source.mix_topk, env.settings.mix_prior],
+      [20, 'default', 'raw'],
+    );
     assert.deepEqual([env.settings.top_p, env.settings_source.top_p, env.settings.seed], [1, 'default', null]);
     const flags = JSON.parse((await result('moi-0.5')).stdout);
-    assert.deepEqual([flags.settings.beta, flags.settings_source.beta, flags.settings_source.mode], [0.5, 'flag', 'flag']);
-    assert.deepEqual([flags.settings.max_tokens, flags.settings_source.max_tokens, flags.settings.ignore_eos], [12, 'flag', true]);
+    assert.deepEqual(
+      [flags.settings.beta, flags.settings_source.beta, flags.settings_source.mode],
+      [0.5, 'flag', 'flag'],
+    );
+    assert.deepEqual(
+      [flags.settings.max_tokens, flags.settings_source.max_tokens, flags.settings.ignore_eos],
+      [12, 'flag', true],
+    );
     const standard = JSON.parse((await result('greedy')).stdout);
     assert.deepEqual([standard.settings.mode, standard.settings_source.mode], ['standard', 'default']);
-    assert.ok(!('beta' in standard.settings) && !('gumbel_tau' in standard.settings), 'only the settings of the mode that ran');
+    assert.ok(
+      !('beta' in standard.settings) && !('gumbel_tau' in standard.settings),
+      'only the settings of the mode that ran',
+    );
   });
 
   describe('errors', function () {
@@ -248,19 +317,43 @@ describe('cli: moi-gen as users run it', function () {
 
     it('a missing folder, a corrupt safetensors and an unknown model_type exit 1, naming the file or field', async function () {
       assertCleanError(await result('missing-dir'), 1, [/^moi-gen: error: /, /no-such-model/], 'missing folder');
-      assertCleanError(await result('corrupt'), 1, [/^moi-gen: error: /, /corrupt[/\\]model\.safetensors/], 'corrupt safetensors');
-      assertCleanError(await result('unknown-type'), 1, [/^moi-gen: error: /, /config\.json/, /model_type/, /mamba9/], 'unknown model_type');
+      assertCleanError(
+        await result('corrupt'),
+        1,
+        [/^moi-gen: error: /, /corrupt[/\\]model\.safetensors/],
+        'corrupt safetensors',
+      );
+      assertCleanError(
+        await result('unknown-type'),
+        1,
+        [/^moi-gen: error: /, /config\.json/, /model_type/, /mamba9/],
+        'unknown model_type',
+      );
     });
   });
 
   it('--help of generate and score exits 0 and lists the flags', async function () {
     const g = await result('help-generate');
     assert.equal(g.code, 0, g.stderr);
-    for (const f of ['--model', '--temperature', '--top-p', '--max-tokens', '--stop', '--ignore-eos', '--mode', '--beta', '--mix-topk', '--json', '--ids', '--chat']) {
+    for (const f of [
+      '--model',
+      '--temperature',
+      '--top-p',
+      '--max-tokens',
+      '--stop',
+      '--ignore-eos',
+      '--mode',
+      '--beta',
+      '--mix-topk',
+      '--json',
+      '--ids',
+      '--chat',
+    ]) {
       assert.ok(g.stdout.includes(f), `generate --help lists ${f}`);
     }
     const s = await result('help-score');
     assert.equal(s.code, 0, s.stderr);
-    for (const f of ['--model', '--ids', '--json', '--prompt']) assert.ok(s.stdout.includes(f), `score --help lists ${f}`);
+    for (const f of ['--model', '--ids', '--json', '--prompt'])
+      assert.ok(s.stdout.includes(f), `score --help lists ${f}`);
   });
 });

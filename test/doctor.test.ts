@@ -10,7 +10,14 @@ import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { initBackend } from '@moi/core';
 import {
-  checkBackend, doctorReference, formatDoctor, listBackends, type BackendInfo, type BackendResult, type DoctorReference, type DoctorReport,
+  checkBackend,
+  doctorReference,
+  formatDoctor,
+  listBackends,
+  type BackendInfo,
+  type BackendResult,
+  type DoctorReference,
+  type DoctorReport,
 } from '../packages/cli/src/doctor/doctor.ts';
 import { writeDoctorModel } from '../packages/cli/src/doctor/model.ts';
 import { moiGenInProcess } from './support/in-process.ts';
@@ -20,7 +27,11 @@ const STEPS = 8;
 const CHECKS = ['logits', 'greedy', 'moi', 'batched rows', 'direct (teacher-forced)', 'soft (teacher-forced)'];
 
 function assertPassed(r: BackendResult, label: string): void {
-  assert.deepEqual(r.checks.map((c) => c.name), CHECKS, `${label}: the checks`);
+  assert.deepEqual(
+    r.checks.map((c) => c.name),
+    CHECKS,
+    `${label}: the checks`,
+  );
   for (const c of r.checks) assert.ok(c.ok, `${label}: ${c.name}: ${c.detail}`);
   assert.ok(r.decode && r.decode.tokPerSec > 0, `${label}: a timed decode`);
 }
@@ -42,7 +53,10 @@ describe('moi-gen doctor', function () {
   });
 
   it('lists every backend: whether it starts, or why not; wasm SIMD and threads; tfjs-node', () => {
-    assert.deepEqual(backends.map((b) => b.name), ['tensorflow', 'wasm', 'cpu', 'webgpu']);
+    assert.deepEqual(
+      backends.map((b) => b.name),
+      ['tensorflow', 'wasm', 'cpu', 'webgpu'],
+    );
     for (const b of backends) assert.ok(b.starts ? b.package : b.why, `${b.name}: a package or a reason`);
     const wasm = backends.find((b) => b.name === 'wasm')!;
     assert.equal(wasm.starts, true);
@@ -69,15 +83,23 @@ describe('moi-gen doctor', function () {
     }
     const r = await checkBackend(dir, ref, { backend: 'webgpu' });
     assertPassed(r, 'webgpu');
-    console.log(`      [doctor] webgpu: decode ${r.decode!.tokPerSec.toFixed(1)} tok/s (cpu ${r.decode!.cpuTokPerSec.toFixed(1)})`);
+    console.log(
+      `      [doctor] webgpu: decode ${r.decode!.tokPerSec.toFixed(1)} tok/s (cpu ${r.decode!.cpuTokPerSec.toFixed(1)})`,
+    );
   });
 
   it('passes on the flushing cpu backend, through the command (MOI_FLUSH_SUBNORMALS=1, --json)', async () => {
-    const { code, stdout, stderr } = await moiGenInProcess(['doctor', '--backend', 'cpu', '--json', '-q', '-n', String(STEPS)], { MOI_FLUSH_SUBNORMALS: '1', MOI_BACKEND: undefined });
+    const { code, stdout, stderr } = await moiGenInProcess(
+      ['doctor', '--backend', 'cpu', '--json', '-q', '-n', String(STEPS)],
+      { MOI_FLUSH_SUBNORMALS: '1', MOI_BACKEND: undefined },
+    );
     assert.equal(code, 0, stderr);
     const report = JSON.parse(stdout) as DoctorReport;
     assert.equal(report.ok, true);
-    assert.deepEqual(report.result.backend && [report.result.backend.label, report.result.backend.flushSubnormals], ['cpu (flushing subnormals)', true]);
+    assert.deepEqual(report.result.backend && [report.result.backend.label, report.result.backend.flushSubnormals], [
+      'cpu (flushing subnormals)',
+      true,
+    ]);
     assertPassed(report.result, 'flushing cpu');
     // the plain text says the same
     const text = formatDoctor(report);
@@ -86,7 +108,9 @@ describe('moi-gen doctor', function () {
   });
 
   it('a backend that cannot start: a failed verdict, exit 1, one error line', async () => {
-    const { code, stdout, stderr } = await moiGenInProcess(['doctor', '--backend', 'wasm', '-q'], { MOI_FLUSH_SUBNORMALS: '1' });
+    const { code, stdout, stderr } = await moiGenInProcess(['doctor', '--backend', 'wasm', '-q'], {
+      MOI_FLUSH_SUBNORMALS: '1',
+    });
     assert.equal(code, 1);
     assert.match(stdout, /^ {2}FAIL {2}start +flushing subnormals \(MOI_FLUSH_SUBNORMALS=1\) needs the cpu backend/m);
     assert.match(stdout, /^verdict: 1 of 1 checks failed/m);

@@ -25,8 +25,18 @@ const run = (args: string[]) => moiGen(args);
 /** A child process: --backend cpu switches the tfjs backend, which must not happen in the test process. */
 const runProcess = (args: string[]) => moiGen(args, { process: true });
 
-interface GenerateJson { backend: string; dtype: string; dtypeNote: string; tokens: number[] }
-interface ScoreJson { backend: string; dtype: string; dtypeNote: string; logits: number[][] }
+interface GenerateJson {
+  backend: string;
+  dtype: string;
+  dtypeNote: string;
+  tokens: number[];
+}
+interface ScoreJson {
+  backend: string;
+  dtype: string;
+  dtypeNote: string;
+  logits: number[][];
+}
 
 const PROMPT = 'Once upon a time';
 
@@ -35,8 +45,13 @@ describe('cli: --dtype', function () {
   let greedy: number[];
 
   before(function () {
-    if (!shared) { console.log(`      ${SHARED_MISSING}`); this.skip(); }
-    const ref = JSON.parse(fs.readFileSync(path.join(model, 'reference.json'), 'utf8')) as { cases: { input_ids: number[]; greedy: { tokens: number[] } }[] };
+    if (!shared) {
+      console.log(`      ${SHARED_MISSING}`);
+      this.skip();
+    }
+    const ref = JSON.parse(fs.readFileSync(path.join(model, 'reference.json'), 'utf8')) as {
+      cases: { input_ids: number[]; greedy: { tokens: number[] } }[];
+    };
     const c = ref.cases.find((x) => x.input_ids.join() === '1,403,407,261,378');
     assert.ok(c, 'stories260K reference has the "Once upon a time" case');
     greedy = c.greedy.tokens;
@@ -44,27 +59,39 @@ describe('cli: --dtype', function () {
 
   it('a bad value exits 2 on every command, naming --dtype and the choices', async () => {
     const commands: string[][] = [
-      ['-m', model, PROMPT], ['chat', '-m', model], ['score', '-m', model, PROMPT], ['serve', '-m', model],
-      ['eval', '-m', model, '--task', 'countdown:gen', '--out', path.join(os.tmpdir(), 'moi-never-written')], ['bench', '-m', model],
+      ['-m', model, PROMPT],
+      ['chat', '-m', model],
+      ['score', '-m', model, PROMPT],
+      ['serve', '-m', model],
+      ['eval', '-m', model, '--task', 'countdown:gen', '--out', path.join(os.tmpdir(), 'moi-never-written')],
+      ['bench', '-m', model],
     ];
     const results = await all(commands.map((c) => () => run([...c, '--dtype', 'fp8'])));
     results.forEach((r, i) => {
       const label = commands[i][0];
       assert.equal(r.code, 2, `${label}: ${r.stderr}`);
       assert.equal(r.stdout, '', label);
-      assert.match(r.stderr, /^moi-gen: error: option '--dtype <dtype>' argument 'fp8' is invalid\. Allowed choices are auto, f32, bf16, q8\./, label);
+      assert.match(
+        r.stderr,
+        /^moi-gen: error: option '--dtype <dtype>' argument 'fp8' is invalid\. Allowed choices are auto, f32, bf16, q8\./,
+        label,
+      );
     });
   });
 
   it('f32 and auto: --json and --stats report f32, and the tokens are the reference greedy ones', async () => {
     const n = Math.min(12, greedy.length);
     const [f32, auto, stats, score] = await all([
-      () => run(['-m', model, '--dtype', 'f32', '--json', '--temperature', '0', '-n', String(n), '--ignore-eos', PROMPT]),
+      () =>
+        run(['-m', model, '--dtype', 'f32', '--json', '--temperature', '0', '-n', String(n), '--ignore-eos', PROMPT]),
       () => run(['-m', model, '--json', '--temperature', '0', '-n', String(n), '--ignore-eos', PROMPT]),
       () => run(['-m', model, '--dtype', 'auto', '--stats', '--temperature', '0', '-n', '4', PROMPT]),
       () => run(['score', '-m', model, '--dtype', 'f32', '--json', PROMPT]),
     ]);
-    for (const [r, label] of [[f32, '--dtype f32'], [auto, 'default (auto)']] as const) {
+    for (const [r, label] of [
+      [f32, '--dtype f32'],
+      [auto, 'default (auto)'],
+    ] as const) {
       assert.equal(r.code, 0, r.stderr);
       const j = JSON.parse(r.stdout) as GenerateJson;
       assert.equal(j.dtype, 'f32', label);
@@ -86,14 +113,36 @@ describe('cli: --dtype', function () {
       () => runProcess(['score', '-m', model, '--dtype', 'q8', '--backend', 'cpu', '--json', PROMPT]),
       () => run(['score', '-m', model, '--dtype', 'q8', '--backend', 'wasm', '--json', PROMPT]),
       () => run(['score', '-m', model, '--dtype', 'f32', '--backend', 'wasm', '--json', PROMPT]),
-      () => run(['bench', '-m', model, '--dtype', 'q8', '--backend', 'wasm', '--json', '--prompt-tokens', '8', '--gen-tokens', '4', '--repeat', '1', '--batches', '', '-q']),
+      () =>
+        run([
+          'bench',
+          '-m',
+          model,
+          '--dtype',
+          'q8',
+          '--backend',
+          'wasm',
+          '--json',
+          '--prompt-tokens',
+          '8',
+          '--gen-tokens',
+          '4',
+          '--repeat',
+          '1',
+          '--batches',
+          '',
+          '-q',
+        ]),
     ]);
     if (/held in f32 only for now/.test(bf16.stderr)) {
       // the loader before the packed weights (issue 15's loader branch) refuses bf16/q8 with E_DTYPE
       console.log('      (skipped: this loader refuses --dtype bf16/q8)');
       this.skip();
     }
-    for (const [r, dtype, note] of [[bf16, 'bf16', /rounded to bf16/], [q8, 'q8', /quantized/]] as const) {
+    for (const [r, dtype, note] of [
+      [bf16, 'bf16', /rounded to bf16/],
+      [q8, 'q8', /quantized/],
+    ] as const) {
       assert.equal(r.code, 0, r.stderr);
       const j = JSON.parse(r.stdout) as GenerateJson;
       assert.equal(j.backend, 'wasm');
@@ -103,8 +152,13 @@ describe('cli: --dtype', function () {
     }
     assert.equal(bench.code, 0, bench.stderr);
     const b = JSON.parse(bench.stdout) as {
-      dtype: string; dtypeNote: string; weight_bytes: number; roofline: { bytes_per_token: number };
-      kernels_active: boolean; kernels_off: unknown; step_profile: { by_name: Record<string, number> };
+      dtype: string;
+      dtypeNote: string;
+      weight_bytes: number;
+      roofline: { bytes_per_token: number };
+      kernels_active: boolean;
+      kernels_off: unknown;
+      step_profile: { by_name: Record<string, number> };
     };
     assert.equal(b.dtype, 'q8');
     // our packed kernels ran (one per projection group); no kernels-off twin runs over packed weights
@@ -114,11 +168,20 @@ describe('cli: --dtype', function () {
     assert.match(b.dtypeNote, /quantized/);
     // stories260K: hidden 64, intermediate 172, 5 layers, 8 heads and 4 KV heads of 8, vocab 512, tied.
     // q8 = one byte per value + an f32 scale per block of 32 along each row (172 → 6 blocks); norms f32.
-    const mats = [[64, 64], [32, 64], [32, 64], [64, 64], [172, 64], [172, 64], [64, 172]];
+    const mats = [
+      [64, 64],
+      [32, 64],
+      [32, 64],
+      [64, 64],
+      [172, 64],
+      [172, 64],
+      [64, 172],
+    ];
     const q8Bytes = (r: number, c: number) => r * c + r * Math.ceil(c / 32) * 4;
     // Packed matrices carry no folded scale: each layer also holds the attention scale as an f32
     // outScale over its fused q|k|v outputs (64 + 32 + 32).
-    const want = 5 * mats.reduce((n, [r, c]) => n + q8Bytes(r, c), 0) + q8Bytes(512, 64) + (5 * 2 * 64 + 64) * 4 + 5 * 128 * 4;
+    const want =
+      5 * mats.reduce((n, [r, c]) => n + q8Bytes(r, c), 0) + q8Bytes(512, 64) + (5 * 2 * 64 + 64) * 4 + 5 * 128 * 4;
     assert.equal(want, 297_920);
     assert.equal(b.weight_bytes, want);
     assert.equal(b.roofline.bytes_per_token, want, 'a tied table is the head: read whole every step');
@@ -134,17 +197,26 @@ describe('cli: --dtype', function () {
     assert.equal(cpu.dtype, 'f32');
     assert.match(cpu.dtypeNote, /^cpu: .*widened to f32 at load/);
     assert.equal(wasm.dtype, 'q8');
-    const maxDiff = (a: number[][], b: number[][]) => Math.max(...a.flatMap((row, t) => row.map((v, i) => Math.abs(v - b[t][i]))));
+    const maxDiff = (a: number[][], b: number[][]) =>
+      Math.max(...a.flatMap((row, t) => row.map((v, i) => Math.abs(v - b[t][i]))));
     const scale = Math.max(...f32.logits.flat().map(Math.abs));
-    const tol = 1e-5 + (4 * 5 + 1) * Math.sqrt(32) / 65534;
-    assert.ok(maxDiff(cpu.logits, wasm.logits) <= tol * scale, `cpu vs wasm q8: ${maxDiff(cpu.logits, wasm.logits)} over ${tol} × ${scale}`);
-    assert.ok(maxDiff(wasm.logits, f32.logits) > tol * scale, 'q8 logits are not the f32 ones (the weights were quantized)');
+    const tol = 1e-5 + ((4 * 5 + 1) * Math.sqrt(32)) / 65534;
+    assert.ok(
+      maxDiff(cpu.logits, wasm.logits) <= tol * scale,
+      `cpu vs wasm q8: ${maxDiff(cpu.logits, wasm.logits)} over ${tol} × ${scale}`,
+    );
+    assert.ok(
+      maxDiff(wasm.logits, f32.logits) > tol * scale,
+      'q8 logits are not the f32 ones (the weights were quantized)',
+    );
   });
 
   it('serve: the start-up line and /v1/models carry the dtype', async () => {
     const srv = await spawnCli(['serve', '-m', model, '--dtype', 'f32', '--port', '0', '--max-seqs', '1']);
     let exited = false;
-    void srv.done.then(() => { exited = true; });
+    void srv.done.then(() => {
+      exited = true;
+    });
     try {
       let url: string | undefined;
       for (let i = 0; i < 1200 && !url && !exited; i++) {
@@ -153,7 +225,9 @@ describe('cli: --dtype', function () {
       }
       assert.ok(url, `serve started: ${srv.stderr()}`);
       assert.match(srv.stderr(), /^moi-gen serve: \S+ \(llama, wasm, weights f32 checkpoint[^)]*\) on http/m);
-      const models = await (await fetch(`${url}/v1/models`)).json() as { data: { dtype: string; dtypeNote: string }[] };
+      const models = (await (await fetch(`${url}/v1/models`)).json()) as {
+        data: { dtype: string; dtypeNote: string }[];
+      };
       assert.equal(models.data[0].dtype, 'f32');
       assert.match(models.data[0].dtypeNote, /f32 checkpoint/);
     } finally {
@@ -166,8 +240,27 @@ describe('cli: --dtype', function () {
   it('eval: run.json records --dtype; a resume with another is refused; a run.json from before --dtype resumes as auto', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moi-dtype-eval-'));
     try {
-      const args = (out: string, ...more: string[]) => ['eval', '--model', model, '--task', 'countdown:gen', '--limit', '2', '--modes', 'standard',
-        '--max-tokens', '3', '--temperature', '0', '--seed', '3', '--out', out, '-q', ...more];
+      const args = (out: string, ...more: string[]) => [
+        'eval',
+        '--model',
+        model,
+        '--task',
+        'countdown:gen',
+        '--limit',
+        '2',
+        '--modes',
+        'standard',
+        '--max-tokens',
+        '3',
+        '--temperature',
+        '0',
+        '--seed',
+        '3',
+        '--out',
+        out,
+        '-q',
+        ...more,
+      ];
       const a = path.join(tmp, 'a');
       const b = path.join(tmp, 'b');
       const [ra, rb] = await all([() => run(args(a, '--dtype', 'f32')), () => run(args(b))]);
@@ -190,7 +283,19 @@ describe('cli: --dtype', function () {
       assert.equal(refused.code, 2);
       assert.match(refused.stderr, /different settings \(dtype: "auto" there, "f32" now\)/);
       // with --endpoint the server holds the weights: --dtype is refused, not ignored
-      const ep = await run(['eval', '--model', 'm', '--task', 'countdown:gen', '--endpoint', 'http://127.0.0.1:9/v1', '--dtype', 'q8', '--out', path.join(tmp, 'ep')]);
+      const ep = await run([
+        'eval',
+        '--model',
+        'm',
+        '--task',
+        'countdown:gen',
+        '--endpoint',
+        'http://127.0.0.1:9/v1',
+        '--dtype',
+        'q8',
+        '--out',
+        path.join(tmp, 'ep'),
+      ]);
       assert.equal(ep.code, 2);
       assert.match(ep.stderr, /--dtype is for in-process runs/);
     } finally {

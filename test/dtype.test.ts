@@ -19,13 +19,28 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  bf16ToF32, f32ToBf16, initBackend, kernelsEnabled, Q8_BLOCK, quantizeQ8, SafetensorsFile, setKernelsEnabled, sharedDir, SHARED_MISSING,
-  writeSafetensors, type TensorInput,
+  bf16ToF32,
+  f32ToBf16,
+  initBackend,
+  kernelsEnabled,
+  Q8_BLOCK,
+  quantizeQ8,
+  SafetensorsFile,
+  setKernelsEnabled,
+  sharedDir,
+  SHARED_MISSING,
+  writeSafetensors,
+  type TensorInput,
 } from '@moi/core';
 import { Engine } from '@moi/engine';
 import { generateOne, type GenerateRequest } from '@moi/engine';
 
-interface MoiRef { beta: number; mode: 'moi' | 'direct'; input_ids: number[]; tokens: number[] }
+interface MoiRef {
+  beta: number;
+  mode: 'moi' | 'direct';
+  input_ids: number[];
+  tokens: number[];
+}
 interface Reference {
   cases: { name: string; input_ids: number[]; greedy: { n: number; tokens: number[] } }[];
   moi: MoiRef[];
@@ -34,7 +49,9 @@ interface Reference {
 const shared = sharedDir();
 const fixturesRoot = shared ? path.join(shared, 'fixtures') : null;
 const FIXTURES = fixturesRoot
-  ? readdirSync(fixturesRoot).filter((d) => existsSync(path.join(fixturesRoot, d, 'reference.json'))).sort()
+  ? readdirSync(fixturesRoot)
+      .filter((d) => existsSync(path.join(fixturesRoot, d, 'reference.json')))
+      .sort()
   : [];
 
 function readReference(dir: string): Reference {
@@ -50,15 +67,29 @@ function logitsOf(engine: Engine, ids: number[]): Float32Array[] {
   return Array.from({ length: T }, (_, t) => flat.slice(t * V, (t + 1) * V));
 }
 
-const maxAbs = (row: ArrayLike<number>) => { let m = 0; for (let i = 0; i < row.length; i++) m = Math.max(m, Math.abs(row[i])); return m; };
-const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => { let m = 0; for (let i = 0; i < a.length; i++) { const d = Math.abs(a[i] - b[i]); if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d; } return m; };
+const maxAbs = (row: ArrayLike<number>) => {
+  let m = 0;
+  for (let i = 0; i < row.length; i++) m = Math.max(m, Math.abs(row[i]));
+  return m;
+};
+const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return m;
+};
 
 async function tokensOf(engine: Engine, request: GenerateRequest): Promise<number[]> {
   return (await generateOne(engine, request)).done.tokens;
 }
 
 /** Tokens and, per forward call, the logits of the last position (what the sampler saw). */
-async function traced(engine: Engine, request: GenerateRequest): Promise<{ tokens: number[]; stepLogits: Float32Array[] }> {
+async function traced(
+  engine: Engine,
+  request: GenerateRequest,
+): Promise<{ tokens: number[]; stepLogits: Float32Array[] }> {
   const model = engine.model;
   const original = model.forward;
   const stepLogits: Float32Array[] = [];
@@ -91,7 +122,10 @@ function writeRounded(src: string, bf16Dir: string, f32Dir: string): void {
   } finally {
     f.close();
   }
-  for (const [dir, tensors] of [[bf16Dir, half], [f32Dir, wide]] as const) {
+  for (const [dir, tensors] of [
+    [bf16Dir, half],
+    [f32Dir, wide],
+  ] as const) {
     mkdirSync(dir);
     copyFileSync(path.join(src, 'config.json'), path.join(dir, 'config.json'));
     writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
@@ -111,7 +145,8 @@ describe('dtype: weights held in 16 and 8 bits (issue 15)', function () {
     delete process.env.MIXINPUTS_BETA;
     await initBackend({ backend: 'wasm' });
     tmp = mkdtempSync(path.join(os.tmpdir(), 'moi-dtype-'));
-    for (const name of FIXTURES) writeRounded(path.join(fixturesRoot!, name), path.join(tmp, `${name}-bf16`), path.join(tmp, `${name}-rounded`));
+    for (const name of FIXTURES)
+      writeRounded(path.join(fixturesRoot!, name), path.join(tmp, `${name}-bf16`), path.join(tmp, `${name}-rounded`));
   });
   after(() => {
     setKernelsEnabled(savedKernels);
@@ -127,7 +162,10 @@ describe('dtype: weights held in 16 and 8 bits (issue 15)', function () {
         it(`${name}: logits ≤ 1e-5 × scale, greedy tokens and MoI trajectories equal`, async function () {
           const ref = readReference(path.join(fixturesRoot!, name));
           // (auto keeps bf16 with the kernels on; with them off it would widen, so ask for bf16)
-          const kept = await Engine.load(path.join(tmp!, `${name}-bf16`), { backend: 'wasm', ...(kernels ? {} : { dtype: 'bf16' as const }) });
+          const kept = await Engine.load(path.join(tmp!, `${name}-bf16`), {
+            backend: 'wasm',
+            ...(kernels ? {} : { dtype: 'bf16' as const }),
+          });
           const wide = await Engine.load(path.join(tmp!, `${name}-rounded`), { backend: 'wasm', dtype: 'f32' });
           try {
             assert.equal(kept.loaded.dtype, 'bf16');
@@ -137,15 +175,36 @@ describe('dtype: weights held in 16 and 8 bits (issue 15)', function () {
             for (const c of ref.cases) {
               const a = logitsOf(kept, c.input_ids);
               const b = logitsOf(wide, c.input_ids);
-              for (let t = 0; t < b.length; t++) worst = Math.max(worst, maxAbsDiff(a[t], b[t]) / Math.max(1, maxAbs(b[t])));
-              const greedy: GenerateRequest = { promptIds: c.input_ids, maxTokens: c.greedy.n, sampling: { temperature: 0 }, ignoreEos: true, mix: { mode: 'standard' } };
-              assert.deepEqual(await tokensOf(kept, greedy), await tokensOf(wide, greedy), `${name} ${c.name}: greedy tokens`);
+              for (let t = 0; t < b.length; t++)
+                worst = Math.max(worst, maxAbsDiff(a[t], b[t]) / Math.max(1, maxAbs(b[t])));
+              const greedy: GenerateRequest = {
+                promptIds: c.input_ids,
+                maxTokens: c.greedy.n,
+                sampling: { temperature: 0 },
+                ignoreEos: true,
+                mix: { mode: 'standard' },
+              };
+              assert.deepEqual(
+                await tokensOf(kept, greedy),
+                await tokensOf(wide, greedy),
+                `${name} ${c.name}: greedy tokens`,
+              );
             }
             assert.ok(worst <= 1e-5, `${name}: logits differ by ${worst.toExponential(2)} × scale > 1e-5`);
             for (const t of ref.moi) {
-              const r: GenerateRequest = { promptIds: t.input_ids, maxTokens: t.tokens.length, sampling: { temperature: 0 }, ignoreEos: true, mix: { mode: t.mode, beta: t.beta } };
+              const r: GenerateRequest = {
+                promptIds: t.input_ids,
+                maxTokens: t.tokens.length,
+                sampling: { temperature: 0 },
+                ignoreEos: true,
+                mix: { mode: t.mode, beta: t.beta },
+              };
               if (t.mode === 'moi') {
-                assert.deepEqual(await tokensOf(kept, r), await tokensOf(wide, r), `${name}: moi β=${t.beta} trajectory`);
+                assert.deepEqual(
+                  await tokensOf(kept, r),
+                  await tokensOf(wide, r),
+                  `${name}: moi β=${t.beta} trajectory`,
+                );
                 continue;
               }
               // direct has no anchor on the sampled token: float32 rounding grows ~4× a step, so (as in
@@ -162,7 +221,11 @@ describe('dtype: weights held in 16 and 8 bits (issue 15)', function () {
                 await initBackend({ backend: 'wasm' });
               }
               let h = 0;
-              while (h < t.tokens.length && maxAbsDiff(b.stepLogits[h], c.stepLogits[h]) <= 1e-5 * Math.max(1, maxAbs(b.stepLogits[h]))) h++;
+              while (
+                h < t.tokens.length &&
+                maxAbsDiff(b.stepLogits[h], c.stepLogits[h]) <= 1e-5 * Math.max(1, maxAbs(b.stepLogits[h]))
+              )
+                h++;
               assert.ok(h >= 1, `${name}: direct float32 horizon is 0 steps`);
               // within it, the float32 engine tolerance of shared/README (1e-4 × scale), as moi.test.ts
               // holds direct trajectories to the reference (here the unfolded norms and the folded ones
@@ -171,7 +234,11 @@ describe('dtype: weights held in 16 and 8 bits (issue 15)', function () {
                 const d = maxAbsDiff(a.stepLogits[s], b.stepLogits[s]) / Math.max(1, maxAbs(b.stepLogits[s]));
                 assert.ok(d <= 1e-4, `${name} direct step ${s}: logits differ by ${d.toExponential(2)} × scale`);
               }
-              assert.deepEqual(a.tokens.slice(0, h), b.tokens.slice(0, h), `${name}: direct trajectory within its float32 horizon (${h} steps)`);
+              assert.deepEqual(
+                a.tokens.slice(0, h),
+                b.tokens.slice(0, h),
+                `${name}: direct trajectory within its float32 horizon (${h} steps)`,
+              );
             }
           } finally {
             kept.dispose();
@@ -210,7 +277,8 @@ describe('dtype: weights held in 16 and 8 bits (issue 15)', function () {
           for (let r = 0; r < R; r++) {
             let e2 = 0;
             let w2 = 0;
-            for (let b = 0; b < nb; b++) e2 += (Math.min(C, (b + 1) * Q8_BLOCK) - b * Q8_BLOCK) * (d[r * nb + b] / 2) ** 2;
+            for (let b = 0; b < nb; b++)
+              e2 += (Math.min(C, (b + 1) * Q8_BLOCK) - b * Q8_BLOCK) * (d[r * nb + b] / 2) ** 2;
             for (let c = 0; c < C; c++) w2 += x[r * C + c] ** 2;
             if (w2 > 0) worst = Math.max(worst, Math.sqrt(e2 / w2));
           }
@@ -220,13 +288,26 @@ describe('dtype: weights held in 16 and 8 bits (issue 15)', function () {
         f.close();
       }
       const dx = Math.sqrt(32) / 65534;
-      const lookup = (n: string) => { const v = perMatrix.get(n); assert.ok(v !== undefined, `no matrix ${n}`); return v; };
+      const lookup = (n: string) => {
+        const v = perMatrix.get(n);
+        assert.ok(v !== undefined, `no matrix ${n}`);
+        return v;
+      };
       const at = (n: string) => (1 + lookup(n)) * (1 + dx) - 1;
-      const config = JSON.parse(readFileSync(path.join(dir(), 'config.json'), 'utf8')) as { num_hidden_layers: number; tie_word_embeddings: boolean };
-      let bound = lookup('model.embed_tokens.weight') + (config.tie_word_embeddings ? at('model.embed_tokens.weight') : at('lm_head.weight'));
+      const config = JSON.parse(readFileSync(path.join(dir(), 'config.json'), 'utf8')) as {
+        num_hidden_layers: number;
+        tie_word_embeddings: boolean;
+      };
+      let bound =
+        lookup('model.embed_tokens.weight') +
+        (config.tie_word_embeddings ? at('model.embed_tokens.weight') : at('lm_head.weight'));
       for (let i = 0; i < config.num_hidden_layers; i++) {
         const p = `model.layers.${i}.`;
-        bound += Math.max(at(`${p}self_attn.q_proj.weight`), at(`${p}self_attn.k_proj.weight`), at(`${p}self_attn.v_proj.weight`));
+        bound += Math.max(
+          at(`${p}self_attn.q_proj.weight`),
+          at(`${p}self_attn.k_proj.weight`),
+          at(`${p}self_attn.v_proj.weight`),
+        );
         bound += at(`${p}self_attn.o_proj.weight`);
         bound += Math.max(at(`${p}mlp.gate_proj.weight`), at(`${p}mlp.up_proj.weight`));
         bound += at(`${p}mlp.down_proj.weight`);
@@ -242,14 +323,23 @@ describe('dtype: weights held in 16 and 8 bits (issue 15)', function () {
       try {
         assert.equal(q8.loaded.dtype, 'q8');
         assert.match(q8.loaded.dtypeNote, /Q8_0, blocks of 32/);
-        assert.ok(q8.loaded.weightBytes < 0.35 * f32.loaded.weightBytes, `q8 holds ${q8.loaded.weightBytes} bytes (f32: ${f32.loaded.weightBytes})`);
+        assert.ok(
+          q8.loaded.weightBytes < 0.35 * f32.loaded.weightBytes,
+          `q8 holds ${q8.loaded.weightBytes} bytes (f32: ${f32.loaded.weightBytes})`,
+        );
 
         // 1. logits over the reference prompts and their 48-token f32 greedy continuations
         const rel: number[] = [];
         let agreeing = 0;
         let prefix = -1;
         for (const c of ref.cases) {
-          const greedy: GenerateRequest = { promptIds: c.input_ids, maxTokens: 48, sampling: { temperature: 0 }, ignoreEos: true, mix: { mode: 'standard' } };
+          const greedy: GenerateRequest = {
+            promptIds: c.input_ids,
+            maxTokens: 48,
+            sampling: { temperature: 0 },
+            ignoreEos: true,
+            mix: { mode: 'standard' },
+          };
           const tA = await tokensOf(f32, greedy);
           const tB = await tokensOf(q8, greedy);
           const seq = [...c.input_ids, ...tA];
@@ -259,7 +349,10 @@ describe('dtype: weights held in 16 and 8 bits (issue 15)', function () {
             const scale = maxAbs(a[t]);
             const r = maxAbsDiff(a[t], b[t]) / scale;
             rel.push(r);
-            assert.ok(r <= bound, `${c.name} position ${t}: relative logit error ${r.toExponential(2)} over the bound ${bound.toExponential(2)}`);
+            assert.ok(
+              r <= bound,
+              `${c.name} position ${t}: relative logit error ${r.toExponential(2)} over the bound ${bound.toExponential(2)}`,
+            );
           }
           agreeing = tA.filter((y, i) => tB[i] === y).length;
           prefix = tA.findIndex((y, i) => tB[i] !== y);
@@ -268,7 +361,10 @@ describe('dtype: weights held in 16 and 8 bits (issue 15)', function () {
             // the first disagreement must be at a step whose f32 top-2 margin is within twice the error bound
             const row = a[c.input_ids.length - 1 + prefix];
             const sorted = Float32Array.from(row).sort().reverse();
-            assert.ok(sorted[0] - sorted[1] <= 2 * bound * maxAbs(row), `greedy parted at step ${prefix} with an f32 margin ${sorted[0] - sorted[1]} over 2 × the bound`);
+            assert.ok(
+              sorted[0] - sorted[1] <= 2 * bound * maxAbs(row),
+              `greedy parted at step ${prefix} with an f32 margin ${sorted[0] - sorted[1]} over 2 × the bound`,
+            );
           }
         }
         const mean = rel.reduce((s, x) => s + x, 0) / rel.length;
@@ -302,10 +398,15 @@ describe('dtype: weights held in 16 and 8 bits (issue 15)', function () {
         const pplA = Math.exp(pa.mean);
         const pplB = Math.exp(pb.mean);
         const dppl = (pplB - pplA) / pplA;
-        console.log(`      [q8 stories260K] logit error vs f32 (× max|logit|): max ${Math.max(...rel).toExponential(2)}, mean ${mean.toExponential(2)} ` +
-          `over ${rel.length} positions (derived bound ${bound.toExponential(2)}); greedy: ${agreeing} of the first 48 tokens agree ` +
-          `(first ${prefix} identical); held text (${pa.n} tokens): perplexity f32 ${pplA.toFixed(4)}, q8 ${pplB.toFixed(4)} (${(100 * dppl).toFixed(3)}%)`);
-        assert.ok(Math.abs(pb.mean - pa.mean) <= pa.slack, `Δ mean NLL ${Math.abs(pb.mean - pa.mean)} over the bound ${pa.slack}`);
+        console.log(
+          `      [q8 stories260K] logit error vs f32 (× max|logit|): max ${Math.max(...rel).toExponential(2)}, mean ${mean.toExponential(2)} ` +
+            `over ${rel.length} positions (derived bound ${bound.toExponential(2)}); greedy: ${agreeing} of the first 48 tokens agree ` +
+            `(first ${prefix} identical); held text (${pa.n} tokens): perplexity f32 ${pplA.toFixed(4)}, q8 ${pplB.toFixed(4)} (${(100 * dppl).toFixed(3)}%)`,
+        );
+        assert.ok(
+          Math.abs(pb.mean - pa.mean) <= pa.slack,
+          `Δ mean NLL ${Math.abs(pb.mean - pa.mean)} over the bound ${pa.slack}`,
+        );
         assert.ok(Math.abs(dppl) < 0.01, `q8 perplexity moves by ${(100 * dppl).toFixed(3)}% (issue 15: under 1%)`);
       } finally {
         f32.dispose();
@@ -314,4 +415,3 @@ describe('dtype: weights held in 16 and 8 bits (issue 15)', function () {
     });
   });
 });
-

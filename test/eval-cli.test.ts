@@ -29,23 +29,55 @@ const run = (args: string[], env?: Record<string, string>) => moiGen(args, { env
 /** A child process (to be killed, or to run beside one). */
 const start = (args: string[]) => spawnCli(args);
 
-const readLines = (file: string) => fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as ResultRecord);
-const withoutTime = (r: ResultRecord) => { const { seconds: _s, ...rest } = r; return rest; };
+const readLines = (file: string) =>
+  fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as ResultRecord);
+const withoutTime = (r: ResultRecord) => {
+  const { seconds: _s, ...rest } = r;
+  return rest;
+};
 
 describe('cli: moi-gen eval', function () {
   this.timeout(180_000);
   let tmp: string;
 
   before(function () {
-    if (!shared) { console.log(`      ${SHARED_MISSING}`); this.skip(); }
+    if (!shared) {
+      console.log(`      ${SHARED_MISSING}`);
+      this.skip();
+    }
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moi-eval-'));
   });
-  after(() => { if (tmp) fs.rmSync(tmp, { recursive: true, force: true }); });
+  after(() => {
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
 
   it('countdown:gen, 32 problems × {standard, moi}: results, summary and report', async () => {
     const out = path.join(tmp, 'e2e');
-    const r = await run(['eval', '--model', model, '--task', 'countdown:gen', '--limit', '32', '--modes', 'standard,moi',
-      '--max-tokens', '12', '--max-seqs', '64', '--temperature', '1', '--seed', '5', '--out', out]);
+    const r = await run([
+      'eval',
+      '--model',
+      model,
+      '--task',
+      'countdown:gen',
+      '--limit',
+      '32',
+      '--modes',
+      'standard,moi',
+      '--max-tokens',
+      '12',
+      '--max-seqs',
+      '64',
+      '--temperature',
+      '1',
+      '--seed',
+      '5',
+      '--out',
+      out,
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /\| mode \| n \| correct \| accuracy \| 95% CI \(Wilson\)/);
     assert.match(r.stdout, /\| moi \| 32 \| \d+ \| [\d.]+% \|/);
@@ -55,10 +87,15 @@ describe('cli: moi-gen eval', function () {
     const gen = generateCountdown(32, 5);
     for (const l of lines) {
       assert.deepEqual(l.answer, { target: gen[l.problem].target, numbers: gen[l.problem].numbers });
-      assert.ok(l.prompt.includes(`Using the numbers [${gen[l.problem].numbers.join(', ')}], create an equation that equals ${gen[l.problem].target}.`));
+      assert.ok(
+        l.prompt.includes(
+          `Using the numbers [${gen[l.problem].numbers.join(', ')}], create an equation that equals ${gen[l.problem].target}.`,
+        ),
+      );
       assert.ok(l.completion_tokens >= 1 && l.completion_tokens <= 12 && l.prompt_tokens > 100);
       assert.ok(l.mean_entropy !== null && l.mean_entropy >= 0 && l.mean_entropy <= 1);
-      if (l.mode === 'standard') assert.ok(Math.abs(l.mean_weight! - 1) < 1e-6, 'standard: all weight on the sampled token');
+      if (l.mode === 'standard')
+        assert.ok(Math.abs(l.mean_weight! - 1) < 1e-6, 'standard: all weight on the sampled token');
       else assert.ok(l.mean_weight! < 1 && l.mean_weight! >= 0.5, 'moi (β = 1): w_y = (H p_y + 2 − H)/2 ≥ 1/2');
       assert.equal(l.mode_used, l.mode);
     }
@@ -70,7 +107,13 @@ describe('cli: moi-gen eval', function () {
     }
     assert.equal(new Set(lines.map((l) => l.seed)).size, 32, 'seeds differ between problems');
     const summary = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')) as Summary;
-    assert.deepEqual(summary.modes.map((m) => [m.mode, m.n]), [['standard', 32], ['moi', 32]]);
+    assert.deepEqual(
+      summary.modes.map((m) => [m.mode, m.n]),
+      [
+        ['standard', 32],
+        ['moi', 32],
+      ],
+    );
     assert.equal(summary.paired[0].pairs, 32);
     const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
     assert.match(html, /Chart\.js v4/); // the library inlined
@@ -79,16 +122,46 @@ describe('cli: moi-gen eval', function () {
 
     // the saved completions re-scored by `eval score` get the same verdicts
     const scoreIn = path.join(tmp, 'rescore.jsonl');
-    fs.writeFileSync(scoreIn, lines.map((l) => JSON.stringify({ completion: l.completion, answer: l.answer }) + '\n').join(''));
+    fs.writeFileSync(
+      scoreIn,
+      lines.map((l) => JSON.stringify({ completion: l.completion, answer: l.answer }) + '\n').join(''),
+    );
     const s = await run(['eval', 'score', '--task', 'countdown', scoreIn]);
     assert.equal(s.code, 0, s.stderr);
-    const verdicts = s.stdout.trim().split('\n').map((x) => JSON.parse(x) as { correct: boolean; extracted: string | null });
-    assert.deepEqual(verdicts.map((v) => [v.correct, v.extracted]), lines.map((l) => [l.correct, l.extracted]));
+    const verdicts = s.stdout
+      .trim()
+      .split('\n')
+      .map((x) => JSON.parse(x) as { correct: boolean; extracted: string | null });
+    assert.deepEqual(
+      verdicts.map((v) => [v.correct, v.extracted]),
+      lines.map((l) => [l.correct, l.extracted]),
+    );
   });
 
   it('a run killed with SIGKILL midway resumes to the same results as an uninterrupted run', async () => {
-    const args = (out: string, seed = 11) => ['eval', '--model', model, '--task', 'countdown:gen', '--limit', '10', '--modes', 'standard,moi',
-      '--max-tokens', '10', '--max-seqs', '3', '--temperature', '1', '--top-k', '40', '--seed', String(seed), '--out', out];
+    const args = (out: string, seed = 11) => [
+      'eval',
+      '--model',
+      model,
+      '--task',
+      'countdown:gen',
+      '--limit',
+      '10',
+      '--modes',
+      'standard,moi',
+      '--max-tokens',
+      '10',
+      '--max-seqs',
+      '3',
+      '--temperature',
+      '1',
+      '--top-k',
+      '40',
+      '--seed',
+      String(seed),
+      '--out',
+      out,
+    ];
     const whole = path.join(tmp, 'whole');
     const killed = path.join(tmp, 'killed');
     const full = await start(args(whole));
@@ -125,16 +198,38 @@ describe('cli: moi-gen eval', function () {
 
   it('a jsonl: task runs, and bad input exits 2 naming the line', async () => {
     const data = path.join(tmp, 'qa.jsonl');
-    fs.writeFileSync(data, [
-      { prompt: 'Once upon a time', answer: { regex: '.' } },
-      { messages: [{ role: 'user', content: 'Tom had a dog.' }], answer: 'zzz-never' },
-      { prompt: 'One day', answer: 3 },
-    ].map((x) => JSON.stringify(x)).join('\n') + '\n');
+    fs.writeFileSync(
+      data,
+      [
+        { prompt: 'Once upon a time', answer: { regex: '.' } },
+        { messages: [{ role: 'user', content: 'Tom had a dog.' }], answer: 'zzz-never' },
+        { prompt: 'One day', answer: 3 },
+      ]
+        .map((x) => JSON.stringify(x))
+        .join('\n') + '\n',
+    );
     const out = path.join(tmp, 'jsonl');
-    const r = await run(['eval', '--model', model, '--task', `jsonl:${data}`, '--modes', 'moi', '--max-tokens', '6', '--temperature', '0', '--out', out]);
+    const r = await run([
+      'eval',
+      '--model',
+      model,
+      '--task',
+      `jsonl:${data}`,
+      '--modes',
+      'moi',
+      '--max-tokens',
+      '6',
+      '--temperature',
+      '0',
+      '--out',
+      out,
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const lines = readLines(path.join(out, 'results.jsonl'));
-    assert.deepEqual(lines.map((l) => l.key), ['0/0/moi', '1/0/moi', '2/0/moi']);
+    assert.deepEqual(
+      lines.map((l) => l.key),
+      ['0/0/moi', '1/0/moi', '2/0/moi'],
+    );
     assert.equal(lines[0].correct, lines[0].completion.length > 0);
     assert.equal(lines[1].correct, false);
     const bad = path.join(tmp, 'bad.jsonl');
@@ -145,27 +240,73 @@ describe('cli: moi-gen eval', function () {
     const s = await run(['eval', 'score', '--task', 'countdown', bad]);
     assert.equal(s.code, 2);
     assert.match(s.stderr, /bad\.jsonl:1: a line needs "completion"/);
-    const u = await run(['eval', '--model', model, '--task', 'countdown:gen', '--modes', 'standard,fancy', '--out', path.join(tmp, 'u')]);
+    const u = await run([
+      'eval',
+      '--model',
+      model,
+      '--task',
+      'countdown:gen',
+      '--modes',
+      'standard,fancy',
+      '--out',
+      path.join(tmp, 'u'),
+    ]);
     assert.equal(u.code, 2);
     assert.match(u.stderr, /unknown (--)?mode "fancy"/);
   });
 
-  it('eval score --task livecodebench runs the programs in the sandbox (the user\'s HF_TOKEN unseen); bad flags exit 2', async function () {
-    if (!hasPython) { console.log(`      ${NO_PYTHON}`); this.skip(); }
+  it("eval score --task livecodebench runs the programs in the sandbox (the user's HF_TOKEN unseen); bad flags exit 2", async function () {
+    if (!hasPython) {
+      console.log(`      ${NO_PYTHON}`);
+      this.skip();
+    }
     const file = path.join(tmp, 'code.jsonl');
     const tests = [{ input: '2 3\n', output: '5\n', testtype: 'stdin' }];
-    fs.writeFileSync(file, [
-      { completion: '```python\na, b = map(int, input().split())\nprint(a + b)\n```', answer: { tests } },
-      { completion: '```python\nimport os\nprint(os.environ.get("HF_TOKEN"))\n```', answer: { tests: [{ input: '', output: 'None\n', testtype: 'stdin' }] } },
-      { completion: '```python\nwhile True: pass\n```', answer: { tests } },
-    ].map((x) => JSON.stringify(x)).join('\n') + '\n');
-    const r = await run(['eval', 'score', '--task', 'livecodebench', '--exec-timeout', '1', '--exec-workers', '3', file], { HF_TOKEN: 'hf_cliSecret' });
+    fs.writeFileSync(
+      file,
+      [
+        { completion: '```python\na, b = map(int, input().split())\nprint(a + b)\n```', answer: { tests } },
+        {
+          completion: '```python\nimport os\nprint(os.environ.get("HF_TOKEN"))\n```',
+          answer: { tests: [{ input: '', output: 'None\n', testtype: 'stdin' }] },
+        },
+        { completion: '```python\nwhile True: pass\n```', answer: { tests } },
+      ]
+        .map((x) => JSON.stringify(x))
+        .join('\n') + '\n',
+    );
+    const r = await run(
+      ['eval', 'score', '--task', 'livecodebench', '--exec-timeout', '1', '--exec-workers', '3', file],
+      { HF_TOKEN: 'hf_cliSecret' },
+    );
     assert.equal(r.code, 0, r.stderr);
-    const v = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { correct: boolean; execution: { status: string } });
-    assert.deepEqual(v.map((x) => [x.correct, x.execution.status]), [[true, 'passed'], [true, 'passed'], [false, 'timeout']]);
+    const v = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { correct: boolean; execution: { status: string } });
+    assert.deepEqual(
+      v.map((x) => [x.correct, x.execution.status]),
+      [
+        [true, 'passed'],
+        [true, 'passed'],
+        [false, 'timeout'],
+      ],
+    );
     assert.ok(!r.stdout.includes('hf_cliSecret'));
     assert.match(r.stderr, /^sandbox: .* as /m);
-    const bad = await run(['eval', '--model', model, '--task', 'countdown:gen', '--samples', '2', '--pass-at', '1,3', '--out', path.join(tmp, 'passk')]);
+    const bad = await run([
+      'eval',
+      '--model',
+      model,
+      '--task',
+      'countdown:gen',
+      '--samples',
+      '2',
+      '--pass-at',
+      '1,3',
+      '--out',
+      path.join(tmp, 'passk'),
+    ]);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /--pass-at 3 needs --samples >= 3/);
   });
@@ -176,11 +317,13 @@ describe('cli: moi-gen eval', function () {
     // when asked with moi_beta (standing in for a server that can honour modes per request).
     const server = http.createServer((req, res) => {
       let body = '';
-      req.on('data', (d) => { body += d; });
+      req.on('data', (d) => {
+        body += d;
+      });
       req.on('end', () => {
         const b = JSON.parse(body) as Record<string, unknown>;
         // with a local tokenizer the prompt comes as its token ids (what an in-process run prefills)
-        const ids = Array.isArray(b.prompt) ? b.prompt as number[] : null;
+        const ids = Array.isArray(b.prompt) ? (b.prompt as number[]) : null;
         const promptText = ids ? loadTokenizer(model).decode(ids, { skipSpecialTokens: true }) : String(b.prompt);
         seen.push({ url: req.url, ...b, prompt_text: promptText });
         const m = /Using the numbers \[([\d, ]+)\], create an equation that equals (\d+)/.exec(promptText);
@@ -188,8 +331,15 @@ describe('cli: moi-gen eval', function () {
         const text = b.moi_mode === 'moi' ? ` ok </think><answer>${solution}</answer>` : ' <answer>1 + 1</answer>';
         const chat = req.url === '/v1/chat/completions';
         const out = {
-          id: 'cmpl-1', object: chat ? 'chat.completion' : 'text_completion', created: 0, model: b.model,
-          choices: [chat ? { index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' } : { index: 0, text, finish_reason: 'stop', logprobs: null }],
+          id: 'cmpl-1',
+          object: chat ? 'chat.completion' : 'text_completion',
+          created: 0,
+          model: b.model,
+          choices: [
+            chat
+              ? { index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }
+              : { index: 0, text, finish_reason: 'stop', logprobs: null },
+          ],
           usage: { prompt_tokens: ids?.length ?? 100, completion_tokens: 7, total_tokens: (ids?.length ?? 100) + 7 },
           ...(b.moi_beta !== undefined ? { moi: { mode: b.moi_mode, mean_entropy: 0.25, mean_weight: 0.75 } } : {}),
         };
@@ -200,8 +350,33 @@ describe('cli: moi-gen eval', function () {
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
     try {
       const out = path.join(tmp, 'endpoint');
-      const r = await run(['eval', '--model', 'served-model', '--endpoint', url, '--tokenizer', model, '--task', 'countdown:gen', '--limit', '4',
-        '--modes', 'standard,moi', '--max-tokens', '32', '--temperature', '0.6', '--top-p', '0.4', '--seed', '3', '--max-seqs', '3', '--out', out]);
+      const r = await run([
+        'eval',
+        '--model',
+        'served-model',
+        '--endpoint',
+        url,
+        '--tokenizer',
+        model,
+        '--task',
+        'countdown:gen',
+        '--limit',
+        '4',
+        '--modes',
+        'standard,moi',
+        '--max-tokens',
+        '32',
+        '--temperature',
+        '0.6',
+        '--top-p',
+        '0.4',
+        '--seed',
+        '3',
+        '--max-seqs',
+        '3',
+        '--out',
+        out,
+      ]);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(seen.length, 8);
       for (const s of seen) {
@@ -215,18 +390,53 @@ describe('cli: moi-gen eval', function () {
         assert.match(String(s.prompt_text), /Assistant: Let me solve this step by step\.\n<think>$/); // no chat template: the raw TinyZero text
       }
       const lines = readLines(path.join(out, 'results.jsonl'));
-      assert.deepEqual(lines.map((l) => [l.mode, l.mode_used, l.correct]), [0, 1, 2, 3].flatMap(() => [['standard', 'server', false], ['moi', 'server', true]]));
-      const seeds = (mode: string) => seen.filter((s) => s.moi_mode === mode).map((s) => s.seed).sort();
+      assert.deepEqual(
+        lines.map((l) => [l.mode, l.mode_used, l.correct]),
+        [0, 1, 2, 3].flatMap(() => [
+          ['standard', 'server', false],
+          ['moi', 'server', true],
+        ]),
+      );
+      const seeds = (mode: string) =>
+        seen
+          .filter((s) => s.moi_mode === mode)
+          .map((s) => s.seed)
+          .sort();
       assert.deepEqual(seeds('standard'), seeds('moi')); // paired seeds
       assert.match(r.stdout, /\| moi \(ran: server\) \| 4 \| 4 \| 100\.0% \|/);
 
       // with --beta the fake server reports the mode it ran
       const out2 = path.join(tmp, 'endpoint2');
-      const r2 = await run(['eval', '--model', 'served-model', '--endpoint', url, '--task', 'countdown:gen', '--limit', '2',
-        '--modes', 'standard,moi', '--beta', '2', '--max-tokens', '8', '--out', out2]);
+      const r2 = await run([
+        'eval',
+        '--model',
+        'served-model',
+        '--endpoint',
+        url,
+        '--task',
+        'countdown:gen',
+        '--limit',
+        '2',
+        '--modes',
+        'standard,moi',
+        '--beta',
+        '2',
+        '--max-tokens',
+        '8',
+        '--out',
+        out2,
+      ]);
       assert.equal(r2.code, 0, r2.stderr);
       const lines2 = readLines(path.join(out2, 'results.jsonl'));
-      assert.deepEqual(lines2.map((l) => [l.mode_used, l.mean_weight]), [['standard', 0.75], ['moi', 0.75], ['standard', 0.75], ['moi', 0.75]]);
+      assert.deepEqual(
+        lines2.map((l) => [l.mode_used, l.mean_weight]),
+        [
+          ['standard', 0.75],
+          ['moi', 0.75],
+          ['standard', 0.75],
+          ['moi', 0.75],
+        ],
+      );
       assert.equal(seen[seen.length - 1].url, '/v1/chat/completions'); // no tokenizer: messages, prefix continued
       assert.equal(seen[seen.length - 1].continue_final_message, true);
     } finally {

@@ -9,14 +9,20 @@ import { repoRoot, sharedDir, SHARED_MISSING } from '@moi/core';
 
 function runExample(name: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join('examples', name)], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join('examples', name)], {
+      cwd: repoRoot,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
     child.on('error', reject);
-    child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
   });
 }
 
@@ -25,7 +31,11 @@ function section(out: string, heading: string): string[] {
   const start = out.indexOf(`## ${heading}`);
   assert.ok(start >= 0, `no section "${heading}" in:\n${out}`);
   const next = out.indexOf('\n## ', start + 3);
-  return out.slice(start, next < 0 ? undefined : next).split('\n').slice(1).filter((l) => l.trim());
+  return out
+    .slice(start, next < 0 ? undefined : next)
+    .split('\n')
+    .slice(1)
+    .filter((l) => l.trim());
 }
 
 describe('examples/', function () {
@@ -42,7 +52,11 @@ describe('examples/', function () {
     assert.match(section(stdout, '1. Model')[0], /5 layers, hidden 64, vocab 512/);
     const texts = section(stdout, '2. Texts');
     assert.match(texts[0], /\[1, 403, 407, 261, 378\]/); // the fixture's ids for the prompt
-    for (const mode of ['standard', 'moi β=1', 'direct']) assert.ok(texts.some((l) => l.startsWith(mode)), mode);
+    for (const mode of ['standard', 'moi β=1', 'direct'])
+      assert.ok(
+        texts.some((l) => l.startsWith(mode)),
+        mode,
+      );
     const rows = section(stdout, '3. Per-token table').slice(1);
     assert.equal(rows.length, 40);
     for (const row of rows) {
@@ -60,7 +74,9 @@ describe('examples/', function () {
     const { code, stdout, stderr } = await runExample('02-batched.ts');
     assert.equal(code, 0, stderr);
     assert.equal(section(stdout, '2. Requests').length, 3);
-    const m = section(stdout, '3. Forwards')[0].match(/^(\d+) forwards: 3 prefills \+ (\d+) decode steps for (\d+) tokens in (\d+) steps/);
+    const m = section(stdout, '3. Forwards')[0].match(
+      /^(\d+) forwards: 3 prefills \+ (\d+) decode steps for (\d+) tokens in (\d+) steps/,
+    );
     assert.ok(m, stdout);
     const [, forwards, decode, tokens, steps] = m.map(Number);
     // every step but the last feeds all live rows in one forward
@@ -83,7 +99,9 @@ describe('examples/', function () {
     assert.match(a, /<\|im_start\|>system\nYou tell short stories for children\.<\|im_end\|>\n<\|im_start\|>user\n/);
     assert.match(a, /→ 26 tokens: \[151644, /); // <|im_start|> is 151644 in Qwen's vocabulary
     const b = section(stdout, 'B. Chat session on').join('\n');
-    const turns = [...b.matchAll(/\[prompt (\d+) tokens: (\d+) reused from the cache, (\d+) prefilled/g)].map((x) => x.slice(1).map(Number));
+    const turns = [...b.matchAll(/\[prompt (\d+) tokens: (\d+) reused from the cache, (\d+) prefilled/g)].map((x) =>
+      x.slice(1).map(Number),
+    );
     assert.equal(turns.length, 2);
     const [[p1, r1, f1], [p2, r2, f2]] = turns;
     assert.deepEqual([p1, r1, f1], [5, 0, 5]);

@@ -39,12 +39,39 @@ describe('cli on the flushing cpu backend (GPU arithmetic): held-out greedy and 
       const dir = path.join(root!, name);
       const ref = readReference(dir);
       const runs = [
-        ...ref.cases.map((c) => ({ what: `greedy ${c.name}`, ids: c.input_ids, want: c.greedy.tokens, mix: ['--mode', 'standard'] })),
-        ...ref.moi.filter((m) => m.mode === 'moi').map((m) => ({ what: `moi β=${m.beta}`, ids: m.input_ids, want: m.tokens, mix: ['--mode', 'moi', '--beta', String(m.beta), '--mix-topk', '20'] })),
+        ...ref.cases.map((c) => ({
+          what: `greedy ${c.name}`,
+          ids: c.input_ids,
+          want: c.greedy.tokens,
+          mix: ['--mode', 'standard'],
+        })),
+        ...ref.moi
+          .filter((m) => m.mode === 'moi')
+          .map((m) => ({
+            what: `moi β=${m.beta}`,
+            ids: m.input_ids,
+            want: m.tokens,
+            mix: ['--mode', 'moi', '--beta', String(m.beta), '--mix-topk', '20'],
+          })),
       ];
       for (const r of runs) {
-        const { code, stdout } = await moiGenInProcess(['--model', dir, '--ids', r.ids.join(','), '--temperature', '0', '-n', String(r.want.length),
-          '--ignore-eos', '--json', '-q', ...r.mix], FLUSHING);
+        const { code, stdout } = await moiGenInProcess(
+          [
+            '--model',
+            dir,
+            '--ids',
+            r.ids.join(','),
+            '--temperature',
+            '0',
+            '-n',
+            String(r.want.length),
+            '--ignore-eos',
+            '--json',
+            '-q',
+            ...r.mix,
+          ],
+          FLUSHING,
+        );
         assert.equal(code, 0, `${name} ${r.what}: exit code`);
         const out = JSON.parse(stdout) as { backend: string; flush_subnormals: boolean; tokens: number[] };
         assert.equal(out.backend, 'cpu');
@@ -61,14 +88,36 @@ describe('cli on the flushing cpu backend (GPU arithmetic): held-out greedy and 
     const m = readReference(dir).moi.find((x) => x.mode === 'moi')!;
     const env: NodeJS.ProcessEnv = { ...process.env, ...FLUSHING };
     // --ids and no --json: the generated ids on stdout, space-separated
-    const args = ['--import', 'tsx', 'packages/cli/src/bin.ts', '--model', dir, '--ids', m.input_ids.join(','), '--temperature', '0',
-      '-n', String(m.tokens.length), '--ignore-eos', '--mode', 'moi', '--beta', String(m.beta), '--stats', '-q'];
+    const args = [
+      '--import',
+      'tsx',
+      'packages/cli/src/bin.ts',
+      '--model',
+      dir,
+      '--ids',
+      m.input_ids.join(','),
+      '--temperature',
+      '0',
+      '-n',
+      String(m.tokens.length),
+      '--ignore-eos',
+      '--mode',
+      'moi',
+      '--beta',
+      String(m.beta),
+      '--stats',
+      '-q',
+    ];
     const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
       const child = spawn(process.execPath, args, { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
       let stdout = '';
       let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-      child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        stdout += d;
+      });
+      child.stderr.setEncoding('utf8').on('data', (d: string) => {
+        stderr += d;
+      });
       child.on('error', reject);
       child.on('close', (code) => resolve({ code, stdout, stderr }));
     });

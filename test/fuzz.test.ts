@@ -29,14 +29,29 @@ describe(`fuzz: ${CASES} mutated model folders (seed ${SEED})`, function () {
 
   it('every case ends in a typed MoiError or a load with finite logits (no untyped error, hang, garbage or leak)', () => {
     const bad = results.filter((r) => r.outcome !== 'typed' && r.outcome !== 'ok');
-    assert.deepEqual(bad.map((r) => `#${r.index} ${r.base} ${r.what}: ${r.outcome} ${r.detail}`), []);
+    assert.deepEqual(
+      bad.map((r) => `#${r.index} ${r.base} ${r.what}: ${r.outcome} ${r.detail}`),
+      [],
+    );
   });
 
   it('the generator reaches every kind of mutation, with both outcomes', () => {
     const kinds = (re: RegExp) => results.filter((r) => re.test(r.what));
-    for (const re of [/^config: /, /^weights: header/, /^weights: .*shape/, /^weights: .*dtype/, /^weights: .*offsets/, /^weights: truncated/,
-      /^weights: .*bit flips/, /^weights: .* × (NaN|Infinity|-Infinity)/, /^weights: re-encoded/, /^index: .* → "\.\.?"/, /^special: .*fifo/,
-      /^special: .*directory/, /^special: .*socket/]) {
+    for (const re of [
+      /^config: /,
+      /^weights: header/,
+      /^weights: .*shape/,
+      /^weights: .*dtype/,
+      /^weights: .*offsets/,
+      /^weights: truncated/,
+      /^weights: .*bit flips/,
+      /^weights: .* × (NaN|Infinity|-Infinity)/,
+      /^weights: re-encoded/,
+      /^index: .* → "\.\.?"/,
+      /^special: .*fifo/,
+      /^special: .*directory/,
+      /^special: .*socket/,
+    ]) {
       assert.ok(kinds(re).length > 0, `no case matches ${re}`);
     }
     const outcomes = new Set(results.map((r) => r.outcome));
@@ -44,6 +59,9 @@ describe(`fuzz: ${CASES} mutated model folders (seed ${SEED})`, function () {
     // NaN/Inf/huge weights end at load, in E_NONFINITE_WEIGHTS (issue 25): none loads to reach
     // generation's E_NONFINITE
     assert.ok(results.some((r) => r.detail === 'E_NONFINITE_WEIGHTS'));
-    assert.deepEqual(results.filter((r) => r.detail === 'E_NONFINITE').map((r) => `#${r.index} ${r.base} ${r.what}`), []);
+    assert.deepEqual(
+      results.filter((r) => r.detail === 'E_NONFINITE').map((r) => `#${r.index} ${r.base} ${r.what}`),
+      [],
+    );
   });
 });

@@ -14,11 +14,23 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, MoiError, sharedDir, SHARED_MISSING } from '@moi/core';
 import { Engine } from '@moi/engine';
 import {
-  generate, generateOne, type DoneEvent, type GenerateRequest, type GenerationEvent, type TokenEvent,
+  generate,
+  generateOne,
+  type DoneEvent,
+  type GenerateRequest,
+  type GenerationEvent,
+  type TokenEvent,
 } from '@moi/engine';
 
-interface RefCase { name: string; input_ids: number[]; logits: number[][]; greedy: { n: number; tokens: number[] } }
-interface Reference { cases: RefCase[] }
+interface RefCase {
+  name: string;
+  input_ids: number[];
+  logits: number[][];
+  greedy: { n: number; tokens: number[] };
+}
+interface Reference {
+  cases: RefCase[];
+}
 
 const shared = sharedDir();
 const fixturesRoot = shared ? path.join(shared, 'fixtures') : null;
@@ -39,8 +51,13 @@ async function runBatch(engine: Engine, requests: GenerateRequest[], opts: Param
   return { tokens, done };
 }
 
-const greedy = (promptIds: number[], maxTokens: number, extra: Partial<GenerateRequest> = {}): GenerateRequest =>
-  ({ promptIds, maxTokens, sampling: { temperature: 0 }, ignoreEos: true, ...extra });
+const greedy = (promptIds: number[], maxTokens: number, extra: Partial<GenerateRequest> = {}): GenerateRequest => ({
+  promptIds,
+  maxTokens,
+  sampling: { temperature: 0 },
+  ignoreEos: true,
+  ...extra,
+});
 
 /** log_softmax of a row in float64. */
 function logSoftmax64(row: number[]): number[] {
@@ -80,10 +97,16 @@ describe('generation: Engine + generate end to end (wasm)', function () {
     const { events, done } = await generateOne(engine, greedy(c.input_ids, c.greedy.n));
     assert.deepEqual(done.tokens, c.greedy.tokens);
     assert.equal(done.finishReason, 'length');
-    assert.deepEqual(events.map((e) => e.token), c.greedy.tokens);
+    assert.deepEqual(
+      events.map((e) => e.token),
+      c.greedy.tokens,
+    );
     assert.equal(done.text, engine.tokenizer!.decode(c.greedy.tokens));
     assert.equal(events.map((e) => e.text).join(''), done.text);
-    assert.ok(events.every((e) => e.mix === null), 'standard mode has no mix diagnostics');
+    assert.ok(
+      events.every((e) => e.mix === null),
+      'standard mode has no mix diagnostics',
+    );
     assert.equal(done.stats.promptTokens, c.input_ids.length);
     assert.equal(done.stats.generatedTokens, c.greedy.n);
   });
@@ -102,7 +125,10 @@ describe('generation: Engine + generate end to end (wasm)', function () {
         };
       }
       const [p12, p5] = ref.cases;
-      return { prompts: [p12.input_ids, p5.input_ids, p12.input_ids.slice(0, 8)], expect: [p12.greedy.tokens, p5.greedy.tokens, null] };
+      return {
+        prompts: [p12.input_ids, p5.input_ids, p12.input_ids.slice(0, 8)],
+        expect: [p12.greedy.tokens, p5.greedy.tokens, null],
+      };
     }
 
     for (const name of ['llama', 'gemma2', 'stories260K']) {
@@ -110,11 +136,18 @@ describe('generation: Engine + generate end to end (wasm)', function () {
         const engine = await load(name);
         const { prompts: ps, expect } = prompts(name);
         assert.equal(new Set(ps.map((p) => p.length)).size, 3, 'three different lengths');
-        const batch = await runBatch(engine, ps.map((p) => greedy(p, 24)));
+        const batch = await runBatch(
+          engine,
+          ps.map((p) => greedy(p, 24)),
+        );
         for (let r = 0; r < 3; r++) {
           const alone = await generateOne(engine, greedy(ps[r], 24));
           assert.deepEqual(batch.done[r].tokens, alone.done.tokens, `row ${r}`);
-          assert.deepEqual(batch.tokens[r].map((e) => e.token), alone.done.tokens, `row ${r} events`);
+          assert.deepEqual(
+            batch.tokens[r].map((e) => e.token),
+            alone.done.tokens,
+            `row ${r} events`,
+          );
           assert.equal(batch.done[r].text, alone.done.text);
           if (expect[r]) assert.deepEqual(alone.done.tokens, expect[r], `row ${r} vs reference greedy`);
         }
@@ -133,7 +166,8 @@ describe('generation: Engine + generate end to end (wasm)', function () {
           if (r === 0) assert.ok(batch.tokens[r].every((e) => e.mix === null));
           else {
             const [a, b] = [ent(batch.tokens[r]), ent(alone.events)];
-            for (let s = 0; s < a.length; s++) assert.ok(Math.abs(a[s]! - b[s]!) <= 1e-5, `row ${r} step ${s} entropy ${a[s]} vs ${b[s]}`);
+            for (let s = 0; s < a.length; s++)
+              assert.ok(Math.abs(a[s]! - b[s]!) <= 1e-5, `row ${r} step ${s} entropy ${a[s]} vs ${b[s]}`);
           }
         }
       });
@@ -144,7 +178,14 @@ describe('generation: Engine + generate end to end (wasm)', function () {
     const engine = await load('stories260K');
     const prompt = readReference('stories260K').cases[0].input_ids;
     const run = async (seed: number) =>
-      (await generateOne(engine, { promptIds: prompt, maxTokens: 32, ignoreEos: true, sampling: { temperature: 0.8, topP: 0.9, seed } })).done.tokens;
+      (
+        await generateOne(engine, {
+          promptIds: prompt,
+          maxTokens: 32,
+          ignoreEos: true,
+          sampling: { temperature: 0.8, topP: 0.9, seed },
+        })
+      ).done.tokens;
     const a = await run(7);
     const b = await run(7);
     const c = await run(8);
@@ -152,7 +193,15 @@ describe('generation: Engine + generate end to end (wasm)', function () {
     assert.deepEqual(a, b);
     assert.notDeepEqual(a, c);
     // in a batch, each row keeps its own seeded stream
-    const batch = await runBatch(engine, [7, 8].map((seed) => ({ promptIds: prompt, maxTokens: 32, ignoreEos: true, sampling: { temperature: 0.8, topP: 0.9, seed } })));
+    const batch = await runBatch(
+      engine,
+      [7, 8].map((seed) => ({
+        promptIds: prompt,
+        maxTokens: 32,
+        ignoreEos: true,
+        sampling: { temperature: 0.8, topP: 0.9, seed },
+      })),
+    );
     assert.deepEqual(batch.done[0].tokens, a);
     assert.deepEqual(batch.done[1].tokens, c);
   });
@@ -165,10 +214,16 @@ describe('generation: Engine + generate end to end (wasm)', function () {
       for (const stop of ['Lily', 'red ball', '. She']) {
         const at = full.indexOf(stop);
         assert.ok(at > 0, `'${stop}' occurs in the greedy text`);
-        const { events, done } = await generateOne(engine, greedy(c.input_ids, c.greedy.n, { stop: [stop, 'never-occurs'] }));
+        const { events, done } = await generateOne(
+          engine,
+          greedy(c.input_ids, c.greedy.n, { stop: [stop, 'never-occurs'] }),
+        );
         assert.equal(done.finishReason, 'stop', stop);
         assert.equal(done.text, full.slice(0, at), stop);
-        assert.ok(events.every((e) => !e.text.includes(stop)), `no event text contains '${stop}'`);
+        assert.ok(
+          events.every((e) => !e.text.includes(stop)),
+          `no event text contains '${stop}'`,
+        );
         assert.equal(events.map((e) => e.text).join(''), done.text);
         assert.ok(done.tokens.length < c.greedy.n);
         assert.deepEqual(done.tokens, c.greedy.tokens.slice(0, done.tokens.length));
@@ -181,7 +236,11 @@ describe('generation: Engine + generate end to end (wasm)', function () {
       const p5 = readReference('llama').cases.find((c) => c.name === 'p5')!;
       const eosAt = p5.greedy.tokens.indexOf(2);
       assert.ok(eosAt > 0, 'the reference greedy continuation of p5 meets EOS (id 2)');
-      const stopped = await generateOne(engine, { promptIds: p5.input_ids, maxTokens: 24, sampling: { temperature: 0 } });
+      const stopped = await generateOne(engine, {
+        promptIds: p5.input_ids,
+        maxTokens: 24,
+        sampling: { temperature: 0 },
+      });
       assert.equal(stopped.done.finishReason, 'stop');
       assert.deepEqual(stopped.done.tokens, p5.greedy.tokens.slice(0, eosAt));
       assert.equal(stopped.events.length, eosAt, 'no token event for the EOS');
@@ -227,9 +286,14 @@ describe('generation: Engine + generate end to end (wasm)', function () {
     before(async function () {
       engine = await load('llama');
       original = engine.model.forward;
-      engine.model.forward = (...a: Parameters<typeof original>) => { calls++; return original.apply(engine.model, a); };
+      engine.model.forward = (...a: Parameters<typeof original>) => {
+        calls++;
+        return original.apply(engine.model, a);
+      };
     });
-    after(() => { delete (engine.model as { forward?: unknown }).forward; });
+    after(() => {
+      delete (engine.model as { forward?: unknown }).forward;
+    });
 
     const refuses = async (requests: GenerateRequest[], code: string, mentions: RegExp) => {
       calls = 0;
@@ -247,8 +311,27 @@ describe('generation: Engine + generate end to end (wasm)', function () {
     it('a prompt longer than the context: E_CONTEXT', async function () {
       const max = engine.spec.maxPositionEmbeddings;
       assert.equal(max, 256);
-      await refuses([greedy(Array.from({ length: max + 44 }, (_, i) => (i * 7) % 512), 4)], 'E_CONTEXT', /max_position_embeddings|context/);
-      await refuses([greedy([1, 2, 3], 4), greedy(Array.from({ length: max }, () => 5), 4)], 'E_CONTEXT', /request 1/);
+      await refuses(
+        [
+          greedy(
+            Array.from({ length: max + 44 }, (_, i) => (i * 7) % 512),
+            4,
+          ),
+        ],
+        'E_CONTEXT',
+        /max_position_embeddings|context/,
+      );
+      await refuses(
+        [
+          greedy([1, 2, 3], 4),
+          greedy(
+            Array.from({ length: max }, () => 5),
+            4,
+          ),
+        ],
+        'E_CONTEXT',
+        /request 1/,
+      );
     });
 
     it('an out-of-vocabulary id: E_REQUEST', async function () {
@@ -275,8 +358,13 @@ describe('generation: Engine + generate end to end (wasm)', function () {
     const engine = await load('llama');
     const prompt = readReference('llama').cases[1].input_ids;
     const modes: GenerateRequest['mix'][] = [{ mode: 'standard' }, { mode: 'moi', beta: 1 }, { mode: 'direct' }];
-    const req = (mix: GenerateRequest['mix'], n: number): GenerateRequest =>
-      ({ promptIds: prompt, maxTokens: n, ignoreEos: true, sampling: { temperature: 0.7, seed: 3, logprobs: 2 }, mix });
+    const req = (mix: GenerateRequest['mix'], n: number): GenerateRequest => ({
+      promptIds: prompt,
+      maxTokens: n,
+      ignoreEos: true,
+      sampling: { temperature: 0.7, seed: 3, logprobs: 2 },
+      mix,
+    });
     for (const mix of modes) await generateOne(engine, req(mix, 4)); // warm-up
     const count = tf.memory().numTensors;
     for (const mix of modes) {
@@ -286,25 +374,37 @@ describe('generation: Engine + generate end to end (wasm)', function () {
       assert.equal(tf.memory().numTensors, count, `${mix!.mode}: tensors after 200 tokens`);
     }
     // and a batch of all three modes, with an early stop in one row
-    await runBatch(engine, modes.map((mix, r) => ({ ...req(mix, 200 - 50 * r) })));
+    await runBatch(
+      engine,
+      modes.map((mix, r) => ({ ...req(mix, 200 - 50 * r) })),
+    );
     assert.equal(tf.memory().numTensors, count, 'batch: tensors after');
   });
 
   it('logprobs at temperature 0 equal the float64 log-softmax of the reference logits', async function () {
     const engine = await load('llama');
     for (const c of readReference('llama').cases) {
-      const { events } = await generateOne(engine, greedy(c.input_ids, 1, { sampling: { temperature: 0, logprobs: 3 } }));
+      const { events } = await generateOne(
+        engine,
+        greedy(c.input_ids, 1, { sampling: { temperature: 0, logprobs: 3 } }),
+      );
       const lp = logSoftmax64(c.logits[c.input_ids.length - 1]);
       const order = lp.map((v, i) => [v, i]).sort((a, b) => b[0] - a[0]);
       const first = events[0];
       assert.equal(first.token, c.greedy.tokens[0]);
       assert.equal(first.token, order[0][1]);
-      assert.ok(Math.abs(first.logprobs!.logprob - lp[first.token]) <= 1e-4, `${c.name}: ${first.logprobs!.logprob} vs ${lp[first.token]}`);
+      assert.ok(
+        Math.abs(first.logprobs!.logprob - lp[first.token]) <= 1e-4,
+        `${c.name}: ${first.logprobs!.logprob} vs ${lp[first.token]}`,
+      );
       const top = first.logprobs!.top!;
       assert.equal(top.length, 3);
       for (let j = 0; j < 3; j++) {
         assert.equal(top[j].id, order[j][1], `${c.name}: top ${j} id`);
-        assert.ok(Math.abs(top[j].logprob - order[j][0]) <= 1e-4, `${c.name}: top ${j} logprob ${top[j].logprob} vs ${order[j][0]}`);
+        assert.ok(
+          Math.abs(top[j].logprob - order[j][0]) <= 1e-4,
+          `${c.name}: top ${j} logprob ${top[j].logprob} vs ${order[j][0]}`,
+        );
       }
     }
   });

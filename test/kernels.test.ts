@@ -14,19 +14,38 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { activeKernels, initBackend, kernelDispatches, resetKernelDispatches, setKernelsEnabled, sharedDir, SHARED_MISSING } from '@moi/core';
+import {
+  activeKernels,
+  initBackend,
+  kernelDispatches,
+  resetKernelDispatches,
+  setKernelsEnabled,
+  sharedDir,
+  SHARED_MISSING,
+} from '@moi/core';
 import type { Decoder, ForwardInput, ForwardOptions } from '@moi/models';
 import { Engine } from '@moi/engine';
 import { generateOne, type GenerateRequest } from '@moi/engine';
 
 interface Reference {
   cases: { name: string; input_ids: number[]; greedy: { n: number; tokens: number[] } }[];
-  moi: { beta: number; mode: 'moi' | 'direct'; topk: number; input_ids: number[]; tokens: number[]; step_logits: number[][] }[];
+  moi: {
+    beta: number;
+    mode: 'moi' | 'direct';
+    topk: number;
+    input_ids: number[];
+    tokens: number[];
+    step_logits: number[][];
+  }[];
 }
 
 const shared = sharedDir();
 const root = shared ? path.join(shared, 'fixtures') : null;
-const FIXTURES = root ? readdirSync(root).filter((d) => existsSync(path.join(root, d, 'reference.json'))).sort() : [];
+const FIXTURES = root
+  ? readdirSync(root)
+      .filter((d) => existsSync(path.join(root, d, 'reference.json')))
+      .sort()
+  : [];
 
 function scaleOf(row: ArrayLike<number>): number {
   let m = 1;
@@ -103,7 +122,10 @@ function batchedSteps(model: Decoder, prompts: number[][], steps: number): Float
     for (let s = 0; s < steps; s++) {
       const rows = s % 2 ? [0, 2] : [0, 1, 2];
       const got = lastRows(model.forward({ ids: rows.map((r) => [next[r]]) }, { cache, rows, lastOnly: true }));
-      rows.forEach((r, i) => { out.push(got[i]); next[r] = argmax(got[i]); });
+      rows.forEach((r, i) => {
+        out.push(got[i]);
+        next[r] = argmax(got[i]);
+      });
     }
     return out;
   } finally {
@@ -119,17 +141,22 @@ type StepInput = { ids?: number[][]; embeds?: { data: Float32Array; shape: [numb
  * input is appended to it; with `replay`, each call's input is replaced by the recorded one of
  * the same step (teacher forcing: both runs then see identical inputs at every step).
  */
-async function traced(engine: Engine, request: GenerateRequest, io: { record?: StepInput[]; replay?: StepInput[] } = {}):
-  Promise<{ tokens: number[]; logits: Float32Array[] }> {
+async function traced(
+  engine: Engine,
+  request: GenerateRequest,
+  io: { record?: StepInput[]; replay?: StepInput[] } = {},
+): Promise<{ tokens: number[]; logits: Float32Array[] }> {
   const model = engine.model;
   const original = model.forward;
   const logits: Float32Array[] = [];
   model.forward = (input: ForwardInput, opts?: ForwardOptions): tf.Tensor3D => {
     const step = logits.length;
     if (io.record) {
-      io.record.push(input.embeds
-        ? { embeds: { data: Float32Array.from(input.embeds.dataSync() as Float32Array), shape: input.embeds.shape } }
-        : { ids: input.ids });
+      io.record.push(
+        input.embeds
+          ? { embeds: { data: Float32Array.from(input.embeds.dataSync() as Float32Array), shape: input.embeds.shape } }
+          : { ids: input.ids },
+      );
     }
     const given = io.replay?.[step];
     const embeds = given?.embeds ? tf.tensor3d(given.embeds.data, given.embeds.shape) : null;
@@ -162,7 +189,10 @@ async function bothWays<T>(fn: () => T | Promise<T>): Promise<{ on: T; off: T }>
     const r = await fn();
     assert.equal(tf.memory().numTensors, before, `no tensors left with the kernels ${on ? 'on' : 'off'}`);
     const n = kernelDispatches().MoiDecodeAttention ?? 0;
-    assert.ok(on ? n > 0 : n === 0, `decode-attention kernel dispatched ${n} times with the kernels ${on ? 'on' : 'off'}`);
+    assert.ok(
+      on ? n > 0 : n === 0,
+      `decode-attention kernel dispatched ${n} times with the kernels ${on ? 'on' : 'off'}`,
+    );
     return r;
   };
   try {
@@ -195,7 +225,13 @@ describe('kernels: fixture conformance with the kernels on and with MOI_KERNELS=
         setKernelsEnabled(false);
         greedySteps(engine.model, ref.cases[0].input_ids.slice(0, 2), 2);
         setKernelsEnabled(true);
-        await traced(engine, { promptIds: [1, 2], maxTokens: 2, sampling: { temperature: 0 }, ignoreEos: true, mix: { mode: 'moi', beta: 1 } });
+        await traced(engine, {
+          promptIds: [1, 2],
+          maxTokens: 2,
+          sampling: { temperature: 0 },
+          ignoreEos: true,
+          mix: { mode: 'moi', beta: 1 },
+        });
       });
       after(() => engine?.dispose());
 
@@ -218,16 +254,26 @@ describe('kernels: fixture conformance with the kernels on and with MOI_KERNELS=
       it('MoI trajectories (β = 1): reference tokens both ways, step logits agree on the same inputs', async function () {
         for (const t of ref.moi.filter((m) => m.mode === 'moi')) {
           const req: GenerateRequest = {
-            promptIds: t.input_ids, maxTokens: t.tokens.length, sampling: { temperature: 0 }, ignoreEos: true, mix: { mode: t.mode, beta: t.beta },
+            promptIds: t.input_ids,
+            maxTokens: t.tokens.length,
+            sampling: { temperature: 0 },
+            ignoreEos: true,
+            mix: { mode: t.mode, beta: t.beta },
           };
           // free-running both ways: the reference tokens, and within moi.test's 1e-4 × scale of its logits
           const { on, off } = await bothWays(() => traced(engine, req));
           assert.deepEqual(on.tokens, t.tokens, `${name} moi: tokens with the kernels`);
           assert.deepEqual(off.tokens, t.tokens, `${name} moi: tokens with MOI_KERNELS=0`);
           t.step_logits.forEach((row, s) => {
-            for (const [way, got] of [['on', on], ['off', off]] as const) {
+            for (const [way, got] of [
+              ['on', on],
+              ['off', off],
+            ] as const) {
               const d = maxAbsDiff(got.logits[s], row);
-              assert.ok(d <= 1e-4 * scaleOf(row), `${name} moi: step ${s} is ${d} from the reference with the kernels ${way}`);
+              assert.ok(
+                d <= 1e-4 * scaleOf(row),
+                `${name} moi: step ${s} is ${d} from the reference with the kernels ${way}`,
+              );
             }
           });
           // Fed the same mixed inputs at every step (teacher forcing: the mixture fed back would
@@ -237,7 +283,10 @@ describe('kernels: fixture conformance with the kernels on and with MOI_KERNELS=
           const base = await traced(engine, req, { record: inputs });
           setKernelsEnabled(true);
           const forced = await traced(engine, req, { replay: inputs });
-          assert.ok(inputs.slice(1).every((x) => x.embeds), 'MoI steps feed embeddings');
+          assert.ok(
+            inputs.slice(1).every((x) => x.embeds),
+            'MoI steps feed embeddings',
+          );
           assertAgree(forced.logits, base.logits, `${name} moi (same inputs)`);
         }
       });

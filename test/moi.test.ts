@@ -46,7 +46,9 @@ const shared = sharedDir();
 const fixturesRoot = shared ? path.join(shared, 'fixtures') : null;
 /** Every fixture folder with a reference. */
 const FIXTURES = fixturesRoot
-  ? readdirSync(fixturesRoot).filter((d) => existsSync(path.join(fixturesRoot, d, 'reference.json'))).sort()
+  ? readdirSync(fixturesRoot)
+      .filter((d) => existsSync(path.join(fixturesRoot, d, 'reference.json')))
+      .sort()
   : [];
 
 function readReference(dir: string): Reference {
@@ -97,18 +99,30 @@ async function traced(engine: Engine, request: GenerateRequest): Promise<Traject
 }
 
 function requestFor(t: MoiRef, n = t.tokens.length): GenerateRequest {
-  return { promptIds: t.input_ids, maxTokens: n, sampling: { temperature: 0 }, ignoreEos: true, mix: { mode: t.mode, beta: t.beta } };
+  return {
+    promptIds: t.input_ids,
+    maxTokens: n,
+    sampling: { temperature: 0 },
+    ignoreEos: true,
+    mix: { mode: t.mode, beta: t.beta },
+  };
 }
 
 /** Assert the reference is matched at steps [0, upto): tokens, entropy, step logits. */
 function assertMatches(got: Trajectory, ref: MoiRef, upto: number, label: string): void {
   assert.ok(got.tokens.length >= upto, `${label}: ${got.tokens.length} tokens, expected at least ${upto}`);
-  assert.ok(got.stepLogits.length >= upto, `${label}: ${got.stepLogits.length} forward calls, expected at least ${upto}`);
+  assert.ok(
+    got.stepLogits.length >= upto,
+    `${label}: ${got.stepLogits.length} forward calls, expected at least ${upto}`,
+  );
   for (let s = 0; s < upto; s++) {
     const tol = 1e-4 * scaleOf(ref.step_logits[s]);
     const d = maxAbsDiff(got.stepLogits[s], ref.step_logits[s]);
     assert.ok(d <= tol, `${label}: step ${s} logits differ by ${d} > ${tol}`);
-    assert.ok(Math.abs(got.entropy[s] - ref.entropy[s]) <= 1e-4, `${label}: step ${s} entropy ${got.entropy[s]} vs ${ref.entropy[s]}`);
+    assert.ok(
+      Math.abs(got.entropy[s] - ref.entropy[s]) <= 1e-4,
+      `${label}: step ${s} entropy ${got.entropy[s]} vs ${ref.entropy[s]}`,
+    );
     assert.equal(got.tokens[s], ref.tokens[s], `${label}: step ${s} token`);
   }
 }
@@ -159,7 +173,10 @@ describe('moi: Mixture of Inputs decoding end to end', function () {
         before(async function () {
           dir = path.join(fixturesRoot!, name);
           ref = readReference(dir);
-          assert.ok(ref.moi.some((t) => t.mode === 'moi') && ref.moi.some((t) => t.mode === 'direct'), `${name}: both modes in reference`);
+          assert.ok(
+            ref.moi.some((t) => t.mode === 'moi') && ref.moi.some((t) => t.mode === 'direct'),
+            `${name}: both modes in reference`,
+          );
           engine = await Engine.load(dir, { backend: 'wasm' });
         });
         after(() => engine?.dispose());
@@ -188,8 +205,10 @@ describe('moi: Mixture of Inputs decoding end to end', function () {
             }
             assert.equal(tf.getBackend(), 'wasm');
             const { step: h, gap } = horizon(onWasm, onCpu, t);
-            console.log(`      [horizon] ${name} direct: ${h} of ${t.tokens.length} steps` +
-              (h < t.tokens.length ? ` (wasm vs cpu differ by ${gap.toExponential(1)} × scale at step ${h})` : ''));
+            console.log(
+              `      [horizon] ${name} direct: ${h} of ${t.tokens.length} steps` +
+                (h < t.tokens.length ? ` (wasm vs cpu differ by ${gap.toExponential(1)} × scale at step ${h})` : ''),
+            );
             assert.ok(h >= MIN_HORIZON, `${name}: float32 horizon ${h} < ${MIN_HORIZON} steps`);
             assertMatches(onWasm, t, h, `${name} direct (wasm)`);
             assertMatches(onCpu, t, h, `${name} direct (cpu)`);
@@ -214,8 +233,18 @@ describe('moi: Mixture of Inputs decoding end to end', function () {
     });
 
     const run = async (engine: Engine, prompt: number[], n: number, mix?: GenerateRequest['mix']) => {
-      const { events, done } = await generateOne(engine, { promptIds: prompt, maxTokens: n, sampling: { temperature: 0 }, ignoreEos: true, mix });
-      return { tokens: done.tokens, weights: events.map((e) => e.mix?.weight ?? null), entropy: events.map((e) => e.mix?.entropy ?? null) };
+      const { events, done } = await generateOne(engine, {
+        promptIds: prompt,
+        maxTokens: n,
+        sampling: { temperature: 0 },
+        ignoreEos: true,
+        mix,
+      });
+      return {
+        tokens: done.tokens,
+        weights: events.map((e) => e.mix?.weight ?? null),
+        entropy: events.map((e) => e.mix?.entropy ?? null),
+      };
     };
 
     it('MIXINPUTS_BETA=2 with no mode equals explicit {mode: moi, beta: 2}', async function () {
@@ -225,7 +254,10 @@ describe('moi: Mixture of Inputs decoding end to end', function () {
       const beta1 = await run(llama, prompt, 16, { mode: 'moi', beta: 1 });
       process.env.MIXINPUTS_BETA = '2';
       const fromEnv = await run(llama, prompt, 16);
-      assert.ok(fromEnv.weights.every((w) => w !== null), 'env β turns mixing on');
+      assert.ok(
+        fromEnv.weights.every((w) => w !== null),
+        'env β turns mixing on',
+      );
       assert.deepEqual(fromEnv.tokens, explicit.tokens);
       assert.deepEqual(fromEnv.weights, explicit.weights);
       // the weight on the sampled token is (H·p_y + β + 1 − H)/(β + 1): it depends on β, so the
@@ -259,9 +291,16 @@ describe('moi: Mixture of Inputs decoding end to end', function () {
           const standard = await run(engine, c.input_ids, 32, { mode: 'standard' });
           const bigBeta = await run(engine, c.input_ids, 32, { mode: 'moi', beta: 1e9 });
           const k = Math.min(32, c.greedy.n);
-          assert.deepEqual(standard.tokens.slice(0, k), c.greedy.tokens.slice(0, k), `${name}: standard vs reference greedy`);
+          assert.deepEqual(
+            standard.tokens.slice(0, k),
+            c.greedy.tokens.slice(0, k),
+            `${name}: standard vs reference greedy`,
+          );
           assert.deepEqual(bigBeta.tokens, standard.tokens, `${name}: β=1e9 vs standard`);
-          assert.ok(bigBeta.weights.every((w) => w !== null && Math.abs(w - 1) < 1e-6), `${name}: all weight on y`);
+          assert.ok(
+            bigBeta.weights.every((w) => w !== null && Math.abs(w - 1) < 1e-6),
+            `${name}: all weight on y`,
+          );
         } finally {
           if (engine !== llama) engine.dispose();
         }
@@ -300,14 +339,24 @@ describe('moi: Mixture of Inputs decoding end to end', function () {
               depth--;
               throw e;
             }
-            if (r instanceof Promise) return r.finally(() => { depth--; });
+            if (r instanceof Promise)
+              return r.finally(() => {
+                depth--;
+              });
             depth--;
             return r;
           };
-          restore.push(() => { if (own) obj[key] = orig; else delete obj[key]; });
+          restore.push(() => {
+            if (own) obj[key] = orig;
+            else delete obj[key];
+          });
         }
       };
-      spy(tf.Tensor.prototype as unknown as Methods, ['dataSync', 'data', 'array', 'arraySync', 'bufferSync', 'buffer'], 'tensor');
+      spy(
+        tf.Tensor.prototype as unknown as Methods,
+        ['dataSync', 'data', 'array', 'arraySync', 'bufferSync', 'buffer'],
+        'tensor',
+      );
       spy(tf.engine() as unknown as Methods, ['readSync', 'read'], 'engine');
       try {
         await f();
@@ -325,7 +374,13 @@ describe('moi: Mixture of Inputs decoding end to end', function () {
       for (const mix of [{ mode: 'standard' }, { mode: 'moi', beta: 1 }, { mode: 'direct' }]) {
         let n = 0;
         const reads = await countReads(async () => {
-          const { done } = await generateOne(engine, { promptIds: prompt, maxTokens: steps, sampling: { temperature: 0 }, ignoreEos: true, mix });
+          const { done } = await generateOne(engine, {
+            promptIds: prompt,
+            maxTokens: steps,
+            sampling: { temperature: 0 },
+            ignoreEos: true,
+            mix,
+          });
           n = done.tokens.length;
         });
         assert.equal(n, steps);

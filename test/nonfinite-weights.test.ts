@@ -34,7 +34,9 @@ describe('load: non-finite weights fail with E_NONFINITE_WEIGHTS naming the tens
     const info = f.info(tensor);
     f.close();
     const fd = openSync(file, 'r+');
-    at.forEach((i, k) => writeSync(fd, new Uint8Array(new Float32Array([values[k]]).buffer), 0, 4, info.offset + 4 * i));
+    at.forEach((i, k) =>
+      writeSync(fd, new Uint8Array(new Float32Array([values[k]]).buffer), 0, 4, info.offset + 4 * i),
+    );
     closeSync(fd);
     return dir;
   }
@@ -44,7 +46,9 @@ describe('load: non-finite weights fail with E_NONFINITE_WEIGHTS naming the tens
     tmp = mkdtempSync(path.join(os.tmpdir(), 'moi-nonfinite-weights-'));
     await initBackend({ backend: 'wasm' });
   });
-  after(() => { if (tmp) rmSync(tmp, { recursive: true, force: true }); });
+  after(() => {
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
 
   it('a matrix with NaN, +Inf, -Inf and 3e38: the tensor and both counts are named, in every storage', async () => {
     const tensor = 'model.layers.3.self_attn.v_proj.weight';
@@ -53,7 +57,12 @@ describe('load: non-finite weights fail with E_NONFINITE_WEIGHTS naming the tens
       const n0 = tf.memory().numTensors;
       await assert.rejects(loadModel(dir, { dtype }), (e: unknown) => {
         assert.ok(e instanceof ModelError && e.code === 'E_NONFINITE_WEIGHTS', `${dtype}: ${String(e)}`);
-        assert.match(e.message, new RegExp(`tensor ${tensor.replaceAll('.', '\\.')} has 3 non-finite values \\(NaN or ±Inf\\) and 1 value of magnitude ≥ 2\\^64`));
+        assert.match(
+          e.message,
+          new RegExp(
+            `tensor ${tensor.replaceAll('.', '\\.')} has 3 non-finite values \\(NaN or ±Inf\\) and 1 value of magnitude ≥ 2\\^64`,
+          ),
+        );
         assert.ok(e.message.includes(dir));
         assert.match(e.message, /--no-check-tensors/);
         return true;
@@ -64,11 +73,17 @@ describe('load: non-finite weights fail with E_NONFINITE_WEIGHTS naming the tens
 
   it('a norm vector with one NaN (read whole, not streamed) fails the same way; 1e30 counts as huge', async () => {
     const nan = damaged('norm', 'model.norm.weight', [5], [Number.NaN]);
-    await assert.rejects(loadModel(nan), /tensor model\.norm\.weight has 1 non-finite value \(NaN or ±Inf\) among its 64 values/);
+    await assert.rejects(
+      loadModel(nan),
+      /tensor model\.norm\.weight has 1 non-finite value \(NaN or ±Inf\) among its 64 values/,
+    );
     const huge = damaged('embed', 'model.embed_tokens.weight', [1000], [1e30]);
     await assert.rejects(Engine.load(huge, { backend: 'wasm' }), (e: unknown) => {
       assert.ok(e instanceof ModelError && e.code === 'E_NONFINITE_WEIGHTS');
-      assert.match(e.message, /tensor model\.embed_tokens\.weight has 1 value of magnitude ≥ 2\^64 \(their products overflow float32\) among its 32768 values/);
+      assert.match(
+        e.message,
+        /tensor model\.embed_tokens\.weight has 1 value of magnitude ≥ 2\^64 \(their products overflow float32\) among its 32768 values/,
+      );
       return true;
     });
   });
@@ -81,9 +96,14 @@ describe('load: non-finite weights fail with E_NONFINITE_WEIGHTS naming the tens
   });
 
   it('scanBytes reads bit patterns: bf16, f16, f32 and f64 words counted by hand', () => {
-    const bf16 = new Uint16Array([0x3f80 /* 1 */, 0x7f80 /* +Inf */, 0xff80 /* -Inf */, 0x7fc0 /* NaN */, 0x5f80 /* 2^64 */, 0x5f7f /* < 2^64 */, 0xdf80 /* -2^64 */]);
+    const bf16 = new Uint16Array([
+      0x3f80 /* 1 */, 0x7f80 /* +Inf */, 0xff80 /* -Inf */, 0x7fc0 /* NaN */, 0x5f80 /* 2^64 */, 0x5f7f /* < 2^64 */,
+      0xdf80 /* -2^64 */,
+    ]);
     assert.deepEqual(scanBytes('BF16', new Uint8Array(bf16.buffer)), { nonFinite: 3, huge: 2 });
-    const f16 = new Uint16Array([0x3c00 /* 1 */, 0x7bff /* 65504 */, 0x7c00 /* +Inf */, 0xfc00 /* -Inf */, 0x7e00 /* NaN */]);
+    const f16 = new Uint16Array([
+      0x3c00 /* 1 */, 0x7bff /* 65504 */, 0x7c00 /* +Inf */, 0xfc00 /* -Inf */, 0x7e00 /* NaN */,
+    ]);
     assert.deepEqual(scanBytes('F16', new Uint8Array(f16.buffer)), { nonFinite: 3, huge: 0 });
     const f32 = new Float32Array([1, -2.5e-40, 3.4e38, -HUGE_WEIGHT, HUGE_WEIGHT * 0.999, Number.NaN, Infinity, 0]);
     assert.deepEqual(scanBytes('F32', new Uint8Array(f32.buffer)), { nonFinite: 2, huge: 2 });
@@ -93,9 +113,11 @@ describe('load: non-finite weights fail with E_NONFINITE_WEIGHTS naming the tens
   });
 });
 
-describe('KV cache: slots a row gives up are zeroed (a failed request\'s NaN cannot reach the next one)', function () {
+describe("KV cache: slots a row gives up are zeroed (a failed request's NaN cannot reach the next one)", function () {
   this.timeout(60_000);
-  before(async () => { await initBackend({ backend: 'wasm' }); });
+  before(async () => {
+    await initBackend({ backend: 'wasm' });
+  });
 
   /** The row's key and value entries at `slots`, as numbers. */
   function slotValues(c: KVCache, row: number, slots: number[]): number[] {
@@ -120,7 +142,10 @@ describe('KV cache: slots a row gives up are zeroed (a failed request\'s NaN can
         nan.dispose();
         assert.ok(slotValues(c, 0, [0, 4]).every(Number.isNaN));
         assert.equal(c.truncate(0, 2), true);
-        assert.ok(slotValues(c, 0, [2, 3, 4]).every((x) => x === 0), 'emptied slots of row 0 are zero');
+        assert.ok(
+          slotValues(c, 0, [2, 3, 4]).every((x) => x === 0),
+          'emptied slots of row 0 are zero',
+        );
         assert.ok(slotValues(c, 0, [0, 1]).every(Number.isNaN), 'kept slots keep their values');
         assert.ok(slotValues(c, 1, [0, 1, 2, 3, 4]).every(Number.isNaN), 'row 1 untouched');
         c.reset([1]);
@@ -136,7 +161,11 @@ describe('KV cache: slots a row gives up are zeroed (a failed request\'s NaN can
     const m = await loadModel(path.join(requireShared(this), 'fixtures', 'stories260K'));
     try {
       const prompt = [1, 403, 407, 261, 378];
-      const last = (t: tf.Tensor3D) => { const a = t.arraySync(); t.dispose(); return a[0].at(-1)!; };
+      const last = (t: tf.Tensor3D) => {
+        const a = t.arraySync();
+        t.dispose();
+        return a[0].at(-1)!;
+      };
       const fresh = m.model.makeCache(1, 64);
       const want = last(m.model.forward({ ids: [prompt] }, { cache: fresh, lastOnly: true }));
       const cache = m.model.makeCache(1, 64);

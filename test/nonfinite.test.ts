@@ -23,7 +23,9 @@ describe('engine: non-finite logits end generation with E_NONFINITE at the right
     const llama = path.join(requireShared(this), 'fixtures', 'llama');
     prompt = [1, 499, 377, 390, 368];
     const clean = await Engine.load(llama, { backend: 'wasm' });
-    first = (await generateOne(clean, { promptIds: prompt, maxTokens: 1, sampling: { temperature: 0 }, ignoreEos: true })).done.tokens[0];
+    first = (
+      await generateOne(clean, { promptIds: prompt, maxTokens: 1, sampling: { temperature: 0 }, ignoreEos: true })
+    ).done.tokens[0];
     clean.dispose();
     tmp = mkdtempSync(path.join(os.tmpdir(), 'moi-nonfinite-'));
     const dir = path.join(tmp, 'm');
@@ -47,16 +49,21 @@ describe('engine: non-finite logits end generation with E_NONFINITE at the right
   it('step 0 is finite, step 1 is not: the error names step 1, after the first token was streamed', async () => {
     const n0 = tf.memory().numTensors;
     const seen: number[] = [];
-    await assert.rejects(async () => {
-      for await (const ev of generate(engine, [{ promptIds: prompt, maxTokens: 4, sampling: { temperature: 0 }, ignoreEos: true }])) {
-        if (ev.type === 'token') seen.push(ev.token);
-      }
-    }, (err: unknown) => {
-      assert.ok(err instanceof ModelError, String(err));
-      assert.equal(err.code, 'E_NONFINITE');
-      assert.equal(err.message, 'the model produced NaN/Inf logits at step 1; the weights or config are broken');
-      return true;
-    });
+    await assert.rejects(
+      async () => {
+        for await (const ev of generate(engine, [
+          { promptIds: prompt, maxTokens: 4, sampling: { temperature: 0 }, ignoreEos: true },
+        ])) {
+          if (ev.type === 'token') seen.push(ev.token);
+        }
+      },
+      (err: unknown) => {
+        assert.ok(err instanceof ModelError, String(err));
+        assert.equal(err.code, 'E_NONFINITE');
+        assert.equal(err.message, 'the model produced NaN/Inf logits at step 1; the weights or config are broken');
+        return true;
+      },
+    );
     assert.deepEqual(seen, [first]);
     assert.equal(tf.memory().numTensors, n0, 'no tensors left behind');
   });
@@ -65,11 +72,19 @@ describe('engine: non-finite logits end generation with E_NONFINITE at the right
     const healthy = [1, 2, 3];
     for (const mix of [{ mode: 'moi' }, { mode: 'standard' }]) {
       const n0 = tf.memory().numTensors;
-      await assert.rejects(async () => {
-        const reqs = [{ promptIds: healthy, maxTokens: 4, sampling: { temperature: 0 }, ignoreEos: true, mix },
-          { promptIds: prompt, maxTokens: 4, sampling: { temperature: 0 }, ignoreEos: true, mix }];
-        for await (const _ of generate(engine, reqs)) { /* drain */ }
-      }, (err: unknown) => err instanceof ModelError && err.code === 'E_NONFINITE' && /NaN\/Inf logits at step 1;/.test(err.message));
+      await assert.rejects(
+        async () => {
+          const reqs = [
+            { promptIds: healthy, maxTokens: 4, sampling: { temperature: 0 }, ignoreEos: true, mix },
+            { promptIds: prompt, maxTokens: 4, sampling: { temperature: 0 }, ignoreEos: true, mix },
+          ];
+          for await (const _ of generate(engine, reqs)) {
+            /* drain */
+          }
+        },
+        (err: unknown) =>
+          err instanceof ModelError && err.code === 'E_NONFINITE' && /NaN\/Inf logits at step 1;/.test(err.message),
+      );
       assert.equal(tf.memory().numTensors, n0);
     }
   });

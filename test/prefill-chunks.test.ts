@@ -8,7 +8,15 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend, kernelDispatches, PREFILL_ATTENTION, resetKernelDispatches, setKernelsEnabled, sharedDir, SHARED_MISSING } from '@moi/core';
+import {
+  initBackend,
+  kernelDispatches,
+  PREFILL_ATTENTION,
+  resetKernelDispatches,
+  setKernelsEnabled,
+  sharedDir,
+  SHARED_MISSING,
+} from '@moi/core';
 import { loadModel, PREFILL_KERNEL_MAX_END, type LoadedModel } from '@moi/models';
 
 // Full-attention models. With a sliding window the cache rotates and a chunk's prefix is read in
@@ -44,7 +52,10 @@ describe('prefill in chunks equals one prefill, bit for bit', function () {
   this.timeout(120_000);
   const shared = sharedDir();
   before(async function () {
-    if (!shared) { console.log(SHARED_MISSING); this.skip(); }
+    if (!shared) {
+      console.log(SHARED_MISSING);
+      this.skip();
+    }
     await initBackend({ backend: 'wasm' });
   });
   after(() => setKernelsEnabled(true));
@@ -61,9 +72,16 @@ describe('prefill in chunks equals one prefill, bit for bit', function () {
           for (const cut of [[5], [9, 11]]) {
             const chunks: number[][] = [];
             let at = 0;
-            for (const c of [...cut, prompt.length]) { chunks.push(prompt.slice(at, c)); at = c; }
+            for (const c of [...cut, prompt.length]) {
+              chunks.push(prompt.slice(at, c));
+              at = c;
+            }
             const got = run(m, chunks, 5 % V);
-            assert.deepEqual(got[0], whole[0], `logits after the prompt (chunks ${chunks.map((c) => c.length).join(' + ')})`);
+            assert.deepEqual(
+              got[0],
+              whole[0],
+              `logits after the prompt (chunks ${chunks.map((c) => c.length).join(' + ')})`,
+            );
             assert.deepEqual(got[1], whole[1], 'logits after one decode step');
           }
         } finally {

@@ -10,7 +10,11 @@ import { hasScript, runCli } from './support/cli.ts';
 const IDS = Array.from({ length: 100 }, (_, i) => 1 + ((i * 37) % 500)).join(',');
 
 /** The binary, at a pseudo-terminal (`tty`: stdout and stderr both in `out`) or piped; killed after 60 s. */
-async function run(args: string[], tty: boolean, env: Record<string, string> = {}): Promise<{ code: number | null; out: string; err: string }> {
+async function run(
+  args: string[],
+  tty: boolean,
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; out: string; err: string }> {
   const r = await runCli(args, { tty, env, killAfterMs: 60_000 });
   return { code: r.code, out: r.stdout, err: r.stderr };
 }

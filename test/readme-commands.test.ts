@@ -20,7 +20,11 @@ const readme = fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8');
 const shBlocks = [...readme.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]);
 
 /** The commands of a block: one per line, comments and blank lines dropped. */
-const commands = (block: string) => block.split('\n').filter((l) => l.trim() && !l.trim().startsWith('#')).map((l) => l.replace(/\s+#.*$/, '').trim());
+const commands = (block: string) =>
+  block
+    .split('\n')
+    .filter((l) => l.trim() && !l.trim().startsWith('#'))
+    .map((l) => l.replace(/\s+#.*$/, '').trim());
 
 /** A TCP port that was free a moment ago. */
 async function freePort(): Promise<number> {
@@ -35,7 +39,10 @@ async function freePort(): Promise<number> {
 function listening(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect(port, '127.0.0.1');
-    s.once('connect', () => { s.destroy(); resolve(true); });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
     s.once('error', () => resolve(false));
   });
 }
@@ -51,12 +58,19 @@ describe('README: the command lines as written', function () {
     assert.match(generate, /^npx -y pnpm@[\d.]+ moi-gen /);
     const line = generate.replaceAll('../shared', shared);
     // as from a shell: without the npm_config_* variables that `pnpm test` hands its scripts
-    const shellEnv = Object.fromEntries(Object.keys(process.env).filter((k) => /^(npm|pnpm)_/i.test(k)).map((k) => [k, undefined]));
+    const shellEnv = Object.fromEntries(
+      Object.keys(process.env)
+        .filter((k) => /^(npm|pnpm)_/i.test(k))
+        .map((k) => [k, undefined]),
+    );
     const r = await runCli([], { command: ['bash', '-c', line], env: shellEnv });
     assert.equal(r.code, 0, r.stderr);
     assert.doesNotMatch(r.stderr, /^npm warn|Unknown project config|^\s*WARN\b/im);
     // the text alone: what the same command line prints in-process
-    const argv = line.slice(line.indexOf(' moi-gen ') + ' moi-gen '.length).match(/"[^"]*"|\S+/g)!.map((a) => a.replace(/^"(.*)"$/, '$1'));
+    const argv = line
+      .slice(line.indexOf(' moi-gen ') + ' moi-gen '.length)
+      .match(/"[^"]*"|\S+/g)!
+      .map((a) => a.replace(/^"(.*)"$/, '$1'));
     const same = await moiGen(argv);
     assert.equal(same.code, 0, same.stderr);
     assert.ok(same.stdout.length > 20);
@@ -74,13 +88,19 @@ describe('README: the command lines as written', function () {
     for (const entry of fs.readdirSync(store)) {
       const nm = path.join(store, entry, 'node_modules');
       if (!fs.existsSync(nm)) continue;
-      const dirs = fs.readdirSync(nm).flatMap((d) => (d.startsWith('@') ? fs.readdirSync(path.join(nm, d)).map((x) => `${d}/${x}`) : [d]));
+      const dirs = fs
+        .readdirSync(nm)
+        .flatMap((d) => (d.startsWith('@') ? fs.readdirSync(path.join(nm, d)).map((x) => `${d}/${x}`) : [d]));
       for (const d of dirs) {
         const dir = path.join(nm, d);
         if (fs.lstatSync(dir).isSymbolicLink()) continue; // a dependency's link, not the package itself
-        const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name: string; scripts?: Record<string, string> };
+        const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as {
+          name: string;
+          scripts?: Record<string, string>;
+        };
         const s = pkg.scripts ?? {};
-        if (s.preinstall || s.install || s.postinstall || fs.existsSync(path.join(dir, 'binding.gyp'))) withScripts.add(pkg.name);
+        if (s.preinstall || s.install || s.postinstall || fs.existsSync(path.join(dir, 'binding.gyp')))
+          withScripts.add(pkg.name);
       }
     }
     assert.ok(withScripts.has('esbuild'), `the walk finds build scripts (found: ${[...withScripts].join(', ')})`);
@@ -102,7 +122,9 @@ describe('README: the command lines as written', function () {
     const script = `${line}\nfor i in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/${port}) 2>/dev/null && break; sleep 0.1; done\n${stop}\nwait\n`;
     const shell = spawn('bash', ['-c', script], { cwd: repoRoot, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
-    shell.stderr.on('data', (d) => { err += d; });
+    shell.stderr.on('data', (d) => {
+      err += d;
+    });
     try {
       // 'exit', not 'close': a server left running would hold the pipes open
       const code = await new Promise<number | null>((resolve) => shell.on('exit', resolve));
@@ -118,7 +140,11 @@ describe('README: the command lines as written', function () {
       }
       assert.equal(open, false, `a server still answers on port ${port} after kill $!`);
     } finally {
-      try { process.kill(-shell.pid!, 'SIGKILL'); } catch { /* the group has ended */ }
+      try {
+        process.kill(-shell.pid!, 'SIGKILL');
+      } catch {
+        /* the group has ended */
+      }
     }
   });
 });

@@ -16,14 +16,33 @@ describe('README: the Library example', function () {
     const section = readme.slice(readme.indexOf('## Library'));
     const snippet = /```ts\n([\s\S]*?)```/.exec(section)![1];
     const file = readFileSync(path.join(repoRoot, 'examples/00-stream.ts'), 'utf8');
-    const code = file.split('\n').filter((l) => !l.startsWith('//')).join('\n').trim();
+    const code = file
+      .split('\n')
+      .filter((l) => !l.startsWith('//'))
+      .join('\n')
+      .trim();
     assert.equal(snippet.trim(), code);
     assert.ok(snippet.trim().split('\n').length <= 15);
 
     const model = path.join(shared, 'fixtures', 'stories260K');
-    const ex = spawnSync(process.execPath, ['--import', 'tsx', 'examples/00-stream.ts', model], { cwd: repoRoot, encoding: 'utf8' });
+    const ex = spawnSync(process.execPath, ['--import', 'tsx', 'examples/00-stream.ts', model], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+    });
     assert.equal(ex.status, 0, ex.stderr);
-    const cli = await moiGen(['--model', model, '--temperature', '0', '-n', '48', '--mode', 'moi', '--beta', '1', 'Once upon a time']);
+    const cli = await moiGen([
+      '--model',
+      model,
+      '--temperature',
+      '0',
+      '-n',
+      '48',
+      '--mode',
+      'moi',
+      '--beta',
+      '1',
+      'Once upon a time',
+    ]);
     assert.equal(cli.code, 0, cli.stderr);
     const [text, summary] = ex.stdout.split('\n[');
     assert.equal(text + '\n', cli.stdout);

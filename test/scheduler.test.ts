@@ -26,16 +26,36 @@ async function collect(it: AsyncIterable<GenerationEvent>) {
 describe('engine: continuous-batching scheduler', function () {
   let engine: Engine;
   before(async function () {
-    if (!shared) { console.warn(SHARED_MISSING); this.skip(); }
+    if (!shared) {
+      console.warn(SHARED_MISSING);
+      this.skip();
+    }
     engine = await Engine.load(path.join(shared!, 'fixtures', 'llama'), { backend: 'wasm' });
   });
   after(() => engine?.dispose());
 
   const requests: GenerateRequest[] = [
     { promptIds: [1, 499, 377, 390, 368], maxTokens: 9, sampling: { temperature: 0 }, ignoreEos: true },
-    { promptIds: [1, 22, 33], maxTokens: 5, sampling: { temperature: 0 }, ignoreEos: true, mix: { mode: 'moi', beta: 0.5 } },
-    { promptIds: Array.from({ length: 150 }, (_, i) => 1 + ((i * 37) % 400)), maxTokens: 6, sampling: { temperature: 0 }, ignoreEos: true },
-    { promptIds: [1, 7, 8, 9, 10, 11], maxTokens: 12, sampling: { temperature: 0.8, seed: 5 }, ignoreEos: true, mix: { mode: 'direct' } },
+    {
+      promptIds: [1, 22, 33],
+      maxTokens: 5,
+      sampling: { temperature: 0 },
+      ignoreEos: true,
+      mix: { mode: 'moi', beta: 0.5 },
+    },
+    {
+      promptIds: Array.from({ length: 150 }, (_, i) => 1 + ((i * 37) % 400)),
+      maxTokens: 6,
+      sampling: { temperature: 0 },
+      ignoreEos: true,
+    },
+    {
+      promptIds: [1, 7, 8, 9, 10, 11],
+      maxTokens: 12,
+      sampling: { temperature: 0.8, seed: 5 },
+      ignoreEos: true,
+      mix: { mode: 'direct' },
+    },
     { promptIds: [1, 300], maxTokens: 4, sampling: { temperature: 0 }, ignoreEos: true },
   ];
 
@@ -55,7 +75,10 @@ describe('engine: continuous-batching scheduler', function () {
       assert.equal(g.done.finishReason, 'length');
     });
     assert.equal(s.stats().running, 0);
-    assert.equal(s.stats().generationTokens, alone.reduce((n, a) => n + a.length, 0));
+    assert.equal(
+      s.stats().generationTokens,
+      alone.reduce((n, a) => n + a.length, 0),
+    );
     await s.close();
     assert.equal(tf.memory().numTensors, n0);
   });
@@ -64,7 +87,10 @@ describe('engine: continuous-batching scheduler', function () {
     const n0 = tf.memory().numTensors;
     const s = new Scheduler(engine, { maxSeqs: 1, maxModelLen: 256 });
     const ac = new AbortController();
-    const sub = s.submit({ promptIds: [1, 2, 3], maxTokens: 200, ignoreEos: true, sampling: { temperature: 0 } }, { signal: ac.signal });
+    const sub = s.submit(
+      { promptIds: [1, 2, 3], maxTokens: 200, ignoreEos: true, sampling: { temperature: 0 } },
+      { signal: ac.signal },
+    );
     let n = 0;
     let done;
     for await (const e of sub) {
@@ -77,7 +103,12 @@ describe('engine: continuous-batching scheduler', function () {
     // turn 1, then a prompt extending turn 1's prompt + reply: only the new tokens are prefilled
     const first = { promptIds: [1, 499, 377, 390], maxTokens: 5, sampling: { temperature: 0 }, ignoreEos: true };
     const a = await collect(s.submit(first));
-    const second = { promptIds: [...first.promptIds, ...a.tokens, 33, 44], maxTokens: 6, sampling: { temperature: 0 }, ignoreEos: true };
+    const second = {
+      promptIds: [...first.promptIds, ...a.tokens, 33, 44],
+      maxTokens: 6,
+      sampling: { temperature: 0 },
+      ignoreEos: true,
+    };
     const b = await collect(s.submit(second));
     // held: prompt + reply less its last token (never fed)
     assert.equal(b.done.stats.cachedTokens, first.promptIds.length + a.tokens.length - 1);
@@ -91,14 +122,26 @@ describe('engine: continuous-batching scheduler', function () {
 
   it('bad requests throw typed errors at submit; a full queue is E_QUEUE_FULL', async function () {
     const s = new Scheduler(engine, { maxSeqs: 1, maxModelLen: 32, maxWaiting: 1 });
-    assert.throws(() => s.submit({ promptIds: [] }), (e: unknown) => e instanceof MoiError && e.code === 'E_REQUEST');
-    assert.throws(() => s.submit({ promptIds: new Array(40).fill(1) }), (e: unknown) => e instanceof MoiError && e.code === 'E_CONTEXT');
+    assert.throws(
+      () => s.submit({ promptIds: [] }),
+      (e: unknown) => e instanceof MoiError && e.code === 'E_REQUEST',
+    );
+    assert.throws(
+      () => s.submit({ promptIds: new Array(40).fill(1) }),
+      (e: unknown) => e instanceof MoiError && e.code === 'E_CONTEXT',
+    );
     const first = s.submit({ promptIds: [1, 2], maxTokens: 3 }); // takes the row
     const second = s.submit({ promptIds: [1, 2], maxTokens: 3 }); // waits
-    assert.throws(() => s.submit({ promptIds: [1, 2], maxTokens: 3 }), (e: unknown) => e instanceof MoiError && e.code === 'E_QUEUE_FULL');
+    assert.throws(
+      () => s.submit({ promptIds: [1, 2], maxTokens: 3 }),
+      (e: unknown) => e instanceof MoiError && e.code === 'E_QUEUE_FULL',
+    );
     await collect(first);
     await collect(second);
     await s.close();
-    assert.throws(() => s.submit({ promptIds: [1, 2] }), (e: unknown) => e instanceof MoiError && e.code === 'E_CLOSED');
+    assert.throws(
+      () => s.submit({ promptIds: [1, 2] }),
+      (e: unknown) => e instanceof MoiError && e.code === 'E_CLOSED',
+    );
   });
 });

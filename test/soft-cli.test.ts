@@ -26,20 +26,43 @@ describe('cli: moi-gen --mode soft', function () {
     model = path.join(shared!, 'fixtures', 'stories260K');
     const base = ['--model', model, '-q', '--max-tokens', '12', 'Once upon a time'];
     runs = [
-      moiGen([...base, '--mode', 'soft', '--think-end-id', '263', '--cold-stop-entropy', '0.01', '--cold-stop-steps', '2',
-        '--after-thinking-temperature', '0', '--seed', '3', '--json']),
+      moiGen([
+        ...base,
+        '--mode',
+        'soft',
+        '--think-end-id',
+        '263',
+        '--cold-stop-entropy',
+        '0.01',
+        '--cold-stop-steps',
+        '2',
+        '--after-thinking-temperature',
+        '0',
+        '--seed',
+        '3',
+        '--json',
+      ]),
       moiGen([...base, '--mode', 'soft']),
       moiGen([...base, '--cold-stop-steps', '3']),
     ];
   });
   let tmp = '';
-  before(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moi-soft-cli-')); });
-  after(() => { if (tmp) fs.rmSync(tmp, { recursive: true, force: true }); });
+  before(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moi-soft-cli-'));
+  });
+  after(() => {
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
 
   it('--json: per-step S, think_end {step, reason}, and the cold stop where the S values put it', async function () {
     const r = await runs[0];
     assert.equal(r.code, 0, r.stderr);
-    const out = JSON.parse(r.stdout) as { tokens: number[]; entropy: (number | null)[]; think_end: { step: number; reason: string } | null; settings: { mode: string } };
+    const out = JSON.parse(r.stdout) as {
+      tokens: number[];
+      entropy: (number | null)[];
+      think_end: { step: number; reason: string } | null;
+      settings: { mode: string };
+    };
     assert.equal(out.settings.mode, 'soft');
     assert.equal(out.tokens.length, 12);
     assert.ok(out.think_end, 'thinking ended');
@@ -53,8 +76,14 @@ describe('cli: moi-gen --mode soft', function () {
     }
     assert.deepEqual(end, { step: expected, reason: 'cold_stop' });
     assert.equal(out.tokens[end.step], 263, 'the think-end token is recorded');
-    assert.ok(out.entropy.slice(0, end.step + 1).every((v) => typeof v === 'number' && v >= 0), 'S during thinking');
-    assert.ok(out.entropy.slice(end.step + 1).every((v) => v === null), 'no S after thinking');
+    assert.ok(
+      out.entropy.slice(0, end.step + 1).every((v) => typeof v === 'number' && v >= 0),
+      'S during thinking',
+    );
+    assert.ok(
+      out.entropy.slice(end.step + 1).every((v) => v === null),
+      'no S after thinking',
+    );
   });
 
   it('no think-end token in the tokenizer, and soft flags without --mode soft: exit 2 with a clear message', async function () {
@@ -71,15 +100,46 @@ describe('cli: moi-gen --mode soft', function () {
 
   it('eval --modes standard,soft: soft completions with the soft flags, paired with standard; soft flags without soft in --modes exit 2', async function () {
     const out = path.join(tmp, 'eval');
-    const args = ['eval', '--model', model, '--task', 'countdown:gen', '--limit', '2', '--max-tokens', '10', '--seed', '3', '-q'];
+    const args = [
+      'eval',
+      '--model',
+      model,
+      '--task',
+      'countdown:gen',
+      '--limit',
+      '2',
+      '--max-tokens',
+      '10',
+      '--seed',
+      '3',
+      '-q',
+    ];
     const [r, bad] = await Promise.all([
-      moiGen([...args, '--modes', 'standard,soft', '--think-end-id', '263', '--cold-stop-entropy', '0.01', '--cold-stop-steps', '2', '--out', out]),
+      moiGen([
+        ...args,
+        '--modes',
+        'standard,soft',
+        '--think-end-id',
+        '263',
+        '--cold-stop-entropy',
+        '0.01',
+        '--cold-stop-steps',
+        '2',
+        '--out',
+        out,
+      ]),
       moiGen([...args, '--modes', 'standard,moi', '--think-end-id', '263', '--out', path.join(tmp, 'bad')]),
     ]);
     assert.equal(r.code, 0, r.stderr);
-    const records = fs.readFileSync(path.join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { mode: string; completion: string });
+    const records = fs
+      .readFileSync(path.join(out, 'results.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { mode: string; completion: string });
     assert.deepEqual(records.map((x) => x.mode).sort(), ['soft', 'soft', 'standard', 'standard']);
-    const settings = JSON.parse(fs.readFileSync(path.join(out, 'run.json'), 'utf8')) as { soft?: { thinkEndId?: number; coldStopSteps?: number } };
+    const settings = JSON.parse(fs.readFileSync(path.join(out, 'run.json'), 'utf8')) as {
+      soft?: { thinkEndId?: number; coldStopSteps?: number };
+    };
     assert.equal(settings.soft?.thinkEndId, 263, 'the soft options are part of the run (resume compares them)');
     assert.match(r.stdout, /\| soft \| 2 \|/);
     assert.match(r.stdout, /\| soft \| 2 \| \d+ \| \d+ \|/, 'soft paired with standard');
@@ -89,8 +149,26 @@ describe('cli: moi-gen --mode soft', function () {
 
   it('generate --trace --compare-modes standard,soft: the soft flags apply to the soft run, and the page marks its soft phase', async function () {
     const file = path.join(tmp, 'trace.html');
-    const r = await moiGen(['--model', model, '-q', '--max-tokens', '12', '--seed', '3', '--think-end-id', '263', '--cold-stop-entropy', '0.01', '--cold-stop-steps', '2',
-      '--trace', file, '--compare-modes', 'standard,soft', 'Once upon a time']);
+    const r = await moiGen([
+      '--model',
+      model,
+      '-q',
+      '--max-tokens',
+      '12',
+      '--seed',
+      '3',
+      '--think-end-id',
+      '263',
+      '--cold-stop-entropy',
+      '0.01',
+      '--cold-stop-steps',
+      '2',
+      '--trace',
+      file,
+      '--compare-modes',
+      'standard,soft',
+      'Once upon a time',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^\[standard\] .*\n\[soft\] /);
     const html = fs.readFileSync(file, 'utf8');

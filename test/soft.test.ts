@@ -129,7 +129,9 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
   const AFTER: Filters = { temperature: 0.8, topK: 20, topP: 0.9, minP: 0.01 };
 
   const softRequest = (name: string, n: number, soft: SoftOptions, seed = 11, maxTopk?: number): GenerateRequest => ({
-    promptIds: PROMPTS[name], maxTokens: n, ignoreEos: true,
+    promptIds: PROMPTS[name],
+    maxTokens: n,
+    ignoreEos: true,
     sampling: { temperature: THINK.temperature, topK: THINK.topK, topP: THINK.topP, minP: THINK.minP, seed },
     mix: { mode: 'soft', topK: maxTopk, soft: { afterThinking: AFTER, ...soft } },
   });
@@ -139,7 +141,11 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
    * think-end step (reason, one-hot E[think-end]) and the after-thinking steps (inverse CDF at the
    * sampler's draws). Returns the step thinking ended at, or null.
    */
-  function checkTrace(t: Trace, E: Float32Array[], o: { thinkEnd: number; coldStop?: { threshold: number; steps: number }; seed: number; maxTopk?: number }): number | null {
+  function checkTrace(
+    t: Trace,
+    E: Float32Array[],
+    o: { thinkEnd: number; coldStop?: { threshold: number; steps: number }; seed: number; maxTopk?: number },
+  ): number | null {
     const rng = createRng(o.seed);
     const maxTopk = o.maxTopk ?? 10;
     let low = 0;
@@ -150,20 +156,31 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
       const next = t.inputs[s + 1] ?? null; // the input of the next forward (none after the last step)
       if (ended === null) {
         const ref = softStep(t.logits[s], THINK, maxTopk);
-        assert.ok(Math.abs(ev.mix!.entropy - ref.S) <= 1e-4 * Math.max(1, ref.S), `step ${s}: S ${ev.mix!.entropy} vs ${ref.S}`);
+        assert.ok(
+          Math.abs(ev.mix!.entropy - ref.S) <= 1e-4 * Math.max(1, ref.S),
+          `step ${s}: S ${ev.mix!.entropy} vs ${ref.S}`,
+        );
         assert.equal(ev.mix!.soft?.phase, 'thinking', `step ${s}: phase`);
         let expectToken = ref.ids[0];
         let reason: string | null = null;
         if (o.coldStop) {
           low = ref.S < o.coldStop.threshold ? low + 1 : 0;
-          if (low >= o.coldStop.steps) { expectToken = o.thinkEnd; reason = 'cold_stop'; }
+          if (low >= o.coldStop.steps) {
+            expectToken = o.thinkEnd;
+            reason = 'cold_stop';
+          }
         }
         if (reason === null && expectToken === o.thinkEnd) reason = 'argmax';
         assert.equal(ev.token, expectToken, `step ${s}: recorded token`);
         assert.equal(ev.mix!.soft?.thinkEnd ?? null, reason, `step ${s}: think-end reason`);
         if (reason !== null) {
           ended = s;
-          if (next) assert.deepEqual(Array.from(next), Array.from(E[o.thinkEnd]), `step ${s}: the next input is exactly E[think-end]`);
+          if (next)
+            assert.deepEqual(
+              Array.from(next),
+              Array.from(E[o.thinkEnd]),
+              `step ${s}: the next input is exactly E[think-end]`,
+            );
         } else if (next) {
           const want = E[0].map((_, j) => ref.ids.reduce((a, id, k) => a + ref.w[k] * E[id][j], 0));
           assertEmbedClose(next, Array.from(want), 1e-5, `step ${s}`);
@@ -173,7 +190,8 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
       } else {
         assert.deepEqual(ev.mix!.soft, { phase: 'answer', entropy: null, thinkEnd: null }, `step ${s}: after thinking`);
         assert.equal(ev.token, sampleAt(t.logits[s], AFTER, u), `step ${s}: after-thinking sample`);
-        if (next) assert.deepEqual(Array.from(next), Array.from(E[ev.token]), `step ${s}: one-hot input after thinking`);
+        if (next)
+          assert.deepEqual(Array.from(next), Array.from(E[ev.token]), `step ${s}: one-hot input after thinking`);
       }
     }
     return ended;
@@ -198,7 +216,10 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
 
       it('every soft step equals the float64 definition (S, recorded token, Σ w E)', function () {
         assert.equal(checkTrace(base, E, { thinkEnd: unused, seed: 11 }), null, 'thinking did not end');
-        assert.ok(base.events.some((e) => e.mix!.candidates > 1), 'some steps really mix several candidates');
+        assert.ok(
+          base.events.some((e) => e.mix!.candidates > 1),
+          'some steps really mix several candidates',
+        );
       });
 
       it('think-end by argmax: the soft phase ends there, the next input is one-hot, then after-thinking sampling', async function () {
@@ -207,7 +228,11 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
         const first = base.tokens.indexOf(id);
         const t = await traced(engine, softRequest(name, N, { thinkEndId: id }));
         assert.equal(checkTrace(t, E, { thinkEnd: id, seed: 11 }), first);
-        assert.deepEqual(t.tokens.slice(0, first + 1), base.tokens.slice(0, first + 1), 'the same soft phase up to think-end');
+        assert.deepEqual(
+          t.tokens.slice(0, first + 1),
+          base.tokens.slice(0, first + 1),
+          'the same soft phase up to think-end',
+        );
       });
 
       it('traces show the soft phase: the slots and weights of the float64 definition, and where thinking ended', async function () {
@@ -216,7 +241,10 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
         const first = base.tokens.indexOf(id);
         const t = await traced(engine, { ...softRequest(name, N, { thinkEndId: id }), trace: 12 });
         const V = t.logits[0].length;
-        assert.ok(first > 0 && t.events.slice(0, first).some((e) => e.trace!.candidates.length > 1), 'the soft phase mixes several slots before it ends');
+        assert.ok(
+          first > 0 && t.events.slice(0, first).some((e) => e.trace!.candidates.length > 1),
+          'the soft phase mixes several slots before it ends',
+        );
         const texts = traceTexts(engine, PROMPTS[name]);
         for (let s = 0; s < t.tokens.length; s++) {
           const tr = t.events[s].trace!;
@@ -227,7 +255,11 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
             const x = Array.from(t.logits[s], (v) => v / THINK.temperature);
             const m = Math.max(...x);
             const z = x.reduce((a, v) => a + Math.exp(v - m), 0);
-            assert.deepEqual(tr.candidates.map((c) => c.id), ref.ids, `step ${s}: the slots, heaviest first`);
+            assert.deepEqual(
+              tr.candidates.map((c) => c.id),
+              ref.ids,
+              `step ${s}: the slots, heaviest first`,
+            );
             tr.candidates.forEach((c, j) => {
               assert.ok(Math.abs(c.w - ref.w[j]) <= 1e-5, `step ${s}: w of slot ${j}: ${c.w} vs ${ref.w[j]}`);
               assert.ok(Math.abs(c.p - Math.exp(x[c.id] - m) / z) <= 1e-5, `step ${s}: p of slot ${j}`);
@@ -237,7 +269,11 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
             assert.equal(step.phase, 'thinking');
             assert.equal(step.thinkEnd, undefined);
           } else if (s === first) {
-            assert.deepEqual(tr.candidates.map((c) => [c.id, c.w]), [[id, 1]], 'the think-end step feeds E[think-end] alone');
+            assert.deepEqual(
+              tr.candidates.map((c) => [c.id, c.w]),
+              [[id, 1]],
+              'the think-end step feeds E[think-end] alone',
+            );
             assert.equal(tr.weight, 1);
             assert.equal(step.phase, 'thinking');
             assert.equal(step.thinkEnd, 'argmax');
@@ -252,7 +288,10 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
         const S = base.tokens.map((_, s) => softStep(base.logits[s], THINK, 10).S);
         // fires: a threshold above S_0..S_2 with margin, 3 steps → think-end at step 2 exactly
         const thr = Math.max(S[0], S[1], S[2]) * 1.01 + 1e-6;
-        const firing = await traced(engine, softRequest(name, N, { thinkEndId: unused, coldStopEntropy: thr, coldStopSteps: 3 }));
+        const firing = await traced(
+          engine,
+          softRequest(name, N, { thinkEndId: unused, coldStopEntropy: thr, coldStopSteps: 3 }),
+        );
         const at = checkTrace(firing, E, { thinkEnd: unused, coldStop: { threshold: thr, steps: 3 }, seed: 11 });
         assert.equal(at, 2, 'counted from step 0');
         assert.equal(firing.events[2].mix!.soft!.thinkEnd, 'cold_stop');
@@ -262,24 +301,47 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
         const thr2 = (sorted[mid - 1] + sorted[mid]) / 2;
         let run = 0;
         let longest = 0;
-        for (const v of S) { run = v < thr2 ? run + 1 : 0; longest = Math.max(longest, run); }
+        for (const v of S) {
+          run = v < thr2 ? run + 1 : 0;
+          longest = Math.max(longest, run);
+        }
         assert.ok(longest >= 1, 'some low steps');
-        const quiet = await traced(engine, softRequest(name, N, { thinkEndId: unused, coldStopEntropy: thr2, coldStopSteps: longest + 1 }));
-        assert.equal(checkTrace(quiet, E, { thinkEnd: unused, coldStop: { threshold: thr2, steps: longest + 1 }, seed: 11 }), null);
+        const quiet = await traced(
+          engine,
+          softRequest(name, N, { thinkEndId: unused, coldStopEntropy: thr2, coldStopSteps: longest + 1 }),
+        );
+        assert.equal(
+          checkTrace(quiet, E, { thinkEnd: unused, coldStop: { threshold: thr2, steps: longest + 1 }, seed: 11 }),
+          null,
+        );
         assert.deepEqual(quiet.tokens, base.tokens);
       });
 
       it('greedy equivalence: max_topk 1, or one candidate left, equals standard greedy and the reference', async function () {
-        const ref = JSON.parse(readFileSync(path.join(fixturesRoot!, name, 'reference.json'), 'utf8')) as { cases: { input_ids: number[]; greedy: { tokens: number[] } }[] };
+        const ref = JSON.parse(readFileSync(path.join(fixturesRoot!, name, 'reference.json'), 'utf8')) as {
+          cases: { input_ids: number[]; greedy: { tokens: number[] } }[];
+        };
         const c = ref.cases[ref.cases.length - 1];
         const n = Math.min(32, c.greedy.tokens.length);
-        const req = (mix: GenerateRequest['mix'], sampling: GenerateRequest['sampling'] = { temperature: 0 }): GenerateRequest =>
-          ({ promptIds: c.input_ids, maxTokens: n, ignoreEos: true, sampling, mix });
+        const req = (
+          mix: GenerateRequest['mix'],
+          sampling: GenerateRequest['sampling'] = { temperature: 0 },
+        ): GenerateRequest => ({ promptIds: c.input_ids, maxTokens: n, ignoreEos: true, sampling, mix });
         const standard = await generateOne(engine, req({ mode: 'standard' }));
         assert.deepEqual(standard.done.tokens, c.greedy.tokens.slice(0, n), 'standard greedy = reference');
         // think-end = the 5th greedy token: after it, greedy sampling (after-thinking temperature 0) continues
         const soft = (mix: SoftOptions, maxTopk?: number, sampling?: GenerateRequest['sampling']) =>
-          generateOne(engine, req({ mode: 'soft', topK: maxTopk, soft: { thinkEndId: c.greedy.tokens[4], afterThinking: { temperature: 0 }, ...mix } }, sampling));
+          generateOne(
+            engine,
+            req(
+              {
+                mode: 'soft',
+                topK: maxTopk,
+                soft: { thinkEndId: c.greedy.tokens[4], afterThinking: { temperature: 0 }, ...mix },
+              },
+              sampling,
+            ),
+          );
         const top1 = await soft({}, 1, { temperature: 0.6, seed: 1 });
         assert.deepEqual(top1.done.tokens, standard.done.tokens, 'max_topk 1');
         assert.ok(top1.events.every((e) => e.mix!.weight === 1));
@@ -295,8 +357,20 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
     const p = PROMPTS.stories260K;
     const requests: GenerateRequest[] = [
       softRequest('stories260K', 20, { thinkEndId: 267 }),
-      { promptIds: [1, 403], maxTokens: 12, sampling: { temperature: 0.7, seed: 3 }, ignoreEos: true, mix: { mode: 'moi', beta: 1 } },
-      { promptIds: p.slice(0, 3), maxTokens: 16, sampling: { temperature: 0 }, ignoreEos: true, mix: { mode: 'standard' } },
+      {
+        promptIds: [1, 403],
+        maxTokens: 12,
+        sampling: { temperature: 0.7, seed: 3 },
+        ignoreEos: true,
+        mix: { mode: 'moi', beta: 1 },
+      },
+      {
+        promptIds: p.slice(0, 3),
+        maxTokens: 16,
+        sampling: { temperature: 0 },
+        ignoreEos: true,
+        mix: { mode: 'standard' },
+      },
       softRequest('stories260K', 18, { thinkEndId: 267, noise: 'gumbel', gumbelTau: 0.7 }, 5),
       softRequest('stories260K', 14, { thinkEndId: 267, noise: 'dirichlet', dirichletAlpha: 3 }, 9),
     ];
@@ -304,7 +378,11 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
     for await (const e of generate(engine, requests)) if (e.type === 'token') rows[e.row].push(e);
     for (let r = 0; r < requests.length; r++) {
       const alone = await generateOne(engine, requests[r]);
-      assert.deepEqual(rows[r].map((e) => e.token), alone.events.map((e) => e.token), `row ${r} tokens`);
+      assert.deepEqual(
+        rows[r].map((e) => e.token),
+        alone.events.map((e) => e.token),
+        `row ${r} tokens`,
+      );
       // (a batched forward differs from a single-row one in float32 rounding: diagnostics to 1e-4)
       rows[r].forEach((e, s) => {
         const m = e.mix;
@@ -312,17 +390,31 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
         if (!m || !want) return assert.equal(m, want, `row ${r} step ${s}: standard rows report no mixing`);
         assert.equal(m.candidates, want.candidates, `row ${r} step ${s} candidates`);
         assert.ok(Math.abs(m.weight - want.weight) <= 1e-4, `row ${r} step ${s} weight`);
-        assert.ok(Object.is(m.entropy, want.entropy) || Math.abs(m.entropy - want.entropy) <= 1e-4, `row ${r} step ${s} entropy`);
-        assert.deepEqual(m.soft && { ...m.soft, entropy: null }, want.soft && { ...want.soft, entropy: null }, `row ${r} step ${s} phase`);
+        assert.ok(
+          Object.is(m.entropy, want.entropy) || Math.abs(m.entropy - want.entropy) <= 1e-4,
+          `row ${r} step ${s} entropy`,
+        );
+        assert.deepEqual(
+          m.soft && { ...m.soft, entropy: null },
+          want.soft && { ...want.soft, entropy: null },
+          `row ${r} step ${s} phase`,
+        );
       });
     }
-    assert.ok(rows[0].some((e) => e.mix!.soft!.thinkEnd === 'argmax'), 'row 0 ends thinking inside the batch');
+    assert.ok(
+      rows[0].some((e) => e.mix!.soft!.thinkEnd === 'argmax'),
+      'row 0 ends thinking inside the batch',
+    );
   });
 
   it('seeded noise is reproducible; another seed or none gives other inputs', async function () {
     const { engine } = await load('stories260K');
     for (const noise of ['gumbel', 'dirichlet']) {
-      const run = (seed?: number) => generateOne(engine, { ...softRequest('stories260K', 16, { thinkEndId: 2, noise }, seed ?? 0), sampling: { seed } });
+      const run = (seed?: number) =>
+        generateOne(engine, {
+          ...softRequest('stories260K', 16, { thinkEndId: 2, noise }, seed ?? 0),
+          sampling: { seed },
+        });
       const a = await run(21);
       const b = await run(21);
       const c = await run(22);
@@ -340,19 +432,36 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
     const plan = planRowMix({ mode: 'soft' }, {}, { tokenizer: qwen3 });
     assert.equal(plan.settings.soft!.thinkEndId, 151668);
     assert.equal(qwen3.decode([151668]), '</think>');
-    assert.deepEqual(plan.sampling, { temperature: 0.6, topK: 30, topP: 0.95, minP: 0 }, 'the sampler gets the after-thinking settings');
+    assert.deepEqual(
+      plan.sampling,
+      { temperature: 0.6, topK: 30, topP: 0.95, minP: 0 },
+      'the sampler gets the after-thinking settings',
+    );
     assert.deepEqual(plan.settings.soft!.thinking, { temperature: 0.6, topK: 30, topP: 0.95, minP: 0.001 });
     // the request's own filters are the soft phase's
-    assert.deepEqual(planRowMix({ mode: 'soft' }, { temperature: 0.9, topK: 5 }, { tokenizer: qwen3 }).settings.soft!.thinking, { temperature: 0.9, topK: 5, topP: 0.95, minP: 0.001 });
-    const refuses = (f: () => unknown, re: RegExp) => assert.throws(f, (e: unknown) => e instanceof MoiError && e.code === 'E_MOI' && re.test(e.message));
+    assert.deepEqual(
+      planRowMix({ mode: 'soft' }, { temperature: 0.9, topK: 5 }, { tokenizer: qwen3 }).settings.soft!.thinking,
+      { temperature: 0.9, topK: 5, topP: 0.95, minP: 0.001 },
+    );
+    const refuses = (f: () => unknown, re: RegExp) =>
+      assert.throws(f, (e: unknown) => e instanceof MoiError && e.code === 'E_MOI' && re.test(e.message));
     const llama2 = loadTokenizer(path.join(shared!, 'tokenizers', 'llama2'));
-    refuses(() => planRowMix({ mode: 'soft' }, {}, { tokenizer: llama2 }), /no token for the think-end text '<\/think>'.*think-end-id/);
+    refuses(
+      () => planRowMix({ mode: 'soft' }, {}, { tokenizer: llama2 }),
+      /no token for the think-end text '<\/think>'.*think-end-id/,
+    );
     refuses(() => planRowMix({ mode: 'soft' }, {}, { tokenizer: null }), /no tokenizer.*think-end/);
-    assert.equal(planRowMix({ mode: 'soft', soft: { thinkEndId: 7 } }, {}, { tokenizer: null }).settings.soft!.thinkEndId, 7);
+    assert.equal(
+      planRowMix({ mode: 'soft', soft: { thinkEndId: 7 } }, {}, { tokenizer: null }).settings.soft!.thinkEndId,
+      7,
+    );
     // through generate: stories260K's tokenizer has no </think>; the error comes before any work
     const { engine } = await load('stories260K');
     const n0 = tf.memory().numTensors;
-    await assert.rejects(generateOne(engine, { promptIds: [1, 2], mix: { mode: 'soft' } }), (e: unknown) => e instanceof MoiError && e.code === 'E_MOI');
+    await assert.rejects(
+      generateOne(engine, { promptIds: [1, 2], mix: { mode: 'soft' } }),
+      (e: unknown) => e instanceof MoiError && e.code === 'E_MOI',
+    );
     assert.equal(tf.memory().numTensors, n0);
   });
 
@@ -369,10 +478,16 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
         depth++;
         try {
           const r = saved[i].apply(this, a);
-          if (r instanceof Promise) return r.finally(() => { depth--; });
+          if (r instanceof Promise)
+            return r.finally(() => {
+              depth--;
+            });
           depth--;
           return r;
-        } catch (e) { depth--; throw e; }
+        } catch (e) {
+          depth--;
+          throw e;
+        }
       };
     });
     try {
@@ -383,24 +498,33 @@ describe('soft: Soft Thinking end to end (wasm)', function () {
       assert.equal(reads, n, 'soft alone');
       reads = 0;
       let steps = 0;
-      for await (const e of generate(engine, [softRequest('llama', n, { thinkEndId: 5 }), { promptIds: [1, 2, 3], maxTokens: n, ignoreEos: true, mix: { mode: 'moi' } }])) {
+      for await (const e of generate(engine, [
+        softRequest('llama', n, { thinkEndId: 5 }),
+        { promptIds: [1, 2, 3], maxTokens: n, ignoreEos: true, mix: { mode: 'moi' } },
+      ])) {
         if (e.type === 'token' && e.row === 0) steps++;
       }
       assert.equal(steps, n);
       assert.equal(reads, n, 'soft beside moi');
     } finally {
-      keys.forEach((k, i) => { proto[k] = saved[i]; });
+      keys.forEach((k, i) => {
+        proto[k] = saved[i];
+      });
     }
   });
 
   it('no tensor leaks over 500 soft steps, nor when aborted mid-thinking', async function () {
     const { engine } = await load('stories260K');
-    const req = (n: number, soft: SoftOptions = {}) => softRequest('stories260K', n, { thinkEndId: 2, coldStopEntropy: 1e-9, coldStopSteps: 1000, ...soft });
+    const req = (n: number, soft: SoftOptions = {}) =>
+      softRequest('stories260K', n, { thinkEndId: 2, coldStopEntropy: 1e-9, coldStopSteps: 1000, ...soft });
     await generateOne(engine, req(4)); // warm-up
     const count = tf.memory().numTensors;
     const long = await generateOne(engine, req(500));
     assert.equal(long.done.tokens.length, 500);
-    assert.ok(long.events.every((e) => e.mix!.soft!.phase === 'thinking'), 'all 500 steps in the soft phase');
+    assert.ok(
+      long.events.every((e) => e.mix!.soft!.phase === 'thinking'),
+      'all 500 steps in the soft phase',
+    );
     assert.equal(tf.memory().numTensors, count, 'after 500 soft steps');
     const abort = new AbortController();
     let seen = 0;

@@ -11,7 +11,13 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, SHARED_MISSING, UsageError } from '@moi/core';
 import { loadModel, type LoadedModel } from '@moi/models';
 import { resolveMixSettings } from '@moi/moi';
-import { directSettings, recordRun, softSettings, teacherForced, type RefRun } from '../packages/cli/src/doctor/teacher-forced.ts';
+import {
+  directSettings,
+  recordRun,
+  softSettings,
+  teacherForced,
+  type RefRun,
+} from '../packages/cli/src/doctor/teacher-forced.ts';
 import { fixtureNames, readReference } from './conformance/helpers.ts';
 
 describe('teacher-forced check', function () {
@@ -52,11 +58,22 @@ describe('teacher-forced check', function () {
     // the 20th and the 25th swapped (the reference's candidates are then wrong too)
     const swapped = L.slice();
     [swapped[order[19]], swapped[order[24]]] = [L[order[24]], L[order[19]]];
-    const r1 = await teacherForced(m.model, { ...ref, steps: ref.steps.map((s, i) => (i === at ? { ...s, logits: swapped } : s)) }, directSettings());
+    const r1 = await teacherForced(
+      m.model,
+      { ...ref, steps: ref.steps.map((s, i) => (i === at ? { ...s, logits: swapped } : s)) },
+      directSettings(),
+    );
     assert.equal(firstFailure(r1), at, r1.failures.join('\n'));
     assert.match(r1.failures[0], /logits max \|diff\|/);
     // logits 1% off at step 3
-    const r2 = await teacherForced(m.model, { ...ref, steps: ref.steps.map((s, i) => (i === 3 ? { ...s, logits: Array.from(s.logits, (v) => v * 1.01) } : s)) }, directSettings());
+    const r2 = await teacherForced(
+      m.model,
+      {
+        ...ref,
+        steps: ref.steps.map((s, i) => (i === 3 ? { ...s, logits: Array.from(s.logits, (v) => v * 1.01) } : s)),
+      },
+      directSettings(),
+    );
     assert.equal(firstFailure(r2), 3, r2.failures.join('\n'));
   });
 
@@ -66,7 +83,9 @@ describe('teacher-forced check', function () {
     const r = await teacherForced(m.model, run, soft);
     assert.deepEqual(r.failures, []);
     assert.equal(r.worstLogitRel, 0, 'the same backend along its own run: the same logits');
-    await assert.rejects(teacherForced(m.model, ref, resolveMixSettings({ mode: 'moi', topK: 20 }, {})),
-      (e: unknown) => e instanceof UsageError && /teacher-forced checks take direct mode/.test((e as Error).message));
+    await assert.rejects(
+      teacherForced(m.model, ref, resolveMixSettings({ mode: 'moi', topK: 20 }, {})),
+      (e: unknown) => e instanceof UsageError && /teacher-forced checks take direct mode/.test((e as Error).message),
+    );
   });
 });

@@ -18,22 +18,36 @@ const shared = sharedDir();
 const model = shared ? path.join(shared, 'fixtures', 'stories260K') : '';
 const PROMPT = 'Once upon a time';
 
-interface GenerateJson { threads: number; simd: string | null; tokens: number[] }
+interface GenerateJson {
+  threads: number;
+  simd: string | null;
+  tokens: number[];
+}
 
 describe('cli: --threads', function () {
   this.timeout(300_000);
   let greedy: number[];
 
   before(function () {
-    if (!shared) { console.log(`      ${SHARED_MISSING}`); this.skip(); }
-    const ref = JSON.parse(fs.readFileSync(path.join(model, 'reference.json'), 'utf8')) as { cases: { input_ids: number[]; greedy: { tokens: number[] } }[] };
+    if (!shared) {
+      console.log(`      ${SHARED_MISSING}`);
+      this.skip();
+    }
+    const ref = JSON.parse(fs.readFileSync(path.join(model, 'reference.json'), 'utf8')) as {
+      cases: { input_ids: number[]; greedy: { tokens: number[] } }[];
+    };
     greedy = ref.cases.find((x) => x.input_ids.join() === '1,403,407,261,378')!.greedy.tokens;
   });
 
   it('a bad value exits 2 on every command, naming --threads; a bad MOI_THREADS names it', async () => {
     const commands: string[][] = [
-      ['-m', model, PROMPT], ['chat', '-m', model], ['score', '-m', model, PROMPT], ['serve', '-m', model],
-      ['eval', '-m', model, '--task', 'countdown:gen', '--out', path.join(os.tmpdir(), 'moi-never-written')], ['bench', '-m', model], ['doctor'],
+      ['-m', model, PROMPT],
+      ['chat', '-m', model],
+      ['score', '-m', model, PROMPT],
+      ['serve', '-m', model],
+      ['eval', '-m', model, '--task', 'countdown:gen', '--out', path.join(os.tmpdir(), 'moi-never-written')],
+      ['bench', '-m', model],
+      ['doctor'],
     ];
     for (const bad of ['0', '257', 'two', '1.5']) {
       const results = await all(commands.map((c) => () => moiGen([...c, '--threads', bad])));
@@ -52,11 +66,54 @@ describe('cli: --threads', function () {
   it('generate, score and bench report the threads and the SIMD path; 2 threads keep the reference greedy tokens', async () => {
     const n = Math.min(12, greedy.length);
     const [two, one, stats, score, bench] = await all([
-      () => moiGen(['-m', model, '--threads', '2', '--json', '--temperature', '0', '-n', String(n), '--ignore-eos', PROMPT]),
-      () => moiGen(['-m', model, '--threads', '1', '--json', '--temperature', '0', '-n', String(n), '--ignore-eos', PROMPT]),
+      () =>
+        moiGen([
+          '-m',
+          model,
+          '--threads',
+          '2',
+          '--json',
+          '--temperature',
+          '0',
+          '-n',
+          String(n),
+          '--ignore-eos',
+          PROMPT,
+        ]),
+      () =>
+        moiGen([
+          '-m',
+          model,
+          '--threads',
+          '1',
+          '--json',
+          '--temperature',
+          '0',
+          '-n',
+          String(n),
+          '--ignore-eos',
+          PROMPT,
+        ]),
       () => moiGen(['-m', model, '--threads', '3', '--stats', '--temperature', '0', '-n', '4', PROMPT]),
       () => moiGen(['score', '-m', model, '--threads', '2', '--json', PROMPT]),
-      () => moiGen(['bench', '-m', model, '--threads', '2', '--json', '--prompt-tokens', '8', '--gen-tokens', '4', '--repeat', '1', '--batches', '', '-q']),
+      () =>
+        moiGen([
+          'bench',
+          '-m',
+          model,
+          '--threads',
+          '2',
+          '--json',
+          '--prompt-tokens',
+          '8',
+          '--gen-tokens',
+          '4',
+          '--repeat',
+          '1',
+          '--batches',
+          '',
+          '-q',
+        ]),
     ]);
     for (const r of [two, one, stats, score, bench]) assert.equal(r.code, 0, r.stderr);
     const j2 = JSON.parse(two.stdout) as GenerateJson;
@@ -67,7 +124,10 @@ describe('cli: --threads', function () {
     assert.equal(j1.threads, 1);
     assert.equal(j1.simd, null);
     assert.deepEqual(j1.tokens, greedy.slice(0, n));
-    assert.match(stats.stderr, /^\[wasm, f32 checkpoint in f32, threads 3 \(pool, simd (relaxed|simd128)[^\]]*\] prompt 5 tok/m);
+    assert.match(
+      stats.stderr,
+      /^\[wasm, f32 checkpoint in f32, threads 3 \(pool, simd (relaxed|simd128)[^\]]*\] prompt 5 tok/m,
+    );
     const s = JSON.parse(score.stdout) as { threads: number; simd: string };
     assert.equal(s.threads, 2);
     const b = JSON.parse(bench.stdout) as { threads: number; simd: string | null; threads_note: string };
@@ -86,7 +146,9 @@ describe('cli: --threads', function () {
   it('serve: the start-up line carries the threads', async () => {
     const srv = await spawnCli(['serve', '-m', model, '--threads', '2', '--port', '0', '--max-seqs', '1']);
     let exited = false;
-    void srv.done.then(() => { exited = true; });
+    void srv.done.then(() => {
+      exited = true;
+    });
     try {
       let line: string | undefined;
       for (let i = 0; i < 1200 && !line && !exited; i++) {

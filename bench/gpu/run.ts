@@ -53,7 +53,9 @@ const EAGER_F32_B64: Record<string, number> = { 'smollm2-135m': 1735, 'qwen3-1.7
 // ---- configs
 
 function peerConfig(file: string): string | null {
-  const roots = [process.env.MOI_SHARED, path.resolve(repo, '../shared'), path.join(repo, 'shared')].filter(Boolean) as string[];
+  const roots = [process.env.MOI_SHARED, path.resolve(repo, '../shared'), path.join(repo, 'shared')].filter(
+    Boolean,
+  ) as string[];
   for (const r of roots) {
     const f = path.join(r, 'peer-bench', 'configs', file);
     if (existsSync(f)) return f;
@@ -64,9 +66,19 @@ function peerConfig(file: string): string | null {
 /** A small llama / qwen3 / qwen2 config for --tiny (the same families and code paths). */
 function tinyConfig(modelType: 'llama' | 'qwen3' | 'qwen2'): RawConfig {
   return {
-    model_type: modelType, hidden_size: 256, intermediate_size: 512, num_hidden_layers: 4, num_attention_heads: 4,
-    num_key_value_heads: 2, head_dim: 64, vocab_size: 4096, max_position_embeddings: 512, rms_norm_eps: 1e-6,
-    rope_theta: 10000, tie_word_embeddings: modelType !== 'qwen2', hidden_act: 'silu',
+    model_type: modelType,
+    hidden_size: 256,
+    intermediate_size: 512,
+    num_hidden_layers: 4,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    head_dim: 64,
+    vocab_size: 4096,
+    max_position_embeddings: 512,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000,
+    tie_word_embeddings: modelType !== 'qwen2',
+    hidden_act: 'silu',
   };
 }
 
@@ -81,33 +93,72 @@ interface Job {
   batches: number[];
 }
 
-const jobs: Job[] = tiny ? [
-  { name: 'tiny-llama', config: tinyConfig('llama'), synth: 'f32', dtype: 'f32', engine: true, batches: [4] },
-  { name: 'tiny-qwen3', config: tinyConfig('qwen3'), synth: 'bf16', dtype: 'auto', engine: true, batches: [4] },
-  { name: 'tiny-qwen2-plan', config: tinyConfig('qwen2'), synth: 'bf16', dtype: 'auto', engine: false, batches: [] },
-] : [
-  { name: 'smollm2-135m', config: peerConfig('smollm2-135m.json'), synth: 'f32', dtype: 'f32', engine: true, batches: [64] },
-  { name: 'qwen3-1.7b', config: peerConfig('qwen3-1.7b.json'), synth: 'bf16', dtype: 'auto', engine: true, batches: [64] },
-  { name: 'qwen2.5-7b', config: path.join(here, 'qwen2.5-7b.json'), synth: 'bf16', dtype: 'auto', engine: false, batches: [] },
-];
+const jobs: Job[] = tiny
+  ? [
+      { name: 'tiny-llama', config: tinyConfig('llama'), synth: 'f32', dtype: 'f32', engine: true, batches: [4] },
+      { name: 'tiny-qwen3', config: tinyConfig('qwen3'), synth: 'bf16', dtype: 'auto', engine: true, batches: [4] },
+      {
+        name: 'tiny-qwen2-plan',
+        config: tinyConfig('qwen2'),
+        synth: 'bf16',
+        dtype: 'auto',
+        engine: false,
+        batches: [],
+      },
+    ]
+  : [
+      {
+        name: 'smollm2-135m',
+        config: peerConfig('smollm2-135m.json'),
+        synth: 'f32',
+        dtype: 'f32',
+        engine: true,
+        batches: [64],
+      },
+      {
+        name: 'qwen3-1.7b',
+        config: peerConfig('qwen3-1.7b.json'),
+        synth: 'bf16',
+        dtype: 'auto',
+        engine: true,
+        batches: [64],
+      },
+      {
+        name: 'qwen2.5-7b',
+        config: path.join(here, 'qwen2.5-7b.json'),
+        synth: 'bf16',
+        dtype: 'auto',
+        engine: false,
+        batches: [],
+      },
+    ];
 
 // ---- the report, written as it grows
 
-const report: Record<string, unknown> = { started: new Date().toISOString(), tiny, prompt_tokens: P, gen_tokens: G, repeat: REPEAT, jobs: {} as Record<string, unknown> };
+const report: Record<string, unknown> = {
+  started: new Date().toISOString(),
+  tiny,
+  prompt_tokens: P,
+  gen_tokens: G,
+  repeat: REPEAT,
+  jobs: {} as Record<string, unknown>,
+};
 const results = report.jobs as Record<string, Record<string, unknown>>;
 function save(): void {
   if (outFile) writeFileSync(outFile, JSON.stringify(report, null, 1));
 }
 const log = (s: string) => process.stderr.write(`gpu-run: ${s}\n`);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const prompt = (V: number, n: number, shift = 0) => Array.from({ length: n }, (_, i) => 1000 + (((i + shift) * 7919) % (V - 2000)));
+const prompt = (V: number, n: number, shift = 0) =>
+  Array.from({ length: n }, (_, i) => 1000 + (((i + shift) * 7919) % (V - 2000)));
 
 function modelFolder(job: Job): string {
   const dir = path.join(modelsDir, `${job.name}-${job.synth}`);
   if (existsSync(path.join(dir, 'model.safetensors'))) return dir;
   mkdirSync(dir, { recursive: true });
   const t0 = performance.now();
-  const config = typeof job.config === 'string' ? JSON.parse(readFileSync(job.config, 'utf8')) as RawConfig : job.config!;
+  const config =
+    typeof job.config === 'string' ? (JSON.parse(readFileSync(job.config, 'utf8')) as RawConfig) : job.config!;
   synthesizeModel({ config, out: dir, dtype: job.synth });
   log(`${job.name}: synthesized (${job.synth}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   return dir;
@@ -135,7 +186,13 @@ async function engineJob(job: Job, dir: string, r: Record<string, unknown>): Pro
     r.plan_dtype = engine.gpu?.dtypeNote ?? 'no GPU plan (MOI_GPU_PLAN=0?)';
     r.plan_weight_bytes = engine.gpu?.weightBytes;
     const V = engine.spec.vocabSize;
-    const req = (mode: string, shift = 0): GenerateRequest => ({ promptIds: prompt(V, P, shift), maxTokens: G + 1, ignoreEos: true, sampling: { temperature: 0 }, mix: { mode } });
+    const req = (mode: string, shift = 0): GenerateRequest => ({
+      promptIds: prompt(V, P, shift),
+      maxTokens: G + 1,
+      ignoreEos: true,
+      sampling: { temperature: 0 },
+      mix: { mode },
+    });
     for (const mode of ['standard', 'moi']) await timeGenerate(engine, [{ ...req(mode), maxTokens: 3 }]);
     const tok: Record<string, number[]> = { standard: [], moi: [] };
     for (let k = 0; k < REPEAT; k++) {
@@ -150,7 +207,10 @@ async function engineJob(job: Job, dir: string, r: Record<string, unknown>): Pro
     save();
     for (const b of job.batches) {
       const reqs = Array.from({ length: b }, (_, i) => req('standard', i));
-      await timeGenerate(engine, reqs.map((x) => ({ ...x, maxTokens: 3 })));
+      await timeGenerate(
+        engine,
+        reqs.map((x) => ({ ...x, maxTokens: 3 })),
+      );
       const runs: number[] = [];
       for (let k = 0; k < Math.min(REPEAT, 2); k++) {
         runs.push(await timeGenerate(engine, reqs));
@@ -179,7 +239,10 @@ async function planJob(job: Job, dir: string, r: Record<string, unknown>): Promi
     const plan = await plans.acquire(1, P + G + 8);
     try {
       const run = async (mode: 'standard' | 'moi'): Promise<number> => {
-        plan.setRow(0, { sampling: { temperature: 0 }, mix: mode === 'moi' ? { mode: 'moi', beta: 1, topK: 20 } : { mode: 'standard' } });
+        plan.setRow(0, {
+          sampling: { temperature: 0 },
+          mix: mode === 'moi' ? { mode: 'moi', beta: 1, topK: 20 } : { mode: 'standard' },
+        });
         plan.resetRow(0);
         await plan.prefill(0, prompt(spec.vocabSize, P));
         const t = performance.now();
@@ -241,9 +304,13 @@ if (!tiny) {
   report.goals = {
     'smollm2-135m f32 batch 1 tok/s (goal >= 150)': b1('smollm2-135m')?.standard,
     'qwen3-1.7b f16 batch 1 tok/s (goal >= 100)': b1('qwen3-1.7b')?.standard,
-    'smollm2-135m batch 64 / eager PyTorch f32 1735 (goal >= 1.5)': b64('smollm2-135m') === undefined ? undefined : b64('smollm2-135m')! / EAGER_F32_B64['smollm2-135m'],
-    'qwen3-1.7b batch 64 / eager PyTorch f32 1409 (goal >= 1.5)': b64('qwen3-1.7b') === undefined ? undefined : b64('qwen3-1.7b')! / EAGER_F32_B64['qwen3-1.7b'],
-    'moi / standard, batch 1 (goal >= 0.95)': Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.moi_vs_standard])),
+    'smollm2-135m batch 64 / eager PyTorch f32 1735 (goal >= 1.5)':
+      b64('smollm2-135m') === undefined ? undefined : b64('smollm2-135m')! / EAGER_F32_B64['smollm2-135m'],
+    'qwen3-1.7b batch 64 / eager PyTorch f32 1409 (goal >= 1.5)':
+      b64('qwen3-1.7b') === undefined ? undefined : b64('qwen3-1.7b')! / EAGER_F32_B64['qwen3-1.7b'],
+    'moi / standard, batch 1 (goal >= 0.95)': Object.fromEntries(
+      Object.entries(results).map(([k, v]) => [k, v.moi_vs_standard]),
+    ),
     'qwen2.5-7b f16 MoI batch 1 tok/s (a 7B+ shape decoding with MoI)': b1('qwen2.5-7b')?.moi,
   };
 }

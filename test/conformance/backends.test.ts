@@ -9,7 +9,14 @@
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { adoptBackend, initBackend, SHARED_MISSING } from '@moi/core';
-import { conformance, fixtureNames, wasmBaseline, registerTensorflowStandIn, tfjsNodeKernelNames, type FixtureRun } from './helpers.ts';
+import {
+  conformance,
+  fixtureNames,
+  wasmBaseline,
+  registerTensorflowStandIn,
+  tfjsNodeKernelNames,
+  type FixtureRun,
+} from './helpers.ts';
 
 describe('conformance: wasm, cpu and the tensorflow stand-in', function () {
   this.timeout(300_000);
@@ -32,7 +39,9 @@ describe('conformance: wasm, cpu and the tensorflow stand-in', function () {
   it('wasm: all fixtures (the baseline for the others)', async () => {
     const r = await wasmBaseline(names, root!);
     baseline = r.runs;
-    console.log(`      [conformance] wasm: worst logits diff ${r.worstRel.toExponential(1)} × scale over ${names.length} fixtures`);
+    console.log(
+      `      [conformance] wasm: worst logits diff ${r.worstRel.toExponential(1)} × scale over ${names.length} fixtures`,
+    );
   });
 
   it('cpu: all fixtures, trajectories equal the wasm run', async () => {
@@ -41,12 +50,14 @@ describe('conformance: wasm, cpu and the tensorflow stand-in', function () {
     console.log(`      [conformance] cpu: worst logits diff ${r.worstRel.toExponential(1)} × scale`);
   });
 
-  it('cpu flushing subnormals (a GPU\'s float32 arithmetic): all fixtures, trajectories equal the wasm run', async () => {
+  it("cpu flushing subnormals (a GPU's float32 arithmetic): all fixtures, trajectories equal the wasm run", async () => {
     const report = await initBackend({ backend: 'cpu', flushSubnormals: true });
     assert.equal(report.flushSubnormals, true);
     try {
       const r = await conformance(names, root!, baseline);
-      console.log(`      [conformance] cpu flushing subnormals: worst logits diff ${r.worstRel.toExponential(1)} × scale`);
+      console.log(
+        `      [conformance] cpu flushing subnormals: worst logits diff ${r.worstRel.toExponential(1)} × scale`,
+      );
     } finally {
       await initBackend({ backend: 'cpu', flushSubnormals: false });
     }
@@ -64,7 +75,9 @@ describe('conformance: wasm, cpu and the tensorflow stand-in', function () {
       adoptBackend('conformance stand-in for tfjs-node');
       assert.equal(tf.getBackend(), 'tensorflow');
       const r = await conformance(names, root!, baseline);
-      console.log(`      [conformance] tensorflow stand-in (${nodeKernels.length} kernels): worst logits diff ${r.worstRel.toExponential(1)} × scale`);
+      console.log(
+        `      [conformance] tensorflow stand-in (${nodeKernels.length} kernels): worst logits diff ${r.worstRel.toExponential(1)} × scale`,
+      );
     } finally {
       await initBackend({ backend: 'cpu' });
       undo();
@@ -77,7 +90,10 @@ describe('conformance: wasm, cpu and the tensorflow stand-in', function () {
     const undo = await registerTensorflowStandIn(nodeKernels.filter((k) => k !== missing));
     try {
       adoptBackend('conformance stand-in without Softmax');
-      await assert.rejects(conformance([names[0]], root!, baseline), new RegExp(`'${missing}' not registered for backend 'tensorflow'`));
+      await assert.rejects(
+        conformance([names[0]], root!, baseline),
+        new RegExp(`'${missing}' not registered for backend 'tensorflow'`),
+      );
     } finally {
       await initBackend({ backend: 'cpu' });
       undo();

@@ -17,9 +17,20 @@ import { Engine, generateOne } from '../../packages/cli/src/index.ts';
 import { synthesizeModel } from '../../packages/cli/src/synth.ts';
 
 const BASE = {
-  model_type: 'llama', architectures: ['LlamaForCausalLM'], vocab_size: 40_000, hidden_size: 1024, intermediate_size: 256,
-  num_hidden_layers: 1, num_attention_heads: 8, num_key_value_heads: 8, max_position_embeddings: 64, rms_norm_eps: 1e-5,
-  rope_theta: 10000, tie_word_embeddings: true, bos_token_id: 1, eos_token_id: 2,
+  model_type: 'llama',
+  architectures: ['LlamaForCausalLM'],
+  vocab_size: 40_000,
+  hidden_size: 1024,
+  intermediate_size: 256,
+  num_hidden_layers: 1,
+  num_attention_heads: 8,
+  num_key_value_heads: 8,
+  max_position_embeddings: 64,
+  rms_norm_eps: 1e-5,
+  rope_theta: 10000,
+  tie_word_embeddings: true,
+  bos_token_id: 1,
+  eos_token_id: 2,
 };
 const MODELS = {
   tied: BASE,
@@ -29,18 +40,31 @@ const MODELS = {
 };
 const PROMPT = [1, 5, 9, 200, 39_999, 17];
 
-interface Run { logits: Float32Array; greedy: number[]; moi: number[] }
+interface Run {
+  logits: Float32Array;
+  greedy: number[];
+  moi: number[];
+}
 
 async function runOn(backend: 'wasm' | 'webgpu', dir: string): Promise<Run> {
   await initBackend({ backend });
   const engine = await Engine.load(dir, { backend });
   try {
-    if (backend === 'webgpu') assert.ok(isVocabBlocks(engine.model.weights.lmHead), 'lm_head is held in vocabulary blocks');
+    if (backend === 'webgpu')
+      assert.ok(isVocabBlocks(engine.model.weights.lmHead), 'lm_head is held in vocabulary blocks');
     const t = engine.model.forward({ ids: [PROMPT] }, { lastOnly: true });
     const logits = (await t.data()) as Float32Array;
     t.dispose();
     const one = async (mode: 'standard' | 'moi') =>
-      (await generateOne(engine, { promptIds: PROMPT, maxTokens: 3, sampling: { temperature: 0 }, ignoreEos: true, mix: { mode } })).done.tokens;
+      (
+        await generateOne(engine, {
+          promptIds: PROMPT,
+          maxTokens: 3,
+          sampling: { temperature: 0 },
+          ignoreEos: true,
+          mix: { mode },
+        })
+      ).done.tokens;
     return { logits, greedy: await one('standard'), moi: await one('moi') };
   } finally {
     engine.dispose();
@@ -63,7 +87,9 @@ describe('webgpu buffer limits', function () {
     }
     const limit = maxTensorBytes().bytes;
     if (!(limit < BASE.vocab_size * BASE.hidden_size * 4)) {
-      console.log(`      [skip] webgpu buffer limits: this adapter's limit (${limit} bytes) holds the test's embedding`);
+      console.log(
+        `      [skip] webgpu buffer limits: this adapter's limit (${limit} bytes) holds the test's embedding`,
+      );
       await initBackend({ backend: 'wasm' });
       this.skip();
     }

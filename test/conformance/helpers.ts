@@ -30,7 +30,13 @@ import { Engine } from '@moi/engine';
 import type { MixOptions } from '@moi/moi';
 import { generate, generateOne } from '@moi/engine';
 import {
-  agreeing, directSettings, recordRun, softSettings, teacherForced, type RefRun, type TeacherForcedReport,
+  agreeing,
+  directSettings,
+  recordRun,
+  softSettings,
+  teacherForced,
+  type RefRun,
+  type TeacherForcedReport,
 } from '../../packages/cli/src/doctor/teacher-forced.ts';
 
 const coreDir = fileURLToPath(new URL('../../packages/core/', import.meta.url));
@@ -84,7 +90,14 @@ export async function registerTensorflowStandIn(names: string[]): Promise<() => 
 // ---------------------------------------------------------------------------------------------
 // fixtures
 
-export interface MoiRef { beta: number; mode: 'moi' | 'direct'; input_ids: number[]; tokens: number[]; step_logits: number[][]; topk: number }
+export interface MoiRef {
+  beta: number;
+  mode: 'moi' | 'direct';
+  input_ids: number[];
+  tokens: number[];
+  step_logits: number[][];
+  topk: number;
+}
 export interface Reference {
   cases: { name: string; input_ids: number[]; logits: number[][]; greedy: { n: number; tokens: number[] } }[];
   moi: MoiRef[];
@@ -93,7 +106,11 @@ export interface Reference {
 export function fixtureNames(): { root: string | null; names: string[] } {
   const s = sharedDir();
   const root = s ? path.join(s, 'fixtures') : null;
-  const names = root ? readdirSync(root).filter((d) => existsSync(path.join(root, d, 'reference.json'))).sort() : [];
+  const names = root
+    ? readdirSync(root)
+        .filter((d) => existsSync(path.join(root, d, 'reference.json')))
+        .sort()
+    : [];
   return { root, names };
 }
 
@@ -106,7 +123,9 @@ async function rowsAsync(t: tf.Tensor): Promise<Float32Array[][]> {
   const [B, T, V] = t.shape;
   const flat = (await t.data()) as Float32Array;
   t.dispose();
-  return Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, i) => flat.slice((b * T + i) * V, (b * T + i + 1) * V)));
+  return Array.from({ length: B }, (_, b) =>
+    Array.from({ length: T }, (_, i) => flat.slice((b * T + i) * V, (b * T + i + 1) * V)),
+  );
 }
 
 function argmax(row: ArrayLike<number>): number {
@@ -169,7 +188,10 @@ export function softCheckSettings(vocabSize: number) {
 
 function assertTeacherForced(r: TeacherForcedReport, label: string): void {
   assert.deepEqual(r.failures, [], `${label}: teacher-forced ${r.mode}`);
-  assert.ok(r.setsCompared >= r.steps / 2, `${label}: teacher-forced ${r.mode} compared candidates at only ${r.setsCompared} of ${r.steps} steps (near-ties elsewhere)`);
+  assert.ok(
+    r.setsCompared >= r.steps / 2,
+    `${label}: teacher-forced ${r.mode} compared candidates at only ${r.setsCompared} of ${r.steps} steps (near-ties elsewhere)`,
+  );
 }
 
 /**
@@ -177,7 +199,11 @@ function assertTeacherForced(r: TeacherForcedReport, label: string): void {
  * MoI trajectories must equal and what Soft Thinking is teacher-forced along; without it (the
  * wasm run itself) they are checked against reference.json, and the soft run is recorded.
  */
-export async function conformance(fixtures: string[], root: string, baseline?: Map<string, FixtureRun>): Promise<ConformanceResult> {
+export async function conformance(
+  fixtures: string[],
+  root: string,
+  baseline?: Map<string, FixtureRun>,
+): Promise<ConformanceResult> {
   const backend = tf.getBackend();
   const runs = new Map<string, FixtureRun>();
   const tfReports: ConformanceResult['teacherForced'] = new Map();
@@ -204,7 +230,11 @@ export async function conformance(fixtures: string[], root: string, baseline?: M
       for (const c of ref.cases) {
         for (const noInPlace of [false, true]) {
           const got = await greedyAsync(model, c.input_ids, c.greedy.n, noInPlace);
-          assert.deepEqual(got, c.greedy.tokens, `${backend} ${name}/${c.name}: greedy (${noInPlace ? 'fallback' : 'in-place'} cache)`);
+          assert.deepEqual(
+            got,
+            c.greedy.tokens,
+            `${backend} ${name}/${c.name}: greedy (${noInPlace ? 'fallback' : 'in-place'} cache)`,
+          );
         }
       }
       // batched rows: the cases' prompts in one forward where they share a length, vs alone
@@ -221,7 +251,11 @@ export async function conformance(fixtures: string[], root: string, baseline?: M
       // direct, teacher-forced along reference.json's own trajectory: the same inputs every step
       const d = ref.moi.find((r) => r.mode === 'direct');
       assert.ok(d?.step_logits, `${name}: reference.json has a direct trajectory with step_logits`);
-      const direct = await teacherForced(model, { prompt: d.input_ids, steps: d.step_logits.map((l, s) => ({ logits: l, token: d.tokens[s] })) }, directSettings(d.topk));
+      const direct = await teacherForced(
+        model,
+        { prompt: d.input_ids, steps: d.step_logits.map((l, s) => ({ logits: l, token: d.tokens[s] })) },
+        directSettings(d.topk),
+      );
       assertTeacherForced(direct, `${backend} ${name}`);
       // Soft Thinking: the wasm run's free run is the reference the others are teacher-forced along
       const soft = softCheckSettings(m.spec.vocabSize);
@@ -246,16 +280,43 @@ export async function conformance(fixtures: string[], root: string, baseline?: M
         { key: 'standard', mix: { mode: 'standard' } },
         ...ref.moi.map((r) => ({ key: `${r.mode}:${r.beta}`, mix: { mode: r.mode, beta: r.beta } })),
         // a Soft Thinking row in the same batch (free-running: reported, not gated)
-        { key: 'soft', mix: { mode: 'soft', topK: 10, soft: { temperature: 0.6, topK: 0, topP: 1, minP: 0, thinkEndId: V - 1, coldStopEntropy: 0, afterThinking: { temperature: 0 } } } },
+        {
+          key: 'soft',
+          mix: {
+            mode: 'soft',
+            topK: 10,
+            soft: {
+              temperature: 0.6,
+              topK: 0,
+              topP: 1,
+              minP: 0,
+              thinkEndId: V - 1,
+              coldStopEntropy: 0,
+              afterThinking: { temperature: 0 },
+            },
+          },
+        },
       ];
-      const requests = modes.map((x) => ({ promptIds: prompt, maxTokens: n, sampling: { temperature: 0 }, ignoreEos: true, mix: x.mix }));
+      const requests = modes.map((x) => ({
+        promptIds: prompt,
+        maxTokens: n,
+        sampling: { temperature: 0 },
+        ignoreEos: true,
+        mix: x.mix,
+      }));
       const tokens: number[][] = requests.map(() => []);
       for await (const e of generate(engine, requests)) if (e.type === 'token') tokens[e.row].push(e.token);
       const trajectories: Record<string, number[]> = {};
-      modes.forEach((x, i) => { trajectories[x.key] = tokens[i]; });
+      modes.forEach((x, i) => {
+        trajectories[x.key] = tokens[i];
+      });
       // batched equals alone (one row: the MoI one, the most sensitive)
       const alone = await generateOne(engine, requests[1] ?? requests[0]);
-      assert.deepEqual(alone.done.tokens, tokens[requests[1] ? 1 : 0], `${backend} ${name}: a batched row equals the same request alone`);
+      assert.deepEqual(
+        alone.done.tokens,
+        tokens[requests[1] ? 1 : 0],
+        `${backend} ${name}: a batched row equals the same request alone`,
+      );
       const base = baseline?.get(name);
       for (const x of modes) {
         if (base && (x.mix.mode === 'direct' || x.mix.mode === 'soft')) {
@@ -263,23 +324,43 @@ export async function conformance(fixtures: string[], root: string, baseline?: M
           const agreed = agreeing(trajectories[x.key], base.trajectories[x.key]);
           if (agreed < trajectories[x.key].length) parted.push(`${name} ${x.key} at step ${agreed}`);
         } else if (base) {
-          assert.deepEqual(trajectories[x.key], base.trajectories[x.key], `${backend} ${name}: ${x.key} trajectory equals the wasm run`);
+          assert.deepEqual(
+            trajectories[x.key],
+            base.trajectories[x.key],
+            `${backend} ${name}: ${x.key} trajectory equals the wasm run`,
+          );
         } else if (x.key === 'standard') {
           const g = ref.cases.find((c) => c.input_ids.join() === prompt.join());
-          if (g) assert.deepEqual(trajectories[x.key].slice(0, g.greedy.n), g.greedy.tokens.slice(0, n), `${backend} ${name}: standard`);
+          if (g)
+            assert.deepEqual(
+              trajectories[x.key].slice(0, g.greedy.n),
+              g.greedy.tokens.slice(0, n),
+              `${backend} ${name}: standard`,
+            );
         }
       }
       const moiRef = ref.moi.find((r) => r.mode === 'moi');
-      if (moiRef) assert.deepEqual(trajectories[`moi:${moiRef.beta}`], moiRef.tokens, `${backend} ${name}: moi trajectory equals reference.json`);
+      if (moiRef)
+        assert.deepEqual(
+          trajectories[`moi:${moiRef.beta}`],
+          moiRef.tokens,
+          `${backend} ${name}: moi trajectory equals reference.json`,
+        );
       runs.set(name, { trajectories, soft: softRun ?? baseline!.get(name)!.soft });
     } finally {
       engine.dispose();
     }
   }
-  if (before >= 0) assert.ok(tf.memory().numTensors <= before + 8, `${backend}: tensors ${before} → ${tf.memory().numTensors} over the fixtures (a leak)`);
+  if (before >= 0)
+    assert.ok(
+      tf.memory().numTensors <= before + 8,
+      `${backend}: tensors ${before} → ${tf.memory().numTensors} over the fixtures (a leak)`,
+    );
   if (baseline) {
-    console.log(`      [free-running] ${backend} vs the wasm run (reported, not gated): ` +
-      `${parted.length ? `parts on ${parted.join(', ')}` : 'direct and soft agree on every fixture'}`);
+    console.log(
+      `      [free-running] ${backend} vs the wasm run (reported, not gated): ` +
+        `${parted.length ? `parts on ${parted.join(', ')}` : 'direct and soft agree on every fixture'}`,
+    );
   }
   return { worstRel, runs, teacherForced: tfReports };
 }

@@ -34,13 +34,19 @@ function rel(got: ArrayLike<number>, want: ArrayLike<number>): number {
 
 /** The direct mixture in float64 (README's rule): top-20 of the logits (ties: lower id) ∪ {y}, softmax weights, Σ w_i E[i], times the embedding scale. */
 function directMix(logits: number[], y: number, E: Float32Array, H: number, scale: number | null): Float32Array {
-  const order = logits.map((x, i) => [x, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, 20).map(([, i]) => i);
+  const order = logits
+    .map((x, i) => [x, i])
+    .sort((a, b) => b[0] - a[0] || a[1] - b[1])
+    .slice(0, 20)
+    .map(([, i]) => i);
   if (!order.includes(y)) order.push(y);
   const top = Math.max(...order.map((i) => logits[i]));
   const e = order.map((i) => Math.exp(logits[i] - top));
   const z = e.reduce((a, b) => a + b, 0);
   const out = new Float64Array(H);
-  order.forEach((id, j) => { for (let k = 0; k < H; k++) out[k] += (e[j] / z) * E[id * H + k]; });
+  order.forEach((id, j) => {
+    for (let k = 0; k < H; k++) out[k] += (e[j] / z) * E[id * H + k];
+  });
   return Float32Array.from(out, (v) => v * (scale ?? 1));
 }
 
@@ -85,12 +91,23 @@ describe('conformance: the engine on the GPU plan (webgpu)', function () {
       try {
         assert.ok(engine.gpu, 'the GPU plan is on');
         for (const c of ref.cases) {
-          const r = await generateOne(engine, { promptIds: c.input_ids, maxTokens: c.greedy.n, sampling: { temperature: 0 }, ignoreEos: true });
+          const r = await generateOne(engine, {
+            promptIds: c.input_ids,
+            maxTokens: c.greedy.n,
+            sampling: { temperature: 0 },
+            ignoreEos: true,
+          });
           assert.equal(engine.lastRoute?.path, 'gpu-plan');
           assert.deepEqual(r.done.tokens, c.greedy.tokens, `${c.name}: greedy`);
         }
         for (const m of ref.moi.filter((x) => x.mode === 'moi')) {
-          const r = await generateOne(engine, { promptIds: m.input_ids, maxTokens: m.tokens.length, sampling: { temperature: 0 }, mix: { mode: 'moi', beta: m.beta, topK: m.topk }, ignoreEos: true });
+          const r = await generateOne(engine, {
+            promptIds: m.input_ids,
+            maxTokens: m.tokens.length,
+            sampling: { temperature: 0 },
+            mix: { mode: 'moi', beta: m.beta, topK: m.topk },
+            ignoreEos: true,
+          });
           assert.equal(engine.lastRoute?.path, 'gpu-plan');
           assert.deepEqual(r.done.tokens, m.tokens, `MoI β ${m.beta}`);
         }
@@ -107,7 +124,9 @@ describe('conformance: the engine on the GPU plan (webgpu)', function () {
             assert.equal(first.token, m.tokens[0]);
             let d = rel(await plan.logits(), m.step_logits[0]);
             for (let s = 1; s < m.tokens.length; s++) {
-              const [x] = await plan.step({ embeds: directMix(m.step_logits[s - 1], m.tokens[s - 1], E, spec.hiddenSize, spec.embedScale) });
+              const [x] = await plan.step({
+                embeds: directMix(m.step_logits[s - 1], m.tokens[s - 1], E, spec.hiddenSize, spec.embedScale),
+              });
               d = Math.max(d, rel(await plan.logits(), m.step_logits[s]));
               assert.equal(x.token, m.tokens[s], `direct, teacher-forced: step ${s}`);
             }
@@ -136,7 +155,9 @@ describe('conformance: the engine on the GPU plan (webgpu)', function () {
         const prompt = Array.from({ length: 16 }, (_, i) => 1000 + ((i * 7919) % (engine.spec.vocabSize - 2000)));
         for (const rows of [1, 4]) {
           const c = (await measureGpuStep(engine, prompt, rows))!;
-          console.log(`      [gpu_step] SmolLM2-135M shape, f16 on lavapipe, ${rows} row(s), MoI: ${JSON.stringify(c)}`);
+          console.log(
+            `      [gpu_step] SmolLM2-135M shape, f16 on lavapipe, ${rows} row(s), MoI: ${JSON.stringify(c)}`,
+          );
           checkGoals(c, engine.spec.numLayers);
         }
       } finally {
@@ -149,9 +170,33 @@ describe('conformance: the engine on the GPU plan (webgpu)', function () {
 
   it('moi-gen bench --json on webgpu carries gpu_step (a child process: bench starts its own backend)', async () => {
     const dir = path.join(root!, 'stories260K');
-    const r = await moiGen(['bench', '--model', dir, '--backend', 'webgpu', '--json', '-q', '--prompt-tokens', '8', '--gen-tokens', '4', '--repeat', '1', '--batches', '2'], { process: true });
+    const r = await moiGen(
+      [
+        'bench',
+        '--model',
+        dir,
+        '--backend',
+        'webgpu',
+        '--json',
+        '-q',
+        '--prompt-tokens',
+        '8',
+        '--gen-tokens',
+        '4',
+        '--repeat',
+        '1',
+        '--batches',
+        '2',
+      ],
+      { process: true },
+    );
     assert.equal(r.code, 0, r.stderr);
-    const j = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { backend: string; gpu_step: GpuStepCounters | null; gpu_dtype_note: string | null; decode_tok_s: { moi: number } };
+    const j = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as {
+      backend: string;
+      gpu_step: GpuStepCounters | null;
+      gpu_dtype_note: string | null;
+      decode_tok_s: { moi: number };
+    };
     assert.equal(j.backend, 'webgpu');
     assert.ok(j.gpu_step, 'gpu_step is there');
     assert.match(j.gpu_dtype_note!, /^gpu plan: f32 checkpoint in f32/);

@@ -39,6 +39,8 @@ describe('conformance: webgpu', function () {
   it('webgpu: all fixtures, logits within 1e-4, MoI trajectories equal the wasm run, direct and soft teacher-forced', async () => {
     await initBackend({ backend: 'webgpu' });
     const r = await conformance(names, root!, baseline);
-    console.log(`      [conformance] webgpu (${tf.getBackend()}): worst logits diff ${r.worstRel.toExponential(1)} × scale over ${names.length} fixtures`);
+    console.log(
+      `      [conformance] webgpu (${tf.getBackend()}): worst logits diff ${r.worstRel.toExponential(1)} × scale over ${names.length} fixtures`,
+    );
   });
 });

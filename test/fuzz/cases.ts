@@ -15,7 +15,18 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
-export const BASES = ['llama', 'llama_tied', 'llama_rope3', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'gemma3_text_ropescale', 'stories260K'];
+export const BASES = [
+  'llama',
+  'llama_tied',
+  'llama_rope3',
+  'qwen2',
+  'qwen3',
+  'gemma',
+  'gemma2',
+  'gemma3_text',
+  'gemma3_text_ropescale',
+  'stories260K',
+];
 
 /** mulberry32: a small seeded generator. */
 export function rng(seed: number) {
@@ -33,8 +44,15 @@ export function rng(seed: number) {
 }
 type Rng = ReturnType<typeof rng>;
 
-interface Entry { dtype: string; shape: number[]; data_offsets: [number, number] }
-interface Parsed { header: Record<string, unknown>; data: Buffer }
+interface Entry {
+  dtype: string;
+  shape: number[];
+  data_offsets: [number, number];
+}
+interface Parsed {
+  header: Record<string, unknown>;
+  data: Buffer;
+}
 
 function parse(file: string): Parsed {
   const buf = fs.readFileSync(file);
@@ -63,7 +81,9 @@ function reencode(p: Parsed, dtype: 'F16' | 'BF16' | 'F64'): Parsed {
   const parts: Buffer[] = [];
   let off = 0;
   for (const [name, e] of entries(p).sort((a, b) => a[1].data_offsets[0] - b[1].data_offsets[0])) {
-    const src = new Float32Array(p.data.buffer.slice(p.data.byteOffset + e.data_offsets[0], p.data.byteOffset + e.data_offsets[1]));
+    const src = new Float32Array(
+      p.data.buffer.slice(p.data.byteOffset + e.data_offsets[0], p.data.byteOffset + e.data_offsets[1]),
+    );
     let out: Buffer;
     if (dtype === 'F64') out = Buffer.from(Float64Array.from(src).buffer);
     else {
@@ -98,16 +118,64 @@ function toHalf(v: number): number {
 // ---- config mutations
 
 const CONFIG_FIELDS = [
-  'vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads',
-  'head_dim', 'max_position_embeddings', 'rms_norm_eps', 'rope_theta', 'partial_rotary_factor', 'sliding_window',
-  'query_pre_attn_scalar', 'attn_logit_softcapping', 'final_logit_softcapping', 'sliding_window_pattern',
-  'rope_local_base_freq', 'max_window_layers', 'use_sliding_window', 'tie_word_embeddings', 'hidden_act',
-  'hidden_activation', 'attention_bias', 'mlp_bias', 'layer_types', 'rope_scaling', 'model_type',
+  'vocab_size',
+  'hidden_size',
+  'intermediate_size',
+  'num_hidden_layers',
+  'num_attention_heads',
+  'num_key_value_heads',
+  'head_dim',
+  'max_position_embeddings',
+  'rms_norm_eps',
+  'rope_theta',
+  'partial_rotary_factor',
+  'sliding_window',
+  'query_pre_attn_scalar',
+  'attn_logit_softcapping',
+  'final_logit_softcapping',
+  'sliding_window_pattern',
+  'rope_local_base_freq',
+  'max_window_layers',
+  'use_sliding_window',
+  'tie_word_embeddings',
+  'hidden_act',
+  'hidden_activation',
+  'attention_bias',
+  'mlp_bias',
+  'layer_types',
+  'rope_scaling',
+  'model_type',
 ];
 
 const BAD_VALUES: unknown[] = [
-  -1, 0, 0.5, 1.5, 2, 3, 7, 1e-30, 1e-300, 1e30, 1e300, 1000000000, 4294967296, 2 ** 53, -1e9, 1024, 65536, 4194305,
-  '4', '', 'NaN', null, true, false, [], [1, 2], {}, { a: 1 },
+  -1,
+  0,
+  0.5,
+  1.5,
+  2,
+  3,
+  7,
+  1e-30,
+  1e-300,
+  1e30,
+  1e300,
+  1000000000,
+  4294967296,
+  2 ** 53,
+  -1e9,
+  1024,
+  65536,
+  4194305,
+  '4',
+  '',
+  'NaN',
+  null,
+  true,
+  false,
+  [],
+  [1, 2],
+  {},
+  { a: 1 },
 ];
 
 function mutateConfig(r: Rng, cfg: Record<string, unknown>): string {
@@ -118,7 +186,19 @@ function mutateConfig(r: Rng, cfg: Record<string, unknown>): string {
     return `config: delete ${field}`;
   }
   if (kind === 1) {
-    cfg.model_type = r.pick(['llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'gemma3', 'mamba', '', 7]);
+    cfg.model_type = r.pick([
+      'llama',
+      'mistral',
+      'qwen2',
+      'qwen3',
+      'gemma',
+      'gemma2',
+      'gemma3_text',
+      'gemma3',
+      'mamba',
+      '',
+      7,
+    ]);
     return `config: model_type ${JSON.stringify(cfg.model_type)}`;
   }
   if (kind === 2) {
@@ -133,9 +213,15 @@ function mutateConfig(r: Rng, cfg: Record<string, unknown>): string {
   if (kind === 3) {
     const factor = r.pick([-1, 0, 1e-30, 0.5, 2, 8, 1e30, 'x', null]);
     const scaling: Record<string, unknown> = {
-      rope_type: r.pick(['linear', 'dynamic', 'llama3', 'yarn', 'default', 3, 'longrope']), factor,
+      rope_type: r.pick(['linear', 'dynamic', 'llama3', 'yarn', 'default', 3, 'longrope']),
+      factor,
     };
-    if (r.int(2)) Object.assign(scaling, { low_freq_factor: r.pick([1, 0, -1, 4]), high_freq_factor: r.pick([4, 1, 0, -2]), original_max_position_embeddings: r.pick([8192, 0, -1, 1.5, 16]) });
+    if (r.int(2))
+      Object.assign(scaling, {
+        low_freq_factor: r.pick([1, 0, -1, 4]),
+        high_freq_factor: r.pick([4, 1, 0, -2]),
+        original_max_position_embeddings: r.pick([8192, 0, -1, 1.5, 16]),
+      });
     cfg.rope_scaling = scaling;
     return `config: rope_scaling ${JSON.stringify(scaling)}`;
   }
@@ -144,7 +230,9 @@ function mutateConfig(r: Rng, cfg: Record<string, unknown>): string {
     cfg.layer_types = r.pick([
       Array.from({ length: layers }, (_, i) => (i % 2 ? 'full_attention' : 'sliding_attention')),
       Array.from({ length: layers + 1 }, () => 'full_attention'),
-      ['weird'], 'full_attention', Array.from({ length: 100_000 }, () => 'full_attention'),
+      ['weird'],
+      'full_attention',
+      Array.from({ length: 100_000 }, () => 'full_attention'),
     ]);
     return 'config: layer_types';
   }
@@ -163,7 +251,8 @@ function mutateWeights(r: Rng, file: string): string {
   const e = p.header[name] as Entry;
   const kind = r.int(16);
   switch (kind) {
-    case 0: { // header length lies
+    case 0: {
+      // header length lies
       const raw = fs.readFileSync(file);
       const n = raw.readBigUInt64LE(0);
       const lie = r.pick([0n, 1n, n - 1n, n + 1n, n + 8n, 2n ** 63n, 100_000_001n, BigInt(raw.length)]);
@@ -171,7 +260,8 @@ function mutateWeights(r: Rng, file: string): string {
       fs.writeFileSync(file, raw);
       return `weights: header length ${lie}`;
     }
-    case 1: { // header JSON broken or not UTF-8
+    case 1: {
+      // header JSON broken or not UTF-8
       const text = Buffer.from(JSON.stringify(p.header), 'utf8');
       const at = r.int(text.length);
       const bad = Buffer.from(text);
@@ -179,7 +269,8 @@ function mutateWeights(r: Rng, file: string): string {
       fs.writeFileSync(file, serialize(null, p.data, undefined, bad));
       return `weights: header byte ${at} changed`;
     }
-    case 2: { // shape lies (offsets unchanged)
+    case 2: {
+      // shape lies (offsets unchanged)
       const shape = e.shape.slice();
       const how = r.int(5);
       if (how === 0 && shape.length) shape[r.int(shape.length)] += r.pick([-1, 1, 1000]);
@@ -191,20 +282,45 @@ function mutateWeights(r: Rng, file: string): string {
       fs.writeFileSync(file, serialize(p.header, p.data));
       return `weights: ${name} shape ${JSON.stringify(shape)}`;
     }
-    case 3: { // dtype lies
-      e.dtype = r.pick(['F16', 'BF16', 'F64', 'I32', 'I64', 'U8', 'BOOL', 'F8_E4M3', 'Q4', 'f32', 7] as unknown as string[]);
+    case 3: {
+      // dtype lies
+      e.dtype = r.pick([
+        'F16',
+        'BF16',
+        'F64',
+        'I32',
+        'I64',
+        'U8',
+        'BOOL',
+        'F8_E4M3',
+        'Q4',
+        'f32',
+        7,
+      ] as unknown as string[]);
       fs.writeFileSync(file, serialize(p.header, p.data));
       return `weights: ${name} dtype ${JSON.stringify(e.dtype)}`;
     }
-    case 4: { // offsets lie
+    case 4: {
+      // offsets lie
       const [b, en] = e.data_offsets;
       const how = r.int(6);
-      e.data_offsets = how === 0 ? [b + 4, en + 4] : how === 1 ? [en, b] : how === 2 ? [b, en + 4]
-        : how === 3 ? [0, en - b] : how === 4 ? [b, p.data.length * 2] : [b, -1] as unknown as [number, number];
+      e.data_offsets =
+        how === 0
+          ? [b + 4, en + 4]
+          : how === 1
+            ? [en, b]
+            : how === 2
+              ? [b, en + 4]
+              : how === 3
+                ? [0, en - b]
+                : how === 4
+                  ? [b, p.data.length * 2]
+                  : ([b, -1] as unknown as [number, number]);
       fs.writeFileSync(file, serialize(p.header, p.data));
       return `weights: ${name} offsets ${JSON.stringify(e.data_offsets)}`;
     }
-    case 5: { // an entry removed, added or duplicated under another name
+    case 5: {
+      // an entry removed, added or duplicated under another name
       const how = r.int(3);
       if (how === 0) delete p.header[name];
       else if (how === 1) p.header['model.extra.weight'] = { ...e };
@@ -212,22 +328,27 @@ function mutateWeights(r: Rng, file: string): string {
       fs.writeFileSync(file, serialize(p.header, p.data));
       return `weights: entry ${name} ${['removed', 'duplicated', 'replaced'][how]}`;
     }
-    case 6: { // __metadata__ of the wrong type
+    case 6: {
+      // __metadata__ of the wrong type
       p.header.__metadata__ = r.pick([7, 'x', { format: 3 }, [], null]);
       fs.writeFileSync(file, serialize(p.header, p.data));
       return 'weights: __metadata__';
     }
-    case 7: { // truncated
+    case 7: {
+      // truncated
       const raw = fs.readFileSync(file);
       const at = r.pick([0, 4, 8, 16, r.int(raw.length), raw.length - 1, raw.length - 4]);
       fs.writeFileSync(file, raw.subarray(0, at));
       return `weights: truncated at ${at}`;
     }
-    case 8: { // trailing bytes
+    case 8: {
+      // trailing bytes
       fs.appendFileSync(file, Buffer.alloc(r.pick([1, 4, 1000]), 0x41));
       return 'weights: trailing bytes';
     }
-    case 9: case 10: { // bit flips anywhere
+    case 9:
+    case 10: {
+      // bit flips anywhere
       const raw = fs.readFileSync(file);
       const flips = 1 + r.int(8);
       for (let i = 0; i < flips; i++) {
@@ -237,7 +358,9 @@ function mutateWeights(r: Rng, file: string): string {
       fs.writeFileSync(file, raw);
       return `weights: ${flips} bit flips`;
     }
-    case 11: case 12: { // NaN / Inf / huge weights
+    case 11:
+    case 12: {
+      // NaN / Inf / huge weights
       const [b, en] = region(p, name);
       const n = (en - b) / 4;
       const v = r.pick([Number.NaN, Infinity, -Infinity, 3e38, -3e38, 1e30]);
@@ -248,20 +371,23 @@ function mutateWeights(r: Rng, file: string): string {
       fs.writeFileSync(file, raw);
       return `weights: ${name} ${count} × ${v}`;
     }
-    case 13: { // a valid re-encoding
+    case 13: {
+      // a valid re-encoding
       const dtype = r.pick(['F16', 'BF16', 'F64'] as const);
       const q = reencode(p, dtype);
       fs.writeFileSync(file, serialize(q.header, q.data));
       return `weights: re-encoded as ${dtype}`;
     }
-    case 14: { // a consistent shape change: the file is valid, the config disagrees
+    case 14: {
+      // a consistent shape change: the file is valid, the config disagrees
       const [b, en] = e.data_offsets;
       const n = (en - b) / 4;
       e.shape = r.pick([[n], [1, n], [n, 1]]);
       fs.writeFileSync(file, serialize(p.header, p.data));
       return `weights: ${name} reshaped to ${JSON.stringify(e.shape)}`;
     }
-    default: { // a tensor's data swapped for zeros (valid file, finite logits)
+    default: {
+      // a tensor's data swapped for zeros (valid file, finite logits)
       const [b, en] = region(p, name);
       p.data.fill(0, b, en);
       fs.writeFileSync(file, serialize(p.header, p.data));
@@ -297,8 +423,21 @@ function mutateIndex(r: Rng, dir: string): string {
   });
   fs.rmSync(file);
   const victim = r.pick(names);
-  const bad = r.pick(['.', '..', '../model-00001-of-00002.safetensors', '/etc/passwd', 'sub/x.safetensors', '', 7, null,
-    'missing.safetensors', 'model-00002-of-00002.safetensors', 'model-00001-of-00002.safetensors', '..\\x', 'a\u0000b']);
+  const bad = r.pick([
+    '.',
+    '..',
+    '../model-00001-of-00002.safetensors',
+    '/etc/passwd',
+    'sub/x.safetensors',
+    '',
+    7,
+    null,
+    'missing.safetensors',
+    'model-00002-of-00002.safetensors',
+    'model-00001-of-00002.safetensors',
+    '..\\x',
+    'a\u0000b',
+  ]);
   const how = r.int(4);
   let index: unknown = { metadata: {}, weight_map: weightMap };
   if (how < 3) weightMap[victim] = bad;
@@ -335,7 +474,12 @@ async function specialFile(r: Rng, dir: string): Promise<{ what: string; cleanup
  * Write case `index` of `seed` into `dir` (created empty) from the fixtures in `fixtures`.
  * Returns what was done (for reports) and a cleanup for resources the case holds.
  */
-export async function makeCase(seed: number, index: number, fixtures: string, dir: string): Promise<{ base: string; what: string; cleanup?: Cleanup }> {
+export async function makeCase(
+  seed: number,
+  index: number,
+  fixtures: string,
+  dir: string,
+): Promise<{ base: string; what: string; cleanup?: Cleanup }> {
   const r = rng((seed * 1_000_003 + index * 7919) >>> 0);
   const base = r.pick(BASES);
   fs.mkdirSync(dir, { recursive: true });

@@ -37,8 +37,19 @@ async function runRange(start: number, end: number): Promise<void> {
   let next = start;
   while (next < end) {
     next = await new Promise<number>((resolve) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'test/fuzz/worker.ts'), String(SEED), String(next), String(end), fixtures],
-        { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          path.join(repoRoot, 'test/fuzz/worker.ts'),
+          String(SEED),
+          String(next),
+          String(end),
+          fixtures,
+        ],
+        { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
       let current = next;
       let buf = '';
       let stderr = '';
@@ -46,10 +57,15 @@ async function runRange(start: number, end: number): Promise<void> {
       let hung = false;
       const arm = () => {
         if (timer) clearTimeout(timer);
-        timer = setTimeout(() => { hung = true; child.kill('SIGKILL'); }, HANG_MS + 5_000); // startup and the case's own guard
+        timer = setTimeout(() => {
+          hung = true;
+          child.kill('SIGKILL');
+        }, HANG_MS + 5_000); // startup and the case's own guard
       };
       arm();
-      child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-2000); });
+      child.stderr.on('data', (d) => {
+        stderr = (stderr + d).slice(-2000);
+      });
       child.stdout.setEncoding('utf8').on('data', (d: string) => {
         buf += d;
         let nl: number;
@@ -57,18 +73,34 @@ async function runRange(start: number, end: number): Promise<void> {
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + 1);
           const m = JSON.parse(line) as { start: number } | CaseResult;
-          if ('start' in m) { current = m.start; arm(); continue; }
+          if ('start' in m) {
+            current = m.start;
+            arm();
+            continue;
+          }
           results.push(m);
           current = m.index + 1;
-          if (results.length % 250 === 0) process.stderr.write(`fuzz: ${results.length}/${CASES} cases, ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
+          if (results.length % 250 === 0)
+            process.stderr.write(
+              `fuzz: ${results.length}/${CASES} cases, ${((performance.now() - t0) / 1000).toFixed(0)} s\n`,
+            );
         }
       });
       child.on('close', (code, signal) => {
         if (timer) clearTimeout(timer);
         if (current >= end) return resolve(end);
         const outcome = hung ? 'hang' : 'crash';
-        const why = hung ? `no answer in ${HANG_MS + 5000} ms` : `worker exited with ${code ?? signal}: ${stderr.trim().split('\n').slice(-3).join(' | ')}`;
-        results.push({ index: current, base: '?', what: '?', outcome: outcome as CaseResult['outcome'], detail: why, ms: 0 });
+        const why = hung
+          ? `no answer in ${HANG_MS + 5000} ms`
+          : `worker exited with ${code ?? signal}: ${stderr.trim().split('\n').slice(-3).join(' | ')}`;
+        results.push({
+          index: current,
+          base: '?',
+          what: '?',
+          outcome: outcome as CaseResult['outcome'],
+          detail: why,
+          ms: 0,
+        });
         resolve(current + 1);
       });
     });
@@ -79,7 +111,8 @@ const per = Math.ceil(CASES / JOBS);
 await Promise.all(Array.from({ length: JOBS }, (_, j) => runRange(j * per, Math.min(CASES, (j + 1) * per))));
 
 const seconds = (performance.now() - t0) / 1000;
-const count = (xs: CaseResult[]) => xs.reduce((m, r) => ({ ...m, [r.outcome]: (m[r.outcome] ?? 0) + 1 }), {} as Record<string, number>);
+const count = (xs: CaseResult[]) =>
+  xs.reduce((m, r) => ({ ...m, [r.outcome]: (m[r.outcome] ?? 0) + 1 }), {} as Record<string, number>);
 const groups = new Map<string, CaseResult[]>();
 for (const r of results) {
   const g = r.what.split(':')[0];
@@ -89,10 +122,18 @@ console.log(`fuzz: ${results.length} cases, seed ${SEED}, ${JOBS} workers, ${sec
 console.log('outcomes:', JSON.stringify(count(results)));
 for (const [g, rs] of groups) console.log(`  ${g}: ${rs.length} cases ${JSON.stringify(count(rs))}`);
 const slowest = results.reduce((a, b) => (b.ms > a.ms ? b : a), results[0]);
-console.log(`slowest case: #${slowest.index} ${slowest.base} ${slowest.what} ${slowest.ms.toFixed(0)} ms (${slowest.outcome})`);
+console.log(
+  `slowest case: #${slowest.index} ${slowest.base} ${slowest.what} ${slowest.ms.toFixed(0)} ms (${slowest.outcome})`,
+);
 const codes = new Map<string, number>();
 for (const r of results) if (r.outcome === 'typed') codes.set(r.detail, (codes.get(r.detail) ?? 0) + 1);
-console.log('error codes:', [...codes].sort((a, b) => b[1] - a[1]).map(([c, n]) => `${c} ${n}`).join(', '));
+console.log(
+  'error codes:',
+  [...codes]
+    .sort((a, b) => b[1] - a[1])
+    .map(([c, n]) => `${c} ${n}`)
+    .join(', '),
+);
 const nonFiniteLoads = results.filter((r) => r.outcome === 'typed' && r.detail === 'E_NONFINITE');
 console.log(`non-finite loads (loaded, then NaN/Inf logits): ${nonFiniteLoads.length}`);
 const bad = [...results.filter((r) => r.outcome !== 'typed' && r.outcome !== 'ok'), ...nonFiniteLoads];

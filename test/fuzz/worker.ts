@@ -6,7 +6,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { prepareFuzz, runCase } from './check.ts';
 
-const [seed, start, end, fixtures] = [Number(process.argv[2]), Number(process.argv[3]), Number(process.argv[4]), process.argv[5]];
+const [seed, start, end, fixtures] = [
+  Number(process.argv[2]),
+  Number(process.argv[3]),
+  Number(process.argv[4]),
+  process.argv[5],
+];
 await prepareFuzz();
 const dir = path.join(os.tmpdir(), `moi-fuzz-${process.pid}`);
 for (let i = start; i < end; i++) {

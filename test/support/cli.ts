@@ -51,7 +51,10 @@ function withEnv(extra: Record<string, string | undefined> = {}): NodeJS.Process
 
 // ---- in-process
 
-interface Capture { stdout: string; stderr: string }
+interface Capture {
+  stdout: string;
+  stderr: string;
+}
 const capture = new AsyncLocalStorage<Capture>();
 let patched = false;
 
@@ -62,7 +65,11 @@ function patchStreams(): void {
   for (const name of ['stdout', 'stderr'] as const) {
     const stream = process[name];
     const original = stream.write.bind(stream);
-    stream.write = ((chunk: string | Uint8Array, encoding?: BufferEncoding | ((err?: Error | null) => void), cb?: (err?: Error | null) => void): boolean => {
+    stream.write = ((
+      chunk: string | Uint8Array,
+      encoding?: BufferEncoding | ((err?: Error | null) => void),
+      cb?: (err?: Error | null) => void,
+    ): boolean => {
       const c = capture.getStore();
       if (!c) return original(chunk, encoding as BufferEncoding, cb);
       c[name] += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
@@ -76,7 +83,8 @@ function patchStreams(): void {
 /** Set `props` on `obj` for the length of `fn`, then put back what was there. */
 async function withProps<T>(obj: object, props: Record<string, unknown>, fn: () => Promise<T>): Promise<T> {
   const saved = Object.keys(props).map((k) => [k, Object.getOwnPropertyDescriptor(obj, k)] as const);
-  for (const [k, v] of Object.entries(props)) Object.defineProperty(obj, k, { value: v, configurable: true, writable: true });
+  for (const [k, v] of Object.entries(props))
+    Object.defineProperty(obj, k, { value: v, configurable: true, writable: true });
   try {
     return await fn();
   } finally {
@@ -117,16 +125,25 @@ export function runInProcess(args: string[], o: { env?: Record<string, string | 
     const t0 = performance.now();
     let code: number;
     try {
-      code = await withProps(process.stdout, { isTTY: false }, () => withProps(process.stderr, { isTTY: false },
-        () => withProps(process.stdin, { isTTY: true }, () => capture.run(out, () => main(args)))));
+      code = await withProps(process.stdout, { isTTY: false }, () =>
+        withProps(process.stderr, { isTTY: false }, () =>
+          withProps(process.stdin, { isTTY: true }, () => capture.run(out, () => main(args))),
+        ),
+      );
     } finally {
       for (const k of Object.keys(env)) if (!(k in saved)) delete env[k];
       Object.assign(env, saved);
     }
     const ms = performance.now() - t0;
-    if (tf.getBackend() !== backend) throw new Error(`moi-gen ${args.join(' ')}: changed the tfjs backend to ${tf.getBackend()} (run it as a child process)`);
+    if (tf.getBackend() !== backend)
+      throw new Error(
+        `moi-gen ${args.join(' ')}: changed the tfjs backend to ${tf.getBackend()} (run it as a child process)`,
+      );
     const kept = tf.memory().numBytes - bytes;
-    if (kept > KEPT_BYTES) throw new Error(`moi-gen ${args.join(' ')}: left ${kept} bytes of tensors behind (stderr: ${out.stderr.slice(0, 300)})`);
+    if (kept > KEPT_BYTES)
+      throw new Error(
+        `moi-gen ${args.join(' ')}: left ${kept} bytes of tensors behind (stderr: ${out.stderr.slice(0, 300)})`,
+      );
     if (before && tf.getBackend() !== before) await initBackend({ backend: before });
     return { code, signal: null, stdout: out.stdout, stderr: out.stderr, ms };
   };
@@ -176,9 +193,14 @@ let building: Promise<void> | null = null;
 /** Build packages/*\/dist now if a source changed (the binary would, but once here beats in each child). */
 export function buildCli(): Promise<void> {
   building ??= new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(repoRoot, 'packages/cli/bin/build.js')], { cwd: repoRoot, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [path.join(repoRoot, 'packages/cli/bin/build.js')], {
+      cwd: repoRoot,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let err = '';
-    child.stderr.on('data', (d) => { err += d; });
+    child.stderr.on('data', (d) => {
+      err += d;
+    });
     child.on('error', reject);
     child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`building the CLI failed: ${err}`))));
   });
@@ -191,7 +213,12 @@ export async function spawnCli(args: string[], o: SpawnOptions = {}): Promise<Sp
   const argv = o.command ?? [process.execPath, BIN, ...args];
   const [cmd, ...cmdArgs] = o.tty ? ['script', '-qfec', argv.map(quote).join(' '), '/dev/null'] : argv;
   const t0 = performance.now();
-  const child = spawn(cmd, cmdArgs, { cwd: repoRoot, env: withEnv(o.env), stdio: ['pipe', 'pipe', 'pipe'], detached: o.detached });
+  const child = spawn(cmd, cmdArgs, {
+    cwd: repoRoot,
+    env: withEnv(o.env),
+    stdio: ['pipe', 'pipe', 'pipe'],
+    detached: o.detached,
+  });
   let stdout = '';
   let stderr = '';
   let interrupted = false;
@@ -204,7 +231,9 @@ export async function spawnCli(args: string[], o: SpawnOptions = {}): Promise<Sp
       child.kill('SIGINT');
     }
   });
-  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
   if (!o.keepStdin) child.stdin.end(o.input ?? '');
   const done = new Promise<CliResult>((resolve, reject) => {
     child.on('error', reject);
@@ -217,11 +246,21 @@ export async function spawnCli(args: string[], o: SpawnOptions = {}): Promise<Sp
 }
 
 /** `moi-gen ARGS` as a child process, to the end. */
-export const runCli = async (args: string[], o: SpawnOptions = {}): Promise<CliResult> => (await spawnCli(args, o)).done;
+export const runCli = async (args: string[], o: SpawnOptions = {}): Promise<CliResult> =>
+  (await spawnCli(args, o)).done;
 
 /** Whether a run needs a child process (anything about stdin, signals, the binary or a TTY). */
 function needsProcess(o: SpawnOptions): boolean {
-  return o.input !== undefined || o.keepStdin || o.closeStdout || o.interruptAfter !== undefined || o.tty || o.command !== undefined || o.detached || false;
+  return (
+    o.input !== undefined ||
+    o.keepStdin ||
+    o.closeStdout ||
+    o.interruptAfter !== undefined ||
+    o.tty ||
+    o.command !== undefined ||
+    o.detached ||
+    false
+  );
 }
 
 /** `moi-gen ARGS`: in-process where nothing needs a process boundary, else a child process. */
@@ -233,12 +272,14 @@ export function moiGen(args: string[], o: SpawnOptions & { process?: boolean } =
 export async function pool<T>(jobs: (() => Promise<T>)[], n = 3): Promise<T[]> {
   const out: T[] = new Array(jobs.length);
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(n, jobs.length) }, async () => {
-    while (next < jobs.length) {
-      const i = next++;
-      out[i] = await jobs[i]();
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(n, jobs.length) }, async () => {
+      while (next < jobs.length) {
+        const i = next++;
+        out[i] = await jobs[i]();
+      }
+    }),
+  );
   return out;
 }
 

@@ -31,7 +31,8 @@ const LOCK_STALE_MS = 60_000;
 
 /** The workspace packages that have a src/ folder, by folder name. */
 function packageNames() {
-  return fs.readdirSync(PACKAGES, { withFileTypes: true })
+  return fs
+    .readdirSync(PACKAGES, { withFileTypes: true })
     .filter((d) => d.isDirectory() && fs.existsSync(path.join(PACKAGES, d.name, 'src')))
     .map((d) => d.name)
     .sort();
@@ -54,7 +55,9 @@ function filesUnder(dir) {
 /** path (relative to the repository) → mtime of every input: sources, package.json files, this file. */
 function inputs() {
   const out = {};
-  const add = (file) => { out[path.relative(ROOT, file)] = fs.statSync(file).mtimeMs; };
+  const add = (file) => {
+    out[path.relative(ROOT, file)] = fs.statSync(file).mtimeMs;
+  };
   add(fileURLToPath(import.meta.url));
   for (const name of packageNames()) {
     add(path.join(PACKAGES, name, 'package.json'));
@@ -98,7 +101,9 @@ function workspaceTarget(name, sub, importer) {
   const key = sub ? `.${sub}` : '.';
   const entry = typeof pkg.exports === 'string' && key === '.' ? pkg.exports : pkg.exports?.[key];
   if (typeof entry !== 'string' || !entry.startsWith('./src/')) {
-    throw new Error(`${importer}: @moi/${name}${sub ?? ''} is not a ./src/ export of ${path.relative(ROOT, dir)}/package.json`);
+    throw new Error(
+      `${importer}: @moi/${name}${sub ?? ''} is not a ./src/ export of ${path.relative(ROOT, dir)}/package.json`,
+    );
   }
   return specifier(distPathOf(importer), distPathOf(path.join(dir, entry)));
 }
@@ -132,7 +137,10 @@ async function build() {
       const src = path.join(PACKAGES, name, 'src');
       for (const f of filesUnder(src)) {
         if (/\.[cm]?ts$/.test(f) && !f.endsWith('.d.ts')) {
-          entryPoints.push({ in: path.join(src, f), out: path.join('packages', name, tmp, f.replace(/\.[cm]?ts$/, '')) });
+          entryPoints.push({
+            in: path.join(src, f),
+            out: path.join('packages', name, tmp, f.replace(/\.[cm]?ts$/, '')),
+          });
         } else if (!f.endsWith('.d.ts')) {
           const to = path.join(PACKAGES, name, tmp, f);
           fs.mkdirSync(path.dirname(to), { recursive: true });
@@ -178,7 +186,11 @@ async function lock() {
     } catch (err) {
       if (err.code !== 'EEXIST') throw err;
       let age;
-      try { age = Date.now() - fs.statSync(LOCK).mtimeMs; } catch { continue; } // released meanwhile
+      try {
+        age = Date.now() - fs.statSync(LOCK).mtimeMs;
+      } catch {
+        continue;
+      } // released meanwhile
       if (age > LOCK_STALE_MS) fs.rmSync(LOCK, { recursive: true, force: true });
       else await sleep(50);
     }
@@ -202,14 +214,21 @@ export async function ensureBuilt({ force = false } = {}) {
 export function describeBuildError(err) {
   const errors = err?.errors;
   if (!Array.isArray(errors) || errors.length === 0) return err instanceof Error ? err.message : String(err);
-  return errors.slice(0, 5).map((e) => `${e.location ? `${e.location.file}:${e.location.line}: ` : ''}${e.text}`).join('\n');
+  return errors
+    .slice(0, 5)
+    .map((e) => `${e.location ? `${e.location.file}:${e.location.line}: ` : ''}${e.text}`)
+    .join('\n');
 }
 
 if (process.argv[1] && pathToFileURL(fs.realpathSync(process.argv[1])).href === import.meta.url) {
   const t0 = performance.now();
   try {
     const built = await ensureBuilt({ force: process.argv.includes('--force') });
-    console.log(built ? `moi-gen: built packages/*/dist in ${Math.round(performance.now() - t0)} ms` : 'moi-gen: packages/*/dist is up to date');
+    console.log(
+      built
+        ? `moi-gen: built packages/*/dist in ${Math.round(performance.now() - t0)} ms`
+        : 'moi-gen: packages/*/dist is up to date',
+    );
   } catch (err) {
     process.stderr.write(`moi-gen: error: the build failed:\n${describeBuildError(err)}\n`);
     process.exitCode = 1;

@@ -16,7 +16,15 @@ import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, Help } from 'commander';
 import { MoiError } from '@moi/core/errors';
 import {
-  deferred, exitCodeOf, interruption, mistypedCommand, mistypedCommandError, operands, PREFIX, printError, releaseAtEnd,
+  deferred,
+  exitCodeOf,
+  interruption,
+  mistypedCommand,
+  mistypedCommandError,
+  operands,
+  PREFIX,
+  printError,
+  releaseAtEnd,
 } from './commands/usage.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -35,26 +43,63 @@ export interface CommandEntry {
   load: () => Promise<Command>;
 }
 
-const entry = (name: string, usage: string, summary: string, load: () => Promise<Command>): CommandEntry => ({ name, usage, summary, load });
+const entry = (name: string, usage: string, summary: string, load: () => Promise<Command>): CommandEntry => ({
+  name,
+  usage,
+  summary,
+  load,
+});
 
 /** Every subcommand, in the order of the help; the first is the default. */
 export const COMMANDS: readonly CommandEntry[] = [
-  entry('generate', '[options] [prompt...]', 'generate text from a prompt (standard decoding or Mixture of Inputs)',
-    async () => (await import('./commands/generate.ts')).generateCommand()),
-  entry('score', '[options] [prompt...]', 'print the next-token logits at every position of a prompt (no cache, one forward)',
-    async () => (await import('./commands/score.ts')).scoreCommand()),
-  entry('chat', '[options]', 'chat with a model in its chat template (multi-turn, one KV cache: each turn prefills only its new tokens)',
-    async () => (await import('./commands/chat.ts')).chatCommand()),
-  entry('bench', '[options]', 'measure load, prefill and decode speed (standard, moi, direct, batched) against a measured memory-bandwidth roofline',
-    async () => (await import('./commands/bench.ts')).benchCommand()),
-  entry('synth', '[options]', 'write a model folder (config.json + model.safetensors) of a real shape with deterministic random weights',
-    async () => (await import('./commands/synth.ts')).synthCommand()),
-  entry('eval', '[options]', 'paired evaluation of decoding modes (Countdown, AIME, GPQA, LiveCodeBench, JSONL) with statistics, resume and an HTML report',
-    async () => (await import('./commands/eval.ts')).evalCommand()),
-  entry('serve', '[options]', 'serve the model over an OpenAI-compatible HTTP API (as vLLM does), with MoI per request (moi_mode, moi_beta, ...)',
-    async () => (await import('./commands/serve.ts')).serveCommand()),
-  entry('doctor', '[options]', 'check this machine: which backends start (GPU adapter and limits, wasm SIMD, tfjs-node), then the chosen backend against cpu on a small random model',
-    async () => (await import('./commands/doctor.ts')).doctorCommand()),
+  entry(
+    'generate',
+    '[options] [prompt...]',
+    'generate text from a prompt (standard decoding or Mixture of Inputs)',
+    async () => (await import('./commands/generate.ts')).generateCommand(),
+  ),
+  entry(
+    'score',
+    '[options] [prompt...]',
+    'print the next-token logits at every position of a prompt (no cache, one forward)',
+    async () => (await import('./commands/score.ts')).scoreCommand(),
+  ),
+  entry(
+    'chat',
+    '[options]',
+    'chat with a model in its chat template (multi-turn, one KV cache: each turn prefills only its new tokens)',
+    async () => (await import('./commands/chat.ts')).chatCommand(),
+  ),
+  entry(
+    'bench',
+    '[options]',
+    'measure load, prefill and decode speed (standard, moi, direct, batched) against a measured memory-bandwidth roofline',
+    async () => (await import('./commands/bench.ts')).benchCommand(),
+  ),
+  entry(
+    'synth',
+    '[options]',
+    'write a model folder (config.json + model.safetensors) of a real shape with deterministic random weights',
+    async () => (await import('./commands/synth.ts')).synthCommand(),
+  ),
+  entry(
+    'eval',
+    '[options]',
+    'paired evaluation of decoding modes (Countdown, AIME, GPQA, LiveCodeBench, JSONL) with statistics, resume and an HTML report',
+    async () => (await import('./commands/eval.ts')).evalCommand(),
+  ),
+  entry(
+    'serve',
+    '[options]',
+    'serve the model over an OpenAI-compatible HTTP API (as vLLM does), with MoI per request (moi_mode, moi_beta, ...)',
+    async () => (await import('./commands/serve.ts')).serveCommand(),
+  ),
+  entry(
+    'doctor',
+    '[options]',
+    'check this machine: which backends start (GPU adapter and limits, wasm SIMD, tfjs-node), then the chosen backend against cpu on a small random model',
+    async () => (await import('./commands/doctor.ts')).doctorCommand(),
+  ),
 ];
 
 const DEFAULT_COMMAND = COMMANDS[0].name;
@@ -110,7 +155,9 @@ export async function program(load: ReadonlySet<string>): Promise<Command> {
     },
   });
   // commander's own messages ("error: unknown option ...") get moi-gen's one prefix
-  const output = { outputError: (str: string, write: (s: string) => void) => write(str.replace(/^error:/, `${PREFIX} error:`)) };
+  const output = {
+    outputError: (str: string, write: (s: string) => void) => write(str.replace(/^error:/, `${PREFIX} error:`)),
+  };
   p.configureOutput(output);
   for (const c of p.commands) c.exitOverride().showHelpAfterError(HELP_HINT).configureOutput(output);
   return p;
@@ -136,8 +183,18 @@ function unknownFlag(arg: string, flags: Set<string>): boolean {
 function checkMistypedCommand(p: Command, argv: string[]): void {
   const generate = p.commands.find((c) => c.name() === DEFAULT_COMMAND)!;
   const names = p.commands.flatMap((c) => [c.name(), ...c.aliases()]).concat('help');
-  const flags = new Set(generate.options.flatMap((o) => [o.long, o.short]).filter((f): f is string => Boolean(f)).concat('-h', '--help'));
-  const valueFlags = new Set(generate.options.filter((o) => o.required || o.optional).flatMap((o) => [o.long, o.short]).filter((f): f is string => Boolean(f)));
+  const flags = new Set(
+    generate.options
+      .flatMap((o) => [o.long, o.short])
+      .filter((f): f is string => Boolean(f))
+      .concat('-h', '--help'),
+  );
+  const valueFlags = new Set(
+    generate.options
+      .filter((o) => o.required || o.optional)
+      .flatMap((o) => [o.long, o.short])
+      .filter((f): f is string => Boolean(f)),
+  );
   const words = operands(argv, valueFlags);
   if (words.length === 1 && !argv.includes('--')) {
     const meant = mistypedCommand(words[0], names);

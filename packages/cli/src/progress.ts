@@ -48,7 +48,10 @@ export function makeProgress(enabled: boolean): Progress {
     if (kind === name && bar) return bar;
     bar?.stop();
     kind = name;
-    bar = new cliProgress.SingleBar({ stream: process.stderr, format, hideCursor: true, clearOnComplete: true }, cliProgress.Presets.shades_classic);
+    bar = new cliProgress.SingleBar(
+      { stream: process.stderr, format, hideCursor: true, clearOnComplete: true },
+      cliProgress.Presets.shades_classic,
+    );
     bar.start(total, 0);
     return bar;
   };

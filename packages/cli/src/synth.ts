@@ -57,7 +57,8 @@ const TORCH_DTYPE: Record<SynthDType, string> = { f32: 'float32', bf16: 'bfloat1
 /** Reads the config argument: an object as given, or JSON from a file or folder/config.json. */
 function readConfigArg(config: string | RawConfig): RawConfig {
   if (typeof config !== 'string') {
-    if (!config || typeof config !== 'object' || Array.isArray(config)) throw new UsageError('E_SYNTH_CONFIG', 'synth: config must be a path or a JSON object');
+    if (!config || typeof config !== 'object' || Array.isArray(config))
+      throw new UsageError('E_SYNTH_CONFIG', 'synth: config must be a path or a JSON object');
     return config;
   }
   let file = config;
@@ -72,7 +73,8 @@ function readConfigArg(config: string | RawConfig): RawConfig {
   } catch (err) {
     throw new ModelError('E_CONFIG', `${file}: cannot read config JSON (${(err as Error).message})`);
   }
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new ModelError('E_CONFIG', `${file}: expected a JSON object`);
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw))
+    throw new ModelError('E_CONFIG', `${file}: expected a JSON object`);
   return raw as RawConfig;
 }
 
@@ -109,18 +111,28 @@ const IH_STD = Math.sqrt((1024 * 1024 - 1) / 4);
  * state `s` in place. One 32-bit draw per element: its bits 2..31 make three 10-bit uniforms.
  */
 export function fillNoise(dst: Float32Array, s: Uint32Array, mean: number, std: number): void {
-  let s0 = s[0] | 0, s1 = s[1] | 0, s2 = s[2] | 0, s3 = s[3] | 0;
+  let s0 = s[0] | 0,
+    s1 = s[1] | 0,
+    s2 = s[2] | 0,
+    s3 = s[3] | 0;
   const k = std / IH_STD;
   const base = mean - IH_MEAN * k;
   for (let i = 0; i < dst.length; i++) {
     const m = Math.imul(s1, 5);
     const r = Math.imul((m << 7) | (m >>> 25), 9) >>> 0;
     const t = s1 << 9;
-    s2 ^= s0; s3 ^= s1; s1 ^= s2; s0 ^= s3; s2 ^= t;
+    s2 ^= s0;
+    s3 ^= s1;
+    s1 ^= s2;
+    s0 ^= s3;
+    s2 ^= t;
     s3 = (s3 << 11) | (s3 >>> 21);
     dst[i] = base + (((r >>> 2) & 1023) + ((r >>> 12) & 1023) + (r >>> 22)) * k;
   }
-  s[0] = s0; s[1] = s1; s[2] = s2; s[3] = s3;
+  s[0] = s0;
+  s[1] = s1;
+  s[2] = s2;
+  s[3] = s3;
 }
 
 /** (mean, std) for a tensor, by its graph name. */
@@ -132,7 +144,13 @@ function initFor(name: string, normUnitOffset: boolean): [number, number] {
 const BF16_CHUNK = 1 << 16;
 
 /** One tensor's values in the file dtype (F32 values, or BF16 bits made chunk by chunk). */
-function makeTensor(seed: number, name: string, n: number, dtype: SynthDType, init: [number, number]): Float32Array | Uint16Array {
+function makeTensor(
+  seed: number,
+  name: string,
+  n: number,
+  dtype: SynthDType,
+  init: [number, number],
+): Float32Array | Uint16Array {
   const rng = tensorRng(seed, name);
   if (dtype === 'f32') {
     const out = new Float32Array(n);
@@ -154,8 +172,10 @@ export function synthesizeModel(opts: SynthOptions): SynthResult {
   const t0 = performance.now();
   const dtype = opts.dtype ?? 'f32';
   const seed = opts.seed ?? 1;
-  if (dtype !== 'f32' && dtype !== 'bf16') throw new UsageError('E_SYNTH_DTYPE', `synth: dtype must be f32 or bf16, got ${JSON.stringify(dtype)}`);
-  if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) throw new UsageError('E_SYNTH_SEED', `synth: seed must be an integer in [0, 2^32), got ${seed}`);
+  if (dtype !== 'f32' && dtype !== 'bf16')
+    throw new UsageError('E_SYNTH_DTYPE', `synth: dtype must be f32 or bf16, got ${JSON.stringify(dtype)}`);
+  if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32)
+    throw new UsageError('E_SYNTH_SEED', `synth: seed must be an integer in [0, 2^32), got ${seed}`);
   if (!opts.out) throw new UsageError('E_SYNTH_OUT', 'synth: no output folder given');
 
   const config: RawConfig = { ...readConfigArg(opts.config), torch_dtype: TORCH_DTYPE[dtype] };
@@ -167,7 +187,8 @@ export function synthesizeModel(opts: SynthOptions): SynthResult {
   mkdirSync(opts.out, { recursive: true });
   writeFileSync(path.join(opts.out, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
   const gen: Record<string, unknown> = { _from_model_config: true };
-  for (const k of ['bos_token_id', 'eos_token_id', 'pad_token_id']) if (config[k] !== undefined && config[k] !== null) gen[k] = config[k];
+  for (const k of ['bos_token_id', 'eos_token_id', 'pad_token_id'])
+    if (config[k] !== undefined && config[k] !== null) gen[k] = config[k];
   writeFileSync(path.join(opts.out, 'generation_config.json'), `${JSON.stringify(gen, null, 2)}\n`);
 
   // writeSafetensors collects its whole input before writing, so each entry's `data` is a getter

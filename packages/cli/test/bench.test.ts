@@ -17,13 +17,37 @@ describe('bench: moi-gen bench on a tiny model', function () {
     this.timeout(300_000); // several model loads and runs: minutes on a loaded 2-core machine
     const dir = path.join(requireShared(this), 'fixtures', 'llama');
     const r = await runBench({ model: dir, backend: 'wasm', promptTokens: 8, genTokens: 6, repeat: 1, batches: [2] });
-    for (const k of ['model', 'backend', 'dtype', 'load_s', 'load_gb_s', 'prefill_tok_s', 'decode_tok_s', 'moi_overhead',
-      'batch_decode_tok_s', 'peak_rss_mb', 'tensors_before', 'tensors_after', 'roofline']) {
+    for (const k of [
+      'model',
+      'backend',
+      'dtype',
+      'load_s',
+      'load_gb_s',
+      'prefill_tok_s',
+      'decode_tok_s',
+      'moi_overhead',
+      'batch_decode_tok_s',
+      'peak_rss_mb',
+      'tensors_before',
+      'tensors_after',
+      'roofline',
+    ]) {
       assert.ok(k in r, `missing key ${k}`);
     }
     assert.equal(r.backend, 'wasm');
-    for (const v of [r.load_s, r.load_gb_s, r.prefill_tok_s, r.decode_tok_s.standard, r.decode_tok_s.moi, r.decode_tok_s.direct,
-      r.batch_decode_tok_s['2'], r.peak_rss_mb, r.roofline.bytes_per_token, r.roofline.bandwidth_gb_s, r.roofline.ratio]) {
+    for (const v of [
+      r.load_s,
+      r.load_gb_s,
+      r.prefill_tok_s,
+      r.decode_tok_s.standard,
+      r.decode_tok_s.moi,
+      r.decode_tok_s.direct,
+      r.batch_decode_tok_s['2'],
+      r.peak_rss_mb,
+      r.roofline.bytes_per_token,
+      r.roofline.bandwidth_gb_s,
+      r.roofline.ratio,
+    ]) {
       assert.ok(Number.isFinite(v) && v > 0, `not a positive number: ${v}`);
     }
     assert.ok(Math.abs(r.moi_overhead - r.decode_tok_s.moi / r.decode_tok_s.standard) < 1e-9);
@@ -49,11 +73,18 @@ describe('bench: moi-gen bench on a tiny model', function () {
     assert.ok(r.kernels_off, 'kernels-off figures');
     assert.equal(r.kernels_off.step_profile.by_name.MoiDecodeAttention ?? 0, 0);
     assert.ok(r.kernels_off.step_profile.kernels > r.step_profile.kernels, 'the kernels dispatch fewer ops per step');
-    for (const v of [r.kernels_off.prefill_tok_s, r.kernels_off.decode_tok_s.standard, r.kernels_off.decode_tok_s.moi, r.decode_cpu_ms_per_tok.standard]) {
+    for (const v of [
+      r.kernels_off.prefill_tok_s,
+      r.kernels_off.decode_tok_s.standard,
+      r.kernels_off.decode_tok_s.moi,
+      r.decode_cpu_ms_per_tok.standard,
+    ]) {
       assert.ok(Number.isFinite(v) && v > 0, `not a positive number: ${v}`);
     }
     assert.match(formatBench(r), /kernels \/ decode step +\d+ \(profiled time: GEMV \d+%/);
   });
 
-  before(async () => { await initBackend({ backend: 'wasm' }); });
+  before(async () => {
+    await initBackend({ backend: 'wasm' });
+  });
 });

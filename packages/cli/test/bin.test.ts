@@ -34,20 +34,31 @@ describe('cli: the entry point loads commands lazily', function () {
     try {
       const log = path.join(dir, 'resolved.txt');
       const hook = path.join(dir, 'hook.mjs');
-      fs.writeFileSync(hook, `import fs from 'node:fs';
+      fs.writeFileSync(
+        hook,
+        `import fs from 'node:fs';
 export async function resolve(specifier, context, next) {
   const r = await next(specifier, context);
   fs.appendFileSync(${JSON.stringify(log)}, r.url + '\\n');
   return r;
-}`);
+}`,
+      );
       const register = `import { register } from 'node:module'; import { pathToFileURL } from 'node:url'; register(${JSON.stringify(new URL(`file://${hook}`).href)}, pathToFileURL('./'));`;
-      const r = spawnSync(process.execPath, ['--import', `data:text/javascript,${encodeURIComponent(register)}`, 'packages/cli/bin/moi-gen.js', '--help'],
-        { cwd: repoRoot, encoding: 'utf8' });
+      const r = spawnSync(
+        process.execPath,
+        ['--import', `data:text/javascript,${encodeURIComponent(register)}`, 'packages/cli/bin/moi-gen.js', '--help'],
+        { cwd: repoRoot, encoding: 'utf8' },
+      );
       assert.equal(r.status, 0, r.stderr);
       assert.match(r.stdout, /Commands:\n {2}generate \[options\] \[prompt\.\.\.\]/);
       const urls = fs.readFileSync(log, 'utf8').trim().split('\n');
-      assert.ok(urls.some((u) => u.endsWith('/packages/cli/dist/bin.js')), 'the hook saw the compiled entry point');
-      const heavy = urls.filter((u) => /\/commands\/(?!usage\.js)|tfjs|fastify|openai|@moi\/engine|\/engine\/dist\//.test(u));
+      assert.ok(
+        urls.some((u) => u.endsWith('/packages/cli/dist/bin.js')),
+        'the hook saw the compiled entry point',
+      );
+      const heavy = urls.filter((u) =>
+        /\/commands\/(?!usage\.js)|tfjs|fastify|openai|@moi\/engine|\/engine\/dist\//.test(u),
+      );
       assert.deepEqual(heavy, []);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });

@@ -4,7 +4,14 @@
  */
 import assert from 'node:assert/strict';
 import { evaluate, tokenize } from '../src/eval/expression.ts';
-import { extractAimeAnswer, extractCountdownAnswer, lastDelimited, scoreAime, scoreCountdown, scoreGeneric } from '../src/eval/scorers.ts';
+import {
+  extractAimeAnswer,
+  extractCountdownAnswer,
+  lastDelimited,
+  scoreAime,
+  scoreCountdown,
+  scoreGeneric,
+} from '../src/eval/scorers.ts';
 import { generateCountdown, solveCountdown } from '../src/eval/solver.ts';
 
 const cd = (text: string, target: number, numbers: number[]) => scoreCountdown(text, { target, numbers });
@@ -13,7 +20,11 @@ const ans = (expr: string) => `<think>hmm</think> <answer>${expr}</answer>`;
 describe('eval: expression evaluator', () => {
   it('evaluates with precedence, associativity and exact rationals', () => {
     assert.equal(evaluate('1 + 2 * 3').ok && String((evaluate('1 + 2 * 3') as { value: unknown }).value), '7');
-    const v = (s: string) => { const r = evaluate(s); assert.ok(r.ok, `${s}: ${!r.ok && r.reason}`); return r.value.toString(); };
+    const v = (s: string) => {
+      const r = evaluate(s);
+      assert.ok(r.ok, `${s}: ${!r.ok && r.reason}`);
+      return r.value.toString();
+    };
     assert.equal(v('10 - 4 - 3'), '3'); // left-associative: (10-4)-3
     assert.equal(v('64 / 4 / 2'), '8'); // (64/4)/2
     assert.equal(v('(1 + 2) / 3'), '1');
@@ -26,7 +37,11 @@ describe('eval: expression evaluator', () => {
   });
 
   it('rejects what is not an arithmetic expression', () => {
-    const bad = (s: string, re: RegExp) => { const r = evaluate(s); assert.ok(!r.ok, s); assert.match(r.reason, re, s); };
+    const bad = (s: string, re: RegExp) => {
+      const r = evaluate(s);
+      assert.ok(!r.ok, s);
+      assert.match(r.reason, re, s);
+    };
     bad('2 ** 3', /power/);
     bad('1 / (2 - 2)', /division by zero/);
     bad('(1 + 2', /unbalanced/);
@@ -55,7 +70,11 @@ describe('eval: expression evaluator', () => {
     const time = (n: number) => {
       const s = '1+'.repeat(n) + '1';
       let best = Infinity;
-      for (let i = 0; i < 3; i++) { const t = performance.now(); evaluate(s); best = Math.min(best, performance.now() - t); }
+      for (let i = 0; i < 3; i++) {
+        const t = performance.now();
+        evaluate(s);
+        best = Math.min(best, performance.now() - t);
+      }
       return best;
     };
     time(10_000);
@@ -67,7 +86,10 @@ describe('eval: expression evaluator', () => {
   it('tokenizes numbers as integers (leading zeros are the same number)', () => {
     const t = tokenize('007 + 10');
     assert.ok('tokens' in t);
-    assert.deepEqual(t.tokens.filter((k) => k.kind === 'num').map((k) => (k as { value: bigint }).value), [7n, 10n]);
+    assert.deepEqual(
+      t.tokens.filter((k) => k.kind === 'num').map((k) => (k as { value: bigint }).value),
+      [7n, 10n],
+    );
   });
 });
 
@@ -94,7 +116,7 @@ describe('eval: countdown scorer', () => {
     assert.equal(cd(ans('100 / (7 - 3) * 3'), 75, [100, 7, 3, 3]).correct, true); // repeated given number used twice
   });
 
-  it('scores wrong answers, with the reference\'s format credit separate', () => {
+  it("scores wrong answers, with the reference's format credit separate", () => {
     const wrongValue = cd(ans('44 + 19 + 35'), 60, [44, 19, 35]);
     assert.deepEqual([wrongValue.correct, wrongValue.formatOnly], [false, true]);
     assert.match(wrongValue.reason!, /equals 98/);

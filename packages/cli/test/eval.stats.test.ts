@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { mcnemarExact, pairedBootstrap, passAtK, wilson } from '../src/eval/stats.ts';
 import { summarize, markdownTable, type ResultRecord } from '../src/eval/summary.ts';
 
-const close = (a: number, b: number, tol: number, what: string) => assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b}`);
+const close = (a: number, b: number, tol: number, what: string) =>
+  assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b}`);
 
 describe('eval: statistics', () => {
   it('Wilson 95% intervals match Newcombe (1998), Table I, method 3', () => {
@@ -58,7 +59,7 @@ describe('eval: statistics', () => {
     // normal approximation: mean ± 1.96 · sd(d) / √n
     const d = a.map((x, i) => x - b[i]);
     const sd = Math.sqrt(d.reduce((s, x) => s + (x - 0.1) ** 2, 0) / (d.length - 1));
-    const half = 1.96 * sd / Math.sqrt(d.length);
+    const half = (1.96 * sd) / Math.sqrt(d.length);
     close(ci.lo, 0.1 - half, 0.015, 'lower vs normal');
     close(ci.hi, 0.1 + half, 0.015, 'upper vs normal');
     const same = pairedBootstrap([1, 0, 1], [0, -1, 0], { seed: 3 }); // every difference is 1
@@ -67,25 +68,68 @@ describe('eval: statistics', () => {
 
   it('summaries count discordant pairs per mode against standard', () => {
     const rec = (problem: number, mode: string, correct: boolean, sample = 0): ResultRecord => ({
-      key: `${problem}/${sample}/${mode}`, problem, sample, mode, mode_used: mode, seed: 0, prompt: '', completion: '', answer: null,
-      extracted: null, correct, format_only: !correct, reason: null, prompt_tokens: 1, completion_tokens: 10 + problem, finish_reason: 'stop',
-      seconds: 0, mean_entropy: 0.5, mean_weight: mode === 'standard' ? 1 : 0.7,
+      key: `${problem}/${sample}/${mode}`,
+      problem,
+      sample,
+      mode,
+      mode_used: mode,
+      seed: 0,
+      prompt: '',
+      completion: '',
+      answer: null,
+      extracted: null,
+      correct,
+      format_only: !correct,
+      reason: null,
+      prompt_tokens: 1,
+      completion_tokens: 10 + problem,
+      finish_reason: 'stop',
+      seconds: 0,
+      mean_entropy: 0.5,
+      mean_weight: mode === 'standard' ? 1 : 0.7,
     });
     // 8 problems: standard right on 0–3; moi right on 2–7 → b = 2 (0, 1), c = 4 (4–7)
     const records = [...Array(8).keys()].flatMap((p) => [rec(p, 'standard', p < 4), rec(p, 'moi', p >= 2)]);
-    const s = summarize(records, { task: 't', source: 's', model: 'm', modes: ['standard', 'moi'], problems: 8, samples: 1, seed: 0 });
-    assert.deepEqual(s.modes.map((m) => [m.mode, m.correct, m.n]), [['standard', 4, 8], ['moi', 6, 8]]);
+    const s = summarize(records, {
+      task: 't',
+      source: 's',
+      model: 'm',
+      modes: ['standard', 'moi'],
+      problems: 8,
+      samples: 1,
+      seed: 0,
+    });
+    assert.deepEqual(
+      s.modes.map((m) => [m.mode, m.correct, m.n]),
+      [
+        ['standard', 4, 8],
+        ['moi', 6, 8],
+      ],
+    );
     assert.deepEqual([s.paired[0].b, s.paired[0].c, s.paired[0].pairs], [2, 4, 8]);
     assert.equal(s.paired[0].mcnemar_p, mcnemarExact(2, 4));
     close(s.paired[0].diff, 0.25, 1e-12, 'diff');
     assert.match(markdownTable(s), /\| moi \| 8 \| 6 \| 75\.0% \|/);
     assert.equal(s.paired[0].bootstrap95, undefined);
     // two samples per problem: the bootstrap resamples problems (both samples together)
-    const two = [...Array(8).keys()].flatMap((p) => [0, 1].flatMap((k) => [rec(p, 'standard', p < 4, k), rec(p, 'moi', p >= 2 || k === 1, k)]));
-    const s2 = summarize(two, { task: 't', source: 's', model: 'm', modes: ['standard', 'moi'], problems: 8, samples: 2, seed: 4 });
+    const two = [...Array(8).keys()].flatMap((p) =>
+      [0, 1].flatMap((k) => [rec(p, 'standard', p < 4, k), rec(p, 'moi', p >= 2 || k === 1, k)]),
+    );
+    const s2 = summarize(two, {
+      task: 't',
+      source: 's',
+      model: 'm',
+      modes: ['standard', 'moi'],
+      problems: 8,
+      samples: 2,
+      seed: 4,
+    });
     const perProblemMoi = [...Array(8).keys()].map((p) => (p >= 2 ? 1 : 0.5));
     const perProblemStd = [...Array(8).keys()].map((p) => (p < 4 ? 1 : 0));
-    assert.deepEqual(s2.paired[0].bootstrap95, { ...pairedBootstrap(perProblemMoi, perProblemStd, { seed: 4, resamples: 2000 }), seed: 4 });
+    assert.deepEqual(s2.paired[0].bootstrap95, {
+      ...pairedBootstrap(perProblemMoi, perProblemStd, { seed: 4, resamples: 2000 }),
+      seed: 4,
+    });
     assert.match(markdownTable(s2), /bootstrap 95% CI of Δ/);
   });
 
@@ -99,13 +143,22 @@ describe('eval: statistics', () => {
     assert.equal(passAtK(4, 4, 1), 1);
     assert.equal(passAtK(4, 3, 2), 1); // n − c < k: every pair holds a correct sample
     // binomials far beyond a double (C(5000, 500) ≈ 1e700): exact ratio with BigInt
-    const comb = (n: bigint, k: bigint) => { let r = 1n; for (let i = 1n; i <= k; i++) r = (r * (n - k + i)) / i; return r; };
+    const comb = (n: bigint, k: bigint) => {
+      let r = 1n;
+      for (let i = 1n; i <= k; i++) r = (r * (n - k + i)) / i;
+      return r;
+    };
     const exact = (n: number, c: number, k: number) => {
       const num = comb(BigInt(n - c), BigInt(k));
       const den = comb(BigInt(n), BigInt(k));
       return 1 - Number((num * 10n ** 18n) / den) / 1e18;
     };
-    for (const [n, c, k] of [[5000, 7, 500], [2000, 10, 100], [200, 150, 40], [1000, 1, 999]]) {
+    for (const [n, c, k] of [
+      [5000, 7, 500],
+      [2000, 10, 100],
+      [200, 150, 40],
+      [1000, 1, 999],
+    ]) {
       close(passAtK(n, c, k), exact(n, c, k), 1e-12, `n${n} c${c} k${k}`);
     }
     assert.throws(() => passAtK(3, 1, 4), RangeError);
@@ -114,14 +167,41 @@ describe('eval: statistics', () => {
 
   it('summaries: pass@k per mode, its paired bootstrap, and the no-answer count', () => {
     const rec = (problem: number, mode: string, sample: number, correct: boolean): ResultRecord => ({
-      key: `${problem}/${sample}/${mode}`, problem, sample, mode, mode_used: mode, seed: 0, prompt: '', completion: '', answer: null,
-      extracted: correct || sample === 0 ? 'x' : null, correct, format_only: false, reason: null, prompt_tokens: 1, completion_tokens: 5,
-      finish_reason: 'stop', seconds: 0, mean_entropy: null, mean_weight: null,
+      key: `${problem}/${sample}/${mode}`,
+      problem,
+      sample,
+      mode,
+      mode_used: mode,
+      seed: 0,
+      prompt: '',
+      completion: '',
+      answer: null,
+      extracted: correct || sample === 0 ? 'x' : null,
+      correct,
+      format_only: false,
+      reason: null,
+      prompt_tokens: 1,
+      completion_tokens: 5,
+      finish_reason: 'stop',
+      seconds: 0,
+      mean_entropy: null,
+      mean_weight: null,
     });
     // 3 problems × 4 samples; correct counts: standard c = [0, 1, 4], moi c = [2, 1, 3]
     const cs: Record<string, number[]> = { standard: [0, 1, 4], moi: [2, 1, 3] };
-    const records = ['standard', 'moi'].flatMap((m) => [0, 1, 2].flatMap((p) => [0, 1, 2, 3].map((k) => rec(p, m, k, k < cs[m][p]))));
-    const s = summarize(records, { task: 't', source: 's', model: 'm', modes: ['standard', 'moi'], problems: 3, samples: 4, seed: 9, passAt: [1, 2] });
+    const records = ['standard', 'moi'].flatMap((m) =>
+      [0, 1, 2].flatMap((p) => [0, 1, 2, 3].map((k) => rec(p, m, k, k < cs[m][p]))),
+    );
+    const s = summarize(records, {
+      task: 't',
+      source: 's',
+      model: 'm',
+      modes: ['standard', 'moi'],
+      problems: 3,
+      samples: 4,
+      seed: 9,
+      passAt: [1, 2],
+    });
     // pass@2 by hand: c=0 → 0; c=1 → 1 − C(3,2)/C(4,2) = 1/2; c=2 → 1 − 1/6 = 5/6; c=3, c=4 → 1
     close(s.modes[0].pass_at['pass@1'], (0 + 0.25 + 1) / 3, 1e-12, 'standard pass@1');
     close(s.modes[0].pass_at['pass@2'], (0 + 0.5 + 1) / 3, 1e-12, 'standard pass@2');
@@ -130,7 +210,10 @@ describe('eval: statistics', () => {
     close(s.modes[1].pass_at['pass@1'], s.modes[1].accuracy, 1e-12, 'pass@1 with equal samples is the accuracy');
     // the bootstrap pairs the per-problem values, problem by problem
     const p2 = (c: number) => passAtK(4, c, 2);
-    assert.deepEqual(s.paired[0].pass_at['pass@2'].bootstrap95, { ...pairedBootstrap([p2(2), p2(1), p2(3)], [p2(0), p2(1), p2(4)], { seed: 9, resamples: 2000 }), seed: 9 });
+    assert.deepEqual(s.paired[0].pass_at['pass@2'].bootstrap95, {
+      ...pairedBootstrap([p2(2), p2(1), p2(3)], [p2(0), p2(1), p2(4)], { seed: 9, resamples: 2000 }),
+      seed: 9,
+    });
     close(s.paired[0].pass_at['pass@2'].diff, (5 / 6 - 0 + 0 + 0) / 3, 1e-12, 'Δ pass@2');
     // no answer: the wrong samples 1–3 have extracted = null
     assert.equal(s.modes[0].no_answer, records.filter((r) => r.mode === 'standard' && r.extracted === null).length);

@@ -15,8 +15,20 @@ describe('heap: the 4 GiB wasm heap arithmetic', function () {
   it('SmolLM2-135M by hand: weights at f32, bf16 and q8, the KV cache at 4,096 tokens', function () {
     const config = configOf(requireShared(this), 'smollm2-135m');
     // hidden 576, intermediate 1536, 30 layers, 9 heads and 3 KV heads of 64, vocab 49,152, tied head
-    const H = 576, I = 1536, L = 30, kv = 3 * 64, V = 49152;
-    const perLayer = [[H, H], [kv, H], [kv, H], [H, H], [I, H], [I, H], [H, I]]; // q k v o gate up down, [rows, cols]
+    const H = 576,
+      I = 1536,
+      L = 30,
+      kv = 3 * 64,
+      V = 49152;
+    const perLayer = [
+      [H, H],
+      [kv, H],
+      [kv, H],
+      [H, H],
+      [I, H],
+      [I, H],
+      [H, I],
+    ]; // q k v o gate up down, [rows, cols]
     const layerValues = perLayer.reduce((n, [r, c]) => n + r * c, 0);
     assert.equal(layerValues, 3_538_944);
     const matrixValues = L * layerValues + V * H; // the tied head is the embedding, once
@@ -76,19 +88,32 @@ describe('heap: the 4 GiB wasm heap arithmetic', function () {
     assert.equal(bf16.maxTokens, Math.floor((limit - bf16.weightBytes) / perToken));
     assert.equal(tokensThatFit(spec, 10 * perToken, 4096), 10);
     assert.equal(tokensThatFit(spec, perToken - 1, 4096), 0);
-    assert.match(heapTable([bf16]), /\| qwen3-1\.7b \| 1\.721 B \| 0\.94 GB \| 3\.44 \+ 0\.94 = 4\.38 GB \*\*does not fit\*\* \([\d,]+ tok do\) \|/);
+    assert.match(
+      heapTable([bf16]),
+      /\| qwen3-1\.7b \| 1\.721 B \| 0\.94 GB \| 3\.44 \+ 0\.94 = 4\.38 GB \*\*does not fit\*\* \([\d,]+ tok do\) \|/,
+    );
   });
 
   it('bench/heap.ts prints every shape at every dtype, from the same arithmetic', function () {
     const shared = requireShared(this);
-    const r = spawnSync(process.execPath, ['--import', 'tsx', 'bench/heap.ts', '--json', '--configs', path.join(shared, 'peer-bench', 'configs')],
-      { cwd: repoRoot, encoding: 'utf8' });
+    const r = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', 'bench/heap.ts', '--json', '--configs', path.join(shared, 'peer-bench', 'configs')],
+      { cwd: repoRoot, encoding: 'utf8' },
+    );
     assert.equal(r.status, 0, r.stderr);
-    const out = JSON.parse(r.stdout) as { rows: { shape: string; dtype: 'f32' | 'bf16' | 'q8'; weightBytes: number }[]; limit_bytes: number };
+    const out = JSON.parse(r.stdout) as {
+      rows: { shape: string; dtype: 'f32' | 'bf16' | 'q8'; weightBytes: number }[];
+      limit_bytes: number;
+    };
     assert.equal(out.rows.length, 6 * 3);
     assert.equal(out.limit_bytes, WASM_HEAP_LIMIT);
-    for (const row of out.rows) assert.equal(row.weightBytes, heapRow(row.shape, configOf(shared, row.shape), row.dtype).weightBytes);
-    const bad = spawnSync(process.execPath, ['--import', 'tsx', 'bench/heap.ts', '--tokens', 'many'], { cwd: repoRoot, encoding: 'utf8' });
+    for (const row of out.rows)
+      assert.equal(row.weightBytes, heapRow(row.shape, configOf(shared, row.shape), row.dtype).weightBytes);
+    const bad = spawnSync(process.execPath, ['--import', 'tsx', 'bench/heap.ts', '--tokens', 'many'], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+    });
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /--tokens needs a positive integer/);
   });

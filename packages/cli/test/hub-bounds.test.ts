@@ -22,7 +22,11 @@ type Mode = 'lie' | 'endless' | 'drip';
 async function badHub(mode: Mode): Promise<{ endpoint: string; close(): Promise<void> }> {
   const timers = new Set<NodeJS.Timeout>();
   const server = http.createServer((req, res) => {
-    const file = decodeURIComponent((req.url ?? '').split('?')[0]).split('/resolve/')[1]?.split('/').slice(1).join('/');
+    const file = decodeURIComponent((req.url ?? '').split('?')[0])
+      .split('/resolve/')[1]
+      ?.split('/')
+      .slice(1)
+      .join('/');
     const head = { 'x-repo-commit': COMMIT, etag: `"${ETAG}"` };
     if (file !== 'config.json' && file !== 'model.safetensors') {
       return void res.writeHead(404, { 'x-error-code': 'EntryNotFound', 'x-repo-commit': COMMIT }).end();
@@ -44,7 +48,9 @@ async function badHub(mode: Mode): Promise<{ endpoint: string; close(): Promise<
     if (mode === 'lie') {
       // as fast as the socket takes it
       const pump = () => {
-        while (!res.destroyed && res.write(chunk)) { /* fill the socket buffer */ }
+        while (!res.destroyed && res.write(chunk)) {
+          /* fill the socket buffer */
+        }
         if (!res.destroyed) res.once('drain', pump);
       };
       return void pump();
@@ -58,11 +64,12 @@ async function badHub(mode: Mode): Promise<{ endpoint: string; close(): Promise<
   const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
     endpoint,
-    close: () => new Promise<void>((r) => {
-      for (const t of timers) clearInterval(t);
-      server.close(() => r());
-      server.closeAllConnections();
-    }),
+    close: () =>
+      new Promise<void>((r) => {
+        for (const t of timers) clearInterval(t);
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
   };
 }
 
@@ -75,12 +82,22 @@ async function watchDisk<T>(dir: string, p: Promise<T>): Promise<{ max: number; 
     return fs.readdirSync(d, { withFileTypes: true }).flatMap((e) => {
       const f = path.join(d, e.name);
       if (e.isDirectory()) return sizes(f);
-      try { return [fs.lstatSync(f).size]; } catch { return []; }
+      try {
+        return [fs.lstatSync(f).size];
+      } catch {
+        return [];
+      }
     });
   };
-  const timer = setInterval(() => { max = Math.max(max, ...sizes(dir)); }, 5);
+  const timer = setInterval(() => {
+    max = Math.max(max, ...sizes(dir));
+  }, 5);
   let error: unknown = null;
-  try { await p; } catch (e) { error = e; }
+  try {
+    await p;
+  } catch (e) {
+    error = e;
+  }
   clearInterval(timer);
   max = Math.max(max, ...sizes(dir));
   return { max, error, ms: performance.now() - t0 };
@@ -89,11 +106,18 @@ async function watchDisk<T>(dir: string, p: Promise<T>): Promise<{ max: number; 
 describe('hub: bounded downloads (loopback server)', function () {
   this.timeout(30_000);
   let root: string;
-  before(() => { root = fs.mkdtempSync(path.join(os.tmpdir(), 'moi-hub-bounds-')); });
+  before(() => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'moi-hub-bounds-'));
+  });
   after(() => fs.rmSync(root, { recursive: true, force: true }));
 
   const env = (endpoint: string, extra: Record<string, string> = {}) => ({
-    HF_ENDPOINT: endpoint, HF_HOME: path.join(root, 'home'), HF_HUB_DOWNLOAD_TIMEOUT: '10', MOI_HUB_DEADLINE: '1', MOI_HUB_MIN_RATE: '1000', ...extra,
+    HF_ENDPOINT: endpoint,
+    HF_HOME: path.join(root, 'home'),
+    HF_HUB_DOWNLOAD_TIMEOUT: '10',
+    MOI_HUB_DEADLINE: '1',
+    MOI_HUB_MIN_RATE: '1000',
+    ...extra,
   });
 
   it('a server that announces 1,000 bytes and streams without end: E_HUB_BAD_RESPONSE at once, never over 1,000 bytes on disk', async () => {
@@ -117,7 +141,10 @@ describe('hub: bounded downloads (loopback server)', function () {
     const cacheDir = path.join(root, 'endless');
     try {
       // a rate no loopback transfer reaches, so the deadline stays about MOI_HUB_DEADLINE = 1 s
-      const r = await watchDisk(cacheDir, resolveModel('org/endless', { cacheDir, env: env(hub.endpoint, { MOI_HUB_MIN_RATE: '1e12' }) }));
+      const r = await watchDisk(
+        cacheDir,
+        resolveModel('org/endless', { cacheDir, env: env(hub.endpoint, { MOI_HUB_MIN_RATE: '1e12' }) }),
+      );
       assert.ok(r.error instanceof MoiError && r.error.code === 'E_HUB_DEADLINE', String(r.error));
       assert.match((r.error as Error).message, /MOI_HUB_DEADLINE/);
       assert.ok(r.ms >= 900 && r.ms < 4000, `${r.ms} ms`);
@@ -144,13 +171,16 @@ describe('hub: bounded downloads (loopback server)', function () {
   it('HF_ENDPOINT that is not a URL: E_HUB_ENDPOINT naming it, not a cache error', async () => {
     const cacheDir = path.join(root, 'endpoint');
     for (const bad of ['not a url', 'ftp://example.com']) {
-      await assert.rejects(resolveModel('org/x', { cacheDir, env: { HF_ENDPOINT: bad, HF_HOME: path.join(root, 'home') } }), (e: unknown) => {
-        assert.ok(e instanceof UsageError && e.code === 'E_HUB_ENDPOINT', String(e));
-        assert.match(e.message, /HF_ENDPOINT/);
-        assert.ok(e.message.includes(JSON.stringify(bad)));
-        assert.doesNotMatch(e.message, /cache/);
-        return true;
-      });
+      await assert.rejects(
+        resolveModel('org/x', { cacheDir, env: { HF_ENDPOINT: bad, HF_HOME: path.join(root, 'home') } }),
+        (e: unknown) => {
+          assert.ok(e instanceof UsageError && e.code === 'E_HUB_ENDPOINT', String(e));
+          assert.match(e.message, /HF_ENDPOINT/);
+          assert.ok(e.message.includes(JSON.stringify(bad)));
+          assert.doesNotMatch(e.message, /cache/);
+          return true;
+        },
+      );
     }
   });
 });

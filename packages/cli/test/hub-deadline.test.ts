@@ -24,12 +24,17 @@ async function hub(mode: 'huge' | 'file'): Promise<{ endpoint: string; requests:
   const requests: string[] = [];
   const server = http.createServer((req, res) => {
     requests.push(`${req.method} ${req.url}`);
-    const file = decodeURIComponent((req.url ?? '').split('?')[0]).split('/resolve/')[1]?.split('/').slice(1).join('/');
+    const file = decodeURIComponent((req.url ?? '').split('?')[0])
+      .split('/resolve/')[1]
+      ?.split('/')
+      .slice(1)
+      .join('/');
     const head = { 'x-repo-commit': COMMIT, etag: `"${ETAG}"` };
     if (file !== 'config.json' && file !== 'model.safetensors') {
       return void res.writeHead(404, { 'x-error-code': 'EntryNotFound', 'x-repo-commit': COMMIT }).end();
     }
-    if (mode === 'file' && req.method === 'GET') return void res.writeHead(302, { location: 'file:///etc/passwd' }).end();
+    if (mode === 'file' && req.method === 'GET')
+      return void res.writeHead(302, { location: 'file:///etc/passwd' }).end();
     if (req.method === 'HEAD') return void res.writeHead(200, { ...head, 'content-length': '1000000000000' }).end();
     res.writeHead(200, { ...head, 'content-length': '1000000000000' });
     const t = setInterval(() => res.write('a'), 100);
@@ -40,20 +45,28 @@ async function hub(mode: 'huge' | 'file'): Promise<{ endpoint: string; requests:
   return {
     endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     requests,
-    close: () => new Promise<void>((r) => {
-      for (const t of timers) clearInterval(t);
-      server.close(() => r());
-      server.closeAllConnections();
-    }),
+    close: () =>
+      new Promise<void>((r) => {
+        for (const t of timers) clearInterval(t);
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
   };
 }
 
-describe('hub: an absolute deadline per file, timers within Node\'s limit, http(s) redirects only', function () {
+describe("hub: an absolute deadline per file, timers within Node's limit, http(s) redirects only", function () {
   this.timeout(30_000);
   let root: string;
-  before(() => { root = fs.mkdtempSync(path.join(os.tmpdir(), 'moi-hub-deadline-')); });
+  before(() => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'moi-hub-deadline-'));
+  });
   after(() => fs.rmSync(root, { recursive: true, force: true }));
-  const env = (endpoint: string) => ({ HF_ENDPOINT: endpoint, HF_HOME: path.join(root, 'home'), HF_HUB_DOWNLOAD_TIMEOUT: '10', MOI_HUB_MAX_SECONDS: '2' });
+  const env = (endpoint: string) => ({
+    HF_ENDPOINT: endpoint,
+    HF_HOME: path.join(root, 'home'),
+    HF_HUB_DOWNLOAD_TIMEOUT: '10',
+    MOI_HUB_MAX_SECONDS: '2',
+  });
 
   it('timerMs clamps every delay to 1 .. 2^31 − 1 ms', () => {
     assert.equal(MAX_TIMER_MS, 2147483647);
@@ -71,16 +84,22 @@ describe('hub: an absolute deadline per file, timers within Node\'s limit, http(
     process.on('warning', onWarning);
     const t0 = performance.now();
     try {
-      await assert.rejects(resolveModel('org/huge', { cacheDir: path.join(root, 'huge'), env: env(h.endpoint) }), (e: unknown) => {
-        assert.ok(e instanceof MoiError && e.code === 'E_HUB_DEADLINE', String(e));
-        assert.match(e.message, /deadline of 2\.0 s/);
-        assert.match(e.message, /MOI_HUB_MAX_SECONDS/);
-        return true;
-      });
+      await assert.rejects(
+        resolveModel('org/huge', { cacheDir: path.join(root, 'huge'), env: env(h.endpoint) }),
+        (e: unknown) => {
+          assert.ok(e instanceof MoiError && e.code === 'E_HUB_DEADLINE', String(e));
+          assert.match(e.message, /deadline of 2\.0 s/);
+          assert.match(e.message, /MOI_HUB_MAX_SECONDS/);
+          return true;
+        },
+      );
       const ms = performance.now() - t0;
       assert.ok(ms >= 1900 && ms < 5000, `${ms} ms`);
       await new Promise((r) => setTimeout(r, 50)); // warnings are emitted on a later tick
-      assert.deepEqual(warnings.filter((w) => /TimeoutOverflow/.test(w)), []);
+      assert.deepEqual(
+        warnings.filter((w) => /TimeoutOverflow/.test(w)),
+        [],
+      );
     } finally {
       process.off('warning', onWarning);
       await h.close();
@@ -90,12 +109,15 @@ describe('hub: an absolute deadline per file, timers within Node\'s limit, http(
   it('a redirect to file:///etc/passwd: E_HUB_REDIRECT naming the scheme, not "cannot reach null"', async () => {
     const h = await hub('file');
     try {
-      await assert.rejects(resolveModel('org/file', { cacheDir: path.join(root, 'file'), env: env(h.endpoint) }), (e: unknown) => {
-        assert.ok(e instanceof MoiError && e.code === 'E_HUB_REDIRECT', String(e));
-        assert.match(e.message, /to a file: URL, which is not followed/);
-        assert.doesNotMatch(e.message, /null/);
-        return true;
-      });
+      await assert.rejects(
+        resolveModel('org/file', { cacheDir: path.join(root, 'file'), env: env(h.endpoint) }),
+        (e: unknown) => {
+          assert.ok(e instanceof MoiError && e.code === 'E_HUB_REDIRECT', String(e));
+          assert.match(e.message, /to a file: URL, which is not followed/);
+          assert.doesNotMatch(e.message, /null/);
+          return true;
+        },
+      );
       const blobs = path.join(root, 'file', 'models--org--file', 'blobs');
       const kept = fs.existsSync(blobs) ? fs.readdirSync(blobs).filter((f) => !f.endsWith('.incomplete')) : [];
       assert.deepEqual(kept, [], 'nothing was stored');

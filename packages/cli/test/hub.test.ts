@@ -11,7 +11,14 @@ import { startHubServer, sha256, gitSha1, type HubServer, type FakeRepo } from '
 const COMMIT = 'a'.repeat(8) + '0123456789abcdef0123456789abcdef';
 const REPO = 'tiny/stories';
 const FOLDER = 'models--tiny--stories';
-const FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'model.safetensors'];
+const FILES = [
+  'config.json',
+  'generation_config.json',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'model.safetensors',
+];
 
 let fixture: Record<string, Buffer>;
 let tmpRoot: string;
@@ -62,7 +69,9 @@ function shard(buf: Buffer): { a: Buffer; b: Buffer; index: Buffer } {
   const headerLen = Number(buf.readBigUInt64LE(0));
   const header = JSON.parse(buf.subarray(8, 8 + headerLen).toString('utf8'));
   const data = buf.subarray(8 + headerLen);
-  const names = Object.keys(header).filter((k) => k !== '__metadata__').sort();
+  const names = Object.keys(header)
+    .filter((k) => k !== '__metadata__')
+    .sort();
   const half = Math.ceil(names.length / 2);
   const weightMap: Record<string, string> = {};
   const build = (part: string[], file: string) => {
@@ -84,16 +93,23 @@ function shard(buf: Buffer): { a: Buffer; b: Buffer; index: Buffer } {
   };
   const a = build(names.slice(0, half), 'model-00001-of-00002.safetensors');
   const b = build(names.slice(half), 'model-00002-of-00002.safetensors');
-  const index = Buffer.from(JSON.stringify({ metadata: { total_size: a.length + b.length }, weight_map: weightMap }, null, 2));
+  const index = Buffer.from(
+    JSON.stringify({ metadata: { total_size: a.length + b.length }, weight_map: weightMap }, null, 2),
+  );
   return { a, b, index };
 }
 
-function isCode(code: string, cls: abstract new (...args: never[]) => Error = MoiError, ...patterns: (string | RegExp)[]) {
+function isCode(
+  code: string,
+  cls: abstract new (...args: never[]) => Error = MoiError,
+  ...patterns: (string | RegExp)[]
+) {
   return (err: unknown) => {
     assert.ok(err instanceof cls, `expected ${cls.name}, got ${err}`);
     assert.equal((err as MoiError).code, code, (err as Error).message);
     for (const p of patterns) {
-      if (typeof p === 'string') assert.ok((err as Error).message.includes(p), `message lacks ${p}: ${(err as Error).message}`);
+      if (typeof p === 'string')
+        assert.ok((err as Error).message.includes(p), `message lacks ${p}: ${(err as Error).message}`);
       else assert.match((err as Error).message, p);
     }
     return true;
@@ -125,7 +141,12 @@ describe('hub: resolveModel', function () {
     const cacheDir = tmp();
     const env = { HF_HOME: tmp() };
     const events: DownloadProgress[] = [];
-    const dir = await resolveModel(REPO, { endpoint: server.endpoint, cacheDir, env, onProgress: (p) => events.push(p) });
+    const dir = await resolveModel(REPO, {
+      endpoint: server.endpoint,
+      cacheDir,
+      env,
+      onProgress: (p) => events.push(p),
+    });
 
     const repoDir = path.join(cacheDir, FOLDER);
     assert.equal(dir, path.join(repoDir, 'snapshots', COMMIT));
@@ -140,7 +161,10 @@ describe('hub: resolveModel', function () {
       assert.ok(!fs.existsSync(path.join(dir, f)), f);
     }
     assert.ok(fs.existsSync(path.join(repoDir, '.no_exist', COMMIT, 'chat_template.jinja')));
-    assert.deepEqual(fs.readdirSync(path.join(repoDir, 'blobs')).filter((f) => f.endsWith('.incomplete')), []);
+    assert.deepEqual(
+      fs.readdirSync(path.join(repoDir, 'blobs')).filter((f) => f.endsWith('.incomplete')),
+      [],
+    );
 
     // The weights came through the LFS redirect from the CDN server.
     assert.ok(server.requests.some((r) => r.server === 'cdn' && r.method === 'GET'));
@@ -203,7 +227,10 @@ describe('hub: resolveModel', function () {
     const env = { HF_HOME: tmp() };
     const opts = { endpoint: server.endpoint, cacheDir, env };
 
-    await assert.rejects(resolveModel(REPO, opts), isCode('E_HUB_INTERRUPTED', MoiError, 'model.safetensors', 'resume'));
+    await assert.rejects(
+      resolveModel(REPO, opts),
+      isCode('E_HUB_INTERRUPTED', MoiError, 'model.safetensors', 'resume'),
+    );
     const part = path.join(cacheDir, FOLDER, 'blobs', `${sha256(fixture['model.safetensors'])}.incomplete`);
     const partSize = fs.statSync(part).size;
     assert.ok(partSize > 0 && partSize <= cutAt, `partial size ${partSize}`);
@@ -213,14 +240,21 @@ describe('hub: resolveModel', function () {
     const before = server.requests.length;
     const dir = await resolveModel(REPO, opts);
     const ranged = server.requests.slice(before).filter((r) => r.method === 'GET' && r.range);
-    assert.deepEqual(ranged.map((r) => r.range), [`bytes=${partSize}-`, `bytes=${partSize}-`]); // hub hop, then CDN
+    assert.deepEqual(
+      ranged.map((r) => r.range),
+      [`bytes=${partSize}-`, `bytes=${partSize}-`],
+    ); // hub hop, then CDN
     assert.ok(ranged.some((r) => r.server === 'cdn'));
     assert.ok(fixture['model.safetensors'].equals(fs.readFileSync(path.join(dir, 'model.safetensors'))));
     assert.ok(!fs.existsSync(part));
   });
 
   it('gives up on a stalled transfer after HF_HUB_DOWNLOAD_TIMEOUT and resumes later', async () => {
-    server = await startHubServer({ repos: { [REPO]: storiesRepo() }, cut: { file: 'model.safetensors', bytes: 100_000 }, stall: true });
+    server = await startHubServer({
+      repos: { [REPO]: storiesRepo() },
+      cut: { file: 'model.safetensors', bytes: 100_000 },
+      stall: true,
+    });
     const cacheDir = tmp();
     const opts = { endpoint: server.endpoint, cacheDir, env: { HF_HOME: tmp(), HF_HUB_DOWNLOAD_TIMEOUT: '0.3' } };
     const t0 = Date.now();
@@ -238,7 +272,10 @@ describe('hub: resolveModel', function () {
     const onProgress = (p: DownloadProgress) => {
       if (p.file === 'model.safetensors' && p.bytes > 0) ctrl.abort();
     };
-    await assert.rejects(resolveModel(REPO, { ...opts, signal: ctrl.signal, onProgress }), isCode('E_HUB_ABORTED', MoiError, 'model.safetensors'));
+    await assert.rejects(
+      resolveModel(REPO, { ...opts, signal: ctrl.signal, onProgress }),
+      isCode('E_HUB_ABORTED', MoiError, 'model.safetensors'),
+    );
     const part = path.join(cacheDir, FOLDER, 'blobs', `${sha256(fixture['model.safetensors'])}.incomplete`);
     assert.ok(fs.existsSync(part));
     const dir = await resolveModel(REPO, opts);
@@ -279,11 +316,23 @@ describe('hub: resolveModel', function () {
     assert.ok(hub.length > 0 && cdn.length > 0);
     assert.ok(hub.every((r) => r.authorization === 'Bearer hf_secret'));
     assert.ok(new URL(server.cdnOrigin).origin !== new URL(endpoint).origin);
-    assert.ok(cdn.every((r) => r.authorization === undefined), 'Authorization leaked to the CDN');
+    assert.ok(
+      cdn.every((r) => r.authorization === undefined),
+      'Authorization leaked to the CDN',
+    );
 
     // HUGGING_FACE_HUB_TOKEN and opts.token work too; opts.token wins over the environment.
-    await resolveModel(REPO, { endpoint, cacheDir: tmp(), env: { HF_HOME: tmp(), HUGGING_FACE_HUB_TOKEN: 'hf_secret' } });
-    await resolveModel(REPO, { endpoint, cacheDir: tmp(), env: { HF_HOME: tmp(), HF_TOKEN: 'wrong' }, token: 'hf_secret' });
+    await resolveModel(REPO, {
+      endpoint,
+      cacheDir: tmp(),
+      env: { HF_HOME: tmp(), HUGGING_FACE_HUB_TOKEN: 'hf_secret' },
+    });
+    await resolveModel(REPO, {
+      endpoint,
+      cacheDir: tmp(),
+      env: { HF_HOME: tmp(), HF_TOKEN: 'wrong' },
+      token: 'hf_secret',
+    });
   });
 
   it('HF_HUB_OFFLINE=1: E_HUB_OFFLINE on an empty cache, the cached model when filled', async () => {
@@ -311,7 +360,11 @@ describe('hub: resolveModel', function () {
       'model-00001-of-00002.safetensors': a,
       'model-00002-of-00002.safetensors': b,
     };
-    const repo: FakeRepo = { commit: COMMIT, files, lfs: ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'] };
+    const repo: FakeRepo = {
+      commit: COMMIT,
+      files,
+      lfs: ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'],
+    };
     server = await startHubServer({ repos: { 'tiny/sharded': repo } });
     const events: DownloadProgress[] = [];
     const dir = await resolveModel('tiny/sharded', {
@@ -324,7 +377,10 @@ describe('hub: resolveModel', function () {
       assert.ok(data.equals(fs.readFileSync(path.join(dir, f))), `${f} differs`);
     }
     assert.ok(!fs.existsSync(path.join(dir, 'model.safetensors')));
-    assert.ok(!server.requests.some((r) => r.url.endsWith('/model.safetensors')), 'asked for model.safetensors although an index exists');
+    assert.ok(
+      !server.requests.some((r) => r.url.endsWith('/model.safetensors')),
+      'asked for model.safetensors although an index exists',
+    );
     assert.ok(hasModelFiles(dir));
     const total = Object.values(files).reduce((s, d) => s + d.length, 0);
     assert.equal(events[events.length - 1].overallBytes, total);
@@ -357,6 +413,9 @@ describe('hub: resolveModel', function () {
     });
     const opts = () => ({ endpoint: server!.endpoint, cacheDir: tmp(), env: { HF_HOME: tmp() } });
     await assert.rejects(resolveModel(REPO, opts()), isCode('E_HUB_HTTP', MoiError, '500', 'tokenizer.json'));
-    await assert.rejects(resolveModel('tiny/noweights', opts()), isCode('E_HUB_NO_WEIGHTS', ModelError, 'tiny/noweights', 'model.safetensors'));
+    await assert.rejects(
+      resolveModel('tiny/noweights', opts()),
+      isCode('E_HUB_NO_WEIGHTS', ModelError, 'tiny/noweights', 'model.safetensors'),
+    );
   });
 });

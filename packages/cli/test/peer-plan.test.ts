@@ -24,15 +24,58 @@ describe('bench: peer.ts plan (--dtype, shapes, heap)', function () {
     assert.deepEqual(o.dtypes, ['f32', 'q8'], 'f32 first: the others are compared with it');
     const [plan] = planAll(o);
     const dir = path.join(scratch, 'models', 'smollm2-135m-f32');
-    assert.deepEqual(plan.source.make.args,
-      ['make-synthetic.mjs', '--config', 'configs/smollm2-135m.json', '--out', dir, '--seed', '1', '--dtype', 'f32']);
-    assert.deepEqual(plan.runs.map((r) => [r.dtype, r.ggufType]), [['f32', 'f32'], ['q8', 'q8_0']]);
+    assert.deepEqual(plan.source.make.args, [
+      'make-synthetic.mjs',
+      '--config',
+      'configs/smollm2-135m.json',
+      '--out',
+      dir,
+      '--seed',
+      '1',
+      '--dtype',
+      'f32',
+    ]);
+    assert.deepEqual(
+      plan.runs.map((r) => [r.dtype, r.ggufType]),
+      [
+        ['f32', 'f32'],
+        ['q8', 'q8_0'],
+      ],
+    );
     for (const r of plan.runs) {
       assert.deepEqual(r.toGguf!.args, ['to-gguf.mjs', '--model', dir, '--out', r.gguf, '--type', r.ggufType]);
-      assert.deepEqual(r.llamacpp!.args, ['bench-llamacpp.mjs', '--gguf', r.gguf, '--prompt-tokens', '128', '--gen-tokens', '64',
-        '--threads', '1', '--repeat', '3', '--kv', 'f32']);
-      assert.deepEqual(r.ours!.args, ['packages/cli/src/bin.ts', 'bench', '--model', dir, '--dtype', r.dtype, '--prompt-tokens', '128',
-        '--gen-tokens', '64', '--repeat', '3', '--threads', '1', '--json']);
+      assert.deepEqual(r.llamacpp!.args, [
+        'bench-llamacpp.mjs',
+        '--gguf',
+        r.gguf,
+        '--prompt-tokens',
+        '128',
+        '--gen-tokens',
+        '64',
+        '--threads',
+        '1',
+        '--repeat',
+        '3',
+        '--kv',
+        'f32',
+      ]);
+      assert.deepEqual(r.ours!.args, [
+        'packages/cli/src/bin.ts',
+        'bench',
+        '--model',
+        dir,
+        '--dtype',
+        r.dtype,
+        '--prompt-tokens',
+        '128',
+        '--gen-tokens',
+        '64',
+        '--repeat',
+        '3',
+        '--threads',
+        '1',
+        '--json',
+      ]);
       assert.equal(r.ours!.cwd, 'repo');
       assert.equal(r.llamacpp!.cwd, 'scratch');
     }
@@ -42,25 +85,57 @@ describe('bench: peer.ts plan (--dtype, shapes, heap)', function () {
   });
 
   it('without f32 the model is written in bf16; all = the four standard shapes; settings pass through', () => {
-    const plans = planAll(opts('--dtype', 'bf16,q8', '--threads', '2', '--prompt-tokens', '32', '--batches', '2', '--backend', 'wasm', '--skip-llamacpp'));
-    assert.deepEqual(plans.map((p) => p.config), [...PEER_STANDARD]);
+    const plans = planAll(
+      opts(
+        '--dtype',
+        'bf16,q8',
+        '--threads',
+        '2',
+        '--prompt-tokens',
+        '32',
+        '--batches',
+        '2',
+        '--backend',
+        'wasm',
+        '--skip-llamacpp',
+      ),
+    );
+    assert.deepEqual(
+      plans.map((p) => p.config),
+      [...PEER_STANDARD],
+    );
     for (const p of plans) {
       assert.equal(p.source.dtype, 'bf16');
       assert.ok(p.source.make.args.join(' ').endsWith('--dtype bf16'));
-      assert.deepEqual(p.runs.map((r) => [r.dtype, r.toGguf, r.llamacpp]), [['bf16', null, null], ['q8', null, null]]);
+      assert.deepEqual(
+        p.runs.map((r) => [r.dtype, r.toGguf, r.llamacpp]),
+        [
+          ['bf16', null, null],
+          ['q8', null, null],
+        ],
+      );
       const ours = p.runs[1].ours!.args.join(' ');
       assert.match(ours, /--dtype q8 --prompt-tokens 32 .*--backend wasm --batches 2 --json$/);
     }
   });
 
   it('the larger shapes: selectable, not in all; f32 refused with the figures, bf16 and q8 planned without batches', () => {
-    assert.throws(() => planAll(opts('--config', 'qwen3-1.7b', '--dtype', 'f32,q8')), (e: unknown) => {
-      assert.ok(e instanceof PlanError);
-      assert.match(e.message, /qwen3-1\.7b at f32: 8\.13 GB of weights \+ [\d.]+ GB of KV cache .* do not fit the wasm heap \(4\.03 GB of its 4 GiB\); run it with --dtype q8/);
-      return true;
-    });
+    assert.throws(
+      () => planAll(opts('--config', 'qwen3-1.7b', '--dtype', 'f32,q8')),
+      (e: unknown) => {
+        assert.ok(e instanceof PlanError);
+        assert.match(
+          e.message,
+          /qwen3-1\.7b at f32: 8\.13 GB of weights \+ [\d.]+ GB of KV cache .* do not fit the wasm heap \(4\.03 GB of its 4 GiB\); run it with --dtype q8/,
+        );
+        return true;
+      },
+    );
     const plans: ShapePlan[] = planAll(opts('--config', 'qwen3-1.7b,qwen2.5-1.5b', '--dtype', 'bf16,q8'));
-    assert.deepEqual(plans.map((p) => p.config), ['qwen3-1.7b', 'qwen2.5-1.5b']);
+    assert.deepEqual(
+      plans.map((p) => p.config),
+      ['qwen3-1.7b', 'qwen2.5-1.5b'],
+    );
     for (const p of plans) {
       for (const r of p.runs) {
         const args = r.ours!.args;
@@ -76,7 +151,15 @@ describe('bench: peer.ts plan (--dtype, shapes, heap)', function () {
     const o = opts('--config', 'smollm2-135m', '--dtype', 'f32,q8', '--threads', 'max,1,1');
     assert.deepEqual(o.threads, cores > 1 ? [1, cores] : [1], 'distinct and ascending');
     const [plan] = planAll(opts('--config', 'smollm2-135m', '--dtype', 'f32,q8', '--threads', '1,3'));
-    assert.deepEqual(plan.runs.map((r) => [r.dtype, r.threads, r.toGguf !== null, r.lastOfDtype]), [['f32', 1, true, false], ['f32', 3, false, true], ['q8', 1, true, false], ['q8', 3, false, true]]);
+    assert.deepEqual(
+      plan.runs.map((r) => [r.dtype, r.threads, r.toGguf !== null, r.lastOfDtype]),
+      [
+        ['f32', 1, true, false],
+        ['f32', 3, false, true],
+        ['q8', 1, true, false],
+        ['q8', 3, false, true],
+      ],
+    );
     for (const r of plan.runs) {
       const ll = r.llamacpp!.args;
       const ours = r.ours!.args;
@@ -84,26 +167,49 @@ describe('bench: peer.ts plan (--dtype, shapes, heap)', function () {
       assert.equal(ours[ours.indexOf('--threads') + 1], String(r.threads));
     }
     let message = '';
-    assert.throws(() => parsePeerArgs(['--threads', '0'], repoRoot, (s) => { message += s; }), (e: unknown) => (e as { code?: string }).code === 'commander.invalidArgument');
+    assert.throws(
+      () =>
+        parsePeerArgs(['--threads', '0'], repoRoot, (s) => {
+          message += s;
+        }),
+      (e: unknown) => (e as { code?: string }).code === 'commander.invalidArgument',
+    );
     assert.match(message, /option '--threads <list>' argument '0' is invalid/);
   });
 
   it('bad values: commander errors naming the flag', () => {
-    for (const [argv, flag] of [[['--dtype', 'f16'], '--dtype'], [['--dtype', 'f32,f32'], '--dtype'], [['--config', 'llama-70b'], '--config'],
-      [['--repeat', '0'], '--repeat']] as const) {
+    for (const [argv, flag] of [
+      [['--dtype', 'f16'], '--dtype'],
+      [['--dtype', 'f32,f32'], '--dtype'],
+      [['--config', 'llama-70b'], '--config'],
+      [['--repeat', '0'], '--repeat'],
+    ] as const) {
       let message = '';
-      assert.throws(() => parsePeerArgs([...argv], repoRoot, (s) => { message += s; }), (e: unknown) => (e as { code?: string }).code === 'commander.invalidArgument', flag);
+      assert.throws(
+        () =>
+          parsePeerArgs([...argv], repoRoot, (s) => {
+            message += s;
+          }),
+        (e: unknown) => (e as { code?: string }).code === 'commander.invalidArgument',
+        flag,
+      );
       assert.match(message, new RegExp(`^peer: error: option '${flag} <\\w+>' argument`), flag);
     }
   });
 
   it('the script: --dry-run prints the plan as JSON; a bad dtype or a plan that cannot fit exits 2', function () {
-    const script = (...argv: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'bench/peer.ts', '--peer', peer, '--scratch', scratch, ...argv],
-      { cwd: repoRoot, encoding: 'utf8' });
+    const script = (...argv: string[]) =>
+      spawnSync(process.execPath, ['--import', 'tsx', 'bench/peer.ts', '--peer', peer, '--scratch', scratch, ...argv], {
+        cwd: repoRoot,
+        encoding: 'utf8',
+      });
     const r = script('--config', 'smollm2-135m', '--dtype', 'f32,q8', '--threads', '1', '--dry-run');
     assert.equal(r.status, 0, r.stderr);
     const out = JSON.parse(r.stdout) as { plans: ShapePlan[] };
-    assert.deepEqual(out.plans.map((p) => [p.config, p.source.dtype, p.runs.map((x) => x.ggufType)]), [['smollm2-135m', 'f32', ['f32', 'q8_0']]]);
+    assert.deepEqual(
+      out.plans.map((p) => [p.config, p.source.dtype, p.runs.map((x) => x.ggufType)]),
+      [['smollm2-135m', 'f32', ['f32', 'q8_0']]],
+    );
     const bad = script('--dtype', 'int4', '--dry-run');
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /peer: error: option '--dtype <list>' argument 'int4' is invalid/);

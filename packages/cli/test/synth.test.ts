@@ -13,14 +13,36 @@ import { expectedTensors, loadModel, specFromConfig } from '@moi/models';
 import { fillNoise, synthesizeModel } from '../src/synth.ts';
 
 const tinyLlama = {
-  model_type: 'llama', architectures: ['LlamaForCausalLM'], vocab_size: 256, hidden_size: 64, intermediate_size: 128,
-  num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 128,
-  rms_norm_eps: 1e-5, tie_word_embeddings: false, bos_token_id: 1, eos_token_id: 2, torch_dtype: 'bfloat16',
+  model_type: 'llama',
+  architectures: ['LlamaForCausalLM'],
+  vocab_size: 256,
+  hidden_size: 64,
+  intermediate_size: 128,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  max_position_embeddings: 128,
+  rms_norm_eps: 1e-5,
+  tie_word_embeddings: false,
+  bos_token_id: 1,
+  eos_token_id: 2,
+  torch_dtype: 'bfloat16',
 };
 const tinyGemma3 = {
-  model_type: 'gemma3_text', vocab_size: 256, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2,
-  num_attention_heads: 4, num_key_value_heads: 1, head_dim: 16, max_position_embeddings: 128, query_pre_attn_scalar: 16,
-  sliding_window: 8, layer_types: ['sliding_attention', 'full_attention'], bos_token_id: 2, eos_token_id: [1, 106],
+  model_type: 'gemma3_text',
+  vocab_size: 256,
+  hidden_size: 64,
+  intermediate_size: 128,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 1,
+  head_dim: 16,
+  max_position_embeddings: 128,
+  query_pre_attn_scalar: 16,
+  sliding_window: 8,
+  layer_types: ['sliding_attention', 'full_attention'],
+  bos_token_id: 2,
+  eos_token_id: [1, 106],
 };
 
 function stats(x: Float32Array): { mean: number; std: number; maxAbsDev: number } {
@@ -63,7 +85,10 @@ describe('cli: synthetic models', function () {
     const b = new Float32Array(3);
     fillNoise(a, s, 0, unit);
     fillNoise(b, s, 0, unit);
-    assert.deepEqual([...a, ...b].map((v) => v + 1534.5), [834, 0, 456, 1785, 1763, 1458]);
+    assert.deepEqual(
+      [...a, ...b].map((v) => v + 1534.5),
+      [834, 0, 456, 1785, 1763, 1458],
+    );
   });
 
   it('tiny llama (f32): exactly the expected tensors, loads, finite logits [1, T, V]', async function () {
@@ -82,7 +107,10 @@ describe('cli: synthetic models', function () {
       f.close();
     }
     assert.equal(r.tensors, want.size);
-    assert.equal(r.params, [...want.values()].reduce((a, s) => a + s.reduce((x, y) => x * y, 1), 0));
+    assert.equal(
+      r.params,
+      [...want.values()].reduce((a, s) => a + s.reduce((x, y) => x * y, 1), 0),
+    );
 
     const cfg = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8'));
     assert.deepEqual(cfg, { ...tinyLlama, torch_dtype: 'float32' });
@@ -160,7 +188,10 @@ describe('cli: synthetic models', function () {
         assert.deepEqual(f1.readBytes(name), fa.readBytes(name), name);
         assert.notDeepEqual(fc.readBytes(name), fa.readBytes(name), name);
       }
-      assert.notDeepEqual(fa.readBytes('model.layers.0.mlp.gate_proj.weight'), fa.readBytes('model.layers.0.mlp.up_proj.weight'));
+      assert.notDeepEqual(
+        fa.readBytes('model.layers.0.mlp.gate_proj.weight'),
+        fa.readBytes('model.layers.0.mlp.up_proj.weight'),
+      );
     } finally {
       fa.close();
       f1.close();
@@ -187,7 +218,10 @@ describe('cli: synthetic models', function () {
       const rounded = g.readFloat32('model.embed_tokens.weight');
       for (let i = 0; i < emb.length; i++) {
         // bf16 keeps 8 significant bits: round-to-nearest error ≤ 2^-9 relative
-        assert.ok(Math.abs(rounded[i] - emb[i]) <= Math.abs(emb[i]) * 2 ** -8, `element ${i}: ${rounded[i]} vs ${emb[i]}`);
+        assert.ok(
+          Math.abs(rounded[i] - emb[i]) <= Math.abs(emb[i]) * 2 ** -8,
+          `element ${i}: ${rounded[i]} vs ${emb[i]}`,
+        );
       }
     } finally {
       f.close();
@@ -203,12 +237,19 @@ describe('cli: synthetic models', function () {
     synthesizeModel({ config: dir('seed1-a'), out, dtype: 'f32', seed: 1 });
 
     const code = (c: string) => (e: unknown) => e instanceof UsageError && e.code === c;
-    assert.throws(() => synthesizeModel({ config: tinyLlama, out, dtype: 'f16' as 'f32', seed: 1 }), code('E_SYNTH_DTYPE'));
+    assert.throws(
+      () => synthesizeModel({ config: tinyLlama, out, dtype: 'f16' as 'f32', seed: 1 }),
+      code('E_SYNTH_DTYPE'),
+    );
     assert.throws(() => synthesizeModel({ config: tinyLlama, out, dtype: 'f32', seed: -1 }), code('E_SYNTH_SEED'));
     assert.throws(() => synthesizeModel({ config: tinyLlama, out, dtype: 'f32', seed: 1.5 }), code('E_SYNTH_SEED'));
-    assert.throws(() => synthesizeModel({ config: { ...tinyLlama, model_type: 'gpt2' }, out, dtype: 'f32', seed: 1 }),
-      (e: unknown) => e instanceof ModelError && /gpt2/.test((e as Error).message));
-    assert.throws(() => synthesizeModel({ config: path.join(tmp, 'nope.json'), out, dtype: 'f32', seed: 1 }),
-      (e: unknown) => e instanceof ModelError && e.code === 'E_NO_CONFIG' && /nope\.json/.test((e as Error).message));
+    assert.throws(
+      () => synthesizeModel({ config: { ...tinyLlama, model_type: 'gpt2' }, out, dtype: 'f32', seed: 1 }),
+      (e: unknown) => e instanceof ModelError && /gpt2/.test((e as Error).message),
+    );
+    assert.throws(
+      () => synthesizeModel({ config: path.join(tmp, 'nope.json'), out, dtype: 'f32', seed: 1 }),
+      (e: unknown) => e instanceof ModelError && e.code === 'E_NO_CONFIG' && /nope\.json/.test((e as Error).message),
+    );
   });
 });

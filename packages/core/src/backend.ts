@@ -36,11 +36,18 @@ export function backendLabel(r: Pick<BackendReport, 'name' | 'flushSubnormals'>)
   return r.flushSubnormals ? `${r.name} (flushing subnormals)` : r.name;
 }
 
-interface Candidate { name: BackendName; packages: string[]; start: (pkg: string) => Promise<void> }
+interface Candidate {
+  name: BackendName;
+  packages: string[];
+  start: (pkg: string) => Promise<void>;
+}
 
 /** A start-up failure that knows what is missing and how to fix it. */
 class StartFailure extends Error {
-  constructor(message: string, readonly fix: string) {
+  constructor(
+    message: string,
+    readonly fix: string,
+  ) {
     super(message);
   }
 }
@@ -48,8 +55,10 @@ class StartFailure extends Error {
 /** True when `err` says `pkg` itself is not installed (not a dependency or binding inside it). */
 function notInstalled(err: unknown, pkg: string): boolean {
   const e = err as { code?: string; message?: string };
-  return (e?.code === 'ERR_MODULE_NOT_FOUND' || e?.code === 'MODULE_NOT_FOUND') &&
-    new RegExp(`['"]${pkg.replace(/[/.]/g, '\\$&')}['"/]`).test(e.message ?? '');
+  return (
+    (e?.code === 'ERR_MODULE_NOT_FOUND' || e?.code === 'MODULE_NOT_FOUND') &&
+    new RegExp(`['"]${pkg.replace(/[/.]/g, '\\$&')}['"/]`).test(e.message ?? '')
+  );
 }
 
 async function importPackage(pkg: string, fix: string): Promise<any> {
@@ -63,15 +72,20 @@ async function importPackage(pkg: string, fix: string): Promise<any> {
 
 async function startTensorflow(pkg: string): Promise<void> {
   try {
-    await importPackage(pkg, `install it (\`pnpm add ${pkg}\`; its install script downloads libtensorflow, so it needs network access${pkg.endsWith('-gpu') ? ', CUDA and cuDNN' : ''})`);
+    await importPackage(
+      pkg,
+      `install it (\`pnpm add ${pkg}\`; its install script downloads libtensorflow, so it needs network access${pkg.endsWith('-gpu') ? ', CUDA and cuDNN' : ''})`,
+    );
   } catch (err) {
     // A failed tfjs-node(-gpu) import has already registered its kernels; drop them so the next
     // package does not print a 'kernel already registered' warning for each of ~150 kernels.
     for (const k of tf.getKernelsForBackend('tensorflow')) tf.unregisterKernel(k.kernelName, 'tensorflow');
     if (err instanceof StartFailure) throw err;
-    throw new StartFailure(`${pkg} is installed but its native binding did not load (${describe(err)})`,
+    throw new StartFailure(
+      `${pkg} is installed but its native binding did not load (${describe(err)})`,
       `rebuild it where its install script can download libtensorflow (\`pnpm rebuild ${pkg}\`)` +
-      (pkg.endsWith('-gpu') ? ', with the CUDA and cuDNN versions its documentation lists' : ''));
+        (pkg.endsWith('-gpu') ? ', with the CUDA and cuDNN versions its documentation lists' : ''),
+    );
   }
 }
 
@@ -86,19 +100,43 @@ async function startCpu(pkg: string): Promise<void> {
   await importPackage(pkg, `install it (\`pnpm add ${pkg}\`)`);
 }
 
-const VULKAN_LOADER_DIRS = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib'];
+const VULKAN_LOADER_DIRS = [
+  '/usr/lib/x86_64-linux-gnu',
+  '/usr/lib/aarch64-linux-gnu',
+  '/usr/lib64',
+  '/usr/lib',
+  '/usr/local/lib',
+];
 const VULKAN_ICD_DIRS = ['/usr/share/vulkan/icd.d', '/etc/vulkan/icd.d', '/usr/local/share/vulkan/icd.d'];
 
 /** Why Dawn found no adapter, from what is on disk: the Vulkan loader, then a driver. */
 function noAdapterFailure(): StartFailure {
-  const drivers = (process.env.VK_DRIVER_FILES ?? process.env.VK_ICD_FILENAMES)?.split(':').filter((f) => f && existsSync(f)) ??
-    VULKAN_ICD_DIRS.flatMap((d) => { try { return readdirSync(d).filter((f) => f.endsWith('.json')); } catch { return []; } });
+  const drivers =
+    (process.env.VK_DRIVER_FILES ?? process.env.VK_ICD_FILENAMES)?.split(':').filter((f) => f && existsSync(f)) ??
+    VULKAN_ICD_DIRS.flatMap((d) => {
+      try {
+        return readdirSync(d).filter((f) => f.endsWith('.json'));
+      } catch {
+        return [];
+      }
+    });
   const loader = VULKAN_LOADER_DIRS.some((d) => existsSync(`${d}/libvulkan.so.1`));
-  const apt = 'apt-get install -t <suite>-backports mesa-vulkan-drivers libvulkan1 (Mesa 25 lavapipe; the stock Mesa 22 one is refused by Dawn)';
-  if (!loader) return new StartFailure('no GPU adapter: the Vulkan loader (libvulkan.so.1) is not installed', `install a Vulkan driver and its loader: ${apt}, or your GPU vendor's driver`);
-  if (drivers.length === 0) return new StartFailure('no GPU adapter: no Vulkan driver is installed (no ICD file in /usr/share/vulkan/icd.d)', `install a driver: ${apt}, or your GPU vendor's Vulkan driver`);
-  return new StartFailure(`no GPU adapter: Dawn rejected every Vulkan driver present (${drivers.join(', ')})`,
-    `use a Vulkan 1.1+ driver Dawn accepts: a GPU vendor's driver, or ${apt}`);
+  const apt =
+    'apt-get install -t <suite>-backports mesa-vulkan-drivers libvulkan1 (Mesa 25 lavapipe; the stock Mesa 22 one is refused by Dawn)';
+  if (!loader)
+    return new StartFailure(
+      'no GPU adapter: the Vulkan loader (libvulkan.so.1) is not installed',
+      `install a Vulkan driver and its loader: ${apt}, or your GPU vendor's driver`,
+    );
+  if (drivers.length === 0)
+    return new StartFailure(
+      'no GPU adapter: no Vulkan driver is installed (no ICD file in /usr/share/vulkan/icd.d)',
+      `install a driver: ${apt}, or your GPU vendor's Vulkan driver`,
+    );
+  return new StartFailure(
+    `no GPU adapter: Dawn rejected every Vulkan driver present (${drivers.join(', ')})`,
+    `use a Vulkan 1.1+ driver Dawn accepts: a GPU vendor's driver, or ${apt}`,
+  );
 }
 
 async function startWebgpu(pkg: string): Promise<void> {
@@ -106,7 +144,10 @@ async function startWebgpu(pkg: string): Promise<void> {
   const g = globalThis as any;
   Object.assign(g, dawn.globals);
   if (!g.navigator?.gpu) {
-    Object.defineProperty(g, 'navigator', { value: { ...(g.navigator ?? {}), gpu: dawn.create([]) }, configurable: true });
+    Object.defineProperty(g, 'navigator', {
+      value: { ...(g.navigator ?? {}), gpu: dawn.create([]) },
+      configurable: true,
+    });
   }
   // tfjs only says "no adapter" in a console warning: ask first, and say what is missing
   const adapter = await g.navigator.gpu.requestAdapter();
@@ -118,7 +159,11 @@ async function startWebgpu(pkg: string): Promise<void> {
 }
 
 const CANDIDATES: Record<BackendName, Candidate> = {
-  tensorflow: { name: 'tensorflow', packages: ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'], start: startTensorflow },
+  tensorflow: {
+    name: 'tensorflow',
+    packages: ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'],
+    start: startTensorflow,
+  },
   wasm: { name: 'wasm', packages: ['@tensorflow/tfjs-backend-wasm'], start: startWasm },
   cpu: { name: 'cpu', packages: ['@tensorflow/tfjs-backend-cpu'], start: startCpu },
   webgpu: { name: 'webgpu', packages: ['@tensorflow/tfjs-backend-webgpu'], start: startWebgpu },
@@ -134,7 +179,11 @@ function describe(err: unknown): string {
 }
 
 /** Try to bring up one backend from one of its packages; returns the package used or throws. */
-async function tryStart(c: Candidate, skipped: BackendReport['skipped'], env: NodeJS.ProcessEnv): Promise<string | null> {
+async function tryStart(
+  c: Candidate,
+  skipped: BackendReport['skipped'],
+  env: NodeJS.ProcessEnv,
+): Promise<string | null> {
   for (const pkg of c.packages) {
     try {
       await c.start(pkg);
@@ -145,7 +194,12 @@ async function tryStart(c: Candidate, skipped: BackendReport['skipped'], env: No
       }
       skipped.push({ name: c.name, package: pkg, error: 'tf.setBackend returned false' });
     } catch (err) {
-      skipped.push({ name: c.name, package: pkg, error: describe(err), ...(err instanceof StartFailure ? { fix: err.fix } : {}) });
+      skipped.push({
+        name: c.name,
+        package: pkg,
+        error: describe(err),
+        ...(err instanceof StartFailure ? { fix: err.fix } : {}),
+      });
     }
   }
   return null;
@@ -172,23 +226,42 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
   const env = opts.env ?? process.env;
   const forced = (opts.backend ?? env.MOI_BACKEND ?? '').trim().toLowerCase() || null;
   if (forced !== null && !BACKENDS.includes(forced as BackendName)) {
-    throw new BackendError(`unknown backend '${forced}'${opts.backend ? '' : ' (from MOI_BACKEND)'}; expected one of ${BACKENDS.join(', ')}`);
+    throw new BackendError(
+      `unknown backend '${forced}'${opts.backend ? '' : ' (from MOI_BACKEND)'}; expected one of ${BACKENDS.join(', ')}`,
+    );
   }
   const flush = opts.flushSubnormals ?? flushFromEnv(env);
   if (flush && forced !== null && forced !== 'cpu') {
-    throw new BackendError(`flushing subnormals (${opts.flushSubnormals === undefined ? 'MOI_FLUSH_SUBNORMALS=1' : 'flushSubnormals'}) needs the cpu backend, ` +
-      `but backend '${forced}' was requested; use the cpu backend (MOI_BACKEND=cpu)`);
+    throw new BackendError(
+      `flushing subnormals (${opts.flushSubnormals === undefined ? 'MOI_FLUSH_SUBNORMALS=1' : 'flushSubnormals'}) needs the cpu backend, ` +
+        `but backend '${forced}' was requested; use the cpu backend (MOI_BACKEND=cpu)`,
+    );
   }
-  if (current && (forced === null || forced === current.name) && tf.getBackend() === current.name &&
-    current.flushSubnormals === flush && cpuFlushing() === flush) return current;
+  if (
+    current &&
+    (forced === null || forced === current.name) &&
+    tf.getBackend() === current.name &&
+    current.flushSubnormals === flush &&
+    cpuFlushing() === flush
+  )
+    return current;
 
   const skipped: BackendReport['skipped'] = [];
   if (flush) {
     const pkg = await tryStart(CANDIDATES.cpu, skipped, env);
-    if (!pkg) throw new BackendError(`the flushing cpu backend cannot start: ${skipped.map((s) => `${s.package}: ${s.error}`).join('; ')}`);
+    if (!pkg)
+      throw new BackendError(
+        `the flushing cpu backend cannot start: ${skipped.map((s) => `${s.package}: ${s.error}`).join('; ')}`,
+      );
     setCpuFlushing(true);
     const by = opts.flushSubnormals === undefined ? 'MOI_FLUSH_SUBNORMALS=1' : 'the flushSubnormals option';
-    current = { name: 'cpu', package: pkg, reason: `${forced ? `forced by ${opts.backend ? 'option' : 'MOI_BACKEND'}` : 'chosen'}, flushing subnormals (${by})`, skipped, flushSubnormals: true };
+    current = {
+      name: 'cpu',
+      package: pkg,
+      reason: `${forced ? `forced by ${opts.backend ? 'option' : 'MOI_BACKEND'}` : 'chosen'}, flushing subnormals (${by})`,
+      skipped,
+      flushSubnormals: true,
+    };
     return current;
   }
   setCpuFlushing(false);
@@ -199,14 +272,22 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
       const why = skipped.map((s) => `${s.package}: ${s.error}${s.fix ? `; fix: ${s.fix}` : ''}`).join('. ');
       throw new BackendError(`backend '${forced}' was requested but cannot start. ${why}`);
     }
-    current = { name: c.name, package: pkg, reason: `forced by ${opts.backend ? 'option' : 'MOI_BACKEND'}`, skipped, flushSubnormals: false };
+    current = {
+      name: c.name,
+      package: pkg,
+      reason: `forced by ${opts.backend ? 'option' : 'MOI_BACKEND'}`,
+      skipped,
+      flushSubnormals: false,
+    };
     return current;
   }
   for (const name of AUTO_ORDER) {
     const pkg = await tryStart(CANDIDATES[name], skipped, env);
     if (pkg) {
-      const reason = skipped.length === 0 ? 'best available' :
-        `best available (${skipped.map((s) => `${s.package} unavailable`).join(', ')})`;
+      const reason =
+        skipped.length === 0
+          ? 'best available'
+          : `best available (${skipped.map((s) => `${s.package} unavailable`).join(', ')})`;
       current = { name, package: pkg, reason, skipped, flushSubnormals: false };
       return current;
     }
@@ -220,7 +301,13 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
  */
 export function adoptBackend(reason: string): BackendReport {
   const name = tf.getBackend() as BackendName;
-  current = { name, package: 'registered by the caller', reason, skipped: [], flushSubnormals: name === 'cpu' && cpuFlushing() };
+  current = {
+    name,
+    package: 'registered by the caller',
+    reason,
+    skipped: [],
+    flushSubnormals: name === 'cpu' && cpuFlushing(),
+  };
   return current;
 }
 

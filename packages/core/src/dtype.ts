@@ -9,7 +9,16 @@ export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8
 
 /** Bytes per element of each dtype. */
 export const DTYPE_SIZE: Readonly<Record<DType, number>> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
 };
 
 /** True where `s` names a supported dtype. */
@@ -88,7 +97,10 @@ export function f16BitsToF32Bits(h: number): number {
   if (man === 0) return sign >>> 0;
   // Subnormal: value = man * 2^-24. Shift the leading 1 up to the implicit-bit position.
   let e = 113; // exponent field (biased) the value would have with man's top bit at bit 10
-  while ((man & 0x400) === 0) { man <<= 1; e--; }
+  while ((man & 0x400) === 0) {
+    man <<= 1;
+    e--;
+  }
   return (sign | (e << 23) | ((man & 0x3ff) << 13)) >>> 0;
 }
 
@@ -109,12 +121,12 @@ export function f32BitsToF16(bits: number): number {
     let h = m >>> shift;
     const rem = m & ((1 << shift) - 1);
     const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (h & 1))) h++; // may carry into the smallest normal: correct
+    if (rem > half || (rem === half && h & 1)) h++; // may carry into the smallest normal: correct
     return sign | h;
   }
   let h = (e << 10) | (man >>> 13);
   const rem = man & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++; // a carry into the exponent (even to inf) is correct
+  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++; // a carry into the exponent (even to inf) is correct
   return sign | h;
 }
 

@@ -17,7 +17,12 @@ import type { PackedWeight } from './kernels/wasm/packed.ts';
 import { F32Columns, F32Table, isEmbeddingRows, PackedLinear, type EmbeddingRows } from './linear.ts';
 import type { VocabBlocks } from './vocab-blocks.ts';
 
-export type EmbedSource = EmbeddingRows | { table: tf.Tensor2D } | { columns: tf.Tensor2D } | { packed: PackedWeight } | { blocks: VocabBlocks };
+export type EmbedSource =
+  | EmbeddingRows
+  | { table: tf.Tensor2D }
+  | { columns: tf.Tensor2D }
+  | { packed: PackedWeight }
+  | { blocks: VocabBlocks };
 
 /** The source as an object (a plain form wrapped; the wrapper owns nothing). */
 export function embeddingRows(src: EmbedSource): EmbeddingRows {

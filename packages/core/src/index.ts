@@ -7,7 +7,16 @@ export * from './nn.ts';
 export * from './decoder-shape.ts';
 export * from './kernels/wasm/index.ts';
 export * from './linear.ts';
-export { defaultThreads, MAX_DEFAULT_THREADS, ThreadedLinear, ThreadPool, type PoolInfo, type PoolOptions, type SimdPath, type ThreadedLinearOptions } from './kernels/wasm/threads/index.ts';
+export {
+  defaultThreads,
+  MAX_DEFAULT_THREADS,
+  ThreadedLinear,
+  ThreadPool,
+  type PoolInfo,
+  type PoolOptions,
+  type SimdPath,
+  type ThreadedLinearOptions,
+} from './kernels/wasm/threads/index.ts';
 export * from './vocab-blocks.ts';
 export * from './embed-source.ts';
 export * from './sampling/index.ts';

@@ -26,7 +26,14 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ModelError } from './errors.ts';
 import { gatherRows } from './kernels/wasm/gather.ts';
-import { disposePacked, packedBytes, packedMatMul, packedMatMulT, packedRows, type PackedWeight } from './kernels/wasm/packed.ts';
+import {
+  disposePacked,
+  packedBytes,
+  packedMatMul,
+  packedMatMulT,
+  packedRows,
+  type PackedWeight,
+} from './kernels/wasm/packed.ts';
 import { linear } from './nn.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -74,7 +81,8 @@ function tensorBytes(t: tf.Tensor | null): number {
 /** Refuse mixing weights over more ids than the table holds (a typed error, not a shape failure inside tfjs). */
 function checkMixWidth(who: string, w: tf.Tensor2D, vocab: number): number {
   const V = w.shape[1];
-  if (w.rank !== 2 || V > vocab) throw new ModelError('E_SHAPE', `${who}.mix: weights [${w.shape}] over more ids than the table's ${vocab}`);
+  if (w.rank !== 2 || V > vocab)
+    throw new ModelError('E_SHAPE', `${who}.mix: weights [${w.shape}] over more ids than the table's ${vocab}`);
   return V;
 }
 
@@ -83,11 +91,20 @@ function checkMixWidth(who: string, w: tf.Tensor2D, vocab: number): number {
 
 /** An f32 linear layer, W [in, out] (+ bias [out]). */
 export class F32Linear implements Linear {
-  constructor(readonly weight: tf.Tensor2D, readonly bias: tf.Tensor1D | null = null) {}
+  constructor(
+    readonly weight: tf.Tensor2D,
+    readonly bias: tf.Tensor1D | null = null,
+  ) {}
 
-  get inDim(): number { return this.weight.shape[0]; }
-  get outDim(): number { return this.weight.shape[1]; }
-  get bytes(): number { return tensorBytes(this.weight) + tensorBytes(this.bias); }
+  get inDim(): number {
+    return this.weight.shape[0];
+  }
+  get outDim(): number {
+    return this.weight.shape[1];
+  }
+  get bytes(): number {
+    return tensorBytes(this.weight) + tensorBytes(this.bias);
+  }
 
   apply(x: tf.Tensor2D): tf.Tensor2D {
     return linear(x, this.weight, this.bias) as tf.Tensor2D;
@@ -107,8 +124,12 @@ export class F32Columns extends F32Linear implements VocabMatrix {
     super(weight, null);
   }
 
-  get vocab(): number { return this.weight.shape[1]; }
-  get width(): number { return this.weight.shape[0]; }
+  get vocab(): number {
+    return this.weight.shape[1];
+  }
+  get width(): number {
+    return this.weight.shape[0];
+  }
 
   rows(ids: tf.Tensor1D): tf.Tensor2D {
     return gatherRows(this.weight, ids, 'cols');
@@ -129,9 +150,15 @@ export class F32Table implements EmbeddingRows {
 
   constructor(readonly table: tf.Tensor2D) {}
 
-  get vocab(): number { return this.table.shape[0]; }
-  get width(): number { return this.table.shape[1]; }
-  get bytes(): number { return tensorBytes(this.table); }
+  get vocab(): number {
+    return this.table.shape[0];
+  }
+  get width(): number {
+    return this.table.shape[1];
+  }
+  get bytes(): number {
+    return tensorBytes(this.table);
+  }
 
   rows(ids: tf.Tensor1D): tf.Tensor2D {
     return gatherRows(this.table, ids, 'rows');
@@ -160,13 +187,27 @@ export class F32Table implements EmbeddingRows {
 export class PackedLinear implements VocabMatrix {
   readonly label = 'packed';
 
-  constructor(readonly weight: PackedWeight, readonly bias: tf.Tensor1D | null = null, readonly outScale: tf.Tensor1D | null = null) {}
+  constructor(
+    readonly weight: PackedWeight,
+    readonly bias: tf.Tensor1D | null = null,
+    readonly outScale: tf.Tensor1D | null = null,
+  ) {}
 
-  get inDim(): number { return this.weight.cols; }
-  get outDim(): number { return this.weight.rows; }
-  get vocab(): number { return this.weight.rows; }
-  get width(): number { return this.weight.cols; }
-  get bytes(): number { return packedBytes(this.weight) + tensorBytes(this.bias) + tensorBytes(this.outScale); }
+  get inDim(): number {
+    return this.weight.cols;
+  }
+  get outDim(): number {
+    return this.weight.rows;
+  }
+  get vocab(): number {
+    return this.weight.rows;
+  }
+  get width(): number {
+    return this.weight.cols;
+  }
+  get bytes(): number {
+    return packedBytes(this.weight) + tensorBytes(this.bias) + tensorBytes(this.outScale);
+  }
 
   apply(x: tf.Tensor2D): tf.Tensor2D {
     return packedMatMul(x, this.weight, { bias: this.bias, outScale: this.outScale });
@@ -179,7 +220,17 @@ export class PackedLinear implements VocabMatrix {
   mix(w: tf.Tensor2D): tf.Tensor2D {
     const V = checkMixWidth('PackedLinear', w, this.vocab);
     const rows = this.weight.rows;
-    return tf.tidy(() => packedMatMulT(rows === V ? w : tf.pad(w, [[0, 0], [0, rows - V]]) as tf.Tensor2D, this.weight));
+    return tf.tidy(() =>
+      packedMatMulT(
+        rows === V
+          ? w
+          : (tf.pad(w, [
+              [0, 0],
+              [0, rows - V],
+            ]) as tf.Tensor2D),
+        this.weight,
+      ),
+    );
   }
 
   dispose(): void {

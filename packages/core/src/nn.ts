@@ -39,7 +39,7 @@ export function linear(x: tf.Tensor, w: tf.Tensor2D, b?: tf.Tensor1D | null): tf
   return tf.tidy(() => {
     const inDim = w.shape[0];
     const lead = x.shape.slice(0, -1);
-    const x2 = x.rank === 2 ? (x as tf.Tensor2D) : tf.reshape(x, [-1, inDim]) as tf.Tensor2D;
+    const x2 = x.rank === 2 ? (x as tf.Tensor2D) : (tf.reshape(x, [-1, inDim]) as tf.Tensor2D);
     let y: tf.Tensor = tf.matMul(x2, w);
     if (b) y = tf.add(y, b);
     return x.rank === 2 ? y : tf.reshape(y, [...lead, w.shape[1]]);
@@ -53,7 +53,12 @@ export function linear(x: tf.Tensor, w: tf.Tensor2D, b?: tf.Tensor1D | null): tf
  * y = x / sqrt(mean(x², last axis) + eps) · w.
  * Gemma stores w − 1 and applies (1 + w): pass `unitOffset: true`.
  */
-export function rmsNorm(x: tf.Tensor, weight: tf.Tensor1D | null, eps: number, opts: { unitOffset?: boolean } = {}): tf.Tensor {
+export function rmsNorm(
+  x: tf.Tensor,
+  weight: tf.Tensor1D | null,
+  eps: number,
+  opts: { unitOffset?: boolean } = {},
+): tf.Tensor {
   return tf.tidy(() => {
     const ms = tf.mean(tf.square(x), -1, true);
     // eps (a config's rms_norm_eps, 1e-5 or 1e-6) is a normal float32, so a GPU keeps it: an
@@ -81,9 +86,16 @@ export type Activation = 'silu' | 'gelu_tanh';
 
 export function activation(name: string): Activation {
   switch (name) {
-    case 'silu': case 'swish': return 'silu';
-    case 'gelu_pytorch_tanh': case 'gelu_new': case 'gelu_tanh': case 'gelu': return 'gelu_tanh';
-    default: throw new ModelError('E_CONFIG', `unsupported activation '${name}' (supported: silu, gelu_pytorch_tanh)`);
+    case 'silu':
+    case 'swish':
+      return 'silu';
+    case 'gelu_pytorch_tanh':
+    case 'gelu_new':
+    case 'gelu_tanh':
+    case 'gelu':
+      return 'gelu_tanh';
+    default:
+      throw new ModelError('E_CONFIG', `unsupported activation '${name}' (supported: silu, gelu_pytorch_tanh)`);
   }
 }
 
@@ -108,14 +120,19 @@ export function softcap(x: tf.Tensor, cap: number | null | undefined): tf.Tensor
 export function gatedMlp(
   x: tf.Tensor,
   w: {
-    gate?: tf.Tensor2D; up?: tf.Tensor2D; gateUp?: tf.Tensor2D; down: tf.Tensor2D;
+    gate?: tf.Tensor2D;
+    up?: tf.Tensor2D;
+    gateUp?: tf.Tensor2D;
+    down: tf.Tensor2D;
     /** optional biases (Llama's mlp_bias): the fused gate/up bias, and down's */
-    gateUpBias?: tf.Tensor1D | null; downBias?: tf.Tensor1D | null;
+    gateUpBias?: tf.Tensor1D | null;
+    downBias?: tf.Tensor1D | null;
   },
   act: Activation,
 ): tf.Tensor {
   return tf.tidy(() => {
-    let gate: tf.Tensor; let up: tf.Tensor;
+    let gate: tf.Tensor;
+    let up: tf.Tensor;
     if (w.gateUp) {
       const inter = w.gateUp.shape[1] / 2;
       const h = linear(x, w.gateUp, w.gateUpBias);
@@ -216,7 +233,10 @@ export function ropeInvFreq(spec: RopeSpec, seqLen?: number): { invFreq: Float64
 function need(s: RopeScaling | null, key: string): number {
   const v = s?.[key];
   if (typeof v !== 'number' || !Number.isFinite(v)) {
-    throw new ModelError('E_CONFIG', `rope_scaling.${key} is required for rope type '${ropeType(s)}' (got ${JSON.stringify(v)})`);
+    throw new ModelError(
+      'E_CONFIG',
+      `rope_scaling.${key} is required for rope type '${ropeType(s)}' (got ${JSON.stringify(v)})`,
+    );
   }
   return v;
 }
@@ -246,8 +266,10 @@ export function ropeTables(spec: RopeSpec, positions: number[][]): { cos: tf.Ten
         const ang = Math.fround(Math.fround(invFreq[i]) * p);
         const c = Math.cos(ang) * attentionScaling;
         const s = Math.sin(ang) * attentionScaling;
-        cos[o + i] = c; cos[o + i + half] = c;
-        sin[o + i] = s; sin[o + i + half] = s;
+        cos[o + i] = c;
+        cos[o + i + half] = c;
+        sin[o + i] = s;
+        sin[o + i + half] = s;
       }
     }
   }
@@ -310,12 +332,19 @@ export interface AttentionOptions {
  * (query head h reads kv head ⌊h / (nH/nKV)⌋); mask additive [B|1, 1, Tq, Tk] or null.
  * Returns [B, nH, Tq, D].
  */
-export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Tensor | null, opts: AttentionOptions): tf.Tensor4D {
+export function attention(
+  q: tf.Tensor4D,
+  k: tf.Tensor4D,
+  v: tf.Tensor4D,
+  mask: tf.Tensor | null,
+  opts: AttentionOptions,
+): tf.Tensor4D {
   return tf.tidy(() => {
     const [B, nH, Tq, D] = q.shape;
     const nKV = k.shape[1];
     const Tk = k.shape[2];
-    if (nH % nKV !== 0) throw new ModelError('E_CONFIG', `num_attention_heads ${nH} is not a multiple of num_key_value_heads ${nKV}`);
+    if (nH % nKV !== 0)
+      throw new ModelError('E_CONFIG', `num_attention_heads ${nH} is not a multiple of num_key_value_heads ${nKV}`);
     const G = nH / nKV;
     const qs = opts.scale === 1 ? q : tf.mul(q, scalar(opts.scale));
     // the per-head loop is a wasm (XNNPACK) workaround; GPU and other backends take one batched op
@@ -323,7 +352,11 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: 
     const qg = tf.reshape(qs, [B, nKV, G * Tq, D]);
     let scores: tf.Tensor = tf.matMul(qg, k, false, true); // [B, nKV, G·Tq, Tk]
     scores = softcap(scores, opts.softcap);
-    if (mask) scores = tf.reshape(tf.add(tf.reshape(scores, [B, nKV, G, Tq, Tk]), tf.reshape(mask, [mask.shape[0], 1, 1, Tq, Tk])), [B, nKV, G * Tq, Tk]);
+    if (mask)
+      scores = tf.reshape(
+        tf.add(tf.reshape(scores, [B, nKV, G, Tq, Tk]), tf.reshape(mask, [mask.shape[0], 1, 1, Tq, Tk])),
+        [B, nKV, G * Tq, Tk],
+      );
     const probs = tf.softmax(scores);
     const out = opts.valuesTransposed ? tf.matMul(probs, v, false, true) : tf.matMul(probs, v);
     return tf.reshape(out, [B, nH, Tq, D]) as tf.Tensor4D;
@@ -336,7 +369,14 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: 
  * XNNPACK. Each B operand is a fresh tensor (a transposed copy), so XNNPACK's packing cache,
  * keyed by tensor id, never sees a buffer that changed in place.
  */
-function attentionPerHead(q: tf.Tensor, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Tensor | null, opts: AttentionOptions, G: number): tf.Tensor4D {
+function attentionPerHead(
+  q: tf.Tensor,
+  k: tf.Tensor4D,
+  v: tf.Tensor4D,
+  mask: tf.Tensor | null,
+  opts: AttentionOptions,
+  G: number,
+): tf.Tensor4D {
   const [B, nH, Tq, D] = q.shape;
   const nKV = k.shape[1];
   const Tk = k.shape[2];
@@ -347,7 +387,11 @@ function attentionPerHead(q: tf.Tensor, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf
   const outs: tf.Tensor[] = [];
   for (let i = 0; i < B * nKV; i++) {
     let scores: tf.Tensor = softcap(tf.matMul(qh[i], tf.transpose(kh[i])), opts.softcap); // [G·Tq, Tk]
-    if (masks) scores = tf.reshape(tf.add(tf.reshape(scores, [G, Tq, Tk]), masks[masks.length === 1 ? 0 : Math.floor(i / nKV)]), [G * Tq, Tk]);
+    if (masks)
+      scores = tf.reshape(
+        tf.add(tf.reshape(scores, [G, Tq, Tk]), masks[masks.length === 1 ? 0 : Math.floor(i / nKV)]),
+        [G * Tq, Tk],
+      );
     const probs = tf.softmax(scores);
     outs.push(tf.matMul(probs, opts.valuesTransposed ? tf.transpose(vh[i]) : vh[i]));
   }

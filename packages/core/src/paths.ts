@@ -41,7 +41,14 @@ export function notRegularFile(file: string): string | null {
     return code === 'ENOENT' ? 'does not exist' : `cannot be read (${code ?? (e as Error).message})`;
   }
   if (st.isFile()) return null;
-  const kind = st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO (named pipe)' : st.isSocket() ? 'a socket'
-    : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : 'not a regular file';
+  const kind = st.isDirectory()
+    ? 'a directory'
+    : st.isFIFO()
+      ? 'a FIFO (named pipe)'
+      : st.isSocket()
+        ? 'a socket'
+        : st.isCharacterDevice() || st.isBlockDevice()
+          ? 'a device'
+          : 'not a regular file';
   return `is ${kind}, not a regular file`;
 }

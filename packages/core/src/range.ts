@@ -38,7 +38,10 @@ export function formatBound(x: number): string {
   const powerOfTen = a > 0 && 10 ** exp === a;
   if (powerOfTen && Math.abs(exp) >= 3) return `${x < 0 ? '-' : ''}1e${exp}`;
   if (a === 0 || Number.isInteger(x) || (a >= 1e-3 && a < 1e6)) return String(x);
-  return x.toExponential().replace(/\.?0+e/, 'e').replace('e+', 'e');
+  return x
+    .toExponential()
+    .replace(/\.?0+e/, 'e')
+    .replace('e+', 'e');
 }
 
 function describeInterval(i: Interval): string {

@@ -51,7 +51,12 @@ function preadExact(fd: number, len: number, position: number, file: string, ten
   while (done < len) {
     const n = fs.readSync(fd, out, done, len - done, position + done);
     if (n === 0) {
-      throw new SafetensorsError('E_ST_TRUNCATED', file, `file ended after ${position + done} bytes while reading ${len} bytes at offset ${position}`, tensor);
+      throw new SafetensorsError(
+        'E_ST_TRUNCATED',
+        file,
+        `file ended after ${position + done} bytes while reading ${len} bytes at offset ${position}`,
+        tensor,
+      );
     }
     done += n;
   }
@@ -73,28 +78,53 @@ function isNonNegInt(v: unknown): v is number {
 }
 
 /** Checks one header entry and returns its dtype, shape and data-relative offsets. */
-function parseEntry(file: string, name: string, raw: unknown): { dtype: DType; shape: number[]; begin: number; end: number } {
+function parseEntry(
+  file: string,
+  name: string,
+  raw: unknown,
+): { dtype: DType; shape: number[]; begin: number; end: number } {
   if (!isPlainObject(raw)) throw new SafetensorsError('E_ST_ENTRY', file, 'header entry is not an object', name);
   const { dtype, shape, data_offsets: offsets } = raw;
   if (dtype === undefined) throw new SafetensorsError('E_ST_ENTRY', file, 'header entry has no "dtype"', name);
   if (shape === undefined) throw new SafetensorsError('E_ST_ENTRY', file, 'header entry has no "shape"', name);
   if (offsets === undefined) throw new SafetensorsError('E_ST_ENTRY', file, 'header entry has no "data_offsets"', name);
-  if (typeof dtype !== 'string') throw new SafetensorsError('E_ST_ENTRY', file, `"dtype" must be a string, got ${JSON.stringify(dtype)}`, name);
+  if (typeof dtype !== 'string')
+    throw new SafetensorsError('E_ST_ENTRY', file, `"dtype" must be a string, got ${JSON.stringify(dtype)}`, name);
   if (!isDType(dtype)) {
-    throw new SafetensorsError('E_ST_DTYPE', file, `unsupported dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(DTYPE_SIZE).join(', ')})`, name);
+    throw new SafetensorsError(
+      'E_ST_DTYPE',
+      file,
+      `unsupported dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(DTYPE_SIZE).join(', ')})`,
+      name,
+    );
   }
   if (!Array.isArray(shape) || !shape.every(isNonNegInt)) {
-    throw new SafetensorsError('E_ST_ENTRY', file, `"shape" must be an array of non-negative integers, got ${JSON.stringify(shape)}`, name);
+    throw new SafetensorsError(
+      'E_ST_ENTRY',
+      file,
+      `"shape" must be an array of non-negative integers, got ${JSON.stringify(shape)}`,
+      name,
+    );
   }
   if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegInt)) {
-    throw new SafetensorsError('E_ST_ENTRY', file, `"data_offsets" must be two non-negative integers, got ${JSON.stringify(offsets)}`, name);
+    throw new SafetensorsError(
+      'E_ST_ENTRY',
+      file,
+      `"data_offsets" must be two non-negative integers, got ${JSON.stringify(offsets)}`,
+      name,
+    );
   }
   const [begin, end] = offsets as number[];
-  if (begin > end) throw new SafetensorsError('E_ST_OFFSETS', file, `data_offsets [${begin}, ${end}] begin after they end`, name);
+  if (begin > end)
+    throw new SafetensorsError('E_ST_OFFSETS', file, `data_offsets [${begin}, ${end}] begin after they end`, name);
   const expected = numElements(shape) * DTYPE_SIZE[dtype];
   if (!Number.isSafeInteger(expected) || end - begin !== expected) {
-    throw new SafetensorsError('E_ST_SIZE', file,
-      `data_offsets [${begin}, ${end}] hold ${end - begin} bytes but shape [${shape.join(', ')}] of ${dtype} needs ${expected}`, name);
+    throw new SafetensorsError(
+      'E_ST_SIZE',
+      file,
+      `data_offsets [${begin}, ${end}] hold ${end - begin} bytes but shape [${shape.join(', ')}] of ${dtype} needs ${expected}`,
+      name,
+    );
   }
   return { dtype, shape: shape.slice(), begin, end };
 }
@@ -154,8 +184,19 @@ export class SafetensorsFile {
   readBytesRange(name: string, start: number, length: number): Uint8Array {
     const info = this.info(name);
     if (this.fd === null) throw new SafetensorsError('E_ST_CLOSED', this.path, 'file is closed', name);
-    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(length) || start < 0 || length < 0 || start + length > info.byteLength) {
-      throw new SafetensorsError('E_ST_OFFSETS', this.path, `byte range [${start}, ${start + length}) is outside the tensor's ${info.byteLength} bytes`, name);
+    if (
+      !Number.isSafeInteger(start) ||
+      !Number.isSafeInteger(length) ||
+      start < 0 ||
+      length < 0 ||
+      start + length > info.byteLength
+    ) {
+      throw new SafetensorsError(
+        'E_ST_OFFSETS',
+        this.path,
+        `byte range [${start}, ${start + length}) is outside the tensor's ${info.byteLength} bytes`,
+        name,
+      );
     }
     return preadExact(this.fd, length, info.offset + start, this.path, name);
   }
@@ -186,14 +227,20 @@ export class SafetensorsFile {
 /** Reads the header through `fd` and validates every entry, the layout and the file size. */
 function readHeader(fd: number, file: string): { metadata: Record<string, string>; tensors: Map<string, TensorInfo> } {
   const size = fs.fstatSync(fd).size;
-  if (size < 8) throw new SafetensorsError('E_ST_TRUNCATED', file, `file is ${size} bytes, shorter than the 8-byte header length`);
+  if (size < 8)
+    throw new SafetensorsError('E_ST_TRUNCATED', file, `file is ${size} bytes, shorter than the 8-byte header length`);
   const lenBytes = preadExact(fd, 8, 0, file);
   const n64 = new DataView(lenBytes.buffer).getBigUint64(0, true);
   if (n64 === 0n || n64 > BigInt(MAX_HEADER_SIZE)) {
-    throw new SafetensorsError('E_ST_HEADER_SIZE', file, `header length ${n64} is outside 1..${MAX_HEADER_SIZE} (not a safetensors file?)`);
+    throw new SafetensorsError(
+      'E_ST_HEADER_SIZE',
+      file,
+      `header length ${n64} is outside 1..${MAX_HEADER_SIZE} (not a safetensors file?)`,
+    );
   }
   const n = Number(n64);
-  if (8 + n > size) throw new SafetensorsError('E_ST_TRUNCATED', file, `header declares ${n} bytes but the file is only ${size} bytes`);
+  if (8 + n > size)
+    throw new SafetensorsError('E_ST_TRUNCATED', file, `header declares ${n} bytes but the file is only ${size} bytes`);
 
   let header: unknown;
   try {
@@ -209,7 +256,12 @@ function readHeader(fd: number, file: string): { metadata: Record<string, string
   if (rawMeta !== undefined && rawMeta !== null) {
     if (!isPlainObject(rawMeta)) throw new SafetensorsError('E_ST_METADATA', file, '"__metadata__" is not an object');
     for (const [k, v] of Object.entries(rawMeta)) {
-      if (typeof v !== 'string') throw new SafetensorsError('E_ST_METADATA', file, `"__metadata__" value for ${JSON.stringify(k)} is not a string`);
+      if (typeof v !== 'string')
+        throw new SafetensorsError(
+          'E_ST_METADATA',
+          file,
+          `"__metadata__" value for ${JSON.stringify(k)} is not a string`,
+        );
       metadata[k] = v;
     }
   }
@@ -229,28 +281,55 @@ function readHeader(fd: number, file: string): { metadata: Record<string, string
   let prevName: string | null = null;
   for (const t of entries) {
     if (t.begin < prevEnd) {
-      throw new SafetensorsError('E_ST_OFFSETS', file, `data_offsets [${t.begin}, ${t.end}] overlap tensor ${JSON.stringify(prevName)} (which ends at ${prevEnd})`, t.name);
+      throw new SafetensorsError(
+        'E_ST_OFFSETS',
+        file,
+        `data_offsets [${t.begin}, ${t.end}] overlap tensor ${JSON.stringify(prevName)} (which ends at ${prevEnd})`,
+        t.name,
+      );
     }
     if (t.begin > prevEnd) {
-      const where = t.begin >= dataLen ? `lie past the end of the file (data buffer is ${dataLen} bytes)` : `leave a hole of ${t.begin - prevEnd} bytes`;
-      throw new SafetensorsError('E_ST_OFFSETS', file,
-        `data_offsets [${t.begin}, ${t.end}] ${where} after ${prevName === null ? 'the start of the data buffer' : `tensor ${JSON.stringify(prevName)}`}`, t.name);
+      const where =
+        t.begin >= dataLen
+          ? `lie past the end of the file (data buffer is ${dataLen} bytes)`
+          : `leave a hole of ${t.begin - prevEnd} bytes`;
+      throw new SafetensorsError(
+        'E_ST_OFFSETS',
+        file,
+        `data_offsets [${t.begin}, ${t.end}] ${where} after ${prevName === null ? 'the start of the data buffer' : `tensor ${JSON.stringify(prevName)}`}`,
+        t.name,
+      );
     }
     prevEnd = t.end;
     prevName = t.name;
   }
   if (prevEnd > dataLen) {
     const cut = entries.find((t) => t.end > dataLen)!;
-    throw new SafetensorsError('E_ST_TRUNCATED', file,
-      `header declares ${prevEnd} data bytes but the file holds ${dataLen} (tensor needs bytes [${cut.begin}, ${cut.end}])`, cut.name);
+    throw new SafetensorsError(
+      'E_ST_TRUNCATED',
+      file,
+      `header declares ${prevEnd} data bytes but the file holds ${dataLen} (tensor needs bytes [${cut.begin}, ${cut.end}])`,
+      cut.name,
+    );
   }
   if (prevEnd < dataLen) {
-    throw new SafetensorsError('E_ST_OFFSETS', file, `${dataLen - prevEnd} bytes after the last tensor are not covered by the header`);
+    throw new SafetensorsError(
+      'E_ST_OFFSETS',
+      file,
+      `${dataLen - prevEnd} bytes after the last tensor are not covered by the header`,
+    );
   }
 
   const tensors = new Map<string, TensorInfo>();
   for (const t of entries) {
-    tensors.set(t.name, { name: t.name, dtype: t.dtype, shape: t.shape, file, offset: dataStart + t.begin, byteLength: t.end - t.begin });
+    tensors.set(t.name, {
+      name: t.name,
+      dtype: t.dtype,
+      shape: t.shape,
+      file,
+      offset: dataStart + t.begin,
+      byteLength: t.end - t.begin,
+    });
   }
   return { metadata, tensors };
 }
@@ -259,15 +338,25 @@ function readHeader(fd: number, file: string): { metadata: Record<string, string
 function naturalArray(dtype: DType, bytes: Uint8Array): TensorData {
   const { buffer, byteOffset, byteLength } = bytes;
   switch (dtype) {
-    case 'F64': return new Float64Array(buffer, byteOffset, byteLength / 8);
-    case 'F32': return new Float32Array(buffer, byteOffset, byteLength / 4);
-    case 'F16': return f16ToF32(new Uint16Array(buffer, byteOffset, byteLength / 2));
-    case 'BF16': return bf16ToF32(new Uint16Array(buffer, byteOffset, byteLength / 2));
-    case 'I64': return new BigInt64Array(buffer, byteOffset, byteLength / 8);
-    case 'I32': return new Int32Array(buffer, byteOffset, byteLength / 4);
-    case 'I16': return new Int16Array(buffer, byteOffset, byteLength / 2);
-    case 'I8': return new Int8Array(buffer, byteOffset, byteLength);
-    case 'U8': case 'BOOL': return bytes;
+    case 'F64':
+      return new Float64Array(buffer, byteOffset, byteLength / 8);
+    case 'F32':
+      return new Float32Array(buffer, byteOffset, byteLength / 4);
+    case 'F16':
+      return f16ToF32(new Uint16Array(buffer, byteOffset, byteLength / 2));
+    case 'BF16':
+      return bf16ToF32(new Uint16Array(buffer, byteOffset, byteLength / 2));
+    case 'I64':
+      return new BigInt64Array(buffer, byteOffset, byteLength / 8);
+    case 'I32':
+      return new Int32Array(buffer, byteOffset, byteLength / 4);
+    case 'I16':
+      return new Int16Array(buffer, byteOffset, byteLength / 2);
+    case 'I8':
+      return new Int8Array(buffer, byteOffset, byteLength);
+    case 'U8':
+    case 'BOOL':
+      return bytes;
   }
 }
 
@@ -329,7 +418,11 @@ export class Checkpoint {
       }
       const shards = names.filter((n) => n.endsWith('.safetensors')).sort();
       if (shards.length === 0) {
-        throw new SafetensorsError('E_ST_NO_FILES', dir, `no ${SINGLE_FILE}, ${INDEX_FILE} or *.safetensors file in this folder`);
+        throw new SafetensorsError(
+          'E_ST_NO_FILES',
+          dir,
+          `no ${SINGLE_FILE}, ${INDEX_FILE} or *.safetensors file in this folder`,
+        );
       }
       for (const s of shards) opened.push(SafetensorsFile.open(path.join(dir, s)));
       return new Checkpoint(dir, opened, byName(opened, dir));
@@ -391,7 +484,13 @@ function byName(files: SafetensorsFile[], dir: string): Map<string, SafetensorsF
   for (const f of files) {
     for (const name of f.tensors.keys()) {
       const prev = where.get(name);
-      if (prev) throw new SafetensorsError('E_ST_DUPLICATE', dir, `tensor is in both ${path.basename(prev.path)} and ${path.basename(f.path)}`, name);
+      if (prev)
+        throw new SafetensorsError(
+          'E_ST_DUPLICATE',
+          dir,
+          `tensor is in both ${path.basename(prev.path)} and ${path.basename(f.path)}`,
+          name,
+        );
       where.set(name, f);
     }
   }
@@ -399,7 +498,10 @@ function byName(files: SafetensorsFile[], dir: string): Map<string, SafetensorsF
 }
 
 /** Opens a sharded checkpoint from its index; `opened` collects files so the caller can close them on error. */
-function openIndexed(dir: string, opened: SafetensorsFile[]): { files: SafetensorsFile[]; where: Map<string, SafetensorsFile> } {
+function openIndexed(
+  dir: string,
+  opened: SafetensorsFile[],
+): { files: SafetensorsFile[]; where: Map<string, SafetensorsFile> } {
   const indexPath = path.join(dir, INDEX_FILE);
   const problem = notRegularFile(indexPath);
   if (problem) throw new SafetensorsError('E_ST_INDEX', indexPath, `cannot read the index: it ${problem}`);
@@ -410,26 +512,46 @@ function openIndexed(dir: string, opened: SafetensorsFile[]): { files: Safetenso
     throw new SafetensorsError('E_ST_INDEX', indexPath, `cannot read index JSON: ${(e as Error).message}`);
   }
   const weightMap = isPlainObject(index) ? index.weight_map : undefined;
-  if (!isPlainObject(weightMap)) throw new SafetensorsError('E_ST_INDEX', indexPath, 'index has no "weight_map" object');
+  if (!isPlainObject(weightMap))
+    throw new SafetensorsError('E_ST_INDEX', indexPath, 'index has no "weight_map" object');
   if (Object.keys(weightMap).length === 0) throw new SafetensorsError('E_ST_INDEX', indexPath, '"weight_map" is empty');
 
   const shardByFile = new Map<string, SafetensorsFile>();
   const mapped = new Map<string, SafetensorsFile>();
   for (const [name, shard] of Object.entries(weightMap)) {
-    if (typeof shard !== 'string' || shard === '' || shard === '.' || shard === '..' || path.basename(shard) !== shard || /[\\/\0]/.test(shard)) {
-      throw new SafetensorsError('E_ST_INDEX', indexPath, `weight_map value ${JSON.stringify(shard)} is not a file name in this folder`, name);
+    if (
+      typeof shard !== 'string' ||
+      shard === '' ||
+      shard === '.' ||
+      shard === '..' ||
+      path.basename(shard) !== shard ||
+      /[\\/\0]/.test(shard)
+    ) {
+      throw new SafetensorsError(
+        'E_ST_INDEX',
+        indexPath,
+        `weight_map value ${JSON.stringify(shard)} is not a file name in this folder`,
+        name,
+      );
     }
     let f = shardByFile.get(shard);
     if (!f) {
       const shardPath = path.join(dir, shard);
       const why = notRegularFile(shardPath);
-      if (why === 'does not exist') throw new SafetensorsError('E_ST_INDEX', indexPath, `shard file ${shard} is missing`, name);
+      if (why === 'does not exist')
+        throw new SafetensorsError('E_ST_INDEX', indexPath, `shard file ${shard} is missing`, name);
       if (why) throw new SafetensorsError('E_ST_INDEX', indexPath, `shard ${shard} ${why}`, name);
       f = SafetensorsFile.open(shardPath);
       opened.push(f);
       shardByFile.set(shard, f);
     }
-    if (!f.tensors.has(name)) throw new SafetensorsError('E_ST_INDEX', indexPath, `weight_map puts this tensor in ${shard}, which does not hold it`, name);
+    if (!f.tensors.has(name))
+      throw new SafetensorsError(
+        'E_ST_INDEX',
+        indexPath,
+        `weight_map puts this tensor in ${shard}, which does not hold it`,
+        name,
+      );
     mapped.set(name, f);
   }
   // Order names shard by shard, in each shard's file order.
@@ -453,13 +575,15 @@ export function writeSafetensors(
   tensors: Iterable<[string, TensorInput]> | Record<string, TensorInput>,
   metadata?: Record<string, string>,
 ): void {
-  const list: Array<[string, TensorInput]> = Symbol.iterator in tensors
-    ? [...(tensors as Iterable<[string, TensorInput]>)]
-    : Object.entries(tensors as Record<string, TensorInput>);
+  const list: Array<[string, TensorInput]> =
+    Symbol.iterator in tensors
+      ? [...(tensors as Iterable<[string, TensorInput]>)]
+      : Object.entries(tensors as Record<string, TensorInput>);
 
   const meta: Record<string, string> = { format: 'pt', ...metadata };
   for (const [k, v] of Object.entries(meta)) {
-    if (typeof v !== 'string') throw new SafetensorsError('E_ST_METADATA', file, `metadata value for ${JSON.stringify(k)} is not a string`);
+    if (typeof v !== 'string')
+      throw new SafetensorsError('E_ST_METADATA', file, `metadata value for ${JSON.stringify(k)} is not a string`);
   }
 
   // Validate everything and build the header before touching the disk.
@@ -468,20 +592,38 @@ export function writeSafetensors(
   let offset = 0;
   for (const [name, t] of list) {
     if (name === METADATA_KEY || seen.has(name)) {
-      throw new SafetensorsError('E_ST_ENTRY', file, name === METADATA_KEY ? 'tensor name is reserved' : 'tensor name given twice', name);
+      throw new SafetensorsError(
+        'E_ST_ENTRY',
+        file,
+        name === METADATA_KEY ? 'tensor name is reserved' : 'tensor name given twice',
+        name,
+      );
     }
     seen.add(name);
-    if (!isDType(t.dtype)) throw new SafetensorsError('E_ST_DTYPE', file, `unsupported dtype ${JSON.stringify(t.dtype)}`, name);
+    if (!isDType(t.dtype))
+      throw new SafetensorsError('E_ST_DTYPE', file, `unsupported dtype ${JSON.stringify(t.dtype)}`, name);
     if (!Array.isArray(t.shape) || !t.shape.every(isNonNegInt)) {
-      throw new SafetensorsError('E_ST_ENTRY', file, `shape must be an array of non-negative integers, got ${JSON.stringify(t.shape)}`, name);
+      throw new SafetensorsError(
+        'E_ST_ENTRY',
+        file,
+        `shape must be an array of non-negative integers, got ${JSON.stringify(t.shape)}`,
+        name,
+      );
     }
-    if (!ArrayBuffer.isView(t.data)) throw new SafetensorsError('E_ST_ENTRY', file, 'data is not a typed array or DataView', name);
+    if (!ArrayBuffer.isView(t.data))
+      throw new SafetensorsError('E_ST_ENTRY', file, 'data is not a typed array or DataView', name);
     const expected = numElements(t.shape) * DTYPE_SIZE[t.dtype];
     if (t.data.byteLength !== expected) {
-      throw new SafetensorsError('E_ST_SIZE', file,
-        `data has ${t.data.byteLength} bytes but shape [${t.shape.join(', ')}] of ${t.dtype} needs ${expected}`, name);
+      throw new SafetensorsError(
+        'E_ST_SIZE',
+        file,
+        `data has ${t.data.byteLength} bytes but shape [${t.shape.join(', ')}] of ${t.dtype} needs ${expected}`,
+        name,
+      );
     }
-    parts.push(`${JSON.stringify(name)}:${JSON.stringify({ dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + expected] })}`);
+    parts.push(
+      `${JSON.stringify(name)}:${JSON.stringify({ dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + expected] })}`,
+    );
     offset += expected;
   }
   parts.push(`${JSON.stringify(METADATA_KEY)}:${JSON.stringify(meta)}`); // last, as Hugging Face writes it

@@ -50,7 +50,8 @@ export class VocabBlocks implements VocabMatrix {
    */
   static fromValues(values: Float32Array, shape: [number, number], layout: VocabLayout, maxBytes: number): VocabBlocks {
     const [R, C] = shape;
-    if (values.length !== R * C) throw new ModelError('E_SHAPE', `VocabBlocks: ${values.length} values for [${R}, ${C}]`);
+    if (values.length !== R * C)
+      throw new ModelError('E_SHAPE', `VocabBlocks: ${values.length} values for [${R}, ${C}]`);
     const V = layout === 'rows' ? R : C;
     const H = layout === 'rows' ? C : R;
     const n = VocabBlocks.blockSize(H, maxBytes);
@@ -107,14 +108,20 @@ export class VocabBlocks implements VocabMatrix {
   /** p [N, V'] (V' ≤ vocab) → Σ_v p_v E[v], [N, H]. */
   mix(p: tf.Tensor2D): tf.Tensor2D {
     const V = p.shape[1];
-    if (V > this.vocab) throw new ModelError('E_SHAPE', `VocabBlocks.mix: weights over ${V} ids, the table has ${this.vocab}`);
+    if (V > this.vocab)
+      throw new ModelError('E_SHAPE', `VocabBlocks.mix: weights over ${V} ids, the table has ${this.vocab}`);
     return tf.tidy(() => {
       let out: tf.Tensor2D | null = null;
       this.blocks.forEach((b, i) => {
         const m = Math.min(this.size(i), V - this.starts[i]);
         if (m <= 0) return;
         const pi = tf.slice(p, [0, this.starts[i]], [p.shape[0], m]);
-        const bi = m < this.size(i) ? (this.layout === 'rows' ? tf.slice(b, [0, 0], [m, this.hidden]) : tf.slice(b, [0, 0], [this.hidden, m])) : b;
+        const bi =
+          m < this.size(i)
+            ? this.layout === 'rows'
+              ? tf.slice(b, [0, 0], [m, this.hidden])
+              : tf.slice(b, [0, 0], [this.hidden, m])
+            : b;
         const y = (this.layout === 'rows' ? tf.matMul(pi, bi) : tf.matMul(pi, bi, false, true)) as tf.Tensor2D;
         out = out ? tf.add<tf.Tensor2D>(out, y) : y;
       });

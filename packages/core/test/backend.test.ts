@@ -11,7 +11,12 @@ const repoRoot = fileURLToPath(new URL('../../..', import.meta.url));
 const coreDir = fileURLToPath(new URL('..', import.meta.url));
 const child = fileURLToPath(new URL('./fixtures/backend-child.ts', import.meta.url));
 
-function run(file: string, args: string[], cwd: string, env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+function run(
+  file: string,
+  args: string[],
+  cwd: string,
+  env: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const base = { ...process.env };
   delete base.MOI_BACKEND;
   return new Promise((resolve) => {
@@ -24,8 +29,14 @@ function run(file: string, args: string[], cwd: string, env: Record<string, stri
 /** Run one child scenario and parse its `REPORT <json>` line. */
 async function scenario(name: string, env: Record<string, string>): Promise<any> {
   const r = await run(process.execPath, ['--import', 'tsx', child, name], repoRoot, env);
-  const line = r.stdout.split('\n').reverse().find((l) => l.startsWith('REPORT '));
-  assert.ok(r.code === 0 && line, `child '${name}' ${JSON.stringify(env)} failed (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
+  const line = r.stdout
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith('REPORT '));
+  assert.ok(
+    r.code === 0 && line,
+    `child '${name}' ${JSON.stringify(env)} failed (exit ${r.code}):\n${r.stdout}\n${r.stderr}`,
+  );
   return JSON.parse(line.slice('REPORT '.length));
 }
 
@@ -40,7 +51,9 @@ async function tensorflowImportable(): Promise<boolean> {
 describe('backend', function () {
   this.timeout(90_000);
   let tfImportable = false;
-  let auto: any; let wasmThenCpu: any; let cpuThenWasm: any;
+  let auto: any;
+  let wasmThenCpu: any;
+  let cpuThenWasm: any;
 
   before(async () => {
     [tfImportable, auto, wasmThenCpu, cpuThenWasm] = await Promise.all([
@@ -60,12 +73,16 @@ describe('backend', function () {
     assert.match(r.reason, /best available/);
     if (!tfImportable) {
       assert.equal(r.package, '@tensorflow/tfjs-backend-wasm');
-      assert.deepEqual(r.skipped.map((s: any) => s.package), ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']);
+      assert.deepEqual(
+        r.skipped.map((s: any) => s.package),
+        ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'],
+      );
       for (const s of r.skipped) {
         assert.equal(s.name, 'tensorflow');
         assert.ok(typeof s.error === 'string' && s.error.length > 0, 'skipped entry says why');
       }
-      for (const p of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) assert.ok(r.reason.includes(`${p} unavailable`), r.reason);
+      for (const p of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'])
+        assert.ok(r.reason.includes(`${p} unavailable`), r.reason);
     }
   });
 
@@ -91,7 +108,10 @@ describe('backend', function () {
   });
 
   it('the backend option forces a backend and wins over MOI_BACKEND (wasm→cpu, cpu→wasm)', () => {
-    for (const [r, to] of [[wasmThenCpu, 'cpu'], [cpuThenWasm, 'wasm']] as const) {
+    for (const [r, to] of [
+      [wasmThenCpu, 'cpu'],
+      [cpuThenWasm, 'wasm'],
+    ] as const) {
       assert.equal(r.second.name, to);
       assert.equal(r.second.reason, 'forced by option');
       assert.equal(r.secondBackend, to);
@@ -102,12 +122,16 @@ describe('backend', function () {
 
   it('an unknown backend is a BackendError listing the valid names (option or MOI_BACKEND)', () => {
     for (const r of [wasmThenCpu, cpuThenWasm]) {
-      for (const [attempt, bad] of [[r.bogusOption, 'bogus'], [r.bogusEnv, 'bogus']] as const) {
+      for (const [attempt, bad] of [
+        [r.bogusOption, 'bogus'],
+        [r.bogusEnv, 'bogus'],
+      ] as const) {
         assert.ok(attempt.error, `expected an error, got ${JSON.stringify(attempt)}`);
         assert.equal(attempt.error.name, 'BackendError');
         assert.equal(attempt.error.code, 'E_BACKEND');
         assert.ok(attempt.error.message.includes(`'${bad}'`), attempt.error.message);
-        for (const name of ['tensorflow', 'wasm', 'cpu', 'webgpu']) assert.ok(attempt.error.message.includes(name), `${name} in ${attempt.error.message}`);
+        for (const name of ['tensorflow', 'wasm', 'cpu', 'webgpu'])
+          assert.ok(attempt.error.message.includes(name), `${name} in ${attempt.error.message}`);
       }
       assert.match(r.bogusEnv.error.message, /MOI_BACKEND/);
       // the active backend is untouched by a refused request

@@ -27,7 +27,10 @@ describe('flushing cpu backend (MOI_FLUSH_SUBNORMALS)', () => {
     assert.equal(tf.getBackend(), 'cpu');
     assert.equal(r.flushSubnormals, true);
     assert.equal(backendLabel(r), 'cpu (flushing subnormals)');
-    assert.equal(tf.tidy(() => read(tf.log(tf.maximum(tf.scalar(0), 1e-38)))[0]), -Infinity);
+    assert.equal(
+      tf.tidy(() => read(tf.log(tf.maximum(tf.scalar(0), 1e-38)))[0]),
+      -Infinity,
+    );
   });
 
   it('flushes results and operands below 2^-126, keeps the smallest normal, keeps the sign', async () => {
@@ -54,7 +57,8 @@ describe('flushing cpu backend (MOI_FLUSH_SUBNORMALS)', () => {
   it('leaks neither tensors nor backend buffers', async () => {
     await initBackend({ backend: 'cpu', flushSubnormals: true });
     const x = tf.tensor1d([1e-39, 1, 3e-39]);
-    const step = () => tf.tidy(() => tf.sum(tf.reshape(tf.concat([tf.mul(x, 2), tf.exp(tf.neg(tf.mul(x, 1e4)))]), [2, 3])).dataSync());
+    const step = () =>
+      tf.tidy(() => tf.sum(tf.reshape(tf.concat([tf.mul(x, 2), tf.exp(tf.neg(tf.mul(x, 1e4)))]), [2, 3])).dataSync());
     step();
     const before = tf.memory();
     for (let i = 0; i < 5; i++) step();
@@ -71,13 +75,21 @@ describe('flushing cpu backend (MOI_FLUSH_SUBNORMALS)', () => {
     assert.equal(r.flushSubnormals, true);
     assert.match(r.reason, /MOI_FLUSH_SUBNORMALS=1/);
     assert.equal(cpuFlushing(), true);
-    await assert.rejects(initBackend({ env: { MOI_BACKEND: 'wasm', MOI_FLUSH_SUBNORMALS: '1' } }),
-      (e: unknown) => e instanceof BackendError && /needs the cpu backend.*'wasm'/.test((e as Error).message));
-    await assert.rejects(initBackend({ env: { MOI_BACKEND: 'cpu', MOI_FLUSH_SUBNORMALS: 'yes' } }),
-      (e: unknown) => e instanceof BackendError && /MOI_FLUSH_SUBNORMALS must be 1 .* got 'yes'/.test((e as Error).message));
+    await assert.rejects(
+      initBackend({ env: { MOI_BACKEND: 'wasm', MOI_FLUSH_SUBNORMALS: '1' } }),
+      (e: unknown) => e instanceof BackendError && /needs the cpu backend.*'wasm'/.test((e as Error).message),
+    );
+    await assert.rejects(
+      initBackend({ env: { MOI_BACKEND: 'cpu', MOI_FLUSH_SUBNORMALS: 'yes' } }),
+      (e: unknown) =>
+        e instanceof BackendError && /MOI_FLUSH_SUBNORMALS must be 1 .* got 'yes'/.test((e as Error).message),
+    );
     const off = await initBackend({ env: { MOI_BACKEND: 'cpu', MOI_FLUSH_SUBNORMALS: '0' } });
     assert.equal(off.flushSubnormals, false);
     assert.equal(cpuFlushing(), false);
-    assert.ok(tf.tidy(() => Number.isFinite(read(tf.log(tf.maximum(tf.scalar(0), 1e-38)))[0])), 'switched off again');
+    assert.ok(
+      tf.tidy(() => Number.isFinite(read(tf.log(tf.maximum(tf.scalar(0), 1e-38)))[0])),
+      'switched off again',
+    );
   });
 });

@@ -14,15 +14,25 @@ function values(n: number, seed: number): Float32Array {
 }
 
 describe('kernels: gatherRows equals the host values and the composite (wasm)', function () {
-  before(async () => { await initBackend({ backend: 'wasm' }); });
+  before(async () => {
+    await initBackend({ backend: 'wasm' });
+  });
   after(() => setKernelsEnabled(true));
 
-  for (const [V, H] of [[7, 1], [50, 3], [97, 13], [1000, 64], [262_144, 6]] as const) {
+  for (const [V, H] of [
+    [7, 1],
+    [50, 3],
+    [97, 13],
+    [1000, 64],
+    [262_144, 6],
+  ] as const) {
     for (const layout of ['rows', 'cols'] as const) {
       it(`${layout}: V ${V}, H ${H}`, function () {
         const host = values(V * H, V + H); // row-major [V, H] or [H, V]
         const ids = [0, V - 1, Math.floor(V / 2), 0, V - 1, Math.floor(V / 3)];
-        const want = ids.flatMap((id) => Array.from({ length: H }, (_, h) => host[layout === 'rows' ? id * H + h : h * V + id]));
+        const want = ids.flatMap((id) =>
+          Array.from({ length: H }, (_, h) => host[layout === 'rows' ? id * H + h : h * V + id]),
+        );
         const before = tf.memory().numTensors;
         const table = tf.tensor2d(host, layout === 'rows' ? [V, H] : [H, V]);
         const idt = tf.tensor1d(ids, 'int32');
@@ -47,7 +57,10 @@ describe('kernels: gatherRows equals the host values and the composite (wasm)', 
     for (const bad of [10, -1]) {
       const ids = tf.tensor1d([1, bad], 'int32');
       const before = tf.memory().numTensors;
-      assert.throws(() => gatherRows(table, ids, 'rows'), (e: any) => e.code === 'E_INDEX' && /#1/.test(e.message));
+      assert.throws(
+        () => gatherRows(table, ids, 'rows'),
+        (e: any) => e.code === 'E_INDEX' && /#1/.test(e.message),
+      );
       assert.equal(tf.memory().numTensors, before);
       ids.dispose();
     }

@@ -7,18 +7,41 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  activeKernels, assembleWat, decodeAttention, kernelsCachePath, fusedRmsNorm, ropeDecode, initBackend, initKernels, kernelDispatches, kernelsBinary, kernelsEnabled,
-  kernelsSource, MASKED, positionMask, resetKernelDispatches, rotateHalfMatrix, scalar, setKernelsEnabled, slotTable,
+  activeKernels,
+  assembleWat,
+  decodeAttention,
+  kernelsCachePath,
+  fusedRmsNorm,
+  ropeDecode,
+  initBackend,
+  initKernels,
+  kernelDispatches,
+  kernelsBinary,
+  kernelsEnabled,
+  kernelsSource,
+  MASKED,
+  positionMask,
+  resetKernelDispatches,
+  rotateHalfMatrix,
+  scalar,
+  setKernelsEnabled,
+  slotTable,
 } from '../src/index.ts';
 import { randn, rng, slotsOf } from './kernel-data.ts';
 
-
-
 interface AttnCase {
   label: string;
-  B: number; Bc: number; nH: number; nKV: number; D: number; S: number;
-  rows: number[]; qPos: number[]; slotPos: number[][];
-  window: number | null; softcap: number | null;
+  B: number;
+  Bc: number;
+  nH: number;
+  nKV: number;
+  D: number;
+  S: number;
+  rows: number[];
+  qPos: number[];
+  slotPos: number[][];
+  window: number | null;
+  softcap: number | null;
 }
 
 /** Float64 transcription of decode attention: softmax over the seen slots of softcap(q·k), ·v. */
@@ -34,7 +57,10 @@ function reference(c: AttnCase, q: Float32Array, k: Float32Array, vT: Float32Arr
       const scores: number[] = [];
       for (let j = 0; j < S; j++) {
         const pos = c.slotPos[r][j];
-        if (!(pos >= 0 && pos <= p && (!c.window || p - pos < c.window))) { scores.push(-Infinity); continue; }
+        if (!(pos >= 0 && pos <= p && (!c.window || p - pos < c.window))) {
+          scores.push(-Infinity);
+          continue;
+        }
         let s = 0;
         for (let d = 0; d < D; d++) s += q[(b * nH + hq) * D + d] * k[((r * nKV + h) * S + j) * D + d];
         if (c.softcap) s = c.softcap * Math.tanh(s / c.softcap);
@@ -54,25 +80,119 @@ function reference(c: AttnCase, q: Float32Array, k: Float32Array, vT: Float32Arr
 }
 
 /** Slot positions of a row holding `n` tokens: plain (slot = position) or rotating over S slots. */
-function makeCase(label: string, o: Omit<AttnCase, 'label' | 'slotPos' | 'qPos' | 'rows'> & { tokens: number[]; rows?: number[]; rotating?: boolean }): AttnCase {
+function makeCase(
+  label: string,
+  o: Omit<AttnCase, 'label' | 'slotPos' | 'qPos' | 'rows'> & { tokens: number[]; rows?: number[]; rotating?: boolean },
+): AttnCase {
   const rows = o.rows ?? Array.from({ length: o.B }, (_, i) => i);
   const held = Array.from({ length: o.Bc }, (_, r) => o.tokens[r] ?? 1);
   return {
-    label, B: o.B, Bc: o.Bc, nH: o.nH, nKV: o.nKV, D: o.D, S: o.S, rows, window: o.window, softcap: o.softcap,
+    label,
+    B: o.B,
+    Bc: o.Bc,
+    nH: o.nH,
+    nKV: o.nKV,
+    D: o.D,
+    S: o.S,
+    rows,
+    window: o.window,
+    softcap: o.softcap,
     qPos: rows.map((r) => held[r] - 1),
     slotPos: held.map((n) => slotsOf(n, o.S, !!o.rotating)),
   };
 }
 
 const CASES: AttnCase[] = [
-  makeCase('D64 MHA 1 kv head, S 5', { B: 1, Bc: 1, nH: 1, nKV: 1, D: 64, S: 5, tokens: [5], window: null, softcap: null }),
-  makeCase('D64 GQA 3 kv heads × 3, context 37 of 41', { B: 1, Bc: 1, nH: 9, nKV: 3, D: 64, S: 41, tokens: [37], window: null, softcap: null }),
-  makeCase('D80 2 kv × 7, batched rows at 3, 29, 11', { B: 3, Bc: 3, nH: 14, nKV: 2, D: 80, S: 30, tokens: [3, 29, 11], window: null, softcap: null }),
-  makeCase('D128 8 kv heads, subset rows [2, 0] of 3', { B: 2, Bc: 3, nH: 8, nKV: 8, D: 128, S: 19, tokens: [7, 2, 19], rows: [2, 0], window: null, softcap: null }),
-  makeCase('D256 GQA 1 kv × 4, softcap 50', { B: 2, Bc: 2, nH: 4, nKV: 1, D: 256, S: 13, tokens: [13, 6], window: null, softcap: 50 }),
-  makeCase('D64 window 7 on a rotating buffer of 7, past the window', { B: 2, Bc: 2, nH: 4, nKV: 2, D: 64, S: 7, tokens: [23, 4], window: 7, softcap: null, rotating: true }),
-  makeCase('D80 window 6 over a full-size buffer of 33, softcap 20', { B: 2, Bc: 2, nH: 6, nKV: 3, D: 80, S: 33, tokens: [31, 9], window: 6, softcap: 20 }),
-  makeCase('odd head_dim 6 (scalar tails), 5 kv heads', { B: 1, Bc: 1, nH: 10, nKV: 5, D: 6, S: 3, tokens: [3], window: null, softcap: null }),
+  makeCase('D64 MHA 1 kv head, S 5', {
+    B: 1,
+    Bc: 1,
+    nH: 1,
+    nKV: 1,
+    D: 64,
+    S: 5,
+    tokens: [5],
+    window: null,
+    softcap: null,
+  }),
+  makeCase('D64 GQA 3 kv heads × 3, context 37 of 41', {
+    B: 1,
+    Bc: 1,
+    nH: 9,
+    nKV: 3,
+    D: 64,
+    S: 41,
+    tokens: [37],
+    window: null,
+    softcap: null,
+  }),
+  makeCase('D80 2 kv × 7, batched rows at 3, 29, 11', {
+    B: 3,
+    Bc: 3,
+    nH: 14,
+    nKV: 2,
+    D: 80,
+    S: 30,
+    tokens: [3, 29, 11],
+    window: null,
+    softcap: null,
+  }),
+  makeCase('D128 8 kv heads, subset rows [2, 0] of 3', {
+    B: 2,
+    Bc: 3,
+    nH: 8,
+    nKV: 8,
+    D: 128,
+    S: 19,
+    tokens: [7, 2, 19],
+    rows: [2, 0],
+    window: null,
+    softcap: null,
+  }),
+  makeCase('D256 GQA 1 kv × 4, softcap 50', {
+    B: 2,
+    Bc: 2,
+    nH: 4,
+    nKV: 1,
+    D: 256,
+    S: 13,
+    tokens: [13, 6],
+    window: null,
+    softcap: 50,
+  }),
+  makeCase('D64 window 7 on a rotating buffer of 7, past the window', {
+    B: 2,
+    Bc: 2,
+    nH: 4,
+    nKV: 2,
+    D: 64,
+    S: 7,
+    tokens: [23, 4],
+    window: 7,
+    softcap: null,
+    rotating: true,
+  }),
+  makeCase('D80 window 6 over a full-size buffer of 33, softcap 20', {
+    B: 2,
+    Bc: 2,
+    nH: 6,
+    nKV: 3,
+    D: 80,
+    S: 33,
+    tokens: [31, 9],
+    window: 6,
+    softcap: 20,
+  }),
+  makeCase('odd head_dim 6 (scalar tails), 5 kv heads', {
+    B: 1,
+    Bc: 1,
+    nH: 10,
+    nKV: 5,
+    D: 6,
+    S: 3,
+    tokens: [3],
+    window: null,
+    softcap: null,
+  }),
 ];
 
 describe('kernels: the WebAssembly module', function () {
@@ -84,9 +204,20 @@ describe('kernels: the WebAssembly module', function () {
     const fresh = await assembleWat(kernelsSource());
     assert.ok(WebAssembly.validate(fresh as BufferSource), 'assembled bytes validate');
     const exports = WebAssembly.Module.exports(new WebAssembly.Module(fresh as BufferSource)).map((e) => e.name);
-    assert.deepEqual(exports, ['decode_attention', 'rms_norm', 'rope', 'gather_rows', 'prefill_attention', 'prefill_qk']);
+    assert.deepEqual(exports, [
+      'decode_attention',
+      'rms_norm',
+      'rope',
+      'gather_rows',
+      'prefill_attention',
+      'prefill_qk',
+    ]);
     const imports = WebAssembly.Module.imports(new WebAssembly.Module(fresh as BufferSource));
-    assert.deepEqual(imports.map((i) => `${i.module}.${i.name}:${i.kind}`), ['env.memory:memory'], 'imports only the backend heap');
+    assert.deepEqual(
+      imports.map((i) => `${i.module}.${i.name}:${i.kind}`),
+      ['env.memory:memory'],
+      'imports only the backend heap',
+    );
     assert.deepEqual(Buffer.from(await kernelsBinary()), Buffer.from(fresh), 'the cached build equals a rebuild');
     assert.deepEqual(readFileSync(kernelsCachePath()), Buffer.from(fresh), 'the disk cache equals a rebuild');
   });
@@ -119,7 +250,10 @@ describe('kernels: decode attention equals the composite and a float64 transcrip
       const kd = randn(r, c.Bc * c.nKV * c.S * c.D, 0.5);
       const vd = randn(r, c.Bc * c.nKV * c.D * c.S);
       const want = reference(c, qd, kd, vd);
-      if (c.softcap) { scalar(c.softcap); scalar(1 / c.softcap); } // the composite's kept constants
+      if (c.softcap) {
+        scalar(c.softcap);
+        scalar(1 / c.softcap);
+      } // the composite's kept constants
       const before = tf.memory().numTensors;
       const q = tf.tensor3d(qd, [c.B, c.nH, c.D]);
       const keys = tf.tensor4d(kd, [c.Bc, c.nKV, c.S, c.D]);
@@ -127,11 +261,20 @@ describe('kernels: decode attention equals the composite and a float64 transcrip
       const run = (on: boolean): Float32Array => {
         setKernelsEnabled(on);
         resetKernelDispatches();
-        const out = tf.tidy(() => decodeAttention(q, keys, valuesT, {
-          rows: c.rows, window: c.window, softcap: c.softcap,
-          slots: () => slotTable(c.rows, c.qPos, c.slotPos),
-          mask: () => positionMask(c.qPos.map((p) => [p]), c.rows.map((row) => c.slotPos[row]), c.window),
-        }));
+        const out = tf.tidy(() =>
+          decodeAttention(q, keys, valuesT, {
+            rows: c.rows,
+            window: c.window,
+            softcap: c.softcap,
+            slots: () => slotTable(c.rows, c.qPos, c.slotPos),
+            mask: () =>
+              positionMask(
+                c.qPos.map((p) => [p]),
+                c.rows.map((row) => c.slotPos[row]),
+                c.window,
+              ),
+          }),
+        );
         assert.equal(kernelDispatches().MoiDecodeAttention ?? 0, on ? 1 : 0, 'dispatched the kernel only when on');
         assert.deepEqual(out.shape, [c.B, c.nH * c.D]);
         const d = out.dataSync() as Float32Array;
@@ -161,10 +304,18 @@ describe('kernels: decode attention equals the composite and a float64 transcrip
     const kd = randn(r, c.S * c.D);
     const vd = randn(r, c.D * c.S);
     const qd = randn(r, c.nH * c.D);
-    const out = (kdata: Float32Array) => tf.tidy(() => Array.from(decodeAttention(tf.tensor3d(qd, [1, 2, 8]), tf.tensor4d(kdata, [1, 1, 6, 8]), tf.tensor4d(vd, [1, 1, 8, 6]), {
-      rows: [0], window: null, softcap: null, slots: () => slotTable([0], c.qPos, c.slotPos),
-      mask: () => positionMask([c.qPos], c.slotPos, null),
-    }).dataSync()));
+    const out = (kdata: Float32Array) =>
+      tf.tidy(() =>
+        Array.from(
+          decodeAttention(tf.tensor3d(qd, [1, 2, 8]), tf.tensor4d(kdata, [1, 1, 6, 8]), tf.tensor4d(vd, [1, 1, 8, 6]), {
+            rows: [0],
+            window: null,
+            softcap: null,
+            slots: () => slotTable([0], c.qPos, c.slotPos),
+            mask: () => positionMask([c.qPos], c.slotPos, null),
+          }).dataSync(),
+        ),
+      );
     const base = out(kd);
     const loud = kd.slice();
     for (let d = 0; d < 8; d++) loud[5 * 8 + d] = 1e4; // slot 5 is empty (−1)
@@ -177,9 +328,17 @@ describe('kernels: decode attention equals the composite and a float64 transcrip
     const q = tf.zeros([1, 2, 4]);
     const k = tf.zeros([1, 1, 3, 4]);
     const v = tf.zeros([1, 1, 4, 3]);
-    assert.throws(() => decodeAttention(q, k, v, {
-      rows: [1], window: null, softcap: null, slots: () => slotTable([0], [0], [[0, -1, -1]]), mask: () => tf.zeros([1, 1, 1, 3]),
-    }), (e: Error) => e.name === 'ModelError' && /cache row 1/.test(e.message));
+    assert.throws(
+      () =>
+        decodeAttention(q, k, v, {
+          rows: [1],
+          window: null,
+          softcap: null,
+          slots: () => slotTable([0], [0], [[0, -1, -1]]),
+          mask: () => tf.zeros([1, 1, 1, 3]),
+        }),
+      (e: Error) => e.name === 'ModelError' && /cache row 1/.test(e.message),
+    );
     tf.dispose([q, k, v]);
     assert.equal(tf.memory().numTensors, before);
   });
@@ -195,7 +354,12 @@ describe('kernels: fused RMSNorm (+ residual, + weight) equals the composite and
   const cases: { label: string; shape: number[]; residual: boolean; weightLen: number | null }[] = [
     { label: 'H 576, residual, no weight, 3 rows', shape: [3, 576], residual: true, weightLen: null },
     { label: 'H 7 (scalar tail), weight', shape: [2, 7], residual: false, weightLen: 7 },
-    { label: 'per-head q/k norm: [2, 5 heads, 80] with a [5·80] weight', shape: [2, 5, 80], residual: false, weightLen: 400 },
+    {
+      label: 'per-head q/k norm: [2, 5 heads, 80] with a [5·80] weight',
+      shape: [2, 5, 80],
+      residual: false,
+      weightLen: 400,
+    },
     { label: 'H 256, residual and weight, 1 row', shape: [1, 256], residual: true, weightLen: 256 },
   ];
   for (const [ci, c] of cases.entries()) {
@@ -217,7 +381,8 @@ describe('kernels: fused RMSNorm (+ residual, + weight) equals the composite and
           ss += v * v;
         }
         const inv = 1 / Math.sqrt(ss / H + 1e-6);
-        for (let i = 0; i < H; i++) wantY[n * H + i] = wantSum[n * H + i] * inv * (wd ? wd[(n * H + i) % wd.length] : 1);
+        for (let i = 0; i < H; i++)
+          wantY[n * H + i] = wantSum[n * H + i] * inv * (wd ? wd[(n * H + i) % wd.length] : 1);
       }
       const before = tf.memory().numTensors;
       const x = tf.tensor(xd, c.shape);
@@ -230,10 +395,15 @@ describe('kernels: fused RMSNorm (+ residual, + weight) equals the composite and
         assert.equal(kernelDispatches().MoiRmsNorm ?? 0, on ? 1 : 0);
         assert.deepEqual(y.shape, c.shape);
         const yd = y.dataSync();
-        for (let i = 0; i < size; i++) assert.ok(Math.abs(yd[i] - wantY[i]) <= 2e-6 * Math.max(1, Math.abs(wantY[i])), `${on ? 'kernel' : 'composite'} y[${i}] ${yd[i]} vs ${wantY[i]}`);
+        for (let i = 0; i < size; i++)
+          assert.ok(
+            Math.abs(yd[i] - wantY[i]) <= 2e-6 * Math.max(1, Math.abs(wantY[i])),
+            `${on ? 'kernel' : 'composite'} y[${i}] ${yd[i]} vs ${wantY[i]}`,
+          );
         if (c.residual) {
           const sd = sum!.dataSync();
-          for (let i = 0; i < size; i++) assert.ok(Math.abs(sd[i] - wantSum[i]) <= 1e-6 * Math.max(1, Math.abs(wantSum[i])), `sum[${i}]`);
+          for (let i = 0; i < size; i++)
+            assert.ok(Math.abs(sd[i] - wantSum[i]) <= 1e-6 * Math.max(1, Math.abs(wantSum[i])), `sum[${i}]`);
         } else {
           assert.equal(sum, null);
         }
@@ -251,7 +421,12 @@ describe('kernels: decode RoPE equals the composite bit for bit, and float64 (wa
   });
   after(() => setKernelsEnabled(true));
 
-  for (const [B, heads, D] of [[1, 12, 64], [3, 5, 80], [2, 3, 256], [2, 2, 6]]) {
+  for (const [B, heads, D] of [
+    [1, 12, 64],
+    [3, 5, 80],
+    [2, 3, 256],
+    [2, 2, 6],
+  ]) {
     it(`B ${B}, ${heads} heads, D ${D}, rows at different positions`, function () {
       const r = rng(B * 1000 + D);
       const xd = randn(r, B * heads * D, 2);
@@ -283,12 +458,14 @@ describe('kernels: decode RoPE equals the composite bit for bit, and float64 (wa
       assert.equal(tf.memory().numTensors, before, 'no tensors left');
       assert.deepEqual(got[0], got[1], 'kernel and composite round identically');
       const half = D / 2;
-      for (let b = 0; b < B; b++) for (let h = 0; h < heads; h++) for (let i = 0; i < D; i++) {
-        const o = (b * heads + h) * D;
-        const rot = i < half ? -xd[o + i + half] : xd[o + i - half];
-        const want = xd[o + i] * cd[b * D + i] + rot * sd[b * D + i];
-        assert.ok(Math.abs(got[0][o + i] - want) <= 1e-6 * Math.max(1, Math.abs(want)), `[${b},${h},${i}]`);
-      }
+      for (let b = 0; b < B; b++)
+        for (let h = 0; h < heads; h++)
+          for (let i = 0; i < D; i++) {
+            const o = (b * heads + h) * D;
+            const rot = i < half ? -xd[o + i + half] : xd[o + i - half];
+            const want = xd[o + i] * cd[b * D + i] + rot * sd[b * D + i];
+            assert.ok(Math.abs(got[0][o + i] - want) <= 1e-6 * Math.max(1, Math.abs(want)), `[${b},${h},${i}]`);
+          }
     });
   }
 });

@@ -9,8 +9,24 @@
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  embeddingRows, embedRowsOf, embedVocab, embedWidth, F32Columns, F32Linear, F32Table, f32ToBf16, bf16ToF32, initBackend, isEmbeddingRows,
-  mixAllRows, pack16, PackedLinear, setKernelsEnabled, VocabBlocks, type EmbeddingRows, type Linear,
+  embeddingRows,
+  embedRowsOf,
+  embedVocab,
+  embedWidth,
+  F32Columns,
+  F32Linear,
+  F32Table,
+  f32ToBf16,
+  bf16ToF32,
+  initBackend,
+  isEmbeddingRows,
+  mixAllRows,
+  pack16,
+  PackedLinear,
+  setKernelsEnabled,
+  VocabBlocks,
+  type EmbeddingRows,
+  type Linear,
 } from '../src/index.ts';
 import { randn, rng } from './kernel-data.ts';
 
@@ -27,7 +43,15 @@ function transpose(a: Float32Array, R: number, C: number): Float32Array {
 }
 
 /** y[n, o] = Σ_i x[n, i] W[o, i] · scale[o] + bias[o], in float64 (W row-major [out, in]). */
-function reference(x: Float32Array, N: number, W: Float32Array, out: number, inDim: number, scale: Float32Array | null, bias: Float32Array | null): Float64Array {
+function reference(
+  x: Float32Array,
+  N: number,
+  W: Float32Array,
+  out: number,
+  inDim: number,
+  scale: Float32Array | null,
+  bias: Float32Array | null,
+): Float64Array {
   const y = new Float64Array(N * out);
   for (let n = 0; n < N; n++) {
     for (let o = 0; o < out; o++) {
@@ -76,7 +100,10 @@ for (const run of RUNS) {
       for (let i = 0; i < inDim; i++) for (let o = 0; o < out; o++) folded[i * out + o] *= scale[o];
       const layers: [string, Linear][] = [
         ['F32Linear', new F32Linear(tf.tensor2d(folded, [inDim, out]), tf.tensor1d(bias))],
-        ['PackedLinear', new PackedLinear(pack16('bf16', f32ToBf16(W), out, inDim), tf.tensor1d(bias), tf.tensor1d(scale))],
+        [
+          'PackedLinear',
+          new PackedLinear(pack16('bf16', f32ToBf16(W), out, inDim), tf.tensor1d(bias), tf.tensor1d(scale)),
+        ],
       ];
       const want = reference(x, N, W, out, inDim, scale, bias);
       const xt = tf.tensor2d(x, [N, inDim]);
@@ -111,7 +138,15 @@ for (const run of RUNS) {
       const p = randn(rng(6), N * (V - 3)).map(Math.abs); // weights over the first V - 3 ids
       const wantLogits = reference(h, N, E, V, H, null, null);
       const wantRows = Float64Array.from(ids.flatMap((id) => Array.from(E.subarray(id * H, (id + 1) * H))));
-      const wantMix = reference(p, N, ET.filter((_, i) => i % V < V - 3), H, V - 3, null, null);
+      const wantMix = reference(
+        p,
+        N,
+        ET.filter((_, i) => i % V < V - 3),
+        H,
+        V - 3,
+        null,
+        null,
+      );
       const ht = tf.tensor2d(h, [N, H]);
       const idt = tf.tensor1d(ids, 'int32');
       const pt = tf.tensor2d(p, [N, V - 3]);
@@ -125,7 +160,11 @@ for (const run of RUNS) {
         if (src.apply) got.push(src.apply(ht));
         if (src.apply) close(got[2], wantLogits, [N, V], `${name} apply`);
         tf.dispose(got);
-        assert.throws(() => src.mix(tooWide), (e: { code?: string }) => e.code === 'E_SHAPE', `${name}: weights over more ids than it holds`);
+        assert.throws(
+          () => src.mix(tooWide),
+          (e: { code?: string }) => e.code === 'E_SHAPE',
+          `${name}: weights over more ids than it holds`,
+        );
       }
       assert.ok(!isEmbeddingRows(new F32Linear(ht)), 'a layer is not an embedding source');
       tf.dispose([ht, idt, pt, tooWide]);
@@ -147,16 +186,29 @@ for (const run of RUNS) {
         rows: Float64Array.from([3, 18, 0].flatMap((id) => Array.from(E.subarray(id * H, (id + 1) * H)))),
         mix: reference(w.dataSync() as Float32Array, 2, transpose(E, V, H), H, V, null, null),
       };
-      for (const [name, src] of [['table', { table }], ['columns', { columns }], ['packed', { packed }], ['blocks', { blocks }], ['object', new F32Table(table)]] as const) {
+      for (const [name, src] of [
+        ['table', { table }],
+        ['columns', { columns }],
+        ['packed', { packed }],
+        ['blocks', { blocks }],
+        ['object', new F32Table(table)],
+      ] as const) {
         assert.equal(embedVocab(src), V, name);
         assert.equal(embedWidth(src), H, name);
-        assert.equal(embeddingRows(src).label, name === 'packed' ? 'packed' : name === 'blocks' ? 'blocked' : 'f32', name);
+        assert.equal(
+          embeddingRows(src).label,
+          name === 'packed' ? 'packed' : name === 'blocks' ? 'blocked' : 'f32',
+          name,
+        );
         tf.tidy(() => {
           close(embedRowsOf(src, ids), want.rows, [3, H], `${name} rows`);
           close(mixAllRows(src, w, V), want.mix, [2, H], `${name} mix`);
         });
       }
-      assert.throws(() => mixAllRows({ table }, w, V - 1), (e: { code?: string }) => e.code === 'E_SHAPE');
+      assert.throws(
+        () => mixAllRows({ table }, w, V - 1),
+        (e: { code?: string }) => e.code === 'E_SHAPE',
+      );
       tf.dispose([table, columns, packed.data, ids, w]);
       blocks.dispose();
       assert.equal(tf.memory().numTensors, n0, 'the wrappers own nothing; nothing leaks');

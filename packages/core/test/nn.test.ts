@@ -8,8 +8,21 @@ import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { ModelError } from '../src/errors.ts';
 import {
-  MASKED, activation, applyActivation, applyRope, attention, gatedMlp, geluTanh, linear, positionMask,
-  rmsNorm, ropeInvFreq, ropeTables, rotateHalfMatrix, scalar, softcap,
+  MASKED,
+  activation,
+  applyActivation,
+  applyRope,
+  attention,
+  gatedMlp,
+  geluTanh,
+  linear,
+  positionMask,
+  rmsNorm,
+  ropeInvFreq,
+  ropeTables,
+  rotateHalfMatrix,
+  scalar,
+  softcap,
 } from '../src/nn.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -33,14 +46,27 @@ function randArray(n: number, seed: number, scale = 1): number[] {
 }
 
 /** Assert |a − e| ≤ atol + rtol·|e| elementwise. */
-function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, atol: number, label: string, rtol = 0): void {
+function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  atol: number,
+  label: string,
+  rtol = 0,
+): void {
   assert.equal(actual.length, expected.length, `${label}: length`);
-  let worst = 0; let at = -1;
+  let worst = 0;
+  let at = -1;
   for (let i = 0; i < expected.length; i++) {
     const err = Math.abs(actual[i] - expected[i]) - rtol * Math.abs(expected[i]);
-    if (!(err <= worst) || Number.isNaN(actual[i])) { worst = Number.isNaN(actual[i]) ? Infinity : err; at = i; }
+    if (!(err <= worst) || Number.isNaN(actual[i])) {
+      worst = Number.isNaN(actual[i]) ? Infinity : err;
+      at = i;
+    }
   }
-  assert.ok(worst <= atol, `${label}: element ${at} is ${actual[at]}, expected ${expected[at]} (excess ${worst} > ${atol})`);
+  assert.ok(
+    worst <= atol,
+    `${label}: element ${at} is ${actual[at]}, expected ${expected[at]} (excess ${worst} > ${atol})`,
+  );
 }
 
 /** Read a tensor's values and dispose it. */
@@ -67,7 +93,13 @@ const geluRef = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) *
 const siluRef = (x: number) => x / (1 + Math.exp(-x));
 
 /** Naive float64 RoPE (HF rotate_half) on x [B, H, T, D]; positions [B|1][T]; the first rotDim dims rotate. */
-function naiveRope(x: number[], shape: [number, number, number, number], positions: number[][], rotDim: number, base: number): number[] {
+function naiveRope(
+  x: number[],
+  shape: [number, number, number, number],
+  positions: number[][],
+  rotDim: number,
+  base: number,
+): number[] {
   const [B, H, T, D] = shape;
   const half = rotDim / 2;
   const out = x.slice();
@@ -95,9 +127,13 @@ const allowed = (p: number, s: number, window?: number) => s >= 0 && s <= p && (
  * `allowed` are excluded; softcap (cap·tanh(s/cap)) applies to the scaled scores.
  */
 function naiveAttention(
-  q: number[], k: number[], v: number[],
+  q: number[],
+  k: number[],
+  v: number[],
   dims: { B: number; nH: number; nKV: number; Tq: number; Tk: number; D: number },
-  qPos: number[][], kPos: number[][], opts: { scale: number; window?: number; cap?: number },
+  qPos: number[][],
+  kPos: number[][],
+  opts: { scale: number; window?: number; cap?: number },
 ): number[] {
   const { B, nH, nKV, Tq, Tk, D } = dims;
   const G = nH / nKV;
@@ -143,8 +179,18 @@ describe('nn: ropeInvFreq', () => {
 
   it('linear: divides every frequency by factor (rope_type or legacy type key)', () => {
     const expected = [0.25, 0.025, 0.0025, 0.00025];
-    assertClose(ropeInvFreq({ dim: 8, base: 10000, scaling: { rope_type: 'linear', factor: 4 } }).invFreq, expected, 1e-15, 'linear');
-    assertClose(ropeInvFreq({ dim: 8, base: 10000, scaling: { type: 'linear', factor: 4 } }).invFreq, expected, 1e-15, 'linear (type)');
+    assertClose(
+      ropeInvFreq({ dim: 8, base: 10000, scaling: { rope_type: 'linear', factor: 4 } }).invFreq,
+      expected,
+      1e-15,
+      'linear',
+    );
+    assertClose(
+      ropeInvFreq({ dim: 8, base: 10000, scaling: { type: 'linear', factor: 4 } }).invFreq,
+      expected,
+      1e-15,
+      'linear (type)',
+    );
   });
 
   it('dynamic: base changes only once seqLen passes max_position_embeddings', () => {
@@ -164,26 +210,47 @@ describe('nn: ropeInvFreq', () => {
     //   2π, 20π < 256 → unchanged; 2000π > 1024 → /8; 200π ≈ 628 in between → smoothed with
     //   s = (1024/(200π) − 1)/(4 − 1) = 0.209915539087, f = (1 − s)·0.01/8 + s·0.01.
     const r = ropeInvFreq({
-      dim: 8, base: 10000,
-      scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 1024 },
+      dim: 8,
+      base: 10000,
+      scaling: {
+        rope_type: 'llama3',
+        factor: 8,
+        low_freq_factor: 1,
+        high_freq_factor: 4,
+        original_max_position_embeddings: 1024,
+      },
     });
     assertClose(r.invFreq, [1, 0.1, 0.003086760967011274, 0.000125], 1e-15, 'llama3', 1e-12);
   });
 
   it('unknown rope type and missing fields are ModelErrors naming them', () => {
-    assert.throws(() => ropeInvFreq({ dim: 8, base: 10000, scaling: { rope_type: 'frobnicate', factor: 2 } }),
-      (e: unknown) => e instanceof ModelError && /frobnicate/.test(e.message));
-    assert.throws(() => ropeInvFreq({ dim: 8, base: 10000, scaling: { rope_type: 'linear' } }),
-      (e: unknown) => e instanceof ModelError && /factor/.test(e.message));
-    assert.throws(() => ropeInvFreq({ dim: 8, base: 10000, scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4 } }),
-      (e: unknown) => e instanceof ModelError && /original_max_position_embeddings/.test(e.message));
+    assert.throws(
+      () => ropeInvFreq({ dim: 8, base: 10000, scaling: { rope_type: 'frobnicate', factor: 2 } }),
+      (e: unknown) => e instanceof ModelError && /frobnicate/.test(e.message),
+    );
+    assert.throws(
+      () => ropeInvFreq({ dim: 8, base: 10000, scaling: { rope_type: 'linear' } }),
+      (e: unknown) => e instanceof ModelError && /factor/.test(e.message),
+    );
+    assert.throws(
+      () =>
+        ropeInvFreq({
+          dim: 8,
+          base: 10000,
+          scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4 },
+        }),
+      (e: unknown) => e instanceof ModelError && /original_max_position_embeddings/.test(e.message),
+    );
   });
 
   it('activation names map to the two supported activations; others are ModelErrors', () => {
     assert.equal(activation('silu'), 'silu');
     assert.equal(activation('swish'), 'silu');
     assert.equal(activation('gelu_pytorch_tanh'), 'gelu_tanh');
-    assert.throws(() => activation('relu2'), (e: unknown) => e instanceof ModelError && /relu2/.test(e.message));
+    assert.throws(
+      () => activation('relu2'),
+      (e: unknown) => e instanceof ModelError && /relu2/.test(e.message),
+    );
   });
 });
 
@@ -234,14 +301,21 @@ for (const be of ['wasm', 'cpu'] as const) {
 
     it('rmsNorm: hand-computed [2,4], Gemma unit offset, no weight', () => {
       // row 1: mean(x²) = 7.5, r = 1/√7.5; row 2: mean(x²) = 6, r = 1/√6
-      const x = tf.tensor2d([[1, 2, 3, 4], [-2, 0, 2, 4]]);
+      const x = tf.tensor2d([
+        [1, 2, 3, 4],
+        [-2, 0, 2, 4],
+      ]);
       const w = tf.tensor1d([1, 0.5, 2, 1]);
-      const plain = [0.3651483473268884, 0.3651483473268884, 2.1908900839613303, 1.4605933893075536,
-        -0.8164965128863527, 0, 1.6329930257727054, 1.6329930257727054];
+      const plain = [
+        0.3651483473268884, 0.3651483473268884, 2.1908900839613303, 1.4605933893075536, -0.8164965128863527, 0,
+        1.6329930257727054, 1.6329930257727054,
+      ];
       assertClose(take(rmsNorm(x, w, 1e-6)), plain, 2e-6, 'w');
       // (1 + w) = [2, 1.5, 3, 2]
-      const unit = [0.7302966946537768, 1.0954450419806652, 3.2863351259419957, 2.921186778615107,
-        -1.6329930257727054, 0, 2.449489538659058, 3.265986051545411];
+      const unit = [
+        0.7302966946537768, 1.0954450419806652, 3.2863351259419957, 2.921186778615107, -1.6329930257727054, 0,
+        2.449489538659058, 3.265986051545411,
+      ];
       assertClose(take(rmsNorm(x, w, 1e-6, { unitOffset: true })), unit, 2e-6, 'unitOffset');
       const none = [1, 2, 3, 4].map((v) => v / Math.sqrt(7.5)).concat([-2, 0, 2, 4].map((v) => v / Math.sqrt(6)));
       assertClose(take(rmsNorm(x, null, 1e-6)), none, 2e-6, 'no weight');
@@ -271,24 +345,38 @@ for (const be of ['wasm', 'cpu'] as const) {
     it('geluTanh and silu at literal points', () => {
       const x = tf.tensor1d([1, -1, 0.5, 3, -3, 0]);
       // tanh-approximate GELU; exact erf GELU(1) = 0.84134 would be off by 1.5e-4
-      const gelu = [0.8411919906082768, -0.15880800939172324, 0.34571400982514394, 2.996362607918227, -0.0036373920817729943, 0];
+      const gelu = [
+        0.8411919906082768, -0.15880800939172324, 0.34571400982514394, 2.996362607918227, -0.0036373920817729943, 0,
+      ];
       assertClose(take(geluTanh(x)), gelu, 2e-6, 'geluTanh');
       assertClose(take(applyActivation(x, 'gelu_tanh')), gelu, 2e-6, 'applyActivation gelu_tanh');
       const s = tf.tensor1d([1, -2, 0.5, 0]);
-      assertClose(take(applyActivation(s, 'silu')), [0.7310585786300049, -0.2384058440442351, 0.3112296656009273, 0], 2e-6, 'silu');
+      assertClose(
+        take(applyActivation(s, 'silu')),
+        [0.7310585786300049, -0.2384058440442351, 0.3112296656009273, 0],
+        2e-6,
+        'silu',
+      );
       tf.dispose([x, s]);
     });
 
     it('softcap: cap·tanh(x/cap); no cap is the identity', () => {
       const x = tf.tensor1d([0, 15, -60, 300]);
-      assertClose(take(softcap(x, 30)), [0, 13.863514717800292, -28.920827402274508, 29.999999876330783], 1e-5, 'softcap 30');
+      assertClose(
+        take(softcap(x, 30)),
+        [0, 13.863514717800292, -28.920827402274508, 29.999999876330783],
+        1e-5,
+        'softcap 30',
+      );
       assert.equal(softcap(x, null), x);
       assert.equal(softcap(x, 0), x);
       x.dispose();
     });
 
     it('gatedMlp: separate and fused gate/up agree with a naive loop (silu, gelu_tanh)', () => {
-      const inDim = 6; const I = 5; const rows = 6;
+      const inDim = 6;
+      const I = 5;
+      const rows = 6;
       const x = randArray(rows * inDim, 6);
       const g = randArray(inDim * I, 7);
       const u = randArray(inDim * I, 8);
@@ -299,10 +387,19 @@ for (const be of ['wasm', 'cpu'] as const) {
       const xt = tf.tensor3d(x, [2, 3, inDim]);
       const w = { gate: tf.tensor2d(g, [inDim, I]), up: tf.tensor2d(u, [inDim, I]), down: tf.tensor2d(d, [I, inDim]) };
       const gateUp = tf.tensor2d(gu, [inDim, 2 * I]);
-      for (const [act, f] of [['silu', siluRef], ['gelu_tanh', geluRef]] as const) {
+      for (const [act, f] of [
+        ['silu', siluRef],
+        ['gelu_tanh', geluRef],
+      ] as const) {
         const gate = naiveLinear(x, rows, g, inDim, I);
         const up = naiveLinear(x, rows, u, inDim, I);
-        const expected = naiveLinear(gate.map((v, n) => f(v) * up[n]), rows, d, I, inDim);
+        const expected = naiveLinear(
+          gate.map((v, n) => f(v) * up[n]),
+          rows,
+          d,
+          I,
+          inDim,
+        );
         const sep = gatedMlp(xt, w, act);
         assert.deepEqual(sep.shape, [2, 3, inDim]);
         const fused = gatedMlp(xt, { gateUp, down: w.down }, act);
@@ -314,20 +411,36 @@ for (const be of ['wasm', 'cpu'] as const) {
     });
 
     it('ropeTables: [B,1,T,dim] cos/sin of position·invFreq, halves repeated', () => {
-      const positions = [[0, 1, 5], [3, 4, 7]];
+      const positions = [
+        [0, 1, 5],
+        [3, 4, 7],
+      ];
       const { cos, sin } = ropeTables({ dim: 8, base: 10000 }, positions);
       assert.deepEqual(cos.shape, [2, 1, 3, 8]);
-      const c = take(cos); const s = take(sin);
-      const ec: number[] = []; const es: number[] = [];
-      for (const row of positions) for (const p of row) for (let i = 0; i < 8; i++) {
-        ec.push(Math.cos(p * 10 ** -(i % 4))); es.push(Math.sin(p * 10 ** -(i % 4)));
-      }
+      const c = take(cos);
+      const s = take(sin);
+      const ec: number[] = [];
+      const es: number[] = [];
+      for (const row of positions)
+        for (const p of row)
+          for (let i = 0; i < 8; i++) {
+            ec.push(Math.cos(p * 10 ** -(i % 4)));
+            es.push(Math.sin(p * 10 ** -(i % 4)));
+          }
       assertClose(c, ec, 1e-6, 'cos');
       assertClose(s, es, 1e-6, 'sin');
       // dynamic scaling takes its length from the largest position: 31 → seqLen 32 → base 10000·3^(4/3)
-      const dyn = ropeTables({ dim: 8, base: 10000, scaling: { rope_type: 'dynamic', factor: 2 }, maxPositionEmbeddings: 16 }, [[31]]);
+      const dyn = ropeTables(
+        { dim: 8, base: 10000, scaling: { rope_type: 'dynamic', factor: 2 }, maxPositionEmbeddings: 16 },
+        [[31]],
+      );
       const f = [1, 1 / (10 * Math.cbrt(3)), 1 / (100 * Math.cbrt(9)), 1 / 3000];
-      assertClose(take(dyn.cos), [0, 1, 2, 3, 0, 1, 2, 3].map((i) => Math.cos(31 * f[i])), 2e-6, 'dynamic cos');
+      assertClose(
+        take(dyn.cos),
+        [0, 1, 2, 3, 0, 1, 2, 3].map((i) => Math.cos(31 * f[i])),
+        2e-6,
+        'dynamic cos',
+      );
       dyn.sin.dispose();
     });
 
@@ -341,7 +454,13 @@ for (const be of ['wasm', 'cpu'] as const) {
       const shape: [number, number, number, number] = [2, 3, 3, 8];
       const x = randArray(2 * 3 * 3 * 8, 10);
       const xt = tf.tensor4d(x, shape);
-      for (const positions of [[[0, 1, 5]], [[0, 1, 5], [3, 4, 7]]]) {
+      for (const positions of [
+        [[0, 1, 5]],
+        [
+          [0, 1, 5],
+          [3, 4, 7],
+        ],
+      ]) {
         const { cos, sin } = ropeTables({ dim: 8, base: 10000 }, positions);
         const y = applyRope(xt, cos, sin);
         assert.deepEqual(y.shape, shape);
@@ -355,7 +474,10 @@ for (const be of ['wasm', 'cpu'] as const) {
       const shape: [number, number, number, number] = [2, 2, 3, 8];
       const x = randArray(2 * 2 * 3 * 8, 11);
       const xt = tf.tensor4d(x, shape);
-      const positions = [[2, 3, 9], [0, 6, 7]];
+      const positions = [
+        [2, 3, 9],
+        [0, 6, 7],
+      ];
       const { cos, sin } = ropeTables({ dim: 4, base: 500 }, positions);
       const y = take(applyRope(xt, cos, sin));
       const expected = naiveRope(x, shape, positions, 4, 500);
@@ -367,8 +489,14 @@ for (const be of ['wasm', 'cpu'] as const) {
 
     it('positionMask: exact 0/MASKED pattern (causal, window, empty slots, per row)', () => {
       const M = MASKED;
-      const kPos = [[-1, 0, 1, 2], [0, 1, 2, 3]];
-      const qPos = [[1, 2], [2, 3]];
+      const kPos = [
+        [-1, 0, 1, 2],
+        [0, 1, 2, 3],
+      ];
+      const qPos = [
+        [1, 2],
+        [2, 3],
+      ];
       const m = positionMask(qPos, kPos);
       assert.deepEqual(m.shape, [2, 1, 2, 4]);
       assert.deepEqual(Array.from(take(m)), [M, 0, 0, M, M, 0, 0, 0, /* row 2 */ 0, 0, 0, M, 0, 0, 0, 0]);
@@ -378,10 +506,19 @@ for (const be of ['wasm', 'cpu'] as const) {
     });
 
     describe('attention (GQA nH=4, nKV=2, D=8, Tq=3, Tk=5)', () => {
-      const nH = 4; const nKV = 2; const D = 8; const Tq = 3; const Tk = 5;
+      const nH = 4;
+      const nKV = 2;
+      const D = 8;
+      const Tq = 3;
+      const Tk = 5;
       const scale = 1 / Math.sqrt(D);
 
-      function check(B: number, qPos: number[][], kPos: number[][], o: { window?: number; cap?: number; amp?: number; seed: number }): void {
+      function check(
+        B: number,
+        qPos: number[][],
+        kPos: number[][],
+        o: { window?: number; cap?: number; amp?: number; seed: number },
+      ): void {
         const amp = o.amp ?? 1;
         const q = randArray(B * nH * Tq * D, o.seed, amp);
         const k = randArray(B * nKV * Tk * D, o.seed + 1, amp);
@@ -392,12 +529,21 @@ for (const be of ['wasm', 'cpu'] as const) {
         const mask = positionMask(qPos, kPos, o.window);
         const y = attention(qt, kt, vt, mask, { scale, softcap: o.cap });
         assert.deepEqual(y.shape, [B, nH, Tq, D]);
-        const expected = naiveAttention(q, k, v, { B, nH, nKV, Tq, Tk, D }, qPos, kPos, { scale, window: o.window, cap: o.cap });
+        const expected = naiveAttention(q, k, v, { B, nH, nKV, Tq, Tk, D }, qPos, kPos, {
+          scale,
+          window: o.window,
+          cap: o.cap,
+        });
         const label = JSON.stringify({ qPos, kPos, window: o.window, cap: o.cap });
         assertClose(take(y), expected, 2e-5, label);
         // the same with v in the KV cache's [B, nKV, D, Tk] layout
         const vT = tf.transpose(vt, [0, 1, 3, 2]) as tf.Tensor4D;
-        assertClose(take(attention(qt, kt, vT, mask, { scale, softcap: o.cap, valuesTransposed: true })), expected, 2e-5, `${label} valuesTransposed`);
+        assertClose(
+          take(attention(qt, kt, vT, mask, { scale, softcap: o.cap, valuesTransposed: true })),
+          expected,
+          2e-5,
+          `${label} valuesTransposed`,
+        );
         tf.dispose([qt, kt, vt, vT, mask]);
       }
 
@@ -408,8 +554,30 @@ for (const be of ['wasm', 'cpu'] as const) {
         check(1, [[2, 3, 4]], [[0, 1, 2, 3, 4]], { cap: 2, amp: 4, seed: 40 });
       });
       it('batch of 2 with per-row masks and empty slots (key position −1)', () => {
-        check(2, [[2, 3, 4], [0, 1, 2]], [[0, 1, 2, 3, 4], [-1, -1, 0, 1, 2]], { seed: 50 });
-        check(2, [[2, 3, 4], [1, 2, 3]], [[0, 1, 2, 3, 4], [-1, 0, 1, 2, 3]], { window: 2, cap: 3, amp: 3, seed: 60 });
+        check(
+          2,
+          [
+            [2, 3, 4],
+            [0, 1, 2],
+          ],
+          [
+            [0, 1, 2, 3, 4],
+            [-1, -1, 0, 1, 2],
+          ],
+          { seed: 50 },
+        );
+        check(
+          2,
+          [
+            [2, 3, 4],
+            [1, 2, 3],
+          ],
+          [
+            [0, 1, 2, 3, 4],
+            [-1, 0, 1, 2, 3],
+          ],
+          { window: 2, cap: 3, amp: 3, seed: 60 },
+        );
       });
 
       it('query head h reads kv head ⌊h/2⌋ (grouped, not interleaved)', () => {
@@ -431,7 +599,10 @@ for (const be of ['wasm', 'cpu'] as const) {
         const v = tf.ones([1, nKV, 2, D]) as tf.Tensor4D;
         const mask = positionMask([[0]], [[-1, -1]]);
         const y = take(attention(q, k, v, mask, { scale }));
-        assert.ok(y.every((n) => Number.isFinite(n)), 'finite');
+        assert.ok(
+          y.every((n) => Number.isFinite(n)),
+          'finite',
+        );
         tf.dispose([q, k, v, mask]);
       });
 
@@ -455,7 +626,13 @@ for (const be of ['wasm', 'cpu'] as const) {
       const up = tf.slice(w, [0, 3], [4, 3]) as tf.Tensor2D;
       // each call returns every tensor it made, so whatever else remains is a leak
       const calls: [string, () => tf.Tensor | tf.Tensor[]][] = [
-        ['scalar', () => { scalar(0.125); return []; }],
+        [
+          'scalar',
+          () => {
+            scalar(0.125);
+            return [];
+          },
+        ],
         ['linear', () => linear(x3, w, b)],
         ['rmsNorm', () => rmsNorm(x3, nw, 1e-6, { unitOffset: true })],
         ['geluTanh', () => geluTanh(x3)],
@@ -463,11 +640,35 @@ for (const be of ['wasm', 'cpu'] as const) {
         ['softcap', () => softcap(x3, 5)],
         ['gatedMlp', () => gatedMlp(x3, { gate, up, down: wd }, 'gelu_tanh')],
         ['gatedMlp fused', () => gatedMlp(x3, { gateUp: w, down: wd }, 'silu')],
-        ['ropeTables', () => { const t = ropeTables({ dim: 8, base: 10000 }, [[0, 1, 2]]); return [t.cos, t.sin]; }],
-        ['applyRope', () => { const t = ropeTables({ dim: 8, base: 10000 }, [[0, 1, 2]]); return [t.cos, t.sin, applyRope(x4, t.cos, t.sin)]; }],
-        ['applyRope partial', () => { const t = ropeTables({ dim: 4, base: 10000 }, [[0, 1, 2]]); return [t.cos, t.sin, applyRope(x4, t.cos, t.sin)]; }],
+        [
+          'ropeTables',
+          () => {
+            const t = ropeTables({ dim: 8, base: 10000 }, [[0, 1, 2]]);
+            return [t.cos, t.sin];
+          },
+        ],
+        [
+          'applyRope',
+          () => {
+            const t = ropeTables({ dim: 8, base: 10000 }, [[0, 1, 2]]);
+            return [t.cos, t.sin, applyRope(x4, t.cos, t.sin)];
+          },
+        ],
+        [
+          'applyRope partial',
+          () => {
+            const t = ropeTables({ dim: 4, base: 10000 }, [[0, 1, 2]]);
+            return [t.cos, t.sin, applyRope(x4, t.cos, t.sin)];
+          },
+        ],
         ['positionMask', () => positionMask([[2, 3, 4]], [[0, 1, 2, 3, 4]], 2)],
-        ['attention', () => { const m = positionMask([[2, 3, 4]], [[0, 1, 2, 3, 4]]); return [m, attention(x4, kv, kv, m, { scale: 0.3, softcap: 4 })]; }],
+        [
+          'attention',
+          () => {
+            const m = positionMask([[2, 3, 4]], [[0, 1, 2, 3, 4]]);
+            return [m, attention(x4, kv, kv, m, { scale: 0.3, softcap: 4 })];
+          },
+        ],
       ];
       for (const [name, f] of calls) {
         tf.dispose(f()); // warm-up: kept constants (scalars, rotation matrices) are made here

@@ -9,13 +9,32 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  activeKernels, assembleWat, f16ToF32, f32ToBf16, f32ToF16, initBackend, kernelDispatches, kernelsCachePath, packedBinary, packedMatMul, packedMatMulT,
-  packedRows, packedSource, pack16, packQ8, Q8_BLOCK, Q8_GEMM_MIN_ROWS, resetKernelDispatches, roundActivations16, setKernelsEnabled, widenPacked, disposePacked,
-  type PackedKind, type PackedWeight,
+  activeKernels,
+  assembleWat,
+  f16ToF32,
+  f32ToBf16,
+  f32ToF16,
+  initBackend,
+  kernelDispatches,
+  kernelsCachePath,
+  packedBinary,
+  packedMatMul,
+  packedMatMulT,
+  packedRows,
+  packedSource,
+  pack16,
+  packQ8,
+  Q8_BLOCK,
+  Q8_GEMM_MIN_ROWS,
+  resetKernelDispatches,
+  roundActivations16,
+  setKernelsEnabled,
+  widenPacked,
+  disposePacked,
+  type PackedKind,
+  type PackedWeight,
 } from '../src/index.ts';
 import { randn as uniform, rng } from './kernel-data.ts';
-
-
 
 /**
  * A [rows, cols] weight of the given kind with awkward rows mixed in: row 0 all zero, row 1 with
@@ -39,7 +58,15 @@ function makeWeight(kind: PackedKind, rows: number, cols: number, seed: number):
 }
 
 /** float64 x · Wᵀ (· s) (+ b) from the exact widened values, and Σ|x·w| per output (the error scale). */
-function reference(x: Float32Array, N: number, wf: Float32Array, rows: number, cols: number, s?: Float32Array, b?: Float32Array): { y: Float64Array; mag: Float64Array } {
+function reference(
+  x: Float32Array,
+  N: number,
+  wf: Float32Array,
+  rows: number,
+  cols: number,
+  s?: Float32Array,
+  b?: Float32Array,
+): { y: Float64Array; mag: Float64Array } {
   const y = new Float64Array(N * rows);
   const mag = new Float64Array(N * rows);
   for (let n = 0; n < N; n++) {
@@ -120,12 +147,39 @@ describe('packed kernels: the generated module', function () {
   it('assembles into a valid module that imports only the heap and exports each routine; the cached build equals a rebuild', async function () {
     const fresh = await assembleWat(packedSource(), 'packed.wat');
     const mod = new WebAssembly.Module(fresh as BufferSource);
-    assert.deepEqual(WebAssembly.Module.imports(mod).map((i) => `${i.module}.${i.name}:${i.kind}`), ['env.memory:memory']);
-    assert.deepEqual(WebAssembly.Module.exports(mod).map((e) => e.name).sort(),
-      ['axpy', 'deinterleave', 'epilogue', 'gemm_bf16', 'gemm_f16', 'gemm_q8', 'matmul_bf16', 'matmul_f16', 'matmul_q8x16', 'matmul_t_bf16', 'matmul_t_f16', 'matmul_t_q8',
-        'quantize_x16', 'widen_bf16', 'widen_f16', 'widen_q8']);
+    assert.deepEqual(
+      WebAssembly.Module.imports(mod).map((i) => `${i.module}.${i.name}:${i.kind}`),
+      ['env.memory:memory'],
+    );
+    assert.deepEqual(
+      WebAssembly.Module.exports(mod)
+        .map((e) => e.name)
+        .sort(),
+      [
+        'axpy',
+        'deinterleave',
+        'epilogue',
+        'gemm_bf16',
+        'gemm_f16',
+        'gemm_q8',
+        'matmul_bf16',
+        'matmul_f16',
+        'matmul_q8x16',
+        'matmul_t_bf16',
+        'matmul_t_f16',
+        'matmul_t_q8',
+        'quantize_x16',
+        'widen_bf16',
+        'widen_f16',
+        'widen_q8',
+      ],
+    );
     assert.deepEqual(Buffer.from(await packedBinary()), Buffer.from(fresh));
-    assert.deepEqual(readFileSync(kernelsCachePath(packedSource(), 'moi-packed')), Buffer.from(fresh), 'the disk cache equals a rebuild');
+    assert.deepEqual(
+      readFileSync(kernelsCachePath(packedSource(), 'moi-packed')),
+      Buffer.from(fresh),
+      'the disk cache equals a rebuild',
+    );
   });
 });
 
@@ -137,14 +191,26 @@ describe('packed kernels: packedRows widens exactly (wasm)', function () {
 
   it('f16: all 65,536 words (±0, subnormals, normals, ±inf, NaN payloads) equal dtype.ts f16ToF32 bit for bit', function () {
     const words = Uint16Array.from({ length: 65536 }, (_, i) => i);
-    for (const [rows, cols] of [[1, 65536], [256, 256], [2048, 32], [65536 / 37 | 0, 37]] as const) {
+    for (const [rows, cols] of [
+      [1, 65536],
+      [256, 256],
+      [2048, 32],
+      [(65536 / 37) | 0, 37],
+    ] as const) {
       const w = pack16('f16', words.subarray(0, rows * cols), rows, cols);
       const before = tf.memory().numTensors;
-      const ids = tf.tensor1d(Array.from({ length: rows }, (_, i) => i), 'int32');
+      const ids = tf.tensor1d(
+        Array.from({ length: rows }, (_, i) => i),
+        'int32',
+      );
       const [k] = bothWays('MoiPackedRows', () => packedRows(w, ids));
       ids.dispose();
       assert.equal(tf.memory().numTensors, before);
-      assert.deepEqual(new Uint32Array(k.buffer, k.byteOffset, k.length), new Uint32Array(f16ToF32(words.subarray(0, rows * cols)).buffer), `[${rows}, ${cols}]`);
+      assert.deepEqual(
+        new Uint32Array(k.buffer, k.byteOffset, k.length),
+        new Uint32Array(f16ToF32(words.subarray(0, rows * cols)).buffer),
+        `[${rows}, ${cols}]`,
+      );
       disposePacked(w);
     }
   });
@@ -174,11 +240,20 @@ describe('packed kernels: packedRows widens exactly (wasm)', function () {
     const w = makeWeight('bf16', 5, 8, 1);
     const before = tf.memory().numTensors;
     const bad = tf.tensor1d([0, 5], 'int32');
-    assert.throws(() => packedRows(w, bad), (e: Error) => e.name === 'ModelError' && /id 5 is outside the weight's 5 rows/.test(e.message));
+    assert.throws(
+      () => packedRows(w, bad),
+      (e: Error) => e.name === 'ModelError' && /id 5 is outside the weight's 5 rows/.test(e.message),
+    );
     const neg = tf.tensor1d([-1], 'int32');
-    assert.throws(() => packedRows(w, neg), (e: Error) => e.name === 'ModelError' && /id -1/.test(e.message));
+    assert.throws(
+      () => packedRows(w, neg),
+      (e: Error) => e.name === 'ModelError' && /id -1/.test(e.message),
+    );
     const flt = tf.tensor1d([0, 1], 'float32');
-    assert.throws(() => packedRows(w, flt as tf.Tensor1D), (e: Error) => e.name === 'ModelError' && /int32/.test(e.message));
+    assert.throws(
+      () => packedRows(w, flt as tf.Tensor1D),
+      (e: Error) => e.name === 'ModelError' && /int32/.test(e.message),
+    );
     tf.dispose([bad, neg, flt]);
     assert.equal(tf.memory().numTensors, before);
     disposePacked(w);
@@ -214,7 +289,9 @@ describe('packed kernels: packedMatMul equals the composite and a float64 refere
           for (const withEpi of [false, true]) {
             const before = tf.memory().numTensors;
             const x = tf.tensor2d(xd, [N, cols]);
-            const [k, c] = bothWays('MoiPackedMatMul', () => packedMatMul(x, w, withEpi ? { outScale: scale, bias } : {}));
+            const [k, c] = bothWays('MoiPackedMatMul', () =>
+              packedMatMul(x, w, withEpi ? { outScale: scale, bias } : {}),
+            );
             x.dispose();
             assert.equal(tf.memory().numTensors, before, 'no tensors left');
             // q8 multiplies x rounded to 16 bits per block (both ways: the kernel's integers, the composite's values)
@@ -247,7 +324,10 @@ describe('packed kernels: packedMatMul equals the composite and a float64 refere
       const y = yt.dataSync();
       yt.dispose();
       for (let j = 0; j < 9; j++) {
-        assert.ok(Math.abs(y[j] - together[n * 9 + j]) <= TOL * mag[n * 9 + j], `row ${n}, output ${j}: ${y[j]} alone, ${together[n * 9 + j]} batched`);
+        assert.ok(
+          Math.abs(y[j] - together[n * 9 + j]) <= TOL * mag[n * 9 + j],
+          `row ${n}, output ${j}: ${y[j]} alone, ${together[n * 9 + j]} batched`,
+        );
       }
       one.dispose();
     }
@@ -273,13 +353,15 @@ describe('packed kernels: packedMatMul equals the composite and a float64 refere
       for (let c0 = 0; c0 < cols; c0 += 32) {
         const blk = Array.from(xd.subarray(n * cols + c0, n * cols + Math.min(cols, c0 + 32)));
         const d = Math.max(...blk.map(Math.abs)) / 32767;
-        blk.forEach((v, i) => assert.ok(Math.abs(want[n * cols + c0 + i] - v) <= d / 2 * (1 + 1e-6) + 1e-30, `row ${n} col ${c0 + i}`));
+        blk.forEach((v, i) =>
+          assert.ok(Math.abs(want[n * cols + c0 + i] - v) <= (d / 2) * (1 + 1e-6) + 1e-30, `row ${n} col ${c0 + i}`),
+        );
       }
     }
     tf.dispose([x, got]);
   });
 
-  it('quantize_x16 (the kernels\' rounding) gives the definition bit for bit, as integers and scales or as values', function () {
+  it("quantize_x16 (the kernels' rounding) gives the definition bit for bit, as integers and scales or as values", function () {
     const k = activeKernels();
     assert.ok(k, 'kernels active');
     const cols = 75;
@@ -299,14 +381,21 @@ describe('packed kernels: packedMatMul equals the composite and a float64 refere
     k.quantize_x16(at(x), 0, 0, at(fq), N, cols);
     k.quantize_x16(at(x), at(xq), at(xs), 0, N, cols);
     const heap = (backend.wasm.asm.memory as WebAssembly.Memory).buffer;
-    assert.deepEqual(new Uint32Array(heap.slice(at(fq), at(fq) + 4 * N * cols)), new Uint32Array(want.buffer), 'values');
+    assert.deepEqual(
+      new Uint32Array(heap.slice(at(fq), at(fq) + 4 * N * cols)),
+      new Uint32Array(want.buffer),
+      'values',
+    );
     const ints = new Int16Array(heap.slice(at(xq), at(xq) + 2 * N * cols));
     const scales = new Float32Array(heap.slice(at(xs), at(xs) + 4 * N * nb));
     for (let n = 0; n < N; n++) {
       for (let c = 0; c < cols; c++) {
         const d = scales[n * nb + Math.floor(c / Q8_BLOCK)];
         // === : an integer 0 stands for either zero (the values keep the sign of a rounded-away negative)
-        assert.ok(Math.fround(ints[n * cols + c] * d) === want[n * cols + c], `row ${n} col ${c}: ${ints[n * cols + c]} × ${d} vs ${want[n * cols + c]}`);
+        assert.ok(
+          Math.fround(ints[n * cols + c] * d) === want[n * cols + c],
+          `row ${n} col ${c}: ${ints[n * cols + c]} × ${d} vs ${want[n * cols + c]}`,
+        );
       }
     }
     tf.dispose([x, fq, xq, xs]);
@@ -316,11 +405,20 @@ describe('packed kernels: packedMatMul equals the composite and a float64 refere
     const w = makeWeight('bf16', 4, 8, 2);
     const x = tf.zeros([1, 8]) as tf.Tensor2D;
     const b = tf.zeros([5]) as tf.Tensor1D;
-    assert.throws(() => packedMatMul(x, w, { bias: b }), (e: Error) => e.name === 'ModelError' && /bias/.test(e.message));
-    assert.throws(() => packedMatMul(x, w, { outScale: b }), (e: Error) => e.name === 'ModelError' && /outScale/.test(e.message));
+    assert.throws(
+      () => packedMatMul(x, w, { bias: b }),
+      (e: Error) => e.name === 'ModelError' && /bias/.test(e.message),
+    );
+    assert.throws(
+      () => packedMatMul(x, w, { outScale: b }),
+      (e: Error) => e.name === 'ModelError' && /outScale/.test(e.message),
+    );
     const short = { ...w, rows: 5 };
     const x5 = tf.zeros([1, 5]) as tf.Tensor2D;
-    assert.throws(() => packedMatMulT(x5, short), (e: Error) => e.name === 'ModelError' && /storage/.test(e.message));
+    assert.throws(
+      () => packedMatMulT(x5, short),
+      (e: Error) => e.name === 'ModelError' && /storage/.test(e.message),
+    );
     tf.dispose([x, b, x5]);
     disposePacked(w);
   });
@@ -333,15 +431,26 @@ describe('packed kernels: packedMatMulT equals the composite and a float64 refer
   });
 
   for (const kind of KINDS) {
-    for (const [rows, cols] of [[50, 1], [300, 33], [97, 576], [20, 2055]] as const) {
+    for (const [rows, cols] of [
+      [50, 1],
+      [300, 33],
+      [97, 576],
+      [20, 2055],
+    ] as const) {
       it(`${kind} [${rows}, ${cols}]: sparse x (a few rows, repeats across N) and dense x`, function () {
         const r = rng(rows + 7 * cols);
         const w = makeWeight(kind, rows, cols, cols * 3 + rows);
         const wf = widenPacked(w);
-        for (const [N, dense] of [[1, false], [3, false], [1, true], [5, true]] as const) {
+        for (const [N, dense] of [
+          [1, false],
+          [3, false],
+          [1, true],
+          [5, true],
+        ] as const) {
           const xd = new Float32Array(N * rows);
           if (dense) xd.set(uniform(r, N * rows));
-          else for (let n = 0; n < N; n++) for (const j of [0, rows - 1, (n * 7) % rows, 3 % rows]) xd[n * rows + j] = r();
+          else
+            for (let n = 0; n < N; n++) for (const j of [0, rows - 1, (n * 7) % rows, 3 % rows]) xd[n * rows + j] = r();
           const before = tf.memory().numTensors;
           const x = tf.tensor2d(xd, [N, rows]);
           const [k, c] = bothWays('MoiPackedMatMulT', () => packedMatMulT(x, w));
@@ -349,13 +458,18 @@ describe('packed kernels: packedMatMulT equals the composite and a float64 refer
           assert.equal(tf.memory().numTensors, before, 'no tensors left');
           const y = new Float64Array(N * cols);
           const mag = new Float64Array(N * cols);
-          for (let n = 0; n < N; n++) for (let j = 0; j < rows; j++) for (let cc = 0; cc < cols; cc++) {
-            const p = xd[n * rows + j] * wf[j * cols + cc];
-            y[n * cols + cc] += p;
-            mag[n * cols + cc] += Math.abs(p);
-          }
+          for (let n = 0; n < N; n++)
+            for (let j = 0; j < rows; j++)
+              for (let cc = 0; cc < cols; cc++) {
+                const p = xd[n * rows + j] * wf[j * cols + cc];
+                y[n * cols + cc] += p;
+                mag[n * cols + cc] += Math.abs(p);
+              }
           assert.ok(worstRel(k, y, mag) <= TOL, `N ${N}${dense ? ' dense' : ' sparse'}: kernel ${worstRel(k, y, mag)}`);
-          assert.ok(worstRel(c, y, mag) <= TOL, `N ${N}${dense ? ' dense' : ' sparse'}: composite ${worstRel(c, y, mag)}`);
+          assert.ok(
+            worstRel(c, y, mag) <= TOL,
+            `N ${N}${dense ? ' dense' : ' sparse'}: composite ${worstRel(c, y, mag)}`,
+          );
         }
         disposePacked(w);
       });

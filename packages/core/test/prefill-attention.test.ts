@@ -7,22 +7,34 @@
  */
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend, kernelDispatches, prefillAttention, prefillQk, resetKernelDispatches, scalar, setKernelsEnabled } from '../src/index.ts';
+import {
+  initBackend,
+  kernelDispatches,
+  prefillAttention,
+  prefillQk,
+  resetKernelDispatches,
+  scalar,
+  setKernelsEnabled,
+} from '../src/index.ts';
 import { randn, rng, slotsOf } from './kernel-data.ts';
-
-
 
 interface Case {
   label: string;
   /** rows, new tokens per row, heads, kv heads, head dim */
-  B: number; T: number; nH: number; nKV: number; D: number;
+  B: number;
+  T: number;
+  nH: number;
+  nKV: number;
+  D: number;
   /** tokens each cache row already holds (its start position); [] = no cache prefix */
   held: number[];
   /** cache slots per row (the buffer's S); rotating = position p in slot p % S */
-  S: number; rotating?: boolean;
+  S: number;
+  rotating?: boolean;
   /** the cache row each input row reads (default 0..B−1) */
   rows?: number[];
-  window: number | null; softcap: number | null;
+  window: number | null;
+  softcap: number | null;
   /** extra columns before v (v read from a wider tensor, as from the fused qkv) */
   vPad?: number;
 }
@@ -31,8 +43,18 @@ interface Case {
  * Float64 transcription: query t of row b (position start + t) attends, with softmax over
  * softcap(q·k), to the cache slots and the new tokens it may see (causal, window).
  */
-function reference(c: Case, rows: number[], start: number[], slotPos: number[][], qk: Float32Array, v: Float32Array, vW: number, vCol: number,
-  keys: Float32Array, valsT: Float32Array): Float64Array {
+function reference(
+  c: Case,
+  rows: number[],
+  start: number[],
+  slotPos: number[][],
+  qk: Float32Array,
+  v: Float32Array,
+  vW: number,
+  vCol: number,
+  keys: Float32Array,
+  valsT: Float32Array,
+): Float64Array {
   const { B, T, nH, nKV, D, S } = c;
   const G = nH / nKV;
   const W = (nH + nKV) * D;
@@ -80,16 +102,129 @@ function reference(c: Case, rows: number[], start: number[], slotPos: number[][]
 }
 
 const CASES: Case[] = [
-  { label: 'D64 MHA 1 kv head, T 5, no cache', B: 1, T: 5, nH: 1, nKV: 1, D: 64, held: [], S: 0, window: null, softcap: null },
-  { label: 'D64 GQA 3 kv × 3, T 37, no cache, v inside a wider qkv tensor', B: 1, T: 37, nH: 9, nKV: 3, D: 64, held: [], S: 0, window: null, softcap: null, vPad: 12 * 64 },
-  { label: 'D80 2 kv × 7, 3 rows of T 6 after a prefix of 0, 11, 3 tokens', B: 3, T: 6, nH: 14, nKV: 2, D: 80, held: [0, 11, 3], S: 32, window: null, softcap: null },
-  { label: 'D128 8 kv heads, T 3, subset rows [2, 0] of 3 with prefixes', B: 2, T: 3, nH: 8, nKV: 8, D: 128, held: [7, 2, 19], S: 23, rows: [2, 0], window: null, softcap: null },
-  { label: 'D256 GQA 1 kv × 4, T 13, softcap 50, no cache', B: 2, T: 13, nH: 4, nKV: 1, D: 256, held: [], S: 0, window: null, softcap: 50 },
-  { label: 'D256 GQA 1 kv × 4, T 9 after prefixes 5 and 0, softcap 30', B: 2, T: 9, nH: 4, nKV: 1, D: 256, held: [5, 0], S: 14, window: null, softcap: 30 },
-  { label: 'D64 window 7, T 19, no cache (the window inside the chunk)', B: 1, T: 19, nH: 4, nKV: 2, D: 64, held: [], S: 0, window: 7, softcap: null },
-  { label: 'D64 window 7 on a rotating buffer of 7 past the window, T 10, rows at 23 and 4', B: 2, T: 10, nH: 4, nKV: 2, D: 64, held: [23, 4], S: 7, rotating: true, window: 7, softcap: null },
-  { label: 'D80 window 6 over a plain buffer of 40, T 7, softcap 20', B: 2, T: 7, nH: 6, nKV: 3, D: 80, held: [31, 9], S: 40, window: 6, softcap: 20 },
-  { label: 'odd head_dim 6 (scalar tails), 5 kv heads, T 2 after 3', B: 1, T: 2, nH: 10, nKV: 5, D: 6, held: [3], S: 5, window: null, softcap: null },
+  {
+    label: 'D64 MHA 1 kv head, T 5, no cache',
+    B: 1,
+    T: 5,
+    nH: 1,
+    nKV: 1,
+    D: 64,
+    held: [],
+    S: 0,
+    window: null,
+    softcap: null,
+  },
+  {
+    label: 'D64 GQA 3 kv × 3, T 37, no cache, v inside a wider qkv tensor',
+    B: 1,
+    T: 37,
+    nH: 9,
+    nKV: 3,
+    D: 64,
+    held: [],
+    S: 0,
+    window: null,
+    softcap: null,
+    vPad: 12 * 64,
+  },
+  {
+    label: 'D80 2 kv × 7, 3 rows of T 6 after a prefix of 0, 11, 3 tokens',
+    B: 3,
+    T: 6,
+    nH: 14,
+    nKV: 2,
+    D: 80,
+    held: [0, 11, 3],
+    S: 32,
+    window: null,
+    softcap: null,
+  },
+  {
+    label: 'D128 8 kv heads, T 3, subset rows [2, 0] of 3 with prefixes',
+    B: 2,
+    T: 3,
+    nH: 8,
+    nKV: 8,
+    D: 128,
+    held: [7, 2, 19],
+    S: 23,
+    rows: [2, 0],
+    window: null,
+    softcap: null,
+  },
+  {
+    label: 'D256 GQA 1 kv × 4, T 13, softcap 50, no cache',
+    B: 2,
+    T: 13,
+    nH: 4,
+    nKV: 1,
+    D: 256,
+    held: [],
+    S: 0,
+    window: null,
+    softcap: 50,
+  },
+  {
+    label: 'D256 GQA 1 kv × 4, T 9 after prefixes 5 and 0, softcap 30',
+    B: 2,
+    T: 9,
+    nH: 4,
+    nKV: 1,
+    D: 256,
+    held: [5, 0],
+    S: 14,
+    window: null,
+    softcap: 30,
+  },
+  {
+    label: 'D64 window 7, T 19, no cache (the window inside the chunk)',
+    B: 1,
+    T: 19,
+    nH: 4,
+    nKV: 2,
+    D: 64,
+    held: [],
+    S: 0,
+    window: 7,
+    softcap: null,
+  },
+  {
+    label: 'D64 window 7 on a rotating buffer of 7 past the window, T 10, rows at 23 and 4',
+    B: 2,
+    T: 10,
+    nH: 4,
+    nKV: 2,
+    D: 64,
+    held: [23, 4],
+    S: 7,
+    rotating: true,
+    window: 7,
+    softcap: null,
+  },
+  {
+    label: 'D80 window 6 over a plain buffer of 40, T 7, softcap 20',
+    B: 2,
+    T: 7,
+    nH: 6,
+    nKV: 3,
+    D: 80,
+    held: [31, 9],
+    S: 40,
+    window: 6,
+    softcap: 20,
+  },
+  {
+    label: 'odd head_dim 6 (scalar tails), 5 kv heads, T 2 after 3',
+    B: 1,
+    T: 2,
+    nH: 10,
+    nKV: 5,
+    D: 6,
+    held: [3],
+    S: 5,
+    window: null,
+    softcap: null,
+  },
 ];
 
 describe('prefill attention: the kernel equals the composite and a float64 transcription (wasm)', function () {
@@ -114,7 +249,10 @@ describe('prefill attention: the kernel equals the composite and a float64 trans
       const kd = randn(r, Bc * c.nKV * c.S * c.D, 0.5);
       const vTd = randn(r, Bc * c.nKV * c.D * c.S);
       const want = reference(c, rows, start, slotPos, qkd, vd, vW, vCol, kd, vTd);
-      if (c.softcap) { scalar(c.softcap); scalar(1 / c.softcap); } // the composite's kept constants
+      if (c.softcap) {
+        scalar(c.softcap);
+        scalar(1 / c.softcap);
+      } // the composite's kept constants
       const before = tf.memory().numTensors;
       const qk = tf.tensor2d(qkd, [N, (c.nH + c.nKV) * c.D]);
       const v = tf.tensor2d(vd, [N, vW]);
@@ -124,7 +262,13 @@ describe('prefill attention: the kernel equals the composite and a float64 trans
         setKernelsEnabled(on);
         resetKernelDispatches();
         const out = prefillAttention(qk, v, {
-          heads: c.nH, kvHeads: c.nKV, headDim: c.D, start, window: c.window, softcap: c.softcap, vColumn: vCol,
+          heads: c.nH,
+          kvHeads: c.nKV,
+          headDim: c.D,
+          start,
+          window: c.window,
+          softcap: c.softcap,
+          vColumn: vCol,
           prefix: c.held.length ? { keys, valuesT, rows, slotPos } : null,
         });
         assert.equal(kernelDispatches().MoiPrefillAttention ?? 0, on ? 1 : 0, 'dispatched the kernel only when on');
@@ -161,10 +305,18 @@ describe('prefill attention: the kernel equals the composite and a float64 trans
     const keys = tf.zeros([1, 1, 3, 8]);
     const valuesT = tf.zeros([1, 1, 8, 3]);
     const base = { heads: 2, kvHeads: 1, headDim: 8, start: [0, 0], window: null, softcap: null, prefix: null };
-    assert.throws(() => prefillAttention(qk, v, { ...base, heads: 3 }), (e: Error) => e.name === 'ModelError' && /shapes do not fit/.test(e.message));
-    assert.throws(() => prefillAttention(qk, v, { ...base, start: [0, 0, 0] }), (e: Error) => e.name === 'ModelError' && /shapes do not fit/.test(e.message));
-    assert.throws(() => prefillAttention(qk, v, { ...base, prefix: { keys, valuesT, rows: [0, 1], slotPos: [[0, -1, -1]] } }),
-      (e: Error) => e.name === 'ModelError' && /cache row 1/.test(e.message));
+    assert.throws(
+      () => prefillAttention(qk, v, { ...base, heads: 3 }),
+      (e: Error) => e.name === 'ModelError' && /shapes do not fit/.test(e.message),
+    );
+    assert.throws(
+      () => prefillAttention(qk, v, { ...base, start: [0, 0, 0] }),
+      (e: Error) => e.name === 'ModelError' && /shapes do not fit/.test(e.message),
+    );
+    assert.throws(
+      () => prefillAttention(qk, v, { ...base, prefix: { keys, valuesT, rows: [0, 1], slotPos: [[0, -1, -1]] } }),
+      (e: Error) => e.name === 'ModelError' && /cache row 1/.test(e.message),
+    );
     tf.dispose([qk, v, keys, valuesT]);
     assert.equal(tf.memory().numTensors, before);
   });

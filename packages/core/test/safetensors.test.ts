@@ -3,9 +3,19 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  SafetensorsFile, Checkpoint, writeSafetensors,
-  bf16ToF32, f32ToBf16, f16ToF32, f32ToF16, toF16Bits, f16BitsToNumber, toBf16Bits, bf16BitsToNumber,
-  type DType, type TensorInput,
+  SafetensorsFile,
+  Checkpoint,
+  writeSafetensors,
+  bf16ToF32,
+  f32ToBf16,
+  f16ToF32,
+  f32ToF16,
+  toF16Bits,
+  f16BitsToNumber,
+  toBf16Bits,
+  bf16BitsToNumber,
+  type DType,
+  type TensorInput,
 } from '../src/safetensors.ts';
 import { SafetensorsError } from '../src/errors.ts';
 import { requireShared } from '../src/paths.ts';
@@ -67,15 +77,27 @@ describe('safetensors', () => {
   describe('16-bit float conversions', () => {
     // Hand-computed IEEE half bit patterns.
     const halfCases: Array<[number, number]> = [
-      [1.0, 0x3c00], [-2.5, 0xc100], [65504, 0x7bff], [2 ** -24, 0x0001], [2 ** -14, 0x0400],
-      [2 ** -15, 0x0200], [0.5, 0x3800], [0, 0x0000], [-0, 0x8000], [Infinity, 0x7c00], [-Infinity, 0xfc00],
-      [1 + 2 ** -10, 0x3c01], [-65504, 0xfbff],
+      [1.0, 0x3c00],
+      [-2.5, 0xc100],
+      [65504, 0x7bff],
+      [2 ** -24, 0x0001],
+      [2 ** -14, 0x0400],
+      [2 ** -15, 0x0200],
+      [0.5, 0x3800],
+      [0, 0x0000],
+      [-0, 0x8000],
+      [Infinity, 0x7c00],
+      [-Infinity, 0xfc00],
+      [1 + 2 ** -10, 0x3c01],
+      [-65504, 0xfbff],
     ];
 
     it('f16 -> f32 is exact on hand-computed patterns (normal, subnormal, inf, nan)', () => {
       const bits = new Uint16Array(halfCases.map(([, b]) => b).concat([0x7e00, 0xfc01, 0x03ff]));
       const out = f16ToF32(bits);
-      halfCases.forEach(([v], i) => assert.ok(Object.is(out[i], v), `0x${bits[i].toString(16)} -> ${out[i]}, want ${v}`));
+      halfCases.forEach(([v], i) =>
+        assert.ok(Object.is(out[i], v), `0x${bits[i].toString(16)} -> ${out[i]}, want ${v}`),
+      );
       assert.ok(Number.isNaN(out[halfCases.length]));
       assert.ok(Number.isNaN(out[halfCases.length + 1]));
       assert.equal(out[halfCases.length + 2], 1023 * 2 ** -24); // largest subnormal
@@ -108,7 +130,7 @@ describe('safetensors', () => {
       const all = new Uint16Array(65536).map((_, i) => i);
       const back = f32ToF16(f16ToF32(all));
       for (let i = 0; i < 65536; i++) {
-        if ((i & 0x7c00) === 0x7c00 && (i & 0x3ff)) continue; // NaN: only quietness is guaranteed
+        if ((i & 0x7c00) === 0x7c00 && i & 0x3ff) continue; // NaN: only quietness is guaranteed
         if (back[i] !== i) assert.fail(`0x${i.toString(16)} -> 0x${back[i].toString(16)}`);
       }
       assert.equal(f16BitsToNumber(0x3555), 0.333251953125);
@@ -117,12 +139,18 @@ describe('safetensors', () => {
     it('bf16 -> f32 puts the bits in the high half; f32 -> bf16 rounds to nearest even', () => {
       const bits = new Uint16Array([0x3f80, 0xc020, 0x7f80, 0xff80, 0x0001, 0x8000, 0x7fc1, 0x4049]);
       const out = bf16ToF32(bits);
-      assert.deepEqual([...out.slice(0, 6)].map((x) => (Object.is(x, -0) ? '-0' : x)), [1, -2.5, Infinity, -Infinity, 2 ** -133, '-0']);
+      assert.deepEqual(
+        [...out.slice(0, 6)].map((x) => (Object.is(x, -0) ? '-0' : x)),
+        [1, -2.5, Infinity, -Infinity, 2 ** -133, '-0'],
+      );
       assert.ok(Number.isNaN(out[6]));
       assert.equal(new Uint32Array(out.buffer)[6], 0x7fc10000);
       assert.equal(out[7], 3.140625);
 
-      assert.deepEqual([...f32ToBf16(new Float32Array([1, -2.5, Infinity, -Infinity, 0, -0]))], [0x3f80, 0xc020, 0x7f80, 0xff80, 0, 0x8000]);
+      assert.deepEqual(
+        [...f32ToBf16(new Float32Array([1, -2.5, Infinity, -Infinity, 0, -0]))],
+        [0x3f80, 0xc020, 0x7f80, 0xff80, 0, 0x8000],
+      );
       assert.equal(toBf16Bits(Math.PI), 0x4049); // 0x40490fdb: below halfway, rounds down
       assert.equal(toBf16Bits(1 + 2 ** -8), 0x3f80); // 0x3f808000 tie, even (0x3f80) wins
       assert.equal(toBf16Bits(1 + 3 * 2 ** -8), 0x3f82); // 0x3f818000 tie, even (0x3f82) wins
@@ -140,11 +168,23 @@ describe('safetensors', () => {
     const f16Bits = new Uint16Array([0x3c00, 0xc100, 0x7bff, 0x0001, 0x7c00, 0xfc00]); // 1, -2.5, 65504, 2^-24, inf, -inf
     const bf16Bits = new Uint16Array([0x3f80, 0xc020, 0x4049, 0x0001, 0x7f80, 0x8000]); // 1, -2.5, 3.140625, 2^-133, inf, -0
     const inputs: Array<[string, TensorInput, number[]]> = [
-      ['f64', { dtype: 'F64', shape: [2, 2], data: new Float64Array([1.5, -1e300, Math.PI, 2 ** -1074]) }, [1.5, -Infinity, Math.fround(Math.PI), 0]],
-      ['f32', { dtype: 'F32', shape: [3], data: new Float32Array([0.1, -7, 3e38]) }, [Math.fround(0.1), -7, Math.fround(3e38)]],
+      [
+        'f64',
+        { dtype: 'F64', shape: [2, 2], data: new Float64Array([1.5, -1e300, Math.PI, 2 ** -1074]) },
+        [1.5, -Infinity, Math.fround(Math.PI), 0],
+      ],
+      [
+        'f32',
+        { dtype: 'F32', shape: [3], data: new Float32Array([0.1, -7, 3e38]) },
+        [Math.fround(0.1), -7, Math.fround(3e38)],
+      ],
       ['f16', { dtype: 'F16', shape: [2, 3], data: f16Bits }, [1, -2.5, 65504, 2 ** -24, Infinity, -Infinity]],
       ['bf16', { dtype: 'BF16', shape: [6], data: bf16Bits }, [1, -2.5, 3.140625, 2 ** -133, Infinity, -0]],
-      ['i64', { dtype: 'I64', shape: [3], data: new BigInt64Array([-(2n ** 63n), 5n, 2n ** 40n]) }, [-(2 ** 63), 5, 2 ** 40]],
+      [
+        'i64',
+        { dtype: 'I64', shape: [3], data: new BigInt64Array([-(2n ** 63n), 5n, 2n ** 40n]) },
+        [-(2 ** 63), 5, 2 ** 40],
+      ],
       ['i32', { dtype: 'I32', shape: [1, 3], data: new Int32Array([-(2 ** 31), 0, 123456]) }, [-(2 ** 31), 0, 123456]],
       ['i16', { dtype: 'I16', shape: [3], data: new Int16Array([-32768, 1, 32767]) }, [-32768, 1, 32767]],
       ['i8', { dtype: 'I8', shape: [3], data: new Int8Array([-128, 0, 127]) }, [-128, 0, 127]],
@@ -158,10 +198,17 @@ describe('safetensors', () => {
 
     it('every dtype: same bytes, shapes, natural arrays and float32 values come back', () => {
       const file = tmp();
-      writeSafetensors(file, inputs.map(([n, t]) => [n, t] as [string, TensorInput]), { note: 'hello' });
+      writeSafetensors(
+        file,
+        inputs.map(([n, t]) => [n, t] as [string, TensorInput]),
+        { note: 'hello' },
+      );
       const st = SafetensorsFile.open(file);
       try {
-        assert.deepEqual([...st.tensors.keys()], inputs.map(([n]) => n));
+        assert.deepEqual(
+          [...st.tensors.keys()],
+          inputs.map(([n]) => n),
+        );
         assert.deepEqual(st.metadata, { format: 'pt', note: 'hello' });
         for (const [name, t, asF32] of inputs) {
           const info = st.tensors.get(name)!;
@@ -205,7 +252,10 @@ describe('safetensors', () => {
       const n = Number(fs.readFileSync(file).readBigUInt64LE(0));
       assert.equal(fs.statSync(file).size, 8 + n + 14);
       st.close();
-      assert.throws(() => st.readBytes('a'), (e: SafetensorsError) => e.code === 'E_ST_CLOSED');
+      assert.throws(
+        () => st.readBytes('a'),
+        (e: SafetensorsError) => e.code === 'E_ST_CLOSED',
+      );
     });
   });
 
@@ -214,7 +264,10 @@ describe('safetensors', () => {
       const file = tmp();
       const a = new Float32Array([1, 2]);
       const b = new Uint16Array([0x3c00]);
-      writeSafetensors(file, [['z.b', { dtype: 'F32', shape: [2], data: a }], ['10', { dtype: 'F16', shape: [1], data: b }]]);
+      writeSafetensors(file, [
+        ['z.b', { dtype: 'F32', shape: [2], data: a }],
+        ['10', { dtype: 'F16', shape: [1], data: b }],
+      ]);
       const bytes = fs.readFileSync(file);
       const n = Number(bytes.readBigUInt64LE(0));
       assert.equal(n % 8, 0);
@@ -235,15 +288,32 @@ describe('safetensors', () => {
       const file2 = tmp();
       writeSafetensors(file2, {}, { format: 'np', k: 'v' });
       const n2 = Number(fs.readFileSync(file2).readBigUInt64LE(0));
-      assert.deepEqual(JSON.parse(fs.readFileSync(file2).subarray(8, 8 + n2).toString()), { __metadata__: { format: 'np', k: 'v' } });
+      assert.deepEqual(
+        JSON.parse(
+          fs
+            .readFileSync(file2)
+            .subarray(8, 8 + n2)
+            .toString(),
+        ),
+        { __metadata__: { format: 'np', k: 'v' } },
+      );
       assert.equal(SafetensorsFile.open(file2).tensors.size, 0);
     });
 
     it('refuses data whose length does not match shape x dtype, and leaves no file', () => {
       const file = tmp();
       assert.throws(
-        () => writeSafetensors(file, { ok: { dtype: 'F32', shape: [1], data: new Float32Array(1) }, bad: { dtype: 'F32', shape: [2, 3], data: new Float32Array(5) } }),
-        (e: SafetensorsError) => e instanceof SafetensorsError && e.code === 'E_ST_SIZE' && e.tensor === 'bad' && e.message.includes(file) && e.message.includes('24'),
+        () =>
+          writeSafetensors(file, {
+            ok: { dtype: 'F32', shape: [1], data: new Float32Array(1) },
+            bad: { dtype: 'F32', shape: [2, 3], data: new Float32Array(5) },
+          }),
+        (e: SafetensorsError) =>
+          e instanceof SafetensorsError &&
+          e.code === 'E_ST_SIZE' &&
+          e.tensor === 'bad' &&
+          e.message.includes(file) &&
+          e.message.includes('24'),
       );
       assert.throws(
         () => writeSafetensors(file, { h: { dtype: 'BF16', shape: [4], data: new Float32Array(4) } }),
@@ -254,7 +324,11 @@ describe('safetensors', () => {
         (e: SafetensorsError) => e.code === 'E_ST_DTYPE' && e.tensor === 'q',
       );
       assert.throws(
-        () => writeSafetensors(file, [['d', { dtype: 'U8', shape: [1], data: new Uint8Array(1) }], ['d', { dtype: 'U8', shape: [1], data: new Uint8Array(1) }]]),
+        () =>
+          writeSafetensors(file, [
+            ['d', { dtype: 'U8', shape: [1], data: new Uint8Array(1) }],
+            ['d', { dtype: 'U8', shape: [1], data: new Uint8Array(1) }],
+          ]),
         (e: SafetensorsError) => e.code === 'E_ST_ENTRY' && e.tensor === 'd',
       );
       assert.throws(
@@ -296,7 +370,10 @@ describe('safetensors', () => {
 
         // Our writer, given the same tensors in file order, reproduces the HF file exactly.
         const copy = tmp();
-        writeSafetensors(copy, [...st.tensors.keys()].map((k) => [k, st.read(k)] as [string, TensorInput]));
+        writeSafetensors(
+          copy,
+          [...st.tensors.keys()].map((k) => [k, st.read(k)] as [string, TensorInput]),
+        );
         assert.ok(fs.readFileSync(copy).equals(raw), 'rewritten file differs from the HF original');
       } finally {
         st.close();
@@ -311,10 +388,17 @@ describe('safetensors', () => {
       const dir = path.dirname(tmp());
       writeSafetensors(path.join(dir, 'model-00001-of-00002.safetensors'), { a: t([1, 2]), b: t([3]) });
       writeSafetensors(path.join(dir, 'model-00002-of-00002.safetensors'), { c: t([4, 5, 6]) });
-      fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({
-        metadata: { total_size: 24 },
-        weight_map: { c: 'model-00002-of-00002.safetensors', a: 'model-00001-of-00002.safetensors', b: 'model-00001-of-00002.safetensors' },
-      }));
+      fs.writeFileSync(
+        path.join(dir, 'model.safetensors.index.json'),
+        JSON.stringify({
+          metadata: { total_size: 24 },
+          weight_map: {
+            c: 'model-00002-of-00002.safetensors',
+            a: 'model-00001-of-00002.safetensors',
+            b: 'model-00001-of-00002.safetensors',
+          },
+        }),
+      );
       fs.writeFileSync(path.join(dir, 'stray.safetensors'), 'not read'); // ignored: the index decides
       const ck = Checkpoint.open(dir);
       try {
@@ -327,8 +411,11 @@ describe('safetensors', () => {
         assert.equal(ck.info('c').file, path.join(dir, 'model-00002-of-00002.safetensors'));
         assert.equal(ck.info('b').file, path.join(dir, 'model-00001-of-00002.safetensors'));
         assert.equal(ck.totalBytes(), 24);
-        assert.throws(() => ck.readFloat32('d'), (e: SafetensorsError) =>
-          e.code === 'E_ST_MISSING' && e.tensor === 'd' && e.message.includes(dir) && e.message.includes('d'));
+        assert.throws(
+          () => ck.readFloat32('d'),
+          (e: SafetensorsError) =>
+            e.code === 'E_ST_MISSING' && e.tensor === 'd' && e.message.includes(dir) && e.message.includes('d'),
+        );
       } finally {
         ck.close();
       }
@@ -352,14 +439,23 @@ describe('safetensors', () => {
       ck2.close();
 
       writeSafetensors(path.join(loose, 'c.safetensors'), { x: t([3]) });
-      assert.throws(() => Checkpoint.open(loose), (e: SafetensorsError) => e.code === 'E_ST_DUPLICATE' && e.tensor === 'x');
+      assert.throws(
+        () => Checkpoint.open(loose),
+        (e: SafetensorsError) => e.code === 'E_ST_DUPLICATE' && e.tensor === 'x',
+      );
     });
 
     it('a folder with no safetensors names the folder', () => {
       const dir = path.dirname(tmp());
       fs.writeFileSync(path.join(dir, 'config.json'), '{}');
-      assert.throws(() => Checkpoint.open(dir), (e: SafetensorsError) => e.code === 'E_ST_NO_FILES' && e.message.includes(dir));
-      assert.throws(() => Checkpoint.open(path.join(dir, 'nope')), (e: SafetensorsError) => e.code === 'E_ST_NO_FILES');
+      assert.throws(
+        () => Checkpoint.open(dir),
+        (e: SafetensorsError) => e.code === 'E_ST_NO_FILES' && e.message.includes(dir),
+      );
+      assert.throws(
+        () => Checkpoint.open(path.join(dir, 'nope')),
+        (e: SafetensorsError) => e.code === 'E_ST_NO_FILES',
+      );
     });
 
     it('malformed index: no weight_map, missing shard, tensor absent from its shard, bad JSON', () => {
@@ -368,14 +464,17 @@ describe('safetensors', () => {
       writeSafetensors(path.join(dir, 's1.safetensors'), { a: t([1]) });
       const expectIndex = (content: string, includes: string, tensor?: string) => {
         fs.writeFileSync(index, content);
-        assert.throws(() => Checkpoint.open(dir), (e: SafetensorsError) => {
-          assert.ok(e instanceof SafetensorsError);
-          assert.equal(e.code, 'E_ST_INDEX', e.message);
-          assert.ok(e.message.includes(index), e.message);
-          assert.ok(e.message.includes(includes), e.message);
-          assert.equal(e.tensor, tensor);
-          return true;
-        });
+        assert.throws(
+          () => Checkpoint.open(dir),
+          (e: SafetensorsError) => {
+            assert.ok(e instanceof SafetensorsError);
+            assert.equal(e.code, 'E_ST_INDEX', e.message);
+            assert.ok(e.message.includes(index), e.message);
+            assert.ok(e.message.includes(includes), e.message);
+            assert.equal(e.tensor, tensor);
+            return true;
+          },
+        );
       };
       expectIndex('{"metadata": {}}', 'weight_map');
       expectIndex('{"weight_map": ', 'JSON');
@@ -408,7 +507,10 @@ describe('safetensors', () => {
       expectOpenError(writeRaw(rawFile('{"w": {"dtype": ')), 'E_ST_HEADER_JSON');
       expectOpenError(writeRaw(rawFile('[1, 2]  ')), 'E_ST_HEADER_JSON');
       expectOpenError(writeRaw(rawFile('null    ')), 'E_ST_HEADER_JSON');
-      expectOpenError(writeRaw(rawFile(new Uint8Array([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x3a, 0x31, 0x7d]))), 'E_ST_HEADER_JSON');
+      expectOpenError(
+        writeRaw(rawFile(new Uint8Array([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x3a, 0x31, 0x7d]))),
+        'E_ST_HEADER_JSON',
+      );
       expectOpenError(writeRaw(rawFile('{"__metadata__": {"a": 1}}')), 'E_ST_METADATA');
     });
 
@@ -431,42 +533,92 @@ describe('safetensors', () => {
         const e = expectOpenError(writeRaw(rawFile(f32Header({ 'layer.w': entry }), data)), 'E_ST_ENTRY', 'layer.w');
         assert.ok(e.message.length > 0);
       }
-      const e = expectOpenError(writeRaw(rawFile(f32Header({ w: { dtype: 'F32', data_offsets: [0, 4] } }), data)), 'E_ST_ENTRY', 'w');
+      const e = expectOpenError(
+        writeRaw(rawFile(f32Header({ w: { dtype: 'F32', data_offsets: [0, 4] } }), data)),
+        'E_ST_ENTRY',
+        'w',
+      );
       assert.match(e.message, /shape/);
     });
 
     it('E_ST_DTYPE: unknown dtype', () => {
-      const e = expectOpenError(writeRaw(rawFile(f32Header({ q: { dtype: 'F8_E4M3', shape: [1], data_offsets: [0, 1] } }), new Uint8Array(1))), 'E_ST_DTYPE', 'q');
+      const e = expectOpenError(
+        writeRaw(rawFile(f32Header({ q: { dtype: 'F8_E4M3', shape: [1], data_offsets: [0, 1] } }), new Uint8Array(1))),
+        'E_ST_DTYPE',
+        'q',
+      );
       assert.match(e.message, /F8_E4M3/);
     });
 
     it('E_ST_SIZE: byte length differs from shape x dtype', () => {
-      const e = expectOpenError(writeRaw(rawFile(f32Header({ w: { dtype: 'F32', shape: [2, 2], data_offsets: [0, 12] } }), new Uint8Array(12))), 'E_ST_SIZE', 'w');
+      const e = expectOpenError(
+        writeRaw(rawFile(f32Header({ w: { dtype: 'F32', shape: [2, 2], data_offsets: [0, 12] } }), new Uint8Array(12))),
+        'E_ST_SIZE',
+        'w',
+      );
       assert.match(e.message, /12/);
       assert.match(e.message, /16/);
     });
 
     it('E_ST_OFFSETS: begin > end, overlap, hole, past EOF, not from 0, trailing bytes', () => {
       const body = new Uint8Array(32);
-      expectOpenError(writeRaw(rawFile(f32Header({ w: { dtype: 'F32', shape: [0], data_offsets: [8, 4] } }), body)), 'E_ST_OFFSETS', 'w');
-      const overlap = expectOpenError(writeRaw(rawFile(f32Header({
-        a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
-        b: { dtype: 'F32', shape: [4], data_offsets: [8, 24] },
-      }), body.subarray(0, 24))), 'E_ST_OFFSETS', 'b');
+      expectOpenError(
+        writeRaw(rawFile(f32Header({ w: { dtype: 'F32', shape: [0], data_offsets: [8, 4] } }), body)),
+        'E_ST_OFFSETS',
+        'w',
+      );
+      const overlap = expectOpenError(
+        writeRaw(
+          rawFile(
+            f32Header({
+              a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
+              b: { dtype: 'F32', shape: [4], data_offsets: [8, 24] },
+            }),
+            body.subarray(0, 24),
+          ),
+        ),
+        'E_ST_OFFSETS',
+        'b',
+      );
       assert.match(overlap.message, /overlap/);
       assert.match(overlap.message, /"a"/);
-      const hole = expectOpenError(writeRaw(rawFile(f32Header({
-        b: { dtype: 'F32', shape: [2], data_offsets: [20, 28] },
-        a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
-      }), body.subarray(0, 28))), 'E_ST_OFFSETS', 'b');
+      const hole = expectOpenError(
+        writeRaw(
+          rawFile(
+            f32Header({
+              b: { dtype: 'F32', shape: [2], data_offsets: [20, 28] },
+              a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
+            }),
+            body.subarray(0, 28),
+          ),
+        ),
+        'E_ST_OFFSETS',
+        'b',
+      );
       assert.match(hole.message, /hole of 4 bytes/);
-      const past = expectOpenError(writeRaw(rawFile(f32Header({
-        a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
-        far: { dtype: 'F32', shape: [4], data_offsets: [4096, 4112] },
-      }), body.subarray(0, 16))), 'E_ST_OFFSETS', 'far');
+      const past = expectOpenError(
+        writeRaw(
+          rawFile(
+            f32Header({
+              a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
+              far: { dtype: 'F32', shape: [4], data_offsets: [4096, 4112] },
+            }),
+            body.subarray(0, 16),
+          ),
+        ),
+        'E_ST_OFFSETS',
+        'far',
+      );
       assert.match(past.message, /past the end of the file/);
-      expectOpenError(writeRaw(rawFile(f32Header({ w: { dtype: 'F32', shape: [2], data_offsets: [8, 16] } }), body.subarray(0, 16))), 'E_ST_OFFSETS', 'w');
-      const trailing = expectOpenError(writeRaw(rawFile(f32Header({ w: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }), body.subarray(0, 12))), 'E_ST_OFFSETS');
+      expectOpenError(
+        writeRaw(rawFile(f32Header({ w: { dtype: 'F32', shape: [2], data_offsets: [8, 16] } }), body.subarray(0, 16))),
+        'E_ST_OFFSETS',
+        'w',
+      );
+      const trailing = expectOpenError(
+        writeRaw(rawFile(f32Header({ w: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }), body.subarray(0, 12))),
+        'E_ST_OFFSETS',
+      );
       assert.match(trailing.message, /4 bytes after the last tensor/);
     });
 
@@ -474,9 +626,20 @@ describe('safetensors', () => {
       const file = tmp();
       writeSafetensors(file, { here: { dtype: 'U8', shape: [1], data: new Uint8Array([1]) } });
       const st = SafetensorsFile.open(file);
-      for (const fn of [() => st.readBytes('gone.weight'), () => st.readFloat32('gone.weight'), () => st.read('gone.weight')]) {
-        assert.throws(fn, (e: SafetensorsError) =>
-          e instanceof SafetensorsError && e.code === 'E_ST_MISSING' && e.tensor === 'gone.weight' && e.message.includes(file) && e.message.includes('gone.weight'));
+      for (const fn of [
+        () => st.readBytes('gone.weight'),
+        () => st.readFloat32('gone.weight'),
+        () => st.read('gone.weight'),
+      ]) {
+        assert.throws(
+          fn,
+          (e: SafetensorsError) =>
+            e instanceof SafetensorsError &&
+            e.code === 'E_ST_MISSING' &&
+            e.tensor === 'gone.weight' &&
+            e.message.includes(file) &&
+            e.message.includes('gone.weight'),
+        );
       }
       st.close();
       const nofile = path.join(tmpRoot, 'does-not-exist.safetensors');

@@ -7,8 +7,21 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, MoiError, UsageError } from '@moi/core';
 import {
-  applyChain, buildChain, createContext, createRng, DEFAULT_SAMPLING, resolveSamplingParams, sample, splitmix64,
-  Sampler, uniformOpenClosed24, Xoshiro128ss, type Rng, type RowState, type SampleResult, type SamplingParams,
+  applyChain,
+  buildChain,
+  createContext,
+  createRng,
+  DEFAULT_SAMPLING,
+  resolveSamplingParams,
+  sample,
+  splitmix64,
+  Sampler,
+  uniformOpenClosed24,
+  Xoshiro128ss,
+  type Rng,
+  type RowState,
+  type SampleResult,
+  type SamplingParams,
 } from '../src/index.ts';
 
 // ---------------------------------------------------------------- helpers
@@ -17,9 +30,17 @@ function params(partial: Partial<SamplingParams> = {}): SamplingParams {
   return resolveSamplingParams(partial);
 }
 
-function rowState(partial: Partial<SamplingParams> = {}, history: { prompt?: number[]; generated?: number[] } = {}): RowState {
+function rowState(
+  partial: Partial<SamplingParams> = {},
+  history: { prompt?: number[]; generated?: number[] } = {},
+): RowState {
   const p = params(partial);
-  return { params: p, rng: createRng(p.seed ?? 0), promptIds: history.prompt ?? [], generatedIds: history.generated ?? [] };
+  return {
+    params: p,
+    rng: createRng(p.seed ?? 0),
+    promptIds: history.prompt ?? [],
+    generatedIds: history.generated ?? [],
+  };
 }
 
 /** Run one sampling call and read everything back (tests only), disposing the result. */
@@ -39,7 +60,11 @@ function run(logits: number[][], rows: RowState[]) {
 }
 
 /** Processed logits of a single row. */
-function processRow(logits: number[], partial: Partial<SamplingParams>, history: { prompt?: number[]; generated?: number[] } = {}): number[] {
+function processRow(
+  logits: number[],
+  partial: Partial<SamplingParams>,
+  history: { prompt?: number[]; generated?: number[] } = {},
+): number[] {
   return run([logits], [rowState(partial, history)]).processed[0];
 }
 
@@ -87,7 +112,13 @@ describe('sampling', function () {
   describe('params', function () {
     it('defaults are vLLM-like: temperature 1, filters and penalties off', function () {
       assert.deepEqual(resolveSamplingParams({}), {
-        temperature: 1, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0,
+        temperature: 1,
+        topK: 0,
+        topP: 1,
+        minP: 0,
+        repetitionPenalty: 1,
+        presencePenalty: 0,
+        frequencyPenalty: 0,
       });
       assert.deepEqual(resolveSamplingParams(), { ...DEFAULT_SAMPLING });
     });
@@ -96,7 +127,14 @@ describe('sampling', function () {
       const gc = { temperature: 0.6, top_p: 0.9, top_k: 20, min_p: null, do_sample: true, bos_token_id: 1 };
       const p = resolveSamplingParams({ temperature: 0, seed: 7, topP: undefined }, gc);
       assert.deepEqual(p, {
-        temperature: 0, topK: 20, topP: 0.9, minP: 0, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 7,
+        temperature: 0,
+        topK: 20,
+        topP: 0.9,
+        minP: 0,
+        repetitionPenalty: 1,
+        presencePenalty: 0,
+        frequencyPenalty: 0,
+        seed: 7,
       });
     });
 
@@ -122,10 +160,15 @@ describe('sampling', function () {
       [{ logprobs: 0.5 }, 'logprobs'],
     ];
     for (const [partial, field] of bad) {
-      it(`refuses ${Object.entries(partial).map(([k, v]) => `${k}=${typeof v === 'string' ? `'${v}'` : v}`).join()} with E_SAMPLING naming ${field}`, function () {
+      it(`refuses ${Object.entries(partial)
+        .map(([k, v]) => `${k}=${typeof v === 'string' ? `'${v}'` : v}`)
+        .join()} with E_SAMPLING naming ${field}`, function () {
         assert.throws(
           () => resolveSamplingParams(partial as Partial<SamplingParams>),
-          (err: unknown) => err instanceof UsageError && err instanceof MoiError && err.code === 'E_SAMPLING' &&
+          (err: unknown) =>
+            err instanceof UsageError &&
+            err instanceof MoiError &&
+            err.code === 'E_SAMPLING' &&
             err.message.includes(`sampling.${field}`),
         );
       });
@@ -134,7 +177,10 @@ describe('sampling', function () {
     it('names the generation_config.json key when the bad value comes from there', function () {
       assert.throws(
         () => resolveSamplingParams({}, { top_p: 0 }),
-        (err: unknown) => err instanceof UsageError && err.code === 'E_SAMPLING' && err.message.includes('generation_config.json top_p'),
+        (err: unknown) =>
+          err instanceof UsageError &&
+          err.code === 'E_SAMPLING' &&
+          err.message.includes('generation_config.json top_p'),
       );
       // a request value does not rescue an invalid file value: the file is checked as read
       assert.throws(() => resolveSamplingParams({ topP: 0.5 }, { repetition_penalty: -1 }), /repetition_penalty/);
@@ -156,7 +202,11 @@ describe('sampling', function () {
     });
 
     it('same seed → same stream; different seeds and unseeded generators differ; draws lie in (0, 1]', function () {
-      const a = createRng(123), b = createRng(123), c = createRng(124), d = createRng(), e = createRng();
+      const a = createRng(123),
+        b = createRng(123),
+        c = createRng(124),
+        d = createRng(),
+        e = createRng();
       const take = (r: ReturnType<typeof createRng>) => Array.from({ length: 20 }, () => r.nextUint32());
       const sa = take(a);
       assert.deepEqual(take(b), sa);
@@ -229,7 +279,11 @@ describe('sampling', function () {
       assert.deepEqual(names([{}]), []);
       assert.deepEqual(names([{ temperature: 0 }, { temperature: 1, topK: 10 }]), []);
       assert.deepEqual(
-        names([{ minP: 0.1 }, { topP: 0.9, temperature: 0.5 }, { topK: 3, repetitionPenalty: 1.1, frequencyPenalty: 0.1 }]),
+        names([
+          { minP: 0.1 },
+          { topP: 0.9, temperature: 0.5 },
+          { topK: 3, repetitionPenalty: 1.1, frequencyPenalty: 0.1 },
+        ]),
         ['repetitionPenalty', 'presenceFrequencyPenalty', 'temperature', 'topK', 'topP', 'minP'],
       );
     });
@@ -245,17 +299,29 @@ describe('sampling', function () {
 
     it('presence and frequency penalties count generated ids only', function () {
       const logits = [1, 1, 1, 1, 1];
-      const out = processRow(logits, { presencePenalty: 0.5, frequencyPenalty: 0.25 }, { prompt: [0, 0, 4], generated: [2, 2, 3, 2] });
+      const out = processRow(
+        logits,
+        { presencePenalty: 0.5, frequencyPenalty: 0.25 },
+        { prompt: [0, 0, 4], generated: [2, 2, 3, 2] },
+      );
       // id 2: count 3 → 1 - 0.5 - 0.75 = -0.25; id 3: count 1 → 1 - 0.5 - 0.25 = 0.25; prompt-only ids untouched
       assertClose(out, [1, 1, -0.25, 0.25, 1], 1e-6, 'penalized');
       // negative penalties reward instead
-      assertClose(processRow(logits, { presencePenalty: -1 }, { generated: [4] }), [1, 1, 1, 1, 2], 1e-6, 'negative presence');
+      assertClose(
+        processRow(logits, { presencePenalty: -1 }, { generated: [4] }),
+        [1, 1, 1, 1, 2],
+        1e-6,
+        'negative presence',
+      );
     });
 
     it('repetition penalty comes before presence/frequency, then temperature', function () {
       const logits = [2, -2, 3];
-      const out = processRow(logits, { repetitionPenalty: 2, presencePenalty: 0.5, frequencyPenalty: 0.25, temperature: 0.5 },
-        { prompt: [2], generated: [0, 0, 1] });
+      const out = processRow(
+        logits,
+        { repetitionPenalty: 2, presencePenalty: 0.5, frequencyPenalty: 0.25, temperature: 0.5 },
+        { prompt: [2], generated: [0, 0, 1] },
+      );
       // id 0: 2/2 = 1, -0.5 -0.5 = 0, /0.5 = 0; id 1: -2*2 = -4, -0.5 -0.25 = -4.75, /0.5 = -9.5; id 2 (prompt): 3/2 = 1.5, /0.5 = 3
       assertClose(out, [0, -9.5, 3], 1e-6, 'chained');
     });
@@ -272,17 +338,31 @@ describe('sampling', function () {
       // 3 / 1.5 = 2 < 2.5 → id 1
       assert.deepEqual(run([logits], [rowState({ temperature: 0, repetitionPenalty: 1.5 }, { prompt: [0] })]).ids, [1]);
       // presence 0.3 + 2×frequency 0.2 = 0.7: 3 - 0.7 = 2.3 < 2.5 → id 1; a prompt occurrence alone does nothing
-      assert.deepEqual(run([logits], [rowState({ temperature: 0, presencePenalty: 0.3, frequencyPenalty: 0.2 }, { generated: [0, 0] })]).ids, [1]);
-      assert.deepEqual(run([logits], [rowState({ temperature: 0, presencePenalty: 0.3, frequencyPenalty: 0.2 }, { prompt: [0, 0] })]).ids, [0]);
+      assert.deepEqual(
+        run(
+          [logits],
+          [rowState({ temperature: 0, presencePenalty: 0.3, frequencyPenalty: 0.2 }, { generated: [0, 0] })],
+        ).ids,
+        [1],
+      );
+      assert.deepEqual(
+        run([logits], [rowState({ temperature: 0, presencePenalty: 0.3, frequencyPenalty: 0.2 }, { prompt: [0, 0] })])
+          .ids,
+        [0],
+      );
       // ties: the lower id
       assert.deepEqual(run([[0, 5, 5]], [rowState({ temperature: 0 })]).ids, [1]);
     });
 
     it('refuses history ids outside the vocabulary with E_SAMPLING', function () {
-      assert.throws(() => processRow([0, 1], { repetitionPenalty: 1.2 }, { prompt: [2] }),
-        (e: unknown) => e instanceof UsageError && e.code === 'E_SAMPLING' && /promptIds/.test(e.message));
-      assert.throws(() => processRow([0, 1], { frequencyPenalty: 1 }, { generated: [-1] }),
-        (e: unknown) => e instanceof UsageError && e.code === 'E_SAMPLING' && /generatedIds/.test(e.message));
+      assert.throws(
+        () => processRow([0, 1], { repetitionPenalty: 1.2 }, { prompt: [2] }),
+        (e: unknown) => e instanceof UsageError && e.code === 'E_SAMPLING' && /promptIds/.test(e.message),
+      );
+      assert.throws(
+        () => processRow([0, 1], { frequencyPenalty: 1 }, { generated: [-1] }),
+        (e: unknown) => e instanceof UsageError && e.code === 'E_SAMPLING' && /generatedIds/.test(e.message),
+      );
     });
   });
 
@@ -292,7 +372,18 @@ describe('sampling', function () {
       const configs: { p: Partial<SamplingParams>; prompt: number[] }[] = [
         { p: { temperature: 0, repetitionPenalty: 1.3, logprobs: 0 }, prompt: [1, 2, 3] },
         { p: { temperature: 0.7, topK: 5, seed: 11 }, prompt: [4] },
-        { p: { temperature: 1.2, topP: 0.9, minP: 0.05, presencePenalty: 0.3, frequencyPenalty: 0.2, seed: 12, logprobs: 3 }, prompt: [] },
+        {
+          p: {
+            temperature: 1.2,
+            topP: 0.9,
+            minP: 0.05,
+            presencePenalty: 0.3,
+            frequencyPenalty: 0.2,
+            seed: 12,
+            logprobs: 3,
+          },
+          prompt: [],
+        },
       ];
       const mk = () => configs.map((c) => rowState(c.p, { prompt: c.prompt, generated: [] }));
       const batchRows = mk();
@@ -366,22 +457,42 @@ describe('sampling', function () {
       // id 0 and the tail carry mass but are filtered; only id 3 survives top-p 0.2
       const logits = [5, -30, -30, 6, 4, 5.5];
       const rows = Array.from({ length: 50 }, (_, i) => rowState({ topP: 0.2, seed: i }));
-      assert.deepEqual([...new Set(run(rows.map(() => logits), rows).ids)], [3]);
+      assert.deepEqual(
+        [
+          ...new Set(
+            run(
+              rows.map(() => logits),
+              rows,
+            ).ids,
+          ),
+        ],
+        [3],
+      );
     });
 
     it('the extreme draws (u = 2^-24 and u = 1) land on the first and last surviving tokens', function () {
       // top-k 2 keeps ids 1 and 2; ids 0 and 3 (first and last) are filtered
       const fixed = (word: number): Rng => ({ nextUint32: () => word, nextFloat: () => word / 4294967296 });
       const p = params({ topK: 2 });
-      const rows: RowState[] = [0, 0xffffffff].map((w) => ({ params: p, rng: fixed(w), promptIds: [], generatedIds: [] }));
-      const x = tf.tensor2d([[1, 5, 5, 1], [1, 5, 5, 1]]);
+      const rows: RowState[] = [0, 0xffffffff].map((w) => ({
+        params: p,
+        rng: fixed(w),
+        promptIds: [],
+        generatedIds: [],
+      }));
+      const x = tf.tensor2d([
+        [1, 5, 5, 1],
+        [1, 5, 5, 1],
+      ]);
       const r = new Sampler().sample(x, rows);
       assert.deepEqual(Array.from(r.ids.dataSync()), [1, 2]);
       tf.dispose([x, r as unknown as tf.TensorContainer]);
       // A row whose float32 softmax over the survivors sums to just under 1 (cpu and wasm): u = 1 must still land on the
       // last survivor (id 6), not run off the end of the cdf onto the filtered id 7.
-      const row = [1.4241121138558315, 3.315847934836451, 3.295662490323029, 0.9240703829210579, 1.8014539823874152,
-        1.9851838229155092, 2.8083159545475227, -10];
+      const row = [
+        1.4241121138558315, 3.315847934836451, 3.295662490323029, 0.9240703829210579, 1.8014539823874152,
+        1.9851838229155092, 2.8083159545475227, -10,
+      ];
       const last: RowState = { params: params({ topK: 7 }), rng: fixed(0xffffffff), promptIds: [], generatedIds: [] };
       assert.deepEqual(run([row], [last]).ids, [6]);
     });
@@ -391,13 +502,19 @@ describe('sampling', function () {
     it('are the raw log-softmax at the chosen id and its top-n, before temperature and filters', function () {
       const logits = [0.5, 2.0, -1.0, 1.5, 0.0];
       const raw = logSoftmax(logits);
-      const rows = [rowState({ temperature: 0.5, topK: 2, seed: 3, logprobs: 3 }), rowState({ temperature: 0, logprobs: 0 })];
+      const rows = [
+        rowState({ temperature: 0.5, topK: 2, seed: 3, logprobs: 3 }),
+        rowState({ temperature: 0, logprobs: 0 }),
+      ];
       const out = run([logits, logits], rows);
       assert.ok([1, 3].includes(out.ids[0]), 'top-k 2 sample');
       assert.equal(out.ids[1], 1);
       assertClose(out.chosen!, [raw[out.ids[0]], raw[1]], 1e-5, 'chosen');
       // top-3 of the raw distribution: ids 1, 3, 0
-      assert.deepEqual(out.topIds, [[1, 3, 0], [1, 3, 0]]);
+      assert.deepEqual(out.topIds, [
+        [1, 3, 0],
+        [1, 3, 0],
+      ]);
       assertClose(out.topLogprobs![0], [raw[1], raw[3], raw[0]], 1e-5, 'top logprobs');
     });
 
@@ -415,7 +532,10 @@ describe('sampling', function () {
   it('leaks no tensors over 100 sampling calls', function () {
     const rows = [
       rowState({ temperature: 0, repetitionPenalty: 1.2, logprobs: 2 }, { prompt: [1, 2], generated: [] }),
-      rowState({ temperature: 0.8, topK: 4, topP: 0.9, minP: 0.02, presencePenalty: 0.1, frequencyPenalty: 0.1, seed: 5 }, { prompt: [3] }),
+      rowState(
+        { temperature: 0.8, topK: 4, topP: 0.9, minP: 0.02, presencePenalty: 0.1, frequencyPenalty: 0.1, seed: 5 },
+        { prompt: [3] },
+      ),
       rowState({ seed: 6 }),
     ];
     const logits = tf.tensor2d(randomLogits(3, 32, 9));
@@ -441,10 +561,17 @@ describe('sampling', function () {
   it('processors can be used one by one inside tf.tidy', function () {
     const ps = [params({ topK: 2 }), params({ minP: 0.35 })];
     const out = tf.tidy(() => {
-      const ctx = createContext(ps, ps.map(() => ({ promptIds: [], generatedIds: [] })), 5);
+      const ctx = createContext(
+        ps,
+        ps.map(() => ({ promptIds: [], generatedIds: [] })),
+        5,
+      );
       return applyChain(tf.tensor2d([LOGITS, LOGITS]), buildChain(ps, 5), ctx).arraySync();
     });
-    assert.deepEqual(out.map(survivors), [[1, 3], [1, 3]]);
+    assert.deepEqual(out.map(survivors), [
+      [1, 3],
+      [1, 3],
+    ]);
   });
 
   describe('on wasm', function () {
@@ -463,13 +590,22 @@ describe('sampling', function () {
       assert.deepEqual(survivors(processRow(LOGITS, { minP: 0.3 })), [1, 3, 4]);
       assert.deepEqual(survivors(processRow([1, 3, 3, 3, 0], { topK: 2 })), [1, 2]);
       assert.deepEqual(survivors(processRow([0, 0, 0, 0], { topP: 0.5 })), [0, 1]);
-      assert.deepEqual(processRow([2, -2, 1, 0.5, -1, 0], { repetitionPenalty: 2 }, { prompt: [0, 5], generated: [1, 1, 0] }),
-        [1, -4, 1, 0.5, -1, 0]);
-      assertClose(processRow([1, 1, 1, 1, 1], { presencePenalty: 0.5, frequencyPenalty: 0.25 }, { generated: [2, 2, 3, 2] }),
-        [1, 1, -0.25, 0.25, 1], 1e-6, 'penalties');
+      assert.deepEqual(
+        processRow([2, -2, 1, 0.5, -1, 0], { repetitionPenalty: 2 }, { prompt: [0, 5], generated: [1, 1, 0] }),
+        [1, -4, 1, 0.5, -1, 0],
+      );
+      assertClose(
+        processRow([1, 1, 1, 1, 1], { presencePenalty: 0.5, frequencyPenalty: 0.25 }, { generated: [2, 2, 3, 2] }),
+        [1, 1, -0.25, 0.25, 1],
+        1e-6,
+        'penalties',
+      );
 
       const logits = [0.5, 2.0, -1.0, 1.5, 0.0];
-      const out = run([logits, logits], [rowState({ temperature: 0.5, topK: 2, seed: 3, logprobs: 3 }), rowState({ temperature: 0, logprobs: 0 })]);
+      const out = run(
+        [logits, logits],
+        [rowState({ temperature: 0.5, topK: 2, seed: 3, logprobs: 3 }), rowState({ temperature: 0, logprobs: 0 })],
+      );
       assert.ok([1, 3].includes(out.ids[0]));
       assert.equal(out.ids[1], 1);
       const raw = logSoftmax(logits);

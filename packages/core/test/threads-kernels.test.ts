@@ -13,12 +13,31 @@ import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/dtype.ts';
 import { initBackend } from '../src/backend.ts';
 import { disposePacked, packedMatMul, packQ8, quantizeQ8 } from '../src/kernels/wasm/packed.ts';
 import {
-  attention, freeWeight, gather, matmul, mix, SharedKv, splitHeads, ThreadPool, uploadWeight,
-  type MatKind, type SharedWeight, type SimdPath,
+  attention,
+  freeWeight,
+  gather,
+  matmul,
+  mix,
+  SharedKv,
+  splitHeads,
+  ThreadPool,
+  uploadWeight,
+  type MatKind,
+  type SharedWeight,
+  type SimdPath,
 } from '../src/kernels/wasm/threads/index.ts';
 import { randn, rng } from './kernel-data.ts';
 import {
-  attentionF64, attentionModel, fmaf, gamma, headModel, matmulF64, matmulFloatModel, matmulQ8x16Model, matmulQ8x8Model, quantizeModel,
+  attentionF64,
+  attentionModel,
+  fmaf,
+  gamma,
+  headModel,
+  matmulF64,
+  matmulFloatModel,
+  matmulQ8x16Model,
+  matmulQ8x8Model,
+  quantizeModel,
   type KvModel,
 } from './threads-model.ts';
 
@@ -32,7 +51,11 @@ function sameBits(a: Float32Array, b: Float32Array, what: string): void {
   }
 }
 
-interface Case { rows: number; cols: number; N: number }
+interface Case {
+  rows: number;
+  cols: number;
+  N: number;
+}
 const CASES: Case[] = [
   { rows: 13, cols: 70, N: 1 }, // padded rows and columns
   { rows: 64, cols: 64, N: 2 },
@@ -41,7 +64,12 @@ const CASES: Case[] = [
   { rows: 300, cols: 256, N: 9 }, // several row grains per thread
 ];
 
-interface Made { src: Parameters<typeof uploadWeight>[1]; wide: Float32Array; q?: Int8Array; d?: Float32Array }
+interface Made {
+  src: Parameters<typeof uploadWeight>[1];
+  wide: Float32Array;
+  q?: Int8Array;
+  d?: Float32Array;
+}
 
 function makeWeight(kind: MatKind, rows: number, cols: number, seed: number): Made {
   const r = rng(seed);
@@ -71,13 +99,15 @@ describe('thread pool kernels', function () {
   before(async () => {
     // multi-thread pools leave every chunk to their workers: their bits are held against the main thread's
     for (const t of [1, 2, 3]) pools[`auto${t}`] = await ThreadPool.create({ threads: t, mainClaims: t === 1 });
-    for (const t of [1, 3]) pools[`plain${t}`] = await ThreadPool.create({ threads: t, simd: 'simd128', mainClaims: t === 1 });
+    for (const t of [1, 3])
+      pools[`plain${t}`] = await ThreadPool.create({ threads: t, simd: 'simd128', mainClaims: t === 1 });
     if (pools.auto1.info.simd === 'relaxed') simdPaths = ['relaxed', 'simd128'];
   });
   after(async () => {
     for (const p of Object.values(pools)) await p.dispose();
   });
-  const byPath = (simd: SimdPath, t: number) => (simd === pools.auto1.info.simd ? pools[`auto${t}`] : pools[`plain${t}`]);
+  const byPath = (simd: SimdPath, t: number) =>
+    simd === pools.auto1.info.simd ? pools[`auto${t}`] : pools[`plain${t}`];
 
   it('runs the relaxed path on this Node (its self-tests pass after the flag)', () => {
     // Node 20 needs the flag, 22 has it by default; either way the pool must have taken it here
@@ -85,7 +115,7 @@ describe('thread pool kernels', function () {
     assert.equal(pools.plain1.info.simd, 'simd128');
   });
 
-  it('fmaf (the models\' fused multiply-add) equals relaxed_madd on cases that round differently', () => {
+  it("fmaf (the models' fused multiply-add) equals relaxed_madd on cases that round differently", () => {
     const ex = pools.auto1.exports;
     const r = rng(7);
     let fusedDiffers = 0;
@@ -120,7 +150,10 @@ describe('thread pool kernels', function () {
           }
           const colsP = Math.ceil(c.cols / 32) * 32;
           for (let i = 0; i < model.length; i++) {
-            assert.ok(Math.abs(model[i] - ref.y[i]) <= gamma(colsP) * ref.mag[i] + 1e-30, `${kind} ${simd} output ${i}: ${model[i]} vs ${ref.y[i]}`);
+            assert.ok(
+              Math.abs(model[i] - ref.y[i]) <= gamma(colsP) * ref.mag[i] + 1e-30,
+              `${kind} ${simd} output ${i}: ${model[i]} vs ${ref.y[i]}`,
+            );
           }
         }
       }
@@ -139,21 +172,28 @@ describe('thread pool kernels', function () {
       }
       // against float64 on the quantized values: |x − q·d| ≤ d/2 per element, plus f32 sums
       const nb = Math.ceil(c.cols / 32);
-      const wq = Float32Array.from({ length: c.rows * c.cols }, (_, i) => m.q![i] * m.d![Math.floor(i / c.cols) * nb + Math.floor((i % c.cols) / 32)]);
+      const wq = Float32Array.from(
+        { length: c.rows * c.cols },
+        (_, i) => m.q![i] * m.d![Math.floor(i / c.cols) * nb + Math.floor((i % c.cols) / 32)],
+      );
       const ref = matmulF64(wq, x, c.N, c.rows, c.cols);
       const { d: xd } = quantizeModel(x, c.N, c.cols, 127);
       for (let n = 0; n < c.N; n++) {
         for (let r = 0; r < c.rows; r++) {
           let bound = gamma(nb + 2) * ref.mag[n * c.rows + r] * 1.01;
-          for (let k = 0; k < c.cols; k++) bound += Math.abs(wq[r * c.cols + k]) * xd[n * nb + Math.floor(k / 32)] / 2;
+          for (let k = 0; k < c.cols; k++)
+            bound += (Math.abs(wq[r * c.cols + k]) * xd[n * nb + Math.floor(k / 32)]) / 2;
           const i = n * c.rows + r;
-          assert.ok(Math.abs(model[i] - ref.y[i]) <= bound * (1 + 1e-6), `q8x8 output ${i}: ${model[i]} vs ${ref.y[i]} (bound ${bound})`);
+          assert.ok(
+            Math.abs(model[i] - ref.y[i]) <= bound * (1 + 1e-6),
+            `q8x8 output ${i}: ${model[i]} vs ${ref.y[i]} (bound ${bound})`,
+          );
         }
       }
     }
   });
 
-  it('mm_q8x16 (16-bit activations): model bit for bit on any thread count, and today\'s packedMatMul bit for bit', async () => {
+  it("mm_q8x16 (16-bit activations): model bit for bit on any thread count, and today's packedMatMul bit for bit", async () => {
     await initBackend({ backend: 'wasm' });
     for (const [ci, c] of CASES.entries()) {
       const m = makeWeight('q8', c.rows, c.cols, 500 + ci);
@@ -184,7 +224,11 @@ describe('thread pool kernels', function () {
       for (const q8 of kind === 'q8' ? (['x8', 'x16'] as const) : (['x8'] as const)) {
         const all = matmul(pool, w, x, N, { q8 });
         for (let n = 0; n < N; n++) {
-          sameBits(matmul(pool, w, x.subarray(n * 200, (n + 1) * 200), 1, { q8 }), all.subarray(n * 77, (n + 1) * 77), `${kind} ${q8} row ${n}`);
+          sameBits(
+            matmul(pool, w, x.subarray(n * 200, (n + 1) * 200), 1, { q8 }),
+            all.subarray(n * 77, (n + 1) * 77),
+            `${kind} ${q8} row ${n}`,
+          );
         }
       }
       freeWeight(pool, w);
@@ -196,7 +240,12 @@ describe('thread pool kernels', function () {
       const rows = 50;
       const cols = 200;
       const m = makeWeight(kind, rows, cols, 800);
-      const table = kind === 'q8' ? Float32Array.from({ length: rows * cols }, (_, i) => Math.fround(m.q![i] * m.d![Math.floor(i / cols) * 7 + Math.floor((i % cols) / 32)])) : m.wide;
+      const table =
+        kind === 'q8'
+          ? Float32Array.from({ length: rows * cols }, (_, i) =>
+              Math.fround(m.q![i] * m.d![Math.floor(i / cols) * 7 + Math.floor((i % cols) / 32)]),
+            )
+          : m.wide;
       const ids = Int32Array.from([3, 0, 49, 3, 17]);
       const M = 2;
       const K = 4;
@@ -208,7 +257,8 @@ describe('thread pool kernels', function () {
       for (let mi = 0; mi < M; mi++) {
         for (let c = 0; c < cols; c++) {
           let acc = 0;
-          for (let k = 0; k < K; k++) acc = Math.fround(acc + Math.fround(wts[mi * K + k] * table[mixIds[mi * K + k] * cols + c]));
+          for (let k = 0; k < K; k++)
+            acc = Math.fround(acc + Math.fround(wts[mi * K + k] * table[mixIds[mi * K + k] * cols + c]));
           wantMix[mi * cols + c] = acc;
         }
       }
@@ -224,11 +274,27 @@ describe('thread pool kernels', function () {
   });
 
   /** A cache of Bc rows filled from JS, and its model. */
-  function makeKv(pool: ThreadPool, Bc: number, nKV: number, cap: number, D: number, filled: number[], seed: number): { kv: SharedKv; model: KvModel } {
+  function makeKv(
+    pool: ThreadPool,
+    Bc: number,
+    nKV: number,
+    cap: number,
+    D: number,
+    filled: number[],
+    seed: number,
+  ): { kv: SharedKv; model: KvModel } {
     const kv = new SharedKv(pool, Bc, nKV, cap, D);
     const S = kv.S;
     const r = rng(seed);
-    const model: KvModel = { Bc, nKV, S, D, keys: new Float32Array(Bc * nKV * S * D), vals: new Float32Array(Bc * nKV * S * D), slotPos: new Int32Array(Bc * S).fill(-1) };
+    const model: KvModel = {
+      Bc,
+      nKV,
+      S,
+      D,
+      keys: new Float32Array(Bc * nKV * S * D),
+      vals: new Float32Array(Bc * nKV * S * D),
+      slotPos: new Int32Array(Bc * S).fill(-1),
+    };
     for (let b = 0; b < Bc; b++) {
       for (let p = 0; p < filled[b]; p++) {
         const slot = p % cap; // a ring of `cap` slots: older positions overwritten
@@ -251,7 +317,11 @@ describe('thread pool kernels', function () {
     const D = 16;
     const Bc = 3;
     const cap = 10; // S rounds up to 12
-    for (const [window, softcap] of [[0, 0], [4, 0], [0, 5]]) {
+    for (const [window, softcap] of [
+      [0, 0],
+      [4, 0],
+      [0, 5],
+    ]) {
       const qinfo = Int32Array.from([0, 6, 1, 13, 2, 0, 0, 2]); // row 1 wrapped its ring; row 2 empty (sees nothing at 0? it has no slots)
       const Nq = qinfo.length / 2;
       const q = randn(rng(900 + window), Nq * nH * D, 0.5);
@@ -265,9 +335,16 @@ describe('thread pool kernels', function () {
           for (let i = 0; i < Nq; i++) {
             for (let h = 0; h < nH; h++) {
               const qh = q.subarray((i * nH + h) * D, (i * nH + h + 1) * D);
-              want.set(attentionModel(simd, model, qh, qinfo[2 * i], qinfo[2 * i + 1], h, nH, window, Math.fround(softcap)), (i * nH + h) * D);
+              want.set(
+                attentionModel(simd, model, qh, qinfo[2 * i], qinfo[2 * i + 1], h, nH, window, Math.fround(softcap)),
+                (i * nH + h) * D,
+              );
               const f = attentionF64(model, qh, qinfo[2 * i], qinfo[2 * i + 1], h, nH, window, softcap);
-              for (let d = 0; d < D; d++) assert.ok(Math.abs(f[d] - y[(i * nH + h) * D + d]) < 2e-6, `attention ${simd} [${i}, ${h}, ${d}]: ${y[(i * nH + h) * D + d]} vs ${f[d]}`);
+              for (let d = 0; d < D; d++)
+                assert.ok(
+                  Math.abs(f[d] - y[(i * nH + h) * D + d]) < 2e-6,
+                  `attention ${simd} [${i}, ${h}, ${d}]: ${y[(i * nH + h) * D + d]} vs ${f[d]}`,
+                );
             }
           }
           sameBits(y, want, `attention ${simd} window ${window} softcap ${softcap} threads ${t}`);
@@ -302,7 +379,12 @@ describe('thread pool kernels', function () {
         const [crow, slot, pos] = [rowsInfo[3 * n], rowsInfo[3 * n + 1], rowsInfo[3 * n + 2]];
         const c = cos.subarray(n * D, (n + 1) * D);
         const s = sin.subarray(n * D, (n + 1) * D);
-        for (let h = 0; h < nH; h++) sameBits(q.subarray((n * nH + h) * D, (n * nH + h + 1) * D), headModel(head(h), D, qNorm, 1e-6, c, s), `${name} q row ${n} head ${h}`);
+        for (let h = 0; h < nH; h++)
+          sameBits(
+            q.subarray((n * nH + h) * D, (n * nH + h + 1) * D),
+            headModel(head(h), D, qNorm, 1e-6, c, s),
+            `${name} q row ${n} head ${h}`,
+          );
         for (let g = 0; g < nKV; g++) {
           const k = keys.subarray(((crow * nKV + g) * kv.S + slot) * D, ((crow * nKV + g) * kv.S + slot + 1) * D);
           sameBits(k, headModel(head(nH + g), D, kNorm, 1e-6, c, s), `${name} k row ${n} head ${g}`);
@@ -313,7 +395,10 @@ describe('thread pool kernels', function () {
       }
       if (first) sameBits(q, first, `${name} vs the first pool`);
       first ??= q;
-      assert.throws(() => splitHeads(pool, kv, qkv, N, nH, { rows: Int32Array.from([0, 8, 0, 0, 0, 0, 0, 0, 0]) }), /slot 8/);
+      assert.throws(
+        () => splitHeads(pool, kv, qkv, N, nH, { rows: Int32Array.from([0, 8, 0, 0, 0, 0, 0, 0, 0]) }),
+        /slot 8/,
+      );
       kv.free();
     }
   });
@@ -322,7 +407,9 @@ describe('thread pool kernels', function () {
     const pool = pools.auto2;
     matmul(pool, uploadWeight(pool, makeWeight('f32', 8, 32, 0).src, 8, 32), xOf(1, 32, 0), 1); // the scratch block exists (one weight left behind)
     const before = pool.heap.blocks;
-    const ws: SharedWeight[] = (['f32', 'bf16', 'f16', 'q8'] as const).map((k, i) => uploadWeight(pool, makeWeight(k, 33, 40, i).src, 33, 40));
+    const ws: SharedWeight[] = (['f32', 'bf16', 'f16', 'q8'] as const).map((k, i) =>
+      uploadWeight(pool, makeWeight(k, 33, 40, i).src, 33, 40),
+    );
     for (const w of ws) matmul(pool, w, xOf(2, 40, 1), 2);
     const kv = new SharedKv(pool, 2, 2, 9, 8);
     for (const w of ws) freeWeight(pool, w);

@@ -17,10 +17,10 @@ export function fmaf(a: number, b: number, c: number): number {
   const s = p + c;
   if (!Number.isFinite(s)) return fr(s);
   const bb = s - p;
-  const e = (p - (s - bb)) + (c - bb); // p + c = s + e exactly
+  const e = p - (s - bb) + (c - bb); // p + c = s + e exactly
   if (e === 0 || s === 0) return fr(s);
   f64[0] = s;
-  if ((u64[0] & 1n) === 0n) u64[0] += (e > 0) === (s > 0) ? 1n : -1n; // round to odd
+  if ((u64[0] & 1n) === 0n) u64[0] += e > 0 === s > 0 ? 1n : -1n; // round to odd
   return fr(f64[0]);
 }
 
@@ -38,18 +38,31 @@ export function hsum(l: ArrayLike<number>): number {
 export function dotModel(simd: SimdPath, a: ArrayLike<number>, b: ArrayLike<number>, n: number): number {
   const acc = [0, 0, 0, 0];
   for (let i = 0; i < n; i += 4) {
-    for (let l = 0; l < 4; l++) acc[l] = madd(simd, i + l < a.length ? a[i + l] : 0, i + l < b.length ? b[i + l] : 0, acc[l]);
+    for (let l = 0; l < 4; l++)
+      acc[l] = madd(simd, i + l < a.length ? a[i + l] : 0, i + l < b.length ? b[i + l] : 0, acc[l]);
   }
   return hsum(acc);
 }
 
 /** mm_f32 / mm_bf16 / mm_f16 (weights given widened to f32, [rows, cols]): y [N, rows]. */
-export function matmulFloatModel(simd: SimdPath, w: Float32Array, x: Float32Array, N: number, rows: number, cols: number): Float32Array {
+export function matmulFloatModel(
+  simd: SimdPath,
+  w: Float32Array,
+  x: Float32Array,
+  N: number,
+  rows: number,
+  cols: number,
+): Float32Array {
   const colsP = Math.ceil(cols / 32) * 32;
   const y = new Float32Array(N * rows);
   for (let n = 0; n < N; n++) {
     for (let r = 0; r < rows; r++) {
-      y[n * rows + r] = dotModel(simd, w.subarray(r * cols, (r + 1) * cols), x.subarray(n * cols, (n + 1) * cols), colsP);
+      y[n * rows + r] = dotModel(
+        simd,
+        w.subarray(r * cols, (r + 1) * cols),
+        x.subarray(n * cols, (n + 1) * cols),
+        colsP,
+      );
     }
   }
   return y;
@@ -59,7 +72,12 @@ export function matmulFloatModel(simd: SimdPath, w: Float32Array, x: Float32Arra
  * quant_x8 / quant_x16: per row and block of 32 (zero padded), d = f32(max|x| / qmax), q = ±floor(|x/d| + 0.5)
  * (f32 operations), d = 0 → q = 0. Returns q [N, colsP] and d [N, nb].
  */
-export function quantizeModel(x: Float32Array, N: number, cols: number, qmax: 127 | 32767): { q: Int32Array; d: Float32Array } {
+export function quantizeModel(
+  x: Float32Array,
+  N: number,
+  cols: number,
+  qmax: 127 | 32767,
+): { q: Int32Array; d: Float32Array } {
   const nb = Math.ceil(cols / 32);
   const q = new Int32Array(N * nb * 32);
   const d = new Float32Array(N * nb);
@@ -88,7 +106,14 @@ function paddedQ(qw: Int8Array, rows: number, cols: number): Int32Array {
 }
 
 /** mm_q8x8: per output, Σ_b f32(T_b) · f32(d_w · d_x) added in f32, T_b the exact block dot. */
-export function matmulQ8x8Model(qw: Int8Array, dw: Float32Array, x: Float32Array, N: number, rows: number, cols: number): Float32Array {
+export function matmulQ8x8Model(
+  qw: Int8Array,
+  dw: Float32Array,
+  x: Float32Array,
+  N: number,
+  rows: number,
+  cols: number,
+): Float32Array {
   const nb = Math.ceil(cols / 32);
   const wq = paddedQ(qw, rows, cols);
   const { q: xq, d: xd } = quantizeModel(x, N, cols, 127);
@@ -111,7 +136,14 @@ export function matmulQ8x8Model(qw: Int8Array, dw: Float32Array, x: Float32Array
  * mm_q8x16 (packed-wat.ts's matmul_q8x16): lanes l of four 16-bit dots over bytes
  * {2l, 2l+1} + 8k, f32 lane sums of f32(sum_l) · f32(d_w · d_x), then hsum + 0.
  */
-export function matmulQ8x16Model(qw: Int8Array, dw: Float32Array, x: Float32Array, N: number, rows: number, cols: number): Float32Array {
+export function matmulQ8x16Model(
+  qw: Int8Array,
+  dw: Float32Array,
+  x: Float32Array,
+  N: number,
+  rows: number,
+  cols: number,
+): Float32Array {
   const nb = Math.ceil(cols / 32);
   const wq = paddedQ(qw, rows, cols);
   const { q: xq, d: xd } = quantizeModel(x, N, cols, 32767);
@@ -139,7 +171,13 @@ export function matmulQ8x16Model(qw: Int8Array, dw: Float32Array, x: Float32Arra
 }
 
 /** float64 x · Wᵀ and Σ|x·w| per output (the error scale). */
-export function matmulF64(w: ArrayLike<number>, x: ArrayLike<number>, N: number, rows: number, cols: number): { y: Float64Array; mag: Float64Array } {
+export function matmulF64(
+  w: ArrayLike<number>,
+  x: ArrayLike<number>,
+  N: number,
+  rows: number,
+  cols: number,
+): { y: Float64Array; mag: Float64Array } {
   const y = new Float64Array(N * rows);
   const mag = new Float64Array(N * rows);
   for (let n = 0; n < N; n++) {
@@ -177,7 +215,7 @@ export function expModel(x: number): number {
   if (x < -708) return 0;
   if (Number.isNaN(x)) return x;
   const n = nearest(x * 1.4426950408889634);
-  const r = (x - n * 0.6931471803691238) - n * 1.9082149292705877e-10;
+  const r = x - n * 0.6931471803691238 - n * 1.9082149292705877e-10;
   const c: number[] = [];
   let f = 1;
   for (let k = 0; k <= 11; k++) {
@@ -196,13 +234,28 @@ function tanhModel(y: number): number {
 }
 
 export interface KvModel {
-  Bc: number; nKV: number; S: number; D: number;
+  Bc: number;
+  nKV: number;
+  S: number;
+  D: number;
   /** keys [Bc][nKV][S][D], values [Bc][nKV][S][D] (not transposed), slotPos [Bc][S] */
-  keys: Float32Array; vals: Float32Array; slotPos: Int32Array;
+  keys: Float32Array;
+  vals: Float32Array;
+  slotPos: Int32Array;
 }
 
 /** The attention kernel's arithmetic for one (query row, head); returns D values. */
-export function attentionModel(simd: SimdPath, kv: KvModel, q: Float32Array, crow: number, qpos: number, h: number, nH: number, window: number, cap: number): Float32Array {
+export function attentionModel(
+  simd: SimdPath,
+  kv: KvModel,
+  q: Float32Array,
+  crow: number,
+  qpos: number,
+  h: number,
+  nH: number,
+  window: number,
+  cap: number,
+): Float32Array {
   const { nKV, S, D } = kv;
   const g = Math.floor(h / (nH / nKV));
   const base = (crow * nKV + g) * S;
@@ -236,7 +289,16 @@ export function attentionModel(simd: SimdPath, kv: KvModel, q: Float32Array, cro
 }
 
 /** float64 attention for one (query row, head) (softmax in f64, no rounding), for the error bound. */
-export function attentionF64(kv: KvModel, q: Float32Array, crow: number, qpos: number, h: number, nH: number, window: number, cap: number): Float64Array {
+export function attentionF64(
+  kv: KvModel,
+  q: Float32Array,
+  crow: number,
+  qpos: number,
+  h: number,
+  nH: number,
+  window: number,
+  cap: number,
+): Float64Array {
   const { nKV, S, D } = kv;
   const g = Math.floor(h / (nH / nKV));
   const base = (crow * nKV + g) * S;
@@ -266,7 +328,14 @@ export function attentionF64(kv: KvModel, q: Float32Array, crow: number, qpos: n
 }
 
 /** split_heads on one head: RMS norm (if w) then rotate-half RoPE (if cos), as the kernel rounds. */
-export function headModel(x: Float32Array, D: number, w: Float32Array | null, eps: number, cos: Float32Array | null, sin: Float32Array | null): Float32Array {
+export function headModel(
+  x: Float32Array,
+  D: number,
+  w: Float32Array | null,
+  eps: number,
+  cos: Float32Array | null,
+  sin: Float32Array | null,
+): Float32Array {
   let y = Float32Array.from(x);
   if (w) {
     const acc = [0, 0, 0, 0];

@@ -12,8 +12,18 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ModelError, UsageError } from '../src/errors.ts';
 import {
-  assembleThreadsWat, compileOptimized, defaultThreads, enableRelaxedSimd, matmul, MAX_DEFAULT_THREADS, runSelfTests, selfTestWat,
-  SharedHeap, ThreadPool, uploadWeight, type SelfTestResult,
+  assembleThreadsWat,
+  compileOptimized,
+  defaultThreads,
+  enableRelaxedSimd,
+  matmul,
+  MAX_DEFAULT_THREADS,
+  runSelfTests,
+  selfTestWat,
+  SharedHeap,
+  ThreadPool,
+  uploadWeight,
+  type SelfTestResult,
 } from '../src/kernels/wasm/threads/index.ts';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -36,7 +46,7 @@ describe('thread pool: relaxed SIMD detection', function () {
     return runSelfTests(ex, new Uint8Array(memory.buffer), 0);
   }
 
-  it('the self-tests catch the Liftoff trap in a normally compiled module on Node 20/21, and pass in the pool\'s compile', async function () {
+  it("the self-tests catch the Liftoff trap in a normally compiled module on Node 20/21, and pass in the pool's compile", async function () {
     if (!enableRelaxedSimd()) this.skip(); // no relaxed SIMD in this Node: the plain path is tested elsewhere
     const major = Number(process.versions.node.split('.')[0]);
     const normal = await selfTestsCompiled(false);
@@ -94,7 +104,10 @@ describe('thread pool: shared heap', () => {
 
   it('refuses what cannot fit, double frees and foreign pointers, with typed errors', () => {
     const heap = new SharedHeap(1 << 17, 1 << 20);
-    assert.throws(() => heap.alloc(2 << 20, 'a big weight'), (e: unknown) => e instanceof ModelError && e.code === 'E_ALLOC' && /a big weight needs/.test(e.message));
+    assert.throws(
+      () => heap.alloc(2 << 20, 'a big weight'),
+      (e: unknown) => e instanceof ModelError && e.code === 'E_ALLOC' && /a big weight needs/.test(e.message),
+    );
     const a = heap.alloc(10);
     heap.release(a);
     assert.throws(() => heap.release(a), /no live block/);
@@ -113,7 +126,10 @@ describe('thread pool: life cycle and errors', function () {
 
   it('refuses a bad thread count', async () => {
     for (const threads of [0, 1.5, 300, Number.NaN]) {
-      await assert.rejects(ThreadPool.create({ threads }), (e: unknown) => e instanceof UsageError && e.code === 'E_THREADS');
+      await assert.rejects(
+        ThreadPool.create({ threads }),
+        (e: unknown) => e instanceof UsageError && e.code === 'E_THREADS',
+      );
     }
   });
 
@@ -124,18 +140,30 @@ describe('thread pool: life cycle and errors', function () {
     await pool.dispose();
     assert.equal(pool.liveWorkers, 0);
     await pool.dispose(); // twice is fine
-    assert.throws(() => pool.dispatch('noop', 4), (e: unknown) => e instanceof UsageError && e.code === 'E_POOL_DISPOSED');
+    assert.throws(
+      () => pool.dispatch('noop', 4),
+      (e: unknown) => e instanceof UsageError && e.code === 'E_POOL_DISPOSED',
+    );
   });
 
   it('reports a trapping kernel as a typed error after the job, and stays usable', async () => {
     const pool = await ThreadPool.create({ threads: 2 });
     try {
-      const w = uploadWeight(pool, { kind: 'f32', values: Float32Array.from({ length: 64 * 32 }, (_, i) => (i % 7) - 3) }, 64, 32);
+      const w = uploadWeight(
+        pool,
+        { kind: 'f32', values: Float32Array.from({ length: 64 * 32 }, (_, i) => (i % 7) - 3) },
+        64,
+        32,
+      );
       const x = Float32Array.from({ length: 32 }, (_, i) => i / 10);
       const before = matmul(pool, w, x, 1);
       // a job whose x pointer lies past the end of the memory: every chunk traps
       pool.args().i32.set([w.data.ptr, w.rowBytes, 0x7fff0000, 128, 1, 32, 0x7fff0000, 256, 4]);
-      assert.throws(() => pool.dispatch('mm_f32', 64, 8), (e: unknown) => e instanceof ModelError && e.code === 'E_KERNEL' && /mm_f32 failed in .*out of bounds/.test(e.message));
+      assert.throws(
+        () => pool.dispatch('mm_f32', 64, 8),
+        (e: unknown) =>
+          e instanceof ModelError && e.code === 'E_KERNEL' && /mm_f32 failed in .*out of bounds/.test(e.message),
+      );
       assert.deepEqual(matmul(pool, w, x, 1), before);
     } finally {
       await pool.dispose();
@@ -145,10 +173,16 @@ describe('thread pool: life cycle and errors', function () {
   it('refuses bad weights with typed errors naming the weight', async () => {
     const pool = await ThreadPool.create({ threads: 1 });
     try {
-      assert.throws(() => uploadWeight(pool, { kind: 'f32', values: new Float32Array(10) }, 3, 4, 'model.layers.0.mlp'), /model\.layers\.0\.mlp: 10 values for \[3, 4\]/);
+      assert.throws(
+        () => uploadWeight(pool, { kind: 'f32', values: new Float32Array(10) }, 3, 4, 'model.layers.0.mlp'),
+        /model\.layers\.0\.mlp: 10 values for \[3, 4\]/,
+      );
       const q = new Int8Array(64);
       q[37] = -128;
-      assert.throws(() => uploadWeight(pool, { kind: 'q8', q, d: new Float32Array(2) }, 2, 32, 'w'), (e: unknown) => e instanceof ModelError && e.code === 'E_Q8_RANGE' && /row 1, column 5/.test(e.message));
+      assert.throws(
+        () => uploadWeight(pool, { kind: 'q8', q, d: new Float32Array(2) }, 2, 32, 'w'),
+        (e: unknown) => e instanceof ModelError && e.code === 'E_Q8_RANGE' && /row 1, column 5/.test(e.message),
+      );
       const w = uploadWeight(pool, { kind: 'f32', values: new Float32Array(12) }, 3, 4);
       assert.throws(() => matmul(pool, w, new Float32Array(7), 2), /not 2 rows of 4/);
     } finally {
@@ -161,7 +195,11 @@ describe('thread pool: life cycle and errors', function () {
       const pool = await ThreadPool.create({ threads: 2 });
       const w = uploadWeight(pool, { kind: 'f32', values: new Float32Array(64 * 32).fill(1) }, 64, 32);
       console.log(matmul(pool, w, new Float32Array(32).fill(1), 1)[0]);`;
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: REPO, encoding: 'utf8', timeout: 60_000 });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: REPO,
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
     assert.equal(r.signal, null, `the process had to be killed (${r.signal}): it hung`);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout.trim(), '32');

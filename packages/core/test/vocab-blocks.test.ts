@@ -17,13 +17,18 @@ function close(got: tf.Tensor, want: tf.Tensor, what: string): void {
   assert.deepEqual(got.shape, want.shape, `${what}: shape`);
   const g = got.dataSync();
   const w = want.dataSync();
-  for (let i = 0; i < g.length; i++) assert.ok(Math.abs(g[i] - w[i]) <= 1e-5 * (1 + Math.abs(w[i])), `${what}[${i}]: ${g[i]} vs ${w[i]}`);
+  for (let i = 0; i < g.length; i++)
+    assert.ok(Math.abs(g[i] - w[i]) <= 1e-5 * (1 + Math.abs(w[i])), `${what}[${i}]: ${g[i]} vs ${w[i]}`);
 }
 
 for (const backend of ['wasm', 'cpu'] as const) {
   describe(`VocabBlocks (${backend})`, () => {
-    before(async () => { await initBackend({ backend }); });
-    after(async () => { await initBackend({ backend: 'wasm' }); });
+    before(async () => {
+      await initBackend({ backend });
+    });
+    after(async () => {
+      await initBackend({ backend: 'wasm' });
+    });
 
     const V = 103;
     const H = 12;
@@ -45,7 +50,11 @@ for (const backend of ['wasm', 'cpu'] as const) {
           const p90 = tf.tensor2d(rand(2 * 90, 9), [2, 90]);
           close(vb.rows(ids), tf.gather(whole, ids), 'rows');
           close(vb.project(h), tf.matMul(h, whole, false, true), 'project');
-          close(vb.project(h, 95), tf.slice(tf.matMul(h, whole, false, true), [0, 0], [3, 95]), 'project (first 95 ids)');
+          close(
+            vb.project(h, 95),
+            tf.slice(tf.matMul(h, whole, false, true), [0, 0], [3, 95]),
+            'project (first 95 ids)',
+          );
           close(vb.mix(p), tf.matMul(p, whole), 'mix');
           close(vb.mix(p90), tf.matMul(p90, tf.slice(whole, [0, 0], [90, H])), 'mix (first 90 ids)');
         });

@@ -8,19 +8,32 @@
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  flushTfjs, gpuDevice, initBackend, KERNEL_NEEDS, normKernel, rmsNorm, tensorBuffer, tensorFromBuffer,
+  flushTfjs,
+  gpuDevice,
+  initBackend,
+  KERNEL_NEEDS,
+  normKernel,
+  rmsNorm,
+  tensorBuffer,
+  tensorFromBuffer,
 } from '../src/index.ts';
 import { randn, rng, runtimeOrSkip } from './webgpu-helpers.ts';
 
 describe('webgpu: the shared device and the runtime', function () {
   this.timeout(300_000);
 
-  it('requests shader-f16 when offered and the adapter\'s maximum limits', async function () {
+  it("requests shader-f16 when offered and the adapter's maximum limits", async function () {
     await runtimeOrSkip(this);
     const gpu = await gpuDevice();
     assert.equal(gpu.shaderF16, gpu.adapter.features.has('shader-f16'));
     assert.equal(gpu.device.features.has('shader-f16'), gpu.adapter.features.has('shader-f16'));
-    for (const k of ['maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupStorageSize', 'maxStorageBuffersPerShaderStage', 'maxComputeInvocationsPerWorkgroup'] as const) {
+    for (const k of [
+      'maxStorageBufferBindingSize',
+      'maxBufferSize',
+      'maxComputeWorkgroupStorageSize',
+      'maxStorageBuffersPerShaderStage',
+      'maxComputeInvocationsPerWorkgroup',
+    ] as const) {
       assert.equal(gpu.limits[k], (gpu.adapter.limits as any)[k], `${k} is the adapter's maximum`);
       assert.equal((gpu.device.limits as any)[k], (gpu.adapter.limits as any)[k], `the device has ${k} raised`);
     }
@@ -70,7 +83,12 @@ describe('webgpu: the shared device and the runtime', function () {
       const init = r.begin('copy');
       init.copy(tensorBuffer(resid), 0, h, 0, M * H * 4);
       init.finish();
-      const bind = r.bindGroup(kernel, pipeline, { dims: r.dimsBuffer(kernel), a: tensorBuffer(x), nw: tensorBuffer(w), h });
+      const bind = r.bindGroup(kernel, pipeline, {
+        dims: r.dimsBuffer(kernel),
+        a: tensorBuffer(x),
+        nw: tensorBuffer(w),
+        h,
+      });
       const step = r.begin('norm');
       step.dispatch(pipeline, bind, M);
       step.finish();
@@ -94,7 +112,9 @@ describe('webgpu: the shared device and the runtime', function () {
     const kernel = normKernel({ M: 2, H: 8, eps: 1e-6, aStride: 8, hStride: 8, residual: false });
     const before = r.snapshot();
     const p1 = await r.pipeline(kernel);
-    const p2 = await r.pipeline({ ...normKernel({ M: 5, H: 16, eps: 1e-5, aStride: 16, hStride: 16, residual: false }) });
+    const p2 = await r.pipeline({
+      ...normKernel({ M: 5, H: 16, eps: 1e-5, aStride: 16, hStride: 16, residual: false }),
+    });
     assert.equal(p1, p2, 'shapes travel in dims: one pipeline serves both');
     const a = r.upload('a', new Float32Array(16).fill(2));
     const nw = r.upload('nw', new Float32Array(8).fill(0.5));
@@ -102,8 +122,14 @@ describe('webgpu: the shared device and the runtime', function () {
     const dims = r.dimsBuffer(kernel);
     const bind = r.bindGroup(kernel, p1, { dims, a, nw, h });
     const mid = r.snapshot();
-    assert.deepEqual({ p: mid.new_pipelines - before.new_pipelines, g: mid.new_bind_groups - before.new_bind_groups, b: mid.new_buffers - before.new_buffers },
-      { p: 1, g: 1, b: 4 });
+    assert.deepEqual(
+      {
+        p: mid.new_pipelines - before.new_pipelines,
+        g: mid.new_bind_groups - before.new_bind_groups,
+        b: mid.new_buffers - before.new_buffers,
+      },
+      { p: 1, g: 1, b: 4 },
+    );
     const step = r.begin('norm');
     r.write(a, 0, new Float32Array([1, 1, 1, 1]));
     step.dispatch(p1, bind, 2);
@@ -115,7 +141,10 @@ describe('webgpu: the shared device and the runtime', function () {
     assert.equal(after.readback_bytes - mid.readback_bytes, 64);
     // row 0 = [1,1,1,1,2,2,2,2]: rms = √(20/8); row 1 all 2 → 1 · 0.5
     const inv = 1 / Math.sqrt(20 / 8 + 1e-6);
-    assert.ok(Math.abs(out[0] - inv * 0.5) < 1e-6 && Math.abs(out[4] - 2 * inv * 0.5) < 1e-6 && Math.abs(out[8] - 0.5) < 1e-6, `got ${Array.from(out.subarray(0, 12))}`);
+    assert.ok(
+      Math.abs(out[0] - inv * 0.5) < 1e-6 && Math.abs(out[4] - 2 * inv * 0.5) < 1e-6 && Math.abs(out[8] - 0.5) < 1e-6,
+      `got ${Array.from(out.subarray(0, 12))}`,
+    );
     for (const b of [a, nw, h, dims]) b.destroy();
   });
 });

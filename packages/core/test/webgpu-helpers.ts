@@ -26,8 +26,13 @@ export type HostArray = Float32Array | Uint32Array | Int32Array | Uint16Array;
  * Run `kernel` once over buffers made from `inputs` (by binding name); returns the named outputs
  * as Float32Array/Uint32Array views of what the GPU left in them.
  */
-export async function runOnce(r: GpuRuntime, kernel: Kernel, inputs: Record<string, HostArray | number>, groups: number | [number, number] | [number, number, number],
-  outputs: string[]): Promise<Record<string, ArrayBuffer>> {
+export async function runOnce(
+  r: GpuRuntime,
+  kernel: Kernel,
+  inputs: Record<string, HostArray | number>,
+  groups: number | [number, number] | [number, number, number],
+  outputs: string[],
+): Promise<Record<string, ArrayBuffer>> {
   const pipeline = await r.pipeline(kernel);
   const bufs: Record<string, GPUBuffer> = {};
   for (const [name, v] of Object.entries(inputs)) {
@@ -78,8 +83,14 @@ export function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, tol
   let at = -1;
   for (let i = 0; i < want.length; i++) {
     const d = Math.abs(got[i] - want[i]);
-    if (!(d <= worst)) { worst = d; at = i; }
+    if (!(d <= worst)) {
+      worst = d;
+      at = i;
+    }
   }
-  assert.ok(worst / scale <= tol, `${what}: worst |diff| ${worst} at ${at} (got ${got[at]}, want ${want[at]}) over scale ${scale} > ${tol}`);
+  assert.ok(
+    worst / scale <= tol,
+    `${what}: worst |diff| ${worst} at ${at} (got ${got[at]}, want ${want[at]}) over scale ${scale} > ${tol}`,
+  );
   return worst / scale;
 }

@@ -4,14 +4,34 @@
  * SwiGLU / GeGLU(tanh) pairs, soft-cap, residual add, row maps), over odd sizes, against a
  * float64 transcription of the composite (rmsNorm, then x·Wᵀ, …) on the same stored weights.
  */
-import { autoSplitK, gemvGroups, gemmGroups, gemmKernel, gemvKernel, linearKernels, padK, splitScratchWords, type Act, type LinearShape } from '../src/index.ts';
+import {
+  autoSplitK,
+  gemvGroups,
+  gemmGroups,
+  gemmKernel,
+  gemvKernel,
+  linearKernels,
+  padK,
+  splitScratchWords,
+  type Act,
+  type LinearShape,
+} from '../src/index.ts';
 import assert from 'node:assert/strict';
 import { assertClose, randn, rng, roundF16, runOnce, runtimeOrSkip } from './webgpu-helpers.ts';
 import { f32ToF16 } from '../src/index.ts';
 
 interface Case {
-  M: number; K: number; N: number; w: 'f32' | 'f16';
-  norm?: boolean; bias?: boolean; pair?: Act; softcap?: number; residual?: boolean; rowMap?: boolean; splitK?: number;
+  M: number;
+  K: number;
+  N: number;
+  w: 'f32' | 'f16';
+  norm?: boolean;
+  bias?: boolean;
+  pair?: Act;
+  softcap?: number;
+  residual?: boolean;
+  rowMap?: boolean;
+  splitK?: number;
 }
 
 function gelu(g: number): number {
@@ -19,8 +39,18 @@ function gelu(g: number): number {
 }
 
 /** float64: y[m, j] = epilogue(Σ_k x̂[m, k] W[j, k]), x̂ = rmsNorm(x)·w_norm when fused. */
-function reference(c: Case, x: Float32Array, W: Float32Array, nw: Float32Array, bias: Float32Array, y0: Float32Array, xs: number, ys: number,
-  xRows: number[], yRows: number[]): Float64Array {
+function reference(
+  c: Case,
+  x: Float32Array,
+  W: Float32Array,
+  nw: Float32Array,
+  bias: Float32Array,
+  y0: Float32Array,
+  xs: number,
+  ys: number,
+  xRows: number[],
+  yRows: number[],
+): Float64Array {
   const out = Float64Array.from(y0);
   const P = c.pair ? 2 : 1;
   for (let m = 0; m < c.M; m++) {
@@ -73,11 +103,25 @@ async function check(ctx: Mocha.Context, c: Case, kind: 'gemv' | 'gemm' | 'split
   const nwp = new Float32Array(KP);
   nwp.set(nw);
   const shape: LinearShape = {
-    M: c.M, K: c.K, N: c.N, w: c.w, xStride: xs, yStride: ys, norm: c.norm ? { eps: 1e-5 } : null,
-    bias: c.bias, pair: c.pair ?? null, softcap: c.softcap ?? null, residual: c.residual,
-    rowMap: c.rowMap ? { xRowAt: 0, yRowAt: c.M } : null, splitK: c.splitK,
+    M: c.M,
+    K: c.K,
+    N: c.N,
+    w: c.w,
+    xStride: xs,
+    yStride: ys,
+    norm: c.norm ? { eps: 1e-5 } : null,
+    bias: c.bias,
+    pair: c.pair ?? null,
+    softcap: c.softcap ?? null,
+    residual: c.residual,
+    rowMap: c.rowMap ? { xRowAt: 0, yRowAt: c.M } : null,
+    splitK: c.splitK,
   };
-  const inputs: Record<string, Float32Array | Uint32Array | Uint16Array> = { x, w: c.w === 'f16' ? f32ToF16(Wp) : Wp, y: y0 };
+  const inputs: Record<string, Float32Array | Uint32Array | Uint16Array> = {
+    x,
+    w: c.w === 'f16' ? f32ToF16(Wp) : Wp,
+    y: y0,
+  };
   if (c.norm) inputs.nw = nwp;
   if (c.bias) inputs.bias = bias;
   if (c.rowMap) inputs.step = Uint32Array.from([...xRows, ...yRows]);

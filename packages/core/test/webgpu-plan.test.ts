@@ -18,8 +18,24 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  bf16ToF32, Checkpoint, createRng, f16ToF32, f32ToBf16, f32ToF16, GpuDecodePlan, GpuRuntime, initBackend, ModelError, RECORD_WORDS, resolveSamplingParams, sample, sharedDir,
-  UsageError, type GpuModelSpec, type HostTensor, type WeightsProvider,
+  bf16ToF32,
+  Checkpoint,
+  createRng,
+  f16ToF32,
+  f32ToBf16,
+  f32ToF16,
+  GpuDecodePlan,
+  GpuRuntime,
+  initBackend,
+  ModelError,
+  RECORD_WORDS,
+  resolveSamplingParams,
+  sample,
+  sharedDir,
+  UsageError,
+  type GpuModelSpec,
+  type HostTensor,
+  type WeightsProvider,
 } from '../src/index.ts';
 import { loadModel, readConfig, specFromConfig, type LoadedModel } from '@moi/models';
 import { rng, runtimeOrSkip } from './webgpu-helpers.ts';
@@ -29,7 +45,18 @@ interface Reference {
   moi: { beta: number; mode: 'moi' | 'direct'; input_ids: number[]; tokens: number[]; step_logits: number[][] }[];
 }
 
-const FIXTURES = ['llama', 'llama_tied', 'llama_rope3', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'gemma3_text_ropescale', 'stories260K'];
+const FIXTURES = [
+  'llama',
+  'llama_tied',
+  'llama_rope3',
+  'qwen2',
+  'qwen3',
+  'gemma',
+  'gemma2',
+  'gemma3_text',
+  'gemma3_text_ropescale',
+  'stories260K',
+];
 
 function fixtureDir(name: string): string | null {
   const s = sharedDir();
@@ -38,7 +65,10 @@ function fixtureDir(name: string): string | null {
 }
 
 /** The plan's inputs from a fixture folder: its spec and its checkpoint as a weights provider. */
-function fixture(dir: string, convert?: (name: string, t: HostTensor) => HostTensor): { spec: GpuModelSpec; weights: WeightsProvider; close(): void; ref: Reference; embed: Float32Array } {
+function fixture(
+  dir: string,
+  convert?: (name: string, t: HostTensor) => HostTensor,
+): { spec: GpuModelSpec; weights: WeightsProvider; close(): void; ref: Reference; embed: Float32Array } {
   const { spec } = specFromConfig(readConfig(dir));
   const ck = Checkpoint.open(dir);
   const embed = ck.readFloat32('model.embed_tokens.weight');
@@ -47,7 +77,13 @@ function fixture(dir: string, convert?: (name: string, t: HostTensor) => HostTen
     const t: HostTensor = { data: ck.readFloat32(name), dtype: 'f32', shape: ck.info(name).shape };
     return convert ? convert(name, t) : t;
   };
-  return { spec, weights, embed, close: () => ck.close(), ref: JSON.parse(readFileSync(path.join(dir, 'reference.json'), 'utf8')) as Reference };
+  return {
+    spec,
+    weights,
+    embed,
+    close: () => ck.close(),
+    ref: JSON.parse(readFileSync(path.join(dir, 'reference.json'), 'utf8')) as Reference,
+  };
 }
 
 /**
@@ -57,13 +93,19 @@ function fixture(dir: string, convert?: (name: string, t: HostTensor) => HostTen
  */
 function directMix(logits: number[], y: number, E: Float32Array, spec: GpuModelSpec): Float32Array {
   const H = spec.hiddenSize;
-  const order = logits.map((x, i) => [x, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, 20).map(([, i]) => i);
+  const order = logits
+    .map((x, i) => [x, i])
+    .sort((a, b) => b[0] - a[0] || a[1] - b[1])
+    .slice(0, 20)
+    .map(([, i]) => i);
   if (!order.includes(y)) order.push(y);
   const top = Math.max(...order.map((i) => logits[i]));
   const e = order.map((i) => Math.exp(logits[i] - top));
   const z = e.reduce((a, b) => a + b, 0);
   const out = new Float64Array(H);
-  order.forEach((id, j) => { for (let k = 0; k < H; k++) out[k] += (e[j] / z) * E[id * H + k]; });
+  order.forEach((id, j) => {
+    for (let k = 0; k < H; k++) out[k] += (e[j] / z) * E[id * H + k];
+  });
   return Float32Array.from(out, (v) => v * (spec.embedScale ?? 1));
 }
 
@@ -94,7 +136,14 @@ describe('webgpu: GpuDecodePlan', function () {
       }
       const f = fixture(dir!);
       // stories260K prefills through the tiled GEMM (chunks of 16 rows); the others through the GEMV (chunks of 4)
-      const plan = await GpuDecodePlan.create({ runtime: r, spec: f.spec, weights: f.weights, batch: 1, capacity: 64, prefillChunk: name === 'stories260K' ? 16 : 4 });
+      const plan = await GpuDecodePlan.create({
+        runtime: r,
+        spec: f.spec,
+        weights: f.weights,
+        batch: 1,
+        capacity: 64,
+        prefillChunk: name === 'stories260K' ? 16 : 4,
+      });
       f.close();
       try {
         let worst = 0;
@@ -129,7 +178,9 @@ describe('webgpu: GpuDecodePlan', function () {
             assert.equal(rec.token, m.tokens[0]);
             let d = rel(await plan.logits(), m.step_logits[0]);
             for (let s = 1; s < m.tokens.length; s++) {
-              const [x] = await plan.step({ embeds: directMix(m.step_logits[s - 1], m.tokens[s - 1], f.embed, f.spec) });
+              const [x] = await plan.step({
+                embeds: directMix(m.step_logits[s - 1], m.tokens[s - 1], f.embed, f.spec),
+              });
               d = Math.max(d, rel(await plan.logits(), m.step_logits[s]));
               assert.equal(x.token, m.tokens[s], `direct, teacher-forced: step ${s}'s token`);
             }
@@ -137,7 +188,9 @@ describe('webgpu: GpuDecodePlan', function () {
           }
         }
         plan.setRow(0, {});
-        console.log(`      [plan] ${name}: worst logits ${worst.toExponential(1)} × scale; ${JSON.stringify(plan.dispatchesPerStep())}`);
+        console.log(
+          `      [plan] ${name}: worst logits ${worst.toExponential(1)} × scale; ${JSON.stringify(plan.dispatchesPerStep())}`,
+        );
       } finally {
         plan.dispose();
       }
@@ -150,7 +203,15 @@ describe('webgpu: GpuDecodePlan', function () {
       const dir = fixtureDir(name);
       if (!dir) this.skip();
       const f = fixture(dir!);
-      const plan = await GpuDecodePlan.create({ runtime: r, spec: f.spec, weights: f.weights, batch: 1, capacity: 40, prefillChunk: 4, splitK: 3 });
+      const plan = await GpuDecodePlan.create({
+        runtime: r,
+        spec: f.spec,
+        weights: f.weights,
+        batch: 1,
+        capacity: 40,
+        prefillChunk: 4,
+        splitK: 3,
+      });
       f.close();
       try {
         const c = f.ref.cases[0];
@@ -180,7 +241,14 @@ describe('webgpu: GpuDecodePlan', function () {
     if (!dir) this.skip();
     const small = new GpuRuntime({ ...r.gpu, limits: { ...r.gpu.limits, maxStorageBufferBindingSize: 96 * 1024 } });
     const f = fixture(dir!);
-    const plan = await GpuDecodePlan.create({ runtime: small, spec: f.spec, weights: f.weights, batch: 1, capacity: 64, prefillChunk: 4 });
+    const plan = await GpuDecodePlan.create({
+      runtime: small,
+      spec: f.spec,
+      weights: f.weights,
+      batch: 1,
+      capacity: 64,
+      prefillChunk: 4,
+    });
     f.close();
     try {
       assert.equal(plan.dispatchesPerStep().outsideLayers, 4, 'two head dispatches, tail stats and mix');
@@ -190,9 +258,19 @@ describe('webgpu: GpuDecodePlan', function () {
       assert.ok(rel(await plan.logits(), m.step_logits[0]) <= TOL);
       while (tokens.length < m.tokens.length) tokens.push((await plan.step())[0].token);
       assert.deepEqual(tokens, m.tokens, 'the MoI trajectory (the mix gathers rows from both blocks)');
-      await assert.rejects(GpuDecodePlan.create({
-        runtime: new GpuRuntime({ ...r.gpu, limits: { ...r.gpu.limits, maxStorageBufferBindingSize: 32 * 1024 } }), spec: f.spec, weights: f.weights, batch: 1, capacity: 8,
-      }), (e: unknown) => e instanceof ModelError && e.code === 'E_GPU_LIMIT' && /^mlp act: 45056 bytes exceed this device's maxStorageBufferBindingSize \(32768 bytes on /.test(e.message));
+      await assert.rejects(
+        GpuDecodePlan.create({
+          runtime: new GpuRuntime({ ...r.gpu, limits: { ...r.gpu.limits, maxStorageBufferBindingSize: 32 * 1024 } }),
+          spec: f.spec,
+          weights: f.weights,
+          batch: 1,
+          capacity: 8,
+        }),
+        (e: unknown) =>
+          e instanceof ModelError &&
+          e.code === 'E_GPU_LIMIT' &&
+          /^mlp act: 45056 bytes exceed this device's maxStorageBufferBindingSize \(32768 bytes on /.test(e.message),
+      );
     } finally {
       plan.dispose();
     }
@@ -211,10 +289,25 @@ describe('webgpu: GpuDecodePlan', function () {
         const f = fixture(dir!);
         const loaded: LoadedModel = await loadModel(dir!);
         const V = f.spec.vocabSize;
-        const prompts = [[5, 9, 200, 31, 7, 77, 100], [1, 2, 3], [300, 301, 302, 303, 304, 305, 306, 307, 308, 309, 310, 311]];
-        const feeds = [[11, 12, 13, 14, 15, 16], [400, 1, 400, 2, 400, 3], [9, 8, 7, 6, 5, 4]];
+        const prompts = [
+          [5, 9, 200, 31, 7, 77, 100],
+          [1, 2, 3],
+          [300, 301, 302, 303, 304, 305, 306, 307, 308, 309, 310, 311],
+        ];
+        const feeds = [
+          [11, 12, 13, 14, 15, 16],
+          [400, 1, 400, 2, 400, 3],
+          [9, 8, 7, 6, 5, 4],
+        ];
         const B = prompts.length;
-        const plan = await GpuDecodePlan.create({ runtime: r, spec: f.spec, weights: f.weights, batch: B, capacity: 32, prefillChunk: 5 });
+        const plan = await GpuDecodePlan.create({
+          runtime: r,
+          spec: f.spec,
+          weights: f.weights,
+          batch: B,
+          capacity: 32,
+          prefillChunk: 5,
+        });
         f.close();
         try {
           // the composite, one row at a time
@@ -222,9 +315,14 @@ describe('webgpu: GpuDecodePlan', function () {
           for (let b = 0; b < B; b++) {
             const cache = loaded.model.makeCache(1, 32);
             const rows: Float32Array[] = [];
-            const read = async (t: tf.Tensor3D) => { const d = (await t.data()) as Float32Array; t.dispose(); return d.slice(0, V); };
+            const read = async (t: tf.Tensor3D) => {
+              const d = (await t.data()) as Float32Array;
+              t.dispose();
+              return d.slice(0, V);
+            };
             rows.push(await read(loaded.model.forward({ ids: [prompts[b]] }, { cache, lastOnly: true })));
-            for (const id of feeds[b]) rows.push(await read(loaded.model.forward({ ids: [[id]] }, { cache, lastOnly: true })));
+            for (const id of feeds[b])
+              rows.push(await read(loaded.model.forward({ ids: [[id]] }, { cache, lastOnly: true })));
             for (const c of cache) c.dispose();
             want.push(rows);
           }
@@ -235,7 +333,10 @@ describe('webgpu: GpuDecodePlan', function () {
             await plan.prefill(b, prompts[b]);
             got[b].push((await plan.logits()).slice(b * V, (b + 1) * V));
           }
-          assert.deepEqual(plan.positions, prompts.map((p) => p.length));
+          assert.deepEqual(
+            plan.positions,
+            prompts.map((p) => p.length),
+          );
           for (let s = 0; s < feeds[0].length; s++) {
             await plan.step({ ids: feeds.map((fd) => fd[s]) });
             const lg = await plan.logits();
@@ -248,7 +349,10 @@ describe('webgpu: GpuDecodePlan', function () {
           for (let b = 0; b < B; b++) {
             for (let s = 0; s < got[b].length; s++) {
               const d = rel(got[b][s], want[b][s]);
-              assert.ok(d <= TOL, `row ${b} (at position ${prompts[b].length + s - 1}): ${d.toExponential(2)} × scale from the composite`);
+              assert.ok(
+                d <= TOL,
+                `row ${b} (at position ${prompts[b].length + s - 1}): ${d.toExponential(2)} × scale from the composite`,
+              );
             }
           }
           assert.equal(tf.memory().numTensors, numTensors, 'the plan holds no tfjs tensors');
@@ -265,12 +369,22 @@ describe('webgpu: GpuDecodePlan', function () {
     const dir = fixtureDir('qwen2');
     if (!dir) this.skip();
     // f16 storage rounds the matrices only (norms and biases stay f32)
-    const rounded = fixture(dir!, (_n, t) => (t.shape.length === 2 ? { ...t, data: f32ToF16ToF32(t.data as Float32Array) } : t));
+    const rounded = fixture(dir!, (_n, t) =>
+      t.shape.length === 2 ? { ...t, data: f32ToF16ToF32(t.data as Float32Array) } : t,
+    );
     const asBf16 = fixture(dir!, (_n, t) => ({ ...t, dtype: 'bf16', data: f32ToBf16(t.data as Float32Array) }));
     const plain = fixture(dir!);
     const ids = rounded.ref.cases[0].input_ids;
     const run = async (weights: WeightsProvider, dtype: 'f32' | 'f16'): Promise<Float32Array> => {
-      const plan = await GpuDecodePlan.create({ runtime: r, spec: plain.spec, weights, batch: 1, capacity: 16, prefillChunk: 4, dtype });
+      const plan = await GpuDecodePlan.create({
+        runtime: r,
+        spec: plain.spec,
+        weights,
+        batch: 1,
+        capacity: 16,
+        prefillChunk: 4,
+        dtype,
+      });
       try {
         await plan.prefill(0, ids.slice(0, 9));
         return await plan.logits();
@@ -302,48 +416,94 @@ describe('webgpu: GpuDecodePlan', function () {
       return { ...t, data };
     };
     const f = fixture(dir!, big);
-    const plan16 = await GpuDecodePlan.create({ runtime: r, spec: f.spec, weights: f.weights, batch: 1, capacity: 8, prefillChunk: 4, dtype: 'f16' });
+    const plan16 = await GpuDecodePlan.create({
+      runtime: r,
+      spec: f.spec,
+      weights: f.weights,
+      batch: 1,
+      capacity: 8,
+      prefillChunk: 4,
+      dtype: 'f16',
+    });
     // the same values in f32 storage: matrices rounded to f16 as plan16 holds them, but layer 1's down_proj
-    const g = fixture(dir!, (n, t) => big(n, t.shape.length === 2 && n !== 'model.layers.1.mlp.down_proj.weight' ? { ...t, data: f32ToF16ToF32(t.data as Float32Array) } : t));
-    const plan32 = await GpuDecodePlan.create({ runtime: r, spec: f.spec, weights: g.weights, batch: 1, capacity: 8, prefillChunk: 4 });
+    const g = fixture(dir!, (n, t) =>
+      big(
+        n,
+        t.shape.length === 2 && n !== 'model.layers.1.mlp.down_proj.weight'
+          ? { ...t, data: f32ToF16ToF32(t.data as Float32Array) }
+          : t,
+      ),
+    );
+    const plan32 = await GpuDecodePlan.create({
+      runtime: r,
+      spec: f.spec,
+      weights: g.weights,
+      batch: 1,
+      capacity: 8,
+      prefillChunk: 4,
+    });
     f.close();
     g.close();
     try {
       assert.equal(plan16.notes.length, 1);
-      assert.match(plan16.notes[0], /model\.layers\.1\.mlp\.down_proj\.weight: 1 value\(s\) outside f16's range .* kept in f32/);
+      assert.match(
+        plan16.notes[0],
+        /model\.layers\.1\.mlp\.down_proj\.weight: 1 value\(s\) outside f16's range .* kept in f32/,
+      );
       await plan16.prefill(0, [1, 2, 3]);
       await plan32.prefill(0, [1, 2, 3]);
       const a = await plan16.logits();
       assert.ok(a.every(Number.isFinite), 'finite logits');
-      assert.ok(rel(a, await plan32.logits()) < 1e-5, 'equal to f32 storage of the same values (f16-rounded elsewhere)');
+      assert.ok(
+        rel(a, await plan32.logits()) < 1e-5,
+        'equal to f32 storage of the same values (f16-rounded elsewhere)',
+      );
     } finally {
       plan16.dispose();
       plan32.dispose();
     }
   });
 
-  it('seeded sampling through the plan draws the composite sampler\'s token from the plan\'s own logits', async function () {
+  it("seeded sampling through the plan draws the composite sampler's token from the plan's own logits", async function () {
     const r = await runtimeOrSkip(this);
     const dir = fixtureDir('stories260K');
     if (!dir) this.skip();
     await initBackend({ backend: 'cpu' });
     const f = fixture(dir!);
-    const plan = await GpuDecodePlan.create({ runtime: r, spec: f.spec, weights: f.weights, batch: 2, capacity: 40, prefillChunk: 8, penalties: true });
+    const plan = await GpuDecodePlan.create({
+      runtime: r,
+      spec: f.spec,
+      weights: f.weights,
+      batch: 2,
+      capacity: 40,
+      prefillChunk: 8,
+      penalties: true,
+    });
     f.close();
     try {
       const configs = [
         { temperature: 0.9, topP: 0.9, seed: 7, repetitionPenalty: 1.2 },
         { temperature: 1.2, topK: 12, minP: 0.02, seed: 8, frequencyPenalty: 0.5, logprobs: 2 },
       ];
-      const prompts = [[1, 403, 407, 261, 378], [1, 403, 407]];
-      const rows = configs.map((c, b) => ({ params: resolveSamplingParams(c), rng: createRng(c.seed), promptIds: prompts[b], generatedIds: [] as number[] }));
+      const prompts = [
+        [1, 403, 407, 261, 378],
+        [1, 403, 407],
+      ];
+      const rows = configs.map((c, b) => ({
+        params: resolveSamplingParams(c),
+        rng: createRng(c.seed),
+        promptIds: prompts[b],
+        generatedIds: [] as number[],
+      }));
       configs.forEach((c, b) => plan.setRow(b, { sampling: c, mix: { mode: 'moi', beta: 1 } }));
       const first = [await plan.prefill(0, prompts[0]), await plan.prefill(1, prompts[1])];
       // the prefill's draw: one per row, as the composite's first sample
       const V = f.spec.vocabSize;
       const lg0 = await plan.logits();
       for (let b = 0; b < 2; b++) {
-        const id = tf.tidy(() => sample(tf.tensor2d(lg0.slice(b * V, (b + 1) * V), [1, V]), [rows[b]]).ids.dataSync()[0]);
+        const id = tf.tidy(
+          () => sample(tf.tensor2d(lg0.slice(b * V, (b + 1) * V), [1, V]), [rows[b]]).ids.dataSync()[0],
+        );
         assert.equal(first[b].token, id, `row ${b}, prefill`);
         rows[b].generatedIds.push(id);
       }
@@ -351,7 +511,11 @@ describe('webgpu: GpuDecodePlan', function () {
         const recs = await plan.step();
         const lg = await plan.logits();
         const ids = tf.tidy(() => Array.from(sample(tf.tensor2d(lg, [2, V]), rows).ids.dataSync()));
-        assert.deepEqual(recs.map((x) => x.token), ids, `step ${s}`);
+        assert.deepEqual(
+          recs.map((x) => x.token),
+          ids,
+          `step ${s}`,
+        );
         rows.forEach((row, b) => row.generatedIds.push(ids[b]));
         assert.equal(recs[1].topLogprobs.length, 2);
         assert.equal(recs[0].topLogprobs.length, 0);
@@ -362,7 +526,7 @@ describe('webgpu: GpuDecodePlan', function () {
     }
   });
 
-  it('SmolLM2-135M shape: a decode step after warm-up meets issue 23\'s goals', async function () {
+  it("SmolLM2-135M shape: a decode step after warm-up meets issue 23's goals", async function () {
     const r = await runtimeOrSkip(this);
     const s = sharedDir();
     const cfgFile = s ? path.join(s, 'peer-bench', 'configs', 'smollm2-135m.json') : null;
@@ -383,7 +547,15 @@ describe('webgpu: GpuDecodePlan', function () {
       }
       return { data, dtype: 'f16', shape: sh };
     };
-    const plan = await GpuDecodePlan.create({ runtime: r, spec, weights, batch: 1, capacity: 64, prefillChunk: 4, dtype: 'f16' });
+    const plan = await GpuDecodePlan.create({
+      runtime: r,
+      spec,
+      weights,
+      batch: 1,
+      capacity: 64,
+      prefillChunk: 4,
+      dtype: 'f16',
+    });
     try {
       plan.setRow(0, { mix: { mode: 'moi', beta: 1 } });
       await plan.prefill(0, [1, 2, 3, 4, 5, 6]);
@@ -392,7 +564,9 @@ describe('webgpu: GpuDecodePlan', function () {
       const c = plan.lastStep!;
       const L = spec.numLayers;
       const per = plan.dispatchesPerStep();
-      console.log(`      [gpu_step] SmolLM2-135M shape, f16, batch 1, MoI: ${JSON.stringify({ ...c, dispatches_per_layer: per.perLayer, outside_layers: per.outsideLayers })}`);
+      console.log(
+        `      [gpu_step] SmolLM2-135M shape, f16, batch 1, MoI: ${JSON.stringify({ ...c, dispatches_per_layer: per.perLayer, outside_layers: per.outsideLayers })}`,
+      );
       assert.equal(c.dispatches, per.total);
       assert.ok(per.perLayer <= 10, `${per.perLayer} dispatches a layer`);
       assert.ok(c.dispatches <= 10 * L + 12, `${c.dispatches} dispatches`);
@@ -423,12 +597,24 @@ describe('webgpu: GpuDecodePlan', function () {
 
     it('ids, rows, capacity and settings: UsageErrors naming them', async () => {
       const p = plan!;
-      await assert.rejects(p.prefill(0, [1, 512]), (e: unknown) => e instanceof UsageError && e.code === 'E_GPU_PLAN' && /token id 512 is outside the vocabulary \[0, 512\)/.test(e.message));
+      await assert.rejects(
+        p.prefill(0, [1, 512]),
+        (e: unknown) =>
+          e instanceof UsageError &&
+          e.code === 'E_GPU_PLAN' &&
+          /token id 512 is outside the vocabulary \[0, 512\)/.test(e.message),
+      );
       await assert.rejects(p.prefill(1, [1]), /row 1 is outside the plan's 1 rows/);
-      await assert.rejects(p.prefill(0, [1, 2, 3, 4, 5, 6, 7, 8, 9]), (e: unknown) => e instanceof UsageError && e.code === 'E_CONTEXT');
+      await assert.rejects(
+        p.prefill(0, [1, 2, 3, 4, 5, 6, 7, 8, 9]),
+        (e: unknown) => e instanceof UsageError && e.code === 'E_CONTEXT',
+      );
       await assert.rejects(p.step({ ids: [1, 2] }), /2 ids for 1 rows/);
       assert.throws(() => p.setRow(0, { sampling: { logprobs: 6 } }), /logprobs must be an integer in \[0, 5\]/);
-      assert.throws(() => p.setRow(0, { sampling: { repetitionPenalty: 1.2 } }), /penalties need a plan built with penalties: true/);
+      assert.throws(
+        () => p.setRow(0, { sampling: { repetitionPenalty: 1.2 } }),
+        /penalties need a plan built with penalties: true/,
+      );
       assert.throws(() => p.setRow(0, { mix: { mode: 'soft' as 'moi' } }), /mix mode 'soft' is not on the GPU tail/);
       assert.throws(() => p.setRow(0, { sampling: { topP: 0 } }), /topP must be in \(0, 1\]/);
       // a row at its capacity refuses one more step
@@ -440,13 +626,27 @@ describe('webgpu: GpuDecodePlan', function () {
     it('weights and shapes: ModelErrors naming the tensor', async function () {
       const r = await runtimeOrSkip(this);
       const missing: WeightsProvider = (n) => (n === 'model.layers.2.self_attn.k_proj.weight' ? null : weights(n));
-      await assert.rejects(GpuDecodePlan.create({ runtime: r, spec, weights: missing, batch: 1, capacity: 8 }),
-        (e: unknown) => e instanceof ModelError && e.code === 'E_MISSING_TENSORS' && /model\.layers\.2\.self_attn\.k_proj\.weight/.test(e.message));
-      const wrong: WeightsProvider = (n) => (n === 'model.norm.weight' ? { data: new Float32Array(63), dtype: 'f32', shape: [63] } : weights(n));
-      await assert.rejects(GpuDecodePlan.create({ runtime: r, spec, weights: wrong, batch: 1, capacity: 8 }),
-        (e: unknown) => e instanceof ModelError && e.code === 'E_SHAPE' && /model\.norm\.weight has shape \[63\] but the config implies \[64\]/.test(e.message));
-      await assert.rejects(GpuDecodePlan.create({ runtime: r, spec, weights, batch: 1, capacity: 513 }),
-        (e: unknown) => e instanceof ModelError && e.code === 'E_CONTEXT' && /exceeds max_position_embeddings 512/.test(e.message));
+      await assert.rejects(
+        GpuDecodePlan.create({ runtime: r, spec, weights: missing, batch: 1, capacity: 8 }),
+        (e: unknown) =>
+          e instanceof ModelError &&
+          e.code === 'E_MISSING_TENSORS' &&
+          /model\.layers\.2\.self_attn\.k_proj\.weight/.test(e.message),
+      );
+      const wrong: WeightsProvider = (n) =>
+        n === 'model.norm.weight' ? { data: new Float32Array(63), dtype: 'f32', shape: [63] } : weights(n);
+      await assert.rejects(
+        GpuDecodePlan.create({ runtime: r, spec, weights: wrong, batch: 1, capacity: 8 }),
+        (e: unknown) =>
+          e instanceof ModelError &&
+          e.code === 'E_SHAPE' &&
+          /model\.norm\.weight has shape \[63\] but the config implies \[64\]/.test(e.message),
+      );
+      await assert.rejects(
+        GpuDecodePlan.create({ runtime: r, spec, weights, batch: 1, capacity: 513 }),
+        (e: unknown) =>
+          e instanceof ModelError && e.code === 'E_CONTEXT' && /exceeds max_position_embeddings 512/.test(e.message),
+      );
     });
   });
 });
@@ -458,17 +658,27 @@ function f32ToF16ToF32(a: Float32Array): Float32Array {
 
 /** The HF shape of a graph tensor for a llama-style spec (synthetic weights). */
 function shapeOf(s: GpuModelSpec, name: string): number[] | null {
-  const H = s.hiddenSize, D = s.headDim, I = s.intermediateSize;
+  const H = s.hiddenSize,
+    D = s.headDim,
+    I = s.intermediateSize;
   if (name === 'model.embed_tokens.weight') return [s.vocabSize, H];
   if (name === 'lm_head.weight') return s.tieWordEmbeddings ? null : [s.vocabSize, H];
   const m = /^model\.layers\.\d+\.(.*)$/.exec(name);
   if (!m) return null;
   switch (m[1]) {
-    case 'self_attn.q_proj.weight': return [s.numHeads * D, H];
-    case 'self_attn.k_proj.weight': case 'self_attn.v_proj.weight': return [s.numKvHeads * D, H];
-    case 'self_attn.o_proj.weight': return [H, s.numHeads * D];
-    case 'mlp.gate_proj.weight': case 'mlp.up_proj.weight': return [I, H];
-    case 'mlp.down_proj.weight': return [H, I];
-    default: return null;
+    case 'self_attn.q_proj.weight':
+      return [s.numHeads * D, H];
+    case 'self_attn.k_proj.weight':
+    case 'self_attn.v_proj.weight':
+      return [s.numKvHeads * D, H];
+    case 'self_attn.o_proj.weight':
+      return [H, s.numHeads * D];
+    case 'mlp.gate_proj.weight':
+    case 'mlp.up_proj.weight':
+      return [I, H];
+    case 'mlp.down_proj.weight':
+      return [H, I];
+    default:
+      return null;
   }
 }

@@ -10,7 +10,16 @@ export * from './engine/generate.ts';
 export * from './engine/scheduler.ts';
 export * from './engine/chat-session.ts';
 export { prefillChunkEnd } from './engine/prefill.ts';
-export { GPU_DTYPE_CHOICES, GpuPlans, gpuDtypeFor, gpuPlanWanted, planCapacity, type GpuDtype, type GpuRoute, type PlanSource } from './engine/gpu-plans.ts';
+export {
+  GPU_DTYPE_CHOICES,
+  GpuPlans,
+  gpuDtypeFor,
+  gpuPlanWanted,
+  planCapacity,
+  type GpuDtype,
+  type GpuRoute,
+  type PlanSource,
+} from './engine/gpu-plans.ts';
 export { gpuFallbackReason } from './engine/gpu-decode.ts';
 export * from './text/index.ts';
 export * from './settings/index.ts';

@@ -54,7 +54,11 @@ describe('engine: chat session (stories260K)', function () {
     // the 16th token was sampled but never fed
     assert.deepEqual(s.cachedIds, [...p1, ...d1.tokens.slice(0, 15)]);
 
-    const convo: ChatMessage[] = [{ role: 'user', content: U1 }, { role: 'assistant', content: d1.text }, { role: 'user', content: U2 }];
+    const convo: ChatMessage[] = [
+      { role: 'user', content: U1 },
+      { role: 'assistant', content: d1.text },
+      { role: 'user', content: U2 },
+    ];
     const p2 = rendered(convo);
     const d2 = await s.reply(U2);
     const t2 = s.turns[1];
@@ -65,7 +69,10 @@ describe('engine: chat session (stories260K)', function () {
     assert.equal(t2.reusedTokens, p1.length + 15);
     assert.ok(t2.prefilledTokens < p2.length / 2);
     assert.deepEqual(d2.tokens, await fresh(p2, 16), 'cached chat equals recompute');
-    assert.deepEqual(s.messages.map((m) => m.role), ['user', 'assistant', 'user', 'assistant']);
+    assert.deepEqual(
+      s.messages.map((m) => m.role),
+      ['user', 'assistant', 'user', 'assistant'],
+    );
     assert.equal(s.messages[3].content, d2.text);
     assert.equal(tf.memory().numTensors, n0, 'no tensors leak across turns');
     s.dispose();
@@ -86,7 +93,11 @@ describe('engine: chat session (stories260K)', function () {
       const d2 = await s.reply(U2);
       const u2 = engine.tokenizer!.encode(U2, { addSpecialTokens: false });
       assert.equal(s.turns[1].prefilledTokens, 2 + u2.length); // only </s>, <s> and the words
-      const p2 = rendered([{ role: 'user', content: U1 }, { role: 'assistant', content: d1.text }, { role: 'user', content: U2 }]);
+      const p2 = rendered([
+        { role: 'user', content: U1 },
+        { role: 'assistant', content: d1.text },
+        { role: 'user', content: U2 },
+      ]);
       const f = await generateOne(engine, { promptIds: p2, maxTokens: 40, sampling: GREEDY });
       assert.deepEqual(d2.tokens, f.done.tokens);
       s.dispose();
@@ -128,13 +139,18 @@ describe('engine: chat session (stories260K)', function () {
     const s = session({ maxContext: 30 });
     assert.equal(s.capacity, 30);
     const d1 = await s.reply(U1); // 5 + 16 tokens fit
-    await assert.rejects(async () => { await s.reply(U2); }, (e: unknown) => {
-      assert.ok(e instanceof UsageError);
-      assert.equal(e.code, 'E_CONTEXT');
-      assert.match(e.message, /\/reset/);
-      assert.match(e.message, /--max-context/);
-      return true;
-    });
+    await assert.rejects(
+      async () => {
+        await s.reply(U2);
+      },
+      (e: unknown) => {
+        assert.ok(e instanceof UsageError);
+        assert.equal(e.code, 'E_CONTEXT');
+        assert.match(e.message, /\/reset/);
+        assert.match(e.message, /--max-context/);
+        return true;
+      },
+    );
     assert.equal(s.messages.length, 2, 'the failed turn is not in the history');
     s.reset();
     const again = await s.reply(U1);
@@ -159,7 +175,11 @@ describe('engine: chat session (stories260K)', function () {
     assert.equal(done!.tokens.length, 4);
     assert.equal(s.messages[1].content, done!.text);
     const d2 = await s.reply(U2);
-    const p2 = rendered([{ role: 'user', content: U1 }, { role: 'assistant', content: done!.text }, { role: 'user', content: U2 }]);
+    const p2 = rendered([
+      { role: 'user', content: U1 },
+      { role: 'assistant', content: done!.text },
+      { role: 'user', content: U2 },
+    ]);
     assert.deepEqual(d2.tokens, await fresh(p2, 30));
     assert.equal(s.turns[1].reusedTokens, 5 + 3);
     s.dispose();
@@ -172,7 +192,12 @@ describe('engine: chat session (stories260K)', function () {
     assert.equal(entropies.length, 12);
     assert.ok(entropies.every((h) => h >= 0 && h <= 1));
     // turn 1 alone is an ordinary MoI generation from the prompt
-    const f = await generateOne(engine, { promptIds: [1, 403, 407, 261, 378], maxTokens: 12, sampling: GREEDY, mix: { mode: 'moi', beta: 1 } });
+    const f = await generateOne(engine, {
+      promptIds: [1, 403, 407, 261, 378],
+      maxTokens: 12,
+      sampling: GREEDY,
+      mix: { mode: 'moi', beta: 1 },
+    });
     assert.deepEqual(s.messages[1].content, f.done.text);
     await s.reply(U2);
     const u2 = engine.tokenizer!.encode(U2, { addSpecialTokens: false });
@@ -182,12 +207,17 @@ describe('engine: chat session (stories260K)', function () {
 
   it('issue 13: at temperature 1, a reply is reused from the cache on the next turn (no re-prefill of the reply), with or without a separator in the template', async function () {
     // a Llama-2-style template: a separator space before the assistant's content
-    const LLAMA2 = "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}[INST] {{ m.content }} [/INST]" +
+    const LLAMA2 =
+      "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}[INST] {{ m.content }} [/INST]" +
       "{% elif m.role == 'assistant' %} {{ m.content }}{{ eos_token }}{% endif %}{% endfor %}";
     const tok = engine.tokenizer!;
     let reused = 0;
     for (let seed = 1; seed <= 12; seed++) {
-      const s = new ChatSession(engine, { chatTemplate: LLAMA2, maxContext: 256, defaults: { maxTokens: 40, sampling: { temperature: 1, seed } } });
+      const s = new ChatSession(engine, {
+        chatTemplate: LLAMA2,
+        maxContext: 256,
+        defaults: { maxTokens: 40, sampling: { temperature: 1, seed } },
+      });
       try {
         const d = await s.reply(U1);
         const held = s.cachedIds;
@@ -197,8 +227,16 @@ describe('engine: chat session (stories260K)', function () {
         const first = tok.idToToken(d.tokens[0])!;
         if (first.startsWith('\u2581')) {
           // the reply starts a word: the re-rendered conversation holds exactly the generated ids
-          assert.equal(common, held.length, `seed ${seed}: the whole reply is reused (${JSON.stringify(d.text.slice(0, 20))})`);
-          assert.equal(s.messages.at(-1)!.content, tok.decode(d.tokens, { skipSpecialTokens: true }), 'recorded as decoded alone');
+          assert.equal(
+            common,
+            held.length,
+            `seed ${seed}: the whole reply is reused (${JSON.stringify(d.text.slice(0, 20))})`,
+          );
+          assert.equal(
+            s.messages.at(-1)!.content,
+            tok.decode(d.tokens, { skipSpecialTokens: true }),
+            'recorded as decoded alone',
+          );
           reused++;
         } else {
           // "." or "enly": the template's own space before the content is not what was generated
@@ -214,11 +252,19 @@ describe('engine: chat session (stories260K)', function () {
     assert.ok(reused >= 6, `${reused} of 12 replies reused whole`);
     // a template with no separator (this file's): the reply's own leading space is kept, and reused
     for (let seed = 1; seed <= 4; seed++) {
-      const s = new ChatSession(engine, { chatTemplate: TEMPLATE, maxContext: 256, defaults: { maxTokens: 40, sampling: { temperature: 1, seed } } });
+      const s = new ChatSession(engine, {
+        chatTemplate: TEMPLATE,
+        maxContext: 256,
+        defaults: { maxTokens: 40, sampling: { temperature: 1, seed } },
+      });
       try {
         await s.reply(U1);
         const held = s.cachedIds;
-        assert.equal(commonPrefix(held, s.render([...s.messages, { role: 'user', content: U2 }])), held.length, `seed ${seed}`);
+        assert.equal(
+          commonPrefix(held, s.render([...s.messages, { role: 'user', content: U2 }])),
+          held.length,
+          `seed ${seed}`,
+        );
       } finally {
         s.dispose();
       }
@@ -226,6 +272,9 @@ describe('engine: chat session (stories260K)', function () {
   });
 
   it('a model without a chat template is a UsageError', function () {
-    assert.throws(() => new ChatSession(engine), (e: unknown) => e instanceof UsageError && e.code === 'E_NO_CHAT_TEMPLATE');
+    assert.throws(
+      () => new ChatSession(engine),
+      (e: unknown) => e instanceof UsageError && e.code === 'E_NO_CHAT_TEMPLATE',
+    );
   });
 });

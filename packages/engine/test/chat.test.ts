@@ -67,7 +67,10 @@ describe('text: chat templates', function () {
       '<bos><start_of_turn>user\nYou are terse.\n\nName a colour.<end_of_turn>\n<start_of_turn>model\n',
     );
     // Content is trimmed by the template.
-    assert.equal(renderChat(gemma3, [{ role: 'user', content: '  hi \n' }]), '<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n');
+    assert.equal(
+      renderChat(gemma3, [{ role: 'user', content: '  hi \n' }]),
+      '<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n',
+    );
   });
 
   it('Llama3: header blocks with <|eot_id|>; this (original Llama-3) template always opens the assistant turn', function () {
@@ -106,9 +109,15 @@ describe('text: chat templates', function () {
     const dir = path.join(shared, 'fixtures/stories260K');
     const json = JSON.parse(readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
     const config = JSON.parse(readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8'));
-    const plain = new Tokenizer(json, { ...config, chat_template: '{% for m in messages %}{{ m.content }}{% endfor %}' });
+    const plain = new Tokenizer(json, {
+      ...config,
+      chat_template: '{% for m in messages %}{{ m.content }}{% endfor %}',
+    });
     assert.deepEqual(encodeChat(plain, [{ role: 'user', content: 'Once upon a time' }]), [1, 403, 407, 261, 378]);
-    const withBos = new Tokenizer(json, { ...config, chat_template: '{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}' });
+    const withBos = new Tokenizer(json, {
+      ...config,
+      chat_template: '{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}',
+    });
     assert.deepEqual(encodeChat(withBos, [{ role: 'user', content: 'Once upon a time' }]), [1, 403, 407, 261, 378]);
   });
 
@@ -131,7 +140,10 @@ describe('text: chat templates', function () {
     });
     assert.equal(renderChat(listed, ASK), 'You are terse.!');
     assert.equal(renderChat(listed, ASK, { templateName: 'tool_use' }), 'TOOLS');
-    assert.throws(() => renderChat(listed, ASK, { templateName: 'rag' }), (e: unknown) => e instanceof UsageError && /rag/.test(e.message));
+    assert.throws(
+      () => renderChat(listed, ASK, { templateName: 'rag' }),
+      (e: unknown) => e instanceof UsageError && /rag/.test(e.message),
+    );
 
     const tmp = mkdtempSync(path.join(os.tmpdir(), 'moi-chat-'));
     try {
@@ -147,7 +159,8 @@ describe('text: chat templates', function () {
 
   it('renders from a plain {chatTemplate, bosToken, eosToken} object; extras override token strings', function () {
     const src = {
-      chatTemplate: '{{ bos_token }}|{% for m in messages %}{{ m.role }}:{{ m.content }}{{ eos_token }}{% endfor %}|{{ x }}',
+      chatTemplate:
+        '{{ bos_token }}|{% for m in messages %}{{ m.role }}:{{ m.content }}{{ eos_token }}{% endfor %}|{{ x }}',
       bosToken: '<s>',
       eosToken: '</s>',
     };
@@ -158,13 +171,21 @@ describe('text: chat templates', function () {
   it('template errors are typed: refused conversations, bad messages, broken templates', function () {
     // Gemma's template raises on roles that do not alternate.
     assert.throws(
-      () => renderChat(gemma3, [{ role: 'user', content: 'a' }, { role: 'user', content: 'b' }]),
-      (e: unknown) => e instanceof UsageError && /alternate/.test(e.message) && e.message.includes('chat_template.jinja'),
+      () =>
+        renderChat(gemma3, [
+          { role: 'user', content: 'a' },
+          { role: 'user', content: 'b' },
+        ]),
+      (e: unknown) =>
+        e instanceof UsageError && /alternate/.test(e.message) && e.message.includes('chat_template.jinja'),
     );
     assert.throws(
       () => renderChat(qwen3, [{ role: 'user', content: 5 as unknown as string }]),
       (e: unknown) => e instanceof UsageError && /messages\[0\]/.test(e.message),
     );
-    assert.throws(() => renderChat({ chatTemplate: '{% for %}' }, ASK), (e: unknown) => e instanceof ModelError && e.code === 'E_CHAT_TEMPLATE');
+    assert.throws(
+      () => renderChat({ chatTemplate: '{% for %}' }, ASK),
+      (e: unknown) => e instanceof ModelError && e.code === 'E_CHAT_TEMPLATE',
+    );
   });
 });

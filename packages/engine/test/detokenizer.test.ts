@@ -22,7 +22,7 @@ const SENTENCES = [
   'مرحبا بالعالم',
   'नमस्ते दुनिया',
   '👩‍👩‍👧‍👦🚀🎉 family, rocket, party 🫠🧑🏽‍💻',
-  'Wait . What ? I \'m sure , they \'re here ! Isn \'t it ?',
+  "Wait . What ? I 'm sure , they 're here ! Isn 't it ?",
   'code:\n\tif (x) { return y; }\n',
   '  two spaces,   three spaces.',
   'Ünïcödé ñ ç ø å æ œ ß ẞ ǅ',
@@ -84,7 +84,8 @@ describe('text: StreamingDetokenizer', function () {
     const shared = requireShared(this);
     const t0 = performance.now();
     for (const name of NAMES) {
-      const dir = name === 'stories260K' ? path.join(shared!, 'fixtures/stories260K') : path.join(shared!, 'tokenizers', name);
+      const dir =
+        name === 'stories260K' ? path.join(shared!, 'fixtures/stories260K') : path.join(shared!, 'tokenizers', name);
       toks[name] = loadTokenizer(dir);
     }
     console.log(`      loaded 5 tokenizers in ${(performance.now() - t0).toFixed(0)} ms`);
@@ -134,7 +135,11 @@ describe('text: StreamingDetokenizer', function () {
       const random = Array.from({ length: 1200 }, () => Math.floor(rnd() * tok.vocabSize));
       for (const skip of [false, true]) {
         const { src, stats } = counting(tok);
-        assert.equal(stream(src, random, skip).join(''), tok.decode(random, { skipSpecialTokens: skip }), `random skip=${skip}`);
+        assert.equal(
+          stream(src, random, skip).join(''),
+          tok.decode(random, { skipSpecialTokens: skip }),
+          `random skip=${skip}`,
+        );
         assert.ok(stats.ids <= 12 * random.length, `random: decoded ${stats.ids} ids`);
       }
     });
@@ -146,7 +151,9 @@ describe('text: StreamingDetokenizer', function () {
       // A lone continuation byte 0x80: <0x80> in byte-fallback vocabs, "Ģ" in byte-level BPE ones.
       const b = tok.tokenToId('<0x80>') ?? tok.tokenToId('Ģ');
       assert.ok(b !== undefined, name);
-      const ids = Array.from({ length: 300 }, (_, i) => (i % 50 === 49 ? tok.encode('ok', { addSpecialTokens: false })[0] : b));
+      const ids = Array.from({ length: 300 }, (_, i) =>
+        i % 50 === 49 ? tok.encode('ok', { addSpecialTokens: false })[0] : b,
+      );
       const full = tok.decode(ids);
       assert.ok(full.includes('\uFFFD'));
       const { src, stats } = counting(tok);
@@ -185,7 +192,10 @@ describe('text: StreamingDetokenizer', function () {
       deltas.push(d.flush());
       assert.equal(deltas.join(''), 'Hello world again', name);
       // Each word token alone decodes without its space; the stream must not lose it.
-      assert.ok(deltas.some((x) => x.startsWith(' ')), `${name}: ${JSON.stringify(deltas)}`);
+      assert.ok(
+        deltas.some((x) => x.startsWith(' ')),
+        `${name}: ${JSON.stringify(deltas)}`,
+      );
       const withBos = [tok.bosTokenId!, ...ids];
       assert.equal(stream(tok, withBos, true).join(''), 'Hello world again');
       assert.equal(stream(tok, withBos).join(''), tok.decode(withBos));
@@ -198,7 +208,9 @@ describe('text: StreamingDetokenizer', function () {
   it('Llama-3 cleans up tokenization spaces across deltas exactly as decode does', function () {
     const tok = toks.llama3;
     assert.equal(tok.cleanUpSpaces, true);
-    const ids = tok.encode("Wait . What ? I 'm sure , they 're here ! I do n't know ' nice ' ? ", { addSpecialTokens: false });
+    const ids = tok.encode("Wait . What ? I 'm sure , they 're here ! I do n't know ' nice ' ? ", {
+      addSpecialTokens: false,
+    });
     const full = tok.decode(ids);
     assert.notEqual(full, tok.decode(ids, { cleanUpSpaces: false }), 'clean-up changes this text');
     // Expected string computed with Python's str.replace chain of transformers' clean_up_tokenization.
@@ -229,7 +241,11 @@ describe('text: StreamingDetokenizer', function () {
         }
         const d = new StreamingDetokenizer(tok, { skipSpecialTokens: true, context: prompt });
         const text = completion.map((id) => d.push(id)).join('') + d.flush();
-        assert.equal(promptText + text, tok.decode([...prompt, ...completion], { skipSpecialTokens: true }), `${name}, split at ${k}`);
+        assert.equal(
+          promptText + text,
+          tok.decode([...prompt, ...completion], { skipSpecialTokens: true }),
+          `${name}, split at ${k}`,
+        );
         // the logprob texts: the chosen pieces add up to the same text; a peek equals the push that follows
         const texts = new TokenTexts(tok, { context: prompt });
         let joined = '';
@@ -242,7 +258,10 @@ describe('text: StreamingDetokenizer', function () {
         }
         // (no space clean-up in token texts: Llama 3's " ," stays as it is)
         const raw = tok.decode([...prompt, ...completion], { skipSpecialTokens: true, cleanUpSpaces: false });
-        assert.equal(tok.decode(prompt, { skipSpecialTokens: true, cleanUpSpaces: false }) + joined + texts.flush(), raw);
+        assert.equal(
+          tok.decode(prompt, { skipSpecialTokens: true, cleanUpSpaces: false }) + joined + texts.flush(),
+          raw,
+        );
         checked++;
       }
       assert.ok(checked >= 20, `${checked} splits checked`);
@@ -268,12 +287,19 @@ describe('text: StreamingDetokenizer', function () {
     const emoji = ['🫠', '🧑🏽‍💻', '🪿', '🦩', '🛼'].find((e) => q.encode(e, { addSpecialTokens: false }).length > 1)!;
     const ids = q.encode(`a${emoji}b`, { addSpecialTokens: false });
     const d = new StreamingDetokenizer(q, { context: ids.slice(0, 2) }); // 'a' and the emoji's first byte token
-    const text = ids.slice(2).map((id) => d.push(id)).join('') + d.flush();
+    const text =
+      ids
+        .slice(2)
+        .map((id) => d.push(id))
+        .join('') + d.flush();
     assert.equal(text, `${emoji}b`);
     const texts = new TokenTexts(q, { context: ids.slice(0, 1) });
     const first = texts.next(ids[1]);
     assert.equal(first.text, '');
     assert.match(first.label, /^bytes:(\\x[0-9a-f]{2})+$/);
-    assert.equal(Buffer.from(first.bytes).toString('latin1'), Buffer.from(emoji, 'utf8').subarray(0, first.bytes.length).toString('latin1'));
+    assert.equal(
+      Buffer.from(first.bytes).toString('latin1'),
+      Buffer.from(emoji, 'utf8').subarray(0, first.bytes.length).toString('latin1'),
+    );
   });
 });

@@ -51,7 +51,15 @@ describe('text: generation_config', function () {
       eosTokenIds: [151645, 151643],
       bosTokenId: 151643,
       padTokenId: 151643,
-      defaults: { temperature: 0.6, topP: 0.95, topK: 20, minP: 0, repetitionPenalty: 1.05, doSample: true, maxNewTokens: 512 },
+      defaults: {
+        temperature: 0.6,
+        topP: 0.95,
+        topK: 20,
+        minP: 0,
+        repetitionPenalty: 1.05,
+        doSample: true,
+        maxNewTokens: 512,
+      },
     });
   });
 
@@ -62,7 +70,12 @@ describe('text: generation_config', function () {
     });
     // eos from generation_config; bos/pad only in config.json; config.json's legacy sampling
     // fields are ignored once generation_config.json exists.
-    assert.deepEqual(readGenerationConfig(both), { eosTokenIds: [1, 106], bosTokenId: 2, padTokenId: 0, defaults: { temperature: 1, topK: 64 } });
+    assert.deepEqual(readGenerationConfig(both), {
+      eosTokenIds: [1, 106],
+      bosTokenId: 2,
+      padTokenId: 0,
+      defaults: { temperature: 1, topK: 64 },
+    });
 
     const genNoEos = folder({ 'config.json': { eos_token_id: [7, 8] }, 'generation_config.json': { top_p: 0.9 } });
     assert.deepEqual(readGenerationConfig(genNoEos), { eosTokenIds: [7, 8], defaults: { topP: 0.9 } });
@@ -71,7 +84,9 @@ describe('text: generation_config', function () {
     assert.deepEqual(readGenerationConfig(configOnly), { eosTokenIds: [5], defaults: { temperature: 0.7, topK: 50 } });
 
     // Multimodal exports keep the ids in text_config.
-    const nested = folder({ 'config.json': { model_type: 'gemma3', text_config: { eos_token_id: [1, 106], bos_token_id: 2 } } });
+    const nested = folder({
+      'config.json': { model_type: 'gemma3', text_config: { eos_token_id: [1, 106], bos_token_id: 2 } },
+    });
     assert.deepEqual(readGenerationConfig(nested), { eosTokenIds: [1, 106], bosTokenId: 2, defaults: {} });
 
     assert.deepEqual(readGenerationConfig(folder({})), { eosTokenIds: [], defaults: {} });
@@ -88,7 +103,10 @@ describe('text: generation_config', function () {
     assert.deepEqual(eosIds(l3, { eosTokenIds: [128001] }), [128009, 128001]);
     assert.deepEqual(eosIds(l3), [128009]);
     // config.json's eos joins too, even where generation_config.json overrides it for readGenerationConfig.
-    const both = folder({ 'config.json': { eos_token_id: 128001 }, 'generation_config.json': { eos_token_id: [128001, 128008, 128009] } });
+    const both = folder({
+      'config.json': { eos_token_id: 128001 },
+      'generation_config.json': { eos_token_id: [128001, 128008, 128009] },
+    });
     assert.deepEqual(readGenerationConfig(both).eosTokenIds, [128001, 128008, 128009]);
     const split = folder({ 'config.json': { eos_token_id: 2 }, 'generation_config.json': { eos_token_id: 106 } });
     assert.deepEqual(readGenerationConfig(split).eosTokenIds, [106]);
@@ -105,13 +123,25 @@ describe('text: generation_config', function () {
     assert.throws(
       () => readGenerationConfig(badEos),
       (e: unknown) =>
-        e instanceof ModelError && e.code === 'E_GENERATION_CONFIG' && e.message.includes('config.json') && e.message.includes('eos_token_id'),
+        e instanceof ModelError &&
+        e.code === 'E_GENERATION_CONFIG' &&
+        e.message.includes('config.json') &&
+        e.message.includes('eos_token_id'),
     );
     const badTemp = folder({ 'generation_config.json': { temperature: 'hot' } });
-    assert.throws(() => readGenerationConfig(badTemp), (e: unknown) => e instanceof ModelError && /temperature/.test(e.message));
+    assert.throws(
+      () => readGenerationConfig(badTemp),
+      (e: unknown) => e instanceof ModelError && /temperature/.test(e.message),
+    );
     const badSample = folder({ 'generation_config.json': { do_sample: 1 } });
-    assert.throws(() => readGenerationConfig(badSample), (e: unknown) => e instanceof ModelError && /do_sample/.test(e.message));
+    assert.throws(
+      () => readGenerationConfig(badSample),
+      (e: unknown) => e instanceof ModelError && /do_sample/.test(e.message),
+    );
     const missing = path.join(tmp, 'no-such-model');
-    assert.throws(() => readGenerationConfig(missing), (e: unknown) => e instanceof ModelError && e.message.includes(missing));
+    assert.throws(
+      () => readGenerationConfig(missing),
+      (e: unknown) => e instanceof ModelError && e.message.includes(missing),
+    );
   });
 });

@@ -20,8 +20,28 @@ import { closeSync, cpSync, mkdtempSync, openSync, readFileSync, rmSync, writeSy
 import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { Checkpoint, GpuDecodePlan, GpuRuntime, gpuDevice, initBackend, ModelError, requireShared, SafetensorsFile, UsageError, type HostTensor } from '@moi/core';
-import { Engine, generate, generateOne, gpuPlanWanted, Scheduler, type GenerateRequest, type GenerationEvent, type TokenEvent } from '../src/index.ts';
+import {
+  Checkpoint,
+  GpuDecodePlan,
+  GpuRuntime,
+  gpuDevice,
+  initBackend,
+  ModelError,
+  requireShared,
+  SafetensorsFile,
+  UsageError,
+  type HostTensor,
+} from '@moi/core';
+import {
+  Engine,
+  generate,
+  generateOne,
+  gpuPlanWanted,
+  Scheduler,
+  type GenerateRequest,
+  type GenerationEvent,
+  type TokenEvent,
+} from '../src/index.ts';
 
 interface Reference {
   cases: { name: string; input_ids: number[]; greedy: { n: number; tokens: number[] } }[];
@@ -71,10 +91,20 @@ describe('engine on webgpu: decode through the GPU plan', function () {
 
   it('greedy: every case equals reference.json and the composite path; no tfjs tensors made or kept', async () => {
     const n0 = tf.memory().numTensors;
-    await generateOne(gpu, { promptIds: [1, 403], maxTokens: 12, sampling: { temperature: 0.7, seed: 1 }, mix: { mode: 'moi' } });
+    await generateOne(gpu, {
+      promptIds: [1, 403],
+      maxTokens: 12,
+      sampling: { temperature: 0.7, seed: 1 },
+      mix: { mode: 'moi' },
+    });
     assert.equal(tf.memory().numTensors, n0, 'the plan path holds no tfjs tensors');
     for (const c of ref.cases) {
-      const req: GenerateRequest = { promptIds: c.input_ids, maxTokens: c.greedy.n, sampling: { temperature: 0 }, ignoreEos: true };
+      const req: GenerateRequest = {
+        promptIds: c.input_ids,
+        maxTokens: c.greedy.n,
+        sampling: { temperature: 0 },
+        ignoreEos: true,
+      };
       const a = await generateOne(gpu, req);
       assert.deepEqual(gpu.lastRoute, { path: 'gpu-plan', reason: null });
       const b = await generateOne(composite, req);
@@ -86,7 +116,13 @@ describe('engine on webgpu: decode through the GPU plan', function () {
 
   it('MoI (β = 1, top-20): the trajectory equals reference.json and the composite path, with its diagnostics', async () => {
     const m = ref.moi.find((x) => x.mode === 'moi')!;
-    const req: GenerateRequest = { promptIds: m.input_ids, maxTokens: m.tokens.length, sampling: { temperature: 0 }, mix: { mode: 'moi', beta: m.beta, topK: 20 }, ignoreEos: true };
+    const req: GenerateRequest = {
+      promptIds: m.input_ids,
+      maxTokens: m.tokens.length,
+      sampling: { temperature: 0 },
+      mix: { mode: 'moi', beta: m.beta, topK: 20 },
+      ignoreEos: true,
+    };
     const a = await generateOne(gpu, req);
     assert.equal(gpu.lastRoute?.path, 'gpu-plan');
     const b = await generateOne(composite, req);
@@ -95,15 +131,29 @@ describe('engine on webgpu: decode through the GPU plan', function () {
     for (let s = 0; s < a.events.length; s++) {
       const x = a.events[s].mix!;
       const y = b.events[s].mix!;
-      assert.ok(Math.abs(x.entropy - y.entropy) < 1e-4 && Math.abs(x.weight - y.weight) < 1e-4, `step ${s}: H ${x.entropy} vs ${y.entropy}, w ${x.weight} vs ${y.weight}`);
+      assert.ok(
+        Math.abs(x.entropy - y.entropy) < 1e-4 && Math.abs(x.weight - y.weight) < 1e-4,
+        `step ${s}: H ${x.entropy} vs ${y.entropy}, w ${x.weight} vs ${y.weight}`,
+      );
       assert.equal(x.candidates, y.candidates);
     }
   });
 
-  it('seeded sampling with penalties and logprobs: the composite path\'s tokens and logprobs', async () => {
+  it("seeded sampling with penalties and logprobs: the composite path's tokens and logprobs", async () => {
     const reqs: GenerateRequest[] = [
-      { promptIds: [1, 403, 407, 261, 378], maxTokens: 24, sampling: { temperature: 0.8, topP: 0.9, seed: 11, repetitionPenalty: 1.2, logprobs: 2 }, ignoreEos: true },
-      { promptIds: [1, 403, 407], maxTokens: 24, sampling: { temperature: 1.1, topK: 20, minP: 0.02, seed: 5, frequencyPenalty: 0.4 }, mix: { mode: 'moi', beta: 1 }, ignoreEos: true },
+      {
+        promptIds: [1, 403, 407, 261, 378],
+        maxTokens: 24,
+        sampling: { temperature: 0.8, topP: 0.9, seed: 11, repetitionPenalty: 1.2, logprobs: 2 },
+        ignoreEos: true,
+      },
+      {
+        promptIds: [1, 403, 407],
+        maxTokens: 24,
+        sampling: { temperature: 1.1, topK: 20, minP: 0.02, seed: 5, frequencyPenalty: 0.4 },
+        mix: { mode: 'moi', beta: 1 },
+        ignoreEos: true,
+      },
     ];
     for (const req of reqs) {
       const a = await generateOne(gpu, req);
@@ -115,7 +165,10 @@ describe('engine on webgpu: decode through the GPU plan', function () {
           const x = a.events[s].logprobs!;
           const y = b.events[s].logprobs!;
           assert.ok(Math.abs(x.logprob - y.logprob) < 1e-3, `step ${s}: logprob ${x.logprob} vs ${y.logprob}`);
-          assert.deepEqual(x.top!.map((t) => t.id), y.top!.map((t) => t.id));
+          assert.deepEqual(
+            x.top!.map((t) => t.id),
+            y.top!.map((t) => t.id),
+          );
         }
       }
     }
@@ -123,9 +176,21 @@ describe('engine on webgpu: decode through the GPU plan', function () {
 
   it('the Scheduler on the plan: rows joining and leaving a batch equal each request alone; no tensor leak', async () => {
     const reqs: GenerateRequest[] = [
-      { promptIds: [1, 403, 407, 261, 378], maxTokens: 18, sampling: { temperature: 0 }, mix: { mode: 'moi', beta: 1 }, ignoreEos: true },
+      {
+        promptIds: [1, 403, 407, 261, 378],
+        maxTokens: 18,
+        sampling: { temperature: 0 },
+        mix: { mode: 'moi', beta: 1 },
+        ignoreEos: true,
+      },
       { promptIds: [1, 403], maxTokens: 6, sampling: { temperature: 0 }, ignoreEos: true },
-      { promptIds: [1, 261, 378, 403, 407, 261, 378, 300, 301], maxTokens: 12, sampling: { temperature: 0 }, mix: { mode: 'direct' }, ignoreEos: true },
+      {
+        promptIds: [1, 261, 378, 403, 407, 261, 378, 300, 301],
+        maxTokens: 12,
+        sampling: { temperature: 0 },
+        mix: { mode: 'direct' },
+        ignoreEos: true,
+      },
       { promptIds: [1, 300], maxTokens: 9, sampling: { temperature: 0.9, seed: 3 }, ignoreEos: true },
       { promptIds: [1, 403, 407, 261], maxTokens: 7, sampling: { temperature: 0 }, ignoreEos: true },
     ];
@@ -137,7 +202,10 @@ describe('engine on webgpu: decode through the GPU plan', function () {
       // three take the rows; the others wait for a row to free, and join a batch at other positions
       const got = await Promise.all(reqs.map((r) => collect(sched.submit(r))));
       got.forEach((g, i) => assert.deepEqual(g.tokens, alone[i], `request ${i}: batched equals alone`));
-      assert.deepEqual(got.map((g) => g.tokens.length), reqs.map((r) => r.maxTokens));
+      assert.deepEqual(
+        got.map((g) => g.tokens.length),
+        reqs.map((r) => r.maxTokens),
+      );
       // a second round in the same scheduler (rows reused)
       const again = await collect(sched.submit(reqs[2]));
       assert.deepEqual(again.tokens, alone[2]);
@@ -149,10 +217,14 @@ describe('engine on webgpu: decode through the GPU plan', function () {
     for (const i of [0, 1, 4]) assert.deepEqual((await generateOne(composite, reqs[i])).done.tokens, alone[i]);
   });
 
-  it('an abort ends the plan\'s rows; the plan goes back to the engine and serves the next call', async () => {
+  it("an abort ends the plan's rows; the plan goes back to the engine and serves the next call", async () => {
     const ac = new AbortController();
     const seen: GenerationEvent[] = [];
-    for await (const e of generate(gpu, [{ promptIds: [1, 403], maxTokens: 50, sampling: { temperature: 0 }, ignoreEos: true }], { signal: ac.signal })) {
+    for await (const e of generate(
+      gpu,
+      [{ promptIds: [1, 403], maxTokens: 50, sampling: { temperature: 0 }, ignoreEos: true }],
+      { signal: ac.signal },
+    )) {
       seen.push(e);
       if (seen.length === 3) ac.abort();
     }
@@ -160,22 +232,44 @@ describe('engine on webgpu: decode through the GPU plan', function () {
     assert.equal(done.type, 'done');
     assert.equal(done.type === 'done' && done.finishReason, 'abort');
     const c = ref.cases[0];
-    const a = await generateOne(gpu, { promptIds: c.input_ids, maxTokens: c.greedy.n, sampling: { temperature: 0 }, ignoreEos: true });
+    const a = await generateOne(gpu, {
+      promptIds: c.input_ids,
+      maxTokens: c.greedy.n,
+      sampling: { temperature: 0 },
+      ignoreEos: true,
+    });
     assert.deepEqual(a.done.tokens, c.greedy.tokens);
   });
 
   it('what the tail does not cover runs on the composite path, with the reason', async () => {
-    const req: GenerateRequest = { promptIds: [1, 403, 407], maxTokens: 5, sampling: { temperature: 0 }, trace: 2, ignoreEos: true };
+    const req: GenerateRequest = {
+      promptIds: [1, 403, 407],
+      maxTokens: 5,
+      sampling: { temperature: 0 },
+      trace: 2,
+      ignoreEos: true,
+    };
     const a = await generateOne(gpu, req);
     assert.equal(gpu.lastRoute?.path, 'composite');
     assert.match(gpu.lastRoute!.reason!, /per-step traces/);
     assert.deepEqual(a.done.tokens, (await generateOne(composite, req)).done.tokens);
     await generateOne(gpu, { promptIds: [1, 403], maxTokens: 3, sampling: { temperature: 0, logprobs: 8 } });
     assert.match(gpu.lastRoute!.reason!, /8 top logprobs \(a GPU step records at most 5\)/);
-    await generateOne(gpu, { promptIds: [1, 403], maxTokens: 3, sampling: { temperature: 0 }, mix: { mode: 'moi', topK: 'all' } });
+    await generateOne(gpu, {
+      promptIds: [1, 403],
+      maxTokens: 3,
+      sampling: { temperature: 0 },
+      mix: { mode: 'moi', topK: 'all' },
+    });
     assert.match(gpu.lastRoute!.reason!, /topK 'all'/);
     // a batch of both kinds: each row takes its own path, so each equals its request alone
-    const moi: GenerateRequest = { promptIds: [1, 403, 407, 261, 378], maxTokens: 10, sampling: { temperature: 0 }, mix: { mode: 'direct' }, ignoreEos: true };
+    const moi: GenerateRequest = {
+      promptIds: [1, 403, 407, 261, 378],
+      maxTokens: 10,
+      sampling: { temperature: 0 },
+      mix: { mode: 'direct' },
+      ignoreEos: true,
+    };
     const both: number[][] = [[], []];
     for await (const e of generate(gpu, [req, moi])) if (e.type === 'token') both[e.row].push(e.token);
     assert.equal(gpu.lastRoute?.path, 'both');
@@ -194,17 +288,27 @@ describe('engine on webgpu: decode through the GPU plan', function () {
       const e = await Engine.load(dir, { backend: 'webgpu' });
       assert.equal(e.gpu, null);
       e.dispose();
-      await assert.rejects(Engine.load(dir, { backend: 'webgpu', dtype: 'f16' }),
-        (err: unknown) => err instanceof UsageError && err.code === 'E_DTYPE' && /--dtype f16 is the GPU plan's storage/.test(err.message));
+      await assert.rejects(
+        Engine.load(dir, { backend: 'webgpu', dtype: 'f16' }),
+        (err: unknown) =>
+          err instanceof UsageError &&
+          err.code === 'E_DTYPE' &&
+          /--dtype f16 is the GPU plan's storage/.test(err.message),
+      );
     } finally {
       if (old === undefined) delete process.env.MOI_GPU_PLAN;
       else process.env.MOI_GPU_PLAN = old;
     }
-    await assert.rejects(Engine.load(dir, { backend: 'webgpu', dtype: 'q8' }),
-      (err: unknown) => err instanceof UsageError && err.code === 'E_DTYPE' && /the GPU plan on webgpu stores auto, f32, f16/.test(err.message));
+    await assert.rejects(
+      Engine.load(dir, { backend: 'webgpu', dtype: 'q8' }),
+      (err: unknown) =>
+        err instanceof UsageError &&
+        err.code === 'E_DTYPE' &&
+        /the GPU plan on webgpu stores auto, f32, f16/.test(err.message),
+    );
   });
 
-  it('--dtype f16: the plan stores f16; its logits stay within the effect of f16 rounding\'s largest error', async () => {
+  it("--dtype f16: the plan stores f16; its logits stay within the effect of f16 rounding's largest error", async () => {
     const e16 = await Engine.load(dir, { backend: 'webgpu', dtype: 'f16' });
     const prompt = [1, 403, 407, 261, 378, 300, 301];
     const lastLogits = async (plan: GpuDecodePlan): Promise<Float32Array> => {
@@ -215,12 +319,21 @@ describe('engine on webgpu: decode through the GPU plan', function () {
     let l16: Float32Array;
     try {
       assert.equal(e16.gpu!.dtype, 'f16');
-      assert.match(e16.gpu!.dtypeNote, /^gpu plan: f32 checkpoint in f16 \(--dtype f16, rounded to nearest at load\), f32 accumulation/);
+      assert.match(
+        e16.gpu!.dtypeNote,
+        /^gpu plan: f32 checkpoint in f16 \(--dtype f16, rounded to nearest at load\), f32 accumulation/,
+      );
       const p16 = await e16.gpu!.acquire(1, 16);
       l16 = await lastLogits(p16);
       e16.gpu!.release(p16);
       // generate runs on it
-      const r = await generateOne(e16, { promptIds: prompt, maxTokens: 8, sampling: { temperature: 0 }, mix: { mode: 'moi' }, ignoreEos: true });
+      const r = await generateOne(e16, {
+        promptIds: prompt,
+        maxTokens: 8,
+        sampling: { temperature: 0 },
+        mix: { mode: 'moi' },
+        ignoreEos: true,
+      });
       assert.equal(e16.lastRoute?.path, 'gpu-plan');
       assert.equal(r.done.tokens.length, 8);
     } finally {
@@ -231,7 +344,10 @@ describe('engine on webgpu: decode through the GPU plan', function () {
     gpu.gpu!.release(p32);
     // the same f32 plan over weights moved by ±2^-11·|w| (seeded signs)
     let seed = 12345;
-    const sign = () => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed & 0x10000 ? 1 : -1; };
+    const sign = () => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed & 0x10000 ? 1 : -1;
+    };
     const ck = Checkpoint.open(dir);
     const moved = (name: string): HostTensor | null => {
       if (!ck.has(name)) return null;
@@ -240,7 +356,13 @@ describe('engine on webgpu: decode through the GPU plan', function () {
       if (shape.length === 2) for (let i = 0; i < data.length; i++) data[i] += sign() * 2 ** -11 * Math.abs(data[i]);
       return { data, dtype: 'f32', shape };
     };
-    const pm = await GpuDecodePlan.create({ runtime: new GpuRuntime(await gpuDevice()), spec: gpu.spec, weights: moved, batch: 1, capacity: 16 });
+    const pm = await GpuDecodePlan.create({
+      runtime: new GpuRuntime(await gpuDevice()),
+      spec: gpu.spec,
+      weights: moved,
+      batch: 1,
+      capacity: 16,
+    });
     ck.close();
     let lm: Float32Array;
     try {
@@ -251,7 +373,9 @@ describe('engine on webgpu: decode through the GPU plan', function () {
     const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0);
     const d16 = maxDiff(l16, l32);
     const bound = maxDiff(lm, l32);
-    console.log(`      [f16] max |logit(f16) − logit(f32)| = ${d16.toExponential(2)}; bound (±2^-11·|w| on every weight) ${bound.toExponential(2)}`);
+    console.log(
+      `      [f16] max |logit(f16) − logit(f32)| = ${d16.toExponential(2)}; bound (±2^-11·|w| on every weight) ${bound.toExponential(2)}`,
+    );
     assert.ok(d16 > 0, 'f16 rounding is visible');
     assert.ok(d16 <= bound, `f16 logits ${d16} off f32's, past the bound ${bound}`);
   });
@@ -266,7 +390,9 @@ describe('engine on webgpu: decode through the GPU plan', function () {
       const dir = path.join(tmp, 'm');
       cpSync(llama, dir, { recursive: true });
       const clean = await Engine.load(llama, { backend: 'webgpu' });
-      const first = (await generateOne(clean, { promptIds: prompt, maxTokens: 1, sampling: { temperature: 0 }, ignoreEos: true })).done.tokens[0];
+      const first = (
+        await generateOne(clean, { promptIds: prompt, maxTokens: 1, sampling: { temperature: 0 }, ignoreEos: true })
+      ).done.tokens[0];
       clean.dispose();
       const f = SafetensorsFile.open(path.join(dir, 'model.safetensors'));
       const e = f.info('model.embed_tokens.weight');
@@ -278,10 +404,13 @@ describe('engine on webgpu: decode through the GPU plan', function () {
       // the load-time weight check (issue 25) would refuse the file: skipped, to reach the plan's own check
       const broken = await Engine.load(dir, { backend: 'webgpu', checkTensors: false });
       try {
-        const isStep1 = (err: unknown) => err instanceof ModelError && err.code === 'E_NONFINITE' && /NaN\/Inf logits at step 1;/.test(err.message);
+        const isStep1 = (err: unknown) =>
+          err instanceof ModelError && err.code === 'E_NONFINITE' && /NaN\/Inf logits at step 1;/.test(err.message);
         const seen: number[] = [];
         await assert.rejects(async () => {
-          for await (const ev of generate(broken, [{ promptIds: prompt, maxTokens: 4, sampling: { temperature: 0 }, ignoreEos: true }])) {
+          for await (const ev of generate(broken, [
+            { promptIds: prompt, maxTokens: 4, sampling: { temperature: 0 }, ignoreEos: true },
+          ])) {
             if (ev.type === 'token') seen.push(ev.token);
           }
         }, isStep1);
@@ -289,7 +418,10 @@ describe('engine on webgpu: decode through the GPU plan', function () {
         assert.deepEqual(seen, [first]);
         const sched = new Scheduler(broken, { maxSeqs: 2, maxModelLen: 32 });
         try {
-          await assert.rejects(collect(sched.submit({ promptIds: prompt, maxTokens: 4, sampling: { temperature: 0 }, ignoreEos: true })), isStep1);
+          await assert.rejects(
+            collect(sched.submit({ promptIds: prompt, maxTokens: 4, sampling: { temperature: 0 }, ignoreEos: true })),
+            isStep1,
+          );
         } finally {
           await sched.close();
         }

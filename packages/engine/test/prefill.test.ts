@@ -8,7 +8,14 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import type * as tf from '@tensorflow/tfjs-core';
 import { requireShared } from '@moi/core';
-import { Engine, generate, prefillChunkEnd, Scheduler, type GenerateRequest, type GenerationEvent } from '../src/index.ts';
+import {
+  Engine,
+  generate,
+  prefillChunkEnd,
+  Scheduler,
+  type GenerateRequest,
+  type GenerationEvent,
+} from '../src/index.ts';
 
 /** The chunks the rule makes of a prompt of `total` tokens. */
 function chunks(total: number, chunk: number): number[] {
@@ -22,7 +29,10 @@ function chunks(total: number, chunk: number): number[] {
 }
 
 /** Every forward's logits while `run` goes: prefill forwards (with prefillTokensLeft) and decode forwards apart. */
-async function recordForwards(engine: Engine, run: () => Promise<void>): Promise<{ prefill: Float32Array[]; decode: Float32Array[] }> {
+async function recordForwards(
+  engine: Engine,
+  run: () => Promise<void>,
+): Promise<{ prefill: Float32Array[]; decode: Float32Array[] }> {
   const model = engine.model;
   const original = model.forward;
   const prefill: Float32Array[] = [];
@@ -67,20 +77,26 @@ describe('engine: one prefill-chunk rule for generate and the scheduler', functi
 
       const cases: { label: string; length: number; chunk?: number }[] = [
         { label: '17 tokens in chunks of 8 (8 + 9)', length: 17, chunk: 8 },
-        { label: '129 tokens at each path\'s default chunk (generate 512, the scheduler 64 + 65)', length: 129 },
+        { label: "129 tokens at each path's default chunk (generate 512, the scheduler 64 + 65)", length: 129 },
       ];
       for (const c of cases) {
         it(`generate and the scheduler give bit-identical logits: ${c.label}`, async function () {
           const V = engine.spec.vocabSize;
           const request: GenerateRequest = {
             promptIds: Array.from({ length: c.length }, (_, i) => 1 + ((i * 37 + 5) % (V - 1))),
-            maxTokens: 3, sampling: { temperature: 0 }, ignoreEos: true,
+            maxTokens: 3,
+            sampling: { temperature: 0 },
+            ignoreEos: true,
           };
           let alone: number[] = [];
           const viaGenerate = await recordForwards(engine, async () => {
             alone = await drain(generate(engine, [request], c.chunk ? { prefillChunk: c.chunk } : {}));
           });
-          const scheduler = new Scheduler(engine, { maxSeqs: 1, maxModelLen: 256, ...(c.chunk ? { prefillChunk: c.chunk } : {}) });
+          const scheduler = new Scheduler(engine, {
+            maxSeqs: 1,
+            maxModelLen: 256,
+            ...(c.chunk ? { prefillChunk: c.chunk } : {}),
+          });
           let pooled: number[] = [];
           const viaScheduler = await recordForwards(engine, async () => {
             pooled = await drain(scheduler.submit(request));

@@ -14,18 +14,51 @@ import os from 'node:os';
 import path from 'node:path';
 import { MoiError, requireShared, UsageError, type Interval } from '@moi/core';
 import {
-  checkSettingValue, Engine, fieldsFromSettings, generateOne, reportSettings, requestFromSettings, ruleOf, setting,
-  SETTINGS, settingsFromFields, settingsFromRequest, type GenerateRequest, type Setting, type SettingValues,
+  checkSettingValue,
+  Engine,
+  fieldsFromSettings,
+  generateOne,
+  reportSettings,
+  requestFromSettings,
+  ruleOf,
+  setting,
+  SETTINGS,
+  settingsFromFields,
+  settingsFromRequest,
+  type GenerateRequest,
+  type Setting,
+  type SettingValues,
 } from '../src/index.ts';
 
 /** A value of each setting that is not its default (for the round trips). */
 const SAMPLE: SettingValues = {
-  temperature: 0.5, top_k: 7, top_p: 0.9, min_p: 0.05, repetition_penalty: 1.1, presence_penalty: 0.2, frequency_penalty: -0.3,
-  seed: 11, logprobs: 3, stop: ['x', 'y'], ignore_eos: true, max_tokens: 9,
-  mode: 'soft', beta: 2, mix_topk: 5, mix_prior: 'processed',
-  think_end: '</t>', think_end_id: 4, cold_stop_entropy: 0.01, cold_stop_steps: 3,
-  after_thinking_temperature: 0.7, after_thinking_top_p: 0.8, after_thinking_top_k: 6, after_thinking_min_p: 0.02,
-  soft_noise: 'gumbel', gumbel_tau: 0.5, dirichlet_alpha: 2,
+  temperature: 0.5,
+  top_k: 7,
+  top_p: 0.9,
+  min_p: 0.05,
+  repetition_penalty: 1.1,
+  presence_penalty: 0.2,
+  frequency_penalty: -0.3,
+  seed: 11,
+  logprobs: 3,
+  stop: ['x', 'y'],
+  ignore_eos: true,
+  max_tokens: 9,
+  mode: 'soft',
+  beta: 2,
+  mix_topk: 5,
+  mix_prior: 'processed',
+  think_end: '</t>',
+  think_end_id: 4,
+  cold_stop_entropy: 0.01,
+  cold_stop_steps: 3,
+  after_thinking_temperature: 0.7,
+  after_thinking_top_p: 0.8,
+  after_thinking_top_k: 6,
+  after_thinking_min_p: 0.02,
+  soft_noise: 'gumbel',
+  gumbel_tau: 0.5,
+  dirichlet_alpha: 2,
 };
 
 /** The ends of a range's intervals (an open end nudged inside). */
@@ -43,7 +76,9 @@ function outside(s: Setting & { range: readonly Interval[] }, integer: boolean):
     if (i.minOpen) out.push(i.min);
     if (i.maxOpen) out.push(i.max);
   }
-  return out.filter((x) => !s.range.some((i) => (i.minOpen ? x > i.min : x >= i.min) && (i.maxOpen ? x < i.max : x <= i.max)));
+  return out.filter(
+    (x) => !s.range.some((i) => (i.minOpen ? x > i.min : x >= i.min) && (i.maxOpen ? x < i.max : x <= i.max)),
+  );
 }
 
 describe('settings table', function () {
@@ -54,9 +89,17 @@ describe('settings table', function () {
     assert.equal(ruleOf(setting('dirichlet_alpha')), 'in [1e-3, 1e3]');
     assert.equal(ruleOf(setting('beta')), 'in [0, 1e9], or in [-1e9, -99] (the direct mixture)');
     assert.equal(ruleOf(setting('logprobs')), 'an integer in [0, 20]');
-    assert.equal(ruleOf(setting('mix_topk')), "an integer in [0, 2147483647] or 'all' (0 or 'all' = the whole vocabulary)");
-    assert.throws(() => checkSettingValue(setting('gumbel_tau'), 1e-300),
-      (e: unknown) => e instanceof UsageError && e.message === 'gumbel_tau must be in [1e-3, 1e3], got 1e-300' && e.field === 'mix.soft.gumbelTau');
+    assert.equal(
+      ruleOf(setting('mix_topk')),
+      "an integer in [0, 2147483647] or 'all' (0 or 'all' = the whole vocabulary)",
+    );
+    assert.throws(
+      () => checkSettingValue(setting('gumbel_tau'), 1e-300),
+      (e: unknown) =>
+        e instanceof UsageError &&
+        e.message === 'gumbel_tau must be in [1e-3, 1e3], got 1e-300' &&
+        e.field === 'mix.soft.gumbelTau',
+    );
   });
 
   it('names are unique, and every setting lives at its own request path', () => {
@@ -67,12 +110,31 @@ describe('settings table', function () {
 
   it('table values ⇄ request fields ⇄ server fields, every setting, both endpoints', () => {
     const request = requestFromSettings(SAMPLE);
-    assert.deepEqual(request.sampling, { temperature: 0.5, topK: 7, topP: 0.9, minP: 0.05, repetitionPenalty: 1.1, presencePenalty: 0.2, frequencyPenalty: -0.3, seed: 11, logprobs: 3 });
+    assert.deepEqual(request.sampling, {
+      temperature: 0.5,
+      topK: 7,
+      topP: 0.9,
+      minP: 0.05,
+      repetitionPenalty: 1.1,
+      presencePenalty: 0.2,
+      frequencyPenalty: -0.3,
+      seed: 11,
+      logprobs: 3,
+    });
     assert.deepEqual(request.mix, {
-      mode: 'soft', beta: 2, topK: 5, prior: 'processed',
+      mode: 'soft',
+      beta: 2,
+      topK: 5,
+      prior: 'processed',
       soft: {
-        thinkEnd: '</t>', thinkEndId: 4, coldStopEntropy: 0.01, coldStopSteps: 3,
-        afterThinking: { temperature: 0.7, topP: 0.8, topK: 6, minP: 0.02 }, noise: 'gumbel', gumbelTau: 0.5, dirichletAlpha: 2,
+        thinkEnd: '</t>',
+        thinkEndId: 4,
+        coldStopEntropy: 0.01,
+        coldStopSteps: 3,
+        afterThinking: { temperature: 0.7, topP: 0.8, topK: 6, minP: 0.02 },
+        noise: 'gumbel',
+        gumbelTau: 0.5,
+        dirichletAlpha: 2,
       },
     });
     assert.deepEqual([request.maxTokens, request.stop, request.ignoreEos], [9, ['x', 'y'], true]);
@@ -110,26 +172,46 @@ describe('settings table', function () {
       // thinking ends at once (cold stop at step 0), so the after-thinking sampler runs too
       const after: SettingValues = { ...soft, cold_stop_entropy: 100, cold_stop_steps: 1 };
       switch (s.name) {
-        case 'beta': return [{}];
-        case 'mix_topk': return [{ mode: 'moi' }, { mode: 'direct', mix_prior: 'processed' }, soft];
-        case 'gumbel_tau': return [{ ...soft, soft_noise: 'gumbel' }];
-        case 'dirichlet_alpha': return [{ ...soft, soft_noise: 'dirichlet' }];
-        case 'cold_stop_entropy': case 'cold_stop_steps': case 'think_end_id': return [soft];
+        case 'beta':
+          return [{}];
+        case 'mix_topk':
+          return [{ mode: 'moi' }, { mode: 'direct', mix_prior: 'processed' }, soft];
+        case 'gumbel_tau':
+          return [{ ...soft, soft_noise: 'gumbel' }];
+        case 'dirichlet_alpha':
+          return [{ ...soft, soft_noise: 'dirichlet' }];
+        case 'cold_stop_entropy':
+        case 'cold_stop_steps':
+        case 'think_end_id':
+          return [soft];
         default:
           if (s.group === 'soft') return [after];
           return [{}, { mode: 'moi', mix_prior: 'processed', beta: 0.5 }, { ...soft, soft_noise: 'dirichlet' }];
       }
     }
 
-    const numeric = SETTINGS.filter((s) => (s.type === 'number' || s.type === 'int' || s.type === 'count') && s.name !== 'max_tokens');
+    const numeric = SETTINGS.filter(
+      (s) => (s.type === 'number' || s.type === 'int' || s.type === 'count') && s.name !== 'max_tokens',
+    );
     for (const s of numeric) {
       it(`${s.name}: the ends of ${ruleOf(s)} give finite logits in every mode it acts in; just outside is refused`, async function () {
         const r = s as Setting & { range: readonly Interval[] };
         const integer = s.type !== 'number';
         for (const value of r.range.flatMap(ends)) {
           for (const ctx of contexts(s)) {
-            const values: SettingValues = { temperature: 0.8, seed: 3, logprobs: 0, ...ctx, [s.name]: checkSettingValue(s, value) };
-            const request: GenerateRequest = { ...requestFromSettings(values), promptIds: [1, 403, 407, 261, 378], maxTokens: 4, ignoreEos: true };
+            const values: SettingValues = {
+              temperature: 0.8,
+              seed: 3,
+              logprobs: 0,
+              ...ctx,
+              [s.name]: checkSettingValue(s, value),
+            };
+            const request: GenerateRequest = {
+              ...requestFromSettings(values),
+              promptIds: [1, 403, 407, 261, 378],
+              maxTokens: 4,
+              ignoreEos: true,
+            };
             const label = `${s.name} = ${value} with ${JSON.stringify(ctx)}`;
             try {
               const { events, done } = await generateOne(engine, request);
@@ -140,14 +222,22 @@ describe('settings table', function () {
               }
             } catch (e) {
               // an id or a count past this vocabulary is the engine's own refusal, never non-finite values
-              assert.ok(e instanceof UsageError && /vocabulary|token id in \[0, \d+\)/.test(e.message), `${label}: ${(e as Error).message}`);
+              assert.ok(
+                e instanceof UsageError && /vocabulary|token id in \[0, \d+\)/.test(e.message),
+                `${label}: ${(e as Error).message}`,
+              );
             }
           }
         }
         for (const value of outside(r, integer)) {
-          assert.throws(() => checkSettingValue(s, value), (e: unknown) => e instanceof UsageError && e.message.includes(`${s.name} must be ${ruleOf(s)}`), `${s.name} = ${value}`);
+          assert.throws(
+            () => checkSettingValue(s, value),
+            (e: unknown) => e instanceof UsageError && e.message.includes(`${s.name} must be ${ruleOf(s)}`),
+            `${s.name} = ${value}`,
+          );
         }
-        if (integer) assert.throws(() => checkSettingValue(s, r.range[0].max - 0.5), UsageError, `${s.name}: a fraction`);
+        if (integer)
+          assert.throws(() => checkSettingValue(s, r.range[0].max - 0.5), UsageError, `${s.name}: a fraction`);
       });
     }
 
@@ -168,23 +258,46 @@ describe('settings table', function () {
       check({ mix: { mode: 'moi' } });
       // soft: the sampling fields are the soft phase's filters (the paper's, not the sampler's defaults),
       // max_topk is 10 and the think-end id was given
-      const soft = check({ mix: { mode: 'soft', soft: { thinkEndId: 2 } } }, ['temperature', 'top_k', 'top_p', 'min_p', 'mix_topk', 'think_end_id']);
-      assert.deepEqual([soft.values.temperature, soft.values.top_k, soft.values.top_p, soft.values.min_p, soft.values.mix_topk], [0.6, 30, 0.95, 0.001, 10]);
+      const soft = check({ mix: { mode: 'soft', soft: { thinkEndId: 2 } } }, [
+        'temperature',
+        'top_k',
+        'top_p',
+        'min_p',
+        'mix_topk',
+        'think_end_id',
+      ]);
+      assert.deepEqual(
+        [soft.values.temperature, soft.values.top_k, soft.values.top_p, soft.values.min_p, soft.values.mix_topk],
+        [0.6, 30, 0.95, 0.001, 10],
+      );
     });
 
     it('the report says where each value came from: request, MIXINPUTS_BETA, generation_config.json, default', async () => {
       const given = new Set(['top_k', 'max_tokens']);
-      const env = reportSettings(engine, { sampling: { topK: 5 }, maxTokens: 3 }, given, 'flag', { MIXINPUTS_BETA: '2' });
-      assert.deepEqual([env.values.mode, env.sources.mode, env.values.beta, env.sources.beta], ['moi', 'env', 2, 'env']);
-      assert.deepEqual([env.values.top_k, env.sources.top_k, env.values.max_tokens, env.sources.max_tokens], [5, 'flag', 3, 'flag']);
+      const env = reportSettings(engine, { sampling: { topK: 5 }, maxTokens: 3 }, given, 'flag', {
+        MIXINPUTS_BETA: '2',
+      });
+      assert.deepEqual(
+        [env.values.mode, env.sources.mode, env.values.beta, env.sources.beta],
+        ['moi', 'env', 2, 'env'],
+      );
+      assert.deepEqual(
+        [env.values.top_k, env.sources.top_k, env.values.max_tokens, env.sources.max_tokens],
+        [5, 'flag', 3, 'flag'],
+      );
       const direct = reportSettings(engine, {}, new Set(), 'flag', { MIXINPUTS_BETA: '-100' });
       assert.deepEqual([direct.values.mode, direct.sources.mode, 'beta' in direct.values], ['direct', 'env', false]);
-      const flagBeta = reportSettings(engine, { mix: { beta: 3 } }, new Set(['beta']), 'request', { MIXINPUTS_BETA: '2' });
+      const flagBeta = reportSettings(engine, { mix: { beta: 3 } }, new Set(['beta']), 'request', {
+        MIXINPUTS_BETA: '2',
+      });
       assert.deepEqual([flagBeta.values.beta, flagBeta.sources.beta, flagBeta.sources.mode], [3, 'request', 'request']);
       // a model whose generation_config.json sets sampling defaults and a length
       const model = path.join(dir, 'with-config');
       cpSync(engine.dir, model, { recursive: true });
-      writeFileSync(path.join(model, 'generation_config.json'), JSON.stringify({ bos_token_id: 1, eos_token_id: 2, temperature: 0.7, top_p: 0.9, max_new_tokens: 5 }));
+      writeFileSync(
+        path.join(model, 'generation_config.json'),
+        JSON.stringify({ bos_token_id: 1, eos_token_id: 2, temperature: 0.7, top_p: 0.9, max_new_tokens: 5 }),
+      );
       const configured = await Engine.load(model, { backend: 'wasm' });
       try {
         const r = reportSettings(configured, { sampling: { topP: 0.5 } }, new Set(['top_p']), 'flag', {});
@@ -199,14 +312,26 @@ describe('settings table', function () {
 
     it('the engine refuses out-of-range values from a library caller too, naming the request field', async () => {
       const refuses = async (request: Omit<GenerateRequest, 'promptIds'>, field: string) => {
-        await assert.rejects(generateOne(engine, { ...request, promptIds: [1, 403] }),
-          (e: unknown) => e instanceof MoiError && e.field === field && /must be/.test(e.message), field);
+        await assert.rejects(
+          generateOne(engine, { ...request, promptIds: [1, 403] }),
+          (e: unknown) => e instanceof MoiError && e.field === field && /must be/.test(e.message),
+          field,
+        );
       };
       await refuses({ sampling: { temperature: 1e-7 } }, 'sampling.temperature');
       await refuses({ sampling: { repetitionPenalty: 1e-300 } }, 'sampling.repetitionPenalty');
-      await refuses({ mix: { mode: 'soft', soft: { thinkEndId: 2, noise: 'gumbel', gumbelTau: 1e-300 } } }, 'mix.soft.gumbelTau');
-      await refuses({ mix: { mode: 'soft', soft: { thinkEndId: 2, noise: 'dirichlet', dirichletAlpha: 1e300 } } }, 'mix.soft.dirichletAlpha');
-      await refuses({ mix: { mode: 'soft', soft: { thinkEndId: 2 } }, sampling: { temperature: 1e-9 } }, 'sampling.temperature');
+      await refuses(
+        { mix: { mode: 'soft', soft: { thinkEndId: 2, noise: 'gumbel', gumbelTau: 1e-300 } } },
+        'mix.soft.gumbelTau',
+      );
+      await refuses(
+        { mix: { mode: 'soft', soft: { thinkEndId: 2, noise: 'dirichlet', dirichletAlpha: 1e300 } } },
+        'mix.soft.dirichletAlpha',
+      );
+      await refuses(
+        { mix: { mode: 'soft', soft: { thinkEndId: 2 } }, sampling: { temperature: 1e-9 } },
+        'sampling.temperature',
+      );
       await refuses({ mix: { mode: 'moi', beta: 1e30 } }, 'mix.beta');
     });
   });

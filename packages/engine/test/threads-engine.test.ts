@@ -26,7 +26,12 @@ const FIXTURES = ['llama', 'llama_tied', 'qwen2', 'qwen3', 'gemma2', 'gemma3_tex
 const DTYPES = ['f32', 'bf16', 'q8'] as const;
 const THREADS = [1, 2, 3];
 
-interface MoiRef { beta: number; mode: 'moi' | 'direct'; input_ids: number[]; tokens: number[] }
+interface MoiRef {
+  beta: number;
+  mode: 'moi' | 'direct';
+  input_ids: number[];
+  tokens: number[];
+}
 interface Reference {
   cases: { name: string; input_ids: number[]; logits: number[][]; greedy: { n: number; tokens: number[] } }[];
   moi: MoiRef[];
@@ -79,8 +84,20 @@ async function runAll(engine: Engine, ref: Reference): Promise<Run> {
   run.alone = [forwardRows(engine, [a]), forwardRows(engine, [b])];
   const c = ref.cases[ref.cases.length - 1];
   const requests: GenerateRequest[] = [
-    { promptIds: c.input_ids, maxTokens: Math.min(12, c.greedy.n), sampling: { temperature: 0 }, ignoreEos: true, mix: { mode: 'standard' } },
-    ...ref.moi.slice(0, 2).map((t): GenerateRequest => ({ promptIds: t.input_ids, maxTokens: Math.min(12, t.tokens.length), sampling: { temperature: 0 }, ignoreEos: true, mix: { mode: t.mode, beta: t.beta } })),
+    {
+      promptIds: c.input_ids,
+      maxTokens: Math.min(12, c.greedy.n),
+      sampling: { temperature: 0 },
+      ignoreEos: true,
+      mix: { mode: 'standard' },
+    },
+    ...ref.moi.slice(0, 2).map((t): GenerateRequest => ({
+      promptIds: t.input_ids,
+      maxTokens: Math.min(12, t.tokens.length),
+      sampling: { temperature: 0 },
+      ignoreEos: true,
+      mix: { mode: t.mode, beta: t.beta },
+    })),
   ];
   for (const r of requests) {
     const t = await traced(engine, r);
@@ -110,7 +127,11 @@ function assertSameRun(a: Run, b: Run, label: string): void {
   });
 }
 
-const scaleOf = (row: ArrayLike<number>) => { let m = 1; for (let i = 0; i < row.length; i++) m = Math.max(m, Math.abs(row[i])); return m; };
+const scaleOf = (row: ArrayLike<number>) => {
+  let m = 1;
+  for (let i = 0; i < row.length; i++) m = Math.max(m, Math.abs(row[i]));
+  return m;
+};
 
 describe('threads in the engine (issue 26 phase B)', function () {
   this.timeout(600_000);
@@ -151,22 +172,40 @@ describe('threads in the engine (issue 26 phase B)', function () {
               const got = one.logits[i].subarray(t * V, (t + 1) * V);
               let d = 0;
               for (let v = 0; v < V; v++) d = Math.max(d, Math.abs(got[v] - row[v]));
-              assert.ok(d <= 1e-4 * scaleOf(row), `${name} case ${c.name} position ${t}: logits differ from the reference by ${d}`);
+              assert.ok(
+                d <= 1e-4 * scaleOf(row),
+                `${name} case ${c.name} position ${t}: logits differ from the reference by ${d}`,
+              );
             });
           });
           const c = ref.cases[ref.cases.length - 1];
-          assert.deepEqual(one.tokens[0], c.greedy.tokens.slice(0, one.tokens[0].length), `${name}: greedy tokens vs the reference`);
+          assert.deepEqual(
+            one.tokens[0],
+            c.greedy.tokens.slice(0, one.tokens[0].length),
+            `${name}: greedy tokens vs the reference`,
+          );
           const moi = ref.moi.findIndex((t) => t.mode === 'moi');
-          if (moi >= 0 && moi < 2) assert.deepEqual(one.tokens[1 + moi], ref.moi[moi].tokens.slice(0, one.tokens[1 + moi].length), `${name}: MoI tokens vs the reference`);
+          if (moi >= 0 && moi < 2)
+            assert.deepEqual(
+              one.tokens[1 + moi],
+              ref.moi[moi].tokens.slice(0, one.tokens[1 + moi].length),
+              `${name}: MoI tokens vs the reference`,
+            );
         });
       }
     });
   }
 
-  it('no tensor leak across requests, and the pool\'s workers are gone after dispose', async function () {
+  it("no tensor leak across requests, and the pool's workers are gone after dispose", async function () {
     const dir = path.join(fixtures, 'stories260K');
     const engine = await Engine.load(dir, { backend: 'wasm', threads: 2, dtype: 'q8' });
-    const req: GenerateRequest = { promptIds: [1, 403, 407, 261, 378], maxTokens: 8, sampling: { temperature: 0 }, ignoreEos: true, mix: { mode: 'moi', beta: 1 } };
+    const req: GenerateRequest = {
+      promptIds: [1, 403, 407, 261, 378],
+      maxTokens: 8,
+      sampling: { temperature: 0 },
+      ignoreEos: true,
+      mix: { mode: 'moi', beta: 1 },
+    };
     const layer = engine.model.weights.layers[0].qkv as ThreadedLinear;
     try {
       await generateOne(engine, req);
@@ -189,15 +228,26 @@ describe('threads in the engine (issue 26 phase B)', function () {
       const { done } = await generateOne(e, { promptIds: [1, 403, 407, 261, 378], maxTokens: 4, sampling: { temperature: 0 }, ignoreEos: true });
       console.log(JSON.stringify({ threads: e.threads.threads, pooled: e.threads.pooled, n: done.tokens.length }));
       e.dispose();`;
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: REPO, encoding: 'utf8', timeout: 90_000 });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: REPO,
+      encoding: 'utf8',
+      timeout: 90_000,
+    });
     assert.equal(r.error, undefined, `the process did not exit: ${r.error?.message}`);
     assert.equal(r.status, 0, r.stderr);
     assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').pop()!), { threads: 3, pooled: true, n: 4 });
   });
 
-  it('the auto plan: every dtype on today\'s kernels at one thread, in the pool at 2 threads', async function () {
+  it("the auto plan: every dtype on today's kernels at one thread, in the pool at 2 threads", async function () {
     const dir = path.join(fixtures, 'llama');
-    for (const [dtype, threads, pooled] of [['f32', 1, false], ['bf16', 1, false], ['q8', 1, false], ['f32', 2, true], ['bf16', 2, true], ['q8', 2, true]] as const) {
+    for (const [dtype, threads, pooled] of [
+      ['f32', 1, false],
+      ['bf16', 1, false],
+      ['q8', 1, false],
+      ['f32', 2, true],
+      ['bf16', 2, true],
+      ['q8', 2, true],
+    ] as const) {
       const engine = await Engine.load(dir, { backend: 'wasm', dtype, threads });
       try {
         assert.equal(engine.threads.pooled, pooled, `${dtype} at ${threads} thread(s)`);
@@ -211,11 +261,24 @@ describe('threads in the engine (issue 26 phase B)', function () {
 
   it('a bad thread count is a UsageError naming the flag or MOI_THREADS', async function () {
     for (const bad of [0, -1, 1.5, 257, Number.NaN]) {
-      assert.throws(() => resolveThreads(bad, '--threads', {}), (e: unknown) => e instanceof UsageError && e.code === 'E_THREADS' && /--threads must be an integer from 1 to 256/.test(e.message));
+      assert.throws(
+        () => resolveThreads(bad, '--threads', {}),
+        (e: unknown) =>
+          e instanceof UsageError &&
+          e.code === 'E_THREADS' &&
+          /--threads must be an integer from 1 to 256/.test(e.message),
+      );
     }
-    assert.throws(() => resolveThreads(undefined, '--threads', { MOI_THREADS: 'two' }), (e: unknown) => e instanceof UsageError && /MOI_THREADS must be an integer/.test(e.message) && /"two"/.test(e.message));
+    assert.throws(
+      () => resolveThreads(undefined, '--threads', { MOI_THREADS: 'two' }),
+      (e: unknown) =>
+        e instanceof UsageError && /MOI_THREADS must be an integer/.test(e.message) && /"two"/.test(e.message),
+    );
     assert.equal(resolveThreads(undefined, '--threads', { MOI_THREADS: ' 3 ' }), 3);
     assert.equal(resolveThreads(2, '--threads', { MOI_THREADS: '3' }), 2);
-    await assert.rejects(Engine.load(path.join(fixtures, 'llama'), { backend: 'wasm', threads: 0 }), (e: unknown) => e instanceof UsageError && e.code === 'E_THREADS');
+    await assert.rejects(
+      Engine.load(path.join(fixtures, 'llama'), { backend: 'wasm', threads: 0 }),
+      (e: unknown) => e instanceof UsageError && e.code === 'E_THREADS',
+    );
   });
 });

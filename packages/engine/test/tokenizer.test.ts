@@ -44,7 +44,13 @@ describe('text: Tokenizer', function () {
   });
 
   it('round-trips multilingual text and emoji on every tokenizer', function () {
-    const texts = [SAMPLE, '  leading and trailing spaces  ', 'tabs\tand\nnew\n\nlines', 'ASCII only. 12345 + 678 = 7023?', ''];
+    const texts = [
+      SAMPLE,
+      '  leading and trailing spaces  ',
+      'tabs\tand\nnew\n\nlines',
+      'ASCII only. 12345 + 678 = 7023?',
+      '',
+    ];
     for (const name of NAMES) {
       for (const text of texts) {
         const ids = toks[name].encode(text, { addSpecialTokens: false });
@@ -85,7 +91,11 @@ describe('text: Tokenizer', function () {
     for (const [name, token, id] of expect) {
       assert.equal(toks[name].tokenToId(token), id, `${name} ${token}`);
       assert.equal(toks[name].idToToken(id), token, `${name} ${id}`);
-      assert.deepEqual(toks[name].encode(token, { addSpecialTokens: false }), [id], `${name} encodes ${token} as one id`);
+      assert.deepEqual(
+        toks[name].encode(token, { addSpecialTokens: false }),
+        [id],
+        `${name} encodes ${token} as one id`,
+      );
     }
   });
 
@@ -176,8 +186,14 @@ describe('text: Tokenizer', function () {
     const hello = q.encode('Hello', { addSpecialTokens: false });
     // Qwen3's embedding has 151,936 rows but 151,669 tokens: ids past the vocab are skipped.
     assert.equal(q.decode([...hello, 151900]), 'Hello');
-    assert.throws(() => q.decode([-1]), (e: unknown) => e instanceof UsageError && e.code === 'E_TOKEN_ID');
-    assert.throws(() => q.decode([1.5]), (e: unknown) => e instanceof UsageError && /1\.5/.test(e.message));
+    assert.throws(
+      () => q.decode([-1]),
+      (e: unknown) => e instanceof UsageError && e.code === 'E_TOKEN_ID',
+    );
+    assert.throws(
+      () => q.decode([1.5]),
+      (e: unknown) => e instanceof UsageError && /1\.5/.test(e.message),
+    );
     assert.throws(() => q.encode(42 as unknown as string), UsageError);
   });
 
@@ -215,9 +231,15 @@ describe('text: Tokenizer', function () {
         (e: unknown) => e instanceof ModelError && e.code === 'E_TOKENIZER_INVALID' && e.message.includes(file),
       );
       const sub = path.join(tmp, 'nope');
-      assert.throws(() => loadTokenizer(sub), (e: unknown) => e instanceof ModelError && e.message.includes(sub));
+      assert.throws(
+        () => loadTokenizer(sub),
+        (e: unknown) => e instanceof ModelError && e.message.includes(sub),
+      );
       mkdirSync(path.join(tmp, 'cfg'));
-      writeFileSync(path.join(tmp, 'cfg', 'tokenizer.json'), readFileSync(path.join(dirOf(shared, 'stories260K'), 'tokenizer.json')));
+      writeFileSync(
+        path.join(tmp, 'cfg', 'tokenizer.json'),
+        readFileSync(path.join(dirOf(shared, 'stories260K'), 'tokenizer.json')),
+      );
       writeFileSync(path.join(tmp, 'cfg', 'tokenizer_config.json'), '[1,2]');
       assert.throws(
         () => loadTokenizer(path.join(tmp, 'cfg')),

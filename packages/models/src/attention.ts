@@ -17,8 +17,19 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  activeKernels, applyRope, attention, decodeAttention, fusedRmsNorm, positionMask, prefillAttention, prefillQk, rmsNorm, ropeDecode,
-  ropeTables, slotTable, type RopeSpec,
+  activeKernels,
+  applyRope,
+  attention,
+  decodeAttention,
+  fusedRmsNorm,
+  positionMask,
+  prefillAttention,
+  prefillQk,
+  rmsNorm,
+  ropeDecode,
+  ropeTables,
+  slotTable,
+  type RopeSpec,
 } from '@moi/core';
 import type { LayerCache } from './cache.ts';
 import type { DecoderSpec, LayerSpec } from './spec.ts';
@@ -73,7 +84,10 @@ export class AttentionPass {
   /** tables made inside a layer's scope, kept for the later layers and disposed by dispose() */
   private readonly kept: tf.Tensor[] = [];
 
-  constructor(private readonly s: DecoderSpec, private readonly p: PassInput) {
+  constructor(
+    private readonly s: DecoderSpec,
+    private readonly p: PassInput,
+  ) {
     this.positions = p.start.map((p0) => Array.from({ length: p.T }, (_, t) => p0 + t));
     const fused = activeKernels() !== null && s.layers.every((l) => l.rope.dim === s.headDim);
     const prefillEnd = Math.max(...p.start) + Math.max(p.T, p.prefillTokensLeft ?? p.T);
@@ -89,10 +103,14 @@ export class AttentionPass {
     const ls = this.s.layers[li];
     const c = this.p.cache?.[li];
     switch (this.path) {
-      case 'decodeFused': return this.decodeFused(ls, c!, qkv, norms);
-      case 'decodeSplit': return this.decodeSplit(ls, c, qkv, norms);
-      case 'prefillFused': return this.prefillFused(ls, c, qkv, norms);
-      case 'prefillSplit': return this.prefillSplit(ls, c, qkv, norms);
+      case 'decodeFused':
+        return this.decodeFused(ls, c!, qkv, norms);
+      case 'decodeSplit':
+        return this.decodeSplit(ls, c, qkv, norms);
+      case 'prefillFused':
+        return this.prefillFused(ls, c, qkv, norms);
+      case 'prefillSplit':
+        return this.prefillSplit(ls, c, qkv, norms);
     }
   }
 
@@ -107,7 +125,14 @@ export class AttentionPass {
     const { B, rows } = this.p;
     const { numHeads: nH, numKvHeads: nKV, headDim: D } = this.s;
     const r = this.flatRope(ls.rope);
-    const qk = prefillQk(qkv, { heads: nH + nKV, headDim: D, normWeight: norms.qkNormRows, eps: this.s.rmsNormEps, cos: r.cos, sin: r.sin });
+    const qk = prefillQk(qkv, {
+      heads: nH + nKV,
+      headDim: D,
+      normWeight: norms.qkNormRows,
+      eps: this.s.rmsNormEps,
+      cos: r.cos,
+      sin: r.sin,
+    });
     c.appendRows(tf.reshape(qk, [B, (nH + nKV) * D]), nH * D, qkv, (nH + nKV) * D, rows);
     return this.overCache(ls, c, tf.slice(qk, [0, 0, 0], [B, nH, D]));
   }
@@ -127,8 +152,13 @@ export class AttentionPass {
       c.append(k4, v4, rows);
       return this.overCache(ls, c, q);
     }
-    const o = attention(tf.reshape(q, [B, nH, 1, D]) as tf.Tensor4D, k4, v4, this.mask(`full:${ls.window}`, this.positions, ls.window),
-      { scale: 1, softcap: this.s.attnSoftcap });
+    const o = attention(
+      tf.reshape(q, [B, nH, 1, D]) as tf.Tensor4D,
+      k4,
+      v4,
+      this.mask(`full:${ls.window}`, this.positions, ls.window),
+      { scale: 1, softcap: this.s.attnSoftcap },
+    );
     return tf.reshape(o, [B, nH * D]) as tf.Tensor2D;
   }
 
@@ -136,9 +166,16 @@ export class AttentionPass {
   private overCache(ls: LayerSpec, c: LayerCache, q: tf.Tensor): tf.Tensor2D {
     const { rows, start } = this.p;
     return decodeAttention(q, c.keys, c.valuesT, {
-      rows, window: ls.window, softcap: this.s.attnSoftcap,
+      rows,
+      window: ls.window,
+      softcap: this.s.attnSoftcap,
       slots: () => this.keep(`slots:${c.size}:${c.window}:${c.alloc}`, () => slotTable(rows, start, c.slotPos)),
-      mask: () => this.mask(`${c.size}:${c.window}:1`, rows.map((r) => c.slotPos[r]), ls.window),
+      mask: () =>
+        this.mask(
+          `${c.size}:${c.window}:1`,
+          rows.map((r) => c.slotPos[r]),
+          ls.window,
+        ),
     });
   }
 
@@ -151,10 +188,25 @@ export class AttentionPass {
     const { B, T, rows, start } = this.p;
     const { numHeads: nH, numKvHeads: nKV, headDim: D } = this.s;
     const r = this.flatRope(ls.rope);
-    const qk = tf.reshape(prefillQk(qkv, { heads: nH + nKV, headDim: D, normWeight: norms.qkNormRows, eps: this.s.rmsNormEps, cos: r.cos, sin: r.sin }),
-      [B * T, (nH + nKV) * D]);
+    const qk = tf.reshape(
+      prefillQk(qkv, {
+        heads: nH + nKV,
+        headDim: D,
+        normWeight: norms.qkNormRows,
+        eps: this.s.rmsNormEps,
+        cos: r.cos,
+        sin: r.sin,
+      }),
+      [B * T, (nH + nKV) * D],
+    );
     const o = prefillAttention(qk, qkv, {
-      heads: nH, kvHeads: nKV, headDim: D, start, window: ls.window, softcap: this.s.attnSoftcap, vColumn: (nH + nKV) * D,
+      heads: nH,
+      kvHeads: nKV,
+      headDim: D,
+      start,
+      window: ls.window,
+      softcap: this.s.attnSoftcap,
+      vColumn: (nH + nKV) * D,
       prefix: c && start.some((p) => p > 0) ? { keys: c.keys, valuesT: c.valuesT, rows, slotPos: c.slotPos } : null,
     });
     if (c) c.appendRows(qk, nH * D, qkv, (nH + nKV) * D, rows);
@@ -180,8 +232,11 @@ export class AttentionPass {
     let o: tf.Tensor4D;
     if (c) {
       const view = c.updateAndFetch(k, v, rows);
-      o = attention(q, view.keys, view.valuesT, this.mask(`${c.size}:${c.window}:${T}`, view.keyPositions, ls.window),
-        { scale: 1, softcap, valuesTransposed: true });
+      o = attention(q, view.keys, view.valuesT, this.mask(`${c.size}:${c.window}:${T}`, view.keyPositions, ls.window), {
+        scale: 1,
+        softcap,
+        valuesTransposed: true,
+      });
     } else {
       o = attention(q, k, v, this.mask(`full:${ls.window}`, this.positions, ls.window), { scale: 1, softcap });
     }
@@ -221,7 +276,10 @@ export class AttentionPass {
     const r = this.rope(spec);
     if (!r.flat) {
       const N = this.p.B * this.p.T;
-      r.flat = { cos: tf.keep(tf.reshape(r.cos, [N, this.s.headDim])), sin: tf.keep(tf.reshape(r.sin, [N, this.s.headDim])) };
+      r.flat = {
+        cos: tf.keep(tf.reshape(r.cos, [N, this.s.headDim])),
+        sin: tf.keep(tf.reshape(r.sin, [N, this.s.headDim])),
+      };
       this.kept.push(r.flat.cos, r.flat.sin);
     }
     return r.flat;
@@ -236,7 +294,8 @@ export class AttentionPass {
 function rotateDecode(x: tf.Tensor3D, tables: { cos: tf.Tensor4D; sin: tf.Tensor4D }): tf.Tensor {
   const [B, heads, D] = x.shape;
   const rotDim = tables.cos.shape[3];
-  if (rotDim !== D) return tf.reshape(applyRope(tf.reshape(x, [B, heads, 1, D]) as tf.Tensor4D, tables.cos, tables.sin), x.shape);
+  if (rotDim !== D)
+    return tf.reshape(applyRope(tf.reshape(x, [B, heads, 1, D]) as tf.Tensor4D, tables.cos, tables.sin), x.shape);
   // a wasm kernel, or the composite (x·cos + (x·R)·sin)
   return ropeDecode(x, tf.reshape(tables.cos, [B, 1, D]), tf.reshape(tables.sin, [B, 1, D]));
 }

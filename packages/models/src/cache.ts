@@ -149,8 +149,8 @@ export class KVCache implements LayerCache {
     } else {
       this.write(k, v, rows, positions);
       view = {
-        keys: allRows ? this.keys : tf.gather(this.keys, rows) as tf.Tensor4D,
-        valuesT: allRows ? this.valuesT : tf.gather(this.valuesT, rows) as tf.Tensor4D,
+        keys: allRows ? this.keys : (tf.gather(this.keys, rows) as tf.Tensor4D),
+        valuesT: allRows ? this.valuesT : (tf.gather(this.valuesT, rows) as tf.Tensor4D),
         keyPositions: rows.map((r) => this.slotPos[r]),
       };
     }
@@ -166,7 +166,12 @@ export class KVCache implements LayerCache {
     const T = k.shape[2];
     this.checkFits(rows, T);
     this.grow(Math.min(this.size, Math.max(...rows.map((r) => this.offset[r] + T))));
-    this.write(k, v, rows, rows.map((r) => Array.from({ length: T }, (_, t) => this.offset[r] + t)));
+    this.write(
+      k,
+      v,
+      rows,
+      rows.map((r) => Array.from({ length: T }, (_, t) => this.offset[r] + t)),
+    );
     for (const r of rows) this.offset[r] += T;
   }
 
@@ -183,7 +188,10 @@ export class KVCache implements LayerCache {
     const D = this.headDim;
     if (!this.inPlace) {
       const heads = (x: tf.Tensor, col: number) =>
-        tf.transpose(tf.reshape(tf.slice(x, [0, col], [N, H * D]), [rows.length, T, H, D]), [0, 2, 1, 3]) as tf.Tensor4D;
+        tf.transpose(
+          tf.reshape(tf.slice(x, [0, col], [N, H * D]), [rows.length, T, H, D]),
+          [0, 2, 1, 3],
+        ) as tf.Tensor4D;
       const [k4, v4] = tf.tidy(() => [heads(k, kCol), heads(v, vCol)]);
       try {
         this.append(k4, v4, rows);
@@ -196,7 +204,8 @@ export class KVCache implements LayerCache {
     this.grow(Math.min(this.size, Math.max(...rows.map((r) => this.offset[r] + T))));
     const first = Math.max(0, T - this.size);
     for (let i = 0; i < rows.length; i++) {
-      for (let t = first; t < T; t++) this.slotPos[rows[i]][this.slot(this.offset[rows[i]] + t)] = this.offset[rows[i]] + t;
+      for (let t = first; t < T; t++)
+        this.slotPos[rows[i]][this.slot(this.offset[rows[i]] + t)] = this.offset[rows[i]] + t;
     }
     const S = this.alloc;
     const kW = k.shape[1] ?? 0;
@@ -228,11 +237,15 @@ export class KVCache implements LayerCache {
    */
   checkFits(rows: number[], T: number): void {
     for (const r of rows) {
-      if (!Number.isInteger(r) || r < 0 || r >= this.batch) throw new UsageError('E_CACHE_ROW', `cache row ${r} is outside the batch of ${this.batch}`);
+      if (!Number.isInteger(r) || r < 0 || r >= this.batch)
+        throw new UsageError('E_CACHE_ROW', `cache row ${r} is outside the batch of ${this.batch}`);
       // a rotating buffer is exact past capacity only when it holds the whole window
       const bounded = !this.window || this.size < this.window;
       if (bounded && this.offset[r] + T > this.capacity) {
-        throw new UsageError('E_CONTEXT', `context overflow: row ${r} holds ${this.offset[r]} tokens and ${T} more do not fit the cache capacity of ${this.capacity}`);
+        throw new UsageError(
+          'E_CONTEXT',
+          `context overflow: row ${r} holds ${this.offset[r]} tokens and ${T} more do not fit the cache capacity of ${this.capacity}`,
+        );
       }
     }
   }
@@ -336,7 +349,11 @@ export class KVCache implements LayerCache {
     if (this.window && this.offset[row] > this.size && n > 0) return false;
     const pos = this.slotPos[row];
     const emptied: number[] = [];
-    for (let s = 0; s < pos.length; s++) if (pos[s] >= n) { pos[s] = -1; emptied.push(s); }
+    for (let s = 0; s < pos.length; s++)
+      if (pos[s] >= n) {
+        pos[s] = -1;
+        emptied.push(s);
+      }
     this.zeroSlots(row, emptied);
     this.offset[row] = n;
     return true;
@@ -346,7 +363,9 @@ export class KVCache implements LayerCache {
   reset(rows?: number[]): void {
     for (const r of rows ?? this.offset.map((_, i) => i)) {
       const held: number[] = [];
-      this.slotPos[r].forEach((p, s) => { if (p >= 0) held.push(s); });
+      this.slotPos[r].forEach((p, s) => {
+        if (p >= 0) held.push(s);
+      });
       this.zeroSlots(r, held);
       this.offset[r] = 0;
       this.slotPos[r].fill(-1);

@@ -12,10 +12,16 @@ import { ModelError } from '@moi/core';
 export type RawConfig = Record<string, unknown>;
 
 export class ConfigReader {
-  constructor(readonly raw: RawConfig, readonly source: string) {}
+  constructor(
+    readonly raw: RawConfig,
+    readonly source: string,
+  ) {}
 
   private fail(key: string, want: string): never {
-    throw new ModelError('E_CONFIG', `${this.source}: field '${key}' must be ${want} (got ${JSON.stringify(this.raw[key])})`);
+    throw new ModelError(
+      'E_CONFIG',
+      `${this.source}: field '${key}' must be ${want} (got ${JSON.stringify(this.raw[key])})`,
+    );
   }
 
   num(key: string, def?: number): number {
@@ -134,7 +140,10 @@ export function readBase(r: ConfigReader, defaults: Partial<BaseConfig> = {}): B
   const heads = r.int('num_attention_heads', defaults.num_attention_heads, LIMITS.heads);
   const headDimDefault = defaults.head_dim ?? hidden / heads;
   if (r.raw.head_dim == null && !Number.isInteger(headDimDefault)) {
-    throw new ModelError('E_CONFIG', `${r.source}: hidden_size (${hidden}) must be a multiple of num_attention_heads (${heads}) when head_dim is not given`);
+    throw new ModelError(
+      'E_CONFIG',
+      `${r.source}: hidden_size (${hidden}) must be a multiple of num_attention_heads (${heads}) when head_dim is not given`,
+    );
   }
   const c: BaseConfig = {
     model_type: r.str('model_type'),
@@ -145,7 +154,11 @@ export function readBase(r: ConfigReader, defaults: Partial<BaseConfig> = {}): B
     num_attention_heads: heads,
     num_key_value_heads: r.int('num_key_value_heads', defaults.num_key_value_heads ?? heads, LIMITS.heads),
     head_dim: r.int('head_dim', headDimDefault, LIMITS.headDim),
-    max_position_embeddings: r.int('max_position_embeddings', defaults.max_position_embeddings ?? 2048, LIMITS.positions),
+    max_position_embeddings: r.int(
+      'max_position_embeddings',
+      defaults.max_position_embeddings ?? 2048,
+      LIMITS.positions,
+    ),
     rms_norm_eps: r.pos('rms_norm_eps', defaults.rms_norm_eps ?? 1e-6, 1),
     rope_theta: r.pos('rope_theta', defaults.rope_theta ?? 10000),
     rope_scaling: readRopeScaling(r),
@@ -153,14 +166,23 @@ export function readBase(r: ConfigReader, defaults: Partial<BaseConfig> = {}): B
     hidden_act: r.str('hidden_act', defaults.hidden_act ?? 'silu'),
   };
   if (c.num_attention_heads % c.num_key_value_heads !== 0) {
-    throw new ModelError('E_CONFIG', `${r.source}: num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${c.num_key_value_heads})`);
+    throw new ModelError(
+      'E_CONFIG',
+      `${r.source}: num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${c.num_key_value_heads})`,
+    );
   }
   if (c.head_dim % 2 !== 0) {
-    throw new ModelError('E_CONFIG', `${r.source}: head_dim (${c.head_dim}) must be even (rotary embeddings rotate pairs of dimensions)`);
+    throw new ModelError(
+      'E_CONFIG',
+      `${r.source}: head_dim (${c.head_dim}) must be even (rotary embeddings rotate pairs of dimensions)`,
+    );
   }
   // q and o projections are [heads·head_dim, hidden]: bound their size as the others are bounded
   if (heads * c.head_dim > 4 * LIMITS.hidden) {
-    throw new ModelError('E_CONFIG', `${r.source}: num_attention_heads × head_dim (${heads} × ${c.head_dim}) must be ≤ ${4 * LIMITS.hidden}`);
+    throw new ModelError(
+      'E_CONFIG',
+      `${r.source}: num_attention_heads × head_dim (${heads} × ${c.head_dim}) must be ≤ ${4 * LIMITS.hidden}`,
+    );
   }
   return c;
 }
@@ -175,16 +197,24 @@ function readRopeScaling(r: ConfigReader): Record<string, unknown> | null {
   if (!s) return null;
   const sub = new ConfigReader(s, r.source);
   const bad = (key: string, want: string): never => {
-    throw new ModelError('E_CONFIG', `${r.source}: field 'rope_scaling.${key}' must be ${want} (got ${JSON.stringify(s[key])})`);
+    throw new ModelError(
+      'E_CONFIG',
+      `${r.source}: field 'rope_scaling.${key}' must be ${want} (got ${JSON.stringify(s[key])})`,
+    );
   };
   const positive = (key: string) => {
     const v = s[key];
     if (v === undefined || v === null) return;
     if (typeof v !== 'number' || !Number.isFinite(v) || !(v > 0)) bad(key, 'a number > 0');
   };
-  for (const key of ['factor', 'low_freq_factor', 'high_freq_factor', 'attention_factor', 'beta_fast', 'beta_slow']) positive(key);
+  for (const key of ['factor', 'low_freq_factor', 'high_freq_factor', 'attention_factor', 'beta_fast', 'beta_slow'])
+    positive(key);
   const omp = s.original_max_position_embeddings;
-  if (omp !== undefined && omp !== null && (typeof omp !== 'number' || !Number.isInteger(omp) || omp <= 0 || omp > LIMITS.positions)) {
+  if (
+    omp !== undefined &&
+    omp !== null &&
+    (typeof omp !== 'number' || !Number.isInteger(omp) || omp <= 0 || omp > LIMITS.positions)
+  ) {
     bad('original_max_position_embeddings', `a positive integer ≤ ${LIMITS.positions}`);
   }
   const low = sub.optNum('low_freq_factor');

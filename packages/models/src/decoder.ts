@@ -7,7 +7,16 @@
  * a layer's attention is one op (attention.ts) that chooses its own path over the KV cache.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { applyActivation, fusedRmsNorm, MASKED, ModelError, rmsNorm, scalar, softcap, type EmbeddingRows } from '@moi/core';
+import {
+  applyActivation,
+  fusedRmsNorm,
+  MASKED,
+  ModelError,
+  rmsNorm,
+  scalar,
+  softcap,
+  type EmbeddingRows,
+} from '@moi/core';
 import { AttentionPass } from './attention.ts';
 import { KVCache, type LayerCache } from './cache.ts';
 import type { DecoderSpec } from './spec.ts';
@@ -37,17 +46,31 @@ export interface ForwardOptions {
 }
 
 export class Decoder {
-  constructor(readonly spec: DecoderSpec, readonly weights: DecoderWeights) {}
+  constructor(
+    readonly spec: DecoderSpec,
+    readonly weights: DecoderWeights,
+  ) {}
 
   /** Allocate one cache per layer: sliding layers get a rotating buffer of their window. */
   makeCache(batch: number, capacity: number, opts: { noInPlace?: boolean } = {}): KVCache[] {
     const s = this.spec;
     if (capacity > s.maxPositionEmbeddings) {
-      throw new ModelError('E_CONTEXT', `requested context ${capacity} exceeds max_position_embeddings ${s.maxPositionEmbeddings}`);
+      throw new ModelError(
+        'E_CONTEXT',
+        `requested context ${capacity} exceeds max_position_embeddings ${s.maxPositionEmbeddings}`,
+      );
     }
-    return s.layers.map((l) => new KVCache({
-      batch, kvHeads: s.numKvHeads, headDim: s.headDim, capacity, window: l.window, noInPlace: opts.noInPlace,
-    }));
+    return s.layers.map(
+      (l) =>
+        new KVCache({
+          batch,
+          kvHeads: s.numKvHeads,
+          headDim: s.headDim,
+          capacity,
+          window: l.window,
+          noInPlace: opts.noInPlace,
+        }),
+    );
   }
 
   /** Logits [B, T or 1, V]. The caller owns the result. */
@@ -61,7 +84,14 @@ export class Decoder {
         ? this.embedRows(tf.tensor1d(input.ids.flat(), 'int32'))
         : tf.reshape(input.embeds!, [B * T, s.hiddenSize]);
       if (s.embedScale !== null) h = tf.mul(h, scalar(s.embedScale));
-      const attn = new AttentionPass(s, { B, T, rows, start, cache: opts.cache, prefillTokensLeft: opts.prefillTokensLeft });
+      const attn = new AttentionPass(s, {
+        B,
+        T,
+        rows,
+        start,
+        cache: opts.cache,
+        prefillTokensLeft: opts.prefillTokensLeft,
+      });
       try {
         // one scope per layer: only one layer's intermediates are alive at a time
         for (let li = 0; li < s.numLayers; li++) {
@@ -73,7 +103,14 @@ export class Decoder {
       } finally {
         attn.dispose();
       }
-      if (opts.lastOnly && T > 1) h = tf.gather(h, tf.tensor1d(Array.from({ length: B }, (_, b) => b * T + T - 1), 'int32'));
+      if (opts.lastOnly && T > 1)
+        h = tf.gather(
+          h,
+          tf.tensor1d(
+            Array.from({ length: B }, (_, b) => b * T + T - 1),
+            'int32',
+          ),
+        );
       const logits = softcap(w.lmHead.apply(rmsNorm(h, w.finalNorm, s.rmsNormEps) as tf.Tensor2D), s.finalSoftcap);
       return tf.reshape(logits, [B, opts.lastOnly ? 1 : T, s.vocabSize]) as tf.Tensor3D;
     });
@@ -98,14 +135,20 @@ export class Decoder {
   }
 
   /** Rows, tokens per row, cache rows and first positions of a forward, checked before anything is written. */
-  private checkInput(input: ForwardInput, opts: ForwardOptions): { B: number; T: number; rows: number[]; start: number[] } {
+  private checkInput(
+    input: ForwardInput,
+    opts: ForwardOptions,
+  ): { B: number; T: number; rows: number[]; start: number[] } {
     const s = this.spec;
     const cache = opts.cache;
     const B = input.ids ? input.ids.length : input.embeds!.shape[0];
     const T = input.ids ? input.ids[0].length : input.embeds!.shape[1];
     const rows = opts.rows ?? Array.from({ length: B }, (_, i) => i);
     if (input.ids && (T === 0 || input.ids.some((r) => r.length !== T))) {
-      throw new ModelError('E_FORWARD', `forward: ids rows must be non-empty and of one length (got ${input.ids.map((r) => r.length).join(', ')})`);
+      throw new ModelError(
+        'E_FORWARD',
+        `forward: ids rows must be non-empty and of one length (got ${input.ids.map((r) => r.length).join(', ')})`,
+      );
     }
     if (rows.length !== B) throw new ModelError('E_FORWARD', `forward: ${B} input rows but ${rows.length} cache rows`);
     // all layers first: a sliding layer must not write before a full layer finds no room
@@ -113,7 +156,10 @@ export class Decoder {
     const start = cache ? rows.map((r) => cache[0].offset[r]) : rows.map(() => 0);
     const maxPos = Math.max(...start) + T - 1;
     if (maxPos >= s.maxPositionEmbeddings && !s.layers.every((l) => l.window)) {
-      throw new ModelError('E_CONTEXT', `context overflow: position ${maxPos} is past max_position_embeddings ${s.maxPositionEmbeddings}`);
+      throw new ModelError(
+        'E_CONTEXT',
+        `context overflow: position ${maxPos} is past max_position_embeddings ${s.maxPositionEmbeddings}`,
+      );
     }
     return { B, T, rows, start };
   }

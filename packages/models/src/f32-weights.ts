@@ -13,7 +13,16 @@
  * rounded, q8 dequantized; convertedF32) and holds them here in f32.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { F32Columns, F32Linear, F32Table, VocabBlocks, type EmbeddingRows, type Linear, type PackedKind, type VocabMatrix } from '@moi/core';
+import {
+  F32Columns,
+  F32Linear,
+  F32Table,
+  VocabBlocks,
+  type EmbeddingRows,
+  type Linear,
+  type PackedKind,
+  type VocabMatrix,
+} from '@moi/core';
 import { writableView } from './cache.ts';
 import { checkBufferFits, maxTensorBytes } from './limits.ts';
 import { packAndRelease } from './pack.ts';
@@ -32,7 +41,10 @@ export interface F32StorageOptions {
 export class F32Storage implements WeightStorage {
   readonly foldsNorms = true;
 
-  constructor(private readonly src: MatrixSource, private readonly o: F32StorageOptions) {}
+  constructor(
+    private readonly src: MatrixSource,
+    private readonly o: F32StorageOptions,
+  ) {}
 
   linear({ label, names, rowScale, colScale, bias }: LinearParts): Linear {
     const w = this.transposed(label, names, rowScale, colScale);
@@ -70,7 +82,12 @@ export class F32Storage implements WeightStorage {
   }
 
   /** [out_i, in] matrices → one [in, Σout_i] tensor; rows scaled by rowScale, columns by colScale. */
-  private transposed(label: string, names: string[], rowScale: Float32Array | null, colScale: Float32Array | null): tf.Tensor2D {
+  private transposed(
+    label: string,
+    names: string[],
+    rowScale: Float32Array | null,
+    colScale: Float32Array | null,
+  ): tf.Tensor2D {
     const shapes = names.map((n) => this.src.info(n).shape);
     const inDim = shapes[0][1];
     const total = shapes.reduce((n, s) => n + s[0], 0);
@@ -120,8 +137,16 @@ function makeTensor(shape: number[], fill: (dst: Float32Array) => void): tf.Tens
  * [R, C] block into columns off.. of a [C, ld] matrix, eight source rows per sweep (the reads
  * then stream and the writes land eight at a time).
  */
-function transposeInto(src: Float32Array, R: number, C: number, dst: Float32Array, ld: number, off: number,
-  rowScale: Float32Array | null, colScale: Float32Array | null): void {
+function transposeInto(
+  src: Float32Array,
+  R: number,
+  C: number,
+  dst: Float32Array,
+  ld: number,
+  off: number,
+  rowScale: Float32Array | null,
+  colScale: Float32Array | null,
+): void {
   const cs = (r: number) => (colScale ? colScale[off + r] : 1);
   const TILE = 64; // tiles keep the strided writes of a tall matrix within a few pages
   const R8 = R - (R % 8);
@@ -130,7 +155,14 @@ function transposeInto(src: Float32Array, R: number, C: number, dst: Float32Arra
     for (let c0 = 0; c0 < C; c0 += TILE) {
       const c1 = Math.min(C, c0 + TILE);
       for (let r = r0; r < r1; r += 8) {
-        const k0 = cs(r), k1 = cs(r + 1), k2 = cs(r + 2), k3 = cs(r + 3), k4 = cs(r + 4), k5 = cs(r + 5), k6 = cs(r + 6), k7 = cs(r + 7);
+        const k0 = cs(r),
+          k1 = cs(r + 1),
+          k2 = cs(r + 2),
+          k3 = cs(r + 3),
+          k4 = cs(r + 4),
+          k5 = cs(r + 5),
+          k6 = cs(r + 6),
+          k7 = cs(r + 7);
         for (let c = c0; c < c1; c++) {
           const sc = rowScale ? rowScale[c] : 1;
           const d = c * ld + off + r;

@@ -31,7 +31,8 @@ const F32_HUGE_EXP = 191;
  */
 export function scanBytes(dtype: DType, bytes: Uint8Array, into: WeightScan = { nonFinite: 0, huge: 0 }): WeightScan {
   switch (dtype) {
-    case 'F32': return scanF32Words(new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2), into);
+    case 'F32':
+      return scanF32Words(new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2), into);
     case 'BF16': {
       // bf16 is the top half of an f32: exponent bits 7..14; two words per 32-bit lane
       if (!flagged16(bytes, 0x7f80, 0x2080)) return into;
@@ -61,7 +62,8 @@ export function scanBytes(dtype: DType, bytes: Uint8Array, into: WeightScan = { 
       }
       return into;
     }
-    default: return into;
+    default:
+      return into;
   }
 }
 
@@ -82,7 +84,9 @@ function flagged16(bytes: Uint8Array, mask: number, add: number): boolean {
   let acc = 0;
   const n = lanes.length;
   let i = 0;
-  for (; i + 4 <= n; i += 4) acc |= ((lanes[i] & m2) + a2) | ((lanes[i + 1] & m2) + a2) | ((lanes[i + 2] & m2) + a2) | ((lanes[i + 3] & m2) + a2);
+  for (; i + 4 <= n; i += 4)
+    acc |=
+      ((lanes[i] & m2) + a2) | ((lanes[i + 1] & m2) + a2) | ((lanes[i + 2] & m2) + a2) | ((lanes[i + 3] & m2) + a2);
   for (; i < n; i++) acc |= (lanes[i] & m2) + a2;
   if (bytes.byteLength & 2) {
     const last = new Uint16Array(bytes.buffer, bytes.byteOffset + bytes.byteLength - 2, 1)[0];
@@ -97,8 +101,11 @@ function scanF32Words(w: Uint32Array, into: WeightScan): WeightScan {
   const n = w.length;
   let i = 0;
   for (; i + 4 <= n; i += 4) {
-    acc |= ((w[i] & 0x7f800000) + 0x20800000) | ((w[i + 1] & 0x7f800000) + 0x20800000)
-      | ((w[i + 2] & 0x7f800000) + 0x20800000) | ((w[i + 3] & 0x7f800000) + 0x20800000);
+    acc |=
+      ((w[i] & 0x7f800000) + 0x20800000) |
+      ((w[i + 1] & 0x7f800000) + 0x20800000) |
+      ((w[i + 2] & 0x7f800000) + 0x20800000) |
+      ((w[i + 3] & 0x7f800000) + 0x20800000);
   }
   for (; i < n; i++) acc |= (w[i] & 0x7f800000) + 0x20800000;
   if (acc >= 0) return into;

@@ -24,21 +24,35 @@ export interface Gemma3TextConfig extends BaseConfig {
 
 /** HF Gemma3TextConfig defaults (gemma-3-4b sizes), used where a text_config omits fields. */
 const TEXT_DEFAULTS = {
-  vocab_size: 262208, hidden_size: 2304, intermediate_size: 9216, num_hidden_layers: 26,
-  num_attention_heads: 8, num_key_value_heads: 4, head_dim: 256, max_position_embeddings: 131072,
-  rope_theta: 1_000_000, tie_word_embeddings: true,
+  vocab_size: 262208,
+  hidden_size: 2304,
+  intermediate_size: 9216,
+  num_hidden_layers: 26,
+  num_attention_heads: 8,
+  num_key_value_heads: 4,
+  head_dim: 256,
+  max_position_embeddings: 131072,
+  rope_theta: 1_000_000,
+  tie_word_embeddings: true,
 };
 
 function parseText(r: ConfigReader): Gemma3TextConfig {
   const base = readBase(r, TEXT_DEFAULTS);
   const pattern = r.int('sliding_window_pattern', 6, 1024);
-  const layerTypes = r.strList('layer_types') ??
-    Array.from({ length: base.num_hidden_layers }, (_, i) => ((i + 1) % pattern !== 0 ? 'sliding_attention' : 'full_attention'));
+  const layerTypes =
+    r.strList('layer_types') ??
+    Array.from({ length: base.num_hidden_layers }, (_, i) =>
+      (i + 1) % pattern !== 0 ? 'sliding_attention' : 'full_attention',
+    );
   if (layerTypes.length !== base.num_hidden_layers) {
-    throw new ModelError('E_CONFIG', `${r.source}: layer_types has ${layerTypes.length} entries for ${base.num_hidden_layers} layers`);
+    throw new ModelError(
+      'E_CONFIG',
+      `${r.source}: layer_types has ${layerTypes.length} entries for ${base.num_hidden_layers} layers`,
+    );
   }
   for (const t of layerTypes) {
-    if (t !== 'sliding_attention' && t !== 'full_attention') throw new ModelError('E_CONFIG', `${r.source}: unknown layer_types entry '${t}'`);
+    if (t !== 'sliding_attention' && t !== 'full_attention')
+      throw new ModelError('E_CONFIG', `${r.source}: unknown layer_types entry '${t}'`);
   }
   return {
     ...base,
@@ -63,10 +77,21 @@ export const gemma3: Family<Gemma3TextConfig> = {
     return parseText(new ConfigReader({ model_type: 'gemma3_text', ...text }, `${r.source} (text_config)`));
   },
   toSpec: (c) => {
-    const global = { dim: c.head_dim, base: c.rope_theta, scaling: c.rope_scaling, maxPositionEmbeddings: c.max_position_embeddings };
-    const local = { dim: c.head_dim, base: c.rope_local_base_freq, scaling: null, maxPositionEmbeddings: c.max_position_embeddings };
+    const global = {
+      dim: c.head_dim,
+      base: c.rope_theta,
+      scaling: c.rope_scaling,
+      maxPositionEmbeddings: c.max_position_embeddings,
+    };
+    const local = {
+      dim: c.head_dim,
+      base: c.rope_local_base_freq,
+      scaling: null,
+      maxPositionEmbeddings: c.max_position_embeddings,
+    };
     const layers: LayerSpec[] = c.layer_types.map((t) =>
-      t === 'sliding_attention' ? { window: c.sliding_window, rope: local } : { window: null, rope: global });
+      t === 'sliding_attention' ? { window: c.sliding_window, rope: local } : { window: null, rope: global },
+    );
     return {
       ...gemmaSpec(c),
       qkNorm: true,

@@ -13,7 +13,11 @@ import { ModelError } from '@moi/core';
 /** The largest buffer one tensor may occupy on the active backend, in bytes (Infinity: no limit known). */
 export function maxTensorBytes(): { bytes: number; what: string } {
   if (tf.getBackend() !== 'webgpu') return { bytes: Infinity, what: 'none' };
-  const limits = (tf.backend() as unknown as { device?: { limits?: { maxStorageBufferBindingSize?: number; maxBufferSize?: number } } }).device?.limits;
+  const limits = (
+    tf.backend() as unknown as {
+      device?: { limits?: { maxStorageBufferBindingSize?: number; maxBufferSize?: number } };
+    }
+  ).device?.limits;
   const binding = limits?.maxStorageBufferBindingSize ?? Infinity;
   const buffer = limits?.maxBufferSize ?? Infinity;
   return binding <= buffer
@@ -26,7 +30,10 @@ export function checkBufferFits(where: string, name: string, shape: number[]): v
   const { bytes: max, what } = maxTensorBytes();
   const bytes = shape.reduce((n, d) => n * d, 1) * 4;
   if (bytes > max) {
-    throw new ModelError('E_BUFFER_LIMIT', `${where}: tensor ${name} [${shape.join(', ')}] takes ${bytes} bytes as float32, ` +
-      `over ${what} on ${tf.getBackend()}; this device cannot hold it in one buffer (run it on wasm or cpu, or a GPU with larger limits)`);
+    throw new ModelError(
+      'E_BUFFER_LIMIT',
+      `${where}: tensor ${name} [${shape.join(', ')}] takes ${bytes} bytes as float32, ` +
+        `over ${what} on ${tf.getBackend()}; this device cannot hold it in one buffer (run it on wasm or cpu, or a GPU with larger limits)`,
+    );
   }
 }

@@ -28,7 +28,10 @@ export function readRotaryFactor(r: ConfigReader, headDim: number): number {
   const f = r.pos('partial_rotary_factor', 1, 1);
   const dim = Math.round(headDim * f);
   if (dim < 2 || dim % 2 !== 0) {
-    throw new ModelError('E_CONFIG', `${r.source}: field 'partial_rotary_factor' (${f}) × head_dim (${headDim}) = ${dim} rotary dimensions; it must be an even number ≥ 2`);
+    throw new ModelError(
+      'E_CONFIG',
+      `${r.source}: field 'partial_rotary_factor' (${f}) × head_dim (${headDim}) = ${dim} rotary dimensions; it must be an even number ≥ 2`,
+    );
   }
   return f;
 }
@@ -57,7 +60,11 @@ export function baseSpec(c: BaseConfig): Omit<DecoderSpec, 'layers' | 'qkvBias' 
   };
 }
 
-export function uniformLayers(c: BaseConfig, window: (layer: number) => number | null, rotaryFactor = 1): DecoderSpec['layers'] {
+export function uniformLayers(
+  c: BaseConfig,
+  window: (layer: number) => number | null,
+  rotaryFactor = 1,
+): DecoderSpec['layers'] {
   const rope = {
     dim: Math.round(c.head_dim * rotaryFactor),
     base: c.rope_theta,

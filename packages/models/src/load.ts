@@ -5,7 +5,17 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { Checkpoint, DTYPE_SIZE, kernelsEnabled, ModelError, notRegularFile, ropeInvFreq, ThreadPool, type PoolInfo, type TensorInfo } from '@moi/core';
+import {
+  Checkpoint,
+  DTYPE_SIZE,
+  kernelsEnabled,
+  ModelError,
+  notRegularFile,
+  ropeInvFreq,
+  ThreadPool,
+  type PoolInfo,
+  type TensorInfo,
+} from '@moi/core';
 import { ConfigReader, type RawConfig } from './config.ts';
 import { Decoder } from './decoder.ts';
 import { F32Storage } from './f32-weights.ts';
@@ -117,7 +127,11 @@ const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 
 export function readConfig(dir: string): RawConfig {
   const file = path.join(dir, 'config.json');
-  if (!existsSync(file)) throw new ModelError('E_NO_CONFIG', `${file}: not found (a model folder needs config.json and safetensors weights)`);
+  if (!existsSync(file))
+    throw new ModelError(
+      'E_NO_CONFIG',
+      `${file}: not found (a model folder needs config.json and safetensors weights)`,
+    );
   const problem = notRegularFile(file);
   if (problem) throw new ModelError('E_CONFIG', `${file}: cannot read it: it ${problem}`);
   let raw: unknown;
@@ -126,12 +140,16 @@ export function readConfig(dir: string): RawConfig {
   } catch (err) {
     throw new ModelError('E_CONFIG', `${file}: not valid JSON (${(err as Error).message})`);
   }
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new ModelError('E_CONFIG', `${file}: expected a JSON object`);
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw))
+    throw new ModelError('E_CONFIG', `${file}: expected a JSON object`);
   return raw as RawConfig;
 }
 
 /** Parse a config object into its family and spec (no weights). */
-export function specFromConfig(config: RawConfig, source = 'config.json'): { family: Family<any>; familyConfig: unknown; spec: DecoderSpec } {
+export function specFromConfig(
+  config: RawConfig,
+  source = 'config.json',
+): { family: Family<any>; familyConfig: unknown; spec: DecoderSpec } {
   const family = familyFor(config.model_type, source);
   const familyConfig = family.parseConfig(new ConfigReader(config, source));
   const spec: DecoderSpec = family.toSpec(familyConfig);
@@ -148,8 +166,14 @@ export function specFromConfig(config: RawConfig, source = 'config.json'): { fam
     // in float32, as the device holds them (rope_theta 1e-300 gives frequencies past 3.4e38), and
     // so are the angles of every position (position × frequency)
     const f32ok = (x: number) => Number.isFinite(Math.fround(x)) && Math.fround(x) > 0;
-    if (!r.invFreq.every((f) => f32ok(f) && Number.isFinite(Math.fround(f * spec.maxPositionEmbeddings))) || !f32ok(r.attentionScaling)) {
-      throw new ModelError('E_CONFIG', `${source}: rope_theta (${rope.base}) and rope_scaling (${JSON.stringify(rope.scaling)}) give non-finite rotary frequencies`);
+    if (
+      !r.invFreq.every((f) => f32ok(f) && Number.isFinite(Math.fround(f * spec.maxPositionEmbeddings))) ||
+      !f32ok(r.attentionScaling)
+    ) {
+      throw new ModelError(
+        'E_CONFIG',
+        `${source}: rope_theta (${rope.base}) and rope_scaling (${JSON.stringify(rope.scaling)}) give non-finite rotary frequencies`,
+      );
     }
   }
   return { family, familyConfig, spec };
@@ -165,7 +189,10 @@ function checkBytes(expected: Map<string, number[]>, info: (g: string) => Tensor
     const t = info(g);
     const want = shape.reduce((n, d) => n * d, 1) * DTYPE_SIZE[t.dtype];
     if (t.byteLength !== want) {
-      throw new ModelError('E_SHAPE', `${dir}: tensor ${t.name} holds ${t.byteLength} bytes but the config implies [${shape.join(', ')}] of ${t.dtype} = ${want} bytes`);
+      throw new ModelError(
+        'E_SHAPE',
+        `${dir}: tensor ${t.name} holds ${t.byteLength} bytes but the config implies [${shape.join(', ')}] of ${t.dtype} = ${want} bytes`,
+      );
     }
     total += want;
   }
@@ -195,7 +222,10 @@ export interface HeapEstimate {
 export function estimateHeap(spec: DecoderSpec, dtype: WeightDtype): HeapEstimate {
   let weights = 0;
   for (const [g, shape] of expectedTensors(spec)) {
-    if (shape.length === 1) { weights += shape[0] * 4; continue; }
+    if (shape.length === 1) {
+      weights += shape[0] * 4;
+      continue;
+    }
     const [rows, cols] = shape;
     const tiedF32 = dtype === 'f32' && spec.tieWordEmbeddings && g === 'model.embed_tokens.weight';
     weights += dtype === 'f32' ? rows * cols * 4 * (tiedF32 ? 2 : 1) : packedSize(dtype, rows, cols);
@@ -215,18 +245,34 @@ export function checkHeapFits(spec: DecoderSpec, dtype: WeightDtype, where: stri
   const fits = smaller.filter((d) => estimateHeap(spec, d).total <= WASM_HEAP_BYTES);
   const hint = fits.length
     ? `try --dtype ${fits[0]} (${GB(estimateHeap(spec, fits[0]).weights)} of weights)`
-    : smaller.length ? `even q8 needs ${GB(estimateHeap(spec, 'q8').total)}: use another backend (e.g. --backend tensorflow)` : 'use another backend (e.g. --backend tensorflow)';
-  throw new ModelError('E_MEMORY', `${where}: the weights take ${GB(e.weights)} in ${dtype}, and with ${GB(e.reserve)} kept for the KV cache ` +
-    `and activations that is ${GB(e.total)}, over the wasm heap (${GB(WASM_HEAP_BYTES)}); ${hint}`);
+    : smaller.length
+      ? `even q8 needs ${GB(estimateHeap(spec, 'q8').total)}: use another backend (e.g. --backend tensorflow)`
+      : 'use another backend (e.g. --backend tensorflow)';
+  throw new ModelError(
+    'E_MEMORY',
+    `${where}: the weights take ${GB(e.weights)} in ${dtype}, and with ${GB(e.reserve)} kept for the KV cache ` +
+      `and activations that is ${GB(e.total)}, over the wasm heap (${GB(WASM_HEAP_BYTES)}); ${hint}`,
+  );
 }
 
 function threadsReport(pool: ThreadPool | null, threads: number): ThreadsReport {
   if (!pool) {
-    return { threads: 1, pooled: false, simd: null, fused: false, fallback: null, note: `threads 1 (tfjs single-thread kernels${threads > 1 ? `; ${threads} asked, the pool runs on wasm only` : ''})` };
+    return {
+      threads: 1,
+      pooled: false,
+      simd: null,
+      fused: false,
+      fallback: null,
+      note: `threads 1 (tfjs single-thread kernels${threads > 1 ? `; ${threads} asked, the pool runs on wasm only` : ''})`,
+    };
   }
   const i = pool.info;
   return {
-    threads: i.threads, pooled: true, simd: i.simd, fused: i.fused, fallback: i.fallback,
+    threads: i.threads,
+    pooled: true,
+    simd: i.simd,
+    fused: i.fused,
+    fallback: i.fallback,
     note: `threads ${i.threads} (pool, simd ${i.simd}${i.fused ? ', fma' : ''}${i.fallback ? `; ${i.fallback}` : ''})`,
   };
 }
@@ -247,7 +293,8 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
       let g = family.sanitize(name);
       if (g === 'lm_head.weight' && spec.tieWordEmbeddings) g = null; // a tied head saved anyway
       if (g === null) continue;
-      if (source.has(g)) throw new ModelError('E_DUPLICATE_TENSOR', `${dir}: tensors ${source.get(g)} and ${name} both map to ${g}`);
+      if (source.has(g))
+        throw new ModelError('E_DUPLICATE_TENSOR', `${dir}: tensors ${source.get(g)} and ${name} both map to ${g}`);
       source.set(g, name);
     }
     const expected = expectedTensors(spec);
@@ -256,20 +303,32 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
       const info = ckpt.info(source.get(g)!);
       checkShape(source.get(g)!, shape, info.shape, dir);
       if (!FLOAT_DTYPES.has(info.dtype)) {
-        throw new ModelError('E_DTYPE', `${dir}: tensor ${source.get(g)} is ${info.dtype}; weights must be F32, F16, BF16 or F64 (quantized checkpoints are not supported)`);
+        throw new ModelError(
+          'E_DTYPE',
+          `${dir}: tensor ${source.get(g)} is ${info.dtype}; weights must be F32, F16, BF16 or F64 (quantized checkpoints are not supported)`,
+        );
       }
     }
 
     const totalBytes = checkBytes(expected, (g) => ckpt.info(source.get(g)!), dir);
     const backend = tf.getBackend();
     const matrices = [...expected].filter(([, shape]) => shape.length === 2).map(([g]) => g);
-    const plan: DtypePlan = planDtype(choice, matrices.map((g) => ckpt.info(source.get(g)!).dtype), backend, kernelsEnabled());
+    const plan: DtypePlan = planDtype(
+      choice,
+      matrices.map((g) => ckpt.info(source.get(g)!).dtype),
+      backend,
+      kernelsEnabled(),
+    );
     const threads = opts.pool?.threads ?? opts.threads ?? 1;
     if (!Number.isInteger(threads) || threads < 1 || threads > 256) {
       throw new ModelError('E_THREADS', `threads must be an integer from 1 to 256, got ${threads}`);
     }
     const threadedChoice = opts.threadedWeights ?? 'auto';
-    if (!THREADED_CHOICES.includes(threadedChoice)) throw new ModelError('E_THREADS', `threadedWeights ${JSON.stringify(threadedChoice)}: expected one of ${THREADED_CHOICES.join(', ')}`);
+    if (!THREADED_CHOICES.includes(threadedChoice))
+      throw new ModelError(
+        'E_THREADS',
+        `threadedWeights ${JSON.stringify(threadedChoice)}: expected one of ${THREADED_CHOICES.join(', ')}`,
+      );
     const pooled = threadedPlan(threadedChoice, threads, backend);
     if (backend === 'wasm' && !pooled) checkHeapFits(spec, plan.dtype, dir);
     // A tensor counts as built once the work after its read is done: the layout and packing of
@@ -282,7 +341,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
     const scans = new Map<string, WeightScan>();
     const scanOf = (g: string) => {
       let s = scans.get(g);
-      if (!s) scans.set(g, s = { nonFinite: 0, huge: 0 });
+      if (!s) scans.set(g, (s = { nonFinite: 0, huge: 0 }));
       return s;
     };
     // a packed matrix is converted as it is read (built once read); f32 host values are laid out
@@ -306,11 +365,20 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
         if (scan && (scan.nonFinite > 0 || scan.huge > 0)) {
           const n = ckpt.info(name).shape.reduce((a, d) => a * d, 1);
           const what = [
-            scan.nonFinite > 0 ? `${scan.nonFinite} non-finite value${scan.nonFinite === 1 ? '' : 's'} (NaN or ±Inf)` : '',
-            scan.huge > 0 ? `${scan.huge} value${scan.huge === 1 ? '' : 's'} of magnitude ≥ 2^64 (their products overflow float32)` : '',
-          ].filter(Boolean).join(' and ');
-          throw new ModelError('E_NONFINITE_WEIGHTS', `${dir}: tensor ${name} has ${what} among its ${n} values; the checkpoint is damaged ` +
-            '(--no-check-tensors / checkTensors: false skips this check)');
+            scan.nonFinite > 0
+              ? `${scan.nonFinite} non-finite value${scan.nonFinite === 1 ? '' : 's'} (NaN or ±Inf)`
+              : '',
+            scan.huge > 0
+              ? `${scan.huge} value${scan.huge === 1 ? '' : 's'} of magnitude ≥ 2^64 (their products overflow float32)`
+              : '',
+          ]
+            .filter(Boolean)
+            .join(' and ');
+          throw new ModelError(
+            'E_NONFINITE_WEIGHTS',
+            `${dir}: tensor ${name} has ${what} among its ${n} values; the checkpoint is damaged ` +
+              '(--no-check-tensors / checkTensors: false skips this check)',
+          );
         }
         const before = bytes;
         bytes += ckpt.info(name).byteLength;
@@ -320,12 +388,16 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
     };
     // packed (streamed, on wasm), or f32; on a backend that widens packed values, the converted values (bf16-rounded, q8 dequantized)
     // or all of them in the thread pool's shared memory (threadedPlan)
-    const pool = pooled ? opts.pool ?? await ThreadPool.create({ threads }) : null;
+    const pool = pooled ? (opts.pool ?? (await ThreadPool.create({ threads }))) : null;
     const ownPool = pooled && !opts.pool;
     let model: Decoder;
     try {
       const storage = pool
-        ? new ThreadedStorage(src, pool, plan.packed ? { kind: plan.kind!, convert: null } : { kind: 'f32', convert: plan.kind })
+        ? new ThreadedStorage(
+            src,
+            pool,
+            plan.packed ? { kind: plan.kind!, convert: null } : { kind: 'f32', convert: plan.kind },
+          )
         : plan.packed
           ? new PackedStorage(src, plan.kind!)
           : new F32Storage(src, { convert: plan.kind, release: opts.keepWeights ? false : canRelease(), where: dir });
@@ -337,7 +409,12 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
     const report = threadsReport(pool, threads);
     opts.onProgress?.({ bytes: totalBytes, totalBytes, builtBytes: totalBytes, tensor: '', phase: 'done' });
     return {
-      dir, config, family, familyConfig, spec, model,
+      dir,
+      config,
+      family,
+      familyConfig,
+      spec,
+      model,
       checkpointBytes: totalBytes,
       weightBytes: weightBytes(model.weights),
       dtype: plan.dtype,

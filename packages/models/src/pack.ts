@@ -24,15 +24,20 @@ export function packAndRelease(w: tf.Tensor2D, name: string): number {
   const backend: any = tf.backend();
   const warnings: string[] = [];
   const origWarn = console.warn;
-  console.warn = (...args: unknown[]) => { warnings.push(args.map(String).join(' ')); };
+  console.warn = (...args: unknown[]) => {
+    warnings.push(args.map(String).join(' '));
+  };
   try {
     tf.tidy(() => tf.matMul(tf.zeros([1, w.shape[0]]), w).dataSync());
   } finally {
     console.warn = origWarn;
   }
   if (warnings.some((m) => /XNN status/.test(m))) {
-    throw new ModelError('E_MEMORY', `packing ${name} [${w.shape.join(', ')}] failed in the wasm heap (${warnings[0]}); ` +
-      'the model is too large for the wasm backend at float32 (about 4 GiB of heap in all)');
+    throw new ModelError(
+      'E_MEMORY',
+      `packing ${name} [${w.shape.join(', ')}] failed in the wasm heap (${warnings[0]}); ` +
+        'the model is too large for the wasm backend at float32 (about 4 GiB of heap in all)',
+    );
   }
   const info = backend.dataIdMap.get(w.dataId);
   if (!info || !info.memoryOffset) return 0;

@@ -11,8 +11,21 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  bf16ToF32, bytesToFloat32, dequantizeQ8, f16ToF32, f32ToBf16, f32ToF16, ModelError, PackedLinear, Q8_BLOCK, quantizeQ8,
-  type EmbeddingRows, type Linear, type PackedKind, type PackedWeight, type VocabMatrix,
+  bf16ToF32,
+  bytesToFloat32,
+  dequantizeQ8,
+  f16ToF32,
+  f32ToBf16,
+  f32ToF16,
+  ModelError,
+  PackedLinear,
+  Q8_BLOCK,
+  quantizeQ8,
+  type EmbeddingRows,
+  type Linear,
+  type PackedKind,
+  type PackedWeight,
+  type VocabMatrix,
 } from '@moi/core';
 import type { LinearParts, MatrixSource, WeightStorage } from './weights.ts';
 
@@ -42,7 +55,10 @@ function makeDest(n: number, dtype: 'int32' | 'float32', what: string): Dest {
     const offset = backend.dataIdMap.get(t.dataId)?.memoryOffset;
     if (!offset && n > 0) {
       t.dispose();
-      throw new ModelError('E_MEMORY', `${what}: could not allocate ${n * 4} bytes in the wasm heap (4 GiB in all); try a smaller --dtype (q8)`);
+      throw new ModelError(
+        'E_MEMORY',
+        `${what}: could not allocate ${n * 4} bytes in the wasm heap (4 GiB in all); try a smaller --dtype (q8)`,
+      );
     }
     return { tensor: () => t, bytes: () => new Uint8Array(backend.wasm.HEAPU8.buffer, offset, n * 4) };
   }
@@ -60,7 +76,12 @@ function makeDest(n: number, dtype: 'int32' | 'float32', what: string): Dest {
  * Pack the matrices `names` (checkpoint [out, in] each, same `in`), their rows concatenated, as
  * `kind`. Each is read and converted a chunk of rows at a time into the final tensor.
  */
-export function packMatrices(src: MatrixSource, names: string[], kind: PackedKind, chunkBytes = CHUNK_BYTES): PackedWeight {
+export function packMatrices(
+  src: MatrixSource,
+  names: string[],
+  kind: PackedKind,
+  chunkBytes = CHUNK_BYTES,
+): PackedWeight {
   const infos = names.map((n) => src.info(n));
   const cols = infos[0].shape[1];
   const rows = infos.reduce((s, i) => s + i.shape[0], 0);
@@ -105,7 +126,10 @@ export function packMatrices(src: MatrixSource, names: string[], kind: PackedKin
     }
     return { kind, rows, cols, data: data.tensor(), scales: scales ? scales.tensor() : null };
   } catch (err) {
-    if (tf.getBackend() === 'wasm') { data.tensor().dispose(); scales?.tensor().dispose(); }
+    if (tf.getBackend() === 'wasm') {
+      data.tensor().dispose();
+      scales?.tensor().dispose();
+    }
     throw err;
   }
 }
@@ -148,10 +172,14 @@ export function convertedF32(src: MatrixSource, name: string, kind: PackedKind):
 export class PackedStorage implements WeightStorage {
   readonly foldsNorms = false;
 
-  constructor(private readonly src: MatrixSource, private readonly kind: PackedKind) {}
+  constructor(
+    private readonly src: MatrixSource,
+    private readonly kind: PackedKind,
+  ) {}
 
   linear({ label, names, rowScale, colScale, bias }: LinearParts): Linear {
-    if (rowScale) throw new ModelError('E_WEIGHTS', `${label}: a packed matrix folds no norm weight (the decoder applies it)`);
+    if (rowScale)
+      throw new ModelError('E_WEIGHTS', `${label}: a packed matrix folds no norm weight (the decoder applies it)`);
     return new PackedLinear(packMatrices(this.src, names, this.kind), bias, colScale ? tf.tensor1d(colScale) : null);
   }
 

@@ -25,7 +25,10 @@ export function readQwenWindow(r: ConfigReader, base: BaseConfig): QwenWindow {
 function readMaxWindowLayers(r: ConfigReader, layers: number): number {
   const v = r.num('max_window_layers', layers);
   if (!Number.isInteger(v) || v < 0) {
-    throw new ModelError('E_CONFIG', `${r.source}: field 'max_window_layers' must be an integer ≥ 0 (got ${JSON.stringify(r.raw.max_window_layers)})`);
+    throw new ModelError(
+      'E_CONFIG',
+      `${r.source}: field 'max_window_layers' must be an integer ≥ 0 (got ${JSON.stringify(r.raw.max_window_layers)})`,
+    );
   }
   return v;
 }

@@ -14,11 +14,17 @@ export const SUPPORTED_MODEL_TYPES: string[] = FAMILIES.flatMap((f) => f.modelTy
 
 export function familyFor(modelType: unknown, source = 'config.json'): Family<any> {
   if (typeof modelType !== 'string' || modelType === '') {
-    throw new ModelError('E_CONFIG', `${source}: no 'model_type' field; supported model types: ${SUPPORTED_MODEL_TYPES.join(', ')}`);
+    throw new ModelError(
+      'E_CONFIG',
+      `${source}: no 'model_type' field; supported model types: ${SUPPORTED_MODEL_TYPES.join(', ')}`,
+    );
   }
   const f = FAMILIES.find((fam) => fam.modelTypes.includes(modelType));
   if (!f) {
-    throw new ModelError('E_UNKNOWN_ARCH', `${source}: unknown model_type '${modelType}'; supported model types: ${SUPPORTED_MODEL_TYPES.join(', ')}`);
+    throw new ModelError(
+      'E_UNKNOWN_ARCH',
+      `${source}: unknown model_type '${modelType}'; supported model types: ${SUPPORTED_MODEL_TYPES.join(', ')}`,
+    );
   }
   return f;
 }

@@ -17,8 +17,18 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  bytesToFloat32, f32ToBf16, f32ToF16, ModelError, quantizeQ8, Q8_BLOCK, ThreadedLinear,
-  type EmbeddingRows, type Linear, type PackedKind, type ThreadPool, type VocabMatrix,
+  bytesToFloat32,
+  f32ToBf16,
+  f32ToF16,
+  ModelError,
+  quantizeQ8,
+  Q8_BLOCK,
+  ThreadedLinear,
+  type EmbeddingRows,
+  type Linear,
+  type PackedKind,
+  type ThreadPool,
+  type VocabMatrix,
 } from '@moi/core';
 import { convertedF32 } from './packed-weights.ts';
 import type { LinearParts, MatrixSource, WeightStorage } from './weights.ts';
@@ -35,15 +45,24 @@ export interface ThreadedStorageOptions {
 export class ThreadedStorage implements WeightStorage {
   readonly foldsNorms: boolean;
 
-  constructor(private readonly src: MatrixSource, private readonly pool: ThreadPool, private readonly o: ThreadedStorageOptions) {
+  constructor(
+    private readonly src: MatrixSource,
+    private readonly pool: ThreadPool,
+    private readonly o: ThreadedStorageOptions,
+  ) {
     this.foldsNorms = o.kind === 'f32';
   }
 
   linear({ label, names, rowScale, colScale, bias }: LinearParts): Linear {
-    if (rowScale && !this.foldsNorms) throw new ModelError('E_WEIGHTS', `${label}: a ${this.o.kind} matrix folds no norm weight (the decoder applies it)`);
+    if (rowScale && !this.foldsNorms)
+      throw new ModelError(
+        'E_WEIGHTS',
+        `${label}: a ${this.o.kind} matrix folds no norm weight (the decoder applies it)`,
+      );
     const fold = this.o.kind === 'f32';
     return this.upload(label, names, fold ? rowScale : null, fold ? colScale : null, {
-      bias, outScale: !fold && colScale ? tf.tensor1d(colScale) : null,
+      bias,
+      outScale: !fold && colScale ? tf.tensor1d(colScale) : null,
     });
   }
 
@@ -55,8 +74,13 @@ export class ThreadedStorage implements WeightStorage {
     return this.head(name, label);
   }
 
-  private upload(label: string, names: string[], rowScale: Float32Array | null, colScale: Float32Array | null,
-    extra: { bias?: tf.Tensor1D | null; outScale?: tf.Tensor1D | null }): ThreadedLinear {
+  private upload(
+    label: string,
+    names: string[],
+    rowScale: Float32Array | null,
+    colScale: Float32Array | null,
+    extra: { bias?: tf.Tensor1D | null; outScale?: tf.Tensor1D | null },
+  ): ThreadedLinear {
     const shapes = names.map((n) => this.src.info(n).shape);
     const cols = shapes[0][1];
     const rows = shapes.reduce((s, sh) => s + sh[0], 0);

@@ -41,14 +41,22 @@ export function storedKind(matrixDtypes: Iterable<string>): { kind: 'f32' | 'bf1
   return { kind: 'f32', mixed: set.length > 1 ? set : [] };
 }
 
-export function planDtype(choice: DtypeChoice, matrixDtypes: Iterable<string>, backend: string, kernels = true): DtypePlan {
+export function planDtype(
+  choice: DtypeChoice,
+  matrixDtypes: Iterable<string>,
+  backend: string,
+  kernels = true,
+): DtypePlan {
   const { kind: stored, mixed } = storedKind(matrixDtypes);
   const storedName = mixed.length ? `mixed-dtype (${mixed.join(', ')})` : stored;
   const values: WeightDtype = choice === 'auto' ? stored : choice;
   if (values === 'f32') {
-    const note = stored === 'f32' && !mixed.length ? 'f32 checkpoint in f32'
-      : choice === 'auto' ? `${storedName} checkpoint: matrices held in f32 (widened exactly)`
-        : `${storedName} checkpoint widened to f32 (exact)`;
+    const note =
+      stored === 'f32' && !mixed.length
+        ? 'f32 checkpoint in f32'
+        : choice === 'auto'
+          ? `${storedName} checkpoint: matrices held in f32 (widened exactly)`
+          : `${storedName} checkpoint widened to f32 (exact)`;
     return { dtype: 'f32', values: 'f32', kind: null, packed: false, note };
   }
   let note: string;
@@ -57,9 +65,26 @@ export function planDtype(choice: DtypeChoice, matrixDtypes: Iterable<string>, b
   else if (stored === 'f16') note = `f16 checkpoint rounded to bf16 at load (widened, then round to nearest even)`;
   else note = `${storedName} checkpoint rounded to bf16 at load (round to nearest even)`;
   if (backend === 'wasm' && (kernels || choice !== 'auto')) {
-    return { dtype: values, values, kind: values, packed: true, note: kernels ? note : `${note}; MOI_KERNELS=0: every packed matmul widens the matrix per call (slow)` };
+    return {
+      dtype: values,
+      values,
+      kind: values,
+      packed: true,
+      note: kernels ? note : `${note}; MOI_KERNELS=0: every packed matmul widens the matrix per call (slow)`,
+    };
   }
-  const what = values === stored ? `the ${stored} checkpoint's words, exactly` : values === 'q8' ? 'Q8_0 values, dequantized' : `${storedName} values rounded to bf16`;
+  const what =
+    values === stored
+      ? `the ${stored} checkpoint's words, exactly`
+      : values === 'q8'
+        ? 'Q8_0 values, dequantized'
+        : `${storedName} values rounded to bf16`;
   const where = backend === 'wasm' ? 'wasm with MOI_KERNELS=0' : backend;
-  return { dtype: 'f32', values, kind: values, packed: false, note: `${where}: 16/8-bit weights widened to f32 at load (${what})` };
+  return {
+    dtype: 'f32',
+    values,
+    kind: values,
+    packed: false,
+    note: `${where}: 16/8-bit weights widened to f32 at load (${what})`,
+  };
 }

@@ -68,12 +68,19 @@ export function checkNames(expected: Map<string, number[]>, present: Set<string>
   const missing = [...expected.keys()].filter((n) => !present.has(n));
   const unexpected = [...present].filter((n) => !expected.has(n));
   if (missing.length) throw new ModelError('E_MISSING_TENSORS', `${where}: missing tensors: ${listNames(missing)}`);
-  if (unexpected.length) throw new ModelError('E_UNEXPECTED_TENSORS', `${where}: unexpected tensors (not in the ${'graph'} for this config): ${listNames(unexpected)}`);
+  if (unexpected.length)
+    throw new ModelError(
+      'E_UNEXPECTED_TENSORS',
+      `${where}: unexpected tensors (not in the ${'graph'} for this config): ${listNames(unexpected)}`,
+    );
 }
 
 export function checkShape(name: string, want: number[], got: number[], where: string): void {
   if (want.length !== got.length || want.some((d, i) => d !== got[i])) {
-    throw new ModelError('E_SHAPE', `${where}: tensor ${name} has shape [${got.join(', ')}] but the config implies [${want.join(', ')}]`);
+    throw new ModelError(
+      'E_SHAPE',
+      `${where}: tensor ${name} has shape [${got.join(', ')}] but the config implies [${want.join(', ')}]`,
+    );
   }
 }
 
@@ -214,7 +221,10 @@ export function buildWeights(s: DecoderSpec, src: MatrixSource, storage: WeightS
     const parts = names.map(readVec);
     const v = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
     let off = 0;
-    for (const p of parts) { v.set(p, off); off += p.length; }
+    for (const p of parts) {
+      v.set(p, off);
+      off += p.length;
+    }
     if (scale) for (let i = 0; i < v.length; i++) v[i] *= scale[i];
     return vec(label, v);
   };
@@ -233,7 +243,9 @@ export function buildWeights(s: DecoderSpec, src: MatrixSource, storage: WeightS
       const a = `${p}self_attn.`;
       const at = `layer ${i} `;
       const inputNorm = effNorm(`${p}input_layernorm.weight`);
-      const mlpNorm = effNorm(s.sandwichNorms ? `${p}pre_feedforward_layernorm.weight` : `${p}post_attention_layernorm.weight`);
+      const mlpNorm = effNorm(
+        s.sandwichNorms ? `${p}pre_feedforward_layernorm.weight` : `${p}post_attention_layernorm.weight`,
+      );
       let qNorm: tf.Tensor1D | null = null;
       let kNorm: tf.Tensor1D | null = null;
       let qkNormRows: tf.Tensor2D | null = null;
@@ -246,37 +258,71 @@ export function buildWeights(s: DecoderSpec, src: MatrixSource, storage: WeightS
         for (let h = 0; h < s.numHeads + s.numKvHeads; h++) rows.set(h < s.numHeads ? qn : kn, h * s.headDim);
         qkNormRows = keep(tf.tensor2d(rows, [s.numHeads + s.numKvHeads, s.headDim]));
       }
-      const mlpBias = (names: string[], label: string) => (s.mlpBias ? catVec(label, names.map((n) => `${p}mlp.${n}.bias`)) : null);
+      const mlpBias = (names: string[], label: string) =>
+        s.mlpBias
+          ? catVec(
+              label,
+              names.map((n) => `${p}mlp.${n}.bias`),
+            )
+          : null;
       layers.push({
         inputNorm: fold ? null : vec(`${at}inputNorm`, inputNorm),
         qkv: linear({
-          label: `${at}qkv`, names: ['q', 'k', 'v'].map((x) => `${a}${x}_proj.weight`), rowScale: fold ? inputNorm : null, colScale: qScale,
-          bias: s.qkvBias ? catVec(`${at}qkvBias`, ['q', 'k', 'v'].map((x) => `${a}${x}_proj.bias`), qScale) : null,
+          label: `${at}qkv`,
+          names: ['q', 'k', 'v'].map((x) => `${a}${x}_proj.weight`),
+          rowScale: fold ? inputNorm : null,
+          colScale: qScale,
+          bias: s.qkvBias
+            ? catVec(
+                `${at}qkvBias`,
+                ['q', 'k', 'v'].map((x) => `${a}${x}_proj.bias`),
+                qScale,
+              )
+            : null,
         }),
-        qNorm, kNorm, qkNormRows,
+        qNorm,
+        kNorm,
+        qkNormRows,
         o: linear({
-          label: `${at}o`, names: [`${a}o_proj.weight`], rowScale: null, colScale: null,
+          label: `${at}o`,
+          names: [`${a}o_proj.weight`],
+          rowScale: null,
+          colScale: null,
           bias: s.oBias ? vec(`${at}oBias`, readVec(`${a}o_proj.bias`)) : null,
         }),
         postAttnNorm: s.sandwichNorms ? vec(`${at}postAttnNorm`, effNorm(`${p}post_attention_layernorm.weight`)) : null,
         mlpNorm: fold ? null : vec(`${at}mlpNorm`, mlpNorm),
         gateUp: linear({
-          label: `${at}gateUp`, names: [`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`], rowScale: fold ? mlpNorm : null, colScale: null,
+          label: `${at}gateUp`,
+          names: [`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`],
+          rowScale: fold ? mlpNorm : null,
+          colScale: null,
           bias: mlpBias(['gate_proj', 'up_proj'], `${at}gateUpBias`),
         }),
         down: linear({
-          label: `${at}down`, names: [`${p}mlp.down_proj.weight`], rowScale: null, colScale: null, bias: mlpBias(['down_proj'], `${at}downBias`),
+          label: `${at}down`,
+          names: [`${p}mlp.down_proj.weight`],
+          rowScale: null,
+          colScale: null,
+          bias: mlpBias(['down_proj'], `${at}downBias`),
         }),
         postMlpNorm: s.sandwichNorms ? vec(`${at}postMlpNorm`, effNorm(`${p}post_feedforward_layernorm.weight`)) : null,
       });
     }
     const finalNorm = vec('final norm', effNorm('model.norm.weight'));
     if (s.tieWordEmbeddings) {
-      const lmHead = keep(storage.head('model.embed_tokens.weight', 'lm_head (the tied model.embed_tokens.weight)', true));
+      const lmHead = keep(
+        storage.head('model.embed_tokens.weight', 'lm_head (the tied model.embed_tokens.weight)', true),
+      );
       return { embed: null, layers, finalNorm, lmHead };
     }
     const embed = keep(storage.embedding('model.embed_tokens.weight', 'embed (model.embed_tokens.weight)'));
-    return { embed, layers, finalNorm, lmHead: keep(storage.head('lm_head.weight', 'lm_head (lm_head.weight)', false)) };
+    return {
+      embed,
+      layers,
+      finalNorm,
+      lmHead: keep(storage.head('lm_head.weight', 'lm_head (lm_head.weight)', false)),
+    };
   } catch (err) {
     for (const x of made) x.dispose();
     throw err;

@@ -31,29 +31,48 @@ describe('models: config bounds and file checks', function () {
 
   /** specFromConfig must throw E_CONFIG naming the field, the value and the allowed range. */
   function refuses(config: Record<string, unknown>, field: string, value: string, range: RegExp): void {
-    assert.throws(() => specFromConfig(config), (e: unknown) => {
-      assert.ok(e instanceof ModelError, String(e));
-      assert.equal(e.code, 'E_CONFIG');
-      assert.ok(e.message.includes(`'${field}'`), e.message);
-      assert.ok(e.message.includes(`(got ${value})`), e.message);
-      assert.match(e.message, range);
-      return true;
-    });
+    assert.throws(
+      () => specFromConfig(config),
+      (e: unknown) => {
+        assert.ok(e instanceof ModelError, String(e));
+        assert.equal(e.code, 'E_CONFIG');
+        assert.ok(e.message.includes(`'${field}'`), e.message);
+        assert.ok(e.message.includes(`(got ${value})`), e.message);
+        assert.match(e.message, range);
+        return true;
+      },
+    );
   }
 
-  it('sizes and counts are bounded before allocation (the issue\'s OOM, RangeError and 4 GB cases)', () => {
+  it("sizes and counts are bounded before allocation (the issue's OOM, RangeError and 4 GB cases)", () => {
     refuses({ ...stories, num_hidden_layers: 1_000_000_000 }, 'num_hidden_layers', '1000000000', /≤ 1024/);
     refuses({ ...stories, num_hidden_layers: 4294967296 }, 'num_hidden_layers', '4294967296', /≤ 1024/);
     refuses({ ...stories, head_dim: 1_000_000_000 }, 'head_dim', '1000000000', new RegExp(`≤ ${LIMITS.headDim}`));
-    refuses({ model_type: 'gemma3', text_config: { num_hidden_layers: 10_000_000 } }, 'num_hidden_layers', '10000000', /text_config.*≤ 1024/);
+    refuses(
+      { model_type: 'gemma3', text_config: { num_hidden_layers: 10_000_000 } },
+      'num_hidden_layers',
+      '10000000',
+      /text_config.*≤ 1024/,
+    );
     refuses({ ...stories, vocab_size: 2 ** 22 + 1 }, 'vocab_size', String(2 ** 22 + 1), /≤ 4194304/);
     refuses({ ...stories, hidden_size: 65537 }, 'hidden_size', '65537', /≤ 65536/);
     // real shapes pass: Llama 3.1 405B, Gemma 3's vocabulary
-    specFromConfig({ ...stories, num_hidden_layers: 126, hidden_size: 16384, num_attention_heads: 128, num_key_value_heads: 8, intermediate_size: 53248, vocab_size: 262208 });
+    specFromConfig({
+      ...stories,
+      num_hidden_layers: 126,
+      hidden_size: 16384,
+      num_attention_heads: 128,
+      num_key_value_heads: 8,
+      intermediate_size: 53248,
+      vocab_size: 262208,
+    });
   });
 
   it('heads must divide the sizes they split', () => {
-    assert.throws(() => specFromConfig({ ...stories, hidden_size: 65, head_dim: undefined }), /hidden_size \(65\) must be a multiple of num_attention_heads/);
+    assert.throws(
+      () => specFromConfig({ ...stories, hidden_size: 65, head_dim: undefined }),
+      /hidden_size \(65\) must be a multiple of num_attention_heads/,
+    );
     assert.throws(() => specFromConfig({ ...stories, head_dim: 7 }), /head_dim \(7\) must be even/);
   });
 
@@ -66,17 +85,35 @@ describe('models: config bounds and file checks', function () {
     refuses({ ...stories, rms_norm_eps: -1 }, 'rms_norm_eps', '-1', /\(0, 1\]/);
     refuses({ ...stories, rope_theta: 0 }, 'rope_theta', '0', /> 0/);
     refuses({ ...stories, rope_scaling: { rope_type: 'linear', factor: 0 } }, 'rope_scaling.factor', '0', /> 0/);
-    refuses({ ...stories, rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 4, high_freq_factor: 1, original_max_position_embeddings: 8192 } },
-      'rope_scaling.high_freq_factor', '1', /greater than low_freq_factor/);
+    refuses(
+      {
+        ...stories,
+        rope_scaling: {
+          rope_type: 'llama3',
+          factor: 8,
+          low_freq_factor: 4,
+          high_freq_factor: 1,
+          original_max_position_embeddings: 8192,
+        },
+      },
+      'rope_scaling.high_freq_factor',
+      '1',
+      /greater than low_freq_factor/,
+    );
     refuses({ ...gemma2, query_pre_attn_scalar: -1 }, 'query_pre_attn_scalar', '-1', /> 0/);
     refuses({ ...gemma2, final_logit_softcapping: 0 }, 'final_logit_softcapping', '0', /> 0/);
     refuses({ ...gemma2, sliding_window: 0 }, 'sliding_window', '0', /positive integer/);
     // a partial rotary factor must rotate an even number of dimensions
-    assert.throws(() => specFromConfig({ ...stories, partial_rotary_factor: 0.1 }), /rotary dimensions; it must be an even number/);
+    assert.throws(
+      () => specFromConfig({ ...stories, partial_rotary_factor: 0.1 }),
+      /rotary dimensions; it must be an even number/,
+    );
   });
 
   /** A folder with stories260K's config and `weights` at model.safetensors (or nothing). */
-  async function folderWith(make: (file: string) => Promise<(() => Promise<void>) | void> | void): Promise<{ dir: string; done: () => Promise<void> }> {
+  async function folderWith(
+    make: (file: string) => Promise<(() => Promise<void>) | void> | void,
+  ): Promise<{ dir: string; done: () => Promise<void> }> {
     const dir = path.join(tmp!, `f${n++}`);
     mkdirSync(dir);
     writeFileSync(path.join(dir, 'config.json'), JSON.stringify(stories));
@@ -94,10 +131,14 @@ describe('models: config bounds and file checks', function () {
   }
 
   it('a directory, FIFO or socket named model.safetensors is a typed error (no EISDIR, no hang)', async function () {
-    const d = await folderWith((f) => { mkdirSync(f); });
+    const d = await folderWith((f) => {
+      mkdirSync(f);
+    });
     await rejectsTyped(d.dir, 'E_ST_OPEN', /is a directory, not a regular file/);
     if (spawnSync('mkfifo', ['--version']).status === 0) {
-      const fifo = await folderWith((f) => { spawnSync('mkfifo', [f]); });
+      const fifo = await folderWith((f) => {
+        spawnSync('mkfifo', [f]);
+      });
       await rejectsTyped(fifo.dir, 'E_ST_OPEN', /is a FIFO/);
     }
     const sock = await folderWith(async (f) => {
@@ -118,7 +159,10 @@ describe('models: config bounds and file checks', function () {
   it('index entries must name files in the model folder: ".", "..", paths and a directory shard are refused', async () => {
     for (const shard of ['.', '..', '../model.safetensors', '/etc/passwd', 'sub/x.safetensors']) {
       const d = await folderWith(() => {});
-      writeFileSync(path.join(d.dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'model.norm.weight': shard } }));
+      writeFileSync(
+        path.join(d.dir, 'model.safetensors.index.json'),
+        JSON.stringify({ weight_map: { 'model.norm.weight': shard } }),
+      );
       await assert.rejects(loadModel(d.dir), (e: unknown) => {
         assert.ok(e instanceof SafetensorsError && e.code === 'E_ST_INDEX', String(e));
         assert.ok(e.message.includes(JSON.stringify(shard)), e.message);
@@ -128,9 +172,14 @@ describe('models: config bounds and file checks', function () {
     }
     const d = await folderWith(() => {});
     mkdirSync(path.join(d.dir, 'shard.safetensors'));
-    writeFileSync(path.join(d.dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'model.norm.weight': 'shard.safetensors' } }));
+    writeFileSync(
+      path.join(d.dir, 'model.safetensors.index.json'),
+      JSON.stringify({ weight_map: { 'model.norm.weight': 'shard.safetensors' } }),
+    );
     await rejectsTyped(d.dir, 'E_ST_INDEX', /shard shard\.safetensors is a directory/);
-    const loop = await folderWith((f) => { symlinkSync(f, f); });
+    const loop = await folderWith((f) => {
+      symlinkSync(f, f);
+    });
     await rejectsTyped(loop.dir, 'E_ST_OPEN', /cannot be read \(ELOOP\)/);
   });
 });

@@ -11,8 +11,20 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, MoiError, ModelError, SHARED_MISSING, UsageError } from '@moi/core';
 import { loadModel, type Decoder, type KVCache, type LoadedModel } from '../src/index.ts';
 import {
-  argmax, assertRowsClose, disposeCache, fixturesRoot, fullLogits, greedy, makeTemp, maxDiff, readConfigJson, readReference,
-  rmTemp, rowsOf, tolFor, type RefCase,
+  argmax,
+  assertRowsClose,
+  disposeCache,
+  fixturesRoot,
+  fullLogits,
+  greedy,
+  makeTemp,
+  maxDiff,
+  readConfigJson,
+  readReference,
+  rmTemp,
+  rowsOf,
+  tolFor,
+  type RefCase,
 } from './helpers.ts';
 
 /**
@@ -120,7 +132,10 @@ describe('models: KV cache (wasm)', function () {
           let last = prompts.map((p, i) => rowsOf(m.forward({ ids: [p] }, { cache, rows: [i], lastOnly: true }))[0]);
           for (let s = 0; s < steps; s++) {
             const ys = last.map(argmax);
-            ys.forEach((y, i) => { got[i].push(y); gotLogits[i].push(last[i]); });
+            ys.forEach((y, i) => {
+              got[i].push(y);
+              gotLogits[i].push(last[i]);
+            });
             if (s + 1 === steps) break;
             const out = m.forward({ ids: ys.map((y) => [y]) }, { cache });
             assert.deepEqual(out.shape, [3, 1, m.spec.vocabSize]);
@@ -129,7 +144,11 @@ describe('models: KV cache (wasm)', function () {
             const V = m.spec.vocabSize;
             last = [0, 1, 2].map((i) => flat.slice(i * V, (i + 1) * V));
           }
-          for (const l of cache) assert.deepEqual(l.offset, prompts.map((p) => p.length + steps - 1));
+          for (const l of cache)
+            assert.deepEqual(
+              l.offset,
+              prompts.map((p) => p.length + steps - 1),
+            );
           // rows 2 and 0 go on without row 1
           let pair = [got[2][steps - 1], got[0][steps - 1]];
           for (let s = 0; s < extra; s++) {
@@ -139,14 +158,21 @@ describe('models: KV cache (wasm)', function () {
             out.dispose();
             const rows = [flat.slice(0, V), flat.slice(V)];
             pair = rows.map(argmax);
-            got[2].push(pair[0]); gotLogits[2].push(rows[0]);
-            got[0].push(pair[1]); gotLogits[0].push(rows[1]);
+            got[2].push(pair[0]);
+            gotLogits[2].push(rows[0]);
+            got[0].push(pair[1]);
+            gotLogits[0].push(rows[1]);
           }
           assert.equal(cache[0].offset[1], prompts[1].length + steps - 1, 'row 1 did not move');
           for (let i = 0; i < 3; i++) {
             const n = got[i].length;
             assert.deepEqual(got[i], alone[i].tokens.slice(0, n), `${name} row ${i} tokens`);
-            assertRowsClose(gotLogits[i], alone[i].stepLogits.slice(0, n), tolFor(alone[i].stepLogits), `${name} row ${i} logits`);
+            assertRowsClose(
+              gotLogits[i],
+              alone[i].stepLogits.slice(0, n),
+              tolFor(alone[i].stepLogits),
+              `${name} row ${i} logits`,
+            );
           }
         } finally {
           disposeCache(cache);
@@ -166,7 +192,10 @@ describe('models: KV cache (wasm)', function () {
         for (const [l, c] of cache.entries()) {
           assert.deepEqual(c.offset, [20, 0]);
           assert.deepEqual(c.slotPos[0], before[l].slotPos[0], 'row 0 slots kept');
-          assert.ok(c.slotPos[1].every((p) => p === -1), 'row 1 slots empty');
+          assert.ok(
+            c.slotPos[1].every((p) => p === -1),
+            'row 1 slots empty',
+          );
         }
         // row 1 now runs a new prompt shorter than the old one: stale slots must not leak in
         const fresh = seqOf('gemma2', 1).slice(3, 9);
@@ -205,19 +234,25 @@ describe('models: KV cache (wasm)', function () {
           m.forward({ ids: [seq.slice(0, 6)] }, { cache }).dispose();
           const before = snapshot(cache);
           const n0 = tf.memory().numTensors;
-          assert.throws(() => m.forward({ ids: [seq.slice(6, 11)] }, { cache }), (e: unknown) => {
-            assert.ok(e instanceof UsageError, String(e));
-            assert.equal((e as UsageError).code, 'E_CONTEXT');
-            assert.match((e as Error).message, /capacity of 10/);
-            return true;
-          });
+          assert.throws(
+            () => m.forward({ ids: [seq.slice(6, 11)] }, { cache }),
+            (e: unknown) => {
+              assert.ok(e instanceof UsageError, String(e));
+              assert.equal((e as UsageError).code, 'E_CONTEXT');
+              assert.match((e as Error).message, /capacity of 10/);
+              return true;
+            },
+          );
           assert.equal(tf.memory().numTensors, n0, 'no tensors left behind');
           assert.deepEqual(snapshot(cache), before, 'cache state unchanged (offsets, slots, buffers)');
           // what does fit still works and is right
           const got = rowsOf(m.forward({ ids: [seq.slice(6, 10)] }, { cache }));
           const full = fullLogits(m, seq.slice(0, 10));
           assertRowsClose(got, full.slice(6), tolFor(full), `${name}: after the overflow`);
-          assert.throws(() => m.forward({ ids: [[seq[10]]] }, { cache }), (e: unknown) => (e as MoiError).code === 'E_CONTEXT');
+          assert.throws(
+            () => m.forward({ ids: [[seq[10]]] }, { cache }),
+            (e: unknown) => (e as MoiError).code === 'E_CONTEXT',
+          );
           for (const c of cache) assert.equal(c.offset[0], 10);
         } finally {
           disposeCache(cache);
@@ -230,10 +265,19 @@ describe('models: KV cache (wasm)', function () {
       const cache = m.makeCache(2, 8);
       try {
         const before = snapshot(cache);
-        assert.throws(() => m.forward({ ids: [[1, 2]] }, { cache, rows: [2] }), (e: unknown) => (e as MoiError).code === 'E_CACHE_ROW');
+        assert.throws(
+          () => m.forward({ ids: [[1, 2]] }, { cache, rows: [2] }),
+          (e: unknown) => (e as MoiError).code === 'E_CACHE_ROW',
+        );
         assert.deepEqual(snapshot(cache), before);
-        assert.throws(() => m.forward({ ids: [[1, 2]] }, { cache, rows: [0, 1] }), (e: unknown) => (e as MoiError).code === 'E_FORWARD');
-        assert.throws(() => m.forward({ ids: [[1, 2], [3]] }, { cache }), (e: unknown) => (e as MoiError).code === 'E_FORWARD');
+        assert.throws(
+          () => m.forward({ ids: [[1, 2]] }, { cache, rows: [0, 1] }),
+          (e: unknown) => (e as MoiError).code === 'E_FORWARD',
+        );
+        assert.throws(
+          () => m.forward({ ids: [[1, 2], [3]] }, { cache }),
+          (e: unknown) => (e as MoiError).code === 'E_FORWARD',
+        );
         assert.deepEqual(snapshot(cache), before);
       } finally {
         disposeCache(cache);
@@ -242,12 +286,15 @@ describe('models: KV cache (wasm)', function () {
 
     it('a cache larger than max_position_embeddings is refused with E_CONTEXT', function () {
       const m = models.llama.model;
-      assert.throws(() => m.makeCache(1, m.spec.maxPositionEmbeddings + 1), (e: unknown) => {
-        assert.ok(e instanceof ModelError);
-        assert.equal(e.code, 'E_CONTEXT');
-        assert.match(e.message, /max_position_embeddings 256/);
-        return true;
-      });
+      assert.throws(
+        () => m.makeCache(1, m.spec.maxPositionEmbeddings + 1),
+        (e: unknown) => {
+          assert.ok(e instanceof ModelError);
+          assert.equal(e.code, 'E_CONTEXT');
+          assert.match(e.message, /max_position_embeddings 256/);
+          return true;
+        },
+      );
     });
   });
 
@@ -270,7 +317,10 @@ describe('models: KV cache (wasm)', function () {
       try {
         const got = rowsOf(m.forward({ ids: [seq.slice(0, 4)] }, { cache }));
         assertRowsClose(got, fullLogits(m, seq.slice(0, 4)), 1e-3, 'within capacity');
-        assert.throws(() => m.forward({ ids: [[seq[4]]] }, { cache }), (e: unknown) => (e as MoiError).code === 'E_CONTEXT');
+        assert.throws(
+          () => m.forward({ ids: [[seq[4]]] }, { cache }),
+          (e: unknown) => (e as MoiError).code === 'E_CONTEXT',
+        );
         for (const c of cache) assert.equal(c.offset[0], 4);
       } finally {
         disposeCache(cache);
@@ -308,7 +358,10 @@ describe('models: KV cache (wasm)', function () {
           assert.equal(cache[0].offset[0], prompt.length + 202);
           assert.equal(tf.memory().numTensors, n0);
           assert.equal(tf.memory().numBytes - b0, cacheBytes() - c0);
-          assert.ok(cache.every((c) => c.alloc <= c.size && c.alloc >= Math.min(c.size, c.offset[0])), 'cache slots cover the tokens');
+          assert.ok(
+            cache.every((c) => c.alloc <= c.size && c.alloc >= Math.min(c.size, c.offset[0])),
+            'cache slots cover the tokens',
+          );
           assert.equal(drift, 0, 'tensor count moved during the decode');
         } finally {
           disposeCache(cache);

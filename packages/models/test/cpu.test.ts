@@ -9,7 +9,16 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, SHARED_MISSING } from '@moi/core';
 import { loadModel, writableView, type LoadedModel } from '../src/index.ts';
 import {
-  argmax, assertRowsClose, disposeCache, fixturesRoot, fullLogits, greedy, maxDiff, readReference, rowsOf, tolFor,
+  argmax,
+  assertRowsClose,
+  disposeCache,
+  fixturesRoot,
+  fullLogits,
+  greedy,
+  maxDiff,
+  readReference,
+  rowsOf,
+  tolFor,
 } from './helpers.ts';
 
 describe('models: cpu backend', function () {
@@ -42,7 +51,11 @@ describe('models: cpu backend', function () {
       it('logits and greedy tokens match the reference', function () {
         for (const c of readReference(path.join(root!, name)).cases) {
           assertRowsClose(fullLogits(m.model, c.input_ids), c.logits, tolFor(c.logits), `${name}/${c.name}`);
-          assert.deepEqual(greedy(m.model, c.input_ids, c.greedy.n).tokens, c.greedy.tokens, `${name}/${c.name} greedy`);
+          assert.deepEqual(
+            greedy(m.model, c.input_ids, c.greedy.n).tokens,
+            c.greedy.tokens,
+            `${name}/${c.name} greedy`,
+          );
         }
       });
 

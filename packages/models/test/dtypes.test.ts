@@ -8,13 +8,21 @@
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import {
-  bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, initBackend, SHARED_MISSING, type TensorInput,
-} from '@moi/core';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, initBackend, SHARED_MISSING, type TensorInput } from '@moi/core';
 import { loadModel } from '../src/index.ts';
 import {
-  assertRowsClose, f32Input, fixturesRoot, fullLogits, makeTemp, maxDiff, readConfigJson, readReference, readTensors, rmTemp,
-  tolFor, writeModel,
+  assertRowsClose,
+  f32Input,
+  fixturesRoot,
+  fullLogits,
+  makeTemp,
+  maxDiff,
+  readConfigJson,
+  readReference,
+  readTensors,
+  rmTemp,
+  tolFor,
+  writeModel,
 } from './helpers.ts';
 
 type Wide = (x: Float32Array) => Uint16Array;
@@ -25,10 +33,19 @@ const FORMATS: Array<{ dtype: 'BF16' | 'F16'; to: Wide; from: Narrow }> = [
 ];
 
 /** Logits of every reference case, concatenated over positions. */
-async function caseLogits(dir: string, cases: number[][], dtype: 'auto' | 'f32' = 'auto'): Promise<{ rows: Float32Array[]; checkpointBytes: number; weightBytes: number; dtype: string }> {
+async function caseLogits(
+  dir: string,
+  cases: number[][],
+  dtype: 'auto' | 'f32' = 'auto',
+): Promise<{ rows: Float32Array[]; checkpointBytes: number; weightBytes: number; dtype: string }> {
   const m = await loadModel(dir, { dtype });
   try {
-    return { rows: cases.flatMap((ids) => fullLogits(m.model, ids)), checkpointBytes: m.checkpointBytes, weightBytes: m.weightBytes, dtype: m.dtype };
+    return {
+      rows: cases.flatMap((ids) => fullLogits(m.model, ids)),
+      checkpointBytes: m.checkpointBytes,
+      weightBytes: m.weightBytes,
+      dtype: m.dtype,
+    };
   } finally {
     m.dispose();
   }
@@ -94,13 +111,20 @@ describe('models: 16-bit checkpoints (wasm)', function () {
           const kept = await caseLogits(halfDir, ids);
           assert.equal(kept.dtype, dtype === 'BF16' ? 'bf16' : 'f16');
           assertRowsClose(kept.rows, b.rows, 1e-5 * scale, `${tag}: 16-bit kept vs rounded F32`);
-          assert.ok(kept.weightBytes < 0.6 * orig.weightBytes, `${tag}: 16-bit weights take ${kept.weightBytes} bytes (f32: ${orig.weightBytes})`);
+          assert.ok(
+            kept.weightBytes < 0.6 * orig.weightBytes,
+            `${tag}: 16-bit weights take ${kept.weightBytes} bytes (f32: ${orig.weightBytes})`,
+          );
           // ten times the tolerance above: the comparison can tell rounded from unrounded weights
-          assert.ok(maxDiff(a.rows, orig.rows) > 1e-4 * scale,
-            `${tag}: rounding should move the logits (max diff ${maxDiff(a.rows, orig.rows)})`);
+          assert.ok(
+            maxDiff(a.rows, orig.rows) > 1e-4 * scale,
+            `${tag}: rounding should move the logits (max diff ${maxDiff(a.rows, orig.rows)})`,
+          );
           // the 16-bit file is (about) half the bytes; widened to f32 (--dtype f32) memory holds float32
           const f32Bytes = [...tensors.values()].reduce((s, t) => s + t.data.length * 4, 0);
-          const vecBytes = [...tensors.values()].filter((t) => !narrowIt(t.shape)).reduce((s, t) => s + t.data.length * 4, 0);
+          const vecBytes = [...tensors.values()]
+            .filter((t) => !narrowIt(t.shape))
+            .reduce((s, t) => s + t.data.length * 4, 0);
           assert.equal(orig.checkpointBytes, f32Bytes);
           assert.equal(a.checkpointBytes, vecBytes + (f32Bytes - vecBytes) / 2);
           assert.equal(a.weightBytes, orig.weightBytes);

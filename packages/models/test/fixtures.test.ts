@@ -13,7 +13,17 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, SafetensorsFile, SHARED_MISSING } from '@moi/core';
 import { expectedTensors, loadModel, type LoadedModel } from '../src/index.ts';
 import {
-  assertRowsClose, disposeCache, FIXTURES, fixturesRoot, fullLogits, greedy, readConfigJson, readReference, rowsOf, tolFor, type Reference,
+  assertRowsClose,
+  disposeCache,
+  FIXTURES,
+  fixturesRoot,
+  fullLogits,
+  greedy,
+  readConfigJson,
+  readReference,
+  rowsOf,
+  tolFor,
+  type Reference,
 } from './helpers.ts';
 
 /** Cut `n` tokens into chunks of these sizes (the last repeats), for cached prefill. */
@@ -132,22 +142,26 @@ describe('models: fixtures vs Hugging Face reference (wasm)', function () {
       }
 
       const sliding = root !== null && readConfigJson(path.join(root, name)).sliding_window != null;
-      if (sliding) it('a 20-token chunk on sliding layers keeps the last window of positions, p in slot p % window', function () {
-        const cache = m.model.makeCache(1, 64);
-        try {
-          for (const [i, l] of m.spec.layers.entries()) assert.equal(cache[i].size, l.window ?? 64);
-          const seq = [...ref.cases[0].input_ids, ...ref.cases[0].greedy.tokens].slice(0, 20);
-          m.model.forward({ ids: [seq] }, { cache }).dispose();
-          for (const [i, l] of m.spec.layers.entries()) {
-            if (l.window === null) continue;
-            // slots hold the last `window` positions, position p in slot p % window
-            const want = Array.from({ length: l.window }, (_, s) => 20 - l.window! + ((s - (20 % l.window!) + l.window!) % l.window!));
-            assert.deepEqual(cache[i].slotPos[0], want, `layer ${i}`);
+      if (sliding)
+        it('a 20-token chunk on sliding layers keeps the last window of positions, p in slot p % window', function () {
+          const cache = m.model.makeCache(1, 64);
+          try {
+            for (const [i, l] of m.spec.layers.entries()) assert.equal(cache[i].size, l.window ?? 64);
+            const seq = [...ref.cases[0].input_ids, ...ref.cases[0].greedy.tokens].slice(0, 20);
+            m.model.forward({ ids: [seq] }, { cache }).dispose();
+            for (const [i, l] of m.spec.layers.entries()) {
+              if (l.window === null) continue;
+              // slots hold the last `window` positions, position p in slot p % window
+              const want = Array.from(
+                { length: l.window },
+                (_, s) => 20 - l.window! + ((s - (20 % l.window!) + l.window!) % l.window!),
+              );
+              assert.deepEqual(cache[i].slotPos[0], want, `layer ${i}`);
+            }
+          } finally {
+            disposeCache(cache);
           }
-        } finally {
-          disposeCache(cache);
-        }
-      });
+        });
     });
   }
 });

@@ -11,7 +11,16 @@ import { SafetensorsFile, sharedDir, writeSafetensors, type TensorInput } from '
 import type { Decoder, KVCache } from '../src/index.ts';
 
 export const FIXTURES = [
-  'llama', 'llama_tied', 'llama_rope3', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'gemma3_text_ropescale', 'stories260K',
+  'llama',
+  'llama_tied',
+  'llama_rope3',
+  'qwen2',
+  'qwen3',
+  'gemma',
+  'gemma2',
+  'gemma3_text',
+  'gemma3_text_ropescale',
+  'stories260K',
 ] as const;
 
 export interface RefCase {
@@ -52,7 +61,12 @@ export function rowsOf(t: tf.Tensor): Float32Array[] {
 }
 
 /** Assert every row of `actual` is within `tol` of `expected` (max-abs), naming the worst spot. */
-export function assertRowsClose(actual: ArrayLike<number>[], expected: ArrayLike<number>[], tol: number, label: string): void {
+export function assertRowsClose(
+  actual: ArrayLike<number>[],
+  expected: ArrayLike<number>[],
+  tol: number,
+  label: string,
+): void {
   assert.equal(actual.length, expected.length, `${label}: number of positions`);
   let worst = 0;
   let where = '';
@@ -60,7 +74,10 @@ export function assertRowsClose(actual: ArrayLike<number>[], expected: ArrayLike
     assert.equal(actual[t].length, expected[t].length, `${label}: vocab size at position ${t}`);
     for (let v = 0; v < expected[t].length; v++) {
       const d = Math.abs(actual[t][v] - expected[t][v]);
-      if (!(d <= worst)) { worst = Number.isNaN(d) ? Infinity : d; where = `position ${t}, token ${v}: ${actual[t][v]} vs ${expected[t][v]}`; }
+      if (!(d <= worst)) {
+        worst = Number.isNaN(d) ? Infinity : d;
+        where = `position ${t}, token ${v}: ${actual[t][v]} vs ${expected[t][v]}`;
+      }
     }
   }
   assert.ok(worst <= tol, `${label}: max |diff| ${worst} > ${tol} at ${where}`);
@@ -98,7 +115,12 @@ export interface GreedyResult {
  * Argmax continuation of one prompt with a fresh KV cache: prefill with lastOnly, then one-token
  * steps. The cache is disposed afterwards.
  */
-export function greedy(model: Decoder, prompt: number[], n: number, opts: { capacity?: number; noInPlace?: boolean } = {}): GreedyResult {
+export function greedy(
+  model: Decoder,
+  prompt: number[],
+  n: number,
+  opts: { capacity?: number; noInPlace?: boolean } = {},
+): GreedyResult {
   const cache = model.makeCache(1, opts.capacity ?? prompt.length + n, { noInPlace: opts.noInPlace });
   try {
     const tokens: number[] = [];

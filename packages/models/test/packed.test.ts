@@ -4,7 +4,16 @@
  * tensors), and other backends widening at load (cpu must give wasm's packed results).
  */
 import assert from 'node:assert/strict';
-import { closeSync, copyFileSync, ftruncateSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, SHARED_MISSING } from '@moi/core';
@@ -13,21 +22,42 @@ import { fixturesRoot, fullLogits, greedy, makeTemp, readConfigJson, readReferen
 
 describe('models: the dtype plan', () => {
   it('auto keeps a bf16/f16 checkpoint in 16 bits on wasm, f32 stays f32, mixed matrices stay f32', () => {
-    assert.deepEqual(planDtype('auto', ['BF16', 'BF16'], 'wasm'), { dtype: 'bf16', values: 'bf16', kind: 'bf16', packed: true, note: 'bf16 checkpoint kept in 16 bits' });
+    assert.deepEqual(planDtype('auto', ['BF16', 'BF16'], 'wasm'), {
+      dtype: 'bf16',
+      values: 'bf16',
+      kind: 'bf16',
+      packed: true,
+      note: 'bf16 checkpoint kept in 16 bits',
+    });
     assert.equal(planDtype('auto', ['F16'], 'wasm').dtype, 'f16');
     // kernels off (MOI_KERNELS=0): auto widens at load; an explicit bf16 stays packed, with a note
-    assert.deepEqual([planDtype('auto', ['BF16'], 'wasm', false).dtype, planDtype('auto', ['BF16'], 'wasm', false).packed], ['f32', false]);
-    assert.match(planDtype('auto', ['BF16'], 'wasm', false).note, /^wasm with MOI_KERNELS=0: 16\/8-bit weights widened/);
+    assert.deepEqual(
+      [planDtype('auto', ['BF16'], 'wasm', false).dtype, planDtype('auto', ['BF16'], 'wasm', false).packed],
+      ['f32', false],
+    );
+    assert.match(
+      planDtype('auto', ['BF16'], 'wasm', false).note,
+      /^wasm with MOI_KERNELS=0: 16\/8-bit weights widened/,
+    );
     assert.equal(planDtype('bf16', ['BF16'], 'wasm', false).packed, true);
     assert.match(planDtype('q8', ['BF16'], 'wasm', false).note, /MOI_KERNELS=0: every packed matmul widens/);
-    assert.deepEqual(planDtype('auto', ['F32'], 'wasm'), { dtype: 'f32', values: 'f32', kind: null, packed: false, note: 'f32 checkpoint in f32' });
+    assert.deepEqual(planDtype('auto', ['F32'], 'wasm'), {
+      dtype: 'f32',
+      values: 'f32',
+      kind: null,
+      packed: false,
+      note: 'f32 checkpoint in f32',
+    });
     const mixed = planDtype('auto', ['BF16', 'F32'], 'wasm');
     assert.equal(mixed.dtype, 'f32');
     assert.match(mixed.note, /BF16, F32/);
   });
   it('f32, bf16 and q8 convert; q8 says Q8_0', () => {
     assert.equal(planDtype('f32', ['BF16'], 'wasm').note, 'bf16 checkpoint widened to f32 (exact)');
-    assert.equal(planDtype('bf16', ['F32'], 'wasm').note, 'f32 checkpoint rounded to bf16 at load (round to nearest even)');
+    assert.equal(
+      planDtype('bf16', ['F32'], 'wasm').note,
+      'f32 checkpoint rounded to bf16 at load (round to nearest even)',
+    );
     assert.equal(planDtype('bf16', ['F16'], 'wasm').kind, 'bf16');
     const q = planDtype('q8', ['BF16'], 'wasm');
     assert.equal(q.dtype, 'q8');
@@ -63,7 +93,11 @@ describe('models: packed weights (wasm)', function () {
       for (const name of ['qwen2', 'gemma3_text', 'llama_tied']) {
         const dir = path.join(root!, name);
         const ids = readReference(dir).cases[0].input_ids;
-        { const warm = await loadModel(dir, { dtype }); greedy(warm.model, ids, 3); warm.dispose(); } // caches of first use
+        {
+          const warm = await loadModel(dir, { dtype });
+          greedy(warm.model, ids, 3);
+          warm.dispose();
+        } // caches of first use
         const n0 = tf.memory().numTensors;
         const m = await loadModel(dir, { dtype });
         assert.equal(m.dtype, dtype);
@@ -111,7 +145,10 @@ describe('models: packed weights (wasm)', function () {
         const m = await loadModel(dir, { dtype });
         // the model holds the estimate's bytes plus the small extras the decoder keeps (q/k norm rows, q's scale)
         const est = estimateHeap(spec, dtype).weights;
-        assert.ok(m.weightBytes >= est && m.weightBytes <= est * 1.02 + 4096, `${name} ${dtype}: weightBytes ${m.weightBytes} vs estimate ${est}`);
+        assert.ok(
+          m.weightBytes >= est && m.weightBytes <= est * 1.02 + 4096,
+          `${name} ${dtype}: weightBytes ${m.weightBytes} vs estimate ${est}`,
+        );
         m.dispose();
       }
     }
@@ -120,8 +157,16 @@ describe('models: packed weights (wasm)', function () {
   it('E_MEMORY before any weight is read when the estimate exceeds the wasm heap, with the figures and a smaller dtype', async function () {
     // qwen2.5-1.5b-like sizes, scaled so f32 and bf16 do not fit and q8 does: the file is sparse
     const config = {
-      model_type: 'qwen2', vocab_size: 151936, hidden_size: 2048, intermediate_size: 11008, num_hidden_layers: 36,
-      num_attention_heads: 16, num_key_value_heads: 2, max_position_embeddings: 4096, rms_norm_eps: 1e-6, tie_word_embeddings: true,
+      model_type: 'qwen2',
+      vocab_size: 151936,
+      hidden_size: 2048,
+      intermediate_size: 11008,
+      num_hidden_layers: 36,
+      num_attention_heads: 16,
+      num_key_value_heads: 2,
+      max_position_embeddings: 4096,
+      rms_norm_eps: 1e-6,
+      tie_word_embeddings: true,
     };
     const dir = path.join(tmp!, 'huge');
     mkdirSync(dir);
@@ -149,11 +194,23 @@ describe('models: packed weights (wasm)', function () {
       closeSync(fd);
     }
     const bf16 = estimateHeap(spec, 'bf16');
-    assert.ok(bf16.total > WASM_HEAP_BYTES && estimateHeap(spec, 'q8').total < WASM_HEAP_BYTES, 'the config is sized for the test');
+    assert.ok(
+      bf16.total > WASM_HEAP_BYTES && estimateHeap(spec, 'q8').total < WASM_HEAP_BYTES,
+      'the config is sized for the test',
+    );
     const n0 = tf.memory().numTensors;
-    await assert.rejects(loadModel(dir), (e: any) => e.code === 'E_MEMORY' && e.message.includes(dir) &&
-      e.message.includes(`${(bf16.weights / 1e9).toFixed(2)} GB in bf16`) && /try --dtype q8/.test(e.message));
-    await assert.rejects(loadModel(dir, { dtype: 'f32' }), (e: any) => e.code === 'E_MEMORY' && /in f32/.test(e.message));
+    await assert.rejects(
+      loadModel(dir),
+      (e: any) =>
+        e.code === 'E_MEMORY' &&
+        e.message.includes(dir) &&
+        e.message.includes(`${(bf16.weights / 1e9).toFixed(2)} GB in bf16`) &&
+        /try --dtype q8/.test(e.message),
+    );
+    await assert.rejects(
+      loadModel(dir, { dtype: 'f32' }),
+      (e: any) => e.code === 'E_MEMORY' && /in f32/.test(e.message),
+    );
     assert.equal(tf.memory().numTensors, n0);
   });
 
@@ -185,10 +242,19 @@ describe('models: packed weights (wasm)', function () {
           c.dispose();
           let worst = 0;
           let scale = 1;
-          for (let t = 0; t < a.length; t++) for (let v = 0; v < a[t].length; v++) { worst = Math.max(worst, Math.abs(a[t][v] - b[t][v])); scale = Math.max(scale, Math.abs(b[t][v])); }
-          const layers = (JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as { num_hidden_layers: number }).num_hidden_layers;
+          for (let t = 0; t < a.length; t++)
+            for (let v = 0; v < a[t].length; v++) {
+              worst = Math.max(worst, Math.abs(a[t][v] - b[t][v]));
+              scale = Math.max(scale, Math.abs(b[t][v]));
+            }
+          const layers = (
+            JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as { num_hidden_layers: number }
+          ).num_hidden_layers;
           const tol = 1e-5 + (dtype === 'q8' ? (4 * layers + 1) * ROUND16 : 0);
-          assert.ok(worst <= tol * scale, `${name} ${dtype}: cpu vs wasm differ by ${worst} (scale ${scale}, tolerance ${tol} × scale)`);
+          assert.ok(
+            worst <= tol * scale,
+            `${name} ${dtype}: cpu vs wasm differ by ${worst} (scale ${scale}, tolerance ${tol} × scale)`,
+          );
         } finally {
           await initBackend({ backend: 'wasm' });
         }
@@ -201,8 +267,16 @@ describe('models: packed weights (wasm)', function () {
     const { packMatrices } = await import('../src/packed-weights.ts');
     const ck = Checkpoint.open(path.join(root!, 'stories260K')); // intermediate 172: a short last q8 block
     try {
-      const src = { info: (n: string) => ck.info(n), readRange: (n: string, s: number, l: number) => ck.readBytesRange(n, s, l), readFloat32: (n: string) => ck.readFloat32(n) };
-      const groups = [['model.layers.0.mlp.gate_proj.weight', 'model.layers.0.mlp.up_proj.weight'], ['model.layers.1.mlp.down_proj.weight'], ['model.embed_tokens.weight']];
+      const src = {
+        info: (n: string) => ck.info(n),
+        readRange: (n: string, s: number, l: number) => ck.readBytesRange(n, s, l),
+        readFloat32: (n: string) => ck.readFloat32(n),
+      };
+      const groups = [
+        ['model.layers.0.mlp.gate_proj.weight', 'model.layers.0.mlp.up_proj.weight'],
+        ['model.layers.1.mlp.down_proj.weight'],
+        ['model.embed_tokens.weight'],
+      ];
       for (const kind of ['bf16', 'q8'] as const) {
         for (const names of groups) {
           const whole = packMatrices(src, names, kind);
@@ -224,8 +298,14 @@ describe('models: packed weights (wasm)', function () {
             const x = ck.readFloat32(n);
             for (let i = 0; i < x.length; i++) {
               const r = (off + i - (i % C)) / C;
-              const tol = kind === 'bf16' ? 2 ** -8 * Math.abs(x[i]) : (scales![r * nb + Math.floor((i % C) / 32)] / 2) * (1 + 1e-6);
-              assert.ok(Math.abs(widened[off + i] - x[i]) <= tol, `${kind} ${n}[${i}]: ${widened[off + i]} vs ${x[i]} (tolerance ${tol})`);
+              const tol =
+                kind === 'bf16'
+                  ? 2 ** -8 * Math.abs(x[i])
+                  : (scales![r * nb + Math.floor((i % C) / 32)] / 2) * (1 + 1e-6);
+              assert.ok(
+                Math.abs(widened[off + i] - x[i]) <= tol,
+                `${kind} ${n}[${i}]: ${widened[off + i]} vs ${x[i]} (tolerance ${tol})`,
+              );
             }
             off += x.length;
           }
@@ -246,7 +326,8 @@ describe('models: packed weights (wasm)', function () {
     const { SafetensorsFile, writeSafetensors, f32ToF16 } = await import('@moi/core');
     const f = SafetensorsFile.open(path.join(src, 'model.safetensors'));
     const entries: [string, { dtype: 'F16'; shape: number[]; data: Uint16Array }][] = [];
-    for (const [n, info] of f.tensors) entries.push([n, { dtype: 'F16', shape: info.shape, data: f32ToF16(f.readFloat32(n)) }]);
+    for (const [n, info] of f.tensors)
+      entries.push([n, { dtype: 'F16', shape: info.shape, data: f32ToF16(f.readFloat32(n)) }]);
     f.close();
     writeSafetensors(path.join(dir, 'model.safetensors'), entries);
     const kept = await loadModel(dir);
@@ -260,7 +341,11 @@ describe('models: packed weights (wasm)', function () {
     wide.dispose();
     let worst = 0;
     let scale = 1;
-    for (let t = 0; t < a.length; t++) for (let v = 0; v < a[t].length; v++) { worst = Math.max(worst, Math.abs(a[t][v] - b[t][v])); scale = Math.max(scale, Math.abs(b[t][v])); }
+    for (let t = 0; t < a.length; t++)
+      for (let v = 0; v < a[t].length; v++) {
+        worst = Math.max(worst, Math.abs(a[t][v] - b[t][v]));
+        scale = Math.max(scale, Math.abs(b[t][v]));
+      }
     assert.ok(worst <= 1e-5 * scale, `f16 kept vs widened: ${worst} (scale ${scale})`);
   });
 });

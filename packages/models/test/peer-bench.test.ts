@@ -25,9 +25,12 @@ describe('models: peer-bench real shapes @slow', function () {
   this.timeout(600_000);
   const shared = sharedDir();
   const bench = shared ? path.join(shared, 'peer-bench') : null;
-  const configs = bench && existsSync(path.join(bench, 'configs'))
-    ? readdirSync(path.join(bench, 'configs')).filter((f) => f.endsWith('.json')).sort()
-    : [];
+  const configs =
+    bench && existsSync(path.join(bench, 'configs'))
+      ? readdirSync(path.join(bench, 'configs'))
+          .filter((f) => f.endsWith('.json'))
+          .sort()
+      : [];
   // smallest first, so the wasm heap grows once
   const order = ['smollm2-135m.json', 'gemma-3-270m.json', 'qwen2.5-0.5b.json', 'qwen3-0.6b.json'];
   configs.sort((a, b) => (order.indexOf(a) + 1 || 99) - (order.indexOf(b) + 1 || 99));
@@ -55,7 +58,21 @@ describe('models: peer-bench real shapes @slow', function () {
       const b0 = tf.memory().numBytes;
       try {
         let t = performance.now();
-        execFileSync(process.execPath, [path.join(bench!, 'make-synthetic.mjs'), '--config', path.join(bench!, 'configs', file), '--out', out, '--seed', '1', '--dtype', 'f32'], { stdio: 'pipe' });
+        execFileSync(
+          process.execPath,
+          [
+            path.join(bench!, 'make-synthetic.mjs'),
+            '--config',
+            path.join(bench!, 'configs', file),
+            '--out',
+            out,
+            '--seed',
+            '1',
+            '--dtype',
+            'f32',
+          ],
+          { stdio: 'pipe' },
+        );
         const genS = (performance.now() - t) / 1000;
         t = performance.now();
         const m = await loadModel(out);
@@ -84,9 +101,11 @@ describe('models: peer-bench real shapes @slow', function () {
           }
           const full = rowsOf(m.model.forward({ ids: [[...prompt, y]] }, { lastOnly: true }));
           const heap = (tf.backend() as any).wasm?.HEAPU8?.length ?? 0;
-          console.log(`      ${file}: ${mib(m.checkpointBytes)} MiB f32 file, ${mib(m.weightBytes)} MiB in memory; ` +
-            `generate ${genS.toFixed(1)} s, load ${loadS.toFixed(1)} s, prefill(16) ${prefillS.toFixed(2)} s, ` +
-            `decode step ${(stepS * 1000).toFixed(0)} ms; wasm heap ${mib(heap)} MiB, peak RSS ${mib(process.resourceUsage().maxRSS * 1024)} MiB`);
+          console.log(
+            `      ${file}: ${mib(m.checkpointBytes)} MiB f32 file, ${mib(m.weightBytes)} MiB in memory; ` +
+              `generate ${genS.toFixed(1)} s, load ${loadS.toFixed(1)} s, prefill(16) ${prefillS.toFixed(2)} s, ` +
+              `decode step ${(stepS * 1000).toFixed(0)} ms; wasm heap ${mib(heap)} MiB, peak RSS ${mib(process.resourceUsage().maxRSS * 1024)} MiB`,
+          );
           // finite garbage is possible (an op that ran out of heap leaves its output unwritten):
           // the cached step must also agree with a full forward over the same 17 tokens
           assertRowsClose([step], full, tolFor(full), `${file}: cached step vs full forward`);

@@ -10,7 +10,15 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { Checkpoint, F32Linear, initBackend, PackedLinear, SafetensorsError, SHARED_MISSING } from '@moi/core';
 import {
-  buildWeights, F32Storage, PackedStorage, readConfig, specFromConfig, weightBytes, weightParts, type MatrixSource, type WeightStorage,
+  buildWeights,
+  F32Storage,
+  PackedStorage,
+  readConfig,
+  specFromConfig,
+  weightBytes,
+  weightParts,
+  type MatrixSource,
+  type WeightStorage,
 } from '../src/index.ts';
 import { fixturesRoot } from './helpers.ts';
 
@@ -23,8 +31,14 @@ function sourceOf(ckpt: Checkpoint, bad: string | null): MatrixSource {
   };
   return {
     info: (n) => ckpt.info(n),
-    readRange: (n, start, length) => { check(n); return ckpt.readBytesRange(n, start, length); },
-    readFloat32: (n) => { check(n); return ckpt.readFloat32(n); },
+    readRange: (n, start, length) => {
+      check(n);
+      return ckpt.readBytesRange(n, start, length);
+    },
+    readFloat32: (n) => {
+      check(n);
+      return ckpt.readFloat32(n);
+    },
   };
 }
 
@@ -59,10 +73,15 @@ describe('models: the one weight builder', function () {
           for (const l of w.layers) {
             assert.equal(l.inputNorm === null, !packed, `${name}: input norm folded iff f32`);
             assert.equal(l.mlpNorm === null, !packed, `${name}: pre-MLP norm folded iff f32`);
-            for (const m of [l.qkv, l.o, l.gateUp, l.down]) assert.ok(packed ? m instanceof PackedLinear : m instanceof F32Linear, name);
+            for (const m of [l.qkv, l.o, l.gateUp, l.down])
+              assert.ok(packed ? m instanceof PackedLinear : m instanceof F32Linear, name);
             // q's attention scale: an output scale on packed q features, folded into f32 columns
             if (packed) assert.equal((l.qkv as PackedLinear).outScale !== null, !spec.qkNorm, name);
-            assert.deepEqual([l.qkv.inDim, l.qkv.outDim], [spec.hiddenSize, (spec.numHeads + 2 * spec.numKvHeads) * spec.headDim], name);
+            assert.deepEqual(
+              [l.qkv.inDim, l.qkv.outDim],
+              [spec.hiddenSize, (spec.numHeads + 2 * spec.numKvHeads) * spec.headDim],
+              name,
+            );
             assert.deepEqual([l.gateUp.outDim, l.down.inDim], [2 * spec.intermediateSize, spec.intermediateSize], name);
           }
           assert.equal(w.embed === null, spec.tieWordEmbeddings, `${name}: an untied embedding table apart`);

@@ -19,9 +19,13 @@ export interface EmbedArgs {
 export function embedSourceOf(args: EmbedArgs, V: number, who: string): EmbeddingRows {
   const given = [args.embed, args.embedTable, args.embedColumns].filter((x) => x !== undefined).length;
   if (given !== 1) {
-    throw new UsageError('E_MOI', `${who}: give exactly one of embedTable [V, H], embedColumns [H, V] and embed (an embedding source)`);
+    throw new UsageError(
+      'E_MOI',
+      `${who}: give exactly one of embedTable [V, H], embedColumns [H, V] and embed (an embedding source)`,
+    );
   }
-  const src: EmbedSource = args.embed ?? (args.embedTable ? { table: args.embedTable } : { columns: args.embedColumns! });
+  const src: EmbedSource =
+    args.embed ?? (args.embedTable ? { table: args.embedTable } : { columns: args.embedColumns! });
   if (isEmbeddingRows(src)) return checkVocab(src, V, who);
   if ('table' in src && (src.table.rank !== 2 || src.table.shape[0] < V)) {
     throw new UsageError('E_MOI', `${who}: embedTable must be [V >= ${V}, H], got shape [${src.table.shape}]`);
@@ -34,7 +38,10 @@ export function embedSourceOf(args: EmbedArgs, V: number, who: string): Embeddin
 
 function checkVocab(rows: EmbeddingRows, V: number, who: string): EmbeddingRows {
   if (rows.vocab < V) {
-    throw new UsageError('E_MOI', `${who}: the ${rows.label} embedding table holds ${rows.vocab} rows, fewer than the logits' V = ${V}`);
+    throw new UsageError(
+      'E_MOI',
+      `${who}: the ${rows.label} embedding table holds ${rows.vocab} rows, fewer than the logits' V = ${V}`,
+    );
   }
   return rows;
 }

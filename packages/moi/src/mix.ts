@@ -70,24 +70,41 @@ function checkArgs(args: MixInputsArgs): Plan {
   const { logits, processedLogits, sampled, settings } = args;
   if (logits.rank !== 2) throw moiError(`logits must be [B, V], got shape [${logits.shape}]`);
   const [B, V] = logits.shape;
-  if (sampled.rank !== 1 || sampled.shape[0] !== B) throw moiError(`sampled must be [${B}], got shape [${sampled.shape}]`);
+  if (sampled.rank !== 1 || sampled.shape[0] !== B)
+    throw moiError(`sampled must be [${B}], got shape [${sampled.shape}]`);
   const src = embedSourceOf(args, V, 'mixInputs');
   if (!Array.isArray(settings) || settings.length !== B) {
-    throw moiError(`settings must have one entry per row (${B}), got ${Array.isArray(settings) ? settings.length : typeof settings}`);
+    throw moiError(
+      `settings must have one entry per row (${B}), got ${Array.isArray(settings) ? settings.length : typeof settings}`,
+    );
   }
   const plan: Plan = {
-    B, V, src, Hd: embedWidth(src), kMax: 0, kRow: new Int32Array(B), isAll: [], anyProcessed: false,
-    useProcessed: new Float32Array(B), isMoi: new Float32Array(B), isDirect: new Float32Array(B),
-    isStandard: new Float32Array(B), beta: new Float32Array(B),
+    B,
+    V,
+    src,
+    Hd: embedWidth(src),
+    kMax: 0,
+    kRow: new Int32Array(B),
+    isAll: [],
+    anyProcessed: false,
+    useProcessed: new Float32Array(B),
+    isMoi: new Float32Array(B),
+    isDirect: new Float32Array(B),
+    isStandard: new Float32Array(B),
+    beta: new Float32Array(B),
   };
   settings.forEach((s, r) => {
     checkMixSettings(s, V, `settings[${r}]`);
-    if (s.mode === 'soft') throw moiError(`settings[${r}]: mode 'soft' is Soft Thinking (softMix, or defaultMixer for mixed batches)`);
+    if (s.mode === 'soft')
+      throw moiError(`settings[${r}]: mode 'soft' is Soft Thinking (softMix, or defaultMixer for mixed batches)`);
     const all = s.topK === 'all' || s.topK >= V;
     plan.isAll.push(all);
     if (!all) plan.kMax = Math.max(plan.kMax, s.topK as number);
     plan.kRow[r] = all ? V : (s.topK as number);
-    if (s.prior === 'processed') { plan.anyProcessed = true; plan.useProcessed[r] = 1; }
+    if (s.prior === 'processed') {
+      plan.anyProcessed = true;
+      plan.useProcessed[r] = 1;
+    }
     plan.isMoi[r] = s.mode === 'moi' ? 1 : 0;
     plan.isDirect[r] = s.mode === 'direct' ? 1 : 0;
     plan.isStandard[r] = s.mode === 'standard' ? 1 : 0;
@@ -106,7 +123,8 @@ function checkArgs(args: MixInputsArgs): Plan {
 function priorScores(args: MixInputsArgs, plan: Plan): tf.Tensor2D {
   const raw = args.logits.dtype === 'float32' ? args.logits : tf.cast(args.logits, 'float32');
   if (!plan.anyProcessed) return raw;
-  const proc = args.processedLogits!.dtype === 'float32' ? args.processedLogits! : tf.cast(args.processedLogits!, 'float32');
+  const proc =
+    args.processedLogits!.dtype === 'float32' ? args.processedLogits! : tf.cast(args.processedLogits!, 'float32');
   if (plan.useProcessed.every((u) => u === 1)) return proc;
   const use = tf.tensor2d(plan.useProcessed, [plan.B, 1]);
   return tf.where(tf.cast(use, 'bool'), proc, raw);
@@ -157,7 +175,10 @@ interface Weights {
 }
 
 /** The mixing weights of the slots, with the per-row mode coefficients a, b. */
-function slotWeights(slots: Slots, coef: { a: (H: tf.Tensor1D) => tf.Tensor1D; b: (H: tf.Tensor1D) => tf.Tensor1D }): Weights {
+function slotWeights(
+  slots: Slots,
+  coef: { a: (H: tf.Tensor1D) => tf.Tensor1D; b: (H: tf.Tensor1D) => tf.Tensor1D },
+): Weights {
   const { scores, valid, isY } = slots;
   const isYf = tf.cast(isY, 'float32');
   // Restricted, stable softmax: subtract the candidates' max (0 if none is finite). GPU-safe
@@ -207,7 +228,20 @@ function leanMix(args: MixInputsArgs, plan: Plan, Hd: number): MixResult {
     const { values, indices } = tf.topk(scores, K);
     const topIsY = tf.cast(tf.equal(indices, y), 'float32'); // [B, K]
     const yInTop = tf.sum(topIsY, 1, true); // [B, 1], 0 or 1
-    const flat = B === 1 ? tf.reshape(y, [1]) : tf.reshape(tf.add(y, tf.tensor2d(Array.from({ length: B }, (_, r) => r * V), [B, 1], 'int32')), [B]);
+    const flat =
+      B === 1
+        ? tf.reshape(y, [1])
+        : tf.reshape(
+            tf.add(
+              y,
+              tf.tensor2d(
+                Array.from({ length: B }, (_, r) => r * V),
+                [B, 1],
+                'int32',
+              ),
+            ),
+            [B],
+          );
     const yScore = tf.reshape(tf.gather(tf.reshape(scores, [-1]), flat), [B, 1]);
     // y's own slot counts only when y is outside the top-K (then its score is below the top-K's)
     const extra = tf.where(tf.greater(yInTop, 0), tf.fill([B, 1], -Infinity), yScore);
@@ -248,19 +282,27 @@ export function mixInputs(args: MixInputsArgs, opts: MixInputsOptions = {}): Mix
   const plan = checkArgs(args);
   const { B, V } = plan;
   const Hd = plan.Hd;
-  const lean = !opts.returnWeights && !opts.general && !plan.anyProcessed && !plan.isAll.some((x) => x) &&
+  const lean =
+    !opts.returnWeights &&
+    !opts.general &&
+    !plan.anyProcessed &&
+    !plan.isAll.some((x) => x) &&
     plan.kRow.every((k) => k === plan.kMax);
   if (lean) return leanMix(args, plan, Hd);
   const result = tf.tidy((): Record<string, tf.Tensor> => {
     const scores = priorScores(args, plan);
-    const y = tf.reshape(args.sampled.dtype === 'int32' ? args.sampled : tf.cast(args.sampled, 'int32'), [B, 1]) as tf.Tensor2D;
+    const y = tf.reshape(args.sampled.dtype === 'int32' ? args.sampled : tf.cast(args.sampled, 'int32'), [
+      B,
+      1,
+    ]) as tf.Tensor2D;
 
     // Per-row mode coefficients, so one path serves a mixed batch.
     const isMoi = tf.tensor1d(plan.isMoi);
     const beta1 = tf.add(tf.tensor1d(plan.beta), 1);
     const coef = {
       a: (H: tf.Tensor1D) => tf.add(tf.mul(isMoi, tf.div(H, beta1)), tf.tensor1d(plan.isDirect)) as tf.Tensor1D,
-      b: (H: tf.Tensor1D) => tf.add(tf.mul(isMoi, tf.div(tf.sub(beta1, H), beta1)), tf.tensor1d(plan.isStandard)) as tf.Tensor1D,
+      b: (H: tf.Tensor1D) =>
+        tf.add(tf.mul(isMoi, tf.div(tf.sub(beta1, H), beta1)), tf.tensor1d(plan.isStandard)) as tf.Tensor1D,
     };
 
     const anyAll = plan.isAll.some((x) => x);
@@ -284,7 +326,13 @@ export function mixInputs(args: MixInputsArgs, opts: MixInputsOptions = {}): Mix
     }
 
     // Pick per row: the dense result for rows that mix the whole vocabulary.
-    const rowIsAll = anyAll && !allAll ? tf.tensor1d(plan.isAll.map((x) => (x ? 1 : 0)), 'bool') : null;
+    const rowIsAll =
+      anyAll && !allAll
+        ? tf.tensor1d(
+            plan.isAll.map((x) => (x ? 1 : 0)),
+            'bool',
+          )
+        : null;
     const pick = <T extends tf.Tensor>(f: (p: Part) => T): T => {
       if (!sparse) return f(dense!);
       if (!dense) return f(sparse);

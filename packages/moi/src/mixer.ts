@@ -26,7 +26,12 @@ export interface InputMixer {
    * After the step's read: update the row's state from its `MixResult.extra` row (the `extra`
    * columns the loop packed beside its own), and say what to report for this step.
    */
-  observe?(settings: MixSettings, state: MixRowState | undefined, extra: ArrayLike<number>, step: number): MixRowReport | undefined;
+  observe?(
+    settings: MixSettings,
+    state: MixRowState | undefined,
+    extra: ArrayLike<number>,
+    step: number,
+  ): MixRowReport | undefined;
 }
 
 /** Mixture of Inputs (arXiv 2505.14827), with per-row mode 'standard' | 'moi' | 'direct'. */
@@ -57,7 +62,8 @@ function rowsOf<T extends tf.Tensor>(t: T, idx: number[], B: number): T {
 export const defaultMixer: InputMixer = {
   name: 'default',
   startRow: (settings, init) => (settings.mode === 'soft' ? startSoftRow(settings, init) : undefined),
-  observe: (settings, state, extra, step) => (settings.mode === 'soft' ? softObserve(settings, state, extra, step) : undefined),
+  observe: (settings, state, extra, step) =>
+    settings.mode === 'soft' ? softObserve(settings, state, extra, step) : undefined,
   mix(args) {
     const B = args.settings.length;
     const soft: number[] = [];
@@ -81,7 +87,9 @@ export const defaultMixer: InputMixer = {
       // rows in order soft ++ other; put back with the inverse permutation
       const order = [...soft, ...other];
       const inverse = new Int32Array(B);
-      order.forEach((r, k) => { inverse[r] = k; });
+      order.forEach((r, k) => {
+        inverse[r] = k;
+      });
       const inv = tf.tensor1d(inverse, 'int32');
       const back = <T extends tf.Tensor>(a: tf.Tensor, b: tf.Tensor): T => tf.gather(tf.concat([a, b], 0), inv) as T;
       return {

@@ -25,7 +25,11 @@ export interface RowMixContext {
  * generation_config defaults): in soft mode its filters are the soft phase's, unless
  * `mix.soft` names them itself.
  */
-export function planRowMix(mix: MixOptions | undefined, sampling: Partial<SoftFilters> | undefined, ctx: RowMixContext = {}): RowMixPlan {
+export function planRowMix(
+  mix: MixOptions | undefined,
+  sampling: Partial<SoftFilters> | undefined,
+  ctx: RowMixContext = {},
+): RowMixPlan {
   let opts = mix ?? {};
   const explicitSoft = opts.mode !== undefined && opts.mode.trim().toLowerCase() === 'soft';
   if (explicitSoft) {
@@ -33,7 +37,10 @@ export function planRowMix(mix: MixOptions | undefined, sampling: Partial<SoftFi
     opts = {
       ...opts,
       soft: {
-        temperature: s.temperature, topK: s.topK, topP: s.topP, minP: s.minP,
+        temperature: s.temperature,
+        topK: s.topK,
+        topP: s.topP,
+        minP: s.minP,
         ...Object.fromEntries(Object.entries(opts.soft ?? {}).filter(([, v]) => v !== undefined)),
       },
     };

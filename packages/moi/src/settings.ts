@@ -5,7 +5,14 @@
  * the environment. Bad values are refused with a UsageError (code E_MOI), never clamped.
  */
 import { describeRange, formatBound, UsageError, type NumericRange } from '@moi/core';
-import { anySoftOption, checkSoftSettings, givenSoftOptions, resolveSoftSettings, type SoftOptions, type SoftSettings } from './soft-settings.ts';
+import {
+  anySoftOption,
+  checkSoftSettings,
+  givenSoftOptions,
+  resolveSoftSettings,
+  type SoftOptions,
+  type SoftSettings,
+} from './soft-settings.ts';
 
 /**
  * standard: next input is E[y]. moi: Bayesian mix of prior and y. direct: prior only.
@@ -94,14 +101,30 @@ function parseChoice<T extends string>(value: string, allowed: readonly T[], sou
  * vocabulary size. `where` names the row in error messages.
  */
 export function checkMixSettings(s: MixSettings, vocabSize?: number, where = 'settings'): void {
-  if (!MIX_MODES.includes(s.mode)) throw moiError(`${where}.mode: unknown mode '${String(s.mode)}'; expected one of ${MIX_MODES.join(', ')}`, 'mix.mode');
-  if (!MIX_PRIORS.includes(s.prior)) throw moiError(`${where}.prior: unknown prior '${String(s.prior)}'; expected one of ${MIX_PRIORS.join(', ')}`, 'mix.prior');
-  if (typeof s.beta !== 'number' || !Number.isFinite(s.beta)) throw moiError(`${where}.beta must be a finite number, got '${String(s.beta)}'`, 'mix.beta');
-  if (s.mode === 'moi' && s.beta < 0) throw moiError(`${where}.beta must be >= 0 in moi mode, got ${s.beta}`, 'mix.beta');
-  if (s.mode === 'moi' && s.beta > MAX_BETA) throw moiError(`${where}.beta must be ${describeRange(BETA_RANGE.slice(0, 1))} in moi mode, got ${s.beta}`, 'mix.beta');
+  if (!MIX_MODES.includes(s.mode))
+    throw moiError(
+      `${where}.mode: unknown mode '${String(s.mode)}'; expected one of ${MIX_MODES.join(', ')}`,
+      'mix.mode',
+    );
+  if (!MIX_PRIORS.includes(s.prior))
+    throw moiError(
+      `${where}.prior: unknown prior '${String(s.prior)}'; expected one of ${MIX_PRIORS.join(', ')}`,
+      'mix.prior',
+    );
+  if (typeof s.beta !== 'number' || !Number.isFinite(s.beta))
+    throw moiError(`${where}.beta must be a finite number, got '${String(s.beta)}'`, 'mix.beta');
+  if (s.mode === 'moi' && s.beta < 0)
+    throw moiError(`${where}.beta must be >= 0 in moi mode, got ${s.beta}`, 'mix.beta');
+  if (s.mode === 'moi' && s.beta > MAX_BETA)
+    throw moiError(
+      `${where}.beta must be ${describeRange(BETA_RANGE.slice(0, 1))} in moi mode, got ${s.beta}`,
+      'mix.beta',
+    );
   if (s.topK !== 'all') {
-    if (!Number.isInteger(s.topK) || s.topK < 1) throw moiError(`${where}.topK must be a positive integer or 'all', got '${String(s.topK)}'`, 'mix.topK');
-    if (vocabSize !== undefined && s.topK > vocabSize) throw moiError(`${where}.topK ${s.topK} is larger than the vocabulary (${vocabSize})`, 'mix.topK');
+    if (!Number.isInteger(s.topK) || s.topK < 1)
+      throw moiError(`${where}.topK must be a positive integer or 'all', got '${String(s.topK)}'`, 'mix.topK');
+    if (vocabSize !== undefined && s.topK > vocabSize)
+      throw moiError(`${where}.topK ${s.topK} is larger than the vocabulary (${vocabSize})`, 'mix.topK');
   }
   if (s.mode === 'soft') {
     if (!s.soft) throw moiError(`${where}.soft: mode 'soft' needs its soft settings`, 'mix.mode');
@@ -119,14 +142,23 @@ export function checkMixSettings(s: MixSettings, vocabSize?: number, where = 'se
  * - topK: 20 by default ('all' for a vocabulary of 20 or fewer); 0 or 'all' = the whole
  *   vocabulary; larger than `vocabSize` is refused. prior: 'raw' by default.
  */
-export function resolveMixSettings(opts: MixOptions = {}, env: NodeJS.ProcessEnv = process.env, vocabSize?: number): MixSettings {
+export function resolveMixSettings(
+  opts: MixOptions = {},
+  env: NodeJS.ProcessEnv = process.env,
+  vocabSize?: number,
+): MixSettings {
   const rawEnv = env[BETA_ENV];
-  const envBeta = rawEnv === undefined || rawEnv.trim() === '' ? undefined : parseBeta(rawEnv, `${BETA_ENV} (environment)`);
+  const envBeta =
+    rawEnv === undefined || rawEnv.trim() === '' ? undefined : parseBeta(rawEnv, `${BETA_ENV} (environment)`);
   const optBeta = opts.beta === undefined ? undefined : parseBeta(opts.beta, 'option beta', 'mix.beta');
 
   // The β that speaks for the mode, and where it came from.
-  const pick = optBeta !== undefined ? { beta: optBeta, source: 'option beta', env: false, field: 'mix.beta' }
-    : envBeta !== undefined ? { beta: envBeta, source: `${BETA_ENV} (environment)`, env: true, field: undefined } : undefined;
+  const pick =
+    optBeta !== undefined
+      ? { beta: optBeta, source: 'option beta', env: false, field: 'mix.beta' }
+      : envBeta !== undefined
+        ? { beta: envBeta, source: `${BETA_ENV} (environment)`, env: true, field: undefined }
+        : undefined;
 
   let mode: MixMode;
   if (opts.mode !== undefined) mode = parseChoice(opts.mode, MIX_MODES, 'mode', 'mix.mode');
@@ -139,8 +171,11 @@ export function resolveMixSettings(opts: MixOptions = {}, env: NodeJS.ProcessEnv
   // explicit negative β for moi is an error.
   const envSentinel = pick?.env === true && pick.beta <= DIRECT_SENTINEL;
   if (mode === 'moi' && pick && pick.beta < 0 && !envSentinel) {
-    throw moiError(`${pick.source} must be >= 0 in moi mode, got ${pick.beta}` +
-      (pick.beta <= DIRECT_SENTINEL ? ` (values <= ${DIRECT_SENTINEL} select mode 'direct')` : ''), pick.field);
+    throw moiError(
+      `${pick.source} must be >= 0 in moi mode, got ${pick.beta}` +
+        (pick.beta <= DIRECT_SENTINEL ? ` (values <= ${DIRECT_SENTINEL} select mode 'direct')` : ''),
+      pick.field,
+    );
   }
   if (mode === 'moi' && pick && pick.beta > MAX_BETA) {
     throw moiError(`${pick.source} must be in [0, ${formatBound(MAX_BETA)}] in moi mode, got ${pick.beta}`, pick.field);
@@ -148,8 +183,12 @@ export function resolveMixSettings(opts: MixOptions = {}, env: NodeJS.ProcessEnv
 
   // The default K never exceeds a (tiny) vocabulary: there it means the whole of it.
   const defaultK = mode === 'soft' ? DEFAULT_SOFT_TOP_K : DEFAULT_TOP_K;
-  const topK = opts.topK !== undefined ? parseTopK(opts.topK, 'option topK')
-    : vocabSize !== undefined && vocabSize <= defaultK ? 'all' : defaultK;
+  const topK =
+    opts.topK !== undefined
+      ? parseTopK(opts.topK, 'option topK')
+      : vocabSize !== undefined && vocabSize <= defaultK
+        ? 'all'
+        : defaultK;
   if (topK !== 'all' && vocabSize !== undefined && topK > vocabSize) {
     throw moiError(`option topK ${topK} is larger than the vocabulary (${vocabSize})`, 'mix.topK');
   }

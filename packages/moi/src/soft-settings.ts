@@ -56,8 +56,18 @@ export interface SoftOptions {
   dirichletAlpha?: number;
 }
 
-export const DEFAULT_THINKING: Readonly<SoftFilters> = Object.freeze({ temperature: 0.6, topK: 30, topP: 0.95, minP: 0.001 });
-export const DEFAULT_AFTER_THINKING: Readonly<SoftFilters> = Object.freeze({ temperature: 0.6, topK: 30, topP: 0.95, minP: 0 });
+export const DEFAULT_THINKING: Readonly<SoftFilters> = Object.freeze({
+  temperature: 0.6,
+  topK: 30,
+  topP: 0.95,
+  minP: 0.001,
+});
+export const DEFAULT_AFTER_THINKING: Readonly<SoftFilters> = Object.freeze({
+  temperature: 0.6,
+  topK: 30,
+  topP: 0.95,
+  minP: 0,
+});
 export const DEFAULT_THINK_END = '</think>';
 /** the paper's recommended cold stop, when it is turned on */
 export const RECOMMENDED_COLD_STOP = Object.freeze({ entropy: 0.01, steps: 256 });
@@ -97,8 +107,9 @@ function softError(message: string, field?: string): UsageError {
 /** True when some option is given (an empty afterThinking counts as not given). */
 export function anySoftOption(o: SoftOptions | undefined): boolean {
   if (!o) return false;
-  return Object.entries(o).some(([k, v]) => v !== undefined &&
-    (k !== 'afterThinking' || Object.values(v as object).some((x) => x !== undefined)));
+  return Object.entries(o).some(
+    ([k, v]) => v !== undefined && (k !== 'afterThinking' || Object.values(v as object).some((x) => x !== undefined)),
+  );
 }
 
 /** The names of the options given, for error messages. */
@@ -122,7 +133,10 @@ export function givenSoftOptions(o: SoftOptions | undefined): string[] {
 function checkFilters(f: SoftFilters, where: string, path: string): void {
   const check = (name: keyof SoftFilters, range: NumericRange, integer = false, extra = '') => {
     if (!inRange(f[name], range, integer)) {
-      throw softError(`${where}.${name} must be ${describeRange(range, integer)}${extra}, got ${String(f[name])}`, `${path}.${name}`);
+      throw softError(
+        `${where}.${name} must be ${describeRange(range, integer)}${extra}, got ${String(f[name])}`,
+        `${path}.${name}`,
+      );
     }
   };
   check('temperature', SAMPLING_RANGES.temperature, false, ' (0 = argmax)');
@@ -135,29 +149,48 @@ function checkFilters(f: SoftFilters, where: string, path: string): void {
 export function checkSoftSettings(s: SoftSettings, vocabSize?: number, where = 'soft'): void {
   checkFilters(s.thinking, `${where}.thinking`, 'sampling');
   checkFilters(s.afterThinking, `${where}.afterThinking`, 'mix.soft.afterThinking');
-  if (typeof s.thinkEnd !== 'string' || s.thinkEnd === '') throw softError(`${where}.thinkEnd must be a non-empty string`, 'mix.soft.thinkEnd');
+  if (typeof s.thinkEnd !== 'string' || s.thinkEnd === '')
+    throw softError(`${where}.thinkEnd must be a non-empty string`, 'mix.soft.thinkEnd');
   if (s.thinkEndId !== null) {
     const top = vocabSize ?? INT32_MAX + 1;
     if (!Number.isInteger(s.thinkEndId) || s.thinkEndId < 0 || s.thinkEndId >= top) {
-      throw softError(`${where}.thinkEndId must be a token id in [0, ${top}), got ${String(s.thinkEndId)}`, 'mix.soft.thinkEndId');
+      throw softError(
+        `${where}.thinkEndId must be a token id in [0, ${top}), got ${String(s.thinkEndId)}`,
+        'mix.soft.thinkEndId',
+      );
     }
   }
-  const check = (name: 'coldStopEntropy' | 'coldStopSteps' | 'gumbelTau' | 'dirichletAlpha', range: NumericRange, integer = false, extra = '') => {
+  const check = (
+    name: 'coldStopEntropy' | 'coldStopSteps' | 'gumbelTau' | 'dirichletAlpha',
+    range: NumericRange,
+    integer = false,
+    extra = '',
+  ) => {
     if (!inRange(s[name], range, integer)) {
-      throw softError(`${where}.${name} must be ${describeRange(range, integer)}${extra}, got ${String(s[name])}`, `mix.soft.${name}`);
+      throw softError(
+        `${where}.${name} must be ${describeRange(range, integer)}${extra}, got ${String(s[name])}`,
+        `mix.soft.${name}`,
+      );
     }
   };
   check('coldStopEntropy', COLD_STOP_ENTROPY_RANGE, false, ' (0 = off)');
   check('coldStopSteps', COLD_STOP_STEPS_RANGE, true);
-  if (!SOFT_NOISES.includes(s.noise)) throw softError(`${where}.noise: unknown noise '${String(s.noise)}'; expected one of ${SOFT_NOISES.join(', ')}`, 'mix.soft.noise');
+  if (!SOFT_NOISES.includes(s.noise))
+    throw softError(
+      `${where}.noise: unknown noise '${String(s.noise)}'; expected one of ${SOFT_NOISES.join(', ')}`,
+      'mix.soft.noise',
+    );
   check('gumbelTau', GUMBEL_TAU_RANGE);
   check('dirichletAlpha', DIRICHLET_ALPHA_RANGE);
   if (s.noise === 'dirichlet') {
     // a top-k past the vocabulary keeps all of it (soft.ts), as off does
     const slots = s.thinking.topK > 0 ? Math.min(s.thinking.topK, vocabSize ?? Infinity) : vocabSize;
     if (slots === undefined || slots > MAX_DIRICHLET_SLOTS) {
-      throw softError(`dirichlet noise needs a soft-phase top-k of at most ${MAX_DIRICHLET_SLOTS} ` +
-        `(got ${s.thinking.topK > 0 ? s.thinking.topK : `off over a vocabulary of ${vocabSize ?? 'unknown size'}`}): its Gamma draws are made per candidate`, 'sampling.topK');
+      throw softError(
+        `dirichlet noise needs a soft-phase top-k of at most ${MAX_DIRICHLET_SLOTS} ` +
+          `(got ${s.thinking.topK > 0 ? s.thinking.topK : `off over a vocabulary of ${vocabSize ?? 'unknown size'}`}): its Gamma draws are made per candidate`,
+        'sampling.topK',
+      );
     }
   }
 }
@@ -209,12 +242,16 @@ export interface ThinkEndTokenizer {
 export function resolveThinkEnd(s: SoftSettings, tokenizer: ThinkEndTokenizer | null | undefined): number {
   if (s.thinkEndId !== null) return s.thinkEndId;
   const hint = `pass the think-end token id (--think-end-id N / think_end as an id)`;
-  if (!tokenizer) throw softError(`no tokenizer to find the think-end token '${s.thinkEnd}': ${hint}`, 'mix.soft.thinkEnd');
+  if (!tokenizer)
+    throw softError(`no tokenizer to find the think-end token '${s.thinkEnd}': ${hint}`, 'mix.soft.thinkEnd');
   const ids = tokenizer.encode(s.thinkEnd, { addSpecialTokens: false });
   const last = ids[ids.length - 1];
   if (last === undefined || tokenizer.decode([last], { skipSpecialTokens: false }).trim() !== s.thinkEnd.trim()) {
-    throw softError(`the tokenizer has no token for the think-end text '${s.thinkEnd}' ` +
-      `(it encodes as ${ids.length} token${ids.length === 1 ? '' : 's'}: [${ids.join(', ')}]); ${hint}`, 'mix.soft.thinkEnd');
+    throw softError(
+      `the tokenizer has no token for the think-end text '${s.thinkEnd}' ` +
+        `(it encodes as ${ids.length} token${ids.length === 1 ? '' : 's'}: [${ids.join(', ')}]); ${hint}`,
+      'mix.soft.thinkEnd',
+    );
   }
   return last;
 }

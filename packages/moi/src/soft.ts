@@ -53,8 +53,16 @@ function softError(message: string): UsageError {
 
 export function startSoftRow(settings: MixSettings, init: MixRowInit): SoftRowState {
   const soft = settings.soft;
-  if (settings.mode !== 'soft' || !soft) throw softError(`startSoftRow needs mode 'soft' settings, got mode '${settings.mode}'`);
-  return { kind: 'soft', phase: 'thinking', lowCount: 0, rng: soft.noise === 'none' ? null : init.makeRng(), endedAt: null, endReason: null };
+  if (settings.mode !== 'soft' || !soft)
+    throw softError(`startSoftRow needs mode 'soft' settings, got mode '${settings.mode}'`);
+  return {
+    kind: 'soft',
+    phase: 'thinking',
+    lowCount: 0,
+    rng: soft.noise === 'none' ? null : init.makeRng(),
+    endedAt: null,
+    endReason: null,
+  };
 }
 
 function isSoftState(s: MixRowState | undefined): s is SoftRowState {
@@ -67,7 +75,12 @@ export function inSoftPhase(state: MixRowState | undefined): boolean {
 }
 
 /** After the step's read: advance the cold-stop count and the phase from the row's extra values. */
-export function softObserve(settings: MixSettings, state: MixRowState | undefined, extra: ArrayLike<number>, step: number): MixRowReport | undefined {
+export function softObserve(
+  settings: MixSettings,
+  state: MixRowState | undefined,
+  extra: ArrayLike<number>,
+  step: number,
+): MixRowReport | undefined {
   if (!isSoftState(state)) return undefined;
   if (state.phase === 'answer') return { soft: { phase: 'answer', entropy: null, thinkEnd: null } };
   const [S, low, reason] = [extra[0], extra[1], extra[2]];
@@ -125,17 +138,20 @@ function planRows(args: MixInputsArgs): { rows: RowPlan[]; src: EmbedSource } {
   const { logits, sampled, settings } = args;
   if (logits.rank !== 2) throw softError(`logits must be [B, V], got shape [${logits.shape}]`);
   const [B, V] = logits.shape;
-  if (sampled.rank !== 1 || sampled.shape[0] !== B) throw softError(`sampled must be [${B}], got shape [${sampled.shape}]`);
+  if (sampled.rank !== 1 || sampled.shape[0] !== B)
+    throw softError(`sampled must be [${B}], got shape [${sampled.shape}]`);
   const src = embedSourceOf(args, V, 'softMix');
   if (settings.length !== B) throw softError(`settings must have one entry per row (${B}), got ${settings.length}`);
-  if (!args.rowStates || args.rowStates.length !== B) throw softError(`rowStates must have one entry per row (${B}) (made by startRow)`);
+  if (!args.rowStates || args.rowStates.length !== B)
+    throw softError(`rowStates must have one entry per row (${B}) (made by startRow)`);
   const rows = settings.map((s, r): RowPlan => {
     const soft: SoftSettings | undefined = s.soft;
     if (s.mode !== 'soft' || !soft) throw softError(`settings[${r}]: mode '${s.mode}' is not 'soft'`);
     const state = args.rowStates![r];
     if (!isSoftState(state)) throw softError(`rowStates[${r}] is not a Soft Thinking row state`);
     if (soft.thinkEndId === null) throw softError(`settings[${r}]: the think-end id is not resolved (resolveThinkEnd)`);
-    if (soft.thinkEndId >= V) throw softError(`settings[${r}]: think-end id ${soft.thinkEndId} is outside the vocabulary (${V})`);
+    if (soft.thinkEndId >= V)
+      throw softError(`settings[${r}]: think-end id ${soft.thinkEndId} is outside the vocabulary (${V})`);
     const f = soft.thinking;
     const greedy = f.temperature === 0;
     const topK = greedy ? 1 : f.topK > 0 && f.topK < V ? f.topK : 0;
@@ -212,7 +228,11 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
   const thinkingRows = plan.filter((p) => p.thinking);
   const anyThinking = thinkingRows.length > 0;
   // Sorted slots: enough for every thinking row's top-k (all of V when a row has top-k off).
-  const M = !anyThinking ? 0 : thinkingRows.some((p) => p.topK === 0) ? V : Math.max(...thinkingRows.map((p) => p.topK));
+  const M = !anyThinking
+    ? 0
+    : thinkingRows.some((p) => p.topK === 0)
+      ? V
+      : Math.max(...thinkingRows.map((p) => p.topK));
   const Kc = !anyThinking ? 0 : Math.min(M, Math.max(...thinkingRows.map((p) => p.maxTopk)));
   const anyDirichlet = thinkingRows.some((p) => p.dirichlet);
   const anyGumbel = thinkingRows.some((p) => p.gumbel);
@@ -242,7 +262,10 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
   return tf.tidy(() => {
     const logits = args.logits.dtype === 'float32' ? args.logits : tf.cast(args.logits, 'float32');
     const y = args.sampled.dtype === 'int32' ? args.sampled : tf.cast(args.sampled, 'int32');
-    const thinking = tf.cast(col(plan, (p) => (p.thinking ? 1 : 0)), 'bool'); // [B, 1]
+    const thinking = tf.cast(
+      col(plan, (p) => (p.thinking ? 1 : 0)),
+      'bool',
+    ); // [B, 1]
     const thinkEnd = col(plan, (p) => p.thinkEnd, 'int32'); // [B, 1]
     const Hd = embedWidth(src);
 
@@ -250,15 +273,25 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
       // After thinking: the sampler's token, one-hot.
       const embeds = embedRowsOf(src, y);
       const out: Record<string, tf.Tensor> = {
-        embeds, entropy: tf.fill([B], NaN), weightOnSampled: tf.ones([B]), numCandidates: tf.ones([B], 'int32'),
-        tokens: tf.clone(y), extra: tf.zeros([B, SOFT_EXTRA_COLUMNS]),
+        embeds,
+        entropy: tf.fill([B], NaN),
+        weightOnSampled: tf.ones([B]),
+        numCandidates: tf.ones([B], 'int32'),
+        tokens: tf.clone(y),
+        extra: tf.zeros([B, SOFT_EXTRA_COLUMNS]),
       };
-      if (opts.returnWeights) { out.candidateIds = tf.reshape(y, [B, 1]); out.weights = tf.ones([B, 1]); }
+      if (opts.returnWeights) {
+        out.candidateIds = tf.reshape(y, [B, 1]);
+        out.weights = tf.ones([B, 1]);
+      }
       return out;
     }
 
     // 1–2. The full distribution at temperature, and its entropy S (nats).
-    const x = tf.div(logits, col(plan, (p) => p.temperature)); // [B, V]
+    const x = tf.div(
+      logits,
+      col(plan, (p) => p.temperature),
+    ); // [B, V]
     const logp = tf.logSoftmax(x);
     const p = tf.exp(logp);
     // the reference's own clamp; 1e-12 is a normal float32, so a GPU keeps it (a p flushed to 0
@@ -279,7 +312,10 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
     // p_i / max p (the max survives every filter); an underflowed ratio (0 on a GPU) is below any
     // min-p a person sets (a min-p itself below 2^-126 would read as 0 there: it keeps everything)
     const ratio = tf.exp(tf.sub(values, tf.slice(values, [0, 0], [B, 1])));
-    const keepMin = tf.greaterEqual(ratio, col(plan, (p) => p.minP * (1 - MIN_P_SLACK)));
+    const keepMin = tf.greaterEqual(
+      ratio,
+      col(plan, (p) => p.minP * (1 - MIN_P_SLACK)),
+    );
     const kept = tf.logicalAnd(tf.logicalAnd(keepK, keepP), keepMin);
     let score = tf.where(kept, values, neg) as tf.Tensor2D; // log-weights up to a per-row constant
 
@@ -290,7 +326,10 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
       const a = tf.mul(q3, alpha);
       const valid = tf.logicalAnd(kept, tf.greater(a, 0));
       const lg = logGamma(a as tf.Tensor2D, valid as tf.Tensor2D, tf.tensor3d(dirU!, [B, M, GAMMA_UNIFORMS]));
-      const isDir = tf.cast(col(plan, (p) => (p.dirichlet && p.thinking ? 1 : 0)), 'bool');
+      const isDir = tf.cast(
+        col(plan, (p) => (p.dirichlet && p.thinking ? 1 : 0)),
+        'bool',
+      );
       score = tf.where(isDir, lg, score) as tf.Tensor2D;
     }
 
@@ -300,14 +339,25 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
     if (anyDirichlet) {
       const top = tf.topk(score, Kc);
       candScore = top.values as tf.Tensor2D;
-      candIds = tf.reshape(tf.gather(tf.reshape(indices, [-1]),
-        tf.reshape(tf.add(top.indices, tf.reshape(tf.range(0, B * M, M, 'int32'), [B, 1])), [-1])), [B, Kc]) as tf.Tensor2D;
+      candIds = tf.reshape(
+        tf.gather(
+          tf.reshape(indices, [-1]),
+          tf.reshape(tf.add(top.indices, tf.reshape(tf.range(0, B * M, M, 'int32'), [B, 1])), [-1]),
+        ),
+        [B, Kc],
+      ) as tf.Tensor2D;
     } else {
       candScore = tf.slice(score, [0, 0], [B, Kc]);
       candIds = tf.slice(indices, [0, 0], [B, Kc]) as tf.Tensor2D;
     }
     const cRank = tf.reshape(tf.range(0, Kc, 1, 'float32'), [1, Kc]);
-    const cValid = tf.logicalAnd(tf.less(cRank, col(plan, (p) => p.maxTopk)), tf.greater(candScore, -Infinity));
+    const cValid = tf.logicalAnd(
+      tf.less(
+        cRank,
+        col(plan, (p) => p.maxTopk),
+      ),
+      tf.greater(candScore, -Infinity),
+    );
     const negK = tf.fill([B, Kc], -Infinity);
     // ln w (−Infinity off the candidates): in log space, so a tiny weight cannot underflow into
     // a log or a division; exp(ln w) below 2^-126 is 0 on a GPU, a weight that adds nothing anyway
@@ -317,8 +367,24 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
     // Gumbel-softmax noise over the candidates.
     if (anyGumbel) {
       const G = tf.tensor2d(gumbel!, [B, Kc]);
-      const noisy = tf.softmax(tf.where(cValid, tf.div(tf.add(logw, G), col(plan, (p) => p.tau)), negK));
-      w = tf.where(tf.cast(col(plan, (p) => (p.gumbel && p.thinking ? 1 : 0)), 'bool'), noisy, w);
+      const noisy = tf.softmax(
+        tf.where(
+          cValid,
+          tf.div(
+            tf.add(logw, G),
+            col(plan, (p) => p.tau),
+          ),
+          negK,
+        ),
+      );
+      w = tf.where(
+        tf.cast(
+          col(plan, (p) => (p.gumbel && p.thinking ? 1 : 0)),
+          'bool',
+        ),
+        noisy,
+        w,
+      );
     }
 
     // 5. The recorded token: the candidate of largest weight.
@@ -328,8 +394,26 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
     const wBest = tf.gather(tf.reshape(w, [-1]), flatBest);
 
     // 7. Cold stop, 8. think-end.
-    const low = tf.logicalAnd(tf.greater(col(plan, (p) => p.coldStop), 0), tf.less(tf.reshape(S, [B, 1]), col(plan, (p) => p.coldStop)));
-    const fire = tf.logicalAnd(low, tf.greaterEqual(tf.add(col(plan, (p) => p.lowCount), 1), col(plan, (p) => p.coldSteps)));
+    const low = tf.logicalAnd(
+      tf.greater(
+        col(plan, (p) => p.coldStop),
+        0,
+      ),
+      tf.less(
+        tf.reshape(S, [B, 1]),
+        col(plan, (p) => p.coldStop),
+      ),
+    );
+    const fire = tf.logicalAnd(
+      low,
+      tf.greaterEqual(
+        tf.add(
+          col(plan, (p) => p.lowCount),
+          1,
+        ),
+        col(plan, (p) => p.coldSteps),
+      ),
+    );
     const softToken = tf.where(fire, thinkEnd, tf.reshape(recorded, [B, 1])); // [B, 1]
     const ended = tf.logicalAnd(thinking, tf.equal(softToken, thinkEnd));
     const tokens = tf.reshape(tf.where(thinking, softToken, tf.reshape(y, [B, 1])), [B]) as tf.Tensor1D;
@@ -352,7 +436,10 @@ export function softMix(args: MixInputsArgs, opts: { returnWeights?: boolean } =
       tokens: tf.cast(tokens, 'int32'),
       extra: tf.concat([tf.reshape(S, [B, 1]), tf.cast(low, 'float32'), reason], 1),
     };
-    if (opts.returnWeights) { out.candidateIds = slotIds; out.weights = slotW; }
+    if (opts.returnWeights) {
+      out.candidateIds = slotIds;
+      out.weights = slotW;
+    }
     if (!args.withSlots) return out;
     // the slots with their prior p (at the soft temperature), for traces
     const prior = tf.gather(tf.reshape(p, [-1]), tf.add(slotIds, tf.reshape(tf.range(0, B * V, V, 'int32'), [B, 1])));

@@ -10,7 +10,9 @@ function maxDiff(a: tf.Tensor, b: tf.Tensor): number {
 }
 
 describe('lean mixing path', () => {
-  before(async () => { await initBackend({ backend: 'wasm' }); });
+  before(async () => {
+    await initBackend({ backend: 'wasm' });
+  });
 
   it('equals the general path on random batches, rows or columns layout, y inside and outside the top-K', () => {
     const V = 300;
@@ -26,7 +28,8 @@ describe('lean mixing path', () => {
       const sampled = tf.tensor1d(ids, 'int32');
       const modes = ['moi', 'direct', 'standard'];
       const settings: MixSettings[] = Array.from({ length: B }, (_, r) =>
-        resolveMixSettings({ mode: modes[(r + trial) % 3], beta: 0.5 + trial, topK: 7 }));
+        resolveMixSettings({ mode: modes[(r + trial) % 3], beta: 0.5 + trial, topK: 7 }),
+      );
       const general = mixInputs({ logits, sampled, embedTable: E, settings }, { general: true });
       for (const table of [{ embedTable: E }, { embedColumns: EC }]) {
         const lean = mixInputs({ logits, sampled, ...table, settings });
@@ -48,7 +51,10 @@ describe('lean mixing path', () => {
     const EC = tf.transpose(E) as tf.Tensor2D;
     const logits = tf.randomNormal([2, V], 0, 2, 'float32', 6) as tf.Tensor2D;
     const sampled = tf.tensor1d([3, 9], 'int32');
-    const settings = [resolveMixSettings({ mode: 'direct', topK: 'all' }), resolveMixSettings({ mode: 'moi', topK: 5 })];
+    const settings = [
+      resolveMixSettings({ mode: 'direct', topK: 'all' }),
+      resolveMixSettings({ mode: 'moi', topK: 5 }),
+    ];
     const a = mixInputs({ logits, sampled, embedTable: E, settings });
     const b = mixInputs({ logits, sampled, embedColumns: EC, settings });
     assert.ok(maxDiff(a.embeds, b.embeds) < 1e-5);

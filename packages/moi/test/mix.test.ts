@@ -17,8 +17,12 @@ interface UnitCase {
   mixed_embedding: number[];
 }
 
-const S = (mode: MixSettings['mode'], beta = 1, topK: MixSettings['topK'] = 3, prior: MixSettings['prior'] = 'raw'): MixSettings =>
-  ({ mode, beta, topK, prior });
+const S = (
+  mode: MixSettings['mode'],
+  beta = 1,
+  topK: MixSettings['topK'] = 3,
+  prior: MixSettings['prior'] = 'raw',
+): MixSettings => ({ mode, beta, topK, prior });
 
 /** Plain float64 transcription of the rule, for cases with no fixture (ties broken by lower id). */
 function refMix(scores: number[], y: number, s: MixSettings): { ids: number[]; w: number[]; H: number } {
@@ -47,7 +51,9 @@ function embedOf(E: number[][], ids: number[], w: number[]): number[] {
 
 function assertClose(actual: number[], expected: number[], tol: number, what: string): void {
   assert.equal(actual.length, expected.length, `${what}: length`);
-  actual.forEach((v, i) => assert.ok(Math.abs(v - expected[i]) <= tol, `${what}[${i}]: ${v} vs ${expected[i]} (tol ${tol})`));
+  actual.forEach((v, i) =>
+    assert.ok(Math.abs(v - expected[i]) <= tol, `${what}[${i}]: ${v} vs ${expected[i]} (tol ${tol})`),
+  );
 }
 
 /** Candidate id → weight of one row of a debug result. */
@@ -56,7 +62,9 @@ function candidates(r: MixDebugResult, row: number): Map<number, number> {
   const w = (r.weights.arraySync() as number[][])[row];
   const mask = (r.candidateMask.arraySync() as number[][])[row];
   const out = new Map<number, number>();
-  ids.forEach((id, k) => { if (mask[k]) out.set(id, (out.get(id) ?? 0) + w[k]); });
+  ids.forEach((id, k) => {
+    if (mask[k]) out.set(id, (out.get(id) ?? 0) + w[k]);
+  });
   return out;
 }
 
@@ -65,11 +73,25 @@ function disposeResult(r: object): void {
 }
 
 /** One row's reference mixing checked against a debug result row. */
-function checkRow(r: MixDebugResult, row: number, E: number[][], scores: number[], y: number, s: MixSettings, tol = 1e-6): void {
+function checkRow(
+  r: MixDebugResult,
+  row: number,
+  E: number[][],
+  scores: number[],
+  y: number,
+  s: MixSettings,
+  tol = 1e-6,
+): void {
   const ref = refMix(scores, y, s);
   const got = candidates(r, row);
-  assert.deepEqual([...got.keys()].sort((a, b) => a - b), [...ref.ids].sort((a, b) => a - b), `row ${row} candidate ids`);
-  ref.ids.forEach((id, k) => assert.ok(Math.abs(got.get(id)! - ref.w[k]) <= tol, `row ${row} weight of ${id}: ${got.get(id)} vs ${ref.w[k]}`));
+  assert.deepEqual(
+    [...got.keys()].sort((a, b) => a - b),
+    [...ref.ids].sort((a, b) => a - b),
+    `row ${row} candidate ids`,
+  );
+  ref.ids.forEach((id, k) =>
+    assert.ok(Math.abs(got.get(id)! - ref.w[k]) <= tol, `row ${row} weight of ${id}: ${got.get(id)} vs ${ref.w[k]}`),
+  );
   assert.ok(Math.abs((r.entropy.arraySync() as number[])[row] - ref.H) <= tol, `row ${row} entropy`);
   assert.equal((r.numCandidates.arraySync() as number[])[row], ref.ids.length, `row ${row} numCandidates`);
   const wy = ref.w[ref.ids.indexOf(y)];
@@ -95,7 +117,10 @@ for (const backend of ['wasm', 'cpu'] as const) {
       const sampled = tf.tensor1d(ys, 'int32');
       const proc = processed ? tf.tensor2d(processed) : undefined;
       try {
-        return mixInputs({ logits, processedLogits: proc, sampled, embedTable: table6, settings }, { returnWeights: true });
+        return mixInputs(
+          { logits, processedLogits: proc, sampled, embedTable: table6, settings },
+          { returnWeights: true },
+        );
       } finally {
         tf.dispose([logits, sampled, ...(proc ? [proc] : [])]);
       }
@@ -119,7 +144,12 @@ for (const backend of ['wasm', 'cpu'] as const) {
       const p = [4 / 7, 2 / 7, 1 / 7];
       const H = -p.reduce((a, v) => a + v * Math.log(v), 0) / Math.log(3);
       const got = candidates(r, 0);
-      assertClose([got.get(0)!, got.get(1)!, got.get(2)!], [(H * p[0] + 2 - H) / 2, H * p[1] / 2, H * p[2] / 2], 1e-6, 'weights');
+      assertClose(
+        [got.get(0)!, got.get(1)!, got.get(2)!],
+        [(H * p[0] + 2 - H) / 2, (H * p[1]) / 2, (H * p[2]) / 2],
+        1e-6,
+        'weights',
+      );
       assertClose(r.entropy.arraySync() as number[], [H], 1e-6, 'entropy');
       disposeResult(r);
     });
@@ -186,7 +216,12 @@ for (const backend of ['wasm', 'cpu'] as const) {
       const raw = [3, 2, 1, 0, -1, -2];
       // temperature 0.5 then top-2 filtering
       const proc = [6, 4, -Infinity, -Infinity, -Infinity, -Infinity];
-      const r = run([raw, raw, raw], [1, 3, 0], [S('moi', 1, 3, 'processed'), S('moi', 1, 3, 'processed'), S('moi', 1, 'all', 'processed')], [proc, proc, proc]);
+      const r = run(
+        [raw, raw, raw],
+        [1, 3, 0],
+        [S('moi', 1, 3, 'processed'), S('moi', 1, 3, 'processed'), S('moi', 1, 'all', 'processed')],
+        [proc, proc, proc],
+      );
       checkRow(r, 0, E6, proc, 1, S('moi', 1, 3, 'processed'));
       assert.deepEqual([...candidates(r, 0).keys()].sort(), [0, 1]);
       // y = 3 was filtered: still a candidate, with prior 0
@@ -197,7 +232,12 @@ for (const backend of ['wasm', 'cpu'] as const) {
       disposeResult(r);
       // every entry filtered (y too): y is the only candidate, H = 0, h = E[y]
       const none = raw.map(() => -Infinity);
-      const q = run([raw, raw], [2, 2], [S('moi', 1, 3, 'processed'), S('direct', 1, 'all', 'processed')], [none, none]);
+      const q = run(
+        [raw, raw],
+        [2, 2],
+        [S('moi', 1, 3, 'processed'), S('direct', 1, 'all', 'processed')],
+        [none, none],
+      );
       assert.deepEqual(q.numCandidates.arraySync(), [1, 1]);
       assert.deepEqual(q.entropy.arraySync(), [0, 0]);
       assert.deepEqual(q.weightOnSampled.arraySync(), [1, 1]);
@@ -217,7 +257,14 @@ for (const backend of ['wasm', 'cpu'] as const) {
         [5, -5, 0, 1, 2, -1],
       ];
       const ys = [5, 3, 0, 4, 1, 2];
-      const settings = [S('moi', 1, 3), S('direct', 0, 2), S('standard', 1, 4), S('moi', 2, 'all'), S('moi', 0, 5, 'processed'), S('moi', 1e9, 1)];
+      const settings = [
+        S('moi', 1, 3),
+        S('direct', 0, 2),
+        S('standard', 1, 4),
+        S('moi', 2, 'all'),
+        S('moi', 0, 5, 'processed'),
+        S('moi', 1e9, 1),
+      ];
       const procRows = rows.map((l) => l.map((v, i) => (i % 3 === 2 ? -Infinity : v * 2)));
       const batch = run(rows, ys, settings, procRows);
       const be = batch.embeds.arraySync() as number[][];
@@ -225,7 +272,12 @@ for (const backend of ['wasm', 'cpu'] as const) {
         const single = run([l], [ys[i]], [settings[i]], settings[i].prior === 'processed' ? [procRows[i]] : undefined);
         assertClose(be[i], (single.embeds.arraySync() as number[][])[0], 1e-6, `row ${i} embeds`);
         for (const k of ['entropy', 'weightOnSampled', 'numCandidates'] as const) {
-          assertClose([(batch[k].arraySync() as number[])[i]], single[k].arraySync() as number[], 1e-6, `row ${i} ${k}`);
+          assertClose(
+            [(batch[k].arraySync() as number[])[i]],
+            single[k].arraySync() as number[],
+            1e-6,
+            `row ${i} ${k}`,
+          );
         }
         const a = candidates(batch, i);
         const b = candidates(single, 0);
@@ -243,12 +295,26 @@ for (const backend of ['wasm', 'cpu'] as const) {
       const proto = tf.Tensor.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
       const methods = ['dataSync', 'data', 'arraySync', 'array', 'bufferSync', 'buffer'];
       const orig = new Map(methods.map((m) => [m, proto[m]]));
-      const logits = tf.tensor2d([[3, 2, 1, 0, -1, -2], [0, 1, 2, 3, 4, 5]]);
-      const proc = tf.tensor2d([[3, 2, -Infinity, 0, -1, -2], [0, 1, 2, 3, 4, 5]]);
+      const logits = tf.tensor2d([
+        [3, 2, 1, 0, -1, -2],
+        [0, 1, 2, 3, 4, 5],
+      ]);
+      const proc = tf.tensor2d([
+        [3, 2, -Infinity, 0, -1, -2],
+        [0, 1, 2, 3, 4, 5],
+      ]);
       const sampled = tf.tensor1d([5, 0], 'int32');
-      const batches: MixSettings[][] = [[S('moi'), S('direct', 0, 2)], [S('moi', 1, 'all', 'processed'), S('standard')], [S('moi', 1, 'all'), S('direct', 1, 'all')]];
+      const batches: MixSettings[][] = [
+        [S('moi'), S('direct', 0, 2)],
+        [S('moi', 1, 'all', 'processed'), S('standard')],
+        [S('moi', 1, 'all'), S('direct', 1, 'all')],
+      ];
       const reads: string[] = [];
-      for (const m of methods) proto[m] = function (this: unknown, ...a: unknown[]) { reads.push(m); return orig.get(m)!.apply(this, a); };
+      for (const m of methods)
+        proto[m] = function (this: unknown, ...a: unknown[]) {
+          reads.push(m);
+          return orig.get(m)!.apply(this, a);
+        };
       const before = tf.memory().numTensors;
       try {
         for (let i = 0; i < 100; i++) {
@@ -268,9 +334,11 @@ for (const backend of ['wasm', 'cpu'] as const) {
       const logits = tf.tensor2d([[1, 2, 3, 4, 5, 6]]);
       const sampled = tf.tensor1d([0], 'int32');
       const before = tf.memory().numTensors;
-      const bad = (args: Partial<Parameters<typeof mixInputs>[0]>, re: RegExp) => assert.throws(
-        () => mixInputs({ logits, sampled, embedTable: table6, settings: [S('moi')], ...args }),
-        (e: unknown) => e instanceof UsageError && e.code === 'E_MOI' && re.test(e.message));
+      const bad = (args: Partial<Parameters<typeof mixInputs>[0]>, re: RegExp) =>
+        assert.throws(
+          () => mixInputs({ logits, sampled, embedTable: table6, settings: [S('moi')], ...args }),
+          (e: unknown) => e instanceof UsageError && e.code === 'E_MOI' && re.test(e.message),
+        );
       bad({ settings: [S('moi'), S('moi')] }, /one entry per row/);
       bad({ settings: [S('moi', 1, 7)] }, /topK 7 is larger than the vocabulary \(6\)/);
       bad({ settings: [S('moi', -1)] }, /settings\[0\]\.beta/);
@@ -311,8 +379,17 @@ describe('mixInputs against the reference fixture (llama moi_unit.json)', () => 
       const check = (r: MixDebugResult, row: number, c: UnitCase) => {
         const what = `${c.case} (${c.mode}, beta ${c.beta}, y ${c.sampled})`;
         const got = candidates(r, row);
-        assert.deepEqual([...got.keys()].sort((a, b) => a - b), [...c.ids].sort((a, b) => a - b), `${what}: ids`);
-        c.ids.forEach((id, k) => assert.ok(Math.abs(got.get(id)! - c.weights[k]) <= 1e-6, `${what}: weight of ${id}: ${got.get(id)} vs ${c.weights[k]}`));
+        assert.deepEqual(
+          [...got.keys()].sort((a, b) => a - b),
+          [...c.ids].sort((a, b) => a - b),
+          `${what}: ids`,
+        );
+        c.ids.forEach((id, k) =>
+          assert.ok(
+            Math.abs(got.get(id)! - c.weights[k]) <= 1e-6,
+            `${what}: weight of ${id}: ${got.get(id)} vs ${c.weights[k]}`,
+          ),
+        );
         assert.ok(Math.abs((r.entropy.arraySync() as number[])[row] - c.entropy) <= 1e-6, `${what}: entropy`);
         assert.equal((r.numCandidates.arraySync() as number[])[row], c.ids.length, `${what}: count`);
         const wy = c.weights[c.ids.indexOf(c.sampled)];
@@ -329,7 +406,10 @@ describe('mixInputs against the reference fixture (llama moi_unit.json)', () => 
           tf.dispose([logits, sampled]);
         });
         const logits = tf.tensor2d(cases.map((c) => c.logits));
-        const sampled = tf.tensor1d(cases.map((c) => c.sampled), 'int32');
+        const sampled = tf.tensor1d(
+          cases.map((c) => c.sampled),
+          'int32',
+        );
         const r = mixInputs({ logits, sampled, embedTable: table, settings }, { returnWeights: true });
         cases.forEach((c, i) => check(r, i, c));
         disposeResult(r);

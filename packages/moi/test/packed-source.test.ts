@@ -5,7 +5,15 @@
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { disposePacked, f32ToBf16, initBackend, pack16, packQ8, widenPacked, type PackedWeight } from '@moi/core';
-import { defaultMixer, mixInputs, resolveMixSettings, softMix, startSoftRow, type MixSettings, type SoftRowState } from '../src/index.ts';
+import {
+  defaultMixer,
+  mixInputs,
+  resolveMixSettings,
+  softMix,
+  startSoftRow,
+  type MixSettings,
+  type SoftRowState,
+} from '../src/index.ts';
 
 function relDiff(a: tf.Tensor, b: tf.Tensor): number {
   return tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] / Math.max(1e-30, tf.max(tf.abs(b)).dataSync()[0]));
@@ -44,7 +52,9 @@ describe('mixers over a packed embedding table', () => {
           for (const r of [a, b]) for (const t of Object.values(r)) (t as tf.Tensor).dispose();
         }
       }
-      logits.dispose(); sampled.dispose(); E.dispose();
+      logits.dispose();
+      sampled.dispose();
+      E.dispose();
       disposePacked(packed);
       assert.equal(tf.memory().numTensors, n0 - (packed.scales ? 2 : 1), `${name}: tensors leaked`);
     }
@@ -61,14 +71,28 @@ describe('mixers over a packed embedding table', () => {
       ];
       const rng = { nextUint32: () => 12345 };
       const states = [startSoftRow(settings[0], { makeRng: () => rng }) as SoftRowState, undefined];
-      const a = softMix({ logits: tf.slice(logits, [0, 0], [1, V]) as tf.Tensor2D, sampled: tf.slice(sampled, [0], [1]), embed: { packed }, settings: [settings[0]], rowStates: [states[0]] });
-      const b = softMix({ logits: tf.slice(logits, [0, 0], [1, V]) as tf.Tensor2D, sampled: tf.slice(sampled, [0], [1]), embedTable: E, settings: [settings[0]], rowStates: [states[0]] });
+      const a = softMix({
+        logits: tf.slice(logits, [0, 0], [1, V]) as tf.Tensor2D,
+        sampled: tf.slice(sampled, [0], [1]),
+        embed: { packed },
+        settings: [settings[0]],
+        rowStates: [states[0]],
+      });
+      const b = softMix({
+        logits: tf.slice(logits, [0, 0], [1, V]) as tf.Tensor2D,
+        sampled: tf.slice(sampled, [0], [1]),
+        embedTable: E,
+        settings: [settings[0]],
+        rowStates: [states[0]],
+      });
       assert.ok(relDiff(a.embeds, b.embeds) <= 1e-6, `${name} soft: ${relDiff(a.embeds, b.embeds)}`);
       const c = defaultMixer.mix({ logits, sampled, embed: { packed }, settings, rowStates: states });
       const d = defaultMixer.mix({ logits, sampled, embedTable: E, settings, rowStates: states });
       assert.ok(relDiff(c.embeds, d.embeds) <= 1e-6, `${name} default mixer: ${relDiff(c.embeds, d.embeds)}`);
       tf.dispose([a, b, c, d].flatMap((r) => Object.values(r) as tf.Tensor[]));
-      logits.dispose(); sampled.dispose(); E.dispose();
+      logits.dispose();
+      sampled.dispose();
+      E.dispose();
       disposePacked(packed);
     }
   });
@@ -80,7 +104,12 @@ describe('mixers over a packed embedding table', () => {
     const sampled = tf.zeros([1], 'int32') as tf.Tensor1D;
     const settings = [resolveMixSettings({ mode: 'moi', beta: 1, topK: 5 })];
     assert.throws(() => mixInputs({ logits, sampled, embed: { packed }, embedTable: E, settings }), /exactly one of/);
-    assert.throws(() => mixInputs({ logits, sampled, embed: { packed }, settings }), (e: any) => e.code === 'E_MOI' && /the packed embedding table holds 10 rows, fewer than the logits' V = 300/.test(e.message));
+    assert.throws(
+      () => mixInputs({ logits, sampled, embed: { packed }, settings }),
+      (e: any) =>
+        e.code === 'E_MOI' &&
+        /the packed embedding table holds 10 rows, fewer than the logits' V = 300/.test(e.message),
+    );
     tf.dispose([E, logits, sampled]);
     disposePacked(packed);
   });

@@ -9,8 +9,15 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, SAMPLING_RANGES, UsageError } from '@moi/core';
 import {
-  DIRICHLET_ALPHA_RANGE, GUMBEL_TAU_RANGE, MAX_BETA, mixInputs, resolveMixSettings, softMix, startSoftRow,
-  type MixSettings, type NoiseRng,
+  DIRICHLET_ALPHA_RANGE,
+  GUMBEL_TAU_RANGE,
+  MAX_BETA,
+  mixInputs,
+  resolveMixSettings,
+  softMix,
+  startSoftRow,
+  type MixSettings,
+  type NoiseRng,
 } from '../src/index.ts';
 
 const V = 64;
@@ -33,7 +40,9 @@ function testRng(seed: number): NoiseRng {
 /** Logits spread over ±scale, with one clear maximum and ties. */
 function logitsRow(scale: number, seed: number): number[] {
   const rng = testRng(seed);
-  return Array.from({ length: V }, (_, i) => (i === seed % V ? scale : (rng.nextUint32() / 2 ** 32) * 2 * scale - scale));
+  return Array.from({ length: V }, (_, i) =>
+    i === seed % V ? scale : (rng.nextUint32() / 2 ** 32) * 2 * scale - scale,
+  );
 }
 
 function allFinite(values: ArrayLike<number>, what: string): void {
@@ -54,29 +63,62 @@ describe('mixers at the ends of the settings ranges (float32)', function () {
 
   for (const scale of [30, 1e4]) {
     for (const temperature of [tMin, tMax]) {
-      for (const [noise, values] of [['gumbel', [tau.min, tau.max]], ['dirichlet', [alpha.min, alpha.max]]] as const) {
+      for (const [noise, values] of [
+        ['gumbel', [tau.min, tau.max]],
+        ['dirichlet', [alpha.min, alpha.max]],
+      ] as const) {
         for (const value of values) {
           for (const topK of [0, 30]) {
             it(`soft: logits ±${scale}, temperature ${temperature}, ${noise} ${value}, top-k ${topK || 'off'}`, () => {
-              const settings: MixSettings = resolveMixSettings({
-                mode: 'soft', topK: 'all',
-                soft: { thinkEndId: 1, temperature, topK, topP: 1, minP: 0, noise, ...(noise === 'gumbel' ? { gumbelTau: value } : { dirichletAlpha: value }) },
-              }, {}, V);
+              const settings: MixSettings = resolveMixSettings(
+                {
+                  mode: 'soft',
+                  topK: 'all',
+                  soft: {
+                    thinkEndId: 1,
+                    temperature,
+                    topK,
+                    topP: 1,
+                    minP: 0,
+                    noise,
+                    ...(noise === 'gumbel' ? { gumbelTau: value } : { dirichletAlpha: value }),
+                  },
+                },
+                {},
+                V,
+              );
               const rows = [logitsRow(scale, 3), logitsRow(scale, 5)];
               const states = rows.map((_, r) => startSoftRow(settings, { makeRng: () => testRng(11 + r) }));
               const logits = tf.tensor2d(rows);
               const y = tf.tensor1d([0, 0], 'int32');
-              const r = softMix({ logits, sampled: y, embedTable: table, settings: [settings, settings], rowStates: states }, { returnWeights: true });
+              const r = softMix(
+                { logits, sampled: y, embedTable: table, settings: [settings, settings], rowStates: states },
+                { returnWeights: true },
+              );
               try {
                 allFinite(r.embeds.dataSync(), 'embeds');
                 const w = r.weights.arraySync() as number[][];
                 for (const row of w) {
                   allFinite(row, 'weights');
-                  assert.ok(Math.abs(row.reduce((a, x) => a + x, 0) - 1) < 1e-5, `weights sum ${row.reduce((a, x) => a + x, 0)}`);
+                  assert.ok(
+                    Math.abs(row.reduce((a, x) => a + x, 0) - 1) < 1e-5,
+                    `weights sum ${row.reduce((a, x) => a + x, 0)}`,
+                  );
                 }
                 allFinite(r.weightOnSampled.dataSync(), 'weightOnSampled');
               } finally {
-                tf.dispose([logits, y, r.embeds, r.entropy, r.weightOnSampled, r.numCandidates, r.tokens!, r.extra!, r.candidateIds, r.weights]);
+                tf.dispose([
+                  logits,
+                  y,
+                  r.embeds,
+                  r.entropy,
+                  r.weightOnSampled,
+                  r.numCandidates,
+                  r.tokens!,
+                  r.extra!,
+                  r.candidateIds,
+                  r.weights,
+                ]);
               }
             });
           }
@@ -93,7 +135,13 @@ describe('mixers at the ends of the settings ranges (float32)', function () {
         const logits = tf.tensor2d(rows);
         const processed = tf.tensor2d(rows.map((row) => row.map((x) => Math.fround(x / tMin))));
         const y = tf.tensor1d([7, 2], 'int32');
-        const r = mixInputs({ logits, processedLogits: processed, sampled: y, embedTable: table, settings: [settings, settings] });
+        const r = mixInputs({
+          logits,
+          processedLogits: processed,
+          sampled: y,
+          embedTable: table,
+          settings: [settings, settings],
+        });
         try {
           allFinite(r.embeds.dataSync(), 'embeds');
           allFinite(r.entropy.dataSync(), 'entropy');
@@ -106,11 +154,27 @@ describe('mixers at the ends of the settings ranges (float32)', function () {
   }
 
   it('just past the ends, the settings are refused with the range stated', () => {
-    const refused = (f: () => unknown, re: RegExp) => assert.throws(f, (e: unknown) => e instanceof UsageError && re.test(e.message));
-    refused(() => resolveMixSettings({ mode: 'soft', soft: { thinkEndId: 1, gumbelTau: 9e-4 } }, {}, V), /gumbelTau must be in \[1e-3, 1e3\], got 0\.0009/);
-    refused(() => resolveMixSettings({ mode: 'soft', soft: { thinkEndId: 1, dirichletAlpha: 1001 } }, {}, V), /dirichletAlpha must be in \[1e-3, 1e3\], got 1001/);
-    refused(() => resolveMixSettings({ mode: 'soft', soft: { thinkEndId: 1, temperature: 5e-6 } }, {}, V), /thinking\.temperature must be 0 or in \[1e-5, 100\]/);
-    refused(() => resolveMixSettings({ mode: 'moi', beta: MAX_BETA * 2 }, {}, V), /beta must be in \[0, 1e9\] in moi mode/);
-    refused(() => resolveMixSettings({}, { MIXINPUTS_BETA: '1e12' }, V), /MIXINPUTS_BETA \(environment\) must be in \[0, 1e9\]/);
+    const refused = (f: () => unknown, re: RegExp) =>
+      assert.throws(f, (e: unknown) => e instanceof UsageError && re.test(e.message));
+    refused(
+      () => resolveMixSettings({ mode: 'soft', soft: { thinkEndId: 1, gumbelTau: 9e-4 } }, {}, V),
+      /gumbelTau must be in \[1e-3, 1e3\], got 0\.0009/,
+    );
+    refused(
+      () => resolveMixSettings({ mode: 'soft', soft: { thinkEndId: 1, dirichletAlpha: 1001 } }, {}, V),
+      /dirichletAlpha must be in \[1e-3, 1e3\], got 1001/,
+    );
+    refused(
+      () => resolveMixSettings({ mode: 'soft', soft: { thinkEndId: 1, temperature: 5e-6 } }, {}, V),
+      /thinking\.temperature must be 0 or in \[1e-5, 100\]/,
+    );
+    refused(
+      () => resolveMixSettings({ mode: 'moi', beta: MAX_BETA * 2 }, {}, V),
+      /beta must be in \[0, 1e9\] in moi mode/,
+    );
+    refused(
+      () => resolveMixSettings({}, { MIXINPUTS_BETA: '1e12' }, V),
+      /MIXINPUTS_BETA \(environment\) must be in \[0, 1e9\]/,
+    );
   });
 });

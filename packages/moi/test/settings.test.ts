@@ -15,13 +15,22 @@ function throwsMoi(fn: () => unknown, field: RegExp): void {
 describe('resolveMixSettings', () => {
   it('defaults: moi, beta 1, top-20, raw prior; defaultMode picks the mode when nothing else does', () => {
     assert.deepEqual(resolveMixSettings({}, {}), { mode: 'moi', beta: 1, topK: 20, prior: 'raw' });
-    assert.deepEqual(resolveMixSettings({ defaultMode: 'standard' }, {}), { mode: 'standard', beta: 1, topK: 20, prior: 'raw' });
+    assert.deepEqual(resolveMixSettings({ defaultMode: 'standard' }, {}), {
+      mode: 'standard',
+      beta: 1,
+      topK: 20,
+      prior: 'raw',
+    });
     assert.equal(resolveMixSettings(undefined, {}).mode, 'moi');
   });
 
   it('MIXINPUTS_BETA=2 turns on moi with beta 2, even when the default mode is standard', () => {
-    assert.deepEqual(resolveMixSettings({ defaultMode: 'standard' }, { MIXINPUTS_BETA: '2' }),
-      { mode: 'moi', beta: 2, topK: 20, prior: 'raw' });
+    assert.deepEqual(resolveMixSettings({ defaultMode: 'standard' }, { MIXINPUTS_BETA: '2' }), {
+      mode: 'moi',
+      beta: 2,
+      topK: 20,
+      prior: 'raw',
+    });
     assert.equal(resolveMixSettings({}, { MIXINPUTS_BETA: ' 0.5 ' }).beta, 0.5);
     assert.equal(resolveMixSettings({}, { MIXINPUTS_BETA: '0' }).beta, 0);
   });
@@ -40,11 +49,21 @@ describe('resolveMixSettings', () => {
   it('explicit options override the environment', () => {
     assert.deepEqual(resolveMixSettings({ beta: 0.25 }, { MIXINPUTS_BETA: '2' }).beta, 0.25);
     assert.equal(resolveMixSettings({ mode: 'standard' }, { MIXINPUTS_BETA: '2' }).mode, 'standard');
-    assert.deepEqual(resolveMixSettings({ mode: 'moi' }, { MIXINPUTS_BETA: '-100' }), { mode: 'moi', beta: 1, topK: 20, prior: 'raw' });
+    assert.deepEqual(resolveMixSettings({ mode: 'moi' }, { MIXINPUTS_BETA: '-100' }), {
+      mode: 'moi',
+      beta: 1,
+      topK: 20,
+      prior: 'raw',
+    });
     assert.equal(resolveMixSettings({ beta: 3 }, { MIXINPUTS_BETA: '-100' }).mode, 'moi');
     assert.equal(resolveMixSettings({ beta: '-100' }, { MIXINPUTS_BETA: '2' }).mode, 'direct');
     // an explicit beta turns on moi like the env var would
-    assert.deepEqual(resolveMixSettings({ beta: '1.5', defaultMode: 'standard' }, {}), { mode: 'moi', beta: 1.5, topK: 20, prior: 'raw' });
+    assert.deepEqual(resolveMixSettings({ beta: '1.5', defaultMode: 'standard' }, {}), {
+      mode: 'moi',
+      beta: 1.5,
+      topK: 20,
+      prior: 'raw',
+    });
     assert.equal(resolveMixSettings({ mode: 'direct', topK: 5, prior: 'processed' }, {}).prior, 'processed');
   });
 

@@ -4,10 +4,18 @@
  * renormalized. Shared by the mixer's unit tests and the end-to-end tests.
  */
 
-export interface Filters { temperature: number; topK: number; topP: number; minP: number }
+export interface Filters {
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+}
 
 /** S in nats, the surviving ids in descending order, and their renormalized probabilities. */
-export function softFiltered(logits: ArrayLike<number>, f: Filters): { S: number; order: number[]; q: Map<number, number> } {
+export function softFiltered(
+  logits: ArrayLike<number>,
+  f: Filters,
+): { S: number; order: number[]; q: Map<number, number> } {
   const T = f.temperature === 0 ? 1 : f.temperature;
   const k = f.temperature === 0 ? 1 : f.topK;
   const x = Array.from(logits, (v) => v / T);

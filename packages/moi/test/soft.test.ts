@@ -8,15 +8,29 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, UsageError } from '@moi/core';
 import {
-  defaultMixer, gumbelDraws, mixInputs, resolveMixSettings, softMix, softObserve, startSoftRow,
-  type MixSettings, type NoiseRng, type SoftDebugResult, type SoftOptions, type SoftRowState,
+  defaultMixer,
+  gumbelDraws,
+  mixInputs,
+  resolveMixSettings,
+  softMix,
+  softObserve,
+  startSoftRow,
+  type MixSettings,
+  type NoiseRng,
+  type SoftDebugResult,
+  type SoftOptions,
+  type SoftRowState,
 } from '../src/index.ts';
 import { renorm, softFiltered, type Filters } from './soft-reference.ts';
 
 // ---------------------------------------------------------------- float64 reference
 
 /** The soft step of one row in float64: S, the filtered distribution, candidates and weights. */
-function refSoft(logits: number[], f: Filters, maxTopk: number): { S: number; ids: number[]; w: number[]; filtered: Map<number, number> } {
+function refSoft(
+  logits: number[],
+  f: Filters,
+  maxTopk: number,
+): { S: number; ids: number[]; w: number[]; filtered: Map<number, number> } {
   const { S, order, q } = softFiltered(logits, f);
   const ids = order.slice(0, maxTopk);
   const wm = renorm(ids, (i) => q.get(i)!);
@@ -26,7 +40,13 @@ function refSoft(logits: number[], f: Filters, maxTopk: number): { S: number; id
 /** Float32-rounded logits for probabilities (−40 for a zero). */
 const logitsOf = (p: number[]) => p.map((v) => Math.fround(v > 0 ? Math.log(v) : -40));
 
-const E8 = Array.from({ length: 8 }, (_, i) => [1 + i, -0.5 * i, 0.25 * i * i, i % 2 ? 1.5 : -2, Math.fround(Math.sin(i))]);
+const E8 = Array.from({ length: 8 }, (_, i) => [
+  1 + i,
+  -0.5 * i,
+  0.25 * i * i,
+  i % 2 ? 1.5 : -2,
+  Math.fround(Math.sin(i)),
+]);
 const embedOf = (ids: number[], w: number[]) => E8[0].map((_, j) => ids.reduce((a, id, k) => a + w[k] * E8[id][j], 0));
 
 /** A test-only 32-bit generator (mulberry32), independent of the engine's. */
@@ -89,7 +109,9 @@ describe('Soft Thinking mixer (softMix)', function () {
   /** Candidates (id → weight) of a row, from the debug slots. */
   function weightsOf(out: ReturnType<typeof step>, row: number): Map<number, number> {
     const m = new Map<number, number>();
-    out.ids[row].forEach((id, k) => { if (out.w[row][k] > 0) m.set(id, (m.get(id) ?? 0) + out.w[row][k]); });
+    out.ids[row].forEach((id, k) => {
+      if (out.w[row][k] > 0) m.set(id, (m.get(id) ?? 0) + out.w[row][k]);
+    });
     return m;
   }
 
@@ -98,11 +120,20 @@ describe('Soft Thinking mixer (softMix)', function () {
     const s = soft({ ...f, maxTopk: Math.min(maxTopk, 8) });
     const out = step([l], [s], [start(s)]);
     // the reference from the exact probabilities: boundary cases are decided by exact arithmetic
-    const ref = refSoft(p.map((v) => (v > 0 ? Math.log(v) : -40)), f, maxTopk);
+    const ref = refSoft(
+      p.map((v) => (v > 0 ? Math.log(v) : -40)),
+      f,
+      maxTopk,
+    );
     if (expectIds) assert.deepEqual(ref.ids, expectIds, 'the float64 reference itself');
     const got = weightsOf(out, 0);
     assert.deepEqual([...got.keys()], ref.ids, 'candidates');
-    assertClose(ref.ids.map((i) => got.get(i)!), ref.w, 1e-6, 'weights');
+    assertClose(
+      ref.ids.map((i) => got.get(i)!),
+      ref.w,
+      1e-6,
+      'weights',
+    );
     assert.equal(out.tokens[0], ref.ids[0], 'recorded token = argmax of the filtered distribution');
     assert.equal(out.n[0], ref.ids.length, 'numCandidates');
     assert.ok(Math.abs(out.entropy[0] - ref.S) <= 1e-5 * Math.max(1, ref.S), `S ${out.entropy[0]} vs ${ref.S}`);
@@ -132,10 +163,24 @@ describe('Soft Thinking mixer (softMix)', function () {
   });
 
   it('max_topk keeps the largest and renormalizes; fewer survivors than max_topk is fine', () => {
-    checkAgainstRef([0.3, 0.25, 0.2, 0.1, 0.08, 0.04, 0.02, 0.01], { temperature: 0.7, topK: 0, topP: 1, minP: 0 }, 3, [0, 1, 2]);
-    checkAgainstRef([0.3, 0.25, 0.2, 0.1, 0.08, 0.04, 0.02, 0.01], { temperature: 1.3, topK: 4, topP: 1, minP: 0 }, 10, [0, 1, 2, 3]);
+    checkAgainstRef(
+      [0.3, 0.25, 0.2, 0.1, 0.08, 0.04, 0.02, 0.01],
+      { temperature: 0.7, topK: 0, topP: 1, minP: 0 },
+      3,
+      [0, 1, 2],
+    );
+    checkAgainstRef(
+      [0.3, 0.25, 0.2, 0.1, 0.08, 0.04, 0.02, 0.01],
+      { temperature: 1.3, topK: 4, topP: 1, minP: 0 },
+      10,
+      [0, 1, 2, 3],
+    );
     // the paper's filters at their defaults
-    checkAgainstRef([0.3, 0.25, 0.2, 0.1, 0.08, 0.04, 0.02, 0.01], { temperature: 0.6, topK: 30, topP: 0.95, minP: 0.001 }, 10);
+    checkAgainstRef(
+      [0.3, 0.25, 0.2, 0.1, 0.08, 0.04, 0.02, 0.01],
+      { temperature: 0.6, topK: 30, topP: 0.95, minP: 0.001 },
+      10,
+    );
   });
 
   it('temperature 0: the argmax alone (top-k 1 at temperature 1, as the reference), S at temperature 1', () => {
@@ -156,7 +201,11 @@ describe('Soft Thinking mixer (softMix)', function () {
       // top-k 2 renormalizes before top-p 0.5 even when the batch sorts more slots for other rows
       soft({ temperature: 1, topK: 2, topP: 0.5, minP: 0 }),
     ];
-    const batch = step(rows, settings, settings.map((s) => start(s)));
+    const batch = step(
+      rows,
+      settings,
+      settings.map((s) => start(s)),
+    );
     rows.forEach((l, r) => {
       const alone = step([l], [settings[r]], [start(settings[r])]);
       assert.deepEqual(weightsOf(batch, r), weightsOf(alone, 0), `row ${r} weights`);
@@ -191,17 +240,26 @@ describe('Soft Thinking mixer (softMix)', function () {
     };
     // steps = 1: the very first step (t = 0) already reaches the count
     const one = run([peaked, peaked], 1);
-    assert.deepEqual(one.out.map((o) => o.token), [7]);
+    assert.deepEqual(
+      one.out.map((o) => o.token),
+      [7],
+    );
     assert.equal(one.out[0].reason, 'cold_stop');
     assert.equal(one.st.endedAt, 0);
     // steps = 3, all low: tokens 0, 0, then think-end at t = 2 (step 0 counted)
     const three = run([peaked, peaked, peaked, peaked], 3);
-    assert.deepEqual(three.out.map((o) => o.token), [0, 0, 7]);
+    assert.deepEqual(
+      three.out.map((o) => o.token),
+      [0, 0, 7],
+    );
     assert.equal(three.st.endReason, 'cold_stop');
     assert.equal(three.st.endedAt, 2);
     // a high step resets the count: low, low, HIGH, low, low, low → fires at t = 5
     const reset = run([peaked, peaked, flat, peaked, peaked, peaked, peaked], 3);
-    assert.deepEqual(reset.out.map((o) => o.token), [0, 0, 0, 0, 0, 7]);
+    assert.deepEqual(
+      reset.out.map((o) => o.token),
+      [0, 0, 0, 0, 0, 7],
+    );
     assert.equal(reset.st.endedAt, 5);
     // one that does not fire: never three low steps in a row, and a threshold of 0 (off)
     const never = run([peaked, peaked, flat, peaked, peaked, flat, peaked], 3);
@@ -231,7 +289,10 @@ describe('Soft Thinking mixer (softMix)', function () {
   });
 
   it('defaultMixer: soft, moi and standard rows in one batch each equal that row alone', () => {
-    const l = [logitsOf([0.3, 0.25, 0.2, 0.1, 0.08, 0.04, 0.02, 0.01]), logitsOf([0.05, 0.05, 0.6, 0.1, 0.1, 0.05, 0.03, 0.02])];
+    const l = [
+      logitsOf([0.3, 0.25, 0.2, 0.1, 0.08, 0.04, 0.02, 0.01]),
+      logitsOf([0.05, 0.05, 0.6, 0.1, 0.1, 0.05, 0.03, 0.02]),
+    ];
     const rows = [l[0], l[1], l[0], l[1]];
     const settings: MixSettings[] = [
       soft({ temperature: 0.8, topK: 0, topP: 0.95, minP: 0 }),
@@ -240,14 +301,35 @@ describe('Soft Thinking mixer (softMix)', function () {
       soft({ temperature: 1, topK: 3, topP: 1, minP: 0, maxTopk: 2 }),
     ];
     const sampled = [1, 3, 4, 0];
-    const run = (idx: number[]) => tf.tidy(() => {
-      const states = idx.map((r) => (settings[r].mode === 'soft' ? start(settings[r]) : undefined));
-      const out = defaultMixer.mix({
-        logits: tf.tensor2d(idx.map((r) => rows[r])), sampled: tf.tensor1d(idx.map((r) => sampled[r]), 'int32'), embedTable: table,
-        settings: idx.map((r) => settings[r]), rowStates: states,
-      });
-      return [out.embeds, out.entropy, out.tokens ?? tf.tensor1d(idx.map((r) => sampled[r]), 'int32')];
-    }).map((t) => { const v = t.arraySync(); t.dispose(); return v as number[] | number[][]; });
+    const run = (idx: number[]) =>
+      tf
+        .tidy(() => {
+          const states = idx.map((r) => (settings[r].mode === 'soft' ? start(settings[r]) : undefined));
+          const out = defaultMixer.mix({
+            logits: tf.tensor2d(idx.map((r) => rows[r])),
+            sampled: tf.tensor1d(
+              idx.map((r) => sampled[r]),
+              'int32',
+            ),
+            embedTable: table,
+            settings: idx.map((r) => settings[r]),
+            rowStates: states,
+          });
+          return [
+            out.embeds,
+            out.entropy,
+            out.tokens ??
+              tf.tensor1d(
+                idx.map((r) => sampled[r]),
+                'int32',
+              ),
+          ];
+        })
+        .map((t) => {
+          const v = t.arraySync();
+          t.dispose();
+          return v as number[] | number[][];
+        });
     const [be, bh, bt] = run([0, 1, 2, 3]);
     for (let r = 0; r < 4; r++) {
       const [e, h, t] = run([r]);
@@ -258,13 +340,26 @@ describe('Soft Thinking mixer (softMix)', function () {
     assert.equal((bt as number[])[1], 3, 'moi rows record the sampled token');
     assert.deepEqual((be as number[][])[2], E8[4], 'standard rows: E[y]');
     // mixInputs itself refuses soft rows
-    assert.throws(() => tf.tidy(() => { mixInputs({ logits: tf.zeros([1, 8]) as tf.Tensor2D, sampled: tf.zeros([1], 'int32') as tf.Tensor1D, embedTable: table, settings: [settings[0]] }); }),
-      (e: unknown) => e instanceof UsageError && /soft/.test(e.message));
+    assert.throws(
+      () =>
+        tf.tidy(() => {
+          mixInputs({
+            logits: tf.zeros([1, 8]) as tf.Tensor2D,
+            sampled: tf.zeros([1], 'int32') as tf.Tensor1D,
+            embedTable: table,
+            settings: [settings[0]],
+          });
+        }),
+      (e: unknown) => e instanceof UsageError && /soft/.test(e.message),
+    );
   });
 
   it('max_topk 1, or one candidate left, is the argmax token with its embedding (greedy)', () => {
     const l = logitsOf([0.1, 0.15, 0.3, 0.2, 0.1, 0.05, 0.05, 0.05]);
-    for (const s of [soft({ temperature: 0.6, topK: 30, topP: 0.95, minP: 0.001, maxTopk: 1 }), soft({ temperature: 1, topK: 0, topP: 0.2, minP: 0 })]) {
+    for (const s of [
+      soft({ temperature: 0.6, topK: 30, topP: 0.95, minP: 0.001, maxTopk: 1 }),
+      soft({ temperature: 1, topK: 0, topP: 0.2, minP: 0 }),
+    ]) {
       const o = step([l], [s], [start(s)]);
       assert.equal(o.tokens[0], 2);
       assert.deepEqual(o.embeds[0], E8[2]);
@@ -286,13 +381,17 @@ describe('Soft Thinking mixer (softMix)', function () {
       const l = logitsOf(p);
       const s = soft({ temperature: 1, topK: 0, topP: 1, minP: 0, noise: 'gumbel', gumbelTau: 0.5 });
       const B = 4000;
-      const o = step(Array(B).fill(l), Array(B).fill(s), Array.from({ length: B }, (_, i) => start(s, 1000 + i)));
+      const o = step(
+        Array(B).fill(l),
+        Array(B).fill(s),
+        Array.from({ length: B }, (_, i) => start(s, 1000 + i)),
+      );
       const counts = new Map<number, number>();
       o.tokens.forEach((t) => counts.set(t, (counts.get(t) ?? 0) + 1));
       const w = refSoft(l, { temperature: 1, topK: 0, topP: 1, minP: 0 }, 10);
       w.ids.forEach((id, k) => {
         const f = (counts.get(id) ?? 0) / B;
-        const se = Math.sqrt(w.w[k] * (1 - w.w[k]) / B);
+        const se = Math.sqrt((w.w[k] * (1 - w.w[k])) / B);
         assert.ok(Math.abs(f - w.w[k]) < 5 * se, `P(token ${id}) ${f} vs ${w.w[k]}`);
       });
       for (let r = 0; r < 50; r++) {
@@ -310,12 +409,16 @@ describe('Soft Thinking mixer (softMix)', function () {
       const alpha = 2;
       const s = soft({ temperature: 1, topK: 5, topP: 1, minP: 0, noise: 'dirichlet', dirichletAlpha: alpha });
       const B = 4000;
-      const o = step(Array(B).fill(l), Array(B).fill(s), Array.from({ length: B }, (_, i) => start(s, 50_000 + i)));
+      const o = step(
+        Array(B).fill(l),
+        Array(B).fill(s),
+        Array.from({ length: B }, (_, i) => start(s, 50_000 + i)),
+      );
       for (let id = 0; id < 5; id++) {
         const xs = o.ids.map((ids, r) => ids.reduce((a, c, k) => a + (c === id ? o.w[r][k] : 0), 0));
         const mean = xs.reduce((a, b) => a + b, 0) / B;
         const variance = xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (B - 1);
-        const want = p[id] * (1 - p[id]) / (alpha + 1);
+        const want = (p[id] * (1 - p[id])) / (alpha + 1);
         assert.ok(Math.abs(mean - p[id]) < 5 * Math.sqrt(want / B), `E[w_${id}] ${mean} vs ${p[id]}`);
         assert.ok(Math.abs(variance - want) < 0.1 * want, `Var[w_${id}] ${variance} vs ${want}`);
       }
@@ -363,9 +466,15 @@ describe('Soft Thinking mixer (softMix)', function () {
     assert.equal(s.soft!.coldStopEntropy, 0);
     assert.equal(s.soft!.noise, 'none');
     assert.equal(resolveMixSettings({ mode: 'moi' }, {}).topK, 20);
-    assert.equal(resolveMixSettings({ mode: 'soft', soft: { topK: -1, afterThinking: { topK: -1 } } }, {}).soft!.thinking.topK, 0);
-    const bad = (o: SoftOptions, re: RegExp, mode = 'soft') => assert.throws(() => resolveMixSettings({ mode, soft: o }, {}, 512),
-      (e: unknown) => e instanceof UsageError && e.code === 'E_MOI' && re.test(e.message));
+    assert.equal(
+      resolveMixSettings({ mode: 'soft', soft: { topK: -1, afterThinking: { topK: -1 } } }, {}).soft!.thinking.topK,
+      0,
+    );
+    const bad = (o: SoftOptions, re: RegExp, mode = 'soft') =>
+      assert.throws(
+        () => resolveMixSettings({ mode, soft: o }, {}, 512),
+        (e: unknown) => e instanceof UsageError && e.code === 'E_MOI' && re.test(e.message),
+      );
     bad({ coldStopEntropy: -1 }, /coldStopEntropy/);
     bad({ coldStopSteps: 0 }, /coldStopSteps/);
     bad({ noise: 'pink' }, /noise 'pink'/);
@@ -375,12 +484,19 @@ describe('Soft Thinking mixer (softMix)', function () {
     bad({ temperature: -0.5 }, /thinking\.temperature/);
     bad({ thinkEndId: 512 }, /thinkEndId/);
     bad({ coldStopSteps: 3 }, /need mode 'soft'/, 'moi');
-    assert.throws(() => resolveMixSettings({ mode: 'soft', soft: { noise: 'dirichlet', topK: 0 } }, {}, 151_000), /dirichlet.*top-k/);
+    assert.throws(
+      () => resolveMixSettings({ mode: 'soft', soft: { noise: 'dirichlet', topK: 0 } }, {}, 151_000),
+      /dirichlet.*top-k/,
+    );
   });
 
   it('no tensor leaks over many steps, with noise', () => {
     const l = logitsOf([0.3, 0.25, 0.2, 0.1, 0.08, 0.04, 0.02, 0.01]);
-    const settings = [soft({ noise: 'dirichlet', topK: 8 }), soft({ noise: 'gumbel' }), soft({ coldStopEntropy: 5, coldStopSteps: 3 })];
+    const settings = [
+      soft({ noise: 'dirichlet', topK: 8 }),
+      soft({ noise: 'gumbel' }),
+      soft({ coldStopEntropy: 5, coldStopSteps: 3 }),
+    ];
     const states = settings.map((s) => start(s));
     step([l, l, l], settings, states);
     const before = tf.memory().numTensors;

@@ -14,7 +14,9 @@ export interface BandwidthResult {
   method: string;
 }
 
-export async function measureReadBandwidth(opts: { megabytes?: number; repeats?: number } = {}): Promise<BandwidthResult> {
+export async function measureReadBandwidth(
+  opts: { megabytes?: number; repeats?: number } = {},
+): Promise<BandwidthResult> {
   const mb = opts.megabytes ?? 256;
   const repeats = opts.repeats ?? 5;
   // one matrix must fit one device buffer (webgpu on lavapipe: 128 MiB)
@@ -38,7 +40,11 @@ export async function measureReadBandwidth(opts: { megabytes?: number; repeats?:
     const bytes = inDim * outDim * 4;
     const gbPerSec = bytes / (median(times) / 1000) / 1e9;
     if (!best || gbPerSec > best.gbPerSec) {
-      best = { gbPerSec, bytes, method: `${tf.getBackend()} matMul [1,${inDim}]x[${inDim},${outDim}] f32 (best of 3 shapes, median of ${repeats})` };
+      best = {
+        gbPerSec,
+        bytes,
+        method: `${tf.getBackend()} matMul [1,${inDim}]x[${inDim},${outDim}] f32 (best of 3 shapes, median of ${repeats})`,
+      };
     }
   }
   return best!;

@@ -89,7 +89,10 @@ export function benchPrompt(vocabSize: number, n: number): number[] {
 }
 
 /** Run requests to the end; decode tok/s counts the tokens after each row's first, over the decode wall time. */
-async function timeDecode(engine: Engine, requests: GenerateRequest[]): Promise<{ tokS: number; prefillS: number; ids: number[][]; cpuMsPerTok: number }> {
+async function timeDecode(
+  engine: Engine,
+  requests: GenerateRequest[],
+): Promise<{ tokS: number; prefillS: number; ids: number[][]; cpuMsPerTok: number }> {
   const ids: number[][] = requests.map(() => []);
   let first = 0;
   let tokensAfterFirst = 0;
@@ -98,13 +101,22 @@ async function timeDecode(engine: Engine, requests: GenerateRequest[]): Promise<
   let cpu0 = process.cpuUsage();
   for await (const e of generate(engine, requests)) {
     if (e.type !== 'token') continue;
-    if (!first) { first = performance.now(); prefillS = (first - t0) / 1000; cpu0 = process.cpuUsage(); }
+    if (!first) {
+      first = performance.now();
+      prefillS = (first - t0) / 1000;
+      cpu0 = process.cpuUsage();
+    }
     if (ids[e.row].length > 0) tokensAfterFirst++;
     ids[e.row].push(e.token);
   }
   const decodeS = (performance.now() - first) / 1000;
   const cpu = process.cpuUsage(cpu0);
-  return { tokS: tokensAfterFirst / decodeS, prefillS, ids, cpuMsPerTok: (cpu.user + cpu.system) / 1000 / tokensAfterFirst };
+  return {
+    tokS: tokensAfterFirst / decodeS,
+    prefillS,
+    ids,
+    cpuMsPerTok: (cpu.user + cpu.system) / 1000 / tokensAfterFirst,
+  };
 }
 
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
@@ -117,18 +129,32 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const bw = await measureReadBandwidth();
   log(`read bandwidth ${bw.gbPerSec.toFixed(2)} GB/s (${bw.method})`);
   const t0 = performance.now();
-  const engine = await Engine.load(o.model, { backend: o.backend, dtype: o.dtype, threads: o.threads, checkTensors: o.checkTensors });
+  const engine = await Engine.load(o.model, {
+    backend: o.backend,
+    dtype: o.dtype,
+    threads: o.threads,
+    checkTensors: o.checkTensors,
+  });
   const loadS = (performance.now() - t0) / 1000;
   const spec = engine.spec;
   const prompt = benchPrompt(spec.vocabSize, P);
   const request = (mode: string): GenerateRequest => ({
-    promptIds: prompt, maxTokens: G + 1, ignoreEos: true, sampling: { temperature: 0 }, mix: { mode },
+    promptIds: prompt,
+    maxTokens: G + 1,
+    ignoreEos: true,
+    sampling: { temperature: 0 },
+    mix: { mode },
   });
-  log(`loaded ${o.model} on ${engine.backend.name} as ${engine.loaded.dtype} (${engine.loaded.dtypeNote}), ${engine.threads.note}, in ${loadS.toFixed(2)} s`);
+  log(
+    `loaded ${o.model} on ${engine.backend.name} as ${engine.loaded.dtype} (${engine.loaded.dtypeNote}), ${engine.threads.note}, in ${loadS.toFixed(2)} s`,
+  );
 
   // warm-up of every path (kernel setup, kept constants), not timed
   for (const mode of ['standard', 'moi', 'direct']) await timeDecode(engine, [{ ...request(mode), maxTokens: 3 }]);
-  await timeDecode(engine, [0, 1].map(() => ({ ...request('standard'), maxTokens: 3 })));
+  await timeDecode(
+    engine,
+    [0, 1].map(() => ({ ...request('standard'), maxTokens: 3 })),
+  );
   // The kernels-off twin runs compare our attention/norm/RoPE kernels with tfjs's ops. With
   // packed weights, kernels off also sends every matmul to the composite fallback, which widens
   // each whole matrix per call (SmolLM2-135M q8: 0.25 tok/s against 21.6): not that comparison,
@@ -145,7 +171,13 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const prefill: number[] = [];
   const decode: Record<'standard' | 'moi' | 'direct', number[]> = { standard: [], moi: [], direct: [] };
   const cpu: Record<'standard' | 'moi', number[]> = { standard: [], moi: [] };
-  const off = { prefill: [] as number[], standard: [] as number[], moi: [] as number[], cpuStandard: [] as number[], cpuMoi: [] as number[] };
+  const off = {
+    prefill: [] as number[],
+    standard: [] as number[],
+    moi: [] as number[],
+    cpuStandard: [] as number[],
+    cpuMoi: [] as number[],
+  };
   let firstIds: number[] = [];
   try {
     for (let r = 0; r < R; r++) {
@@ -157,7 +189,9 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
           prefill.push(P / run.prefillS);
           firstIds = run.ids[0].slice(0, 8);
         }
-        log(`repeat ${r + 1}/${R} ${mode}: ${run.tokS.toFixed(2)} tok/s (prefill ${(P / run.prefillS).toFixed(1)} tok/s)`);
+        log(
+          `repeat ${r + 1}/${R} ${mode}: ${run.tokS.toFixed(2)} tok/s (prefill ${(P / run.prefillS).toFixed(1)} tok/s)`,
+        );
         if (kernelsOn && mode !== 'direct') {
           // the same run with our kernels off, right after: back to back in one process
           setKernelsEnabled(false);
@@ -166,7 +200,9 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
           off[mode].push(o.tokS);
           off[mode === 'standard' ? 'cpuStandard' : 'cpuMoi'].push(o.cpuMsPerTok);
           if (mode === 'standard') off.prefill.push(P / o.prefillS);
-          log(`repeat ${r + 1}/${R} ${mode}, kernels off: ${o.tokS.toFixed(2)} tok/s (prefill ${(P / o.prefillS).toFixed(1)} tok/s)`);
+          log(
+            `repeat ${r + 1}/${R} ${mode}, kernels off: ${o.tokS.toFixed(2)} tok/s (prefill ${(P / o.prefillS).toFixed(1)} tok/s)`,
+          );
         }
       }
     }
@@ -183,12 +219,17 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       setKernelsEnabled(true);
     }
   }
-  log(`kernels per decode step: ${stepProfile.kernels}${offProfile ? ` (${offProfile.kernels} with our kernels off)` : ''}`);
+  log(
+    `kernels per decode step: ${stepProfile.kernels}${offProfile ? ` (${offProfile.kernels} with our kernels off)` : ''}`,
+  );
   const batch: Record<string, number> = {};
   for (const b of o.batches ?? [4, 16]) {
     const runs: number[] = [];
     for (let r = 0; r < Math.min(R, 2); r++) {
-      const reqs = Array.from({ length: b }, (_, i) => ({ ...request('standard'), promptIds: benchPrompt(spec.vocabSize, P - (i % 4)) }));
+      const reqs = Array.from({ length: b }, (_, i) => ({
+        ...request('standard'),
+        promptIds: benchPrompt(spec.vocabSize, P - (i % 4)),
+      }));
       runs.push((await timeDecode(engine, reqs)).tokS);
     }
     batch[String(b)] = median(runs);
@@ -220,7 +261,12 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     peak_rss_mb: process.resourceUsage().maxRSS / 1024,
     tensors_before: tensorsBefore,
     tensors_after: tensorsAfter,
-    roofline: { bytes_per_token: bytesPerToken, bandwidth_gb_s: bw.gbPerSec, ratio: (standard * bytesPerToken) / (bw.gbPerSec * 1e9), method: bw.method },
+    roofline: {
+      bytes_per_token: bytesPerToken,
+      bandwidth_gb_s: bw.gbPerSec,
+      ratio: (standard * bytesPerToken) / (bw.gbPerSec * 1e9),
+      method: bw.method,
+    },
     first_ids: firstIds,
     prompt_tokens: P,
     gen_tokens: G,
@@ -231,12 +277,14 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     gpu_step: gpuStep,
     gpu_dtype_note: engine.gpu?.dtypeNote ?? null,
     kernels_active: kernelsActive,
-    kernels_off: kernelsOn ? {
-      prefill_tok_s: median(off.prefill),
-      decode_tok_s: { standard: median(off.standard), moi: median(off.moi) },
-      decode_cpu_ms_per_tok: { standard: median(off.cpuStandard), moi: median(off.cpuMoi) },
-      step_profile: offProfile!,
-    } : null,
+    kernels_off: kernelsOn
+      ? {
+          prefill_tok_s: median(off.prefill),
+          decode_tok_s: { standard: median(off.standard), moi: median(off.moi) },
+          decode_cpu_ms_per_tok: { standard: median(off.cpuStandard), moi: median(off.cpuMoi) },
+          step_profile: offProfile!,
+        }
+      : null,
   };
   engine.dispose();
   return result;
@@ -259,27 +307,51 @@ export function formatBench(r: BenchResult): string {
     ['decode standard', `${r.decode_tok_s.standard.toFixed(2)} tok/s`],
     ['decode moi', `${r.decode_tok_s.moi.toFixed(2)} tok/s (×${r.moi_overhead.toFixed(3)} of standard)`],
     ['decode direct', `${r.decode_tok_s.direct.toFixed(2)} tok/s`],
-    ...Object.entries(r.batch_decode_tok_s).map(([b, v]): [string, string] => [`decode batch ${b}`, `${v.toFixed(2)} tok/s (all rows)`]),
+    ...Object.entries(r.batch_decode_tok_s).map(([b, v]): [string, string] => [
+      `decode batch ${b}`,
+      `${v.toFixed(2)} tok/s (all rows)`,
+    ]),
     ['peak RSS', `${r.peak_rss_mb.toFixed(0)} MB (weights ${(r.weight_bytes / 1e6).toFixed(0)} MB ${r.dtype})`],
     ['tensors before / after', `${r.tensors_before} / ${r.tensors_after}`],
-    ['roofline', `${(r.roofline.bytes_per_token / 1e6).toFixed(1)} MB/token at ${r.roofline.bandwidth_gb_s.toFixed(2)} GB/s → ` +
-      `${(r.roofline.bandwidth_gb_s * 1e9 / r.roofline.bytes_per_token).toFixed(2)} tok/s max; ratio ${r.roofline.ratio.toFixed(3)}`],
-    ['decode CPU time', `${r.decode_cpu_ms_per_tok.standard.toFixed(2)} ms/tok standard, ${r.decode_cpu_ms_per_tok.moi.toFixed(2)} moi`],
+    [
+      'roofline',
+      `${(r.roofline.bytes_per_token / 1e6).toFixed(1)} MB/token at ${r.roofline.bandwidth_gb_s.toFixed(2)} GB/s → ` +
+        `${((r.roofline.bandwidth_gb_s * 1e9) / r.roofline.bytes_per_token).toFixed(2)} tok/s max; ratio ${r.roofline.ratio.toFixed(3)}`,
+    ],
+    [
+      'decode CPU time',
+      `${r.decode_cpu_ms_per_tok.standard.toFixed(2)} ms/tok standard, ${r.decode_cpu_ms_per_tok.moi.toFixed(2)} moi`,
+    ],
     ['kernels / decode step', profileLine(r.step_profile)],
-    ...(r.gpu_step ? [
-      ['gpu plan', r.gpu_dtype_note ?? ''],
-      ['gpu plan / step', `${r.gpu_step.dispatches} dispatches (${r.gpu_step.dispatches_per_layer} a layer + ${r.gpu_step.dispatches_outside_layers}), ` +
-        `${r.gpu_step.uploads_bytes} B up, ${r.gpu_step.readbacks} read of ${r.gpu_step.readback_bytes_per_row} B a row, ` +
-        `new: ${r.gpu_step.new_pipelines} pipelines, ${r.gpu_step.new_bind_groups} bind groups, ${r.gpu_step.new_buffers} buffers`],
-    ] as [string, string][] : []),
-    ...(r.kernels_off ? [
-      ['kernels off: prefill', `${r.kernels_off.prefill_tok_s.toFixed(1)} tok/s`],
-      ['kernels off: decode', `${r.kernels_off.decode_tok_s.standard.toFixed(2)} tok/s standard, ${r.kernels_off.decode_tok_s.moi.toFixed(2)} moi; ` +
-        `CPU ${r.kernels_off.decode_cpu_ms_per_tok.standard.toFixed(2)} / ${r.kernels_off.decode_cpu_ms_per_tok.moi.toFixed(2)} ms/tok`],
-      ['kernels off: / step', profileLine(r.kernels_off.step_profile)],
-    ] as [string, string][] : [['own kernels', r.kernels_active
-      ? `on; no kernels-off runs with ${r.dtype} weights (the fallback widens every matrix per call)`
-      : 'not active (another backend or MOI_KERNELS=0)'] as [string, string]]),
+    ...(r.gpu_step
+      ? ([
+          ['gpu plan', r.gpu_dtype_note ?? ''],
+          [
+            'gpu plan / step',
+            `${r.gpu_step.dispatches} dispatches (${r.gpu_step.dispatches_per_layer} a layer + ${r.gpu_step.dispatches_outside_layers}), ` +
+              `${r.gpu_step.uploads_bytes} B up, ${r.gpu_step.readbacks} read of ${r.gpu_step.readback_bytes_per_row} B a row, ` +
+              `new: ${r.gpu_step.new_pipelines} pipelines, ${r.gpu_step.new_bind_groups} bind groups, ${r.gpu_step.new_buffers} buffers`,
+          ],
+        ] as [string, string][])
+      : []),
+    ...(r.kernels_off
+      ? ([
+          ['kernels off: prefill', `${r.kernels_off.prefill_tok_s.toFixed(1)} tok/s`],
+          [
+            'kernels off: decode',
+            `${r.kernels_off.decode_tok_s.standard.toFixed(2)} tok/s standard, ${r.kernels_off.decode_tok_s.moi.toFixed(2)} moi; ` +
+              `CPU ${r.kernels_off.decode_cpu_ms_per_tok.standard.toFixed(2)} / ${r.kernels_off.decode_cpu_ms_per_tok.moi.toFixed(2)} ms/tok`,
+          ],
+          ['kernels off: / step', profileLine(r.kernels_off.step_profile)],
+        ] as [string, string][])
+      : [
+          [
+            'own kernels',
+            r.kernels_active
+              ? `on; no kernels-off runs with ${r.dtype} weights (the fallback widens every matrix per call)`
+              : 'not active (another backend or MOI_KERNELS=0)',
+          ] as [string, string],
+        ]),
     ['first ids', r.first_ids.join(',')],
   ];
   const w = Math.max(...rows.map(([k]) => k.length));

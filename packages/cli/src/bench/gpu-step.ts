@@ -43,11 +43,19 @@ export async function measureGpuStep(engine: Engine, prompt: number[], rows = 1)
     const c = plan.lastStep!;
     const per = plan.dispatchesPerStep();
     return {
-      rows, mode: 'moi', dtype: plan.dtype,
-      dispatches: c.dispatches, dispatches_per_layer: per.perLayer, dispatches_outside_layers: c.dispatches - per.perLayer * engine.spec.numLayers,
-      uploads_bytes: c.uploads_bytes, readback_bytes: c.readback_bytes, readback_bytes_per_row: c.readback_bytes / rows,
+      rows,
+      mode: 'moi',
+      dtype: plan.dtype,
+      dispatches: c.dispatches,
+      dispatches_per_layer: per.perLayer,
+      dispatches_outside_layers: c.dispatches - per.perLayer * engine.spec.numLayers,
+      uploads_bytes: c.uploads_bytes,
+      readback_bytes: c.readback_bytes,
+      readback_bytes_per_row: c.readback_bytes / rows,
       readbacks: c.readbacks,
-      new_pipelines: c.new_pipelines, new_bind_groups: c.new_bind_groups, new_buffers: c.new_buffers,
+      new_pipelines: c.new_pipelines,
+      new_bind_groups: c.new_bind_groups,
+      new_buffers: c.new_buffers,
     };
   } finally {
     gpu.release(plan);

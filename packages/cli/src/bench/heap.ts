@@ -7,7 +7,13 @@
  * dtype that cannot fit before it writes gigabytes of synthetic model.
  */
 import {
-  HEAP_ACTIVATION_RESERVE, WASM_HEAP_BYTES, estimateHeap, expectedTensors, specFromConfig, type DecoderSpec, type RawConfig,
+  HEAP_ACTIVATION_RESERVE,
+  WASM_HEAP_BYTES,
+  estimateHeap,
+  expectedTensors,
+  specFromConfig,
+  type DecoderSpec,
+  type RawConfig,
 } from '@moi/models';
 import { Scheduler } from '@moi/engine';
 
@@ -85,9 +91,17 @@ export function heapRow(shape: string, config: RawConfig, dtype: HeapDtype, kvTo
   const kvBytes = kvCacheBytes(spec, Math.min(kvTokens, spec.maxPositionEmbeddings));
   const totalBytes = weights + kvBytes;
   return {
-    shape, modelType: spec.modelType, dtype, params: paramCount(spec), weightBytes: weights,
-    loads: estimateHeap(spec, dtype).total <= WASM_HEAP_BYTES, kvTokens, kvBytes, totalBytes,
-    fits: totalBytes <= WASM_HEAP_LIMIT, maxTokens: tokensThatFit(spec, WASM_HEAP_LIMIT - weights, spec.maxPositionEmbeddings),
+    shape,
+    modelType: spec.modelType,
+    dtype,
+    params: paramCount(spec),
+    weightBytes: weights,
+    loads: estimateHeap(spec, dtype).total <= WASM_HEAP_BYTES,
+    kvTokens,
+    kvBytes,
+    totalBytes,
+    fits: totalBytes <= WASM_HEAP_LIMIT,
+    maxTokens: tokensThatFit(spec, WASM_HEAP_LIMIT - weights, spec.maxPositionEmbeddings),
   };
 }
 
@@ -100,17 +114,23 @@ export function heapTable(rows: HeapRow[]): string {
   const shapes = [...new Set(rows.map((r) => r.shape))];
   const dtypes = HEAP_DTYPES.filter((d) => rows.some((r) => r.dtype === d));
   const kvTokens = rows[0]?.kvTokens ?? TABLE_KV_TOKENS;
-  const head = ['shape', 'params', `KV cache (${kvTokens.toLocaleString('en-US')} tok, f32)`, ...dtypes.map((d) => `${d}: weights + KV`)];
-  const lines = [
-    `| ${head.join(' | ')} |`,
-    `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`,
+  const head = [
+    'shape',
+    'params',
+    `KV cache (${kvTokens.toLocaleString('en-US')} tok, f32)`,
+    ...dtypes.map((d) => `${d}: weights + KV`),
   ];
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`];
   for (const s of shapes) {
     const of = rows.filter((r) => r.shape === s);
     const cells = dtypes.map((d) => {
       const r = of.find((x) => x.dtype === d);
       if (!r) return '–';
-      const verdict = r.fits ? 'fits' : !r.loads ? '**does not load**' : `**does not fit** (${r.maxTokens.toLocaleString('en-US')} tok do)`;
+      const verdict = r.fits
+        ? 'fits'
+        : !r.loads
+          ? '**does not load**'
+          : `**does not fit** (${r.maxTokens.toLocaleString('en-US')} tok do)`;
       return `${GB(r.weightBytes)} + ${GB(r.kvBytes)} = ${GB(r.totalBytes)} GB ${verdict}`;
     });
     lines.push(`| ${s} | ${(of[0].params / 1e9).toFixed(3)} B | ${GB(of[0].kvBytes)} GB | ${cells.join(' | ')} |`);

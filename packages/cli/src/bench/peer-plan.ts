@@ -47,16 +47,22 @@ export interface PeerOptions {
   dryRun: boolean;
 }
 
-const positive = (flag: string) => (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} needs a positive integer`);
-  return n;
-};
+const positive =
+  (flag: string) =>
+  (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} needs a positive integer`);
+    return n;
+  };
 
 /** `--threads 1,2` or `1,max` (max = the cores this process may use). */
 function threadList(v: string): number[] {
   const cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
-  const list = v.split(',').map((s) => s.trim()).filter(Boolean).map((s) => (s === 'max' ? cores : Number(s)));
+  const list = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((s) => (s === 'max' ? cores : Number(s)));
   if (!list.length || list.some((n) => !Number.isInteger(n) || n < 1 || n > 256)) {
     throw new InvalidArgumentError('give thread counts from 1 to 256 (or max: all cores), comma-separated, e.g. 1,max');
   }
@@ -64,10 +70,14 @@ function threadList(v: string): number[] {
 }
 
 function dtypeList(v: string): PeerDtype[] {
-  const list = v.split(',').map((s) => s.trim()).filter(Boolean);
+  const list = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (!list.length) throw new InvalidArgumentError(`give one or more of ${PEER_DTYPES.join(', ')}, comma-separated`);
   for (const d of list) {
-    if (!(PEER_DTYPES as readonly string[]).includes(d)) throw new InvalidArgumentError(`"${d}" is not one of ${PEER_DTYPES.join(', ')}`);
+    if (!(PEER_DTYPES as readonly string[]).includes(d))
+      throw new InvalidArgumentError(`"${d}" is not one of ${PEER_DTYPES.join(', ')}`);
   }
   if (new Set(list).size !== list.length) throw new InvalidArgumentError('a dtype is listed twice');
   // always in the order f32, bf16, q8: f32 first, as the others' speed-up is over it
@@ -76,7 +86,10 @@ function dtypeList(v: string): PeerDtype[] {
 
 function configList(v: string): string[] {
   const all = [...PEER_STANDARD, ...PEER_LARGE] as string[];
-  const list = v.split(',').map((s) => s.trim()).filter(Boolean);
+  const list = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const out: string[] = [];
   for (const c of list) {
     if (c === 'all') out.push(...PEER_STANDARD);
@@ -88,26 +101,57 @@ function configList(v: string): string[] {
 }
 
 function batchList(v: string): number[] {
-  const list = v.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
-  if (list.some((n) => !Number.isInteger(n) || n < 1)) throw new InvalidArgumentError('batch sizes are positive integers, comma-separated (empty for none)');
+  const list = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map(Number);
+  if (list.some((n) => !Number.isInteger(n) || n < 1))
+    throw new InvalidArgumentError('batch sizes are positive integers, comma-separated (empty for none)');
   return list;
 }
 
 export function peerProgram(repo: string): Command {
   return new Command('peer')
-    .description('our engine next to llama.cpp (node-llama-cpp, CPU) on synthetic models of published shapes, same dtype, prompt, lengths and threads')
+    .description(
+      'our engine next to llama.cpp (node-llama-cpp, CPU) on synthetic models of published shapes, same dtype, prompt, lengths and threads',
+    )
     .option('--peer <dir>', 'the peer-bench folder', path.resolve(repo, '../shared/peer-bench'))
-    .option('--config <names>', `${PEER_STANDARD.join(', ')} or all (the four); also ${PEER_LARGE.join(', ')}; comma-separated`, configList, [...PEER_STANDARD])
-    .option('--dtype <list>', 'weights on both sides: f32 (GGUF f32), bf16 (GGUF bf16), q8 (GGUF q8_0); a comma list runs each (e.g. f32,bf16,q8)', dtypeList, ['f32'])
-    .option('--scratch <dir>', 'writable work folder: the peer-bench copy, its node_modules (node-llama-cpp, kept), models/ and results/',
-      path.join(process.env.TMPDIR || os.tmpdir(), 'moi-peer-bench'))
+    .option(
+      '--config <names>',
+      `${PEER_STANDARD.join(', ')} or all (the four); also ${PEER_LARGE.join(', ')}; comma-separated`,
+      configList,
+      [...PEER_STANDARD],
+    )
+    .option(
+      '--dtype <list>',
+      'weights on both sides: f32 (GGUF f32), bf16 (GGUF bf16), q8 (GGUF q8_0); a comma list runs each (e.g. f32,bf16,q8)',
+      dtypeList,
+      ['f32'],
+    )
+    .option(
+      '--scratch <dir>',
+      'writable work folder: the peer-bench copy, its node_modules (node-llama-cpp, kept), models/ and results/',
+      path.join(process.env.TMPDIR || os.tmpdir(), 'moi-peer-bench'),
+    )
     .option('--out <file>', 'combined JSON (default SCRATCH/results/peer-<time>.json)')
     .option('--prompt-tokens <n>', 'prompt length', positive('--prompt-tokens'), 128)
     .option('--gen-tokens <n>', 'decode steps timed', positive('--gen-tokens'), 64)
     .option('--repeat <n>', 'runs per figure (medians)', positive('--repeat'), 3)
-    .option('--threads <list>', 'thread counts, each run by both engines (comma-separated; max = all cores)', threadList, threadList('1,max'))
-    .addOption(new Option('--backend <name>', 'passed to moi-gen bench').choices(['tensorflow', 'wasm', 'cpu', 'webgpu']))
-    .option('--batches <list>', 'passed to moi-gen bench: batched-decode sizes (default 4,16; none on the larger shapes)', batchList)
+    .option(
+      '--threads <list>',
+      'thread counts, each run by both engines (comma-separated; max = all cores)',
+      threadList,
+      threadList('1,max'),
+    )
+    .addOption(
+      new Option('--backend <name>', 'passed to moi-gen bench').choices(['tensorflow', 'wasm', 'cpu', 'webgpu']),
+    )
+    .option(
+      '--batches <list>',
+      'passed to moi-gen bench: batched-decode sizes (default 4,16; none on the larger shapes)',
+      batchList,
+    )
     .option('--keep-models', 'keep the generated safetensors/GGUF files (default: delete each when done)')
     .option('--skip-ours', 'run llama.cpp only')
     .option('--skip-llamacpp', 'run ours only')
@@ -124,15 +168,40 @@ export function parsePeerArgs(argv: string[], repo: string, writeErr?: (s: strin
   if (writeErr) p.configureOutput({ writeErr });
   p.parse(argv, { from: 'user' });
   const o = p.opts() as {
-    peer: string; config: string[]; dtype: PeerDtype[]; scratch: string; out?: string; promptTokens: number; genTokens: number;
-    repeat: number; threads: number[]; backend?: string; batches?: number[]; keepModels?: boolean; skipOurs?: boolean; skipLlamacpp?: boolean; dryRun?: boolean;
+    peer: string;
+    config: string[];
+    dtype: PeerDtype[];
+    scratch: string;
+    out?: string;
+    promptTokens: number;
+    genTokens: number;
+    repeat: number;
+    threads: number[];
+    backend?: string;
+    batches?: number[];
+    keepModels?: boolean;
+    skipOurs?: boolean;
+    skipLlamacpp?: boolean;
+    dryRun?: boolean;
   };
   const scratch = path.resolve(o.scratch);
   return {
-    peer: path.resolve(o.peer), configs: o.config, dtypes: o.dtype, scratch,
-    out: o.out ? path.resolve(o.out) : path.join(scratch, 'results', `peer-${new Date().toISOString().replace(/[:.]/g, '-')}.json`),
-    promptTokens: o.promptTokens, genTokens: o.genTokens, repeat: o.repeat, threads: o.threads, backend: o.backend,
-    batches: o.batches ?? null, keepModels: Boolean(o.keepModels), skipOurs: Boolean(o.skipOurs), skipLlamacpp: Boolean(o.skipLlamacpp),
+    peer: path.resolve(o.peer),
+    configs: o.config,
+    dtypes: o.dtype,
+    scratch,
+    out: o.out
+      ? path.resolve(o.out)
+      : path.join(scratch, 'results', `peer-${new Date().toISOString().replace(/[:.]/g, '-')}.json`),
+    promptTokens: o.promptTokens,
+    genTokens: o.genTokens,
+    repeat: o.repeat,
+    threads: o.threads,
+    backend: o.backend,
+    batches: o.batches ?? null,
+    keepModels: Boolean(o.keepModels),
+    skipOurs: Boolean(o.skipOurs),
+    skipLlamacpp: Boolean(o.skipLlamacpp),
     dryRun: Boolean(o.dryRun),
   };
 }
@@ -142,7 +211,10 @@ export { CommanderError };
 // ---- the plan
 
 /** One command: `node SCRIPT args` in peer-bench's scratch copy, or `tsx bin.ts bench ...` in the repo. */
-export interface Step { cwd: 'scratch' | 'repo'; args: string[] }
+export interface Step {
+  cwd: 'scratch' | 'repo';
+  args: string[];
+}
 
 export interface DtypeRun {
   dtype: PeerDtype;
@@ -182,41 +254,104 @@ export function planShape(o: PeerOptions, name: string, config: RawConfig): Shap
   const rows = Math.max(1, ...(batches ?? [4, 16]));
   const kvBytes = Scheduler.kvBytesFor(spec, rows, o.promptTokens + o.genTokens + 1);
   // the loader's own check (E_MEMORY), and room for the bench's KV cache beside the weights
-  const fits = (d: PeerDtype) => estimateHeap(spec, d).total <= WASM_HEAP_BYTES && heldBytes(spec, d) + kvBytes <= WASM_HEAP_LIMIT;
+  const fits = (d: PeerDtype) =>
+    estimateHeap(spec, d).total <= WASM_HEAP_BYTES && heldBytes(spec, d) + kvBytes <= WASM_HEAP_LIMIT;
   const heap = o.dtypes.map((dtype) => ({ dtype, weightBytes: heldBytes(spec, dtype), kvBytes, fits: fits(dtype) }));
   if (!o.skipOurs) {
     const over = heap.filter((h) => !h.fits);
     if (over.length) {
       const fitting = heap.filter((h) => h.fits).map((h) => h.dtype);
       const others = PEER_DTYPES.filter(fits);
-      throw new PlanError(over.map((h) => `${name} at ${h.dtype}: ${GB(h.weightBytes)} of weights + ${GB(h.kvBytes)} of KV cache ` +
-        `(${rows} row${rows > 1 ? 's' : ''} × ${o.promptTokens + o.genTokens + 1} tokens) do not fit the wasm heap (${GB(WASM_HEAP_LIMIT)} of its 4 GiB)`).join('; ') +
-        `; run it with --dtype ${(fitting.length ? fitting : others).join(',') || 'q8'}${batches?.length ? ' or fewer --batches' : ''}, or with --skip-ours`);
+      throw new PlanError(
+        over
+          .map(
+            (h) =>
+              `${name} at ${h.dtype}: ${GB(h.weightBytes)} of weights + ${GB(h.kvBytes)} of KV cache ` +
+              `(${rows} row${rows > 1 ? 's' : ''} × ${o.promptTokens + o.genTokens + 1} tokens) do not fit the wasm heap (${GB(WASM_HEAP_LIMIT)} of its 4 GiB)`,
+          )
+          .join('; ') +
+          `; run it with --dtype ${(fitting.length ? fitting : others).join(',') || 'q8'}${batches?.length ? ' or fewer --batches' : ''}, or with --skip-ours`,
+      );
     }
   }
   const models = path.join(o.scratch, 'models');
   const sourceDtype = o.dtypes.includes('f32') ? 'f32' : 'bf16';
   const dir = path.join(models, `${name}-${sourceDtype}`);
-  const make: Step = { cwd: 'scratch', args: ['make-synthetic.mjs', '--config', `configs/${name}.json`, '--out', dir, '--seed', '1', '--dtype', sourceDtype] };
-  const runs = o.dtypes.flatMap((dtype) => o.threads.map((threads, ti): DtypeRun => {
-    const ggufType = GGUF_TYPE[dtype];
-    const gguf = path.join(models, `${name}-${ggufType}.gguf`);
-    return {
-      dtype, threads, ggufType, gguf, lastOfDtype: ti === o.threads.length - 1,
-      toGguf: o.skipLlamacpp || ti > 0 ? null : { cwd: 'scratch', args: ['to-gguf.mjs', '--model', dir, '--out', gguf, '--type', ggufType] },
-      llamacpp: o.skipLlamacpp ? null : {
-        cwd: 'scratch',
-        args: ['bench-llamacpp.mjs', '--gguf', gguf, '--prompt-tokens', String(o.promptTokens), '--gen-tokens', String(o.genTokens),
-          '--threads', String(threads), '--repeat', String(o.repeat), '--kv', 'f32'],
-      },
-      ours: o.skipOurs ? null : {
-        cwd: 'repo',
-        args: ['packages/cli/src/bin.ts', 'bench', '--model', dir, '--dtype', dtype, '--prompt-tokens', String(o.promptTokens),
-          '--gen-tokens', String(o.genTokens), '--repeat', String(o.repeat), '--threads', String(threads),
-          ...(o.backend ? ['--backend', o.backend] : []), ...(batches ? ['--batches', batches.join(',')] : []), '--json'],
-      },
-    };
-  }));
+  const make: Step = {
+    cwd: 'scratch',
+    args: [
+      'make-synthetic.mjs',
+      '--config',
+      `configs/${name}.json`,
+      '--out',
+      dir,
+      '--seed',
+      '1',
+      '--dtype',
+      sourceDtype,
+    ],
+  };
+  const runs = o.dtypes.flatMap((dtype) =>
+    o.threads.map((threads, ti): DtypeRun => {
+      const ggufType = GGUF_TYPE[dtype];
+      const gguf = path.join(models, `${name}-${ggufType}.gguf`);
+      return {
+        dtype,
+        threads,
+        ggufType,
+        gguf,
+        lastOfDtype: ti === o.threads.length - 1,
+        toGguf:
+          o.skipLlamacpp || ti > 0
+            ? null
+            : { cwd: 'scratch', args: ['to-gguf.mjs', '--model', dir, '--out', gguf, '--type', ggufType] },
+        llamacpp: o.skipLlamacpp
+          ? null
+          : {
+              cwd: 'scratch',
+              args: [
+                'bench-llamacpp.mjs',
+                '--gguf',
+                gguf,
+                '--prompt-tokens',
+                String(o.promptTokens),
+                '--gen-tokens',
+                String(o.genTokens),
+                '--threads',
+                String(threads),
+                '--repeat',
+                String(o.repeat),
+                '--kv',
+                'f32',
+              ],
+            },
+        ours: o.skipOurs
+          ? null
+          : {
+              cwd: 'repo',
+              args: [
+                'packages/cli/src/bin.ts',
+                'bench',
+                '--model',
+                dir,
+                '--dtype',
+                dtype,
+                '--prompt-tokens',
+                String(o.promptTokens),
+                '--gen-tokens',
+                String(o.genTokens),
+                '--repeat',
+                String(o.repeat),
+                '--threads',
+                String(threads),
+                ...(o.backend ? ['--backend', o.backend] : []),
+                ...(batches ? ['--batches', batches.join(',')] : []),
+                '--json',
+              ],
+            },
+      };
+    }),
+  );
   return { config: name, source: { dtype: sourceDtype, dir, make }, heap, runs };
 }
 

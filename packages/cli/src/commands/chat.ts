@@ -15,7 +15,15 @@ import type { DoneEvent } from '@moi/engine';
 import { loadEngine, type ModelFlags } from './load.ts';
 import { readUserFile } from './generate.ts';
 import { requestFromSettings } from '@moi/engine';
-import { addModelOptions, addSamplingOptions, alias, checkSamplingFlags, dtypeLabel, int, settingFlags } from './options.ts';
+import {
+  addModelOptions,
+  addSamplingOptions,
+  alias,
+  checkSamplingFlags,
+  dtypeLabel,
+  int,
+  settingFlags,
+} from './options.ts';
 import { deferred, interruption, reportTurnError, warn } from './usage.ts';
 
 interface ChatFlags extends ModelFlags {
@@ -37,8 +45,10 @@ const HELP = [
 
 function statsLine(t: TurnStats, d: DoneEvent): string {
   const s = d.stats;
-  return `[turn ${t.promptTokens} tok: reused ${t.reusedTokens}, prefilled ${t.prefilledTokens} at ${s.prefillTokPerSec.toFixed(1)} tok/s | ` +
-    `generated ${t.generatedTokens} at ${s.decodeTokPerSec.toFixed(1)} tok/s | finish: ${t.finishReason}]\n`;
+  return (
+    `[turn ${t.promptTokens} tok: reused ${t.reusedTokens}, prefilled ${t.prefilledTokens} at ${s.prefillTokPerSec.toFixed(1)} tok/s | ` +
+    `generated ${t.generatedTokens} at ${s.decodeTokPerSec.toFixed(1)} tok/s | finish: ${t.finishReason}]\n`
+  );
 }
 
 async function run(o: ChatFlags, cmd: Command): Promise<void> {
@@ -50,15 +60,20 @@ async function run(o: ChatFlags, cmd: Command): Promise<void> {
   if (o.ctxSize !== undefined) o.maxContext = o.ctxSize;
   const flags = settingFlags(o, cmd);
   checkSamplingFlags(flags, { chat: true });
-  if (!Number.isInteger(o.maxContext) || o.maxContext < 2) throw new UsageError('E_USAGE', `--max-context must be an integer ≥ 2, got ${o.maxContext}`);
+  if (!Number.isInteger(o.maxContext) || o.maxContext < 2)
+    throw new UsageError('E_USAGE', `--max-context must be an integer ≥ 2, got ${o.maxContext}`);
   const chatTemplate = o.chatTemplate !== undefined ? readUserFile('--chat-template', o.chatTemplate) : undefined;
   const { engine, progress } = await loadEngine(o);
   const session = new ChatSession(engine, {
-    system: o.system, maxContext: o.maxContext, chatTemplate,
+    system: o.system,
+    maxContext: o.maxContext,
+    chatTemplate,
     defaults: requestFromSettings(flags.values),
   });
   if ((o.ctxSize !== undefined || typedContext) && o.maxContext > engine.spec.maxPositionEmbeddings) {
-    warn(`--max-context ${o.maxContext} is capped at ${engine.spec.maxPositionEmbeddings}, the model's context (max_position_embeddings)`);
+    warn(
+      `--max-context ${o.maxContext} is capped at ${engine.spec.maxPositionEmbeddings}, the model's context (max_position_embeddings)`,
+    );
   }
   try {
     // the template must render a first exchange now, not fail at the first message
@@ -73,7 +88,12 @@ async function run(o: ChatFlags, cmd: Command): Promise<void> {
   // notices go beside the replies at a terminal, and out of the way of a script's stdout
   const notice = (s: string) => (tty ? process.stdout : process.stderr).write(s + '\n');
 
-  const rl = readline.createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty, prompt: '> ' });
+  const rl = readline.createInterface({
+    input: process.stdin,
+    output: tty ? process.stdout : undefined,
+    terminal: tty,
+    prompt: '> ',
+  });
   let generating: AbortController | null = null;
   /** a turn failed, then /reset: the next good turn clears the failure's exit code */
   let recovering = false;
@@ -92,7 +112,11 @@ async function run(o: ChatFlags, cmd: Command): Promise<void> {
     let done: DoneEvent | null = null;
     try {
       progress.begin();
-      for await (const e of session.send(text, { signal: generating.signal, onPrefill: (p) => progress.prefill(p), prefillChunk: progress.prefillChunk })) {
+      for await (const e of session.send(text, {
+        signal: generating.signal,
+        onPrefill: (p) => progress.prefill(p),
+        prefillChunk: progress.prefillChunk,
+      })) {
         if (e.type === 'token') {
           progress.stop();
           if (e.text) out(e.text);
@@ -122,7 +146,8 @@ async function run(o: ChatFlags, cmd: Command): Promise<void> {
   }
 
   try {
-    if (o.stats || o.verbose) process.stderr.write(`[${engine.backend.name}, weights ${dtypeLabel(engine.loaded)}, ${engine.threads.note}]\n`);
+    if (o.stats || o.verbose)
+      process.stderr.write(`[${engine.backend.name}, weights ${dtypeLabel(engine.loaded)}, ${engine.threads.note}]\n`);
     if (tty) {
       notice(`chatting with ${engine.dir} (${engine.backend.name}, ${engine.loaded.dtype}); /help for commands`);
       rl.prompt();
@@ -152,12 +177,19 @@ async function run(o: ChatFlags, cmd: Command): Promise<void> {
 
 export function chatCommand(): Command {
   const cmd = new Command('chat')
-    .description('chat with a model in its chat template (multi-turn, one KV cache: each turn prefills only its new tokens)')
+    .description(
+      'chat with a model in its chat template (multi-turn, one KV cache: each turn prefills only its new tokens)',
+    )
     .option('--system <text>', 'system prompt (kept across /reset); alias --system-prompt')
     .addOption(new Option('--system-prompt <text>', 'alias of --system').hideHelp())
-    .option('--max-context <n>', `most tokens the conversation may hold (capped by the model's context); alias -c, --ctx-size`, int('--max-context'), DEFAULT_MAX_CONTEXT)
+    .option(
+      '--max-context <n>',
+      `most tokens the conversation may hold (capped by the model's context); alias -c, --ctx-size`,
+      int('--max-context'),
+      DEFAULT_MAX_CONTEXT,
+    )
     .addOption(new Option('-c, --ctx-size <n>', 'alias of --max-context').argParser(int('--ctx-size')).hideHelp())
-    .option('--chat-template <file>', 'a Jinja chat template to use instead of the model\'s (e.g. for a base model)')
+    .option('--chat-template <file>', "a Jinja chat template to use instead of the model's (e.g. for a base model)")
     .option('--stats', 'print the backend and weight dtype, then per-turn token counts and speed, to stderr');
   addModelOptions(cmd);
   addSamplingOptions(cmd);

@@ -10,8 +10,19 @@ import { DTYPE_CHOICES, type DtypeChoice } from '@moi/models';
 import { resolveMixSettings } from '@moi/moi';
 import { resolveSamplingParams } from '@moi/core';
 import {
-  MAX_THREADS, parseSettingText, requestFromSettings, resolveThreads, ruleOf, settingAtPath, settingError, SETTINGS,
-  type Setting, type SettingName, type SettingValue, type SettingValues, type TableSetting,
+  MAX_THREADS,
+  parseSettingText,
+  requestFromSettings,
+  resolveThreads,
+  ruleOf,
+  settingAtPath,
+  settingError,
+  SETTINGS,
+  type Setting,
+  type SettingName,
+  type SettingValue,
+  type SettingValues,
+  type TableSetting,
 } from '@moi/engine';
 import { registerFlagNames, warn } from './usage.ts';
 
@@ -29,19 +40,27 @@ export function modelArg(m: string): string {
   return looksLikeId && !existsSync(userPath(m)) ? m : userPath(m);
 }
 
-export const num = (name: string) => (v: string): number => {
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
-  return n;
-};
-export const int = (name: string) => (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n)) throw new InvalidArgumentError(`${name} must be an integer`);
-  return n;
-};
+export const num =
+  (name: string) =>
+  (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
+    return n;
+  };
+export const int =
+  (name: string) =>
+  (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n)) throw new InvalidArgumentError(`${name} must be an integer`);
+    return n;
+  };
 export const idList = (v: string): number[] => {
-  const ids = v.split(/[\s,]+/).filter(Boolean).map(Number);
-  if (ids.length === 0 || ids.some((x) => !Number.isInteger(x) || x < 0)) throw new InvalidArgumentError('--ids takes comma-separated non-negative integers, e.g. 1,2,3');
+  const ids = v
+    .split(/[\s,]+/)
+    .filter(Boolean)
+    .map(Number);
+  if (ids.length === 0 || ids.some((x) => !Number.isInteger(x) || x < 0))
+    throw new InvalidArgumentError('--ids takes comma-separated non-negative integers, e.g. 1,2,3');
   return ids;
 };
 
@@ -50,15 +69,22 @@ export const idList = (v: string): number[] => {
  * the choices is commander's own error naming the flag (exit 2), before anything loads.
  */
 export function dtypeOption(): Option {
-  return new Option('--dtype <dtype>', "weight matrices held as: auto (a bf16/f16 checkpoint stays 16-bit, f32 stays f32), " +
-    'f32, bf16 (16-bit words) or q8 (blocks of 32 int8 + a scale, as llama.cpp Q8_0); packed weights run on wasm, other backends widen them at load. ' +
-    "On webgpu's GPU plan (issue 23): auto (f16 for a 16-bit checkpoint, f32 for f32), f32 or f16")
-    // (the GPU plan's f16 beside the table's choices; Engine.load refuses it off the plan)
-    .argParser((v: string) => {
-      if ((DTYPE_CHOICES as readonly string[]).includes(v) || v === 'f16') return v;
-      throw new InvalidArgumentError(`Allowed choices are ${DTYPE_CHOICES.join(', ')}. On webgpu's GPU plan also f16.`);
-    })
-    .default('auto');
+  return (
+    new Option(
+      '--dtype <dtype>',
+      'weight matrices held as: auto (a bf16/f16 checkpoint stays 16-bit, f32 stays f32), ' +
+        'f32, bf16 (16-bit words) or q8 (blocks of 32 int8 + a scale, as llama.cpp Q8_0); packed weights run on wasm, other backends widen them at load. ' +
+        "On webgpu's GPU plan (issue 23): auto (f16 for a 16-bit checkpoint, f32 for f32), f32 or f16",
+    )
+      // (the GPU plan's f16 beside the table's choices; Engine.load refuses it off the plan)
+      .argParser((v: string) => {
+        if ((DTYPE_CHOICES as readonly string[]).includes(v) || v === 'f16') return v;
+        throw new InvalidArgumentError(
+          `Allowed choices are ${DTYPE_CHOICES.join(', ')}. On webgpu's GPU plan also f16.`,
+        );
+      })
+      .default('auto')
+  );
 }
 
 /**
@@ -78,8 +104,10 @@ export type { DtypeChoice };
  * is a UsageError naming the flag (exit 2), before anything loads.
  */
 export function threadsOption(): Option {
-  return new Option('--threads <n>', `threads for the weight matrices on wasm (1 to ${MAX_THREADS}; default $MOI_THREADS, else the available cores, at most 8)`)
-    .argParser((v: string) => resolveThreads(v, '--threads'));
+  return new Option(
+    '--threads <n>',
+    `threads for the weight matrices on wasm (1 to ${MAX_THREADS}; default $MOI_THREADS, else the available cores, at most 8)`,
+  ).argParser((v: string) => resolveThreads(v, '--threads'));
 }
 
 /** The thread line for --stats and --verbose: e.g. 'threads 2 (pool, simd relaxed, fma)'. */
@@ -89,8 +117,18 @@ export function threadsLabel(t: { note: string }): string {
 
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .requiredOption('-m, --model <dir|id>', 'model folder, or a Hugging Face hub id (found in the HF cache, else downloaded)')
-    .addOption(new Option('--backend <name>', 'tfjs backend (default: $MOI_BACKEND, else tensorflow > wasm > cpu)').choices(['tensorflow', 'wasm', 'cpu', 'webgpu']))
+    .requiredOption(
+      '-m, --model <dir|id>',
+      'model folder, or a Hugging Face hub id (found in the HF cache, else downloaded)',
+    )
+    .addOption(
+      new Option('--backend <name>', 'tfjs backend (default: $MOI_BACKEND, else tensorflow > wasm > cpu)').choices([
+        'tensorflow',
+        'wasm',
+        'cpu',
+        'webgpu',
+      ]),
+    )
     .addOption(dtypeOption())
     .addOption(threadsOption())
     .option('--revision <rev>', 'hub revision', 'main')
@@ -101,7 +139,10 @@ export function addModelOptions(cmd: Command): Command {
 
 /** --no-check-tensors: skip the load's check of every weight for NaN/±Inf (llama.cpp's --check-tensors, on by default here). */
 export function checkTensorsOption(): Option {
-  return new Option('--no-check-tensors', 'skip the load-time check of every weight for NaN/Inf/|w| ≥ 2^64 (E_NONFINITE_WEIGHTS), for speed on trusted files');
+  return new Option(
+    '--no-check-tensors',
+    'skip the load-time check of every weight for NaN/Inf/|w| ≥ 2^64 (E_NONFINITE_WEIGHTS), for speed on trusted files',
+  );
 }
 
 // ---- the settings table's flags
@@ -113,8 +154,13 @@ export const CLI_SETTINGS: readonly TableSetting[] = SETTINGS.filter((s) => s.cl
 function settingHelp(s: Setting, prefix: string, shownDefault: boolean): string {
   const rule = s.type === 'number' || s.type === 'int' || s.type === 'count' ? `: ${ruleOf(s)}` : '';
   const aliases = s.cli?.aliases?.length ? `; alias ${s.cli.aliases.join(', ')}` : '';
-  const dflt = shownDefault ? '' : s.defaultText !== undefined ? ` (default: ${s.defaultText})`
-    : s.default === null || Array.isArray(s.default) || s.type === 'flag' ? '' : ` (default: ${String(s.default)})`;
+  const dflt = shownDefault
+    ? ''
+    : s.defaultText !== undefined
+      ? ` (default: ${s.defaultText})`
+      : s.default === null || Array.isArray(s.default) || s.type === 'flag'
+        ? ''
+        : ` (default: ${String(s.default)})`;
   return `${prefix}${s.help}${rule}${dflt}${aliases}`;
 }
 
@@ -124,7 +170,7 @@ function settingParser(s: Setting, flag: string): (text: string, previous: unkno
     try {
       const v = parseSettingText(s, text, flag);
       if (s.type !== 'texts') return v;
-      const list = [...(Array.isArray(previous) ? previous as string[] : []), ...(v as string[])];
+      const list = [...(Array.isArray(previous) ? (previous as string[]) : []), ...(v as string[])];
       if (list.length > s.maxItems) throw settingError(s, flag, list);
       return list;
     } catch (e) {
@@ -134,12 +180,18 @@ function settingParser(s: Setting, flag: string): (text: string, previous: unkno
 }
 
 /** A commander Option for a setting's flag (or one of its aliases, hidden from help). */
-export function settingOption(s: Setting, o: { alias?: string; helpPrefix?: string; default?: SettingValue } = {}): Option {
+export function settingOption(
+  s: Setting,
+  o: { alias?: string; helpPrefix?: string; default?: SettingValue } = {},
+): Option {
   const cli = s.cli!;
   const flag = o.alias ?? cli.flag;
   const names = `${!o.alias && cli.short ? `${cli.short}, ` : ''}${flag}${cli.arg ? ` ${cli.arg}` : ''}`;
-  const fill = o.default ?? (cli.fillDefault && !o.alias ? s.default ?? undefined : undefined);
-  const opt = new Option(names, o.alias ? `alias of ${cli.flag}` : settingHelp(s, o.helpPrefix ?? '', fill !== undefined));
+  const fill = o.default ?? (cli.fillDefault && !o.alias ? (s.default ?? undefined) : undefined);
+  const opt = new Option(
+    names,
+    o.alias ? `alias of ${cli.flag}` : settingHelp(s, o.helpPrefix ?? '', fill !== undefined),
+  );
   if (s.type === 'enum') opt.choices(s.choices);
   else if (s.type !== 'flag') opt.argParser(settingParser(s, flag));
   if (fill !== undefined) opt.default(fill);
@@ -148,9 +200,15 @@ export function settingOption(s: Setting, o: { alias?: string; helpPrefix?: stri
 }
 
 /** Add settings' flags (and their hidden aliases) to a command; eval's take eval's defaults where the table gives them. */
-export function addSettingOptions(cmd: Command, settings: readonly Setting[], o: { helpPrefix?: string; surface?: 'eval' } = {}): Command {
+export function addSettingOptions(
+  cmd: Command,
+  settings: readonly Setting[],
+  o: { helpPrefix?: string; surface?: 'eval' } = {},
+): Command {
   for (const s of settings) {
-    cmd.addOption(settingOption(s, { helpPrefix: o.helpPrefix, default: o.surface === 'eval' ? s.eval?.default : undefined }));
+    cmd.addOption(
+      settingOption(s, { helpPrefix: o.helpPrefix, default: o.surface === 'eval' ? s.eval?.default : undefined }),
+    );
     for (const alias of s.cli?.aliases ?? []) cmd.addOption(settingOption(s, { alias }));
   }
   return cmd;
@@ -165,7 +223,12 @@ export function addSamplingOptions(cmd: Command): Command {
 const attribute = (flag: string) => new Option(flag).attributeName();
 
 /** One value from a flag and its alias (`--temperature`/`--temp`): both given and different is an error. */
-export function alias<T>(value: T | undefined, aliasValue: T | undefined, flag: string, aliasFlag: string): T | undefined {
+export function alias<T>(
+  value: T | undefined,
+  aliasValue: T | undefined,
+  flag: string,
+  aliasFlag: string,
+): T | undefined {
   if (value !== undefined && aliasValue !== undefined && value !== aliasValue) {
     throw new UsageError('E_USAGE', `${flag} and ${aliasFlag} (an alias) disagree: give one of them`);
   }
@@ -204,12 +267,18 @@ export function settingFlags(o: object, cmd: Command, settings: readonly TableSe
  * Before the model loads: sampling and mixing flags validated together (so a bad combination
  * costs no load), and a warning for each flag that will have no effect.
  */
-export function checkSamplingFlags(f: FlagSettings, where: { json?: boolean; chat?: boolean; compareModes?: string[] }): void {
+export function checkSamplingFlags(
+  f: FlagSettings,
+  where: { json?: boolean; chat?: boolean; compareModes?: string[] },
+): void {
   const r = requestFromSettings(f.values);
   resolveSamplingParams(r.sampling);
   // --compare-modes with soft: Soft Thinking's flags are for its run (validated as such)
   const softRun = where.compareModes?.includes('soft') && r.mix?.mode === undefined;
-  const mix = resolveMixSettings({ defaultMode: 'standard', ...r.mix, ...(softRun ? { mode: 'soft' as const } : {}) }, process.env);
+  const mix = resolveMixSettings(
+    { defaultMode: 'standard', ...r.mix, ...(softRun ? { mode: 'soft' as const } : {}) },
+    process.env,
+  );
   const typed = (name: SettingName) => f.typed.has(name);
   if (typed('logprobs') && where.chat) warn('--logprobs has no effect in chat');
   else if (typed('logprobs') && !where.json) warn('--logprobs has no effect without --json');

@@ -98,7 +98,8 @@ export function editDistance(a: string, b: string): number {
     for (let j = 1; j <= b.length; j++) {
       const cost = a[i - 1] === b[j - 1] ? 0 : 1;
       d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
     }
   }
   return d[a.length][b.length];
@@ -121,8 +122,11 @@ export function mistypedCommand(word: string, names: string[], maxEdits = Infini
 
 /** The usage error for a word that looks like a mistyped subcommand. */
 export function mistypedCommandError(word: string, name: string): UsageError {
-  return new UsageError('E_USAGE', `unknown command '${word}': did you mean '${name}'? ` +
-    `(to generate from the word '${word}' as a prompt, write: moi-gen generate -p ${word} …)`);
+  return new UsageError(
+    'E_USAGE',
+    `unknown command '${word}': did you mean '${name}'? ` +
+      `(to generate from the word '${word}' as a prompt, write: moi-gen generate -p ${word} …)`,
+  );
 }
 
 /**
@@ -133,7 +137,10 @@ export function operands(argv: string[], valueFlags: Set<string>): string[] {
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === '--') { out.push(...argv.slice(i + 1)); break; }
+    if (a === '--') {
+      out.push(...argv.slice(i + 1));
+      break;
+    }
     if (a.startsWith('-') && a.length > 1) {
       if (!a.includes('=') && valueFlags.has(a)) i++;
       continue;

@@ -20,14 +20,26 @@
 import { rmSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  activeKernels, BACKENDS, backendLabel, initBackend, kernelsEnabled, type BackendName, type BackendReport,
+  activeKernels,
+  BACKENDS,
+  backendLabel,
+  initBackend,
+  kernelsEnabled,
+  type BackendName,
+  type BackendReport,
 } from '@moi/core';
 import { Engine, generate, generateOne, type GenerateRequest } from '@moi/engine';
 import type { MixOptions } from '@moi/moi';
 import type { ThreadsReport } from '@moi/models';
 import { DOCTOR_CONFIG, writeDoctorModel } from './model.ts';
 import {
-  agreeing, directSettings, recordRun, softSettings, teacherForced, type RefRun, type TeacherForcedReport,
+  agreeing,
+  directSettings,
+  recordRun,
+  softSettings,
+  teacherForced,
+  type RefRun,
+  type TeacherForcedReport,
 } from './teacher-forced.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -44,8 +56,14 @@ export interface BackendInfo {
   details: Record<string, string | number | boolean>;
 }
 
-const WEBGPU_LIMITS = ['maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupStorageSize',
-  'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupsPerDimension'] as const;
+const WEBGPU_LIMITS = [
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupsPerDimension',
+] as const;
 
 async function detailsOf(name: BackendName): Promise<BackendInfo['details']> {
   if (name === 'wasm') {
@@ -56,7 +74,9 @@ async function detailsOf(name: BackendName): Promise<BackendInfo['details']> {
     };
   }
   if (name === 'webgpu') {
-    const device = (tf.backend() as unknown as { device?: { limits?: Record<string, number>; adapterInfo?: Record<string, string> } }).device;
+    const device = (
+      tf.backend() as unknown as { device?: { limits?: Record<string, number>; adapterInfo?: Record<string, string> } }
+    ).device;
     const info = device?.adapterInfo ?? {};
     const out: BackendInfo['details'] = {};
     for (const k of ['vendor', 'architecture', 'device', 'description'] as const) if (info[k]) out[k] = String(info[k]);
@@ -76,8 +96,14 @@ export async function listBackends(): Promise<BackendInfo[]> {
       out.push({ name, starts: true, package: r.package, why: null, details: await detailsOf(name) });
     } catch (err) {
       const why = (err as Error).message;
-      const details: BackendInfo['details'] = name === 'tensorflow'
-        ? { 'tfjs-node': /native binding did not load/.test(why) ? 'installed, its native binding did not load' : 'not installed' } : {};
+      const details: BackendInfo['details'] =
+        name === 'tensorflow'
+          ? {
+              'tfjs-node': /native binding did not load/.test(why)
+                ? 'installed, its native binding did not load'
+                : 'not installed',
+            }
+          : {};
       out.push({ name, starts: false, package: null, why, details });
     }
   }
@@ -87,12 +113,27 @@ export async function listBackends(): Promise<BackendInfo[]> {
 // ---------------------------------------------------------------------------------------------
 // the reference (plain cpu) and the checks
 
-export const DOCTOR_PROMPTS: readonly number[][] = [[1, 17, 42, 99, 250, 311], [1, 400, 7, 123, 88, 5]];
+export const DOCTOR_PROMPTS: readonly number[][] = [
+  [1, 17, 42, 99, 250, 311],
+  [1, 400, 7, 123, 88, 5],
+];
 const BETAS = [0.5, 1, 2];
 
 /** Soft Thinking as the doctor runs it: filters off, T 0.6, 10 candidates, think-end the last id. */
 function softOptions(vocabSize: number): MixOptions {
-  return { mode: 'soft', topK: 10, soft: { temperature: 0.6, topK: 0, topP: 1, minP: 0, thinkEndId: vocabSize - 1, coldStopEntropy: 0, afterThinking: { temperature: 0 } } };
+  return {
+    mode: 'soft',
+    topK: 10,
+    soft: {
+      temperature: 0.6,
+      topK: 0,
+      topP: 1,
+      minP: 0,
+      thinkEndId: vocabSize - 1,
+      coldStopEntropy: 0,
+      afterThinking: { temperature: 0 },
+    },
+  };
 }
 
 interface Outputs {
@@ -110,11 +151,18 @@ async function rows3(t: tf.Tensor3D): Promise<Float32Array[][]> {
   const [B, T, V] = t.shape;
   const flat = (await t.data()) as Float32Array;
   t.dispose();
-  return Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, i) => flat.slice((b * T + i) * V, (b * T + i + 1) * V)));
+  return Array.from({ length: B }, (_, b) =>
+    Array.from({ length: T }, (_, i) => flat.slice((b * T + i) * V, (b * T + i + 1) * V)),
+  );
 }
 
-const request = (mix: MixOptions, steps: number): GenerateRequest =>
-  ({ promptIds: [...DOCTOR_PROMPTS[0]], maxTokens: steps, sampling: { temperature: 0 }, ignoreEos: true, mix });
+const request = (mix: MixOptions, steps: number): GenerateRequest => ({
+  promptIds: [...DOCTOR_PROMPTS[0]],
+  maxTokens: steps,
+  sampling: { temperature: 0 },
+  ignoreEos: true,
+  mix,
+});
 
 async function logitsOf(engine: Engine): Promise<Outputs['logits']> {
   const alone: Float32Array[][] = [];
@@ -143,8 +191,16 @@ async function trajectoriesOf(engine: Engine, steps: number): Promise<Outputs['t
   };
   try {
     const tokens: number[][] = modes.map(() => []);
-    for await (const e of generate(engine, modes.map((m) => request(m.mix, steps)))) if (e.type === 'token') tokens[e.row].push(e.token);
-    return { rows: Object.fromEntries(modes.map((m, i) => [m.key, tokens[i]])), alone: await alone({ mode: 'moi', beta: 1 }), batchError: null };
+    for await (const e of generate(
+      engine,
+      modes.map((m) => request(m.mix, steps)),
+    ))
+      if (e.type === 'token') tokens[e.row].push(e.token);
+    return {
+      rows: Object.fromEntries(modes.map((m, i) => [m.key, tokens[i]])),
+      alone: await alone({ mode: 'moi', beta: 1 }),
+      batchError: null,
+    };
   } catch (err) {
     const rows: Record<string, number[] | string> = {};
     for (const m of modes) rows[m.key] = await alone(m.mix);
@@ -155,7 +211,11 @@ async function trajectoriesOf(engine: Engine, steps: number): Promise<Outputs['t
 /** A short greedy decode of 2 × steps tokens, timed (after the trajectories: the backend is warm). */
 async function decodeOf(engine: Engine, steps: number): Promise<Outputs['decode']> {
   const timed = await generateOne(engine, request({ mode: 'standard' }, 2 * steps));
-  return { tokens: 2 * steps, tokPerSec: timed.done.stats.decodeTokPerSec, prefillTokPerSec: timed.done.stats.prefillTokPerSec };
+  return {
+    tokens: 2 * steps,
+    tokPerSec: timed.done.stats.decodeTokPerSec,
+    prefillTokPerSec: timed.done.stats.prefillTokPerSec,
+  };
 }
 
 export interface DoctorReference {
@@ -172,7 +232,11 @@ export async function doctorReference(dir: string, steps = 16): Promise<DoctorRe
     const V = engine.spec.vocabSize;
     return {
       steps,
-      outputs: { logits: await logitsOf(engine), trajectories: await trajectoriesOf(engine, steps), decode: await decodeOf(engine, steps) },
+      outputs: {
+        logits: await logitsOf(engine),
+        trajectories: await trajectoriesOf(engine, steps),
+        decode: await decodeOf(engine, steps),
+      },
       direct: await recordRun(engine.model, [...DOCTOR_PROMPTS[0]], steps, directSettings()),
       soft: await recordRun(engine.model, [...DOCTOR_PROMPTS[0]], steps, softSettings(V, V - 1)),
     };
@@ -217,12 +281,19 @@ function logitCheck(got: Float32Array[][], want: Float32Array[][]): { worst: num
 }
 
 function teacherDetail(r: TeacherForcedReport): string {
-  const base = `${r.steps} steps: logits ${r.worstLogitRel.toExponential(1)} × scale, weights at most ${r.worstWeightRatio.toFixed(2)} of their tolerance, ` +
+  const base =
+    `${r.steps} steps: logits ${r.worstLogitRel.toExponential(1)} × scale, weights at most ${r.worstWeightRatio.toFixed(2)} of their tolerance, ` +
     `candidates compared at ${r.setsCompared} (near-ties at ${r.nearTies})`;
-  return r.failures.length ? `${r.failures[0]}${r.failures.length > 1 ? ` (and ${r.failures.length - 1} more)` : ''}; ${base}` : base;
+  return r.failures.length
+    ? `${r.failures[0]}${r.failures.length > 1 ? ` (and ${r.failures.length - 1} more)` : ''}; ${base}`
+    : base;
 }
 
-async function check(checks: DoctorCheck[], name: string, f: () => Promise<{ ok: boolean; detail: string }>): Promise<void> {
+async function check(
+  checks: DoctorCheck[],
+  name: string,
+  f: () => Promise<{ ok: boolean; detail: string }>,
+): Promise<void> {
   try {
     checks.push({ name, ...(await f()) });
   } catch (err) {
@@ -234,19 +305,32 @@ async function check(checks: DoctorCheck[], name: string, f: () => Promise<{ ok:
  * The checks on one backend (`backend`: a name, or undefined for MOI_BACKEND / the best available;
  * `flushSubnormals`: undefined for MOI_FLUSH_SUBNORMALS) against the cpu reference.
  */
-export async function checkBackend(dir: string, ref: DoctorReference, target: { backend?: string; flushSubnormals?: boolean; threads?: number } = {}): Promise<BackendResult> {
+export async function checkBackend(
+  dir: string,
+  ref: DoctorReference,
+  target: { backend?: string; flushSubnormals?: boolean; threads?: number } = {},
+): Promise<BackendResult> {
   const result: BackendResult = { backend: null, checks: [], freeRunning: {}, decode: null };
   let report: BackendReport;
   let engine: Engine;
   try {
     // the choice first (initBackend keeps a started backend when none is named)
     report = await initBackend({ backend: target.backend, flushSubnormals: target.flushSubnormals });
-    engine = await Engine.load(dir, { backend: report.name, flushSubnormals: report.flushSubnormals, threads: target.threads });
+    engine = await Engine.load(dir, {
+      backend: report.name,
+      flushSubnormals: report.flushSubnormals,
+      threads: target.threads,
+    });
   } catch (err) {
     result.checks.push({ name: 'start', ok: false, detail: (err as Error).message.split('\n')[0] });
     return result;
   }
-  result.backend = { name: report.name, label: backendLabel(report), flushSubnormals: report.flushSubnormals, reason: report.reason };
+  result.backend = {
+    name: report.name,
+    label: backendLabel(report),
+    flushSubnormals: report.flushSubnormals,
+    reason: report.reason,
+  };
   result.threads = engine.threads;
   const checks = result.checks;
   const want = ref.outputs;
@@ -255,7 +339,10 @@ export async function checkBackend(dir: string, ref: DoctorReference, target: { 
       const got = await logitsOf(engine);
       const alone = logitCheck(got.alone, want.logits.alone);
       const batched = logitCheck(got.batched, want.logits.alone);
-      return { ok: alone.ok && batched.ok, detail: `max |diff| ${alone.worst.toExponential(1)} × scale alone, ${batched.worst.toExponential(1)} batched (tolerance ${LOGIT_TOL})` };
+      return {
+        ok: alone.ok && batched.ok,
+        detail: `max |diff| ${alone.worst.toExponential(1)} × scale alone, ${batched.worst.toExponential(1)} batched (tolerance ${LOGIT_TOL})`,
+      };
     });
     const got = await trajectoriesOf(engine, ref.steps);
     const w = want.trajectories.rows;
@@ -268,13 +355,18 @@ export async function checkBackend(dir: string, ref: DoctorReference, target: { 
     };
     await check(checks, 'greedy', async () => {
       const n = agree('standard');
-      return typeof n === 'string' ? { ok: false, detail: n } : { ok: n === ref.steps, detail: `${n} of ${ref.steps} tokens equal cpu's` };
+      return typeof n === 'string'
+        ? { ok: false, detail: n }
+        : { ok: n === ref.steps, detail: `${n} of ${ref.steps} tokens equal cpu's` };
     });
     await check(checks, 'moi', async () => {
       const parts = BETAS.map((b) => ({ b, n: agree(`moi:${b}`) }));
       const failed = parts.find((p) => typeof p.n === 'string');
       if (failed) return { ok: false, detail: `β ${failed.b}: ${failed.n}` };
-      return { ok: parts.every((p) => p.n === ref.steps), detail: `${parts.map((p) => `β ${p.b}: ${p.n} of ${ref.steps}`).join(', ')} tokens equal cpu's` };
+      return {
+        ok: parts.every((p) => p.n === ref.steps),
+        detail: `${parts.map((p) => `β ${p.b}: ${p.n} of ${ref.steps}`).join(', ')} tokens equal cpu's`,
+      };
     });
     await check(checks, 'batched rows', async () => {
       if (got.batchError) return { ok: false, detail: `the batch of every mode failed: ${got.batchError}` };
@@ -282,7 +374,13 @@ export async function checkBackend(dir: string, ref: DoctorReference, target: { 
       const b = got.rows['moi:1'];
       if (typeof a === 'string') return { ok: false, detail: `the request alone failed: ${a}` };
       const n = agreeing(a, b as number[]);
-      return { ok: n === ref.steps, detail: n === ref.steps ? 'a MoI row of the batch equals the same request alone' : `a batched MoI row parts from the same request alone at step ${n}` };
+      return {
+        ok: n === ref.steps,
+        detail:
+          n === ref.steps
+            ? 'a MoI row of the batch equals the same request alone'
+            : `a batched MoI row parts from the same request alone at step ${n}`,
+      };
     });
     for (const key of ['direct', 'soft']) {
       const n = agree(key);
@@ -333,7 +431,13 @@ export interface DoctorOptions {
 export async function runDoctor(opts: DoctorOptions = {}): Promise<DoctorReport> {
   const steps = opts.steps ?? 16;
   const say = opts.onProgress ?? (() => {});
-  const model = { modelType: String(DOCTOR_CONFIG.model_type), hiddenSize: Number(DOCTOR_CONFIG.hidden_size), layers: Number(DOCTOR_CONFIG.num_hidden_layers), vocabSize: Number(DOCTOR_CONFIG.vocab_size), steps };
+  const model = {
+    modelType: String(DOCTOR_CONFIG.model_type),
+    hiddenSize: Number(DOCTOR_CONFIG.hidden_size),
+    layers: Number(DOCTOR_CONFIG.num_hidden_layers),
+    vocabSize: Number(DOCTOR_CONFIG.vocab_size),
+    steps,
+  };
   const reference = 'cpu (float32, subnormals kept)';
   // the backend the user gets (before anything else starts one: initBackend keeps a started backend)
   let chosen: { backend?: string; flushSubnormals?: boolean };
@@ -348,7 +452,12 @@ export async function runDoctor(opts: DoctorOptions = {}): Promise<DoctorReport>
   say('backends: trying each');
   const backends = await listBackends();
   if (startError !== null) {
-    const result: BackendResult = { backend: null, checks: [{ name: 'start', ok: false, detail: startError }], freeRunning: {}, decode: null };
+    const result: BackendResult = {
+      backend: null,
+      checks: [{ name: 'start', ok: false, detail: startError }],
+      freeRunning: {},
+      decode: null,
+    };
     return { backends, model, reference, result, ok: false };
   }
   const dir = writeDoctorModel();
@@ -367,18 +476,34 @@ export async function runDoctor(opts: DoctorOptions = {}): Promise<DoctorReport>
 export function formatDoctor(r: DoctorReport): string {
   const lines: string[] = ['backends:'];
   for (const b of r.backends) {
-    const d = Object.entries(b.details).map(([k, v]) => `${k} ${typeof v === 'boolean' ? (v ? 'yes' : 'no') : v}`).join(', ');
-    lines.push(`  ${b.name.padEnd(10)} ${b.starts ? 'starts' : 'no    '}  ${b.starts ? b.package : b.why}${d ? `\n  ${''.padEnd(10)}         ${d}` : ''}`);
+    const d = Object.entries(b.details)
+      .map(([k, v]) => `${k} ${typeof v === 'boolean' ? (v ? 'yes' : 'no') : v}`)
+      .join(', ');
+    lines.push(
+      `  ${b.name.padEnd(10)} ${b.starts ? 'starts' : 'no    '}  ${b.starts ? b.package : b.why}${d ? `\n  ${''.padEnd(10)}         ${d}` : ''}`,
+    );
   }
   const res = r.result;
   const name = res.backend?.label ?? 'the chosen backend';
-  lines.push(`checks on ${name} against ${r.reference}, a random ${r.model.modelType} (hidden ${r.model.hiddenSize}, ${r.model.layers} layers, vocabulary ${r.model.vocabSize}), ${r.model.steps} steps:`);
+  lines.push(
+    `checks on ${name} against ${r.reference}, a random ${r.model.modelType} (hidden ${r.model.hiddenSize}, ${r.model.layers} layers, vocabulary ${r.model.vocabSize}), ${r.model.steps} steps:`,
+  );
   if (res.threads) lines.push(`  info  ${'threads'.padEnd(24)} ${res.threads.note}`);
   for (const c of res.checks) lines.push(`  ${c.ok ? 'PASS' : 'FAIL'}  ${c.name.padEnd(24)} ${c.detail}`);
   const fr = Object.entries(res.freeRunning);
-  if (fr.length) lines.push(`  info  ${'free-running'.padEnd(24)} ${fr.map(([k, v]) => ('error' in v ? `${k} failed: ${v.error}` : `${k} agrees with cpu for ${v.agree} of ${v.of} steps`)).join(', ')} (not a check: without the anchor on the sampled token, rounding grows ~4× per step)`);
-  if (res.decode) lines.push(`  info  ${'decode'.padEnd(24)} ${res.decode.tokens} tokens at ${res.decode.tokPerSec.toFixed(1)} tok/s (cpu ${res.decode.cpuTokPerSec.toFixed(1)} tok/s), prefill ${res.decode.prefillTokPerSec.toFixed(1)} tok/s`);
+  if (fr.length)
+    lines.push(
+      `  info  ${'free-running'.padEnd(24)} ${fr.map(([k, v]) => ('error' in v ? `${k} failed: ${v.error}` : `${k} agrees with cpu for ${v.agree} of ${v.of} steps`)).join(', ')} (not a check: without the anchor on the sampled token, rounding grows ~4× per step)`,
+    );
+  if (res.decode)
+    lines.push(
+      `  info  ${'decode'.padEnd(24)} ${res.decode.tokens} tokens at ${res.decode.tokPerSec.toFixed(1)} tok/s (cpu ${res.decode.cpuTokPerSec.toFixed(1)} tok/s), prefill ${res.decode.prefillTokPerSec.toFixed(1)} tok/s`,
+    );
   const failed = res.checks.filter((c) => !c.ok);
-  lines.push(failed.length === 0 ? `verdict: all ${res.checks.length} checks passed on ${name}` : `verdict: ${failed.length} of ${res.checks.length} checks failed on ${name}: ${failed.map((c) => c.name).join(', ')}`);
+  lines.push(
+    failed.length === 0
+      ? `verdict: all ${res.checks.length} checks passed on ${name}`
+      : `verdict: ${failed.length} of ${res.checks.length} checks failed on ${name}: ${failed.map((c) => c.name).join(', ')}`,
+  );
   return `${lines.join('\n')}\n`;
 }

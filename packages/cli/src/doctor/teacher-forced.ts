@@ -27,7 +27,14 @@ import * as tf from '@tensorflow/tfjs-core';
 import { UsageError } from '@moi/core';
 import type { Decoder } from '@moi/models';
 import {
-  mixInputs, resolveMixSettings, SOFT_EXTRA_COLUMNS, softMix, softObserve, startSoftRow, type MixRowState, type MixSettings,
+  mixInputs,
+  resolveMixSettings,
+  SOFT_EXTRA_COLUMNS,
+  softMix,
+  softObserve,
+  startSoftRow,
+  type MixRowState,
+  type MixSettings,
 } from '@moi/moi';
 
 /** One step of a reference run: the logits the step chose from, and the token it recorded. */
@@ -78,19 +85,48 @@ export function directSettings(topK = 20): MixSettings {
  * are the `maxTopk` largest logits: at temperature T, think-end `thinkEndId`, greedy after it.
  */
 export function softSettings(vocabSize: number, thinkEndId: number, temperature = 0.6, maxTopk = 10): MixSettings {
-  return resolveMixSettings({
-    mode: 'soft', topK: maxTopk,
-    soft: { temperature, topK: 0, topP: 1, minP: 0, thinkEndId, coldStopEntropy: 0, noise: 'none', afterThinking: { temperature: 0 } },
-  }, {}, vocabSize);
+  return resolveMixSettings(
+    {
+      mode: 'soft',
+      topK: maxTopk,
+      soft: {
+        temperature,
+        topK: 0,
+        topP: 1,
+        minP: 0,
+        thinkEndId,
+        coldStopEntropy: 0,
+        noise: 'none',
+        afterThinking: { temperature: 0 },
+      },
+    },
+    {},
+    vocabSize,
+  );
 }
 
 function checkSettings(s: MixSettings): 'direct' | 'soft' {
   if (s.mode === 'direct' && s.prior === 'raw' && typeof s.topK === 'number') return 'direct';
   const f = s.soft?.thinking;
-  if (s.mode === 'soft' && s.soft && f && f.temperature > 0 && f.topK === 0 && f.topP === 1 && f.minP === 0 &&
-    s.soft.noise === 'none' && s.soft.coldStopEntropy === 0 && s.soft.afterThinking.temperature === 0 && typeof s.topK === 'number') return 'soft';
-  throw new UsageError('E_MOI', `teacher-forced checks take direct mode (raw prior, a top-K) or Soft Thinking with its filters, noise and cold stop off ` +
-    `and greedy after thinking (softSettings); got ${JSON.stringify({ mode: s.mode, topK: s.topK, prior: s.prior, soft: s.soft })}`);
+  if (
+    s.mode === 'soft' &&
+    s.soft &&
+    f &&
+    f.temperature > 0 &&
+    f.topK === 0 &&
+    f.topP === 1 &&
+    f.minP === 0 &&
+    s.soft.noise === 'none' &&
+    s.soft.coldStopEntropy === 0 &&
+    s.soft.afterThinking.temperature === 0 &&
+    typeof s.topK === 'number'
+  )
+    return 'soft';
+  throw new UsageError(
+    'E_MOI',
+    `teacher-forced checks take direct mode (raw prior, a top-K) or Soft Thinking with its filters, noise and cold stop off ` +
+      `and greedy after thinking (softSettings); got ${JSON.stringify({ mode: s.mode, topK: s.topK, prior: s.prior, soft: s.soft })}`,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -126,7 +162,13 @@ function softmaxOver(ids: number[], logits: ArrayLike<number>, T: number): Map<n
   return new Map(ids.map((i, k) => [i, e[k] / z]));
 }
 
-function expected(mode: 'direct' | 'soft', s: MixSettings, logits: ArrayLike<number>, y: number, thinking: boolean): Expected {
+function expected(
+  mode: 'direct' | 'soft',
+  s: MixSettings,
+  logits: ArrayLike<number>,
+  y: number,
+  thinking: boolean,
+): Expected {
   const order = ranked(logits);
   const K = Math.min(s.topK as number, logits.length);
   const gapAt = (k: number) => (k < order.length ? logits[order[k - 1]] - logits[order[k]] : Infinity);
@@ -138,7 +180,8 @@ function expected(mode: 'direct' | 'soft', s: MixSettings, logits: ArrayLike<num
   if (!thinking) return { w: new Map([[y, 1]]), gap: Infinity, token: y, tokenGap: Infinity, temperature: 1 };
   const T = s.soft!.thinking.temperature;
   const token = order[0];
-  if (token === s.soft!.thinkEndId) return { w: new Map([[token, 1]]), gap: Infinity, token, tokenGap: gapAt(1), temperature: T };
+  if (token === s.soft!.thinkEndId)
+    return { w: new Map([[token, 1]]), gap: Infinity, token, tokenGap: gapAt(1), temperature: T };
   return { w: softmaxOver(order.slice(0, K), logits, T), gap: gapAt(K), token, tokenGap: gapAt(1), temperature: T };
 }
 
@@ -159,13 +202,24 @@ interface Mixed {
  * the next input, made by the decode path's own mixer (direct: the lean path; returnWeights takes
  * the general one). One read: the slots' ids, weights (and token, extra columns) packed together.
  */
-async function mixRow(model: Decoder, mode: 'direct' | 'soft', s: MixSettings, logits: tf.Tensor2D, y: number, state: MixRowState | undefined, next: boolean): Promise<Mixed> {
+async function mixRow(
+  model: Decoder,
+  mode: 'direct' | 'soft',
+  s: MixSettings,
+  logits: tf.Tensor2D,
+  y: number,
+  state: MixRowState | undefined,
+  next: boolean,
+): Promise<Mixed> {
   const embed = model.embedSource();
   if (mode === 'direct') {
     const [packed, embeds = null] = tf.tidy((): tf.Tensor2D[] => {
       const sampled = tf.tensor1d([y], 'int32');
       const r = mixInputs({ logits, sampled, embed, settings: [s] }, { returnWeights: true });
-      const packed: tf.Tensor2D = tf.concat([tf.cast(r.candidateIds, 'float32'), r.weights, tf.cast(r.candidateMask, 'float32')], 1);
+      const packed: tf.Tensor2D = tf.concat(
+        [tf.cast(r.candidateIds, 'float32'), r.weights, tf.cast(r.candidateMask, 'float32')],
+        1,
+      );
       return next ? [packed, mixInputs({ logits, sampled, embed, settings: [s] }).embeds] : [packed];
     });
     const v = (await packed.data()) as Float32Array;
@@ -176,21 +230,39 @@ async function mixRow(model: Decoder, mode: 'direct' | 'soft', s: MixSettings, l
     return { embeds, w, token: y, extra: null };
   }
   const [packed, embeds = null] = tf.tidy((): tf.Tensor2D[] => {
-    const r = softMix({ logits, sampled: tf.tensor1d([y], 'int32'), embed, settings: [s], rowStates: [state] }, { returnWeights: true });
-    const packed = tf.concat([tf.cast(r.candidateIds, 'float32'), r.weights, tf.cast(tf.reshape(r.tokens!, [1, 1]), 'float32'), r.extra! as tf.Tensor2D], 1) as tf.Tensor2D;
+    const r = softMix(
+      { logits, sampled: tf.tensor1d([y], 'int32'), embed, settings: [s], rowStates: [state] },
+      { returnWeights: true },
+    );
+    const packed = tf.concat(
+      [
+        tf.cast(r.candidateIds, 'float32'),
+        r.weights,
+        tf.cast(tf.reshape(r.tokens!, [1, 1]), 'float32'),
+        r.extra! as tf.Tensor2D,
+      ],
+      1,
+    ) as tf.Tensor2D;
     return next ? [packed, r.embeds] : [packed];
   });
   const v = (await packed.data()) as Float32Array;
   packed.dispose();
   const N = (v.length - 1 - SOFT_EXTRA_COLUMNS) / 2; // slots: the candidates, then the one-hot slot
   const w = new Map<number, number>();
-  if (v[2 * N - 1] > 0) w.set(v[N - 1], v[2 * N - 1]); // one-hot: think-end, or after thinking
+  if (v[2 * N - 1] > 0)
+    w.set(v[N - 1], v[2 * N - 1]); // one-hot: think-end, or after thinking
   else for (let i = 0; i < N - 1; i++) w.set(v[i], v[N + i]);
   return { embeds, w, token: v[2 * N], extra: v.slice(2 * N + 1) };
 }
 
 function startState(mode: 'direct' | 'soft', s: MixSettings): MixRowState | undefined {
-  return mode === 'soft' ? startSoftRow(s, { makeRng: () => { throw new Error('no noise'); } }) : undefined;
+  return mode === 'soft'
+    ? startSoftRow(s, {
+        makeRng: () => {
+          throw new Error('no noise');
+        },
+      })
+    : undefined;
 }
 
 function thinkingOf(state: MixRowState | undefined): boolean {
@@ -240,19 +312,38 @@ export async function recordRun(model: Decoder, prompt: number[], n: number, set
  * The backend (current, holding `model`) teacher-forced along `ref`: see the file comment.
  * Failures are collected, not thrown, so a report can say everything that failed.
  */
-export async function teacherForced(model: Decoder, ref: RefRun, settings: MixSettings, opts: TeacherForcedOptions = {}): Promise<TeacherForcedReport> {
+export async function teacherForced(
+  model: Decoder,
+  ref: RefRun,
+  settings: MixSettings,
+  opts: TeacherForcedOptions = {},
+): Promise<TeacherForcedReport> {
   const mode = checkSettings(settings);
   const tol = opts.logitTol ?? 1e-4;
   const n = ref.steps.length;
-  const report: TeacherForcedReport = { mode, steps: n, worstLogitRel: 0, setsCompared: 0, nearTies: 0, worstWeightRatio: 0, failures: [] };
-  const fail = (msg: string) => { if (report.failures.length < 8) report.failures.push(msg); };
+  const report: TeacherForcedReport = {
+    mode,
+    steps: n,
+    worstLogitRel: 0,
+    setsCompared: 0,
+    nearTies: 0,
+    worstWeightRatio: 0,
+    failures: [],
+  };
+  const fail = (msg: string) => {
+    if (report.failures.length < 8) report.failures.push(msg);
+  };
   const cache = model.makeCache(1, ref.prompt.length + n);
   const state = startState(mode, settings);
   try {
     let L = await lastLogits(model.forward({ ids: [ref.prompt] }, { cache, lastOnly: true }));
     for (let s = 0; s < n; s++) {
       const { logits: refL, token: y } = ref.steps[s];
-      if (refL.length !== L.values.length) throw new UsageError('E_SHAPE', `teacher-forced: reference step ${s} has ${refL.length} logits, the model ${L.values.length}`);
+      if (refL.length !== L.values.length)
+        throw new UsageError(
+          'E_SHAPE',
+          `teacher-forced: reference step ${s} has ${refL.length} logits, the model ${L.values.length}`,
+        );
       // logits
       let eps = 0;
       let scale = 1;
@@ -262,26 +353,33 @@ export async function teacherForced(model: Decoder, ref: RefRun, settings: MixSe
         scale = Math.max(scale, Math.abs(refL[v]));
       }
       report.worstLogitRel = Math.max(report.worstLogitRel, eps / scale);
-      if (!(eps <= tol * scale)) fail(`step ${s}: logits max |diff| ${eps.toExponential(2)} > ${tol} × ${scale.toFixed(2)}`);
+      if (!(eps <= tol * scale))
+        fail(`step ${s}: logits max |diff| ${eps.toExponential(2)} > ${tol} × ${scale.toFixed(2)}`);
 
       // the backend's mixer on its own logits (the reference's token and phase) vs the definition on the reference's
       const want = expected(mode, settings, refL, y, thinkingOf(state));
       const own = await mixRow(model, mode, settings, L.tensor, y, state && { ...state }, false);
       L.tensor.dispose();
       const tokenComparable = want.tokenGap > 2 * eps;
-      if (tokenComparable && own.token !== want.token) fail(`step ${s}: recorded token ${own.token}, the reference's ${want.token} (gap ${want.tokenGap.toExponential(2)})`);
+      if (tokenComparable && own.token !== want.token)
+        fail(
+          `step ${s}: recorded token ${own.token}, the reference's ${want.token} (gap ${want.tokenGap.toExponential(2)})`,
+        );
       if (want.gap > 2 * eps && (tokenComparable || own.token === want.token)) {
         report.setsCompared++;
         const got = [...own.w.keys()].sort((a, b) => a - b);
         const exp = [...want.w.keys()].sort((a, b) => a - b);
         if (got.join() !== exp.join()) {
-          fail(`step ${s}: candidates {${got.join(',')}} ≠ the reference's {${exp.join(',')}} (boundary gap ${want.gap.toExponential(2)} > 2ε = ${(2 * eps).toExponential(2)})`);
+          fail(
+            `step ${s}: candidates {${got.join(',')}} ≠ the reference's {${exp.join(',')}} (boundary gap ${want.gap.toExponential(2)} > 2ε = ${(2 * eps).toExponential(2)})`,
+          );
         } else {
           for (const [id, w] of want.w) {
             const bound = w * (Math.expm1((2 * eps) / want.temperature) + WEIGHT_ROUNDING) + WEIGHT_FLOOR;
             const ratio = Math.abs(own.w.get(id)! - w) / bound;
             report.worstWeightRatio = Math.max(report.worstWeightRatio, Number.isNaN(ratio) ? Infinity : ratio);
-            if (!(ratio <= 1)) fail(`step ${s}: weight of ${id} ${own.w.get(id)} vs ${w} (tolerance ${bound.toExponential(2)})`);
+            if (!(ratio <= 1))
+              fail(`step ${s}: weight of ${id} ${own.w.get(id)} vs ${w} (tolerance ${bound.toExponential(2)})`);
           }
         }
       } else {

@@ -11,9 +11,11 @@ export type Row = Record<string, unknown>;
 /** JSON values from parquet: BigInt → number (counts and ids here are small), typed arrays → arrays. */
 function plain(v: unknown): unknown {
   if (typeof v === 'bigint') return Number(v);
-  if (ArrayBuffer.isView(v) && !(v instanceof DataView)) return Array.from(v as unknown as ArrayLike<number | bigint>, plain);
+  if (ArrayBuffer.isView(v) && !(v instanceof DataView))
+    return Array.from(v as unknown as ArrayLike<number | bigint>, plain);
   if (Array.isArray(v)) return v.map(plain);
-  if (v && typeof v === 'object' && !(v instanceof Date)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]));
+  if (v && typeof v === 'object' && !(v instanceof Date))
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]));
   return v;
 }
 
@@ -33,7 +35,8 @@ export function readJsonl(file: string): Row[] {
     } catch (err) {
       throw new UsageError('E_DATA', `${file}:${i + 1}: not valid JSON (${(err as Error).message})`);
     }
-    if (!v || typeof v !== 'object' || Array.isArray(v)) throw new UsageError('E_DATA', `${file}:${i + 1}: each line must be a JSON object`);
+    if (!v || typeof v !== 'object' || Array.isArray(v))
+      throw new UsageError('E_DATA', `${file}:${i + 1}: each line must be a JSON object`);
     rows.push(v as Row);
   });
   return rows;
@@ -56,7 +59,12 @@ export async function readParquet(files: string[]): Promise<Row[]> {
 
 /** Looks like a local file rather than a hub dataset id. */
 function isLocal(source: string): boolean {
-  return /\.(jsonl|json|parquet)$/i.test(source) || source.startsWith('.') || path.isAbsolute(source) || fs.existsSync(source);
+  return (
+    /\.(jsonl|json|parquet)$/i.test(source) ||
+    source.startsWith('.') ||
+    path.isAbsolute(source) ||
+    fs.existsSync(source)
+  );
 }
 
 /** Rows from a local .jsonl / .parquet file or a hub dataset id (its `split` parquet files). */

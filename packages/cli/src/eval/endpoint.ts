@@ -26,12 +26,25 @@ export function requestFields(r: CompletionRequest, endpoint: Endpoint): Record<
   return fieldsFromSettings(settingsFromRequest({ sampling: r.sampling, mix, maxTokens: r.maxTokens }), endpoint);
 }
 
-interface MoiInfo { mode?: string; mean_entropy?: number; mean_weight?: number }
+interface MoiInfo {
+  mode?: string;
+  mean_entropy?: number;
+  mean_weight?: number;
+}
 
 export class EndpointCompleter implements Completer {
   private readonly client: OpenAI;
-  constructor(readonly name: string, private readonly model: string, private readonly maxSeqs: number, apiKey?: string) {
-    this.client = new OpenAI({ baseURL: name.replace(/\/+$/, ''), apiKey: apiKey ?? process.env.OPENAI_API_KEY ?? 'none', maxRetries: 2 });
+  constructor(
+    readonly name: string,
+    private readonly model: string,
+    private readonly maxSeqs: number,
+    apiKey?: string,
+  ) {
+    this.client = new OpenAI({
+      baseURL: name.replace(/\/+$/, ''),
+      apiKey: apiKey ?? process.env.OPENAI_API_KEY ?? 'none',
+      maxRetries: 2,
+    });
   }
 
   private async one(r: CompletionRequest, signal?: AbortSignal): Promise<CompletionResult> {
@@ -43,25 +56,51 @@ export class EndpointCompleter implements Completer {
         const moi = (res as unknown as { moi?: MoiInfo }).moi;
         const got = res.usage?.prompt_tokens;
         if (r.promptIds && got !== undefined && got !== r.promptIds.length) {
-          throw new MoiError('E_ENDPOINT_PROMPT', `${this.name}: request ${r.key}: the server ran a ${got}-token prompt, not the ${r.promptIds.length} tokens sent`);
+          throw new MoiError(
+            'E_ENDPOINT_PROMPT',
+            `${this.name}: request ${r.key}: the server ran a ${got}-token prompt, not the ${r.promptIds.length} tokens sent`,
+          );
         }
         return this.result(r, res.choices[0]?.text ?? '', res.usage, res.choices[0]?.finish_reason ?? 'stop', t0, moi);
       }
-      const messages = [...r.messages, ...(r.assistantPrefix ? [{ role: 'assistant', content: r.assistantPrefix }] : [])];
+      const messages = [
+        ...r.messages,
+        ...(r.assistantPrefix ? [{ role: 'assistant', content: r.assistantPrefix }] : []),
+      ];
       const body = {
-        model: this.model, messages, ...requestFields(r, 'chat'),
+        model: this.model,
+        messages,
+        ...requestFields(r, 'chat'),
         ...(r.assistantPrefix ? { continue_final_message: true, add_generation_prompt: false } : {}),
       };
-      const res = await this.client.chat.completions.create(body as OpenAI.ChatCompletionCreateParamsNonStreaming, { signal });
+      const res = await this.client.chat.completions.create(body as OpenAI.ChatCompletionCreateParamsNonStreaming, {
+        signal,
+      });
       const moi = (res as unknown as { moi?: MoiInfo }).moi;
-      return this.result(r, res.choices[0]?.message?.content ?? '', res.usage, res.choices[0]?.finish_reason ?? 'stop', t0, moi);
+      return this.result(
+        r,
+        res.choices[0]?.message?.content ?? '',
+        res.usage,
+        res.choices[0]?.finish_reason ?? 'stop',
+        t0,
+        moi,
+      );
     } catch (err) {
       if (signal?.aborted) throw err;
-      throw new MoiError('E_ENDPOINT', `${this.name}: request ${r.key} failed: ${(err as Error).message}`, { cause: err });
+      throw new MoiError('E_ENDPOINT', `${this.name}: request ${r.key} failed: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
   }
 
-  private result(r: CompletionRequest, text: string, usage: { prompt_tokens: number; completion_tokens: number } | undefined, finish: string, t0: number, moi?: MoiInfo): CompletionResult {
+  private result(
+    r: CompletionRequest,
+    text: string,
+    usage: { prompt_tokens: number; completion_tokens: number } | undefined,
+    finish: string,
+    t0: number,
+    moi?: MoiInfo,
+  ): CompletionResult {
     return {
       key: r.key,
       completion: text,
@@ -85,15 +124,27 @@ export class EndpointCompleter implements Completer {
       while (inFlight < this.maxSeqs && next < requests.length && !failure && !signal?.aborted) {
         const r = requests[next++];
         inFlight++;
-        this.one(r, signal).then(
-          (res) => { done.push(res); },
-          (err) => { failure ??= err; },
-        ).finally(() => { inFlight--; wake?.(); });
+        this.one(r, signal)
+          .then(
+            (res) => {
+              done.push(res);
+            },
+            (err) => {
+              failure ??= err;
+            },
+          )
+          .finally(() => {
+            inFlight--;
+            wake?.();
+          });
       }
     };
     launch();
     while (inFlight > 0 || done.length) {
-      if (!done.length) await new Promise<void>((resolve) => { wake = resolve; });
+      if (!done.length)
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
       wake = null;
       while (done.length) yield done.shift()!;
       if (failure) {

@@ -18,21 +18,42 @@ export class Rational {
 
   static of(num: bigint, den = 1n): Rational {
     if (den === 0n) throw new RangeError('zero denominator');
-    if (den < 0n) { num = -num; den = -den; }
+    if (den < 0n) {
+      num = -num;
+      den = -den;
+    }
     const g = gcd(num < 0n ? -num : num, den);
     return new Rational(num / g, den / g);
   }
 
-  add(o: Rational): Rational { return Rational.of(this.num * o.den + o.num * this.den, this.den * o.den); }
-  sub(o: Rational): Rational { return Rational.of(this.num * o.den - o.num * this.den, this.den * o.den); }
-  mul(o: Rational): Rational { return Rational.of(this.num * o.num, this.den * o.den); }
+  add(o: Rational): Rational {
+    return Rational.of(this.num * o.den + o.num * this.den, this.den * o.den);
+  }
+  sub(o: Rational): Rational {
+    return Rational.of(this.num * o.den - o.num * this.den, this.den * o.den);
+  }
+  mul(o: Rational): Rational {
+    return Rational.of(this.num * o.num, this.den * o.den);
+  }
   /** null on division by zero */
-  div(o: Rational): Rational | null { return o.num === 0n ? null : Rational.of(this.num * o.den, this.den * o.num); }
-  neg(): Rational { return new Rational(-this.num, this.den); }
-  equalsInt(n: bigint): boolean { return this.den === 1n && this.num === n; }
-  isInteger(): boolean { return this.den === 1n; }
-  toString(): string { return this.den === 1n ? String(this.num) : `${this.num}/${this.den}`; }
-  toNumber(): number { return Number(this.num) / Number(this.den); }
+  div(o: Rational): Rational | null {
+    return o.num === 0n ? null : Rational.of(this.num * o.den, this.den * o.num);
+  }
+  neg(): Rational {
+    return new Rational(-this.num, this.den);
+  }
+  equalsInt(n: bigint): boolean {
+    return this.den === 1n && this.num === n;
+  }
+  isInteger(): boolean {
+    return this.den === 1n;
+  }
+  toString(): string {
+    return this.den === 1n ? String(this.num) : `${this.num}/${this.den}`;
+  }
+  toNumber(): number {
+    return Number(this.num) / Number(this.den);
+  }
 }
 
 function gcd(a: bigint, b: bigint): bigint {
@@ -48,11 +69,17 @@ export type Token =
   | { kind: 'lparen'; at: number }
   | { kind: 'rparen'; at: number };
 
-const OPS: Record<string, '+' | '-' | '*' | '/'> = { '+': '+', '-': '-', '−': '-', '*': '*', '×': '*', '/': '/', '÷': '/' };
+const OPS: Record<string, '+' | '-' | '*' | '/'> = {
+  '+': '+',
+  '-': '-',
+  '−': '-',
+  '*': '*',
+  '×': '*',
+  '/': '/',
+  '÷': '/',
+};
 
-export type ParseResult =
-  | { ok: true; value: Rational; numbers: bigint[] }
-  | { ok: false; reason: string };
+export type ParseResult = { ok: true; value: Rational; numbers: bigint[] } | { ok: false; reason: string };
 
 /** Split into tokens; null and a reason on any character outside the allowed set. */
 export function tokenize(text: string): { tokens: Token[] } | { reason: string } {
@@ -60,7 +87,10 @@ export function tokenize(text: string): { tokens: Token[] } | { reason: string }
   let i = 0;
   while (i < text.length) {
     const ch = text[i];
-    if (ch === ' ' || ch === '\t' || ch === '\n' || ch === '\r') { i++; continue; }
+    if (ch === ' ' || ch === '\t' || ch === '\n' || ch === '\r') {
+      i++;
+      continue;
+    }
     if (ch >= '0' && ch <= '9') {
       let j = i + 1;
       while (j < text.length && text[j] >= '0' && text[j] <= '9') j++;
@@ -70,9 +100,21 @@ export function tokenize(text: string): { tokens: Token[] } | { reason: string }
     }
     if (ch === '*' && text[i + 1] === '*') return { reason: `power "**" at ${i} is not allowed` };
     const op = OPS[ch];
-    if (op) { tokens.push({ kind: 'op', op, at: i }); i++; continue; }
-    if (ch === '(') { tokens.push({ kind: 'lparen', at: i }); i++; continue; }
-    if (ch === ')') { tokens.push({ kind: 'rparen', at: i }); i++; continue; }
+    if (op) {
+      tokens.push({ kind: 'op', op, at: i });
+      i++;
+      continue;
+    }
+    if (ch === '(') {
+      tokens.push({ kind: 'lparen', at: i });
+      i++;
+      continue;
+    }
+    if (ch === ')') {
+      tokens.push({ kind: 'rparen', at: i });
+      i++;
+      continue;
+    }
     const cp = text.codePointAt(i)!;
     return { reason: `character ${JSON.stringify(String.fromCodePoint(cp))} at ${i} is not allowed` };
   }
@@ -111,7 +153,10 @@ export function evaluate(text: string): ParseResult {
     else if (op === '-') r = a.sub(b);
     else if (op === '*') r = a.mul(b);
     else r = a.div(b);
-    if (r === null) { failure = 'division by zero'; return false; }
+    if (r === null) {
+      failure = 'division by zero';
+      return false;
+    }
     values.push(r);
     return true;
   };
@@ -136,7 +181,8 @@ export function evaluate(text: string): ParseResult {
         if (!apply(top)) return { ok: false, reason: failure! };
       }
     } else if (expectOperand) {
-      if (tok.op === '*' || tok.op === '/') return { ok: false, reason: `operator "${tok.op}" at ${tok.at} has no left operand` };
+      if (tok.op === '*' || tok.op === '/')
+        return { ok: false, reason: `operator "${tok.op}" at ${tok.at} has no left operand` };
       ops.push(tok.op === '-' ? 'neg' : 'pos');
     } else {
       const p = PREC[tok.op];

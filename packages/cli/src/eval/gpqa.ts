@@ -19,11 +19,18 @@ export const GPQA_REVISION = 'refs/convert/parquet';
 
 const LETTERS = ['A', 'B', 'C', 'D'] as const;
 /** the source columns, in the order the shuffle indexes them (0 = the correct answer) */
-export const GPQA_COLUMNS = ['Correct Answer', 'Incorrect Answer 1', 'Incorrect Answer 2', 'Incorrect Answer 3'] as const;
+export const GPQA_COLUMNS = [
+  'Correct Answer',
+  'Incorrect Answer 1',
+  'Incorrect Answer 2',
+  'Incorrect Answer 3',
+] as const;
 
 export function gpqaPrompt(question: string, options: readonly string[]): string {
-  return "Answer the following multiple choice question. The last line of your response should be of the following format: 'Answer: $LETTER' (without quotes) where LETTER is one of ABCD. Think step by step before answering.\n\n" +
-    `${question}\n\n${options.map((o, i) => `${LETTERS[i]}) ${o}`).join('\n')}`;
+  return (
+    "Answer the following multiple choice question. The last line of your response should be of the following format: 'Answer: $LETTER' (without quotes) where LETTER is one of ABCD. Think step by step before answering.\n\n" +
+    `${question}\n\n${options.map((o, i) => `${LETTERS[i]}) ${o}`).join('\n')}`
+  );
 }
 
 /**
@@ -45,17 +52,25 @@ export function gpqaShuffle(seed: number, index: number): number[] {
 export function gpqaRow(row: Row, index: number, where: string, seed: number): Problem {
   const text = (k: string): string => {
     const v = row[k];
-    if (typeof v !== 'string' || !v.trim()) throw new UsageError('E_DATA', `${where} row ${index}: a gpqa row needs a non-empty string "${k}"`);
+    if (typeof v !== 'string' || !v.trim())
+      throw new UsageError('E_DATA', `${where} row ${index}: a gpqa row needs a non-empty string "${k}"`);
     return v.trim();
   };
   const question = text('Question');
   const options = GPQA_COLUMNS.map(text);
   const order = gpqaShuffle(seed, index);
-  const prompt = gpqaPrompt(question, order.map((k) => options[k]));
+  const prompt = gpqaPrompt(
+    question,
+    order.map((k) => options[k]),
+  );
   const answer = LETTERS[order.indexOf(0)];
   const id = typeof row['Record ID'] === 'string' ? { record_id: row['Record ID'] } : {};
   return {
-    index, messages: [{ role: 'user', content: prompt }], assistantPrefix: '', raw: prompt, answer,
+    index,
+    messages: [{ role: 'user', content: prompt }],
+    assistantPrefix: '',
+    raw: prompt,
+    answer,
     meta: { ...id, order: order.map((k) => GPQA_COLUMNS[k]) },
   };
 }
@@ -80,7 +95,13 @@ export function scoreGpqa(completion: string, answer: string): Verdict {
   const rest = lastAnswerLine(completion);
   if (rest === null) return { extracted: null, correct: false, formatOnly: false, reason: 'no "Answer: X" line' };
   const letter = letterOf(rest);
-  if (letter === null) return { extracted: null, correct: false, formatOnly: false, reason: `"Answer: ${rest.trim().slice(0, 40)}" is not one of A–D` };
+  if (letter === null)
+    return {
+      extracted: null,
+      correct: false,
+      formatOnly: false,
+      reason: `"Answer: ${rest.trim().slice(0, 40)}" is not one of A–D`,
+    };
   const correct = letter === answer;
   return { extracted: letter, correct, formatOnly: !correct, ...(correct ? {} : { reason: `${letter} ≠ ${answer}` }) };
 }

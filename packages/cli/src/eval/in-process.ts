@@ -10,7 +10,10 @@ import type { Completer, CompletionRequest, CompletionResult } from './completer
 
 export class InProcessCompleter implements Completer {
   readonly name = 'in-process';
-  constructor(private readonly engine: Engine, private readonly maxSeqs: number) {}
+  constructor(
+    private readonly engine: Engine,
+    private readonly maxSeqs: number,
+  ) {}
 
   async *complete(requests: CompletionRequest[], signal?: AbortSignal): AsyncIterable<CompletionResult> {
     if (requests.length === 0 || signal?.aborted) return;
@@ -25,13 +28,22 @@ export class InProcessCompleter implements Completer {
         promptIds: r.promptIds!,
         maxTokens: r.maxTokens,
         sampling: r.sampling,
-        mix: { mode: r.mode, ...(r.beta !== undefined ? { beta: r.beta } : {}), ...(r.mixTopK !== undefined ? { topK: r.mixTopK } : {}), ...(r.soft ? { soft: r.soft } : {}) },
+        mix: {
+          mode: r.mode,
+          ...(r.beta !== undefined ? { beta: r.beta } : {}),
+          ...(r.mixTopK !== undefined ? { topK: r.mixTopK } : {}),
+          ...(r.soft ? { soft: r.soft } : {}),
+        },
         trace: 0,
       };
       const acc = { h: 0, w: 0, n: 0 };
       for await (const e of scheduler.submit(gen, { signal })) {
         if (e.type === 'token') {
-          if (e.trace) { acc.h += e.trace.entropy; acc.w += e.trace.weight; acc.n++; }
+          if (e.trace) {
+            acc.h += e.trace.entropy;
+            acc.w += e.trace.weight;
+            acc.n++;
+          }
           continue;
         }
         if (e.finishReason === 'abort') return null; // unfinished: not a result
@@ -50,7 +62,12 @@ export class InProcessCompleter implements Completer {
       return null;
     };
     const pending = new Map<number, Promise<{ i: number; result: CompletionResult | null }>>();
-    requests.forEach((r, i) => pending.set(i, run(r).then((result) => ({ i, result }))));
+    requests.forEach((r, i) =>
+      pending.set(
+        i,
+        run(r).then((result) => ({ i, result })),
+      ),
+    );
     try {
       while (pending.size > 0) {
         const { i, result } = await Promise.race(pending.values());

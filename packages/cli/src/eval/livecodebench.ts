@@ -34,9 +34,12 @@ const LATEST = 6;
 
 // ---- the prompt (lcb_runner's generic chat format)
 
-export const LCB_SYSTEM = 'You are an expert Python programmer. You will be given a question (problem specification) and will generate a correct Python program that matches the specification and passes all tests.';
-const WITH_STARTER = 'You will use the following starter code to write the solution to the problem and enclose your code within delimiters.';
-const WITHOUT_STARTER = 'Read the inputs from stdin solve the problem and write the answer to stdout (do not directly test on the sample inputs). Enclose your code within delimiters as follows. Ensure that when the python program runs, it reads the inputs, runs the algorithm and writes output to STDOUT.';
+export const LCB_SYSTEM =
+  'You are an expert Python programmer. You will be given a question (problem specification) and will generate a correct Python program that matches the specification and passes all tests.';
+const WITH_STARTER =
+  'You will use the following starter code to write the solution to the problem and enclose your code within delimiters.';
+const WITHOUT_STARTER =
+  'Read the inputs from stdin solve the problem and write the answer to stdout (do not directly test on the sample inputs). Enclose your code within delimiters as follows. Ensure that when the python program runs, it reads the inputs, runs the algorithm and writes output to STDOUT.';
 
 export function lcbUserPrompt(question: string, starterCode: string): string {
   let p = `### Question:\n${question}\n\n`;
@@ -47,7 +50,10 @@ export function lcbUserPrompt(question: string, starterCode: string): string {
 }
 
 export function lcbMessages(question: string, starterCode: string): ChatMessage[] {
-  return [{ role: 'system', content: LCB_SYSTEM }, { role: 'user', content: lcbUserPrompt(question, starterCode) }];
+  return [
+    { role: 'system', content: LCB_SYSTEM },
+    { role: 'user', content: lcbUserPrompt(question, starterCode) },
+  ];
 }
 
 // ---- releases: which files of the hub repo
@@ -67,17 +73,27 @@ export function releaseFiles(release: string): string[] | null {
   if (m && Number(m[1]) >= 1) return range(Number(m[1]), Number(m[1]));
   m = /^v(\d+)_v(\d+)$/.exec(release);
   if (m && Number(m[1]) >= 1 && Number(m[2]) >= Number(m[1])) return range(Number(m[1]), Number(m[2]));
-  throw new UsageError('E_USAGE', `--release must be release_vN, release_latest, vN or vA_vB (e.g. release_v${LATEST - 1}, v6, v1_v3), got ${JSON.stringify(release)}`);
+  throw new UsageError(
+    'E_USAGE',
+    `--release must be release_vN, release_latest, vN or vA_vB (e.g. release_v${LATEST - 1}, v6, v1_v3), got ${JSON.stringify(release)}`,
+  );
 }
 
 export const isReleaseFile = (f: string) => /^test\d*\.jsonl$/.test(f);
 
 // ---- tests: decoding
 
-export interface LcbTest { input: string; output: string; testtype: 'stdin' | 'functional' }
+export interface LcbTest {
+  input: string;
+  output: string;
+  testtype: 'stdin' | 'functional';
+}
 
 /** `eval score`'s answer shape, and what grading needs of a problem. */
-export interface LcbAnswer { tests: LcbTest[]; func_name?: string }
+export interface LcbAnswer {
+  tests: LcbTest[];
+  func_name?: string;
+}
 
 /**
  * The string inside a pickle, accepting only the opcodes `pickle.dumps(str)` writes (protocols
@@ -87,19 +103,58 @@ export interface LcbAnswer { tests: LcbTest[]; func_name?: string }
 export function unpickleString(buf: Buffer): string {
   let i = 0;
   let value: string | null = null;
-  const need = (n: number) => { if (i + n > buf.length) throw new Error('the pickle ends early'); };
+  const need = (n: number) => {
+    if (i + n > buf.length) throw new Error('the pickle ends early');
+  };
   for (;;) {
     need(1);
     const op = buf[i++];
     switch (op) {
-      case 0x80: need(1); i += 1; break; // PROTO
-      case 0x95: need(8); i += 8; break; // FRAME
-      case 0x94: break; // MEMOIZE
-      case 0x71: need(1); i += 1; break; // BINPUT
-      case 0x72: need(4); i += 4; break; // LONG_BINPUT
-      case 0x8c: { need(1); const n = buf[i]; i += 1; need(n); value = buf.toString('utf8', i, i + n); i += n; break; } // SHORT_BINUNICODE
-      case 0x58: { need(4); const n = buf.readUInt32LE(i); i += 4; need(n); value = buf.toString('utf8', i, i + n); i += n; break; } // BINUNICODE
-      case 0x8d: { need(8); const n = Number(buf.readBigUInt64LE(i)); i += 8; need(n); value = buf.toString('utf8', i, i + n); i += n; break; } // BINUNICODE8
+      case 0x80:
+        need(1);
+        i += 1;
+        break; // PROTO
+      case 0x95:
+        need(8);
+        i += 8;
+        break; // FRAME
+      case 0x94:
+        break; // MEMOIZE
+      case 0x71:
+        need(1);
+        i += 1;
+        break; // BINPUT
+      case 0x72:
+        need(4);
+        i += 4;
+        break; // LONG_BINPUT
+      case 0x8c: {
+        need(1);
+        const n = buf[i];
+        i += 1;
+        need(n);
+        value = buf.toString('utf8', i, i + n);
+        i += n;
+        break;
+      } // SHORT_BINUNICODE
+      case 0x58: {
+        need(4);
+        const n = buf.readUInt32LE(i);
+        i += 4;
+        need(n);
+        value = buf.toString('utf8', i, i + n);
+        i += n;
+        break;
+      } // BINUNICODE
+      case 0x8d: {
+        need(8);
+        const n = Number(buf.readBigUInt64LE(i));
+        i += 8;
+        need(n);
+        value = buf.toString('utf8', i, i + n);
+        i += n;
+        break;
+      } // BINUNICODE8
       case 0x2e: // STOP
         if (value === null) throw new Error('the pickle holds no string');
         return value;
@@ -113,7 +168,11 @@ function asTests(v: unknown, what: string): LcbTest[] {
   if (!Array.isArray(v)) throw new Error(`${what} is not a list`);
   return v.map((t, j) => {
     const x = t as Partial<LcbTest>;
-    if (typeof x?.input !== 'string' || typeof x.output !== 'string' || (x.testtype !== 'stdin' && x.testtype !== 'functional')) {
+    if (
+      typeof x?.input !== 'string' ||
+      typeof x.output !== 'string' ||
+      (x.testtype !== 'stdin' && x.testtype !== 'functional')
+    ) {
       throw new Error(`${what}[${j}] needs string input and output and testtype stdin or functional`);
     }
     return { input: x.input, output: x.output, testtype: x.testtype };
@@ -134,14 +193,16 @@ export function decodeTests(v: unknown, what: string): LcbTest[] {
   try {
     text = unpickleString(zlib.inflateSync(Buffer.from(v, 'base64')));
   } catch (err) {
-    throw new Error(`${what} is neither JSON nor base64 of zlib of a pickled string (${(err as Error).message})`, { cause: err });
+    throw new Error(`${what} is neither JSON nor base64 of zlib of a pickled string (${(err as Error).message})`, {
+      cause: err,
+    });
   }
   return asTests(JSON.parse(text), what);
 }
 
 function metadataOf(v: unknown): { func_name?: string } {
   if (v === undefined || v === null || v === '') return {};
-  const m = typeof v === 'string' ? JSON.parse(v) as unknown : v;
+  const m = typeof v === 'string' ? (JSON.parse(v) as unknown) : v;
   if (!m || typeof m !== 'object') throw new Error('metadata must be a JSON object');
   const f = (m as { func_name?: unknown }).func_name;
   if (f !== undefined && f !== null && typeof f !== 'string') throw new Error('metadata.func_name must be a string');
@@ -152,7 +213,10 @@ function metadataOf(v: unknown): { func_name?: string } {
 export function checkAnswer(a: unknown): string | null {
   const x = a as Partial<LcbAnswer> & { question_id?: unknown };
   if (!x || typeof x !== 'object' || !Array.isArray(x.tests) || x.tests.length === 0) {
-    const hint = x && typeof x === 'object' && 'question_id' in x ? ' (a results.jsonl line names its problem by question_id; its tests are in the dataset)' : '';
+    const hint =
+      x && typeof x === 'object' && 'question_id' in x
+        ? ' (a results.jsonl line names its problem by question_id; its tests are in the dataset)'
+        : '';
     return `a livecodebench answer is {"tests": [{"input", "output", "testtype"}, ...], "func_name"?}${hint}`;
   }
   try {
@@ -190,10 +254,14 @@ function instant(s: string): number {
   return t;
 }
 
-export interface DateWindow { start?: string; end?: string }
+export interface DateWindow {
+  start?: string;
+  end?: string;
+}
 
 export function checkDate(d: string | undefined, flag: string): void {
-  if (d !== undefined && (!/^\d{4}-\d{2}-\d{2}$/.test(d) || Number.isNaN(instant(d)))) throw new UsageError('E_USAGE', `${flag} must be a date YYYY-MM-DD, got ${JSON.stringify(d)}`);
+  if (d !== undefined && (!/^\d{4}-\d{2}-\d{2}$/.test(d) || Number.isNaN(instant(d))))
+    throw new UsageError('E_USAGE', `${flag} must be a date YYYY-MM-DD, got ${JSON.stringify(d)}`);
 }
 
 function inWindow(date: string, w: DateWindow): boolean {
@@ -204,7 +272,10 @@ function inWindow(date: string, w: DateWindow): boolean {
 }
 
 /** The parts of a row that make the prompt; the tests stay where they are. */
-function rowInfo(row: Record<string, unknown>, where: string): { info: LcbProblemInfo; question: string; starter: string } {
+function rowInfo(
+  row: Record<string, unknown>,
+  where: string,
+): { info: LcbProblemInfo; question: string; starter: string } {
   const str = (k: string, required = true): string => {
     const v = row[k];
     if (typeof v === 'string') return v;
@@ -236,9 +307,13 @@ function rowInfo(row: Record<string, unknown>, where: string): { info: LcbProble
 
 function rowTests(row: Record<string, unknown>, where: string, funcName: string | undefined): LcbAnswer {
   try {
-    const tests = [...decodeTests(row.public_test_cases ?? [], 'public_test_cases'), ...decodeTests(row.private_test_cases ?? [], 'private_test_cases')];
+    const tests = [
+      ...decodeTests(row.public_test_cases ?? [], 'public_test_cases'),
+      ...decodeTests(row.private_test_cases ?? [], 'private_test_cases'),
+    ];
     if (tests.length === 0) throw new Error('no tests');
-    if (tests.some((t) => t.testtype === 'functional') && !funcName) throw new Error('functional tests but no metadata.func_name');
+    if (tests.some((t) => t.testtype === 'functional') && !funcName)
+      throw new Error('functional tests but no metadata.func_name');
     return { tests, ...(funcName ? { func_name: funcName } : {}) };
   } catch (err) {
     throw new UsageError('E_DATA', `${where}: ${(err as Error).message}`);
@@ -249,7 +324,11 @@ function rowTests(row: Record<string, unknown>, where: string, funcName: string 
  * Scan a JSONL file line by line (any size: lines are found in 8 MiB chunks), calling `each` with
  * the line's text, byte offset and byte length.
  */
-export async function scanJsonl(file: string, each: (line: string, offset: number, length: number, lineNo: number) => void, chunkBytes = 8 << 20): Promise<void> {
+export async function scanJsonl(
+  file: string,
+  each: (line: string, offset: number, length: number, lineNo: number) => void,
+  chunkBytes = 8 << 20,
+): Promise<void> {
   const fh = await fs.promises.open(file, 'r');
   try {
     const chunk = Buffer.alloc(chunkBytes);
@@ -294,20 +373,33 @@ function parseRow(text: string, where: string): Record<string, unknown> {
   } catch (err) {
     throw new UsageError('E_DATA', `${where}: not valid JSON (${(err as Error).message})`);
   }
-  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new UsageError('E_DATA', `${where}: each line must be a JSON object`);
+  if (!v || typeof v !== 'object' || Array.isArray(v))
+    throw new UsageError('E_DATA', `${where}: each line must be a JSON object`);
   return v as Record<string, unknown>;
 }
 
 /** Problems of JSONL files in the window, in file order; each reads its tests back on demand. */
-export async function readLcbRows(files: string[], window: DateWindow, label: (file: string) => string = (f) => f): Promise<LcbRow[]> {
+export async function readLcbRows(
+  files: string[],
+  window: DateWindow,
+  label: (file: string) => string = (f) => f,
+): Promise<LcbRow[]> {
   const rows: LcbRow[] = [];
   for (const file of files) {
-    const found: { offset: number; length: number; lineNo: number; info: LcbProblemInfo; question: string; starter: string }[] = [];
+    const found: {
+      offset: number;
+      length: number;
+      lineNo: number;
+      info: LcbProblemInfo;
+      question: string;
+      starter: string;
+    }[] = [];
     try {
       await scanJsonl(file, (text, offset, length, lineNo) => {
         const where = `${label(file)}:${lineNo}`;
         const r = rowInfo(parseRow(text, where), where);
-        if (Number.isNaN(instant(r.info.contest_date))) throw new UsageError('E_DATA', `${where}: contest_date ${JSON.stringify(r.info.contest_date)} is not a date`);
+        if (Number.isNaN(instant(r.info.contest_date)))
+          throw new UsageError('E_DATA', `${where}: contest_date ${JSON.stringify(r.info.contest_date)} is not a date`);
         if (inWindow(r.info.contest_date, window)) found.push({ offset, length, lineNo, ...r });
       });
     } catch (err) {
@@ -375,7 +467,10 @@ const PY_SPACE = '\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200
 const STRIP = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, 'g');
 const SPLIT = new RegExp(`[${PY_SPACE}]+`);
 const pyStrip = (s: string) => s.replace(STRIP, '');
-const pySplit = (s: string) => { const t = pyStrip(s); return t ? t.split(SPLIT) : []; };
+const pySplit = (s: string) => {
+  const t = pyStrip(s);
+  return t ? t.split(SPLIT) : [];
+};
 
 /** Lines as the checker takes them: the whole text stripped, split on \n, each line stripped. */
 export const strippedLines = (s: string) => pyStrip(s).split('\n').map(pyStrip);
@@ -412,7 +507,8 @@ function decimalEqual(a: Dec, b: Dec): boolean {
   return a.neg === b.neg && a.digits === b.digits && (a.digits === '' || a.exp === (b as typeof a).exp);
 }
 
-const short = (s: string, n = 120) => (s.length <= n ? s : `${s.slice(0, n / 2)} …(${s.length} chars)… ${s.slice(-n / 2)}`);
+const short = (s: string, n = 120) =>
+  s.length <= n ? s : `${s.slice(0, n / 2)} …(${s.length} chars)… ${s.slice(-n / 2)}`;
 
 /** null when `got` matches `expected` as LiveCodeBench's checker decides, else why not. */
 export function compareOutput(got: string, expected: string): string | null {
@@ -423,7 +519,11 @@ export function compareOutput(got: string, expected: string): string | null {
     if (g[i] === e[i]) continue;
     const gd = pySplit(g[i]).map(parseDecimal);
     const ed = pySplit(e[i]).map(parseDecimal);
-    const ok = gd.every((x) => x !== null) && ed.every((x) => x !== null) && gd.length === ed.length && gd.every((x, j) => decimalEqual(x!, ed[j]!));
+    const ok =
+      gd.every((x) => x !== null) &&
+      ed.every((x) => x !== null) &&
+      gd.length === ed.length &&
+      gd.every((x, j) => decimalEqual(x!, ed[j]!));
     if (!ok) return `wrong answer at line ${i + 1}: ${JSON.stringify(short(g[i]))} ≠ ${JSON.stringify(short(e[i]))}`;
   }
   return null;
@@ -432,21 +532,40 @@ export function compareOutput(got: string, expected: string): string | null {
 // ---- grading
 
 /** Run the program on the tests in order until one fails. */
-export async function runTests(sandbox: Sandbox, code: string, answer: LcbAnswer, signal?: AbortSignal): Promise<Execution> {
+export async function runTests(
+  sandbox: Sandbox,
+  code: string,
+  answer: LcbAnswer,
+  signal?: AbortSignal,
+): Promise<Execution> {
   let passed = 0;
   let seconds = 0;
   const total = answer.tests.length;
   for (let i = 0; i < total; i++) {
     const t = answer.tests[i];
-    const input: TestInput = t.testtype === 'functional'
-      ? { mode: 'functional', fnName: answer.func_name!, input: t.input, output: t.output }
-      : { mode: 'stdin', input: t.input, expectedBytes: Buffer.byteLength(t.output) };
+    const input: TestInput =
+      t.testtype === 'functional'
+        ? { mode: 'functional', fnName: answer.func_name!, input: t.input, output: t.output }
+        : { mode: 'stdin', input: t.input, expectedBytes: Buffer.byteLength(t.output) };
     const r = await sandbox.run(code, input, signal);
     seconds += r.seconds;
-    const fail = (status: ExecStatus, detail: string): Execution => ({ status, passed, total, failed_test: i, detail: `test ${i + 1}/${total}: ${detail}`, seconds });
+    const fail = (status: ExecStatus, detail: string): Execution => ({
+      status,
+      passed,
+      total,
+      failed_test: i,
+      detail: `test ${i + 1}/${total}: ${detail}`,
+      seconds,
+    });
     if (r.status !== 'ok') return fail(r.status, r.detail);
     if (t.testtype === 'functional') {
-      if (r.equal !== true) return fail('wrong_answer', r.equal === undefined ? 'the program ended before returning' : `returned ${r.got}, expected ${short(t.output)}`);
+      if (r.equal !== true)
+        return fail(
+          'wrong_answer',
+          r.equal === undefined
+            ? 'the program ended before returning'
+            : `returned ${r.got}, expected ${short(t.output)}`,
+        );
     } else {
       const why = compareOutput(r.stdout, t.output);
       if (why) return fail('wrong_answer', why);
@@ -457,12 +576,29 @@ export async function runTests(sandbox: Sandbox, code: string, answer: LcbAnswer
 }
 
 /** The verdict on a completion: its last python block run on every test. */
-export async function scoreLiveCodeBench(sandbox: Sandbox, completion: string, answer: LcbAnswer, signal?: AbortSignal): Promise<Verdict> {
+export async function scoreLiveCodeBench(
+  sandbox: Sandbox,
+  completion: string,
+  answer: LcbAnswer,
+  signal?: AbortSignal,
+): Promise<Verdict> {
   const code = extractPython(completion);
   if (code === null) {
-    return { extracted: null, correct: false, formatOnly: false, reason: 'no code: no complete ```python block', execution: { status: 'no_code', passed: 0, total: answer.tests.length, seconds: 0 } };
+    return {
+      extracted: null,
+      correct: false,
+      formatOnly: false,
+      reason: 'no code: no complete ```python block',
+      execution: { status: 'no_code', passed: 0, total: answer.tests.length, seconds: 0 },
+    };
   }
   const ex = await runTests(sandbox, code, answer, signal);
   const correct = ex.status === 'passed';
-  return { extracted: code, correct, formatOnly: !correct, ...(correct ? {} : { reason: `${ex.status.replace('_', ' ')}: ${ex.detail}` }), execution: ex };
+  return {
+    extracted: code,
+    correct,
+    formatOnly: !correct,
+    ...(correct ? {} : { reason: `${ex.status.replace('_', ' ')}: ${ex.detail}` }),
+    execution: ex,
+  };
 }

@@ -34,9 +34,13 @@ export interface ReportSettings {
 function settingsLine(r: ReportSettings): string {
   const v = (x: unknown, unset = 'model default') => escapeHtml(x === undefined || x === null ? unset : String(x));
   const items: [string, string, string][] = [
-    ['beta', 'β', v(r.beta, 'default')], ['temperature', 'temperature', v(r.temperature)], ['top_p', 'top-p', v(r.topP)],
-    ['max_tokens', 'max tokens', v(r.maxTokens)], ['dtype', 'dtype', v(r.dtype, r.endpoint ? 'the server\'s' : 'auto')],
-    ['seed', 'seed', v(r.seed)], ['date', 'date', v(r.date, '–')],
+    ['beta', 'β', v(r.beta, 'default')],
+    ['temperature', 'temperature', v(r.temperature)],
+    ['top_p', 'top-p', v(r.topP)],
+    ['max_tokens', 'max tokens', v(r.maxTokens)],
+    ['dtype', 'dtype', v(r.dtype, r.endpoint ? "the server's" : 'auto')],
+    ['seed', 'seed', v(r.seed)],
+    ['date', 'date', v(r.date, '–')],
   ];
   if (r.topK !== undefined) items.splice(3, 0, ['top_k', 'top-k', v(r.topK)]);
   if (r.endpoint) items.push(['endpoint', 'endpoint', v(r.endpoint)]);
@@ -50,13 +54,18 @@ export function answerText(answer: unknown): string {
   if (typeof answer === 'number' || typeof answer === 'boolean') return String(answer);
   if (Array.isArray(answer)) return answer.map(answerText).join(', ');
   if (typeof answer === 'object') {
-    return Object.entries(answer as Record<string, unknown>).map(([k, x]) => `${k}: ${Array.isArray(x) ? `[${answerText(x)}]` : answerText(x)}`).join(' · ');
+    return Object.entries(answer as Record<string, unknown>)
+      .map(([k, x]) => `${k}: ${Array.isArray(x) ? `[${answerText(x)}]` : answerText(x)}`)
+      .join(' · ');
   }
   return String(answer);
 }
 
 /** Equal-count bins of completion length (at most 8), with each mode's accuracy per bin. */
-export function lengthBins(records: ResultRecord[], modes: string[]): { labels: string[]; series: Record<string, (number | null)[]> } {
+export function lengthBins(
+  records: ResultRecord[],
+  modes: string[],
+): { labels: string[]; series: Record<string, (number | null)[]> } {
   const lengths = records.map((r) => r.completion_tokens).sort((a, b) => a - b);
   const edges: number[] = [];
   const nb = Math.min(8, new Set(lengths).size);
@@ -65,8 +74,8 @@ export function lengthBins(records: ResultRecord[], modes: string[]): { labels: 
   const binOf = (n: number) => bounds.filter((e) => n >= e).length;
   const nBins = bounds.length + 1;
   const labels = Array.from({ length: nBins }, (_, i) => {
-    const lo = i === 0 ? lengths[0] ?? 0 : bounds[i - 1];
-    const hi = i === nBins - 1 ? lengths[lengths.length - 1] ?? 0 : bounds[i] - 1;
+    const lo = i === 0 ? (lengths[0] ?? 0) : bounds[i - 1];
+    const hi = i === nBins - 1 ? (lengths[lengths.length - 1] ?? 0) : bounds[i] - 1;
     return lo === hi ? `${lo}` : `${lo}–${hi}`;
   });
   const series: Record<string, (number | null)[]> = {};
@@ -87,16 +96,26 @@ export function lengthBins(records: ResultRecord[], modes: string[]): { labels: 
 function pairedTable(s: Summary): string {
   if (!s.paired.length) return '<p class="muted">One mode only: nothing to pair.</p>';
   const boot = s.samples > 1;
-  const rows = s.paired.map((p) => `<tr><td>${escapeHtml(p.mode)} vs ${escapeHtml(p.baseline)}</td><td>${p.pairs}</td><td>${p.b}</td><td>${p.c}</td>` +
-    `<td>${(100 * p.diff).toFixed(1)} pt</td><td>${p.mcnemar_p.toPrecision(3)}</td>` +
-    `${boot && p.bootstrap95 ? `<td>${pct(p.bootstrap95.lo)} – ${pct(p.bootstrap95.hi)}</td>` : ''}</tr>`).join('');
+  const rows = s.paired
+    .map(
+      (p) =>
+        `<tr><td>${escapeHtml(p.mode)} vs ${escapeHtml(p.baseline)}</td><td>${p.pairs}</td><td>${p.b}</td><td>${p.c}</td>` +
+        `<td>${(100 * p.diff).toFixed(1)} pt</td><td>${p.mcnemar_p.toPrecision(3)}</td>` +
+        `${boot && p.bootstrap95 ? `<td>${pct(p.bootstrap95.lo)} – ${pct(p.bootstrap95.hi)}</td>` : ''}</tr>`,
+    )
+    .join('');
   return `<table id="paired"><tr><th>comparison</th><th>pairs</th><th>b (base ✓, mode ✗)</th><th>c (base ✗, mode ✓)</th><th>Δ accuracy</th><th>McNemar exact p</th>${boot ? '<th>bootstrap 95% CI of Δ</th>' : ''}</tr>${rows}</table>`;
 }
 
 function modeTable(s: Summary): string {
-  const rows = s.modes.map((m) => `<tr><td>${escapeHtml(m.mode)}${m.mode_used.some((u) => u !== m.mode) ? ` <span class="muted">(ran: ${escapeHtml(m.mode_used.join(', '))})</span>` : ''}</td>` +
-    `<td>${m.n}</td><td>${m.correct}</td><td>${pct(m.accuracy)}</td><td>${pct(m.wilson95[0])} – ${pct(m.wilson95[1])}</td><td>${m.format_only}</td><td>${m.no_answer ?? '–'}</td>` +
-    `<td>${m.mean_completion_tokens.toFixed(1)}</td><td>${m.mean_entropy?.toFixed(3) ?? '–'}</td><td>${m.mean_weight?.toFixed(3) ?? '–'}</td></tr>`).join('');
+  const rows = s.modes
+    .map(
+      (m) =>
+        `<tr><td>${escapeHtml(m.mode)}${m.mode_used.some((u) => u !== m.mode) ? ` <span class="muted">(ran: ${escapeHtml(m.mode_used.join(', '))})</span>` : ''}</td>` +
+        `<td>${m.n}</td><td>${m.correct}</td><td>${pct(m.accuracy)}</td><td>${pct(m.wilson95[0])} – ${pct(m.wilson95[1])}</td><td>${m.format_only}</td><td>${m.no_answer ?? '–'}</td>` +
+        `<td>${m.mean_completion_tokens.toFixed(1)}</td><td>${m.mean_entropy?.toFixed(3) ?? '–'}</td><td>${m.mean_weight?.toFixed(3) ?? '–'}</td></tr>`,
+    )
+    .join('');
   return `<table id="modes"><tr><th>mode</th><th>n</th><th>correct</th><th>accuracy</th><th>95% CI (Wilson)</th><th>format only</th><th>no answer</th><th>mean tokens</th><th>mean H</th><th>mean w_y</th></tr>${rows}</table>`;
 }
 
@@ -104,18 +123,38 @@ function modeTable(s: Summary): string {
 function passAtTable(s: Summary): string {
   const ks = s.pass_at_k ?? [1];
   const head = ks.map((k) => `<th>pass@${k}</th>`).join('');
-  const rows = s.modes.map((m) => `<tr><td>${escapeHtml(m.mode)}</td>${ks.map((k) => `<td>${pct(m.pass_at?.[`pass@${k}`] ?? 0)}</td>`).join('')}</tr>`).join('');
-  const paired = s.paired.map((p) => `<tr><td>${escapeHtml(p.mode)} vs ${escapeHtml(p.baseline)}</td>${ks.map((k) => {
-    const x = p.pass_at?.[`pass@${k}`];
-    return `<td>${x ? `${(100 * x.diff).toFixed(1)} pt <span class="muted">(${pct(x.bootstrap95.lo)} – ${pct(x.bootstrap95.hi)})</span>` : '–'}</td>`;
-  }).join('')}</tr>`).join('');
-  return `<table id="passk"><tr><th>mode</th>${head}</tr>${rows}${paired ? `<tr><th>Δ (paired bootstrap 95% CI over problems)</th>${ks.map(() => '<th></th>').join('')}</tr>${paired}` : ''}</table>` +
-    '<p class="muted">pass@k: the unbiased estimator 1 − C(n−c, k)/C(n, k) per problem (n samples, c correct), averaged over problems.</p>';
+  const rows = s.modes
+    .map(
+      (m) =>
+        `<tr><td>${escapeHtml(m.mode)}</td>${ks.map((k) => `<td>${pct(m.pass_at?.[`pass@${k}`] ?? 0)}</td>`).join('')}</tr>`,
+    )
+    .join('');
+  const paired = s.paired
+    .map(
+      (p) =>
+        `<tr><td>${escapeHtml(p.mode)} vs ${escapeHtml(p.baseline)}</td>${ks
+          .map((k) => {
+            const x = p.pass_at?.[`pass@${k}`];
+            return `<td>${x ? `${(100 * x.diff).toFixed(1)} pt <span class="muted">(${pct(x.bootstrap95.lo)} – ${pct(x.bootstrap95.hi)})</span>` : '–'}</td>`;
+          })
+          .join('')}</tr>`,
+    )
+    .join('');
+  return (
+    `<table id="passk"><tr><th>mode</th>${head}</tr>${rows}${paired ? `<tr><th>Δ (paired bootstrap 95% CI over problems)</th>${ks.map(() => '<th></th>').join('')}</tr>${paired}` : ''}</table>` +
+    '<p class="muted">pass@k: the unbiased estimator 1 − C(n−c, k)/C(n, k) per problem (n samples, c correct), averaged over problems.</p>'
+  );
 }
 
 /** Completions per execution outcome (code tasks). */
 function executionTable(s: Summary): string {
-  const rows = s.modes.filter((m) => m.execution).map((m) => `<tr><td>${escapeHtml(m.mode)}</td>${EXEC_STATUSES.map((st) => `<td>${m.execution![st]}</td>`).join('')}</tr>`).join('');
+  const rows = s.modes
+    .filter((m) => m.execution)
+    .map(
+      (m) =>
+        `<tr><td>${escapeHtml(m.mode)}</td>${EXEC_STATUSES.map((st) => `<td>${m.execution![st]}</td>`).join('')}</tr>`,
+    )
+    .join('');
   return `<table id="execution"><tr><th>mode</th>${EXEC_STATUSES.map((st) => `<th>${st.replace('_', ' ')}</th>`).join('')}</tr>${rows}</table>`;
 }
 
@@ -123,55 +162,82 @@ function sandboxNote(s: Summary): string {
   const b = s.sandbox;
   if (!b) return '';
   const yes = (x: boolean) => (x ? 'yes' : '<strong class="bad">no</strong>');
-  return `<table id="sandbox"><tr><th>python</th><td>${escapeHtml(`${b.python} ${b.python_version}`)}</td></tr><tr><th>runs as</th><td>${escapeHtml(b.user)}</td></tr>` +
+  return (
+    `<table id="sandbox"><tr><th>python</th><td>${escapeHtml(`${b.python} ${b.python_version}`)}</td></tr><tr><th>runs as</th><td>${escapeHtml(b.user)}</td></tr>` +
     `<tr><th>network namespace (no network)</th><td>${yes(b.network_namespace)}</td></tr><tr><th>PID namespace</th><td>${yes(b.pid_namespace)}</td></tr>` +
     `<tr><th>no_new_privs</th><td>${yes(b.no_new_privs)}</td></tr>` +
     `<tr><th>limits per test</th><td>${b.limits.cpu_seconds} s CPU, ${b.limits.wall_seconds} s idle wall clock, ${b.limits.address_space_mib} MiB address space, ${b.limits.extra_processes} more processes, ${escapeHtml(b.limits.output_bytes)} bytes of output, ${b.limits.file_bytes} bytes per file</td></tr>` +
     `<tr><th>environment</th><td>${escapeHtml(b.env.join(', '))} only</td></tr><tr><th>working folder</th><td>${escapeHtml(b.workdir)}</td></tr>` +
     `<tr><th>workers</th><td>${b.workers}, ${escapeHtml(b.priority)}</td></tr>` +
-    `${b.degraded.length ? `<tr><th>degraded</th><td class="bad">${b.degraded.map(escapeHtml).join('<br>')}</td></tr>` : ''}</table>`;
+    `${b.degraded.length ? `<tr><th>degraded</th><td class="bad">${b.degraded.map(escapeHtml).join('<br>')}</td></tr>` : ''}</table>`
+  );
 }
 
 const EXEC_TEXT: Record<string, string> = {
-  passed: 'passed', wrong_answer: 'wrong answer', timeout: 'timeout', runtime_error: 'runtime error', memory: 'memory limit', output_limit: 'output limit', no_code: 'no code',
+  passed: 'passed',
+  wrong_answer: 'wrong answer',
+  timeout: 'timeout',
+  runtime_error: 'runtime error',
+  memory: 'memory limit',
+  output_limit: 'output limit',
+  no_code: 'no code',
 };
 
 function executionLine(e: Execution): string {
   const tests = e.status === 'no_code' ? '' : ` · ${e.passed}/${e.total} tests passed · ${e.seconds.toFixed(2)} s`;
-  return `<div class="exec ${e.status === 'passed' ? 'ok' : 'bad'}">execution: <strong>${EXEC_TEXT[e.status] ?? escapeHtml(e.status)}</strong>${tests}` +
-    `${e.detail ? ` <span class="muted">— ${escapeHtml(e.detail)}</span>` : ''}</div>`;
+  return (
+    `<div class="exec ${e.status === 'passed' ? 'ok' : 'bad'}">execution: <strong>${EXEC_TEXT[e.status] ?? escapeHtml(e.status)}</strong>${tests}` +
+    `${e.detail ? ` <span class="muted">— ${escapeHtml(e.detail)}</span>` : ''}</div>`
+  );
 }
 
 function drillDown(s: Summary, records: ResultRecord[]): string {
   const modes = s.modes.map((m) => m.mode);
   const byKey = new Map(records.map((r) => [r.key, r]));
   const problems = [...new Set(records.map((r) => r.problem))].sort((a, b) => a - b);
-  return problems.map((p) => {
-    const first = records.find((r) => r.problem === p)!;
-    const parts: string[] = [];
-    let marks = '';
-    for (let k = 0; k < s.samples; k++) {
-      const cols = modes.map((m) => {
-        const r = byKey.get(`${p}/${k}/${m}`);
-        if (!r) return '<div class="col"><em>missing</em></div>';
-        if (k === 0) marks += `<span class="${r.correct ? 'ok' : 'bad'}">${escapeHtml(m)} ${r.correct ? '✓' : '✗'}</span> `;
-        if (r.execution) {
-          // a program: the verdict is how it ran; the program itself folds out
-          return `<div class="col"><div class="head ${r.correct ? 'ok' : 'bad'}">${escapeHtml(m)}${s.samples > 1 ? ` · sample ${k}` : ''}: ${r.correct ? 'correct' : 'wrong'}` +
-            ` · ${r.completion_tokens} tokens</div>${executionLine(r.execution)}` +
-            `${r.extracted !== null ? `<details class="code"><summary class="muted">program that ran</summary><pre>${escapeHtml(r.extracted)}</pre></details>` : ''}` +
-            `<pre>${escapeHtml(r.completion)}</pre></div>`;
-        }
-        return `<div class="col"><div class="head ${r.correct ? 'ok' : 'bad'}">${escapeHtml(m)}${s.samples > 1 ? ` · sample ${k}` : ''}: ${r.correct ? 'correct' : 'wrong'}` +
-          ` · ${r.completion_tokens} tokens · extracted ${r.extracted === null ? '<em>none</em>' : `<code>${escapeHtml(r.extracted)}</code>`}` +
-          `${r.reason ? ` <span class="muted">(${escapeHtml(r.reason)})</span>` : ''}</div><pre>${escapeHtml(r.completion)}</pre></div>`;
-      }).join('');
-      parts.push(`<div class="cols">${cols}</div>`);
-    }
-    const meta = first.meta ? ` <span class="muted">${escapeHtml(Object.entries(first.meta).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(' / ') : String(v)}`).join(' · '))}</span>` : '';
-    return `<details class="problem" id="p${p}"><summary>#${p} · answer <span class="answer">${escapeHtml(answerText(first.answer))}</span> · ${marks}${meta}</summary>` +
-      `<details class="prompt"><summary class="muted">prompt</summary><pre>${escapeHtml(first.prompt)}</pre></details>${parts.join('')}</details>`;
-  }).join('\n');
+  return problems
+    .map((p) => {
+      const first = records.find((r) => r.problem === p)!;
+      const parts: string[] = [];
+      let marks = '';
+      for (let k = 0; k < s.samples; k++) {
+        const cols = modes
+          .map((m) => {
+            const r = byKey.get(`${p}/${k}/${m}`);
+            if (!r) return '<div class="col"><em>missing</em></div>';
+            if (k === 0)
+              marks += `<span class="${r.correct ? 'ok' : 'bad'}">${escapeHtml(m)} ${r.correct ? '✓' : '✗'}</span> `;
+            if (r.execution) {
+              // a program: the verdict is how it ran; the program itself folds out
+              return (
+                `<div class="col"><div class="head ${r.correct ? 'ok' : 'bad'}">${escapeHtml(m)}${s.samples > 1 ? ` · sample ${k}` : ''}: ${r.correct ? 'correct' : 'wrong'}` +
+                ` · ${r.completion_tokens} tokens</div>${executionLine(r.execution)}` +
+                `${r.extracted !== null ? `<details class="code"><summary class="muted">program that ran</summary><pre>${escapeHtml(r.extracted)}</pre></details>` : ''}` +
+                `<pre>${escapeHtml(r.completion)}</pre></div>`
+              );
+            }
+            return (
+              `<div class="col"><div class="head ${r.correct ? 'ok' : 'bad'}">${escapeHtml(m)}${s.samples > 1 ? ` · sample ${k}` : ''}: ${r.correct ? 'correct' : 'wrong'}` +
+              ` · ${r.completion_tokens} tokens · extracted ${r.extracted === null ? '<em>none</em>' : `<code>${escapeHtml(r.extracted)}</code>`}` +
+              `${r.reason ? ` <span class="muted">(${escapeHtml(r.reason)})</span>` : ''}</div><pre>${escapeHtml(r.completion)}</pre></div>`
+            );
+          })
+          .join('');
+        parts.push(`<div class="cols">${cols}</div>`);
+      }
+      const meta = first.meta
+        ? ` <span class="muted">${escapeHtml(
+            Object.entries(first.meta)
+              .map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(' / ') : String(v)}`)
+              .join(' · '),
+          )}</span>`
+        : '';
+      return (
+        `<details class="problem" id="p${p}"><summary>#${p} · answer <span class="answer">${escapeHtml(answerText(first.answer))}</span> · ${marks}${meta}</summary>` +
+        `<details class="prompt"><summary class="muted">prompt</summary><pre>${escapeHtml(first.prompt)}</pre></details>${parts.join('')}</details>`
+      );
+    })
+    .join('\n');
 }
 
 const CSS = `

@@ -14,9 +14,11 @@ const KINDS = ['countdown', 'aime', 'gpqa', 'livecodebench', 'jsonl'];
 
 /** The verdict lines (JSON text, no newline) of a JSONL text; `where` names it in errors. */
 export async function rescore(text: string, where: string, kind: string, sandbox?: Sandbox): Promise<string[]> {
-  if (!KINDS.includes(kind)) throw new UsageError('E_USAGE', `--task must be ${KINDS.join(', ')}, got ${JSON.stringify(kind)}`);
+  if (!KINDS.includes(kind))
+    throw new UsageError('E_USAGE', `--task must be ${KINDS.join(', ')}, got ${JSON.stringify(kind)}`);
   const scorer = kind === 'livecodebench' ? null : scorerFor(kind);
-  if (kind === 'livecodebench' && !sandbox) throw new UsageError('E_USAGE', 'livecodebench needs a sandbox to run the programs');
+  if (kind === 'livecodebench' && !sandbox)
+    throw new UsageError('E_USAGE', 'livecodebench needs a sandbox to run the programs');
   const rows: { completion: string; answer: unknown }[] = [];
   text.split('\n').forEach((line, i) => {
     if (!line.trim()) return;
@@ -35,16 +37,26 @@ export async function rescore(text: string, where: string, kind: string, sandbox
         throw new UsageError('E_DATA', `${where}:${i + 1}: a countdown answer is {"target": n, "numbers": [..]}`);
       }
     }
-    if (kind === 'gpqa' && !isGpqaAnswer(row.answer)) throw new UsageError('E_DATA', `${where}:${i + 1}: a gpqa answer is the correct letter, "A" to "D"`);
+    if (kind === 'gpqa' && !isGpqaAnswer(row.answer))
+      throw new UsageError('E_DATA', `${where}:${i + 1}: a gpqa answer is the correct letter, "A" to "D"`);
     if (kind === 'livecodebench') {
       const bad = checkAnswer(row.answer);
       if (bad) throw new UsageError('E_DATA', `${where}:${i + 1}: ${bad}`);
     }
     rows.push({ completion: row.completion, answer: row.answer });
   });
-  const verdicts: Verdict[] = await Promise.all(rows.map(async (r) =>
-    scorer ? scorer(r.completion, r.answer) : scoreLiveCodeBench(sandbox!, r.completion, r.answer as LcbAnswer)));
-  return verdicts.map((v) => JSON.stringify({
-    extracted: v.extracted, correct: v.correct, format_only: v.formatOnly, ...(v.reason ? { reason: v.reason } : {}), ...(v.execution ? { execution: v.execution } : {}),
-  }));
+  const verdicts: Verdict[] = await Promise.all(
+    rows.map(async (r) =>
+      scorer ? scorer(r.completion, r.answer) : scoreLiveCodeBench(sandbox!, r.completion, r.answer as LcbAnswer),
+    ),
+  );
+  return verdicts.map((v) =>
+    JSON.stringify({
+      extracted: v.extracted,
+      correct: v.correct,
+      format_only: v.formatOnly,
+      ...(v.reason ? { reason: v.reason } : {}),
+      ...(v.execution ? { execution: v.execution } : {}),
+    }),
+  );
 }

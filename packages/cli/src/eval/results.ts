@@ -24,7 +24,10 @@ export function readResults(file: string): ResultRecord[] {
     try {
       r = JSON.parse(line) as ResultRecord;
     } catch (err) {
-      throw new MoiError('E_RESULTS', `${file}:${i + 1}: not a JSON line (${(err as Error).message}); the file was edited or is not a results file`);
+      throw new MoiError(
+        'E_RESULTS',
+        `${file}:${i + 1}: not a JSON line (${(err as Error).message}); the file was edited or is not a results file`,
+      );
     }
     if (typeof r?.key !== 'string') throw new MoiError('E_RESULTS', `${file}:${i + 1}: a results line needs a "key"`);
     if (seen.has(r.key)) return;

@@ -82,7 +82,9 @@ const SETTINGS_FILE = 'run.json';
  * --dtype loaded 'auto' (the only choice there was), so they resume under the default flags.
  */
 function withLegacyDefaults(before: Record<string, unknown>, now: Record<string, unknown>): Record<string, unknown> {
-  return 'dtype' in now && !('dtype' in before) && before.endpoint === undefined ? { ...before, dtype: 'auto' } : before;
+  return 'dtype' in now && !('dtype' in before) && before.endpoint === undefined
+    ? { ...before, dtype: 'auto' }
+    : before;
 }
 
 /**
@@ -93,7 +95,8 @@ function canonical(v: unknown): string | undefined {
   const norm = (x: unknown): unknown => {
     if (Array.isArray(x)) return x.map(norm);
     if (x === null || typeof x !== 'object') return x;
-    const entries = Object.entries(x).map(([k, y]) => [k, norm(y)] as const)
+    const entries = Object.entries(x)
+      .map(([k, y]) => [k, norm(y)] as const)
       .filter(([, y]) => !(y !== null && typeof y === 'object' && !Array.isArray(y) && Object.keys(y).length === 0))
       .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     return Object.fromEntries(entries);
@@ -109,7 +112,10 @@ function checkSettings(dir: string, settings: EvalSettings): void {
     const before = withLegacyDefaults(JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>, now);
     for (const k of new Set([...Object.keys(before), ...Object.keys(now)])) {
       if (canonical(before[k]) !== canonical(now[k])) {
-        throw new UsageError('E_RESUME', `${dir} holds a run with different settings (${k}: ${JSON.stringify(before[k])} there, ${JSON.stringify(now[k])} now); resume with the same flags or use another --out`);
+        throw new UsageError(
+          'E_RESUME',
+          `${dir} holds a run with different settings (${k}: ${JSON.stringify(before[k])} there, ${JSON.stringify(now[k])} now); resume with the same flags or use another --out`,
+        );
       }
     }
     return;
@@ -117,17 +123,27 @@ function checkSettings(dir: string, settings: EvalSettings): void {
   fs.writeFileSync(file, JSON.stringify(now, null, 2) + '\n');
 }
 
-export interface RunOutcome { summary: Summary; records: ResultRecord[]; markdown: string; resumed: number }
+export interface RunOutcome {
+  summary: Summary;
+  records: ResultRecord[];
+  markdown: string;
+  resumed: number;
+}
 
 export async function runEval(task: EvalTask, settings: EvalSettings, opts: RunOptions): Promise<RunOutcome> {
   const passAt = opts.passAt ?? [1];
   const tooBig = passAt.find((k) => !Number.isInteger(k) || k < 1 || k > settings.samples);
-  if (tooBig !== undefined) throw new UsageError('E_USAGE', `--pass-at ${tooBig} needs a positive integer k <= --samples (${settings.samples})`);
+  if (tooBig !== undefined)
+    throw new UsageError(
+      'E_USAGE',
+      `--pass-at ${tooBig} needs a positive integer k <= --samples (${settings.samples})`,
+    );
   fs.mkdirSync(opts.out, { recursive: true });
   checkSettings(opts.out, settings);
   const resultsFile = path.join(opts.out, RESULTS_FILE);
   const { modes, samples } = settings;
-  const order = (r: { problem: number; sample: number; mode: string }) => (r.problem * samples + r.sample) * modes.length + modes.indexOf(r.mode as MixMode);
+  const order = (r: { problem: number; sample: number; mode: string }) =>
+    (r.problem * samples + r.sample) * modes.length + modes.indexOf(r.mode as MixMode);
   const keyOf = (problem: number, sample: number, mode: string) => `${problem}/${sample}/${mode}`;
 
   const records = readResults(resultsFile);
@@ -135,7 +151,13 @@ export async function runEval(task: EvalTask, settings: EvalSettings, opts: RunO
   const resumed = records.length;
 
   // ---- the work not done yet, in canonical order
-  type Item = { problem: Problem; sample: number; mode: MixMode; seed: number; prompt: { text: string; ids?: number[] } };
+  type Item = {
+    problem: Problem;
+    sample: number;
+    mode: MixMode;
+    seed: number;
+    prompt: { text: string; ids?: number[] };
+  };
   const items = new Map<string, Item>();
   const prompts = new Map<number, { text: string; ids?: number[] }>();
   for (const p of task.problems) {
@@ -144,7 +166,13 @@ export async function runEval(task: EvalTask, settings: EvalSettings, opts: RunO
         const key = keyOf(p.index, k, mode);
         if (have.has(key)) continue;
         if (!prompts.has(p.index)) prompts.set(p.index, renderPrompt(opts.tokenizer, p));
-        items.set(key, { problem: p, sample: k, mode, seed: deriveSeed(settings.seed, p.index, k), prompt: prompts.get(p.index)! });
+        items.set(key, {
+          problem: p,
+          sample: k,
+          mode,
+          seed: deriveSeed(settings.seed, p.index, k),
+          prompt: prompts.get(p.index)!,
+        });
       }
     }
   }
@@ -166,10 +194,24 @@ export async function runEval(task: EvalTask, settings: EvalSettings, opts: RunO
   // ---- progress: ETA and running accuracy per mode
   const total = task.problems.length * samples * modes.length;
   const acc = new Map(modes.map((m) => [m as string, { right: 0, n: 0 }]));
-  for (const r of records) { const a = acc.get(r.mode); if (a) { a.n++; if (r.correct) a.right++; } }
+  for (const r of records) {
+    const a = acc.get(r.mode);
+    if (a) {
+      a.n++;
+      if (r.correct) a.right++;
+    }
+  }
   const accText = () => [...acc].map(([m, a]) => `${m} ${a.right}/${a.n}`).join('  ');
   const bar = opts.progress
-    ? new cliProgress.SingleBar({ stream: process.stderr, format: 'eval {bar} {value}/{total} | ETA {eta_formatted} | {acc}', hideCursor: true, etaBuffer: 64 }, cliProgress.Presets.shades_classic)
+    ? new cliProgress.SingleBar(
+        {
+          stream: process.stderr,
+          format: 'eval {bar} {value}/{total} | ETA {eta_formatted} | {acc}',
+          hideCursor: true,
+          etaBuffer: 64,
+        },
+        cliProgress.Presets.shades_classic,
+      )
     : null;
   bar?.start(total, records.length, { acc: accText() });
 
@@ -183,7 +225,9 @@ export async function runEval(task: EvalTask, settings: EvalSettings, opts: RunO
 
   // ---- verdicts: scored at once, or run in the sandbox while decoding goes on
   const judge = (completion: string, problem: Problem): Promise<Verdict> =>
-    task.kind === 'livecodebench' ? task.execute(completion, problem, signal) : Promise.resolve(task.score(completion, problem.answer));
+    task.kind === 'livecodebench'
+      ? task.execute(completion, problem, signal)
+      : Promise.resolve(task.score(completion, problem.answer));
   const grading = new Set<Promise<void>>();
   let gradingFailure: unknown = null;
   // one line at a time, in the order verdicts arrive
@@ -193,26 +237,42 @@ export async function runEval(task: EvalTask, settings: EvalSettings, opts: RunO
     for await (const res of opts.completer.complete(requests, signal)) {
       const it = items.get(res.key);
       if (!it) throw new MoiError('E_INTERNAL', `a completion came back for an unknown request ${res.key}`);
-      const job = judge(res.completion, it.problem).then(async (v) => {
-        const rec: ResultRecord = {
-          key: res.key, problem: it.problem.index, sample: it.sample, mode: it.mode, mode_used: res.modeUsed, seed: it.seed,
-          prompt: it.prompt.text, completion: res.completion, answer: it.problem.answer,
-          extracted: v.extracted, correct: v.correct, format_only: v.formatOnly, reason: v.reason ?? null,
-          prompt_tokens: res.promptTokens, completion_tokens: res.completionTokens, finish_reason: res.finishReason,
-          seconds: res.seconds, mean_entropy: res.meanEntropy, mean_weight: res.meanWeight,
-          ...(it.problem.meta ? { meta: it.problem.meta } : {}),
-          ...(v.execution ? { execution: v.execution } : {}),
-        };
-        await append(rec);
-        records.push(rec);
-        const a = acc.get(rec.mode)!;
-        a.n++;
-        if (rec.correct) a.right++;
-        bar?.update(records.length, { acc: accText() });
-      }).catch((err: unknown) => {
-        // a run stopped by the signal leaves this completion unjudged: it is decoded again on resume
-        if (!signal.aborted) gradingFailure ??= err;
-      });
+      const job = judge(res.completion, it.problem)
+        .then(async (v) => {
+          const rec: ResultRecord = {
+            key: res.key,
+            problem: it.problem.index,
+            sample: it.sample,
+            mode: it.mode,
+            mode_used: res.modeUsed,
+            seed: it.seed,
+            prompt: it.prompt.text,
+            completion: res.completion,
+            answer: it.problem.answer,
+            extracted: v.extracted,
+            correct: v.correct,
+            format_only: v.formatOnly,
+            reason: v.reason ?? null,
+            prompt_tokens: res.promptTokens,
+            completion_tokens: res.completionTokens,
+            finish_reason: res.finishReason,
+            seconds: res.seconds,
+            mean_entropy: res.meanEntropy,
+            mean_weight: res.meanWeight,
+            ...(it.problem.meta ? { meta: it.problem.meta } : {}),
+            ...(v.execution ? { execution: v.execution } : {}),
+          };
+          await append(rec);
+          records.push(rec);
+          const a = acc.get(rec.mode)!;
+          a.n++;
+          if (rec.correct) a.right++;
+          bar?.update(records.length, { acc: accText() });
+        })
+        .catch((err: unknown) => {
+          // a run stopped by the signal leaves this completion unjudged: it is decoded again on resume
+          if (!signal.aborted) gradingFailure ??= err;
+        });
       grading.add(job);
       void job.finally(() => grading.delete(job));
       if (gradingFailure) break;
@@ -224,21 +284,38 @@ export async function runEval(task: EvalTask, settings: EvalSettings, opts: RunO
   }
   if (gradingFailure) throw gradingFailure;
   if (opts.signal?.aborted || records.length < total) {
-    throw new MoiError('E_INTERRUPTED', `stopped with ${records.length} of ${total} results in ${resultsFile}; run the same command again to resume`);
+    throw new MoiError(
+      'E_INTERRUPTED',
+      `stopped with ${records.length} of ${total} results in ${resultsFile}; run the same command again to resume`,
+    );
   }
 
   writeResultsSorted(resultsFile, records, order);
   records.sort((a, b) => order(a) - order(b));
   const summary = summarize(records, {
-    task: settings.task, source: task.source, model: settings.model, modes, problems: task.problems.length, samples, seed: settings.seed,
-    passAt, ...(task.kind === 'livecodebench' ? { sandbox: await task.sandbox.protections() } : {}),
+    task: settings.task,
+    source: task.source,
+    model: settings.model,
+    modes,
+    problems: task.problems.length,
+    samples,
+    seed: settings.seed,
+    passAt,
+    ...(task.kind === 'livecodebench' ? { sandbox: await task.sandbox.protections() } : {}),
   });
   fs.writeFileSync(path.join(opts.out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
   const markdown = markdownTable(summary);
   fs.writeFileSync(path.join(opts.out, 'summary.md'), markdown);
   writeReport(path.join(opts.out, 'report.html'), summary, records, {
-    beta: settings.beta, temperature: settings.sampling.temperature, topP: settings.sampling.topP, topK: settings.sampling.topK,
-    maxTokens: settings.maxTokens, dtype: settings.dtype, seed: settings.seed, endpoint: settings.endpoint, date: new Date().toISOString(),
+    beta: settings.beta,
+    temperature: settings.sampling.temperature,
+    topP: settings.sampling.topP,
+    topK: settings.sampling.topK,
+    maxTokens: settings.maxTokens,
+    dtype: settings.dtype,
+    seed: settings.seed,
+    endpoint: settings.endpoint,
+    date: new Date().toISOString(),
   });
   return { summary, records, markdown, resumed };
 }

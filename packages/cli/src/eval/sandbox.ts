@@ -111,7 +111,14 @@ export interface Protections {
   /** a new PID namespace: host processes invisible, every descendant killed with the test */
   pid_namespace: boolean;
   no_new_privs: boolean;
-  limits: { cpu_seconds: number; wall_seconds: number; address_space_mib: number; extra_processes: number; output_bytes: string; file_bytes: number };
+  limits: {
+    cpu_seconds: number;
+    wall_seconds: number;
+    address_space_mib: number;
+    extra_processes: number;
+    output_bytes: string;
+    file_bytes: number;
+  };
   /** the environment variables the program sees (names) */
   env: string[];
   workdir: string;
@@ -127,12 +134,32 @@ export interface Protections {
  * The modules LiveCodeBench's checker imports (star and plain) before every program, and its
  * recursion limit: generated code that relies on them passes there, so it must pass here.
  */
-const PRELUDE_MODULES = ['string', 're', 'datetime', 'collections', 'heapq', 'bisect', 'copy', 'math', 'random', 'statistics',
-  'itertools', 'functools', 'operator', 'io', 'sys', 'json'];
-const PRELUDE = [
-  ...PRELUDE_MODULES.map((m) => `from ${m} import *`), 'from builtins import *', 'from typing import *',
-  ...PRELUDE_MODULES.map((m) => `import ${m}`), 'sys.setrecursionlimit(50000)',
-].join('\n') + '\n';
+const PRELUDE_MODULES = [
+  'string',
+  're',
+  'datetime',
+  'collections',
+  'heapq',
+  'bisect',
+  'copy',
+  'math',
+  'random',
+  'statistics',
+  'itertools',
+  'functools',
+  'operator',
+  'io',
+  'sys',
+  'json',
+];
+const PRELUDE =
+  [
+    ...PRELUDE_MODULES.map((m) => `from ${m} import *`),
+    'from builtins import *',
+    'from typing import *',
+    ...PRELUDE_MODULES.map((m) => `import ${m}`),
+    'sys.setrecursionlimit(50000)',
+  ].join('\n') + '\n';
 
 const HARNESS = String.raw`
 import json, math, os, resource, signal, sys, time
@@ -323,7 +350,8 @@ except BaseException as e:
 
 // ---- finding out what the machine allows
 
-const PROBE = 'import json, os, socket; print(json.dumps({"uid": os.getuid(), "pid": os.getpid(), "ifaces": [n for _, n in socket.if_nameindex()]}))';
+const PROBE =
+  'import json, os, socket; print(json.dumps({"uid": os.getuid(), "pid": os.getpid(), "ifaces": [n for _, n in socket.if_nameindex()]}))';
 
 const NOBODY = 65534;
 
@@ -335,7 +363,14 @@ interface Launch {
   protections: Omit<Protections, 'limits' | 'workers' | 'env' | 'workdir' | 'priority'>;
 }
 
-interface Candidate { prefix: string[]; user: string; network: boolean; pid: boolean; nobody: boolean; nnp: boolean }
+interface Candidate {
+  prefix: string[];
+  user: string;
+  network: boolean;
+  pid: boolean;
+  nobody: boolean;
+  nnp: boolean;
+}
 
 function which(bin: string): string | null {
   for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
@@ -344,17 +379,32 @@ function which(bin: string): string | null {
     try {
       fs.accessSync(p, fs.constants.X_OK);
       return p;
-    } catch { /* next */ }
+    } catch {
+      /* next */
+    }
   }
   return null;
 }
 
-function run(file: string, args: string[], opts: { env: NodeJS.ProcessEnv; cwd?: string; timeoutMs: number }): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(
+  file: string,
+  args: string[],
+  opts: { env: NodeJS.ProcessEnv; cwd?: string; timeoutMs: number },
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(file, args, { env: opts.env, cwd: opts.cwd, timeout: opts.timeoutMs, killSignal: 'SIGKILL', maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : null) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) || (err && code === null ? err.message : '') });
-    });
+    execFile(
+      file,
+      args,
+      { env: opts.env, cwd: opts.cwd, timeout: opts.timeoutMs, killSignal: 'SIGKILL', maxBuffer: 1 << 20 },
+      (err, stdout, stderr) => {
+        const code = err
+          ? typeof (err as { code?: unknown }).code === 'number'
+            ? (err as { code: number }).code
+            : null
+          : 0;
+        resolve({ code, stdout: String(stdout), stderr: String(stderr) || (err && code === null ? err.message : '') });
+      },
+    );
   });
 }
 
@@ -368,33 +418,75 @@ function candidates(root: boolean): Candidate[] {
   ];
   if (root) {
     // root: new namespaces need no user namespace; the program itself runs as nobody
-    const drop = setpriv ? [setpriv, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--no-new-privs', '--'] : null;
+    const drop = setpriv
+      ? [setpriv, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--no-new-privs', '--']
+      : null;
     if (drop) {
-      if (unshare) for (const v of nsVariants) out.push({ prefix: [unshare, ...v.args, '--', ...drop], user: `nobody (uid ${NOBODY})`, network: v.network, pid: v.pid, nobody: true, nnp: true });
+      if (unshare)
+        for (const v of nsVariants)
+          out.push({
+            prefix: [unshare, ...v.args, '--', ...drop],
+            user: `nobody (uid ${NOBODY})`,
+            network: v.network,
+            pid: v.pid,
+            nobody: true,
+            nnp: true,
+          });
       out.push({ prefix: drop, user: `nobody (uid ${NOBODY})`, network: false, pid: false, nobody: true, nnp: true });
     }
-    out.push({ prefix: [], user: 'root (no setpriv to drop it)', network: false, pid: false, nobody: false, nnp: false });
+    out.push({
+      prefix: [],
+      user: 'root (no setpriv to drop it)',
+      network: false,
+      pid: false,
+      nobody: false,
+      nnp: false,
+    });
     return out;
   }
   const uid = process.getuid?.() ?? -1;
   const nnp = setpriv ? [setpriv, '--no-new-privs', '--'] : [];
   if (unshare) {
     for (const v of nsVariants) {
-      out.push({ prefix: [unshare, '--user', '--map-root-user', ...v.args, '--', ...nnp], user: `root of a new user namespace (uid ${uid} outside)`, network: v.network, pid: v.pid, nobody: false, nnp: nnp.length > 0 });
+      out.push({
+        prefix: [unshare, '--user', '--map-root-user', ...v.args, '--', ...nnp],
+        user: `root of a new user namespace (uid ${uid} outside)`,
+        network: v.network,
+        pid: v.pid,
+        nobody: false,
+        nnp: nnp.length > 0,
+      });
     }
   }
-  out.push({ prefix: nnp, user: `the invoking user (uid ${uid})`, network: false, pid: false, nobody: false, nnp: nnp.length > 0 });
+  out.push({
+    prefix: nnp,
+    user: `the invoking user (uid ${uid})`,
+    network: false,
+    pid: false,
+    nobody: false,
+    nnp: nnp.length > 0,
+  });
   return out;
 }
 
 async function resolvePython(hint: string): Promise<{ python: string; version: string }> {
-  const r = await run(hint, ['-c', 'import sys; print(sys.executable); print("%d.%d.%d" % sys.version_info[:3])'], { env: process.env, timeoutMs: 30_000 });
+  const r = await run(hint, ['-c', 'import sys; print(sys.executable); print("%d.%d.%d" % sys.version_info[:3])'], {
+    env: process.env,
+    timeoutMs: 30_000,
+  });
   const [exe, version] = r.stdout.trim().split('\n');
   if (r.code !== 0 || !exe || !version) {
-    throw new UsageError('E_NO_PYTHON', `running generated code needs Python 3.8+: "${hint}" could not be run (${(r.stderr || 'not found').trim().split('\n').pop()}); install python3 or pass --python PATH`);
+    throw new UsageError(
+      'E_NO_PYTHON',
+      `running generated code needs Python 3.8+: "${hint}" could not be run (${(r.stderr || 'not found').trim().split('\n').pop()}); install python3 or pass --python PATH`,
+    );
   }
   const [major, minor] = version.split('.').map(Number);
-  if (major !== 3 || minor < 8) throw new UsageError('E_NO_PYTHON', `${exe} is Python ${version}; running generated code needs Python 3.8+ (pass --python PATH)`);
+  if (major !== 3 || minor < 8)
+    throw new UsageError(
+      'E_NO_PYTHON',
+      `${exe} is Python ${version}; running generated code needs Python 3.8+ (pass --python PATH)`,
+    );
   return { python: exe, version };
 }
 
@@ -405,7 +497,10 @@ async function detect(hint: string): Promise<Launch> {
   const root = process.geteuid?.() === 0;
   const degraded: string[] = [];
   // nobody cannot run an interpreter under root's home (pyenv): fall back to the system's
-  const pythons = [python, ...['/usr/bin/python3', '/usr/local/bin/python3'].filter((p) => fs.existsSync(p) && p !== python)];
+  const pythons = [
+    python,
+    ...['/usr/bin/python3', '/usr/local/bin/python3'].filter((p) => fs.existsSync(p) && p !== python),
+  ];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moi-sandbox-probe-'));
   try {
     fs.chmodSync(dir, 0o755);
@@ -414,25 +509,53 @@ async function detect(hint: string): Promise<Launch> {
         const [file, ...args] = [...c.prefix, py, '-I', '-c', PROBE];
         const r = await run(file, args, { env: { PATH: '/usr/bin:/bin' }, cwd: dir, timeoutMs: 20_000 });
         let probe: { uid?: number; pid?: number; ifaces?: string[] } = {};
-        try { probe = JSON.parse(r.stdout) as typeof probe; } catch { /* failed */ }
-        const why = r.code !== 0 ? firstLine(r.stderr) || `exit ${r.code}` :
-          c.network && !(probe.ifaces ?? []).every((n) => n === 'lo') ? `network interfaces ${probe.ifaces?.join(', ')} still visible` :
-          c.pid && probe.pid !== 1 ? 'not pid 1 of a new PID namespace' :
-          c.nobody && probe.uid !== NOBODY ? `runs as uid ${probe.uid}, not nobody` : null;
+        try {
+          probe = JSON.parse(r.stdout) as typeof probe;
+        } catch {
+          /* failed */
+        }
+        const why =
+          r.code !== 0
+            ? firstLine(r.stderr) || `exit ${r.code}`
+            : c.network && !(probe.ifaces ?? []).every((n) => n === 'lo')
+              ? `network interfaces ${probe.ifaces?.join(', ')} still visible`
+              : c.pid && probe.pid !== 1
+                ? 'not pid 1 of a new PID namespace'
+                : c.nobody && probe.uid !== NOBODY
+                  ? `runs as uid ${probe.uid}, not nobody`
+                  : null;
         if (why) {
-          const what = c.network ? `${c.pid ? 'network + PID' : 'network'} namespace${c.nobody ? ' as nobody' : ''}` : c.nobody ? 'running as nobody' : 'no_new_privs';
+          const what = c.network
+            ? `${c.pid ? 'network + PID' : 'network'} namespace${c.nobody ? ' as nobody' : ''}`
+            : c.nobody
+              ? 'running as nobody'
+              : 'no_new_privs';
           degraded.push(`${what} (${path.basename(py)}): ${why}`);
           continue;
         }
         if (py !== python) degraded.push(`${python} is not usable by nobody; ${py} runs the code`);
-        if (!c.network) degraded.push('no network namespace: the program has the host\'s network');
-        if (!c.pid) degraded.push('no PID namespace: the program sees host processes, and one that leaves its process group can outlive the test');
+        if (!c.network) degraded.push("no network namespace: the program has the host's network");
+        if (!c.pid)
+          degraded.push(
+            'no PID namespace: the program sees host processes, and one that leaves its process group can outlive the test',
+          );
         if (!c.nobody && root) degraded.push('the program runs as root');
         if (!c.nnp) degraded.push('no setpriv: no_new_privs is off');
         const pyVersion = py === python ? version : (await resolvePython(py)).version;
         return {
-          prefix: c.prefix, python: py, version: pyVersion, nobody: c.nobody,
-          protections: { python: py, python_version: pyVersion, user: c.user, network_namespace: c.network, pid_namespace: c.pid, no_new_privs: c.nnp, degraded },
+          prefix: c.prefix,
+          python: py,
+          version: pyVersion,
+          nobody: c.nobody,
+          protections: {
+            python: py,
+            python_version: pyVersion,
+            user: c.user,
+            network_namespace: c.network,
+            pid_namespace: c.pid,
+            no_new_privs: c.nnp,
+            degraded,
+          },
         };
       }
     }
@@ -447,9 +570,14 @@ async function detect(hint: string): Promise<Launch> {
 class Slots {
   private free: number;
   private readonly waiting: (() => void)[] = [];
-  constructor(n: number) { this.free = n; }
+  constructor(n: number) {
+    this.free = n;
+  }
   async take(): Promise<void> {
-    if (this.free > 0) { this.free--; return; }
+    if (this.free > 0) {
+      this.free--;
+      return;
+    }
     await new Promise<void>((resolve) => this.waiting.push(resolve));
   }
   give(): void {
@@ -476,8 +604,17 @@ export class Sandbox {
     this.python = opts.python ?? 'python3';
     this.slots = new Slots(this.workers);
     const l = this.limits;
-    if (!(l.timeoutSeconds > 0) || !(l.wallSeconds > 0) || !(l.memoryMiB >= 64) || !Number.isInteger(this.workers) || this.workers < 1) {
-      throw new UsageError('E_USAGE', `sandbox limits: timeout > 0 s, wall > 0 s, memory >= 64 MiB and workers >= 1 (got ${l.timeoutSeconds} s, ${l.wallSeconds} s, ${l.memoryMiB} MiB, ${this.workers})`);
+    if (
+      !(l.timeoutSeconds > 0) ||
+      !(l.wallSeconds > 0) ||
+      !(l.memoryMiB >= 64) ||
+      !Number.isInteger(this.workers) ||
+      this.workers < 1
+    ) {
+      throw new UsageError(
+        'E_USAGE',
+        `sandbox limits: timeout > 0 s, wall > 0 s, memory >= 64 MiB and workers >= 1 (got ${l.timeoutSeconds} s, ${l.wallSeconds} s, ${l.memoryMiB} MiB, ${this.workers})`,
+      );
     }
   }
 
@@ -492,8 +629,12 @@ export class Sandbox {
     return {
       ...l.protections,
       limits: {
-        cpu_seconds: this.limits.timeoutSeconds, wall_seconds: this.limits.wallSeconds, address_space_mib: this.limits.memoryMiB,
-        extra_processes: this.limits.processes, output_bytes: `${this.limits.outputBytes} + 2 × expected`, file_bytes: this.limits.fileBytes,
+        cpu_seconds: this.limits.timeoutSeconds,
+        wall_seconds: this.limits.wallSeconds,
+        address_space_mib: this.limits.memoryMiB,
+        extra_processes: this.limits.processes,
+        output_bytes: `${this.limits.outputBytes} + 2 × expected`,
+        file_bytes: this.limits.fileBytes,
       },
       env: Object.keys(this.env('/tmp/x')),
       workdir: 'a fresh temporary folder per test, removed afterwards',
@@ -516,13 +657,19 @@ export class Sandbox {
       try {
         dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moi-sandbox-'));
         fs.writeFileSync(path.join(dir, 'solution.py'), code);
-        if (test.mode === 'functional') fs.writeFileSync(path.join(dir, 'test.json'), JSON.stringify({ fn_name: test.fnName, input: test.input, output: test.output }));
+        if (test.mode === 'functional')
+          fs.writeFileSync(
+            path.join(dir, 'test.json'),
+            JSON.stringify({ fn_name: test.fnName, input: test.input, output: test.output }),
+          );
         if (launch.nobody) {
           for (const f of fs.readdirSync(dir)) fs.chownSync(path.join(dir, f), NOBODY, NOBODY);
           fs.chownSync(dir, NOBODY, NOBODY);
         }
       } catch (err) {
-        throw new MoiError('E_SANDBOX', `cannot prepare a work folder in ${os.tmpdir()}: ${(err as Error).message}`, { cause: err });
+        throw new MoiError('E_SANDBOX', `cannot prepare a work folder in ${os.tmpdir()}: ${(err as Error).message}`, {
+          cause: err,
+        });
       }
       return await this.exec(launch, dir, test, signal);
     } finally {
@@ -534,15 +681,36 @@ export class Sandbox {
   private exec(launch: Launch, dir: string, test: TestInput, signal?: AbortSignal): Promise<RunOutcome> {
     const l = this.limits;
     const cfg = {
-      mode: test.mode, cpu: l.timeoutSeconds, wall: l.wallSeconds, memory: l.memoryMiB * 2 ** 20, procs: l.processes, fsize: l.fileBytes, prelude: PRELUDE,
+      mode: test.mode,
+      cpu: l.timeoutSeconds,
+      wall: l.wallSeconds,
+      memory: l.memoryMiB * 2 ** 20,
+      procs: l.processes,
+      fsize: l.fileBytes,
+      prelude: PRELUDE,
     };
     const cap = l.outputBytes + 2 * (test.mode === 'stdin' ? test.expectedBytes : 0);
-    const [file, ...args] = [...launch.prefix, launch.python, '-I', '-B', '-X', 'utf8', '-c', HARNESS, JSON.stringify(cfg)];
+    const [file, ...args] = [
+      ...launch.prefix,
+      launch.python,
+      '-I',
+      '-B',
+      '-X',
+      'utf8',
+      '-c',
+      HARNESS,
+      JSON.stringify(cfg),
+    ];
     const t0 = performance.now();
     return new Promise<RunOutcome>((resolve, reject) => {
       let child: ChildProcess;
       try {
-        child = spawn(file, args, { cwd: dir, env: this.env(dir), detached: true, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
+        child = spawn(file, args, {
+          cwd: dir,
+          env: this.env(dir),
+          detached: true,
+          stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
+        });
       } catch (err) {
         reject(new MoiError('E_SANDBOX', `cannot start ${file}: ${(err as Error).message}`, { cause: err }));
         return;
@@ -558,7 +726,11 @@ export class Sandbox {
       const killGroup = (why: 'wall' | 'output' | 'abort') => {
         killedFor ??= why;
         if (exited) return; // its pid may be reused: never signal a group that has ended
-        try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* already gone */ }
+        try {
+          process.kill(-child.pid!, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
       };
       // the harness keeps the (idle) wall clock itself and cleans up; this is the backstop for a
       // harness that cannot, generous because a starved program may run slowly
@@ -569,15 +741,24 @@ export class Sandbox {
       child.stdout!.on('data', (d: Buffer) => {
         if (killedFor) return;
         outBytes += d.length;
-        if (outBytes > cap) { killGroup('output'); return; }
+        if (outBytes > cap) {
+          killGroup('output');
+          return;
+        }
         out.push(d);
       });
-      child.stderr!.setEncoding('utf8').on('data', (d: string) => { err = (err + d).slice(-16_384); });
+      child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+        err = (err + d).slice(-16_384);
+      });
       const fd3 = child.stdio[3] as NodeJS.ReadableStream;
       fd3.setEncoding('utf8');
-      fd3.on('data', (d: string) => { if (report.length < 65_536) report += d; });
+      fd3.on('data', (d: string) => {
+        if (report.length < 65_536) report += d;
+      });
       const stdin = child.stdin!;
-      stdin.on('error', () => { /* the program exited without reading all of its input */ });
+      stdin.on('error', () => {
+        /* the program exited without reading all of its input */
+      });
       stdin.end(test.mode === 'stdin' ? test.input : '');
 
       const finish = () => {
@@ -587,12 +768,25 @@ export class Sandbox {
         clearTimeout(drain);
         signal?.removeEventListener('abort', onAbort);
         // a process that escaped the group may still hold the pipes: stop reading them
-        for (const s of [child.stdout, child.stderr, child.stdio[3]]) (s as NodeJS.ReadableStream & { destroy?: () => void })?.destroy?.();
-        if (killedFor === 'abort') { reject(signal?.reason ?? new Error('aborted')); return; }
-        resolve(classify({
-          killedFor, code: exited.code, sig: exited.sig, report, stderr: err, stdout: Buffer.concat(out).toString('utf8'),
-          seconds: (performance.now() - t0) / 1000, limits: l, cap,
-        }));
+        for (const s of [child.stdout, child.stderr, child.stdio[3]])
+          (s as NodeJS.ReadableStream & { destroy?: () => void })?.destroy?.();
+        if (killedFor === 'abort') {
+          reject(signal?.reason ?? new Error('aborted'));
+          return;
+        }
+        resolve(
+          classify({
+            killedFor,
+            code: exited.code,
+            sig: exited.sig,
+            report,
+            stderr: err,
+            stdout: Buffer.concat(out).toString('utf8'),
+            seconds: (performance.now() - t0) / 1000,
+            limits: l,
+            cap,
+          }),
+        );
       };
       child.on('error', (e) => {
         if (settled) return;
@@ -626,7 +820,15 @@ interface Ended {
   cap: number;
 }
 
-interface Report { status?: string; type?: string; message?: string; line?: number | null; equal?: boolean; got?: string; signal?: number }
+interface Report {
+  status?: string;
+  type?: string;
+  message?: string;
+  line?: number | null;
+  equal?: boolean;
+  got?: string;
+  signal?: number;
+}
 
 function lastReport(text: string): Report | null {
   const lines = text.split('\n').filter(Boolean);
@@ -634,33 +836,64 @@ function lastReport(text: string): Report | null {
     try {
       const r = JSON.parse(lines[i]) as Report;
       if (r && typeof r === 'object') return r;
-    } catch { /* a torn line */ }
+    } catch {
+      /* a torn line */
+    }
   }
   return null;
 }
 
 function fromSignal(name: string, e: Ended, base: Omit<RunOutcome, 'status' | 'detail'>): RunOutcome {
-  if (name === 'SIGPROF' || name === 'SIGXCPU') return { ...base, status: 'timeout', detail: `CPU time limit (${e.limits.timeoutSeconds} s)` };
-  if (/MemoryError|Cannot allocate memory|out of memory/i.test(e.stderr)) return { ...base, status: 'memory', detail: `out of memory (${e.limits.memoryMiB} MiB) and killed by ${name}` };
+  if (name === 'SIGPROF' || name === 'SIGXCPU')
+    return { ...base, status: 'timeout', detail: `CPU time limit (${e.limits.timeoutSeconds} s)` };
+  if (/MemoryError|Cannot allocate memory|out of memory/i.test(e.stderr))
+    return { ...base, status: 'memory', detail: `out of memory (${e.limits.memoryMiB} MiB) and killed by ${name}` };
   const hint = name === 'SIGKILL' ? ' (the CPU hard limit, or the kernel out of memory)' : '';
-  return { ...base, status: 'runtime_error', detail: `killed by ${name}${hint}${e.stderr ? `: ${firstLine(e.stderr)}` : ''}` };
+  return {
+    ...base,
+    status: 'runtime_error',
+    detail: `killed by ${name}${hint}${e.stderr ? `: ${firstLine(e.stderr)}` : ''}`,
+  };
 }
 
 function classify(e: Ended): RunOutcome {
   const base = { stdout: e.stdout, seconds: e.seconds };
-  if (e.killedFor === 'wall') return { ...base, status: 'timeout', detail: `the harness overstayed (${Math.max(600, 20 * e.limits.wallSeconds)} s)` };
-  if (e.killedFor === 'output') return { ...base, stdout: '', status: 'output_limit', detail: `more than ${e.cap} bytes of output` };
+  if (e.killedFor === 'wall')
+    return {
+      ...base,
+      status: 'timeout',
+      detail: `the harness overstayed (${Math.max(600, 20 * e.limits.wallSeconds)} s)`,
+    };
+  if (e.killedFor === 'output')
+    return { ...base, stdout: '', status: 'output_limit', detail: `more than ${e.cap} bytes of output` };
   const r = lastReport(e.report);
   if (r?.status === 'error') {
     const where = r.line ? ` (line ${r.line})` : '';
-    if (r.type === 'MemoryError') return { ...base, status: 'memory', detail: `MemoryError${where}: over the ${e.limits.memoryMiB} MiB address-space limit` };
+    if (r.type === 'MemoryError')
+      return {
+        ...base,
+        status: 'memory',
+        detail: `MemoryError${where}: over the ${e.limits.memoryMiB} MiB address-space limit`,
+      };
     return { ...base, status: 'runtime_error', detail: `${r.type}${where}${r.message ? `: ${r.message}` : ''}` };
   }
-  if (r?.status === 'wall') return { ...base, status: 'timeout', detail: `idle for ${e.limits.wallSeconds} s (wall-clock limit)` };
-  if (r?.status === 'signal' && typeof r.signal === 'number') return fromSignal(SIGNAL_NAMES.get(r.signal) ?? `signal ${r.signal}`, e, base);
+  if (r?.status === 'wall')
+    return { ...base, status: 'timeout', detail: `idle for ${e.limits.wallSeconds} s (wall-clock limit)` };
+  if (r?.status === 'signal' && typeof r.signal === 'number')
+    return fromSignal(SIGNAL_NAMES.get(r.signal) ?? `signal ${r.signal}`, e, base);
   if (e.sig) return fromSignal(e.sig, e, base);
-  if (r?.status === 'ok') return { ...base, status: 'ok', detail: '', ...(r.equal !== undefined ? { equal: r.equal, got: r.got ?? '' } : {}) };
+  if (r?.status === 'ok')
+    return {
+      ...base,
+      status: 'ok',
+      detail: '',
+      ...(r.equal !== undefined ? { equal: r.equal, got: r.got ?? '' } : {}),
+    };
   // no report: the program ended its process itself (os._exit) or python failed before the harness
   if (e.code === 0) return { ...base, status: 'ok', detail: '' };
-  return { ...base, status: 'runtime_error', detail: `exit code ${e.code}${e.stderr ? `: ${firstLine(e.stderr)}` : ''}` };
+  return {
+    ...base,
+    status: 'runtime_error',
+    detail: `exit code ${e.code}${e.stderr ? `: ${firstLine(e.stderr)}` : ''}`,
+  };
 }

@@ -22,8 +22,17 @@ export interface Verdict {
 }
 
 /** How a program did on its tests: passed, or the first failure's kind. */
-export type ExecStatus = 'passed' | 'wrong_answer' | 'timeout' | 'runtime_error' | 'memory' | 'output_limit' | 'no_code';
-export const EXEC_STATUSES: ExecStatus[] = ['passed', 'wrong_answer', 'timeout', 'runtime_error', 'memory', 'output_limit', 'no_code'];
+export type ExecStatus =
+  'passed' | 'wrong_answer' | 'timeout' | 'runtime_error' | 'memory' | 'output_limit' | 'no_code';
+export const EXEC_STATUSES: ExecStatus[] = [
+  'passed',
+  'wrong_answer',
+  'timeout',
+  'runtime_error',
+  'memory',
+  'output_limit',
+  'no_code',
+];
 
 export interface Execution {
   status: ExecStatus;
@@ -79,14 +88,20 @@ function sameMultiset(a: bigint[], b: bigint[]): boolean {
 
 export function scoreCountdown(completion: string, answer: CountdownAnswer): Verdict {
   const extracted = extractCountdownAnswer(completion);
-  if (extracted === null) return { extracted, correct: false, formatOnly: false, reason: 'no <answer> or \\boxed{} found' };
+  if (extracted === null)
+    return { extracted, correct: false, formatOnly: false, reason: 'no <answer> or \\boxed{} found' };
   const wrong = (reason: string): Verdict => ({ extracted, correct: false, formatOnly: true, reason });
   if (extracted === '') return wrong('empty answer');
   // numbers first (cheap, linear), so the exact arithmetic only ever sees the given numbers
   const t = tokenize(extracted);
   if ('reason' in t) return wrong(t.reason);
   const used = t.tokens.flatMap((k) => (k.kind === 'num' ? [k.value] : []));
-  if (!sameMultiset(used, answer.numbers.map((n) => BigInt(n)))) {
+  if (
+    !sameMultiset(
+      used,
+      answer.numbers.map((n) => BigInt(n)),
+    )
+  ) {
     return wrong(`uses the numbers [${used.join(', ')}], not each of [${answer.numbers.join(', ')}] exactly once`);
   }
   const r = evaluate(extracted);
@@ -121,7 +136,13 @@ export function extractAimeAnswer(completion: string): string | null {
 export function scoreAime(completion: string, answer: string | number): Verdict {
   const extracted = extractAimeAnswer(completion);
   const gold = String(answer).trim();
-  if (!/^-?\d+$/.test(gold)) return { extracted, correct: false, formatOnly: false, reason: `the reference answer ${JSON.stringify(answer)} is not an integer` };
+  if (!/^-?\d+$/.test(gold))
+    return {
+      extracted,
+      correct: false,
+      formatOnly: false,
+      reason: `the reference answer ${JSON.stringify(answer)} is not an integer`,
+    };
   if (extracted === null) return { extracted, correct: false, formatOnly: false, reason: 'no integer found' };
   const correct = BigInt(extracted) === BigInt(gold);
   return { extracted, correct, formatOnly: !correct, ...(correct ? {} : { reason: `${extracted} ≠ ${gold}` }) };
@@ -135,7 +156,10 @@ export type GenericAnswer = string | number | { regex: string; flags?: string };
 export function extractGeneric(completion: string): string | null {
   const tagged = lastDelimited(completion, '<answer>', '</answer>') ?? lastDelimited(completion, '\\boxed{', '}');
   if (tagged !== null) return tagged.trim();
-  const lines = completion.split('\n').map((l) => l.trim()).filter(Boolean);
+  const lines = completion
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   return lines.length ? lines[lines.length - 1] : null;
 }
 
@@ -145,7 +169,12 @@ export function scoreGeneric(completion: string, answer: GenericAnswer): Verdict
   if (typeof answer === 'object' && answer !== null) {
     const m = new RegExp(answer.regex, answer.flags ?? '').exec(completion);
     const extracted = m ? m[0] : null;
-    return { extracted, correct: m !== null, formatOnly: false, ...(m ? {} : { reason: `no match for /${answer.regex}/` }) };
+    return {
+      extracted,
+      correct: m !== null,
+      formatOnly: false,
+      ...(m ? {} : { reason: `no match for /${answer.regex}/` }),
+    };
   }
   const extracted = extractGeneric(completion);
   if (extracted === null) return { extracted, correct: false, formatOnly: false, reason: 'empty completion' };
@@ -153,7 +182,12 @@ export function scoreGeneric(completion: string, answer: GenericAnswer): Verdict
     const nums = dropThousandsCommas(extracted).match(NUMBER);
     const got = nums ? Number(nums[nums.length - 1]) : NaN;
     const correct = Number.isFinite(got) && Math.abs(got - answer) <= 1e-9 * Math.max(1, Math.abs(answer));
-    return { extracted, correct, formatOnly: !correct, ...(correct ? {} : { reason: `${nums ? got : 'no number'} ≠ ${answer}` }) };
+    return {
+      extracted,
+      correct,
+      formatOnly: !correct,
+      ...(correct ? {} : { reason: `${nums ? got : 'no number'} ≠ ${answer}` }),
+    };
   }
   const correct = extracted === answer.trim();
   return { extracted, correct, formatOnly: !correct, ...(correct ? {} : { reason: 'text differs' }) };

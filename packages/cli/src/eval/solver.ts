@@ -5,7 +5,10 @@
 import { createRng, type Rng } from '@moi/core';
 import { Rational } from './expression.ts';
 
-interface Item { value: Rational; expr: string }
+interface Item {
+  value: Rational;
+  expr: string;
+}
 
 /**
  * An expression over all of `numbers` (each exactly once) equal to `target`, or null when none
@@ -17,7 +20,10 @@ export function solveCountdown(numbers: number[], target: number): string | null
   const seen = new Set<string>();
   const search = (items: Item[]): string | null => {
     if (items.length === 1) return items[0].value.equalsInt(goal) ? items[0].expr : null;
-    const key = items.map((x) => x.value.toString()).sort().join(',');
+    const key = items
+      .map((x) => x.value.toString())
+      .sort()
+      .join(',');
     if (seen.has(key)) return null;
     seen.add(key);
     for (let i = 0; i < items.length; i++) {
@@ -50,7 +56,11 @@ function stripOuter(expr: string): string {
   return expr.slice(1, -1);
 }
 
-export interface GeneratedProblem { target: number; numbers: number[]; solution: string }
+export interface GeneratedProblem {
+  target: number;
+  numbers: number[];
+  solution: string;
+}
 
 const int = (rng: Rng, lo: number, hi: number) => lo + Math.floor(rng.nextFloat() * (hi - lo + 1));
 

@@ -54,8 +54,13 @@ export interface BootstrapCI {
  * together), take the 2.5% and 97.5% percentiles of the resampled means. Seeded: same inputs,
  * same interval.
  */
-export function pairedBootstrap(a: number[], b: number[], opts: { resamples?: number; seed?: number; level?: number } = {}): BootstrapCI {
-  if (a.length !== b.length) throw new RangeError(`paired bootstrap needs equal lengths, got ${a.length} and ${b.length}`);
+export function pairedBootstrap(
+  a: number[],
+  b: number[],
+  opts: { resamples?: number; seed?: number; level?: number } = {},
+): BootstrapCI {
+  if (a.length !== b.length)
+    throw new RangeError(`paired bootstrap needs equal lengths, got ${a.length} and ${b.length}`);
   const n = a.length;
   const R = opts.resamples ?? 2000;
   const level = opts.level ?? 0.95;
@@ -83,7 +88,16 @@ export function pairedBootstrap(a: number[], b: number[], opts: { resamples?: nu
  * from n ≈ 1030) and loses no precision to cancellation in the ratio.
  */
 export function passAtK(n: number, c: number, k: number): number {
-  if (!Number.isInteger(n) || !Number.isInteger(c) || !Number.isInteger(k) || n < 1 || c < 0 || c > n || k < 1 || k > n) {
+  if (
+    !Number.isInteger(n) ||
+    !Number.isInteger(c) ||
+    !Number.isInteger(k) ||
+    n < 1 ||
+    c < 0 ||
+    c > n ||
+    k < 1 ||
+    k > n
+  ) {
     throw new RangeError(`pass@k needs integers 0 <= c <= n and 1 <= k <= n, got n=${n} c=${c} k=${k}`);
   }
   if (n - c < k) return 1; // every k-subset holds a correct sample

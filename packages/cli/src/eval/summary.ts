@@ -66,7 +66,10 @@ export interface PairedSummary {
   /** with samples > 1: paired bootstrap over problems of the per-problem accuracy difference */
   bootstrap95?: { mean: number; lo: number; hi: number; resamples: number; seed: number };
   /** for each k of --pass-at: the difference of pass@k and its paired bootstrap 95% interval over problems */
-  pass_at: Record<string, { diff: number; bootstrap95: { mean: number; lo: number; hi: number; resamples: number; seed: number } }>;
+  pass_at: Record<
+    string,
+    { diff: number; bootstrap95: { mean: number; lo: number; hi: number; resamples: number; seed: number } }
+  >;
 }
 
 export interface Summary {
@@ -136,7 +139,13 @@ export function summarize(records: ResultRecord[], meta: SummaryMeta): Summary {
       format_only: rs.filter((r) => r.format_only).length,
       no_answer: rs.filter((r) => r.extracted === null).length,
       pass_at: Object.fromEntries(ks.map((k) => [`pass@${k}`, mean(pp.flatMap((m) => (m.has(k) ? [m.get(k)!] : [])))])),
-      ...(executed.length ? { execution: Object.fromEntries(EXEC_STATUSES.map((st) => [st, executed.filter((r) => r.execution!.status === st).length])) as Record<ExecStatus, number> } : {}),
+      ...(executed.length
+        ? {
+            execution: Object.fromEntries(
+              EXEC_STATUSES.map((st) => [st, executed.filter((r) => r.execution!.status === st).length]),
+            ) as Record<ExecStatus, number>,
+          }
+        : {}),
       mean_completion_tokens: mean(rs.map((r) => r.completion_tokens)),
       mean_entropy: meanOrNull(rs.map((r) => r.mean_entropy)),
       mean_weight: meanOrNull(rs.map((r) => r.mean_weight)),
@@ -144,45 +153,70 @@ export function summarize(records: ResultRecord[], meta: SummaryMeta): Summary {
   });
   const baseline = meta.modes.includes('standard') ? 'standard' : meta.modes[0];
   const base = new Map(byMode.get(baseline)!.map((r) => [`${r.problem}/${r.sample}`, r]));
-  const paired: PairedSummary[] = meta.modes.filter((m) => m !== baseline).map((mode) => {
-    let b = 0;
-    let c = 0;
-    let pairs = 0;
-    const perProblem = new Map<number, { a: number[]; z: number[] }>();
-    for (const r of byMode.get(mode)!) {
-      const o = base.get(`${r.problem}/${r.sample}`);
-      if (!o) continue;
-      pairs++;
-      if (o.correct && !r.correct) b++;
-      if (!o.correct && r.correct) c++;
-      const p = perProblem.get(r.problem) ?? { a: [], z: [] };
-      p.a.push(r.correct ? 1 : 0);
-      p.z.push(o.correct ? 1 : 0);
-      perProblem.set(r.problem, p);
-    }
-    const out: PairedSummary = { mode, baseline, pairs, b, c, diff: pairs ? (c - b) / pairs : 0, mcnemar_p: mcnemarExact(b, c), pass_at: {} };
-    if (meta.samples > 1) {
-      const ps = [...perProblem.values()];
-      const ci = pairedBootstrap(ps.map((p) => mean(p.a)), ps.map((p) => mean(p.z)), { seed: meta.seed, resamples: 2000 });
-      out.bootstrap95 = { ...ci, seed: meta.seed };
-    }
-    // pass@k per problem, paired by problem (problems where both modes have k samples)
-    const mine = passAt.get(mode)!;
-    const theirs = passAt.get(baseline)!;
-    for (const k of ks) {
-      const a: number[] = [];
-      const z: number[] = [];
-      for (const [p, m] of mine) {
-        const o = theirs.get(p);
-        if (m.has(k) && o?.has(k)) { a.push(m.get(k)!); z.push(o.get(k)!); }
+  const paired: PairedSummary[] = meta.modes
+    .filter((m) => m !== baseline)
+    .map((mode) => {
+      let b = 0;
+      let c = 0;
+      let pairs = 0;
+      const perProblem = new Map<number, { a: number[]; z: number[] }>();
+      for (const r of byMode.get(mode)!) {
+        const o = base.get(`${r.problem}/${r.sample}`);
+        if (!o) continue;
+        pairs++;
+        if (o.correct && !r.correct) b++;
+        if (!o.correct && r.correct) c++;
+        const p = perProblem.get(r.problem) ?? { a: [], z: [] };
+        p.a.push(r.correct ? 1 : 0);
+        p.z.push(o.correct ? 1 : 0);
+        perProblem.set(r.problem, p);
       }
-      const ci = pairedBootstrap(a, z, { seed: meta.seed, resamples: 2000 });
-      out.pass_at[`pass@${k}`] = { diff: ci.mean, bootstrap95: { ...ci, seed: meta.seed } };
-    }
-    return out;
-  });
+      const out: PairedSummary = {
+        mode,
+        baseline,
+        pairs,
+        b,
+        c,
+        diff: pairs ? (c - b) / pairs : 0,
+        mcnemar_p: mcnemarExact(b, c),
+        pass_at: {},
+      };
+      if (meta.samples > 1) {
+        const ps = [...perProblem.values()];
+        const ci = pairedBootstrap(
+          ps.map((p) => mean(p.a)),
+          ps.map((p) => mean(p.z)),
+          { seed: meta.seed, resamples: 2000 },
+        );
+        out.bootstrap95 = { ...ci, seed: meta.seed };
+      }
+      // pass@k per problem, paired by problem (problems where both modes have k samples)
+      const mine = passAt.get(mode)!;
+      const theirs = passAt.get(baseline)!;
+      for (const k of ks) {
+        const a: number[] = [];
+        const z: number[] = [];
+        for (const [p, m] of mine) {
+          const o = theirs.get(p);
+          if (m.has(k) && o?.has(k)) {
+            a.push(m.get(k)!);
+            z.push(o.get(k)!);
+          }
+        }
+        const ci = pairedBootstrap(a, z, { seed: meta.seed, resamples: 2000 });
+        out.pass_at[`pass@${k}`] = { diff: ci.mean, bootstrap95: { ...ci, seed: meta.seed } };
+      }
+      return out;
+    });
   return {
-    task: meta.task, source: meta.source, model: meta.model, problems: meta.problems, samples: meta.samples, pass_at_k: ks, modes, paired,
+    task: meta.task,
+    source: meta.source,
+    model: meta.model,
+    problems: meta.problems,
+    samples: meta.samples,
+    pass_at_k: ks,
+    modes,
+    paired,
     ...(meta.sandbox ? { sandbox: meta.sandbox } : {}),
   };
 }
@@ -196,37 +230,64 @@ export function markdownTable(s: Summary): string {
     '',
     '| mode | n | correct | accuracy | 95% CI (Wilson) | format only | mean tokens | mean H | mean w_y | no answer |',
     '|---|---|---|---|---|---|---|---|---|---|',
-    ...s.modes.map((m) => `| ${m.mode}${m.mode_used.some((u) => u !== m.mode) ? ` (ran: ${m.mode_used.join(', ')})` : ''} | ${m.n} | ${m.correct} | ${pct(m.accuracy)} | ${pct(m.wilson95[0])} – ${pct(m.wilson95[1])} | ${m.format_only} | ${m.mean_completion_tokens.toFixed(1)} | ${fix(m.mean_entropy)} | ${fix(m.mean_weight)} | ${m.no_answer} |`),
+    ...s.modes.map(
+      (m) =>
+        `| ${m.mode}${m.mode_used.some((u) => u !== m.mode) ? ` (ran: ${m.mode_used.join(', ')})` : ''} | ${m.n} | ${m.correct} | ${pct(m.accuracy)} | ${pct(m.wilson95[0])} – ${pct(m.wilson95[1])} | ${m.format_only} | ${m.mean_completion_tokens.toFixed(1)} | ${fix(m.mean_entropy)} | ${fix(m.mean_weight)} | ${m.no_answer} |`,
+    ),
   ];
   const ks = s.pass_at_k ?? [1];
   if (s.samples > 1 || ks.some((k) => k !== 1)) {
     lines.push('', `| mode | ${ks.map((k) => `pass@${k}`).join(' | ')} |`, `|---|${ks.map(() => '---|').join('')}`);
-    for (const m of s.modes) lines.push(`| ${m.mode} | ${ks.map((k) => pct(m.pass_at[`pass@${k}`] ?? 0)).join(' | ')} |`);
+    for (const m of s.modes)
+      lines.push(`| ${m.mode} | ${ks.map((k) => pct(m.pass_at[`pass@${k}`] ?? 0)).join(' | ')} |`);
   }
   const exec = s.modes.filter((m) => m.execution);
   if (exec.length) {
-    lines.push('', `| mode | ${EXEC_STATUSES.map((st) => st.replace('_', ' ')).join(' | ')} |`, `|---|${EXEC_STATUSES.map(() => '---|').join('')}`);
+    lines.push(
+      '',
+      `| mode | ${EXEC_STATUSES.map((st) => st.replace('_', ' ')).join(' | ')} |`,
+      `|---|${EXEC_STATUSES.map(() => '---|').join('')}`,
+    );
     for (const m of exec) lines.push(`| ${m.mode} | ${EXEC_STATUSES.map((st) => m.execution![st]).join(' | ')} |`);
   }
   if (s.paired.length) {
-    lines.push('', `| paired vs ${s.paired[0].baseline} | pairs | b (base ✓, mode ✗) | c (base ✗, mode ✓) | Δ accuracy | McNemar exact p |${s.samples > 1 ? ' bootstrap 95% CI of Δ |' : ''}`);
+    lines.push(
+      '',
+      `| paired vs ${s.paired[0].baseline} | pairs | b (base ✓, mode ✗) | c (base ✗, mode ✓) | Δ accuracy | McNemar exact p |${s.samples > 1 ? ' bootstrap 95% CI of Δ |' : ''}`,
+    );
     lines.push(`|---|---|---|---|---|---|${s.samples > 1 ? '---|' : ''}`);
     for (const p of s.paired) {
       const boot = p.bootstrap95 ? ` ${pct(p.bootstrap95.lo)} – ${pct(p.bootstrap95.hi)} |` : '';
-      lines.push(`| ${p.mode} | ${p.pairs} | ${p.b} | ${p.c} | ${(100 * p.diff).toFixed(1)} pt | ${p.mcnemar_p.toPrecision(3)} |${boot}`);
+      lines.push(
+        `| ${p.mode} | ${p.pairs} | ${p.b} | ${p.c} | ${(100 * p.diff).toFixed(1)} pt | ${p.mcnemar_p.toPrecision(3)} |${boot}`,
+      );
     }
     if (s.samples > 1 || ks.some((k) => k !== 1)) {
-      lines.push('', `| paired vs ${s.paired[0].baseline}: Δ pass@k (bootstrap 95% CI over problems) | ${ks.map((k) => `pass@${k}`).join(' | ')} |`, `|---|${ks.map(() => '---|').join('')}`);
+      lines.push(
+        '',
+        `| paired vs ${s.paired[0].baseline}: Δ pass@k (bootstrap 95% CI over problems) | ${ks.map((k) => `pass@${k}`).join(' | ')} |`,
+        `|---|${ks.map(() => '---|').join('')}`,
+      );
       for (const p of s.paired) {
-        lines.push(`| ${p.mode} | ${ks.map((k) => { const x = p.pass_at[`pass@${k}`]; return x ? `${(100 * x.diff).toFixed(1)} pt (${pct(x.bootstrap95.lo)} – ${pct(x.bootstrap95.hi)})` : '–'; }).join(' | ')} |`);
+        lines.push(
+          `| ${p.mode} | ${ks
+            .map((k) => {
+              const x = p.pass_at[`pass@${k}`];
+              return x ? `${(100 * x.diff).toFixed(1)} pt (${pct(x.bootstrap95.lo)} – ${pct(x.bootstrap95.hi)})` : '–';
+            })
+            .join(' | ')} |`,
+        );
       }
     }
   }
   if (s.sandbox) {
     const b = s.sandbox;
-    lines.push('', `Sandbox: ${b.python} ${b.python_version} as ${b.user}; network namespace ${b.network_namespace ? 'yes' : 'NO'}, PID namespace ${b.pid_namespace ? 'yes' : 'NO'}; ` +
-      `${b.limits.cpu_seconds} s CPU / ${b.limits.wall_seconds} s idle wall / ${b.limits.address_space_mib} MiB per test; ${b.workers} workers at ${b.priority}` +
-      (b.degraded.length ? `\nDegraded: ${b.degraded.join('; ')}` : ''));
+    lines.push(
+      '',
+      `Sandbox: ${b.python} ${b.python_version} as ${b.user}; network namespace ${b.network_namespace ? 'yes' : 'NO'}, PID namespace ${b.pid_namespace ? 'yes' : 'NO'}; ` +
+        `${b.limits.cpu_seconds} s CPU / ${b.limits.wall_seconds} s idle wall / ${b.limits.address_space_mib} MiB per test; ${b.workers} workers at ${b.priority}` +
+        (b.degraded.length ? `\nDegraded: ${b.degraded.join('; ')}` : ''),
+    );
   }
   return lines.join('\n') + '\n';
 }

@@ -19,13 +19,27 @@ import { resolveDatasetFiles } from '../hub/dataset.ts';
 import { loadRows, type Row } from './data.ts';
 import { DEFAULT_GPQA, GPQA_CONFIG, GPQA_REVISION, gpqaRow, scoreGpqa } from './gpqa.ts';
 import {
-  DEFAULT_LIVECODEBENCH, DEFAULT_RELEASE, checkDate, isReleaseFile, readLcbRows, releaseFiles, scoreLiveCodeBench,
-  type LcbAnswer, type LcbRow,
+  DEFAULT_LIVECODEBENCH,
+  DEFAULT_RELEASE,
+  checkDate,
+  isReleaseFile,
+  readLcbRows,
+  releaseFiles,
+  scoreLiveCodeBench,
+  type LcbAnswer,
+  type LcbRow,
 } from './livecodebench.ts';
 import type { CodeTask, EvalTask, Problem, Task } from './problem.ts';
 import { Sandbox, type SandboxOptions } from './sandbox.ts';
 import { generateCountdown } from './solver.ts';
-import { scoreAime, scoreCountdown, scoreGeneric, type CountdownAnswer, type GenericAnswer, type Verdict } from './scorers.ts';
+import {
+  scoreAime,
+  scoreCountdown,
+  scoreGeneric,
+  type CountdownAnswer,
+  type GenericAnswer,
+  type Verdict,
+} from './scorers.ts';
 
 export type { CodeTask, EvalTask, Problem, Task, TaskKind } from './problem.ts';
 
@@ -36,12 +50,14 @@ export const DEFAULT_AIME = 'AI-MO/aimo-validation-aime';
 
 /** TinyZero's countdown prompt (template_type "base"), as the reference's datasets hold it. */
 export function tinyZeroPrompt(numbers: number[], target: number): string {
-  return 'A conversation between User and Assistant. The user asks a question, and the Assistant solves it. ' +
+  return (
+    'A conversation between User and Assistant. The user asks a question, and the Assistant solves it. ' +
     'The assistant first thinks about the reasoning process in the mind and then provides the user with the answer.\n' +
     `User: Using the numbers [${numbers.join(', ')}], create an equation that equals ${target}. ` +
     'You can use basic arithmetic operations (+, -, *, /) and each number can only be used once. ' +
     'Show your work in <think> </think> tags. And return the final answer in <answer> </answer> tags, ' +
-    'for example <answer> (1 + 2) / 3 </answer>.\nAssistant: Let me solve this step by step.\n<think>';
+    'for example <answer> (1 + 2) / 3 </answer>.\nAssistant: Let me solve this step by step.\n<think>'
+  );
 }
 
 /**
@@ -70,7 +86,10 @@ function countdownRow(row: Row, index: number, where: string): Problem {
   const target = row.target ?? gt?.target;
   const numbers = intList(row.nums) ?? intList(row.numbers) ?? intList(gt?.numbers) ?? intList(gt?.nums);
   if (!Number.isInteger(target) || !numbers) {
-    throw new UsageError('E_DATA', `${where} row ${index}: a countdown row needs an integer target and a list of integer nums/numbers`);
+    throw new UsageError(
+      'E_DATA',
+      `${where} row ${index}: a countdown row needs an integer target and a list of integer nums/numbers`,
+    );
   }
   const answer = { target: target as number, numbers };
   const prompt = row.prompt;
@@ -90,13 +109,19 @@ function aimeRow(row: Row, index: number, where: string): Problem {
 }
 
 function isGenericAnswer(a: unknown): a is GenericAnswer {
-  return typeof a === 'string' || (typeof a === 'number' && Number.isFinite(a)) ||
-    (!!a && typeof a === 'object' && typeof (a as { regex?: unknown }).regex === 'string');
+  return (
+    typeof a === 'string' ||
+    (typeof a === 'number' && Number.isFinite(a)) ||
+    (!!a && typeof a === 'object' && typeof (a as { regex?: unknown }).regex === 'string')
+  );
 }
 
 function jsonlRow(row: Row, index: number, where: string): Problem {
   if (!isGenericAnswer(row.answer)) {
-    throw new UsageError('E_DATA', `${where}:${index + 1}: "answer" must be a string (exact), a number, or {"regex": "..."}`);
+    throw new UsageError(
+      'E_DATA',
+      `${where}:${index + 1}: "answer" must be a string (exact), a number, or {"regex": "..."}`,
+    );
   }
   if (typeof (row.answer as { regex?: string }).regex === 'string') {
     try {
@@ -106,18 +131,37 @@ function jsonlRow(row: Row, index: number, where: string): Problem {
     }
   }
   if (typeof row.prompt === 'string') {
-    return { index, messages: [{ role: 'user', content: row.prompt }], assistantPrefix: '', raw: row.prompt, answer: row.answer };
+    return {
+      index,
+      messages: [{ role: 'user', content: row.prompt }],
+      assistantPrefix: '',
+      raw: row.prompt,
+      answer: row.answer,
+    };
   }
   const msgs = row.messages;
-  if (Array.isArray(msgs) && msgs.length && msgs.every((m) => m && typeof m.role === 'string' && typeof m.content === 'string')) {
+  if (
+    Array.isArray(msgs) &&
+    msgs.length &&
+    msgs.every((m) => m && typeof m.role === 'string' && typeof m.content === 'string')
+  ) {
     const messages = msgs as ChatMessage[];
     const last = messages[messages.length - 1];
     // a final assistant message is a prefix the completion continues
     const prefix = last.role === 'assistant' ? last.content : '';
     const turns = last.role === 'assistant' ? messages.slice(0, -1) : messages;
-    return { index, messages: turns, assistantPrefix: prefix, raw: turns.map((m) => m.content).join('\n\n') + (prefix ? `\n\n${prefix}` : ''), answer: row.answer };
+    return {
+      index,
+      messages: turns,
+      assistantPrefix: prefix,
+      raw: turns.map((m) => m.content).join('\n\n') + (prefix ? `\n\n${prefix}` : ''),
+      answer: row.answer,
+    };
   }
-  throw new UsageError('E_DATA', `${where}:${index + 1}: a line needs "prompt" (a string) or "messages" ([{role, content}, ...])`);
+  throw new UsageError(
+    'E_DATA',
+    `${where}:${index + 1}: a line needs "prompt" (a string) or "messages" ([{role, content}, ...])`,
+  );
 }
 
 export interface TaskOptions {
@@ -152,7 +196,9 @@ export async function loadTask(spec: string, opts: TaskOptions = {}): Promise<Ta
     if (arg === 'gen') {
       const n = opts.limit ?? 128;
       const seed = opts.seed ?? 0;
-      const problems = generateCountdown(n, seed).map((p, i) => countdownProblem(i, tinyZeroPrompt(p.numbers, p.target), { target: p.target, numbers: p.numbers }));
+      const problems = generateCountdown(n, seed).map((p, i) =>
+        countdownProblem(i, tinyZeroPrompt(p.numbers, p.target), { target: p.target, numbers: p.numbers }),
+      );
       return { kind, spec, source: `generated (seed ${seed})`, problems, score };
     }
     const { rows, where } = await rowsOf(arg || DEFAULT_COUNTDOWN);
@@ -160,26 +206,49 @@ export async function loadTask(spec: string, opts: TaskOptions = {}): Promise<Ta
   }
   if (kind === 'aime') {
     const { rows, where } = await rowsOf(arg || DEFAULT_AIME);
-    return { kind, spec, source: where, problems: rows.map((r, i) => aimeRow(r, i, where)), score: (c, a) => scoreAime(c, a as string | number) };
+    return {
+      kind,
+      spec,
+      source: where,
+      problems: rows.map((r, i) => aimeRow(r, i, where)),
+      score: (c, a) => scoreAime(c, a as string | number),
+    };
   }
   if (kind === 'gpqa') {
     const seed = opts.seed ?? 0;
     // the gated hub dataset's CSV files, read as the hub's parquet conversion of its Diamond config
-    const { rows, where } = arg ? await rowsOf(arg) : {
-      rows: take((await loadRows(DEFAULT_GPQA, { split: opts.split, config: GPQA_CONFIG, revision: GPQA_REVISION })).rows),
-      where: `${DEFAULT_GPQA} ${GPQA_CONFIG} (${opts.split ?? 'train'})`,
+    const { rows, where } = arg
+      ? await rowsOf(arg)
+      : {
+          rows: take(
+            (await loadRows(DEFAULT_GPQA, { split: opts.split, config: GPQA_CONFIG, revision: GPQA_REVISION })).rows,
+          ),
+          where: `${DEFAULT_GPQA} ${GPQA_CONFIG} (${opts.split ?? 'train'})`,
+        };
+    return {
+      kind,
+      spec,
+      source: where,
+      problems: rows.map((r, i) => gpqaRow(r, i, where, seed)),
+      score: (c, a) => scoreGpqa(c, a as string),
     };
-    return { kind, spec, source: where, problems: rows.map((r, i) => gpqaRow(r, i, where, seed)), score: (c, a) => scoreGpqa(c, a as string) };
   }
   if (kind === 'jsonl') {
     if (!arg) throw new UsageError('E_USAGE', '--task jsonl:PATH needs a file');
     const { rows, where } = await rowsOf(arg);
-    return { kind, spec, source: where, problems: rows.map((r, i) => jsonlRow(r, i, where)), score: (c, a) => scoreGeneric(c, a as GenericAnswer) };
+    return {
+      kind,
+      spec,
+      source: where,
+      problems: rows.map((r, i) => jsonlRow(r, i, where)),
+      score: (c, a) => scoreGeneric(c, a as GenericAnswer),
+    };
   }
   throw new UsageError('E_USAGE', `unknown task ${JSON.stringify(spec)}: use ${TASKS}`);
 }
 
-const TASKS = 'countdown, countdown:gen, countdown:SRC, aime, aime:SRC, gpqa, gpqa:SRC, livecodebench, livecodebench:SRC or jsonl:PATH';
+const TASKS =
+  'countdown, countdown:gen, countdown:SRC, aime, aime:SRC, gpqa, gpqa:SRC, livecodebench, livecodebench:SRC or jsonl:PATH';
 
 /** Any task: livecodebench (a code task, run in a sandbox) or one of loadTask's. */
 export async function loadEvalTask(spec: string, opts: CodeTaskOptions = {}): Promise<EvalTask> {
@@ -200,15 +269,24 @@ async function loadLiveCodeBench(spec: string, arg: string, opts: CodeTaskOption
   checkDate(opts.endDate, '--end-date');
   const release = opts.release ?? DEFAULT_RELEASE;
   const wanted = releaseFiles(release);
-  const window = { ...(opts.startDate ? { start: opts.startDate } : {}), ...(opts.endDate ? { end: opts.endDate } : {}) };
-  const windowText = [opts.startDate ? `from ${opts.startDate}` : '', opts.endDate ? `to ${opts.endDate}` : ''].filter(Boolean).join(' ');
+  const window = {
+    ...(opts.startDate ? { start: opts.startDate } : {}),
+    ...(opts.endDate ? { end: opts.endDate } : {}),
+  };
+  const windowText = [opts.startDate ? `from ${opts.startDate}` : '', opts.endDate ? `to ${opts.endDate}` : '']
+    .filter(Boolean)
+    .join(' ');
   let files: string[];
   let source: string;
   let label = (f: string) => f;
   let used: string | null = release;
   const local = arg && (/\.jsonl$/i.test(arg) || arg.startsWith('.') || path.isAbsolute(arg) || fs.existsSync(arg));
   if (local && fs.existsSync(arg) && fs.statSync(arg).isFile()) {
-    if (opts.release !== undefined) throw new UsageError('E_USAGE', `--release picks files of the hub dataset or a folder; ${arg} is read whole (use --start-date/--end-date)`);
+    if (opts.release !== undefined)
+      throw new UsageError(
+        'E_USAGE',
+        `--release picks files of the hub dataset or a folder; ${arg} is read whole (use --start-date/--end-date)`,
+      );
     files = [arg];
     source = arg;
     used = null;
@@ -217,17 +295,23 @@ async function loadLiveCodeBench(spec: string, arg: string, opts: CodeTaskOption
     const have = fs.readdirSync(arg).filter(isReleaseFile);
     const pick = wanted ?? have.sort();
     const missing = pick.filter((f) => !have.includes(f));
-    if (missing.length || !pick.length) throw new UsageError('E_DATA', `${arg} lacks ${missing.join(', ') || 'test*.jsonl files'} for ${release}`);
+    if (missing.length || !pick.length)
+      throw new UsageError('E_DATA', `${arg} lacks ${missing.join(', ') || 'test*.jsonl files'} for ${release}`);
     files = pick.map((f) => path.join(arg, f));
     source = `${arg} (${release})`;
   } else {
     const repo = arg || DEFAULT_LIVECODEBENCH;
-    files = await resolveDatasetFiles(repo, {
-      pick: (all) => all.filter((f) => (wanted ? wanted.includes(f) : isReleaseFile(f))),
-      ...(wanted ? { exact: wanted } : {}),
-      code: 'E_DATASET_NO_FILES',
-      none: (id, rev, all) => `dataset ${id}@${rev} lacks the files of ${release} (${wanted ? wanted.join(', ') : 'test*.jsonl'}; it has: ${all.filter(isReleaseFile).join(', ') || 'none'})`,
-    }, { revision: opts.revision });
+    files = await resolveDatasetFiles(
+      repo,
+      {
+        pick: (all) => all.filter((f) => (wanted ? wanted.includes(f) : isReleaseFile(f))),
+        ...(wanted ? { exact: wanted } : {}),
+        code: 'E_DATASET_NO_FILES',
+        none: (id, rev, all) =>
+          `dataset ${id}@${rev} lacks the files of ${release} (${wanted ? wanted.join(', ') : 'test*.jsonl'}; it has: ${all.filter(isReleaseFile).join(', ') || 'none'})`,
+      },
+      { revision: opts.revision },
+    );
     source = `${repo} (${release})`;
     label = (f) => `${repo}/${path.basename(f)}`;
   }
@@ -235,14 +319,27 @@ async function loadLiveCodeBench(spec: string, arg: string, opts: CodeTaskOption
   let rows = await readLcbRows(files, window, label);
   if (opts.limit !== undefined) rows = rows.slice(0, opts.limit);
   const problems: Problem[] = rows.map((r, index) => ({
-    index, messages: r.messages, assistantPrefix: '', raw: r.raw,
+    index,
+    messages: r.messages,
+    assistantPrefix: '',
+    raw: r.raw,
     answer: { question_id: r.info.question_id, ...(r.info.func_name ? { func_name: r.info.func_name } : {}) },
-    meta: { title: r.info.title, platform: r.info.platform, difficulty: r.info.difficulty, contest_date: r.info.contest_date },
+    meta: {
+      title: r.info.title,
+      platform: r.info.platform,
+      difficulty: r.info.difficulty,
+      contest_date: r.info.contest_date,
+    },
   }));
   const sandbox = new Sandbox(opts.sandbox);
   const tests = testCache(rows);
   return {
-    kind: 'livecodebench', spec, source, problems, sandbox, release: used,
+    kind: 'livecodebench',
+    spec,
+    source,
+    problems,
+    sandbox,
+    release: used,
     execute: (completion, problem, signal) => scoreLiveCodeBench(sandbox, completion, tests(problem.index), signal),
   };
 }
@@ -269,5 +366,8 @@ export function scorerFor(kind: string): (completion: string, answer: unknown) =
   if (kind === 'aime') return (c, a) => scoreAime(c, a as string | number);
   if (kind === 'gpqa') return (c, a) => scoreGpqa(c, a as string);
   if (kind === 'jsonl') return (c, a) => scoreGeneric(c, a as GenericAnswer);
-  throw new UsageError('E_USAGE', `--task must be countdown, aime, gpqa, livecodebench or jsonl, got ${JSON.stringify(kind)}`);
+  throw new UsageError(
+    'E_USAGE',
+    `--task must be countdown, aime, gpqa, livecodebench or jsonl, got ${JSON.stringify(kind)}`,
+  );
 }

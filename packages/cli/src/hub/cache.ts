@@ -47,7 +47,10 @@ export function isCommitHash(revision: string): boolean {
 
 /** The hub's ETag as a blob name: without `W/` and quotes. */
 export function normalizeEtag(etag: string): string {
-  return etag.trim().replace(/^W\//, '').replace(/^"(.*)"$/, '$1');
+  return etag
+    .trim()
+    .replace(/^W\//, '')
+    .replace(/^"(.*)"$/, '$1');
 }
 
 /** A name safe to use as one path component (etag, commit): no separators, no leading dot. */
@@ -124,7 +127,11 @@ export function shardNames(indexText: string, where: string): string[] {
   const names = [...new Set(Object.values(map as Record<string, unknown>))];
   for (const name of names) {
     if (typeof name !== 'string' || !isSafeRepoFile(name)) {
-      throw new SafetensorsError('E_HUB_BAD_INDEX', where, `weight_map names an invalid shard file ${JSON.stringify(name)}`);
+      throw new SafetensorsError(
+        'E_HUB_BAD_INDEX',
+        where,
+        `weight_map names an invalid shard file ${JSON.stringify(name)}`,
+      );
     }
   }
   if (names.length === 0) throw new SafetensorsError('E_HUB_BAD_INDEX', where, 'weight_map is empty');

@@ -12,7 +12,16 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { MoiError, UsageError } from '@moi/core';
-import { blobPath, hubCacheDir, isSafeName, isSafeRepoFile, linkSnapshotFile, readRef, snapshotDir, writeRef } from './cache.ts';
+import {
+  blobPath,
+  hubCacheDir,
+  isSafeName,
+  isSafeRepoFile,
+  linkSnapshotFile,
+  readRef,
+  snapshotDir,
+  writeRef,
+} from './cache.ts';
 import { type HubContext, downloadBlob, headFile, statusError } from './download.ts';
 import { DEFAULT_ENDPOINT, REPO_ID, hubToken, isTruthy, seconds, type ResolveOptions } from './resolve.ts';
 
@@ -43,7 +52,12 @@ export function isSplitParquet(file: string, split: string): boolean {
 export function isConfigSplitParquet(file: string, config: string, split: string): boolean {
   if (!file.startsWith(`${config}/`)) return false;
   const rest = file.slice(config.length + 1);
-  return isSplitParquet(rest, split) || (rest.endsWith('.parquet') && !rest.includes('/') && new RegExp(`-${split.replace(/\W/g, '\\$&')}(-\\d+-of-\\d+)?\\.parquet$`).test(rest));
+  return (
+    isSplitParquet(rest, split) ||
+    (rest.endsWith('.parquet') &&
+      !rest.includes('/') &&
+      new RegExp(`-${split.replace(/\W/g, '\\$&')}(-\\d+-of-\\d+)?\\.parquet$`).test(rest))
+  );
 }
 
 function listSnapshot(dir: string): string[] {
@@ -68,20 +82,28 @@ export async function resolveDatasetParquet(repoId: string, opts: DatasetOptions
   const split = opts.split ?? 'train';
   const config = opts.config;
   const wanted = (f: string) => (config ? isConfigSplitParquet(f, config, split) : isSplitParquet(f, split));
-  return resolveDatasetFiles(repoId, {
-    pick: (files) => files.filter(wanted),
-    none: (id, revision, files) => {
-      const parquet = files.filter((f) => f.endsWith('.parquet'));
-      const what = config ? `config "${config}", split "${split}"` : `split "${split}"`;
-      return parquet.length
-        ? `dataset ${id}@${revision} has no parquet files for ${what} (it has: ${parquet.slice(0, 8).join(', ')})`
-        : `dataset ${id}@${revision} has no parquet files (moi reads parquet datasets only)`;
+  return resolveDatasetFiles(
+    repoId,
+    {
+      pick: (files) => files.filter(wanted),
+      none: (id, revision, files) => {
+        const parquet = files.filter((f) => f.endsWith('.parquet'));
+        const what = config ? `config "${config}", split "${split}"` : `split "${split}"`;
+        return parquet.length
+          ? `dataset ${id}@${revision} has no parquet files for ${what} (it has: ${parquet.slice(0, 8).join(', ')})`
+          : `dataset ${id}@${revision} has no parquet files (moi reads parquet datasets only)`;
+      },
     },
-  }, opts);
+    opts,
+  );
 }
 
 /** Local paths of the chosen files of a dataset repo, downloading them into the hub cache when it lacks them. */
-export async function resolveDatasetFiles(repoId: string, choice: FileChoice, opts: DatasetOptions = {}): Promise<string[]> {
+export async function resolveDatasetFiles(
+  repoId: string,
+  choice: FileChoice,
+  opts: DatasetOptions = {},
+): Promise<string[]> {
   const env = opts.env ?? process.env;
   const split = opts.split ?? 'train';
   if (!REPO_ID.test(repoId) || repoId.includes('--') || repoId.includes('..')) {
@@ -93,7 +115,11 @@ export async function resolveDatasetFiles(repoId: string, choice: FileChoice, op
   if (cachedCommit) {
     const dir = snapshotDir(repoDir, cachedCommit);
     const have = listSnapshot(dir);
-    const files = choice.exact ? (choice.exact.every((f) => have.includes(f)) ? choice.exact : []) : choice.pick(have).sort();
+    const files = choice.exact
+      ? choice.exact.every((f) => have.includes(f))
+        ? choice.exact
+        : []
+      : choice.pick(have).sort();
     if (files.length) return files.map((f) => path.join(dir, f));
   }
   if (opts.offline ?? isTruthy(env.HF_HUB_OFFLINE)) {
@@ -121,7 +147,8 @@ export async function resolveDatasetFiles(repoId: string, choice: FileChoice, op
   try {
     for (const file of files) {
       const meta = await headFile(ctx, info.commit, file);
-      if ('notFound' in meta) throw new MoiError('E_HUB_HTTP', `dataset ${repoId}: ${file} is listed but not found (${meta.notFound})`);
+      if ('notFound' in meta)
+        throw new MoiError('E_HUB_HTTP', `dataset ${repoId}: ${file} is listed but not found (${meta.notFound})`);
       const blob = blobPath(repoDir, meta.etag);
       if (!fs.existsSync(blob)) await downloadBlob(ctx, meta, blob, () => {});
       linkSnapshotFile(repoDir, info.commit, file, meta.etag);
@@ -129,37 +156,60 @@ export async function resolveDatasetFiles(repoId: string, choice: FileChoice, op
     writeRef(repoDir, revision, info.commit);
   } catch (err) {
     if (err instanceof MoiError || !(err instanceof Error) || !('code' in err)) throw err;
-    throw new MoiError('E_HUB_CACHE', `cannot write the Hugging Face cache at ${repoDir}: ${err.message}; set HF_HUB_CACHE to a writable folder`, { cause: err });
+    throw new MoiError(
+      'E_HUB_CACHE',
+      `cannot write the Hugging Face cache at ${repoDir}: ${err.message}; set HF_HUB_CACHE to a writable folder`,
+      { cause: err },
+    );
   }
   const dir = snapshotDir(repoDir, info.commit);
   return files.map((f) => path.join(dir, f));
 }
 
 /** The commit and file list of a dataset revision. */
-async function datasetInfo(ctx: HubContext, repoId: string, revision: string): Promise<{ commit: string; files: string[] }> {
+async function datasetInfo(
+  ctx: HubContext,
+  repoId: string,
+  revision: string,
+): Promise<{ commit: string; files: string[] }> {
   const url = `${ctx.endpoint}/api/datasets/${repoId}/revision/${encodeURIComponent(revision)}`;
   const headers: Record<string, string> = { 'user-agent': `moi/0.1 (node ${process.versions.node})` };
   if (ctx.token) headers.authorization = `Bearer ${ctx.token}`;
   let res: Response;
   try {
-    res = await fetch(url, { headers, signal: AbortSignal.any([AbortSignal.timeout(ctx.metaTimeoutMs), ...(ctx.signal ? [ctx.signal] : [])]) });
+    res = await fetch(url, {
+      headers,
+      signal: AbortSignal.any([AbortSignal.timeout(ctx.metaTimeoutMs), ...(ctx.signal ? [ctx.signal] : [])]),
+    });
   } catch (err) {
     const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
-    throw new MoiError('E_HUB_NETWORK', `cannot reach ${ctx.endpoint} for dataset ${repoId}: ${cause}. Check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use only the local cache.`, { cause: err });
+    throw new MoiError(
+      'E_HUB_NETWORK',
+      `cannot reach ${ctx.endpoint} for dataset ${repoId}: ${cause}. Check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use only the local cache.`,
+      { cause: err },
+    );
   }
   if (res.status === 404) {
-    throw new UsageError('E_HUB_NOT_FOUND', `dataset ${repoId}@${revision} not found on ${ctx.endpoint}. Check the id; a private or gated dataset also answers "not found" without access: set HF_TOKEN.`);
+    throw new UsageError(
+      'E_HUB_NOT_FOUND',
+      `dataset ${repoId}@${revision} not found on ${ctx.endpoint}. Check the id; a private or gated dataset also answers "not found" without access: set HF_TOKEN.`,
+    );
   }
   if (!res.ok) throw statusError(ctx, res, 'dataset info');
   let body: { sha?: unknown; siblings?: unknown };
   try {
     body = (await res.json()) as typeof body;
   } catch (err) {
-    throw new MoiError('E_HUB_BAD_RESPONSE', `${ctx.endpoint}: the dataset info of ${repoId} is not JSON`, { cause: err });
+    throw new MoiError('E_HUB_BAD_RESPONSE', `${ctx.endpoint}: the dataset info of ${repoId} is not JSON`, {
+      cause: err,
+    });
   }
   const commit = typeof body.sha === 'string' ? body.sha : '';
   if (!isSafeName(commit) || !Array.isArray(body.siblings)) {
-    throw new MoiError('E_HUB_BAD_RESPONSE', `${ctx.endpoint}: the dataset info of ${repoId} has no usable sha and siblings`);
+    throw new MoiError(
+      'E_HUB_BAD_RESPONSE',
+      `${ctx.endpoint}: the dataset info of ${repoId} has no usable sha and siblings`,
+    );
   }
   const files = body.siblings
     .map((s) => (s as { rfilename?: unknown })?.rfilename)

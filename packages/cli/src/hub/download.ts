@@ -80,7 +80,7 @@ function networkError(ctx: HubContext, url: string, file: string, err: unknown, 
   const host = new URL(url).origin;
   const via = host === new URL(ctx.endpoint).origin ? '' : ` (redirected from ${ctx.endpoint})`;
   const cause = err as { cause?: { code?: string; message?: string }; message?: string };
-  const why = timedOut ? 'timed out' : cause?.cause?.code ?? cause?.cause?.message ?? cause?.message ?? String(err);
+  const why = timedOut ? 'timed out' : (cause?.cause?.code ?? cause?.cause?.message ?? cause?.message ?? String(err));
   return new MoiError(
     'E_HUB_NETWORK',
     `cannot reach ${host}${via} for ${ctx.repoId}/${file}: ${why}. ` +
@@ -132,8 +132,11 @@ async function fetchFollow(
     const scheme = new URL(url).protocol;
     if (scheme !== 'http:' && scheme !== 'https:') {
       // file:, data:, ftp: ... never followed (a file: redirect would read this machine's files)
-      throw new MoiError('E_HUB_REDIRECT', `${ctx.endpoint} redirected ${ctx.repoId}/${file} to a ${scheme.slice(0, -1)}: URL, ` +
-        'which is not followed (only http and https are)');
+      throw new MoiError(
+        'E_HUB_REDIRECT',
+        `${ctx.endpoint} redirected ${ctx.repoId}/${file} to a ${scheme.slice(0, -1)}: URL, ` +
+          'which is not followed (only http and https are)',
+      );
     }
     const headers: Record<string, string> = { ...baseHeaders(), ...extra };
     if (ctx.token && sameOrigin) headers.authorization = `Bearer ${ctx.token}`;
@@ -264,11 +267,14 @@ function transferDeadline(ctx: HubContext, ctrl: AbortController, toCome: () => 
   const due = () => t0 + Math.min(cap, grace + (toCome() / rate) * 1000);
   let timer: NodeJS.Timeout;
   const arm = () => {
-    timer = setTimeout(() => {
-      if (performance.now() < due()) return arm();
-      passed = true;
-      ctrl.abort(new Error('deadline passed'));
-    }, timerMs(due() - performance.now()));
+    timer = setTimeout(
+      () => {
+        if (performance.now() < due()) return arm();
+        passed = true;
+        ctrl.abort(new Error('deadline passed'));
+      },
+      timerMs(due() - performance.now()),
+    );
   };
   arm();
   return { passed: () => passed, seconds: () => (due() - t0) / 1000, done: () => clearTimeout(timer) };
@@ -286,7 +292,9 @@ async function fetchInto(
   const outer = ctx.signal ? AbortSignal.any([ctx.signal, deadlineCtrl.signal]) : deadlineCtrl.signal;
   const idle = idleSignal(ctx.readTimeoutMs, outer);
   let written = start;
-  const deadline = transferDeadline(ctx, deadlineCtrl, () => (meta.size !== undefined ? meta.size - start : written - start));
+  const deadline = transferDeadline(ctx, deadlineCtrl, () =>
+    meta.size !== undefined ? meta.size - start : written - start,
+  );
   try {
     const range: Record<string, string> = start > 0 ? { range: `bytes=${start}-` } : {};
     let res = await fetchFollow(ctx, meta.file, meta.url, 'GET', range, idle.signal, idle.timedOut);
@@ -299,7 +307,10 @@ async function fetchInto(
     }
     if (res.status === 404) {
       await res.body?.cancel().catch(() => {});
-      throw new MoiError('E_HUB_HTTP', `HTTP 404 for ${ctx.repoId}/${meta.file} on ${ctx.endpoint} although its metadata was found`);
+      throw new MoiError(
+        'E_HUB_HTTP',
+        `HTTP 404 for ${ctx.repoId}/${meta.file} on ${ctx.endpoint} although its metadata was found`,
+      );
     }
     if (res.status !== 200 && res.status !== 206) {
       await res.body?.cancel().catch(() => {});
@@ -328,8 +339,10 @@ async function fetchInto(
     if (expected !== undefined && meta.size !== undefined && expected !== meta.size) {
       await res.body.cancel().catch(() => {});
       fs.rmSync(part, { force: true });
-      throw new MoiError('E_HUB_BAD_RESPONSE',
-        `${ctx.repoId}/${meta.file}: the download announces ${expected} bytes but the file's metadata announced ${meta.size}`);
+      throw new MoiError(
+        'E_HUB_BAD_RESPONSE',
+        `${ctx.repoId}/${meta.file}: the download announces ${expected} bytes but the file's metadata announced ${meta.size}`,
+      );
     }
     onBytes(written);
     const fh = await fs.promises.open(part, start > 0 ? 'a' : 'w');
@@ -365,8 +378,14 @@ async function fetchInto(
     }
     if (tooLong) {
       fs.rmSync(part, { force: true }); // the server disagrees with itself: start over next time
-      const what = meta.size !== undefined || expected !== undefined ? `the ${limit} bytes announced` : `${limit} bytes (no size was announced)`;
-      throw new MoiError('E_HUB_BAD_RESPONSE', `${ctx.repoId}/${meta.file} from ${ctx.endpoint}: the server sent more than ${what}; the download was stopped`);
+      const what =
+        meta.size !== undefined || expected !== undefined
+          ? `the ${limit} bytes announced`
+          : `${limit} bytes (no size was announced)`;
+      throw new MoiError(
+        'E_HUB_BAD_RESPONSE',
+        `${ctx.repoId}/${meta.file} from ${ctx.endpoint}: the server sent more than ${what}; the download was stopped`,
+      );
     }
     if (expected !== undefined && written !== expected) {
       throw interrupted(ctx, meta, part, written, expected, undefined, false);
@@ -384,7 +403,14 @@ async function fetchInto(
 }
 
 /** `E_HUB_DEADLINE`: the file did not arrive in time (the partial file stays, to resume). */
-function pastDeadline(ctx: HubContext, meta: FileMeta, part: string, written: number, seconds: number, err: unknown): MoiError {
+function pastDeadline(
+  ctx: HubContext,
+  meta: FileMeta,
+  part: string,
+  written: number,
+  seconds: number,
+  err: unknown,
+): MoiError {
   const of = meta.size !== undefined ? ` of ${meta.size}` : '';
   return new MoiError(
     'E_HUB_DEADLINE',
@@ -405,7 +431,11 @@ function interrupted(
   timedOut: boolean,
 ): MoiError {
   if (ctx.signal?.aborted) {
-    return new MoiError('E_HUB_ABORTED', `download of ${ctx.repoId}/${meta.file} was cancelled; run again to resume (partial file ${part})`, { cause: err });
+    return new MoiError(
+      'E_HUB_ABORTED',
+      `download of ${ctx.repoId}/${meta.file} was cancelled; run again to resume (partial file ${part})`,
+      { cause: err },
+    );
   }
   const of = expected !== undefined ? ` of ${expected}` : '';
   const why = timedOut ? 'no data arrived in time' : 'the connection was cut';

@@ -21,7 +21,15 @@ import {
   snapshotDir,
   writeRef,
 } from './cache.ts';
-import { DEFAULT_DEADLINE_MS, DEFAULT_MAX_SECONDS, DEFAULT_MIN_RATE, type FileMeta, type HubContext, downloadBlob, headFile } from './download.ts';
+import {
+  DEFAULT_DEADLINE_MS,
+  DEFAULT_MAX_SECONDS,
+  DEFAULT_MIN_RATE,
+  type FileMeta,
+  type HubContext,
+  downloadBlob,
+  headFile,
+} from './download.ts';
 
 export interface DownloadProgress {
   /** Repo file being downloaded. */
@@ -90,8 +98,10 @@ function hubEndpoint(value: string, fromEnv: boolean): string {
     url = null;
   }
   if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
-    throw new UsageError('E_HUB_ENDPOINT',
-      `${fromEnv ? 'HF_ENDPOINT' : 'the hub endpoint'} ${JSON.stringify(value)} is not an http(s) URL (e.g. ${DEFAULT_ENDPOINT}); fix or unset it`);
+    throw new UsageError(
+      'E_HUB_ENDPOINT',
+      `${fromEnv ? 'HF_ENDPOINT' : 'the hub endpoint'} ${JSON.stringify(value)} is not an http(s) URL (e.g. ${DEFAULT_ENDPOINT}); fix or unset it`,
+    );
   }
   return value.replace(/\/+$/, '');
 }
@@ -110,7 +120,14 @@ export function hubToken(env: NodeJS.ProcessEnv, token?: string): string | undef
 
 /** Looks like a filesystem path rather than a hub id. */
 function looksLikePath(p: string): boolean {
-  return path.isAbsolute(p) || p.startsWith('.') || p.startsWith('~') || p.includes('\\') || p.endsWith('/') || p.split('/').length > 2;
+  return (
+    path.isAbsolute(p) ||
+    p.startsWith('.') ||
+    p.startsWith('~') ||
+    p.includes('\\') ||
+    p.endsWith('/') ||
+    p.split('/').length > 2
+  );
 }
 
 /** The folder when `p` names an existing one (it must hold config.json), else null. */
@@ -126,7 +143,10 @@ function localModelDir(p: string, env: NodeJS.ProcessEnv): string | null {
     return null;
   }
   if (!stat.isDirectory()) {
-    throw new UsageError('E_MODEL_DIR_NOT_FOUND', `${dir} is a file; pass the model folder (with config.json) or a hub id like org/name`);
+    throw new UsageError(
+      'E_MODEL_DIR_NOT_FOUND',
+      `${dir} is a file; pass the model folder (with config.json) or a hub id like org/name`,
+    );
   }
   if (!fs.existsSync(path.join(dir, CONFIG_FILE))) {
     throw new ModelError('E_MODEL_NO_CONFIG', `model folder ${dir} has no ${CONFIG_FILE}`);
@@ -145,7 +165,10 @@ export async function resolveModel(idOrPath: string, opts: ResolveOptions = {}):
 
   const repoId = idOrPath;
   if (!REPO_ID.test(repoId) || repoId.includes('--') || repoId.includes('..') || repoId.endsWith('.git')) {
-    throw new UsageError('E_HUB_BAD_ID', `${JSON.stringify(idOrPath)} is neither an existing folder nor a hub id like org/name`);
+    throw new UsageError(
+      'E_HUB_BAD_ID',
+      `${JSON.stringify(idOrPath)} is neither an existing folder nor a hub id like org/name`,
+    );
   }
   const revision = opts.revision ?? 'main';
   if (!revision || revision.split('/').some((s) => s === '' || s === '.' || s === '..') || /[\\\0]/.test(revision)) {
@@ -166,7 +189,10 @@ export async function resolveModel(idOrPath: string, opts: ResolveOptions = {}):
   }
 
   const ctx: HubContext = {
-    endpoint: hubEndpoint(opts.endpoint ?? env.HF_ENDPOINT ?? DEFAULT_ENDPOINT, opts.endpoint === undefined && env.HF_ENDPOINT !== undefined),
+    endpoint: hubEndpoint(
+      opts.endpoint ?? env.HF_ENDPOINT ?? DEFAULT_ENDPOINT,
+      opts.endpoint === undefined && env.HF_ENDPOINT !== undefined,
+    ),
     repoId,
     token: hubToken(env, opts.token),
     signal: opts.signal,
@@ -203,7 +229,8 @@ async function downloadSnapshot(
   const where = `${ctx.repoId}@${revision} on ${ctx.endpoint}`;
   const config = await headFile(ctx, revision, CONFIG_FILE);
   if ('notFound' in config) {
-    const what = config.notFound === 'RevisionNotFound' ? `revision ${revision} of ${ctx.repoId}` : `repo ${ctx.repoId}`;
+    const what =
+      config.notFound === 'RevisionNotFound' ? `revision ${revision} of ${ctx.repoId}` : `repo ${ctx.repoId}`;
     const missingFile = config.notFound === 'EntryNotFound' ? ` (the repo has no ${CONFIG_FILE})` : '';
     throw new UsageError(
       'E_HUB_NOT_FOUND',
@@ -230,7 +257,10 @@ async function downloadSnapshot(
     const shardMetas = await Promise.all(shards.map((f) => headFile(ctx, commit, f)));
     shardMetas.forEach((m, i) => {
       if ('notFound' in m) {
-        throw new ModelError('E_HUB_NO_WEIGHTS', `${where}: ${INDEX_FILE} lists ${shards[i]}, which the repo does not have`);
+        throw new ModelError(
+          'E_HUB_NO_WEIGHTS',
+          `${where}: ${INDEX_FILE} lists ${shards[i]}, which the repo does not have`,
+        );
       }
     });
     files.push(index, ...(shardMetas as FileMeta[]));
@@ -238,7 +268,10 @@ async function downloadSnapshot(
   } else {
     const weights = await headFile(ctx, commit, WEIGHTS_FILE);
     if ('notFound' in weights) {
-      throw new ModelError('E_HUB_NO_WEIGHTS', `${where} has neither ${WEIGHTS_FILE} nor ${INDEX_FILE} (moi reads safetensors weights only)`);
+      throw new ModelError(
+        'E_HUB_NO_WEIGHTS',
+        `${where} has neither ${WEIGHTS_FILE} nor ${INDEX_FILE} (moi reads safetensors weights only)`,
+      );
     }
     files.push(weights);
     progress.add(files);

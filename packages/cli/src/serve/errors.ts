@@ -4,7 +4,12 @@ import { serverFieldOf, type Endpoint } from '@moi/engine';
 import type { ZodError } from 'zod';
 
 export class ApiError extends Error {
-  constructor(readonly status: number, message: string, readonly param: string | null = null, readonly type = typeFor(status)) {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly param: string | null = null,
+    readonly type = typeFor(status),
+  ) {
     super(message);
   }
 
@@ -15,15 +20,24 @@ export class ApiError extends Error {
 
 function typeFor(status: number): string {
   switch (status) {
-    case 400: return 'BadRequestError';
-    case 401: return 'AuthenticationError';
-    case 404: return 'NotFoundError';
-    case 405: return 'MethodNotAllowedError';
-    case 413: return 'RequestTooLargeError';
-    case 415: return 'UnsupportedMediaTypeError';
-    case 429: return 'RateLimitError';
-    case 503: return 'ServiceUnavailableError';
-    default: return 'InternalServerError';
+    case 400:
+      return 'BadRequestError';
+    case 401:
+      return 'AuthenticationError';
+    case 404:
+      return 'NotFoundError';
+    case 405:
+      return 'MethodNotAllowedError';
+    case 413:
+      return 'RequestTooLargeError';
+    case 415:
+      return 'UnsupportedMediaTypeError';
+    case 429:
+      return 'RateLimitError';
+    case 503:
+      return 'ServiceUnavailableError';
+    default:
+      return 'InternalServerError';
   }
 }
 
@@ -50,8 +64,9 @@ export function fromEngine(e: unknown, param: string | null = null, endpoint?: E
     if (e.code === 'E_CLOSED') return new ApiError(503, 'the server is shutting down');
     if (e.code === 'E_NONFINITE' || e.code === 'E_INTERNAL') return new ApiError(500, e.message);
     if (e instanceof UsageError) {
-      const named = (endpoint && serverFieldOf(e.field, endpoint)) ?? (e.field !== undefined ? OTHER_FIELDS[e.field] : undefined);
-      const p = named ?? (e.code === 'E_CONTEXT' ? param ?? 'messages' : e.code === 'E_MOI' ? 'moi_mode' : param);
+      const named =
+        (endpoint && serverFieldOf(e.field, endpoint)) ?? (e.field !== undefined ? OTHER_FIELDS[e.field] : undefined);
+      const p = named ?? (e.code === 'E_CONTEXT' ? (param ?? 'messages') : e.code === 'E_MOI' ? 'moi_mode' : param);
       return new ApiError(400, e.message, p);
     }
     return new ApiError(500, e.message);

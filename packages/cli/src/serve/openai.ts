@@ -4,8 +4,16 @@
  */
 import type { MixOptions, MixSettings } from '@moi/moi';
 import {
-  requestFromSettings, setting, settingsFromFields, TokenTexts,
-  type Endpoint, type GenerateRequest, type RequestSettings, type TokenLogprobs, type TokenPiece, type Tokenizer,
+  requestFromSettings,
+  setting,
+  settingsFromFields,
+  TokenTexts,
+  type Endpoint,
+  type GenerateRequest,
+  type RequestSettings,
+  type TokenLogprobs,
+  type TokenPiece,
+  type Tokenizer,
 } from '@moi/engine';
 import { ApiError } from './errors.ts';
 import type { ChatBody, CompletionBody } from './schema.ts';
@@ -22,7 +30,8 @@ export function mixOf(given: MixOptions | undefined, defaults: MixOptions): MixO
   if (given.mode !== undefined || given.beta !== undefined) delete m.mode;
   const { soft, ...rest } = given;
   Object.assign(m, rest);
-  if (soft) m.soft = { ...defaults.soft, ...soft, afterThinking: { ...defaults.soft?.afterThinking, ...soft.afterThinking } };
+  if (soft)
+    m.soft = { ...defaults.soft, ...soft, afterThinking: { ...defaults.soft?.afterThinking, ...soft.afterThinking } };
   return m;
 }
 
@@ -38,7 +47,10 @@ export interface MoiReport {
 export function moiReport(settings: MixSettings): MoiReport {
   if (settings.mode === 'standard') return { mode: 'standard', beta: null, top_k: null, prior: null };
   return {
-    mode: settings.mode, beta: settings.mode === 'moi' ? settings.beta : null, top_k: settings.topK, prior: settings.prior,
+    mode: settings.mode,
+    beta: settings.mode === 'moi' ? settings.beta : null,
+    top_k: settings.topK,
+    prior: settings.prior,
     ...(settings.soft ? { think_end_id: settings.soft.thinkEndId } : {}),
   };
 }
@@ -59,22 +71,38 @@ export function settingsOf(body: Body, endpoint: Endpoint): RequestSettings {
  * and by the scheduler when the requests are submitted (the settings together). n > 1: seeds
  * seed, seed+1, ...
  */
-export function buildRequests(body: Body, endpoint: Endpoint, o: {
-  promptIds: number[]; vocabSize: number; maxModelLen: number; mixDefaults: MixOptions;
-}): GenerateRequest[] {
+export function buildRequests(
+  body: Body,
+  endpoint: Endpoint,
+  o: {
+    promptIds: number[];
+    vocabSize: number;
+    maxModelLen: number;
+    mixDefaults: MixOptions;
+  },
+): GenerateRequest[] {
   const given = settingsOf(body, endpoint);
   const p = o.promptIds.length;
   const serverDefault = setting('max_tokens').server!.defaults![endpoint];
   const maxTokens = given.maxTokens ?? serverDefault ?? undefined;
   if (p >= o.maxModelLen) {
-    throw new ApiError(400, `This model's maximum context length is ${o.maxModelLen} tokens. However, your prompt has ${p} tokens. Please reduce the length of the prompt.`, endpoint === 'chat' ? 'messages' : 'prompt');
+    throw new ApiError(
+      400,
+      `This model's maximum context length is ${o.maxModelLen} tokens. However, your prompt has ${p} tokens. Please reduce the length of the prompt.`,
+      endpoint === 'chat' ? 'messages' : 'prompt',
+    );
   }
   if (maxTokens !== undefined && p + maxTokens > o.maxModelLen) {
-    throw new ApiError(400, `This model's maximum context length is ${o.maxModelLen} tokens. However, you requested ${p + maxTokens} tokens ` +
-      `(${p} in the prompt, ${maxTokens} in the completion). Please reduce the length of the prompt or completion.`, 'max_tokens');
+    throw new ApiError(
+      400,
+      `This model's maximum context length is ${o.maxModelLen} tokens. However, you requested ${p + maxTokens} tokens ` +
+        `(${p} in the prompt, ${maxTokens} in the completion). Please reduce the length of the prompt or completion.`,
+      'max_tokens',
+    );
   }
   for (const id of o.promptIds) {
-    if (id >= o.vocabSize) throw new ApiError(400, `token id ${id} is outside the vocabulary (0..${o.vocabSize - 1})`, 'prompt');
+    if (id >= o.vocabSize)
+      throw new ApiError(400, `token id ${id} is outside the vocabulary (0..${o.vocabSize - 1})`, 'prompt');
   }
   for (const id of body.stop_token_ids ?? []) {
     if (id >= o.vocabSize) throw new ApiError(400, `stop token id ${id} is outside the vocabulary`, 'stop_token_ids');
@@ -101,7 +129,12 @@ export interface Usage {
 }
 
 export function usage(prompt: number, completion: number, cached: number): Usage {
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: { cached_tokens: cached } };
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    prompt_tokens_details: { cached_tokens: cached },
+  };
 }
 
 /**
@@ -118,7 +151,11 @@ export class ChoiceTokens {
   /** The chosen token and its alternatives (the alternatives read before the token is taken). */
   take(id: number, alternatives: readonly number[]): { chosen: TokenPiece; top: TokenPiece[] } {
     if (!this.texts) {
-      const plain = (t: number): TokenPiece => ({ text: String(t), label: String(t), bytes: [...Buffer.from(String(t))] });
+      const plain = (t: number): TokenPiece => ({
+        text: String(t),
+        label: String(t),
+        bytes: [...Buffer.from(String(t))],
+      });
       return { chosen: plain(id), top: alternatives.map(plain) };
     }
     const top = alternatives.map((t) => this.texts!.peek(t));
@@ -146,19 +183,29 @@ export class CompletionLogprobs {
     this.offset += chosen.text.length;
     if (top > 0) {
       this.top_logprobs ??= [];
-      this.top_logprobs.push(Object.fromEntries((lp.top ?? []).slice(0, top).map((t, i) => [topPieces[i].label, t.logprob])));
+      this.top_logprobs.push(
+        Object.fromEntries((lp.top ?? []).slice(0, top).map((t, i) => [topPieces[i].label, t.logprob])),
+      );
     }
   }
 
   json() {
-    return { tokens: this.tokens, token_logprobs: this.token_logprobs, top_logprobs: this.top_logprobs, text_offset: this.text_offset };
+    return {
+      tokens: this.tokens,
+      token_logprobs: this.token_logprobs,
+      top_logprobs: this.top_logprobs,
+      text_offset: this.text_offset,
+    };
   }
 }
 
 /** Chat's logprobs entry of one token. */
 export function chatLogprob(chosen: TokenPiece, topPieces: TokenPiece[], lp: TokenLogprobs, top: number) {
   const entry = (p: TokenPiece, logprob: number) => ({ token: p.label, logprob, bytes: p.bytes });
-  return { ...entry(chosen, lp.logprob), top_logprobs: (lp.top ?? []).slice(0, top).map((t, i) => entry(topPieces[i], t.logprob)) };
+  return {
+    ...entry(chosen, lp.logprob),
+    top_logprobs: (lp.top ?? []).slice(0, top).map((t, i) => entry(topPieces[i], t.logprob)),
+  };
 }
 
 /** Text of a chat message's content (a string, or text parts). */

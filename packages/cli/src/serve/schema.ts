@@ -38,7 +38,10 @@ const commonFields = {
   model: z.string().nullish(),
   n: int.min(1).max(16).nullish(),
   stream: z.boolean().nullish(),
-  stream_options: z.object({ include_usage: z.boolean().nullish(), continuous_usage_stats: z.boolean().nullish() }).passthrough().nullish(),
+  stream_options: z
+    .object({ include_usage: z.boolean().nullish(), continuous_usage_stats: z.boolean().nullish() })
+    .passthrough()
+    .nullish(),
   user: z.string().nullish(),
   // vLLM extras
   stop_token_ids: z.array(int.min(0)).max(64).nullish(),
@@ -52,35 +55,41 @@ const commonFields = {
 };
 
 const tokenIds = z.array(int.min(0)).min(1);
-export const completionSchema = z.object({
-  ...commonFields,
-  ...settingFields('completions'),
-  prompt: z.union([z.string(), tokenIds, z.array(z.string()).min(1), z.array(tokenIds).min(1)]),
-  suffix: z.string().nullish(),
-}).passthrough();
+export const completionSchema = z
+  .object({
+    ...commonFields,
+    ...settingFields('completions'),
+    prompt: z.union([z.string(), tokenIds, z.array(z.string()).min(1), z.array(tokenIds).min(1)]),
+    suffix: z.string().nullish(),
+  })
+  .passthrough();
 
 const contentPart = z.object({ type: z.literal('text'), text: z.string() }).passthrough();
-const message = z.object({
-  role: z.enum(['system', 'user', 'assistant', 'developer', 'tool']),
-  content: z.union([z.string(), z.array(contentPart)]).nullable(),
-  name: z.string().optional(),
-}).passthrough();
+const message = z
+  .object({
+    role: z.enum(['system', 'user', 'assistant', 'developer', 'tool']),
+    content: z.union([z.string(), z.array(contentPart)]).nullable(),
+    name: z.string().optional(),
+  })
+  .passthrough();
 
-export const chatSchema = z.object({
-  ...commonFields,
-  ...settingFields('chat'),
-  messages: z.array(message).min(1),
-  // chat's logprobs turns them on; how many top ones is top_logprobs (the table's logprobs)
-  logprobs: z.boolean().nullish(),
-  chat_template_kwargs: z.record(z.unknown()).nullish(),
-  add_generation_prompt: z.boolean().nullish(),
-  // vLLM: render the final (assistant) message open, so the reply continues it
-  continue_final_message: z.boolean().nullish(),
-  tools: z.array(z.unknown()).nullish(),
-  tool_choice: z.unknown().nullish(),
-  functions: z.array(z.unknown()).nullish(),
-  function_call: z.unknown().nullish(),
-}).passthrough();
+export const chatSchema = z
+  .object({
+    ...commonFields,
+    ...settingFields('chat'),
+    messages: z.array(message).min(1),
+    // chat's logprobs turns them on; how many top ones is top_logprobs (the table's logprobs)
+    logprobs: z.boolean().nullish(),
+    chat_template_kwargs: z.record(z.unknown()).nullish(),
+    add_generation_prompt: z.boolean().nullish(),
+    // vLLM: render the final (assistant) message open, so the reply continues it
+    continue_final_message: z.boolean().nullish(),
+    tools: z.array(z.unknown()).nullish(),
+    tool_choice: z.unknown().nullish(),
+    functions: z.array(z.unknown()).nullish(),
+    function_call: z.unknown().nullish(),
+  })
+  .passthrough();
 
 export type CompletionBody = z.infer<typeof completionSchema>;
 export type ChatBody = z.infer<typeof chatSchema>;

@@ -38,10 +38,18 @@ export function encodeCompletionPrompt(tok: Tokenizer, text: string, addSpecialT
 }
 
 /** A conversation's ids with the server's template and the request's chat fields. */
-export function encodeConversation(tok: Tokenizer, template: ChatTemplateSource | null, messages: ChatMessage[], o: ChatEncoding): number[] {
+export function encodeConversation(
+  tok: Tokenizer,
+  template: ChatTemplateSource | null,
+  messages: ChatMessage[],
+  o: ChatEncoding,
+): number[] {
   return encodeChat(tok, messages, {
-    template: template ?? undefined, addGenerationPrompt: o.addGenerationPrompt, continueFinalMessage: o.continueFinalMessage,
-    addSpecialTokens: o.addSpecialTokens, extra: o.extra,
+    template: template ?? undefined,
+    addGenerationPrompt: o.addGenerationPrompt,
+    continueFinalMessage: o.continueFinalMessage,
+    addSpecialTokens: o.addSpecialTokens,
+    extra: o.extra,
   });
 }
 
@@ -59,7 +67,9 @@ function startWorker(setup: EncoderSetup): Worker {
     const entry = new URL('./tokenize-worker.ts', self).href;
     // tsx's ESM api, as its package exports it to `import` (tsx registers itself in this thread only)
     const pkgFile = createRequire(self).resolve('tsx/package.json');
-    const api = (JSON.parse(readFileSync(pkgFile, 'utf8')) as { exports: Record<string, { import: { default: string } }> }).exports['./esm/api'].import.default;
+    const api = (
+      JSON.parse(readFileSync(pkgFile, 'utf8')) as { exports: Record<string, { import: { default: string } }> }
+    ).exports['./esm/api'].import.default;
     const tsx = pathToFileURL(path.join(path.dirname(pkgFile), api)).href;
     const boot = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`;
     return new Worker(boot, { eval: true, workerData: setup });
@@ -80,7 +90,11 @@ export class PromptEncoder {
   private nextId = 0;
   private readonly waiting = new Map<number, { resolve: (ids: number[][]) => void; reject: (e: Error) => void }>();
 
-  constructor(private readonly tok: Tokenizer, private readonly setup: EncoderSetup, readonly inlineChars = DEFAULT_INLINE_CHARS) {}
+  constructor(
+    private readonly tok: Tokenizer,
+    private readonly setup: EncoderSetup,
+    readonly inlineChars = DEFAULT_INLINE_CHARS,
+  ) {}
 
   /**
    * Completion prompts' ids (BOS as the tokenizer adds it), one list per text. The request's
@@ -107,7 +121,7 @@ export class PromptEncoder {
   }
 
   private send(job: EncodeJob): Promise<number[][]> {
-    const w = this.worker ??= this.spawn();
+    const w = (this.worker ??= this.spawn());
     const id = ++this.nextId;
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });

@@ -12,7 +12,10 @@ export function escapeHtml(s: string): string {
 
 /** JSON safe inside a <script> element. */
 export function scriptJson(value: unknown): string {
-  return JSON.stringify(value).replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
+  return JSON.stringify(value)
+    .replace(/</g, '\\u003c')
+    .replace(/\u2028/g, '\\u2028')
+    .replace(/\u2029/g, '\\u2029');
 }
 
 let chartJs: string | null = null;
@@ -21,7 +24,9 @@ let chartJs: string | null = null;
 export function chartJsSource(): string {
   if (chartJs === null) {
     const main = createRequire(import.meta.url).resolve('chart.js');
-    chartJs = fs.readFileSync(path.join(path.dirname(main), 'chart.umd.min.js'), 'utf8').replace(/<\/script/gi, '<\\/script');
+    chartJs = fs
+      .readFileSync(path.join(path.dirname(main), 'chart.umd.min.js'), 'utf8')
+      .replace(/<\/script/gi, '<\\/script');
   }
   return chartJs;
 }

@@ -41,7 +41,12 @@ export function settingsLine(settings: Record<string, string | number | boolean 
   const first = ['mode', 'beta', 'temperature', 'top_p', 'top_k', 'seed', 'max_tokens'];
   const names: Record<string, string> = { beta: 'β', top_p: 'top-p', top_k: 'top-k', max_tokens: 'max tokens' };
   const keys = [...first.filter((k) => k in settings), ...Object.keys(settings).filter((k) => !first.includes(k))];
-  return keys.map((k) => `<span class="setting" data-k="${escapeHtml(k)}">${escapeHtml(names[k] ?? k.replaceAll('_', ' '))} <b>${escapeHtml(settings[k] === null ? '–' : String(settings[k]))}</b></span>`).join(' · ');
+  return keys
+    .map(
+      (k) =>
+        `<span class="setting" data-k="${escapeHtml(k)}">${escapeHtml(names[k] ?? k.replaceAll('_', ' '))} <b>${escapeHtml(settings[k] === null ? '–' : String(settings[k]))}</b></span>`,
+    )
+    .join(' · ');
 }
 
 /** Background for H in [0, 1]: pale green (certain) through yellow to red (uncertain). */
@@ -121,26 +126,43 @@ new Chart(document.getElementById('chart'), {
 `;
 
 export function tracePageHtml(doc: TraceDoc, divergence: number | null): string {
-  const runs = doc.runs.map((run, r) => {
-    const toks = run.steps.map((s, i) =>
-      `<span class="tok${s.phase === 'thinking' ? ' soft' : ''}${divergence === i ? ' diverge' : ''}" tabindex="0" data-r="${r}" data-i="${i}" style="background:${entropyColor(s.entropy)}">${escapeHtml(s.text)}</span>` +
-      (s.thinkEnd ? `<span class="think-end" data-i="${i}">end of thinking (${s.thinkEnd === 'cold_stop' ? 'cold stop' : 'argmax'})</span>` : '')).join('');
-    return `<section class="run"><h2>${escapeHtml(run.label)} <span class="muted">(${run.steps.length} tokens, ${escapeHtml(run.finishReason)})</span></h2><div class="tokens">${toks}</div></section>`;
-  }).join('\n');
+  const runs = doc.runs
+    .map((run, r) => {
+      const toks = run.steps
+        .map(
+          (s, i) =>
+            `<span class="tok${s.phase === 'thinking' ? ' soft' : ''}${divergence === i ? ' diverge' : ''}" tabindex="0" data-r="${r}" data-i="${i}" style="background:${entropyColor(s.entropy)}">${escapeHtml(s.text)}</span>` +
+            (s.thinkEnd
+              ? `<span class="think-end" data-i="${i}">end of thinking (${s.thinkEnd === 'cold_stop' ? 'cold stop' : 'argmax'})</span>`
+              : ''),
+        )
+        .join('');
+      return `<section class="run"><h2>${escapeHtml(run.label)} <span class="muted">(${run.steps.length} tokens, ${escapeHtml(run.finishReason)})</span></h2><div class="tokens">${toks}</div></section>`;
+    })
+    .join('\n');
   // several runs: a grid with one column per step, so that step i of every run stands in one column
   const longest = Math.max(0, ...doc.runs.map((r) => r.steps.length));
-  const aligned = doc.runs.length < 2 ? '' : `<h2>Aligned by step</h2><div class="aligned"><table id="aligned">
+  const aligned =
+    doc.runs.length < 2
+      ? ''
+      : `<h2>Aligned by step</h2><div class="aligned"><table id="aligned">
 <tr><th>step</th>${Array.from({ length: longest }, (_, i) => `<th>${i}</th>`).join('')}</tr>
-${doc.runs.map((run) => `<tr><th>${escapeHtml(run.label)}</th>${Array.from({ length: longest }, (_, i) => {
-    const s = run.steps[i];
-    if (!s) return '<td></td>';
-    const differs = doc.runs.some((o) => o.steps[i]?.token !== s.token);
-    return `<td class="${differs ? 'differs' : ''}" data-i="${i}" style="background:${entropyColor(s.entropy)}">${escapeHtml(s.text)}</td>`;
-  }).join('')}</tr>`).join('\n')}
+${doc.runs
+  .map(
+    (run) =>
+      `<tr><th>${escapeHtml(run.label)}</th>${Array.from({ length: longest }, (_, i) => {
+        const s = run.steps[i];
+        if (!s) return '<td></td>';
+        const differs = doc.runs.some((o) => o.steps[i]?.token !== s.token);
+        return `<td class="${differs ? 'differs' : ''}" data-i="${i}" style="background:${entropyColor(s.entropy)}">${escapeHtml(s.text)}</td>`;
+      }).join('')}</tr>`,
+  )
+  .join('\n')}
 </table></div>`;
-  const banner = doc.runs.length > 1
-    ? `<p class="banner" id="divergence">${divergence === null ? 'The runs are identical.' : `First divergence at step ${divergence} (outlined in red).`}</p>`
-    : '';
+  const banner =
+    doc.runs.length > 1
+      ? `<p class="banner" id="divergence">${divergence === null ? 'The runs are identical.' : `First divergence at step ${divergence} (outlined in red).`}</p>`
+      : '';
   const body = `<h1>moi trace</h1>
 <p class="muted">model ${escapeHtml(doc.model)} · H: <span class="legend"></span> 0 → 1 · hover or focus (Tab) a token for its candidates${doc.runs.some((r) => r.steps.some((s) => s.phase === 'thinking')) ? ' · <span class="soft-legend">dotted</span>: Soft Thinking\'s soft phase (the token shown is the heaviest slot; H = S / ln V)' : ''}</p>
 ${doc.settings ? `<p class="muted settings" id="settings">${settingsLine(doc.settings)}</p>` : ''}

@@ -30,9 +30,15 @@ export function promptForDisplay(tok: Tokenizer | null, ids: readonly number[]):
   if (!tok) return ids.join(',');
   let out = '';
   let run: number[] = [];
-  const end = () => { if (run.length) out += tok.decode(run, { skipSpecialTokens: false }); run = []; };
+  const end = () => {
+    if (run.length) out += tok.decode(run, { skipSpecialTokens: false });
+    run = [];
+  };
   for (const id of ids) {
-    if (tok.specialTokenIds.has(id)) { end(); out += tok.decode([id], { skipSpecialTokens: false }); } else run.push(id);
+    if (tok.specialTokenIds.has(id)) {
+      end();
+      out += tok.decode([id], { skipSpecialTokens: false });
+    } else run.push(id);
   }
   end();
   return out;
@@ -45,7 +51,11 @@ export function traceStep(texts: TokenTexts | null, e: TokenEvent): TraceStep {
   const soft = e.mix?.soft;
   const candidates = t.candidates.map((c) => ({ ...c, text: texts ? texts.peek(c.id).label : `#${c.id}` }));
   return {
-    token: e.token, text: texts ? texts.next(e.token).label : `#${e.token}`, entropy: t.entropy, weight: t.weight, pSampled: t.pSampled,
+    token: e.token,
+    text: texts ? texts.next(e.token).label : `#${e.token}`,
+    entropy: t.entropy,
+    weight: t.weight,
+    pSampled: t.pSampled,
     candidates,
     ...(soft ? { phase: soft.phase } : {}),
     ...(soft?.thinkEnd ? { thinkEnd: soft.thinkEnd } : {}),
@@ -54,7 +64,12 @@ export function traceStep(texts: TokenTexts | null, e: TokenEvent): TraceStep {
 }
 
 /** Decode one request with per-step candidates recorded. */
-export async function traceRequest(engine: Engine, request: GenerateRequest, label: string, opts: { top?: number; signal?: AbortSignal } = {}): Promise<TraceRun> {
+export async function traceRequest(
+  engine: Engine,
+  request: GenerateRequest,
+  label: string,
+  opts: { top?: number; signal?: AbortSignal } = {},
+): Promise<TraceRun> {
   const top = opts.top ?? TRACE_TOP;
   const steps: TraceStep[] = [];
   let text = '';
@@ -71,12 +86,24 @@ export async function traceRequest(engine: Engine, request: GenerateRequest, lab
 }
 
 /** The same prompt decoded in each mode with the same sampling (and seed). */
-export async function traceModes(engine: Engine, request: GenerateRequest, modes: MixMode[], opts: { top?: number; signal?: AbortSignal } = {}): Promise<TraceRun[]> {
+export async function traceModes(
+  engine: Engine,
+  request: GenerateRequest,
+  modes: MixMode[],
+  opts: { top?: number; signal?: AbortSignal } = {},
+): Promise<TraceRun[]> {
   const runs: TraceRun[] = [];
   for (const mode of modes) {
     // Soft Thinking's options apply to the soft run only
     const { soft, ...rest } = request.mix ?? {};
-    runs.push(await traceRequest(engine, { ...request, mix: { ...rest, mode, ...(mode === 'soft' && soft ? { soft } : {}) } }, mode, opts));
+    runs.push(
+      await traceRequest(
+        engine,
+        { ...request, mix: { ...rest, mode, ...(mode === 'soft' && soft ? { soft } : {}) } },
+        mode,
+        opts,
+      ),
+    );
   }
   return runs;
 }
@@ -105,7 +132,8 @@ export function checkTracePath(file: string, flag = '--trace'): void {
     throw new UsageError('E_USAGE', `${flag} ${file}: the folder ${dir} does not exist (create it first)`);
   }
   if (!st.isDirectory()) throw new UsageError('E_USAGE', `${flag} ${file}: ${dir} is not a folder`);
-  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) throw new UsageError('E_USAGE', `${flag} ${file}: that is a folder; give a file name such as trace.html`);
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory())
+    throw new UsageError('E_USAGE', `${flag} ${file}: that is a folder; give a file name such as trace.html`);
 }
 
 export function writeTracePage(file: string, doc: TraceDoc): void {

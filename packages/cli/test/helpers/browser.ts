@@ -7,7 +7,9 @@ import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 
 export type { Browser, Page };
 
-export const CHROMIUM_CANDIDATES = [process.env.MOI_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'].filter((x): x is string => Boolean(x));
+export const CHROMIUM_CANDIDATES = [process.env.MOI_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'].filter(
+  (x): x is string => Boolean(x),
+);
 
 export function chromiumPath(): string | null {
   return CHROMIUM_CANDIDATES.find((p) => fs.existsSync(p)) ?? null;
@@ -18,9 +20,17 @@ export async function launchChromium(executablePath: string): Promise<Browser> {
     executablePath,
     headless: true,
     args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--disable-default-apps', '--no-first-run', '--disable-extensions', '--metrics-recording-only',
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-dev-shm-usage',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--disable-default-apps',
+      '--no-first-run',
+      '--disable-extensions',
+      '--metrics-recording-only',
     ],
   });
 }
@@ -29,14 +39,19 @@ export async function launchChromium(executablePath: string): Promise<Browser> {
 export async function openPage(browser: Browser, file: string): Promise<{ page: Page; errors: string[] }> {
   const page = await browser.newPage();
   const errors: string[] = [];
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(m.text());
+  });
   page.on('pageerror', (e) => errors.push(String(e)));
   page.on('requestfailed', (r) => errors.push(`request failed: ${r.url()}`));
   // any request other than the file itself would mean the page is not self-contained
   await page.setRequestInterception(true);
   page.on('request', (r) => {
     if (r.url().startsWith('file://') || r.url().startsWith('data:')) void r.continue();
-    else { errors.push(`network request: ${r.url()}`); void r.abort(); }
+    else {
+      errors.push(`network request: ${r.url()}`);
+      void r.abort();
+    }
   });
   await page.setViewport({ width: 1100, height: 900 });
   await page.goto(`file://${file}`, { waitUntil: 'load' });

@@ -147,7 +147,11 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
     const infoRepo = info && opts.repos[`datasets/${info[1]}`];
     if (info) {
       if (!infoRepo) return void res.writeHead(404, { 'x-error-code': 'RepoNotFound' }).end();
-      const body = JSON.stringify({ id: info[1], sha: infoRepo.commit, siblings: Object.keys(infoRepo.files).map((rfilename) => ({ rfilename })) });
+      const body = JSON.stringify({
+        id: info[1],
+        sha: infoRepo.commit,
+        siblings: Object.keys(infoRepo.files).map((rfilename) => ({ rfilename })),
+      });
       return void res.writeHead(200, { 'content-type': 'application/json' }).end(body);
     }
     const m = /^\/((?:datasets\/)?[^/]+(?:\/[^/]+)?)\/resolve\/([^/]+)\/(.+)$/.exec(url);
@@ -162,7 +166,8 @@ export async function startHubServer(opts: HubServerOptions): Promise<HubServer>
     if (!repo) return err(404, 'RepoNotFound');
     if (rev !== 'main' && rev !== repo.commit) return err(404, 'RevisionNotFound');
     const commitHeader = { 'x-repo-commit': repo.commit };
-    if (opts.failWith?.repo === repoId && opts.failWith.file === file) return err(opts.failWith.status, 'Boom', commitHeader);
+    if (opts.failWith?.repo === repoId && opts.failWith.file === file)
+      return err(opts.failWith.status, 'Boom', commitHeader);
     const data = repo.files[file];
     if (!data) return err(404, 'EntryNotFound', commitHeader);
     if (repo.lfs?.includes(file)) {

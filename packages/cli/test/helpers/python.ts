@@ -5,7 +5,9 @@
 import { spawnSync } from 'node:child_process';
 
 function find(): string | null {
-  const r = spawnSync('python3', ['-c', 'import sys; assert sys.version_info >= (3, 8); print(sys.executable)'], { encoding: 'utf8' });
+  const r = spawnSync('python3', ['-c', 'import sys; assert sys.version_info >= (3, 8); print(sys.executable)'], {
+    encoding: 'utf8',
+  });
   return r.status === 0 && r.stdout.trim() ? r.stdout.trim() : null;
 }
 

@@ -61,7 +61,10 @@ export const MAX_ABS_PENALTY = 2;
  * - top-p and min-p are masses compared with cumulative sums; top-k a count (int32 on the device).
  */
 export const SAMPLING_RANGES = {
-  temperature: [{ min: 0, max: 0 }, { min: 1e-5, max: 100 }],
+  temperature: [
+    { min: 0, max: 0 },
+    { min: 1e-5, max: 100 },
+  ],
   topK: [{ min: 0, max: INT32_MAX }],
   topP: [{ min: 0, max: 1, minOpen: true }],
   minP: [{ min: 0, max: 1 }],
@@ -72,8 +75,13 @@ export const SAMPLING_RANGES = {
 
 /** What 'off' or a special value means, for the messages. */
 const MEANING: Partial<Record<keyof SamplingParams, string>> = {
-  temperature: '0 = greedy', topK: '0 = off', topP: '1 = off', minP: '0 = off',
-  repetitionPenalty: '1 = off', presencePenalty: '0 = off', frequencyPenalty: '0 = off',
+  temperature: '0 = greedy',
+  topK: '0 = off',
+  topP: '1 = off',
+  minP: '0 = off',
+  repetitionPenalty: '1 = off',
+  presencePenalty: '0 = off',
+  frequencyPenalty: '0 = off',
 };
 
 const FROM_GENERATION_CONFIG: [keyof GenerationConfigDefaults & string, keyof SamplingParams][] = [
@@ -85,7 +93,15 @@ const FROM_GENERATION_CONFIG: [keyof GenerationConfigDefaults & string, keyof Sa
 ];
 
 const FIELDS: (keyof SamplingParams)[] = [
-  'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'seed', 'logprobs',
+  'temperature',
+  'topK',
+  'topP',
+  'minP',
+  'repetitionPenalty',
+  'presencePenalty',
+  'frequencyPenalty',
+  'seed',
+  'logprobs',
 ];
 
 function samplingError(label: string, rule: string, value: unknown, field?: string): UsageError {

@@ -12,7 +12,7 @@ import { UsageError } from '../errors.ts';
 import type { SamplingParams } from './params.ts';
 
 export type RowParam =
-  | 'temperature' | 'topK' | 'topP' | 'minP' | 'repetitionPenalty' | 'presencePenalty' | 'frequencyPenalty';
+  'temperature' | 'topK' | 'topP' | 'minP' | 'repetitionPenalty' | 'presencePenalty' | 'frequencyPenalty';
 
 /** A row's token history, as host numbers (the decode loop reads the chosen ids each step). */
 export interface TokenHistory {
@@ -74,16 +74,26 @@ function historyPairs(
 function checkIds(ids: readonly number[], vocabSize: number, row: number, field: string): void {
   for (const id of ids) {
     if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
-      throw new UsageError('E_SAMPLING', `row ${row} ${field}: token id ${id} is outside the vocabulary [0, ${vocabSize})`);
+      throw new UsageError(
+        'E_SAMPLING',
+        `row ${row} ${field}: token id ${id} is outside the vocabulary [0, ${vocabSize})`,
+      );
     }
   }
 }
 
 /** Scatter (row, id) → value pairs onto a zero [B,V] float32 tensor (duplicates would add). */
-function scatterPairs(pairs: { indices: Int32Array; values: Float32Array }, batch: number, vocabSize: number): tf.Tensor2D {
+function scatterPairs(
+  pairs: { indices: Int32Array; values: Float32Array },
+  batch: number,
+  vocabSize: number,
+): tf.Tensor2D {
   const n = pairs.values.length;
   if (n === 0) return tf.zeros([batch, vocabSize]);
-  return tf.scatterND(tf.tensor2d(pairs.indices, [n, 2], 'int32'), tf.tensor1d(pairs.values), [batch, vocabSize]) as tf.Tensor2D;
+  return tf.scatterND(tf.tensor2d(pairs.indices, [n, 2], 'int32'), tf.tensor1d(pairs.values), [
+    batch,
+    vocabSize,
+  ]) as tf.Tensor2D;
 }
 
 /**
@@ -109,21 +119,29 @@ export function createContext(
     column(name) {
       let c = columns.get(name);
       if (!c) {
-        c = tf.tensor2d(params.map((p) => p[name]), [batch, 1], 'float32');
+        c = tf.tensor2d(
+          params.map((p) => p[name]),
+          [batch, 1],
+          'float32',
+        );
         columns.set(name, c);
       }
       return c;
     },
     seenMask() {
       if (!seen) {
-        const pairs = historyPairs(history, (r) => params[r].repetitionPenalty !== 1, (prompt, generated, row) => {
-          checkIds(prompt, vocabSize, row, 'promptIds');
-          checkIds(generated, vocabSize, row, 'generatedIds');
-          const m = new Map<number, number>();
-          for (const id of prompt) m.set(id, 1);
-          for (const id of generated) m.set(id, 1);
-          return m;
-        });
+        const pairs = historyPairs(
+          history,
+          (r) => params[r].repetitionPenalty !== 1,
+          (prompt, generated, row) => {
+            checkIds(prompt, vocabSize, row, 'promptIds');
+            checkIds(generated, vocabSize, row, 'generatedIds');
+            const m = new Map<number, number>();
+            for (const id of prompt) m.set(id, 1);
+            for (const id of generated) m.set(id, 1);
+            return m;
+          },
+        );
         seen = scatterPairs(pairs, batch, vocabSize);
       }
       return seen;
@@ -155,7 +173,10 @@ export const repetitionPenalty: LogitsProcessor = (logits, ctx) => {
 export const presenceFrequencyPenalty: LogitsProcessor = (logits, ctx) => {
   const counts = ctx.generatedCounts();
   const present = tf.cast(tf.greater(counts, 0), 'float32');
-  const penalty = tf.add(tf.mul(counts, ctx.column('frequencyPenalty')), tf.mul(present, ctx.column('presencePenalty')));
+  const penalty = tf.add(
+    tf.mul(counts, ctx.column('frequencyPenalty')),
+    tf.mul(present, ctx.column('presencePenalty')),
+  );
   return tf.sub(logits, penalty) as tf.Tensor2D;
 };
 

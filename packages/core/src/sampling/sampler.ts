@@ -46,9 +46,11 @@ export type SampleResult = {
  * nothing else is left behind. Each random row consumes exactly one draw of its Rng per call.
  */
 export function sample(logits: tf.Tensor2D, rows: readonly RowState[]): SampleResult {
-  if (logits.rank !== 2) throw new UsageError('E_SAMPLING', `sample: logits must be [B, V], got shape [${logits.shape.join(', ')}]`);
+  if (logits.rank !== 2)
+    throw new UsageError('E_SAMPLING', `sample: logits must be [B, V], got shape [${logits.shape.join(', ')}]`);
   const [batch, vocab] = logits.shape;
-  if (rows.length !== batch) throw new UsageError('E_SAMPLING', `sample: ${rows.length} row states for ${batch} rows of logits`);
+  if (rows.length !== batch)
+    throw new UsageError('E_SAMPLING', `sample: ${rows.length} row states for ${batch} rows of logits`);
   const params = rows.map((r) => r.params);
   const random = params.map(isRandom);
   // Host draws happen before any op so that they do not depend on what the device does.

@@ -89,21 +89,33 @@ export class ChatSession {
   private held: number[] = [];
   private busy = false;
 
-  constructor(readonly engine: Engine, readonly opts: ChatSessionOptions = {}) {
+  constructor(
+    readonly engine: Engine,
+    readonly opts: ChatSessionOptions = {},
+  ) {
     const tok = engine.tokenizer;
     if (!tok) throw new UsageError('E_NO_TOKENIZER', `${engine.dir}: chat needs a tokenizer.json`);
     const chatTemplate = opts.chatTemplate ?? tok.chatTemplate;
     if (chatTemplate === undefined) {
-      throw new UsageError('E_NO_CHAT_TEMPLATE', `${tok.chatTemplateOrigin ?? engine.dir}: this model has no chat template ` +
-        '(no chat_template in tokenizer_config.json, no chat_template.jinja); chat needs one');
+      throw new UsageError(
+        'E_NO_CHAT_TEMPLATE',
+        `${tok.chatTemplateOrigin ?? engine.dir}: this model has no chat template ` +
+          '(no chat_template in tokenizer_config.json, no chat_template.jinja); chat needs one',
+      );
     }
     this.tok = tok;
     this.template = {
-      chatTemplate, bosToken: tok.bosToken, eosToken: tok.eosToken, padToken: tok.padToken, unkToken: tok.unkToken,
-      chatTemplateOrigin: opts.chatTemplate !== undefined ? 'the given chat template' : tok.chatTemplateOrigin, source: tok.source,
+      chatTemplate,
+      bosToken: tok.bosToken,
+      eosToken: tok.eosToken,
+      padToken: tok.padToken,
+      unkToken: tok.unkToken,
+      chatTemplateOrigin: opts.chatTemplate !== undefined ? 'the given chat template' : tok.chatTemplateOrigin,
+      source: tok.source,
     };
     const max = opts.maxContext ?? DEFAULT_MAX_CONTEXT;
-    if (!Number.isInteger(max) || max < 2) throw new UsageError('E_USAGE', `max context must be an integer ≥ 2, got ${max}`);
+    if (!Number.isInteger(max) || max < 2)
+      throw new UsageError('E_USAGE', `max context must be an integer ≥ 2, got ${max}`);
     this.capacity = Math.min(max, engine.spec.maxPositionEmbeddings);
     this.cache = engine.model.makeCache(1, this.capacity);
     if (opts.system) this.messages.push({ role: 'system', content: opts.system });
@@ -121,7 +133,11 @@ export class ChatSession {
 
   /** The prompt ids of the conversation so far plus a next user message (nothing is changed). */
   render(messages: readonly ChatMessage[] = this.messages): number[] {
-    return encodeChat(this.tok, messages, { template: this.template, addGenerationPrompt: true, extra: this.opts.templateExtra });
+    return encodeChat(this.tok, messages, {
+      template: this.template,
+      addGenerationPrompt: true,
+      extra: this.opts.templateExtra,
+    });
   }
 
   /**
@@ -143,16 +159,24 @@ export class ChatSession {
       const reused = this.held.length;
       const suffix = ids.slice(reused);
       if (reused + suffix.length >= this.capacity) {
-        throw new UsageError('E_CONTEXT', `chat: the conversation has ${ids.length} tokens but the session holds at most ` +
-          `${this.capacity}; type /reset to start a new conversation` +
-          (this.capacity < this.engine.spec.maxPositionEmbeddings ? ' (or raise --max-context)' : ''));
+        throw new UsageError(
+          'E_CONTEXT',
+          `chat: the conversation has ${ids.length} tokens but the session holds at most ` +
+            `${this.capacity}; type /reset to start a new conversation` +
+            (this.capacity < this.engine.spec.maxPositionEmbeddings ? ' (or raise --max-context)' : ''),
+        );
       }
       const merged: SendOptions = { ...this.opts.defaults };
       for (const [k, v] of Object.entries(opts)) if (v !== undefined) (merged as Record<string, unknown>)[k] = v;
       const { signal, onPrefill, prefillChunk, ...request } = merged;
       let done: DoneEvent | null = null;
       try {
-        for await (const e of generate(this.engine, [{ ...request, promptIds: suffix }], { cache: this.cache, signal, onPrefill, prefillChunk })) {
+        for await (const e of generate(this.engine, [{ ...request, promptIds: suffix }], {
+          cache: this.cache,
+          signal,
+          onPrefill,
+          prefillChunk,
+        })) {
           if (e.type === 'done') done = e;
           yield e;
         }
@@ -169,8 +193,11 @@ export class ChatSession {
         this.messages.push({ role: 'assistant', content: this.recordedReply(done) });
       }
       this.turns.push({
-        promptTokens: ids.length, reusedTokens: reused, prefilledTokens: suffix.length,
-        generatedTokens: done.tokens.length, finishReason: done.finishReason,
+        promptTokens: ids.length,
+        reusedTokens: reused,
+        prefilledTokens: suffix.length,
+        generatedTokens: done.tokens.length,
+        finishReason: done.finishReason,
       });
     } catch (e) {
       this.messages.length = before;

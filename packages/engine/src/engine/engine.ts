@@ -45,13 +45,20 @@ export const MAX_THREADS = 256;
  * else $MOI_THREADS, else defaultThreads() (available cores, at most MAX_DEFAULT_THREADS). A value
  * that is not an integer from 1 to MAX_THREADS is a UsageError (E_THREADS) naming its source.
  */
-export function resolveThreads(asked: number | string | undefined, flag = 'threads', env: NodeJS.ProcessEnv = process.env): number {
+export function resolveThreads(
+  asked: number | string | undefined,
+  flag = 'threads',
+  env: NodeJS.ProcessEnv = process.env,
+): number {
   const fromEnv = asked === undefined && (env.MOI_THREADS ?? '').trim() !== '';
   const raw = asked ?? (fromEnv ? env.MOI_THREADS!.trim() : undefined);
   if (raw === undefined) return defaultThreads();
   const n = typeof raw === 'number' ? raw : /^\d+$/.test(raw.trim()) ? Number(raw) : NaN;
   if (!Number.isInteger(n) || n < 1 || n > MAX_THREADS) {
-    throw new UsageError('E_THREADS', `${fromEnv ? 'MOI_THREADS' : flag} must be an integer from 1 to ${MAX_THREADS} (default: the available cores, at most ${MAX_DEFAULT_THREADS}), got ${JSON.stringify(raw)}`);
+    throw new UsageError(
+      'E_THREADS',
+      `${fromEnv ? 'MOI_THREADS' : flag} must be an integer from 1 to ${MAX_THREADS} (default: the available cores, at most ${MAX_DEFAULT_THREADS}), got ${JSON.stringify(raw)}`,
+    );
   }
   return n;
 }
@@ -60,10 +67,13 @@ export function resolveThreads(asked: number | string | undefined, flag = 'threa
 async function localFolder(model: string): Promise<string> {
   const dir = path.resolve(model);
   if (!existsSync(dir)) {
-    const hint = /^[\w.-]+\/[\w.-]+$/.test(model) ? ' (a hub id needs a resolver: `resolve: hubResolver()` from @moi/cli)' : '';
+    const hint = /^[\w.-]+\/[\w.-]+$/.test(model)
+      ? ' (a hub id needs a resolver: `resolve: hubResolver()` from @moi/cli)'
+      : '';
     throw new UsageError('E_MODEL_DIR_NOT_FOUND', `model folder ${dir} does not exist${hint}`);
   }
-  if (!statSync(dir).isDirectory()) throw new UsageError('E_MODEL_DIR_NOT_FOUND', `${dir} is a file; pass the model folder (with config.json)`);
+  if (!statSync(dir).isDirectory())
+    throw new UsageError('E_MODEL_DIR_NOT_FOUND', `${dir} is a file; pass the model folder (with config.json)`);
   return dir;
 }
 
@@ -91,13 +101,25 @@ export class Engine {
     // the composite model stays loaded for what the plan does not run (Soft Thinking, traces, score, …)
     const gpuOn = backend.name === 'webgpu' && gpuPlanWanted(opts.gpuPlan);
     if (opts.dtype === 'f16' && !gpuOn) {
-      throw new UsageError('E_DTYPE', `--dtype f16 is the GPU plan's storage (webgpu); on ${backend.name}${backend.name === 'webgpu' ? ' with MOI_GPU_PLAN=0' : ''} use auto, f32, bf16 or q8`, { field: 'dtype' });
+      throw new UsageError(
+        'E_DTYPE',
+        `--dtype f16 is the GPU plan's storage (webgpu); on ${backend.name}${backend.name === 'webgpu' ? ' with MOI_GPU_PLAN=0' : ''} use auto, f32, bf16 or q8`,
+        { field: 'dtype' },
+      );
     }
-    const loaded = await loadModel(dir, { onProgress: opts.onLoad, dtype: opts.dtype === 'f16' ? 'auto' : opts.dtype, threads, threadedWeights: opts.threadedWeights, checkTensors: opts.checkTensors });
-    const gpu = gpuOn ? await GpuPlans.create(loaded, opts.dtype ?? 'auto').catch((err: unknown) => {
-      loaded.dispose();
-      throw err;
-    }) : null;
+    const loaded = await loadModel(dir, {
+      onProgress: opts.onLoad,
+      dtype: opts.dtype === 'f16' ? 'auto' : opts.dtype,
+      threads,
+      threadedWeights: opts.threadedWeights,
+      checkTensors: opts.checkTensors,
+    });
+    const gpu = gpuOn
+      ? await GpuPlans.create(loaded, opts.dtype ?? 'auto').catch((err: unknown) => {
+          loaded.dispose();
+          throw err;
+        })
+      : null;
     const tokenizer = existsSync(path.join(dir, 'tokenizer.json')) ? loadTokenizer(dir) : null;
     const generationConfig = readGenerationConfig(dir);
     return new Engine(dir, backend, loaded, tokenizer, generationConfig, eosIds(dir, tokenizer ?? undefined), gpu);

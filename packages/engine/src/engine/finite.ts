@@ -16,11 +16,21 @@ export function finiteProbe(logits: tf.Tensor2D): tf.Tensor1D {
  * After the step's read of `rows` rows of `width` values: throws E_NONFINITE when any row's probe
  * (column `col`) says NaN/Inf, after `cleanup` (tensors the step still holds).
  */
-export function checkFiniteColumn(values: ArrayLike<number>, rows: number, width: number, col: number, step: number, cleanup?: () => void): void {
+export function checkFiniteColumn(
+  values: ArrayLike<number>,
+  rows: number,
+  width: number,
+  col: number,
+  step: number,
+  cleanup?: () => void,
+): void {
   for (let i = 0; i < rows; i++) {
     if (values[i * width + col] !== 0) {
       cleanup?.();
-      throw new ModelError('E_NONFINITE', `the model produced NaN/Inf logits at step ${step}; the weights or config are broken`);
+      throw new ModelError(
+        'E_NONFINITE',
+        `the model produced NaN/Inf logits at step ${step}; the weights or config are broken`,
+      );
     }
   }
 }
@@ -31,7 +41,10 @@ export function checkFiniteRows(rows: ArrayLike<number>[]): void {
     const r = rows[p];
     for (let v = 0; v < r.length; v++) {
       if (!Number.isFinite(r[v])) {
-        throw new ModelError('E_NONFINITE', `the model produced NaN/Inf logits at position ${p} (token ${v}); the weights or config are broken`);
+        throw new ModelError(
+          'E_NONFINITE',
+          `the model produced NaN/Inf logits at position ${p} (token ${v}); the weights or config are broken`,
+        );
       }
     }
   }

@@ -18,12 +18,28 @@ import type { Engine } from './engine.ts';
 import { gpuFallbackReason, gpuGenerate, mergeStreams } from './gpu-decode.ts';
 import { prefillChunkEnd } from './prefill.ts';
 import {
-  decodeStep, finishRow, forwardNext, planRow, startRow,
-  type DoneEvent, type GenerateRequest, type GenerationEvent, type StepContext, type StepRow, type TokenEvent,
+  decodeStep,
+  finishRow,
+  forwardNext,
+  planRow,
+  startRow,
+  type DoneEvent,
+  type GenerateRequest,
+  type GenerationEvent,
+  type StepContext,
+  type StepRow,
+  type TokenEvent,
 } from './step.ts';
 
 export type {
-  DoneEvent, FinishReason, GenerateRequest, GenerationEvent, GenerationStats, MixDiagnostics, TokenEvent, TokenLogprobs,
+  DoneEvent,
+  FinishReason,
+  GenerateRequest,
+  GenerationEvent,
+  GenerationStats,
+  MixDiagnostics,
+  TokenEvent,
+  TokenLogprobs,
 } from './step.ts';
 
 export interface GenerateOptions {
@@ -42,17 +58,27 @@ export interface GenerateOptions {
 }
 
 /** Validate a batch up front: every error a request can cause is raised before any work. */
-function planRows(engine: Engine, requests: GenerateRequest[], cache?: KVCache[]): { rows: StepRow[]; capacity: number } {
+function planRows(
+  engine: Engine,
+  requests: GenerateRequest[],
+  cache?: KVCache[],
+): { rows: StepRow[]; capacity: number } {
   if (requests.length === 0) throw new UsageError('E_REQUEST', 'generate: no requests');
   const spec = engine.spec;
-  if (cache && cache[0].batch < requests.length) throw new UsageError('E_REQUEST', `generate: ${requests.length} requests for a cache of ${cache[0].batch} rows`);
+  if (cache && cache[0].batch < requests.length)
+    throw new UsageError('E_REQUEST', `generate: ${requests.length} requests for a cache of ${cache[0].batch} rows`);
   const maxContext = cache ? cache[0].capacity : spec.maxPositionEmbeddings;
   let capacity = 0;
   const rows = requests.map((request, index): StepRow => {
     const where = requests.length > 1 ? `request ${index}: ` : '';
     const held = cache ? cache[0].offset[index] : 0;
     const row = planRow(engine, request, {
-      index, slot: index, where, maxContext, held, cacheName: cache ? 'the session cache' : 'max_position_embeddings',
+      index,
+      slot: index,
+      where,
+      maxContext,
+      held,
+      cacheName: cache ? 'the session cache' : 'max_position_embeddings',
     });
     capacity = cache ? maxContext : Math.max(capacity, Math.min(maxContext, request.promptIds.length + row.maxTokens));
     return row;
@@ -68,7 +94,11 @@ const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resol
  * row; rows finish independently (EOS, stop string, max tokens, context full, or abort).
  * (The Scheduler runs the same decode step with rows that join and leave between steps.)
  */
-export async function* generate(engine: Engine, requests: GenerateRequest[], opts: GenerateOptions = {}): AsyncGenerator<GenerationEvent> {
+export async function* generate(
+  engine: Engine,
+  requests: GenerateRequest[],
+  opts: GenerateOptions = {},
+): AsyncGenerator<GenerationEvent> {
   const { rows, capacity } = planRows(engine, requests, opts.cache);
   const mixer = opts.mixer ?? defaultMixer;
   for (const row of rows) startRow(mixer, row);
@@ -81,7 +111,9 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
     engine.lastRoute = { path: rest.length === 0 ? 'gpu-plan' : onPlan.length === 0 ? 'composite' : 'both', reason };
     if (onPlan.length > 0) {
       const gpu = engine.gpu;
-      onPlan.forEach((r, i) => { r.slot = i; });
+      onPlan.forEach((r, i) => {
+        r.slot = i;
+      });
       const planStream = async function* (): AsyncGenerator<GenerationEvent> {
         const plan = await gpu.acquire(onPlan.length, capacity);
         try {
@@ -98,7 +130,12 @@ export async function* generate(engine: Engine, requests: GenerateRequest[], opt
 }
 
 /** The composite path (tfjs ops) over `rows` (their slots are rows of the call's cache). */
-async function* compositeGenerate(engine: Engine, rows: StepRow[], capacity: number, opts: GenerateOptions): AsyncGenerator<GenerationEvent> {
+async function* compositeGenerate(
+  engine: Engine,
+  rows: StepRow[],
+  capacity: number,
+  opts: GenerateOptions,
+): AsyncGenerator<GenerationEvent> {
   const model: Decoder = engine.model;
   const mixer = opts.mixer ?? defaultMixer;
   const B = Math.max(...rows.map((r) => r.slot)) + 1;
@@ -118,7 +155,10 @@ async function* compositeGenerate(engine: Engine, rows: StepRow[], capacity: num
         if (opts.signal?.aborted) break;
         const end = prefillChunkEnd(s, p.length, chunk);
         rowLogits?.dispose();
-        rowLogits = model.forward({ ids: [p.slice(s, end)] }, { cache, rows: [row.slot], lastOnly: true, prefillTokensLeft: p.length - s });
+        rowLogits = model.forward(
+          { ids: [p.slice(s, end)] },
+          { cache, rows: [row.slot], lastOnly: true, prefillTokensLeft: p.length - s },
+        );
         opts.onPrefill?.({ row: row.index, done: end, total: p.length });
         s = end;
         if (p.length > chunk) await yieldToEventLoop();
@@ -164,7 +204,11 @@ async function* compositeGenerate(engine: Engine, rows: StepRow[], capacity: num
 }
 
 /** Run one request to the end and collect it (a convenience over the stream). */
-export async function generateOne(engine: Engine, request: GenerateRequest, opts: GenerateOptions = {}): Promise<{ events: TokenEvent[]; done: DoneEvent }> {
+export async function generateOne(
+  engine: Engine,
+  request: GenerateRequest,
+  opts: GenerateOptions = {},
+): Promise<{ events: TokenEvent[]; done: DoneEvent }> {
   const events: TokenEvent[] = [];
   for await (const e of generate(engine, [request], opts)) {
     if (e.type === 'token') events.push(e);

@@ -16,12 +16,22 @@
  * the 'processed' prior, a custom mixer, per-step traces, more than 5 top logprobs, and a chat
  * session's cache (its rows live in tfjs KV caches).
  */
-import { ModelError, RECORD_TOP_LOGPROBS, TAIL_MAX_K, type GpuDecodePlan, type RowSettings, type StepRecord } from '@moi/core';
+import {
+  ModelError,
+  RECORD_TOP_LOGPROBS,
+  TAIL_MAX_K,
+  type GpuDecodePlan,
+  type RowSettings,
+  type StepRecord,
+} from '@moi/core';
 import { defaultMixer, type InputMixer } from '@moi/moi';
 import { acceptToken, finishRow, type GenerationEvent, type StepRow } from './step.ts';
 
 /** Why these rows cannot run on the plan (null: they can); the first reason found. */
-export function gpuFallbackReason(rows: StepRow[], o: { mixer?: InputMixer; cache?: unknown; batch?: number } = {}): string | null {
+export function gpuFallbackReason(
+  rows: StepRow[],
+  o: { mixer?: InputMixer; cache?: unknown; batch?: number } = {},
+): string | null {
   if (o.cache) return "a chat session's cache (its rows live in the composite path's KV caches)";
   if (o.mixer && o.mixer !== defaultMixer) return 'a custom input mixer';
   for (const row of rows) {
@@ -35,7 +45,8 @@ export function gpuFallbackReason(rows: StepRow[], o: { mixer?: InputMixer; cach
     }
     if (row.request.trace !== undefined) return `${where}per-step traces read the logits (composite path)`;
     const lp = row.state.params.logprobs;
-    if (lp !== undefined && lp > RECORD_TOP_LOGPROBS) return `${where}${lp} top logprobs (a GPU step records at most ${RECORD_TOP_LOGPROBS})`;
+    if (lp !== undefined && lp > RECORD_TOP_LOGPROBS)
+      return `${where}${lp} top logprobs (a GPU step records at most ${RECORD_TOP_LOGPROBS})`;
   }
   return null;
 }
@@ -46,11 +57,19 @@ export function planRowSettings(row: StepRow): RowSettings {
   const s = row.settings;
   return {
     sampling: {
-      temperature: p.temperature, topK: p.topK, topP: p.topP, minP: p.minP,
-      repetitionPenalty: p.repetitionPenalty, presencePenalty: p.presencePenalty, frequencyPenalty: p.frequencyPenalty,
+      temperature: p.temperature,
+      topK: p.topK,
+      topP: p.topP,
+      minP: p.minP,
+      repetitionPenalty: p.repetitionPenalty,
+      presencePenalty: p.presencePenalty,
+      frequencyPenalty: p.frequencyPenalty,
       logprobs: p.logprobs ?? 0,
     },
-    mix: s.mode === 'standard' ? { mode: 'standard' } : { mode: s.mode as 'moi' | 'direct', beta: s.beta, topK: s.topK as number },
+    mix:
+      s.mode === 'standard'
+        ? { mode: 'standard' }
+        : { mode: s.mode as 'moi' | 'direct', beta: s.beta, topK: s.topK as number },
     rng: row.state.rng,
   };
 }
@@ -63,7 +82,10 @@ export class GpuRows {
   /** the StepRow each slot runs (null: idle) */
   private readonly bySlot: (StepRow | null)[];
 
-  constructor(readonly plan: GpuDecodePlan, private readonly eos: Set<number>) {
+  constructor(
+    readonly plan: GpuDecodePlan,
+    private readonly eos: Set<number>,
+  ) {
     this.bySlot = new Array(plan.batch).fill(null);
   }
 
@@ -89,12 +111,19 @@ export class GpuRows {
    */
   accept(row: StepRow, rec: StepRecord, events: GenerationEvent[]): boolean {
     if (!Number.isFinite(rec.logprob)) {
-      throw new ModelError('E_NONFINITE', `the model produced NaN/Inf logits at step ${row.state.generatedIds.length}; the weights or config are broken`);
+      throw new ModelError(
+        'E_NONFINITE',
+        `the model produced NaN/Inf logits at step ${row.state.generatedIds.length}; the weights or config are broken`,
+      );
     }
     const alive = acceptToken(row, rec.token, this.eos, this.plan.positions[row.slot], events, () => {
-      const mix = row.settings.mode === 'standard' ? null : { entropy: rec.entropy, weight: rec.weightOnSampled, candidates: rec.numCandidates };
+      const mix =
+        row.settings.mode === 'standard'
+          ? null
+          : { entropy: rec.entropy, weight: rec.weightOnSampled, candidates: rec.numCandidates };
       const n = row.state.params.logprobs;
-      const logprobs = n === undefined ? undefined : { logprob: rec.logprob, ...(n > 0 ? { top: rec.topLogprobs.slice(0, n) } : {}) };
+      const logprobs =
+        n === undefined ? undefined : { logprob: rec.logprob, ...(n > 0 ? { top: rec.topLogprobs.slice(0, n) } : {}) };
       return { mix, logprobs };
     });
     if (!alive) this.free(row.slot);
@@ -136,7 +165,12 @@ export async function* mergeStreams<T>(streams: AsyncGenerator<T>[]): AsyncGener
 }
 
 /** generate()'s decode on the plan: rows are the plan's slots 0..B-1 (the plan is the caller's for the call). */
-export async function* gpuGenerate(plan: GpuDecodePlan, rows: StepRow[], eos: Set<number>, opts: GpuGenerateOptions): AsyncGenerator<GenerationEvent> {
+export async function* gpuGenerate(
+  plan: GpuDecodePlan,
+  rows: StepRow[],
+  eos: Set<number>,
+  opts: GpuGenerateOptions,
+): AsyncGenerator<GenerationEvent> {
   const runner = new GpuRows(plan, eos);
   const recs = new Map<StepRow, StepRecord>();
   for (const row of rows) {

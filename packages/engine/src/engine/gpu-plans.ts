@@ -11,7 +11,17 @@
  * `MOI_GPU_PLAN=0` (or `gpuPlan: false` in Engine.load) keeps the webgpu backend on the composite
  * path (tfjs ops) alone.
  */
-import { Checkpoint, GpuDecodePlan, GpuRuntime, GpuWeightStore, gpuDevice, ModelError, UsageError, type HostTensor, type WeightsProvider } from '@moi/core';
+import {
+  Checkpoint,
+  GpuDecodePlan,
+  GpuRuntime,
+  GpuWeightStore,
+  gpuDevice,
+  ModelError,
+  UsageError,
+  type HostTensor,
+  type WeightsProvider,
+} from '@moi/core';
 import { expectedTensors, storedKind, type LoadedModel } from '@moi/models';
 
 /** Where a call's decode ran (gpu-decode.ts), and why not on the plan when it did not. */
@@ -37,14 +47,26 @@ export function gpuDtypeFor(choice: string, matrixDtypes: Iterable<string>): { d
   const { kind, mixed } = storedKind(matrixDtypes);
   const stored = mixed.length ? `mixed-dtype (${mixed.join(', ')})` : kind;
   switch (choice) {
-    case 'f32': return { dtype: 'f32', note: `gpu plan: ${stored} checkpoint in f32 (--dtype f32)` };
-    case 'f16': return { dtype: 'f16', note: `gpu plan: ${stored} checkpoint in f16 (--dtype f16${kind === 'f16' ? ', kept' : ', rounded to nearest at load'}), f32 accumulation` };
+    case 'f32':
+      return { dtype: 'f32', note: `gpu plan: ${stored} checkpoint in f32 (--dtype f32)` };
+    case 'f16':
+      return {
+        dtype: 'f16',
+        note: `gpu plan: ${stored} checkpoint in f16 (--dtype f16${kind === 'f16' ? ', kept' : ', rounded to nearest at load'}), f32 accumulation`,
+      };
     case 'auto':
       if (kind === 'f32') return { dtype: 'f32', note: `gpu plan: ${stored} checkpoint in f32` };
-      return { dtype: 'f16', note: `gpu plan: ${kind} checkpoint in f16 (${kind === 'f16' ? 'kept' : 'bf16 rounded to f16 at load'}), f32 accumulation` };
+      return {
+        dtype: 'f16',
+        note: `gpu plan: ${kind} checkpoint in f16 (${kind === 'f16' ? 'kept' : 'bf16 rounded to f16 at load'}), f32 accumulation`,
+      };
     default:
-      throw new UsageError('E_DTYPE', `--dtype ${choice}: the GPU plan on webgpu stores ${GPU_DTYPE_CHOICES.join(', ')} ` +
-        '(bf16 and q8 are the wasm packings; MOI_GPU_PLAN=0 runs webgpu through the composite path, which takes them)', { field: 'dtype' });
+      throw new UsageError(
+        'E_DTYPE',
+        `--dtype ${choice}: the GPU plan on webgpu stores ${GPU_DTYPE_CHOICES.join(', ')} ` +
+          '(bf16 and q8 are the wasm packings; MOI_GPU_PLAN=0 runs webgpu through the composite path, which takes them)',
+        { field: 'dtype' },
+      );
   }
 }
 
@@ -70,7 +92,10 @@ export function planCapacity(need: number, max: number): number {
  * The checkpoint as the plan reads it: HF graph names (the family's sanitize map) → host tensors
  * in their stored words (F32 as f32, BF16/F16 as 16-bit words, F64 narrowed to f32).
  */
-function checkpointWeights(ckpt: Checkpoint, loaded: PlanSource): { read: WeightsProvider; dtypeOf(g: string): string } {
+function checkpointWeights(
+  ckpt: Checkpoint,
+  loaded: PlanSource,
+): { read: WeightsProvider; dtypeOf(g: string): string } {
   const source = new Map<string, string>();
   for (const name of ckpt.names()) {
     const g = loaded.family.sanitize(name);
@@ -83,7 +108,10 @@ function checkpointWeights(ckpt: Checkpoint, loaded: PlanSource): { read: Weight
     const info = ckpt.info(name);
     if (info.dtype === 'BF16' || info.dtype === 'F16') {
       const bytes = ckpt.readBytesRange(name, 0, info.byteLength);
-      const words = bytes.byteOffset % 2 === 0 ? new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2) : new Uint16Array(bytes.slice().buffer);
+      const words =
+        bytes.byteOffset % 2 === 0
+          ? new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2)
+          : new Uint16Array(bytes.slice().buffer);
       return { data: words, dtype: info.dtype === 'BF16' ? 'bf16' : 'f16', shape: info.shape.slice() };
     }
     return { data: ckpt.readFloat32(name), dtype: 'f32', shape: info.shape.slice() };
@@ -96,7 +124,10 @@ export type PlanSource = Pick<LoadedModel, 'dir' | 'family' | 'spec'>;
 
 /** After the store is full, a plan never reads a weight: a read means a bug, not a missing file. */
 const NO_MORE_READS: WeightsProvider = (g) => {
-  throw new ModelError('E_GPU_PLAN', `gpu plan: weight ${g} is not in the GPU weight store (it is filled by the first plan, at load)`);
+  throw new ModelError(
+    'E_GPU_PLAN',
+    `gpu plan: weight ${g} is not in the GPU weight store (it is filled by the first plan, at load)`,
+  );
 };
 
 export class GpuPlans {
@@ -126,13 +157,20 @@ export class GpuPlans {
     let why: string;
     try {
       const weights = checkpointWeights(ckpt, loaded);
-      const matrices = [...expectedTensors(loaded.spec)].filter(([, shape]) => shape.length === 2).map(([g]) => weights.dtypeOf(g));
+      const matrices = [...expectedTensors(loaded.spec)]
+        .filter(([, shape]) => shape.length === 2)
+        .map(([g]) => weights.dtypeOf(g));
       const { dtype, note } = gpuDtypeFor(choice, matrices);
       why = note;
       store = new GpuWeightStore(dtype);
       first = await GpuDecodePlan.create({
-        runtime, spec: loaded.spec, weights: weights.read, store, batch: 1,
-        capacity: planCapacity(FIRST_CAPACITY, loaded.spec.maxPositionEmbeddings), penalties: true,
+        runtime,
+        spec: loaded.spec,
+        weights: weights.read,
+        store,
+        batch: 1,
+        capacity: planCapacity(FIRST_CAPACITY, loaded.spec.maxPositionEmbeddings),
+        penalties: true,
       });
     } catch (err) {
       store?.dispose();
@@ -163,15 +201,25 @@ export class GpuPlans {
     if (this.disposed) throw new ModelError('E_GPU_PLAN', 'gpu plans: the engine was disposed');
     const spec = this.loaded.spec;
     if (need > spec.maxPositionEmbeddings) {
-      throw new ModelError('E_CONTEXT', `gpu plan: ${need} tokens a row exceed max_position_embeddings ${spec.maxPositionEmbeddings}`);
+      throw new ModelError(
+        'E_CONTEXT',
+        `gpu plan: ${need} tokens a row exceed max_position_embeddings ${spec.maxPositionEmbeddings}`,
+      );
     }
-    const fits = this.idle.filter((p) => p.batch === rows && p.capacity >= need).sort((a, b) => a.capacity - b.capacity);
+    const fits = this.idle
+      .filter((p) => p.batch === rows && p.capacity >= need)
+      .sort((a, b) => a.capacity - b.capacity);
     let plan = fits[0];
     if (plan) this.idle.splice(this.idle.indexOf(plan), 1);
     else {
       plan = await GpuDecodePlan.create({
-        runtime: this.runtime, spec, weights: NO_MORE_READS, store: this.store, batch: rows,
-        capacity: planCapacity(need, spec.maxPositionEmbeddings), penalties: true,
+        runtime: this.runtime,
+        spec,
+        weights: NO_MORE_READS,
+        store: this.store,
+        batch: rows,
+        capacity: planCapacity(need, spec.maxPositionEmbeddings),
+        penalties: true,
       });
     }
     this.lent.add(plan);

@@ -33,8 +33,15 @@ import { prefillChunkEnd } from './prefill.ts';
 import type { Engine } from './engine.ts';
 import { gpuFallbackReason, GpuRows } from './gpu-decode.ts';
 import {
-  decodeStep, finishRow, forwardNext, planRow, startRow,
-  type GenerateRequest, type GenerationEvent, type StepContext, type StepRow,
+  decodeStep,
+  finishRow,
+  forwardNext,
+  planRow,
+  startRow,
+  type GenerateRequest,
+  type GenerationEvent,
+  type StepContext,
+  type StepRow,
 } from './step.ts';
 
 export interface SchedulerOptions {
@@ -132,15 +139,23 @@ export class Scheduler {
   private readonly byId = new Map<number, Job>();
   private readonly counters = { promptTokens: 0, cachedPromptTokens: 0, generationTokens: 0 };
 
-  constructor(readonly engine: Engine, opts: SchedulerOptions = {}) {
+  constructor(
+    readonly engine: Engine,
+    opts: SchedulerOptions = {},
+  ) {
     const spec = engine.spec;
     this.maxSeqs = opts.maxSeqs ?? 8;
     this.maxModelLen = opts.maxModelLen ?? Math.min(spec.maxPositionEmbeddings, 4096);
     this.maxWaiting = opts.maxWaiting ?? Infinity;
-    if (!Number.isInteger(this.maxSeqs) || this.maxSeqs < 1) throw new UsageError('E_USAGE', `max seqs must be a positive integer, got ${this.maxSeqs}`);
-    if (!Number.isInteger(this.maxModelLen) || this.maxModelLen < 2) throw new UsageError('E_USAGE', `max model len must be an integer ≥ 2, got ${this.maxModelLen}`);
+    if (!Number.isInteger(this.maxSeqs) || this.maxSeqs < 1)
+      throw new UsageError('E_USAGE', `max seqs must be a positive integer, got ${this.maxSeqs}`);
+    if (!Number.isInteger(this.maxModelLen) || this.maxModelLen < 2)
+      throw new UsageError('E_USAGE', `max model len must be an integer ≥ 2, got ${this.maxModelLen}`);
     if (this.maxModelLen > spec.maxPositionEmbeddings) {
-      throw new UsageError('E_USAGE', `max model len ${this.maxModelLen} exceeds the model's max_position_embeddings ${spec.maxPositionEmbeddings}`);
+      throw new UsageError(
+        'E_USAGE',
+        `max model len ${this.maxModelLen} exceeds the model's max_position_embeddings ${spec.maxPositionEmbeddings}`,
+      );
     }
     this.chunk = Math.max(1, opts.prefillChunk ?? 64);
     this.promptCache = opts.promptCache ?? true;
@@ -152,7 +167,12 @@ export class Scheduler {
       this.compositeCache = engine.model.makeCache(this.maxSeqs, this.maxModelLen);
       this.kvBytes = this.compositeCache.reduce((n, c) => n + 2 * c.batch * c.kvHeads * c.headDim * c.size * 4, 0);
     }
-    this.ctx = { model: engine.model, cache: this.compositeCache ?? [], mixer: opts.mixer ?? defaultMixer, eos: new Set(engine.eosTokenIds) };
+    this.ctx = {
+      model: engine.model,
+      cache: this.compositeCache ?? [],
+      mixer: opts.mixer ?? defaultMixer,
+      eos: new Set(engine.eosTokenIds),
+    };
     this.slots = Array.from({ length: this.maxSeqs }, () => ({ held: [], job: null, freedAt: 0 }));
   }
 
@@ -167,14 +187,22 @@ export class Scheduler {
 
   /** Bytes of a KV cache of `maxSeqs` rows of `maxModelLen` tokens (keys + values, float32). */
   static kvBytesFor(spec: DecoderSpec, maxSeqs: number, maxModelLen: number): number {
-    return spec.layers.reduce((n, l) => n + 2 * maxSeqs * spec.numKvHeads * spec.headDim * (l.window ? Math.min(l.window, maxModelLen) : maxModelLen) * 4, 0);
+    return spec.layers.reduce(
+      (n, l) =>
+        n +
+        2 * maxSeqs * spec.numKvHeads * spec.headDim * (l.window ? Math.min(l.window, maxModelLen) : maxModelLen) * 4,
+      0,
+    );
   }
 
   /** Gauges and counters now. */
   stats(): SchedulerStats {
     const busy = this.slots.filter((s) => s.job).length;
     return {
-      running: busy, waiting: this.waiting.length, freeSlots: this.maxSeqs - busy, ...this.counters,
+      running: busy,
+      waiting: this.waiting.length,
+      freeSlots: this.maxSeqs - busy,
+      ...this.counters,
     };
   }
 
@@ -186,23 +214,43 @@ export class Scheduler {
    */
   submit(request: GenerateRequest, opts: SubmitOptions = {}): Submission {
     if (this.closed) throw new UsageError('E_CLOSED', 'the scheduler is closed');
-    const row = planRow(this.engine, request, { index: 0, slot: -1, where: '', maxContext: this.maxModelLen, held: 0, cacheName: 'max model len' });
+    const row = planRow(this.engine, request, {
+      index: 0,
+      slot: -1,
+      where: '',
+      maxContext: this.maxModelLen,
+      held: 0,
+      cacheName: 'max model len',
+    });
     startRow(this.ctx.mixer, row);
     // rows freed since the loop last admitted take waiting requests first: those do not count
     // against the queue (else a client at exactly maxSeqs + maxWaiting could get a 429)
     const free = this.slots.reduce((n, s) => n + (s.job ? 0 : 1), 0);
-    if (this.waiting.length - free >= this.maxWaiting) throw new UsageError('E_QUEUE_FULL', `the waiting queue is full (${this.maxWaiting} requests)`);
+    if (this.waiting.length - free >= this.maxWaiting)
+      throw new UsageError('E_QUEUE_FULL', `the waiting queue is full (${this.maxWaiting} requests)`);
     row.index = ++this.nextId;
     const job: Job = {
-      request, row, signal: opts.signal, queue: [], error: null, ended: false, cancelled: false, wake: null, slot: null,
-      prefilled: 0, prompt: request.promptIds.slice(), gpu: !!this.gpuPlan && gpuFallbackReason([row], { mixer: this.ctx.mixer }) === null,
+      request,
+      row,
+      signal: opts.signal,
+      queue: [],
+      error: null,
+      ended: false,
+      cancelled: false,
+      wake: null,
+      slot: null,
+      prefilled: 0,
+      prompt: request.promptIds.slice(),
+      gpu: !!this.gpuPlan && gpuFallbackReason([row], { mixer: this.ctx.mixer }) === null,
     };
     this.waiting.push(job);
     this.byId.set(row.index, job);
     opts.signal?.addEventListener('abort', () => this.kick(), { once: true });
     this.kick();
     return {
-      get slot() { return job.slot; },
+      get slot() {
+        return job.slot;
+      },
       settings: row.settings,
       [Symbol.asyncIterator]: () => this.events(job),
     };
@@ -235,7 +283,9 @@ export class Scheduler {
         }
         if (job.error) throw job.error;
         if (job.ended) return;
-        await new Promise<void>((resolve) => { job.wake = resolve; });
+        await new Promise<void>((resolve) => {
+          job.wake = resolve;
+        });
         job.wake = null;
       }
     } finally {
@@ -283,7 +333,8 @@ export class Scheduler {
           for (const c of this.cache) c.reset([job.slot]);
         } else {
           // what the slot's cache holds now: prompt + (standard rows) generated ids, up to its offset
-          const fed = job.row.settings.mode === 'standard' ? [...job.prompt, ...job.row.state.generatedIds] : job.prompt;
+          const fed =
+            job.row.settings.mode === 'standard' ? [...job.prompt, ...job.row.state.generatedIds] : job.prompt;
           slot.held = fed.slice(0, this.cache[0].offset[job.slot]);
         }
       }
@@ -295,7 +346,9 @@ export class Scheduler {
   private kick(): void {
     if (this.running) return;
     this.running = true;
-    this.idle = this.loop().finally(() => { this.running = false; });
+    this.idle = this.loop().finally(() => {
+      this.running = false;
+    });
   }
 
   private hasWork(): boolean {
@@ -314,7 +367,8 @@ export class Scheduler {
         const err = e instanceof Error ? e : new Error(String(e));
         this.dropPending();
         this.gpuRecs.clear();
-        for (const job of [...this.prefilling, ...this.slots.map((s) => s.job)]) if (job && !job.ended) this.end(job, null, err);
+        for (const job of [...this.prefilling, ...this.slots.map((s) => s.job)])
+          if (job && !job.ended) this.end(job, null, err);
       }
       await yieldToEventLoop();
     }
@@ -331,7 +385,11 @@ export class Scheduler {
       const keep = g.jobs.map((j, i) => (j.ended ? -1 : i)).filter((i) => i >= 0);
       if (keep.length === g.jobs.length) groups.push(g);
       else {
-        if (keep.length > 0) groups.push({ jobs: keep.map((i) => g.jobs[i]), logits: tf.tidy(() => tf.gather(g.logits, keep)) as tf.Tensor2D });
+        if (keep.length > 0)
+          groups.push({
+            jobs: keep.map((i) => g.jobs[i]),
+            logits: tf.tidy(() => tf.gather(g.logits, keep)) as tf.Tensor2D,
+          });
         g.logits.dispose();
       }
     }
@@ -355,13 +413,19 @@ export class Scheduler {
       let bestLen = -1;
       for (const f of free) {
         const n = Math.min(commonPrefix(f.s.held, job.prompt), job.prompt.length - 1);
-        if (n > bestLen || (n === bestLen && f.s.freedAt < best.s.freedAt)) { best = f; bestLen = n; }
+        if (n > bestLen || (n === bestLen && f.s.freedAt < best.s.freedAt)) {
+          best = f;
+          bestLen = n;
+        }
       }
       const slot = best.i;
       let keep = Math.max(0, bestLen);
       if (!this.promptCache || job.gpu) keep = 0;
       const ok = job.gpu || this.cache.map((c) => c.truncate(slot, keep)).every(Boolean);
-      if (!ok) { for (const c of this.cache) c.reset([slot]); keep = 0; }
+      if (!ok) {
+        for (const c of this.cache) c.reset([slot]);
+        keep = 0;
+      }
       best.s.held = best.s.held.slice(0, keep);
       best.s.job = job;
       job.slot = slot;
@@ -389,8 +453,10 @@ export class Scheduler {
       return;
     }
     const end = prefillChunkEnd(job.prefilled, p.length, this.chunk);
-    const out = this.engine.model.forward({ ids: [p.slice(job.prefilled, end)] },
-      { cache: this.cache, rows: [job.slot!], lastOnly: true, prefillTokensLeft: p.length - job.prefilled });
+    const out = this.engine.model.forward(
+      { ids: [p.slice(job.prefilled, end)] },
+      { cache: this.cache, rows: [job.slot!], lastOnly: true, prefillTokensLeft: p.length - job.prefilled },
+    );
     job.prefilled = end;
     if (end < p.length) {
       out.dispose();
@@ -449,12 +515,23 @@ export class Scheduler {
     const groups = this.pending;
     this.pending = [];
     const jobs = groups.flatMap((g) => g.jobs);
-    const logits = groups.length === 1 ? groups[0].logits : tf.concat(groups.map((g) => g.logits), 0) as tf.Tensor2D;
+    const logits =
+      groups.length === 1
+        ? groups[0].logits
+        : (tf.concat(
+            groups.map((g) => g.logits),
+            0,
+          ) as tf.Tensor2D);
     if (groups.length > 1) for (const g of groups) g.logits.dispose();
     const byRow = new Map(jobs.map((j) => [j.row, j]));
     let out;
     try {
-      out = await decodeStep(this.ctx, jobs.map((j) => j.row), logits, false);
+      out = await decodeStep(
+        this.ctx,
+        jobs.map((j) => j.row),
+        logits,
+        false,
+      );
     } finally {
       logits.dispose();
     }
@@ -470,5 +547,4 @@ export class Scheduler {
     const next = forwardNext(this.engine.model, this.cache, out.live, out.next);
     this.pending.push({ jobs: liveJobs, logits: next });
   }
-
 }

@@ -14,7 +14,17 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { UsageError } from '@moi/core';
 import type { Decoder, KVCache } from '@moi/models';
-import { inSoftPhase, logprobAt, planRowMix, type InputMixer, type MixOptions, type MixRowReport, type MixRowState, type MixSettings, type RowMixPlan } from '@moi/moi';
+import {
+  inSoftPhase,
+  logprobAt,
+  planRowMix,
+  type InputMixer,
+  type MixOptions,
+  type MixRowReport,
+  type MixRowState,
+  type MixSettings,
+  type RowMixPlan,
+} from '@moi/moi';
 import { createRng, resolveSamplingParams, sample, type RowState, type SamplingParams } from '@moi/core';
 import { StreamingDetokenizer } from '../text/index.ts';
 import type { Engine } from './engine.ts';
@@ -140,19 +150,36 @@ export interface ResolvedRequest {
  * Resolve a request's settings over generation_config.json's and the engine's defaults (and
  * MIXINPUTS_BETA from `env`), validating them; errors name the request field (`field`).
  */
-export function resolveRequest(engine: Engine, request: Omit<GenerateRequest, 'promptIds'>, where = '', env: NodeJS.ProcessEnv = process.env): ResolvedRequest {
+export function resolveRequest(
+  engine: Engine,
+  request: Omit<GenerateRequest, 'promptIds'>,
+  where = '',
+  env: NodeJS.ProcessEnv = process.env,
+): ResolvedRequest {
   const spec = engine.spec;
   const defaults = engine.generationConfig.defaults;
   const maxTokens = request.maxTokens ?? defaults.maxNewTokens ?? DEFAULT_MAX_TOKENS;
   if (!Number.isInteger(maxTokens) || maxTokens < 1) {
-    throw new UsageError('E_REQUEST', `${where}max tokens must be a positive integer, got ${maxTokens}`, { field: 'maxTokens' });
+    throw new UsageError('E_REQUEST', `${where}max tokens must be a positive integer, got ${maxTokens}`, {
+      field: 'maxTokens',
+    });
   }
   // (soft mode: the sampler runs with the after-thinking settings)
-  const mix = planRowMix({ defaultMode: 'standard', ...request.mix }, request.sampling, { vocabSize: spec.vocabSize, tokenizer: engine.tokenizer, env });
-  const params = resolveSamplingParams({ ...request.sampling, ...mix.sampling }, {
-    temperature: defaults.temperature, top_k: defaults.topK, top_p: defaults.topP,
-    min_p: defaults.minP, repetition_penalty: defaults.repetitionPenalty,
+  const mix = planRowMix({ defaultMode: 'standard', ...request.mix }, request.sampling, {
+    vocabSize: spec.vocabSize,
+    tokenizer: engine.tokenizer,
+    env,
   });
+  const params = resolveSamplingParams(
+    { ...request.sampling, ...mix.sampling },
+    {
+      temperature: defaults.temperature,
+      top_k: defaults.topK,
+      top_p: defaults.topP,
+      min_p: defaults.minP,
+      repetition_penalty: defaults.repetitionPenalty,
+    },
+  );
   return { mix, params, maxTokens };
 }
 
@@ -160,33 +187,61 @@ export function resolveRequest(engine: Engine, request: Omit<GenerateRequest, 'p
  * Validate one request and make its row (every error a request can cause is raised here, before
  * any work). `held` = tokens its cache row already holds before `promptIds`.
  */
-export function planRow(engine: Engine, request: GenerateRequest, o: { index: number; slot: number; where: string; maxContext: number; held: number; cacheName: string }): StepRow {
+export function planRow(
+  engine: Engine,
+  request: GenerateRequest,
+  o: { index: number; slot: number; where: string; maxContext: number; held: number; cacheName: string },
+): StepRow {
   const spec = engine.spec;
   const { where, maxContext, held } = o;
   const p = request.promptIds;
-  if (!Array.isArray(p) || p.length === 0) throw new UsageError('E_REQUEST', `${where}the prompt is empty (it needs at least one token)`, { field: 'promptIds' });
+  if (!Array.isArray(p) || p.length === 0)
+    throw new UsageError('E_REQUEST', `${where}the prompt is empty (it needs at least one token)`, {
+      field: 'promptIds',
+    });
   for (const id of p) {
     if (!Number.isInteger(id) || id < 0 || id >= spec.vocabSize) {
-      throw new UsageError('E_REQUEST', `${where}token id ${id} is outside the vocabulary (0..${spec.vocabSize - 1})`, { field: 'promptIds' });
+      throw new UsageError('E_REQUEST', `${where}token id ${id} is outside the vocabulary (0..${spec.vocabSize - 1})`, {
+        field: 'promptIds',
+      });
     }
   }
   if (held + p.length >= maxContext) {
-    throw new UsageError('E_CONTEXT', `${where}the prompt has ${held + p.length} tokens but the context is ${maxContext} tokens` +
-      ` (${o.cacheName}); shorten the prompt`, { field: 'promptIds' });
+    throw new UsageError(
+      'E_CONTEXT',
+      `${where}the prompt has ${held + p.length} tokens but the context is ${maxContext} tokens` +
+        ` (${o.cacheName}); shorten the prompt`,
+      { field: 'promptIds' },
+    );
   }
   for (const id of request.stopTokenIds ?? []) {
     if (!Number.isInteger(id) || id < 0 || id >= spec.vocabSize) {
-      throw new UsageError('E_REQUEST', `${where}stop token id ${id} is outside the vocabulary`, { field: 'stopTokenIds' });
+      throw new UsageError('E_REQUEST', `${where}stop token id ${id} is outside the vocabulary`, {
+        field: 'stopTokenIds',
+      });
     }
   }
   const { mix, params, maxTokens } = resolveRequest(engine, request, where);
   const now = performance.now();
   return {
-    index: o.index, slot: o.slot, request, maxTokens, capacity: maxContext, settings: mix.settings,
+    index: o.index,
+    slot: o.slot,
+    request,
+    maxTokens,
+    capacity: maxContext,
+    settings: mix.settings,
     state: { params, rng: createRng(params.seed), promptIds: p, generatedIds: [] },
     // the text is decoded relative to the prompt (the first word keeps its leading space)
-    detok: engine.tokenizer ? new StreamingDetokenizer(engine.tokenizer, { skipSpecialTokens: request.skipSpecialTokens ?? true, context: p }) : null,
-    text: '', emitted: 0, finished: null, cachedTokens: 0, promptTokens: p.length, t0: now, prefillEnd: 0,
+    detok: engine.tokenizer
+      ? new StreamingDetokenizer(engine.tokenizer, { skipSpecialTokens: request.skipSpecialTokens ?? true, context: p })
+      : null,
+    text: '',
+    emitted: 0,
+    finished: null,
+    cachedTokens: 0,
+    promptTokens: p.length,
+    t0: now,
+    prefillEnd: 0,
   };
 }
 
@@ -200,7 +255,10 @@ function safeEnd(text: string, stops: string[] | undefined): number {
   let hold = 0;
   for (const s of stops ?? []) {
     for (let k = Math.min(s.length - 1, text.length); k > 0; k--) {
-      if (text.endsWith(s.slice(0, k))) { hold = Math.max(hold, k); break; }
+      if (text.endsWith(s.slice(0, k))) {
+        hold = Math.max(hold, k);
+        break;
+      }
     }
   }
   return text.length - hold;
@@ -229,7 +287,7 @@ export function finishRow(row: StepRow, reason: FinishReason, stopToken?: number
   row.text += tail;
   const hit = row.request.stop?.length ? firstStop(row.text, row.request.stop) : null;
   if (hit) row.text = row.text.slice(0, hit.index);
-  const stopReason = reason !== 'stop' ? null : hit ? hit.stop : stopToken ?? null;
+  const stopReason = reason !== 'stop' ? null : hit ? hit.stop : (stopToken ?? null);
   const promptTokens = row.promptTokens;
   const n = row.state.generatedIds.length;
   const now = performance.now();
@@ -237,9 +295,18 @@ export function finishRow(row: StepRow, reason: FinishReason, stopToken?: number
   const prefillSeconds = (prefillEnd - row.t0) / 1000;
   const decodeSeconds = (now - prefillEnd) / 1000;
   return {
-    type: 'done', row: row.index, finishReason: reason, stopReason, tokens: row.state.generatedIds.slice(), text: row.text,
+    type: 'done',
+    row: row.index,
+    finishReason: reason,
+    stopReason,
+    tokens: row.state.generatedIds.slice(),
+    text: row.text,
     stats: {
-      promptTokens, generatedTokens: n, cachedTokens: row.cachedTokens, prefillSeconds, decodeSeconds,
+      promptTokens,
+      generatedTokens: n,
+      cachedTokens: row.cachedTokens,
+      prefillSeconds,
+      decodeSeconds,
       prefillTokPerSec: prefillSeconds > 0 ? (promptTokens - row.cachedTokens) / prefillSeconds : 0,
       decodeTokPerSec: decodeSeconds > 0 && n > 1 ? (n - 1) / decodeSeconds : 0,
       finishReason: reason,
@@ -278,7 +345,14 @@ export interface TokenDetails {
  * the length checks. `held` = tokens the row's cache holds; `details` is called once the token is
  * taken (after it joins generatedIds). Pushes the events; returns whether the row goes on.
  */
-export function acceptToken(row: StepRow, token: number, eos: Set<number>, held: number, events: GenerationEvent[], details: () => TokenDetails): boolean {
+export function acceptToken(
+  row: StepRow,
+  token: number,
+  eos: Set<number>,
+  held: number,
+  events: GenerationEvent[],
+  details: () => TokenDetails,
+): boolean {
   if (!row.request.ignoreEos && eos.has(token)) {
     events.push(finishRow(row, 'stop'));
     return false;
@@ -306,7 +380,12 @@ export function acceptToken(row: StepRow, token: number, eos: Set<number>, held:
  * One decode step over `rows` with their logits [rows.length, V] (not disposed here). A row with
  * non-finite logits throws E_NONFINITE when `throwNonFinite`, else it is returned in `failed`.
  */
-export async function decodeStep(ctx: StepContext, rows: StepRow[], logits: tf.Tensor2D, throwNonFinite: boolean): Promise<StepOutcome> {
+export async function decodeStep(
+  ctx: StepContext,
+  rows: StepRow[],
+  logits: tf.Tensor2D,
+  throwNonFinite: boolean,
+): Promise<StepOutcome> {
   const { model, mixer, eos, cache } = ctx;
   const mixing = rows.some((r) => r.settings.mode !== 'standard');
   const wantLogprobs = rows.some((r) => r.state.params.logprobs !== undefined);
@@ -320,9 +399,13 @@ export async function decodeStep(ctx: StepContext, rows: StepRow[], logits: tf.T
     let mix: ReturnType<InputMixer['mix']> | null = null;
     if (mixing) {
       mix = mixer.mix({
-        logits, processedLogits: s.processedLogits, sampled: s.ids,
+        logits,
+        processedLogits: s.processedLogits,
+        sampled: s.ids,
         embed: model.embedSource(),
-        settings: rows.map((r) => r.settings), rowStates: rows.map((r) => r.mixState), withSlots: traceN >= 0,
+        settings: rows.map((r) => r.settings),
+        rowStates: rows.map((r) => r.mixState),
+        withSlots: traceN >= 0,
       });
     }
     // A mixer may record its own token (Soft Thinking), in place of the sampler's.
@@ -334,14 +417,30 @@ export async function decodeStep(ctx: StepContext, rows: StepRow[], logits: tf.T
     const packed: tf.Tensor2D[] = [tf.stack(cols, 1) as tf.Tensor2D];
     if (s.logprobs?.topIds) packed.push(tf.cast(s.logprobs.topIds, 'float32'), s.logprobs.topLogprobs!);
     if (traceN >= 0) {
-      const soft = mix?.slots ? { slots: mix.slots, entropy: mix.entropy, thinking: rows.map((r) => inSoftPhase(r.mixState)) } : undefined;
-      packed.push(traceColumns(logits, s.processedLogits, mix?.tokens ?? s.ids, rows.map((r) => r.settings), traceN, soft));
+      const soft = mix?.slots
+        ? { slots: mix.slots, entropy: mix.entropy, thinking: rows.map((r) => inSoftPhase(r.mixState)) }
+        : undefined;
+      packed.push(
+        traceColumns(
+          logits,
+          s.processedLogits,
+          mix?.tokens ?? s.ids,
+          rows.map((r) => r.settings),
+          traceN,
+          soft,
+        ),
+      );
     }
-    return { packed: tf.concat(packed, 1) as tf.Tensor2D, embeds: mix ? mix.embeds : undefined, ncols: cols.length, nextra: mix?.extra ? mix.extra.shape[1] : 0 };
+    return {
+      packed: tf.concat(packed, 1) as tf.Tensor2D,
+      embeds: mix ? mix.embeds : undefined,
+      ncols: cols.length,
+      nextra: mix?.extra ? mix.extra.shape[1] : 0,
+    };
   });
   let values: Float32Array;
   try {
-    values = await out.packed.data() as Float32Array; // the step's single device→host read
+    values = (await out.packed.data()) as Float32Array; // the step's single device→host read
   } catch (e) {
     out.packed.dispose();
     out.embeds?.dispose();
@@ -376,7 +475,9 @@ export async function decodeStep(ctx: StepContext, rows: StepRow[], logits: tf.T
       const diag = mixing ? { entropy: values[o + c++], weight: values[o + c++], candidates: values[o + c++] } : null;
       // the mixer's own columns: it updates the row's state (Soft Thinking's phase) and reports
       const rowStep = row.state.generatedIds.length - 1; // this row's step (0 = right after its prompt)
-      const report = mixing ? mixer.observe?.(row.settings, row.mixState, values.subarray(o + c, o + c + out.nextra), rowStep) : undefined;
+      const report = mixing
+        ? mixer.observe?.(row.settings, row.mixState, values.subarray(o + c, o + c + out.nextra), rowStep)
+        : undefined;
       c += out.nextra;
       const mix = diag ? { ...diag, ...report } : null;
       let logprobs: TokenLogprobs | undefined;
@@ -384,13 +485,20 @@ export async function decodeStep(ctx: StepContext, rows: StepRow[], logits: tf.T
         logprobs = { logprob: values[o + c] };
         const n = Math.min(row.state.params.logprobs, nTop);
         if (n > 0) {
-          logprobs.top = Array.from({ length: n }, (_, j) => ({ id: values[o + out.ncols + j], logprob: values[o + out.ncols + nTop + j] }));
+          logprobs.top = Array.from({ length: n }, (_, j) => ({
+            id: values[o + out.ncols + j],
+            logprob: values[o + out.ncols + nTop + j],
+          }));
         }
       }
-      const trace = row.request.trace !== undefined ? readTrace(values, o + width - traceW, traceN, row.request.trace) : undefined;
+      const trace =
+        row.request.trace !== undefined ? readTrace(values, o + width - traceW, traceN, row.request.trace) : undefined;
       return { mix: row.settings.mode === 'standard' ? null : mix, logprobs, trace };
     });
-    if (alive) { live.push(row); keep.push(i); }
+    if (alive) {
+      live.push(row);
+      keep.push(i);
+    }
   }
 
   // next inputs, for the rows still going
@@ -410,17 +518,24 @@ export async function decodeStep(ctx: StepContext, rows: StepRow[], logits: tf.T
 }
 
 /** Forward the next inputs of `live` rows: their logits [live.length, V] (the caller owns them). */
-export function forwardNext(model: Decoder, cache: KVCache[], live: StepRow[], next: NonNullable<StepOutcome['next']>): tf.Tensor2D {
+export function forwardNext(
+  model: Decoder,
+  cache: KVCache[],
+  live: StepRow[],
+  next: NonNullable<StepOutcome['next']>,
+): tf.Tensor2D {
   const rowIds = live.map((r) => r.slot);
-  const input = 'ids' in next
-    ? { ids: next.ids }
-    : { embeds: tf.reshape(next.embeds, [live.length, 1, -1]) as tf.Tensor3D };
+  const input =
+    'ids' in next ? { ids: next.ids } : { embeds: tf.reshape(next.embeds, [live.length, 1, -1]) as tf.Tensor3D };
   try {
     const l3 = model.forward(input, { cache, rows: rowIds, lastOnly: true });
     const logits = tf.reshape(l3, [live.length, -1]) as tf.Tensor2D;
     l3.dispose();
     return logits;
   } finally {
-    if ('embeds' in next) { next.embeds.dispose(); (input as { embeds: tf.Tensor3D }).embeds.dispose(); }
+    if ('embeds' in next) {
+      next.embeds.dispose();
+      (input as { embeds: tf.Tensor3D }).embeds.dispose();
+    }
   }
 }

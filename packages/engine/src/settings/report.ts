@@ -22,7 +22,8 @@ const SOFT_PHASE = new Set(['sampling.temperature', 'sampling.topK', 'sampling.t
 
 function valueAt(source: unknown, path: string): unknown {
   let at = source;
-  for (const k of path.split('.')) at = at === null || typeof at !== 'object' ? undefined : (at as Record<string, unknown>)[k];
+  for (const k of path.split('.'))
+    at = at === null || typeof at !== 'object' ? undefined : (at as Record<string, unknown>)[k];
   return at;
 }
 
@@ -32,8 +33,11 @@ function valueAt(source: unknown, path: string): unknown {
  * `default`. Throws as the engine would for a bad request.
  */
 export function reportSettings(
-  engine: Engine, request: Omit<GenerateRequest, 'promptIds'>, given: ReadonlySet<string>,
-  givenAs: 'flag' | 'request' = 'flag', env: NodeJS.ProcessEnv = process.env,
+  engine: Engine,
+  request: Omit<GenerateRequest, 'promptIds'>,
+  given: ReadonlySet<string>,
+  givenAs: 'flag' | 'request' = 'flag',
+  env: NodeJS.ProcessEnv = process.env,
 ): SettingsReport {
   const { mix, params, maxTokens } = resolveRequest(engine, request, '', env);
   const { mode, soft } = mix.settings;
@@ -42,7 +46,9 @@ export function reportSettings(
   const ran = {
     sampling: { ...params, ...(soft ? soft.thinking : {}) },
     mix: { ...mix.settings, soft: soft ? { ...soft } : undefined },
-    maxTokens, stop: request.stop ?? [], ignoreEos: request.ignoreEos ?? false,
+    maxTokens,
+    stop: request.stop ?? [],
+    ignoreEos: request.ignoreEos ?? false,
   };
   const gc = engine.generationConfig.defaults as Record<string, unknown>;
   const rawEnv = env[BETA_ENV]?.trim();
@@ -58,7 +64,8 @@ export function reportSettings(
     if (given.has(s.name)) return givenAs;
     if (s.name === 'mode') return given.has('beta') ? givenAs : envBeta !== undefined ? 'env' : 'default';
     if (s.name === 'beta') return envBeta !== undefined && envBeta > DIRECT_SENTINEL ? 'env' : 'default';
-    if (s.name === 'max_tokens') return request.maxTokens === undefined && gc.maxNewTokens !== undefined ? 'generation_config' : 'default';
+    if (s.name === 'max_tokens')
+      return request.maxTokens === undefined && gc.maxNewTokens !== undefined ? 'generation_config' : 'default';
     const field = s.path.startsWith('sampling.') ? s.path.slice('sampling.'.length) : null;
     if (field && gc[field] !== undefined && !(soft && SOFT_PHASE.has(s.path))) return 'generation_config';
     return 'default';
@@ -68,7 +75,7 @@ export function reportSettings(
   for (const s of SETTINGS) {
     if (!applies(s)) continue;
     const v = valueAt(ran, s.path);
-    report.values[s.name] = v === undefined ? null : v as SettingValue;
+    report.values[s.name] = v === undefined ? null : (v as SettingValue);
     report.sources[s.name] = sourceOf(s);
   }
   return report;

@@ -14,13 +14,20 @@ import { SETTINGS, type Setting, type SettingValue, type SettingValues } from '.
 export function ruleOf(s: Setting): string {
   const meaning = s.meaning ? ` (${s.meaning})` : '';
   switch (s.type) {
-    case 'number': return describeRange(s.range) + meaning;
-    case 'int': return describeRange(s.range, true) + meaning;
-    case 'count': return `${describeRange(s.range, true)} or 'all'${meaning}`;
-    case 'enum': return `one of ${s.choices.join(', ')}`;
-    case 'text': return 'a non-empty string';
-    case 'texts': return `a string or a list of at most ${s.maxItems} strings`;
-    case 'flag': return 'true or false';
+    case 'number':
+      return describeRange(s.range) + meaning;
+    case 'int':
+      return describeRange(s.range, true) + meaning;
+    case 'count':
+      return `${describeRange(s.range, true)} or 'all'${meaning}`;
+    case 'enum':
+      return `one of ${s.choices.join(', ')}`;
+    case 'text':
+      return 'a non-empty string';
+    case 'texts':
+      return `a string or a list of at most ${s.maxItems} strings`;
+    case 'flag':
+      return 'true or false';
   }
 }
 
@@ -29,7 +36,13 @@ export function ruleOf(s: Setting): string {
  * request path. `typed`: the value as the person typed it (a flag's text), shown as is.
  */
 export function settingError(s: Setting, label: string, got: unknown, typed?: string): UsageError {
-  const shown = typed ?? (typeof got === 'number' ? String(got) : typeof got === 'string' ? `'${got}'` : (JSON.stringify(got) ?? String(got)));
+  const shown =
+    typed ??
+    (typeof got === 'number'
+      ? String(got)
+      : typeof got === 'string'
+        ? `'${got}'`
+        : (JSON.stringify(got) ?? String(got)));
   return new UsageError('E_SETTING', `${label} must be ${ruleOf(s)}, got ${shown}`, { field: s.path });
 }
 
@@ -170,7 +183,10 @@ export function settingsFromFields(body: Record<string, unknown>, endpoint: Endp
     if (!s.server) continue;
     for (const field of s.server[endpoint]) {
       const v = body[field];
-      if (v !== undefined && v !== null) { out[s.name] = v as SettingValue; break; }
+      if (v !== undefined && v !== null) {
+        out[s.name] = v as SettingValue;
+        break;
+      }
     }
   }
   return out as SettingValues;

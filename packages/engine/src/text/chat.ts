@@ -68,7 +68,10 @@ function templateOf(src: ChatTemplateSource, name: string | undefined): string {
     const t = src.chatTemplates?.[name];
     if (t === undefined) {
       const names = Object.keys(src.chatTemplates ?? {});
-      throw new UsageError('E_NO_CHAT_TEMPLATE', `${where}: no chat template named "${name}" (have: ${names.join(', ') || 'none'})`);
+      throw new UsageError(
+        'E_NO_CHAT_TEMPLATE',
+        `${where}: no chat template named "${name}" (have: ${names.join(', ') || 'none'})`,
+      );
     }
     return t;
   }
@@ -108,18 +111,25 @@ export function renderChat(
   vars.messages = messages.map((m) => ({ ...m }));
   const cont = opts.continueFinalMessage ?? false;
   if (cont && opts.addGenerationPrompt === true) {
-    throw new UsageError('E_CHAT_OPTIONS', 'continue_final_message and add_generation_prompt cannot both be true: the final message is either continued or followed by a new assistant turn');
+    throw new UsageError(
+      'E_CHAT_OPTIONS',
+      'continue_final_message and add_generation_prompt cannot both be true: the final message is either continued or followed by a new assistant turn',
+    );
   }
-  vars.add_generation_prompt = cont ? false : opts.addGenerationPrompt ?? true;
+  vars.add_generation_prompt = cont ? false : (opts.addGenerationPrompt ?? true);
   let text: string;
   try {
     text = template.render(vars);
   } catch (e) {
     // Mostly the template's own raise_exception ("roles must alternate ..."): the conversation
     // does not fit this model's format.
-    throw new UsageError('E_CHAT_RENDER', `${where}: chat template cannot render this conversation: ${(e as Error).message}`, {
-      cause: e,
-    });
+    throw new UsageError(
+      'E_CHAT_RENDER',
+      `${where}: chat template cannot render this conversation: ${(e as Error).message}`,
+      {
+        cause: e,
+      },
+    );
   }
   return cont ? openFinalMessage(text, messages) : text;
 }
@@ -136,7 +146,10 @@ function openFinalMessage(text: string, messages: readonly ChatMessage[]): strin
     const i = text.lastIndexOf(content);
     if (i >= 0) return text.slice(0, i + content.length);
   }
-  throw new UsageError('E_CHAT_MESSAGES', `chat: continue_final_message: the final message's content does not appear in the rendered template, so it cannot be continued`);
+  throw new UsageError(
+    'E_CHAT_MESSAGES',
+    `chat: continue_final_message: the final message's content does not appear in the rendered template, so it cannot be continued`,
+  );
 }
 
 /**
@@ -145,7 +158,8 @@ function openFinalMessage(text: string, messages: readonly ChatMessage[]): strin
  * doubled or lost.
  */
 export function encodeChat(
-  tok: Tokenizer, messages: readonly ChatMessage[],
+  tok: Tokenizer,
+  messages: readonly ChatMessage[],
   opts: RenderChatOptions & { template?: ChatTemplateSource; addSpecialTokens?: boolean } = {},
 ): number[] {
   const { template, addSpecialTokens, ...render } = opts;

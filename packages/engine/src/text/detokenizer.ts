@@ -67,7 +67,9 @@ export class StreamingDetokenizer {
     this.tok = tok;
     this.skipSpecial = opts.skipSpecialTokens ?? false;
     if (tok.cleanUpSpaces) this.cleaner = new SpaceCleaner();
-    const ctx = (opts.context ?? []).filter((id) => !(this.skipSpecial && tok.specialTokenIds.has(id))).slice(-CONTEXT_IDS);
+    const ctx = (opts.context ?? [])
+      .filter((id) => !(this.skipSpecial && tok.specialTokenIds.has(id)))
+      .slice(-CONTEXT_IDS);
     this.ids = ctx;
     this.start = ctx.length;
     this.read = ctx.length;

@@ -35,7 +35,10 @@ function ids(value: unknown, file: string, field: string): number[] | undefined 
   const list = Array.isArray(value) ? value : [value];
   for (const v of list) {
     if (!Number.isInteger(v) || (v as number) < 0) {
-      throw new ModelError('E_GENERATION_CONFIG', `${file}: ${field} must be a token id or a list of ids, got ${JSON.stringify(value)}`);
+      throw new ModelError(
+        'E_GENERATION_CONFIG',
+        `${file}: ${field} must be a token id or a list of ids, got ${JSON.stringify(value)}`,
+      );
     }
   }
   return list as number[];
@@ -95,7 +98,10 @@ function readBoth(dir: string) {
 export function readGenerationConfig(dir: string): GenerationConfig {
   const { gen, cfg } = readBoth(dir);
   // config.json's sampling fields are legacy; transformers reads them only without a generation_config.json.
-  const defaults = dropUndefined({ ...(gen ? {} : dropUndefined(cfg?.defaults ?? {})), ...dropUndefined(gen?.defaults ?? {}) });
+  const defaults = dropUndefined({
+    ...(gen ? {} : dropUndefined(cfg?.defaults ?? {})),
+    ...dropUndefined(gen?.defaults ?? {}),
+  });
   return dropUndefined({
     eosTokenIds: gen?.hasEos ? gen.eosTokenIds : (cfg?.eosTokenIds ?? []),
     bosTokenId: gen?.bosTokenId ?? cfg?.bosTokenId,

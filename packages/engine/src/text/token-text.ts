@@ -29,7 +29,10 @@ function byteLevelTable(): Map<string, number> {
   const cs = [...bs];
   let n = 0;
   for (let b = 0; b < 256; b++) {
-    if (!bs.includes(b)) { bs.push(b); cs.push(256 + n++); }
+    if (!bs.includes(b)) {
+      bs.push(b);
+      cs.push(256 + n++);
+    }
   }
   byteOfChar = new Map(bs.map((b, i) => [String.fromCodePoint(cs[i]), b]));
   return byteOfChar;
@@ -75,7 +78,10 @@ export class TokenTexts {
   private readonly detok: StreamingDetokenizer;
   private readonly skipSpecial: boolean;
 
-  constructor(private readonly tok: Tokenizer, opts: TokenTextsOptions = {}) {
+  constructor(
+    private readonly tok: Tokenizer,
+    opts: TokenTextsOptions = {},
+  ) {
     this.skipSpecial = opts.skipSpecialTokens ?? true;
     // no clean-up of tokenization spaces here: it would hold text back across tokens (" ," → ","),
     // and a token's own text is its raw text (as vLLM's logprobs give it)

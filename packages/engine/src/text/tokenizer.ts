@@ -257,7 +257,8 @@ function pickChatTemplates(
 ): { template?: string; named: Record<string, string> } {
   const named: Record<string, string> = {};
   if (Array.isArray(value)) {
-    for (const t of value) if (t && typeof t.name === 'string' && typeof t.template === 'string') named[t.name] = t.template;
+    for (const t of value)
+      if (t && typeof t.name === 'string' && typeof t.template === 'string') named[t.name] = t.template;
   } else if (typeof value === 'string') {
     named.default = value;
   }

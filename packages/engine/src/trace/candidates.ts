@@ -11,7 +11,11 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { MixSettings, MixSlots } from '@moi/moi';
 
-export interface TraceCandidate { id: number; p: number; w: number }
+export interface TraceCandidate {
+  id: number;
+  p: number;
+  w: number;
+}
 export interface TokenTrace {
   /** normalized entropy of the prior over the candidates, in [0, 1] */
   entropy: number;
@@ -41,12 +45,25 @@ export interface SoftTraceInput {
  * sampler's (for rows whose prior is 'processed'), `sampled` the chosen ids. Rows in Soft
  * Thinking's soft phase show the mixer's own slots instead (see softTraceColumns).
  */
-export function traceColumns(logits: tf.Tensor2D, processed: tf.Tensor2D | undefined, sampled: tf.Tensor1D, settings: MixSettings[], n: number, soft?: SoftTraceInput): tf.Tensor2D {
+export function traceColumns(
+  logits: tf.Tensor2D,
+  processed: tf.Tensor2D | undefined,
+  sampled: tf.Tensor1D,
+  settings: MixSettings[],
+  n: number,
+  soft?: SoftTraceInput,
+): tf.Tensor2D {
   const plain = priorTraceColumns(logits, processed, sampled, settings, n);
   if (!soft || !soft.thinking.some(Boolean)) return plain;
   return tf.tidy(() => {
     const B = logits.shape[0];
-    const rows = tf.cast(tf.tensor2d(soft.thinking.map((t) => (t ? 1 : 0)), [B, 1]), 'bool');
+    const rows = tf.cast(
+      tf.tensor2d(
+        soft.thinking.map((t) => (t ? 1 : 0)),
+        [B, 1],
+      ),
+      'bool',
+    );
     return tf.where(rows, softTraceColumns(soft, sampled, logits.shape[1], n), plain) as tf.Tensor2D;
   });
 }
@@ -72,20 +89,30 @@ function softTraceColumns(soft: SoftTraceInput, recorded: tf.Tensor1D, V: number
     const wY = tf.sum(tf.where(holdsY, weights, tf.zerosLike(weights)), 1, true);
     const pY = tf.max(tf.where(holdsY, prior, tf.zerosLike(prior)), 1, true);
     const H = tf.clipByValue(tf.div(tf.reshape(soft.entropy, [B, 1]), Math.log(Math.max(2, V))), 0, 1);
-    return tf.concat([H, wY, pY, pad(candIds, -1), pad(tf.where(used, pick(prior), tf.zerosLike(top.values)), 0), pad(top.values, 0)], 1) as tf.Tensor2D;
+    return tf.concat(
+      [H, wY, pY, pad(candIds, -1), pad(tf.where(used, pick(prior), tf.zerosLike(top.values)), 0), pad(top.values, 0)],
+      1,
+    ) as tf.Tensor2D;
   });
 }
 
 /** Trace columns from the prior (top-K of the raw or processed logits ∪ {y}) and the row's mode. */
-function priorTraceColumns(logits: tf.Tensor2D, processed: tf.Tensor2D | undefined, sampled: tf.Tensor1D, settings: MixSettings[], n: number): tf.Tensor2D {
+function priorTraceColumns(
+  logits: tf.Tensor2D,
+  processed: tf.Tensor2D | undefined,
+  sampled: tf.Tensor1D,
+  settings: MixSettings[],
+  n: number,
+): tf.Tensor2D {
   return tf.tidy(() => {
     const [B, V] = logits.shape;
     const kRow = settings.map((s) => (s.topK === 'all' ? V : Math.min(V, s.topK)));
     const K = Math.max(n, ...kRow);
     const useProc = settings.map((s) => (s.prior === 'processed' && processed ? 1 : 0));
-    const scores = useProc.some((u) => u) && processed
-      ? tf.where(tf.cast(tf.tensor2d(useProc, [B, 1]), 'bool'), processed, logits)
-      : logits;
+    const scores =
+      useProc.some((u) => u) && processed
+        ? tf.where(tf.cast(tf.tensor2d(useProc, [B, 1]), 'bool'), processed, logits)
+        : logits;
     const y = tf.reshape(tf.cast(sampled, 'int32'), [B, 1]);
     const { values, indices } = tf.topk(scores, K);
     const rank = tf.reshape(tf.range(0, K, 1, 'int32'), [1, K]);
@@ -109,9 +136,15 @@ function priorTraceColumns(logits: tf.Tensor2D, processed: tf.Tensor2D | undefin
     // −entropy with 0·log 0 = 0 by selection: a clamp max(p, 1e-38) is subnormal, 0 on a GPU, and
     // gave 0·log 0 = NaN there (issue 21); the select discards the unused branch's NaN
     const negEnt = tf.sum(tf.where(tf.greater(p, 0), tf.mul(p, tf.log(p)), tf.zerosLike(p)), 1, true);
-    const H = tf.clipByValue(tf.where(tf.greater(count, 1), tf.div(negEnt, tf.neg(tf.log(tf.maximum(count, 2)))), tf.zerosLike(count)), 0, 1);
+    const H = tf.clipByValue(
+      tf.where(tf.greater(count, 1), tf.div(negEnt, tf.neg(tf.log(tf.maximum(count, 2)))), tf.zerosLike(count)),
+      0,
+      1,
+    );
     // per-row mode coefficients
-    const ab = settings.flatMap((s) => (s.mode === 'moi' ? [1 / (s.beta + 1), 0, 1, 1 / (s.beta + 1)] : s.mode === 'direct' ? [0, 1, 0, 0] : [0, 0, 1, 0]));
+    const ab = settings.flatMap((s) =>
+      s.mode === 'moi' ? [1 / (s.beta + 1), 0, 1, 1 / (s.beta + 1)] : s.mode === 'direct' ? [0, 1, 0, 0] : [0, 0, 1, 0],
+    );
     const [ca, da, db, cb] = tf.split(tf.tensor2d(ab, [B, 4]), 4, 1);
     const a = tf.add(tf.mul(H, ca), da);
     const b = tf.sub(db, tf.mul(H, cb));
@@ -119,7 +152,10 @@ function priorTraceColumns(logits: tf.Tensor2D, processed: tf.Tensor2D | undefin
     const wY = tf.sum(tf.mul(w, isY), 1, true);
     const pY = tf.sum(tf.mul(p, isY), 1, true);
     const topN = (t: tf.Tensor2D) => tf.slice(t, [0, 0], [B, n]);
-    return tf.concat([H, wY, pY, topN(tf.cast(indices, 'float32')), topN(p as tf.Tensor2D), topN(w as tf.Tensor2D)], 1) as tf.Tensor2D;
+    return tf.concat(
+      [H, wY, pY, topN(tf.cast(indices, 'float32')), topN(p as tf.Tensor2D), topN(w as tf.Tensor2D)],
+      1,
+    ) as tf.Tensor2D;
   });
 }
 

@@ -49,20 +49,38 @@ export function slotTable(rows: number[], queryPos: number[], slotPos: number[][
  * q [B, nH, D] (attention scale folded in), keys [Bc, nKV, S, D] and valuesT [Bc, nKV, D, S]
  * the cache's whole buffers; returns the attended values [B, nH·D].
  */
-export function decodeAttention(q: tf.Tensor, keys: tf.Tensor, valuesT: tf.Tensor, o: DecodeAttentionOptions): tf.Tensor2D {
+export function decodeAttention(
+  q: tf.Tensor,
+  keys: tf.Tensor,
+  valuesT: tf.Tensor,
+  o: DecodeAttentionOptions,
+): tf.Tensor2D {
   const [B, nH, D] = q.shape;
   const [Bc, nKV, S, Dk] = keys.shape;
-  if (q.rank !== 3 || keys.rank !== 4 || valuesT.rank !== 4 || Dk !== D || nH % nKV !== 0 ||
-      valuesT.shape.join() !== [Bc, nKV, D, S].join() || o.rows.length !== B) {
-    throw new ModelError('E_ATTENTION', `decodeAttention: shapes do not fit (q ${q.shape}, keys ${keys.shape}, valuesT ${valuesT.shape}, ${o.rows.length} rows)`);
+  if (
+    q.rank !== 3 ||
+    keys.rank !== 4 ||
+    valuesT.rank !== 4 ||
+    Dk !== D ||
+    nH % nKV !== 0 ||
+    valuesT.shape.join() !== [Bc, nKV, D, S].join() ||
+    o.rows.length !== B
+  ) {
+    throw new ModelError(
+      'E_ATTENTION',
+      `decodeAttention: shapes do not fit (q ${q.shape}, keys ${keys.shape}, valuesT ${valuesT.shape}, ${o.rows.length} rows)`,
+    );
   }
   for (const r of o.rows) {
-    if (!Number.isInteger(r) || r < 0 || r >= Bc) throw new ModelError('E_ATTENTION', `decodeAttention: cache row ${r} is outside the cache's ${Bc} rows`);
+    if (!Number.isInteger(r) || r < 0 || r >= Bc)
+      throw new ModelError('E_ATTENTION', `decodeAttention: cache row ${r} is outside the cache's ${Bc} rows`);
   }
   if (activeKernels()) {
     countDispatch(DECODE_ATTENTION);
-    return tf.engine().runKernel(DECODE_ATTENTION, { q, keys, valuesT, slots: o.slots() },
-      { window: o.window ?? 0, softcap: o.softcap ?? 0 } as any) as tf.Tensor2D;
+    return tf.engine().runKernel(DECODE_ATTENTION, { q, keys, valuesT, slots: o.slots() }, {
+      window: o.window ?? 0,
+      softcap: o.softcap ?? 0,
+    } as any) as tf.Tensor2D;
   }
   return tf.tidy(() => {
     const G = nH / nKV;
@@ -75,23 +93,43 @@ export function decodeAttention(q: tf.Tensor, keys: tf.Tensor, valuesT: tf.Tenso
 }
 
 /** The wasm kernel behind DECODE_ATTENTION (registered by initKernels). */
-export function decodeAttentionKernel({ inputs, backend, attrs }: { inputs: any; backend: any; attrs?: any }): tf.TensorInfo {
+export function decodeAttentionKernel({
+  inputs,
+  backend,
+  attrs,
+}: {
+  inputs: any;
+  backend: any;
+  attrs?: any;
+}): tf.TensorInfo {
   const k = activeKernels();
   if (!k) throw new Error(`${DECODE_ATTENTION}: the kernels module is not active`);
   const { q, keys, valuesT, slots } = inputs as Record<string, tf.TensorInfo>;
   const [B, nH, D] = q.shape;
   const [, nKV, S] = keys.shape;
   if (slots.dtype !== 'int32' || slots.shape[0] !== B || slots.shape[1] !== S + 2) {
-    throw new Error(`${DECODE_ATTENTION}: slot table ${slots.shape} (${slots.dtype}) does not fit ${B} rows of ${S} slots`);
+    throw new Error(
+      `${DECODE_ATTENTION}: slot table ${slots.shape} (${slots.dtype}) does not fit ${B} rows of ${S} slots`,
+    );
   }
   const out = backend.makeOutput([B, nH * D], 'float32');
   const scratch = backend.makeOutput([S], 'float32');
   try {
     // offsets are read after both allocations (which may grow the heap)
     k.decode_attention(
-      heapOffset(backend, q.dataId), heapOffset(backend, keys.dataId), heapOffset(backend, valuesT.dataId),
-      heapOffset(backend, slots.dataId), heapOffset(backend, out.dataId), heapOffset(backend, scratch.dataId),
-      B, nH, nKV, S, D, attrs?.window ?? 0, attrs?.softcap ?? 0,
+      heapOffset(backend, q.dataId),
+      heapOffset(backend, keys.dataId),
+      heapOffset(backend, valuesT.dataId),
+      heapOffset(backend, slots.dataId),
+      heapOffset(backend, out.dataId),
+      heapOffset(backend, scratch.dataId),
+      B,
+      nH,
+      nKV,
+      S,
+      D,
+      attrs?.window ?? 0,
+      attrs?.softcap ?? 0,
     );
   } finally {
     backend.disposeData(scratch.dataId);

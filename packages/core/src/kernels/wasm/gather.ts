@@ -18,16 +18,27 @@ export type TableLayout = 'rows' | 'cols';
 
 /** Rows [n, H] for ids int32 [n] from a float32 table in either layout. */
 export function gatherRows(table: tf.Tensor2D, ids: tf.Tensor1D, layout: TableLayout): tf.Tensor2D {
-  if (table.rank !== 2 || ids.rank !== 1) throw new ModelError('E_SHAPE', `gatherRows: table [${table.shape}] and ids [${ids.shape}]`);
+  if (table.rank !== 2 || ids.rank !== 1)
+    throw new ModelError('E_SHAPE', `gatherRows: table [${table.shape}] and ids [${ids.shape}]`);
   if (activeKernels() && table.dtype === 'float32' && ids.dtype === 'int32' && ids.size > 0) {
     countDispatch(GATHER_ROWS);
     return tf.engine().runKernel(GATHER_ROWS, { table, ids }, { cols: layout === 'cols' } as any) as tf.Tensor2D;
   }
-  return tf.tidy(() => (layout === 'rows' ? tf.gather(table, ids) : tf.transpose(tf.gather(table, ids, 1))) as tf.Tensor2D);
+  return tf.tidy(
+    () => (layout === 'rows' ? tf.gather(table, ids) : tf.transpose(tf.gather(table, ids, 1))) as tf.Tensor2D,
+  );
 }
 
 /** The wasm kernel behind GATHER_ROWS (registered by initKernels). */
-export function gatherRowsKernel({ inputs, backend, attrs }: { inputs: any; backend: any; attrs?: any }): tf.TensorInfo {
+export function gatherRowsKernel({
+  inputs,
+  backend,
+  attrs,
+}: {
+  inputs: any;
+  backend: any;
+  attrs?: any;
+}): tf.TensorInfo {
   const k = activeKernels();
   if (!k) throw new Error(`${GATHER_ROWS}: the kernels module is not active`);
   const { table, ids } = inputs as Record<string, tf.TensorInfo>;
@@ -37,7 +48,15 @@ export function gatherRowsKernel({ inputs, backend, attrs }: { inputs: any; back
   const H = cols ? R : C;
   const n = ids.shape[0];
   const out = backend.makeOutput([n, H], 'float32');
-  const bad = k.gather_rows(heapOffset(backend, table.dataId), heapOffset(backend, ids.dataId), heapOffset(backend, out.dataId), n, H, V, cols ? 1 : 0);
+  const bad = k.gather_rows(
+    heapOffset(backend, table.dataId),
+    heapOffset(backend, ids.dataId),
+    heapOffset(backend, out.dataId),
+    n,
+    H,
+    V,
+    cols ? 1 : 0,
+  );
   if (bad !== 0) {
     backend.disposeData(out.dataId);
     throw new ModelError('E_INDEX', `gatherRows: id #${bad - 1} is outside the table's ${V} rows`);

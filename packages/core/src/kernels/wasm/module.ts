@@ -20,11 +20,32 @@ import { packedWat } from './packed-wat.ts';
 /** The exported kernel functions (pointers are byte offsets into the wasm backend's heap). */
 export interface KernelExports {
   decode_attention(
-    q: number, keys: number, valsT: number, slots: number, out: number, scratch: number,
-    B: number, nH: number, nKV: number, S: number, D: number, window: number, cap: number,
+    q: number,
+    keys: number,
+    valsT: number,
+    slots: number,
+    out: number,
+    scratch: number,
+    B: number,
+    nH: number,
+    nKV: number,
+    S: number,
+    D: number,
+    window: number,
+    cap: number,
   ): void;
   rope(x: number, cos: number, sin: number, out: number, B: number, heads: number, D: number): void;
-  rms_norm(x: number, res: number, w: number, out: number, sumOut: number, N: number, H: number, L: number, eps: number): void;
+  rms_norm(
+    x: number,
+    res: number,
+    w: number,
+    out: number,
+    sumOut: number,
+    N: number,
+    H: number,
+    L: number,
+    eps: number,
+  ): void;
   gather_rows(table: number, ids: number, out: number, n: number, H: number, V: number, cols: number): number;
   // packed-wat.ts (K = bf16 | f16 | q8): out [N, rows] = x [N, cols] · Wᵀ; one row widened to f32
   matmul_bf16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number): void;
@@ -32,9 +53,36 @@ export interface KernelExports {
   gemm_bf16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, panel: number): void;
   gemm_f16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, panel: number): void;
   gemm_q8(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, panel: number): void;
-  matmul_t_bf16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, scratch: number): void;
-  matmul_t_f16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, scratch: number): void;
-  matmul_t_q8(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number, scratch: number): void;
+  matmul_t_bf16(
+    w: number,
+    s: number,
+    x: number,
+    out: number,
+    N: number,
+    rows: number,
+    cols: number,
+    scratch: number,
+  ): void;
+  matmul_t_f16(
+    w: number,
+    s: number,
+    x: number,
+    out: number,
+    N: number,
+    rows: number,
+    cols: number,
+    scratch: number,
+  ): void;
+  matmul_t_q8(
+    w: number,
+    s: number,
+    x: number,
+    out: number,
+    N: number,
+    rows: number,
+    cols: number,
+    scratch: number,
+  ): void;
   widen_bf16(w: number, s: number, dst: number, cols: number): void;
   widen_f16(w: number, s: number, dst: number, cols: number): void;
   widen_q8(w: number, s: number, dst: number, cols: number): void;
@@ -129,8 +177,8 @@ export async function cachedWasm(file: string, assemble: () => Promise<Uint8Arra
  */
 export async function loadKernels(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   enabled = (env.MOI_KERNELS ?? '1').trim() !== '0';
-  if (!compiled) compiled = new WebAssembly.Module(await kernelsBinary() as BufferSource);
-  if (!compiledPacked) compiledPacked = new WebAssembly.Module(await packedBinary() as BufferSource);
+  if (!compiled) compiled = new WebAssembly.Module((await kernelsBinary()) as BufferSource);
+  if (!compiledPacked) compiledPacked = new WebAssembly.Module((await packedBinary()) as BufferSource);
   initialized = true;
 }
 

@@ -29,7 +29,10 @@ export function fusedRmsNorm(x: tf.Tensor, eps: number, o: NormOptions = {}): { 
   const H = x.shape[x.rank - 1];
   const L = o.weight ? o.weight.size : H;
   if ((o.residual && o.residual.shape.join() !== x.shape.join()) || L % H !== 0 || x.size % L !== 0) {
-    throw new ModelError('E_NORM', `fusedRmsNorm: shapes do not fit (x ${x.shape}, residual ${o.residual?.shape ?? '-'}, weight ${o.weight?.shape ?? '-'})`);
+    throw new ModelError(
+      'E_NORM',
+      `fusedRmsNorm: shapes do not fit (x ${x.shape}, residual ${o.residual?.shape ?? '-'}, weight ${o.weight?.shape ?? '-'})`,
+    );
   }
   if (activeKernels() && x.dtype === 'float32') {
     countDispatch(RMS_NORM);
@@ -43,7 +46,10 @@ export function fusedRmsNorm(x: tf.Tensor, eps: number, o: NormOptions = {}): { 
     const sum = o.residual ? tf.add(x, o.residual) : x;
     let y = rmsNormComposite(sum, null, eps);
     if (o.weight) {
-      y = L === H ? tf.mul(y, o.weight) : tf.reshape(tf.mul(tf.reshape(y, [-1, L / H, H]), tf.reshape(o.weight, [L / H, H])), x.shape);
+      y =
+        L === H
+          ? tf.mul(y, o.weight)
+          : tf.reshape(tf.mul(tf.reshape(y, [-1, L / H, H]), tf.reshape(o.weight, [L / H, H])), x.shape);
     }
     return o.residual ? [y, sum] : [y];
   });
@@ -51,7 +57,15 @@ export function fusedRmsNorm(x: tf.Tensor, eps: number, o: NormOptions = {}): { 
 }
 
 /** The wasm kernel behind RMS_NORM (registered by initKernels): outputs [y] or [y, sum]. */
-export function rmsNormKernel({ inputs, backend, attrs }: { inputs: any; backend: any; attrs?: any }): tf.TensorInfo | tf.TensorInfo[] {
+export function rmsNormKernel({
+  inputs,
+  backend,
+  attrs,
+}: {
+  inputs: any;
+  backend: any;
+  attrs?: any;
+}): tf.TensorInfo | tf.TensorInfo[] {
   const k = activeKernels();
   if (!k) throw new Error(`${RMS_NORM}: the kernels module is not active`);
   const { x, residual, weight } = inputs as Record<string, tf.TensorInfo | undefined>;
@@ -62,8 +76,15 @@ export function rmsNormKernel({ inputs, backend, attrs }: { inputs: any; backend
   const sum = residual ? backend.makeOutput(shape, 'float32') : null;
   const L = weight ? weight.shape.reduce((a, b) => a * b, 1) : H;
   k.rms_norm(
-    heapOffset(backend, x!.dataId), residual ? heapOffset(backend, residual.dataId) : 0, weight ? heapOffset(backend, weight.dataId) : 0,
-    heapOffset(backend, y.dataId), sum ? heapOffset(backend, sum.dataId) : 0, size / H, H, L, attrs?.eps ?? 1e-6,
+    heapOffset(backend, x!.dataId),
+    residual ? heapOffset(backend, residual.dataId) : 0,
+    weight ? heapOffset(backend, weight.dataId) : 0,
+    heapOffset(backend, y.dataId),
+    sum ? heapOffset(backend, sum.dataId) : 0,
+    size / H,
+    H,
+    L,
+    attrs?.eps ?? 1e-6,
   );
   return sum ? [y, sum] : y;
 }

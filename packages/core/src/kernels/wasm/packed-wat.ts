@@ -48,7 +48,11 @@ type WideKind = Exclude<WatKind, 'q8'>;
  * Measured: more rows or x rows per tile make TurboFan schedule all of a step's loads first and
  * spill; many x rows go to gemm_K instead.
  */
-interface Tile { X: number; R: number; A: number }
+interface Tile {
+  X: number;
+  R: number;
+  A: number;
+}
 /** Weight rows per pass of matmul_K (each tile's R divides it). */
 const PASS = 2;
 const TILES: Record<WideKind, readonly Tile[]> = {
@@ -83,7 +87,6 @@ function widenVec(kind: WatKind, raw: string, part: number, ds: string | null, m
   return f16FromTop(top);
 }
 
-
 /**
  * WAT expression: vector `part` of a wide tile's 16-byte load `raw`, by shifts and masks (each one
  * instruction that any of several ports runs; a swizzle competes with the multiplies for one), so
@@ -102,7 +105,6 @@ function widenScalar(kind: WatKind, addr: string, d: string): string {
   if (kind === 'f16') return `(call $f16 (i32.load16_u ${addr}))`;
   return `(f32.mul (f32.convert_i32_s (i32.load8_s ${addr})) ${d})`;
 }
-
 
 /**
  * WAT expression: 4 weights at byte address `addr` widened to an f32x4 (one 8-byte load for the
@@ -130,26 +132,33 @@ function tile(kind: WideKind, { X, R, A }: Tile): string {
   const acc = (r: number, i: number, a: number) => `$a${r}_${i}_${a}`;
   const locals: string[] = ['(local $c i32) (local $end i32) (local $xv v128) (local $xq f32) (local $h v128)'];
   locals.push('(local $m0 v128)');
-  for (let r = 0; r < R; r++) locals.push(`(local $raw${r} v128) (local $f${r} v128) (local $wp${r} i32) (local $g${r} f32)`);
+  for (let r = 0; r < R; r++)
+    locals.push(`(local $raw${r} v128) (local $f${r} v128) (local $wp${r} i32) (local $g${r} f32)`);
   for (let i = 0; i < X; i++) locals.push(`(local $xp${i} i32)`);
-  for (let r = 0; r < R; r++) for (let i = 0; i < X; i++) {
-    locals.push(`(local $t${r}_${i} f32)`);
-    for (let a = 0; a < A; a++) locals.push(`(local ${acc(r, i, a)} v128)`);
-  }
+  for (let r = 0; r < R; r++)
+    for (let i = 0; i < X; i++) {
+      locals.push(`(local $t${r}_${i} f32)`);
+      for (let a = 0; a < A; a++) locals.push(`(local ${acc(r, i, a)} v128)`);
+    }
   for (let r = 0; r < R; r++) locals.push(`(local $rr${r} i32)`);
   L.push(`(func $tile_${kind}_${X}_${R} (param $w i32) (param $rb i32) (param $nr i32)`);
   L.push(`  (param $x i32) (param $xs i32) (param $cols i32) (param $o i32) (param $os i32) (param $zero i32)`);
   L.push(`  ${locals.join(' ')}`);
   // weight row r of the tile is min(r, nr − 1): a short last tile repeats its last row
   for (let r = 0; r < R; r++) {
-    L.push(`  (local.set $rr${r} (select (i32.const ${r}) (i32.sub (local.get $nr) (i32.const 1)) (i32.lt_u (i32.const ${r}) (local.get $nr))))`);
+    L.push(
+      `  (local.set $rr${r} (select (i32.const ${r}) (i32.sub (local.get $nr) (i32.const 1)) (i32.lt_u (i32.const ${r}) (local.get $nr))))`,
+    );
     L.push(`  (local.set $wp${r} (i32.add (local.get $w) (i32.mul (local.get $rr${r}) (local.get $rb))))`);
   }
-  for (let i = 0; i < X; i++) L.push(`  (local.set $xp${i} (i32.add (local.get $x) (i32.mul (local.get $xs) (i32.const ${i}))))`);
+  for (let i = 0; i < X; i++)
+    L.push(`  (local.set $xp${i} (i32.add (local.get $x) (i32.mul (local.get $xs) (i32.const ${i}))))`);
   L.push(`  (local.set $end (i32.and (local.get $cols) (i32.const ${-STEP})))`);
   // the lane-top mask (wideVec), xor a splat of the caller's 0: not a constant to TurboFan, so it
   // stays in a register instead of being rebuilt in every step
-  L.push(`  (local.set $m0 (v128.xor (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000) (i8x16.splat (local.get $zero))))`);
+  L.push(
+    `  (local.set $m0 (v128.xor (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000) (i8x16.splat (local.get $zero))))`,
+  );
   // main loop: 32 columns a step
   L.push(`  (block $done (loop $step`);
   L.push(`    (br_if $done (i32.ge_u (local.get $c) (local.get $end)))`);
@@ -180,7 +189,9 @@ function tile(kind: WideKind, { X, R, A }: Tile): string {
   for (let i = 0; i < X; i++) {
     L.push(`    (local.set $xq (f32.load (local.get $xp${i})))`);
     for (let r = 0; r < R; r++) {
-      L.push(`    (local.set $t${r}_${i} (f32.add (local.get $t${r}_${i}) (f32.mul (local.get $g${r}) (local.get $xq))))`);
+      L.push(
+        `    (local.set $t${r}_${i} (f32.add (local.get $t${r}_${i}) (f32.mul (local.get $g${r}) (local.get $xq))))`,
+      );
     }
   }
   for (let r = 0; r < R; r++) L.push(`    (local.set $wp${r} (i32.add (local.get $wp${r}) (i32.const ${bpc})))`);
@@ -191,7 +202,8 @@ function tile(kind: WideKind, { X, R, A }: Tile): string {
   for (let i = 0; i < X; i++) {
     for (let r = 0; r < R; r++) {
       const a0 = acc(r, i, 0);
-      for (let a = 1; a < A; a += 1) L.push(`  (local.set ${a0} (f32x4.add (local.get ${a0}) (local.get ${acc(r, i, a)})))`);
+      for (let a = 1; a < A; a += 1)
+        L.push(`  (local.set ${a0} (f32x4.add (local.get ${a0}) (local.get ${acc(r, i, a)})))`);
       const addr = `(i32.add (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const ${i}))) (i32.shl (local.get $rr${r}) (i32.const 2)))`;
       L.push(`  (f32.store ${addr} (f32.add ${hsum(a0)} (local.get $t${r}_${i})))`);
     }
@@ -208,16 +220,22 @@ function matmul(kind: WideKind): string {
           ${R === PASS ? '(local.get $nr)' : `(i32.const ${R})`}
           (i32.add (local.get $x) (i32.mul (local.get $n) (local.get $xs))) (local.get $xs) (local.get $cols)
           (i32.add (i32.add (local.get $op) (i32.mul (local.get $n) (local.get $os))) (i32.const ${4 * sub})) (local.get $os) (i32.const 0))`;
-  const tiles = [...TILES[kind]].sort((p, q) => q.X - p.X).map((t) => {
-    const calls = [];
-    for (let sub = 0; sub < PASS; sub += t.R) calls.push(sub === 0 ? call(t, 0) : `(if (i32.gt_u (local.get $nr) (i32.const ${sub})) (then ${call(t, sub)}))`);
-    return `
+  const tiles = [...TILES[kind]]
+    .sort((p, q) => q.X - p.X)
+    .map((t) => {
+      const calls = [];
+      for (let sub = 0; sub < PASS; sub += t.R)
+        calls.push(
+          sub === 0 ? call(t, 0) : `(if (i32.gt_u (local.get $nr) (i32.const ${sub})) (then ${call(t, sub)}))`,
+        );
+      return `
       (block $d${t.X} (loop $l${t.X}
         (br_if $d${t.X} (i32.gt_u (i32.add (local.get $n) (i32.const ${t.X})) (local.get $N)))
         ${calls.join('\n        ')}
         (local.set $n (i32.add (local.get $n) (i32.const ${t.X})))
         (br $l${t.X})))`;
-  }).join('');
+    })
+    .join('');
   return `(func (export "matmul_${kind}") (param $w i32) (param $s i32) (param $x i32) (param $out i32)
     (param $N i32) (param $rows i32) (param $cols i32)
     (local $r i32) (local $nr i32) (local $n i32) (local $wr i32)
@@ -246,7 +264,9 @@ function widenRow(kind: WatKind): string {
   for (let j = 0; j < loads; j++) {
     body.push(`(local.set $raw (v128.load offset=${16 * j} (local.get $w)))`);
     for (let p = 0; p < parts; p++) {
-      body.push(`(v128.store offset=${16 * (j * parts + p)} (local.get $dst) ${widenVec(kind, '(local.get $raw)', p, '(local.get $ds)')})`);
+      body.push(
+        `(v128.store offset=${16 * (j * parts + p)} (local.get $dst) ${widenVec(kind, '(local.get $raw)', p, '(local.get $ds)')})`,
+      );
     }
   }
   return `(func $widen_${kind} (export "widen_${kind}") (param $w i32) (param $s i32) (param $dst i32) (param $cols i32)
@@ -272,7 +292,6 @@ function widenRow(kind: WatKind): string {
   )`;
 }
 
-
 /**
  * gemm_K(w, s, x, out, N, rows, cols, panel): the same product for many x rows (prefill), in the
  * broadcast form of XNNPACK's f32 GEMM: for each block of 8 weight rows, the rows are widened once
@@ -286,7 +305,8 @@ function gemm(kind: WatKind): string {
     const L: string[] = [];
     const accs = (i: number) => [`$c${i}_0`, `$c${i}_1`];
     for (let i = 0; i < X; i++) for (const a of accs(i)) L.push(`(local.set ${a} (v128.const i32x4 0 0 0 0))`);
-    for (let i = 0; i < X; i++) L.push(`(local.set $xp${i} (i32.add (local.get $xr) (i32.mul (local.get $xs) (i32.const ${i}))))`);
+    for (let i = 0; i < X; i++)
+      L.push(`(local.set $xp${i} (i32.add (local.get $xr) (i32.mul (local.get $xs) (i32.const ${i}))))`);
     L.push(`(local.set $pp (local.get $panel)) (local.set $k (i32.const 0))`);
     const body = (unroll: number) => {
       const B: string[] = [];
@@ -346,31 +366,49 @@ function gemm(kind: WatKind): string {
       ;; the panel: f32 [cols, 8], lane j of column k = weight row r + j at k. Rows past the last
       ;; repeat it (their lanes are never stored). 4 columns a step: each row's 4 values widened,
       ;; then two 4×4 transposes; the last cols mod 4 columns one value at a time.
-      ${[0, 1, 2, 3, 4, 5, 6, 7].map((j) => `(local.set $q${j} (i32.add (local.get $r) (select (i32.const ${j}) (i32.sub (local.get $nb) (i32.const 1)) (i32.lt_u (i32.const ${j}) (local.get $nb)))))
+      ${[0, 1, 2, 3, 4, 5, 6, 7]
+        .map(
+          (
+            j,
+          ) => `(local.set $q${j} (i32.add (local.get $r) (select (i32.const ${j}) (i32.sub (local.get $nb) (i32.const 1)) (i32.lt_u (i32.const ${j}) (local.get $nb)))))
       (local.set $u${j} (i32.add (local.get $s) (i32.mul (local.get $q${j}) (local.get $sb))))
-      (local.set $q${j} (i32.add (local.get $w) (i32.mul (local.get $q${j}) (local.get $rb))))`).join('\n      ')}
+      (local.set $q${j} (i32.add (local.get $w) (i32.mul (local.get $q${j}) (local.get $rb))))`,
+        )
+        .join('\n      ')}
       (local.set $k (i32.const 0))
       (local.set $dst (local.get $panel))
       (local.set $k4 (i32.and (local.get $cols) (i32.const -4)))
       (block $dk4 (loop $lk4
         (br_if $dk4 (i32.ge_u (local.get $k) (local.get $k4)))
         ${[0, 1, 2, 3, 4, 5, 6, 7].map((j) => `(local.set $v${j} ${widen4(kind, `(local.get $q${j})`, swizzleMask(kind, 0), `(i32.add (local.get $u${j}) (i32.shl (i32.shr_u (local.get $k) (i32.const 5)) (i32.const 2)))`)})`).join('\n        ')}
-        ${[0, 4].map((b) => `(local.set $e0 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $v${b}) (local.get $v${b + 1})))
+        ${[0, 4]
+          .map(
+            (
+              b,
+            ) => `(local.set $e0 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $v${b}) (local.get $v${b + 1})))
         (local.set $e1 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $v${b}) (local.get $v${b + 1})))
         (local.set $e2 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $v${b + 2}) (local.get $v${b + 3})))
         (local.set $e3 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $v${b + 2}) (local.get $v${b + 3})))
         (v128.store offset=${b * 4} (local.get $dst) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $e0) (local.get $e2)))
         (v128.store offset=${b * 4 + 32} (local.get $dst) (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $e0) (local.get $e2)))
         (v128.store offset=${b * 4 + 64} (local.get $dst) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $e1) (local.get $e3)))
-        (v128.store offset=${b * 4 + 96} (local.get $dst) (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $e1) (local.get $e3)))`).join('\n        ')}
+        (v128.store offset=${b * 4 + 96} (local.get $dst) (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $e1) (local.get $e3)))`,
+          )
+          .join('\n        ')}
         ${[0, 1, 2, 3, 4, 5, 6, 7].map((j) => `(local.set $q${j} (i32.add (local.get $q${j}) (i32.const ${4 * bpc})))`).join(' ')}
         (local.set $dst (i32.add (local.get $dst) (i32.const 128)))
         (local.set $k (i32.add (local.get $k) (i32.const 4)))
         (br $lk4)))
       (block $dk1 (loop $lk1
         (br_if $dk1 (i32.ge_u (local.get $k) (local.get $cols)))
-        ${[0, 1, 2, 3, 4, 5, 6, 7].map((j) => `(f32.store offset=${4 * j} (local.get $dst) ${widenScalar(kind, `(local.get $q${j})`, `(f32.load (i32.add (local.get $u${j}) (i32.shl (i32.shr_u (local.get $k) (i32.const 5)) (i32.const 2))))`)})
-        (local.set $q${j} (i32.add (local.get $q${j}) (i32.const ${bpc})))`).join('\n        ')}
+        ${[0, 1, 2, 3, 4, 5, 6, 7]
+          .map(
+            (
+              j,
+            ) => `(f32.store offset=${4 * j} (local.get $dst) ${widenScalar(kind, `(local.get $q${j})`, `(f32.load (i32.add (local.get $u${j}) (i32.shl (i32.shr_u (local.get $k) (i32.const 5)) (i32.const 2))))`)})
+        (local.set $q${j} (i32.add (local.get $q${j}) (i32.const ${bpc})))`,
+          )
+          .join('\n        ')}
         (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
         (local.set $k (i32.add (local.get $k) (i32.const 1)))
         (br $lk1)))
@@ -403,7 +441,8 @@ function gemm(kind: WatKind): string {
  */
 function matmulT(kind: WatKind): string {
   const bpc = bytesPerCol(kind);
-  const xAt = '(f32.load (i32.add (local.get $x) (i32.add (i32.mul (local.get $n) (local.get $rs)) (i32.shl (local.get $r) (i32.const 2)))))';
+  const xAt =
+    '(f32.load (i32.add (local.get $x) (i32.add (i32.mul (local.get $n) (local.get $rs)) (i32.shl (local.get $r) (i32.const 2)))))';
   return `(func (export "matmul_t_${kind}") (param $w i32) (param $s i32) (param $x i32) (param $out i32)
     (param $N i32) (param $rows i32) (param $cols i32) (param $scratch i32)
     (local $r i32) (local $n i32) (local $i i32) (local $any i32) (local $a f32) (local $rs i32) (local $os i32) (local $sb i32)
@@ -545,10 +584,15 @@ const COMMON = `
 const XR = 4;
 function q8x16(): string {
   const rows = Array.from({ length: XR }, (_, k) => k);
-  const locals = ['(local $n i32) (local $r i32) (local $b i32) (local $c i32) (local $nb i32) (local $nbf i32) (local $sb i32)',
+  const locals = [
+    '(local $n i32) (local $r i32) (local $b i32) (local $c i32) (local $nb i32) (local $nbf i32) (local $sb i32)',
     '(local $xqn i32) (local $xdn i32) (local $on i32) (local $xp i32) (local $dx f32) (local $xv i32) (local $sum v128)',
     '(local $x0 v128) (local $x1 v128) (local $x2 v128) (local $x3 v128)',
-    ...rows.map((k) => `(local $rr${k} i32) (local $wp${k} i32) (local $sp${k} i32) (local $acc${k} v128) (local $t${k} i32) (local $tail${k} f32)`)];
+    ...rows.map(
+      (k) =>
+        `(local $rr${k} i32) (local $wp${k} i32) (local $sp${k} i32) (local $acc${k} v128) (local $t${k} i32) (local $tail${k} f32)`,
+    ),
+  ];
   const dot = (k: number, off: number, xa: string, xb: string) =>
     `(i32x4.add (i32x4.dot_i16x8_s (v128.load8x8_s offset=${off} (local.get $wp${k})) (local.get ${xa}))
                  (i32x4.dot_i16x8_s (v128.load8x8_s offset=${off + 8} (local.get $wp${k})) (local.get ${xb})))`;
@@ -566,11 +610,17 @@ function q8x16(): string {
       (local.set $r (i32.const 0))
       (block $dr (loop $lr
         (br_if $dr (i32.ge_u (local.get $r) (local.get $rows)))
-        ${rows.map((k) => `(local.set $rr${k} (select (i32.add (local.get $r) (i32.const ${k})) (i32.sub (local.get $rows) (i32.const 1))
+        ${rows
+          .map(
+            (
+              k,
+            ) => `(local.set $rr${k} (select (i32.add (local.get $r) (i32.const ${k})) (i32.sub (local.get $rows) (i32.const 1))
           (i32.lt_u (i32.add (local.get $r) (i32.const ${k})) (local.get $rows))))
         (local.set $wp${k} (i32.add (local.get $w) (i32.mul (local.get $rr${k}) (local.get $cols))))
         (local.set $sp${k} (i32.add (local.get $s) (i32.mul (local.get $rr${k}) (local.get $sb))))
-        (local.set $acc${k} (v128.const i32x4 0 0 0 0))`).join('\n        ')}
+        (local.set $acc${k} (v128.const i32x4 0 0 0 0))`,
+          )
+          .join('\n        ')}
         (local.set $xp (local.get $xqn))
         (local.set $b (i32.const 0))
         (block $db (loop $lb
@@ -580,11 +630,15 @@ function q8x16(): string {
           (local.set $x1 (v128.load offset=16 (local.get $xp)))
           (local.set $x2 (v128.load offset=32 (local.get $xp)))
           (local.set $x3 (v128.load offset=48 (local.get $xp)))
-          ${rows.map((k) => `(local.set $sum (i32x4.add ${dot(k, 0, '$x0', '$x1')} ${dot(k, 16, '$x2', '$x3')}))
+          ${rows
+            .map(
+              (k) => `(local.set $sum (i32x4.add ${dot(k, 0, '$x0', '$x1')} ${dot(k, 16, '$x2', '$x3')}))
           (local.set $acc${k} (f32x4.add (local.get $acc${k}) (f32x4.mul (f32x4.convert_i32x4_s (local.get $sum))
             (f32x4.splat (f32.mul (f32.load (local.get $sp${k})) (local.get $dx))))))
           (local.set $wp${k} (i32.add (local.get $wp${k}) (i32.const 32)))
-          (local.set $sp${k} (i32.add (local.get $sp${k}) (i32.const 4)))`).join('\n          ')}
+          (local.set $sp${k} (i32.add (local.get $sp${k}) (i32.const 4)))`,
+            )
+            .join('\n          ')}
           (local.set $xp (i32.add (local.get $xp) (i32.const 64)))
           (local.set $b (i32.add (local.get $b) (i32.const 1)))
           (br $lb)))
@@ -595,8 +649,14 @@ function q8x16(): string {
           (block $dc (loop $lc
             (br_if $dc (i32.ge_u (local.get $c) (local.get $cols)))
             (local.set $xv (i32.load16_s (local.get $xp)))
-            ${rows.map((k) => `(local.set $t${k} (i32.add (local.get $t${k}) (i32.mul (i32.load8_s (local.get $wp${k})) (local.get $xv))))
-            (local.set $wp${k} (i32.add (local.get $wp${k}) (i32.const 1)))`).join('\n            ')}
+            ${rows
+              .map(
+                (
+                  k,
+                ) => `(local.set $t${k} (i32.add (local.get $t${k}) (i32.mul (i32.load8_s (local.get $wp${k})) (local.get $xv))))
+            (local.set $wp${k} (i32.add (local.get $wp${k}) (i32.const 1)))`,
+              )
+              .join('\n            ')}
             (local.set $xp (i32.add (local.get $xp) (i32.const 2)))
             (local.set $c (i32.add (local.get $c) (i32.const 1)))
             (br $lc)))
@@ -616,9 +676,11 @@ function q8x16(): string {
  */
 function quantizeX16(): string {
   const v = (j: number) => `(v128.load offset=${16 * j} (local.get $xb))`;
-  const absMax = (lo: number, hi: number): string => hi - lo === 1 ? `(f32x4.abs ${v(lo)})`
-    : `(f32x4.max ${absMax(lo, (lo + hi) / 2)} ${absMax((lo + hi) / 2, hi)})`;
-  const rounded = (j: number) => `(v128.or (f32x4.floor (f32x4.add (f32x4.abs (local.tee $t (f32x4.div ${v(j)} (local.get $vd))))
+  const absMax = (lo: number, hi: number): string =>
+    hi - lo === 1 ? `(f32x4.abs ${v(lo)})` : `(f32x4.max ${absMax(lo, (lo + hi) / 2)} ${absMax((lo + hi) / 2, hi)})`;
+  const rounded = (
+    j: number,
+  ) => `(v128.or (f32x4.floor (f32x4.add (f32x4.abs (local.tee $t (f32x4.div ${v(j)} (local.get $vd))))
               (v128.const f32x4 0.5 0.5 0.5 0.5))) (v128.and (local.get $t) (v128.const i32x4 0x80000000 0x80000000 0x80000000 0x80000000)))`;
   const simd = [0, 1, 2, 3, 4, 5, 6, 7].map((j) => `(local.set $r${j} ${rounded(j)})`).join('\n            ');
   return `
@@ -647,8 +709,12 @@ function quantizeX16(): string {
               (else ${simd}))
             (if (local.get $fq)
               (then ${[0, 1, 2, 3, 4, 5, 6, 7].map((j) => `(v128.store offset=${16 * j} (local.get $fb) (f32x4.mul (local.get $r${j}) (local.get $vd)))`).join('\n              ')})
-              (else ${[0, 1, 2, 3].map((j) => `(v128.store offset=${16 * j} (i32.add (local.get $xq) (i32.shl (local.get $c) (i32.const 1)))
-                (i16x8.narrow_i32x4_s (i32x4.trunc_sat_f32x4_s (local.get $r${2 * j})) (i32x4.trunc_sat_f32x4_s (local.get $r${2 * j + 1}))))`).join('\n              ')})))
+              (else ${[0, 1, 2, 3]
+                .map(
+                  (j) => `(v128.store offset=${16 * j} (i32.add (local.get $xq) (i32.shl (local.get $c) (i32.const 1)))
+                (i16x8.narrow_i32x4_s (i32x4.trunc_sat_f32x4_s (local.get $r${2 * j})) (i32x4.trunc_sat_f32x4_s (local.get $r${2 * j + 1}))))`,
+                )
+                .join('\n              ')})))
           (else
             (local.set $m (f32.const 0))
             (local.set $i (local.get $c))
@@ -684,7 +750,12 @@ function quantizeX16(): string {
 
 /** The whole packed-kernels module as WebAssembly text. */
 export function packedWat(): string {
-  const parts = [';; moi packed-weight kernels (generated by packed-wat.ts; see its header)', '(module', '  (import "env" "memory" (memory 0))', COMMON];
+  const parts = [
+    ';; moi packed-weight kernels (generated by packed-wat.ts; see its header)',
+    '(module',
+    '  (import "env" "memory" (memory 0))',
+    COMMON,
+  ];
   for (const kind of PACKED_KINDS) {
     if (kind !== 'q8') {
       for (const t of TILES[kind]) parts.push(tile(kind, t));

@@ -98,7 +98,8 @@ function int32Words(bytes: Uint8Array): Int32Array {
 
 /** Pack 16-bit words (bf16 or f16 bit patterns, row-major [rows, cols]) as they are. */
 export function pack16(kind: 'bf16' | 'f16', words: Uint16Array, rows: number, cols: number): PackedWeight {
-  if (words.length !== rows * cols) throw new ModelError('E_SHAPE', `pack16: ${words.length} words for [${rows}, ${cols}]`);
+  if (words.length !== rows * cols)
+    throw new ModelError('E_SHAPE', `pack16: ${words.length} words for [${rows}, ${cols}]`);
   const data = tf.tensor1d(int32Words(new Uint8Array(words.buffer, words.byteOffset, words.byteLength)), 'int32');
   return { kind, rows, cols, data, scales: null };
 }
@@ -120,7 +121,8 @@ export function packQ8Blocks(q: Int8Array, d: Float32Array, rows: number, cols: 
 export function widenPacked(w: PackedWeight): Float32Array {
   const bytes = new Uint8Array(w.data.dataSync().buffer.slice(0));
   const n = w.rows * w.cols;
-  if (w.kind === 'q8') return dequantizeQ8(new Int8Array(bytes.buffer, 0, n), w.scales!.dataSync() as Float32Array, w.rows, w.cols);
+  if (w.kind === 'q8')
+    return dequantizeQ8(new Int8Array(bytes.buffer, 0, n), w.scales!.dataSync() as Float32Array, w.rows, w.cols);
   const words = new Uint16Array(bytes.buffer, 0, n);
   return w.kind === 'bf16' ? bf16ToF32(words) : f16ToF32(words);
 }
@@ -139,13 +141,24 @@ function widened(w: PackedWeight): tf.Tensor2D {
 function checkStorage(op: string, w: PackedWeight): void {
   const bytes = w.rows * w.cols * (w.kind === 'q8' ? 1 : 2);
   const blocks = w.rows * Math.ceil(w.cols / Q8_BLOCK);
-  if (w.data.dtype !== 'int32' || w.data.size * 4 < bytes || (w.kind === 'q8' ? w.scales?.size !== blocks : w.scales !== null)) {
-    throw new ModelError('E_SHAPE', `${op}: ${w.kind} storage (${w.data.size} words, ${w.scales?.size ?? 'no'} scales) does not hold [${w.rows}, ${w.cols}]`);
+  if (
+    w.data.dtype !== 'int32' ||
+    w.data.size * 4 < bytes ||
+    (w.kind === 'q8' ? w.scales?.size !== blocks : w.scales !== null)
+  ) {
+    throw new ModelError(
+      'E_SHAPE',
+      `${op}: ${w.kind} storage (${w.data.size} words, ${w.scales?.size ?? 'no'} scales) does not hold [${w.rows}, ${w.cols}]`,
+    );
   }
 }
 
 /** Attributes every packed kernel gets. */
-interface PackedAttrs { kind: PackedKind; rows: number; cols: number }
+interface PackedAttrs {
+  kind: PackedKind;
+  rows: number;
+  cols: number;
+}
 
 function packedInputs(w: PackedWeight): Record<string, tf.Tensor> {
   return w.scales ? { data: w.data, scales: w.scales } : { data: w.data };
@@ -170,14 +183,27 @@ export interface PackedMatMulOptions {
 
 /** y [N, rows] = x [N, cols] · Wᵀ (· outScale) (+ bias). */
 export function packedMatMul(x: tf.Tensor2D, w: PackedWeight, o: PackedMatMulOptions = {}): tf.Tensor2D {
-  if (x.rank !== 2 || x.shape[1] !== w.cols) throw new ModelError('E_SHAPE', `packedMatMul: x [${x.shape}] does not fit a [${w.rows}, ${w.cols}] weight`);
-  for (const [name, t] of [['bias', o.bias], ['outScale', o.outScale]] as const) {
-    if (t && (t.size !== w.rows || t.dtype !== 'float32')) throw new ModelError('E_SHAPE', `packedMatMul: ${name} [${t.shape}] (${t.dtype}) does not fit ${w.rows} output features`);
+  if (x.rank !== 2 || x.shape[1] !== w.cols)
+    throw new ModelError('E_SHAPE', `packedMatMul: x [${x.shape}] does not fit a [${w.rows}, ${w.cols}] weight`);
+  for (const [name, t] of [
+    ['bias', o.bias],
+    ['outScale', o.outScale],
+  ] as const) {
+    if (t && (t.size !== w.rows || t.dtype !== 'float32'))
+      throw new ModelError(
+        'E_SHAPE',
+        `packedMatMul: ${name} [${t.shape}] (${t.dtype}) does not fit ${w.rows} output features`,
+      );
   }
   checkStorage('packedMatMul', w);
   if (activeKernels() && x.dtype === 'float32' && x.size > 0 && w.rows > 0) {
     countDispatch(PACKED_MATMUL);
-    const inputs = { x, ...packedInputs(w), ...(o.bias ? { bias: o.bias } : {}), ...(o.outScale ? { outScale: o.outScale } : {}) };
+    const inputs = {
+      x,
+      ...packedInputs(w),
+      ...(o.bias ? { bias: o.bias } : {}),
+      ...(o.outScale ? { outScale: o.outScale } : {}),
+    };
     const attrs: PackedAttrs = { kind: w.kind, rows: w.rows, cols: w.cols };
     return tf.engine().runKernel(PACKED_MATMUL, inputs, attrs as any) as tf.Tensor2D;
   }
@@ -200,7 +226,15 @@ export function roundActivations16(x: tf.Tensor2D): tf.Tensor2D {
     const [N, cols] = x.shape;
     const nb = Math.ceil(cols / Q8_BLOCK);
     const pad = nb * Q8_BLOCK - cols;
-    const blocks = tf.reshape(pad ? tf.pad(x, [[0, 0], [0, pad]]) : x, [N, nb, Q8_BLOCK]);
+    const blocks = tf.reshape(
+      pad
+        ? tf.pad(x, [
+            [0, 0],
+            [0, pad],
+          ])
+        : x,
+      [N, nb, Q8_BLOCK],
+    );
     // d below 2^-126 (a block of |x| < 4e-34) is 0 on a GPU: divNoNan then gives q = 0, an error
     // below 4e-34 per value, where the kernels keep it; never 0/0
     const d = tf.div(tf.max(tf.abs(blocks), 2, true), tf.scalar(32767));
@@ -213,7 +247,8 @@ export function roundActivations16(x: tf.Tensor2D): tf.Tensor2D {
 
 /** y [N, cols] = x [N, rows] · W: a weighted sum of rows (mixing embedding rows over the vocabulary). */
 export function packedMatMulT(x: tf.Tensor2D, w: PackedWeight): tf.Tensor2D {
-  if (x.rank !== 2 || x.shape[1] !== w.rows) throw new ModelError('E_SHAPE', `packedMatMulT: x [${x.shape}] does not fit a [${w.rows}, ${w.cols}] weight`);
+  if (x.rank !== 2 || x.shape[1] !== w.rows)
+    throw new ModelError('E_SHAPE', `packedMatMulT: x [${x.shape}] does not fit a [${w.rows}, ${w.cols}] weight`);
   checkStorage('packedMatMulT', w);
   if (activeKernels() && x.dtype === 'float32' && x.size > 0 && w.cols > 0) {
     countDispatch(PACKED_MATMUL_T);
@@ -225,7 +260,8 @@ export function packedMatMulT(x: tf.Tensor2D, w: PackedWeight): tf.Tensor2D {
 
 /** Rows [n, cols] as f32 for ids [n] (int32): the embedding lookup. */
 export function packedRows(w: PackedWeight, ids: tf.Tensor1D): tf.Tensor2D {
-  if (ids.rank !== 1 || ids.dtype !== 'int32') throw new ModelError('E_DTYPE', `packedRows: ids must be int32 [n], got ${ids.dtype} [${ids.shape}]`);
+  if (ids.rank !== 1 || ids.dtype !== 'int32')
+    throw new ModelError('E_DTYPE', `packedRows: ids must be int32 [n], got ${ids.dtype} [${ids.shape}]`);
   checkStorage('packedRows', w);
   if (activeKernels() && ids.size > 0 && w.cols > 0) {
     countDispatch(PACKED_ROWS);
@@ -237,7 +273,11 @@ export function packedRows(w: PackedWeight, ids: tf.Tensor1D): tf.Tensor2D {
 
 // ---- the wasm kernels behind the ops (registered by initKernels) ----
 
-interface KernelArgs { inputs: any; backend: any; attrs?: any }
+interface KernelArgs {
+  inputs: any;
+  backend: any;
+  attrs?: any;
+}
 
 /**
  * From this many x rows on, packedMatMul runs gemm_K (weights widened per block of 8 rows into an
@@ -301,7 +341,13 @@ export function packedMatMulKernel({ inputs, backend, attrs }: KernelArgs): tf.T
       else k.matmul_f16(w, s, xdo, oo, N, rows, cols);
     }
     if (inputs.outScale || inputs.bias) {
-      k.epilogue(oo, N, rows, inputs.outScale ? heapOffset(backend, inputs.outScale.dataId) : 0, inputs.bias ? heapOffset(backend, inputs.bias.dataId) : 0);
+      k.epilogue(
+        oo,
+        N,
+        rows,
+        inputs.outScale ? heapOffset(backend, inputs.outScale.dataId) : 0,
+        inputs.bias ? heapOffset(backend, inputs.bias.dataId) : 0,
+      );
     }
   } finally {
     if (panel) backend.disposeData(panel.dataId);
@@ -311,7 +357,15 @@ export function packedMatMulKernel({ inputs, backend, attrs }: KernelArgs): tf.T
   return out;
 }
 
-function widenRow(k: KernelExports, kind: PackedKind, w: number, s: number, row: number, cols: number, dst: number): void {
+function widenRow(
+  k: KernelExports,
+  kind: PackedKind,
+  w: number,
+  s: number,
+  row: number,
+  cols: number,
+  dst: number,
+): void {
   const nb = Math.ceil(cols / Q8_BLOCK);
   if (kind === 'bf16') k.widen_bf16(w + row * cols * 2, 0, dst, cols);
   else if (kind === 'f16') k.widen_f16(w + row * cols * 2, 0, dst, cols);
@@ -328,7 +382,16 @@ export function packedMatMulTKernel({ inputs, backend, attrs }: KernelArgs): tf.
   const scratch = backend.makeOutput([cols], 'float32');
   try {
     const [w, s] = weightOffsets(backend, inputs);
-    const args = [w, s, heapOffset(backend, x.dataId), heapOffset(backend, out.dataId), N, rows, cols, heapOffset(backend, scratch.dataId)] as const;
+    const args = [
+      w,
+      s,
+      heapOffset(backend, x.dataId),
+      heapOffset(backend, out.dataId),
+      N,
+      rows,
+      cols,
+      heapOffset(backend, scratch.dataId),
+    ] as const;
     if (kind === 'bf16') k.matmul_t_bf16(...args);
     else if (kind === 'f16') k.matmul_t_f16(...args);
     else k.matmul_t_q8(...args);
@@ -344,9 +407,11 @@ export function packedRowsKernel({ inputs, backend, attrs }: KernelArgs): tf.Ten
   const { kind, rows, cols } = attrs as PackedAttrs;
   const idsT = inputs.ids as tf.TensorInfo;
   const n = idsT.shape[0];
-  const readIds = () => new Int32Array((backend.wasm.asm.memory as WebAssembly.Memory).buffer, heapOffset(backend, idsT.dataId), n);
+  const readIds = () =>
+    new Int32Array((backend.wasm.asm.memory as WebAssembly.Memory).buffer, heapOffset(backend, idsT.dataId), n);
   for (const id of readIds()) {
-    if (id < 0 || id >= rows) throw new ModelError('E_SHAPE', `packedRows: id ${id} is outside the weight's ${rows} rows`);
+    if (id < 0 || id >= rows)
+      throw new ModelError('E_SHAPE', `packedRows: id ${id} is outside the weight's ${rows} rows`);
   }
   const out = backend.makeOutput([n, cols], 'float32');
   const [w, s] = weightOffsets(backend, inputs);

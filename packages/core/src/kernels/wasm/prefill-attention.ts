@@ -62,25 +62,49 @@ export function prefillAttention(qk: tf.Tensor, v: tf.Tensor, o: PrefillAttentio
   const N = qk.shape[0] ?? 0;
   const T = N / B;
   const vCol = o.vColumn ?? 0;
-  if (qk.rank !== 2 || v.rank !== 2 || qk.shape[1] !== (nH + nKV) * D || v.shape[0] !== N || vCol < 0 ||
-      (v.shape[1] ?? 0) < vCol + nKV * D || !Number.isInteger(T) || T < 1 || nH % nKV !== 0) {
-    throw new ModelError('E_ATTENTION', `prefillAttention: shapes do not fit (qk ${qk.shape}, v ${v.shape} from column ${vCol}, ${B} rows, ${nH}/${nKV} heads of ${D})`);
+  if (
+    qk.rank !== 2 ||
+    v.rank !== 2 ||
+    qk.shape[1] !== (nH + nKV) * D ||
+    v.shape[0] !== N ||
+    vCol < 0 ||
+    (v.shape[1] ?? 0) < vCol + nKV * D ||
+    !Number.isInteger(T) ||
+    T < 1 ||
+    nH % nKV !== 0
+  ) {
+    throw new ModelError(
+      'E_ATTENTION',
+      `prefillAttention: shapes do not fit (qk ${qk.shape}, v ${v.shape} from column ${vCol}, ${B} rows, ${nH}/${nKV} heads of ${D})`,
+    );
   }
   const p = o.prefix;
   if (p) {
     const [Bc, nKVc, S, Dk] = p.keys.shape;
-    if (p.keys.rank !== 4 || nKVc !== nKV || Dk !== D || p.valuesT.shape.join() !== [Bc, nKV, D, S].join() || p.rows.length !== B) {
-      throw new ModelError('E_ATTENTION', `prefillAttention: the cache prefix does not fit (keys ${p.keys.shape}, valuesT ${p.valuesT.shape}, ${p.rows.length} rows)`);
+    if (
+      p.keys.rank !== 4 ||
+      nKVc !== nKV ||
+      Dk !== D ||
+      p.valuesT.shape.join() !== [Bc, nKV, D, S].join() ||
+      p.rows.length !== B
+    ) {
+      throw new ModelError(
+        'E_ATTENTION',
+        `prefillAttention: the cache prefix does not fit (keys ${p.keys.shape}, valuesT ${p.valuesT.shape}, ${p.rows.length} rows)`,
+      );
     }
     for (const r of p.rows) {
       if (!Number.isInteger(r) || r < 0 || r >= Bc || p.slotPos[r]?.length !== S) {
-        throw new ModelError('E_ATTENTION', `prefillAttention: cache row ${r} is outside the cache's ${Bc} rows of ${S} slots`);
+        throw new ModelError(
+          'E_ATTENTION',
+          `prefillAttention: cache row ${r} is outside the cache's ${Bc} rows of ${S} slots`,
+        );
       }
     }
   }
   if (activeKernels() && qk.dtype === 'float32' && v.dtype === 'float32') {
     countDispatch(PREFILL_ATTENTION);
-    const S = p ? p.keys.shape[2] ?? 0 : 0;
+    const S = p ? (p.keys.shape[2] ?? 0) : 0;
     return tf.tidy(() => {
       const table = new Int32Array(B * (S + 2));
       for (let i = 0; i < B; i++) {
@@ -89,9 +113,18 @@ export function prefillAttention(qk: tf.Tensor, v: tf.Tensor, o: PrefillAttentio
         if (p) table.set(p.slotPos[p.rows[i]], i * (S + 2) + 2);
       }
       const inputs: Record<string, tf.Tensor> = { qk, v, table: tf.tensor2d(table, [B, S + 2], 'int32') };
-      if (p) { inputs.keys = p.keys; inputs.valuesT = p.valuesT; }
-      return tf.engine().runKernel(PREFILL_ATTENTION, inputs,
-        { heads: nH, kvHeads: nKV, headDim: D, vColumn: vCol, window: o.window ?? 0, softcap: o.softcap ?? 0 } as any) as tf.Tensor2D;
+      if (p) {
+        inputs.keys = p.keys;
+        inputs.valuesT = p.valuesT;
+      }
+      return tf.engine().runKernel(PREFILL_ATTENTION, inputs, {
+        heads: nH,
+        kvHeads: nKV,
+        headDim: D,
+        vColumn: vCol,
+        window: o.window ?? 0,
+        softcap: o.softcap ?? 0,
+      } as any) as tf.Tensor2D;
     });
   }
   return tf.tidy(() => {
@@ -101,11 +134,19 @@ export function prefillAttention(qk: tf.Tensor, v: tf.Tensor, o: PrefillAttentio
     const k = heads(qk, nH * D, nKV);
     const vv = heads(v, vCol, nKV);
     const positions = o.start.map((p0) => Array.from({ length: T }, (_, t) => p0 + t));
-    if (!p) return flat(attention(q, k, vv, positionMask(positions, positions, o.window), { scale: 1, softcap: o.softcap }));
+    if (!p)
+      return flat(attention(q, k, vv, positionMask(positions, positions, o.window), { scale: 1, softcap: o.softcap }));
     const allRows = p.rows.length === p.keys.shape[0] && p.rows.every((r, i) => r === i);
     const keys = tf.concat([allRows ? p.keys : tf.gather(p.keys, p.rows), k], 2) as tf.Tensor4D;
-    const valuesT = tf.concat([allRows ? p.valuesT : tf.gather(p.valuesT, p.rows), tf.transpose(vv, [0, 1, 3, 2])], 3) as tf.Tensor4D;
-    const mask = positionMask(positions, p.rows.map((r, i) => [...p.slotPos[r], ...positions[i]]), o.window);
+    const valuesT = tf.concat(
+      [allRows ? p.valuesT : tf.gather(p.valuesT, p.rows), tf.transpose(vv, [0, 1, 3, 2])],
+      3,
+    ) as tf.Tensor4D;
+    const mask = positionMask(
+      positions,
+      p.rows.map((r, i) => [...p.slotPos[r], ...positions[i]]),
+      o.window,
+    );
     return flat(attention(q, keys, valuesT, mask, { scale: 1, softcap: o.softcap, valuesTransposed: true }));
   });
   function flat(x: tf.Tensor4D): tf.Tensor2D {
@@ -138,9 +179,18 @@ export function prefillQk(x: tf.Tensor, o: PrefillQkOptions): tf.Tensor3D {
   const N = x.shape[0] ?? 0;
   const D = o.headDim;
   const width = o.heads * D;
-  if (x.rank !== 2 || (x.shape[1] ?? 0) < width || D % 2 !== 0 || o.cos.size !== N * D || o.sin.size !== N * D ||
-      (o.normWeight !== null && o.normWeight.size !== width)) {
-    throw new ModelError('E_ROPE', `prefillQk: shapes do not fit (x ${x.shape}, ${o.heads} heads of ${D}, cos ${o.cos.shape}, norm ${o.normWeight?.shape ?? '-'})`);
+  if (
+    x.rank !== 2 ||
+    (x.shape[1] ?? 0) < width ||
+    D % 2 !== 0 ||
+    o.cos.size !== N * D ||
+    o.sin.size !== N * D ||
+    (o.normWeight !== null && o.normWeight.size !== width)
+  ) {
+    throw new ModelError(
+      'E_ROPE',
+      `prefillQk: shapes do not fit (x ${x.shape}, ${o.heads} heads of ${D}, cos ${o.cos.shape}, norm ${o.normWeight?.shape ?? '-'})`,
+    );
   }
   if (activeKernels() && x.dtype === 'float32') {
     countDispatch(PREFILL_QK);
@@ -164,8 +214,16 @@ export function prefillQkKernel({ inputs, backend, attrs }: { inputs: any; backe
   const [N, W] = x!.shape as [number, number];
   const out = backend.makeOutput([N, heads, D], 'float32');
   k.prefill_qk(
-    heapOffset(backend, x!.dataId), W, weight ? heapOffset(backend, weight.dataId) : 0,
-    heapOffset(backend, cos!.dataId), heapOffset(backend, sin!.dataId), heapOffset(backend, out.dataId), N, heads, D, eps,
+    heapOffset(backend, x!.dataId),
+    W,
+    weight ? heapOffset(backend, weight.dataId) : 0,
+    heapOffset(backend, cos!.dataId),
+    heapOffset(backend, sin!.dataId),
+    heapOffset(backend, out.dataId),
+    N,
+    heads,
+    D,
+    eps,
   );
   return out;
 }
@@ -174,16 +232,51 @@ export function prefillQkKernel({ inputs, backend, attrs }: { inputs: any; backe
 
 /** The kernels' entry points (kernels.wat); pointers are byte offsets into the wasm heap. */
 interface PrefillExports {
-  prefill_qk(x: number, xs: number, w: number, cos: number, sin: number, out: number, N: number, heads: number, D: number, eps: number): void;
+  prefill_qk(
+    x: number,
+    xs: number,
+    w: number,
+    cos: number,
+    sin: number,
+    out: number,
+    N: number,
+    heads: number,
+    D: number,
+    eps: number,
+  ): void;
   prefill_attention(
-    q: number, k: number, v: number, qs: number, ks: number, vs: number,
-    keys: number, valsT: number, table: number, out: number, scratch: number,
-    B: number, T: number, nH: number, nKV: number, D: number, S: number, window: number, cap: number,
+    q: number,
+    k: number,
+    v: number,
+    qs: number,
+    ks: number,
+    vs: number,
+    keys: number,
+    valsT: number,
+    table: number,
+    out: number,
+    scratch: number,
+    B: number,
+    T: number,
+    nH: number,
+    nKV: number,
+    D: number,
+    S: number,
+    window: number,
+    cap: number,
   ): void;
 }
 
 /** The wasm kernel behind PREFILL_ATTENTION (registered by initKernels). */
-export function prefillAttentionKernel({ inputs, backend, attrs }: { inputs: any; backend: any; attrs?: any }): tf.TensorInfo {
+export function prefillAttentionKernel({
+  inputs,
+  backend,
+  attrs,
+}: {
+  inputs: any;
+  backend: any;
+  attrs?: any;
+}): tf.TensorInfo {
   const k = activeKernels() as unknown as PrefillExports | null;
   if (!k) throw new Error(`${PREFILL_ATTENTION}: the kernels module is not active`);
   const { qk, v, table, keys, valuesT } = inputs as Record<string, tf.TensorInfo | undefined>;
@@ -193,7 +286,9 @@ export function prefillAttentionKernel({ inputs, backend, attrs }: { inputs: any
   const N = qk!.shape[0];
   const T = N / B;
   if (table!.dtype !== 'int32' || (S > 0 && (!keys || keys.shape[2] !== S))) {
-    throw new Error(`${PREFILL_ATTENTION}: table ${table!.shape} (${table!.dtype}) does not fit the cache prefix ${keys?.shape ?? '-'}`);
+    throw new Error(
+      `${PREFILL_ATTENTION}: table ${table!.shape} (${table!.dtype}) does not fit the cache prefix ${keys?.shape ?? '-'}`,
+    );
   }
   const out = backend.makeOutput([N, nH * D], 'float32');
   const scratch = backend.makeOutput([4 * (S + T) + D + 8 + 64], 'float32');
@@ -202,10 +297,25 @@ export function prefillAttentionKernel({ inputs, backend, attrs }: { inputs: any
     const qkAt = heapOffset(backend, qk!.dataId);
     const qkW = qk!.shape[1];
     k.prefill_attention(
-      qkAt, qkAt + nH * D * 4, heapOffset(backend, v!.dataId) + vColumn * 4, qkW, qkW, v!.shape[1],
-      S > 0 ? heapOffset(backend, keys!.dataId) : 0, S > 0 ? heapOffset(backend, valuesT!.dataId) : 0,
-      heapOffset(backend, table!.dataId), heapOffset(backend, out.dataId), heapOffset(backend, scratch.dataId),
-      B, T, nH, nKV, D, S, window, softcap,
+      qkAt,
+      qkAt + nH * D * 4,
+      heapOffset(backend, v!.dataId) + vColumn * 4,
+      qkW,
+      qkW,
+      v!.shape[1],
+      S > 0 ? heapOffset(backend, keys!.dataId) : 0,
+      S > 0 ? heapOffset(backend, valuesT!.dataId) : 0,
+      heapOffset(backend, table!.dataId),
+      heapOffset(backend, out.dataId),
+      heapOffset(backend, scratch.dataId),
+      B,
+      T,
+      nH,
+      nKV,
+      D,
+      S,
+      window,
+      softcap,
     );
   } finally {
     backend.disposeData(scratch.dataId);

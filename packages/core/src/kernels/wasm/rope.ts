@@ -36,6 +36,14 @@ export function ropeKernel({ inputs, backend }: { inputs: any; backend: any }): 
   const { x, cos, sin } = inputs as Record<string, tf.TensorInfo>;
   const [B, heads, D] = x.shape;
   const out = backend.makeOutput(x.shape, 'float32');
-  k.rope(heapOffset(backend, x.dataId), heapOffset(backend, cos.dataId), heapOffset(backend, sin.dataId), heapOffset(backend, out.dataId), B, heads, D);
+  k.rope(
+    heapOffset(backend, x.dataId),
+    heapOffset(backend, cos.dataId),
+    heapOffset(backend, sin.dataId),
+    heapOffset(backend, out.dataId),
+    B,
+    heads,
+    D,
+  );
   return out;
 }

@@ -34,13 +34,22 @@ export interface AttentionShape {
 export const ATTN_CHUNK = 256;
 
 const DIMS = new DimsLayout([
-  ['d', 'u32'], ['s', 'u32'], ['nkv', 'u32'], ['g', 'u32'], ['window', 'u32'], ['cap', 'f32'], ['qs', 'u32'], ['os', 'u32'],
-  ['rows', 'u32'], ['pos', 'u32'],
+  ['d', 'u32'],
+  ['s', 'u32'],
+  ['nkv', 'u32'],
+  ['g', 'u32'],
+  ['window', 'u32'],
+  ['cap', 'f32'],
+  ['qs', 'u32'],
+  ['os', 'u32'],
+  ['rows', 'u32'],
+  ['pos', 'u32'],
 ] as const);
 
 /** Dispatch [nH, M]. Bindings: dims, q, kc, vc, slots, step, o. */
 export function attentionKernel(s: AttentionShape): Kernel {
-  if (s.D % 4 !== 0 || s.D > 256) throw new Error(`attention kernel: head_dim ${s.D} must be a multiple of 4 and ≤ 256`);
+  if (s.D % 4 !== 0 || s.D > 256)
+    throw new Error(`attention kernel: head_dim ${s.D} must be a multiple of 4 and ≤ 256`);
   const code = /* wgsl */ `
 ${DIMS.wgsl(0)}
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -139,9 +148,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 `;
   return {
-    label: 'attention', code, entry: 'main', bindings: ['dims', 'q', 'kc', 'vc', 'slots', 'step', 'o'],
+    label: 'attention',
+    code,
+    entry: 'main',
+    bindings: ['dims', 'q', 'kc', 'vc', 'slots', 'step', 'o'],
     dims: DIMS.pack({
-      d: s.D, s: s.S, nkv: s.nKV, g: s.nH / s.nKV, window: s.window ?? 0, cap: s.softcap ?? 0, qs: s.qStride, os: s.oStride, rows: s.rowsAt, pos: s.posAt,
+      d: s.D,
+      s: s.S,
+      nkv: s.nKV,
+      g: s.nH / s.nKV,
+      window: s.window ?? 0,
+      cap: s.softcap ?? 0,
+      qs: s.qStride,
+      os: s.oStride,
+      rows: s.rowsAt,
+      pos: s.posAt,
     }),
   };
 }

@@ -46,8 +46,13 @@ export interface GpuLimits {
 
 /** The limits we raise to the adapter's maximum (all of them are plain numbers in GPUSupportedLimits). */
 const RAISED: (keyof GpuLimits)[] = [
-  'maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupStorageSize', 'maxComputeInvocationsPerWorkgroup',
-  'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupsPerDimension', 'maxStorageBuffersPerShaderStage',
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupsPerDimension',
+  'maxStorageBuffersPerShaderStage',
 ];
 
 /**
@@ -73,11 +78,16 @@ async function navigatorGpu(): Promise<GPU> {
   try {
     dawn = await import('webgpu');
   } catch (err) {
-    throw new BackendError(`webgpu: the Dawn package 'webgpu' is not installed (${(err as Error).message.split('\n')[0]}); install it (\`pnpm add webgpu\`)`);
+    throw new BackendError(
+      `webgpu: the Dawn package 'webgpu' is not installed (${(err as Error).message.split('\n')[0]}); install it (\`pnpm add webgpu\`)`,
+    );
   }
   Object.assign(g, dawn.globals);
   if (!g.navigator?.gpu) {
-    Object.defineProperty(g, 'navigator', { value: { ...(g.navigator ?? {}), gpu: dawn.create([]) }, configurable: true });
+    Object.defineProperty(g, 'navigator', {
+      value: { ...(g.navigator ?? {}), gpu: dawn.create([]) },
+      configurable: true,
+    });
   }
   return g.navigator.gpu as GPU;
 }
@@ -85,21 +95,29 @@ async function navigatorGpu(): Promise<GPU> {
 async function createDevice(): Promise<GpuDevice> {
   const gpu = await navigatorGpu();
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
-  if (!adapter) throw new BackendError('webgpu: no GPU adapter (Dawn found no Vulkan driver it accepts; on a CPU-only machine install Mesa 25 lavapipe)');
+  if (!adapter)
+    throw new BackendError(
+      'webgpu: no GPU adapter (Dawn found no Vulkan driver it accepts; on a CPU-only machine install Mesa 25 lavapipe)',
+    );
   const requiredFeatures: GPUFeatureName[] = [];
-  for (const f of ['shader-f16', 'timestamp-query'] as GPUFeatureName[]) if (adapter.features.has(f)) requiredFeatures.push(f);
+  for (const f of ['shader-f16', 'timestamp-query'] as GPUFeatureName[])
+    if (adapter.features.has(f)) requiredFeatures.push(f);
   const requiredLimits: Record<string, number> = {};
   for (const k of RAISED) requiredLimits[k] = (adapter.limits as any)[k];
   for (const [k, need] of Object.entries(KERNEL_NEEDS)) {
     if (requiredLimits[k] < need) {
-      throw new BackendError(`webgpu: the adapter's ${k} is ${requiredLimits[k]}; moi's WebGPU kernels need at least ${need}`);
+      throw new BackendError(
+        `webgpu: the adapter's ${k} is ${requiredLimits[k]}; moi's WebGPU kernels need at least ${need}`,
+      );
     }
   }
   const device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
   const limits = {} as GpuLimits;
-  for (const k of [...RAISED, 'minStorageBufferOffsetAlignment'] as (keyof GpuLimits)[]) limits[k] = (device.limits as any)[k];
+  for (const k of [...RAISED, 'minStorageBufferOffsetAlignment'] as (keyof GpuLimits)[])
+    limits[k] = (device.limits as any)[k];
   const info = adapter.info;
-  const description = [info?.vendor, info?.architecture, info?.device, info?.description].filter((s) => s).join(' ') || 'unknown adapter';
+  const description =
+    [info?.vendor, info?.architecture, info?.device, info?.description].filter((s) => s).join(' ') || 'unknown adapter';
   return { adapter, device, shaderF16: device.features.has('shader-f16'), limits, description, adapterInfo: info };
 }
 
@@ -107,7 +125,9 @@ async function createDevice(): Promise<GpuDevice> {
 export function gpuDevice(): Promise<GpuDevice> {
   if (!pending) {
     pending = createDevice();
-    pending.catch(() => { pending = null; });
+    pending.catch(() => {
+      pending = null;
+    });
   }
   return pending;
 }
@@ -164,7 +184,8 @@ export function tensorBuffer(t: tf.Tensor): GPUBuffer {
   if (!b) throw new BackendError('tensorBuffer: the active tfjs backend is not webgpu');
   b.uploadToGPU(t.dataId);
   const res = b.tensorMap.get(t.dataId)?.resource;
-  if (!res || typeof res.mapAsync !== 'function') throw new BackendError('tensorBuffer: the tensor is not held in a GPUBuffer (a texture?)');
+  if (!res || typeof res.mapAsync !== 'function')
+    throw new BackendError('tensorBuffer: the tensor is not held in a GPUBuffer (a texture?)');
   return res as GPUBuffer;
 }
 
@@ -172,7 +193,11 @@ export function tensorBuffer(t: tf.Tensor): GPUBuffer {
  * A tfjs-webgpu tensor over (a copy of) `buffer`: tfjs copies it by default, so our later writes
  * to the buffer do not change the tensor. The buffer needs STORAGE | COPY_SRC usage.
  */
-export function tensorFromBuffer(buffer: GPUBuffer, shape: number[], dtype: 'float32' | 'int32' = 'float32'): tf.Tensor {
+export function tensorFromBuffer(
+  buffer: GPUBuffer,
+  shape: number[],
+  dtype: 'float32' | 'int32' = 'float32',
+): tf.Tensor {
   if (!webgpuBackend()) throw new BackendError('tensorFromBuffer: the active tfjs backend is not webgpu');
   return tf.tensor({ buffer } as any, shape, dtype);
 }

@@ -40,10 +40,12 @@ export function embedBindings(e: EmbedLayout): string[] {
 export function embedAccess(e: EmbedLayout, first: number): string {
   const n = embedBlocks(e);
   const ty = e.dtype === 'f32' ? 'f32' : 'u32';
-  const decls = Array.from({ length: n }, (_, i) => `@group(0) @binding(${first + i}) var<storage, read> e${i}: array<${ty}>;`).join('\n');
-  const read = (i: number, row: string) => e.dtype === 'f32'
-    ? `e${i}[(${row}) * d.ep + k]`
-    : `unpack2x16float(e${i}[((${row}) * d.ep + k) / 2u])[k % 2u]`;
+  const decls = Array.from(
+    { length: n },
+    (_, i) => `@group(0) @binding(${first + i}) var<storage, read> e${i}: array<${ty}>;`,
+  ).join('\n');
+  const read = (i: number, row: string) =>
+    e.dtype === 'f32' ? `e${i}[(${row}) * d.ep + k]` : `unpack2x16float(e${i}[((${row}) * d.ep + k) / 2u])[k % 2u]`;
   const branches: string[] = [];
   for (let i = 0; i < n; i++) {
     const row = i === 0 ? 'id' : `id - ${i}u * d.brows`;
@@ -74,7 +76,14 @@ export interface GatherShape {
 }
 
 const GATHER_DIMS = new DimsLayout([
-  ['h', 'u32'], ['v', 'u32'], ['ep', 'u32'], ['brows', 'u32'], ['scale', 'f32'], ['hs', 'u32'], ['ids', 'u32'], ['rows', 'u32'],
+  ['h', 'u32'],
+  ['v', 'u32'],
+  ['ep', 'u32'],
+  ['brows', 'u32'],
+  ['scale', 'f32'],
+  ['hs', 'u32'],
+  ['ids', 'u32'],
+  ['rows', 'u32'],
   ['pen', 'u32'],
 ] as const);
 
@@ -99,8 +108,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 `;
   return {
-    label: `gather ${s.embed.dtype}${embedBlocks(s.embed) > 1 ? ` ${embedBlocks(s.embed)} blocks` : ''}`, code, entry: 'main', bindings: names,
-    dims: GATHER_DIMS.pack({ h: s.embed.H, v: s.embed.V, ...embedDims(s.embed), scale: s.scale ?? 1, hs: s.hStride, ids: s.idsAt, rows: s.rowsAt, pen: s.penalties ? 1 : 0 }),
+    label: `gather ${s.embed.dtype}${embedBlocks(s.embed) > 1 ? ` ${embedBlocks(s.embed)} blocks` : ''}`,
+    code,
+    entry: 'main',
+    bindings: names,
+    dims: GATHER_DIMS.pack({
+      h: s.embed.H,
+      v: s.embed.V,
+      ...embedDims(s.embed),
+      scale: s.scale ?? 1,
+      hs: s.hStride,
+      ids: s.idsAt,
+      rows: s.rowsAt,
+      pen: s.penalties ? 1 : 0,
+    }),
   };
 }
 

@@ -89,8 +89,19 @@ fn gelu_tanh(g: f32) -> f32 {
 
 /** The runtime shape of a linear kernel (everything but M, the flags and the storage dtype). */
 const DIMS = new DimsLayout([
-  ['k', 'f32'], ['kc', 'u32'], ['n', 'u32'], ['xs', 'u32'], ['ys', 'u32'], ['yo', 'u32'], ['eps', 'f32'], ['cap', 'f32'],
-  ['xrow', 'u32'], ['yrow', 'u32'], ['m', 'u32'], ['slices', 'u32'], ['cs', 'u32'],
+  ['k', 'f32'],
+  ['kc', 'u32'],
+  ['n', 'u32'],
+  ['xs', 'u32'],
+  ['ys', 'u32'],
+  ['yo', 'u32'],
+  ['eps', 'f32'],
+  ['cap', 'f32'],
+  ['xrow', 'u32'],
+  ['yrow', 'u32'],
+  ['m', 'u32'],
+  ['slices', 'u32'],
+  ['cs', 'u32'],
 ] as const);
 
 function chunks(s: LinearShape): number {
@@ -101,9 +112,19 @@ function chunks(s: LinearShape): number {
 function dimsOf(s: LinearShape): Uint32Array {
   const S = s.splitK ?? 1;
   return DIMS.pack({
-    k: s.K, kc: chunks(s), n: s.N, xs: s.xStride / 4, ys: s.yStride, yo: s.yOffset ?? 0,
-    eps: s.norm?.eps ?? 1, cap: s.softcap ?? 1, xrow: s.rowMap?.xRowAt ?? 0, yrow: s.rowMap?.yRowAt ?? 0, m: s.M,
-    slices: S, cs: Math.ceil(chunks(s) / S),
+    k: s.K,
+    kc: chunks(s),
+    n: s.N,
+    xs: s.xStride / 4,
+    ys: s.yStride,
+    yo: s.yOffset ?? 0,
+    eps: s.norm?.eps ?? 1,
+    cap: s.softcap ?? 1,
+    xrow: s.rowMap?.xRowAt ?? 0,
+    yrow: s.rowMap?.yRowAt ?? 0,
+    m: s.M,
+    slices: S,
+    cs: Math.ceil(chunks(s) / S),
   });
 }
 
@@ -209,26 +230,36 @@ ${split(s) ? '' : epilogue(s)}
 @compute @workgroup_size(${LINEAR_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   let N = d.n;
-${split(s) ? `  // split-K: workgroup row wid.y takes slice wid.y of the chunks
+${
+  split(s)
+    ? `  // split-K: workgroup row wid.y takes slice wid.y of the chunks
   let slice = wid.y;
   let c0 = slice * d.cs;
   let KC = min(d.kc, c0 + d.cs);
-  let j0 = wid.x * R;` : `  let c0 = 0u;
+  let j0 = wid.x * R;`
+    : `  let c0 = 0u;
   let KC = d.kc;
-  let j0 = (wid.x + wid.y * nwg.x) * R;`}
+  let j0 = (wid.x + wid.y * nwg.x) * R;`
+}
   if (j0 >= N) { return; }
   var acc: array<f32, ${O}>;
   var ss: array<f32, ${M}>;
   for (var c = c0 + t; c < KC; c = c + WG) {
-${f16 ? `    var xa: array<vec4<f32>, ${M}>;
+${
+  f16
+    ? `    var xa: array<vec4<f32>, ${M}>;
     var xb: array<vec4<f32>, ${M}>;
     for (var m = 0u; m < M; m = m + 1u) {
       let base = ${xRow(s, 'm')} * d.xs + 2u * c;
       var a = x[base];
       var b = x[base + 1u];
-${s.norm ? `      ss[m] = ss[m] + dot(a, a) + dot(b, b);
+${
+  s.norm
+    ? `      ss[m] = ss[m] + dot(a, a) + dot(b, b);
       a = a * nw[2u * c];
-      b = b * nw[2u * c + 1u];` : ''}
+      b = b * nw[2u * c + 1u];`
+    : ''
+}
       xa[m] = a;
       xb[m] = b;
     }
@@ -243,11 +274,16 @@ ${s.norm ? `      ss[m] = ss[m] + dot(a, a) + dot(b, b);
           acc[i] = acc[i] + dot(wa, xa[m]) + dot(wb, xb[m]);
         }
       }
-    }` : `    var xa: array<vec4<f32>, ${M}>;
+    }`
+    : `    var xa: array<vec4<f32>, ${M}>;
     for (var m = 0u; m < M; m = m + 1u) {
       var a = x[${xRow(s, 'm')} * d.xs + c];
-${s.norm ? `      ss[m] = ss[m] + dot(a, a);
-      a = a * nw[c];` : ''}
+${
+  s.norm
+    ? `      ss[m] = ss[m] + dot(a, a);
+      a = a * nw[c];`
+    : ''
+}
       xa[m] = a;
     }
     for (var r = 0u; r < R; r = r + 1u) {
@@ -259,7 +295,8 @@ ${s.norm ? `      ss[m] = ss[m] + dot(a, a);
           acc[i] = acc[i] + dot(wv, xa[m]);
         }
       }
-    }`}
+    }`
+}
   }
   for (var i = 0u; i < ${O}u; i = i + 1u) { red[i * WG + t] = acc[i]; }
 ${s.norm ? `  for (var m = 0u; m < M; m = m + 1u) { red[(${O}u + m) * WG + t] = ss[m]; }` : ''}
@@ -277,10 +314,14 @@ ${s.norm ? `  for (var m = 0u; m < M; m = m + 1u) { red[(${O}u + m) * WG + t] = 
 ${s.pair ? `      u = u + red[((r * ${P}u + 1u) * M + m) * WG + l];` : ''}
 ${s.norm ? `      sq = sq + red[(${O}u + m) * WG + l];` : ''}
     }
-${split(s) ? `    let pb = (slice * M + m) * (${P}u * N + 1u);
+${
+  split(s)
+    ? `    let pb = (slice * M + m) * (${P}u * N + 1u);
     part[pb + j] = g;
 ${s.pair ? '    part[pb + N + j] = u;' : ''}
-    if (j == 0u) { part[pb + ${P}u * N] = sq; }` : '    finish(m, j, g, u, sq);'}
+    if (j == 0u) { part[pb + ${P}u * N] = sq; }`
+    : '    finish(m, j, g, u, sq);'
+}
   }
 }
 `;
@@ -304,7 +345,10 @@ export function splitReduceKernel(s: LinearShape): Kernel {
   };
   const code = /* wgsl */ `
 ${DIMS.wgsl(0)}
-${names.slice(1).map((n, i) => `@group(0) @binding(${i + 1}) ${decl[n]}`).join('\n')}
+${names
+  .slice(1)
+  .map((n, i) => `@group(0) @binding(${i + 1}) ${decl[n]}`)
+  .join('\n')}
 ${s.pair ? ACT_WGSL : ''}
 ${epilogue(s)}
 
@@ -367,23 +411,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var acc1 = vec4<f32>(0.0);
   var acc2 = vec4<f32>(0.0);
   var acc3 = vec4<f32>(0.0);
-${s.pair ? `  var accu0 = vec4<f32>(0.0);
+${
+  s.pair
+    ? `  var accu0 = vec4<f32>(0.0);
   var accu1 = vec4<f32>(0.0);
   var accu2 = vec4<f32>(0.0);
-  var accu3 = vec4<f32>(0.0);` : ''}
+  var accu3 = vec4<f32>(0.0);`
+    : ''
+}
   for (var k0 = 0u; k0 < KP; k0 = k0 + ${TK}u) {
     var a = vec4<f32>(0.0);
     if (k0 + ak < KP) {
       a = x[${xRow(s, 'arow')} * d.xs + (k0 + ak) / 4u];
-${s.norm ? `      ss = ss + dot(a, a);
-      a = a * nw[(k0 + ak) / 4u];` : ''}
+${
+  s.norm
+    ? `      ss = ss + dot(a, a);
+      a = a * nw[(k0 + ak) / 4u];`
+    : ''
+}
     }
     if (m0 + am >= M) { a = vec4<f32>(0.0); }
     As[(ak + 0u) * 16u + am / 4u][am % 4u] = a.x;
     As[(ak + 1u) * 16u + am / 4u][am % 4u] = a.y;
     As[(ak + 2u) * 16u + am / 4u][am % 4u] = a.z;
     As[(ak + 3u) * 16u + am / 4u][am % 4u] = a.w;
-${f16 ? `    // the W tile: lanes < 128 · P load 8 halves of row (t / 2) at k (t % 2) · 8
+${
+  f16
+    ? `    // the W tile: lanes < 128 · P load 8 halves of row (t / 2) at k (t % 2) · 8
     if (t < ${128 * P}u) {
       let p = t / 128u;
       let bt = t % 128u;
@@ -407,7 +461,8 @@ ${f16 ? `    // the W tile: lanes < 128 · P load 8 halves of row (t / 2) at k (
       Bs[o + (bk + 5u) * 16u][c] = wb.y;
       Bs[o + (bk + 6u) * 16u][c] = wb.z;
       Bs[o + (bk + 7u) * 16u][c] = wb.w;
-    }` : `    // the W tile: lane t loads row t / 4, 4 consecutive k at (t % 4) · 4 (and the up rows)
+    }`
+    : `    // the W tile: lane t loads row t / 4, 4 consecutive k at (t % 4) · 4 (and the up rows)
     for (var p = 0u; p < ${P}u; p = p + 1u) {
       let j = n0 + am;
       var wv = vec4<f32>(0.0);
@@ -418,7 +473,8 @@ ${f16 ? `    // the W tile: lanes < 128 · P load 8 halves of row (t / 2) at k (
       Bs[o + (ak + 1u) * 16u][c] = wv.y;
       Bs[o + (ak + 2u) * 16u][c] = wv.z;
       Bs[o + (ak + 3u) * 16u][c] = wv.w;
-    }`}
+    }`
+}
     workgroupBarrier();
     for (var k = 0u; k < ${TK}u; k = k + 1u) {
       let a = As[k * 16u + ty];
@@ -427,16 +483,24 @@ ${f16 ? `    // the W tile: lanes < 128 · P load 8 halves of row (t / 2) at k (
       acc1 = acc1 + a.y * b;
       acc2 = acc2 + a.z * b;
       acc3 = acc3 + a.w * b;
-${s.pair ? `      let bu = Bs[${(TK * TN) / 4}u + k * 16u + tx];
+${
+  s.pair
+    ? `      let bu = Bs[${(TK * TN) / 4}u + k * 16u + tx];
       accu0 = accu0 + a.x * bu;
       accu1 = accu1 + a.y * bu;
       accu2 = accu2 + a.z * bu;
-      accu3 = accu3 + a.w * bu;` : ''}
+      accu3 = accu3 + a.w * bu;`
+    : ''
+}
     }
     workgroupBarrier();
   }
-${s.norm ? `  ssr[t] = ss;
-  workgroupBarrier();` : ''}
+${
+  s.norm
+    ? `  ssr[t] = ss;
+  workgroupBarrier();`
+    : ''
+}
   // lane (tx, ty) owns rows ty·4 + i and columns tx·4 + jj
   for (var e = 0u; e < 16u; e = e + 1u) {
     let i = e / 4u;
@@ -448,8 +512,12 @@ ${s.norm ? `  ssr[t] = ss;
     let sq = ${s.norm ? 'ssr[ml * 4u] + ssr[ml * 4u + 1u] + ssr[ml * 4u + 2u] + ssr[ml * 4u + 3u]' : '0.0'};
     var g = acc0[jj];
     if (i == 1u) { g = acc1[jj]; } else if (i == 2u) { g = acc2[jj]; } else if (i == 3u) { g = acc3[jj]; }
-${s.pair ? `    var u = accu0[jj];
-    if (i == 1u) { u = accu1[jj]; } else if (i == 2u) { u = accu2[jj]; } else if (i == 3u) { u = accu3[jj]; }` : '    let u = 0.0;'}
+${
+  s.pair
+    ? `    var u = accu0[jj];
+    if (i == 1u) { u = accu1[jj]; } else if (i == 2u) { u = accu2[jj]; } else if (i == 3u) { u = accu3[jj]; }`
+    : '    let u = 0.0;'
+}
     finish(m, j, g, u, sq);
   }
 }
@@ -468,5 +536,8 @@ export function gemmGroups(s: LinearShape): [number, number] {
 export function linearKernels(s: LinearShape): { kernel: Kernel; groups: number | [number, number] }[] {
   if (s.M > GEMV_MAX_ROWS) return [{ kernel: gemmKernel({ ...s, splitK: 1 }), groups: gemmGroups(s) }];
   if (!split(s)) return [{ kernel: gemvKernel(s), groups: gemvGroups(s) }];
-  return [{ kernel: gemvKernel(s), groups: gemvGroups(s) }, { kernel: splitReduceKernel(s), groups: [Math.ceil(s.N / 64), s.M] }];
+  return [
+    { kernel: gemvKernel(s), groups: gemvGroups(s) },
+    { kernel: splitReduceKernel(s), groups: [Math.ceil(s.N / 64), s.M] },
+  ];
 }

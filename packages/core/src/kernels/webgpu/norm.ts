@@ -22,7 +22,13 @@ export interface NormShape {
 
 export const NORM_WG = 64;
 
-const DIMS = new DimsLayout([['h', 'u32'], ['hf', 'f32'], ['eps', 'f32'], ['astr', 'u32'], ['hs', 'u32']] as const);
+const DIMS = new DimsLayout([
+  ['h', 'u32'],
+  ['hf', 'f32'],
+  ['eps', 'f32'],
+  ['astr', 'u32'],
+  ['hs', 'u32'],
+] as const);
 
 /** Dispatch M workgroups. Bindings: dims, a (read), nw (read), h (read_write). */
 export function normKernel(s: NormShape): Kernel {
@@ -56,7 +62,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 `;
   return {
-    label: `rmsnorm${s.residual ? ' +res' : ''}`, code, entry: 'main', bindings: ['dims', 'a', 'nw', 'h'],
+    label: `rmsnorm${s.residual ? ' +res' : ''}`,
+    code,
+    entry: 'main',
+    bindings: ['dims', 'a', 'nw', 'h'],
     dims: DIMS.pack({ h: s.H, hf: s.H, eps: s.eps, astr: s.aStride, hs: s.hStride }),
   };
 }

@@ -78,8 +78,29 @@ import { autoSplitK, linearKernels, padK, splitScratchWords, type LinearShape } 
 import { normKernel } from './norm.ts';
 import { ropeKernel, ropeTable } from './rope.ts';
 import { counterDiff, COPY_DST, grid, MAP_READ, type GpuCounters, GpuRuntime, type Kernel } from './runtime.ts';
-import { MIX_MODE_CODE, NO_TOKEN, packRowParams, RECORD_TOP_LOGPROBS, RECORD_WORDS, ROW_PARAM_WORDS, TAIL_MAX_K, TAIL_SCRATCH_WORDS, tailKernels } from './tail.ts';
-import { catVectors, GpuWeightStore, need, normVector, stackRows, type GpuModelSpec, type HostTensor, type StoredMatrix, type StoredWeight, type WeightsProvider } from './weights.ts';
+import {
+  MIX_MODE_CODE,
+  NO_TOKEN,
+  packRowParams,
+  RECORD_TOP_LOGPROBS,
+  RECORD_WORDS,
+  ROW_PARAM_WORDS,
+  TAIL_MAX_K,
+  TAIL_SCRATCH_WORDS,
+  tailKernels,
+} from './tail.ts';
+import {
+  catVectors,
+  GpuWeightStore,
+  need,
+  normVector,
+  stackRows,
+  type GpuModelSpec,
+  type HostTensor,
+  type StoredMatrix,
+  type StoredWeight,
+  type WeightsProvider,
+} from './weights.ts';
 
 export interface GpuPlanOptions {
   spec: GpuModelSpec;
@@ -256,7 +277,8 @@ export class GpuDecodePlan {
 
   /** A weight vector on the GPU (from the store, else made, uploaded and stored). */
   private upVector(label: string, make: () => Float32Array): GPUBuffer {
-    const w = this.store.get(label) ?? this.store.put(label, { buffers: [this.rt.upload(label, make())], dtype: 'f32' });
+    const w =
+      this.store.get(label) ?? this.store.put(label, { buffers: [this.rt.upload(label, make())], dtype: 'f32' });
     return w.buffers[0];
   }
 
@@ -303,7 +325,11 @@ export class GpuDecodePlan {
     this.stepPre = this.buf('step (prefill)', preWords * 4);
     // the decode step buffer's static sections: tail rows, head rows, token rows = identity
     const ident = new Uint32Array(decWords);
-    for (let b = 0; b < B; b++) { ident[b] = b; ident[B + b] = b; ident[4 * B + 2 * B + b] = b; }
+    for (let b = 0; b < B; b++) {
+      ident[b] = b;
+      ident[B + b] = b;
+      ident[4 * B + 2 * B + b] = b;
+    }
     rt.write(this.stepDec, 0, ident);
     const at = (M: number) => ({ rows: 4 * B + 2 * M, pos: 4 * B, ids: 4 * B + M });
 
@@ -317,7 +343,13 @@ export class GpuDecodePlan {
     };
 
     // ---- kernels: collected with their buffers, compiled together, then bound
-    interface Pending { kernel: Kernel; buffers: Record<string, GPUBuffer>; groups: number | [number, number]; perToken?: boolean; part?: { buffer: GPUBuffer | null } }
+    interface Pending {
+      kernel: Kernel;
+      buffers: Record<string, GPUBuffer>;
+      groups: number | [number, number];
+      perToken?: boolean;
+      part?: { buffer: GPUBuffer | null };
+    }
     // split-K partial sums: one scratch buffer for every split GEMV (they run one after another)
     let partWords = 0;
     const part = { buffer: null as GPUBuffer | null };
@@ -336,32 +368,74 @@ export class GpuDecodePlan {
       const a = `${p}self_attn.`;
       const ls = s.layers[l];
       // weights
-      const [wqkv, qkvDtype] = this.upMatrix(`${a}qkv`, () => stackRows([
-        { name: `${a}q_proj.weight`, t: t(`${a}q_proj.weight`, [QD, H]) },
-        { name: `${a}k_proj.weight`, t: t(`${a}k_proj.weight`, [nKV * D, H]) },
-        { name: `${a}v_proj.weight`, t: t(`${a}v_proj.weight`, [nKV * D, H]) },
-      ], H, dtype, notes));
-      const [wo, oDtype] = this.upMatrix(`${a}o_proj`, () => stackRows([{ name: `${a}o_proj.weight`, t: t(`${a}o_proj.weight`, [H, QD]) }], QD, dtype, notes));
-      const [wgu, guDtype] = this.upMatrix(`${p}mlp.gate_up`, () => stackRows([
-        { name: `${p}mlp.gate_proj.weight`, t: t(`${p}mlp.gate_proj.weight`, [I, H]) },
-        { name: `${p}mlp.up_proj.weight`, t: t(`${p}mlp.up_proj.weight`, [I, H]) },
-      ], H, dtype, notes));
-      const [wd, dDtype] = this.upMatrix(`${p}mlp.down_proj`, () => stackRows([{ name: `${p}mlp.down_proj.weight`, t: t(`${p}mlp.down_proj.weight`, [H, I]) }], I, dtype, notes));
-      const inNorm = this.upVector(`${p}input_layernorm`, () => normVector(t(`${p}input_layernorm.weight`, [H]), unitOffset, HS));
-      const mlpNormName = s.sandwichNorms ? `${p}pre_feedforward_layernorm.weight` : `${p}post_attention_layernorm.weight`;
+      const [wqkv, qkvDtype] = this.upMatrix(`${a}qkv`, () =>
+        stackRows(
+          [
+            { name: `${a}q_proj.weight`, t: t(`${a}q_proj.weight`, [QD, H]) },
+            { name: `${a}k_proj.weight`, t: t(`${a}k_proj.weight`, [nKV * D, H]) },
+            { name: `${a}v_proj.weight`, t: t(`${a}v_proj.weight`, [nKV * D, H]) },
+          ],
+          H,
+          dtype,
+          notes,
+        ),
+      );
+      const [wo, oDtype] = this.upMatrix(`${a}o_proj`, () =>
+        stackRows([{ name: `${a}o_proj.weight`, t: t(`${a}o_proj.weight`, [H, QD]) }], QD, dtype, notes),
+      );
+      const [wgu, guDtype] = this.upMatrix(`${p}mlp.gate_up`, () =>
+        stackRows(
+          [
+            { name: `${p}mlp.gate_proj.weight`, t: t(`${p}mlp.gate_proj.weight`, [I, H]) },
+            { name: `${p}mlp.up_proj.weight`, t: t(`${p}mlp.up_proj.weight`, [I, H]) },
+          ],
+          H,
+          dtype,
+          notes,
+        ),
+      );
+      const [wd, dDtype] = this.upMatrix(`${p}mlp.down_proj`, () =>
+        stackRows([{ name: `${p}mlp.down_proj.weight`, t: t(`${p}mlp.down_proj.weight`, [H, I]) }], I, dtype, notes),
+      );
+      const inNorm = this.upVector(`${p}input_layernorm`, () =>
+        normVector(t(`${p}input_layernorm.weight`, [H]), unitOffset, HS),
+      );
+      const mlpNormName = s.sandwichNorms
+        ? `${p}pre_feedforward_layernorm.weight`
+        : `${p}post_attention_layernorm.weight`;
       const mlpNorm = this.upVector(mlpNormName, () => normVector(t(mlpNormName, [H]), unitOffset, HS));
-      const postAttn = s.sandwichNorms ? this.upVector(`${p}post_attention_layernorm`, () => normVector(t(`${p}post_attention_layernorm.weight`, [H]), unitOffset, HS)) : null;
-      const postMlp = s.sandwichNorms ? this.upVector(`${p}post_feedforward_layernorm`, () => normVector(t(`${p}post_feedforward_layernorm.weight`, [H]), unitOffset, HS)) : null;
-      const qkvBias = s.qkvBias ? this.upVector(`${a}qkv bias`, () => catVectors([t(`${a}q_proj.bias`, [QD]), t(`${a}k_proj.bias`, [nKV * D]), t(`${a}v_proj.bias`, [nKV * D])])) : null;
+      const postAttn = s.sandwichNorms
+        ? this.upVector(`${p}post_attention_layernorm`, () =>
+            normVector(t(`${p}post_attention_layernorm.weight`, [H]), unitOffset, HS),
+          )
+        : null;
+      const postMlp = s.sandwichNorms
+        ? this.upVector(`${p}post_feedforward_layernorm`, () =>
+            normVector(t(`${p}post_feedforward_layernorm.weight`, [H]), unitOffset, HS),
+          )
+        : null;
+      const qkvBias = s.qkvBias
+        ? this.upVector(`${a}qkv bias`, () =>
+            catVectors([t(`${a}q_proj.bias`, [QD]), t(`${a}k_proj.bias`, [nKV * D]), t(`${a}v_proj.bias`, [nKV * D])]),
+          )
+        : null;
       const oBias = s.oBias ? this.upVector(`${a}o bias`, () => catVectors([t(`${a}o_proj.bias`, [H])])) : null;
-      const guBias = s.mlpBias ? this.upVector(`${p}mlp gate/up bias`, () => catVectors([t(`${p}mlp.gate_proj.bias`, [I]), t(`${p}mlp.up_proj.bias`, [I])])) : null;
-      const dBias = s.mlpBias ? this.upVector(`${p}mlp down bias`, () => catVectors([t(`${p}mlp.down_proj.bias`, [H])])) : null;
-      const qkNormW = s.qkNorm ? this.upVector(`${a}q/k norm`, () => {
-        const both = new Float32Array(2 * D);
-        both.set(normVector(t(`${a}q_norm.weight`, [D]), unitOffset, D));
-        both.set(normVector(t(`${a}k_norm.weight`, [D]), unitOffset, D), D);
-        return both;
-      }) : null;
+      const guBias = s.mlpBias
+        ? this.upVector(`${p}mlp gate/up bias`, () =>
+            catVectors([t(`${p}mlp.gate_proj.bias`, [I]), t(`${p}mlp.up_proj.bias`, [I])]),
+          )
+        : null;
+      const dBias = s.mlpBias
+        ? this.upVector(`${p}mlp down bias`, () => catVectors([t(`${p}mlp.down_proj.bias`, [H])]))
+        : null;
+      const qkNormW = s.qkNorm
+        ? this.upVector(`${a}q/k norm`, () => {
+            const both = new Float32Array(2 * D);
+            both.set(normVector(t(`${a}q_norm.weight`, [D]), unitOffset, D));
+            both.set(normVector(t(`${a}k_norm.weight`, [D]), unitOffset, D), D);
+            return both;
+          })
+        : null;
       // the layer's cache: capacity slots, or a sliding layer's ring
       const S = ls.window ? Math.min(this.capacity, ls.window + T - 1) : this.capacity;
       const layer: Layer = {
@@ -372,33 +446,114 @@ export class GpuDecodePlan {
       };
       this.layers.push(layer);
       const table = tableOf(ls.rope);
-      if (ls.rope.dim > D || ls.rope.dim % 2) throw new ModelError('E_CONFIG', `gpu plan: layer ${l} rotates ${ls.rope.dim} of ${D} head dimensions`);
+      if (ls.rope.dim > D || ls.rope.dim % 2)
+        throw new ModelError('E_CONFIG', `gpu plan: layer ${l} rotates ${ls.rope.dim} of ${D} head dimensions`);
 
       const layerKernels = (M: number, h: GPUBuffer, stepBuf: GPUBuffer): Pending[] => {
         const o = at(M);
         const out: Pending[] = [];
-        out.push(...lin({ M, K: H, N: QKV, w: qkvDtype, xStride: HS, yStride: QKV, norm: { eps }, bias: !!qkvBias },
-          { x: h, w: wqkv, nw: inNorm, ...(qkvBias ? { bias: qkvBias } : {}), y: qkv }));
-        const rope = ropeKernel({
-          M, D, nH, nKV, rot: ls.rope.dim, S, qkNorm: s.qkNorm ? { eps } : null, qScale: s.attnScale,
-          qkvStride: QKV, qStride: QS, rowsAt: o.rows, posAt: o.pos,
-        }, this.capacity);
-        out.push({ kernel: rope, groups: [nH + 2 * nKV, M], perToken: true, buffers: { qkv, ...(qkNormW ? { nw: qkNormW } : {}), tab: table, step: stepBuf, q, kc: layer.kc, vc: layer.vc, slots: layer.slots } });
-        const attn = attentionKernel({ M, D, nH, nKV, S, window: ls.window, softcap: s.attnSoftcap, qStride: QS, oStride: QS, rowsAt: o.rows, posAt: o.pos });
-        out.push({ kernel: attn, groups: [nH, M], perToken: true, buffers: { q, kc: layer.kc, vc: layer.vc, slots: layer.slots, step: stepBuf, o: ao } });
+        out.push(
+          ...lin(
+            { M, K: H, N: QKV, w: qkvDtype, xStride: HS, yStride: QKV, norm: { eps }, bias: !!qkvBias },
+            { x: h, w: wqkv, nw: inNorm, ...(qkvBias ? { bias: qkvBias } : {}), y: qkv },
+          ),
+        );
+        const rope = ropeKernel(
+          {
+            M,
+            D,
+            nH,
+            nKV,
+            rot: ls.rope.dim,
+            S,
+            qkNorm: s.qkNorm ? { eps } : null,
+            qScale: s.attnScale,
+            qkvStride: QKV,
+            qStride: QS,
+            rowsAt: o.rows,
+            posAt: o.pos,
+          },
+          this.capacity,
+        );
+        out.push({
+          kernel: rope,
+          groups: [nH + 2 * nKV, M],
+          perToken: true,
+          buffers: {
+            qkv,
+            ...(qkNormW ? { nw: qkNormW } : {}),
+            tab: table,
+            step: stepBuf,
+            q,
+            kc: layer.kc,
+            vc: layer.vc,
+            slots: layer.slots,
+          },
+        });
+        const attn = attentionKernel({
+          M,
+          D,
+          nH,
+          nKV,
+          S,
+          window: ls.window,
+          softcap: s.attnSoftcap,
+          qStride: QS,
+          oStride: QS,
+          rowsAt: o.rows,
+          posAt: o.pos,
+        });
+        out.push({
+          kernel: attn,
+          groups: [nH, M],
+          perToken: true,
+          buffers: { q, kc: layer.kc, vc: layer.vc, slots: layer.slots, step: stepBuf, o: ao },
+        });
         if (s.sandwichNorms) {
-          out.push(...lin({ M, K: QD, N: H, w: oDtype, xStride: QS, yStride: HS, bias: !!oBias }, { x: ao, w: wo, ...(oBias ? { bias: oBias } : {}), y: tmp }));
-          out.push({ kernel: normKernel({ M, H, eps, aStride: HS, hStride: HS, residual: true }), groups: [M, 1], buffers: { a: tmp, nw: postAttn!, h } });
+          out.push(
+            ...lin(
+              { M, K: QD, N: H, w: oDtype, xStride: QS, yStride: HS, bias: !!oBias },
+              { x: ao, w: wo, ...(oBias ? { bias: oBias } : {}), y: tmp },
+            ),
+          );
+          out.push({
+            kernel: normKernel({ M, H, eps, aStride: HS, hStride: HS, residual: true }),
+            groups: [M, 1],
+            buffers: { a: tmp, nw: postAttn!, h },
+          });
         } else {
-          out.push(...lin({ M, K: QD, N: H, w: oDtype, xStride: QS, yStride: HS, bias: !!oBias, residual: true }, { x: ao, w: wo, ...(oBias ? { bias: oBias } : {}), y: h }));
+          out.push(
+            ...lin(
+              { M, K: QD, N: H, w: oDtype, xStride: QS, yStride: HS, bias: !!oBias, residual: true },
+              { x: ao, w: wo, ...(oBias ? { bias: oBias } : {}), y: h },
+            ),
+          );
         }
-        out.push(...lin({ M, K: H, N: I, w: guDtype, xStride: HS, yStride: IS, norm: { eps }, bias: !!guBias, pair: s.act },
-          { x: h, w: wgu, nw: mlpNorm, ...(guBias ? { bias: guBias } : {}), y: act }));
+        out.push(
+          ...lin(
+            { M, K: H, N: I, w: guDtype, xStride: HS, yStride: IS, norm: { eps }, bias: !!guBias, pair: s.act },
+            { x: h, w: wgu, nw: mlpNorm, ...(guBias ? { bias: guBias } : {}), y: act },
+          ),
+        );
         if (s.sandwichNorms) {
-          out.push(...lin({ M, K: I, N: H, w: dDtype, xStride: IS, yStride: HS, bias: !!dBias }, { x: act, w: wd, ...(dBias ? { bias: dBias } : {}), y: tmp }));
-          out.push({ kernel: normKernel({ M, H, eps, aStride: HS, hStride: HS, residual: true }), groups: [M, 1], buffers: { a: tmp, nw: postMlp!, h } });
+          out.push(
+            ...lin(
+              { M, K: I, N: H, w: dDtype, xStride: IS, yStride: HS, bias: !!dBias },
+              { x: act, w: wd, ...(dBias ? { bias: dBias } : {}), y: tmp },
+            ),
+          );
+          out.push({
+            kernel: normKernel({ M, H, eps, aStride: HS, hStride: HS, residual: true }),
+            groups: [M, 1],
+            buffers: { a: tmp, nw: postMlp!, h },
+          });
         } else {
-          out.push(...lin({ M, K: I, N: H, w: dDtype, xStride: IS, yStride: HS, bias: !!dBias, residual: true }, { x: act, w: wd, ...(dBias ? { bias: dBias } : {}), y: h }));
+          out.push(
+            ...lin(
+              { M, K: I, N: H, w: dDtype, xStride: IS, yStride: HS, bias: !!dBias, residual: true },
+              { x: act, w: wd, ...(dBias ? { bias: dBias } : {}), y: h },
+            ),
+          );
         }
         return out;
       };
@@ -409,43 +564,71 @@ export class GpuDecodePlan {
     // ---- embedding and head tables (one table when tied), in blocks under the binding limit
     const finalNorm = this.upVector('model.norm', () => normVector(t('model.norm.weight', [H]), unitOffset, HS));
     const blocksOf = (name: string): { layout: EmbedLayout; buffers: GPUBuffer[] } => {
-      const stored: StoredWeight = this.store.get(name) ?? (() => {
-        const m = stackRows([{ name, t: t(name, [V, H]) }], H, dtype, notes);
-        const rowBytes = HS * (m.dtype === 'f32' ? 4 : 2);
-        const blockRows = Math.max(1, Math.min(V, Math.floor(rt.gpu.limits.maxStorageBufferBindingSize / rowBytes)));
-        const buffers: GPUBuffer[] = [];
-        try {
-          for (let r0 = 0; r0 < V; r0 += blockRows) {
-            const n = Math.min(blockRows, V - r0);
-            const part = m.data.subarray(r0 * HS, (r0 + n) * HS);
-            rt.checkSize(`${name} rows ${r0}..${r0 + n}`, embedBlockBytes({ V, H, dtype: m.dtype, blockRows }, n));
-            buffers.push(rt.upload(`${name} rows ${r0}..`, part as Float32Array | Uint16Array));
+      const stored: StoredWeight =
+        this.store.get(name) ??
+        (() => {
+          const m = stackRows([{ name, t: t(name, [V, H]) }], H, dtype, notes);
+          const rowBytes = HS * (m.dtype === 'f32' ? 4 : 2);
+          const blockRows = Math.max(1, Math.min(V, Math.floor(rt.gpu.limits.maxStorageBufferBindingSize / rowBytes)));
+          const buffers: GPUBuffer[] = [];
+          try {
+            for (let r0 = 0; r0 < V; r0 += blockRows) {
+              const n = Math.min(blockRows, V - r0);
+              const part = m.data.subarray(r0 * HS, (r0 + n) * HS);
+              rt.checkSize(`${name} rows ${r0}..${r0 + n}`, embedBlockBytes({ V, H, dtype: m.dtype, blockRows }, n));
+              buffers.push(rt.upload(`${name} rows ${r0}..`, part as Float32Array | Uint16Array));
+            }
+          } catch (err) {
+            for (const b of buffers) b.destroy();
+            throw err;
           }
-        } catch (err) {
-          for (const b of buffers) b.destroy();
-          throw err;
-        }
-        return this.store.put(name, { buffers, dtype: m.dtype, blockRows });
-      })();
+          return this.store.put(name, { buffers, dtype: m.dtype, blockRows });
+        })();
       return { layout: { V, H, dtype: stored.dtype, blockRows: stored.blockRows! }, buffers: stored.buffers };
     };
     const embed = blocksOf('model.embed_tokens.weight');
     const head = s.tieWordEmbeddings ? embed : blocksOf('lm_head.weight');
-    const eBufs = (e: typeof embed): Record<string, GPUBuffer> => Object.fromEntries(e.buffers.map((b, i) => [`e${i}`, b]));
+    const eBufs = (e: typeof embed): Record<string, GPUBuffer> =>
+      Object.fromEntries(e.buffers.map((b, i) => [`e${i}`, b]));
     // the tail's mix binds 7 storage buffers and every block of the table
     const maxStorage = rt.gpu.limits.maxStorageBuffersPerShaderStage;
     if (7 + embed.buffers.length > maxStorage) {
-      throw new ModelError('E_GPU_LIMIT', `gpu plan: model.embed_tokens.weight takes ${embed.buffers.length} blocks of at most ${rt.gpu.limits.maxStorageBufferBindingSize} bytes; ` +
-        `the tail binds 7 + ${embed.buffers.length} storage buffers, over this device's ${maxStorage} (try dtype f16)`);
+      throw new ModelError(
+        'E_GPU_LIMIT',
+        `gpu plan: model.embed_tokens.weight takes ${embed.buffers.length} blocks of at most ${rt.gpu.limits.maxStorageBufferBindingSize} bytes; ` +
+          `the tail binds 7 + ${embed.buffers.length} storage buffers, over this device's ${maxStorage} (try dtype f16)`,
+      );
     }
 
-    const headKernels = (M: number, h: GPUBuffer, stepBuf: GPUBuffer): Pending[] => head.buffers.flatMap((w, i) => {
-      const r0 = i * head.layout.blockRows;
-      const n = Math.min(head.layout.blockRows, V - r0);
-      return lin({ M, K: H, N: n, w: head.layout.dtype, xStride: HS, yStride: V, yOffset: r0, norm: { eps }, softcap: s.finalSoftcap, rowMap: { xRowAt: B, yRowAt: 0 } },
-        { x: h, w, nw: finalNorm, step: stepBuf, y: this.logitsBuf });
+    const headKernels = (M: number, h: GPUBuffer, stepBuf: GPUBuffer): Pending[] =>
+      head.buffers.flatMap((w, i) => {
+        const r0 = i * head.layout.blockRows;
+        const n = Math.min(head.layout.blockRows, V - r0);
+        return lin(
+          {
+            M,
+            K: H,
+            N: n,
+            w: head.layout.dtype,
+            xStride: HS,
+            yStride: V,
+            yOffset: r0,
+            norm: { eps },
+            softcap: s.finalSoftcap,
+            rowMap: { xRowAt: B, yRowAt: 0 },
+          },
+          { x: h, w, nw: finalNorm, step: stepBuf, y: this.logitsBuf },
+        );
+      });
+    const tail = tailKernels({
+      B,
+      V,
+      H,
+      embed: embed.layout,
+      hStride: HS,
+      scale: s.embedScale,
+      penalties: this.penalties,
     });
-    const tail = tailKernels({ B, V, H, embed: embed.layout, hStride: HS, scale: s.embedScale, penalties: this.penalties });
     const tailPending = (stepBuf: GPUBuffer, rows: number): Pending[] => {
       const common = { logits: this.logitsBuf, params: this.paramsBuf, step: stepBuf, pen: this.penBuf, scratch };
       return [
@@ -456,8 +639,21 @@ export class GpuDecodePlan {
     };
     const gather = (M: number, h: GPUBuffer, stepBuf: GPUBuffer): Pending => {
       const o = at(M);
-      const shape = { M, embed: embed.layout, scale: s.embedScale, hStride: HS, idsAt: o.ids, rowsAt: o.rows, penalties: this.penalties };
-      return { kernel: gatherKernel(shape), groups: gatherGroups(shape), perToken: true, buffers: { step: stepBuf, h, pen: this.penBuf, ...eBufs(embed) } };
+      const shape = {
+        M,
+        embed: embed.layout,
+        scale: s.embedScale,
+        hStride: HS,
+        idsAt: o.ids,
+        rowsAt: o.rows,
+        penalties: this.penalties,
+      };
+      return {
+        kernel: gatherKernel(shape),
+        groups: gatherGroups(shape),
+        perToken: true,
+        buffers: { step: stepBuf, h, pen: this.penBuf, ...eBufs(embed) },
+      };
     };
     this.decodeLayerDispatches = decPending.length;
     decPending.push(...headKernels(B, hDec, this.stepDec));
@@ -486,9 +682,17 @@ export class GpuDecodePlan {
     const bind = (p: Pending): Dispatch => {
       const pipeline = rt.compiled(p.kernel);
       const groups: [number, number] = typeof p.groups === 'number' ? grid(p.groups, maxDim) : p.groups;
-      const buffers: Record<string, GPUBuffer> = p.kernel.dims ? { ...p.buffers, dims: dimsOf(p.kernel) } : { ...p.buffers };
+      const buffers: Record<string, GPUBuffer> = p.kernel.dims
+        ? { ...p.buffers, dims: dimsOf(p.kernel) }
+        : { ...p.buffers };
       if (p.part?.buffer) buffers.part = p.part.buffer;
-      return { kernel: p.kernel, pipeline, bind: rt.bindGroup(p.kernel, pipeline, buffers), groups, perToken: !!p.perToken };
+      return {
+        kernel: p.kernel,
+        pipeline,
+        bind: rt.bindGroup(p.kernel, pipeline, buffers),
+        groups,
+        perToken: !!p.perToken,
+      };
     };
     this.decode = decPending.map(bind);
     this.prefillLayers = prePending.map((ps) => ps.map(bind));
@@ -504,7 +708,8 @@ export class GpuDecodePlan {
   // rows
 
   private checkRow(row: number): void {
-    if (!Number.isInteger(row) || row < 0 || row >= this.batch) throw planError(`row ${row} is outside the plan's ${this.batch} rows`);
+    if (!Number.isInteger(row) || row < 0 || row >= this.batch)
+      throw planError(`row ${row} is outside the plan's ${this.batch} rows`);
   }
 
   /** Set a row's sampling and mixing (uploads its 64-byte parameter block; not part of a step). */
@@ -525,18 +730,34 @@ export class GpuDecodePlan {
     if (!(topP > 0 && topP <= 1)) throw planError(`row ${row}: topP must be in (0, 1], got ${topP}`);
     if (!(minP >= 0 && minP <= 1)) throw planError(`row ${row}: minP must be in [0, 1], got ${minP}`);
     if (!(rep > 0)) throw planError(`row ${row}: repetitionPenalty must be > 0, got ${rep}`);
-    if ((rep !== 1 || pres !== 0 || freq !== 0) && !this.penalties) throw planError(`row ${row}: penalties need a plan built with penalties: true`);
+    if ((rep !== 1 || pres !== 0 || freq !== 0) && !this.penalties)
+      throw planError(`row ${row}: penalties need a plan built with penalties: true`);
     if (!Number.isInteger(logprobs) || logprobs < 0 || logprobs > RECORD_TOP_LOGPROBS) {
-      throw planError(`row ${row}: logprobs must be an integer in [0, ${RECORD_TOP_LOGPROBS}] (a step reads ${RECORD_WORDS * 4} bytes a row), got ${logprobs}`);
+      throw planError(
+        `row ${row}: logprobs must be an integer in [0, ${RECORD_TOP_LOGPROBS}] (a step reads ${RECORD_WORDS * 4} bytes a row), got ${logprobs}`,
+      );
     }
-    if (!(mix.mode in MIX_MODE_CODE)) throw planError(`row ${row}: mix mode '${mix.mode}' is not on the GPU tail (standard, moi, direct)`);
+    if (!(mix.mode in MIX_MODE_CODE))
+      throw planError(`row ${row}: mix mode '${mix.mode}' is not on the GPU tail (standard, moi, direct)`);
     const beta = mix.beta ?? 1;
     const mixK = mix.topK ?? 20;
-    if (!(beta >= 0) || !Number.isFinite(beta)) throw planError(`row ${row}: beta must be a finite number ≥ 0, got ${beta}`);
-    if (!Number.isInteger(mixK) || mixK < 1 || mixK > TAIL_MAX_K) throw planError(`row ${row}: the mix's topK must be an integer in [1, ${TAIL_MAX_K}], got ${mixK}`);
+    if (!(beta >= 0) || !Number.isFinite(beta))
+      throw planError(`row ${row}: beta must be a finite number ≥ 0, got ${beta}`);
+    if (!Number.isInteger(mixK) || mixK < 1 || mixK > TAIL_MAX_K)
+      throw planError(`row ${row}: the mix's topK must be an integer in [1, ${TAIL_MAX_K}], got ${mixK}`);
     const random = temperature > 0;
     const words = packRowParams({
-      temperature, topK, topP, minP, repetitionPenalty: rep, presencePenalty: pres, frequencyPenalty: freq, mode: mix.mode, beta, mixK, logprobs,
+      temperature,
+      topK,
+      topP,
+      minP,
+      repetitionPenalty: rep,
+      presencePenalty: pres,
+      frequencyPenalty: freq,
+      mode: mix.mode,
+      beta,
+      mixK,
+      logprobs,
     });
     this.rt.write(this.paramsBuf, row * ROW_PARAM_WORDS * 4, words);
     this.rows[row] = { random, rng: random ? (settings.rng ?? createRng(sp.seed)) : null, logprobs };
@@ -554,7 +775,9 @@ export class GpuDecodePlan {
 
   private checkIds(ids: readonly number[], what: string): void {
     const V = this.spec.vocabSize;
-    for (const id of ids) if (!Number.isInteger(id) || id < 0 || id >= V) throw planError(`${what}: token id ${id} is outside the vocabulary [0, ${V})`);
+    for (const id of ids)
+      if (!Number.isInteger(id) || id < 0 || id >= V)
+        throw planError(`${what}: token id ${id} is outside the vocabulary [0, ${V})`);
   }
 
   private checkForced(f: number | null | undefined, what: string): number {
@@ -575,7 +798,15 @@ export class GpuDecodePlan {
       const o = (i + base) * RECORD_WORDS;
       const n = Math.min(u[o + 5], this.rows[row].logprobs);
       const top = Array.from({ length: n }, (_, j) => ({ id: u[o + 6 + 2 * j], logprob: f[o + 7 + 2 * j] }));
-      return { row, token: u[o], entropy: f[o + 1], weightOnSampled: f[o + 2], numCandidates: u[o + 3], logprob: f[o + 4], topLogprobs: top };
+      return {
+        row,
+        token: u[o],
+        entropy: f[o + 1],
+        weightOnSampled: f[o + 2],
+        numCandidates: u[o + 3],
+        logprob: f[o + 4],
+        topLogprobs: top,
+      };
     });
   }
 
@@ -594,7 +825,10 @@ export class GpuDecodePlan {
     this.checkIds(ids, `prefill of row ${row}`);
     const forced = this.checkForced(opts.forced, `prefill of row ${row} (forced)`);
     if (this.positions[row] + ids.length > this.capacity) {
-      throw new UsageError('E_CONTEXT', `gpu plan: row ${row} holds ${this.positions[row]} tokens; ${ids.length} more pass its capacity ${this.capacity}`);
+      throw new UsageError(
+        'E_CONTEXT',
+        `gpu plan: row ${row} holds ${this.positions[row]} tokens; ${ids.length} more pass its capacity ${this.capacity}`,
+      );
     }
     const B = this.batch;
     const T = this.prefillChunk;
@@ -639,12 +873,14 @@ export class GpuDecodePlan {
    * One decode step for every row: each row's input is the embedding its last tail left (E[y] or
    * the mix), or E[ids[row]] when `ids` is given. Returns one record per row.
    */
-  async step(opts: {
-    ids?: readonly number[];
-    /** or the input embeddings [B, H] themselves (already scaled; uploaded: for teacher forcing and host-side mixers) */
-    embeds?: Float32Array;
-    forced?: readonly (number | null | undefined)[];
-  } = {}): Promise<StepRecord[]> {
+  async step(
+    opts: {
+      ids?: readonly number[];
+      /** or the input embeddings [B, H] themselves (already scaled; uploaded: for teacher forcing and host-side mixers) */
+      embeds?: Float32Array;
+      forced?: readonly (number | null | undefined)[];
+    } = {},
+  ): Promise<StepRecord[]> {
     this.checkLive();
     const B = this.batch;
     const H = this.spec.hiddenSize;
@@ -654,12 +890,15 @@ export class GpuDecodePlan {
     }
     if (opts.embeds) {
       if (opts.ids) throw planError('step: give ids or embeds, not both');
-      if (opts.embeds.length !== B * H) throw planError(`step: embeds hold ${opts.embeds.length} values for ${B} rows of ${H}`);
+      if (opts.embeds.length !== B * H)
+        throw planError(`step: embeds hold ${opts.embeds.length} values for ${B} rows of ${H}`);
       if (!opts.embeds.every(Number.isFinite)) throw planError('step: embeds hold a value that is not finite');
     }
-    if (opts.forced && opts.forced.length !== B) throw planError(`step: ${opts.forced.length} forced ids for ${B} rows`);
+    if (opts.forced && opts.forced.length !== B)
+      throw planError(`step: ${opts.forced.length} forced ids for ${B} rows`);
     for (let b = 0; b < B; b++) {
-      if (this.positions[b] >= this.capacity) throw new UsageError('E_CONTEXT', `gpu plan: row ${b} holds ${this.positions[b]} tokens, its capacity`);
+      if (this.positions[b] >= this.capacity)
+        throw new UsageError('E_CONTEXT', `gpu plan: row ${b} holds ${this.positions[b]} tokens, its capacity`);
     }
     const before = this.rt.snapshot();
     // the dynamic part of the step buffer: u, forced, positions, ids (words 2B … 6B)
@@ -682,13 +921,21 @@ export class GpuDecodePlan {
     const run = (d: Dispatch) => enc.dispatch(d.pipeline, d.bind, d.groups[0], d.groups[1]);
     if (opts.ids) run(this.decodeGather);
     for (const d of this.decode) run(d);
-    this.runTail(run, this.decodeTail, this.rows.some((r, b) => r.random && words[B + b] === NO_TOKEN));
+    this.runTail(
+      run,
+      this.decodeTail,
+      this.rows.some((r, b) => r.random && words[B + b] === NO_TOKEN),
+    );
     enc.copy(this.recBuf, 0, this.staging, 0, B * RECORD_WORDS * 4);
     enc.finish();
     const buf = await this.rt.readStaging(this.staging, B * RECORD_WORDS * 4);
     for (let b = 0; b < B; b++) this.positions[b]++;
     this.lastStep = counterDiff(before, this.rt.snapshot());
-    return this.parse(buf, Array.from({ length: B }, (_, b) => b), 0);
+    return this.parse(
+      buf,
+      Array.from({ length: B }, (_, b) => b),
+      0,
+    );
   }
 
   /** The tail's dispatches: stats, the sampler when some row draws at random, mix. */
@@ -727,16 +974,32 @@ export class GpuDecodePlan {
 function checkOptions(o: GpuPlanOptions): void {
   const s = o.spec;
   if (!Number.isInteger(o.batch) || o.batch < 1) throw planError(`batch must be an integer ≥ 1, got ${o.batch}`);
-  if (!Number.isInteger(o.capacity) || o.capacity < 1) throw planError(`capacity must be an integer ≥ 1, got ${o.capacity}`);
+  if (!Number.isInteger(o.capacity) || o.capacity < 1)
+    throw planError(`capacity must be an integer ≥ 1, got ${o.capacity}`);
   if (o.capacity > s.maxPositionEmbeddings) {
-    throw new ModelError('E_CONTEXT', `gpu plan: requested context ${o.capacity} exceeds max_position_embeddings ${s.maxPositionEmbeddings}`);
+    throw new ModelError(
+      'E_CONTEXT',
+      `gpu plan: requested context ${o.capacity} exceeds max_position_embeddings ${s.maxPositionEmbeddings}`,
+    );
   }
   const T = o.prefillChunk ?? 64;
   if (!Number.isInteger(T) || T < 1) throw planError(`prefillChunk must be an integer ≥ 1, got ${T}`);
-  if (o.dtype !== undefined && o.dtype !== 'f32' && o.dtype !== 'f16') throw planError(`dtype must be f32 or f16, got ${JSON.stringify(o.dtype)}`);
-  if (o.store && o.dtype !== undefined && o.dtype !== o.store.dtype) throw planError(`dtype ${o.dtype} differs from the weight store's ${o.store.dtype}`);
-  if (s.layers.length !== s.numLayers) throw new ModelError('E_CONFIG', `gpu plan: ${s.layers.length} layer specs for ${s.numLayers} layers`);
-  if (s.numHeads % s.numKvHeads !== 0) throw new ModelError('E_CONFIG', `gpu plan: num_attention_heads ${s.numHeads} is not a multiple of num_key_value_heads ${s.numKvHeads}`);
-  if (s.headDim % 4 !== 0 || s.headDim > 256) throw new ModelError('E_CONFIG', `gpu plan: head_dim ${s.headDim} must be a multiple of 4 and at most 256 (the attention kernel's vec4 loads)`);
-  if (s.vocabSize >= 1 << 24) throw new ModelError('E_CONFIG', `gpu plan: vocab_size ${s.vocabSize} needs ids below 2^24`);
+  if (o.dtype !== undefined && o.dtype !== 'f32' && o.dtype !== 'f16')
+    throw planError(`dtype must be f32 or f16, got ${JSON.stringify(o.dtype)}`);
+  if (o.store && o.dtype !== undefined && o.dtype !== o.store.dtype)
+    throw planError(`dtype ${o.dtype} differs from the weight store's ${o.store.dtype}`);
+  if (s.layers.length !== s.numLayers)
+    throw new ModelError('E_CONFIG', `gpu plan: ${s.layers.length} layer specs for ${s.numLayers} layers`);
+  if (s.numHeads % s.numKvHeads !== 0)
+    throw new ModelError(
+      'E_CONFIG',
+      `gpu plan: num_attention_heads ${s.numHeads} is not a multiple of num_key_value_heads ${s.numKvHeads}`,
+    );
+  if (s.headDim % 4 !== 0 || s.headDim > 256)
+    throw new ModelError(
+      'E_CONFIG',
+      `gpu plan: head_dim ${s.headDim} must be a multiple of 4 and at most 256 (the attention kernel's vec4 loads)`,
+    );
+  if (s.vocabSize >= 1 << 24)
+    throw new ModelError('E_CONFIG', `gpu plan: vocab_size ${s.vocabSize} needs ids below 2^24`);
 }

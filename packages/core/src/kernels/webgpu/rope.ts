@@ -56,8 +56,19 @@ export function ropeTable(spec: RopeSpec, positions: number): Float32Array {
 }
 
 const DIMS = new DimsLayout([
-  ['d', 'u32'], ['df', 'f32'], ['nh', 'u32'], ['nkv', 'u32'], ['half', 'u32'], ['s', 'u32'], ['sinAt', 'u32'], ['eps', 'f32'],
-  ['qscale', 'f32'], ['qkvs', 'u32'], ['qs', 'u32'], ['rows', 'u32'], ['pos', 'u32'],
+  ['d', 'u32'],
+  ['df', 'f32'],
+  ['nh', 'u32'],
+  ['nkv', 'u32'],
+  ['half', 'u32'],
+  ['s', 'u32'],
+  ['sinAt', 'u32'],
+  ['eps', 'f32'],
+  ['qscale', 'f32'],
+  ['qkvs', 'u32'],
+  ['qs', 'u32'],
+  ['rows', 'u32'],
+  ['pos', 'u32'],
 ] as const);
 
 /** Dispatch [nH + 2·nKV, M]. Bindings: dims, qkv, (nw), tab, step, q, kc, vc, slots. */
@@ -77,7 +88,10 @@ export function ropeKernel(s: RopeShape, positions: number): Kernel {
   };
   const code = /* wgsl */ `
 ${DIMS.wgsl(0)}
-${names.slice(1).map((n, i) => `@group(0) @binding(${i + 1}) ${decl[n]}`).join('\n')}
+${names
+  .slice(1)
+  .map((n, i) => `@group(0) @binding(${i + 1}) ${decl[n]}`)
+  .join('\n')}
 var<workgroup> xs: array<f32, 256>;
 var<workgroup> red: array<f32, 64>;
 
@@ -107,12 +121,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   let isQ = hd < NH;
   let isK = hd >= NH && hd < NH + NKV;
-${s.qkNorm ? `  let inv = inverseSqrt(red[0] / d.df + d.eps);
+${
+  s.qkNorm
+    ? `  let inv = inverseSqrt(red[0] / d.df + d.eps);
   let nwo = select(D, 0u, isQ);
   if (isQ || isK) {
     for (var k = t; k < D; k = k + 64u) { xs[k] = xs[k] * inv * nw[nwo + k]; }
   }
-  workgroupBarrier();` : ''}
+  workgroupBarrier();`
+    : ''
+}
   for (var k = t; k < D; k = k + 64u) {
     var v = xs[k];
     if ((isQ || isK) && k < 2u * HALF) {
@@ -135,10 +153,24 @@ ${s.qkNorm ? `  let inv = inverseSqrt(red[0] / d.df + d.eps);
 }
 `;
   return {
-    label: `rope${s.qkNorm ? ' qknorm' : ''}`, code, entry: 'main', bindings: names,
+    label: `rope${s.qkNorm ? ' qknorm' : ''}`,
+    code,
+    entry: 'main',
+    bindings: names,
     dims: DIMS.pack({
-      d: s.D, df: s.D, nh: s.nH, nkv: s.nKV, half, s: s.S, sinAt: positions * half, eps: s.qkNorm?.eps ?? 1, qscale: s.qScale,
-      qkvs: s.qkvStride, qs: s.qStride, rows: s.rowsAt, pos: s.posAt,
+      d: s.D,
+      df: s.D,
+      nh: s.nH,
+      nkv: s.nKV,
+      half,
+      s: s.S,
+      sinAt: positions * half,
+      eps: s.qkNorm?.eps ?? 1,
+      qscale: s.qScale,
+      qkvs: s.qkvStride,
+      qs: s.qStride,
+      rows: s.rowsAt,
+      pos: s.posAt,
     }),
   };
 }

@@ -23,7 +23,15 @@ export interface GpuCounters {
 }
 
 export function zeroCounters(): GpuCounters {
-  return { dispatches: 0, uploads_bytes: 0, readback_bytes: 0, readbacks: 0, new_pipelines: 0, new_bind_groups: 0, new_buffers: 0 };
+  return {
+    dispatches: 0,
+    uploads_bytes: 0,
+    readback_bytes: 0,
+    readbacks: 0,
+    new_pipelines: 0,
+    new_bind_groups: 0,
+    new_buffers: 0,
+  };
 }
 
 /** b − a, field by field. */
@@ -57,7 +65,10 @@ export class DimsLayout<F extends string> {
   wgsl(binding: number): string {
     const n = this.fields.length;
     const pad = (4 - (n % 4)) % 4;
-    const members = [...this.fields.map(([f, t]) => `${f}: ${t}`), ...Array.from({ length: pad }, (_, i) => `pad${i}: u32`)];
+    const members = [
+      ...this.fields.map(([f, t]) => `${f}: ${t}`),
+      ...Array.from({ length: pad }, (_, i) => `pad${i}: u32`),
+    ];
     return `struct Dims { ${members.join(', ')} }\n@group(0) @binding(${binding}) var<uniform> d: Dims;`;
   }
 
@@ -66,7 +77,8 @@ export class DimsLayout<F extends string> {
     const f = new Float32Array(words.buffer);
     this.fields.forEach(([name, ty], i) => {
       const v = values[name];
-      if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`dims field ${name}: ${v} is not a finite number`);
+      if (typeof v !== 'number' || !Number.isFinite(v))
+        throw new Error(`dims field ${name}: ${v} is not a finite number`);
       if (ty === 'u32') {
         if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new Error(`dims field ${name}: ${v} is not a u32`);
         words[i] = v;
@@ -122,7 +134,10 @@ export class GpuRuntime {
       this.counters.new_pipelines++;
       p = this.compile(k);
       this.pipelines.set(key, p);
-      p.then((pl) => this.ready.set(key, pl), () => this.pipelines.delete(key));
+      p.then(
+        (pl) => this.ready.set(key, pl),
+        () => this.pipelines.delete(key),
+      );
     }
     return p;
   }
@@ -140,7 +155,9 @@ export class GpuRuntime {
     const errors = info.messages.filter((m) => m.type === 'error');
     if (errors.length) {
       const lines = k.code.split('\n');
-      const shown = errors.map((e) => `${e.lineNum}:${e.linePos} ${e.message}\n    ${lines[e.lineNum - 1] ?? ''}`).join('\n');
+      const shown = errors
+        .map((e) => `${e.lineNum}:${e.linePos} ${e.message}\n    ${lines[e.lineNum - 1] ?? ''}`)
+        .join('\n');
       throw new ModelError('E_GPU_KERNEL', `WGSL kernel ${k.label} does not compile:\n${shown}`);
     }
     try {
@@ -150,7 +167,10 @@ export class GpuRuntime {
         compute: { module, entryPoint: k.entry, constants: k.constants },
       });
     } catch (err) {
-      throw new ModelError('E_GPU_KERNEL', `WGSL kernel ${k.label}: pipeline creation failed: ${(err as Error).message}`);
+      throw new ModelError(
+        'E_GPU_KERNEL',
+        `WGSL kernel ${k.label}: pipeline creation failed: ${(err as Error).message}`,
+      );
     }
   }
 
@@ -162,7 +182,10 @@ export class GpuRuntime {
     const lim = this.gpu.limits;
     const max = binding ? lim.maxStorageBufferBindingSize : lim.maxBufferSize;
     if (bytes > max) {
-      throw new ModelError('E_GPU_LIMIT', `${label}: ${bytes} bytes exceed this device's ${binding ? 'maxStorageBufferBindingSize' : 'maxBufferSize'} (${max} bytes on ${this.gpu.description})`);
+      throw new ModelError(
+        'E_GPU_LIMIT',
+        `${label}: ${bytes} bytes exceed this device's ${binding ? 'maxStorageBufferBindingSize' : 'maxBufferSize'} (${max} bytes on ${this.gpu.description})`,
+      );
     }
   }
 
@@ -246,7 +269,10 @@ export class GpuStep {
   private readonly encoder: GPUCommandEncoder;
   private pass: GPUComputePassEncoder | null = null;
 
-  constructor(private readonly rt: GpuRuntime, label: string) {
+  constructor(
+    private readonly rt: GpuRuntime,
+    label: string,
+  ) {
     this.encoder = rt.device.createCommandEncoder({ label });
   }
 

@@ -64,7 +64,10 @@ export interface TailShape {
 }
 
 /** A row's parameters as the tail reads them (RowParams in the WGSL): the sampling fields as the host sampler's. */
-export interface TailRowParams extends Pick<SamplingParams, 'temperature' | 'topK' | 'topP' | 'minP' | 'repetitionPenalty' | 'presencePenalty' | 'frequencyPenalty'> {
+export interface TailRowParams extends Pick<
+  SamplingParams,
+  'temperature' | 'topK' | 'topP' | 'minP' | 'repetitionPenalty' | 'presencePenalty' | 'frequencyPenalty'
+> {
   mode: keyof typeof MIX_MODE_CODE;
   beta: number;
   /** the mix's top-K */
@@ -77,9 +80,18 @@ export interface TailRowParams extends Pick<SamplingParams, 'temperature' | 'top
 export function packRowParams(p: TailRowParams): Uint32Array {
   const words = new Uint32Array(ROW_PARAM_WORDS);
   const f = new Float32Array(words.buffer);
-  f[0] = p.temperature; words[1] = p.topK; f[2] = p.topP; f[3] = p.minP;
-  f[4] = p.repetitionPenalty; f[5] = p.presencePenalty; f[6] = p.frequencyPenalty; words[7] = MIX_MODE_CODE[p.mode];
-  f[8] = p.beta; words[9] = p.mixK; words[10] = p.logprobs; words[11] = p.temperature > 0 ? 1 : 0;
+  f[0] = p.temperature;
+  words[1] = p.topK;
+  f[2] = p.topP;
+  f[3] = p.minP;
+  f[4] = p.repetitionPenalty;
+  f[5] = p.presencePenalty;
+  f[6] = p.frequencyPenalty;
+  words[7] = MIX_MODE_CODE[p.mode];
+  f[8] = p.beta;
+  words[9] = p.mixK;
+  words[10] = p.logprobs;
+  words[11] = p.temperature > 0 ? 1 : 0;
   return words;
 }
 
@@ -92,8 +104,17 @@ export function tailOffsets(B: number): { rows: number; u: number; forced: numbe
 }
 
 const DIMS = new DimsLayout([
-  ['v', 'u32'], ['h', 'u32'], ['hs', 'u32'], ['scale', 'f32'], ['ep', 'u32'], ['brows', 'u32'], ['rows', 'u32'], ['u', 'u32'],
-  ['forced', 'u32'], ['chunk', 'u32'], ['pen', 'u32'],
+  ['v', 'u32'],
+  ['h', 'u32'],
+  ['hs', 'u32'],
+  ['scale', 'f32'],
+  ['ep', 'u32'],
+  ['brows', 'u32'],
+  ['rows', 'u32'],
+  ['u', 'u32'],
+  ['forced', 'u32'],
+  ['chunk', 'u32'],
+  ['pen', 'u32'],
 ] as const);
 
 const BIND_DECL: Record<string, string> = {
@@ -219,15 +240,24 @@ fn selectKth(raw: bool, kth: u32, t: u32, P: RowParams) -> vec2<u32> {
 `;
 
 function names(s: TailShape, which: 'stats' | 'sample' | 'mix'): string[] {
-  if (which === 'mix') return ['dims', 'logits', 'params', 'step', 'pen', 'scratch', 'next', 'rec', ...embedBindings(s.embed)];
+  if (which === 'mix')
+    return ['dims', 'logits', 'params', 'step', 'pen', 'scratch', 'next', 'rec', ...embedBindings(s.embed)];
   return ['dims', 'logits', 'params', 'step', 'pen', 'scratch'];
 }
 
 function dimsOf(s: TailShape): Uint32Array {
   const off = tailOffsets(s.B);
   return DIMS.pack({
-    v: s.V, h: s.H, hs: s.hStride, scale: s.scale ?? 1, ...embedDims(s.embed), rows: off.rows, u: off.u, forced: off.forced,
-    chunk: Math.ceil(s.V / 256), pen: s.penalties ? 1 : 0,
+    v: s.V,
+    h: s.H,
+    hs: s.hStride,
+    scale: s.scale ?? 1,
+    ...embedDims(s.embed),
+    rows: off.rows,
+    u: off.u,
+    forced: off.forced,
+    chunk: Math.ceil(s.V / 256),
+    pen: s.penalties ? 1 : 0,
   });
 }
 
@@ -534,7 +564,13 @@ ${LOAD_ROW}
   }
 }
 `;
-  return { label: `tail-mix ${s.embed.dtype}${embedBlocks(s.embed) > 1 ? ` ${embedBlocks(s.embed)} blocks` : ''}`, code, entry: 'main', bindings: bind, dims: dimsOf(s) };
+  return {
+    label: `tail-mix ${s.embed.dtype}${embedBlocks(s.embed) > 1 ? ` ${embedBlocks(s.embed)} blocks` : ''}`,
+    code,
+    entry: 'main',
+    bindings: bind,
+    dims: dimsOf(s),
+  };
 }
 
 /** The tail's kernels, in dispatch order (the sampler only when some row samples at random). */

@@ -37,12 +37,18 @@ export function need(weights: WeightsProvider, name: string, shape: number[]): H
   const t = weights(name);
   if (!t) throw new ModelError('E_MISSING_TENSORS', `gpu plan: missing tensor ${name}`);
   if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-    throw new ModelError('E_SHAPE', `gpu plan: tensor ${name} has shape [${t.shape.join(', ')}] but the config implies [${shape.join(', ')}]`);
+    throw new ModelError(
+      'E_SHAPE',
+      `gpu plan: tensor ${name} has shape [${t.shape.join(', ')}] but the config implies [${shape.join(', ')}]`,
+    );
   }
   const n = shape.reduce((a, b) => a * b, 1);
   const wantArray = t.dtype === 'f32' ? Float32Array : Uint16Array;
   if (!(t.data instanceof wantArray) || t.data.length !== n) {
-    throw new ModelError('E_SHAPE', `gpu plan: tensor ${name} (${t.dtype}) holds ${t.data.length} ${t.data.constructor.name} values for ${n} elements`);
+    throw new ModelError(
+      'E_SHAPE',
+      `gpu plan: tensor ${name} (${t.dtype}) holds ${t.data.length} ${t.data.constructor.name} values for ${n} elements`,
+    );
   }
   return t;
 }
@@ -64,7 +70,12 @@ export interface StoredMatrix {
  * Stack [out, K] parts into one [Σout, KP] matrix in `want` storage. With f16, a part holding a
  * value past ±65504 makes the whole matrix f32, and `notes` gets a line naming it.
  */
-export function stackRows(parts: { name: string; t: HostTensor }[], K: number, want: 'f32' | 'f16', notes: string[]): StoredMatrix {
+export function stackRows(
+  parts: { name: string; t: HostTensor }[],
+  K: number,
+  want: 'f32' | 'f16',
+  notes: string[],
+): StoredMatrix {
   const KP = padK(K);
   const rows = parts.reduce((n, p) => n + p.t.shape[0], 0);
   const f32s = parts.map((p) => toF32(p.t));
@@ -74,7 +85,9 @@ export function stackRows(parts: { name: string; t: HostTensor }[], K: number, w
       let over = 0;
       for (let j = 0; j < v.length; j++) if (!(Math.abs(v[j]) <= F16_MAX)) over++;
       if (over) {
-        notes.push(`${parts[i].name}: ${over} value(s) outside f16's range (±${F16_MAX}); ${parts.map((p) => p.name).join(' + ')} kept in f32`);
+        notes.push(
+          `${parts[i].name}: ${over} value(s) outside f16's range (±${F16_MAX}); ${parts.map((p) => p.name).join(' + ')} kept in f32`,
+        );
         dtype = 'f32';
       }
     }
@@ -104,7 +117,10 @@ export function catVectors(ts: HostTensor[]): Float32Array {
   const parts = ts.map(toF32);
   const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
-  for (const p of parts) { out.set(p, o); o += p.length; }
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
   return out;
 }
 

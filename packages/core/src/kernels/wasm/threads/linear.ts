@@ -39,7 +39,9 @@ function hostValues(t: tf.Tensor, dtype: 'float32' | 'int32'): Float32Array | In
   const b = wasmBackend();
   const off = b?.dataIdMap.get(t.dataId)?.memoryOffset;
   if (b && off != null && t.dtype === dtype) {
-    return dtype === 'float32' ? new Float32Array(b.wasm.HEAPU8.buffer, off, t.size) : new Int32Array(b.wasm.HEAPU8.buffer, off, t.size);
+    return dtype === 'float32'
+      ? new Float32Array(b.wasm.HEAPU8.buffer, off, t.size)
+      : new Int32Array(b.wasm.HEAPU8.buffer, off, t.size);
   }
   const v = t.dataSync();
   return dtype === 'float32' ? Float32Array.from(v as ArrayLike<number>) : Int32Array.from(v as ArrayLike<number>);
@@ -90,11 +92,21 @@ export class ThreadedLinear implements VocabMatrix {
   private readonly name: string;
   private freed = false;
 
-  private constructor(readonly pool: ThreadPool, readonly weight: SharedWeight, private readonly o: ThreadedLinearOptions) {
+  private constructor(
+    readonly pool: ThreadPool,
+    readonly weight: SharedWeight,
+    private readonly o: ThreadedLinearOptions,
+  ) {
     this.name = o.label ?? 'threaded weight';
-    for (const [what, t] of [['bias', o.bias], ['outScale', o.outScale]] as const) {
+    for (const [what, t] of [
+      ['bias', o.bias],
+      ['outScale', o.outScale],
+    ] as const) {
       if (t && (t.size !== weight.rows || t.dtype !== 'float32')) {
-        throw new ModelError('E_SHAPE', `${this.name}: ${what} [${t.shape}] (${t.dtype}) does not fit ${weight.rows} output features`);
+        throw new ModelError(
+          'E_SHAPE',
+          `${this.name}: ${what} [${t.shape}] (${t.dtype}) does not fit ${weight.rows} output features`,
+        );
       }
     }
     this.biasValues = o.bias ? Float32Array.from(o.bias.dataSync()) : null;
@@ -102,7 +114,13 @@ export class ThreadedLinear implements VocabMatrix {
   }
 
   /** Upload a row-major [rows, cols] matrix (the checkpoint's [out, in]) into the pool. */
-  static upload(pool: ThreadPool, src: WeightSource, rows: number, cols: number, o: ThreadedLinearOptions = {}): ThreadedLinear {
+  static upload(
+    pool: ThreadPool,
+    src: WeightSource,
+    rows: number,
+    cols: number,
+    o: ThreadedLinearOptions = {},
+  ): ThreadedLinear {
     const w = uploadWeight(pool, src, rows, cols, o.label);
     try {
       return new ThreadedLinear(pool, w, o);
@@ -112,19 +130,38 @@ export class ThreadedLinear implements VocabMatrix {
     }
   }
 
-  get inDim(): number { return this.weight.cols; }
-  get outDim(): number { return this.weight.rows; }
-  get vocab(): number { return this.weight.rows; }
-  get width(): number { return this.weight.cols; }
-  get kind(): SharedWeight['kind'] { return this.weight.kind; }
+  get inDim(): number {
+    return this.weight.cols;
+  }
+  get outDim(): number {
+    return this.weight.rows;
+  }
+  get vocab(): number {
+    return this.weight.rows;
+  }
+  get width(): number {
+    return this.weight.cols;
+  }
+  get kind(): SharedWeight['kind'] {
+    return this.weight.kind;
+  }
 
   get bytes(): number {
     const w = this.weight;
-    return w.data.bytes + (w.scales?.bytes ?? 0) + (this.o.bias ? this.o.bias.size * 4 : 0) + (this.o.outScale ? this.o.outScale.size * 4 : 0);
+    return (
+      w.data.bytes +
+      (w.scales?.bytes ?? 0) +
+      (this.o.bias ? this.o.bias.size * 4 : 0) +
+      (this.o.outScale ? this.o.outScale.size * 4 : 0)
+    );
   }
 
   apply(x: tf.Tensor2D): tf.Tensor2D {
-    if (x.rank !== 2 || x.shape[1] !== this.inDim) throw new ModelError('E_SHAPE', `${this.name}: x [${x.shape}] does not fit a [${this.outDim}, ${this.inDim}] weight`);
+    if (x.rank !== 2 || x.shape[1] !== this.inDim)
+      throw new ModelError(
+        'E_SHAPE',
+        `${this.name}: x [${x.shape}] does not fit a [${this.outDim}, ${this.inDim}] weight`,
+      );
     this.check();
     const N = x.shape[0];
     const rows = this.outDim;
@@ -147,7 +184,8 @@ export class ThreadedLinear implements VocabMatrix {
   }
 
   rows(ids: tf.Tensor1D): tf.Tensor2D {
-    if (ids.rank !== 1 || ids.dtype !== 'int32') throw new ModelError('E_DTYPE', `${this.name}.rows: ids must be int32 [n], got ${ids.dtype} [${ids.shape}]`);
+    if (ids.rank !== 1 || ids.dtype !== 'int32')
+      throw new ModelError('E_DTYPE', `${this.name}.rows: ids must be int32 [n], got ${ids.dtype} [${ids.shape}]`);
     this.check();
     const v = gather(this.pool, this.weight, Int32Array.from(hostValues(ids, 'int32')));
     return outputTensor(ids.size, this.width, (dst) => dst.set(v));
@@ -155,7 +193,11 @@ export class ThreadedLinear implements VocabMatrix {
 
   mix(w: tf.Tensor2D): tf.Tensor2D {
     const V = w.shape[1];
-    if (w.rank !== 2 || V > this.vocab) throw new ModelError('E_SHAPE', `${this.name}.mix: weights [${w.shape}] over more ids than the table's ${this.vocab}`);
+    if (w.rank !== 2 || V > this.vocab)
+      throw new ModelError(
+        'E_SHAPE',
+        `${this.name}.mix: weights [${w.shape}] over more ids than the table's ${this.vocab}`,
+      );
     this.check();
     const B = w.shape[0];
     const wv = hostValues(w, 'float32') as Float32Array;
@@ -174,7 +216,11 @@ export class ThreadedLinear implements VocabMatrix {
       let k = 0;
       for (let v = 0; v < V; v++) {
         const x = wv[b * V + v];
-        if (x !== 0) { ids[b * K + k] = v; wts[b * K + k] = x; k++; }
+        if (x !== 0) {
+          ids[b * K + k] = v;
+          wts[b * K + k] = x;
+          k++;
+        }
       }
     }
     const out = B > 0 ? mix(this.pool, this.weight, ids, wts, B, K) : new Float32Array(0);

@@ -30,7 +30,10 @@ export interface Allocation {
   readonly bytes: number;
 }
 
-interface Free { ptr: number; bytes: number }
+interface Free {
+  ptr: number;
+  bytes: number;
+}
 
 function alignUp(n: number, a: number): number {
   return Math.ceil(n / a) * a;
@@ -80,7 +83,8 @@ export class SharedHeap {
    * throws a ModelError when 4 GiB (or maxBytes) would not hold it.
    */
   alloc(bytes: number, what = 'buffer'): Allocation {
-    if (!Number.isFinite(bytes) || bytes < 0) throw new ModelError('E_ALLOC', `thread pool memory: cannot allocate ${bytes} bytes for ${what}`);
+    if (!Number.isFinite(bytes) || bytes < 0)
+      throw new ModelError('E_ALLOC', `thread pool memory: cannot allocate ${bytes} bytes for ${what}`);
     const size = Math.max(ALIGN, alignUp(bytes, ALIGN));
     let i = this.free.findIndex((f) => f.bytes >= size);
     if (i < 0) {
@@ -131,7 +135,11 @@ export class SharedHeap {
       try {
         this.memory.grow(Math.ceil(need / PAGE));
       } catch (e) {
-        throw new ModelError('E_ALLOC', `thread pool memory: ${what} needs ${size} bytes; ${have} are held (${this.used} in use) and the memory cannot grow further (its maximum is ${this.maxPages * PAGE} bytes)`, { cause: e });
+        throw new ModelError(
+          'E_ALLOC',
+          `thread pool memory: ${what} needs ${size} bytes; ${have} are held (${this.used} in use) and the memory cannot grow further (its maximum is ${this.maxPages * PAGE} bytes)`,
+          { cause: e },
+        );
       }
     }
     const added = this.size - have;

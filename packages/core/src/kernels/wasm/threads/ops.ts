@@ -48,7 +48,13 @@ const BYTES: Record<MatKind, number> = { f32: 4, bf16: 2, f16: 2, q8: 1 };
  * Upload a row-major [rows, cols] weight (the checkpoint's [out, in]): f32 values, bf16/f16
  * words, or q8 as packed.ts's quantizeQ8 gives it (q int8 [rows·cols], d f32 [rows][ceil(cols/32)]).
  */
-export function uploadWeight(pool: ThreadPool, src: WeightSource, rows: number, cols: number, name = 'weight'): SharedWeight {
+export function uploadWeight(
+  pool: ThreadPool,
+  src: WeightSource,
+  rows: number,
+  cols: number,
+  name = 'weight',
+): SharedWeight {
   if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 1 || cols < 1) {
     throw new ModelError('E_SHAPE', `${name}: cannot upload a [${rows}, ${cols}] weight`);
   }
@@ -56,7 +62,8 @@ export function uploadWeight(pool: ThreadPool, src: WeightSource, rows: number, 
   const len = src.kind === 'f32' ? src.values.length : src.kind === 'q8' ? src.q.length : src.words.length;
   if (len !== n) throw new ModelError('E_SHAPE', `${name}: ${len} values for [${rows}, ${cols}]`);
   const nb = Math.ceil(cols / BLOCK);
-  if (src.kind === 'q8' && src.d.length !== rows * nb) throw new ModelError('E_SHAPE', `${name}: ${src.d.length} q8 scales for [${rows}, ${cols}] (want ${rows * nb})`);
+  if (src.kind === 'q8' && src.d.length !== rows * nb)
+    throw new ModelError('E_SHAPE', `${name}: ${src.d.length} q8 scales for [${rows}, ${cols}] (want ${rows * nb})`);
   const rowsP = alignUp(rows, ROW_PAD);
   const colsP = nb * BLOCK;
   const rowBytes = colsP * BYTES[src.kind];
@@ -79,11 +86,15 @@ export function uploadWeight(pool: ThreadPool, src: WeightSource, rows: number, 
   } else if (src.kind === 'q8') {
     const bad = src.q.indexOf(-128);
     if (bad >= 0) {
-      throw new ModelError('E_Q8_RANGE', `${name}: q8 value −128 at row ${Math.floor(bad / cols)}, column ${bad % cols}: Q8_0 weights lie in −127..127 (round(x / (max|x| / 127)))`);
+      throw new ModelError(
+        'E_Q8_RANGE',
+        `${name}: q8 value −128 at row ${Math.floor(bad / cols)}, column ${bad % cols}: Q8_0 weights lie in −127..127 (round(x / (max|x| / 127)))`,
+      );
     }
     const dst = new Int8Array(heap.memory.buffer, data.ptr, rowsP * colsP);
     for (let r = 0; r < rows; r++) {
-      for (let c = 0; c < cols; c += per) dst.set(src.q.subarray(r * cols + c, r * cols + Math.min(cols, c + per)), at(r, c));
+      for (let c = 0; c < cols; c += per)
+        dst.set(src.q.subarray(r * cols + c, r * cols + Math.min(cols, c + per)), at(r, c));
     }
     const sT = heap.f32(scales!.ptr, nb * rowsP);
     sT.fill(0);
@@ -140,7 +151,14 @@ function copyRowsIn(pool: ThreadPool, x: Float32Array, N: number, cols: number, 
 }
 
 /** Copy [N, stride] rows' first `cols` values out of the pool into a fresh (or given) array. */
-function copyRowsOut(pool: ThreadPool, ptr: number, N: number, cols: number, stride: number, out?: Float32Array): Float32Array {
+function copyRowsOut(
+  pool: ThreadPool,
+  ptr: number,
+  N: number,
+  cols: number,
+  stride: number,
+  out?: Float32Array,
+): Float32Array {
   const y = out ?? new Float32Array(N * cols);
   const src = pool.heap.f32(ptr, N * stride);
   if (cols === stride) y.set(src.subarray(0, N * cols));
@@ -172,11 +190,18 @@ function rowGrain(rowsP: number): number {
 }
 
 /** y [N, rows] = x [N, cols] · Wᵀ (see wat.ts for the arithmetic of each kind). */
-export function matmul(pool: ThreadPool, w: SharedWeight, x: Float32Array, N: number, o: MatmulOptions = {}): Float32Array {
+export function matmul(
+  pool: ThreadPool,
+  w: SharedWeight,
+  x: Float32Array,
+  N: number,
+  o: MatmulOptions = {},
+): Float32Array {
   if (!Number.isInteger(N) || N < 1 || x.length < N * w.cols) {
     throw new ModelError('E_SHAPE', `matmul: x has ${x.length} values, not ${N} rows of ${w.cols}`);
   }
-  if (o.out && o.out.length < N * w.rows) throw new ModelError('E_SHAPE', `matmul: out holds ${o.out.length} values, not [${N}, ${w.rows}]`);
+  if (o.out && o.out.length < N * w.rows)
+    throw new ModelError('E_SHAPE', `matmul: out holds ${o.out.length} values, not [${N}, ${w.rows}]`);
   const xBytes = N * w.colsP * 4;
   const yBytes = N * w.rowsP * 4;
   const nb = w.colsP / BLOCK;
@@ -191,8 +216,14 @@ export function matmul(pool: ThreadPool, w: SharedWeight, x: Float32Array, N: nu
  * The matmul on pool addresses: x at xp as [N, colsP] f32 (zero padded), y to yp as [N, rowsP];
  * q8 also needs xq (N·colsP·2 bytes) and xd (N·colsP/8 bytes) for the quantized x.
  */
-export function matmulAt(pool: ThreadPool, w: SharedWeight, xp: number, N: number, yp: number,
-  o: { q8?: Q8Activations; threads?: number; xq?: number; xd?: number } = {}): void {
+export function matmulAt(
+  pool: ThreadPool,
+  w: SharedWeight,
+  xp: number,
+  N: number,
+  yp: number,
+  o: { q8?: Q8Activations; threads?: number; xq?: number; xd?: number } = {},
+): void {
   const a = pool.args().i32;
   const nb = w.colsP / BLOCK;
   const threads = o.threads ?? pool.threads;
@@ -207,7 +238,23 @@ export function matmulAt(pool: ThreadPool, w: SharedWeight, xp: number, N: numbe
   // quantize x: rows split between threads only when there are many
   a.set([xp, w.colsP * 4, N, nb, o.xq, nb * 64, o.xd, nb * 4]);
   pool.dispatch(x16 ? 'quant_x16' : 'quant_x8', N, 4, N >= 16 ? threads : 1);
-  pool.args().i32.set([w.data.ptr, w.rowBytes, w.scales!.ptr, w.rowsP * 4, o.xq, nb * 64, o.xd, nb * 4, N, nb, yp, w.rowsP * 4, chunkRows(nb * 64)]);
+  pool
+    .args()
+    .i32.set([
+      w.data.ptr,
+      w.rowBytes,
+      w.scales!.ptr,
+      w.rowsP * 4,
+      o.xq,
+      nb * 64,
+      o.xd,
+      nb * 4,
+      N,
+      nb,
+      yp,
+      w.rowsP * 4,
+      chunkRows(nb * 64),
+    ]);
   pool.dispatch(x16 ? 'mm_q8x16' : 'mm_q8x8', w.rowsP, grain, threads);
 }
 
@@ -216,7 +263,8 @@ export function matmulAt(pool: ThreadPool, w: SharedWeight, xp: number, N: numbe
 function checkIds(ids: Int32Array, rows: number, what: string): void {
   for (let i = 0; i < ids.length; i++) {
     const id = ids[i];
-    if (!Number.isInteger(id) || id < 0 || id >= rows) throw new ModelError('E_INDEX', `${what}: id ${id} (#${i}) is outside the table's ${rows} rows`);
+    if (!Number.isInteger(id) || id < 0 || id >= rows)
+      throw new ModelError('E_INDEX', `${what}: id ${id} (#${i}) is outside the table's ${rows} rows`);
   }
 }
 
@@ -240,8 +288,17 @@ export function gather(pool: ThreadPool, w: SharedWeight, ids: Int32Array, o: { 
  * The MoI mix: out [M, cols], row m = Σ_k wts[m·K + k] · row ids[m·K + k] (widened as gather),
  * k in order, f32 multiply then add from 0, split by 32-column blocks.
  */
-export function mix(pool: ThreadPool, w: SharedWeight, ids: Int32Array, wts: Float32Array, M: number, K: number, o: { threads?: number } = {}): Float32Array {
-  if (ids.length !== M * K || wts.length !== M * K) throw new ModelError('E_SHAPE', `mix: ${ids.length} ids and ${wts.length} weights for ${M} rows of ${K}`);
+export function mix(
+  pool: ThreadPool,
+  w: SharedWeight,
+  ids: Int32Array,
+  wts: Float32Array,
+  M: number,
+  K: number,
+  o: { threads?: number } = {},
+): Float32Array {
+  if (ids.length !== M * K || wts.length !== M * K)
+    throw new ModelError('E_SHAPE', `mix: ${ids.length} ids and ${wts.length} weights for ${M} rows of ${K}`);
   checkIds(ids, w.rows, 'mix');
   const [ip, wp, op] = scratch(pool, M * K * 4, M * K * 4, M * w.colsP * 4);
   pool.heap.i32(ip, M * K).set(ids);
@@ -263,9 +320,16 @@ export class SharedKv {
   readonly valsT: Allocation;
   readonly slotPos: Allocation;
 
-  constructor(readonly pool: ThreadPool, readonly Bc: number, readonly nKV: number, capacity: number, readonly D: number) {
+  constructor(
+    readonly pool: ThreadPool,
+    readonly Bc: number,
+    readonly nKV: number,
+    capacity: number,
+    readonly D: number,
+  ) {
     if (D % 8 !== 0 || D < 8) throw new ModelError('E_SHAPE', `SharedKv: head dim ${D} must be a multiple of 8`);
-    if (!(Bc >= 1 && nKV >= 1 && capacity >= 1)) throw new ModelError('E_SHAPE', `SharedKv: rows ${Bc}, kv heads ${nKV}, capacity ${capacity}`);
+    if (!(Bc >= 1 && nKV >= 1 && capacity >= 1))
+      throw new ModelError('E_SHAPE', `SharedKv: rows ${Bc}, kv heads ${nKV}, capacity ${capacity}`);
     this.S = alignUp(capacity, 4);
     const n = Bc * nKV * this.S * D;
     this.keys = pool.heap.alloc(n * 4, 'kv keys');
@@ -317,25 +381,52 @@ export interface SplitHeadsOptions {
  * From qkv [N, (nH + 2·nKV)·D] (a fused projection's output), q [N, nH, D] (normed and rotated
  * as asked) returned, k (normed, rotated) and v written into the cache at each row's slot.
  */
-export function splitHeads(pool: ThreadPool, kv: SharedKv, qkv: Float32Array, N: number, nH: number, o: SplitHeadsOptions): Float32Array {
+export function splitHeads(
+  pool: ThreadPool,
+  kv: SharedKv,
+  qkv: Float32Array,
+  N: number,
+  nH: number,
+  o: SplitHeadsOptions,
+): Float32Array {
   const { D, nKV, S } = kv;
   const width = (nH + 2 * nKV) * D;
-  if (qkv.length !== N * width || o.rows.length !== 3 * N) throw new ModelError('E_SHAPE', `splitHeads: qkv ${qkv.length} values / rows ${o.rows.length} for ${N} rows of ${width}`);
-  if ((o.cos || o.sin) && (o.cos?.length !== N * D || o.sin?.length !== N * D)) throw new ModelError('E_SHAPE', `splitHeads: cos/sin must be [${N}, ${D}]`);
-  for (const [name, t] of [['qNorm', o.qNorm], ['kNorm', o.kNorm]] as const) {
+  if (qkv.length !== N * width || o.rows.length !== 3 * N)
+    throw new ModelError(
+      'E_SHAPE',
+      `splitHeads: qkv ${qkv.length} values / rows ${o.rows.length} for ${N} rows of ${width}`,
+    );
+  if ((o.cos || o.sin) && (o.cos?.length !== N * D || o.sin?.length !== N * D))
+    throw new ModelError('E_SHAPE', `splitHeads: cos/sin must be [${N}, ${D}]`);
+  for (const [name, t] of [
+    ['qNorm', o.qNorm],
+    ['kNorm', o.kNorm],
+  ] as const) {
     if (t && t.length !== D) throw new ModelError('E_SHAPE', `splitHeads: ${name} has ${t.length} values, not ${D}`);
   }
   const info = new Int32Array(2 * N);
   const pos = kv.positions();
   for (let n = 0; n < N; n++) {
     const [crow, slot, p] = [o.rows[3 * n], o.rows[3 * n + 1], o.rows[3 * n + 2]];
-    if (crow < 0 || crow >= kv.Bc || slot < 0 || slot >= S) throw new ModelError('E_INDEX', `splitHeads: row ${n} writes cache row ${crow}, slot ${slot}, outside [${kv.Bc}, ${S}]`);
+    if (crow < 0 || crow >= kv.Bc || slot < 0 || slot >= S)
+      throw new ModelError(
+        'E_INDEX',
+        `splitHeads: row ${n} writes cache row ${crow}, slot ${slot}, outside [${kv.Bc}, ${S}]`,
+      );
     info[2 * n] = crow;
     info[2 * n + 1] = slot;
     pos[crow * S + slot] = p;
   }
-  const [qkvp, qp, ip, cp, sp, qn, kn] = scratch(pool, qkv.length * 4, N * nH * D * 4, info.length * 4,
-    o.cos ? N * D * 4 : 0, o.sin ? N * D * 4 : 0, o.qNorm ? D * 4 : 0, o.kNorm ? D * 4 : 0);
+  const [qkvp, qp, ip, cp, sp, qn, kn] = scratch(
+    pool,
+    qkv.length * 4,
+    N * nH * D * 4,
+    info.length * 4,
+    o.cos ? N * D * 4 : 0,
+    o.sin ? N * D * 4 : 0,
+    o.qNorm ? D * 4 : 0,
+    o.kNorm ? D * 4 : 0,
+  );
   const heap = pool.heap;
   heap.f32(qkvp, qkv.length).set(qkv);
   heap.i32(ip, info.length).set(info);
@@ -346,7 +437,22 @@ export function splitHeads(pool: ThreadPool, kv: SharedKv, qkv: Float32Array, N:
   if (o.qNorm) heap.f32(qn, D).set(o.qNorm);
   if (o.kNorm) heap.f32(kn, D).set(o.kNorm);
   const { i32, f32 } = pool.args();
-  i32.set([qkvp, width * 4, nH, nKV, D, qp, kv.keys.ptr, kv.valsT.ptr, S, ip, o.cos ? cp : 0, o.cos ? sp : 0, o.qNorm ? qn : 0, o.kNorm ? kn : 0]);
+  i32.set([
+    qkvp,
+    width * 4,
+    nH,
+    nKV,
+    D,
+    qp,
+    kv.keys.ptr,
+    kv.valsT.ptr,
+    S,
+    ip,
+    o.cos ? cp : 0,
+    o.cos ? sp : 0,
+    o.qNorm ? qn : 0,
+    o.kNorm ? kn : 0,
+  ]);
   f32[14] = o.eps ?? 1e-6;
   pool.dispatch('split_heads', N * (nH + nKV), 1, o.threads);
   return heap.f32(qp, N * nH * D).slice();
@@ -365,14 +471,28 @@ export interface AttentionOptions {
  * row qinfo[2i] at position qinfo[2i + 1] (it sees slots with 0 ≤ pos ≤ that position, within
  * the window). Returns [Nq, nH, D]. Split by (query row, head).
  */
-export function attention(pool: ThreadPool, kv: SharedKv, q: Float32Array, qinfo: Int32Array, nH: number, o: AttentionOptions = {}): Float32Array {
+export function attention(
+  pool: ThreadPool,
+  kv: SharedKv,
+  q: Float32Array,
+  qinfo: Int32Array,
+  nH: number,
+  o: AttentionOptions = {},
+): Float32Array {
   const { D, nKV, S } = kv;
   const Nq = qinfo.length / 2;
   if (!Number.isInteger(Nq) || q.length !== Nq * nH * D || nH % nKV !== 0) {
-    throw new ModelError('E_ATTENTION', `attention: q ${q.length} values, ${qinfo.length / 2} query rows, ${nH} heads over ${nKV} kv heads of ${D}`);
+    throw new ModelError(
+      'E_ATTENTION',
+      `attention: q ${q.length} values, ${qinfo.length / 2} query rows, ${nH} heads over ${nKV} kv heads of ${D}`,
+    );
   }
   for (let i = 0; i < Nq; i++) {
-    if (qinfo[2 * i] < 0 || qinfo[2 * i] >= kv.Bc) throw new ModelError('E_ATTENTION', `attention: query row ${i} reads cache row ${qinfo[2 * i]}, outside the cache's ${kv.Bc}`);
+    if (qinfo[2 * i] < 0 || qinfo[2 * i] >= kv.Bc)
+      throw new ModelError(
+        'E_ATTENTION',
+        `attention: query row ${i} reads cache row ${qinfo[2 * i]}, outside the cache's ${kv.Bc}`,
+      );
   }
   const [qp, ip, op, sc] = scratch(pool, q.length * 4, qinfo.length * 4, q.length * 4, pool.threads * S * 4);
   pool.heap.f32(qp, q.length).set(q);

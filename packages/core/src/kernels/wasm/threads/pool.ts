@@ -75,7 +75,14 @@ import { Worker } from 'node:worker_threads';
 import { ModelError, UsageError } from '../../../errors.ts';
 import { cachedWasm, kernelsCachePath } from '../module.ts';
 import { SharedHeap } from './memory.ts';
-import { compileOptimized, enableRelaxedSimd, runSelfTests, type SelfTestExports, type SelfTestResult, type SimdPath } from './simd.ts';
+import {
+  compileOptimized,
+  enableRelaxedSimd,
+  runSelfTests,
+  type SelfTestExports,
+  type SelfTestResult,
+  type SimdPath,
+} from './simd.ts';
 import { JOB_KERNELS, threadsWat, type JobKernel } from './wat.ts';
 import { CTL, WORKER_SOURCE } from './worker-source.ts';
 
@@ -119,10 +126,11 @@ export interface PoolInfo {
 }
 
 type KernelFn = (a: number, s: number, e: number, t: number) => void;
-export type PoolExports = SelfTestExports & Record<JobKernel, KernelFn> & {
-  claim(addr: number, gen: number): number;
-  claim_init(addr: number, gen: number, n: number): void;
-};
+export type PoolExports = SelfTestExports &
+  Record<JobKernel, KernelFn> & {
+    claim(addr: number, gen: number): number;
+    claim_init(addr: number, gen: number, n: number): void;
+  };
 
 // ---- the module: assembled (wabt) and cached on disk by the text's hash, compiled once per path ----
 
@@ -166,7 +174,14 @@ async function compileFor(simd: SimdPath): Promise<WebAssembly.Module | null> {
 // ---- the pool ----
 
 const W = {
-  GEN: CTL.GEN, COMPLETED: CTL.COMPLETED, EXIT: CTL.EXIT, OP: CTL.OP, UNITS: CTL.UNITS, GRAIN: CTL.GRAIN, NCHUNKS: CTL.NCHUNKS, ERR: CTL.ERR,
+  GEN: CTL.GEN,
+  COMPLETED: CTL.COMPLETED,
+  EXIT: CTL.EXIT,
+  OP: CTL.OP,
+  UNITS: CTL.UNITS,
+  GRAIN: CTL.GRAIN,
+  NCHUNKS: CTL.NCHUNKS,
+  ERR: CTL.ERR,
 };
 /**
  * Chunks per thread a job is cut into: more balance the threads when one is slowed (another
@@ -191,7 +206,14 @@ export class ThreadPool {
   private disposed = false;
   private jobs = 0;
 
-  private constructor(heap: SharedHeap, exports: PoolExports, workers: Worker[], info: PoolInfo, spinMicros: number, mainClaims: boolean) {
+  private constructor(
+    heap: SharedHeap,
+    exports: PoolExports,
+    workers: Worker[],
+    info: PoolInfo,
+    spinMicros: number,
+    mainClaims: boolean,
+  ) {
     this.mainClaims = mainClaims;
     this.heap = heap;
     this.exports = exports;
@@ -232,14 +254,25 @@ export class ThreadPool {
       }
     }
     const mod = await compileFor('simd128');
-    if (!mod) throw new ModelError('E_THREADS', 'thread pool: the plain SIMD kernels do not compile (WebAssembly SIMD or threads missing in this Node)');
+    if (!mod)
+      throw new ModelError(
+        'E_THREADS',
+        'thread pool: the plain SIMD kernels do not compile (WebAssembly SIMD or threads missing in this Node)',
+      );
     const pool = await ThreadPool.start(mod, 'simd128', threads, o, fallback);
-    if (typeof pool === 'string') throw new ModelError('E_THREADS', `thread pool: the plain SIMD kernels fail their self-tests: ${pool}`);
+    if (typeof pool === 'string')
+      throw new ModelError('E_THREADS', `thread pool: the plain SIMD kernels fail their self-tests: ${pool}`);
     return pool;
   }
 
   /** Start on one module; a string says which self-test failed (the pool is then already torn down). */
-  private static async start(mod: WebAssembly.Module, simd: SimdPath, threads: number, o: PoolOptions, fallback: string | null = null): Promise<ThreadPool | string> {
+  private static async start(
+    mod: WebAssembly.Module,
+    simd: SimdPath,
+    threads: number,
+    o: PoolOptions,
+    fallback: string | null = null,
+  ): Promise<ThreadPool | string> {
     const heap = new SharedHeap(o.initialBytes, o.maxBytes);
     const exports = new WebAssembly.Instance(mod, { env: { memory: heap.memory } }).exports as unknown as PoolExports;
     const main = runSelfTests(exports, heap.u8(0, heap.size), CTL.SELFTEST + 64 * threads);
@@ -255,18 +288,24 @@ export class ThreadPool {
         workerData: { memory: heap.memory, module: mod, id, names: JOB_KERNELS, spinMicros, ctlOffsets: CTL },
       });
       workers.push(w);
-      ready.push(new Promise<SelfTestResult>((resolve, reject) => {
-        w.once('message', (m: { selfTest: SelfTestResult }) => resolve(m.selfTest));
-        w.once('error', reject);
-        w.once('exit', (code) => reject(new ModelError('E_THREADS', `thread pool: worker ${id} exited (code ${code}) before it was ready`)));
-      }));
+      ready.push(
+        new Promise<SelfTestResult>((resolve, reject) => {
+          w.once('message', (m: { selfTest: SelfTestResult }) => resolve(m.selfTest));
+          w.once('error', reject);
+          w.once('exit', (code) =>
+            reject(new ModelError('E_THREADS', `thread pool: worker ${id} exited (code ${code}) before it was ready`)),
+          );
+        }),
+      );
     }
     let results: SelfTestResult[];
     try {
       results = await Promise.all(ready);
     } catch (e) {
       await Promise.all(workers.map((w) => w.terminate()));
-      throw e instanceof ModelError ? e : new ModelError('E_THREADS', `thread pool: a worker failed to start: ${(e as Error).message}`, { cause: e });
+      throw e instanceof ModelError
+        ? e
+        : new ModelError('E_THREADS', `thread pool: a worker failed to start: ${(e as Error).message}`, { cause: e });
     }
     for (const w of workers) {
       w.removeAllListeners('exit');
@@ -275,7 +314,14 @@ export class ThreadPool {
       w.unref();
     }
     const bad = results.findIndex((r) => !r.ok || r.fused !== main.fused);
-    const pool = new ThreadPool(heap, exports, workers, { threads, simd, fused: simd === 'relaxed' && main.fused, fallback }, spinMicros, o.mainClaims ?? true);
+    const pool = new ThreadPool(
+      heap,
+      exports,
+      workers,
+      { threads, simd, fused: simd === 'relaxed' && main.fused, fallback },
+      spinMicros,
+      o.mainClaims ?? true,
+    );
     if (bad >= 0) {
       await pool.dispose();
       return `worker ${bad + 1}: ${results[bad].detail || 'relaxed_madd fuses differently from the main thread'}`;
@@ -347,7 +393,11 @@ export class ThreadPool {
     try {
       this.fns[op](CTL.ARGS, s, e, 0);
     } catch (err) {
-      throw new ModelError('E_KERNEL', `thread pool: kernel ${kernel} failed in the main thread: ${(err as Error).message}`, { cause: err });
+      throw new ModelError(
+        'E_KERNEL',
+        `thread pool: kernel ${kernel} failed in the main thread: ${(err as Error).message}`,
+        { cause: err },
+      );
     }
   }
 
@@ -363,7 +413,10 @@ export class ThreadPool {
         const waited = performance.now() - t0;
         if (waited > this.spinMs) Atomics.wait(c, W.COMPLETED, d, 100);
         if (waited > STALL_MS) {
-          throw new ModelError('E_THREADS', `thread pool: ${n - d} of ${n} chunks of a job were not finished within ${STALL_MS / 1000} s`);
+          throw new ModelError(
+            'E_THREADS',
+            `thread pool: ${n - d} of ${n} chunks of a job were not finished within ${STALL_MS / 1000} s`,
+          );
         }
       }
     }
@@ -384,18 +437,23 @@ export class ThreadPool {
     Atomics.store(c, W.EXIT, 1);
     Atomics.add(c, W.GEN, 1);
     Atomics.notify(c, W.GEN);
-    await Promise.all(this.workers.map((w) => new Promise<void>((resolve) => {
-      const timer = setTimeout(() => void w.terminate().then(() => resolve()), 5000);
-      w.once('exit', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      // a worker that already left has no exit event to come
-      if (w.threadId < 0) {
-        clearTimeout(timer);
-        resolve();
-      }
-    })));
+    await Promise.all(
+      this.workers.map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            const timer = setTimeout(() => void w.terminate().then(() => resolve()), 5000);
+            w.once('exit', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+            // a worker that already left has no exit event to come
+            if (w.threadId < 0) {
+              clearTimeout(timer);
+              resolve();
+            }
+          }),
+      ),
+    );
   }
 
   /** Workers still running (0 after dispose). */

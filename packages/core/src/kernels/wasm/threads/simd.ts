@@ -65,10 +65,30 @@ function probeBytes(): Uint8Array {
   const zero = [0xfd, 0x0c, ...new Array(16).fill(0)];
   const body = [0x00, ...zero, ...zero, ...zero, 0xfd, 0x85, 0x02, 0x0b]; // no locals, ..., end
   return new Uint8Array([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version 1
-    0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b, // type section: () -> v128
-    0x03, 0x02, 0x01, 0x00, // function section: function 0 of type 0
-    0x0a, body.length + 2, 0x01, body.length, ...body, // code section
+    0x00,
+    0x61,
+    0x73,
+    0x6d,
+    0x01,
+    0x00,
+    0x00,
+    0x00, // magic, version 1
+    0x01,
+    0x05,
+    0x01,
+    0x60,
+    0x00,
+    0x01,
+    0x7b, // type section: () -> v128
+    0x03,
+    0x02,
+    0x01,
+    0x00, // function section: function 0 of type 0
+    0x0a,
+    body.length + 2,
+    0x01,
+    body.length,
+    ...body, // code section
   ]);
 }
 
@@ -165,7 +185,8 @@ export function runSelfTests(ex: SelfTestExports, bytes: Uint8Array, scratch: nu
   if (d3 !== want) fails.push(`dot over mixed lanes = ${d3}, not ${want}`);
   const m = ex.selftest_madd(MADD_A, MADD_B, -1);
   const fusedValue = MADD_A * MADD_B - 1; // exact in f64, and an f32 (−2^-46)
-  if (m !== fusedValue && m !== 0) fails.push(`madd(1 + 2^-23, 1 − 2^-23, −1) = ${m}, neither fused (${fusedValue}) nor unfused (0)`);
+  if (m !== fusedValue && m !== 0)
+    fails.push(`madd(1 + 2^-23, 1 − 2^-23, −1) = ${m}, neither fused (${fusedValue}) nor unfused (0)`);
   const m2 = ex.selftest_madd(3, 5, 7);
   if (m2 !== 22) fails.push(`madd(3, 5, 7) = ${m2}, not 22`);
   return { ok: fails.length === 0, fused: m === fusedValue, detail: fails.join('; ') };

@@ -73,7 +73,6 @@ export const Q8_TILES: Record<number, number> = { 1: 4, 2: 4 };
 const arg = (k: number) => `(i32.load offset=${4 * k} (local.get $a))`;
 const argf = (k: number) => `(f32.load offset=${4 * k} (local.get $a))`;
 
-
 /** i8x16.shuffle immediates selecting 32-bit lanes [i, j, k, l] of (a, b) (4..7 = b's lanes). */
 function lanes32(...l: number[]): string {
   return l.flatMap((x) => [4 * x, 4 * x + 1, 4 * x + 2, 4 * x + 3]).join(' ');
@@ -85,7 +84,6 @@ function reduce4(a: string, b: string, c: string, d: string): string {
   const v = `(i32x4.add (i8x16.shuffle ${lanes32(0, 4, 1, 5)} (local.get ${c}) (local.get ${d})) (i8x16.shuffle ${lanes32(2, 6, 3, 7)} (local.get ${c}) (local.get ${d})))`;
   return `(i32x4.add (i8x16.shuffle ${lanes32(0, 1, 4, 5)} (local.tee $ru ${u}) (local.tee $rv ${v})) (i8x16.shuffle ${lanes32(2, 3, 6, 7)} (local.get $ru) (local.get $rv)))`;
 }
-
 
 /** A generator for one SIMD path. */
 class Gen {
@@ -125,19 +123,26 @@ class Gen {
     for (let r = 0; r < R; r++) locals.push(`(local $w${r} v128) (local $lo${r} v128) (local $hi${r} v128)`);
     for (let i = 0; i < X; i++) locals.push(`(local $xp${i} i32)`);
     for (let r = 0; r < R; r++) for (let i = 0; i < X; i++) locals.push(`(local ${acc(r, i)} v128)`);
-    L.push(`(func $tile_${kind}_${X}_${R} (param $w i32) (param $rb i32) (param $x i32) (param $xs i32) (param $cols i32) (param $o i32) (param $os i32) (param $m v128)`);
+    L.push(
+      `(func $tile_${kind}_${X}_${R} (param $w i32) (param $rb i32) (param $x i32) (param $xs i32) (param $cols i32) (param $o i32) (param $os i32) (param $m v128)`,
+    );
     L.push(`  ${locals.join(' ')}`);
     L.push(`  (local.set $wp (local.get $w))`);
-    for (let i = 0; i < X; i++) L.push(`  (local.set $xp${i} (i32.add (local.get $x) (i32.mul (local.get $xs) (i32.const ${i}))))`);
+    for (let i = 0; i < X; i++)
+      L.push(`  (local.set $xp${i} (i32.add (local.get $x) (i32.mul (local.get $xs) (i32.const ${i}))))`);
     L.push(`  (loop $step`);
     // the panel holds vector v of row r at (v·R + r)·16: one contiguous stream
     const vecs = kind === 'f32' ? 8 : 4; // 16-byte vectors per row per 32 columns
     for (let j = 0; j < vecs; j++) {
-      for (let r = 0; r < R; r++) L.push(`    (local.set $w${r} (v128.load offset=${16 * (j * R + r)} (local.get $wp)))`);
+      for (let r = 0; r < R; r++)
+        L.push(`    (local.set $w${r} (v128.load offset=${16 * (j * R + r)} (local.get $wp)))`);
       if (kind === 'f32') {
         for (let i = 0; i < X; i++) {
           L.push(`    (local.set $xv (v128.load offset=${16 * j} (local.get $xp${i})))`);
-          for (let r = 0; r < R; r++) L.push(`    (local.set ${acc(r, i)} ${this.fma(`(local.get $w${r})`, '(local.get $xv)', `(local.get ${acc(r, i)})`)})`);
+          for (let r = 0; r < R; r++)
+            L.push(
+              `    (local.set ${acc(r, i)} ${this.fma(`(local.get $w${r})`, '(local.get $xv)', `(local.get ${acc(r, i)})`)})`,
+            );
         }
       } else {
         // 8 weights a vector, widened to columns c..c+3 (low halves) and c+4..c+7 (high halves)
@@ -147,10 +152,16 @@ class Gen {
           L.push(`    (local.set $lo${r} ${kind === 'bf16' ? lo : f16FromTop(lo)})`);
           L.push(`    (local.set $hi${r} ${kind === 'bf16' ? hi : f16FromTop(hi)})`);
         }
-        for (const [half, name] of [[0, 'lo'], [1, 'hi']] as const) {
+        for (const [half, name] of [
+          [0, 'lo'],
+          [1, 'hi'],
+        ] as const) {
           for (let i = 0; i < X; i++) {
             L.push(`    (local.set $xv (v128.load offset=${32 * j + 16 * half} (local.get $xp${i})))`);
-            for (let r = 0; r < R; r++) L.push(`    (local.set ${acc(r, i)} ${this.fma(`(local.get $${name}${r})`, '(local.get $xv)', `(local.get ${acc(r, i)})`)})`);
+            for (let r = 0; r < R; r++)
+              L.push(
+                `    (local.set ${acc(r, i)} ${this.fma(`(local.get $${name}${r})`, '(local.get $xv)', `(local.get ${acc(r, i)})`)})`,
+              );
           }
         }
       }
@@ -160,7 +171,9 @@ class Gen {
     L.push(`    (br_if $step (i32.lt_u (local.tee $k (i32.add (local.get $k) (i32.const 32))) (local.get $cols))))`);
     for (let i = 0; i < X; i++) {
       for (let r = 0; r < R; r++) {
-        L.push(`  (f32.store offset=${4 * r} (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const ${i}))) ${hsum(acc(r, i))})`);
+        L.push(
+          `  (f32.store offset=${4 * r} (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const ${i}))) ${hsum(acc(r, i))})`,
+        );
       }
     }
     L.push(')');
@@ -200,7 +213,8 @@ class Gen {
     this.floatChunk = () => {
       const Xmax = Math.max(...Object.keys(FLOAT_TILES).map(Number));
       const small = [];
-      for (let x = Xmax - 1; x >= 1; x--) small.push(`(if (i32.eq (i32.sub (local.get $n1) (local.get $n0)) (i32.const ${x})) (then ${rLoop(x)}))`);
+      for (let x = Xmax - 1; x >= 1; x--)
+        small.push(`(if (i32.eq (i32.sub (local.get $n1) (local.get $n0)) (i32.const ${x})) (then ${rLoop(x)}))`);
       return `(if (i32.ge_u (i32.sub (local.get $n1) (local.get $n0)) (i32.const ${Xmax}))
         (then ${rLoop(Xmax)})
         (else ${small.join('\n          ')}))`;
@@ -232,9 +246,11 @@ class Gen {
   q8Tile(X: number, R: number): string {
     const G = R / 4;
     const L: string[] = [];
-    const locals = ['(local $b i32) (local $wb i32) (local $xb i32) (local $ru v128) (local $rv v128) (local $w0 v128) (local $w1 v128) (local $cp v128) (local $cn v128)',
+    const locals = [
+      '(local $b i32) (local $wb i32) (local $xb i32) (local $ru v128) (local $rv v128) (local $w0 v128) (local $w1 v128) (local $cp v128) (local $cn v128)',
       '(local $x0 v128) (local $x1 v128) (local $x2 v128) (local $x3 v128) (local $dw v128) (local $zero v128)',
-      '(local $i0 v128) (local $i1 v128) (local $i2 v128) (local $i3 v128)'];
+      '(local $i0 v128) (local $i1 v128) (local $i2 v128) (local $i3 v128)',
+    ];
     for (let g = 0; g < G; g++) for (let i = 0; i < X; i++) locals.push(`(local $f${g}_${i} v128)`);
     L.push(`(func $tile_q8_${X}_${R} (param $w i32) (param $rb i32) (param $sp i32) (param $ss i32) (param $xq i32) (param $xqs i32)
   (param $xd i32) (param $xds i32) (param $nb i32) (param $o i32) (param $os i32)`);
@@ -244,9 +260,13 @@ class Gen {
     // block b of panel row k of group g: w + 4g·rb + b·128 + 32k
     L.push(`    (local.set $wb (i32.add (local.get $w) (i32.shl (local.get $b) (i32.const 7))))`);
     for (let g = 0; g < G; g++) {
-      L.push(`    (local.set $dw (v128.load offset=${16 * g} (i32.add (local.get $sp) (i32.mul (local.get $b) (local.get $ss)))))`);
+      L.push(
+        `    (local.set $dw (v128.load offset=${16 * g} (i32.add (local.get $sp) (i32.mul (local.get $b) (local.get $ss)))))`,
+      );
       for (let i = 0; i < X; i++) {
-        L.push(`    (local.set $xb (i32.add (i32.add (local.get $xq) (i32.mul (local.get $xqs) (i32.const ${i}))) (i32.shl (local.get $b) (i32.const 6))))`);
+        L.push(
+          `    (local.set $xb (i32.add (i32.add (local.get $xq) (i32.mul (local.get $xqs) (i32.const ${i}))) (i32.shl (local.get $b) (i32.const 6))))`,
+        );
         for (let v = 0; v < 4; v++) L.push(`    (local.set $x${v} (v128.load offset=${16 * v} (local.get $xb)))`);
         for (let k = 0; k < 4; k++) {
           const wAddr = `(i32.add (local.get $wb) (i32.mul (local.get $rb) (i32.const ${4 * g})))`;
@@ -265,14 +285,19 @@ class Gen {
         }
         const f = `$f${g}_${i}`;
         const dx = `(f32x4.splat (f32.load (i32.add (i32.add (local.get $xd) (i32.mul (local.get $xds) (i32.const ${i}))) (i32.shl (local.get $b) (i32.const 2)))))`;
-        L.push(`    (local.set ${f} (f32x4.add (local.get ${f}) (f32x4.mul (f32x4.convert_i32x4_s ${reduce4('$i0', '$i1', '$i2', '$i3')}) (f32x4.mul (local.get $dw) ${dx}))))`);
+        L.push(
+          `    (local.set ${f} (f32x4.add (local.get ${f}) (f32x4.mul (f32x4.convert_i32x4_s ${reduce4('$i0', '$i1', '$i2', '$i3')}) (f32x4.mul (local.get $dw) ${dx}))))`,
+        );
       }
     }
     L.push(`    (local.set $b (i32.add (local.get $b) (i32.const 1)))`);
     L.push(`    (br $blk)))`);
-    for (let g = 0; g < G; g++) for (let i = 0; i < X; i++) {
-      L.push(`  (v128.store offset=${16 * g} (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const ${i}))) (local.get $f${g}_${i}))`);
-    }
+    for (let g = 0; g < G; g++)
+      for (let i = 0; i < X; i++) {
+        L.push(
+          `  (v128.store offset=${16 * g} (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const ${i}))) (local.get $f${g}_${i}))`,
+        );
+      }
     L.push(')');
     return L.join('\n');
   }
@@ -291,7 +316,10 @@ class Gen {
     const Xmax = Math.max(...Object.keys(Q8_TILES).map(Number));
     const R = Q8_TILES[Xmax];
     const rest: string[] = [];
-    for (let x = Xmax - 1; x >= 1; x--) rest.push(`(if (i32.eq (i32.sub (local.get $n1) (local.get $n)) (i32.const ${x})) (then ${callTile(x, Q8_TILES[x])}))`);
+    for (let x = Xmax - 1; x >= 1; x--)
+      rest.push(
+        `(if (i32.eq (i32.sub (local.get $n1) (local.get $n)) (i32.const ${x})) (then ${callTile(x, Q8_TILES[x])}))`,
+      );
     return `(func (export "mm_q8x8") (param $a i32) (param $s i32) (param $e i32) (param $t i32)
     (local $w i32) (local $rb i32) (local $sc i32) (local $ss i32) (local $xq i32) (local $xqs i32) (local $xd i32) (local $xds i32)
     (local $N i32) (local $nb i32) (local $out i32) (local $os i32) (local $chunk i32)
@@ -330,18 +358,24 @@ class Gen {
    */
   quantize(bits: 8 | 16): string {
     const v = (j: number) => `(v128.load offset=${16 * j} (local.get $xb))`;
-    const absMax = (lo: number, hi: number): string => hi - lo === 1 ? `(f32x4.abs ${v(lo)})`
-      : `(f32x4.max ${absMax(lo, (lo + hi) / 2)} ${absMax((lo + hi) / 2, hi)})`;
-    const rounded = (j: number) => `(i32x4.trunc_sat_f32x4_s (v128.or (f32x4.floor (f32x4.add (f32x4.abs (local.tee $tv (f32x4.div ${v(j)} (local.get $vd))))
+    const absMax = (lo: number, hi: number): string =>
+      hi - lo === 1 ? `(f32x4.abs ${v(lo)})` : `(f32x4.max ${absMax(lo, (lo + hi) / 2)} ${absMax((lo + hi) / 2, hi)})`;
+    const rounded = (
+      j: number,
+    ) => `(i32x4.trunc_sat_f32x4_s (v128.or (f32x4.floor (f32x4.add (f32x4.abs (local.tee $tv (f32x4.div ${v(j)} (local.get $vd))))
               (v128.const f32x4 0.5 0.5 0.5 0.5))) (v128.and (local.get $tv) (v128.const i32x4 0x80000000 0x80000000 0x80000000 0x80000000))))`;
     const q16 = (k: number) => `(i16x8.narrow_i32x4_s ${rounded(2 * k)} ${rounded(2 * k + 1)})`;
     let store: string;
     if (bits === 16 || this.simd === 'simd128') {
       store = [0, 1, 2, 3].map((k) => `(v128.store offset=${16 * k} (local.get $qb) ${q16(k)})`).join('\n            ');
     } else {
-      store = [0, 1].map((k) => `(local.set $q${k} (i8x16.narrow_i16x8_s ${q16(2 * k)} ${q16(2 * k + 1)}))
+      store = [0, 1]
+        .map(
+          (k) => `(local.set $q${k} (i8x16.narrow_i16x8_s ${q16(2 * k)} ${q16(2 * k + 1)}))
             (v128.store offset=${16 * k} (local.get $qb) (i8x16.abs (local.get $q${k})))
-            (v128.store offset=${16 * k + 32} (local.get $qb) (i8x16.lt_s (local.get $q${k}) (local.get $zero)))`).join('\n            ');
+            (v128.store offset=${16 * k + 32} (local.get $qb) (i8x16.lt_s (local.get $q${k}) (local.get $zero)))`,
+        )
+        .join('\n            ');
     }
     return `(func (export "quant_x${bits}") (param $a i32) (param $s i32) (param $e i32) (param $t i32)
     (local $x i32) (local $xs i32) (local $nb i32) (local $xq i32) (local $xqs i32) (local $xd i32) (local $xds i32)
@@ -399,8 +433,14 @@ class Gen {
       (local.set $r (local.get $s))
       (block $dr (loop $lr
         (br_if $dr (i32.ge_u (local.get $r) (local.get $e)))
-        ${rows.map((k) => `(local.set $wp${k} (i32.add (i32.add (local.get $w) (i32.mul (local.get $r) (local.get $rb))) (i32.const ${32 * k})))
-        (local.set $acc${k} (v128.const i32x4 0 0 0 0))`).join('\n        ')}
+        ${rows
+          .map(
+            (
+              k,
+            ) => `(local.set $wp${k} (i32.add (i32.add (local.get $w) (i32.mul (local.get $r) (local.get $rb))) (i32.const ${32 * k})))
+        (local.set $acc${k} (v128.const i32x4 0 0 0 0))`,
+          )
+          .join('\n        ')}
         (local.set $xp (i32.add (local.get $xq) (i32.mul (local.get $n) (local.get $xqs))))
         (local.set $b (i32.const 0))
         (block $db (loop $lb
@@ -410,15 +450,25 @@ class Gen {
           (local.set $x1 (v128.load offset=16 (local.get $xp)))
           (local.set $x2 (v128.load offset=32 (local.get $xp)))
           (local.set $x3 (v128.load offset=48 (local.get $xp)))
-          ${rows.map((k) => `(local.set $sum (i32x4.add ${dot(k, 0, '$x0', '$x1')} ${dot(k, 16, '$x2', '$x3')}))
+          ${rows
+            .map(
+              (k) => `(local.set $sum (i32x4.add ${dot(k, 0, '$x0', '$x1')} ${dot(k, 16, '$x2', '$x3')}))
           (local.set $acc${k} (f32x4.add (local.get $acc${k}) (f32x4.mul (f32x4.convert_i32x4_s (local.get $sum))
             (f32x4.splat (f32.mul (f32.load offset=${4 * k} (i32.add (i32.add (local.get $sc) (i32.shl (local.get $r) (i32.const 2))) (i32.mul (local.get $b) (local.get $ss)))) (local.get $dx))))))
-          (local.set $wp${k} (i32.add (local.get $wp${k}) (i32.const 128)))`).join('\n          ')}
+          (local.set $wp${k} (i32.add (local.get $wp${k}) (i32.const 128)))`,
+            )
+            .join('\n          ')}
           (local.set $xp (i32.add (local.get $xp) (i32.const 64)))
           (local.set $b (i32.add (local.get $b) (i32.const 1)))
           (br $lb)))
-        ${rows.map((k) => `(f32.store offset=${4 * k} (i32.add (i32.add (local.get $out) (i32.mul (local.get $n) (local.get $os))) (i32.shl (local.get $r) (i32.const 2)))
-          (f32.add ${hsum(`$acc${k}`)} (f32.const 0)))`).join('\n        ')}
+        ${rows
+          .map(
+            (
+              k,
+            ) => `(f32.store offset=${4 * k} (i32.add (i32.add (local.get $out) (i32.mul (local.get $n) (local.get $os))) (i32.shl (local.get $r) (i32.const 2)))
+          (f32.add ${hsum(`$acc${k}`)} (f32.const 0)))`,
+          )
+          .join('\n        ')}
         (local.set $r (i32.add (local.get $r) (i32.const 4)))
         (br $lr)))
       (local.set $n (i32.add (local.get $n) (i32.const 1)))
@@ -436,7 +486,8 @@ class Gen {
    */
   widen4(kind: MatKind, row: string, p: number): string {
     if (kind === 'f32') return `(v128.load offset=${64 * p} ${row})`;
-    if (kind === 'q8') return `(f32x4.mul (f32x4.convert_i32x4_s (i32x4.extend_low_i16x8_s (i16x8.extend_low_i8x16_s (v128.load32_zero offset=${4 * p} ${row})))) (local.get $dq))`;
+    if (kind === 'q8')
+      return `(f32x4.mul (f32x4.convert_i32x4_s (i32x4.extend_low_i16x8_s (i16x8.extend_low_i8x16_s (v128.load32_zero offset=${4 * p} ${row})))) (local.get $dq))`;
     // 16-bit: vector j = p >> 1 holds columns 8j..8j+7; p even → the low halves, odd → the high halves
     const raw = `(v128.load offset=${64 * (p >> 1)} ${row})`;
     const top = p % 2 === 0 ? `(i32x4.shl ${raw} (i32.const 16))` : `(v128.and ${raw} (local.get $m))`;
@@ -541,7 +592,11 @@ class Gen {
       if (k > 0) f *= k;
       c.push(1 / f);
     }
-    const horner = c.slice(0, 11).reverse().map((v) => `(local.set $p (f64.add (f64.mul (local.get $p) (local.get $r)) (f64.const ${v})))`).join('\n    ');
+    const horner = c
+      .slice(0, 11)
+      .reverse()
+      .map((v) => `(local.set $p (f64.add (f64.mul (local.get $p) (local.get $r)) (f64.const ${v})))`)
+      .join('\n    ');
     return `(func $exp (param $x f64) (result f64) (local $n f64) (local $r f64) (local $p f64)
     (if (f64.lt (local.get $x) (f64.const -708)) (then (return (f64.const 0))))
     (if (f64.ne (local.get $x) (local.get $x)) (then (return (local.get $x))))
@@ -794,9 +849,24 @@ class Gen {
 
 /** The job kernels every module variant exports (pool.ts dispatches by index into this list). */
 export const JOB_KERNELS = [
-  'noop', 'mm_f32', 'mm_bf16', 'mm_f16', 'mm_q8x8', 'mm_q8x16', 'quant_x8', 'quant_x16',
-  'gather_f32', 'gather_bf16', 'gather_f16', 'gather_q8', 'mix_f32', 'mix_bf16', 'mix_f16', 'mix_q8',
-  'attention', 'split_heads',
+  'noop',
+  'mm_f32',
+  'mm_bf16',
+  'mm_f16',
+  'mm_q8x8',
+  'mm_q8x16',
+  'quant_x8',
+  'quant_x16',
+  'gather_f32',
+  'gather_bf16',
+  'gather_f16',
+  'gather_q8',
+  'mix_f32',
+  'mix_bf16',
+  'mix_f16',
+  'mix_q8',
+  'attention',
+  'split_heads',
 ] as const;
 export type JobKernel = (typeof JOB_KERNELS)[number];
 
@@ -808,8 +878,11 @@ export function selfTestWat(simd: SimdPath): string {
 /** The whole module's text for one SIMD path. */
 export function threadsWat(simd: SimdPath): string {
   const g = new Gen(simd);
-  const parts = [`;; moi thread-pool kernels, ${simd} path (generated by wat.ts; see its header)`, '(module',
-    '  (import "env" "memory" (memory 1 65536 shared))'];
+  const parts = [
+    `;; moi thread-pool kernels, ${simd} path (generated by wat.ts; see its header)`,
+    '(module',
+    '  (import "env" "memory" (memory 1 65536 shared))',
+  ];
   for (const kind of ['f32', 'bf16', 'f16'] as const) {
     const tiles = new Set<string>();
     for (const [X, R] of Object.entries(FLOAT_TILES)) {

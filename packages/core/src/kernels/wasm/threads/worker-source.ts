@@ -16,13 +16,21 @@
  * Control words (Int32, byte 0 of the memory; pool.ts owns the numbers): see CTL below.
  */
 export const CTL = {
-  GEN: 0, COMPLETED: 1, EXIT: 2, OP: 3, UNITS: 4, GRAIN: 5, NCHUNKS: 6, ERR: 7,
+  GEN: 0,
+  COMPLETED: 1,
+  EXIT: 2,
+  OP: 3,
+  UNITS: 4,
+  GRAIN: 5,
+  NCHUNKS: 6,
+  ERR: 7,
   /** byte offset of the job's claim word (i64: generation, chunk count, next chunk) */
   CLAIM: 64,
   /** byte offset of the job's argument words */
   ARGS: 256,
   /** byte offset of the error text (UTF-8, ERR_BYTES long, length in word ERR) */
-  ERR_TEXT: 1024, ERR_BYTES: 1024,
+  ERR_TEXT: 1024,
+  ERR_BYTES: 1024,
   /** byte offset of the per-thread self-test scratch (64 bytes each) */
   SELFTEST: 4096,
 } as const;
