@@ -10,11 +10,7 @@ const request = {
   mix: { mode: 'moi', beta: 1 }, // Mixture of Inputs; 'standard' for plain decoding
 };
 for await (const e of generate(engine, [request])) {
-  if (e.type === 'token')
-    process.stdout.write(e.text); // each token's text as it comes
-  else
-    console.log(
-      `\n[${e.finishReason}: ${e.stats.generatedTokens} tokens, ${e.stats.decodeTokPerSec.toFixed(1)} tok/s]`,
-    );
+  if (e.type === 'token') process.stdout.write(e.text); // each token's text as it comes
+  else console.log(`\n[${e.finishReason}: ${e.stats.generatedTokens} tokens, ${e.stats.decodeTokPerSec.toFixed(1)} tok/s]`);
 }
 engine.dispose();
