@@ -19,7 +19,7 @@ import { sharedDir, SHARED_MISSING } from '@moi/core';
 import { loadTokenizer } from '@moi/engine';
 import { generateCountdown, solveCountdown } from '../packages/cli/src/eval/solver.ts';
 import type { ResultRecord, Summary } from '../packages/cli/src/eval/summary.ts';
-import { hasPython, NO_PYTHON } from '../packages/cli/test/helpers/python.ts';
+import { hasPython, NO_PYTHON, sandboxExclusive } from '../packages/cli/test/helpers/python.ts';
 import { moiGen, spawnCli } from './support/cli.ts';
 
 const shared = sharedDir();
@@ -41,6 +41,7 @@ const withoutTime = (r: ResultRecord) => {
 };
 
 describe('cli: moi-gen eval', function () {
+  sandboxExclusive();
   this.timeout(180_000);
   let tmp: string;
 

@@ -18,7 +18,7 @@ import { InProcessCompleter } from '../src/eval/in-process.ts';
 import { runEval, type EvalSettings } from '../src/eval/runner.ts';
 import type { ResultRecord, Summary } from '../src/eval/summary.ts';
 import { loadEvalTask } from '../src/eval/tasks.ts';
-import { hasPython, NO_PYTHON } from './helpers/python.ts';
+import { hasPython, NO_PYTHON, sandboxExclusive } from './helpers/python.ts';
 
 const shared = sharedDir();
 
@@ -125,6 +125,7 @@ function stopAfter(file: string, n: number): AbortController {
 }
 
 describe('eval: gpqa and livecodebench end to end (in-process)', function () {
+  sandboxExclusive();
   this.timeout(180_000);
   let tmp: string;
   let engine: Engine | null = null;

@@ -20,9 +20,10 @@ import {
   scanJsonl,
   unpickleString,
 } from '../src/eval/livecodebench.ts';
-import { hasPython, python } from './helpers/python.ts';
+import { hasPython, python, sandboxExclusive } from './helpers/python.ts';
 
 describe('eval: livecodebench', () => {
+  sandboxExclusive();
   it("prompts in lcb_runner's generic chat format, with and without starter code", () => {
     const [sys, user] = lcbMessages('Add two numbers.', '');
     assert.deepEqual(sys, {

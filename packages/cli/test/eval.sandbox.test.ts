@@ -13,7 +13,7 @@ import os from 'node:os';
 import { rescore } from '../src/eval/rescore.ts';
 import { Sandbox } from '../src/eval/sandbox.ts';
 import type { Execution } from '../src/eval/scorers.ts';
-import { hasPython, NO_PYTHON } from './helpers/python.ts';
+import { hasPython, NO_PYTHON, sandboxExclusive } from './helpers/python.ts';
 
 const py = (code: string) => `Here is my solution.\n\n\`\`\`python\n${code}\n\`\`\`\n`;
 const stdin = (pairs: [string, string][]) => ({
@@ -195,6 +195,7 @@ const CASES: Case[] = [
 ];
 
 describe('eval: the sandbox and eval score (livecodebench, gpqa)', function () {
+  sandboxExclusive();
   this.timeout(120_000);
   let sandbox: Sandbox;
   const savedToken = process.env.HF_TOKEN;
