@@ -112,6 +112,7 @@ describe('cli: --threads', function () {
           '1',
           '--batches',
           '',
+          '--no-roofline',
           '-q',
         ]),
     ]);

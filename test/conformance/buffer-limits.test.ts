@@ -1,7 +1,7 @@
 /**
  * Buffer limits on webgpu. lavapipe's maxStorageBufferBindingSize is 128 MiB; a tensor over it
  * reads back as zeros (Dawn only logs). Synthetic models whose vocabulary-sized matrices pass it
- * (vocab 40,000 × hidden 1,024: 164 MB as float32), tied and untied, must load with those matrices
+ * (vocab 33,000 × hidden 1,024: 135 MB as float32, just over 128 MiB), tied and untied, must load with those matrices
  * in vocabulary blocks and give the wasm run's logits, greedy tokens and MoI tokens. A matrix that
  * cannot be split (an MLP over the limit) must stop the load with E_BUFFER_LIMIT naming the tensor.
  * Skips (saying why) where Dawn finds no adapter or the adapter's limit is larger.
@@ -19,7 +19,7 @@ import { synthesizeModel } from '../../packages/cli/src/synth.ts';
 const BASE = {
   model_type: 'llama',
   architectures: ['LlamaForCausalLM'],
-  vocab_size: 40_000,
+  vocab_size: 33_000,
   hidden_size: 1024,
   intermediate_size: 256,
   num_hidden_layers: 1,
@@ -38,7 +38,7 @@ const MODELS = {
   // gate/up fused: [1024, 2 × 17,000] = 139 MB, not a vocabulary matrix
   bigMlp: { ...BASE, vocab_size: 1000, intermediate_size: 17_000 },
 };
-const PROMPT = [1, 5, 9, 200, 39_999, 17];
+const PROMPT = [1, 5, 9, 200, 32_999, 17];
 
 interface Run {
   logits: Float32Array;

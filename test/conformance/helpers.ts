@@ -365,14 +365,19 @@ export async function conformance(
   return { worstRel, runs, teacherForced: tfReports };
 }
 
-let wasmRun: Promise<ConformanceResult> | null = null;
+const wasmRuns = new Map<string, Promise<ConformanceResult>>();
 
-/** The wasm run of every fixture (the baseline), computed once per process. */
+/** The wasm run of these fixtures (the baseline), computed once per process and list of fixtures. */
 export function wasmBaseline(fixtures: string[], root: string): Promise<ConformanceResult> {
-  wasmRun ??= (async () => {
-    const { initBackend } = await import('@moi/core');
-    await initBackend({ backend: 'wasm' });
-    return conformance(fixtures, root);
-  })();
-  return wasmRun;
+  const key = `${root}\n${fixtures.join('\n')}`;
+  let run = wasmRuns.get(key);
+  if (!run) {
+    run = (async () => {
+      const { initBackend } = await import('@moi/core');
+      await initBackend({ backend: 'wasm' });
+      return conformance(fixtures, root);
+    })();
+    wasmRuns.set(key, run);
+  }
+  return run;
 }

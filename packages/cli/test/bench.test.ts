@@ -35,6 +35,7 @@ describe('bench: moi-gen bench on a tiny model', function () {
       assert.ok(k in r, `missing key ${k}`);
     }
     assert.equal(r.backend, 'wasm');
+    assert.ok(r.roofline, 'measured by default');
     for (const v of [
       r.load_s,
       r.load_gb_s,

@@ -27,6 +27,8 @@ export interface BenchOptions {
   genTokens?: number;
   repeat?: number;
   batches?: number[];
+  /** false: skip the bandwidth measurement (--no-roofline); `roofline` is then null */
+  roofline?: boolean;
   /** report progress lines (to stderr, by the caller) */
   log?: (line: string) => void;
 }
@@ -50,7 +52,8 @@ export interface BenchResult {
   peak_rss_mb: number;
   tensors_before: number;
   tensors_after: number;
-  roofline: { bytes_per_token: number; bandwidth_gb_s: number; ratio: number; method: string };
+  /** null with `roofline: false` (--no-roofline): the bandwidth was not measured */
+  roofline: { bytes_per_token: number; bandwidth_gb_s: number; ratio: number; method: string } | null;
   first_ids: number[];
   prompt_tokens: number;
   gen_tokens: number;
@@ -126,8 +129,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const R = o.repeat ?? 3;
   // bandwidth first, so its scratch matrix's heap is reused by the model rather than added to it
   await initBackend({ backend: o.backend });
-  const bw = await measureReadBandwidth();
-  log(`read bandwidth ${bw.gbPerSec.toFixed(2)} GB/s (${bw.method})`);
+  const bw = o.roofline === false ? null : await measureReadBandwidth();
+  if (bw) log(`read bandwidth ${bw.gbPerSec.toFixed(2)} GB/s (${bw.method})`);
   const t0 = performance.now();
   const engine = await Engine.load(o.model, {
     backend: o.backend,
@@ -261,7 +264,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     peak_rss_mb: process.resourceUsage().maxRSS / 1024,
     tensors_before: tensorsBefore,
     tensors_after: tensorsAfter,
-    roofline: {
+    roofline: bw && {
       bytes_per_token: bytesPerToken,
       bandwidth_gb_s: bw.gbPerSec,
       ratio: (standard * bytesPerToken) / (bw.gbPerSec * 1e9),
@@ -315,8 +318,10 @@ export function formatBench(r: BenchResult): string {
     ['tensors before / after', `${r.tensors_before} / ${r.tensors_after}`],
     [
       'roofline',
-      `${(r.roofline.bytes_per_token / 1e6).toFixed(1)} MB/token at ${r.roofline.bandwidth_gb_s.toFixed(2)} GB/s → ` +
-        `${((r.roofline.bandwidth_gb_s * 1e9) / r.roofline.bytes_per_token).toFixed(2)} tok/s max; ratio ${r.roofline.ratio.toFixed(3)}`,
+      r.roofline
+        ? `${(r.roofline.bytes_per_token / 1e6).toFixed(1)} MB/token at ${r.roofline.bandwidth_gb_s.toFixed(2)} GB/s → ` +
+          `${((r.roofline.bandwidth_gb_s * 1e9) / r.roofline.bytes_per_token).toFixed(2)} tok/s max; ratio ${r.roofline.ratio.toFixed(3)}`
+        : 'not measured (--no-roofline)',
     ],
     [
       'decode CPU time',

@@ -13,6 +13,7 @@ interface BenchFlags {
   genTokens: number;
   repeat: number;
   batches: string;
+  roofline: boolean;
   json?: boolean;
   quiet?: boolean;
 }
@@ -31,6 +32,7 @@ export function benchCommand(): Command {
     .option('--gen-tokens <n>', 'decode steps timed per run', int('--gen-tokens'), 64)
     .option('--repeat <n>', 'runs per figure (medians reported)', int('--repeat'), 3)
     .option('--batches <list>', 'batch sizes for batched decode (comma-separated, empty for none)', '4,16')
+    .option('--no-roofline', 'skip the memory-bandwidth measurement before the load (roofline is then null)')
     .option('--json', 'print one JSON line instead of the table')
     .option('-q, --quiet', 'no progress lines on stderr')
     .action(async (o: BenchFlags) => {
@@ -49,6 +51,7 @@ export function benchCommand(): Command {
         genTokens: o.genTokens,
         repeat: o.repeat,
         batches,
+        roofline: o.roofline,
         log: o.quiet ? undefined : (line) => process.stderr.write(`bench: ${line}\n`),
       });
       process.stdout.write(o.json ? JSON.stringify(r) + '\n' : formatBench(r) + '\n');
