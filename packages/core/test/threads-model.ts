@@ -44,7 +44,10 @@ export function dotModel(simd: SimdPath, a: ArrayLike<number>, b: ArrayLike<numb
   return hsum(acc);
 }
 
-/** mm_f32 / mm_bf16 / mm_f16 (weights given widened to f32, [rows, cols]): y [N, rows]. */
+/**
+ * mm_f32 / mm_bf16 / mm_f16 (weights given widened to f32, [rows, cols]): y [N, rows], each
+ * output one accumulator over the padded columns in order from 0 (the outer-product tiles' order).
+ */
 export function matmulFloatModel(
   simd: SimdPath,
   w: Float32Array,
@@ -57,12 +60,10 @@ export function matmulFloatModel(
   const y = new Float32Array(N * rows);
   for (let n = 0; n < N; n++) {
     for (let r = 0; r < rows; r++) {
-      y[n * rows + r] = dotModel(
-        simd,
-        w.subarray(r * cols, (r + 1) * cols),
-        x.subarray(n * cols, (n + 1) * cols),
-        colsP,
-      );
+      let acc = 0;
+      for (let c = 0; c < colsP; c++)
+        acc = madd(simd, c < cols ? w[r * cols + c] : 0, c < cols ? x[n * cols + c] : 0, acc);
+      y[n * rows + r] = acc;
     }
   }
   return y;

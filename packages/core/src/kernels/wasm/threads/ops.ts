@@ -13,10 +13,11 @@
 import { ModelError, UsageError } from '../../../errors.ts';
 import type { Allocation } from './memory.ts';
 import type { ThreadPool } from './pool.ts';
-import type { MatKind } from './wat.ts';
+import { FLOAT_PANEL, FLOAT_UNIT, PANEL, type MatKind } from './wat.ts';
 
 export const BLOCK = 32;
-const ROW_PAD = 8;
+/** rows are padded to whole float units (wat.ts FLOAT_UNIT: two 8-row panels), which q8's 4-row panels divide */
+const ROW_PAD = FLOAT_UNIT;
 
 const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
@@ -27,7 +28,7 @@ export interface SharedWeight {
   readonly kind: MatKind;
   readonly rows: number;
   readonly cols: number;
-  /** rows padded to a multiple of 8, columns to a multiple of 32 */
+  /** rows padded to a multiple of 16, columns to a multiple of 32 */
   readonly rowsP: number;
   readonly colsP: number;
   /** bytes from one row to the next */
@@ -71,17 +72,14 @@ export function uploadWeight(
   const data = heap.alloc(rowsP * rowBytes, name);
   const scales = src.kind === 'q8' ? heap.alloc(nb * rowsP * 4, `${name} scales`) : null;
   heap.u8(data.ptr, rowsP * rowBytes).fill(0);
-  // row r, column c → its panel (r & ~3), then vector (c / per) of 4 rows, then r & 3 (see wat.ts)
-  const per = src.kind === 'q8' ? BLOCK : 16 / BYTES[src.kind]; // columns per vector (q8: per block)
-  const at = (r: number, c: number) => (r & ~3) * colsP + Math.floor(c / per) * per * 4 + (r & 3) * per + (c % per);
   if (src.kind === 'f32') {
-    // at(r, c) element by element (a set() of 4 values per call took 3x the load's other work)
+    // panels of 8 rows, column by column: (r, c) at (r & ~7)·colsP + 8c + (r & 7) (see wat.ts)
     const dst = heap.f32(data.ptr, rowsP * colsP);
     const v = src.values;
     for (let r = 0; r < rows; r++) {
-      const base = (r & ~3) * colsP + (r & 3) * per;
+      const base = (r & ~(FLOAT_PANEL - 1)) * colsP + (r & (FLOAT_PANEL - 1));
       const row = r * cols;
-      for (let c = 0; c < cols; c++) dst[base + (c >> 2) * 16 + (c & 3)] = v[row + c];
+      for (let c = 0; c < cols; c++) dst[base + c * FLOAT_PANEL] = v[row + c];
     }
   } else if (src.kind === 'q8') {
     const bad = src.q.indexOf(-128);
@@ -91,22 +89,24 @@ export function uploadWeight(
         `${name}: q8 value −128 at row ${Math.floor(bad / cols)}, column ${bad % cols}: Q8_0 weights lie in −127..127 (round(x / (max|x| / 127)))`,
       );
     }
+    // panels of 4 rows interleaved by blocks: block b of panel row r at b·128 + 32r (see wat.ts)
+    const at = (r: number, c: number) => (r & ~(PANEL - 1)) * colsP + c * PANEL + (r & (PANEL - 1)) * BLOCK;
     const dst = new Int8Array(heap.memory.buffer, data.ptr, rowsP * colsP);
     for (let r = 0; r < rows; r++) {
-      for (let c = 0; c < cols; c += per)
-        dst.set(src.q.subarray(r * cols + c, r * cols + Math.min(cols, c + per)), at(r, c));
+      for (let c = 0; c < cols; c += BLOCK)
+        dst.set(src.q.subarray(r * cols + c, r * cols + Math.min(cols, c + BLOCK)), at(r, c));
     }
     const sT = heap.f32(scales!.ptr, nb * rowsP);
     sT.fill(0);
     for (let r = 0; r < rows; r++) for (let b = 0; b < nb; b++) sT[b * rowsP + r] = src.d[r * nb + b];
   } else {
-    // within each vector of 8 columns c..c+7: the words c, c+4, c+1, c+5, c+2, c+6, c+3, c+7
+    // panels of 8 rows, column by column, each column's words in the row order 0, 4, 1, 5, 2, 6, 3, 7
     const dst = heap.u16(data.ptr, rowsP * colsP);
     for (let r = 0; r < rows; r++) {
-      for (let c = 0; c < cols; c++) {
-        const j = c & 7;
-        dst[at(r, c & ~7) + (j < 4 ? 2 * j : 2 * (j - 4) + 1)] = src.words[r * cols + c];
-      }
+      const j = r & (FLOAT_PANEL - 1);
+      const base = (r & ~(FLOAT_PANEL - 1)) * colsP + (j < 4 ? 2 * j : 2 * (j - 4) + 1);
+      const row = r * cols;
+      for (let c = 0; c < cols; c++) dst[base + c * FLOAT_PANEL] = src.words[row + c];
     }
   }
   return { kind: src.kind, rows, cols, rowsP, colsP, rowBytes, data, scales };

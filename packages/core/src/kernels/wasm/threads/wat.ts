@@ -12,27 +12,23 @@
  *
  * Layouts (all made by ops.ts):
  * - A weight W [rows, cols] keeps the checkpoint's [out, in] values, rows padded to a multiple of
- *   8 (zero rows) and columns to a multiple of 32 (zeros), so no kernel has a tail. Rows go in
- *   panels of 4 (PANEL), interleaved by 16-byte vectors: vector v of panel row r sits at
- *   (v·4 + r)·16 bytes into the panel (q8: 32-byte block b of row r at b·128 + 32r), so a tile
- *   of 4 rows reads one contiguous stream (measured, one thread, CPU time on a loaded machine:
- *   SmolLM2's f32 head GEMV, 113 MB, went from 16–18 GB/s with rows apart to 26–30 GB/s, about
- *   XNNPACK's). Per kind:
- *   - f32: 4 bytes a value.
- *   - bf16 / f16: 2 bytes a value, each group of 8 columns c..c+7 stored as the words
- *     c, c+4, c+1, c+5, c+2, c+6, c+3, c+7. A 16-byte load then holds columns c..c+3 in the
- *     low halves of its 32-bit lanes and c+4..c+7 in the high halves: `shl 16` and `and
- *     0xffff0000` widen (bf16) or place (f16) them in column order, so x needs no reordering.
- *   - q8: llama.cpp's Q8_0 blocks: the int8 values, 32 bytes a block, and the f32 scales
- *     transposed, [blocks][rows] (the scales of 4 consecutive rows of one block are one load).
+ *   16 (zero rows) and columns to a multiple of 32 (zeros), so no kernel has a tail. Per kind:
+ *   - f32 / bf16 / f16: panels of 8 rows stored column by column: column c of a panel is one
+ *     vector of its 8 rows' values (f32: 32 bytes; 16-bit: 16 bytes, the words of rows 0, 4, 1, 5,
+ *     2, 6, 3, 7, so that `shl 16` and `and 0xffff0000` widen (bf16) or place (f16) rows 0-3 and
+ *     4-7 in order). A matmul tile then reads one contiguous stream per panel and multiplies it by
+ *     x values splat (outer-product form: no horizontal sums).
+ *   - q8: llama.cpp's Q8_0 blocks: rows in panels of 4 interleaved by blocks (block b of panel row
+ *     r at b·128 + 32r: the int8 values, 32 bytes a block), and the f32 scales transposed,
+ *     [blocks][rows] (the scales of 4 consecutive rows of one block are one load).
  * - x [N, cols] f32, rows padded with zeros to the padded column count. q8 multiplies x
  *   quantized per row and block of 32 (`quant_x8`, `quant_x16`).
  *
  * Matmuls, out [N, rows] = x · Wᵀ, split by weight rows (units: padded rows, in whole tiles):
- * - f32 / bf16 / f16 (`mm_f32`, `mm_bf16`, `mm_f16`): each output is one f32x4 accumulator over
- *   the columns in order, 4 at a time (lane l takes columns 4j + l), relaxed: acc = fma(w, x, acc),
- *   simd128: acc = acc + w·x; then (l0 + l1) + (l2 + l3). A tile is X x rows × R weight rows
- *   (X·R independent accumulators); x rows go in chunks that stay in cache.
+ * - f32 / bf16 / f16 (`mm_f32`, `mm_bf16`, `mm_f16`): each output is one f32 accumulator over the
+ *   columns in order (a lane of a vector of 4 weight rows), relaxed: acc = fma(w, x, acc),
+ *   simd128: acc = acc + w·x, from acc = 0. Tiles of X x rows × 8 or 16 weight rows (FLOAT_TILES);
+ *   x rows go in chunks that stay in cache.
  * - q8 with int8 activations (`mm_q8x8`), as llama.cpp's Q8_0 × Q8_0: per block b, the exact
  *   integer T = Σ q_w·q_x, then out += f32(T) · (d_w · d_x) in f32 (multiply then add, on both
  *   paths), blocks in order. relaxed: x is stored as |q| (0..127, the i7 operand
@@ -56,15 +52,19 @@ import { f16FromTop, hsum } from '../wat-text.ts';
 export type MatKind = 'f32' | 'bf16' | 'f16' | 'q8';
 export const MAT_KINDS: readonly MatKind[] = ['f32', 'bf16', 'f16', 'q8'];
 
-/** Weight rows per panel: rows are stored interleaved in groups of 4 (see the header). */
+/** q8 weight rows per panel: 4 rows stored interleaved by 32-byte blocks (see the header). */
 export const PANEL = 4;
+/** f32/bf16/f16 weight rows per panel: 8 rows stored column by column (see the header). */
+export const FLOAT_PANEL = 8;
+/** f32/bf16/f16: the weight rows of one unit of work (two panels); rows are padded to it. */
+export const FLOAT_UNIT = 16;
 /**
- * Tile shapes, x rows X → weight rows R (a whole panel) per call; the largest X runs while that
- * many x rows remain, then the rest. f32/bf16/f16: measured (one thread, CPU time, 576→3072 and
- * 1536→576, N = 128): X = 2 gave 25–27 GFLOP/s, X = 4 with R = 2 21–22, X = 3 reloading the
- * weights from L1 15–17. XNNPACK's f32 GEMM reads 28–33 on the same runs.
+ * Tile shapes, x rows → weight rows per call: 4 × 8 while 4 x rows remain, then 2 × 16, then
+ * 1 × 16 (8 accumulators where it counts). Measured (one thread, relaxed, in cache, 576→1536 and
+ * 1536→576): 4 × 8 and 2 × 16 52 GFLOP/s, 3 × 8 42, 1 × 16 27; the row-panel dot-product tiles
+ * of before gave 25–30, XNNPACK's f32 GEMM 28–33; relaxed_madd's peak here is 58.
  */
-export const FLOAT_TILES: Record<number, number> = { 1: 4, 2: 4 };
+export const FLOAT_TILES: Record<number, number> = { 4: 8, 2: 16, 1: 16 };
 /** q8 int8 tiles: R is 4 (one scale vector); X x rows up to 2. */
 export const Q8_TILES: Record<number, number> = { 1: 4, 2: 4 };
 
@@ -111,69 +111,60 @@ class Gen {
   // ---- f32 / bf16 / f16 matmul ----
 
   /**
-   * tile_K_X_R(w, rb, x, xs, cols, o, os, m): R weight rows from w (rb bytes apart) times X x rows
-   * from x (xs bytes apart) over cols (a multiple of 32) columns; output (x row i, weight row r)
-   * to o + i·os + 4r. m: the 0xffff0000 lane mask (a parameter, so it stays in a register).
+   * tile_K_X_P(w, pb, x, xs, cols, o, os, m): X x rows (from x, xs bytes apart) times P panels of
+   * 8 weight rows (from w, pb bytes apart) over cols columns, outer-product form: per column k,
+   * the panel's 8 weights of column k (one vector f32 ×2, or one 16-bit vector widened into two)
+   * times x[i, k] splat, into 2 accumulators per (x row, panel) holding rows 0-3 and 4-7. Each
+   * output is acc = fma(w[r, k], x[i, k], acc) for k = 0, 1, … in order from acc = 0 (simd128:
+   * acc + w·x), whatever the tile, so every tile gives an output the same bits. Outputs (x row i,
+   * weight row 8p + j) go to o + i·os + 4(8p + j). m: the 0xffff0000 lane mask (a parameter, so it
+   * stays in a register). One column per iteration: unrolled, TurboFan hoists the loads and spills
+   * (measured: 4 x rows × 8 weight rows gave 52 GFLOP/s at one column a step, 27 at two).
    */
-  floatTile(kind: Exclude<MatKind, 'q8'>, X: number, R: number): string {
-    if (R !== PANEL) throw new Error(`float tiles take whole ${PANEL}-row panels (R = ${R})`);
+  floatTile(kind: Exclude<MatKind, 'q8'>, X: number, P: number): string {
     const L: string[] = [];
-    const acc = (r: number, i: number) => `$c${r}_${i}`;
-    const locals = ['(local $k i32) (local $xv v128) (local $h v128) (local $wp i32)'];
-    for (let r = 0; r < R; r++) locals.push(`(local $w${r} v128) (local $lo${r} v128) (local $hi${r} v128)`);
+    const acc = (i: number, p: number, h: 'a' | 'b') => `$c${i}_${p}${h}`;
+    const locals = ['(local $k i32) (local $s v128) (local $h v128) (local $v v128)'];
+    for (let p = 0; p < P; p++) locals.push(`(local $w${p}a v128) (local $w${p}b v128)`);
     for (let i = 0; i < X; i++) locals.push(`(local $xp${i} i32)`);
-    for (let r = 0; r < R; r++) for (let i = 0; i < X; i++) locals.push(`(local ${acc(r, i)} v128)`);
+    for (let i = 0; i < X; i++)
+      for (let p = 0; p < P; p++) locals.push(`(local ${acc(i, p, 'a')} v128) (local ${acc(i, p, 'b')} v128)`);
     L.push(
-      `(func $tile_${kind}_${X}_${R} (param $w i32) (param $rb i32) (param $x i32) (param $xs i32) (param $cols i32) (param $o i32) (param $os i32) (param $m v128)`,
+      `(func $tile_${kind}_${X}_${P} (param $w i32) (param $pb i32) (param $x i32) (param $xs i32) (param $cols i32) (param $o i32) (param $os i32) (param $m v128)`,
     );
     L.push(`  ${locals.join(' ')}`);
-    L.push(`  (local.set $wp (local.get $w))`);
     for (let i = 0; i < X; i++)
       L.push(`  (local.set $xp${i} (i32.add (local.get $x) (i32.mul (local.get $xs) (i32.const ${i}))))`);
     L.push(`  (loop $step`);
-    // the panel holds vector v of row r at (v·R + r)·16: one contiguous stream
-    const vecs = kind === 'f32' ? 8 : 4; // 16-byte vectors per row per 32 columns
-    for (let j = 0; j < vecs; j++) {
-      for (let r = 0; r < R; r++)
-        L.push(`    (local.set $w${r} (v128.load offset=${16 * (j * R + r)} (local.get $wp)))`);
+    for (let p = 0; p < P; p++) {
+      const base = p === 0 ? '(local.get $w)' : `(i32.add (local.get $w) (i32.mul (local.get $pb) (i32.const ${p})))`;
       if (kind === 'f32') {
-        for (let i = 0; i < X; i++) {
-          L.push(`    (local.set $xv (v128.load offset=${16 * j} (local.get $xp${i})))`);
-          for (let r = 0; r < R; r++)
-            L.push(
-              `    (local.set ${acc(r, i)} ${this.fma(`(local.get $w${r})`, '(local.get $xv)', `(local.get ${acc(r, i)})`)})`,
-            );
-        }
+        L.push(`    (local.set $w${p}a (v128.load ${base}))`);
+        L.push(`    (local.set $w${p}b (v128.load offset=16 ${base}))`);
       } else {
-        // 8 weights a vector, widened to columns c..c+3 (low halves) and c+4..c+7 (high halves)
-        for (let r = 0; r < R; r++) {
-          const lo = `(i32x4.shl (local.get $w${r}) (i32.const 16))`;
-          const hi = `(v128.and (local.get $w${r}) (local.get $m))`;
-          L.push(`    (local.set $lo${r} ${kind === 'bf16' ? lo : f16FromTop(lo)})`);
-          L.push(`    (local.set $hi${r} ${kind === 'bf16' ? hi : f16FromTop(hi)})`);
-        }
-        for (const [half, name] of [
-          [0, 'lo'],
-          [1, 'hi'],
-        ] as const) {
-          for (let i = 0; i < X; i++) {
-            L.push(`    (local.set $xv (v128.load offset=${32 * j + 16 * half} (local.get $xp${i})))`);
-            for (let r = 0; r < R; r++)
-              L.push(
-                `    (local.set ${acc(r, i)} ${this.fma(`(local.get $${name}${r})`, '(local.get $xv)', `(local.get ${acc(r, i)})`)})`,
-              );
-          }
-        }
+        // 8 words, rows 0, 4, 1, 5, 2, 6, 3, 7: shl 16 widens rows 0-3, the mask keeps rows 4-7
+        const lo = `(i32x4.shl (local.tee $v (v128.load ${base})) (i32.const 16))`;
+        const hi = `(v128.and (local.get $v) (local.get $m))`;
+        L.push(`    (local.set $w${p}a ${kind === 'bf16' ? lo : f16FromTop(lo)})`);
+        L.push(`    (local.set $w${p}b ${kind === 'bf16' ? hi : f16FromTop(hi)})`);
       }
     }
-    L.push(`    (local.set $wp (i32.add (local.get $wp) (i32.const ${16 * vecs * R})))`);
-    for (let i = 0; i < X; i++) L.push(`    (local.set $xp${i} (i32.add (local.get $xp${i}) (i32.const 128)))`);
-    L.push(`    (br_if $step (i32.lt_u (local.tee $k (i32.add (local.get $k) (i32.const 32))) (local.get $cols))))`);
     for (let i = 0; i < X; i++) {
-      for (let r = 0; r < R; r++) {
-        L.push(
-          `  (f32.store offset=${4 * r} (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const ${i}))) ${hsum(acc(r, i))})`,
-        );
+      L.push(`    (local.set $s (v128.load32_splat (local.get $xp${i})))`);
+      for (let p = 0; p < P; p++)
+        for (const h of ['a', 'b'] as const)
+          L.push(
+            `    (local.set ${acc(i, p, h)} ${this.fma(`(local.get $w${p}${h})`, '(local.get $s)', `(local.get ${acc(i, p, h)})`)})`,
+          );
+    }
+    L.push(`    (local.set $w (i32.add (local.get $w) (i32.const ${kind === 'f32' ? 32 : 16})))`);
+    for (let i = 0; i < X; i++) L.push(`    (local.set $xp${i} (i32.add (local.get $xp${i}) (i32.const 4)))`);
+    L.push(`    (br_if $step (i32.lt_u (local.tee $k (i32.add (local.get $k) (i32.const 1))) (local.get $cols))))`);
+    for (let i = 0; i < X; i++) {
+      const row = i === 0 ? '(local.get $o)' : `(i32.add (local.get $o) (i32.mul (local.get $os) (i32.const ${i})))`;
+      for (let p = 0; p < P; p++) {
+        L.push(`  (v128.store offset=${32 * p} ${row} (local.get ${acc(i, p, 'a')}))`);
+        L.push(`  (v128.store offset=${32 * p + 16} ${row} (local.get ${acc(i, p, 'b')}))`);
       }
     }
     L.push(')');
@@ -182,54 +173,41 @@ class Gen {
 
   /**
    * mm_K (a: w, rb, x, xs, N, cols, out, os, chunk): out[n, r] for weight rows [s, e) (multiples
-   * of 8), all x rows, in chunks of `chunk` x rows (cache blocking): per chunk, per R weight
-   * rows, x rows 4 (or N) at a time, then the rest.
+   * of 16: two panels), all x rows, in chunks of `chunk` x rows (cache blocking): per chunk, per
+   * 16 weight rows, x rows 4 at a time (a 4 × 8 tile per panel), then 2 (2 × 16), then 1 (1 × 16).
    */
   floatMatmul(kind: Exclude<MatKind, 'q8'>): string {
-    // the x-row loop for R weight rows at $r: tiles of X, then smaller ones
-    const callTile = (X: number, R: number) => `(call $tile_${kind}_${X}_${R}
-            (i32.add (local.get $w) (i32.mul (local.get $r) (local.get $rb))) (local.get $rb)
+    const callTile = (X: number, P: number, panel: number) => `(call $tile_${kind}_${X}_${P}
+            (i32.add (local.get $w) (i32.mul (i32.add (local.get $r) (i32.const ${8 * panel})) (local.get $rb))) (local.get $pb)
             (i32.add (local.get $x) (i32.mul (local.get $n) (local.get $xs))) (local.get $xs) (local.get $cols)
-            (i32.add (i32.add (local.get $out) (i32.mul (local.get $n) (local.get $os))) (i32.shl (local.get $r) (i32.const 2))) (local.get $os) (local.get $m))`;
-    const rLoop = (X: number) => {
-      const R = FLOAT_TILES[X];
-      const rest = [];
-      for (let x = X - 1; x >= 1; x--) {
-        rest.push(`(if (i32.eq (i32.sub (local.get $n1) (local.get $n)) (i32.const ${x})) (then ${callTile(x, R)}))`);
-      }
-      return `(local.set $r (local.get $s))
-        (block $dr${X} (loop $lr${X}
-          (br_if $dr${X} (i32.ge_u (local.get $r) (local.get $e)))
-          (local.set $n (local.get $n0))
-          (block $dn${X} (loop $ln${X}
-            (br_if $dn${X} (i32.gt_u (i32.add (local.get $n) (i32.const ${X})) (local.get $n1)))
-            ${callTile(X, R)}
-            (local.set $n (i32.add (local.get $n) (i32.const ${X})))
-            (br $ln${X})))
-          ${rest.join('\n          ')}
-          (local.set $r (i32.add (local.get $r) (i32.const ${R})))
-          (br $lr${X})))`;
-    };
-    this.floatChunk = () => {
-      const Xmax = Math.max(...Object.keys(FLOAT_TILES).map(Number));
-      const small = [];
-      for (let x = Xmax - 1; x >= 1; x--)
-        small.push(`(if (i32.eq (i32.sub (local.get $n1) (local.get $n0)) (i32.const ${x})) (then ${rLoop(x)}))`);
-      return `(if (i32.ge_u (i32.sub (local.get $n1) (local.get $n0)) (i32.const ${Xmax}))
-        (then ${rLoop(Xmax)})
-        (else ${small.join('\n          ')}))`;
-    };
+            (i32.add (i32.add (local.get $out) (i32.mul (local.get $n) (local.get $os))) (i32.shl (i32.add (local.get $r) (i32.const ${8 * panel})) (i32.const 2))) (local.get $os) (local.get $m))`;
     return `(func (export "mm_${kind}") (param $a i32) (param $s i32) (param $e i32) (param $t i32)
-    (local $w i32) (local $rb i32) (local $x i32) (local $xs i32) (local $N i32) (local $cols i32) (local $out i32) (local $os i32) (local $chunk i32)
+    (local $w i32) (local $rb i32) (local $pb i32) (local $x i32) (local $xs i32) (local $N i32) (local $cols i32) (local $out i32) (local $os i32) (local $chunk i32)
     (local $n0 i32) (local $n1 i32) (local $n i32) (local $r i32) (local $m v128)
     (local.set $w ${arg(0)}) (local.set $rb ${arg(1)}) (local.set $x ${arg(2)}) (local.set $xs ${arg(3)})
     (local.set $N ${arg(4)}) (local.set $cols ${arg(5)}) (local.set $out ${arg(6)}) (local.set $os ${arg(7)}) (local.set $chunk ${arg(8)})
+    (local.set $pb (i32.shl (local.get $rb) (i32.const 3)))
     (local.set $m (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000))
     (block $dc (loop $lc
       (br_if $dc (i32.ge_u (local.get $n0) (local.get $N)))
       (local.set $n1 (i32.add (local.get $n0) (local.get $chunk)))
       (if (i32.gt_u (local.get $n1) (local.get $N)) (then (local.set $n1 (local.get $N))))
-      ${this.floatChunk()}
+      (local.set $r (local.get $s))
+      (block $dr (loop $lr
+        (br_if $dr (i32.ge_u (local.get $r) (local.get $e)))
+        (local.set $n (local.get $n0))
+        (block $dn (loop $ln
+          (br_if $dn (i32.gt_u (i32.add (local.get $n) (i32.const 4)) (local.get $n1)))
+          ${callTile(4, 1, 0)}
+          ${callTile(4, 1, 1)}
+          (local.set $n (i32.add (local.get $n) (i32.const 4)))
+          (br $ln)))
+        (if (i32.ge_u (i32.sub (local.get $n1) (local.get $n)) (i32.const 2)) (then
+          ${callTile(2, 2, 0)}
+          (local.set $n (i32.add (local.get $n) (i32.const 2)))))
+        (if (i32.lt_u (local.get $n) (local.get $n1)) (then ${callTile(1, 2, 0)}))
+        (local.set $r (i32.add (local.get $r) (i32.const ${FLOAT_UNIT})))
+        (br $lr)))
       (local.set $n0 (local.get $n1))
       (br $lc)))
   )`;
@@ -480,29 +458,45 @@ class Gen {
 
   /**
    * WAT: the 4 f32 of columns 4p..4p+3 (p = 0..7) of a 32-column block of one row of kind K, the
-   * block's first vector at byte address `row` (q8: times the scale in local $dq). Panel rows
-   * interleave by 16-byte vectors: f32 vector p is 64 bytes after vector p − 1; a 16-bit vector
-   * (8 columns) likewise; q8's 32 bytes are contiguous.
+   * row's value of the block's first column at byte address `row` (q8: times the scale in local
+   * $dq). f32 / bf16 / f16 panels hold a column's 8 rows together, so a row's consecutive columns
+   * are 32 (f32) or 16 (16-bit) bytes apart and are read one by one; q8's 32 bytes are contiguous.
    */
   widen4(kind: MatKind, row: string, p: number): string {
-    if (kind === 'f32') return `(v128.load offset=${64 * p} ${row})`;
     if (kind === 'q8')
       return `(f32x4.mul (f32x4.convert_i32x4_s (i32x4.extend_low_i16x8_s (i16x8.extend_low_i8x16_s (v128.load32_zero offset=${4 * p} ${row})))) (local.get $dq))`;
-    // 16-bit: vector j = p >> 1 holds columns 8j..8j+7; p even → the low halves, odd → the high halves
-    const raw = `(v128.load offset=${64 * (p >> 1)} ${row})`;
-    const top = p % 2 === 0 ? `(i32x4.shl ${raw} (i32.const 16))` : `(v128.and ${raw} (local.get $m))`;
-    return kind === 'bf16' ? top : f16FromTop(top);
+    const step = kind === 'f32' ? 32 : 16;
+    const at = (j: number) => (4 * p + j) * step;
+    if (kind === 'f32') {
+      let v = `(f32x4.splat (f32.load offset=${at(0)} ${row}))`;
+      for (let j = 1; j < 4; j++) v = `(f32x4.replace_lane ${j} ${v} (f32.load offset=${at(j)} ${row}))`;
+      return v;
+    }
+    // 16-bit: each word into the top half of its lane (bf16 is then its f32)
+    const word = (j: number) => `(i32.shl (i32.load16_u offset=${at(j)} ${row}) (i32.const 16))`;
+    let v = `(i32x4.splat ${word(0)})`;
+    for (let j = 1; j < 4; j++) v = `(i32x4.replace_lane ${j} ${v} ${word(j)})`;
+    return kind === 'bf16' ? v : f16FromTop(v);
   }
 
   /**
-   * Byte address of the first vector of 32-column block $c of row $id for kind K: its panel
-   * (id & ~3)·rb, then block c (4 rows' worth: 512 bytes f32, 256 16-bit, 128 q8), then the row
-   * within the panel (16 bytes apart, q8 32).
+   * Byte address of row $id's value in the first column of 32-column block $c, for kind K.
+   * f32 / bf16 / f16: its panel (id & ~7)·rb, block c (32 columns of 8 rows: 1024 bytes f32, 512
+   * 16-bit), then the row within a column (f32: 4 bytes apart; 16-bit: word 2j for rows j < 4,
+   * 2(j − 4) + 1 for the rest). q8: its panel (id & ~3)·rb, block c (4 rows' worth, 128 bytes),
+   * the row within the panel (32 bytes apart).
    */
   private rowBlock(kind: MatKind): string {
-    const [block, lane] = { f32: [512, 16], bf16: [256, 16], f16: [256, 16], q8: [128, 32] }[kind];
-    return `(i32.add (i32.add (local.get $tab) (i32.mul (i32.and (local.get $id) (i32.const -4)) (local.get $rb)))
-          (i32.add (i32.mul (local.get $c) (i32.const ${block})) (i32.mul (i32.and (local.get $id) (i32.const 3)) (i32.const ${lane}))))`;
+    if (kind === 'q8')
+      return `(i32.add (i32.add (local.get $tab) (i32.mul (i32.and (local.get $id) (i32.const -4)) (local.get $rb)))
+          (i32.add (i32.shl (local.get $c) (i32.const 7)) (i32.shl (i32.and (local.get $id) (i32.const 3)) (i32.const 5))))`;
+    const j = '(i32.and (local.get $id) (i32.const 7))';
+    const lane =
+      kind === 'f32'
+        ? `(i32.shl ${j} (i32.const 2))`
+        : `(i32.shl (i32.or (i32.shl (i32.and (local.get $id) (i32.const 3)) (i32.const 1)) (i32.shr_u ${j} (i32.const 2))) (i32.const 1))`;
+    return `(i32.add (i32.add (local.get $tab) (i32.mul (i32.and (local.get $id) (i32.const -8)) (local.get $rb)))
+          (i32.add (i32.mul (local.get $c) (i32.const ${kind === 'f32' ? 1024 : 512})) ${lane}))`;
   }
 
   /** WAT: local $dq = splat of the q8 scale of row $id, block $c (scales [blocks][rows] at $sc, $ss apart). */
@@ -884,14 +878,7 @@ export function threadsWat(simd: SimdPath): string {
     '  (import "env" "memory" (memory 1 65536 shared))',
   ];
   for (const kind of ['f32', 'bf16', 'f16'] as const) {
-    const tiles = new Set<string>();
-    for (const [X, R] of Object.entries(FLOAT_TILES)) {
-      for (let x = Number(X); x >= 1; x--) tiles.add(`${x}_${R}`);
-    }
-    for (const t of tiles) {
-      const [X, R] = t.split('_').map(Number);
-      parts.push(g.floatTile(kind, X, R));
-    }
+    for (const [X, R] of Object.entries(FLOAT_TILES)) parts.push(g.floatTile(kind, Number(X), R / FLOAT_PANEL));
     parts.push(g.floatMatmul(kind));
   }
   for (const [X, R] of Object.entries(Q8_TILES)) parts.push(g.q8Tile(Number(X), R));
