@@ -16,7 +16,7 @@ import type { ThreadPool } from './pool.ts';
 import { FLOAT_PANEL, FLOAT_UNIT, PANEL, type MatKind } from './wat.ts';
 
 export const BLOCK = 32;
-/** rows are padded to whole float units (wat.ts FLOAT_UNIT: two 8-row panels), which q8's 4-row panels divide */
+/** rows are padded to whole float units (wat.ts FLOAT_UNIT: four 8-row panels), which q8's 4-row panels divide */
 const ROW_PAD = FLOAT_UNIT;
 
 const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
@@ -28,7 +28,7 @@ export interface SharedWeight {
   readonly kind: MatKind;
   readonly rows: number;
   readonly cols: number;
-  /** rows padded to a multiple of 16, columns to a multiple of 32 */
+  /** rows padded to a multiple of 32, columns to a multiple of 32 */
   readonly rowsP: number;
   readonly colsP: number;
   /** bytes from one row to the next */
@@ -73,13 +73,13 @@ export function uploadWeight(
   const scales = src.kind === 'q8' ? heap.alloc(nb * rowsP * 4, `${name} scales`) : null;
   heap.u8(data.ptr, rowsP * rowBytes).fill(0);
   if (src.kind === 'f32') {
-    // panels of 8 rows, column by column: (r, c) at (r & ~7)·colsP + 8c + (r & 7) (see wat.ts)
+    // units of 32 rows, column by column: (r, c) at (r & ~31)·colsP + 32c + (r & 31) (see wat.ts)
     const dst = heap.f32(data.ptr, rowsP * colsP);
     const v = src.values;
     for (let r = 0; r < rows; r++) {
-      const base = (r & ~(FLOAT_PANEL - 1)) * colsP + (r & (FLOAT_PANEL - 1));
+      const base = (r & ~(FLOAT_UNIT - 1)) * colsP + (r & (FLOAT_UNIT - 1));
       const row = r * cols;
-      for (let c = 0; c < cols; c++) dst[base + c * FLOAT_PANEL] = v[row + c];
+      for (let c = 0; c < cols; c++) dst[base + c * FLOAT_UNIT] = v[row + c];
     }
   } else if (src.kind === 'q8') {
     const bad = src.q.indexOf(-128);
@@ -100,13 +100,14 @@ export function uploadWeight(
     sT.fill(0);
     for (let r = 0; r < rows; r++) for (let b = 0; b < nb; b++) sT[b * rowsP + r] = src.d[r * nb + b];
   } else {
-    // panels of 8 rows, column by column, each column's words in the row order 0, 4, 1, 5, 2, 6, 3, 7
+    // units of 32 rows, column by column; in each 8-row panel the words of rows 0, 4, 1, 5, 2, 6, 3, 7
     const dst = heap.u16(data.ptr, rowsP * colsP);
     for (let r = 0; r < rows; r++) {
       const j = r & (FLOAT_PANEL - 1);
-      const base = (r & ~(FLOAT_PANEL - 1)) * colsP + (j < 4 ? 2 * j : 2 * (j - 4) + 1);
+      const base =
+        (r & ~(FLOAT_UNIT - 1)) * colsP + (r & (FLOAT_UNIT - FLOAT_PANEL)) + (j < 4 ? 2 * j : 2 * (j - 4) + 1);
       const row = r * cols;
-      for (let c = 0; c < cols; c++) dst[base + c * FLOAT_PANEL] = src.words[row + c];
+      for (let c = 0; c < cols; c++) dst[base + c * FLOAT_UNIT] = src.words[row + c];
     }
   }
   return { kind: src.kind, rows, cols, rowsP, colsP, rowBytes, data, scales };

@@ -12,12 +12,14 @@
  *
  * Layouts (all made by ops.ts):
  * - A weight W [rows, cols] keeps the checkpoint's [out, in] values, rows padded to a multiple of
- *   16 (zero rows) and columns to a multiple of 32 (zeros), so no kernel has a tail. Per kind:
- *   - f32 / bf16 / f16: panels of 8 rows stored column by column: column c of a panel is one
- *     vector of its 8 rows' values (f32: 32 bytes; 16-bit: 16 bytes, the words of rows 0, 4, 1, 5,
- *     2, 6, 3, 7, so that `shl 16` and `and 0xffff0000` widen (bf16) or place (f16) rows 0-3 and
- *     4-7 in order). A matmul tile then reads one contiguous stream per panel and multiplies it by
- *     x values splat (outer-product form: no horizontal sums).
+ *   32 (zero rows) and columns to a multiple of 32 (zeros), so no kernel has a tail. Per kind:
+ *   - f32 / bf16 / f16: units of 32 rows stored column by column: column c of a unit holds its 4
+ *     panels of 8 rows, each panel one vector of its 8 rows' values (f32: 32 bytes; 16-bit: 16
+ *     bytes, the words of rows 0, 4, 1, 5, 2, 6, 3, 7, so that `shl 16` and `and 0xffff0000` widen
+ *     (bf16) or place (f16) rows 0-3 and 4-7 in order). A matmul tile multiplies a panel's vectors
+ *     by x values splat (outer-product form: no horizontal sums), and the 1 × 32 tile of decode
+ *     reads the matrix as one stream (measured: with 8-row panels apart, decode at 2 threads fell
+ *     from 56 to 34-40 tok/s on SmolLM2-135M f32).
  *   - q8: llama.cpp's Q8_0 blocks: rows in panels of 4 interleaved by blocks (block b of panel row
  *     r at b·128 + 32r: the int8 values, 32 bytes a block), and the f32 scales transposed,
  *     [blocks][rows] (the scales of 4 consecutive rows of one block are one load).
@@ -56,15 +58,17 @@ export const MAT_KINDS: readonly MatKind[] = ['f32', 'bf16', 'f16', 'q8'];
 export const PANEL = 4;
 /** f32/bf16/f16 weight rows per panel: 8 rows stored column by column (see the header). */
 export const FLOAT_PANEL = 8;
-/** f32/bf16/f16: the weight rows of one unit of work (two panels); rows are padded to it. */
-export const FLOAT_UNIT = 16;
+/** f32/bf16/f16: the weight rows of one unit of work (four panels); rows are padded to it. */
+export const FLOAT_UNIT = 32;
 /**
  * Tile shapes, x rows → weight rows per call: 4 × 8 while 4 x rows remain, then 2 × 16, then
- * 1 × 16 (8 accumulators where it counts). Measured (one thread, relaxed, in cache, 576→1536 and
- * 1536→576): 4 × 8 and 2 × 16 52 GFLOP/s, 3 × 8 42, 1 × 16 27; the row-panel dot-product tiles
- * of before gave 25–30, XNNPACK's f32 GEMM 28–33; relaxed_madd's peak here is 58.
+ * 1 × 32 (8 accumulators each). Measured (one thread, relaxed; a prototype of these loops): in
+ * cache (576→1536, 1536→576) 4 × 8 and 2 × 16 gave 52 GFLOP/s, 3 × 8 42 (the row-panel
+ * dot-product tiles of before 25–30, XNNPACK's f32 GEMM 28–33; relaxed_madd's peak here is 58);
+ * from memory (a 256 MB matrix, one row of x, as decode) 1 × 32 read 28–29 GB/s, 1 × 16 23,
+ * 1 × 8 20-21 (four streams keep more reads in flight), XNNPACK's GEMV 20-26.
  */
-export const FLOAT_TILES: Record<number, number> = { 4: 8, 2: 16, 1: 16 };
+export const FLOAT_TILES: Record<number, number> = { 4: 8, 2: 16, 1: 32 };
 /** q8 int8 tiles: R is 4 (one scale vector); X x rows up to 2. */
 export const Q8_TILES: Record<number, number> = { 1: 4, 2: 4 };
 
@@ -111,8 +115,9 @@ class Gen {
   // ---- f32 / bf16 / f16 matmul ----
 
   /**
-   * tile_K_X_P(w, pb, x, xs, cols, o, os, m): X x rows (from x, xs bytes apart) times P panels of
-   * 8 weight rows (from w, pb bytes apart) over cols columns, outer-product form: per column k,
+   * tile_K_X_P(w, x, xs, cols, o, os, m): X x rows (from x, xs bytes apart) times P panels of 8
+   * weight rows (consecutive panels of a 32-row unit, the first at w) over cols columns,
+   * outer-product form: per column k,
    * the panel's 8 weights of column k (one vector f32 ×2, or one 16-bit vector widened into two)
    * times x[i, k] splat, into 2 accumulators per (x row, panel) holding rows 0-3 and 4-7. Each
    * output is acc = fma(w[r, k], x[i, k], acc) for k = 0, 1, … in order from acc = 0 (simd128:
@@ -130,20 +135,20 @@ class Gen {
     for (let i = 0; i < X; i++)
       for (let p = 0; p < P; p++) locals.push(`(local ${acc(i, p, 'a')} v128) (local ${acc(i, p, 'b')} v128)`);
     L.push(
-      `(func $tile_${kind}_${X}_${P} (param $w i32) (param $pb i32) (param $x i32) (param $xs i32) (param $cols i32) (param $o i32) (param $os i32) (param $m v128)`,
+      `(func $tile_${kind}_${X}_${P} (param $w i32) (param $x i32) (param $xs i32) (param $cols i32) (param $o i32) (param $os i32) (param $m v128)`,
     );
     L.push(`  ${locals.join(' ')}`);
     for (let i = 0; i < X; i++)
       L.push(`  (local.set $xp${i} (i32.add (local.get $x) (i32.mul (local.get $xs) (i32.const ${i}))))`);
     L.push(`  (loop $step`);
     for (let p = 0; p < P; p++) {
-      const base = p === 0 ? '(local.get $w)' : `(i32.add (local.get $w) (i32.mul (local.get $pb) (i32.const ${p})))`;
+      // panel p of the tile: the next 32 (f32) or 16 (16-bit) bytes of the unit's column
       if (kind === 'f32') {
-        L.push(`    (local.set $w${p}a (v128.load ${base}))`);
-        L.push(`    (local.set $w${p}b (v128.load offset=16 ${base}))`);
+        L.push(`    (local.set $w${p}a (v128.load offset=${32 * p} (local.get $w)))`);
+        L.push(`    (local.set $w${p}b (v128.load offset=${32 * p + 16} (local.get $w)))`);
       } else {
         // 8 words, rows 0, 4, 1, 5, 2, 6, 3, 7: shl 16 widens rows 0-3, the mask keeps rows 4-7
-        const lo = `(i32x4.shl (local.tee $v (v128.load ${base})) (i32.const 16))`;
+        const lo = `(i32x4.shl (local.tee $v (v128.load offset=${16 * p} (local.get $w))) (i32.const 16))`;
         const hi = `(v128.and (local.get $v) (local.get $m))`;
         L.push(`    (local.set $w${p}a ${kind === 'bf16' ? lo : f16FromTop(lo)})`);
         L.push(`    (local.set $w${p}b ${kind === 'bf16' ? hi : f16FromTop(hi)})`);
@@ -157,7 +162,7 @@ class Gen {
             `    (local.set ${acc(i, p, h)} ${this.fma(`(local.get $w${p}${h})`, '(local.get $s)', `(local.get ${acc(i, p, h)})`)})`,
           );
     }
-    L.push(`    (local.set $w (i32.add (local.get $w) (i32.const ${kind === 'f32' ? 32 : 16})))`);
+    L.push(`    (local.set $w (i32.add (local.get $w) (i32.const ${kind === 'f32' ? 128 : 64})))`);
     for (let i = 0; i < X; i++) L.push(`    (local.set $xp${i} (i32.add (local.get $xp${i}) (i32.const 4)))`);
     L.push(`    (br_if $step (i32.lt_u (local.tee $k (i32.add (local.get $k) (i32.const 1))) (local.get $cols))))`);
     for (let i = 0; i < X; i++) {
@@ -173,20 +178,20 @@ class Gen {
 
   /**
    * mm_K (a: w, rb, x, xs, N, cols, out, os, chunk): out[n, r] for weight rows [s, e) (multiples
-   * of 16: two panels), all x rows, in chunks of `chunk` x rows (cache blocking): per chunk, per
-   * 16 weight rows, x rows 4 at a time (a 4 × 8 tile per panel), then 2 (2 × 16), then 1 (1 × 16).
+   * of 32: four panels), all x rows, in chunks of `chunk` x rows (cache blocking): per chunk, per
+   * 32 weight rows, x rows 4 at a time (a 4 × 8 tile per panel), then 2 (2 × 16 per two panels),
+   * then 1 (1 × 32).
    */
   floatMatmul(kind: Exclude<MatKind, 'q8'>): string {
     const callTile = (X: number, P: number, panel: number) => `(call $tile_${kind}_${X}_${P}
-            (i32.add (local.get $w) (i32.mul (i32.add (local.get $r) (i32.const ${8 * panel})) (local.get $rb))) (local.get $pb)
+            (i32.add (i32.add (local.get $w) (i32.mul (local.get $r) (local.get $rb))) (i32.const ${panel * (kind === 'f32' ? 32 : 16)}))
             (i32.add (local.get $x) (i32.mul (local.get $n) (local.get $xs))) (local.get $xs) (local.get $cols)
             (i32.add (i32.add (local.get $out) (i32.mul (local.get $n) (local.get $os))) (i32.shl (i32.add (local.get $r) (i32.const ${8 * panel})) (i32.const 2))) (local.get $os) (local.get $m))`;
     return `(func (export "mm_${kind}") (param $a i32) (param $s i32) (param $e i32) (param $t i32)
-    (local $w i32) (local $rb i32) (local $pb i32) (local $x i32) (local $xs i32) (local $N i32) (local $cols i32) (local $out i32) (local $os i32) (local $chunk i32)
+    (local $w i32) (local $rb i32) (local $x i32) (local $xs i32) (local $N i32) (local $cols i32) (local $out i32) (local $os i32) (local $chunk i32)
     (local $n0 i32) (local $n1 i32) (local $n i32) (local $r i32) (local $m v128)
     (local.set $w ${arg(0)}) (local.set $rb ${arg(1)}) (local.set $x ${arg(2)}) (local.set $xs ${arg(3)})
     (local.set $N ${arg(4)}) (local.set $cols ${arg(5)}) (local.set $out ${arg(6)}) (local.set $os ${arg(7)}) (local.set $chunk ${arg(8)})
-    (local.set $pb (i32.shl (local.get $rb) (i32.const 3)))
     (local.set $m (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000))
     (block $dc (loop $lc
       (br_if $dc (i32.ge_u (local.get $n0) (local.get $N)))
@@ -200,12 +205,15 @@ class Gen {
           (br_if $dn (i32.gt_u (i32.add (local.get $n) (i32.const 4)) (local.get $n1)))
           ${callTile(4, 1, 0)}
           ${callTile(4, 1, 1)}
+          ${callTile(4, 1, 2)}
+          ${callTile(4, 1, 3)}
           (local.set $n (i32.add (local.get $n) (i32.const 4)))
           (br $ln)))
         (if (i32.ge_u (i32.sub (local.get $n1) (local.get $n)) (i32.const 2)) (then
           ${callTile(2, 2, 0)}
+          ${callTile(2, 2, 2)}
           (local.set $n (i32.add (local.get $n) (i32.const 2)))))
-        (if (i32.lt_u (local.get $n) (local.get $n1)) (then ${callTile(1, 2, 0)}))
+        (if (i32.lt_u (local.get $n) (local.get $n1)) (then ${callTile(1, 4, 0)}))
         (local.set $r (i32.add (local.get $r) (i32.const ${FLOAT_UNIT})))
         (br $lr)))
       (local.set $n0 (local.get $n1))
@@ -465,7 +473,7 @@ class Gen {
   widen4(kind: MatKind, row: string, p: number): string {
     if (kind === 'q8')
       return `(f32x4.mul (f32x4.convert_i32x4_s (i32x4.extend_low_i16x8_s (i16x8.extend_low_i8x16_s (v128.load32_zero offset=${4 * p} ${row})))) (local.get $dq))`;
-    const step = kind === 'f32' ? 32 : 16;
+    const step = kind === 'f32' ? 128 : 64; // one column of a 32-row unit
     const at = (j: number) => (4 * p + j) * step;
     if (kind === 'f32') {
       let v = `(f32x4.splat (f32.load offset=${at(0)} ${row}))`;
@@ -481,9 +489,9 @@ class Gen {
 
   /**
    * Byte address of row $id's value in the first column of 32-column block $c, for kind K.
-   * f32 / bf16 / f16: its panel (id & ~7)·rb, block c (32 columns of 8 rows: 1024 bytes f32, 512
-   * 16-bit), then the row within a column (f32: 4 bytes apart; 16-bit: word 2j for rows j < 4,
-   * 2(j − 4) + 1 for the rest). q8: its panel (id & ~3)·rb, block c (4 rows' worth, 128 bytes),
+   * f32 / bf16 / f16: its unit (id & ~31)·rb, block c (32 columns of 32 rows: 4096 bytes f32,
+   * 2048 16-bit), its panel in the column ((id >> 3) & 3: 32 or 16 bytes apart), then the row in
+   * the panel (f32: 4 bytes apart; 16-bit: word 2j for rows j < 4, 2(j − 4) + 1 for the rest). q8: its panel (id & ~3)·rb, block c (4 rows' worth, 128 bytes),
    * the row within the panel (32 bytes apart).
    */
   private rowBlock(kind: MatKind): string {
@@ -491,12 +499,13 @@ class Gen {
       return `(i32.add (i32.add (local.get $tab) (i32.mul (i32.and (local.get $id) (i32.const -4)) (local.get $rb)))
           (i32.add (i32.shl (local.get $c) (i32.const 7)) (i32.shl (i32.and (local.get $id) (i32.const 3)) (i32.const 5))))`;
     const j = '(i32.and (local.get $id) (i32.const 7))';
+    const panel = `(i32.and (i32.shr_u (local.get $id) (i32.const 3)) (i32.const 3))`;
     const lane =
       kind === 'f32'
-        ? `(i32.shl ${j} (i32.const 2))`
-        : `(i32.shl (i32.or (i32.shl (i32.and (local.get $id) (i32.const 3)) (i32.const 1)) (i32.shr_u ${j} (i32.const 2))) (i32.const 1))`;
-    return `(i32.add (i32.add (local.get $tab) (i32.mul (i32.and (local.get $id) (i32.const -8)) (local.get $rb)))
-          (i32.add (i32.mul (local.get $c) (i32.const ${kind === 'f32' ? 1024 : 512})) ${lane}))`;
+        ? `(i32.add (i32.shl ${panel} (i32.const 5)) (i32.shl ${j} (i32.const 2)))`
+        : `(i32.add (i32.shl ${panel} (i32.const 4)) (i32.shl (i32.or (i32.shl (i32.and (local.get $id) (i32.const 3)) (i32.const 1)) (i32.shr_u ${j} (i32.const 2))) (i32.const 1)))`;
+    return `(i32.add (i32.add (local.get $tab) (i32.mul (i32.and (local.get $id) (i32.const -32)) (local.get $rb)))
+          (i32.add (i32.mul (local.get $c) (i32.const ${kind === 'f32' ? 4096 : 2048})) ${lane}))`;
   }
 
   /** WAT: local $dq = splat of the q8 scale of row $id, block $c (scales [blocks][rows] at $sc, $ss apart). */
