@@ -18,17 +18,29 @@ export const MASKED = -1e9;
 // ---------------------------------------------------------------------------------------------
 // constants kept as tensors (a JS number uploads a fresh scalar on every op)
 
-const scalars = new Map<string, tf.Scalar>();
+/**
+ * Kept tensors, per backend *instance*: a backend registered again under the same name (webgpu
+ * over a new device, say) is a new instance, and a tensor kept for the old one would be read
+ * back from it (which webgpu cannot do synchronously in Node).
+ */
+const keptByBackend = new WeakMap<tf.KernelBackend, Map<string, tf.Tensor>>();
+
+/** The tensor kept under `key` for the active backend instance, made (and kept) on first use. */
+function kept<T extends tf.Tensor>(key: string, make: () => T): T {
+  const backend = tf.backend();
+  let m = keptByBackend.get(backend);
+  if (!m) keptByBackend.set(backend, (m = new Map()));
+  let t = m.get(key) as T | undefined;
+  if (!t || t.isDisposed) {
+    t = tf.keep(make());
+    m.set(key, t);
+  }
+  return t;
+}
 
 /** A kept float32 scalar tensor, created once per value and backend. */
 export function scalar(v: number): tf.Scalar {
-  const key = `${tf.getBackend()}:${v}`;
-  let s = scalars.get(key);
-  if (!s || s.isDisposed) {
-    s = tf.keep(tf.scalar(v, 'float32'));
-    scalars.set(key, s);
-  }
-  return s;
+  return kept(`scalar:${v}`, () => tf.scalar(v, 'float32'));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -276,23 +288,17 @@ export function ropeTables(spec: RopeSpec, positions: number[][]): { cos: tf.Ten
   return { cos: tf.tensor4d(cos, [B, 1, T, dim]), sin: tf.tensor4d(sin, [B, 1, T, dim]) };
 }
 
-const rotations = new Map<string, tf.Tensor2D>();
-
 /** The [dim, dim] matrix R with x·R = rotate_half(x) = concat(−x2, x1). */
 export function rotateHalfMatrix(dim: number): tf.Tensor2D {
-  const key = `${tf.getBackend()}:${dim}`;
-  let r = rotations.get(key);
-  if (!r || r.isDisposed) {
+  return kept(`rotate-half:${dim}`, () => {
     const half = dim / 2;
     const m = new Float32Array(dim * dim);
     for (let j = 0; j < half; j++) {
       m[(j + half) * dim + j] = -1; // out[j] = −x[j+half]
       m[j * dim + (j + half)] = 1; // out[j+half] = x[j]
     }
-    r = tf.keep(tf.tensor2d(m, [dim, dim]));
-    rotations.set(key, r);
-  }
-  return r;
+    return tf.tensor2d(m, [dim, dim]);
+  });
 }
 
 /**

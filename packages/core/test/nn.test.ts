@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
+import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { ModelError } from '../src/errors.ts';
 import {
@@ -681,3 +681,30 @@ for (const be of ['wasm', 'cpu'] as const) {
     });
   });
 }
+
+describe('nn: kept constants', () => {
+  it('belong to the backend instance that made them: a backend registered again under its name gets its own', async () => {
+    const name = 'kept-constants-test';
+    const backendOf = (t: tf.Tensor) =>
+      (
+        tf.engine() as unknown as { state: { tensorInfo: WeakMap<object, { backend: tf.KernelBackend }> } }
+      ).state.tensorInfo.get(t.dataId)!.backend;
+    const previous = tf.getBackend();
+    try {
+      for (let round = 0; round < 2; round++) {
+        tf.registerBackend(name, () => new MathBackendCPU());
+        await tf.setBackend(name);
+        const s = scalar(2.5);
+        const r = rotateHalfMatrix(4);
+        assert.equal(backendOf(s), tf.backend(), `round ${round}: the scalar lives on the active instance`);
+        assert.equal(backendOf(r), tf.backend(), `round ${round}: the rotation lives on the active instance`);
+        assert.equal(s.dataSync()[0], 2.5);
+        assert.equal(scalar(2.5), s, 'made once per instance');
+        tf.removeBackend(name);
+      }
+    } finally {
+      if (tf.findBackendFactory(name)) tf.removeBackend(name);
+      await tf.setBackend(previous);
+    }
+  });
+});
