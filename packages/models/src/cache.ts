@@ -16,7 +16,7 @@
  * tf.tensorScatterUpdate, which makes a new buffer.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { UsageError } from '@moi/core';
+import { heapValues, UsageError } from '@moi/core';
 
 export interface KVCacheOptions {
   batch: number;
@@ -63,15 +63,10 @@ export interface LayerCache {
 
 /** A Float32Array over a tensor's own memory, or null where the backend cannot do that. */
 export function writableView(t: tf.Tensor): Float32Array | null {
-  const backend: any = tf.backend();
   const name = tf.getBackend();
-  if (name === 'wasm') {
-    const info = backend.dataIdMap.get(t.dataId);
-    if (!info || info.memoryOffset == null) return null;
-    return new Float32Array(backend.wasm.HEAPF32.buffer, info.memoryOffset, t.size);
-  }
+  if (name === 'wasm') return t.dtype === 'float32' ? (heapValues(t) as Float32Array | null) : null;
   if (name === 'cpu') {
-    const values = backend.data.get(t.dataId)?.values;
+    const values = (tf.backend() as any).data.get(t.dataId)?.values;
     return values instanceof Float32Array && values.length === t.size ? values : null;
   }
   return null;

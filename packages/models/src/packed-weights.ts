@@ -11,6 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
+  heapValues,
   bf16ToF32,
   bytesToFloat32,
   dequantizeQ8,
@@ -52,15 +53,21 @@ function makeDest(n: number, dtype: 'int32' | 'float32', what: string): Dest {
     const backend: any = tf.backend();
     const info = backend.makeOutput([n], dtype);
     const t = tf.engine().makeTensorFromTensorInfo(info) as tf.Tensor1D;
-    const offset = backend.dataIdMap.get(t.dataId)?.memoryOffset;
-    if (!offset && n > 0) {
+    const at = heapValues(t)?.byteOffset; // 0 or none: the allocation failed
+    if (!at && n > 0) {
       t.dispose();
       throw new ModelError(
         'E_MEMORY',
         `${what}: could not allocate ${n * 4} bytes in the wasm heap (4 GiB in all); try a smaller --dtype (q8)`,
       );
     }
-    return { tensor: () => t, bytes: () => new Uint8Array(backend.wasm.HEAPU8.buffer, offset, n * 4) };
+    return {
+      tensor: () => t,
+      bytes: () => {
+        const v = heapValues(t)!;
+        return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+      },
+    };
   }
   const host = new ArrayBuffer(n * 4);
   let t: tf.Tensor1D | null = null;

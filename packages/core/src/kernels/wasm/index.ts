@@ -34,6 +34,7 @@ export { fusedRmsNorm, RMS_NORM, type NormOptions } from './norm.ts';
 export {
   activeKernels,
   assembleWat,
+  heapValues,
   kernelsBinary,
   kernelsCachePath,
   kernelsEnabled,

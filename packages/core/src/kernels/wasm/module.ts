@@ -221,7 +221,21 @@ export function activeKernels(): KernelExports | null {
 
 /** A tensor's byte offset in the wasm heap (the wasm backend only). */
 export function heapOffset(backend: any, dataId: object): number {
-  const info = backend.dataIdMap.get(dataId);
-  if (!info || info.memoryOffset == null) throw new Error('kernels: tensor has no memory on the wasm heap');
-  return info.memoryOffset as number;
+  const off = backend.dataIdMap.get(dataId)?.memoryOffset;
+  if (off == null) throw new Error('kernels: tensor has no memory on the wasm heap');
+  return off as number;
+}
+
+/**
+ * A view of a float32 or int32 tensor's own values in the wasm heap, made afresh (heap growth
+ * detaches older views); null where the wasm backend is not the active one or the tensor has no
+ * memory there.
+ */
+export function heapValues(t: tf.Tensor): Float32Array | Int32Array | null {
+  if (tf.getBackend() !== 'wasm' || (t.dtype !== 'float32' && t.dtype !== 'int32')) return null;
+  const backend: any = tf.backend();
+  const off = backend.dataIdMap.get(t.dataId)?.memoryOffset;
+  if (off == null) return null;
+  const buffer = backend.wasm.HEAPU8.buffer as ArrayBuffer;
+  return t.dtype === 'float32' ? new Float32Array(buffer, off, t.size) : new Int32Array(buffer, off, t.size);
 }

@@ -18,49 +18,34 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { ModelError } from '../../../errors.ts';
+import { heapValues } from '../module.ts';
 import type { VocabMatrix } from '../../../linear.ts';
 import { freeWeight, gather, matmul, mix, uploadWeight, type SharedWeight, type WeightSource } from './ops.ts';
 import type { ThreadPool } from './pool.ts';
 
 // ---- tfjs tensors ↔ host arrays ----
 
-interface WasmBackendLike {
-  dataIdMap: { get(id: object): { memoryOffset?: number } | undefined };
-  makeOutput(shape: number[], dtype: string): tf.TensorInfo;
-  wasm: { HEAPU8: Uint8Array };
-}
-
-function wasmBackend(): WasmBackendLike | null {
-  return tf.getBackend() === 'wasm' ? (tf.backend() as unknown as WasmBackendLike) : null;
-}
-
 /** A tensor's values as a host array: a view of the wasm heap where it lives there, else a copy. */
 function hostValues(t: tf.Tensor, dtype: 'float32' | 'int32'): Float32Array | Int32Array {
-  const b = wasmBackend();
-  const off = b?.dataIdMap.get(t.dataId)?.memoryOffset;
-  if (b && off != null && t.dtype === dtype) {
-    return dtype === 'float32'
-      ? new Float32Array(b.wasm.HEAPU8.buffer, off, t.size)
-      : new Int32Array(b.wasm.HEAPU8.buffer, off, t.size);
-  }
+  const view = t.dtype === dtype ? heapValues(t) : null;
+  if (view) return view;
   const v = t.dataSync();
   return dtype === 'float32' ? Float32Array.from(v as ArrayLike<number>) : Int32Array.from(v as ArrayLike<number>);
 }
 
 /**
  * A fresh float32 tensor [rows, cols] whose values `fill` writes: straight into the wasm heap on
- * wasm (the views it gets are made after the allocation, which may grow the heap), else a host
- * array handed to the backend.
+ * wasm (the view is made after the allocation, which may grow the heap), else a host array handed
+ * to the backend.
  */
 function outputTensor(rows: number, cols: number, fill: (dst: Float32Array) => void): tf.Tensor2D {
-  const b = wasmBackend();
-  if (b) {
-    const info = b.makeOutput([rows, cols], 'float32');
-    const t = tf.engine().makeTensorFromTensorInfo(info) as tf.Tensor2D;
-    const off = b.dataIdMap.get(t.dataId)?.memoryOffset;
-    if (off != null || rows * cols === 0) {
+  if (tf.getBackend() === 'wasm') {
+    const backend = tf.backend() as unknown as { makeOutput(shape: number[], dtype: string): tf.TensorInfo };
+    const t = tf.engine().makeTensorFromTensorInfo(backend.makeOutput([rows, cols], 'float32')) as tf.Tensor2D;
+    const view = heapValues(t) as Float32Array | null;
+    if (view || rows * cols === 0) {
       try {
-        if (rows * cols > 0) fill(new Float32Array(b.wasm.HEAPU8.buffer, off!, rows * cols));
+        if (view && rows * cols > 0) fill(view);
       } catch (e) {
         t.dispose();
         throw e;
