@@ -210,6 +210,11 @@ export async function conformance(
   const parted: string[] = [];
   let worstRel = 0;
   let before = -1;
+  // the in-place KV-cache path exists where the backend lends a writable view of a tensor (wasm,
+  // cpu); elsewhere both greedy runs below would take the fallback path, so it runs once
+  const probe = tf.zeros([1]);
+  const inPlace = writableView(probe) !== null;
+  probe.dispose();
   for (const [i, name] of fixtures.entries()) {
     // the first fixture warms the backend's kept constants (scalars, rotation matrices)
     if (i === 1) before = tf.memory().numTensors;
@@ -226,11 +231,7 @@ export async function conformance(
         worstRel = Math.max(worstRel, diff / scale);
         assert.ok(diff <= 1e-4 * scale, `${backend} ${name}/${c.name}: logits max |diff| ${diff} > 1e-4 × ${scale}`);
       }
-      // greedy: the in-place cache path (where the backend has one: wasm and cpu lend a writable
-      // view of a tensor) and the fallback path; elsewhere both would run the fallback, so it runs once
-      const probe = tf.zeros([1]);
-      const inPlace = writableView(probe) !== null;
-      probe.dispose();
+      // greedy: the in-place cache path (where the backend has one) and the fallback path
       for (const c of ref.cases) {
         for (const noInPlace of inPlace ? [false, true] : [true]) {
           const got = await greedyAsync(model, c.input_ids, c.greedy.n, noInPlace);

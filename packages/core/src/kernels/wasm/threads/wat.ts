@@ -179,14 +179,36 @@ class Gen {
   /**
    * mm_K (a: w, rb, x, xs, N, cols, out, os, chunk): out[n, r] for weight rows [s, e) (multiples
    * of 32: four panels), all x rows, in chunks of `chunk` x rows (cache blocking): per chunk, per
-   * 32 weight rows, x rows 4 at a time (a 4 × 8 tile per panel), then 2 (2 × 16 per two panels),
-   * then 1 (1 × 32).
+   * 32 weight rows, the FLOAT_TILES shapes: x rows 4 at a time (a 4 × 8 tile per panel), then 2
+   * (2 × 16 per two panels), then 1 (1 × 32).
    */
   floatMatmul(kind: Exclude<MatKind, 'q8'>): string {
     const callTile = (X: number, P: number, panel: number) => `(call $tile_${kind}_${X}_${P}
             (i32.add (i32.add (local.get $w) (i32.mul (local.get $r) (local.get $rb))) (i32.const ${panel * (kind === 'f32' ? 32 : 16)}))
             (i32.add (local.get $x) (i32.mul (local.get $n) (local.get $xs))) (local.get $xs) (local.get $cols)
-            (i32.add (i32.add (local.get $out) (i32.mul (local.get $n) (local.get $os))) (i32.shl (i32.add (local.get $r) (i32.const ${8 * panel})) (i32.const 2))) (local.get $os) (local.get $m))`;
+            (i32.add (i32.add (local.get $out) (i32.mul (local.get $n) (local.get $os))) (i32.shl (i32.add (local.get $r) (i32.const ${FLOAT_PANEL * panel})) (i32.const 2))) (local.get $os) (local.get $m))`;
+    // per unit: the widest tile in a loop while its x rows remain, then each narrower one once if its
+    // x rows remain; a tile of R weight rows runs on each R-row slice of the unit
+    const widths = Object.keys(FLOAT_TILES)
+      .map(Number)
+      .sort((a, b) => b - a);
+    const unit = (X: number) => {
+      const R = FLOAT_TILES[X];
+      const calls = [];
+      for (let q = 0; q < FLOAT_UNIT / R; q++) calls.push(callTile(X, R / FLOAT_PANEL, (q * R) / FLOAT_PANEL));
+      return `${calls.join('\n          ')}
+          (local.set $n (i32.add (local.get $n) (i32.const ${X})))`;
+    };
+    const xLoop = [
+      `(block $dn (loop $ln
+          (br_if $dn (i32.gt_u (i32.add (local.get $n) (i32.const ${widths[0]})) (local.get $n1)))
+          ${unit(widths[0])}
+          (br $ln)))`,
+      ...widths.slice(1).map(
+        (X) => `(if (i32.ge_u (i32.sub (local.get $n1) (local.get $n)) (i32.const ${X})) (then
+          ${unit(X)}))`,
+      ),
+    ].join('\n        ');
     return `(func (export "mm_${kind}") (param $a i32) (param $s i32) (param $e i32) (param $t i32)
     (local $w i32) (local $rb i32) (local $x i32) (local $xs i32) (local $N i32) (local $cols i32) (local $out i32) (local $os i32) (local $chunk i32)
     (local $n0 i32) (local $n1 i32) (local $n i32) (local $r i32) (local $m v128)
@@ -201,19 +223,7 @@ class Gen {
       (block $dr (loop $lr
         (br_if $dr (i32.ge_u (local.get $r) (local.get $e)))
         (local.set $n (local.get $n0))
-        (block $dn (loop $ln
-          (br_if $dn (i32.gt_u (i32.add (local.get $n) (i32.const 4)) (local.get $n1)))
-          ${callTile(4, 1, 0)}
-          ${callTile(4, 1, 1)}
-          ${callTile(4, 1, 2)}
-          ${callTile(4, 1, 3)}
-          (local.set $n (i32.add (local.get $n) (i32.const 4)))
-          (br $ln)))
-        (if (i32.ge_u (i32.sub (local.get $n1) (local.get $n)) (i32.const 2)) (then
-          ${callTile(2, 2, 0)}
-          ${callTile(2, 2, 2)}
-          (local.set $n (i32.add (local.get $n) (i32.const 2)))))
-        (if (i32.lt_u (local.get $n) (local.get $n1)) (then ${callTile(1, 4, 0)}))
+        ${xLoop}
         (local.set $r (i32.add (local.get $r) (i32.const ${FLOAT_UNIT})))
         (br $lr)))
       (local.set $n0 (local.get $n1))
@@ -521,10 +531,9 @@ class Gen {
   gather(kind: MatKind): string {
     return `(func (export "gather_${kind}") (param $a i32) (param $s i32) (param $e i32) (param $t i32)
     (local $tab i32) (local $rb i32) (local $sc i32) (local $ss i32) (local $ids i32) (local $out i32) (local $os i32) (local $nb i32)
-    (local $i i32) (local $id i32) (local $c i32) (local $row i32) (local $dst i32) (local $dq v128) (local $m v128) (local $h v128)
+    (local $i i32) (local $id i32) (local $c i32) (local $row i32) (local $dst i32) (local $dq v128) (local $h v128)
     (local.set $tab ${arg(0)}) (local.set $rb ${arg(1)}) (local.set $sc ${arg(2)}) (local.set $ss ${arg(3)})
     (local.set $ids ${arg(4)}) (local.set $out ${arg(5)}) (local.set $os ${arg(6)}) (local.set $nb ${arg(7)})
-    (local.set $m (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000))
     (local.set $i (local.get $s))
     (block $di (loop $li
       (br_if $di (i32.ge_u (local.get $i) (local.get $e)))
@@ -551,11 +560,10 @@ class Gen {
   mix(kind: MatKind): string {
     return `(func (export "mix_${kind}") (param $a i32) (param $s i32) (param $e i32) (param $t i32)
     (local $tab i32) (local $rb i32) (local $sc i32) (local $ss i32) (local $ids i32) (local $wts i32) (local $K i32) (local $M i32) (local $out i32) (local $os i32)
-    (local $mi i32) (local $k i32) (local $id i32) (local $c i32) (local $row i32) (local $dst i32) (local $wv v128) (local $dq v128) (local $m v128) (local $h v128)
+    (local $mi i32) (local $k i32) (local $id i32) (local $c i32) (local $row i32) (local $dst i32) (local $wv v128) (local $dq v128) (local $h v128)
     ${[0, 1, 2, 3, 4, 5, 6, 7].map((p) => `(local $y${p} v128)`).join(' ')}
     (local.set $tab ${arg(0)}) (local.set $rb ${arg(1)}) (local.set $sc ${arg(2)}) (local.set $ss ${arg(3)})
     (local.set $ids ${arg(4)}) (local.set $wts ${arg(5)}) (local.set $K ${arg(6)}) (local.set $M ${arg(7)}) (local.set $out ${arg(8)}) (local.set $os ${arg(9)})
-    (local.set $m (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000))
     (block $dm (loop $lm
       (br_if $dm (i32.ge_u (local.get $mi) (local.get $M)))
       (local.set $c (local.get $s))
