@@ -19,6 +19,7 @@ import { Engine, generateOne } from '@moi/engine';
 import { measureGpuStep, type GpuStepCounters } from '../../packages/cli/src/bench/gpu-step.ts';
 import { moiGen } from '../support/cli.ts';
 import { fixtureNames, readReference } from './helpers.ts';
+import { directMixF64 } from '../../packages/core/test/direct-mix-f64.ts';
 
 /** max |got − want| / max(1, max |want|) */
 function rel(got: ArrayLike<number>, want: ArrayLike<number>): number {
@@ -30,24 +31,6 @@ function rel(got: ArrayLike<number>, want: ArrayLike<number>): number {
     s = Math.max(s, Math.abs(want[i]));
   }
   return d / s;
-}
-
-/** The direct mixture in float64 (README's rule): top-20 of the logits (ties: lower id) ∪ {y}, softmax weights, Σ w_i E[i], times the embedding scale. */
-function directMix(logits: number[], y: number, E: Float32Array, H: number, scale: number | null): Float32Array {
-  const order = logits
-    .map((x, i) => [x, i])
-    .sort((a, b) => b[0] - a[0] || a[1] - b[1])
-    .slice(0, 20)
-    .map(([, i]) => i);
-  if (!order.includes(y)) order.push(y);
-  const top = Math.max(...order.map((i) => logits[i]));
-  const e = order.map((i) => Math.exp(logits[i] - top));
-  const z = e.reduce((a, b) => a + b, 0);
-  const out = new Float64Array(H);
-  order.forEach((id, j) => {
-    for (let k = 0; k < H; k++) out[k] += (e[j] / z) * E[id * H + k];
-  });
-  return Float32Array.from(out, (v) => v * (scale ?? 1));
 }
 
 /** Issue 23's goals for one warm decode step. */
@@ -125,7 +108,7 @@ describe('conformance: the engine on the GPU plan (webgpu)', function () {
             let d = rel(await plan.logits(), m.step_logits[0]);
             for (let s = 1; s < m.tokens.length; s++) {
               const [x] = await plan.step({
-                embeds: directMix(m.step_logits[s - 1], m.tokens[s - 1], E, spec.hiddenSize, spec.embedScale),
+                embeds: directMixF64(m.step_logits[s - 1], m.tokens[s - 1], E, spec.hiddenSize, spec.embedScale),
               });
               d = Math.max(d, rel(await plan.logits(), m.step_logits[s]));
               assert.equal(x.token, m.tokens[s], `direct, teacher-forced: step ${s}`);

@@ -39,6 +39,7 @@ import {
 } from '../src/index.ts';
 import { loadModel, readConfig, specFromConfig, type LoadedModel } from '@moi/models';
 import { rng, runtimeOrSkip } from './webgpu-helpers.ts';
+import { directMixF64 } from './direct-mix-f64.ts';
 
 interface Reference {
   cases: { name: string; input_ids: number[]; logits: number[][]; greedy: { n: number; tokens: number[] } }[];
@@ -84,29 +85,6 @@ function fixture(
     close: () => ck.close(),
     ref: JSON.parse(readFileSync(path.join(dir, 'reference.json'), 'utf8')) as Reference,
   };
-}
-
-/**
- * The direct mixture of one step, in float64 (README, "Mixture of Inputs, exactly"): candidates =
- * the top-20 of the logits (ties: the lower id) plus y if outside; w = softmax over them; the input
- * is Σ w_i E[i] times the model's embedding scale.
- */
-function directMix(logits: number[], y: number, E: Float32Array, spec: GpuModelSpec): Float32Array {
-  const H = spec.hiddenSize;
-  const order = logits
-    .map((x, i) => [x, i])
-    .sort((a, b) => b[0] - a[0] || a[1] - b[1])
-    .slice(0, 20)
-    .map(([, i]) => i);
-  if (!order.includes(y)) order.push(y);
-  const top = Math.max(...order.map((i) => logits[i]));
-  const e = order.map((i) => Math.exp(logits[i] - top));
-  const z = e.reduce((a, b) => a + b, 0);
-  const out = new Float64Array(H);
-  order.forEach((id, j) => {
-    for (let k = 0; k < H; k++) out[k] += (e[j] / z) * E[id * H + k];
-  });
-  return Float32Array.from(out, (v) => v * (spec.embedScale ?? 1));
 }
 
 /** max |got − want| / max(1, max |want|) */
@@ -179,7 +157,13 @@ describe('webgpu: GpuDecodePlan', function () {
             let d = rel(await plan.logits(), m.step_logits[0]);
             for (let s = 1; s < m.tokens.length; s++) {
               const [x] = await plan.step({
-                embeds: directMix(m.step_logits[s - 1], m.tokens[s - 1], f.embed, f.spec),
+                embeds: directMixF64(
+                  m.step_logits[s - 1],
+                  m.tokens[s - 1],
+                  f.embed,
+                  f.spec.hiddenSize,
+                  f.spec.embedScale,
+                ),
               });
               d = Math.max(d, rel(await plan.logits(), m.step_logits[s]));
               assert.equal(x.token, m.tokens[s], `direct, teacher-forced: step ${s}'s token`);
