@@ -52,6 +52,13 @@ export interface Linear extends Weight {
   readonly outDim: number;
   /** y [N, outDim] for x [N, inDim]; the caller owns y */
   apply(x: tf.Tensor2D): tf.Tensor2D;
+  /** apply(x) split along its features into parts of these widths, where a storage does it without tf.split's copies */
+  applySplit?(x: tf.Tensor2D, widths: number[]): tf.Tensor2D[];
+}
+
+/** y = layer(x) split along its features into parts of the given widths (a fused projection's pieces). */
+export function applySplit(layer: Linear, x: tf.Tensor2D, widths: number[]): tf.Tensor2D[] {
+  return layer.applySplit ? layer.applySplit(x, widths) : (tf.split(layer.apply(x), widths, 1) as tf.Tensor2D[]);
 }
 
 /** The raw rows of an embedding matrix E [vocab, width], wherever they are held. */

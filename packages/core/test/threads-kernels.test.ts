@@ -20,6 +20,7 @@ import {
   mix,
   SharedKv,
   splitHeads,
+  ThreadedLinear,
   ThreadPool,
   uploadWeight,
   type MatKind,
@@ -232,6 +233,38 @@ describe('thread pool kernels', function () {
         }
       }
       freeWeight(pool, w);
+    }
+  });
+
+  it("ThreadedLinear.applySplit: tf.split of apply() bit for bit (epilogue included), every kind; bad widths refused", async () => {
+    await initBackend({ backend: 'wasm' });
+    const pool = pools.auto2;
+    const [rows, cols, N] = [70, 96, 5];
+    for (const kind of ['f32', 'bf16', 'q8'] as const) {
+      const m = makeWeight(kind, rows, cols, 900);
+      const r = rng(901);
+      const bias = tf.tensor1d(randn(r, rows, 1));
+      const outScale = tf.tensor1d(randn(r, rows, 1));
+      const layer = ThreadedLinear.upload(pool, m.src, rows, cols, { bias, outScale, label: `w_${kind}` });
+      const before = tf.memory().numTensors;
+      tf.tidy(() => {
+        const x = tf.tensor2d(xOf(N, cols, 902), [N, cols]);
+        const whole = layer.apply(x);
+        const widths = [30, 0, 8, 32];
+        const parts = layer.applySplit(x, widths);
+        const expected = tf.split(whole, widths, 1);
+        assert.deepEqual(
+          parts.map((p) => p.shape),
+          expected.map((p) => p.shape),
+        );
+        parts.forEach((p, k) =>
+          sameBits(p.dataSync() as Float32Array, expected[k].dataSync() as Float32Array, `${kind} part ${k}`),
+        );
+        assert.throws(() => layer.applySplit(x, [30, 30]), /w_\w+: parts \[30,30\] are not whole widths adding up to its 70 output features/);
+        assert.throws(() => layer.applySplit(x, [71, -1]), /parts \[71,-1\] are not whole widths/);
+      });
+      assert.equal(tf.memory().numTensors, before, `${kind}: no tensors left behind`);
+      layer.dispose();
     }
   });
 

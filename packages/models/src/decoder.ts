@@ -9,6 +9,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import {
   applyActivation,
+  applySplit,
   fusedRmsNorm,
   MASKED,
   ModelError,
@@ -128,7 +129,7 @@ export class Decoder {
     // residual add and the pre-MLP norm in one op (a wasm kernel, or the composite)
     const mid = fusedRmsNorm(a, eps, { residual: h, weight: lw.mlpNorm });
     const inter = lw.gateUp.outDim / 2;
-    const [gate, up] = tf.split(lw.gateUp.apply(mid.y as tf.Tensor2D), [inter, inter], -1);
+    const [gate, up] = applySplit(lw.gateUp, mid.y as tf.Tensor2D, [inter, inter]);
     let m: tf.Tensor = lw.down.apply(tf.mul(applyActivation(gate, this.spec.act), up) as tf.Tensor2D);
     if (lw.postMlpNorm) m = fusedRmsNorm(m, eps, { weight: lw.postMlpNorm }).y;
     return tf.add(mid.sum!, m) as tf.Tensor2D;

@@ -20,7 +20,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { ModelError } from '../../../errors.ts';
 import { heapValues } from '../module.ts';
 import type { VocabMatrix } from '../../../linear.ts';
-import { freeWeight, gather, matmul, mix, uploadWeight, type SharedWeight, type WeightSource } from './ops.ts';
+import { freeWeight, gather, matmulSplit, mix, uploadWeight, type SharedWeight, type WeightSource } from './ops.ts';
 import type { ThreadPool } from './pool.ts';
 
 // ---- tfjs tensors ↔ host arrays ----
@@ -34,29 +34,35 @@ function hostValues(t: tf.Tensor, dtype: 'float32' | 'int32'): Float32Array | In
 }
 
 /**
- * A fresh float32 tensor [rows, cols] whose values `fill` writes: straight into the wasm heap on
- * wasm (the view is made after the allocation, which may grow the heap), else a host array handed
- * to the backend.
+ * Fresh float32 tensors [rows, cols_k] whose values `fill` writes: straight into the wasm heap on
+ * wasm (the views are made after every allocation, which may grow the heap), else host arrays
+ * handed to the backend.
  */
-function outputTensor(rows: number, cols: number, fill: (dst: Float32Array) => void): tf.Tensor2D {
+function outputTensors(rows: number, cols: number[], fill: (dst: Float32Array[]) => void): tf.Tensor2D[] {
   if (tf.getBackend() === 'wasm') {
     const backend = tf.backend() as unknown as { makeOutput(shape: number[], dtype: string): tf.TensorInfo };
-    const t = tf.engine().makeTensorFromTensorInfo(backend.makeOutput([rows, cols], 'float32')) as tf.Tensor2D;
-    const view = heapValues(t) as Float32Array | null;
-    if (view || rows * cols === 0) {
+    const ts = cols.map(
+      (c) => tf.engine().makeTensorFromTensorInfo(backend.makeOutput([rows, c], 'float32')) as tf.Tensor2D,
+    );
+    const views = ts.map((t) => (t.size === 0 ? new Float32Array(0) : (heapValues(t) as Float32Array | null)));
+    if (views.every((v) => v !== null)) {
       try {
-        if (view && rows * cols > 0) fill(view);
+        fill(views as Float32Array[]);
       } catch (e) {
-        t.dispose();
+        tf.dispose(ts);
         throw e;
       }
-      return t;
+      return ts;
     }
-    t.dispose();
+    tf.dispose(ts);
   }
-  const host = new Float32Array(rows * cols);
+  const host = cols.map((c) => new Float32Array(rows * c));
   fill(host);
-  return tf.tensor2d(host, [rows, cols]);
+  return host.map((h, k) => tf.tensor2d(h, [rows, cols[k]]));
+}
+
+function outputTensor(rows: number, cols: number, fill: (dst: Float32Array) => void): tf.Tensor2D {
+  return outputTensors(rows, [cols], ([dst]) => fill(dst))[0];
 }
 
 // ---- the layer ----
@@ -142,27 +148,40 @@ export class ThreadedLinear implements VocabMatrix {
   }
 
   apply(x: tf.Tensor2D): tf.Tensor2D {
+    return this.applySplit(x, [this.outDim])[0];
+  }
+
+  /**
+   * y = apply(x) split along its features into parts of the given widths, each a fresh tensor
+   * (tf.split of apply(x), without the copies tfjs's split makes).
+   */
+  applySplit(x: tf.Tensor2D, widths: number[]): tf.Tensor2D[] {
     if (x.rank !== 2 || x.shape[1] !== this.inDim)
       throw new ModelError(
         'E_SHAPE',
         `${this.name}: x [${x.shape}] does not fit a [${this.outDim}, ${this.inDim}] weight`,
       );
+    if (widths.reduce((a, b) => a + b, 0) !== this.outDim || widths.some((w) => !(Number.isInteger(w) && w >= 0)))
+      throw new ModelError('E_SHAPE', `${this.name}: parts [${widths}] are not whole widths adding up to its ${this.outDim} output features`);
     this.check();
     const N = x.shape[0];
-    const rows = this.outDim;
-    return outputTensor(N, rows, (y) => {
-      const xv = hostValues(x, 'float32') as Float32Array; // after the output's allocation: a current view
-      matmul(this.pool, this.weight, xv, N, { out: y });
+    return outputTensors(N, widths, (ys) => {
+      const xv = hostValues(x, 'float32') as Float32Array; // after the outputs' allocation: a current view
+      let col = 0;
+      const parts = ys.map((out, k) => ({ col: (col += widths[k]) - widths[k], width: widths[k], out }));
+      matmulSplit(this.pool, this.weight, xv, N, parts);
       const s = this.scaleValues;
       const b = this.biasValues;
       if (!s && !b) return;
-      for (let n = 0; n < N; n++) {
-        const o = n * rows;
-        for (let j = 0; j < rows; j++) {
-          let v = y[o + j];
-          if (s) v = Math.fround(v * s[j]);
-          if (b) v = Math.fround(v + b[j]);
-          y[o + j] = v;
+      for (const { col, width, out } of parts) {
+        for (let n = 0; n < N; n++) {
+          const o = n * width;
+          for (let j = 0; j < width; j++) {
+            let v = out[o + j];
+            if (s) v = Math.fround(v * s[col + j]);
+            if (b) v = Math.fround(v + b[col + j]);
+            out[o + j] = v;
+          }
         }
       }
     });

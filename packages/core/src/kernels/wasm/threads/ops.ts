@@ -161,10 +161,23 @@ function copyRowsOut(
   out?: Float32Array,
 ): Float32Array {
   const y = out ?? new Float32Array(N * cols);
-  const src = pool.heap.f32(ptr, N * stride);
-  if (cols === stride) y.set(src.subarray(0, N * cols));
-  else for (let n = 0; n < N; n++) y.set(src.subarray(n * stride, n * stride + cols), n * cols);
+  copyColumnsOut(pool, ptr, N, stride, 0, cols, y);
   return y;
+}
+
+/** Copy columns [col, col + width) of [N, stride] rows out of the pool into y [N, width]. */
+function copyColumnsOut(
+  pool: ThreadPool,
+  ptr: number,
+  N: number,
+  stride: number,
+  col: number,
+  width: number,
+  y: Float32Array,
+): void {
+  const src = pool.heap.f32(ptr, N * stride);
+  if (col === 0 && width === stride) y.set(src.subarray(0, N * width));
+  else for (let n = 0; n < N; n++) y.set(src.subarray(n * stride + col, n * stride + col + width), n * width);
 }
 
 // ---- matmul ----
@@ -198,11 +211,43 @@ export function matmul(
   N: number,
   o: MatmulOptions = {},
 ): Float32Array {
+  if (o.out && o.out.length < N * w.rows)
+    throw new ModelError('E_SHAPE', `matmul: out holds ${o.out.length} values, not [${N}, ${w.rows}]`);
+  const y = o.out ?? new Float32Array(N * w.rows);
+  matmulSplit(pool, w, x, N, [{ col: 0, width: w.rows, out: y }], o);
+  return y;
+}
+
+/** Where matmulSplit writes output features [col, col + width): out [N, width]. */
+export interface OutputPart {
+  col: number;
+  width: number;
+  out: Float32Array;
+}
+
+/**
+ * The matmul with y's features handed out in parts (a fused projection's pieces, e.g. an MLP's
+ * gate and up): the same values as matmul's y split along its features, each part's rows
+ * contiguous in its own array.
+ */
+export function matmulSplit(
+  pool: ThreadPool,
+  w: SharedWeight,
+  x: Float32Array,
+  N: number,
+  parts: OutputPart[],
+  o: Omit<MatmulOptions, 'out'> = {},
+): void {
   if (!Number.isInteger(N) || N < 1 || x.length < N * w.cols) {
     throw new ModelError('E_SHAPE', `matmul: x has ${x.length} values, not ${N} rows of ${w.cols}`);
   }
-  if (o.out && o.out.length < N * w.rows)
-    throw new ModelError('E_SHAPE', `matmul: out holds ${o.out.length} values, not [${N}, ${w.rows}]`);
+  for (const p of parts) {
+    if (!(p.col >= 0 && p.width >= 0 && p.col + p.width <= w.rows) || p.out.length < N * p.width)
+      throw new ModelError(
+        'E_SHAPE',
+        `matmul: output part [${p.col}, ${p.col + p.width}) of ${w.rows} features into ${p.out.length} values for ${N} rows`,
+      );
+  }
   const xBytes = N * w.colsP * 4;
   const yBytes = N * w.rowsP * 4;
   const nb = w.colsP / BLOCK;
@@ -210,7 +255,7 @@ export function matmul(
   const [xp, yp, xq, xd] = scratch(pool, xBytes, yBytes, q8 ? N * nb * 64 : 0, q8 ? N * nb * 4 : 0);
   copyRowsIn(pool, x, N, w.cols, w.colsP, xp);
   matmulAt(pool, w, xp, N, yp, { q8: o.q8, threads: o.threads, xq, xd });
-  return copyRowsOut(pool, yp, N, w.rows, w.rowsP, o.out);
+  for (const p of parts) copyColumnsOut(pool, yp, N, w.rowsP, p.col, p.width, p.out);
 }
 
 /**
