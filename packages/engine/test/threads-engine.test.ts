@@ -238,24 +238,35 @@ describe('threads in the engine (issue 26 phase B)', function () {
     assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').pop()!), { threads: 3, pooled: true, n: 4 });
   });
 
-  it("the auto plan: every dtype on today's kernels at one thread, in the pool at 2 threads", async function () {
+  it("the auto plan: every dtype in the pool at 1 and 2 threads on wasm; 'never' keeps tfjs's kernels", async function () {
     const dir = path.join(fixtures, 'llama');
-    for (const [dtype, threads, pooled] of [
-      ['f32', 1, false],
-      ['bf16', 1, false],
-      ['q8', 1, false],
-      ['f32', 2, true],
-      ['bf16', 2, true],
-      ['q8', 2, true],
+    for (const [dtype, threads, choice, pooled] of [
+      ['f32', 1, 'auto', true],
+      ['bf16', 1, 'auto', true],
+      ['q8', 1, 'auto', true],
+      ['f32', 2, 'auto', true],
+      ['bf16', 2, 'auto', true],
+      ['q8', 2, 'auto', true],
+      ['f32', 2, 'never', false],
+      ['q8', 1, 'never', false],
     ] as const) {
-      const engine = await Engine.load(dir, { backend: 'wasm', dtype, threads });
+      const engine = await Engine.load(dir, { backend: 'wasm', dtype, threads, threadedWeights: choice });
       try {
-        assert.equal(engine.threads.pooled, pooled, `${dtype} at ${threads} thread(s)`);
+        assert.equal(engine.threads.pooled, pooled, `${dtype} at ${threads} thread(s), ${choice}`);
         assert.equal(engine.threads.threads, pooled ? threads : 1);
         assert.match(engine.threads.note, pooled ? /^threads \d+ \(pool, simd (relaxed|simd128)/ : /^threads 1 \(tfjs/);
       } finally {
         engine.dispose();
       }
+    }
+    // off wasm there is no pool, whatever the count
+    const cpu = await Engine.load(dir, { backend: 'cpu', threads: 2 });
+    try {
+      assert.equal(cpu.threads.pooled, false);
+      assert.match(cpu.threads.note, /the pool runs on wasm only/);
+    } finally {
+      cpu.dispose();
+      await initBackend({ backend: 'wasm' });
     }
   });
 

@@ -57,7 +57,7 @@ export interface LoadOptions {
    */
   threads?: number;
   pool?: ThreadPool;
-  /** 'auto' (default: see threadedPlan), 'always' (every dtype in the pool), 'never' */
+  /** 'auto' (default) and 'always': the pool on wasm (see threadedPlan); 'never': tfjs's kernels */
   threadedWeights?: ThreadedChoice;
   /**
    * Check every weight as it is read for NaN, ±Inf and |w| ≥ 2^64 (finite.ts), failing with
@@ -86,17 +86,15 @@ export interface ThreadsReport {
 }
 
 /**
- * Whether the matrices go in the thread pool: on the wasm backend, with 'always', or under 'auto'
- * with more than one thread. One thread under 'auto' is today's engine exactly: f32 on XNNPACK
- * (the pool's GEMM is 0.70-0.78x it from 4 rows at one thread, bench/threads.ts), bf16/f16 and q8
- * on the packed kernels (the pool's 16-bit GEMM is 0.80-0.91x from 16 rows), so one-thread
- * figures never drop. ('always' at one thread: q8 with int8 activations runs 1.4-1.5x the packed
- * kernels at every batch there, and bf16 decode 1.2x.) Results are the same bits at every thread
- * count from 2 up, and at 1 with 'always'.
+ * Whether the matrices go in the thread pool: on the wasm backend, unless 'never' (then tfjs's
+ * kernels: f32 on XNNPACK, bf16/f16 and q8 on the packed kernels). One thread runs the pool too
+ * (its main thread alone): measured on SmolLM2-135M f32, one thread, 128-token prefill 1,040 →
+ * 667 ms and decode 26.3 → 24.1 ms a token against tfjs's kernels (the pool's outer-product
+ * GEMM and its 32-row units, issue 26); q8 multiplies int8 activations there (1.4-1.5x the packed
+ * kernels). Results are the same bits at every thread count.
  */
-export function threadedPlan(choice: ThreadedChoice, threads: number, backend: string): boolean {
-  if (backend !== 'wasm' || choice === 'never') return false;
-  return choice === 'always' || threads > 1;
+export function threadedPlan(choice: ThreadedChoice, backend: string): boolean {
+  return backend === 'wasm' && choice !== 'never';
 }
 
 export const THREADED_CHOICES: readonly ThreadedChoice[] = ['auto', 'always', 'never'];
@@ -214,44 +212,68 @@ export interface HeapEstimate {
   total: number;
 }
 
+/** The thread pool's shared memory (a wasm32 memory: 4 GiB). */
+export const POOL_MEMORY_BYTES = 4294967296;
+
+const align32 = (n: number) => Math.ceil(n / 32) * 32;
+
 /**
- * The wasm heap a model needs at a dtype, from its spec alone: matrices as held (packed bytes, or
- * f32; an f32 tied head twice, as XNNPACK packs a copy of it and the gathers read the original),
- * vectors in f32, plus the reserve.
+ * The memory a model's weights need at a dtype, from its spec alone, and where they go:
+ * - 'heap' (tfjs's wasm heap): matrices as held (packed bytes, or f32; an f32 tied head twice, as
+ *   XNNPACK packs a copy of it and the gathers read the original), vectors in f32, plus the
+ *   reserve for one sequence's KV cache and activations;
+ * - 'pool' (the thread pool's memory, threaded-weights.ts): the matrices only, rows and columns
+ *   padded to 32 (a tied head once; q8's scales beside its bytes), plus the activation reserve
+ *   for the pool's scratch (the vectors and the KV cache stay in tfjs's heap).
  */
-export function estimateHeap(spec: DecoderSpec, dtype: WeightDtype): HeapEstimate {
+export function estimateHeap(spec: DecoderSpec, dtype: WeightDtype, where: 'heap' | 'pool' = 'heap'): HeapEstimate {
   let weights = 0;
   for (const [g, shape] of expectedTensors(spec)) {
     if (shape.length === 1) {
-      weights += shape[0] * 4;
+      if (where === 'heap') weights += shape[0] * 4;
       continue;
     }
     const [rows, cols] = shape;
+    if (where === 'pool') {
+      const [r, c] = [align32(rows), align32(cols)];
+      weights += dtype === 'q8' ? r * c + (c / 32) * r * 4 : r * c * (dtype === 'f32' ? 4 : 2);
+      continue;
+    }
     const tiedF32 = dtype === 'f32' && spec.tieWordEmbeddings && g === 'model.embed_tokens.weight';
     weights += dtype === 'f32' ? rows * cols * 4 * (tiedF32 ? 2 : 1) : packedSize(dtype, rows, cols);
   }
   const kvTokens = Math.min(spec.maxPositionEmbeddings, HEAP_KV_TOKENS);
-  const reserve = HEAP_ACTIVATION_RESERVE + spec.numLayers * 2 * spec.numKvHeads * spec.headDim * kvTokens * 4;
+  const reserve =
+    HEAP_ACTIVATION_RESERVE +
+    (where === 'heap' ? spec.numLayers * 2 * spec.numKvHeads * spec.headDim * kvTokens * 4 : 0);
   return { weights, reserve, total: weights + reserve };
 }
 
 const GB = (n: number) => `${(n / 1e9).toFixed(2)} GB`;
 
-/** E_MEMORY when the weights at the plan's dtype cannot fit the wasm heap, with the figures and a smaller dtype that would. */
-export function checkHeapFits(spec: DecoderSpec, dtype: WeightDtype, where: string): void {
-  const e = estimateHeap(spec, dtype);
-  if (e.total <= WASM_HEAP_BYTES) return;
-  const smaller = (['bf16', 'q8'] as const).filter((d) => d !== dtype && estimateHeap(spec, d).weights < e.weights);
-  const fits = smaller.filter((d) => estimateHeap(spec, d).total <= WASM_HEAP_BYTES);
+/**
+ * E_MEMORY when the weights at the plan's dtype cannot fit where they go (tfjs's wasm heap, or the
+ * thread pool's memory), with the figures and a smaller dtype that would.
+ */
+export function checkHeapFits(spec: DecoderSpec, dtype: WeightDtype, where: string, pooled = false): void {
+  const place = pooled ? 'pool' : 'heap';
+  const limit = pooled ? POOL_MEMORY_BYTES : WASM_HEAP_BYTES;
+  const e = estimateHeap(spec, dtype, place);
+  if (e.total <= limit) return;
+  const smaller = (['bf16', 'q8'] as const).filter(
+    (d) => d !== dtype && estimateHeap(spec, d, place).weights < e.weights,
+  );
+  const fits = smaller.filter((d) => estimateHeap(spec, d, place).total <= limit);
   const hint = fits.length
-    ? `try --dtype ${fits[0]} (${GB(estimateHeap(spec, fits[0]).weights)} of weights)`
+    ? `try --dtype ${fits[0]} (${GB(estimateHeap(spec, fits[0], place).weights)} of weights)`
     : smaller.length
-      ? `even q8 needs ${GB(estimateHeap(spec, 'q8').total)}: use another backend (e.g. --backend tensorflow)`
+      ? `even q8 needs ${GB(estimateHeap(spec, 'q8', place).total)}: use another backend (e.g. --backend tensorflow)`
       : 'use another backend (e.g. --backend tensorflow)';
+  const kept = pooled ? "the pool's scratch" : 'the KV cache and activations';
   throw new ModelError(
     'E_MEMORY',
-    `${where}: the weights take ${GB(e.weights)} in ${dtype}, and with ${GB(e.reserve)} kept for the KV cache ` +
-      `and activations that is ${GB(e.total)}, over the wasm heap (${GB(WASM_HEAP_BYTES)}); ${hint}`,
+    `${where}: the weights take ${GB(e.weights)} in ${dtype}, and with ${GB(e.reserve)} kept for ${kept} ` +
+      `that is ${GB(e.total)}, over ${pooled ? "the thread pool's memory" : 'the wasm heap'} (${GB(limit)}); ${hint}`,
   );
 }
 
@@ -329,8 +351,8 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
         'E_THREADS',
         `threadedWeights ${JSON.stringify(threadedChoice)}: expected one of ${THREADED_CHOICES.join(', ')}`,
       );
-    const pooled = threadedPlan(threadedChoice, threads, backend);
-    if (backend === 'wasm' && !pooled) checkHeapFits(spec, plan.dtype, dir);
+    const pooled = threadedPlan(threadedChoice, backend);
+    if (backend === 'wasm') checkHeapFits(spec, plan.dtype, dir, pooled);
     // A tensor counts as built once the work after its read is done: the layout and packing of
     // what was read before tensor k end when tensor k is read, the rest when the model is built.
     let bytes = 0;

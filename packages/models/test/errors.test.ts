@@ -16,6 +16,7 @@ import {
   SafetensorsError,
   SafetensorsFile,
   SHARED_MISSING,
+  ThreadPool,
   type TensorInput,
 } from '@moi/core';
 import {
@@ -369,20 +370,37 @@ describe('models: loading errors and layouts (wasm)', function () {
     });
 
     for (const name of ['llama', 'llama_tied', 'gemma2', 'qwen2']) {
-      it(`${name}: weightBytes is what the weights hold in tensor memory`, async function () {
-        const b0 = tf.memory().numBytes;
-        const m = await loadModel(path.join(root!, name));
+      it(`${name}: weightBytes is what the weights hold in tensor memory (tfjs's kernels) or in tensors plus the pool's blocks`, async function () {
+        const pool = await ThreadPool.create({ threads: 1 });
         try {
-          assert.equal(tf.memory().numBytes - b0, m.weightBytes);
-          // no copy beyond the one a tied head may need (norm vectors may be folded away)
-          const { vocabSize: V, hiddenSize: H } = m.spec;
-          const most = m.checkpointBytes + (m.spec.tieWordEmbeddings ? V * H * 4 : 0);
-          assert.ok(
-            m.weightBytes <= most && m.weightBytes >= 0.9 * m.checkpointBytes,
-            `${m.weightBytes} bytes in memory for a ${m.checkpointBytes}-byte f32 checkpoint`,
-          );
+          for (const held of ['tensors', 'pool'] as const) {
+            const b0 = tf.memory().numBytes;
+            const u0 = pool.heap.used;
+            const m = await loadModel(
+              path.join(root!, name),
+              held === 'pool' ? { pool } : { threadedWeights: 'never' },
+            );
+            try {
+              assert.equal(m.threads.pooled, held === 'pool');
+              assert.equal(tf.memory().numBytes - b0 + (pool.heap.used - u0), m.weightBytes, held);
+              if (held === 'pool')
+                assert.ok(pool.heap.used - u0 > 0.9 * m.checkpointBytes, 'the matrices are in the pool');
+              // no copy beyond the one a tied head may need (norm vectors may be folded away)
+              const { vocabSize: V, hiddenSize: H } = m.spec;
+              const most = m.checkpointBytes + (m.spec.tieWordEmbeddings ? V * H * 4 : 0);
+              // the pool pads rows and columns to multiples of 32
+              const slack = held === 'pool' ? 1.5 : 1;
+              assert.ok(
+                m.weightBytes <= most * slack && m.weightBytes >= 0.9 * m.checkpointBytes,
+                `${held}: ${m.weightBytes} bytes in memory for a ${m.checkpointBytes}-byte f32 checkpoint`,
+              );
+            } finally {
+              m.dispose();
+            }
+            assert.equal(pool.heap.used, u0, `${held}: dispose frees the pool's blocks`);
+          }
         } finally {
-          m.dispose();
+          await pool.dispose();
         }
       });
     }

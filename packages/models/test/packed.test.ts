@@ -17,7 +17,14 @@ import {
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, SHARED_MISSING } from '@moi/core';
-import { estimateHeap, loadModel, planDtype, specFromConfig, WASM_HEAP_BYTES } from '../src/index.ts';
+import {
+  estimateHeap,
+  loadModel,
+  planDtype,
+  POOL_MEMORY_BYTES,
+  specFromConfig,
+  WASM_HEAP_BYTES,
+} from '../src/index.ts';
 import { fixturesRoot, fullLogits, greedy, makeTemp, readConfigJson, readReference, rmTemp } from './helpers.ts';
 
 describe('models: the dtype plan', () => {
@@ -142,14 +149,18 @@ describe('models: packed weights (wasm)', function () {
       const dir = path.join(root!, name);
       const { spec } = specFromConfig(readConfigJson(dir));
       for (const dtype of ['bf16', 'q8'] as const) {
-        const m = await loadModel(dir, { dtype });
-        // the model holds the estimate's bytes plus the small extras the decoder keeps (q/k norm rows, q's scale)
-        const est = estimateHeap(spec, dtype).weights;
-        assert.ok(
-          m.weightBytes >= est && m.weightBytes <= est * 1.02 + 4096,
-          `${name} ${dtype}: weightBytes ${m.weightBytes} vs estimate ${est}`,
-        );
-        m.dispose();
+        for (const threadedWeights of ['never', 'auto'] as const) {
+          const m = await loadModel(dir, { dtype, threadedWeights });
+          // the model holds the estimate's bytes plus the small extras the decoder keeps (q/k norm
+          // rows, q's scale; in the pool also the norm vectors, which stay tfjs tensors)
+          const est = estimateHeap(spec, dtype, m.threads.pooled ? 'pool' : 'heap').weights;
+          assert.equal(m.threads.pooled, threadedWeights === 'auto');
+          assert.ok(
+            m.weightBytes >= est && m.weightBytes <= est * 1.02 + 4096,
+            `${name} ${dtype} ${threadedWeights}: weightBytes ${m.weightBytes} vs estimate ${est}`,
+          );
+          m.dispose();
+        }
       }
     }
   });
@@ -194,23 +205,35 @@ describe('models: packed weights (wasm)', function () {
       closeSync(fd);
     }
     const bf16 = estimateHeap(spec, 'bf16');
+    const bf16Pool = estimateHeap(spec, 'bf16', 'pool');
     assert.ok(
       bf16.total > WASM_HEAP_BYTES && estimateHeap(spec, 'q8').total < WASM_HEAP_BYTES,
       'the config is sized for the test',
     );
+    assert.ok(
+      bf16Pool.total > POOL_MEMORY_BYTES && estimateHeap(spec, 'q8', 'pool').total < POOL_MEMORY_BYTES,
+      'the config is sized for the test (pool)',
+    );
     const n0 = tf.memory().numTensors;
-    await assert.rejects(
-      loadModel(dir),
-      (e: any) =>
-        e.code === 'E_MEMORY' &&
-        e.message.includes(dir) &&
-        e.message.includes(`${(bf16.weights / 1e9).toFixed(2)} GB in bf16`) &&
-        /try --dtype q8/.test(e.message),
-    );
-    await assert.rejects(
-      loadModel(dir, { dtype: 'f32' }),
-      (e: any) => e.code === 'E_MEMORY' && /in f32/.test(e.message),
-    );
+    // tfjs's heap, and the thread pool's memory (the default on wasm)
+    for (const [threadedWeights, est, where] of [
+      ['never', bf16, 'the wasm heap'],
+      ['auto', bf16Pool, "the thread pool's memory"],
+    ] as const) {
+      await assert.rejects(
+        loadModel(dir, { threadedWeights }),
+        (e: any) =>
+          e.code === 'E_MEMORY' &&
+          e.message.includes(dir) &&
+          e.message.includes(`${(est.weights / 1e9).toFixed(2)} GB in bf16`) &&
+          e.message.includes(`over ${where}`) &&
+          /try --dtype q8/.test(e.message),
+      );
+      await assert.rejects(
+        loadModel(dir, { dtype: 'f32', threadedWeights }),
+        (e: any) => e.code === 'E_MEMORY' && /in f32/.test(e.message),
+      );
+    }
     assert.equal(tf.memory().numTensors, n0);
   });
 
@@ -230,7 +253,8 @@ describe('models: packed weights (wasm)', function () {
       const ids = readReference(dir).cases[0].input_ids;
       for (const dtype of ['bf16', 'q8'] as const) {
         await initBackend({ backend: 'wasm' });
-        const w = await loadModel(dir, { dtype });
+        // tfjs's packed kernels (the pool's q8 multiplies int8 activations: threads-engine.test.ts)
+        const w = await loadModel(dir, { dtype, threadedWeights: 'never' });
         const a = fullLogits(w.model, ids);
         w.dispose();
         await initBackend({ backend: 'cpu' });
