@@ -74,13 +74,7 @@ export function uploadWeight(
   heap.u8(data.ptr, rowsP * rowBytes).fill(0);
   if (src.kind === 'f32') {
     // units of 32 rows, column by column: (r, c) at (r & ~31)·colsP + 32c + (r & 31) (see wat.ts)
-    const dst = heap.f32(data.ptr, rowsP * colsP);
-    const v = src.values;
-    for (let r = 0; r < rows; r++) {
-      const base = (r & ~(FLOAT_UNIT - 1)) * colsP + (r & (FLOAT_UNIT - 1));
-      const row = r * cols;
-      for (let c = 0; c < cols; c++) dst[base + c * FLOAT_UNIT] = v[row + c];
-    }
+    layoutF32(heap.f32(data.ptr, rowsP * colsP), src.values, rows, cols, colsP);
   } else if (src.kind === 'q8') {
     const bad = src.q.indexOf(-128);
     if (bad >= 0) {
@@ -111,6 +105,15 @@ export function uploadWeight(
     }
   }
   return { kind: src.kind, rows, cols, rowsP, colsP, rowBytes, data, scales };
+}
+
+/** f32 [rows, cols] row-major into units of 32 rows, column by column: (r, c) at (r & ~31)·colsP + 32c + (r & 31). */
+function layoutF32(dst: Float32Array, v: Float32Array, rows: number, cols: number, colsP: number): void {
+  for (let r = 0; r < rows; r++) {
+    const row = r * cols;
+    let d = (r & ~(FLOAT_UNIT - 1)) * colsP + (r & (FLOAT_UNIT - 1));
+    for (let c = 0; c < cols; c++, d += FLOAT_UNIT) dst[d] = v[row + c];
+  }
 }
 
 export function freeWeight(pool: ThreadPool, w: SharedWeight): void {
