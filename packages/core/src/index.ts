@@ -10,6 +10,7 @@ export * from './linear.ts';
 export {
   defaultThreads,
   MAX_DEFAULT_THREADS,
+  pooledPrefillAttention,
   ThreadedLinear,
   ThreadPool,
   type PoolInfo,

@@ -12,6 +12,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/dtype.ts';
 import { initBackend } from '../src/backend.ts';
 import { disposePacked, packedMatMul, packQ8, quantizeQ8 } from '../src/kernels/wasm/packed.ts';
+import { prefillAttention } from '../src/kernels/wasm/prefill-attention.ts';
 import {
   attention,
   freeWeight,
@@ -19,6 +20,7 @@ import {
   matmul,
   mix,
   SharedKv,
+  pooledPrefillAttention,
   splitHeads,
   ThreadedLinear,
   ThreadPool,
@@ -236,7 +238,7 @@ describe('thread pool kernels', function () {
     }
   });
 
-  it("ThreadedLinear.applySplit: tf.split of apply() bit for bit (epilogue included), every kind; bad widths refused", async () => {
+  it('ThreadedLinear.applySplit: tf.split of apply() bit for bit (epilogue included), every kind; bad widths refused', async () => {
     await initBackend({ backend: 'wasm' });
     const pool = pools.auto2;
     const [rows, cols, N] = [70, 96, 5];
@@ -260,12 +262,80 @@ describe('thread pool kernels', function () {
         parts.forEach((p, k) =>
           sameBits(p.dataSync() as Float32Array, expected[k].dataSync() as Float32Array, `${kind} part ${k}`),
         );
-        assert.throws(() => layer.applySplit(x, [30, 30]), /w_\w+: parts \[30,30\] are not whole widths adding up to its 70 output features/);
+        assert.throws(
+          () => layer.applySplit(x, [30, 30]),
+          /w_\w+: parts \[30,30\] are not whole widths adding up to its 70 output features/,
+        );
         assert.throws(() => layer.applySplit(x, [71, -1]), /parts \[71,-1\] are not whole widths/);
       });
       assert.equal(tf.memory().numTensors, before, `${kind}: no tensors left behind`);
       layer.dispose();
     }
+  });
+
+  it("pooledPrefillAttention: the single-thread kernel's bits (GQA, prefix, ring, window, softcap, rows at different starts), any thread count", async () => {
+    await initBackend({ backend: 'wasm' });
+    const [nH, nKV, D] = [6, 2, 16];
+    const r = rng(950);
+    type Case = { T: number; start: number[]; rows: number[] | null; window: number | null; softcap: number | null };
+    const cases: Case[] = [
+      { T: 5, start: [0, 0], rows: null, window: null, softcap: null },
+      { T: 6, start: [7, 5], rows: [2, 0], window: null, softcap: 30.7 },
+      { T: 3, start: [12, 5], rows: [1, 0], window: 6, softcap: null },
+    ];
+    // cache rows: row 0 holds positions 0..4, row 1 a ring of 8 slots holding 4..11, row 2 positions 0..6
+    const S = 8;
+    const slotPos = [
+      [0, 1, 2, 3, 4, -1, -1, -1],
+      [8, 9, 10, 11, 4, 5, 6, 7],
+      [0, 1, 2, 3, 4, 5, 6, -1],
+    ];
+    for (const c of cases) {
+      const B = c.start.length;
+      const N = B * c.T;
+      const before = tf.memory().numTensors;
+      tf.tidy(() => {
+        const qkv = tf.tensor2d(randn(r, N * (nH + 2 * nKV) * D, 1), [N, (nH + 2 * nKV) * D]);
+        const qk = tf.slice(qkv, [0, 0], [N, (nH + nKV) * D]);
+        const keys = tf.tensor4d(randn(r, 3 * nKV * S * D, 1), [3, nKV, S, D]);
+        const valuesT = tf.tensor4d(randn(r, 3 * nKV * D * S, 1), [3, nKV, D, S]);
+        const o = {
+          heads: nH,
+          kvHeads: nKV,
+          headDim: D,
+          start: c.start,
+          window: c.window,
+          softcap: c.softcap,
+          vColumn: (nH + nKV) * D,
+          prefix: c.rows ? { keys, valuesT, rows: c.rows, slotPos } : null,
+        };
+        const want = prefillAttention(qk, qkv, o).dataSync() as Float32Array;
+        assert.ok(want.every(Number.isFinite) && want.some((x) => x !== 0));
+        for (const pool of [pools.auto1, pools.auto2, pools.auto3, pools.plain3]) {
+          const got = pooledPrefillAttention(pool, qk, qkv, o);
+          assert.deepEqual(got.shape, [N, nH * D]);
+          sameBits(got.dataSync() as Float32Array, want, `T ${c.T}, start ${c.start}, ${pool.threads} threads`);
+        }
+      });
+      assert.equal(tf.memory().numTensors, before);
+    }
+    // shapes that do not fit: the same typed error as the single-thread op
+    tf.tidy(() => {
+      const qk = tf.zeros([4, (nH + nKV) * D]);
+      assert.throws(
+        () =>
+          pooledPrefillAttention(pools.auto2, qk, qk, {
+            heads: nH,
+            kvHeads: nKV,
+            headDim: D,
+            start: [0, 0, 0],
+            window: null,
+            softcap: null,
+            prefix: null,
+          }),
+        (e: any) => e.code === 'E_ATTENTION' && /shapes do not fit/.test(e.message),
+      );
+    });
   });
 
   it('gather and mix: exact widening (q8 as q·d), the mix in k order, any thread count', () => {

@@ -9,6 +9,9 @@
  *   prefillAttention), the new keys and values copied into the cache straight from qkv's columns
  *   (no splits, no per-head reshapes). Split elsewhere: tfjs ops over q, k and v heads;
  * - a prefill ending past PREFILL_KERNEL_MAX_END runs split, where tfjs's batched matmuls win.
+ * - with the weights in a thread pool of 2 threads or more, fused prefill attention runs the same
+ *   kernel across the pool's threads, one (row, query head) a unit (core's pooledPrefillAttention:
+ *   the same bits).
  * The ops below it choose kernel or composite per backend themselves (decodeAttention runs its
  * composite off wasm), so every path is correct on every backend.
  *
@@ -22,6 +25,7 @@ import {
   attention,
   decodeAttention,
   fusedRmsNorm,
+  pooledPrefillAttention,
   positionMask,
   prefillAttention,
   prefillQk,
@@ -29,7 +33,9 @@ import {
   ropeDecode,
   ropeTables,
   slotTable,
+  type PrefillAttentionOptions,
   type RopeSpec,
+  type ThreadPool,
 } from '@moi/core';
 import type { LayerCache } from './cache.ts';
 import type { DecoderSpec, LayerSpec } from './spec.ts';
@@ -64,6 +70,8 @@ export interface PassInput {
   cache?: LayerCache[];
   /** when a prompt is prefilled in chunks: its tokens from this forward's first to its end (see ForwardOptions) */
   prefillTokensLeft?: number;
+  /** the thread pool holding the weights, if any: fused prefill attention runs across its threads */
+  pool?: ThreadPool | null;
 }
 
 type Path = 'decodeFused' | 'decodeSplit' | 'prefillFused' | 'prefillSplit';
@@ -199,7 +207,7 @@ export class AttentionPass {
       }),
       [B * T, (nH + nKV) * D],
     );
-    const o = prefillAttention(qk, qkv, {
+    const opts: PrefillAttentionOptions = {
       heads: nH,
       kvHeads: nKV,
       headDim: D,
@@ -208,7 +216,10 @@ export class AttentionPass {
       softcap: this.s.attnSoftcap,
       vColumn: (nH + nKV) * D,
       prefix: c && start.some((p) => p > 0) ? { keys: c.keys, valuesT: c.valuesT, rows, slotPos: c.slotPos } : null,
-    });
+    };
+    // the same kernel across the pool's threads, from 2 (at 1 the copies in and out only cost)
+    const pool = this.p.pool && this.p.pool.threads > 1 ? this.p.pool : null;
+    const o = pool ? pooledPrefillAttention(pool, qk, qkv, opts) : prefillAttention(qk, qkv, opts);
     if (c) c.appendRows(qk, nH * D, qkv, (nH + nKV) * D, rows);
     return o;
   }

@@ -16,6 +16,7 @@ import {
   rmsNorm,
   scalar,
   softcap,
+  ThreadedLinear,
   type EmbeddingRows,
 } from '@moi/core';
 import { AttentionPass } from './attention.ts';
@@ -92,6 +93,7 @@ export class Decoder {
         start,
         cache: opts.cache,
         prefillTokensLeft: opts.prefillTokensLeft,
+        pool: w.lmHead instanceof ThreadedLinear ? w.lmHead.pool : null,
       });
       try {
         // one scope per layer: only one layer's intermediates are alive at a time

@@ -49,12 +49,12 @@ export interface PrefillAttentionOptions {
   vColumn?: number;
 }
 
-/**
- * qk [B·T, (nH + nKV)·D]: each row's query heads then its key heads (attention scale folded into
- * q); v [B·T, W] with the nKV value heads at columns vColumn.. (e.g. the fused qkv projection
- * itself). Returns the attended values [B·T, nH·D].
- */
-export function prefillAttention(qk: tf.Tensor, v: tf.Tensor, o: PrefillAttentionOptions): tf.Tensor2D {
+/** The shapes prefillAttention reads, checked (E_ATTENTION naming what does not fit). */
+export function checkPrefillAttention(
+  qk: tf.Tensor,
+  v: tf.Tensor,
+  o: PrefillAttentionOptions,
+): { nH: number; nKV: number; D: number; B: number; N: number; T: number; vCol: number } {
   const nH = o.heads;
   const nKV = o.kvHeads;
   const D = o.headDim;
@@ -102,6 +102,17 @@ export function prefillAttention(qk: tf.Tensor, v: tf.Tensor, o: PrefillAttentio
       }
     }
   }
+  return { nH, nKV, D, B, N, T, vCol };
+}
+
+/**
+ * qk [B·T, (nH + nKV)·D]: each row's query heads then its key heads (attention scale folded into
+ * q); v [B·T, W] with the nKV value heads at columns vColumn.. (e.g. the fused qkv projection
+ * itself). Returns the attended values [B·T, nH·D].
+ */
+export function prefillAttention(qk: tf.Tensor, v: tf.Tensor, o: PrefillAttentionOptions): tf.Tensor2D {
+  const { nH, nKV, D, B, N, T, vCol } = checkPrefillAttention(qk, v, o);
+  const p = o.prefix;
   if (activeKernels() && qk.dtype === 'float32' && v.dtype === 'float32') {
     countDispatch(PREFILL_ATTENTION);
     const S = p ? (p.keys.shape[2] ?? 0) : 0;

@@ -26,7 +26,7 @@ import type { ThreadPool } from './pool.ts';
 // ---- tfjs tensors ↔ host arrays ----
 
 /** A tensor's values as a host array: a view of the wasm heap where it lives there, else a copy. */
-function hostValues(t: tf.Tensor, dtype: 'float32' | 'int32'): Float32Array | Int32Array {
+export function hostValues(t: tf.Tensor, dtype: 'float32' | 'int32'): Float32Array | Int32Array {
   const view = t.dtype === dtype ? heapValues(t) : null;
   if (view) return view;
   const v = t.dataSync();
@@ -38,7 +38,7 @@ function hostValues(t: tf.Tensor, dtype: 'float32' | 'int32'): Float32Array | In
  * wasm (the views are made after every allocation, which may grow the heap), else host arrays
  * handed to the backend.
  */
-function outputTensors(rows: number, cols: number[], fill: (dst: Float32Array[]) => void): tf.Tensor2D[] {
+export function outputTensors(rows: number, cols: number[], fill: (dst: Float32Array[]) => void): tf.Tensor2D[] {
   if (tf.getBackend() === 'wasm') {
     const backend = tf.backend() as unknown as { makeOutput(shape: number[], dtype: string): tf.TensorInfo };
     const ts = cols.map(
@@ -162,7 +162,10 @@ export class ThreadedLinear implements VocabMatrix {
         `${this.name}: x [${x.shape}] does not fit a [${this.outDim}, ${this.inDim}] weight`,
       );
     if (widths.reduce((a, b) => a + b, 0) !== this.outDim || widths.some((w) => !(Number.isInteger(w) && w >= 0)))
-      throw new ModelError('E_SHAPE', `${this.name}: parts [${widths}] are not whole widths adding up to its ${this.outDim} output features`);
+      throw new ModelError(
+        'E_SHAPE',
+        `${this.name}: parts [${widths}] are not whole widths adding up to its ${this.outDim} output features`,
+      );
     this.check();
     const N = x.shape[0];
     return outputTensors(N, widths, (ys) => {

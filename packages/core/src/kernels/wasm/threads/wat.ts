@@ -50,6 +50,7 @@
  */
 import type { SimdPath } from './simd.ts';
 import { f16FromTop, hsum } from '../wat-text.ts';
+import { kernelsSource } from '../module.ts';
 
 export type MatKind = 'f32' | 'bf16' | 'f16' | 'q8';
 export const MAT_KINDS: readonly MatKind[] = ['f32', 'bf16', 'f16', 'q8'];
@@ -589,6 +590,41 @@ class Gen {
   )`;
   }
 
+  /**
+   * prefill_attn (a: q, k, v, qs, ks, vs, keys, valsT, tables, out, scratch, scratchStride, B, T,
+   * nH, nKV, D, S, window, —, cap (f64 at word 20)): kernels.wat's prefill_attention (see
+   * kernelsPrefillAttention) for one (row b, query head hq) a unit, u = b·nH + hq: row b's q head
+   * hq, its kv head hq / (nH / nKV) of k and v (row strides qs, ks, vs floats), the unit's own
+   * table row (tables + u·(S + 2)·4: cache row·nKV + kv head, start, slot positions), out [B][nH][T][D],
+   * this thread's scratch (4·(S + T) + D + 72 f32).
+   */
+  prefillAttn(): string {
+    return `(func (export "prefill_attn") (param $a i32) (param $s i32) (param $e i32) (param $t i32)
+    (local $u i32) (local $b i32) (local $hq i32) (local $kvh i32) (local $T i32) (local $nH i32) (local $G i32) (local $D i32) (local $S i32) (local $bt i32)
+    (local.set $T ${arg(13)}) (local.set $nH ${arg(14)}) (local.set $D ${arg(16)}) (local.set $S ${arg(17)})
+    (local.set $G (i32.div_u (local.get $nH) ${arg(15)}))
+    (local.set $u (local.get $s))
+    (block $du (loop $lu
+      (br_if $du (i32.ge_u (local.get $u) (local.get $e)))
+      (local.set $b (i32.div_u (local.get $u) (local.get $nH)))
+      (local.set $hq (i32.rem_u (local.get $u) (local.get $nH)))
+      (local.set $kvh (i32.div_u (local.get $hq) (local.get $G)))
+      (local.set $bt (i32.mul (local.get $b) (local.get $T)))
+      (call $k_prefill_attention
+        (i32.add ${arg(0)} (i32.shl (i32.add (i32.mul (local.get $bt) ${arg(3)}) (i32.mul (local.get $hq) (local.get $D))) (i32.const 2)))
+        (i32.add ${arg(1)} (i32.shl (i32.add (i32.mul (local.get $bt) ${arg(4)}) (i32.mul (local.get $kvh) (local.get $D))) (i32.const 2)))
+        (i32.add ${arg(2)} (i32.shl (i32.add (i32.mul (local.get $bt) ${arg(5)}) (i32.mul (local.get $kvh) (local.get $D))) (i32.const 2)))
+        ${arg(3)} ${arg(4)} ${arg(5)} ${arg(6)} ${arg(7)}
+        (i32.add ${arg(8)} (i32.shl (i32.mul (local.get $u) (i32.add (local.get $S) (i32.const 2))) (i32.const 2)))
+        (i32.add ${arg(9)} (i32.shl (i32.mul (i32.mul (local.get $u) (local.get $T)) (local.get $D)) (i32.const 2)))
+        (i32.add ${arg(10)} (i32.mul (local.get $t) ${arg(11)}))
+        (i32.const 1) (local.get $T) (i32.const 1) (i32.const 1) (local.get $D) (local.get $S) ${arg(18)}
+        (f64.load offset=80 (local.get $a)))
+      (local.set $u (i32.add (local.get $u) (i32.const 1)))
+      (br $lu)))
+  )`;
+  }
+
   // ---- attention ----
 
   /**
@@ -878,6 +914,7 @@ export const JOB_KERNELS = [
   'mix_q8',
   'attention',
   'split_heads',
+  'prefill_attn',
 ] as const;
 export type JobKernel = (typeof JOB_KERNELS)[number];
 
@@ -902,6 +939,46 @@ export function threadsWat(simd: SimdPath): string {
   parts.push(g.q8Matmul(), g.q8x16Matmul(), g.quantize(8), g.quantize(16));
   for (const kind of MAT_KINDS) parts.push(g.gather(kind), g.mix(kind));
   parts.push(g.expF64(), g.dotF32(), g.attention(), g.splitHeads(), g.selfTests());
+  parts.push(kernelsPrefillAttention(kernelsSource()), g.prefillAttn());
   parts.push(')');
   return parts.join('\n');
+}
+
+// ---- prefill attention: the single-thread kernel's own text, run per (row, query head) ----
+
+/** kernels.wat's functions the prefill attention needs (itself included), renamed with a k_ prefix here. */
+const KERNEL_FUNCS = ['exp', 'exp2', 'tanh', 'expSum', 'scale', 'dot4', 'axpy4'];
+
+/** The text of the `(func …)` starting at `head` in WebAssembly text, parentheses balanced (`;;` comments skipped). */
+function funcText(src: string, head: string): string {
+  const start = src.indexOf(head);
+  if (start < 0) throw new Error(`kernels.wat: no ${head}`);
+  let depth = 0;
+  for (let i = start; i < src.length; i++) {
+    const ch = src[i];
+    if (ch === ';' && src[i + 1] === ';') {
+      i = src.indexOf('\n', i);
+      if (i < 0) break;
+    } else if (ch === '(') depth++;
+    else if (ch === ')' && --depth === 0) return src.slice(start, i + 1);
+  }
+  throw new Error(`kernels.wat: ${head} is not closed`);
+}
+
+/**
+ * kernels.wat's prefill_attention (the tfjs-side single-thread kernel, prefill-attention.ts) and
+ * its helpers, as internal functions of this module: the same text, so the same instructions and
+ * the same bits; its names prefixed k_ beside this module's own $exp / $tanh.
+ */
+export function kernelsPrefillAttention(src: string): string {
+  const funcs = [
+    ...KERNEL_FUNCS.map((f) => funcText(src, `(func $${f} `)),
+    funcText(src, '(func (export "prefill_attention")').replace(
+      '(func (export "prefill_attention")',
+      '(func $k_prefill_attention',
+    ),
+  ];
+  let text = funcs.join('\n');
+  for (const f of KERNEL_FUNCS) text = text.replace(new RegExp(`\\$${f}(?![A-Za-z0-9_])`, 'g'), `$k_${f}`);
+  return text;
 }
