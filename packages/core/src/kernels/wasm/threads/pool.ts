@@ -24,11 +24,12 @@
  *
  * Done (issue 26 phase B): the linear layers, the head and the embedding rows (linear.ts here:
  * ThreadedLinear; models' threaded-weights.ts: ThreadedStorage, chosen in load.ts's threadedPlan:
- * on wasm from 2 threads, or always with `threadedWeights: 'always'`), `--threads N` / $MOI_THREADS
+ * on wasm at every thread count unless `threadedWeights: 'never'`), `--threads N` / $MOI_THREADS
  * on every command that loads a model, the pool per loaded model (disposed with it), the thread
- * line in --stats, --json, bench, doctor and serve. Not done yet: attention and the KV cache in
- * the pool (tfjs's heap keeps them; only the matmuls cross), the MoI top-K mix (rows are gathered
- * by the pool, mixed by tfjs ops). The plan below is what remains.
+ * line in --stats, --json, bench, doctor and serve, and prefill attention from 2 threads
+ * (prefill.ts: the single-thread kernel's text per (row, query head)). Not done yet: decode
+ * attention and the KV cache in the pool (tfjs's heap keeps them), the MoI top-K mix (rows are
+ * gathered by the pool, mixed by tfjs ops). The plan below is what remains.
  *
  * - **Linear layers.** models' one weight interface gets a `ThreadedLinear` whose weights are a
  *   SharedWeight (ops.ts: f32, bf16, f16 or q8 in 4-row panels, q8 as Q8_0 blocks with
