@@ -11,6 +11,7 @@ export {
   defaultThreads,
   MAX_DEFAULT_THREADS,
   pooledPrefillAttention,
+  sharedWeightBytes,
   ThreadedLinear,
   ThreadPool,
   type PoolInfo,

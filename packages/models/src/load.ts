@@ -12,6 +12,7 @@ import {
   ModelError,
   notRegularFile,
   ropeInvFreq,
+  sharedWeightBytes,
   ThreadPool,
   type PoolInfo,
   type TensorInfo,
@@ -215,8 +216,6 @@ export interface HeapEstimate {
 /** The thread pool's shared memory (a wasm32 memory: 4 GiB). */
 export const POOL_MEMORY_BYTES = 4294967296;
 
-const align32 = (n: number) => Math.ceil(n / 32) * 32;
-
 /**
  * The memory a model's weights need at a dtype, from its spec alone, and where they go:
  * - 'heap' (tfjs's wasm heap): matrices as held (packed bytes, or f32; an f32 tied head twice, as
@@ -235,8 +234,7 @@ export function estimateHeap(spec: DecoderSpec, dtype: WeightDtype, where: 'heap
     }
     const [rows, cols] = shape;
     if (where === 'pool') {
-      const [r, c] = [align32(rows), align32(cols)];
-      weights += dtype === 'q8' ? r * c + (c / 32) * r * 4 : r * c * (dtype === 'f32' ? 4 : 2);
+      weights += sharedWeightBytes(dtype, rows, cols);
       continue;
     }
     const tiedF32 = dtype === 'f32' && spec.tieWordEmbeddings && g === 'model.embed_tokens.weight';

@@ -32,6 +32,7 @@ export {
   mix,
   scratch,
   SharedKv,
+  sharedWeightBytes,
   splitHeads,
   uploadWeight,
   BLOCK,

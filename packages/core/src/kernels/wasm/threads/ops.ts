@@ -45,6 +45,19 @@ export type WeightSource =
 
 const BYTES: Record<MatKind, number> = { f32: 4, bf16: 2, f16: 2, q8: 1 };
 
+/** Rows and columns of a [rows, cols] weight as the pool holds it (padded), and its bytes a row. */
+function paddedShape(kind: MatKind, rows: number, cols: number) {
+  const rowsP = alignUp(rows, ROW_PAD);
+  const colsP = alignUp(cols, BLOCK);
+  return { rowsP, colsP, rowBytes: colsP * BYTES[kind] };
+}
+
+/** Bytes uploadWeight takes for a [rows, cols] weight of this kind: its padded data, and q8's scales. */
+export function sharedWeightBytes(kind: MatKind, rows: number, cols: number): number {
+  const { rowsP, colsP, rowBytes } = paddedShape(kind, rows, cols);
+  return rowsP * rowBytes + (kind === 'q8' ? (colsP / BLOCK) * rowsP * 4 : 0);
+}
+
 /**
  * Upload a row-major [rows, cols] weight (the checkpoint's [out, in]): f32 values, bf16/f16
  * words, or q8 as packed.ts's quantizeQ8 gives it (q int8 [rows·cols], d f32 [rows][ceil(cols/32)]).
@@ -65,9 +78,7 @@ export function uploadWeight(
   const nb = Math.ceil(cols / BLOCK);
   if (src.kind === 'q8' && src.d.length !== rows * nb)
     throw new ModelError('E_SHAPE', `${name}: ${src.d.length} q8 scales for [${rows}, ${cols}] (want ${rows * nb})`);
-  const rowsP = alignUp(rows, ROW_PAD);
-  const colsP = nb * BLOCK;
-  const rowBytes = colsP * BYTES[src.kind];
+  const { rowsP, colsP, rowBytes } = paddedShape(src.kind, rows, cols);
   const heap = pool.heap;
   const data = heap.alloc(rowsP * rowBytes, name);
   const scales = src.kind === 'q8' ? heap.alloc(nb * rowsP * 4, `${name} scales`) : null;
@@ -214,9 +225,7 @@ export function matmul(
   N: number,
   o: MatmulOptions = {},
 ): Float32Array {
-  if (o.out && o.out.length < N * w.rows)
-    throw new ModelError('E_SHAPE', `matmul: out holds ${o.out.length} values, not [${N}, ${w.rows}]`);
-  const y = o.out ?? new Float32Array(N * w.rows);
+  const y = o.out ?? new Float32Array(N * w.rows); // a short `out` is refused as a part that does not fit
   matmulSplit(pool, w, x, N, [{ col: 0, width: w.rows, out: y }], o);
   return y;
 }
