@@ -65,7 +65,11 @@ export const FLOAT_UNIT = 32;
  * Tile shapes, x rows → weight rows per call: 4 × 8 while 4 x rows remain, then 2 × 16, then
  * 1 × 32 (8 accumulators each). Measured (one thread, relaxed; a prototype of these loops): in
  * cache (576→1536, 1536→576) 4 × 8 and 2 × 16 gave 52 GFLOP/s, 3 × 8 42 (the row-panel
- * dot-product tiles of before 25–30, XNNPACK's f32 GEMM 28–33; relaxed_madd's peak here is 58);
+ * dot-product tiles of before 25–30, XNNPACK's f32 GEMM 28–33). Eight accumulators are the most
+ * V8's x64 code keeps in vector registers here, and they bound the tile: each accumulator is a
+ * chain of dependent FMAs, and bench/fma-ceiling.ts measures register-only chains at 55–57 GFLOP/s
+ * for 8, 85 for 12, 100 for 14 a thread; the tiles with 10 or 12 accumulators (5 × 8, 6 × 8,
+ * 3 × 16) spill and run at 20–25;
  * from memory (a 256 MB matrix, one row of x, as decode) 1 × 32 read 28–29 GB/s, 1 × 16 23,
  * 1 × 8 20-21 (four streams keep more reads in flight), XNNPACK's GEMV 20-26.
  */
