@@ -65,6 +65,7 @@ const CASES: Case[] = [
   { rows: 40, cols: 96, N: 3 },
   { rows: 100, cols: 160, N: 5 }, // a GEMM tile of 4 and a rest
   { rows: 300, cols: 256, N: 9 }, // several row grains per thread
+  { rows: 70, cols: 4100, N: 30 }, // several x chunks (8 rows at f32, 20 at q8) under each 32-row unit, and a rest in the last
 ];
 
 interface Made {

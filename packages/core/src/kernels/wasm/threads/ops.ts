@@ -207,7 +207,7 @@ export interface MatmulOptions {
   out?: Float32Array;
 }
 
-/** x rows per cache-blocking chunk: about 192 KiB of (possibly quantized) x, a multiple of 4. */
+/** x rows per chunk (the tiles' grouping of x rows; see wat.ts mm_K): about 192 KiB of (possibly quantized) x, a multiple of 4. */
 function chunkRows(bytesPerRow: number): number {
   return Math.max(4, Math.floor((192 * 1024) / bytesPerRow / 4) * 4);
 }

@@ -30,7 +30,8 @@
  * - f32 / bf16 / f16 (`mm_f32`, `mm_bf16`, `mm_f16`): each output is one f32 accumulator over the
  *   columns in order (a lane of a vector of 4 weight rows), relaxed: acc = fma(w, x, acc),
  *   simd128: acc = acc + w·x, from acc = 0. Tiles of X x rows × 8 or 16 weight rows (FLOAT_TILES);
- *   x rows go in chunks that stay in cache.
+ *   each thread's weight rows go 32 at a time, and every x row (in chunks) passes over those 32
+ *   while they sit in cache, so a weight is read from memory once per call whatever N is.
  * - q8 with int8 activations (`mm_q8x8`), as llama.cpp's Q8_0 × Q8_0: per block b, the exact
  *   integer T = Σ q_w·q_x, then out += f32(T) · (d_w · d_x) in f32 (multiply then add, on both
  *   paths), blocks in order. relaxed: x is stored as |q| (0..127, the i7 operand
@@ -183,9 +184,13 @@ class Gen {
 
   /**
    * mm_K (a: w, rb, x, xs, N, cols, out, os, chunk): out[n, r] for weight rows [s, e) (multiples
-   * of 32: four panels), all x rows, in chunks of `chunk` x rows (cache blocking): per chunk, per
-   * 32 weight rows, the FLOAT_TILES shapes: x rows 4 at a time (a 4 × 8 tile per panel), then 2
-   * (2 × 16 per two panels), then 1 (1 × 32).
+   * of 32: four panels), all x rows: per 32 weight rows, per chunk of `chunk` x rows, the
+   * FLOAT_TILES shapes: x rows 4 at a time (a 4 × 8 tile per panel), then 2 (2 × 16 per two
+   * panels), then 1 (1 × 32). Weight rows outside, x rows inside: the 32 rows' weights stay in L2
+   * while all of x streams past them (from L2 or L3), instead of every weight coming from memory
+   * once per chunk of x (measured, 2 threads, N = 128: 3 to 12% faster on the peer shapes'
+   * matrices, the most where the columns are many and the chunks small). The order of the loops
+   * does not change any output's arithmetic.
    */
   floatMatmul(kind: Exclude<MatKind, 'q8'>): string {
     const callTile = (X: number, P: number, panel: number) => `(call $tile_${kind}_${X}_${P}
@@ -220,19 +225,20 @@ class Gen {
     (local.set $w ${arg(0)}) (local.set $rb ${arg(1)}) (local.set $x ${arg(2)}) (local.set $xs ${arg(3)})
     (local.set $N ${arg(4)}) (local.set $cols ${arg(5)}) (local.set $out ${arg(6)}) (local.set $os ${arg(7)}) (local.set $chunk ${arg(8)})
     (local.set $m (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000))
-    (block $dc (loop $lc
-      (br_if $dc (i32.ge_u (local.get $n0) (local.get $N)))
-      (local.set $n1 (i32.add (local.get $n0) (local.get $chunk)))
-      (if (i32.gt_u (local.get $n1) (local.get $N)) (then (local.set $n1 (local.get $N))))
-      (local.set $r (local.get $s))
-      (block $dr (loop $lr
-        (br_if $dr (i32.ge_u (local.get $r) (local.get $e)))
+    (local.set $r (local.get $s))
+    (block $dr (loop $lr
+      (br_if $dr (i32.ge_u (local.get $r) (local.get $e)))
+      (local.set $n0 (i32.const 0))
+      (block $dc (loop $lc
+        (br_if $dc (i32.ge_u (local.get $n0) (local.get $N)))
+        (local.set $n1 (i32.add (local.get $n0) (local.get $chunk)))
+        (if (i32.gt_u (local.get $n1) (local.get $N)) (then (local.set $n1 (local.get $N))))
         (local.set $n (local.get $n0))
         ${xLoop}
-        (local.set $r (i32.add (local.get $r) (i32.const ${FLOAT_UNIT})))
-        (br $lr)))
-      (local.set $n0 (local.get $n1))
-      (br $lc)))
+        (local.set $n0 (local.get $n1))
+        (br $lc)))
+      (local.set $r (i32.add (local.get $r) (i32.const ${FLOAT_UNIT})))
+      (br $lr)))
   )`;
   }
 
@@ -328,13 +334,14 @@ class Gen {
     (local.set $w ${arg(0)}) (local.set $rb ${arg(1)}) (local.set $sc ${arg(2)}) (local.set $ss ${arg(3)})
     (local.set $xq ${arg(4)}) (local.set $xqs ${arg(5)}) (local.set $xd ${arg(6)}) (local.set $xds ${arg(7)})
     (local.set $N ${arg(8)}) (local.set $nb ${arg(9)}) (local.set $out ${arg(10)}) (local.set $os ${arg(11)}) (local.set $chunk ${arg(12)})
-    (block $dc (loop $lc
-      (br_if $dc (i32.ge_u (local.get $n0) (local.get $N)))
-      (local.set $n1 (i32.add (local.get $n0) (local.get $chunk)))
-      (if (i32.gt_u (local.get $n1) (local.get $N)) (then (local.set $n1 (local.get $N))))
-      (local.set $r (local.get $s))
-      (block $dr (loop $lr
-        (br_if $dr (i32.ge_u (local.get $r) (local.get $e)))
+    (local.set $r (local.get $s))
+    (block $dr (loop $lr
+      (br_if $dr (i32.ge_u (local.get $r) (local.get $e)))
+      (local.set $n0 (i32.const 0))
+      (block $dc (loop $lc
+        (br_if $dc (i32.ge_u (local.get $n0) (local.get $N)))
+        (local.set $n1 (i32.add (local.get $n0) (local.get $chunk)))
+        (if (i32.gt_u (local.get $n1) (local.get $N)) (then (local.set $n1 (local.get $N))))
         (local.set $n (local.get $n0))
         (block $dn (loop $ln
           (br_if $dn (i32.gt_u (i32.add (local.get $n) (i32.const ${Xmax})) (local.get $n1)))
@@ -342,10 +349,10 @@ class Gen {
           (local.set $n (i32.add (local.get $n) (i32.const ${Xmax})))
           (br $ln)))
         ${rest.join('\n        ')}
-        (local.set $r (i32.add (local.get $r) (i32.const ${R})))
-        (br $lr)))
-      (local.set $n0 (local.get $n1))
-      (br $lc)))
+        (local.set $n0 (local.get $n1))
+        (br $lc)))
+      (local.set $r (i32.add (local.get $r) (i32.const ${R})))
+      (br $lr)))
   )`;
   }
 
