@@ -82,7 +82,12 @@ describe('bench: moi-gen bench on a tiny model', function () {
     ]) {
       assert.ok(Number.isFinite(v) && v > 0, `not a positive number: ${v}`);
     }
-    assert.match(formatBench(r), /kernels \/ decode step +\d+ \(profiled time: GEMV \d+%/);
+    // the weights live in the thread pool (wasm, every thread count): per step one matmul job for
+    // each of a layer's four matrices (fused qkv, o, fused gate|up, down), the head's, and the
+    // embedding row's gather; their wall time is the GEMV share
+    assert.equal(r.step_profile.pool_jobs, 4 * m.spec.numLayers + 2);
+    assert.ok(r.step_profile.ms.gemv > 0, `GEMV time ${r.step_profile.ms.gemv}`);
+    assert.match(formatBench(r), /kernels \/ decode step +\d+ \+ \d+ pool jobs \(profiled time: GEMV \d+%/);
   });
 
   before(async () => {

@@ -297,7 +297,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
 function profileLine(p: StepProfile): string {
   const t = p.ms.gemv + p.ms.attention + p.ms.other;
   const pc = (x: number) => `${((100 * x) / (t || 1)).toFixed(0)}%`;
-  return `${p.kernels} (profiled time: GEMV ${pc(p.ms.gemv)}, attention ${pc(p.ms.attention)}, other ${pc(p.ms.other)})`;
+  return `${p.kernels}${p.pool_jobs ? ` + ${p.pool_jobs} pool jobs` : ''} (profiled time: GEMV ${pc(p.ms.gemv)}, attention ${pc(p.ms.attention)}, other ${pc(p.ms.other)})`;
 }
 
 export function formatBench(r: BenchResult): string {

@@ -1,16 +1,21 @@
 /**
  * One profiled decode step (tf.profile): how many kernels it dispatches, by name, and where its
  * time goes: the weight GEMVs, attention, everything else. Profiling adds its own overhead per
- * kernel, so the times are for proportions, not speed.
+ * kernel, so the times are for proportions, not speed. Where the weights live in the wasm thread
+ * pool, their matmuls and row gathers are the pool's jobs, not tfjs kernels: the pool's own
+ * count and wall time for the step go in `pool_jobs` and the GEMV bucket.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { PACKED_MATMUL, PACKED_MATMUL_T } from '@moi/core';
+import { PACKED_MATMUL, PACKED_MATMUL_T, ThreadedLinear } from '@moi/core';
 import type { Decoder } from '@moi/models';
 
 export interface StepProfile {
+  /** tfjs kernels dispatched */
   kernels: number;
   by_name: Record<string, number>;
-  /** profiled kernel time, ms */
+  /** the thread pool's jobs (weight matmuls, row gathers; 0 without the pool) */
+  pool_jobs: number;
+  /** profiled kernel time plus the pool's wall time (in gemv), ms */
   ms: { gemv: number; attention: number; other: number };
 }
 
@@ -34,6 +39,9 @@ export async function profileDecodeStep(model: Decoder, prompt: number[], nextId
   const cache = model.makeCache(1, prompt.length + 2);
   try {
     tf.dispose(model.forward({ ids: [prompt] }, { cache, lastOnly: true }));
+    const head = model.weights.lmHead;
+    const pool = head instanceof ThreadedLinear ? head.pool : null;
+    const [jobs0, busy0] = [pool?.jobCount ?? 0, pool?.busyMs ?? 0];
     const info = await tf.profile(() => {
       tf.dispose(model.forward({ ids: [[nextId]] }, { cache, lastOnly: true }));
     });
@@ -44,7 +52,8 @@ export async function profileDecodeStep(model: Decoder, prompt: number[], nextId
       const t = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
       ms[bucket(k as unknown as { name: string; inputShapes: number[][] })] += t;
     }
-    return { kernels: info.kernels.length, by_name: byName, ms };
+    ms.gemv += (pool?.busyMs ?? 0) - busy0;
+    return { kernels: info.kernels.length, by_name: byName, pool_jobs: (pool?.jobCount ?? 0) - jobs0, ms };
   } finally {
     for (const c of cache) c.dispose();
   }

@@ -206,6 +206,7 @@ export class ThreadPool {
   private readonly mainClaims: boolean;
   private disposed = false;
   private jobs = 0;
+  private busy = 0;
 
   private constructor(
     heap: SharedHeap,
@@ -232,6 +233,11 @@ export class ThreadPool {
   /** Jobs dispatched so far (each op is one or two). */
   get jobCount(): number {
     return this.jobs;
+  }
+
+  /** Wall time spent in dispatch() so far, ms (the main thread waits for every job: profiles add it to tfjs's kernel times). */
+  get busyMs(): number {
+    return this.busy;
   }
 
   /**
@@ -345,6 +351,15 @@ export class ThreadPool {
    * throws a ModelError afterwards.
    */
   dispatch(kernel: JobKernel, units: number, grain = 1, threads = this.threads): void {
+    const t0 = performance.now();
+    try {
+      this.runJob(kernel, units, grain, threads);
+    } finally {
+      this.busy += performance.now() - t0;
+    }
+  }
+
+  private runJob(kernel: JobKernel, units: number, grain: number, threads: number): void {
     if (this.disposed) throw new UsageError('E_POOL_DISPOSED', 'thread pool: used after dispose()');
     if (units <= 0) return;
     const op = JOB_KERNELS.indexOf(kernel);
