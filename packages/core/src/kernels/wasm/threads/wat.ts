@@ -95,6 +95,27 @@ function reduce4(a: string, b: string, c: string, d: string): string {
   return `(i32x4.add (i8x16.shuffle ${lanes32(0, 1, 4, 5)} (local.tee $ru ${u}) (local.tee $rv ${v})) (i8x16.shuffle ${lanes32(2, 3, 6, 7)} (local.get $ru) (local.get $rv)))`;
 }
 
+/**
+ * The loops of mm_K and mm_q8x8 (their locals): weight rows [s, e) `step` at a time outside, x
+ * rows [0, N) in chunks of `chunk` inside; `body` runs the chunk's x rows [n, n1) on weight rows r.
+ */
+function rowsThenChunks(step: number, body: string): string {
+  return `(local.set $r (local.get $s))
+    (block $dr (loop $lr
+      (br_if $dr (i32.ge_u (local.get $r) (local.get $e)))
+      (local.set $n0 (i32.const 0))
+      (block $dc (loop $lc
+        (br_if $dc (i32.ge_u (local.get $n0) (local.get $N)))
+        (local.set $n1 (i32.add (local.get $n0) (local.get $chunk)))
+        (if (i32.gt_u (local.get $n1) (local.get $N)) (then (local.set $n1 (local.get $N))))
+        (local.set $n (local.get $n0))
+        ${body}
+        (local.set $n0 (local.get $n1))
+        (br $lc)))
+      (local.set $r (i32.add (local.get $r) (i32.const ${step})))
+      (br $lr)))`;
+}
+
 /** A generator for one SIMD path. */
 class Gen {
   constructor(readonly simd: SimdPath) {}
@@ -225,20 +246,7 @@ class Gen {
     (local.set $w ${arg(0)}) (local.set $rb ${arg(1)}) (local.set $x ${arg(2)}) (local.set $xs ${arg(3)})
     (local.set $N ${arg(4)}) (local.set $cols ${arg(5)}) (local.set $out ${arg(6)}) (local.set $os ${arg(7)}) (local.set $chunk ${arg(8)})
     (local.set $m (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000))
-    (local.set $r (local.get $s))
-    (block $dr (loop $lr
-      (br_if $dr (i32.ge_u (local.get $r) (local.get $e)))
-      (local.set $n0 (i32.const 0))
-      (block $dc (loop $lc
-        (br_if $dc (i32.ge_u (local.get $n0) (local.get $N)))
-        (local.set $n1 (i32.add (local.get $n0) (local.get $chunk)))
-        (if (i32.gt_u (local.get $n1) (local.get $N)) (then (local.set $n1 (local.get $N))))
-        (local.set $n (local.get $n0))
-        ${xLoop}
-        (local.set $n0 (local.get $n1))
-        (br $lc)))
-      (local.set $r (i32.add (local.get $r) (i32.const ${FLOAT_UNIT})))
-      (br $lr)))
+    ${rowsThenChunks(FLOAT_UNIT, xLoop)}
   )`;
   }
 
@@ -334,25 +342,15 @@ class Gen {
     (local.set $w ${arg(0)}) (local.set $rb ${arg(1)}) (local.set $sc ${arg(2)}) (local.set $ss ${arg(3)})
     (local.set $xq ${arg(4)}) (local.set $xqs ${arg(5)}) (local.set $xd ${arg(6)}) (local.set $xds ${arg(7)})
     (local.set $N ${arg(8)}) (local.set $nb ${arg(9)}) (local.set $out ${arg(10)}) (local.set $os ${arg(11)}) (local.set $chunk ${arg(12)})
-    (local.set $r (local.get $s))
-    (block $dr (loop $lr
-      (br_if $dr (i32.ge_u (local.get $r) (local.get $e)))
-      (local.set $n0 (i32.const 0))
-      (block $dc (loop $lc
-        (br_if $dc (i32.ge_u (local.get $n0) (local.get $N)))
-        (local.set $n1 (i32.add (local.get $n0) (local.get $chunk)))
-        (if (i32.gt_u (local.get $n1) (local.get $N)) (then (local.set $n1 (local.get $N))))
-        (local.set $n (local.get $n0))
-        (block $dn (loop $ln
+    ${rowsThenChunks(
+      R,
+      `(block $dn (loop $ln
           (br_if $dn (i32.gt_u (i32.add (local.get $n) (i32.const ${Xmax})) (local.get $n1)))
           ${callTile(Xmax, R)}
           (local.set $n (i32.add (local.get $n) (i32.const ${Xmax})))
           (br $ln)))
-        ${rest.join('\n        ')}
-        (local.set $n0 (local.get $n1))
-        (br $lc)))
-      (local.set $r (i32.add (local.get $r) (i32.const ${R})))
-      (br $lr)))
+        ${rest.join('\n        ')}`,
+    )}
   )`;
   }
 
