@@ -18,6 +18,7 @@ import {
   softcap,
   ThreadedLinear,
   type EmbeddingRows,
+  type ThreadPool,
 } from '@moi/core';
 import { AttentionPass } from './attention.ts';
 import { KVCache, type LayerCache } from './cache.ts';
@@ -93,7 +94,7 @@ export class Decoder {
         start,
         cache: opts.cache,
         prefillTokensLeft: opts.prefillTokensLeft,
-        pool: w.lmHead instanceof ThreadedLinear ? w.lmHead.pool : null,
+        pool: this.pool,
       });
       try {
         // one scope per layer: only one layer's intermediates are alive at a time
@@ -165,6 +166,12 @@ export class Decoder {
       );
     }
     return { B, T, rows, start };
+  }
+
+  /** The thread pool holding the weights (the head's, as every matrix's), or null where tfjs holds them. */
+  get pool(): ThreadPool | null {
+    const head = this.weights.lmHead;
+    return head instanceof ThreadedLinear ? head.pool : null;
   }
 
   /** Raw embedding rows [n, H] for ids [n] (from lmHead's columns when tied; gathered from a packed table as f32). */

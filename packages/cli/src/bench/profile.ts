@@ -6,7 +6,7 @@
  * count and wall time for the step go in `pool_jobs` and the GEMV bucket.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { PACKED_MATMUL, PACKED_MATMUL_T, ThreadedLinear } from '@moi/core';
+import { PACKED_MATMUL, PACKED_MATMUL_T } from '@moi/core';
 import type { Decoder } from '@moi/models';
 
 export interface StepProfile {
@@ -39,8 +39,7 @@ export async function profileDecodeStep(model: Decoder, prompt: number[], nextId
   const cache = model.makeCache(1, prompt.length + 2);
   try {
     tf.dispose(model.forward({ ids: [prompt] }, { cache, lastOnly: true }));
-    const head = model.weights.lmHead;
-    const pool = head instanceof ThreadedLinear ? head.pool : null;
+    const pool = model.pool;
     const [jobs0, busy0] = [pool?.jobCount ?? 0, pool?.busyMs ?? 0];
     const info = await tf.profile(() => {
       tf.dispose(model.forward({ ids: [[nextId]] }, { cache, lastOnly: true }));
