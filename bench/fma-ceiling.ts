@@ -6,8 +6,8 @@
  * 1. Register-only chains: a loop of `f32x4.relaxed_madd` (FMA) on C independent accumulators, no
  *    loads. Each chain waits for its previous FMA, so the rate grows with C until the FMA units
  *    are full: C = 8 is what the GEMM tile below can hold in registers.
- * 2. GEMM tiles in the pool's layout (weights in units of 32 rows stored column by column, one x
- *    value splat per row per column, as wat.ts's floatTile): X x rows × R weight rows (2·X·R/8
+ * 2. The pool's own GEMM tile (wat.ts's floatTile text; weights in units of 32 rows stored column
+ *    by column, one x value splat per row per column) at X x rows × R weight rows (2·X·R/8
  *    accumulators), over data that stays in cache. 4 × 8 and 2 × 16 are the pool's shapes (8
  *    accumulators); the wider ones have 10 or 12 and need more vector registers than V8's code
  *    for x64 keeps, so they spill.
@@ -24,6 +24,7 @@ import {
   assembleThreadsWat,
   compileOptimized,
   enableRelaxedSimd,
+  floatTileText,
 } from '../packages/core/src/kernels/wasm/threads/index.ts';
 
 const { values: a } = parseArgs({
@@ -65,46 +66,12 @@ function moduleText(): string {
     (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
   (f32x4.extract_lane 0 (f32x4.add (local.get $a0) (local.get ${acc[C - 1]}))))`);
   }
+  // the pool's own tile text (wat.ts), behind an export that passes its lane mask
   for (const [X, R] of TILES) {
-    const P = R / 8;
-    const L: string[] = [];
-    const locals = ['(local $k i32) (local $s v128)'];
-    for (let p = 0; p < P; p++) locals.push(`(local $w${p}a v128) (local $w${p}b v128)`);
-    for (let i = 0; i < X; i++) locals.push(`(local $xp${i} i32)`);
-    for (let i = 0; i < X; i++)
-      for (let p = 0; p < P; p++) locals.push(`(local $c${i}_${p}a v128) (local $c${i}_${p}b v128)`);
-    L.push(
-      `(func (export "tile_${X}_${R}") (param $w i32) (param $x i32) (param $xs i32) (param $cols i32) (param $o i32) (param $os i32) ${locals.join(' ')}`,
-    );
-    for (let i = 0; i < X; i++)
-      L.push(`(local.set $xp${i} (i32.add (local.get $x) (i32.mul (local.get $xs) (i32.const ${i}))))`);
-    L.push('(loop $step');
-    for (let p = 0; p < P; p++) {
-      L.push(`(local.set $w${p}a (v128.load offset=${32 * p} (local.get $w)))`);
-      L.push(`(local.set $w${p}b (v128.load offset=${32 * p + 16} (local.get $w)))`);
-    }
-    for (let i = 0; i < X; i++) {
-      L.push(`(local.set $s (v128.load32_splat (local.get $xp${i})))`);
-      for (let p = 0; p < P; p++)
-        for (const h of ['a', 'b'])
-          L.push(
-            `(local.set $c${i}_${p}${h} (f32x4.relaxed_madd (local.get $w${p}${h}) (local.get $s) (local.get $c${i}_${p}${h})))`,
-          );
-    }
-    L.push('(local.set $w (i32.add (local.get $w) (i32.const 128)))');
-    for (let i = 0; i < X; i++) L.push(`(local.set $xp${i} (i32.add (local.get $xp${i}) (i32.const 4)))`);
-    L.push('(br_if $step (i32.lt_u (local.tee $k (i32.add (local.get $k) (i32.const 1))) (local.get $cols))))');
-    for (let i = 0; i < X; i++)
-      for (let p = 0; p < P; p++)
-        for (const [h, off] of [
-          ['a', 0],
-          ['b', 16],
-        ] as const)
-          L.push(
-            `(v128.store offset=${32 * p + off} (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const ${i}))) (local.get $c${i}_${p}${h}))`,
-          );
-    L.push(')');
-    f.push(L.join('\n'));
+    f.push(floatTileText('relaxed', 'f32', X, R / 8));
+    f.push(`(func (export "tile_${X}_${R}") (param $w i32) (param $x i32) (param $xs i32) (param $cols i32) (param $o i32) (param $os i32)
+  (call $tile_f32_${X}_${R / 8} (local.get $w) (local.get $x) (local.get $xs) (local.get $cols) (local.get $o) (local.get $os)
+    (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)))`);
   }
   return `(module (memory (export "mem") 64)\n${f.join('\n')}\n)`;
 }

@@ -44,6 +44,15 @@ export {
   type SplitHeadsOptions,
   type WeightSource,
 } from './ops.ts';
-export { selfTestWat, threadsWat, JOB_KERNELS, FLOAT_TILES, Q8_TILES, type JobKernel, type MatKind } from './wat.ts';
+export {
+  floatTileText,
+  selfTestWat,
+  threadsWat,
+  JOB_KERNELS,
+  FLOAT_TILES,
+  Q8_TILES,
+  type JobKernel,
+  type MatKind,
+} from './wat.ts';
 export { ThreadedLinear, type ThreadedLinearOptions } from './linear.ts';
 export { pooledPrefillAttention } from './prefill.ts';

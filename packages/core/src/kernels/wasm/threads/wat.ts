@@ -958,6 +958,14 @@ export function threadsWat(simd: SimdPath): string {
 /** kernels.wat's functions the prefill attention needs (itself included), renamed with a k_ prefix here. */
 const KERNEL_FUNCS = ['exp', 'exp2', 'tanh', 'expSum', 'scale', 'dot4', 'axpy4'];
 
+/**
+ * The float GEMM tile `$tile_K_X_P` (X x rows × 8·P weight rows) as the pool's module has it, for
+ * any shape (bench/fma-ceiling.ts measures shapes the pool does not use).
+ */
+export function floatTileText(simd: SimdPath, kind: Exclude<MatKind, 'q8'>, X: number, P: number): string {
+  return new Gen(simd).floatTile(kind, X, P);
+}
+
 /** The text of the `(func …)` starting at `head` in WebAssembly text, parentheses balanced (`;;` comments skipped). */
 function funcText(src: string, head: string): string {
   const start = src.indexOf(head);
