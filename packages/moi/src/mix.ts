@@ -21,7 +21,7 @@
  * zero, so no constant or clamp here may be that small; p·log p is taken where p > 0 by a select.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { UsageError } from '@moi/core';
+import { mixWeights, UsageError, type MixCoefficients } from '@moi/core';
 import { embedRowsOf, embedSourceOf, embedWidth, mixAllRows, type EmbedSource } from './embed-source.ts';
 import { checkMixSettings } from './settings.ts';
 import type { MixInputsArgs, MixResult } from './types.ts';
@@ -207,70 +207,29 @@ function slotWeights(
 }
 
 /**
- * The common case in few ops (it runs every decode step): every row takes the same top-K of the
- * raw prior. Same rule as the general path: candidates = top-K ∪ {y}, p the softmax over them,
- * H = entropy / log(#candidates), w = a·p + b·[i = y] with per-row a, b from mode and β.
+ * The common case (it runs every decode step): every row takes the same top-K of the raw prior.
+ * Same rule as the general path: candidates = top-K ∪ {y}, p the softmax over them,
+ * H = entropy / log(#candidates), w = a·p + b·[i = y] with per-row a, b from mode and β. The
+ * weights are one op (@moi/core's mixWeights: a wasm kernel, or the same rule in tfjs ops).
  */
 function leanMix(args: MixInputsArgs, plan: Plan, Hd: number): MixResult {
-  const { B, V, kMax: K } = plan;
+  const { B, kMax: K } = plan;
   // per-row constants: a = H·ca + da, b = db − H·cb
-  const c = new Float32Array(B * 4);
-  for (let r = 0; r < B; r++) {
+  const coef: MixCoefficients[] = Array.from({ length: B }, (_, r) => {
     const inv = 1 / (plan.beta[r] + 1);
-    c[r * 4] = plan.isMoi[r] * inv; // ca
-    c[r * 4 + 1] = plan.isDirect[r]; // da
-    c[r * 4 + 2] = plan.isMoi[r] + plan.isStandard[r]; // db
-    c[r * 4 + 3] = plan.isMoi[r] * inv; // cb
-  }
+    return {
+      ca: plan.isMoi[r] * inv,
+      da: plan.isDirect[r],
+      db: plan.isMoi[r] + plan.isStandard[r],
+      cb: plan.isMoi[r] * inv,
+    };
+  });
   return tf.tidy((): Record<string, tf.Tensor> => {
     const scores = args.logits.dtype === 'float32' ? args.logits : tf.cast(args.logits, 'float32');
-    const y = tf.reshape(args.sampled.dtype === 'int32' ? args.sampled : tf.cast(args.sampled, 'int32'), [B, 1]);
-    const { values, indices } = tf.topk(scores, K);
-    const topIsY = tf.cast(tf.equal(indices, y), 'float32'); // [B, K]
-    const yInTop = tf.sum(topIsY, 1, true); // [B, 1], 0 or 1
-    const flat =
-      B === 1
-        ? tf.reshape(y, [1])
-        : tf.reshape(
-            tf.add(
-              y,
-              tf.tensor2d(
-                Array.from({ length: B }, (_, r) => r * V),
-                [B, 1],
-                'int32',
-              ),
-            ),
-            [B],
-          );
-    const yScore = tf.reshape(tf.gather(tf.reshape(scores, [-1]), flat), [B, 1]);
-    // y's own slot counts only when y is outside the top-K (then its score is below the top-K's)
-    const extra = tf.where(tf.greater(yInTop, 0), tf.fill([B, 1], -Infinity), yScore);
-    // the top-1 slot gives e^0 = 1, so the sum is ≥ 1; y's empty slot (−∞) and any exp that
-    // underflows give p = 0 (exactly 0 on a GPU, which flushes below 2^-126)
-    const e = tf.exp(tf.sub(tf.concat([values, extra], 1), tf.slice(values, [0, 0], [B, 1]))); // [B, K+1]
-    const p = tf.div(e, tf.sum(e, 1, true));
-    const n = tf.sub(K + 1, yInTop); // candidates per row
-    // −entropy, with 0·log 0 = 0 by selection, not by a clamp: a p below 2^-126 (an underflowed
-    // exp, or y's empty slot) is 0 on a GPU, where a clamp such as max(p, 1e-38) is 0 too and
-    // 0·log 0 = NaN. The select discards the NaN of the unused branch; p·log p is exact where p > 0.
-    const ent = tf.sum(tf.where(tf.greater(p, 0), tf.mul(p, tf.log(p)), tf.zerosLike(p)), 1, true);
-    // H = 0 with a single candidate (K = 1, y on top): there ent = 0 and log n = 0, and 0/0 = NaN
-    const H = tf.where(tf.greater(n, 1), tf.clipByValue(tf.div(ent, tf.neg(tf.log(n))), 0, 1), tf.zerosLike(n)); // [B, 1]
-    const isY = tf.concat([topIsY, tf.sub(1, yInTop)], 1); // [B, K+1]
-    const cc = tf.tensor2d(c, [B, 4]);
-    const [ca, da, db, cb] = tf.split(cc, 4, 1);
-    const a = tf.add(tf.mul(H, ca), da);
-    const b = tf.sub(db, tf.mul(H, cb));
-    const w = tf.add(tf.mul(a, p), tf.mul(b, isY)); // [B, K+1]
-    const ids = tf.reshape(tf.concat([indices, y], 1), [-1]) as tf.Tensor1D;
-    const rows = tf.reshape(embedRowsOf(plan.src, ids), [B, K + 1, Hd]);
+    const { ids, w, entropy, weightOnSampled, numCandidates } = mixWeights(scores, args.sampled, coef, K);
+    const rows = tf.reshape(embedRowsOf(plan.src, tf.reshape(ids, [-1]) as tf.Tensor1D), [B, K + 1, Hd]);
     const embeds = tf.reshape(tf.matMul(tf.reshape(w, [B, 1, K + 1]), rows), [B, Hd]) as tf.Tensor2D;
-    return {
-      embeds,
-      entropy: tf.reshape(H, [B]) as tf.Tensor1D,
-      weightOnSampled: tf.reshape(tf.sum(tf.mul(w, isY), 1), [B]) as tf.Tensor1D,
-      numCandidates: tf.cast(tf.reshape(n, [B]), 'int32') as tf.Tensor1D,
-    };
+    return { embeds, entropy, weightOnSampled, numCandidates };
   }) as unknown as MixResult;
 }
 

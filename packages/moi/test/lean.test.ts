@@ -1,8 +1,19 @@
 // The lean mixing path (top-K, raw prior, one K for the batch) must equal the general path,
-// whichever embedding layout ([V, H] rows or [H, V] columns) the caller holds.
+// whichever embedding layout ([V, H] rows or [H, V] columns) the caller holds, with its weights'
+// op on the wasm kernel and on the composite; and match fixtures/llama/moi_unit.json itself.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend } from '@moi/core';
+import {
+  initBackend,
+  kernelDispatches,
+  resetKernelDispatches,
+  SafetensorsFile,
+  setKernelsEnabled,
+  sharedDir,
+  SHARED_MISSING,
+} from '@moi/core';
 import { mixInputs, resolveMixSettings, type MixSettings } from '../src/index.ts';
 
 function maxDiff(a: tf.Tensor, b: tf.Tensor): number {
@@ -13,8 +24,64 @@ describe('lean mixing path', () => {
   before(async () => {
     await initBackend({ backend: 'wasm' });
   });
+  after(() => setKernelsEnabled(true));
 
-  it('equals the general path on random batches, rows or columns layout, y inside and outside the top-K', () => {
+  for (const on of [true, false])
+    it(`(weights on the ${on ? 'wasm kernel' : 'composite'}) equals the general path on random batches, both layouts, y inside and outside the top-K`, () => {
+      setKernelsEnabled(on);
+      equalsGeneral(on);
+    });
+
+  it('matches moi_unit.json (llama fixture): ids by their weights, H, w_y, count, mixed embedding', function () {
+    const shared = sharedDir();
+    if (!shared) {
+      console.log(SHARED_MISSING);
+      this.skip();
+    }
+    const dir = path.join(shared!, 'fixtures', 'llama');
+    const cases = JSON.parse(readFileSync(path.join(dir, 'moi_unit.json'), 'utf8')).cases as {
+      case: string;
+      mode: string;
+      beta: number;
+      logits: number[];
+      sampled: number;
+      ids: number[];
+      weights: number[];
+      entropy: number;
+      mixed_embedding: number[];
+    }[];
+    const st = SafetensorsFile.open(path.join(dir, 'model.safetensors'));
+    const table = tf.tensor2d(st.readFloat32('model.embed_tokens.weight'), [512, 64]);
+    st.close();
+    const logits = tf.tensor2d(cases.map((c) => c.logits));
+    const sampled = tf.tensor1d(
+      cases.map((c) => c.sampled),
+      'int32',
+    );
+    const settings = cases.map((c) => resolveMixSettings({ mode: c.mode, beta: c.beta, topK: 20 }));
+    for (const on of [true, false]) {
+      setKernelsEnabled(on);
+      resetKernelDispatches();
+      const r = mixInputs({ logits, sampled, embedTable: table, settings });
+      assert.equal(kernelDispatches().MoiMixWeights ?? 0, on ? 1 : 0, 'the lean path ran, on the kernel when on');
+      const H = r.entropy.dataSync();
+      const wy = r.weightOnSampled.dataSync();
+      const n = r.numCandidates.dataSync();
+      const e = r.embeds.arraySync();
+      cases.forEach((c, i) => {
+        const what = `${on ? 'kernel' : 'composite'}: ${c.case} (${c.mode}, beta ${c.beta})`;
+        assert.ok(Math.abs(H[i] - c.entropy) <= 1e-6, `${what}: entropy ${H[i]} vs ${c.entropy}`);
+        assert.ok(Math.abs(wy[i] - c.weights[c.ids.indexOf(c.sampled)]) <= 1e-6, `${what}: weight on y`);
+        assert.equal(n[i], c.ids.length, `${what}: count`);
+        e[i].forEach((x, h) => assert.ok(Math.abs(x - c.mixed_embedding[h]) <= 1e-5, `${what}: embedding[${h}]`));
+      });
+      tf.dispose(Object.values(r));
+    }
+    tf.dispose([table, logits, sampled]);
+  });
+
+  /** Random batches, rows or columns layout, y inside and outside the top-K, mixed modes. */
+  function equalsGeneral(on: boolean): void {
     const V = 300;
     const Hd = 24;
     const E = tf.randomNormal([V, Hd], 0, 1, 'float32', 3) as tf.Tensor2D;
@@ -32,7 +99,9 @@ describe('lean mixing path', () => {
       );
       const general = mixInputs({ logits, sampled, embedTable: E, settings }, { general: true });
       for (const table of [{ embedTable: E }, { embedColumns: EC }]) {
+        resetKernelDispatches();
         const lean = mixInputs({ logits, sampled, ...table, settings });
+        assert.equal(kernelDispatches().MoiMixWeights ?? 0, on ? 1 : 0, 'weights on the kernel exactly when on');
         assert.ok(maxDiff(lean.embeds, general.embeds) < 1e-5, 'embeds');
         assert.ok(maxDiff(lean.entropy, general.entropy) < 1e-6, 'entropy');
         assert.ok(maxDiff(lean.weightOnSampled, general.weightOnSampled) < 1e-6, 'weight on y');
@@ -43,7 +112,7 @@ describe('lean mixing path', () => {
       tf.dispose([logits, sampled]);
     }
     tf.dispose([E, EC]);
-  });
+  }
 
   it('takes a [H, V] column table in the general path too (whole-vocabulary mixing)', () => {
     const V = 50;

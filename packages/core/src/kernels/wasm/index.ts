@@ -5,6 +5,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { DECODE_ATTENTION, decodeAttentionKernel } from './attention.ts';
 import { GATHER_ROWS, gatherRowsKernel } from './gather.ts';
+import { MIX_WEIGHTS, mixWeightsKernel } from './mix-weights.ts';
 import { loadKernels } from './module.ts';
 import { RMS_NORM, rmsNormKernel } from './norm.ts';
 import { PREFILL_ATTENTION, PREFILL_QK, prefillAttentionKernel, prefillQkKernel } from './prefill-attention.ts';
@@ -21,6 +22,7 @@ import { ROPE, ropeKernel } from './rope.ts';
 export { decodeAttention, slotTable, DECODE_ATTENTION, type DecodeAttentionOptions } from './attention.ts';
 export { ropeDecode, ROPE } from './rope.ts';
 export { gatherRows, GATHER_ROWS, type TableLayout } from './gather.ts';
+export { mixWeights, MIX_WEIGHTS, type MixCoefficients, type MixWeights } from './mix-weights.ts';
 export {
   prefillAttention,
   prefillQk,
@@ -56,6 +58,7 @@ export async function initKernels(env: NodeJS.ProcessEnv = process.env): Promise
     [RMS_NORM, rmsNormKernel],
     [ROPE, ropeKernel],
     [GATHER_ROWS, gatherRowsKernel],
+    [MIX_WEIGHTS, mixWeightsKernel],
     [PREFILL_ATTENTION, prefillAttentionKernel],
     [PREFILL_QK, prefillQkKernel],
     [PACKED_MATMUL, packedMatMulKernel],

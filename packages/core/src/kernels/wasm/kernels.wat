@@ -369,7 +369,38 @@
     (i32.const 0)
   )
 
-  ;; ---- prefill attention (issue 14) ----
+;; ---- the MoI step's top-K (mix-weights.ts) ----
+  ;; the first i in [0, n) with x[i] > t, or n: 16 floats a turn (a NaN is never above), then one
+  ;; at a time from the turn that holds it
+  (func (export "first_above") (param $x i32) (param $n i32) (param $t f32) (result i32)
+    (local $i i32) (local $n16 i32) (local $tv v128) (local $p i32)
+    (local.set $tv (f32x4.splat (local.get $t)))
+    (local.set $n16 (i32.and (local.get $n) (i32.const -16)))
+    (block $d16
+      (loop $l16
+        (br_if $d16 (i32.ge_u (local.get $i) (local.get $n16)))
+        (local.set $p (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 2))))
+        (br_if $d16
+          (v128.any_true
+            (v128.or
+              (v128.or
+                (f32x4.gt (v128.load (local.get $p)) (local.get $tv))
+                (f32x4.gt (v128.load offset=16 (local.get $p)) (local.get $tv)))
+              (v128.or
+                (f32x4.gt (v128.load offset=32 (local.get $p)) (local.get $tv))
+                (f32x4.gt (v128.load offset=48 (local.get $p)) (local.get $tv))))))
+        (local.set $i (i32.add (local.get $i) (i32.const 16)))
+        (br $l16)))
+    (block $d1
+      (loop $l1
+        (br_if $d1 (i32.ge_u (local.get $i) (local.get $n)))
+        (br_if $d1 (f32.gt (f32.load (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 2)))) (local.get $t)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l1)))
+    (local.get $i)
+  )
+
+    ;; ---- prefill attention (issue 14) ----
   ;; Prefill (T > 1 tokens per row): attention over the cache's prefix plus the new tokens, read in
   ;; place in the [N, heads·D] layout the fused qkv projection makes (no transposes), and the q/k
   ;; norms with RoPE on those rows.

@@ -47,6 +47,7 @@ export interface KernelExports {
     eps: number,
   ): void;
   gather_rows(table: number, ids: number, out: number, n: number, H: number, V: number, cols: number): number;
+  first_above(x: number, n: number, t: number): number;
   // packed-wat.ts (K = bf16 | f16 | q8): out [N, rows] = x [N, cols] · Wᵀ; one row widened to f32
   matmul_bf16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number): void;
   matmul_f16(w: number, s: number, x: number, out: number, N: number, rows: number, cols: number): void;
