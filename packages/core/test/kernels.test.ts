@@ -209,6 +209,7 @@ describe('kernels: the WebAssembly module', function () {
       'rms_norm',
       'rope',
       'gather_rows',
+      'first_above',
       'prefill_attention',
       'prefill_qk',
     ]);

@@ -110,6 +110,57 @@
     (local.set $t (f64.div (f64.sub (f64.const 1) (local.get $e)) (f64.add (f64.const 1) (local.get $e))))
     (f64.copysign (local.get $t) (local.get $y)))
 
+  ;; e^x on four f32 lanes for x <= 0 (Cephes expf: x = n·ln2 + r, a degree-7 polynomial in r,
+  ;; times 2^n from its exponent bits); x below -87.3 (a result below 2^-126) gives 0, NaN stays NaN
+  (func $expF4 (param $x v128) (result v128)
+    (local $n v128) (local $r v128) (local $p v128) (local $r2 v128)
+    (local.set $n (f32x4.nearest (f32x4.mul (local.get $x) (v128.const f32x4 1.44269504 1.44269504 1.44269504 1.44269504))))
+    (local.set $r (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $n) (v128.const f32x4 0.693359375 0.693359375 0.693359375 0.693359375)))
+      (f32x4.mul (local.get $n) (v128.const f32x4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4))))
+    (local.set $r2 (f32x4.mul (local.get $r) (local.get $r)))
+    (local.set $p (v128.const f32x4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (v128.const f32x4 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3)))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (v128.const f32x4 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3)))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (v128.const f32x4 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2)))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (v128.const f32x4 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1)))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (v128.const f32x4 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1)))
+    (local.set $p (f32x4.add (f32x4.add (f32x4.mul (local.get $p) (local.get $r2)) (local.get $r)) (v128.const f32x4 1 1 1 1)))
+    (local.set $p (f32x4.mul (local.get $p) (i32x4.shl (i32x4.add (i32x4.trunc_sat_f32x4_s (local.get $n)) (v128.const i32x4 127 127 127 127)) (i32.const 23))))
+    (v128.bitselect (v128.const i32x4 0 0 0 0) (local.get $p) (f32x4.lt (local.get $x) (v128.const f32x4 -87.3 -87.3 -87.3 -87.3))))
+
+  ;; $expSum's work with $expF4, four values at a time: sc[i] = e^(sc[i] − m), −inf giving 0;
+  ;; returns sum0 plus their sum: each of the four lanes added up in f64 in slot order, then
+  ;; (lane 0 + lane 2) + (lane 1 + lane 3), then the tail one value at a time
+  (func $expSumF4 (param $sc i32) (param $cnt i32) (param $m f32) (param $sum f64) (result f64)
+    (local $i i32) (local $s f32) (local $v v128) (local $x v128) (local $mv v128) (local $p v128) (local $lo v128) (local $hi v128)
+    (local.set $mv (f32x4.splat (local.get $m)))
+    (block $d4 (loop $l4
+      (br_if $d4 (i32.gt_u (i32.add (local.get $i) (i32.const 4)) (local.get $cnt)))
+      (local.set $v (v128.load (local.get $sc)))
+      (local.set $x (f32x4.sub (local.get $v) (local.get $mv)))
+      (local.set $p (call $expF4 (local.get $x)))
+      ;; masked slots (-inf) give 0
+      (local.set $p (v128.andnot (local.get $p) (f32x4.eq (local.get $v) (v128.const f32x4 -inf -inf -inf -inf))))
+      (local.set $lo (f64x2.add (local.get $lo) (f64x2.promote_low_f32x4 (local.get $p))))
+      (local.set $hi (f64x2.add (local.get $hi) (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $p) (local.get $p)))))
+      (v128.store (local.get $sc) (local.get $p))
+      (local.set $sc (i32.add (local.get $sc) (i32.const 16)))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $l4)))
+    (local.set $lo (f64x2.add (local.get $lo) (local.get $hi)))
+    (local.set $sum (f64.add (local.get $sum) (f64.add (f64x2.extract_lane 0 (local.get $lo)) (f64x2.extract_lane 1 (local.get $lo)))))
+    (block $d (loop $l
+      (br_if $d (i32.ge_u (local.get $i) (local.get $cnt)))
+      (local.set $s (f32.load (local.get $sc)))
+      (local.set $s (if (result f32) (f32.eq (local.get $s) (f32.const -inf)) (then (f32.const 0))
+        (else (f32x4.extract_lane 0 (call $expF4 (f32x4.splat (f32.sub (local.get $s) (local.get $m))))))))
+      (local.set $sum (f64.add (local.get $sum) (f64.promote_f32 (local.get $s))))
+      (f32.store (local.get $sc) (local.get $s))
+      (local.set $sc (i32.add (local.get $sc) (i32.const 4)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l)))
+    (local.get $sum))
+
   ;; ------------------------------------------------------------------------------------------
   ;; decode attention over the KV cache, in place
   ;;
@@ -124,7 +175,16 @@
   ;;
   ;; Slot j is seen when 0 <= pos_j <= qpos and (no window or qpos - pos_j < window). Softmax is
   ;; two-pass: scores into sc, then e^(s - max) / sum into sc, then out[d] = sc · valsT[d], which
-  ;; reads both the keys and the transposed values contiguously.
+  ;; reads both the keys and the transposed values contiguously, in order (a batch's cache comes
+  ;; from memory, not cache, and the prefetcher keeps up with one stream: reading four keys or
+  ;; four rows of valsT at a time measured 5–45% slower there, though faster on data in cache).
+  ;; Four lanes at a time: the mask and the max (without a softcap) and the exp ($expSumF4: f32
+  ;; arithmetic, within 1 ulp of e^x over [−87.3, 0], checked at 2^20 points, its sum in f64).
+  ;; One (row, head) at a time, so a row's result is the same alone or in any batch. Measured
+  ;; against the one-slot-at-a-time mask with its exp in f64, each layer's own cache (30 layers'
+  ;; worth, cycled): SmolLM2's shape 16 rows, 160 slots 587–594 → 501–502 µs, one row 35 → 29;
+  ;; Qwen3-0.6B's 16 rows 1,678 → 1,480–1,495, one row 103–105 → 89–92; Qwen2.5-0.5B's 842–848
+  ;; → 721–727 and 50 → 42; gemma-3-270m's 742–755 → 699–730 and 36 → 33.
   (func (export "decode_attention")
     (param $q i32) (param $keys i32) (param $valsT i32) (param $slots i32) (param $out i32) (param $sc i32)
     (param $B i32) (param $nH i32) (param $nKV i32) (param $S i32) (param $D i32)
@@ -133,6 +193,7 @@
     (local $meta i32) (local $crow i32) (local $qpos i32) (local $pos i32)
     (local $kb i32) (local $vb i32) (local $qp i32) (local $op i32)
     (local $s f32) (local $m f32) (local $inv f32) (local $any i32)
+    (local $qv v128) (local $wv v128) (local $pv v128) (local $vis v128) (local $s4 v128) (local $mx4 v128) (local $any4 v128)
     (local.set $G (i32.div_u (local.get $nH) (local.get $nKV)))
     (local.set $b (i32.const 0))
     (block $db (loop $lb
@@ -142,6 +203,8 @@
       (local.set $crow (i32.load (local.get $meta)))
       (local.set $qpos (i32.load offset=4 (local.get $meta)))
       (local.set $meta (i32.add (local.get $meta) (i32.const 8)))
+      (local.set $qv (i32x4.splat (local.get $qpos)))
+      (local.set $wv (i32x4.splat (local.get $window)))
       (local.set $h (i32.const 0))
       (block $dh (loop $lh
         (br_if $dh (i32.ge_u (local.get $h) (local.get $nKV)))
@@ -159,10 +222,39 @@
             (local.get $D)) (i32.const 2)))
           (local.set $op (i32.add (local.get $out) (local.get $qp)))
           (local.set $qp (i32.add (local.get $q) (local.get $qp)))
-          ;; pass 1: scores of the slots this row may see
+          ;; pass 1: the scores, one slot after the other (the keys read in order), then those a row
+          ;; may not see set to -inf
+          (local.set $j (i32.const 0))
+          (block $dj1 (loop $lj1
+            (br_if $dj1 (i32.ge_u (local.get $j) (local.get $S)))
+            (f32.store (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2)))
+              (call $dot (local.get $qp) (i32.add (local.get $kb) (i32.shl (i32.mul (local.get $j) (local.get $D)) (i32.const 2))) (local.get $D)))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (br $lj1)))
           (local.set $m (f32.const -inf))
           (local.set $any (i32.const 0))
           (local.set $j (i32.const 0))
+          (if (f64.eq (local.get $cap) (f64.const 0))
+            (then
+              ;; no softcap: the mask and the max four slots at a time
+              (local.set $mx4 (v128.const f32x4 -inf -inf -inf -inf))
+              (local.set $any4 (v128.const i32x4 0 0 0 0))
+              (block $dm4 (loop $lm4
+                (br_if $dm4 (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $S)))
+                (local.set $pv (v128.load (i32.add (local.get $meta) (i32.shl (local.get $j) (i32.const 2)))))
+                (local.set $vis (v128.and (i32x4.ge_s (local.get $pv) (v128.const i32x4 0 0 0 0)) (i32x4.le_s (local.get $pv) (local.get $qv))))
+                (if (local.get $window) (then
+                  (local.set $vis (v128.and (local.get $vis) (i32x4.lt_s (i32x4.sub (local.get $qv) (local.get $pv)) (local.get $wv))))))
+                (local.set $s4 (v128.bitselect (v128.load (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2))))
+                  (v128.const f32x4 -inf -inf -inf -inf) (local.get $vis)))
+                (v128.store (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2))) (local.get $s4))
+                (local.set $mx4 (f32x4.max (local.get $mx4) (local.get $s4)))
+                (local.set $any4 (v128.or (local.get $any4) (local.get $vis)))
+                (local.set $j (i32.add (local.get $j) (i32.const 4)))
+                (br $lm4)))
+              (local.set $m (f32.max (f32.max (f32x4.extract_lane 0 (local.get $mx4)) (f32x4.extract_lane 1 (local.get $mx4)))
+                (f32.max (f32x4.extract_lane 2 (local.get $mx4)) (f32x4.extract_lane 3 (local.get $mx4)))))
+              (local.set $any (v128.any_true (local.get $any4)))))
           (block $dj (loop $lj
             (br_if $dj (i32.ge_u (local.get $j) (local.get $S)))
             (local.set $pos (i32.load (i32.add (local.get $meta) (i32.shl (local.get $j) (i32.const 2)))))
@@ -171,35 +263,31 @@
                   (i32.or (i32.eqz (local.get $window))
                           (i32.lt_s (i32.sub (local.get $qpos) (local.get $pos)) (local.get $window))))
               (then
-                (local.set $s (call $dot (local.get $qp)
-                  (i32.add (local.get $kb) (i32.shl (i32.mul (local.get $j) (local.get $D)) (i32.const 2)))
-                  (local.get $D)))
+                (local.set $s (f32.load (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2)))))
                 (if (f64.gt (local.get $cap) (f64.const 0))
                   (then (local.set $s (f32.demote_f64 (f64.mul (local.get $cap)
-                    (call $tanh (f64.div (f64.promote_f32 (local.get $s)) (local.get $cap))))))))
+                    (call $tanh (f64.div (f64.promote_f32 (local.get $s)) (local.get $cap))))))
+                    (f32.store (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2))) (local.get $s))))
                 (local.set $m (f32.max (local.get $m) (local.get $s)))
-                (local.set $any (i32.const 1))
-                (f32.store (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2))) (local.get $s)))
+                (local.set $any (i32.const 1)))
               (else
                 (f32.store (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2))) (f32.const -inf))))
             (local.set $j (i32.add (local.get $j) (i32.const 1)))
             (br $lj)))
-          ;; passes 2 and 3: e^(s - max) with their sum (masked slots give exactly 0; two at a time,
-          ;; $expSum), then the probabilities e / sum (as softmax gives them); a row that sees no
-          ;; slot gets zeros
-          (local.set $inv (select (f32.demote_f64 (f64.div (f64.const 1) (call $expSum (local.get $sc) (local.get $S) (local.get $m) (f64.const 0))))
+          ;; passes 2 and 3: e^(s - max) with their sum (masked slots give exactly 0; $expSumF4),
+          ;; then the probabilities e / sum (as softmax gives them); a row that sees no slot gets
+          ;; zeros
+          (local.set $inv (select (f32.demote_f64 (f64.div (f64.const 1) (call $expSumF4 (local.get $sc) (local.get $S) (local.get $m) (f64.const 0))))
             (f32.const 0) (local.get $any)))
           (call $scale (local.get $sc) (local.get $S) (local.get $inv))
           ;; pass 4: out[d] = p · valsT[d]
           (local.set $d (i32.const 0))
-          (block $dd (loop $ld
-            (br_if $dd (i32.ge_u (local.get $d) (local.get $D)))
+          (block $dd1 (loop $ld1
+            (br_if $dd1 (i32.ge_u (local.get $d) (local.get $D)))
             (f32.store (i32.add (local.get $op) (i32.shl (local.get $d) (i32.const 2)))
-              (call $dot (local.get $sc)
-                (i32.add (local.get $vb) (i32.shl (i32.mul (local.get $d) (local.get $S)) (i32.const 2)))
-                (local.get $S)))
+              (call $dot (local.get $sc) (i32.add (local.get $vb) (i32.shl (i32.mul (local.get $d) (local.get $S)) (i32.const 2))) (local.get $S)))
             (local.set $d (i32.add (local.get $d) (i32.const 1)))
-            (br $ld)))
+            (br $ld1)))
           (local.set $g (i32.add (local.get $g) (i32.const 1)))
           (br $lg)))
         (local.set $h (i32.add (local.get $h) (i32.const 1)))
