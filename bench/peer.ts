@@ -10,10 +10,11 @@
  * node-llama-cpp there (never into this repository; the install is kept for reuse), (2) write the
  * synthetic model once with peer-bench's make-synthetic.mjs (seed 1; f32 when f32 runs, else
  * bf16), then per dtype (3) convert it to GGUF at the matching type (f32, bf16, q8_0), (4) per
- * thread count run bench-llamacpp.mjs (f32 KV cache, like ours) and `moi-gen bench --dtype D
+ * thread count run bench-llamacpp.mjs (f32 KV cache, like ours), our llamacpp-batch.mjs (llama.cpp's
+ * batched decode at our bench's batch sizes, copied beside it) and `moi-gen bench --dtype D
  * --threads N --json` on the same folder, one after the other; (5) print a table (each engine's
- * figures, ours ÷ llama.cpp, each engine's speed-up over its own 1-thread run, our batch-16
- * aggregate ÷ our batch 1, MoI ÷ standard) and write all the JSON to one file. The plan (arguments, commander,
+ * figures, ours ÷ llama.cpp, each engine's speed-up over its own 1-thread run, each engine's
+ * batch-16 aggregate ÷ its batch 1, MoI ÷ standard) and write all the JSON to one file. The plan (arguments, commander,
  * heap check) is packages/cli/src/bench/peer-plan.ts. See bench/README.md.
  */
 import { spawnSync } from 'node:child_process';
@@ -26,6 +27,7 @@ import {
   PlanError,
   parsePeerArgs,
   planAll,
+  LLAMACPP_BATCH,
   type DtypeRun,
   type PeerDtype,
   type PeerOptions,
@@ -94,6 +96,10 @@ function syncScratch(peer: string, scratch: string): void {
     }
   };
   copy(peer, scratch);
+  // our llama.cpp batched-decode script runs beside peer-bench's (it imports node-llama-cpp and lib/util.mjs there)
+  const batch = path.join(scratch, LLAMACPP_BATCH);
+  if (fs.existsSync(batch)) fs.chmodSync(batch, 0o644);
+  fs.copyFileSync(path.join(REPO, 'bench', LLAMACPP_BATCH), batch);
 }
 
 /** npm install in the scratch copy unless the pinned node-llama-cpp is already there. */
@@ -126,6 +132,8 @@ interface Row {
   model_dir: string;
   ours: Record<string, any> | null;
   llamacpp: Record<string, any> | null;
+  /** llama.cpp's batched decode (bench/llamacpp-batch.mjs): { batches: { "16": tok/s, ... } } */
+  llamacpp_batch: Record<string, any> | null;
   errors: string[];
   ratios: {
     prefill: number | null;
@@ -141,6 +149,10 @@ interface Row {
     llamacpp_prefill_vs_1_thread: number | null;
     /** our batch-16 aggregate decode ÷ our batch-1 decode */
     batch16_vs_1: number | null;
+    /** llama.cpp's batch-16 aggregate decode ÷ its batch-1 decode */
+    llamacpp_batch16_vs_1: number | null;
+    /** our batch-16 aggregate ÷ llama.cpp's */
+    batch16: number | null;
   };
   ids_match: boolean | null;
 }
@@ -165,6 +177,7 @@ function benchDtype(o: PeerOptions, plan: ShapePlan, r: DtypeRun): Row {
     model_dir: plan.source.dir,
     ours: null,
     llamacpp: null,
+    llamacpp_batch: null,
     errors: [],
     ratios: noRatios(),
     ids_match: null,
@@ -173,6 +186,7 @@ function benchDtype(o: PeerOptions, plan: ShapePlan, r: DtypeRun): Row {
     try {
       if (r.toGguf) run(o, r.toGguf);
       row.llamacpp = lastJson(run(o, r.llamacpp), 'bench-llamacpp');
+      if (r.llamacppBatch) row.llamacpp_batch = lastJson(run(o, r.llamacppBatch), LLAMACPP_BATCH);
     } catch (e) {
       row.errors.push(`llama.cpp: ${(e as Error).message}`);
     } finally {
@@ -204,6 +218,8 @@ function benchDtype(o: PeerOptions, plan: ShapePlan, r: DtypeRun): Row {
       typeof ours?.roofline?.ratio === 'number' ? r2(ours.roofline.ratio) : div(ours?.decode_tok_s?.standard, roof),
     llamacpp_vs_roofline: div(ll?.decode_tok_s, roof),
     batch16_vs_1: div(ours?.batch_decode_tok_s?.['16'], ours?.decode_tok_s?.standard),
+    llamacpp_batch16_vs_1: div(row.llamacpp_batch?.batches?.['16'], ll?.decode_tok_s),
+    batch16: div(ours?.batch_decode_tok_s?.['16'], row.llamacpp_batch?.batches?.['16']),
   };
   if (Array.isArray(ours?.first_ids) && Array.isArray(ll?.first_ids)) {
     row.ids_match =
@@ -225,6 +241,8 @@ function noRatios(): Row['ratios'] {
     ours_prefill_vs_1_thread: null,
     llamacpp_prefill_vs_1_thread: null,
     batch16_vs_1: null,
+    llamacpp_batch16_vs_1: null,
+    batch16: null,
   };
 }
 
@@ -241,6 +259,7 @@ function benchShape(o: PeerOptions, plan: ShapePlan): Row[] {
       model_dir: plan.source.dir,
       ours: null,
       llamacpp: null,
+      llamacpp_batch: null,
       errors: [`make-synthetic: ${(e as Error).message}`],
       ratios: noRatios(),
       ids_match: null,
@@ -287,6 +306,9 @@ function table(rows: Row[]): string {
     'llama ×1t',
     'batch16 ours',
     'b16÷b1',
+    'batch16 llama.cpp',
+    'b16÷b1 llama',
+    'b16 ours÷llama',
     'ours÷our f32',
     'peak RSS ours',
     'peak RSS llama.cpp',
@@ -310,6 +332,9 @@ function table(rows: Row[]): string {
     f(r.ratios.llamacpp_decode_vs_1_thread, 2),
     f(r.ours?.batch_decode_tok_s?.['16']),
     f(r.ratios.batch16_vs_1, 2),
+    f(r.llamacpp_batch?.batches?.['16']),
+    f(r.ratios.llamacpp_batch16_vs_1, 2),
+    f(r.ratios.batch16, 2),
     f(r.ratios.decode_vs_our_f32, 2),
     typeof r.ours?.peak_rss_mb === 'number' ? `${f(r.ours.peak_rss_mb, 0)} MB` : '–',
     typeof r.llamacpp?.peak_rss_mb === 'number' ? `${f(r.llamacpp.peak_rss_mb, 0)} MB` : '–',

@@ -76,8 +76,27 @@ describe('bench: peer.ts plan (--dtype, shapes, heap)', function () {
         '1',
         '--json',
       ]);
+      // llama.cpp's batched decode at our bench's default batch sizes, two timed runs at most
+      assert.deepEqual(r.llamacppBatch!.args, [
+        'llamacpp-batch.mjs',
+        '--gguf',
+        r.gguf,
+        '--prompt-tokens',
+        '128',
+        '--gen-tokens',
+        '64',
+        '--threads',
+        '1',
+        '--repeat',
+        '2',
+        '--batches',
+        '4,16',
+        '--kv',
+        'f32',
+      ]);
       assert.equal(r.ours!.cwd, 'repo');
       assert.equal(r.llamacpp!.cwd, 'scratch');
+      assert.equal(r.llamacppBatch!.cwd, 'scratch');
     }
     assert.notEqual(plan.runs[0].gguf, plan.runs[1].gguf);
     assert.ok(plan.heap.every((h) => h.fits));
@@ -108,10 +127,10 @@ describe('bench: peer.ts plan (--dtype, shapes, heap)', function () {
       assert.equal(p.source.dtype, 'bf16');
       assert.ok(p.source.make.args.join(' ').endsWith('--dtype bf16'));
       assert.deepEqual(
-        p.runs.map((r) => [r.dtype, r.toGguf, r.llamacpp]),
+        p.runs.map((r) => [r.dtype, r.toGguf, r.llamacpp, r.llamacppBatch]),
         [
-          ['bf16', null, null],
-          ['q8', null, null],
+          ['bf16', null, null, null],
+          ['q8', null, null, null],
         ],
       );
       const ours = p.runs[1].ours!.args.join(' ');
@@ -140,6 +159,7 @@ describe('bench: peer.ts plan (--dtype, shapes, heap)', function () {
       for (const r of p.runs) {
         const args = r.ours!.args;
         assert.equal(args[args.indexOf('--batches') + 1], '', 'no batched decode: one row of KV cache');
+        assert.equal(r.llamacppBatch, null, 'nor for llama.cpp');
       }
     }
     // llama.cpp alone may run f32 (its memory is not our heap)

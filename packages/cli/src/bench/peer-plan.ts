@@ -24,6 +24,8 @@ export const PEER_STANDARD = ['smollm2-135m', 'qwen2.5-0.5b', 'qwen3-0.6b', 'gem
 export const PEER_LARGE = ['qwen3-1.7b', 'qwen2.5-1.5b'] as const;
 export const PEER_DTYPES = ['f32', 'bf16', 'q8'] as const;
 export type PeerDtype = (typeof PEER_DTYPES)[number];
+/** bench/llamacpp-batch.mjs: copied into the scratch folder beside peer-bench's scripts, run there */
+export const LLAMACPP_BATCH = 'llamacpp-batch.mjs';
 /** to-gguf.mjs --type for each of our dtypes */
 export const GGUF_TYPE: Record<PeerDtype, string> = { f32: 'f32', bf16: 'bf16', q8: 'q8_0' };
 
@@ -227,6 +229,8 @@ export interface DtypeRun {
   /** whether this is the dtype's last run (its GGUF may go) */
   lastOfDtype: boolean;
   llamacpp: Step | null;
+  /** llama.cpp's batched decode at the batch sizes ours runs (bench/llamacpp-batch.mjs; null without batches) */
+  llamacppBatch: Step | null;
   ours: Step | null;
 }
 
@@ -251,7 +255,9 @@ export function planShape(o: PeerOptions, name: string, config: RawConfig): Shap
   const large = (PEER_LARGE as readonly string[]).includes(name);
   const batches = o.batches ?? (large ? [] : null);
   const { spec } = specFromConfig(config, `${name}.json`);
-  const rows = Math.max(1, ...(batches ?? [4, 16]));
+  // the batch sizes our bench runs (its default 4, 16 when --batches is not given)
+  const sizes = batches ?? [4, 16];
+  const rows = Math.max(1, ...sizes);
   const kvBytes = Scheduler.kvBytesFor(spec, rows, o.promptTokens + o.genTokens + 1);
   // the loader's own check (E_MEMORY), and room for the bench's KV cache beside the weights
   const fits = (d: PeerDtype) =>
@@ -291,10 +297,12 @@ export function planShape(o: PeerOptions, name: string, config: RawConfig): Shap
       sourceDtype,
     ],
   };
+  const batched = sizes.filter((b) => b > 1);
   const runs = o.dtypes.flatMap((dtype) =>
     o.threads.map((threads, ti): DtypeRun => {
       const ggufType = GGUF_TYPE[dtype];
       const gguf = path.join(models, `${name}-${ggufType}.gguf`);
+      const lengths = ['--prompt-tokens', String(o.promptTokens), '--gen-tokens', String(o.genTokens)];
       return {
         dtype,
         threads,
@@ -313,10 +321,7 @@ export function planShape(o: PeerOptions, name: string, config: RawConfig): Shap
                 'bench-llamacpp.mjs',
                 '--gguf',
                 gguf,
-                '--prompt-tokens',
-                String(o.promptTokens),
-                '--gen-tokens',
-                String(o.genTokens),
+                ...lengths,
                 '--threads',
                 String(threads),
                 '--repeat',
@@ -325,6 +330,27 @@ export function planShape(o: PeerOptions, name: string, config: RawConfig): Shap
                 'f32',
               ],
             },
+        llamacppBatch:
+          o.skipLlamacpp || !batched.length
+            ? null
+            : {
+                cwd: 'scratch',
+                args: [
+                  LLAMACPP_BATCH,
+                  '--gguf',
+                  gguf,
+                  ...lengths,
+                  '--threads',
+                  String(threads),
+                  // as our bench: at most two timed runs per batch size
+                  '--repeat',
+                  String(Math.min(o.repeat, 2)),
+                  '--batches',
+                  batched.join(','),
+                  '--kv',
+                  'f32',
+                ],
+              },
         ours: o.skipOurs
           ? null
           : {
@@ -336,10 +362,7 @@ export function planShape(o: PeerOptions, name: string, config: RawConfig): Shap
                 dir,
                 '--dtype',
                 dtype,
-                '--prompt-tokens',
-                String(o.promptTokens),
-                '--gen-tokens',
-                String(o.genTokens),
+                ...lengths,
                 '--repeat',
                 String(o.repeat),
                 '--threads',
