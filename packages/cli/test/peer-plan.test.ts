@@ -44,8 +44,9 @@ describe('bench: peer.ts plan (--dtype, shapes, heap)', function () {
     );
     for (const r of plan.runs) {
       assert.deepEqual(r.toGguf!.args, ['to-gguf.mjs', '--model', dir, '--out', r.gguf, '--type', r.ggufType]);
-      assert.deepEqual(r.llamacpp!.args, [
-        'bench-llamacpp.mjs',
+      // a llama.cpp script's arguments at this plan's lengths, 1 thread, f32 KV cache
+      const llama = (script: string, repeat: string, extra: string[] = []) => [
+        script,
         '--gguf',
         r.gguf,
         '--prompt-tokens',
@@ -55,10 +56,12 @@ describe('bench: peer.ts plan (--dtype, shapes, heap)', function () {
         '--threads',
         '1',
         '--repeat',
-        '3',
+        repeat,
+        ...extra,
         '--kv',
         'f32',
-      ]);
+      ];
+      assert.deepEqual(r.llamacpp!.args, llama('bench-llamacpp.mjs', '3'));
       assert.deepEqual(r.ours!.args, [
         'packages/cli/src/bin.ts',
         'bench',
@@ -77,23 +80,7 @@ describe('bench: peer.ts plan (--dtype, shapes, heap)', function () {
         '--json',
       ]);
       // llama.cpp's batched decode at our bench's default batch sizes, two timed runs at most
-      assert.deepEqual(r.llamacppBatch!.args, [
-        'llamacpp-batch.mjs',
-        '--gguf',
-        r.gguf,
-        '--prompt-tokens',
-        '128',
-        '--gen-tokens',
-        '64',
-        '--threads',
-        '1',
-        '--repeat',
-        '2',
-        '--batches',
-        '4,16',
-        '--kv',
-        'f32',
-      ]);
+      assert.deepEqual(r.llamacppBatch!.args, llama('llamacpp-batch.mjs', '2', ['--batches', '4,16']));
       assert.equal(r.ours!.cwd, 'repo');
       assert.equal(r.llamacpp!.cwd, 'scratch');
       assert.equal(r.llamacppBatch!.cwd, 'scratch');

@@ -303,6 +303,20 @@ export function planShape(o: PeerOptions, name: string, config: RawConfig): Shap
       const ggufType = GGUF_TYPE[dtype];
       const gguf = path.join(models, `${name}-${ggufType}.gguf`);
       const lengths = ['--prompt-tokens', String(o.promptTokens), '--gen-tokens', String(o.genTokens)];
+      // a llama.cpp script's arguments (f32 KV cache, like ours)
+      const llamaArgs = (script: string, repeat: number, extra: string[] = []) => [
+        script,
+        '--gguf',
+        gguf,
+        ...lengths,
+        '--threads',
+        String(threads),
+        '--repeat',
+        String(repeat),
+        ...extra,
+        '--kv',
+        'f32',
+      ];
       return {
         dtype,
         threads,
@@ -313,43 +327,14 @@ export function planShape(o: PeerOptions, name: string, config: RawConfig): Shap
           o.skipLlamacpp || ti > 0
             ? null
             : { cwd: 'scratch', args: ['to-gguf.mjs', '--model', dir, '--out', gguf, '--type', ggufType] },
-        llamacpp: o.skipLlamacpp
-          ? null
-          : {
-              cwd: 'scratch',
-              args: [
-                'bench-llamacpp.mjs',
-                '--gguf',
-                gguf,
-                ...lengths,
-                '--threads',
-                String(threads),
-                '--repeat',
-                String(o.repeat),
-                '--kv',
-                'f32',
-              ],
-            },
+        llamacpp: o.skipLlamacpp ? null : { cwd: 'scratch', args: llamaArgs('bench-llamacpp.mjs', o.repeat) },
+        // as our bench: at most two timed runs per batch size
         llamacppBatch:
           o.skipLlamacpp || !batched.length
             ? null
             : {
                 cwd: 'scratch',
-                args: [
-                  LLAMACPP_BATCH,
-                  '--gguf',
-                  gguf,
-                  ...lengths,
-                  '--threads',
-                  String(threads),
-                  // as our bench: at most two timed runs per batch size
-                  '--repeat',
-                  String(Math.min(o.repeat, 2)),
-                  '--batches',
-                  batched.join(','),
-                  '--kv',
-                  'f32',
-                ],
+                args: llamaArgs(LLAMACPP_BATCH, Math.min(o.repeat, 2), ['--batches', batched.join(',')]),
               },
         ours: o.skipOurs
           ? null

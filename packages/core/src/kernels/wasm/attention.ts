@@ -11,7 +11,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ModelError } from '../../errors.ts';
 import { softcap as softcapOp } from '../../nn.ts';
-import { activeKernels, heapOffset } from './module.ts';
+import { activeKernels, heapOffset, type WasmKernelArgs } from './module.ts';
 import { countDispatch } from './stats.ts';
 
 export const DECODE_ATTENTION = 'MoiDecodeAttention';
@@ -93,15 +93,7 @@ export function decodeAttention(
 }
 
 /** The wasm kernel behind DECODE_ATTENTION (registered by initKernels). */
-export function decodeAttentionKernel({
-  inputs,
-  backend,
-  attrs,
-}: {
-  inputs: any;
-  backend: any;
-  attrs?: any;
-}): tf.TensorInfo {
+export function decodeAttentionKernel({ inputs, backend, attrs }: WasmKernelArgs): tf.TensorInfo {
   const k = activeKernels();
   if (!k) throw new Error(`${DECODE_ATTENTION}: the kernels module is not active`);
   const { q, keys, valuesT, slots } = inputs as Record<string, tf.TensorInfo>;

@@ -8,7 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { ModelError } from '../../errors.ts';
-import { activeKernels, heapOffset } from './module.ts';
+import { activeKernels, heapOffset, type WasmKernelArgs } from './module.ts';
 import { countDispatch } from './stats.ts';
 
 export const GATHER_ROWS = 'MoiGatherRows';
@@ -30,15 +30,7 @@ export function gatherRows(table: tf.Tensor2D, ids: tf.Tensor1D, layout: TableLa
 }
 
 /** The wasm kernel behind GATHER_ROWS (registered by initKernels). */
-export function gatherRowsKernel({
-  inputs,
-  backend,
-  attrs,
-}: {
-  inputs: any;
-  backend: any;
-  attrs?: any;
-}): tf.TensorInfo {
+export function gatherRowsKernel({ inputs, backend, attrs }: WasmKernelArgs): tf.TensorInfo {
   const k = activeKernels();
   if (!k) throw new Error(`${GATHER_ROWS}: the kernels module is not active`);
   const { table, ids } = inputs as Record<string, tf.TensorInfo>;

@@ -14,7 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { ModelError } from '../../errors.ts';
-import { activeKernels, heapOffset } from './module.ts';
+import { activeKernels, heapOffset, type WasmKernelArgs } from './module.ts';
 import { countDispatch } from './stats.ts';
 
 export const MIX_WEIGHTS = 'MoiMixWeights';
@@ -114,15 +114,7 @@ function composite(scores: tf.Tensor2D, sampled: tf.Tensor1D, coef: number[], K:
 }
 
 /** The wasm kernel behind MIX_WEIGHTS (registered by initKernels): a host loop over the heap. */
-export function mixWeightsKernel({
-  inputs,
-  backend,
-  attrs,
-}: {
-  inputs: any;
-  backend: any;
-  attrs?: any;
-}): tf.TensorInfo[] {
+export function mixWeightsKernel({ inputs, backend, attrs }: WasmKernelArgs): tf.TensorInfo[] {
   const k = activeKernels();
   if (!k) throw new Error(`${MIX_WEIGHTS}: the kernels module is not active`);
   const { scores, sampled } = inputs as Record<string, tf.TensorInfo>;

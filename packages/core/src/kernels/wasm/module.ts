@@ -220,6 +220,13 @@ export function activeKernels(): KernelExports | null {
   return k;
 }
 
+/** What tfjs hands a kernel function of ours: its input tensors, the wasm backend, the op's attributes. */
+export interface WasmKernelArgs {
+  inputs: any;
+  backend: any;
+  attrs?: any;
+}
+
 /** A tensor's byte offset in the wasm heap (the wasm backend only). */
 export function heapOffset(backend: any, dataId: object): number {
   const off = backend.dataIdMap.get(dataId)?.memoryOffset;

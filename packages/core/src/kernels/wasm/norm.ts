@@ -12,7 +12,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ModelError } from '../../errors.ts';
 import { rmsNorm as rmsNormComposite } from '../../nn.ts';
-import { activeKernels, heapOffset } from './module.ts';
+import { activeKernels, heapOffset, type WasmKernelArgs } from './module.ts';
 import { countDispatch } from './stats.ts';
 
 export const RMS_NORM = 'MoiRmsNorm';
@@ -57,15 +57,7 @@ export function fusedRmsNorm(x: tf.Tensor, eps: number, o: NormOptions = {}): { 
 }
 
 /** The wasm kernel behind RMS_NORM (registered by initKernels): outputs [y] or [y, sum]. */
-export function rmsNormKernel({
-  inputs,
-  backend,
-  attrs,
-}: {
-  inputs: any;
-  backend: any;
-  attrs?: any;
-}): tf.TensorInfo | tf.TensorInfo[] {
+export function rmsNormKernel({ inputs, backend, attrs }: WasmKernelArgs): tf.TensorInfo | tf.TensorInfo[] {
   const k = activeKernels();
   if (!k) throw new Error(`${RMS_NORM}: the kernels module is not active`);
   const { x, residual, weight } = inputs as Record<string, tf.TensorInfo | undefined>;

@@ -18,7 +18,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { bf16ToF32, f16ToF32 } from '../../dtype.ts';
 import { ModelError } from '../../errors.ts';
-import { activeKernels, heapOffset, type KernelExports } from './module.ts';
+import { activeKernels, heapOffset, type KernelExports, type WasmKernelArgs } from './module.ts';
 import { countDispatch } from './stats.ts';
 
 export type PackedKind = 'bf16' | 'f16' | 'q8';
@@ -273,12 +273,6 @@ export function packedRows(w: PackedWeight, ids: tf.Tensor1D): tf.Tensor2D {
 
 // ---- the wasm kernels behind the ops (registered by initKernels) ----
 
-interface KernelArgs {
-  inputs: any;
-  backend: any;
-  attrs?: any;
-}
-
 /**
  * From this many x rows on, packedMatMul runs gemm_K (weights widened per block of 8 rows into an
  * f32 panel, then a broadcast-form micro-kernel) instead of matmul_K (dot products, every weight
@@ -302,7 +296,7 @@ export const GEMM_MIN_ROWS = 6;
 export const Q8_GEMM_MIN_ROWS = 32;
 
 /** PACKED_MATMUL: matmul_K (few x rows) or gemm_K (many), then the outScale/bias epilogue if given. */
-export function packedMatMulKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+export function packedMatMulKernel({ inputs, backend, attrs }: WasmKernelArgs): tf.TensorInfo {
   const k = kernels(PACKED_MATMUL);
   const { kind, rows, cols } = attrs as PackedAttrs;
   const x = inputs.x as tf.TensorInfo;
@@ -373,7 +367,7 @@ function widenRow(
 }
 
 /** PACKED_MATMUL_T: matmul_t_K (rows with all-zero x skipped; the rest widened once, added). */
-export function packedMatMulTKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+export function packedMatMulTKernel({ inputs, backend, attrs }: WasmKernelArgs): tf.TensorInfo {
   const k = kernels(PACKED_MATMUL_T);
   const { kind, rows, cols } = attrs as PackedAttrs;
   const x = inputs.x as tf.TensorInfo;
@@ -402,7 +396,7 @@ export function packedMatMulTKernel({ inputs, backend, attrs }: KernelArgs): tf.
 }
 
 /** PACKED_ROWS: each id's row widened straight into the output (ids checked against rows first). */
-export function packedRowsKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+export function packedRowsKernel({ inputs, backend, attrs }: WasmKernelArgs): tf.TensorInfo {
   const k = kernels(PACKED_ROWS);
   const { kind, rows, cols } = attrs as PackedAttrs;
   const idsT = inputs.ids as tf.TensorInfo;

@@ -14,7 +14,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ModelError } from '../../errors.ts';
 import { attention, positionMask } from '../../nn.ts';
-import { activeKernels, heapOffset } from './module.ts';
+import { activeKernels, heapOffset, type WasmKernelArgs } from './module.ts';
 import { fusedRmsNorm } from './norm.ts';
 import { ropeDecode } from './rope.ts';
 import { countDispatch } from './stats.ts';
@@ -217,7 +217,7 @@ export function prefillQk(x: tf.Tensor, o: PrefillQkOptions): tf.Tensor3D {
 }
 
 /** The wasm kernel behind PREFILL_QK (registered by initKernels). */
-export function prefillQkKernel({ inputs, backend, attrs }: { inputs: any; backend: any; attrs?: any }): tf.TensorInfo {
+export function prefillQkKernel({ inputs, backend, attrs }: WasmKernelArgs): tf.TensorInfo {
   const k = activeKernels() as unknown as PrefillExports | null;
   if (!k) throw new Error(`${PREFILL_QK}: the kernels module is not active`);
   const { x, cos, sin, weight } = inputs as Record<string, tf.TensorInfo | undefined>;
@@ -279,15 +279,7 @@ interface PrefillExports {
 }
 
 /** The wasm kernel behind PREFILL_ATTENTION (registered by initKernels). */
-export function prefillAttentionKernel({
-  inputs,
-  backend,
-  attrs,
-}: {
-  inputs: any;
-  backend: any;
-  attrs?: any;
-}): tf.TensorInfo {
+export function prefillAttentionKernel({ inputs, backend, attrs }: WasmKernelArgs): tf.TensorInfo {
   const k = activeKernels() as unknown as PrefillExports | null;
   if (!k) throw new Error(`${PREFILL_ATTENTION}: the kernels module is not active`);
   const { qk, v, table, keys, valuesT } = inputs as Record<string, tf.TensorInfo | undefined>;

@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ModelError } from '../../errors.ts';
 import { rotateHalfMatrix } from '../../nn.ts';
-import { activeKernels, heapOffset } from './module.ts';
+import { activeKernels, heapOffset, type WasmKernelArgs } from './module.ts';
 import { countDispatch } from './stats.ts';
 
 export const ROPE = 'MoiRope';
@@ -30,7 +30,7 @@ export function ropeDecode(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor): tf.Ten
 }
 
 /** The wasm kernel behind ROPE (registered by initKernels). */
-export function ropeKernel({ inputs, backend }: { inputs: any; backend: any }): tf.TensorInfo {
+export function ropeKernel({ inputs, backend }: WasmKernelArgs): tf.TensorInfo {
   const k = activeKernels();
   if (!k) throw new Error(`${ROPE}: the kernels module is not active`);
   const { x, cos, sin } = inputs as Record<string, tf.TensorInfo>;
